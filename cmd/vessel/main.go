@@ -1,0 +1,14 @@
+// Binary vessel is the runc-compatible OCI runtime CLI of Vessel plus its admin verbs
+// (check, env, image build).
+package main
+
+import (
+	"context"
+	"os"
+
+	"github.com/vessel-containers/vessel/internal/cli"
+)
+
+func main() {
+	os.Exit(cli.Run(context.Background(), os.Args))
+}

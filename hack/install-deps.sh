@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what Vessel needs on Debian 12: QEMU, the guest kernel source, busybox, protobuf
+# tools, containerd and runc, and the Go tools the build uses. Idempotent.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+export PATH=/usr/local/go/bin:$PATH
+
+if [ "$(id -u)" != 0 ]; then echo "install-deps: run as root" >&2; exit 1; fi
+command -v go >/dev/null || { echo "install-deps: Go is required at /usr/local/go (https://go.dev/dl)" >&2; exit 1; }
+
+pkgs=(
+  make gcc libc6-dev git ca-certificates
+  qemu-system-x86 busybox-static
+  linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils kmod
+  libseccomp-dev pkg-config
+  protobuf-compiler
+  containerd runc iproute2
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+gobin=/usr/local/bin
+want_lint=v2.15.0
+if ! golangci-lint version 2>/dev/null | grep -q "${want_lint#v}"; then
+  GOBIN=$gobin go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$want_lint
+fi
+command -v protoc-gen-go >/dev/null || GOBIN=$gobin go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+command -v protoc-gen-go-ttrpc >/dev/null || GOBIN=$gobin go install github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@v1.2.10
+echo "install-deps: done"

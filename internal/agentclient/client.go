@@ -1,0 +1,256 @@
+// Package agentclient is the host side of the agent protocol: a typed client with one method
+// per RPC, per-request timeouts, error conversion to containerd's errdefs, and dialers for
+// the agent transports (virtio-serial unix socket, vsock, hybrid vsock).
+package agentclient
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/ttrpc"
+
+	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+)
+
+// Timeouts bounds how long requests may take. Zero fields use DefaultTimeouts.
+type Timeouts struct {
+	// Ready bounds the first Check, which waits for the guest to boot.
+	Ready time.Duration
+	// Request bounds ordinary requests.
+	Request time.Duration
+	// Create bounds CreateContainer and ExecProcess (they start processes in the guest).
+	Create time.Duration
+}
+
+// DefaultTimeouts are generous enough for software emulation (TCG).
+var DefaultTimeouts = Timeouts{Ready: 90 * time.Second, Request: 30 * time.Second, Create: 60 * time.Second}
+
+func (t Timeouts) withDefaults() Timeouts {
+	if t.Ready == 0 {
+		t.Ready = DefaultTimeouts.Ready
+	}
+	if t.Request == 0 {
+		t.Request = DefaultTimeouts.Request
+	}
+	if t.Create == 0 {
+		t.Create = DefaultTimeouts.Create
+	}
+	return t
+}
+
+// Client talks to one agent over one connection.
+type Client struct {
+	conn     net.Conn
+	ttrpc    *ttrpc.Client
+	svc      agentv1.AgentService
+	timeouts Timeouts
+}
+
+// New wraps an established connection to the agent. The client owns conn.
+func New(conn net.Conn, timeouts Timeouts) *Client {
+	tc := ttrpc.NewClient(conn)
+	return &Client{conn: conn, ttrpc: tc, svc: agentv1.NewAgentClient(tc), timeouts: timeouts.withDefaults()}
+}
+
+// Close closes the connection; calls in flight fail.
+func (c *Client) Close() error {
+	if err := c.ttrpc.Close(); err != nil {
+		return fmt.Errorf("close agent connection: %w", err)
+	}
+	return nil
+}
+
+// call runs one RPC with a timeout (0: none, for long polls) and converts the error.
+func call[Req, Resp any](ctx context.Context, name string, timeout time.Duration, fn func(context.Context, Req) (Resp, error), req Req) (Resp, error) {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	resp, err := fn(ctx, req)
+	if err != nil {
+		var zero Resp
+		return zero, fmt.Errorf("agent %s: %w", name, errgrpc.ToNative(err))
+	}
+	return resp, nil
+}
+
+// WaitReady sends Check until the agent answers or the ready timeout passes. The request is
+// queued by the hypervisor until the guest opens its port, so one request suffices.
+func (c *Client) WaitReady(ctx context.Context) (*agentv1.CheckResponse, error) {
+	resp, err := call(ctx, "Check", c.timeouts.Ready, c.svc.Check, &agentv1.CheckRequest{})
+	if err != nil {
+		return nil, err
+	}
+	if resp.ProtocolVersion != agentv1.ProtocolVersion {
+		return nil, fmt.Errorf("agent speaks protocol %d, host speaks %d: rebuild the guest image", resp.ProtocolVersion, agentv1.ProtocolVersion)
+	}
+	return resp, nil
+}
+
+func (c *Client) Check(ctx context.Context) (*agentv1.CheckResponse, error) {
+	return call(ctx, "Check", c.timeouts.Request, c.svc.Check, &agentv1.CheckRequest{})
+}
+
+func (c *Client) Version(ctx context.Context) (*agentv1.VersionResponse, error) {
+	return call(ctx, "Version", c.timeouts.Request, c.svc.Version, &agentv1.VersionRequest{})
+}
+
+func (c *Client) CreateSandbox(ctx context.Context, req *agentv1.CreateSandboxRequest) error {
+	_, err := call(ctx, "CreateSandbox", c.timeouts.Create, c.svc.CreateSandbox, req)
+	return err
+}
+
+func (c *Client) DestroySandbox(ctx context.Context) error {
+	_, err := call(ctx, "DestroySandbox", c.timeouts.Request, c.svc.DestroySandbox, &agentv1.DestroySandboxRequest{})
+	return err
+}
+
+func (c *Client) CreateContainer(ctx context.Context, req *agentv1.CreateContainerRequest) error {
+	_, err := call(ctx, "CreateContainer", c.timeouts.Create, c.svc.CreateContainer, req)
+	return err
+}
+
+func (c *Client) StartContainer(ctx context.Context, id string) error {
+	_, err := call(ctx, "StartContainer", c.timeouts.Create, c.svc.StartContainer, &agentv1.StartContainerRequest{ContainerId: id})
+	return err
+}
+
+func (c *Client) RemoveContainer(ctx context.Context, id string, timeout uint32) error {
+	_, err := call(ctx, "RemoveContainer", c.timeouts.Request+time.Duration(timeout)*time.Second, c.svc.RemoveContainer,
+		&agentv1.RemoveContainerRequest{ContainerId: id, Timeout: timeout})
+	return err
+}
+
+func (c *Client) ExecProcess(ctx context.Context, req *agentv1.ExecProcessRequest) error {
+	_, err := call(ctx, "ExecProcess", c.timeouts.Create, c.svc.ExecProcess, req)
+	return err
+}
+
+func (c *Client) SignalProcess(ctx context.Context, req *agentv1.SignalProcessRequest) error {
+	_, err := call(ctx, "SignalProcess", c.timeouts.Request, c.svc.SignalProcess, req)
+	return err
+}
+
+// WaitProcess blocks until the process exits (no timeout: bound it with ctx).
+func (c *Client) WaitProcess(ctx context.Context, containerID, execID string) (*agentv1.WaitProcessResponse, error) {
+	return call(ctx, "WaitProcess", 0, c.svc.WaitProcess, &agentv1.WaitProcessRequest{ContainerId: containerID, ExecId: execID})
+}
+
+func (c *Client) ListProcesses(ctx context.Context, containerID string) (*agentv1.ListProcessesResponse, error) {
+	return call(ctx, "ListProcesses", c.timeouts.Request, c.svc.ListProcesses, &agentv1.ListProcessesRequest{ContainerId: containerID})
+}
+
+func (c *Client) UpdateContainer(ctx context.Context, req *agentv1.UpdateContainerRequest) error {
+	_, err := call(ctx, "UpdateContainer", c.timeouts.Request, c.svc.UpdateContainer, req)
+	return err
+}
+
+func (c *Client) PauseContainer(ctx context.Context, id string) error {
+	_, err := call(ctx, "PauseContainer", c.timeouts.Request, c.svc.PauseContainer, &agentv1.PauseContainerRequest{ContainerId: id})
+	return err
+}
+
+func (c *Client) ResumeContainer(ctx context.Context, id string) error {
+	_, err := call(ctx, "ResumeContainer", c.timeouts.Request, c.svc.ResumeContainer, &agentv1.ResumeContainerRequest{ContainerId: id})
+	return err
+}
+
+func (c *Client) StatsContainer(ctx context.Context, id string) (*agentv1.StatsContainerResponse, error) {
+	return call(ctx, "StatsContainer", c.timeouts.Request, c.svc.StatsContainer, &agentv1.StatsContainerRequest{ContainerId: id})
+}
+
+// GetOOMEvent blocks until a container is OOM-killed (no timeout: bound it with ctx).
+func (c *Client) GetOOMEvent(ctx context.Context) (*agentv1.OOMEvent, error) {
+	return call(ctx, "GetOOMEvent", 0, c.svc.GetOOMEvent, &agentv1.GetOOMEventRequest{})
+}
+
+func (c *Client) WriteStdin(ctx context.Context, containerID, execID string, data []byte) (int, error) {
+	resp, err := call(ctx, "WriteStdin", c.timeouts.Request, c.svc.WriteStdin,
+		&agentv1.WriteStreamRequest{ContainerId: containerID, ExecId: execID, Data: data})
+	if err != nil {
+		return 0, err
+	}
+	return int(resp.Len), nil
+}
+
+// ReadStdout long-polls for output (no timeout: bound it with ctx).
+func (c *Client) ReadStdout(ctx context.Context, containerID, execID string, n uint32) (*agentv1.ReadStreamResponse, error) {
+	return call(ctx, "ReadStdout", 0, c.svc.ReadStdout, &agentv1.ReadStreamRequest{ContainerId: containerID, ExecId: execID, Len: n})
+}
+
+// ReadStderr long-polls for output (no timeout: bound it with ctx).
+func (c *Client) ReadStderr(ctx context.Context, containerID, execID string, n uint32) (*agentv1.ReadStreamResponse, error) {
+	return call(ctx, "ReadStderr", 0, c.svc.ReadStderr, &agentv1.ReadStreamRequest{ContainerId: containerID, ExecId: execID, Len: n})
+}
+
+func (c *Client) CloseStdin(ctx context.Context, containerID, execID string) error {
+	_, err := call(ctx, "CloseStdin", c.timeouts.Request, c.svc.CloseStdin, &agentv1.CloseStdinRequest{ContainerId: containerID, ExecId: execID})
+	return err
+}
+
+func (c *Client) TtyWinResize(ctx context.Context, containerID, execID string, rows, cols uint32) error {
+	_, err := call(ctx, "TtyWinResize", c.timeouts.Request, c.svc.TtyWinResize,
+		&agentv1.TtyWinResizeRequest{ContainerId: containerID, ExecId: execID, Row: rows, Column: cols})
+	return err
+}
+
+func (c *Client) UpdateInterface(ctx context.Context, iface *agentv1.Interface) (*agentv1.Interface, error) {
+	return call(ctx, "UpdateInterface", c.timeouts.Request, c.svc.UpdateInterface, &agentv1.UpdateInterfaceRequest{Interface: iface})
+}
+
+func (c *Client) UpdateRoutes(ctx context.Context, routes *agentv1.Routes) (*agentv1.Routes, error) {
+	return call(ctx, "UpdateRoutes", c.timeouts.Request, c.svc.UpdateRoutes, &agentv1.UpdateRoutesRequest{Routes: routes})
+}
+
+func (c *Client) ListInterfaces(ctx context.Context) (*agentv1.Interfaces, error) {
+	return call(ctx, "ListInterfaces", c.timeouts.Request, c.svc.ListInterfaces, &agentv1.ListInterfacesRequest{})
+}
+
+func (c *Client) ListRoutes(ctx context.Context) (*agentv1.Routes, error) {
+	return call(ctx, "ListRoutes", c.timeouts.Request, c.svc.ListRoutes, &agentv1.ListRoutesRequest{})
+}
+
+func (c *Client) AddARPNeighbors(ctx context.Context, neighbors []*agentv1.ARPNeighbor) error {
+	_, err := call(ctx, "AddARPNeighbors", c.timeouts.Request, c.svc.AddARPNeighbors, &agentv1.AddARPNeighborsRequest{Neighbors: neighbors})
+	return err
+}
+
+func (c *Client) OnlineCPUMem(ctx context.Context, req *agentv1.OnlineCPUMemRequest) error {
+	_, err := call(ctx, "OnlineCPUMem", c.timeouts.Request, c.svc.OnlineCPUMem, req)
+	return err
+}
+
+func (c *Client) MemHotplugByProbe(ctx context.Context, addrs []uint64) error {
+	_, err := call(ctx, "MemHotplugByProbe", c.timeouts.Request, c.svc.MemHotplugByProbe, &agentv1.MemHotplugByProbeRequest{MemHotplugProbeAddr: addrs})
+	return err
+}
+
+func (c *Client) CopyFile(ctx context.Context, req *agentv1.CopyFileRequest) error {
+	_, err := call(ctx, "CopyFile", c.timeouts.Request, c.svc.CopyFile, req)
+	return err
+}
+
+func (c *Client) ReseedRandomDev(ctx context.Context, seed []byte) error {
+	_, err := call(ctx, "ReseedRandomDev", c.timeouts.Request, c.svc.ReseedRandomDev, &agentv1.ReseedRandomDevRequest{Data: seed})
+	return err
+}
+
+// SetGuestDateTime sets the guest clock to t. Send it only after the first answer from the
+// agent: a request queued before the guest was up would carry a stale time.
+func (c *Client) SetGuestDateTime(ctx context.Context, t time.Time) error {
+	_, err := call(ctx, "SetGuestDateTime", c.timeouts.Request, c.svc.SetGuestDateTime,
+		&agentv1.SetGuestDateTimeRequest{Sec: t.Unix(), Usec: int64(t.Nanosecond() / 1000)})
+	return err
+}
+
+func (c *Client) GetGuestDetails(ctx context.Context, req *agentv1.GuestDetailsRequest) (*agentv1.GuestDetailsResponse, error) {
+	return call(ctx, "GetGuestDetails", c.timeouts.Request, c.svc.GetGuestDetails, req)
+}
+
+func (c *Client) GetMetrics(ctx context.Context) (*agentv1.Metrics, error) {
+	return call(ctx, "GetMetrics", c.timeouts.Request, c.svc.GetMetrics, &agentv1.GetMetricsRequest{})
+}

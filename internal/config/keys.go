@@ -1,0 +1,421 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"path"
+	"regexp"
+	"strings"
+)
+
+// Key describes one configuration key: its TOML name, what it accepts and whether an
+// annotation may override it. The key table is the single source for validation, annotation
+// parsing and the generated reference.
+type Key struct {
+	// Section and Name form the TOML key: [Section] Name = ...
+	Section string
+	Name    string
+	// Type is the documented value type: bool, uint32, uint64, string, path or []string.
+	Type string
+	// Unit of integers (MiB, seconds, bytes), if any.
+	Unit string
+	// Doc says what the key does.
+	Doc string
+
+	// Min and Max bound integers (inclusive).
+	Min, Max uint64
+	// Enum lists the accepted strings; empty means any string that check accepts.
+	Enum []string
+	// Allowed describes accepted strings (or list elements) in words when check does more
+	// than Enum can say.
+	Allowed string
+	// Optional strings and paths may be empty.
+	Optional bool
+
+	// Annotation is the base name of the annotation overriding this key, e.g. "default_vcpus"
+	// for io.vessel.config.hypervisor.default_vcpus; empty when no annotation may.
+	Annotation string
+	// Syntax tells how a list is written in an annotation value.
+	Syntax listSyntax
+	// Append makes an annotation value append to the configured value instead of replacing it.
+	Append bool
+	// Globs names the key (in the same section) listing the glob patterns an annotation value
+	// must match. Annotations overriding such a key are refused when no pattern matches.
+	Globs string
+
+	// check validates one string value or one list element.
+	check func(string) error
+}
+
+// listSyntax is how an annotation writes a list.
+type listSyntax int
+
+const (
+	listNone      listSyntax = iota
+	listSemicolon            // "a x=1; b"
+	listComma                // "a,b"
+	listJSON                 // ["--a", "--b"]
+)
+
+func (s listSyntax) String() string {
+	switch s {
+	case listSemicolon:
+		return "semicolon-separated list"
+	case listComma:
+		return "comma-separated list"
+	case listJSON:
+		return "JSON array of strings"
+	}
+	return ""
+}
+
+// FullName is "section.name".
+func (k Key) FullName() string { return k.Section + "." + k.Name }
+
+// AnnotationNames are the annotation names overriding the key, ours first; nil when none.
+func (k Key) AnnotationNames() []string {
+	if k.Annotation == "" {
+		return nil
+	}
+	short := k.Section + "." + k.Annotation
+	return []string{PrefixVessel + short, PrefixKata + short}
+}
+
+// AllowedText describes the accepted values for documentation and error messages.
+func (k Key) AllowedText() string {
+	switch {
+	case k.Type == "bool":
+		return "true or false"
+	case k.Type == "uint32" || k.Type == "uint64":
+		return fmt.Sprintf("%d to %d", k.Min, k.Max)
+	case len(k.Enum) > 0:
+		q := make([]string, len(k.Enum))
+		for i, e := range k.Enum {
+			q[i] = fmt.Sprintf("%q", e)
+		}
+		return "one of " + strings.Join(q, ", ")
+	}
+	s := k.Allowed
+	if k.Optional && k.Type != "[]string" {
+		s += " or empty"
+	}
+	return s
+}
+
+const (
+	maxUint32 = math.MaxUint32
+	// maxKernelCmdline is x86's COMMAND_LINE_SIZE less room for the driver's own parameters.
+	maxKernelCmdline = 1024
+	// maxVCPUs is QEMU q35's limit with the x2APIC it enables by default.
+	maxVCPUs = 288
+	// maxMemoryMiB bounds memory sizes at 4 TiB.
+	maxMemoryMiB = 4 << 20
+)
+
+var (
+	reMachineType = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
+	// reQEMUOpts is a comma-separated list of QEMU option words, nothing QEMU could read as a
+	// new argument or a file.
+	reQEMUOpts  = regexp.MustCompile(`^[A-Za-z0-9_.+=-]+(,[A-Za-z0-9_.+=-]+)*$`)
+	reModule    = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	reFeature   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+	reModParam  = regexp.MustCompile(`^[A-Za-z0-9_.-]+(=[^\s;]*)?$`)
+	reExtraArg  = regexp.MustCompile(`^--[a-z0-9][a-z0-9-]*(=[^\s]*)?$`)
+	reForbidArg = regexp.MustCompile(`^--(shared-dir|socket-path|socket-group|fd|sandbox|seccomp)(=|$)`)
+)
+
+func checkAbsPath(s string) error {
+	switch {
+	case !path.IsAbs(s):
+		return fmt.Errorf("%q is not an absolute path", s)
+	case path.Clean(s) != s:
+		return fmt.Errorf("%q is not a clean path (want %q)", s, path.Clean(s))
+	case strings.ContainsAny(s, "\x00\n,"):
+		return fmt.Errorf("%q contains a NUL, newline or comma", s)
+	}
+	return nil
+}
+
+func checkPattern(re *regexp.Regexp) func(string) error {
+	return func(s string) error {
+		if !re.MatchString(s) {
+			return fmt.Errorf("%q does not match %s", s, re)
+		}
+		return nil
+	}
+}
+
+func checkGlob(s string) error {
+	if !path.IsAbs(s) || strings.ContainsRune(s, 0) {
+		return fmt.Errorf("glob %q is not an absolute path pattern", s)
+	}
+	if _, err := path.Match(s, ""); err != nil {
+		return fmt.Errorf("glob %q: %w", s, err)
+	}
+	return nil
+}
+
+func checkRegexp(s string) error {
+	if _, err := compileAnchored(s); err != nil {
+		return fmt.Errorf("regexp %q: %w", s, err)
+	}
+	return nil
+}
+
+func checkKernelParams(s string) error {
+	if len(s) > maxKernelCmdline {
+		return fmt.Errorf("%d bytes is longer than %d", len(s), maxKernelCmdline)
+	}
+	for _, r := range s {
+		if r < 0x20 && r != ' ' && r != '\t' || r == 0x7f || r > 0x7e {
+			return fmt.Errorf("%q contains a control or non-ASCII character", s)
+		}
+	}
+	return nil
+}
+
+func checkKernelModule(s string) error {
+	f := strings.Fields(s)
+	if len(f) == 0 {
+		return fmt.Errorf("%q names no module", s)
+	}
+	if !reModule.MatchString(f[0]) {
+		return fmt.Errorf("module name %q does not match %s", f[0], reModule)
+	}
+	for _, p := range f[1:] {
+		if !reModParam.MatchString(p) {
+			return fmt.Errorf("module parameter %q does not match %s", p, reModParam)
+		}
+	}
+	return nil
+}
+
+func checkExtraArg(s string) error {
+	if !reExtraArg.MatchString(s) {
+		return fmt.Errorf("%q is not a --long-option[=value]", s)
+	}
+	if reForbidArg.MatchString(s) {
+		return fmt.Errorf("%q is set by Vessel itself", s)
+	}
+	return nil
+}
+
+// keyTable is every configuration key. It is never modified; Keys returns a copy.
+var keyTable = []Key{
+	// [hypervisor] binaries and guest assets.
+	{Section: "hypervisor", Name: "driver", Type: "string", Enum: []string{"qemu", "firecracker", "cloud-hypervisor"},
+		Doc: "Hypervisor driver that runs the VM."},
+	{Section: "hypervisor", Name: "path", Type: "path", Allowed: "absolute path", check: checkAbsPath,
+		Annotation: "path", Globs: "valid_hypervisor_paths",
+		Doc: "Hypervisor binary."},
+	{Section: "hypervisor", Name: "valid_hypervisor_paths", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
+		Doc: "Glob patterns a hypervisor path annotation must match; empty refuses every such annotation."},
+	{Section: "hypervisor", Name: "kernel", Type: "path", Allowed: "absolute path", check: checkAbsPath,
+		Annotation: "kernel", Globs: "valid_kernel_paths",
+		Doc: "Guest kernel: an uncompressed vmlinux (booted through PVH) or a bzImage."},
+	{Section: "hypervisor", Name: "valid_kernel_paths", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
+		Doc: "Glob patterns a kernel annotation must match."},
+	{Section: "hypervisor", Name: "initrd", Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
+		Annotation: "initrd", Globs: "valid_image_paths",
+		Doc: "Guest initramfs holding the agent. Exactly one of initrd and image is set."},
+	{Section: "hypervisor", Name: "image", Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
+		Annotation: "image", Globs: "valid_image_paths",
+		Doc: "Guest root disk image, instead of an initrd."},
+	{Section: "hypervisor", Name: "valid_image_paths", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
+		Doc: "Glob patterns an initrd or image annotation must match."},
+	{Section: "hypervisor", Name: "kernel_params", Type: "string", Allowed: fmt.Sprintf("printable ASCII, at most %d bytes", maxKernelCmdline), check: checkKernelParams, Optional: true,
+		Annotation: "kernel_params", Append: true,
+		Doc: "Space-separated parameters appended to the guest kernel command line. An annotation appends to this value."},
+
+	// [hypervisor] machine.
+	{Section: "hypervisor", Name: "machine_type", Type: "string", Allowed: "a QEMU machine name (" + reMachineType.String() + ")", check: checkPattern(reMachineType), Optional: true,
+		Annotation: "machine_type",
+		Doc: "Machine type, e.g. q35; empty means the driver's default."},
+	{Section: "hypervisor", Name: "accelerator", Type: "string", Enum: []string{"auto", "kvm", "tcg"},
+		Annotation: "accelerator",
+		Doc: "How guest code runs: kvm, tcg (software emulation), or auto (kvm when /dev/kvm is usable)."},
+	{Section: "hypervisor", Name: "machine_accelerators", Type: "string", Allowed: "comma-separated option words (" + reQEMUOpts.String() + ")", check: checkPattern(reQEMUOpts), Optional: true,
+		Annotation: "machine_accelerators",
+		Doc: "Extra machine options passed to the hypervisor, e.g. \"nosmm,nosmbus\"."},
+	{Section: "hypervisor", Name: "cpu_features", Type: "string", Allowed: "comma-separated option words (" + reQEMUOpts.String() + ")", check: checkPattern(reQEMUOpts), Optional: true,
+		Annotation: "cpu_features",
+		Doc: "CPU features passed to the guest CPU model, e.g. \"pmu=off\"."},
+	{Section: "hypervisor", Name: "tb_size_mib", Type: "uint32", Unit: "MiB", Min: 0, Max: 4096,
+		Doc: "QEMU TCG translation-cache size; 0 means QEMU's default (1 GiB reserved). Ignored under KVM."},
+
+	// [hypervisor] CPU and memory.
+	{Section: "hypervisor", Name: "default_vcpus", Type: "uint32", Min: 1, Max: maxVCPUs,
+		Annotation: "default_vcpus",
+		Doc: "vCPUs of a VM before any container's CPU limit is added. Above the effective maximum it is lowered to it. An annotation must not exceed the host's CPUs or the maximum."},
+	{Section: "hypervisor", Name: "default_maxvcpus", Type: "uint32", Min: 0, Max: maxVCPUs,
+		Annotation: "default_max_vcpus",
+		Doc: "Most vCPUs a VM may have (hotplug and sizing cap); 0 or more than the host's CPUs means the host's CPUs."},
+	{Section: "hypervisor", Name: "default_memory", Type: "uint32", Unit: "MiB", Min: 64, Max: maxMemoryMiB,
+		Annotation: "default_memory",
+		Doc: "Memory of a VM before any container's memory limit is added. An annotation must not exceed the effective maximum."},
+	{Section: "hypervisor", Name: "default_maxmemory", Type: "uint32", Unit: "MiB", Min: 0, Max: maxMemoryMiB,
+		Doc: "Most memory a VM may have; 0 or more than the host's RAM means the host's RAM."},
+	{Section: "hypervisor", Name: "memory_slots", Type: "uint32", Min: 1, Max: 255,
+		Annotation: "memory_slots",
+		Doc: "Memory hotplug slots: how many times memory can be added to a running VM."},
+	{Section: "hypervisor", Name: "memory_offset", Type: "uint64", Unit: "MiB", Min: 0, Max: maxMemoryMiB,
+		Annotation: "memory_offset",
+		Doc: "Extra address space added to the maximum memory, for nvdimm devices."},
+	{Section: "hypervisor", Name: "enable_virtio_mem", Type: "bool", Annotation: "enable_virtio_mem",
+		Doc: "Resize memory with virtio-mem instead of DIMM hotplug."},
+	{Section: "hypervisor", Name: "enable_mem_prealloc", Type: "bool", Annotation: "enable_mem_prealloc",
+		Doc: "Allocate all guest memory at boot (lower density, predictable latency)."},
+	{Section: "hypervisor", Name: "enable_hugepages", Type: "bool", Annotation: "enable_hugepages",
+		Doc: "Back guest memory with huge pages (implies preallocation)."},
+	{Section: "hypervisor", Name: "file_mem_backend", Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
+		Annotation: "file_mem_backend", Globs: "valid_file_mem_backends",
+		Doc: "Directory for file-backed guest memory; empty disables it. Ignored when templating is on."},
+	{Section: "hypervisor", Name: "valid_file_mem_backends", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
+		Doc: "Glob patterns a file_mem_backend annotation must match."},
+	{Section: "hypervisor", Name: "enable_guest_swap", Type: "bool", Annotation: "enable_guest_swap",
+		Doc: "Give the guest a swap device when a container asks for swap."},
+	{Section: "hypervisor", Name: "enable_iommu", Type: "bool", Annotation: "enable_iommu",
+		Doc: "Add a virtual IOMMU (q35), needed for VFIO devices in the guest."},
+	{Section: "hypervisor", Name: "hot_plug_vfio", Type: "string", Enum: []string{"no-port", "root-port", "bridge-port", "switch-port"},
+		Annotation: "hot_plug_vfio",
+		Doc: "Where VFIO devices are hot-plugged; no-port disables VFIO hotplug."},
+	{Section: "hypervisor", Name: "pcie_root_port", Type: "uint32", Min: 0, Max: 16,
+		Annotation: "pcie_root_port",
+		Doc: "PCIe root ports added at boot for hot-plugging PCIe devices."},
+
+	// [hypervisor] shared file system.
+	{Section: "hypervisor", Name: "shared_fs", Type: "string", Enum: []string{"virtio-9p", "virtio-fs", "none"},
+		Annotation: "shared_fs",
+		Doc: "How host files reach the guest: virtio-9p, virtio-fs (virtiofsd), or none (files are copied in)."},
+	{Section: "hypervisor", Name: "virtio_fs_daemon", Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
+		Annotation: "virtio_fs_daemon", Globs: "valid_virtio_fs_daemon_paths",
+		Doc: "virtiofsd binary; required when shared_fs is virtio-fs."},
+	{Section: "hypervisor", Name: "valid_virtio_fs_daemon_paths", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
+		Doc: "Glob patterns a virtio_fs_daemon annotation must match."},
+	{Section: "hypervisor", Name: "virtio_fs_cache", Type: "string", Enum: []string{"never", "metadata", "auto", "always"},
+		Annotation: "virtio_fs_cache",
+		Doc: "virtio-fs guest caching: never; metadata (metadata and lookups cached, data never); auto (cached for a short time, data while open); always."},
+	{Section: "hypervisor", Name: "virtio_fs_cache_size", Type: "uint32", Unit: "MiB", Min: 0, Max: 65536,
+		Annotation: "virtio_fs_cache_size",
+		Doc: "virtio-fs DAX window; 0 disables DAX."},
+	{Section: "hypervisor", Name: "virtio_fs_extra_args", Type: "[]string", Allowed: "--long-option[=value] words, not ones Vessel sets (--shared-dir, --socket-path, --fd, ...)", check: checkExtraArg, Optional: true,
+		Annotation: "virtio_fs_extra_args", Syntax: listJSON,
+		Doc: "Extra virtiofsd options."},
+	{Section: "hypervisor", Name: "msize_9p", Type: "uint32", Unit: "bytes", Min: 4096, Max: 1048576,
+		Annotation: "msize_9p",
+		Doc: "9p message size."},
+
+	// [hypervisor] block devices.
+	{Section: "hypervisor", Name: "block_device_driver", Type: "string", Enum: []string{"virtio-blk", "virtio-scsi", "nvdimm"},
+		Annotation: "block_device_driver",
+		Doc: "Driver for block devices given to the guest (container rootfs on a block device, volumes)."},
+	{Section: "hypervisor", Name: "block_device_aio", Type: "string", Enum: []string{"threads", "native", "io_uring"},
+		Doc: "Host I/O mechanism for block devices."},
+	{Section: "hypervisor", Name: "block_device_cache_set", Type: "bool", Annotation: "block_device_cache_set",
+		Doc: "Apply the block_device_cache_* settings to block devices."},
+	{Section: "hypervisor", Name: "block_device_cache_direct", Type: "bool", Annotation: "block_device_cache_direct",
+		Doc: "Open block devices with O_DIRECT (bypass the host page cache)."},
+	{Section: "hypervisor", Name: "block_device_cache_noflush", Type: "bool", Annotation: "block_device_cache_noflush",
+		Doc: "Ignore flush requests from the guest."},
+	{Section: "hypervisor", Name: "enable_iothreads", Type: "bool", Annotation: "enable_iothreads",
+		Doc: "Handle block I/O in a separate thread (virtio-scsi)."},
+	{Section: "hypervisor", Name: "disable_block_device_use", Type: "bool", Annotation: "disable_block_device_use",
+		Doc: "Never pass a block-device rootfs to the guest; share it as files instead."},
+	{Section: "hypervisor", Name: "disable_image_nvdimm", Type: "bool", Annotation: "disable_image_nvdimm",
+		Doc: "Attach a guest image as virtio-blk instead of nvdimm."},
+
+	// [hypervisor] devices, isolation and debugging.
+	{Section: "hypervisor", Name: "entropy_source", Type: "path", Allowed: "absolute path", check: checkAbsPath,
+		Annotation: "entropy_source", Globs: "valid_entropy_sources",
+		Doc: "Host entropy source behind the guest's virtio-rng device."},
+	{Section: "hypervisor", Name: "valid_entropy_sources", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
+		Doc: "Glob patterns an entropy_source annotation must match."},
+	{Section: "hypervisor", Name: "disable_vhost_net", Type: "bool", Annotation: "disable_vhost_net",
+		Doc: "Run virtio-net in the hypervisor process instead of the vhost-net kernel module."},
+	{Section: "hypervisor", Name: "use_vsock", Type: "bool", Annotation: "use_vsock",
+		Doc: "Reach the agent over vsock (needs vhost-vsock); false uses virtio-serial."},
+	{Section: "hypervisor", Name: "guest_hook_path", Type: "path", Allowed: "absolute path in the guest", check: checkAbsPath, Optional: true,
+		Annotation: "guest_hook_path",
+		Doc: "Directory in the guest holding OCI hooks (prestart, poststart, poststop subdirectories)."},
+	{Section: "hypervisor", Name: "jailer_path", Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
+		Annotation: "jailer_path", Globs: "valid_jailer_paths",
+		Doc: "Jailer binary confining the VMM (firecracker); empty runs no jailer."},
+	{Section: "hypervisor", Name: "valid_jailer_paths", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
+		Doc: "Glob patterns a jailer_path annotation must match."},
+	{Section: "hypervisor", Name: "ctlpath", Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
+		Annotation: "ctlpath", Globs: "valid_ctlpaths",
+		Doc: "Hypervisor control binary (cloud-hypervisor's ch-remote); empty means none."},
+	{Section: "hypervisor", Name: "valid_ctlpaths", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
+		Doc: "Glob patterns a ctlpath annotation must match."},
+	{Section: "hypervisor", Name: "rootless", Type: "bool",
+		Doc: "Run the hypervisor as an unprivileged user."},
+	{Section: "hypervisor", Name: "enable_debug", Type: "bool",
+		Doc: "Verbose hypervisor and guest console logs."},
+
+	// [agent]
+	{Section: "agent", Name: "kernel_modules", Type: "[]string", Allowed: "\"module param=value ...\" entries", check: checkKernelModule, Optional: true,
+		Annotation: "kernel_modules", Syntax: listSemicolon,
+		Doc: "Guest kernel modules to load, each \"name\" followed by its parameters."},
+	{Section: "agent", Name: "dial_timeout", Type: "uint32", Unit: "seconds", Min: 1, Max: 600,
+		Doc: "How long to wait for the agent to answer after boot."},
+	{Section: "agent", Name: "request_timeout", Type: "uint32", Unit: "seconds", Min: 1, Max: 3600,
+		Doc: "Timeout of an agent request that has no timeout of its own."},
+	{Section: "agent", Name: "create_container_timeout", Type: "uint32", Unit: "seconds", Min: 1, Max: 3600,
+		Doc: "Timeout of the CreateContainer request."},
+	{Section: "agent", Name: "enable_tracing", Type: "bool", Annotation: "enable_tracing",
+		Doc: "Agent emits trace spans."},
+	{Section: "agent", Name: "enable_debug", Type: "bool",
+		Doc: "Agent logs at debug level."},
+	{Section: "agent", Name: "debug_console_enabled", Type: "bool",
+		Doc: "Allow `vessel debug console` into the guest."},
+	{Section: "agent", Name: "container_pipe_size", Type: "uint32", Unit: "bytes", Min: 0, Max: 1 << 20,
+		Annotation: "container_pipe_size",
+		Doc: "Size of containers' stdio pipes in the guest; 0 means the kernel default."},
+
+	// [runtime]
+	{Section: "runtime", Name: "enable_debug", Type: "bool",
+		Doc: "Shim and CLI log at debug level."},
+	{Section: "runtime", Name: "sandbox_cgroup_only", Type: "bool", Annotation: "sandbox_cgroup_only",
+		Doc: "Put all of a sandbox's host processes in the sandbox cgroup only, with no per-container host cgroups."},
+	{Section: "runtime", Name: "disable_guest_seccomp", Type: "bool", Annotation: "disable_guest_seccomp",
+		Doc: "Do not apply containers' seccomp profiles inside the guest."},
+	{Section: "runtime", Name: "internetworking_model", Type: "string", Enum: []string{"tcfilter", "macvtap", "none"},
+		Annotation: "internetworking_model",
+		Doc: "How the VM joins the pod network: tc mirroring to a tap, macvtap, or none (a bare tap)."},
+	{Section: "runtime", Name: "disable_new_netns", Type: "bool", Annotation: "disable_new_netns",
+		Doc: "Do not create a network namespace for the hypervisor; needs internetworking_model = \"none\"."},
+	{Section: "runtime", Name: "static_sandbox_resource_mgmt", Type: "bool",
+		Doc: "Size the VM once at boot from the pod's CRI sizing annotations (or a single container's limits) instead of hot-plugging CPUs and memory per container."},
+	{Section: "runtime", Name: "experimental", Type: "[]string", Allowed: "feature names (" + reFeature.String() + ")", check: checkPattern(reFeature), Optional: true,
+		Annotation: "experimental", Syntax: listComma,
+		Doc: "Experimental features to enable."},
+	{Section: "runtime", Name: "enable_annotations", Type: "[]string", Allowed: "regular expressions (RE2)", check: checkRegexp, Optional: true,
+		Doc: "Annotations a pod may use. Each regexp must match a whole \"section.name\" (e.g. \"hypervisor\\\\.default_.*\"); for hypervisor annotations the bare name (Kata's convention, e.g. \"default_vcpus\") also matches. Empty refuses every configuration annotation."},
+
+	// [factory]
+	{Section: "factory", Name: "enable_template", Type: "bool",
+		Doc: "Clone new VMs from a template VM (needs an initrd)."},
+	{Section: "factory", Name: "template_path", Type: "path", Allowed: "absolute path", check: checkAbsPath,
+		Doc: "Directory holding the template VM's state."},
+	{Section: "factory", Name: "vm_cache_number", Type: "uint32", Min: 0, Max: 64,
+		Doc: "Pre-booted VMs kept ready by the cache server; 0 disables the cache."},
+	{Section: "factory", Name: "vm_cache_endpoint", Type: "path", Allowed: "absolute path", check: checkAbsPath,
+		Doc: "Unix socket of the VM cache server."},
+}
+
+// Keys returns the key table in documentation order. The caller may modify the result.
+func Keys() []Key {
+	out := make([]Key, len(keyTable))
+	copy(out, keyTable)
+	return out
+}
+
+// lookupKey finds a key by section and name.
+func lookupKey(section, name string) (Key, bool) {
+	for _, k := range keyTable {
+		if k.Section == section && k.Name == name {
+			return k, true
+		}
+	}
+	return Key{}, false
+}

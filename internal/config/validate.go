@@ -1,0 +1,185 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/vessel-containers/vessel/internal/hypervisor"
+)
+
+// FieldError is one bad value: where it came from, the key (or annotation), the value as
+// written and what would have been accepted.
+type FieldError struct {
+	// File is the configuration file; empty for a Config built in code.
+	File string
+	// Key is "section.name", or the full annotation name for an annotation.
+	Key string
+	// Value as written: strings quoted, lists as TOML arrays.
+	Value string
+	// Reason says what is wrong with the value.
+	Reason string
+	// Allowed says what is accepted.
+	Allowed string
+}
+
+func (e *FieldError) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(e.File)
+		b.WriteString(": ")
+	}
+	fmt.Fprintf(&b, "%s = %s: %s", e.Key, e.Value, e.Reason)
+	if e.Allowed != "" {
+		fmt.Fprintf(&b, " (allowed: %s)", e.Allowed)
+	}
+	return b.String()
+}
+
+// Validate reports every key whose value is not allowed, one error per key (joined with
+// errors.Join; each is a *FieldError), and combinations of keys that do not work together.
+func (c *Config) Validate() error { return c.validate("") }
+
+func (c *Config) validate(file string) error {
+	var errs []error
+	root := reflect.ValueOf(c).Elem()
+	for _, k := range keyTable {
+		f := fieldOf(root, k)
+		if err := k.checkValue(f); err != nil {
+			errs = append(errs, &FieldError{
+				File: file, Key: k.FullName(), Value: formatValue(f),
+				Reason: err.Error(), Allowed: k.AllowedText(),
+			})
+		}
+	}
+	for _, e := range c.crossCheck() {
+		e.File = file
+		errs = append(errs, e)
+	}
+	return errors.Join(errs...)
+}
+
+// checkValue validates one key's value against the key's range, enum and check.
+func (k Key) checkValue(f reflect.Value) error {
+	switch f.Kind() {
+	case reflect.Bool:
+		return nil
+	case reflect.Uint32, reflect.Uint64:
+		if n := f.Uint(); n < k.Min || n > k.Max {
+			return errors.New("out of range")
+		}
+		return nil
+	case reflect.String:
+		return k.checkString(f.String())
+	case reflect.Slice:
+		for i := 0; i < f.Len(); i++ {
+			s := f.Index(i).String()
+			if s == "" {
+				return fmt.Errorf("element %d is empty", i)
+			}
+			if err := k.checkString(s); err != nil {
+				return fmt.Errorf("element %d: %w", i, err)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("key %s has unsupported type %s", k.FullName(), f.Type())
+}
+
+func (k Key) checkString(s string) error {
+	if s == "" {
+		if k.Optional {
+			return nil
+		}
+		return errors.New("must not be empty")
+	}
+	if len(k.Enum) > 0 && !slices.Contains(k.Enum, s) {
+		return errors.New("not a known value")
+	}
+	if k.check != nil {
+		return k.check(s)
+	}
+	return nil
+}
+
+// crossCheck reports combinations of keys that cannot work together.
+func (c *Config) crossCheck() []*FieldError {
+	h := &c.Hypervisor
+	var errs []*FieldError
+	bad := func(key, value, reason string) {
+		errs = append(errs, &FieldError{Key: key, Value: value, Reason: reason})
+	}
+	if h.DefaultMaxVCPUs != 0 && h.DefaultVCPUs > h.DefaultMaxVCPUs {
+		bad("hypervisor.default_vcpus", u(h.DefaultVCPUs),
+			fmt.Sprintf("exceeds hypervisor.default_maxvcpus = %d", h.DefaultMaxVCPUs))
+	}
+	if h.DefaultMaxMemory != 0 && h.DefaultMemory > h.DefaultMaxMemory {
+		bad("hypervisor.default_memory", u(h.DefaultMemory),
+			fmt.Sprintf("exceeds hypervisor.default_maxmemory = %d", h.DefaultMaxMemory))
+	}
+	switch {
+	case h.Initrd == "" && h.Image == "":
+		bad("hypervisor.initrd", `""`, "one of hypervisor.initrd and hypervisor.image must be set")
+	case h.Initrd != "" && h.Image != "":
+		bad("hypervisor.image", strconv.Quote(h.Image), "hypervisor.initrd is set too; set only one")
+	}
+	if h.SharedFS == hypervisor.SharedFSVirtioFS && h.VirtioFSDaemon == "" {
+		bad("hypervisor.virtio_fs_daemon", `""`, `shared_fs = "virtio-fs" needs the virtiofsd path`)
+	}
+	if c.Runtime.DisableNewNetNS && c.Runtime.InternetworkingModel != "none" {
+		bad("runtime.disable_new_netns", "true",
+			fmt.Sprintf("works only with internetworking_model = \"none\", not %q", c.Runtime.InternetworkingModel))
+	}
+	if c.Factory.EnableTemplate && h.Initrd == "" {
+		bad("factory.enable_template", "true", "templating needs hypervisor.initrd (an image cannot be shared)")
+	}
+	return errs
+}
+
+func u[T uint32 | uint64](n T) string { return strconv.FormatUint(uint64(n), 10) }
+
+// fieldOf returns the struct field of c holding key k. It panics when the table and the
+// struct disagree: TestKeyTableMatchesStruct keeps them in step.
+func fieldOf(root reflect.Value, k Key) reflect.Value {
+	sec := fieldByTag(root, k.Section)
+	if !sec.IsValid() {
+		panic("config: no section " + k.Section)
+	}
+	f := fieldByTag(sec, k.Name)
+	if !f.IsValid() {
+		panic("config: no key " + k.FullName())
+	}
+	return f
+}
+
+func fieldByTag(v reflect.Value, tag string) reflect.Value {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		if t.Field(i).Tag.Get("toml") == tag {
+			return v.Field(i)
+		}
+	}
+	return reflect.Value{}
+}
+
+// formatValue writes a value the way TOML would.
+func formatValue(f reflect.Value) string {
+	switch f.Kind() {
+	case reflect.Bool:
+		return strconv.FormatBool(f.Bool())
+	case reflect.Uint32, reflect.Uint64:
+		return strconv.FormatUint(f.Uint(), 10)
+	case reflect.String:
+		return strconv.Quote(f.String())
+	case reflect.Slice:
+		parts := make([]string, f.Len())
+		for i := range parts {
+			parts[i] = strconv.Quote(f.Index(i).String())
+		}
+		return "[" + strings.Join(parts, ", ") + "]"
+	}
+	return fmt.Sprint(f.Interface())
+}

@@ -1,0 +1,207 @@
+// Package hypervisor defines the virtual machine interface Vessel drives, a registry of
+// drivers (qemu, firecracker, cloud-hypervisor) and the optional capability interfaces a
+// driver may implement. Nothing outside a driver type-asserts a concrete driver type.
+package hypervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+)
+
+// Accelerator selects how guest code runs.
+type Accelerator string
+
+const (
+	// AccelAuto uses KVM when /dev/kvm is usable and software emulation otherwise.
+	AccelAuto Accelerator = "auto"
+	// AccelKVM requires KVM.
+	AccelKVM Accelerator = "kvm"
+	// AccelTCG forces software emulation (QEMU's TCG).
+	AccelTCG Accelerator = "tcg"
+)
+
+// SharedFS is how the host shares a directory with the guest.
+type SharedFS string
+
+const (
+	SharedFSNone     SharedFS = "none"
+	SharedFS9P       SharedFS = "virtio-9p"
+	SharedFSVirtioFS SharedFS = "virtio-fs"
+)
+
+// Config is everything a driver needs to boot one VM. Paths are absolute.
+type Config struct {
+	// ID names the VM (the sandbox id); it appears in process titles and logs.
+	ID string
+	// StateDir is a directory owned by this VM for sockets, logs and pid files. The driver
+	// creates files only inside it; the caller creates and removes the directory.
+	StateDir string
+
+	// Path is the hypervisor binary; empty means the driver's default.
+	Path string
+	// Kernel is the guest kernel (vmlinux with a PVH note, or bzImage).
+	Kernel string
+	// Initrd is the initramfs holding the agent.
+	Initrd string
+	// KernelParams are appended to the driver's own kernel command line.
+	KernelParams []string
+
+	Accelerator Accelerator
+	// MachineType, e.g. "q35"; empty means the driver's default.
+	MachineType string
+
+	// VCPUs at boot and the hotplug maximum (MaxVCPUs >= VCPUs).
+	VCPUs    uint32
+	MaxVCPUs uint32
+	// MemoryMiB at boot and the hotplug maximum (MaxMemoryMiB >= MemoryMiB).
+	MemoryMiB    uint32
+	MaxMemoryMiB uint32
+	MemorySlots  uint32
+
+	// SharedFS, SharedDir and ShareTag describe the directory shared with the guest.
+	SharedFS  SharedFS
+	SharedDir string
+	ShareTag  string
+	// Msize9P is the 9p message size in bytes (0: driver default).
+	Msize9P uint32
+	// VirtioFSSocket is the vhost-user-fs socket of a running virtiofsd (virtio-fs only).
+	VirtioFSSocket string
+
+	// TBSizeMiB is QEMU's TCG translation-cache size (0: driver default). Ignored under KVM.
+	TBSizeMiB uint32
+	// Debug keeps the guest console log verbose.
+	Debug bool
+}
+
+// Validate reports the first field that makes the config unusable.
+func (c *Config) Validate() error {
+	switch {
+	case c.ID == "":
+		return errors.New("vm config: id is empty")
+	case c.StateDir == "":
+		return errors.New("vm config: state dir is empty")
+	case c.Kernel == "":
+		return errors.New("vm config: kernel path is empty")
+	case c.VCPUs == 0:
+		return errors.New("vm config: vcpus must be at least 1")
+	case c.MaxVCPUs != 0 && c.MaxVCPUs < c.VCPUs:
+		return fmt.Errorf("vm config: max vcpus %d is below vcpus %d", c.MaxVCPUs, c.VCPUs)
+	case c.MemoryMiB < 64:
+		return fmt.Errorf("vm config: memory %d MiB is below the 64 MiB minimum", c.MemoryMiB)
+	case c.MaxMemoryMiB != 0 && c.MaxMemoryMiB < c.MemoryMiB:
+		return fmt.Errorf("vm config: max memory %d MiB is below memory %d MiB", c.MaxMemoryMiB, c.MemoryMiB)
+	case c.SharedFS != "" && c.SharedFS != SharedFSNone && (c.SharedDir == "" || c.ShareTag == ""):
+		return fmt.Errorf("vm config: shared fs %q needs a shared dir and a tag", c.SharedFS)
+	}
+	return nil
+}
+
+// State is the run state of a VM as the hypervisor reports it.
+type State string
+
+const (
+	StateRunning  State = "running"
+	StatePaused   State = "paused"
+	StateShutdown State = "shutdown"
+)
+
+// AgentAddress tells the host how to reach the agent in the guest.
+type AgentAddress struct {
+	// Kind is "serial" (a unix socket connected to a virtio-serial port), "vsock" or
+	// "hvsock" (hybrid vsock: unix socket plus "CONNECT <port>\n").
+	Kind string
+	// Path of the unix socket for serial and hvsock.
+	Path string
+	// CID and Port for vsock.
+	CID  uint32
+	Port uint32
+}
+
+// VM is one running virtual machine. Methods are safe for concurrent use.
+type VM interface {
+	// Start launches the VMM and returns once it is running (control socket connected). On
+	// error nothing is left running.
+	Start(ctx context.Context) error
+	// Stop asks the guest to power off, waits up to the context deadline, then kills the
+	// VMM and reaps it. Stop on a stopped VM returns nil.
+	Stop(ctx context.Context) error
+	Pause(ctx context.Context) error
+	Resume(ctx context.Context) error
+	// State queries the VMM.
+	State(ctx context.Context) (State, error)
+	// Agent is where the agent listens.
+	Agent() AgentAddress
+	// Pid of the VMM process (0 before Start).
+	Pid() int
+	// Done is closed when the VMM process has exited and been reaped; Err then tells why.
+	Done() <-chan struct{}
+	// Err is nil for a clean exit requested by Stop, and describes an unexpected exit
+	// otherwise (including the tail of the console log).
+	Err() error
+}
+
+// Capabilities describes what a driver supports.
+type Capabilities struct {
+	BlockHotplug bool
+	CPUHotplug   bool
+	MemHotplug   bool
+	SharedFS     []SharedFS
+	Templating   bool
+}
+
+// CapabilityReporter is implemented by VMs that can describe their abilities.
+type CapabilityReporter interface {
+	Capabilities() Capabilities
+}
+
+// NewFunc creates an unstarted VM for a config.
+type NewFunc func(cfg Config) (VM, error)
+
+// registry holds the drivers; mu guards drivers.
+var registry struct {
+	mu      sync.Mutex
+	drivers map[string]NewFunc
+}
+
+// Register makes a driver available by name. It panics on a duplicate name: that is a
+// programming error caught at init.
+func Register(name string, fn NewFunc) {
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	if registry.drivers == nil {
+		registry.drivers = map[string]NewFunc{}
+	}
+	if _, dup := registry.drivers[name]; dup {
+		panic("hypervisor: driver registered twice: " + name)
+	}
+	registry.drivers[name] = fn
+}
+
+// New creates a VM with the named driver.
+func New(name string, cfg Config) (VM, error) {
+	registry.mu.Lock()
+	fn, ok := registry.drivers[name]
+	registry.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("hypervisor %q is not available (have %v)", name, Drivers())
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return fn(cfg)
+}
+
+// Drivers lists the registered driver names, sorted.
+func Drivers() []string {
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	names := make([]string, 0, len(registry.drivers))
+	for n := range registry.drivers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

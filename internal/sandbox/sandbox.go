@@ -1,0 +1,324 @@
+// Package sandbox is the orchestrator: a Sandbox is one VM with an agent inside, holding
+// Containers, which hold Processes. Every step that creates something registers its undo, so
+// a failed create leaves nothing behind, and Delete tears down everything that exists,
+// whatever state the VM is in.
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/agentclient"
+	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/persist"
+	"github.com/vessel-containers/vessel/internal/sharefs"
+)
+
+// Config describes a sandbox to create.
+type Config struct {
+	// ID names the sandbox; it is also the name of its state directory.
+	ID string
+	// Root holds the sandbox state directories (default persist.DefaultRoot).
+	Root string
+	// Hypervisor is the registered driver name (default "qemu").
+	Hypervisor string
+	// VM sizes and configures the VM. ID, StateDir and the shared-fs fields are filled in
+	// by the sandbox.
+	VM hypervisor.Config
+	// Hostname of the guest (default: the sandbox id, truncated to 63 bytes).
+	Hostname string
+	DNS      []string
+	// SandboxPidNS makes the sandbox's containers share one pid namespace.
+	SandboxPidNS bool
+	Timeouts     agentclient.Timeouts
+}
+
+// State of a sandbox or container.
+type State string
+
+const (
+	StateCreated State = "created"
+	StateRunning State = "running"
+	StatePaused  State = "paused"
+	StateStopped State = "stopped"
+)
+
+// idPattern is what runc accepts for container ids; the same rule keeps sandbox ids usable
+// as directory names.
+var idPattern = regexp.MustCompile(`^[\w+\-.]{1,128}$`)
+
+// ValidateID reports whether id can name a sandbox or container.
+func ValidateID(id string) error {
+	if !idPattern.MatchString(id) || id == "." || id == ".." {
+		return fmt.Errorf("invalid id %q: use 1-128 letters, digits, '_', '+', '-' or '.': %w", id, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Sandbox is a running VM with its agent.
+type Sandbox struct {
+	id    string
+	dir   string
+	vm    hypervisor.VM
+	agent *agentclient.Client
+	share *sharefs.Share
+	cfg   Config
+
+	// mu guards containers and state.
+	mu         sync.Mutex
+	containers map[string]*Container
+	state      State
+}
+
+// undo collects cleanup steps and runs them in reverse order.
+type undo []func(context.Context) error
+
+func (u *undo) add(f func(context.Context) error) { *u = append(*u, f) }
+
+func (u undo) run(ctx context.Context) {
+	for i := len(u) - 1; i >= 0; i-- {
+		if err := u[i](ctx); err != nil {
+			log.G(ctx).WithError(err).Warn("rollback step failed")
+		}
+	}
+}
+
+// cleanupContext outlives a cancelled request context so rollback still completes.
+func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+}
+
+// Create boots the VM, waits for the agent and sets up the sandbox in the guest. On error
+// everything it made is removed again.
+func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
+	if err := ValidateID(cfg.ID); err != nil {
+		return nil, err
+	}
+	if cfg.Root == "" {
+		cfg.Root = persist.DefaultRoot
+	}
+	if cfg.Hypervisor == "" {
+		cfg.Hypervisor = "qemu"
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname = cfg.ID
+		if len(cfg.Hostname) > 63 {
+			cfg.Hostname = cfg.Hostname[:63]
+		}
+	}
+	ctx = log.WithLogger(ctx, log.G(ctx).WithField("sandbox", cfg.ID))
+	start := time.Now()
+
+	var rollback undo
+	defer func() {
+		if retErr != nil {
+			cctx, cancel := cleanupContext(ctx)
+			defer cancel()
+			rollback.run(cctx)
+		}
+	}()
+
+	if err := os.MkdirAll(cfg.Root, 0o711); err != nil {
+		return nil, fmt.Errorf("create sandbox root %s: %w", cfg.Root, err)
+	}
+	dir := filepath.Join(cfg.Root, cfg.ID)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, errdefs.ErrAlreadyExists)
+		}
+		return nil, fmt.Errorf("create sandbox dir: %w", err)
+	}
+	rollback.add(func(context.Context) error { return os.RemoveAll(dir) })
+
+	share, err := sharefs.New(filepath.Join(dir, "shared"))
+	if err != nil {
+		return nil, err
+	}
+	rollback.add(share.Close)
+
+	vmcfg := cfg.VM
+	vmcfg.ID = cfg.ID
+	vmcfg.StateDir = dir
+	if vmcfg.SharedFS == "" || vmcfg.SharedFS == hypervisor.SharedFSNone {
+		vmcfg.SharedFS = hypervisor.SharedFS9P
+	}
+	vmcfg.SharedDir = share.Dir()
+	vmcfg.ShareTag = sharefs.Tag
+	vm, err := hypervisor.New(cfg.Hypervisor, vmcfg)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
+	if err := vm.Start(ctx); err != nil {
+		return nil, fmt.Errorf("sandbox %s: start vm: %w", cfg.ID, err)
+	}
+	rollback.add(vm.Stop)
+	log.G(ctx).WithField("pid", vm.Pid()).WithField("elapsed", time.Since(start)).Debug("vm started")
+
+	s := &Sandbox{id: cfg.ID, dir: dir, vm: vm, share: share, cfg: cfg, containers: map[string]*Container{}, state: StateCreated}
+	if err := s.connect(ctx); err != nil {
+		return nil, err
+	}
+	rollback.add(func(context.Context) error { return s.agent.Close() })
+	log.G(ctx).WithField("elapsed", time.Since(start)).Debug("agent ready")
+
+	storage := shareStorage(vmcfg)
+	if err := s.agent.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{
+		SandboxId:    cfg.ID,
+		Hostname:     cfg.Hostname,
+		Dns:          cfg.DNS,
+		Storages:     []*agentv1.Storage{storage},
+		SandboxPidns: cfg.SandboxPidNS,
+	}); err != nil {
+		return nil, s.explain(fmt.Errorf("sandbox %s: %w", cfg.ID, err))
+	}
+	s.state = StateRunning
+	if err := s.save(); err != nil {
+		return nil, err
+	}
+	log.G(ctx).WithField("elapsed", time.Since(start)).Debug("sandbox created")
+	return s, nil
+}
+
+// connect dials the agent, waits for its first answer, then syncs the clock and seeds the
+// guest RNG (both only after the first answer, so they carry fresh values).
+func (s *Sandbox) connect(ctx context.Context) error {
+	agent, err := agentclient.Dial(ctx, s.vm.Agent(), s.cfg.Timeouts)
+	if err != nil {
+		return fmt.Errorf("sandbox %s: %w", s.id, err)
+	}
+	if _, err := agent.WaitReady(ctx); err != nil {
+		agent.Close()
+		return s.explain(fmt.Errorf("sandbox %s: wait for agent: %w", s.id, err))
+	}
+	if err := agent.SetGuestDateTime(ctx, time.Now()); err != nil {
+		agent.Close()
+		return s.explain(fmt.Errorf("sandbox %s: %w", s.id, err))
+	}
+	seed := make([]byte, 64)
+	if _, err := rand.Read(seed); err != nil {
+		agent.Close()
+		return fmt.Errorf("sandbox %s: random seed: %w", s.id, err)
+	}
+	if err := agent.ReseedRandomDev(ctx, seed); err != nil {
+		agent.Close()
+		return s.explain(fmt.Errorf("sandbox %s: %w", s.id, err))
+	}
+	s.agent = agent
+	return nil
+}
+
+func shareStorage(vmcfg hypervisor.Config) *agentv1.Storage {
+	if vmcfg.SharedFS == hypervisor.SharedFSVirtioFS {
+		return &agentv1.Storage{Driver: "virtiofs", Source: sharefs.Tag, Fstype: "virtiofs", MountPoint: sharefs.GuestMountPoint}
+	}
+	msize := vmcfg.Msize9P
+	if msize == 0 {
+		msize = 512 << 10
+	}
+	return &agentv1.Storage{
+		Driver:     "9p",
+		Source:     sharefs.Tag,
+		Fstype:     "9p",
+		Options:    []string{"trans=virtio", "version=9p2000.L", fmt.Sprintf("msize=%d", msize), "cache=mmap"},
+		MountPoint: sharefs.GuestMountPoint,
+	}
+}
+
+// ID of the sandbox.
+func (s *Sandbox) ID() string { return s.id }
+
+// Dir is the sandbox's state directory.
+func (s *Sandbox) Dir() string { return s.dir }
+
+// VM is the sandbox's virtual machine.
+func (s *Sandbox) VM() hypervisor.VM { return s.vm }
+
+// Agent is the client of the sandbox's agent.
+func (s *Sandbox) Agent() *agentclient.Client { return s.agent }
+
+// vmAlive reports whether the VMM process still runs.
+func (s *Sandbox) vmAlive() bool {
+	select {
+	case <-s.vm.Done():
+		return false
+	default:
+		return true
+	}
+}
+
+// explain adds the VM's exit reason to an agent error when the VM is gone, because
+// "connection closed" alone does not tell the user the VM crashed.
+func (s *Sandbox) explain(err error) error {
+	if err == nil || s.vmAlive() {
+		return err
+	}
+	return fmt.Errorf("%w: vm exited: %v", err, s.vm.Err())
+}
+
+// save persists the sandbox state.
+// Preconditions: s.mu is held or the sandbox is not shared yet.
+func (s *Sandbox) save() error {
+	st := &persist.Sandbox{
+		ID: s.id, Created: time.Now().UTC(), Hypervisor: s.cfg.Hypervisor, VMPid: s.vm.Pid(), State: string(s.state),
+		AgentKind: s.vm.Agent().Kind, AgentPath: s.vm.Agent().Path, ShareDir: s.share.Dir(),
+		Containers: map[string]persist.Container{},
+	}
+	for id, c := range s.containers {
+		st.Containers[id] = persist.Container{ID: id, Rootfs: c.rootfs, State: string(c.getState())}
+	}
+	return persist.Save(s.dir, st)
+}
+
+// Delete removes every container, shuts the agent and the VM down and removes all state.
+// It always runs every step and reports all failures together.
+func (s *Sandbox) Delete(ctx context.Context) error {
+	ctx = log.WithLogger(ctx, log.G(ctx).WithField("sandbox", s.id))
+	s.mu.Lock()
+	ids := make([]string, 0, len(s.containers))
+	for id := range s.containers {
+		ids = append(ids, id)
+	}
+	s.state = StateStopped
+	s.mu.Unlock()
+
+	var errs []error
+	for _, id := range ids {
+		if err := s.DeleteContainer(ctx, id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.vmAlive() {
+		if err := s.agent.DestroySandbox(ctx); err != nil {
+			log.G(ctx).WithError(err).Warn("destroy sandbox in guest")
+		}
+	}
+	if err := s.agent.Close(); err != nil {
+		log.G(ctx).WithError(err).Debug("close agent connection")
+	}
+	stopCtx, cancel := cleanupContext(ctx)
+	defer cancel()
+	if err := s.vm.Stop(stopCtx); err != nil {
+		errs = append(errs, fmt.Errorf("stop vm: %w", err))
+	}
+	if err := s.share.Close(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := os.RemoveAll(s.dir); err != nil {
+		errs = append(errs, fmt.Errorf("remove sandbox dir: %w", err))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("delete sandbox %s: %w", s.id, errors.Join(errs...))
+	}
+	return nil
+}

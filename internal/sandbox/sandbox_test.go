@@ -1,0 +1,77 @@
+package sandbox
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/vessel-containers/vessel/internal/bundle"
+	"github.com/vessel-containers/vessel/internal/hypervisor"
+)
+
+func TestValidateID(t *testing.T) {
+	for _, tc := range []struct {
+		id string
+		ok bool
+	}{
+		{"abc", true}, {"a.b-c_d+e", true}, {strings.Repeat("x", 128), true},
+		{"", false}, {".", false}, {"..", false}, {"a/b", false}, {"a b", false}, {strings.Repeat("x", 129), false},
+	} {
+		err := ValidateID(tc.id)
+		if got := err == nil; got != tc.ok {
+			t.Errorf("ValidateID(%q): got ok=%v, want %v (err %v)", tc.id, got, tc.ok, err)
+		}
+		if err != nil && !errdefs.IsInvalidArgument(err) {
+			t.Errorf("ValidateID(%q): got %v, want an invalid-argument error", tc.id, err)
+		}
+	}
+}
+
+func TestGuestSpecDropsHostOnlyParts(t *testing.T) {
+	in := bundle.DefaultSpec([]string{"true"}, false)
+	in.Hooks = &specs.Hooks{Poststop: []specs.Hook{{Path: "/bin/true"}}}
+	in.Linux.CgroupsPath = "/host/path"
+	got, err := guestSpec(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Hooks != nil || got.Linux.CgroupsPath != "" {
+		t.Errorf("guest spec kept host-only fields: hooks %v cgroupsPath %q", got.Hooks, got.Linux.CgroupsPath)
+	}
+	if in.Hooks == nil || in.Linux.CgroupsPath != "/host/path" {
+		t.Error("guestSpec modified its input")
+	}
+	got.Process.Args[0] = "changed"
+	if in.Process.Args[0] != "true" {
+		t.Error("guest spec shares memory with its input")
+	}
+}
+
+func TestIsBind(t *testing.T) {
+	for _, tc := range []struct {
+		m    specs.Mount
+		want bool
+	}{
+		{specs.Mount{Type: "bind"}, true},
+		{specs.Mount{Type: "none", Options: []string{"rbind", "ro"}}, true},
+		{specs.Mount{Type: "tmpfs", Options: []string{"nosuid"}}, false},
+		{specs.Mount{Type: "proc"}, false},
+	} {
+		if got := isBind(tc.m); got != tc.want {
+			t.Errorf("isBind(%+v): got %v, want %v", tc.m, got, tc.want)
+		}
+	}
+}
+
+func TestShareStorage(t *testing.T) {
+	s := shareStorage(hypervisor.Config{SharedFS: hypervisor.SharedFS9P, Msize9P: 8192})
+	if s.Driver != "9p" || s.Source != "vessel-shared" || !strings.Contains(strings.Join(s.Options, ","), "msize=8192") {
+		t.Errorf("9p storage: got %+v", s)
+	}
+	s = shareStorage(hypervisor.Config{SharedFS: hypervisor.SharedFSVirtioFS})
+	if s.Driver != "virtiofs" || s.Fstype != "virtiofs" {
+		t.Errorf("virtio-fs storage: got %+v", s)
+	}
+}
