@@ -8,7 +8,7 @@ BIN        := $(OUT)/bin
 GUEST_DIR  ?= /var/lib/vessel/guest
 CACHE_DIR  ?= /var/cache/vessel
 VERSION    ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS    := -s -w -X github.com/vessel-containers/vessel/internal/cli.Version=$(VERSION)
+LDFLAGS    := -s -w -X github.com/vessel-containers/vessel/internal/version.Version=$(VERSION)
 AGENT_TAGS := netgo osusergo seccomp
 
 .DEFAULT_GOAL := build

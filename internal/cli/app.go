@@ -11,10 +11,9 @@ import (
 	"github.com/containerd/log"
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
-)
 
-// Version is set at build time with -ldflags "-X .../internal/cli.Version=...".
-var Version = "dev"
+	"github.com/vessel-containers/vessel/internal/version"
+)
 
 // DefaultRoot is where vessel keeps runtime state.
 const DefaultRoot = "/run/vessel"
@@ -24,7 +23,7 @@ func App() *cli.App {
 	return &cli.App{
 		Name:    "vessel",
 		Usage:   "run OCI containers in lightweight virtual machines",
-		Version: Version,
+		Version: version.Version,
 		Description: `vessel is a runc-compatible OCI runtime that runs each sandbox in its own virtual
 machine (QEMU; KVM when usable, software emulation otherwise). A container escape lands in
 a throw-away guest kernel, not on the host.`,

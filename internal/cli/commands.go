@@ -5,5 +5,8 @@ import "github.com/urfave/cli/v2"
 func commands() []*cli.Command {
 	return []*cli.Command{
 		runCommand(),
+		ImageCommand(),
+		EnvCommand(),
+		CheckCommand(),
 	}
 }

@@ -26,14 +26,15 @@ func imageBuildCommand() *cli.Command {
 		Name:      "build",
 		Usage:     "build the guest kernel and initramfs",
 		ArgsUsage: " ",
-		Description: `Writes DIR/vmlinux (DIR/vmlinuz with --kernel debian), DIR/initramfs.img and
-DIR/manifest.json (kernel source and version, sizes, sha256 of each file, build time). Each
-file is replaced atomically; the manifest is written last.
+		Description: `Writes into the --output directory DIR: DIR/vmlinux (DIR/vmlinuz with
+--kernel debian), DIR/initramfs.img and DIR/manifest.json (kernel source and version, sizes,
+sha256 of each file, build time). Each file is replaced atomically; the manifest is written
+last.
 
 --kernel build (the default) compiles Debian's linux-source-6.1 (apt-get install
 linux-source-6.1) with the project configuration: everything the guest needs built in, no
 modules, booted as an uncompressed vmlinux. The result is cached in
-CACHE-DIR/kernel/<fragment hash>-<source version>/; a cache miss compiles for about
+<--cache-dir>/kernel/<fragment hash>-<source version>/; a cache miss compiles for about
 10 minutes on 2 cores, and concurrent builds wait for each other.
 
 --kernel debian uses the newest installed Debian kernel instead (apt-get install
@@ -120,7 +121,7 @@ func printImageSummary(w io.Writer, dir string, m *imagebuilder.Manifest) error 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "kernel\t%s\t%s\t%s\n", filepath.Join(dir, m.Kernel.Path), mib(m.Kernel.Size), kernel)
 	fmt.Fprintf(tw, "initramfs\t%s\t%s\t%s (%s)\n", filepath.Join(dir, m.Initramfs.Path), mib(m.Initramfs.Size), m.Compression, contents)
-	fmt.Fprintf(tw, "manifest\t%s\t\t\n", filepath.Join(dir, imagebuilder.ManifestName))
+	fmt.Fprintf(tw, "manifest\t%s\n", filepath.Join(dir, imagebuilder.ManifestName))
 	if len(m.MissingModules) > 0 {
 		fmt.Fprintf(tw, "missing\t%v\t\toptional modules this kernel lacks\n", m.MissingModules)
 	}

@@ -77,12 +77,12 @@ func runAction(c *cli.Context) error {
 	if c.NArg() > 1 {
 		spec.Process.Args = c.Args().Slice()[1:]
 	}
-	vmcfg, err := vmConfig(c)
+	plan, err := planSandbox(c, id, bundleDir, spec)
 	if err != nil {
 		return err
 	}
-	code, err := runContainer(ctx, sandbox.Config{ID: id, Root: filepath.Join(root, "sandboxes"), VM: vmcfg, Hostname: spec.Hostname},
-		sandbox.ContainerConfig{ID: id, Spec: spec, Rootfs: bundle.RootfsPath(bundleDir, spec), Stdin: true})
+	code, err := runContainer(ctx, sandbox.Config{ID: id, Root: filepath.Join(root, "sandboxes"), VM: plan.VM, Hostname: spec.Hostname},
+		sandbox.ContainerConfig{ID: id, Spec: spec, Rootfs: plan.Container.Rootfs, Stdin: true})
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,6 @@ func DetectHost() (Host, error) {
 	}
 	return Host{
 		CPUs:      uint32(runtime.NumCPU()),
-		MemoryMiB: uint64(si.Totalram) * uint64(si.Unit) >> 20,
+		MemoryMiB: uint64(si.Totalram) * uint64(si.Unit) >> 20, //nolint:unconvert // Totalram is uint32 on 32-bit platforms
 	}, nil
 }

@@ -1,9 +1,11 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"path"
+	"reflect"
 	"regexp"
 	"strings"
 )
@@ -35,10 +37,13 @@ type Key struct {
 	// Annotation is the base name of the annotation overriding this key, e.g. "default_vcpus"
 	// for io.vessel.config.hypervisor.default_vcpus; empty when no annotation may.
 	Annotation string
-	// Syntax tells how a list is written in an annotation value.
-	Syntax listSyntax
+	// syntax tells how a list is written in an annotation value.
+	syntax listSyntax
 	// Append makes an annotation value append to the configured value instead of replacing it.
 	Append bool
+	// Replaces names the key (in the same section) that an annotation for this key empties:
+	// the two are alternatives, like initrd and image.
+	Replaces string
 	// Globs names the key (in the same section) listing the glob patterns an annotation value
 	// must match. Annotations overriding such a key are refused when no pattern matches.
 	Globs string
@@ -79,6 +84,24 @@ func (k Key) AnnotationNames() []string {
 	}
 	short := k.Section + "." + k.Annotation
 	return []string{PrefixVessel + short, PrefixKata + short}
+}
+
+// AnnotationType is how an annotation value for the key is written.
+func (k Key) AnnotationType() string {
+	switch {
+	case k.Annotation == "":
+		return ""
+	case k.syntax != listNone:
+		return k.syntax.String()
+	case k.Append:
+		return k.Type + " (appended)"
+	}
+	return k.Type
+}
+
+// DefaultValue is the built-in value, written as in TOML.
+func (k Key) DefaultValue() string {
+	return formatValue(fieldOf(reflect.ValueOf(Default()).Elem(), k))
 }
 
 // AllowedText describes the accepted values for documentation and error messages.
@@ -127,11 +150,11 @@ var (
 func checkAbsPath(s string) error {
 	switch {
 	case !path.IsAbs(s):
-		return fmt.Errorf("%q is not an absolute path", s)
+		return errors.New("not an absolute path")
 	case path.Clean(s) != s:
-		return fmt.Errorf("%q is not a clean path (want %q)", s, path.Clean(s))
+		return fmt.Errorf("not a clean path (want %q)", path.Clean(s))
 	case strings.ContainsAny(s, "\x00\n,"):
-		return fmt.Errorf("%q contains a NUL, newline or comma", s)
+		return errors.New("contains a NUL, newline or comma")
 	}
 	return nil
 }
@@ -139,7 +162,7 @@ func checkAbsPath(s string) error {
 func checkPattern(re *regexp.Regexp) func(string) error {
 	return func(s string) error {
 		if !re.MatchString(s) {
-			return fmt.Errorf("%q does not match %s", s, re)
+			return fmt.Errorf("does not match %s", re)
 		}
 		return nil
 	}
@@ -147,17 +170,17 @@ func checkPattern(re *regexp.Regexp) func(string) error {
 
 func checkGlob(s string) error {
 	if !path.IsAbs(s) || strings.ContainsRune(s, 0) {
-		return fmt.Errorf("glob %q is not an absolute path pattern", s)
+		return errors.New("not an absolute path pattern")
 	}
 	if _, err := path.Match(s, ""); err != nil {
-		return fmt.Errorf("glob %q: %w", s, err)
+		return fmt.Errorf("bad pattern: %w", err)
 	}
 	return nil
 }
 
 func checkRegexp(s string) error {
 	if _, err := compileAnchored(s); err != nil {
-		return fmt.Errorf("regexp %q: %w", s, err)
+		return fmt.Errorf("bad regexp: %w", err)
 	}
 	return nil
 }
@@ -168,7 +191,7 @@ func checkKernelParams(s string) error {
 	}
 	for _, r := range s {
 		if r < 0x20 && r != ' ' && r != '\t' || r == 0x7f || r > 0x7e {
-			return fmt.Errorf("%q contains a control or non-ASCII character", s)
+			return errors.New("contains a control or non-ASCII character")
 		}
 	}
 	return nil
@@ -177,7 +200,7 @@ func checkKernelParams(s string) error {
 func checkKernelModule(s string) error {
 	f := strings.Fields(s)
 	if len(f) == 0 {
-		return fmt.Errorf("%q names no module", s)
+		return errors.New("names no module")
 	}
 	if !reModule.MatchString(f[0]) {
 		return fmt.Errorf("module name %q does not match %s", f[0], reModule)
@@ -192,10 +215,10 @@ func checkKernelModule(s string) error {
 
 func checkExtraArg(s string) error {
 	if !reExtraArg.MatchString(s) {
-		return fmt.Errorf("%q is not a --long-option[=value]", s)
+		return errors.New("not a --long-option[=value]")
 	}
 	if reForbidArg.MatchString(s) {
-		return fmt.Errorf("%q is set by Vessel itself", s)
+		return errors.New("option is set by Vessel itself")
 	}
 	return nil
 }
@@ -216,10 +239,10 @@ var keyTable = []Key{
 	{Section: "hypervisor", Name: "valid_kernel_paths", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
 		Doc: "Glob patterns a kernel annotation must match."},
 	{Section: "hypervisor", Name: "initrd", Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
-		Annotation: "initrd", Globs: "valid_image_paths",
-		Doc: "Guest initramfs holding the agent. Exactly one of initrd and image is set."},
+		Annotation: "initrd", Globs: "valid_image_paths", Replaces: "image",
+		Doc: "Guest initramfs holding the agent. Exactly one of initrd and image is set; an annotation setting one empties the other."},
 	{Section: "hypervisor", Name: "image", Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
-		Annotation: "image", Globs: "valid_image_paths",
+		Annotation: "image", Globs: "valid_image_paths", Replaces: "initrd",
 		Doc: "Guest root disk image, instead of an initrd."},
 	{Section: "hypervisor", Name: "valid_image_paths", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
 		Doc: "Glob patterns an initrd or image annotation must match."},
@@ -230,37 +253,37 @@ var keyTable = []Key{
 	// [hypervisor] machine.
 	{Section: "hypervisor", Name: "machine_type", Type: "string", Allowed: "a QEMU machine name (" + reMachineType.String() + ")", check: checkPattern(reMachineType), Optional: true,
 		Annotation: "machine_type",
-		Doc: "Machine type, e.g. q35; empty means the driver's default."},
+		Doc:        "Machine type, e.g. q35; empty means the driver's default."},
 	{Section: "hypervisor", Name: "accelerator", Type: "string", Enum: []string{"auto", "kvm", "tcg"},
 		Annotation: "accelerator",
-		Doc: "How guest code runs: kvm, tcg (software emulation), or auto (kvm when /dev/kvm is usable)."},
+		Doc:        "How guest code runs: kvm, tcg (software emulation), or auto (kvm when /dev/kvm is usable)."},
 	{Section: "hypervisor", Name: "machine_accelerators", Type: "string", Allowed: "comma-separated option words (" + reQEMUOpts.String() + ")", check: checkPattern(reQEMUOpts), Optional: true,
 		Annotation: "machine_accelerators",
-		Doc: "Extra machine options passed to the hypervisor, e.g. \"nosmm,nosmbus\"."},
+		Doc:        "Extra machine options passed to the hypervisor, e.g. \"nosmm,nosmbus\"."},
 	{Section: "hypervisor", Name: "cpu_features", Type: "string", Allowed: "comma-separated option words (" + reQEMUOpts.String() + ")", check: checkPattern(reQEMUOpts), Optional: true,
 		Annotation: "cpu_features",
-		Doc: "CPU features passed to the guest CPU model, e.g. \"pmu=off\"."},
+		Doc:        "CPU features passed to the guest CPU model, e.g. \"pmu=off\"."},
 	{Section: "hypervisor", Name: "tb_size_mib", Type: "uint32", Unit: "MiB", Min: 0, Max: 4096,
 		Doc: "QEMU TCG translation-cache size; 0 means QEMU's default (1 GiB reserved). Ignored under KVM."},
 
 	// [hypervisor] CPU and memory.
 	{Section: "hypervisor", Name: "default_vcpus", Type: "uint32", Min: 1, Max: maxVCPUs,
 		Annotation: "default_vcpus",
-		Doc: "vCPUs of a VM before any container's CPU limit is added. Above the effective maximum it is lowered to it. An annotation must not exceed the host's CPUs or the maximum."},
+		Doc:        "vCPUs of a VM before any container's CPU limit is added. Above the effective maximum it is lowered to it. An annotation must not exceed the host's CPUs or the maximum."},
 	{Section: "hypervisor", Name: "default_maxvcpus", Type: "uint32", Min: 0, Max: maxVCPUs,
 		Annotation: "default_max_vcpus",
-		Doc: "Most vCPUs a VM may have (hotplug and sizing cap); 0 or more than the host's CPUs means the host's CPUs."},
+		Doc:        "Most vCPUs a VM may have (hotplug and sizing cap); 0 or more than the host's CPUs means the host's CPUs."},
 	{Section: "hypervisor", Name: "default_memory", Type: "uint32", Unit: "MiB", Min: 64, Max: maxMemoryMiB,
 		Annotation: "default_memory",
-		Doc: "Memory of a VM before any container's memory limit is added. An annotation must not exceed the effective maximum."},
+		Doc:        "Memory of a VM before any container's memory limit is added. An annotation must not exceed the effective maximum."},
 	{Section: "hypervisor", Name: "default_maxmemory", Type: "uint32", Unit: "MiB", Min: 0, Max: maxMemoryMiB,
 		Doc: "Most memory a VM may have; 0 or more than the host's RAM means the host's RAM."},
 	{Section: "hypervisor", Name: "memory_slots", Type: "uint32", Min: 1, Max: 255,
 		Annotation: "memory_slots",
-		Doc: "Memory hotplug slots: how many times memory can be added to a running VM."},
+		Doc:        "Memory hotplug slots: how many times memory can be added to a running VM."},
 	{Section: "hypervisor", Name: "memory_offset", Type: "uint64", Unit: "MiB", Min: 0, Max: maxMemoryMiB,
 		Annotation: "memory_offset",
-		Doc: "Extra address space added to the maximum memory, for nvdimm devices."},
+		Doc:        "Extra address space added to the maximum memory, for nvdimm devices."},
 	{Section: "hypervisor", Name: "enable_virtio_mem", Type: "bool", Annotation: "enable_virtio_mem",
 		Doc: "Resize memory with virtio-mem instead of DIMM hotplug."},
 	{Section: "hypervisor", Name: "enable_mem_prealloc", Type: "bool", Annotation: "enable_mem_prealloc",
@@ -278,15 +301,15 @@ var keyTable = []Key{
 		Doc: "Add a virtual IOMMU (q35), needed for VFIO devices in the guest."},
 	{Section: "hypervisor", Name: "hot_plug_vfio", Type: "string", Enum: []string{"no-port", "root-port", "bridge-port", "switch-port"},
 		Annotation: "hot_plug_vfio",
-		Doc: "Where VFIO devices are hot-plugged; no-port disables VFIO hotplug."},
+		Doc:        "Where VFIO devices are hot-plugged; no-port disables VFIO hotplug."},
 	{Section: "hypervisor", Name: "pcie_root_port", Type: "uint32", Min: 0, Max: 16,
 		Annotation: "pcie_root_port",
-		Doc: "PCIe root ports added at boot for hot-plugging PCIe devices."},
+		Doc:        "PCIe root ports added at boot for hot-plugging PCIe devices."},
 
 	// [hypervisor] shared file system.
 	{Section: "hypervisor", Name: "shared_fs", Type: "string", Enum: []string{"virtio-9p", "virtio-fs", "none"},
 		Annotation: "shared_fs",
-		Doc: "How host files reach the guest: virtio-9p, virtio-fs (virtiofsd), or none (files are copied in)."},
+		Doc:        "How host files reach the guest: virtio-9p, virtio-fs (virtiofsd), or none (files are copied in)."},
 	{Section: "hypervisor", Name: "virtio_fs_daemon", Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
 		Annotation: "virtio_fs_daemon", Globs: "valid_virtio_fs_daemon_paths",
 		Doc: "virtiofsd binary; required when shared_fs is virtio-fs."},
@@ -294,21 +317,21 @@ var keyTable = []Key{
 		Doc: "Glob patterns a virtio_fs_daemon annotation must match."},
 	{Section: "hypervisor", Name: "virtio_fs_cache", Type: "string", Enum: []string{"never", "metadata", "auto", "always"},
 		Annotation: "virtio_fs_cache",
-		Doc: "virtio-fs guest caching: never; metadata (metadata and lookups cached, data never); auto (cached for a short time, data while open); always."},
+		Doc:        "virtio-fs guest caching: never; metadata (metadata and lookups cached, data never); auto (cached for a short time, data while open); always."},
 	{Section: "hypervisor", Name: "virtio_fs_cache_size", Type: "uint32", Unit: "MiB", Min: 0, Max: 65536,
 		Annotation: "virtio_fs_cache_size",
-		Doc: "virtio-fs DAX window; 0 disables DAX."},
+		Doc:        "virtio-fs DAX window; 0 disables DAX."},
 	{Section: "hypervisor", Name: "virtio_fs_extra_args", Type: "[]string", Allowed: "--long-option[=value] words, not ones Vessel sets (--shared-dir, --socket-path, --fd, ...)", check: checkExtraArg, Optional: true,
-		Annotation: "virtio_fs_extra_args", Syntax: listJSON,
+		Annotation: "virtio_fs_extra_args", syntax: listJSON,
 		Doc: "Extra virtiofsd options."},
 	{Section: "hypervisor", Name: "msize_9p", Type: "uint32", Unit: "bytes", Min: 4096, Max: 1048576,
 		Annotation: "msize_9p",
-		Doc: "9p message size."},
+		Doc:        "9p message size."},
 
 	// [hypervisor] block devices.
 	{Section: "hypervisor", Name: "block_device_driver", Type: "string", Enum: []string{"virtio-blk", "virtio-scsi", "nvdimm"},
 		Annotation: "block_device_driver",
-		Doc: "Driver for block devices given to the guest (container rootfs on a block device, volumes)."},
+		Doc:        "Driver for block devices given to the guest (container rootfs on a block device, volumes)."},
 	{Section: "hypervisor", Name: "block_device_aio", Type: "string", Enum: []string{"threads", "native", "io_uring"},
 		Doc: "Host I/O mechanism for block devices."},
 	{Section: "hypervisor", Name: "block_device_cache_set", Type: "bool", Annotation: "block_device_cache_set",
@@ -336,7 +359,7 @@ var keyTable = []Key{
 		Doc: "Reach the agent over vsock (needs vhost-vsock); false uses virtio-serial."},
 	{Section: "hypervisor", Name: "guest_hook_path", Type: "path", Allowed: "absolute path in the guest", check: checkAbsPath, Optional: true,
 		Annotation: "guest_hook_path",
-		Doc: "Directory in the guest holding OCI hooks (prestart, poststart, poststop subdirectories)."},
+		Doc:        "Directory in the guest holding OCI hooks (prestart, poststart, poststop subdirectories)."},
 	{Section: "hypervisor", Name: "jailer_path", Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
 		Annotation: "jailer_path", Globs: "valid_jailer_paths",
 		Doc: "Jailer binary confining the VMM (firecracker); empty runs no jailer."},
@@ -354,7 +377,7 @@ var keyTable = []Key{
 
 	// [agent]
 	{Section: "agent", Name: "kernel_modules", Type: "[]string", Allowed: "\"module param=value ...\" entries", check: checkKernelModule, Optional: true,
-		Annotation: "kernel_modules", Syntax: listSemicolon,
+		Annotation: "kernel_modules", syntax: listSemicolon,
 		Doc: "Guest kernel modules to load, each \"name\" followed by its parameters."},
 	{Section: "agent", Name: "dial_timeout", Type: "uint32", Unit: "seconds", Min: 1, Max: 600,
 		Doc: "How long to wait for the agent to answer after boot."},
@@ -370,7 +393,7 @@ var keyTable = []Key{
 		Doc: "Allow `vessel debug console` into the guest."},
 	{Section: "agent", Name: "container_pipe_size", Type: "uint32", Unit: "bytes", Min: 0, Max: 1 << 20,
 		Annotation: "container_pipe_size",
-		Doc: "Size of containers' stdio pipes in the guest; 0 means the kernel default."},
+		Doc:        "Size of containers' stdio pipes in the guest; 0 means the kernel default."},
 
 	// [runtime]
 	{Section: "runtime", Name: "enable_debug", Type: "bool",
@@ -381,16 +404,16 @@ var keyTable = []Key{
 		Doc: "Do not apply containers' seccomp profiles inside the guest."},
 	{Section: "runtime", Name: "internetworking_model", Type: "string", Enum: []string{"tcfilter", "macvtap", "none"},
 		Annotation: "internetworking_model",
-		Doc: "How the VM joins the pod network: tc mirroring to a tap, macvtap, or none (a bare tap)."},
+		Doc:        "How the VM joins the pod network: tc mirroring to a tap, macvtap, or none (a bare tap)."},
 	{Section: "runtime", Name: "disable_new_netns", Type: "bool", Annotation: "disable_new_netns",
 		Doc: "Do not create a network namespace for the hypervisor; needs internetworking_model = \"none\"."},
 	{Section: "runtime", Name: "static_sandbox_resource_mgmt", Type: "bool",
 		Doc: "Size the VM once at boot from the pod's CRI sizing annotations (or a single container's limits) instead of hot-plugging CPUs and memory per container."},
 	{Section: "runtime", Name: "experimental", Type: "[]string", Allowed: "feature names (" + reFeature.String() + ")", check: checkPattern(reFeature), Optional: true,
-		Annotation: "experimental", Syntax: listComma,
+		Annotation: "experimental", syntax: listComma,
 		Doc: "Experimental features to enable."},
 	{Section: "runtime", Name: "enable_annotations", Type: "[]string", Allowed: "regular expressions (RE2)", check: checkRegexp, Optional: true,
-		Doc: "Annotations a pod may use. Each regexp must match a whole \"section.name\" (e.g. \"hypervisor\\\\.default_.*\"); for hypervisor annotations the bare name (Kata's convention, e.g. \"default_vcpus\") also matches. Empty refuses every configuration annotation."},
+		Doc: "Annotations a pod may use. Each regexp must match a whole \"section.name\", e.g. 'hypervisor\\.default_.*' (a TOML literal string); for hypervisor annotations the bare name (Kata's convention, e.g. \"default_vcpus\") also matches. Empty refuses every configuration annotation."},
 
 	// [factory]
 	{Section: "factory", Name: "enable_template", Type: "bool",

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
@@ -99,23 +100,42 @@ func Parse(data []byte, file string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
-	if und := md.Undecoded(); len(und) > 0 {
-		keys := make([]string, len(und))
-		for i, k := range und {
-			keys[i] = k.String()
-		}
-		sort.Strings(keys)
-		hint := ""
-		if strings.HasPrefix(keys[0], "hypervisor.") && strings.Count(keys[0], ".") > 1 {
-			hint = " (Kata's [hypervisor.<name>] tables are not used: put the keys under [hypervisor] and pick the driver with hypervisor.driver)"
-		}
-		return nil, fmt.Errorf("%s: unknown key %s%s", file, strings.Join(keys, ", "), hint)
+	if err := undecoded(md); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	c.fillNilLists()
 	if err := c.validate(file); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// undecoded reports keys the file has and Config does not, the outermost of each only.
+func undecoded(md toml.MetaData) error {
+	und := md.Undecoded()
+	if len(und) == 0 {
+		return nil
+	}
+	var keys, tables []string
+	for _, k := range und {
+		if len(k) > 1 && slices.ContainsFunc(und, func(p toml.Key) bool {
+			return len(p) < len(k) && slices.Equal(p, k[:len(p)])
+		}) {
+			continue // inside an unknown table already reported
+		}
+		keys = append(keys, k.String())
+		if md.Type(k...) == "Hash" && len(k) == 2 {
+			tables = append(tables, k.String())
+		}
+	}
+	sort.Strings(keys)
+	hint := ""
+	if len(tables) > 0 {
+		sort.Strings(tables)
+		hint = fmt.Sprintf(" (sub-tables such as Kata's [%s] are not used: put the keys directly under [%s]; pick the hypervisor with hypervisor.driver)",
+			tables[0], strings.SplitN(tables[0], ".", 2)[0])
+	}
+	return fmt.Errorf("unknown key %s%s", strings.Join(keys, ", "), hint)
 }
 
 // Encode writes c as TOML: every key, in table order within each section.

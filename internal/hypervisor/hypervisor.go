@@ -108,6 +108,10 @@ const (
 	StateShutdown State = "shutdown"
 )
 
+// ConsoleLogName is the file in Config.StateDir where every driver writes the guest's
+// serial console.
+const ConsoleLogName = "console.log"
+
 // AgentAddress tells the host how to reach the agent in the guest.
 type AgentAddress struct {
 	// Kind is "serial" (a unix socket connected to a virtio-serial port), "vsock" or

@@ -117,7 +117,7 @@ func Build(ctx context.Context, opts Options) (*Manifest, error) {
 	}
 	m := &Manifest{DebugConsole: opts.DebugConsole, Compression: "gzip"}
 	m.Kernel.Source = opts.Kernel
-	irfs := InitramfsOptions{Output: filepath.Join(opts.OutputDir, InitramfsName), Agent: opts.Agent}
+	irfs := InitramfsOptions{Agent: opts.Agent}
 	if opts.DebugConsole {
 		irfs.Busybox = opts.Busybox
 	}
@@ -157,41 +157,66 @@ func Build(ctx context.Context, opts Options) (*Manifest, error) {
 		log.G(ctx).WithField("release", dk.Release).WithField("modules", len(mods.Modules)).Info("using the Debian kernel")
 	}
 
-	kernelDst := filepath.Join(opts.OutputDir, kernelName)
-	if err := copyFileAtomic(kernelDst, kernelSrc, 0o644); err != nil {
-		return nil, fmt.Errorf("install kernel: %w", err)
-	}
-	if err := BuildInitramfs(ctx, irfs); err != nil {
+	if err := writeImage(ctx, opts.OutputDir, m, kernelSrc, kernelName, irfs); err != nil {
 		return nil, err
+	}
+	if err := os.Remove(filepath.Join(opts.OutputDir, staleName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale kernel: %w", err)
+	}
+	return m, nil
+}
+
+// writeImage stages the kernel, the initramfs and the manifest in a temporary directory
+// inside dir, then renames them into place, the manifest last: a failed build leaves the
+// previous image as it was.
+func writeImage(ctx context.Context, dir string, m *Manifest, kernelSrc, kernelName string, irfs InitramfsOptions) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create output directory: %w", err)
+	}
+	stage, err := os.MkdirTemp(dir, ".build-")
+	if err != nil {
+		return fmt.Errorf("create staging directory: %w", err)
+	}
+	defer os.RemoveAll(stage)
+
+	kernelPath := filepath.Join(stage, kernelName)
+	if err := copyFileAtomic(kernelPath, kernelSrc, 0o644); err != nil {
+		return fmt.Errorf("install kernel: %w", err)
+	}
+	irfs.Output = filepath.Join(stage, InitramfsName)
+	if err := BuildInitramfs(ctx, irfs); err != nil {
+		return err
 	}
 	for _, f := range []struct {
 		dst  *ManifestFile
 		path string
 		name string
 	}{
-		{&m.Kernel.ManifestFile, kernelDst, kernelName},
+		{&m.Kernel.ManifestFile, kernelPath, kernelName},
 		{&m.Initramfs, irfs.Output, InitramfsName},
-		{&m.Agent, opts.Agent, opts.Agent},
+		{&m.Agent, irfs.Agent, irfs.Agent},
 	} {
 		size, sum, err := fileDigest(f.path)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		*f.dst = ManifestFile{Path: f.name, Size: size, SHA256: sum}
 	}
 	m.BuiltAt = time.Now().UTC().Truncate(time.Second)
-	err = writeAtomic(filepath.Join(opts.OutputDir, ManifestName), 0o644, func(w io.Writer) error {
+	err = writeAtomic(filepath.Join(stage, ManifestName), 0o644, func(w io.Writer) error {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(m)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
+		return fmt.Errorf("manifest: %w", err)
 	}
-	if err := os.Remove(filepath.Join(opts.OutputDir, staleName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("remove stale kernel: %w", err)
+	for _, name := range []string{kernelName, InitramfsName, ManifestName} {
+		if err := os.Rename(filepath.Join(stage, name), filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("install %s: %w", name, err)
+		}
 	}
-	return m, nil
+	return syncPath(dir)
 }
 
 // withDefaults fills zero fields and validates the kernel kind.

@@ -110,7 +110,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		ContainerId:  cfg.ID,
 		OciSpec:      specJSON,
 		Stdio:        stdioConfig(cfg.Spec.Process, cfg.Stdin),
-		SandboxPidns: s.cfg.SandboxPidNS,
+		SandboxPidns: joinsSandboxPidNS(cfg.Spec),
 	}); err != nil {
 		return nil, s.explain(fmt.Errorf("container %s: %w", cfg.ID, err))
 	}
@@ -180,8 +180,27 @@ func guestSpec(spec *specs.Spec) (*specs.Spec, error) {
 	g.Hooks = nil
 	if g.Linux != nil {
 		g.Linux.CgroupsPath = ""
+		// Namespace paths name host namespaces (a pod's pause process, a CNI netns); they
+		// mean nothing in the guest. A pid namespace path becomes "join the sandbox's".
+		for i := range g.Linux.Namespaces {
+			g.Linux.Namespaces[i].Path = ""
+		}
 	}
 	return &g, nil
+}
+
+// joinsSandboxPidNS reports whether the spec asks to join an existing pid namespace (CRI
+// sets the pause container's for pods that share their process namespace).
+func joinsSandboxPidNS(spec *specs.Spec) bool {
+	if spec.Linux == nil {
+		return false
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.PIDNamespace && ns.Path != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // Container returns a container of the sandbox.
@@ -304,4 +323,35 @@ func (s *Sandbox) DeleteContainer(ctx context.Context, id string) error {
 	}
 	s.mu.Unlock()
 	return errors.Join(errs...)
+}
+
+// Processes lists the container's processes with their guest pids.
+func (c *Container) Processes(ctx context.Context) ([]*agentv1.ProcessInfo, error) {
+	resp, err := c.sb.agent.ListProcesses(ctx, c.id)
+	if err != nil {
+		return nil, c.sb.explain(fmt.Errorf("list processes of container %s: %w", c.id, err))
+	}
+	return resp.Processes, nil
+}
+
+// Stats reads the container's cgroup figures in the guest.
+func (c *Container) Stats(ctx context.Context) (*agentv1.StatsContainerResponse, error) {
+	resp, err := c.sb.agent.StatsContainer(ctx, c.id)
+	if err != nil {
+		return nil, c.sb.explain(fmt.Errorf("stats of container %s: %w", c.id, err))
+	}
+	return resp, nil
+}
+
+// Update changes the container's resource limits in the guest.
+func (c *Container) Update(ctx context.Context, res *specs.LinuxResources) error {
+	data, err := json.Marshal(res)
+	if err != nil {
+		return fmt.Errorf("update container %s: encode resources: %w", c.id, err)
+	}
+	err = c.sb.agent.UpdateContainer(ctx, &agentv1.UpdateContainerRequest{ContainerId: c.id, Resources: &agentv1.LinuxResources{OciResources: data}})
+	if err != nil {
+		return c.sb.explain(fmt.Errorf("update container %s: %w", c.id, err))
+	}
+	return nil
 }

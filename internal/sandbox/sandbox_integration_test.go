@@ -86,7 +86,6 @@ func assertNoLeftovers(t *testing.T, root string, pid int) {
 	}
 }
 
-
 // container creates a busybox container running args in the sandbox.
 func (e *env) container(id string, args []string, edit func(*specs.Spec)) *Container {
 	e.t.Helper()

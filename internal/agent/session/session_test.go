@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -281,17 +282,25 @@ func frame(streamID uint32, typ uint8, payload string) []byte {
 
 func readFrame(t *testing.T, c net.Conn) []byte {
 	t.Helper()
+	b, err := readFrameErr(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func readFrameErr(c net.Conn) ([]byte, error) {
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	hdr := make([]byte, HeaderLen)
 	if _, err := io.ReadFull(c, hdr); err != nil {
-		t.Fatalf("read frame header: %v", err)
+		return nil, fmt.Errorf("read frame header: %w", err)
 	}
 	h, _ := ParseHeader(hdr)
 	body := make([]byte, h.Length)
 	if _, err := io.ReadFull(c, body); err != nil {
-		t.Fatalf("read frame body: %v", err)
+		return nil, fmt.Errorf("read frame body: %w", err)
 	}
-	return append(hdr, body...)
+	return append(hdr, body...), nil
 }
 
 func TestStaleSessionWritesDropped(t *testing.T) {
@@ -339,6 +348,14 @@ func TestStaleSessionWritesDropped(t *testing.T) {
 		t.Fatalf("stale write: %v", err)
 	}
 	resp := frame(1, 2, "fresh")
+	hostRead := make(chan []byte, 1)
+	go func() {
+		b, err := readFrameErr(host)
+		if err != nil {
+			b = []byte(err.Error())
+		}
+		hostRead <- b
+	}()
 	// A frame written in two pieces reaches the port as one write.
 	if _, err := s2.Write(resp[:4]); err != nil {
 		t.Fatal(err)
@@ -346,7 +363,7 @@ func TestStaleSessionWritesDropped(t *testing.T) {
 	if _, err := s2.Write(resp[4:]); err != nil {
 		t.Fatal(err)
 	}
-	if got := readFrame(t, host); !bytes.Equal(got, resp) {
+	if got := <-hostRead; !bytes.Equal(got, resp) {
 		t.Fatalf("host read %q, want %q", got, resp)
 	}
 	writes := port.recorded()

@@ -268,7 +268,11 @@ func (c *Client) Execute(ctx context.Context, command string, args, result any) 
 	case resp = <-ch:
 	case <-ctx.Done():
 		forget()
-		return fmt.Errorf("qmp %s: %w", command, ctx.Err())
+		select {
+		case resp = <-ch: // the answer won the race
+		default:
+			return fmt.Errorf("qmp %s: %w", command, ctx.Err())
+		}
 	}
 	if resp.err != nil {
 		return fmt.Errorf("qmp %s: %w", command, resp.err)

@@ -1,0 +1,81 @@
+//go:build linux
+
+// Package agent is vessel-agent, the guest side of Vessel: PID 1 of the guest initramfs. It
+// serves the ttrpc service of api/agent/v1 over a virtio-serial port (and vsock when the
+// guest has it) and implements it: sandbox setup, containers and their processes through
+// libcontainer (agent/libct), stdio as long-polled streams, cgroup statistics, file copies,
+// CPU/memory hotplug and guest networking (agent/netcfg).
+//
+// Main is the whole program: boot the guest (agent/boot), then serve. It never returns; on a
+// fatal error it powers the VM off so the host sees QEMU exit.
+package agent
+
+import (
+	"context"
+	"errors"
+	"os"
+	"time"
+
+	"github.com/containerd/log"
+	"github.com/sirupsen/logrus"
+
+	"github.com/vessel-containers/vessel/internal/agent/boot"
+	"github.com/vessel-containers/vessel/internal/agent/netcfg"
+)
+
+const (
+	// PortName is the virtio-serial port the host connects to.
+	PortName = "vessel.agent"
+	// VsockPort is the vsock port the agent listens on when the guest has vsock.
+	VsockPort = 1024
+)
+
+// Main boots the guest when running as PID 1 and serves the agent API. It does not return.
+func Main() {
+	logger := logrus.New()
+	logger.SetOutput(os.Stderr) // the console: the host captures ttyS0
+	logger.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000000"})
+	ctx := log.WithLogger(context.Background(), logrus.NewEntry(logger).WithField("agent", "vessel"))
+
+	pid1 := os.Getpid() == 1
+	fatal := func(err error) {
+		if pid1 {
+			boot.PowerOff(ctx, err) // does not return
+		}
+		log.G(ctx).WithError(err).Error("vessel-agent: fatal error")
+		os.Exit(1)
+	}
+	if pid1 {
+		if err := boot.Setup(ctx); err != nil {
+			fatal(err)
+		}
+	}
+	if cmdline, err := os.ReadFile("/proc/cmdline"); err == nil {
+		if lvl, err := logrus.ParseLevel(boot.LogLevel(string(cmdline))); err == nil {
+			logger.SetLevel(lvl)
+		}
+	}
+	if pid1 {
+		if n, err := boot.LoadModulesFromOrder(ctx, "/", boot.ModulesOrderFile); err != nil {
+			log.G(ctx).WithError(err).Warn("kernel modules")
+		} else if n > 0 {
+			log.G(ctx).Infof("loaded %d kernel modules", n)
+		}
+		if err := netcfg.LinkUp("lo"); err != nil {
+			log.G(ctx).WithError(err).Warn("loopback")
+		}
+	}
+
+	cfg := DefaultConfig()
+	cfg.Vsock = VsockAvailable()
+	svc := NewService(cfg)
+	ready := func() {
+		up, _ := boot.Uptime()
+		log.G(ctx).WithField("uptime", up.Round(time.Millisecond)).Infof("vessel-agent %s ready", Version)
+	}
+	err := Serve(ctx, svc, ServeOptions{PortName: PortName, VsockPort: VsockPort, PortWait: 5 * time.Second}, ready)
+	if err == nil {
+		err = errors.New("serve returned")
+	}
+	fatal(err)
+}

@@ -1,0 +1,404 @@
+//go:build linux
+
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/agent/libct"
+)
+
+// containerState is a container's lifecycle state. Transitions: created → running (Start),
+// running ⇄ paused, any → stopped when the init process exits.
+type containerState int
+
+const (
+	stateCreated containerState = iota
+	stateRunning
+	statePaused
+	stateStopped
+)
+
+func (s containerState) String() string {
+	return [...]string{"created", "running", "paused", "stopped"}[s]
+}
+
+// container is a container the agent created.
+type container struct {
+	id        string
+	spec      *specs.Spec
+	lc        *libct.Container
+	storages  []string // mount points of the container's own storages
+	cgroupDir string
+	// oomBase is the cgroup's OOM kill count when the container was created.
+	oomBase uint64
+
+	// mu guards state, init, execs and removing.
+	mu       sync.Mutex
+	state    containerState
+	init     *process
+	execs    map[string]*process
+	removing bool
+}
+
+// status is the container's state, stopped once its init has exited.
+//
+// Preconditions: c.mu is held.
+func (c *container) status() containerState {
+	if c.init != nil && c.init.hasExited() {
+		return stateStopped
+	}
+	return c.state
+}
+
+// oomKills reads the container's OOM kill count.
+func (c *container) oomKills() uint64 {
+	ev, err := readFlatKeyed(path.Join(c.cgroupDir, "memory.events"))
+	if err != nil {
+		return 0
+	}
+	return ev["oom_kill"]
+}
+
+// lookup returns a known container.
+func (s *Service) lookup(id string) (*container, error) {
+	if id == "" {
+		return nil, fmt.Errorf("container %q: %w (container_id is empty)", id, errdefs.ErrNotFound)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.containers[id]
+	if !ok {
+		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
+	}
+	return c, nil
+}
+
+// CreateContainer mounts the container's storages, creates it with libcontainer and starts
+// its init up to the exec barrier.
+func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContainerRequest) (_ *agentv1.Empty, retErr error) {
+	start := time.Now()
+	id := req.GetContainerId()
+	if err := validID("container_id", id); err != nil {
+		return nil, err
+	}
+	if len(req.GetOciSpec()) == 0 {
+		return nil, fmt.Errorf("%w: oci_spec is empty", errdefs.ErrInvalidArgument)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(req.GetOciSpec(), &spec); err != nil {
+		return nil, fmt.Errorf("%w: oci_spec is not valid OCI runtime spec JSON: %w", errdefs.ErrInvalidArgument, err)
+	}
+	if spec.Process == nil {
+		return nil, fmt.Errorf("%w: oci_spec: process is missing", errdefs.ErrInvalidArgument)
+	}
+	if len(req.GetDevices()) > 0 {
+		// Implemented with device hotplug (issue 2, foundation).
+		return nil, fmt.Errorf("%w: devices in CreateContainer are not implemented in the agent yet", errdefs.ErrNotImplemented)
+	}
+	if err := s.sandboxReady(); err != nil {
+		return nil, err
+	}
+	if err := s.reserve(id); err != nil {
+		return nil, err
+	}
+	defer s.release(id)
+
+	ctx = log.WithLogger(ctx, log.G(ctx).WithField("container", id))
+	var undo []func()
+	defer func() {
+		if retErr != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+
+	c := &container{id: id, spec: &spec, execs: make(map[string]*process)}
+	for i, st := range req.GetStorages() {
+		mp, err := s.storage.Mount(ctx, st)
+		if err != nil {
+			return nil, fmt.Errorf("container %q storage %d: %w", id, i, err)
+		}
+		c.storages = append(c.storages, mp)
+	}
+	undo = append(undo, func() { s.unmountAll(ctx, c.storages) })
+
+	pidNS, holder, err := s.pidNamespaceFor(&spec, req.GetSandboxPidns())
+	if err != nil {
+		return nil, err
+	}
+	lc, err := libct.Create(libct.Options{
+		ID:         id,
+		Spec:       &spec,
+		StateRoot:  path.Join(s.cfg.RunDir, "libct"),
+		CgroupPath: path.Join(s.cfg.CgroupParent, id),
+		PidNSPath:  pidNS,
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.lc = lc
+	undo = append(undo, func() {
+		_ = lc.SignalAll(unix.SIGKILL)
+		if err := lc.Destroy(); err != nil {
+			log.G(ctx).WithError(err).Warn("rollback: destroy container")
+		}
+	})
+	c.cgroupDir = lc.CgroupDir()
+	c.oomBase = c.oomKills()
+
+	pio, stdio, err := newProcessIO(req.GetStdio(), spec.Process.Terminal)
+	if err != nil {
+		return nil, err
+	}
+	proc, err := libct.NewProcess(spec.Process, true, stdio)
+	if err != nil {
+		pio.abort()
+		return nil, fmt.Errorf("container %q: oci_spec.%w", id, err)
+	}
+	if err := lc.Start(proc); err != nil {
+		pio.abort()
+		return nil, err
+	}
+	p := newProcess(id, "", proc, pio)
+	// From here the init runs: rolling back kills it, and its watcher reaps it.
+	p.watch(ctx, c.oomBase, c.oomKills, nil)
+	undo = append(undo, func() {
+		_ = lc.SignalAll(unix.SIGKILL)
+		<-p.exited
+		pio.shutdown()
+	})
+	if err := pio.afterStart(); err != nil {
+		return nil, fmt.Errorf("container %q: %w", id, err)
+	}
+	c.init = p
+	c.state = stateCreated
+
+	s.mu.Lock()
+	s.containers[id] = c
+	if holder && s.pidnsHolder == "" {
+		s.pidnsHolder = id
+	}
+	s.mu.Unlock()
+	log.G(ctx).WithField("took", time.Since(start).Round(time.Millisecond)).Infof("container created, init pid %d", p.pid)
+	return &agentv1.Empty{}, nil
+}
+
+// reserve claims an id for a CreateContainer in progress.
+func (s *Service) reserve(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.containers[id]; ok || s.reserved[id] {
+		return fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
+	}
+	s.reserved[id] = true
+	return nil
+}
+
+func (s *Service) release(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.reserved, id)
+}
+
+// pidNamespaceFor decides the container's pid namespace. A container whose spec asks for a
+// new pid namespace joins the sandbox's (that of the first container created with its own)
+// when sandboxPidns is set. holder reports that this container will be that first one.
+func (s *Service) pidNamespaceFor(spec *specs.Spec, sandboxPidns bool) (nsPath string, holder bool, err error) {
+	wantsNew := false
+	if spec.Linux != nil {
+		for _, ns := range spec.Linux.Namespaces {
+			if ns.Type == specs.PIDNamespace && ns.Path == "" {
+				wantsNew = true
+			}
+		}
+	}
+	if !wantsNew {
+		return "", false, nil
+	}
+	s.mu.Lock()
+	holderID := s.pidnsHolder
+	h := s.containers[holderID]
+	s.mu.Unlock()
+	if holderID == "" {
+		return "", true, nil
+	}
+	if !sandboxPidns {
+		return "", false, nil
+	}
+	if h == nil {
+		return "", false, fmt.Errorf("%w: the sandbox pid namespace is gone: its first container %q was removed", errdefs.ErrFailedPrecondition, holderID)
+	}
+	h.mu.Lock()
+	init := h.init
+	h.mu.Unlock()
+	if init == nil || init.hasExited() {
+		return "", false, fmt.Errorf("%w: the sandbox pid namespace is gone: the init of its first container %q exited", errdefs.ErrFailedPrecondition, holderID)
+	}
+	return libct.PidNSPath(init.pid), false, nil
+}
+
+// StartContainer releases the init from the exec barrier.
+func (s *Service) StartContainer(ctx context.Context, req *agentv1.StartContainerRequest) (*agentv1.Empty, error) {
+	c, err := s.lookup(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.status(); st != stateCreated || c.removing {
+		return nil, fmt.Errorf("container %q: %w: it is %s, not created", c.id, errdefs.ErrFailedPrecondition, st)
+	}
+	if err := c.lc.Exec(); err != nil {
+		return nil, err
+	}
+	c.state = stateRunning
+	log.G(ctx).WithField("container", c.id).Info("container started")
+	return &agentv1.Empty{}, nil
+}
+
+// RemoveContainer stops the container if it runs (SIGTERM, then SIGKILL after timeout
+// seconds), destroys it, unmounts its storages and forgets it.
+func (s *Service) RemoveContainer(ctx context.Context, req *agentv1.RemoveContainerRequest) (*agentv1.Empty, error) {
+	c, err := s.lookup(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.removing {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("container %q: %w: removal already in progress", c.id, errdefs.ErrFailedPrecondition)
+	}
+	c.removing = true
+	init := c.init
+	paused := c.status() == statePaused
+	c.mu.Unlock()
+
+	ctx = log.WithLogger(ctx, log.G(ctx).WithField("container", c.id))
+	if !init.hasExited() {
+		if t := req.GetTimeout(); t > 0 && !paused {
+			_ = c.lc.Signal(unix.SIGTERM)
+			select {
+			case <-init.exited:
+			case <-time.After(time.Duration(t) * time.Second):
+				log.G(ctx).Infof("container did not stop in %ds, killing it", t)
+			case <-ctx.Done():
+			}
+		}
+	}
+	// Kill whatever is left, also exec processes and anything they forked.
+	if err := c.lc.SignalAll(unix.SIGKILL); err != nil {
+		log.G(ctx).WithError(err).Warn("kill container processes")
+	}
+	select {
+	case <-init.exited:
+	case <-time.After(10 * time.Second):
+		c.mu.Lock()
+		c.removing = false
+		c.mu.Unlock()
+		return nil, fmt.Errorf("container %q: init (pid %d) did not exit 10s after SIGKILL", c.id, init.pid)
+	}
+	c.mu.Lock()
+	procs := []*process{init}
+	for _, p := range c.execs {
+		procs = append(procs, p)
+	}
+	c.mu.Unlock()
+	for _, p := range procs {
+		select {
+		case <-p.exited:
+		case <-time.After(5 * time.Second):
+			log.G(ctx).Warnf("%s did not exit after SIGKILL", p.name())
+		}
+		p.io.shutdown()
+	}
+	if err := c.lc.Destroy(); err != nil {
+		c.mu.Lock()
+		c.removing = false
+		c.mu.Unlock()
+		return nil, err
+	}
+	s.unmountAll(ctx, c.storages)
+	s.mu.Lock()
+	delete(s.containers, c.id)
+	delete(s.oomSeen, c.id)
+	s.mu.Unlock()
+	log.G(ctx).Info("container removed")
+	return &agentv1.Empty{}, nil
+}
+
+// PauseContainer freezes the container.
+func (s *Service) PauseContainer(ctx context.Context, req *agentv1.PauseContainerRequest) (*agentv1.Empty, error) {
+	c, err := s.lookup(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.status(); st != stateRunning && st != stateCreated {
+		return nil, fmt.Errorf("container %q: %w: it is %s", c.id, errdefs.ErrFailedPrecondition, st)
+	}
+	if err := c.lc.Pause(); err != nil {
+		return nil, err
+	}
+	c.state = statePaused
+	return &agentv1.Empty{}, nil
+}
+
+// ResumeContainer thaws the container.
+func (s *Service) ResumeContainer(ctx context.Context, req *agentv1.ResumeContainerRequest) (*agentv1.Empty, error) {
+	c, err := s.lookup(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.status(); st != statePaused {
+		return nil, fmt.Errorf("container %q: %w: it is %s, not paused", c.id, errdefs.ErrFailedPrecondition, st)
+	}
+	if err := c.lc.Resume(); err != nil {
+		return nil, err
+	}
+	c.state = stateRunning
+	if c.lc.Status() == "created" {
+		c.state = stateCreated
+	}
+	return &agentv1.Empty{}, nil
+}
+
+// UpdateContainer applies new cgroup limits.
+func (s *Service) UpdateContainer(ctx context.Context, req *agentv1.UpdateContainerRequest) (*agentv1.Empty, error) {
+	c, err := s.lookup(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	raw := req.GetResources().GetOciResources()
+	if len(raw) == 0 {
+		return nil, fmt.Errorf("%w: resources.oci_resources is empty", errdefs.ErrInvalidArgument)
+	}
+	var r specs.LinuxResources
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, fmt.Errorf("%w: resources.oci_resources is not OCI LinuxResources JSON: %w", errdefs.ErrInvalidArgument, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.status(); st == stateStopped {
+		return nil, fmt.Errorf("container %q: %w: it is stopped", c.id, errdefs.ErrFailedPrecondition)
+	}
+	if err := c.lc.Update(&r); err != nil {
+		return nil, err
+	}
+	return &agentv1.Empty{}, nil
+}

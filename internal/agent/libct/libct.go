@@ -1,0 +1,271 @@
+//go:build linux
+
+// Package libct is the agent's only door to runc's libcontainer (enforced by depguard): it
+// converts OCI runtime specs, creates containers, starts and waits for their processes,
+// and runs libcontainer's init entry point when the agent binary is re-executed as the
+// container init ("runc init").
+package libct
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	// Device rules of cgroup v2 (eBPF) are only applied when this package is linked.
+	_ "github.com/opencontainers/cgroups/devices"
+	"github.com/opencontainers/runc/libcontainer"
+	// nsenter (cgo) runs before the Go runtime when the binary is re-executed as init.
+	_ "github.com/opencontainers/runc/libcontainer/nsenter"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+)
+
+// initEnv is set by libcontainer on every "runc init" it starts (standard and setns). The
+// agent cannot look at argv: as PID 1 it gets unknown kernel command-line words as
+// arguments.
+const initEnv = "_LIBCONTAINER_INITPIPE"
+
+// IsInit reports whether this process was started by libcontainer as a container init.
+func IsInit() bool { return os.Getenv(initEnv) != "" }
+
+// Init runs libcontainer's init. It does not return.
+func Init() { libcontainer.Init() }
+
+// SeccompSupported reports whether the binary can apply seccomp filters (built with cgo and
+// the "seccomp" tag, linking libseccomp).
+func SeccompSupported() bool { return seccompBuilt }
+
+// Options describe a container to create.
+type Options struct {
+	ID string
+	// Spec is the OCI runtime spec; root.path must be absolute.
+	Spec *specs.Spec
+	// StateRoot holds libcontainer's per-container state directories.
+	StateRoot string
+	// CgroupPath is the container's cgroup v2 path relative to the cgroup root, e.g.
+	// /vessel/<id>. It replaces the spec's linux.cgroupsPath.
+	CgroupPath string
+	// PidNSPath, when set, is the pid namespace to join instead of creating a new one.
+	PidNSPath string
+}
+
+// Container is a libcontainer container.
+type Container struct {
+	c *libcontainer.Container
+}
+
+// Create converts the spec and creates the container (its cgroup and state directory). No
+// process runs yet.
+func Create(o Options) (*Container, error) {
+	spec := o.Spec
+	if spec == nil {
+		return nil, fmt.Errorf("%w: oci_spec is empty", errdefs.ErrInvalidArgument)
+	}
+	if spec.Root == nil || spec.Root.Path == "" {
+		return nil, fmt.Errorf("%w: oci_spec: root.path is missing", errdefs.ErrInvalidArgument)
+	}
+	if !filepath.IsAbs(spec.Root.Path) {
+		return nil, fmt.Errorf("%w: oci_spec: root.path %q must be an absolute guest path", errdefs.ErrInvalidArgument, spec.Root.Path)
+	}
+	if spec.Process == nil {
+		return nil, fmt.Errorf("%w: oci_spec: process is missing", errdefs.ErrInvalidArgument)
+	}
+	if spec.Linux != nil && spec.Linux.Seccomp != nil && !seccompBuilt {
+		return nil, fmt.Errorf("%w: oci_spec asks for linux.seccomp but this agent was built without seccomp support", errdefs.ErrNotImplemented)
+	}
+	// Work on a copy of the parts we change.
+	s := *spec
+	lin := specs.Linux{}
+	if spec.Linux != nil {
+		lin = *spec.Linux
+	}
+	lin.CgroupsPath = o.CgroupPath
+	if o.PidNSPath != "" {
+		ns := make([]specs.LinuxNamespace, len(lin.Namespaces))
+		copy(ns, lin.Namespaces)
+		for i := range ns {
+			if ns[i].Type == specs.PIDNamespace {
+				ns[i].Path = o.PidNSPath
+			}
+		}
+		lin.Namespaces = ns
+	}
+	s.Linux = &lin
+
+	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
+		CgroupName: o.ID,
+		Spec:       &s,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: convert oci_spec: %w", errdefs.ErrInvalidArgument, err)
+	}
+	if err := os.MkdirAll(o.StateRoot, 0o700); err != nil {
+		return nil, fmt.Errorf("state root %s: %w", o.StateRoot, err)
+	}
+	c, err := libcontainer.Create(o.StateRoot, o.ID, cfg)
+	if err != nil {
+		if errors.Is(err, libcontainer.ErrExist) {
+			return nil, fmt.Errorf("container %q: %w", o.ID, errdefs.ErrAlreadyExists)
+		}
+		return nil, fmt.Errorf("create container %q: %w", o.ID, err)
+	}
+	return &Container{c: c}, nil
+}
+
+// Start starts p in the container. For the init process (created with init=true) the
+// process stops at libcontainer's exec barrier until Exec is called.
+func (c *Container) Start(p *Process) error {
+	if err := c.c.Start(p.p); err != nil {
+		return fmt.Errorf("start process in %q: %w", c.c.ID(), err)
+	}
+	return nil
+}
+
+// Exec releases the init process from the exec barrier: it runs the user's program.
+func (c *Container) Exec() error {
+	if err := c.c.Exec(); err != nil {
+		return fmt.Errorf("start container %q: %w", c.c.ID(), err)
+	}
+	return nil
+}
+
+// Signal signals the container's init. SIGKILL to a container without its own pid namespace
+// kills every process of it (libcontainer semantics).
+func (c *Container) Signal(sig unix.Signal) error {
+	if err := c.c.Signal(sig); err != nil {
+		if errors.Is(err, libcontainer.ErrNotRunning) {
+			return fmt.Errorf("container %q: %w: not running", c.c.ID(), errdefs.ErrNotFound)
+		}
+		return fmt.Errorf("signal container %q: %w", c.c.ID(), err)
+	}
+	return nil
+}
+
+// SignalAll sends sig to every process in the container's cgroup. SIGKILL uses cgroup.kill,
+// which also reaches processes forked meanwhile.
+func (c *Container) SignalAll(sig unix.Signal) error {
+	dir := c.CgroupDir()
+	if sig == unix.SIGKILL && dir != "" {
+		err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+	}
+	pids, err := c.Processes()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, pid := range pids {
+		if err := unix.Kill(pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("kill %d: %w", pid, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Processes returns the pids (in the agent's pid namespace) of the container's cgroup.
+func (c *Container) Processes() ([]int, error) {
+	pids, err := c.c.Processes()
+	if err != nil {
+		return nil, fmt.Errorf("processes of %q: %w", c.c.ID(), err)
+	}
+	return pids, nil
+}
+
+// Pause freezes the container.
+func (c *Container) Pause() error {
+	if err := c.c.Pause(); err != nil {
+		if errors.Is(err, libcontainer.ErrNotRunning) {
+			return fmt.Errorf("pause %q: %w: container is not running", c.c.ID(), errdefs.ErrFailedPrecondition)
+		}
+		return fmt.Errorf("pause %q: %w", c.c.ID(), err)
+	}
+	return nil
+}
+
+// Resume thaws the container.
+func (c *Container) Resume() error {
+	if err := c.c.Resume(); err != nil {
+		if errors.Is(err, libcontainer.ErrNotPaused) {
+			return fmt.Errorf("resume %q: %w: container is not paused", c.c.ID(), errdefs.ErrFailedPrecondition)
+		}
+		return fmt.Errorf("resume %q: %w", c.c.ID(), err)
+	}
+	return nil
+}
+
+// Status is libcontainer's view: "created", "running", "paused" or "stopped".
+func (c *Container) Status() string {
+	st, err := c.c.Status()
+	if err != nil {
+		return "unknown"
+	}
+	return st.String()
+}
+
+// CgroupDir is the container's cgroup v2 directory, empty if unknown.
+func (c *Container) CgroupDir() string {
+	st, err := c.c.State()
+	if err != nil {
+		return ""
+	}
+	return st.CgroupPaths[""]
+}
+
+// InitPid is the pid of the container's init, 0 if it has none.
+func (c *Container) InitPid() int {
+	st, err := c.c.State()
+	if err != nil {
+		return 0
+	}
+	return st.InitProcessPid
+}
+
+// Destroy removes the container's cgroup and state. Its processes must be gone.
+func (c *Container) Destroy() error {
+	if err := c.c.Destroy(); err != nil {
+		return fmt.Errorf("destroy container %q: %w", c.c.ID(), err)
+	}
+	return nil
+}
+
+// ID is the container id.
+func (c *Container) ID() string { return c.c.ID() }
+
+// rlimits maps OCI rlimit names to their numbers.
+var rlimits = map[string]int{
+	"RLIMIT_CPU":        unix.RLIMIT_CPU,
+	"RLIMIT_FSIZE":      unix.RLIMIT_FSIZE,
+	"RLIMIT_DATA":       unix.RLIMIT_DATA,
+	"RLIMIT_STACK":      unix.RLIMIT_STACK,
+	"RLIMIT_CORE":       unix.RLIMIT_CORE,
+	"RLIMIT_RSS":        unix.RLIMIT_RSS,
+	"RLIMIT_NPROC":      unix.RLIMIT_NPROC,
+	"RLIMIT_NOFILE":     unix.RLIMIT_NOFILE,
+	"RLIMIT_MEMLOCK":    unix.RLIMIT_MEMLOCK,
+	"RLIMIT_AS":         unix.RLIMIT_AS,
+	"RLIMIT_LOCKS":      unix.RLIMIT_LOCKS,
+	"RLIMIT_SIGPENDING": unix.RLIMIT_SIGPENDING,
+	"RLIMIT_MSGQUEUE":   unix.RLIMIT_MSGQUEUE,
+	"RLIMIT_NICE":       unix.RLIMIT_NICE,
+	"RLIMIT_RTPRIO":     unix.RLIMIT_RTPRIO,
+	"RLIMIT_RTTIME":     unix.RLIMIT_RTTIME,
+}
+
+// PidNSPath is the path of the pid namespace of process pid.
+func PidNSPath(pid int) string { return "/proc/" + strconv.Itoa(pid) + "/ns/pid" }
+
+func rlimitNumber(name string) (int, error) {
+	n, ok := rlimits[strings.ToUpper(name)]
+	if !ok {
+		return 0, fmt.Errorf("%w: unknown rlimit type %q", errdefs.ErrInvalidArgument, name)
+	}
+	return n, nil
+}

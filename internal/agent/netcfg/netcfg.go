@@ -1,0 +1,349 @@
+//go:build linux
+
+// Package netcfg configures the guest's network over netlink: it lists and updates
+// interfaces (addresses, MTU, name, state), replaces the routing table and adds static ARP
+// neighbours, turning the agent protocol's messages into netlink requests and back.
+package netcfg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+)
+
+// LinkUp brings the named link up (the loopback at boot).
+func LinkUp(name string) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("link %s: %w", name, err)
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("set %s up: %w", name, err)
+	}
+	return nil
+}
+
+// ListInterfaces returns every link with its addresses.
+func ListInterfaces() ([]*agentv1.Interface, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	out := make([]*agentv1.Interface, 0, len(links))
+	for _, l := range links {
+		in, err := toInterface(l)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, in)
+	}
+	return out, nil
+}
+
+func toInterface(l netlink.Link) (*agentv1.Interface, error) {
+	a := l.Attrs()
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("addresses of %s: %w", a.Name, err)
+	}
+	in := &agentv1.Interface{
+		Device: a.Name,
+		Name:   a.Name,
+		Mtu:    uint64(a.MTU),
+		HwAddr: a.HardwareAddr.String(),
+		Type:   l.Type(),
+	}
+	for _, ad := range addrs {
+		ones, _ := ad.Mask.Size()
+		fam := uint32(4)
+		if ad.IP.To4() == nil {
+			fam = 6
+		}
+		in.Addresses = append(in.Addresses, &agentv1.IPAddress{Family: fam, Address: ad.IP.String(), PrefixLen: uint32(ones)})
+	}
+	return in, nil
+}
+
+// ListRoutes returns the main routing table (IPv4 and IPv6).
+func ListRoutes() ([]*agentv1.Route, error) {
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	names := map[int]string{}
+	out := make([]*agentv1.Route, 0, len(routes))
+	for _, r := range routes {
+		dev, ok := names[r.LinkIndex]
+		if !ok && r.LinkIndex > 0 {
+			if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+				dev = l.Attrs().Name
+			}
+			names[r.LinkIndex] = dev
+		}
+		rt := &agentv1.Route{Device: dev, Scope: uint32(r.Scope), Family: familyOf(r.Family)}
+		if r.Dst != nil {
+			rt.Dest = r.Dst.String()
+		} else {
+			rt.Dest = "default"
+		}
+		if r.Gw != nil {
+			rt.Gateway = r.Gw.String()
+		}
+		if r.Src != nil {
+			rt.Source = r.Src.String()
+		}
+		out = append(out, rt)
+	}
+	return out, nil
+}
+
+func familyOf(f int) uint32 {
+	if f == unix.AF_INET6 {
+		return 6
+	}
+	return 4
+}
+
+// findLink finds the link an update is for: by MAC address first (the host knows the MAC,
+// not the name the guest kernel gave), then by device name, then by name.
+func findLink(in *agentv1.Interface) (netlink.Link, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	if hw := strings.ToLower(in.GetHwAddr()); hw != "" {
+		for _, l := range links {
+			if strings.EqualFold(l.Attrs().HardwareAddr.String(), hw) {
+				return l, nil
+			}
+		}
+	}
+	for _, name := range []string{in.GetDevice(), in.GetName()} {
+		if name == "" {
+			continue
+		}
+		for _, l := range links {
+			if l.Attrs().Name == name {
+				return l, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("interface (hw_addr %q, device %q, name %q): %w", in.GetHwAddr(), in.GetDevice(), in.GetName(), errdefs.ErrNotFound)
+}
+
+// UpdateInterface sets the link's name, MTU and addresses (exactly those given) and brings it
+// up. It returns the interface as it is afterwards.
+func UpdateInterface(ctx context.Context, in *agentv1.Interface) (*agentv1.Interface, error) {
+	if in == nil {
+		return nil, fmt.Errorf("%w: interface is missing", errdefs.ErrInvalidArgument)
+	}
+	want := make([]*netlink.Addr, 0, len(in.GetAddresses()))
+	for _, a := range in.GetAddresses() {
+		ad, err := netlink.ParseAddr(fmt.Sprintf("%s/%d", a.GetAddress(), a.GetPrefixLen()))
+		if err != nil {
+			return nil, fmt.Errorf("%w: interface address %q/%d: %w", errdefs.ErrInvalidArgument, a.GetAddress(), a.GetPrefixLen(), err)
+		}
+		want = append(want, ad)
+	}
+	l, err := findLink(in)
+	if err != nil {
+		return nil, err
+	}
+	name := l.Attrs().Name
+	if err := netlink.LinkSetDown(l); err != nil {
+		return nil, fmt.Errorf("set %s down: %w", name, err)
+	}
+	if in.GetName() != "" && in.GetName() != name {
+		if err := netlink.LinkSetName(l, in.GetName()); err != nil {
+			return nil, fmt.Errorf("rename %s to %s: %w", name, in.GetName(), err)
+		}
+		name = in.GetName()
+	}
+	if in.GetMtu() > 0 {
+		if err := netlink.LinkSetMTU(l, int(in.GetMtu())); err != nil {
+			return nil, fmt.Errorf("set mtu of %s to %d: %w", name, in.GetMtu(), err)
+		}
+	}
+	have, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("addresses of %s: %w", name, err)
+	}
+	for _, h := range have {
+		if h.IP.IsLinkLocalUnicast() || containsAddr(want, h) {
+			continue
+		}
+		if err := netlink.AddrDel(l, &h); err != nil {
+			return nil, fmt.Errorf("remove address %s from %s: %w", h.IPNet, name, err)
+		}
+	}
+	for _, w := range want {
+		if err := netlink.AddrReplace(l, w); err != nil {
+			return nil, fmt.Errorf("add address %s to %s: %w", w.IPNet, name, err)
+		}
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return nil, fmt.Errorf("set %s up: %w", name, err)
+	}
+	l, err = netlink.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("link %s: %w", name, err)
+	}
+	log.G(ctx).WithField("interface", name).Debug("interface updated")
+	return toInterface(l)
+}
+
+func containsAddr(list []*netlink.Addr, a netlink.Addr) bool {
+	for _, w := range list {
+		if w.IPNet.String() == a.IPNet.String() {
+			return true
+		}
+	}
+	return false
+}
+
+// UpdateRoutes replaces the main table's routes on non-loopback links with the given ones:
+// routes without a gateway first (they make gateways reachable), then the others. It returns
+// the table afterwards.
+func UpdateRoutes(ctx context.Context, routes []*agentv1.Route) ([]*agentv1.Route, error) {
+	var direct, viaGw []*netlink.Route
+	for i, r := range routes {
+		nr, err := toNetlinkRoute(r)
+		if err != nil {
+			return nil, fmt.Errorf("route %d: %w", i, err)
+		}
+		if nr.Gw == nil {
+			direct = append(direct, nr)
+		} else {
+			viaGw = append(viaGw, nr)
+		}
+	}
+	have, err := netlink.RouteList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	for _, h := range have {
+		if h.LinkIndex <= 0 || isLoopback(h.LinkIndex) || (h.Dst != nil && h.Dst.IP.IsLinkLocalUnicast()) {
+			continue
+		}
+		if h.Protocol == unix.RTPROT_KERNEL {
+			continue // the kernel's prefix routes follow the addresses
+		}
+		if err := netlink.RouteDel(&h); err != nil && !errors.Is(err, unix.ESRCH) {
+			return nil, fmt.Errorf("remove route %s: %w", h, err)
+		}
+	}
+	for _, r := range append(direct, viaGw...) {
+		if err := netlink.RouteReplace(r); err != nil {
+			return nil, fmt.Errorf("add route %s: %w", r, err)
+		}
+	}
+	log.G(ctx).Debugf("routes updated: %d", len(routes))
+	return ListRoutes()
+}
+
+func isLoopback(index int) bool {
+	l, err := netlink.LinkByIndex(index)
+	return err == nil && l.Attrs().Flags&net.FlagLoopback != 0
+}
+
+func toNetlinkRoute(r *agentv1.Route) (*netlink.Route, error) {
+	if r == nil {
+		return nil, fmt.Errorf("%w: route is empty", errdefs.ErrInvalidArgument)
+	}
+	nr := &netlink.Route{Scope: netlink.Scope(r.GetScope())}
+	if r.GetDevice() != "" {
+		l, err := netlink.LinkByName(r.GetDevice())
+		if err != nil {
+			return nil, fmt.Errorf("route device %q: %w: %w", r.GetDevice(), errdefs.ErrNotFound, err)
+		}
+		nr.LinkIndex = l.Attrs().Index
+	}
+	if d := r.GetDest(); d != "" && d != "default" {
+		if !strings.Contains(d, "/") {
+			if ip := net.ParseIP(d); ip != nil && ip.To4() != nil {
+				d += "/32"
+			} else {
+				d += "/128"
+			}
+		}
+		_, dst, err := net.ParseCIDR(d)
+		if err != nil {
+			return nil, fmt.Errorf("%w: route dest %q: %w", errdefs.ErrInvalidArgument, r.GetDest(), err)
+		}
+		nr.Dst = dst
+	}
+	if g := r.GetGateway(); g != "" {
+		if nr.Gw = net.ParseIP(g); nr.Gw == nil {
+			return nil, fmt.Errorf("%w: route gateway %q is not an IP address", errdefs.ErrInvalidArgument, g)
+		}
+	}
+	if s := r.GetSource(); s != "" {
+		if nr.Src = net.ParseIP(s); nr.Src == nil {
+			return nil, fmt.Errorf("%w: route source %q is not an IP address", errdefs.ErrInvalidArgument, s)
+		}
+	}
+	return nr, nil
+}
+
+// AddARPNeighbors adds (or replaces) static neighbour entries.
+func AddARPNeighbors(ctx context.Context, neighs []*agentv1.ARPNeighbor) error {
+	for i, n := range neighs {
+		ip := net.ParseIP(n.GetToIpAddress().GetAddress())
+		if ip == nil {
+			return fmt.Errorf("%w: neighbor %d: to_ip_address %q is not an IP address", errdefs.ErrInvalidArgument, i, n.GetToIpAddress().GetAddress())
+		}
+		mac, err := net.ParseMAC(n.GetLlAddr())
+		if err != nil {
+			return fmt.Errorf("%w: neighbor %d: ll_addr %q: %w", errdefs.ErrInvalidArgument, i, n.GetLlAddr(), err)
+		}
+		l, err := netlink.LinkByName(n.GetDevice())
+		if err != nil {
+			return fmt.Errorf("neighbor %d: device %q: %w: %w", i, n.GetDevice(), errdefs.ErrNotFound, err)
+		}
+		state := int(n.GetState())
+		if state == 0 {
+			state = netlink.NUD_PERMANENT
+		}
+		fam := netlink.FAMILY_V4
+		if ip.To4() == nil {
+			fam = netlink.FAMILY_V6
+		}
+		if err := netlink.NeighSet(&netlink.Neigh{
+			LinkIndex: l.Attrs().Index, Family: fam, State: state, Flags: int(n.GetFlags()),
+			IP: ip, HardwareAddr: mac,
+		}); err != nil {
+			return fmt.Errorf("add neighbor %s on %s: %w", ip, n.GetDevice(), err)
+		}
+	}
+	log.G(ctx).Debugf("arp neighbors added: %d", len(neighs))
+	return nil
+}
+
+// Stats returns traffic counters of every non-loopback link.
+func Stats() ([]*agentv1.NetworkStats, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var out []*agentv1.NetworkStats
+	for _, l := range links {
+		a := l.Attrs()
+		if a.Flags&net.FlagLoopback != 0 || a.Statistics == nil {
+			continue
+		}
+		out = append(out, &agentv1.NetworkStats{
+			Name: a.Name, RxBytes: a.Statistics.RxBytes, RxPackets: a.Statistics.RxPackets,
+			TxBytes: a.Statistics.TxBytes, TxPackets: a.Statistics.TxPackets,
+		})
+	}
+	return out, nil
+}

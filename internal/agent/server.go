@@ -1,0 +1,196 @@
+//go:build linux
+
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	"github.com/mdlayher/vsock"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/agent/session"
+)
+
+// statusOf converts an error to a ttrpc status: the only place where errdefs sentinels
+// become wire codes.
+func statusOf(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Unknown
+	switch {
+	case errdefs.IsNotFound(err):
+		code = codes.NotFound
+	case errdefs.IsAlreadyExists(err):
+		code = codes.AlreadyExists
+	case errdefs.IsInvalidArgument(err):
+		code = codes.InvalidArgument
+	case errdefs.IsFailedPrecondition(err), errdefs.IsConflict(err):
+		code = codes.FailedPrecondition
+	case errdefs.IsNotImplemented(err):
+		code = codes.Unimplemented
+	case errdefs.IsUnavailable(err):
+		code = codes.Unavailable
+	case errdefs.IsPermissionDenied(err):
+		code = codes.PermissionDenied
+	case errdefs.IsResourceExhausted(err):
+		code = codes.ResourceExhausted
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	}
+	return status.Error(code, err.Error())
+}
+
+// intercept is the edge of every call: it turns undecodable requests into InvalidArgument,
+// a panic into Internal (the agent must not die on input), errors into status codes, and
+// logs each call at debug level.
+func intercept(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (resp any, err error) {
+	start := time.Now()
+	name := info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:]
+	defer func() {
+		if r := recover(); r != nil {
+			log.G(ctx).WithField("stack", string(debug.Stack())).Errorf("panic in %s: %v", name, r)
+			resp, err = nil, status.Errorf(codes.Internal, "%s: agent panic: %v", name, r)
+		}
+		entry := log.G(ctx).WithField("took", time.Since(start).Round(time.Microsecond))
+		if err != nil {
+			entry.WithError(err).Debugf("%s failed", name)
+		} else {
+			entry.Tracef("%s", name)
+		}
+	}()
+	decode := func(v any) error {
+		if err := unmarshal(v); err != nil {
+			return fmt.Errorf("%w: %s: cannot decode request: %w", errdefs.ErrInvalidArgument, name, err)
+		}
+		return nil
+	}
+	resp, err = method(ctx, decode)
+	return resp, statusOf(err)
+}
+
+// NewServer returns a ttrpc server for svc.
+func NewServer(svc agentv1.AgentService) (*ttrpc.Server, error) {
+	srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(intercept))
+	if err != nil {
+		return nil, fmt.Errorf("ttrpc server: %w", err)
+	}
+	agentv1.RegisterAgentService(srv, svc)
+	return srv, nil
+}
+
+// FindPort returns the device of the virtio-serial port called name, looking under
+// sysDir/class/virtio-ports.
+func FindPort(sysDir, name string) (string, error) {
+	dir := filepath.Join(sysDir, "class/virtio-ports")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", fmt.Errorf("list virtio ports: %w", err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "name"))
+		if err != nil {
+			continue
+		}
+		if strings.TrimSpace(string(b)) == name {
+			return "/dev/" + e.Name(), nil
+		}
+	}
+	return "", fmt.Errorf("virtio-serial port %q: %w (looked in %s)", name, errdefs.ErrNotFound, dir)
+}
+
+// ServeOptions select the transports.
+type ServeOptions struct {
+	// PortName is the virtio-serial port to serve on: vessel.agent.
+	PortName string
+	// VsockPort is the vsock port to listen on when the guest has vsock; 0 disables it.
+	VsockPort uint32
+	// PortWait bounds the wait for the port to show up in sysfs.
+	PortWait time.Duration
+}
+
+// VsockAvailable reports whether the guest has a vsock transport to the host (a device,
+// not only the /dev/vsock node that the vsock core always creates).
+func VsockAvailable() bool {
+	if _, err := os.Stat("/dev/vsock"); err != nil {
+		return false
+	}
+	cid, err := vsock.ContextID()
+	return err == nil && cid > 2 && cid != 0xffffffff
+}
+
+// Serve serves svc on the virtio-serial port and, when the guest has one, on vsock, until
+// ctx ends or a transport fails. ready is called once the transports are up.
+func Serve(ctx context.Context, svc *Service, opts ServeOptions, ready func()) error {
+	srv, err := NewServer(svc)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	var devPath string
+	deadline := time.Now().Add(opts.PortWait)
+	for {
+		devPath, err = FindPort("/sys", opts.PortName)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		return err
+	}
+	// Kept open for the VM's life: closing it would lose data the host already sent.
+	port, err := os.OpenFile(devPath, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", devPath, err)
+	}
+	mux := session.NewMux(port)
+	svc.SetSessionCounter(func() uint64 { return mux.Stats().Sessions })
+	// Stop path: ctx ends → the mux, the port and the server close, which ends Run (its
+	// port read fails) and every Serve (Accept fails).
+	stop := context.AfterFunc(ctx, func() {
+		mux.Close()
+		port.Close()
+		srv.Close()
+	})
+	defer stop()
+
+	errc := make(chan error, 3)
+	go func() { errc <- fmt.Errorf("virtio-serial session mux: %w", mux.Run(ctx)) }()
+	go func() { errc <- fmt.Errorf("ttrpc on virtio-serial: %w", srv.Serve(ctx, mux)) }()
+	if opts.VsockPort != 0 && VsockAvailable() {
+		l, err := vsock.Listen(opts.VsockPort, nil)
+		if err != nil {
+			log.G(ctx).WithError(err).Warn("vsock listen failed; serving on virtio-serial only")
+		} else {
+			go func() { errc <- fmt.Errorf("ttrpc on vsock: %w", srv.Serve(ctx, l)) }()
+			log.G(ctx).Infof("listening on vsock port %d", opts.VsockPort)
+		}
+	}
+	log.G(ctx).Infof("serving on virtio-serial port %s (%s)", opts.PortName, devPath)
+	if ready != nil {
+		ready()
+	}
+	err = <-errc
+	mux.Close()
+	port.Close()
+	return err
+}

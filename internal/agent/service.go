@@ -1,0 +1,218 @@
+//go:build linux
+
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+
+	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/agent/libct"
+	"github.com/vessel-containers/vessel/internal/agent/storage"
+)
+
+// Version is the agent's version; the build may override it with -ldflags -X.
+var Version = "0.1.0-dev"
+
+// GitCommit is set with -ldflags -X at build time.
+var GitCommit = ""
+
+// Config holds the paths the service works with; the defaults are the guest's.
+type Config struct {
+	// RunDir confines mount points and CopyFile paths: /run/vessel.
+	RunDir string
+	// CgroupRoot is the cgroup v2 mount: /sys/fs/cgroup.
+	CgroupRoot string
+	// CgroupParent is the parent of container cgroups, relative to CgroupRoot: /vessel.
+	CgroupParent string
+	// SysDir is sysfs: /sys.
+	SysDir string
+	// Vsock reports whether the agent listens on vsock too (a capability).
+	Vsock bool
+}
+
+// DefaultConfig is the guest's configuration.
+func DefaultConfig() Config {
+	return Config{
+		RunDir:       storage.DefaultRoot,
+		CgroupRoot:   "/sys/fs/cgroup",
+		CgroupParent: "/vessel",
+		SysDir:       "/sys",
+	}
+}
+
+// Service implements agentv1.AgentService.
+type Service struct {
+	cfg      Config
+	storage  *storage.Manager
+	files    *fileWriter
+	started  time.Time
+	sessions func() uint64
+
+	// mu guards sandbox, containers, reserved, pidnsHolder and oomSeen.
+	mu         sync.Mutex
+	sandbox    *sandbox
+	containers map[string]*container
+	// reserved holds ids whose CreateContainer is in progress.
+	reserved map[string]bool
+	// pidnsHolder is the first container of the sandbox that got its own pid namespace;
+	// containers asking for the sandbox pid namespace join it.
+	pidnsHolder string
+	// oomSeen is the OOM kill count last reported by GetOOMEvent, by container.
+	oomSeen map[string]uint64
+}
+
+var _ agentv1.AgentService = (*Service)(nil)
+
+// NewService returns a service with no sandbox.
+func NewService(cfg Config) *Service {
+	return &Service{
+		cfg:        cfg,
+		storage:    storage.NewManager(cfg.RunDir),
+		files:      newFileWriter(cfg.RunDir),
+		started:    time.Now(),
+		sessions:   func() uint64 { return 0 },
+		containers: make(map[string]*container),
+		reserved:   make(map[string]bool),
+		oomSeen:    make(map[string]uint64),
+	}
+}
+
+// SetSessionCounter lets metrics report transport sessions.
+func (s *Service) SetSessionCounter(f func() uint64) { s.sessions = f }
+
+// Check answers the host's handshake.
+func (s *Service) Check(ctx context.Context, _ *agentv1.CheckRequest) (*agentv1.CheckResponse, error) {
+	return &agentv1.CheckResponse{
+		Serving:         true,
+		AgentVersion:    Version,
+		ProtocolVersion: agentv1.ProtocolVersion,
+		Capabilities:    s.capabilities(),
+	}, nil
+}
+
+// capabilities lists what this guest can do, from what the kernel reports.
+func (s *Service) capabilities() []string {
+	var caps []string
+	fss, _ := os.ReadFile("/proc/filesystems")
+	for _, fs := range []string{"9p", "virtiofs"} {
+		if hasFilesystem(string(fss), fs) {
+			caps = append(caps, fs)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(s.cfg.CgroupRoot, "cgroup.controllers")); err == nil {
+		caps = append(caps, "cgroup2")
+	}
+	if libct.SeccompSupported() {
+		caps = append(caps, "seccomp")
+	}
+	if s.cfg.Vsock {
+		caps = append(caps, "vsock")
+	}
+	return caps
+}
+
+func hasFilesystem(procFilesystems, fs string) bool {
+	for _, line := range strings.Split(procFilesystems, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 && f[len(f)-1] == fs {
+			return true
+		}
+	}
+	return false
+}
+
+// Version reports versions and the guest kernel release.
+func (s *Service) Version(ctx context.Context, _ *agentv1.VersionRequest) (*agentv1.VersionResponse, error) {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return nil, fmt.Errorf("uname: %w", err)
+	}
+	return &agentv1.VersionResponse{
+		AgentVersion:    Version,
+		ProtocolVersion: agentv1.ProtocolVersion,
+		KernelRelease:   unix.ByteSliceToString(uts.Release[:]),
+		GitCommit:       GitCommit,
+	}, nil
+}
+
+// SetGuestDateTime sets the guest clock.
+func (s *Service) SetGuestDateTime(ctx context.Context, req *agentv1.SetGuestDateTimeRequest) (*agentv1.Empty, error) {
+	if req.GetSec() <= 0 {
+		return nil, fmt.Errorf("%w: sec must be a positive Unix time, got %d", errdefs.ErrInvalidArgument, req.GetSec())
+	}
+	if req.GetUsec() < 0 || req.GetUsec() >= 1_000_000 {
+		return nil, fmt.Errorf("%w: usec must be in [0, 1000000), got %d", errdefs.ErrInvalidArgument, req.GetUsec())
+	}
+	before := time.Now()
+	tv := unix.Timeval{Sec: req.GetSec(), Usec: req.GetUsec()}
+	if err := unix.Settimeofday(&tv); err != nil {
+		return nil, fmt.Errorf("settimeofday: %w", err)
+	}
+	log.G(ctx).WithField("skew", time.Unix(req.GetSec(), req.GetUsec()*1000).Sub(before)).Debug("guest clock set")
+	return &agentv1.Empty{}, nil
+}
+
+// ReseedRandomDev mixes host entropy into the guest pool and credits it.
+func (s *Service) ReseedRandomDev(ctx context.Context, req *agentv1.ReseedRandomDevRequest) (*agentv1.Empty, error) {
+	data := req.GetData()
+	if len(data) == 0 {
+		return nil, fmt.Errorf("%w: data is empty", errdefs.ErrInvalidArgument)
+	}
+	if len(data) > 1<<20 {
+		return nil, fmt.Errorf("%w: data is %d bytes, at most 1 MiB", errdefs.ErrInvalidArgument, len(data))
+	}
+	f, err := os.OpenFile("/dev/random", os.O_WRONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/random: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		return nil, fmt.Errorf("write /dev/random: %w", err)
+	}
+	// struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+	info := make([]byte, 8+(len(data)+3)/4*4)
+	*(*int32)(unsafe.Pointer(&info[0])) = int32(len(data) * 8)
+	*(*int32)(unsafe.Pointer(&info[4])) = int32(len(data))
+	copy(info[8:], data)
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("credit entropy: %w", err)
+	}
+	var errno unix.Errno
+	if err := rc.Control(func(fd uintptr) {
+		_, _, errno = unix.Syscall(unix.SYS_IOCTL, fd, unix.RNDADDENTROPY, uintptr(unsafe.Pointer(&info[0])))
+	}); err != nil {
+		return nil, fmt.Errorf("credit entropy: %w", err)
+	}
+	if errno != 0 {
+		return nil, fmt.Errorf("credit entropy (RNDADDENTROPY): %w", errno)
+	}
+	return &agentv1.Empty{}, nil
+}
+
+// idPattern is what container and exec ids may look like: they become cgroup and state
+// directory names.
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$`)
+
+// validID checks an id from a request; field names the request field.
+func validID(field, id string) error {
+	if id == "" {
+		return fmt.Errorf("%w: %s is empty", errdefs.ErrInvalidArgument, field)
+	}
+	if !idPattern.MatchString(id) {
+		return fmt.Errorf("%w: %s %q: expected 1-128 characters of [A-Za-z0-9_.+-], starting with a letter or digit", errdefs.ErrInvalidArgument, field, id)
+	}
+	return nil
+}

@@ -1,0 +1,341 @@
+//go:build linux
+
+// Package storage mounts what the sandbox and its containers need in the guest. A Storage
+// request names a driver and the driver's handler mounts it: "9p" and "virtiofs" (shared
+// directories from the host, source is the mount tag), "ephemeral" (a tmpfs, e.g. for
+// /dev/shm) and "local" (a plain directory in the guest, no mount). Block devices ("blk",
+// "scsi") are not handled yet: they need the device hotplug work (issue 2, foundation).
+//
+// Mount points are confined under a root (/run/vessel/ in the guest): a request for any
+// other path is refused, and symlinks are resolved inside the root so a link planted in a
+// shared directory cannot redirect a mount elsewhere. Mounts are reference counted by mount
+// point: the same storage mounted twice is mounted once and unmounted by its last user.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	securejoin "github.com/cyphar/filepath-securejoin"
+	"golang.org/x/sys/unix"
+
+	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+)
+
+// DefaultRoot is the guest directory every mount point must be under.
+const DefaultRoot = "/run/vessel"
+
+// Drivers lists the storage drivers the manager handles, for capability reports.
+func Drivers() []string { return []string{"9p", "virtiofs", "ephemeral", "local"} }
+
+// Manager mounts and unmounts storages.
+type Manager struct {
+	root string
+	// mount and unmount are the system calls; tests replace them to record calls.
+	mount   func(source, target, fstype string, flags uintptr, data string) error
+	unmount func(target string, flags int) error
+
+	// mu guards mounts.
+	mu sync.Mutex
+	// mounts by resolved mount point.
+	mounts map[string]*entry
+}
+
+type entry struct {
+	key  string // what was mounted, to detect a different storage on the same point
+	refs int
+	// mounted is false for "local" storages (a directory, nothing to unmount).
+	mounted bool
+}
+
+// NewManager returns a manager confining mount points under root.
+func NewManager(root string) *Manager {
+	return &Manager{
+		root:    filepath.Clean(root),
+		mount:   unix.Mount,
+		unmount: unix.Unmount,
+		mounts:  make(map[string]*entry),
+	}
+}
+
+// plan is what a handler decided to do.
+type plan struct {
+	source, fstype string
+	flags          uintptr
+	data           string
+	// dirMode, when set, is the mode of the mount point directory ("local" driver).
+	dirMode os.FileMode
+	// mount is false when the storage is only a directory.
+	mount bool
+}
+
+// Confine checks that p is an absolute path strictly under root and returns it with symlinks
+// resolved inside root.
+func Confine(root, p string) (string, error) {
+	if p == "" {
+		return "", fmt.Errorf("%w: path is empty", errdefs.ErrInvalidArgument)
+	}
+	if !filepath.IsAbs(p) {
+		return "", fmt.Errorf("%w: path %q must be absolute and under %s/", errdefs.ErrInvalidArgument, p, root)
+	}
+	clean := filepath.Clean(p)
+	rel, err := filepath.Rel(root, clean)
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", fmt.Errorf("%w: path %q is outside %s/ (only paths under it are allowed)", errdefs.ErrInvalidArgument, p, root)
+	}
+	resolved, err := securejoin.SecureJoin(root, rel)
+	if err != nil {
+		return "", fmt.Errorf("resolve %q under %s: %w", p, root, err)
+	}
+	if resolved == root {
+		return "", fmt.Errorf("%w: path %q resolves to %s itself", errdefs.ErrInvalidArgument, p, root)
+	}
+	return resolved, nil
+}
+
+// Mount mounts s and returns its (resolved) mount point.
+func (m *Manager) Mount(ctx context.Context, s *agentv1.Storage) (string, error) {
+	if s == nil {
+		return "", fmt.Errorf("%w: storage is empty", errdefs.ErrInvalidArgument)
+	}
+	target, err := Confine(m.root, s.GetMountPoint())
+	if err != nil {
+		return "", fmt.Errorf("storage %q: mount_point: %w", s.GetDriver(), err)
+	}
+	p, err := planFor(s)
+	if err != nil {
+		return "", err
+	}
+	key := fmt.Sprintf("%s|%s|%s|%d|%s", s.GetDriver(), p.source, p.fstype, p.flags, p.data)
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.mounts[target]; ok {
+		if e.key != key {
+			return "", fmt.Errorf("%w: %s already has a different storage mounted", errdefs.ErrAlreadyExists, target)
+		}
+		e.refs++
+		return target, nil
+	}
+	mode := p.dirMode
+	if mode == 0 {
+		mode = 0o755
+	}
+	if err := os.MkdirAll(target, mode); err != nil {
+		return "", fmt.Errorf("create mount point %s: %w", target, err)
+	}
+	if !p.mount {
+		if p.dirMode != 0 {
+			if err := os.Chmod(target, p.dirMode); err != nil {
+				return "", fmt.Errorf("chmod %s: %w", target, err)
+			}
+		}
+		m.mounts[target] = &entry{key: key, refs: 1}
+		return target, nil
+	}
+	if err := m.mount(p.source, target, p.fstype, p.flags, p.data); err != nil {
+		return "", fmt.Errorf("mount %s %q on %s (options %q): %w", p.fstype, p.source, target, p.data, err)
+	}
+	log.G(ctx).WithField("driver", s.GetDriver()).Debugf("mounted %s %q on %s", p.fstype, p.source, target)
+	m.mounts[target] = &entry{key: key, refs: 1, mounted: true}
+	return target, nil
+}
+
+// Unmount drops one reference to the storage at mountPoint (as returned by Mount) and
+// unmounts it when it was the last.
+func (m *Manager) Unmount(ctx context.Context, mountPoint string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.mounts[mountPoint]
+	if !ok {
+		return fmt.Errorf("storage at %s: %w", mountPoint, errdefs.ErrNotFound)
+	}
+	e.refs--
+	if e.refs > 0 {
+		return nil
+	}
+	delete(m.mounts, mountPoint)
+	if !e.mounted {
+		return nil
+	}
+	return m.unmountLocked(ctx, mountPoint)
+}
+
+// Preconditions: m.mu is held.
+func (m *Manager) unmountLocked(ctx context.Context, target string) error {
+	err := m.unmount(target, 0)
+	if errors.Is(err, unix.EBUSY) {
+		log.G(ctx).Warnf("unmount %s: busy, detaching it", target)
+		err = m.unmount(target, unix.MNT_DETACH)
+	}
+	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount %s: %w", target, err)
+	}
+	return nil
+}
+
+// Mounted lists the mount points the manager holds.
+func (m *Manager) Mounted() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.mounts))
+	for k := range m.mounts {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// planFor runs the driver's handler.
+func planFor(s *agentv1.Storage) (plan, error) {
+	flags, data := ParseOptions(s.GetOptions())
+	switch s.GetDriver() {
+	case "9p":
+		if s.GetSource() == "" {
+			return plan{}, fmt.Errorf("%w: 9p storage: source (the mount tag) is empty", errdefs.ErrInvalidArgument)
+		}
+		if fs := s.GetFstype(); fs != "" && fs != "9p" {
+			return plan{}, fmt.Errorf("%w: 9p storage: fstype %q, expected \"9p\"", errdefs.ErrInvalidArgument, fs)
+		}
+		if !hasOption(data, "trans") {
+			data = joinData(data, "trans=virtio")
+		}
+		return plan{source: s.GetSource(), fstype: "9p", flags: flags, data: data, mount: true}, nil
+	case "virtiofs":
+		if s.GetSource() == "" {
+			return plan{}, fmt.Errorf("%w: virtiofs storage: source (the mount tag) is empty", errdefs.ErrInvalidArgument)
+		}
+		if fs := s.GetFstype(); fs != "" && fs != "virtiofs" {
+			return plan{}, fmt.Errorf("%w: virtiofs storage: fstype %q, expected \"virtiofs\"", errdefs.ErrInvalidArgument, fs)
+		}
+		return plan{source: s.GetSource(), fstype: "virtiofs", flags: flags, data: data, mount: true}, nil
+	case "ephemeral":
+		if fs := s.GetFstype(); fs != "" && fs != "tmpfs" {
+			return plan{}, fmt.Errorf("%w: ephemeral storage: fstype %q, expected \"tmpfs\"", errdefs.ErrInvalidArgument, fs)
+		}
+		src := s.GetSource()
+		if src == "" {
+			src = "tmpfs"
+		}
+		return plan{source: src, fstype: "tmpfs", flags: flags, data: data, mount: true}, nil
+	case "local":
+		mode, err := modeOption(s.GetOptions())
+		if err != nil {
+			return plan{}, err
+		}
+		return plan{dirMode: mode}, nil
+	case "blk", "scsi":
+		// Implemented by the device hotplug work (issue 2, foundation).
+		return plan{}, fmt.Errorf("%w: storage driver %q (block devices) is not implemented in the agent yet", errdefs.ErrNotImplemented, s.GetDriver())
+	case "":
+		return plan{}, fmt.Errorf("%w: storage driver is empty (expected one of %s)", errdefs.ErrInvalidArgument, strings.Join(Drivers(), ", "))
+	default:
+		return plan{}, fmt.Errorf("%w: unknown storage driver %q (expected one of %s)", errdefs.ErrInvalidArgument, s.GetDriver(), strings.Join(Drivers(), ", "))
+	}
+}
+
+// mountFlags maps mount(8) option words to MS_* flags; the bool says set (true) or clear.
+var mountFlags = map[string]struct {
+	clear bool
+	flag  uintptr
+}{
+	"ro":          {false, unix.MS_RDONLY},
+	"rw":          {true, unix.MS_RDONLY},
+	"nosuid":      {false, unix.MS_NOSUID},
+	"suid":        {true, unix.MS_NOSUID},
+	"nodev":       {false, unix.MS_NODEV},
+	"dev":         {true, unix.MS_NODEV},
+	"noexec":      {false, unix.MS_NOEXEC},
+	"exec":        {true, unix.MS_NOEXEC},
+	"sync":        {false, unix.MS_SYNCHRONOUS},
+	"async":       {true, unix.MS_SYNCHRONOUS},
+	"dirsync":     {false, unix.MS_DIRSYNC},
+	"noatime":     {false, unix.MS_NOATIME},
+	"atime":       {true, unix.MS_NOATIME},
+	"nodiratime":  {false, unix.MS_NODIRATIME},
+	"diratime":    {true, unix.MS_NODIRATIME},
+	"relatime":    {false, unix.MS_RELATIME},
+	"norelatime":  {true, unix.MS_RELATIME},
+	"strictatime": {false, unix.MS_STRICTATIME},
+	"bind":        {false, unix.MS_BIND},
+	"rbind":       {false, unix.MS_BIND | unix.MS_REC},
+	"defaults":    {false, 0},
+}
+
+// ParseOptions splits mount options into MS_* flags and the filesystem data string.
+func ParseOptions(opts []string) (uintptr, string) {
+	var flags uintptr
+	var data []string
+	for _, o := range opts {
+		o = strings.TrimSpace(o)
+		if o == "" {
+			continue
+		}
+		if f, ok := mountFlags[o]; ok {
+			if f.clear {
+				flags &^= f.flag
+			} else {
+				flags |= f.flag
+			}
+			continue
+		}
+		data = append(data, o)
+	}
+	return flags, strings.Join(data, ",")
+}
+
+func hasOption(data, key string) bool {
+	for _, o := range strings.Split(data, ",") {
+		if o == key || strings.HasPrefix(o, key+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+func joinData(data, opt string) string {
+	if data == "" {
+		return opt
+	}
+	return data + "," + opt
+}
+
+// modeOption reads "mode=0750" for the local driver.
+func modeOption(opts []string) (os.FileMode, error) {
+	for _, o := range opts {
+		v, ok := strings.CutPrefix(o, "mode=")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(v, 8, 32)
+		if err != nil || n > 0o7777 {
+			return 0, fmt.Errorf("%w: local storage: option %q is not an octal mode", errdefs.ErrInvalidArgument, o)
+		}
+		return os.FileMode(n&0o777) | unixModeBits(n), nil
+	}
+	return 0, nil
+}
+
+// unixModeBits converts setuid/setgid/sticky bits to os.FileMode bits.
+func unixModeBits(n uint64) os.FileMode {
+	var m os.FileMode
+	if n&0o4000 != 0 {
+		m |= os.ModeSetuid
+	}
+	if n&0o2000 != 0 {
+		m |= os.ModeSetgid
+	}
+	if n&0o1000 != 0 {
+		m |= os.ModeSticky
+	}
+	return m
+}

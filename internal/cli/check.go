@@ -1,0 +1,191 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vessel-containers/vessel/internal/config"
+	"github.com/vessel-containers/vessel/internal/hypervisor"
+)
+
+// CheckCommand is `vessel check`: it reports what the host supports for the effective
+// configuration and exits non-zero when something the configuration needs is missing.
+func CheckCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "check",
+		Usage: "report whether this host can run Vessel sandboxes",
+		Description: `Checks KVM, vhost-vsock, vhost-net, the hypervisor binary, the guest kernel and
+image, the entropy source, virtiofsd and the jailer when configured, and the cgroup version.
+Items the configuration needs are FAIL when missing (exit status 1); others are warnings.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Usage: "configuration file (overrides the global --config)"},
+		},
+		Action: func(c *cli.Context) error {
+			cfg, src, err := config.LoadFrom(configPath(c), os.Getenv, config.SystemPath)
+			if err != nil {
+				return cli.Exit(fmt.Sprintf("configuration: %v", err), 1)
+			}
+			if src == "" {
+				src = "built-in defaults"
+			}
+			fmt.Fprintf(c.App.Writer, "configuration: %s\n", src)
+			results := runChecks(cfg, hostProbes())
+			if failed := report(c.App.Writer, results); failed > 0 {
+				return cli.Exit(fmt.Sprintf("%d required item(s) missing", failed), 1)
+			}
+			return nil
+		},
+	}
+}
+
+// probes are the host inspections a check uses; tests substitute fakes.
+type probes struct {
+	// kvm reports whether KVM can run guests here (hypervisor.KVMUsable).
+	kvm func() error
+	// openRW opens a device read-write and closes it.
+	openRW func(path string) error
+	stat   func(path string) (fs.FileInfo, error)
+	// cgroups describes the host's cgroup setup: "v1", "v2" or "hybrid".
+	cgroups func() (string, error)
+}
+
+func hostProbes() probes {
+	return probes{
+		kvm: hypervisor.KVMUsable,
+		openRW: func(path string) error {
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			return f.Close()
+		},
+		stat:    os.Stat,
+		cgroups: cgroupMode,
+	}
+}
+
+// checkResult is one line of the report.
+type checkResult struct {
+	name     string
+	ok       bool
+	required bool
+	detail   string
+}
+
+func (r checkResult) status() string {
+	switch {
+	case r.ok:
+		return "ok"
+	case r.required:
+		return "FAIL"
+	}
+	return "warn"
+}
+
+// runChecks inspects the host for cfg.
+func runChecks(cfg *config.Config, p probes) []checkResult {
+	h := &cfg.Hypervisor
+	var out []checkResult
+	add := func(name string, required bool, err error, okDetail, failDetail string) {
+		r := checkResult{name: name, ok: err == nil, required: required, detail: okDetail}
+		if err != nil {
+			r.detail = err.Error()
+			if failDetail != "" {
+				r.detail += "; " + failDetail
+			}
+		}
+		out = append(out, r)
+	}
+
+	needKVM := h.Accelerator == hypervisor.AccelKVM
+	kvmFail := "guest code runs under TCG (software emulation)"
+	if needKVM {
+		kvmFail = `hypervisor.accelerator = "kvm" needs it`
+	}
+	add("kvm", needKVM, p.kvm(), "/dev/kvm creates VMs and the CPU has vmx/svm", kvmFail)
+
+	vsockFail := "not needed: the agent is reached over virtio-serial"
+	if h.UseVsock {
+		vsockFail = "hypervisor.use_vsock = true needs it"
+	}
+	add("vhost-vsock", h.UseVsock, p.openRW("/dev/vhost-vsock"), "/dev/vhost-vsock is usable", vsockFail)
+
+	netFail := "virtio-net runs in the hypervisor process (set hypervisor.disable_vhost_net = true to say so)"
+	if h.DisableVhostNet {
+		netFail = "not used: hypervisor.disable_vhost_net = true"
+	}
+	add("vhost-net", false, p.openRW("/dev/vhost-net"), "/dev/vhost-net is usable", netFail)
+
+	add("hypervisor", true, executable(p, h.Path), h.Path, "hypervisor.path")
+	add("kernel", true, regularFile(p, h.Kernel), h.Kernel, "hypervisor.kernel")
+	if h.Initrd != "" {
+		add("initrd", true, regularFile(p, h.Initrd), h.Initrd, "hypervisor.initrd (build it with `vessel image build`)")
+	}
+	if h.Image != "" {
+		add("image", true, regularFile(p, h.Image), h.Image, "hypervisor.image")
+	}
+	add("entropy", true, charDevice(p, h.EntropySource), h.EntropySource, "hypervisor.entropy_source")
+	if h.SharedFS == hypervisor.SharedFSVirtioFS {
+		add("virtiofsd", true, executable(p, h.VirtioFSDaemon), h.VirtioFSDaemon, `hypervisor.shared_fs = "virtio-fs" needs it`)
+	}
+	if h.JailerPath != "" {
+		add("jailer", true, executable(p, h.JailerPath), h.JailerPath, "hypervisor.jailer_path")
+	}
+	mode, err := p.cgroups()
+	add("cgroups", false, err, mode, "")
+	return out
+}
+
+func executable(p probes, path string) error {
+	fi, err := p.stat(path)
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("%s: not an executable file", path)
+	}
+	return nil
+}
+
+func regularFile(p probes, path string) error {
+	fi, err := p.stat(path)
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s: not a regular file", path)
+	}
+	return nil
+}
+
+func charDevice(p probes, path string) error {
+	fi, err := p.stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&fs.ModeCharDevice == 0 {
+		return fmt.Errorf("%s: not a character device", path)
+	}
+	return nil
+}
+
+// report prints the results as a table and returns how many required items failed.
+func report(w io.Writer, results []checkResult) int {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	failed := 0
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.status(), r.name, r.detail)
+		if !r.ok && r.required {
+			failed++
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return failed + 1
+	}
+	return failed
+}

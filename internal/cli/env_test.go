@@ -1,0 +1,67 @@
+package cli
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vessel-containers/vessel/internal/config"
+)
+
+// testApp is a minimal app with the global --config flag and the command under test.
+func testApp(cmd *cli.Command, out *bytes.Buffer) *cli.App {
+	return &cli.App{
+		Name:           "vessel",
+		Writer:         out,
+		ErrWriter:      out,
+		ExitErrHandler: func(*cli.Context, error) {},
+		Flags:          []cli.Flag{&cli.StringFlag{Name: "config"}},
+		Commands:       []*cli.Command{cmd},
+	}
+}
+
+func TestEnvPrintsEffectiveConfig(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.toml")
+	if err := os.WriteFile(file, []byte("[hypervisor]\ndefault_vcpus = 2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"vessel", "--config", file, "env"},
+		{"vessel", "env", "--config", file},
+		{"vessel", "--config", "/nonexistent", "env", "--config", file},
+	} {
+		t.Run(strings.Join(args[1:], " "), func(t *testing.T) {
+			var out bytes.Buffer
+			if err := testApp(EnvCommand(), &out).Run(args); err != nil {
+				t.Fatalf("env: %v\n%s", err, out.String())
+			}
+			if !strings.Contains(out.String(), "from "+file) {
+				t.Errorf("source not named:\n%s", out.String())
+			}
+			c, err := config.Parse(out.Bytes(), "env output")
+			if err != nil {
+				t.Fatalf("output is not a loadable configuration: %v\n%s", err, out.String())
+			}
+			if c.Hypervisor.DefaultVCPUs != 2 || c.Hypervisor.DefaultMemory != config.DefaultMemoryMiB {
+				t.Errorf("printed %+v", c.Hypervisor)
+			}
+		})
+	}
+}
+
+func TestEnvBadConfig(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.toml")
+	if err := os.WriteFile(file, []byte("[hypervisor]\nmsize_9p = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	err := testApp(EnvCommand(), &out).Run([]string{"vessel", "env", "--config", file})
+	if err == nil || !strings.Contains(err.Error(), "hypervisor.msize_9p") || !strings.Contains(err.Error(), file) {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -1,0 +1,78 @@
+package cli_test
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vessel-containers/vessel/internal/sharefs"
+	"github.com/vessel-containers/vessel/internal/testutil"
+)
+
+// buildVessel compiles the vessel binary for an end-to-end test.
+func buildVessel(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "vessel")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/vessel")
+	cmd.Dir = testutil.RepoRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build vessel: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func TestRunEndToEnd(t *testing.T) {
+	testutil.RequiresVM(t)
+	bin := buildVessel(t)
+	root, err := os.MkdirTemp("", "vrun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(root)
+
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		stdin    string
+		wantCode int
+		wantOut  string
+	}{
+		{"default bundle", []string{"d1"}, "", 0, "Hello from a container in a Vessel VM\n"},
+		{"exit code", []string{"d2", "sh", "-c", "exit 7"}, "", 7, ""},
+		{"stdin", []string{"d3", "sh", "-c", "tr a-z A-Z"}, "shout\n", 0, "SHOUT\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(bin, append([]string{"--root", root, "run"}, tc.args...)...)
+			cmd.Stdin = strings.NewReader(tc.stdin)
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.wantCode {
+				t.Errorf("exit code: got %d, want %d (stderr: %s)", code, tc.wantCode, stderr.String())
+			}
+			if tc.wantOut != "" && !strings.HasPrefix(string(out), tc.wantOut) {
+				t.Errorf("stdout: got %q, want prefix %q", out, tc.wantOut)
+			}
+			if m, _ := sharefs.MountsUnder(root); len(m) > 0 {
+				t.Errorf("mounts left: %v", m)
+			}
+			for _, d := range []string{"sandboxes", "bundles"} {
+				entries, _ := os.ReadDir(filepath.Join(root, d))
+				if len(entries) > 0 {
+					t.Errorf("state left in %s: %v", d, entries)
+				}
+			}
+		})
+	}
+
+}

@@ -1,0 +1,337 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestKeyTableMatchesStruct keeps the key table and the Config struct in step: every TOML
+// field has exactly one key, with a documented type that matches the Go type.
+func TestKeyTableMatchesStruct(t *testing.T) {
+	seen := map[string]bool{}
+	for _, k := range Keys() {
+		if seen[k.FullName()] {
+			t.Errorf("key %s listed twice", k.FullName())
+		}
+		seen[k.FullName()] = true
+	}
+	ct := reflect.TypeOf(Config{})
+	for i := 0; i < ct.NumField(); i++ {
+		sec := ct.Field(i)
+		for j := 0; j < sec.Type.NumField(); j++ {
+			f := sec.Type.Field(j)
+			name := sec.Tag.Get("toml") + "." + f.Tag.Get("toml")
+			k, ok := lookupKey(sec.Tag.Get("toml"), f.Tag.Get("toml"))
+			if !ok {
+				t.Errorf("field %s.%s (%s) has no key in keyTable", sec.Name, f.Name, name)
+				continue
+			}
+			delete(seen, name)
+			want := map[reflect.Kind][]string{
+				reflect.Bool:   {"bool"},
+				reflect.Uint32: {"uint32"},
+				reflect.Uint64: {"uint64"},
+				reflect.String: {"string", "path"},
+				reflect.Slice:  {"[]string"},
+			}[f.Type.Kind()]
+			if !slices.Contains(want, k.Type) {
+				t.Errorf("key %s: documented type %q, Go type %s", name, k.Type, f.Type)
+			}
+		}
+	}
+	for name := range seen {
+		t.Errorf("key %s matches no Config field", name)
+	}
+}
+
+func TestKeyTableConsistent(t *testing.T) {
+	ann := map[string]string{}
+	for _, k := range Keys() {
+		if k.Annotation != "" {
+			short := k.Section + "." + k.Annotation
+			if prev, dup := ann[short]; dup {
+				t.Errorf("annotation %s overrides both %s and %s", short, prev, k.FullName())
+			}
+			ann[short] = k.FullName()
+		}
+		if k.Globs != "" {
+			g, ok := lookupKey(k.Section, k.Globs)
+			if !ok || g.Type != "[]string" {
+				t.Errorf("key %s: globs key %s.%s is not a list key", k.FullName(), k.Section, k.Globs)
+			}
+			if k.Annotation == "" {
+				t.Errorf("key %s has globs but no annotation", k.FullName())
+			}
+		}
+		if (k.Type == "uint32" || k.Type == "uint64") && k.Min > k.Max {
+			t.Errorf("key %s: min %d > max %d", k.FullName(), k.Min, k.Max)
+		}
+		if k.Type == "uint32" && k.Max > maxUint32 {
+			t.Errorf("key %s: max %d does not fit uint32", k.FullName(), k.Max)
+		}
+		if k.Type == "path" && k.check == nil {
+			t.Errorf("path key %s has no check", k.FullName())
+		}
+		if k.Type == "string" && len(k.Enum) == 0 && k.check == nil {
+			t.Errorf("string key %s accepts anything: give it an Enum or a check", k.FullName())
+		}
+	}
+}
+
+func TestDefaultsValid(t *testing.T) {
+	if err := Default().Validate(); err != nil {
+		t.Fatalf("built-in defaults invalid: %v", err)
+	}
+	d := Default()
+	for _, c := range []struct {
+		got, want any
+		what      string
+	}{
+		{d.Hypervisor.Path, "/usr/bin/qemu-system-x86_64", "path"},
+		{d.Hypervisor.Kernel, "/var/lib/vessel/guest/vmlinux", "kernel"},
+		{d.Hypervisor.Initrd, "/var/lib/vessel/guest/initramfs.img", "initrd"},
+		{d.Hypervisor.DefaultVCPUs, uint32(1), "default_vcpus"},
+		{d.Hypervisor.DefaultMemory, uint32(256), "default_memory"},
+		{string(d.Hypervisor.SharedFS), "virtio-9p", "shared_fs"},
+		{d.Hypervisor.Msize9P, uint32(524288), "msize_9p"},
+		{string(d.Hypervisor.Accelerator), "auto", "accelerator"},
+		{d.Hypervisor.TBSizeMiB, uint32(64), "tb_size_mib"},
+	} {
+		if c.got != c.want {
+			t.Errorf("default %s = %v, want %v", c.what, c.got, c.want)
+		}
+	}
+}
+
+// tomlString quotes s as a TOML basic string.
+func tomlString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\u%04X`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// stringSamples are accepted and refused values for keys whose check is more than an enum
+// or an absolute path; list keys use them as elements.
+var stringSamples = map[string]struct{ good, bad []string }{
+	"hypervisor.kernel_params":        {[]string{"console=hvc0 quiet", "a=b,c"}, []string{"bad\x01", "x\u00e9", strings.Repeat("a", maxKernelCmdline+1)}},
+	"hypervisor.machine_type":         {[]string{"q35", "pc-q35-7.2", "microvm"}, []string{"Q35", "q35,accel=kvm", "-q35"}},
+	"hypervisor.machine_accelerators": {[]string{"nosmm,nosmbus", "pit=on"}, []string{"a,,b", "x y", "a,-device foo"}},
+	"hypervisor.cpu_features":         {[]string{"pmu=off", "pmu=off,vmx=off"}, []string{"pmu=off ", "a;b"}},
+	"hypervisor.virtio_fs_extra_args": {[]string{"--thread-pool-size=1", "--log-level=debug"}, []string{"-o", "--shared-dir=/", "--fd=3", "positional"}},
+	"agent.kernel_modules":            {[]string{"e1000e InterruptThrottleRate=3000,3000 EEE=1", "i915"}, []string{"bad/module", " ", "mod p;q"}},
+	"runtime.experimental":            {[]string{"foo", "new_thing-2"}, []string{"Foo", "a b"}},
+	"runtime.enable_annotations":      {[]string{"hypervisor\\..*", "default_vcpus", ".*"}, []string{"(", "a[", "x**"}},
+	"hypervisor.valid_hypervisor_paths": {[]string{"/usr/bin/qemu-*", "/opt/[a-z]*/qemu"},
+		[]string{"qemu", "/a/[", ""}},
+}
+
+// configCases gives TOML literals for k that must load and ones that must be refused.
+func configCases(t *testing.T, k Key) (good, bad []string) {
+	t.Helper()
+	quoteAll := func(ss []string) []string {
+		out := make([]string, len(ss))
+		for i, s := range ss {
+			out[i] = tomlString(s)
+		}
+		return out
+	}
+	sample, hasSample := stringSamples[k.FullName()]
+	if !hasSample && k.check != nil && k.Type == "[]string" {
+		sample, hasSample = stringSamples["hypervisor.valid_hypervisor_paths"], true // the glob lists
+	}
+	switch k.Type {
+	case "bool":
+		return []string{"true", "false"}, []string{`"true"`, "1"}
+	case "uint32", "uint64":
+		good = []string{strconv.FormatUint(k.Min, 10), strconv.FormatUint(k.Max, 10)}
+		bad = []string{strconv.FormatUint(k.Max+1, 10), "-1", `"1"`, "1.5"}
+		if k.Min > 0 {
+			bad = append(bad, strconv.FormatUint(k.Min-1, 10))
+		}
+		return good, bad
+	case "path":
+		good = []string{`"/a/b"`}
+		bad = []string{`"relative/path"`, `"/a/../b"`, `"/a/"`, `"/a,b"`, "1"}
+		if !k.Optional {
+			bad = append(bad, `""`)
+		} else {
+			good = append(good, `""`)
+		}
+		return good, bad
+	case "string":
+		if len(k.Enum) > 0 {
+			return quoteAll(k.Enum), []string{`"bogus"`, "1", `""`}
+		}
+		if !hasSample {
+			t.Fatalf("string key %s needs stringSamples", k.FullName())
+		}
+		good, bad = quoteAll(sample.good), quoteAll(sample.bad)
+		if k.Optional {
+			good = append(good, `""`)
+		}
+		return good, append(bad, "1")
+	case "[]string":
+		if !hasSample {
+			t.Fatalf("list key %s needs stringSamples", k.FullName())
+		}
+		good = []string{"[]", "[" + strings.Join(quoteAll(sample.good), ", ") + "]"}
+		for _, b := range sample.bad {
+			bad = append(bad, "["+tomlString(b)+"]")
+		}
+		return good, append(bad, `[""]`, `"notalist"`, "[1]")
+	}
+	t.Fatalf("key %s: unknown type %s", k.FullName(), k.Type)
+	return nil, nil
+}
+
+// keyContext gives the lines a key's value needs to pass the cross-field checks.
+func keyContext(k Key, v string) string {
+	switch {
+	case k.FullName() == "hypervisor.image" && v != `""`:
+		return `initrd = ""`
+	case k.FullName() == "hypervisor.initrd" && v == `""`:
+		return `image = "/img"`
+	case k.FullName() == "runtime.disable_new_netns":
+		return `internetworking_model = "none"`
+	}
+	return ""
+}
+
+// TestEveryKey loads a valid and an out-of-range (or malformed) value for every key.
+func TestEveryKey(t *testing.T) {
+	for _, k := range Keys() {
+		good, bad := configCases(t, k)
+		for _, v := range good {
+			t.Run(k.FullName()+"/good/"+v, func(t *testing.T) {
+				doc := fmt.Sprintf("[%s]\n%s\n%s = %s\n", k.Section, keyContext(k, v), k.Name, v)
+				if k.Name == "default_vcpus" || k.Name == "default_memory" {
+					doc += "default_max" + strings.TrimPrefix(k.Name, "default_") + " = 0\n"
+				}
+				if _, err := Parse([]byte(doc), "test.toml"); err != nil {
+					t.Fatalf("%s = %s refused: %v", k.FullName(), v, err)
+				}
+			})
+		}
+		for _, v := range bad {
+			t.Run(k.FullName()+"/bad/"+v, func(t *testing.T) {
+				doc := fmt.Sprintf("[%s]\n%s\n%s = %s\n", k.Section, keyContext(k, v), k.Name, v)
+				_, err := Parse([]byte(doc), "test.toml")
+				if err == nil {
+					t.Fatalf("%s = %s accepted", k.FullName(), v)
+				}
+				msg := err.Error()
+				if !strings.Contains(msg, "test.toml") || !strings.Contains(msg, k.FullName()) {
+					t.Errorf("error does not name the file and key %s: %v", k.FullName(), err)
+				}
+				var fe *FieldError
+				if errors.As(err, &fe) && (fe.Key != k.FullName() || fe.Reason == "") {
+					t.Errorf("field error for %q with reason %q, want key %s", fe.Key, fe.Reason, k.FullName())
+				}
+			})
+		}
+	}
+}
+
+func TestCrossFieldChecks(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc, key string
+	}{
+		{"vcpus above max", "[hypervisor]\ndefault_vcpus = 4\ndefault_maxvcpus = 2", "hypervisor.default_vcpus"},
+		{"memory above max", "[hypervisor]\ndefault_memory = 512\ndefault_maxmemory = 256", "hypervisor.default_memory"},
+		{"no initrd nor image", "[hypervisor]\ninitrd = \"\"", "hypervisor.initrd"},
+		{"initrd and image", "[hypervisor]\nimage = \"/img\"", "hypervisor.image"},
+		{"virtio-fs without daemon", "[hypervisor]\nshared_fs = \"virtio-fs\"\nvirtio_fs_daemon = \"\"", "hypervisor.virtio_fs_daemon"},
+		{"no netns with tcfilter", "[runtime]\ndisable_new_netns = true", "runtime.disable_new_netns"},
+		{"template with image", "[hypervisor]\ninitrd = \"\"\nimage = \"/img\"\n[factory]\nenable_template = true", "factory.enable_template"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.doc), "x.toml")
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Key != tc.key || fe.File != "x.toml" {
+				t.Fatalf("got %v, want a field error for %s in x.toml", err, tc.key)
+			}
+		})
+	}
+}
+
+// TestOneErrorPerField: every bad key is reported, not just the first.
+func TestOneErrorPerField(t *testing.T) {
+	doc := "[hypervisor]\ndefault_vcpus = 0\nmsize_9p = 1\nshared_fs = \"nfs\"\n[agent]\ndial_timeout = 0\n"
+	_, err := Parse([]byte(doc), "/etc/vessel/configuration.toml")
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	var joined interface{ Unwrap() []error }
+	if !errors.As(err, &joined) {
+		t.Fatalf("not a joined error: %v", err)
+	}
+	var keys []string
+	for _, e := range joined.Unwrap() {
+		var fe *FieldError
+		if !errors.As(e, &fe) {
+			t.Fatalf("not a field error: %v", e)
+		}
+		keys = append(keys, fe.Key)
+	}
+	want := []string{"hypervisor.default_vcpus", "hypervisor.shared_fs", "hypervisor.msize_9p", "agent.dial_timeout"}
+	if !slices.Equal(keys, want) {
+		t.Fatalf("errors for %v, want %v", keys, want)
+	}
+	const line = `/etc/vessel/configuration.toml: hypervisor.default_vcpus = 0: out of range (allowed: 1 to 288)`
+	if got := joined.Unwrap()[0].Error(); got != line {
+		t.Errorf("message\n got %s\nwant %s", got, line)
+	}
+}
+
+func TestCloneIsDeep(t *testing.T) {
+	a := Default()
+	b := a.Clone()
+	b.Hypervisor.ValidHypervisorPaths[0] = "/changed"
+	b.Runtime.EnableAnnotations = append(b.Runtime.EnableAnnotations, "x")
+	if a.Hypervisor.ValidHypervisorPaths[0] == "/changed" || len(a.Runtime.EnableAnnotations) != 0 {
+		t.Fatal("Clone shares lists with the original")
+	}
+}
+
+func TestLimits(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		vcpus, maxv uint32
+		mem, maxm   uint32
+		host        Host
+		want        Limits
+	}{
+		{"max 0 is host", 1, 0, 256, 0, Host{CPUs: 4, MemoryMiB: 8192}, Limits{1, 4, 256, 8192}},
+		{"max above host is host", 1, 16, 256, 100000, Host{CPUs: 2, MemoryMiB: 4096}, Limits{1, 2, 256, 4096}},
+		{"default above max lowered", 8, 0, 256, 0, Host{CPUs: 2, MemoryMiB: 128}, Limits{2, 2, 128, 128}},
+		{"max below host kept", 1, 2, 256, 1024, Host{CPUs: 8, MemoryMiB: 8192}, Limits{1, 2, 256, 1024}},
+		{"host unknown", 2, 0, 512, 0, Host{}, Limits{2, 2, 512, 512}},
+		{"huge host memory", 1, 0, 256, 0, Host{CPUs: 1, MemoryMiB: 1 << 40}, Limits{1, 1, 256, maxUint32}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			c.Hypervisor.DefaultVCPUs, c.Hypervisor.DefaultMaxVCPUs = tc.vcpus, tc.maxv
+			c.Hypervisor.DefaultMemory, c.Hypervisor.DefaultMaxMemory = tc.mem, tc.maxm
+			if got := c.Limits(tc.host); got != tc.want {
+				t.Fatalf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,172 @@
+package qemu
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/vessel-containers/vessel/internal/hypervisor"
+)
+
+// Defaults and names of the files the driver creates in Config.StateDir.
+const (
+	DefaultBinary = "/usr/bin/qemu-system-x86_64"
+
+	defaultMachine     = "q35"
+	defaultTBSizeMiB   = 64
+	defaultMemorySlots = 8
+
+	// AgentPortName is the virtio-serial port the agent opens in the guest; it finds it by
+	// name under /sys/class/virtio-ports/*/name.
+	AgentPortName = "vessel.agent"
+
+	qmpSocketName   = "qmp.sock"
+	agentSocketName = "agent.sock"
+	qemuLogName     = "qemu.log"
+
+	// Object and device ids on the QEMU command line.
+	idQMP     = "qmp"
+	idAgent   = "agent"
+	idConsole = "console"
+	idShare   = "vessel-share"
+	idRAM     = "vessel-ram"
+	idRNG     = "vessel-rng"
+)
+
+// baseKernelParams go before Config.KernelParams: serial console, and a kernel panic
+// reboots at once, which -no-reboot turns into a QEMU exit instead of a hung VM.
+var baseKernelParams = []string{"console=ttyS0", "panic=-1"}
+
+// launch is what the command line needs besides the Config: decisions taken at Start.
+type launch struct {
+	// accel is the resolved accelerator: hypervisor.AccelKVM or hypervisor.AccelTCG.
+	accel hypervisor.Accelerator
+	// qmpFD and agentFD are the child's descriptors of the listening sockets the driver
+	// created (exec.Cmd.ExtraFiles start at 3).
+	qmpFD   int
+	agentFD int
+}
+
+// kernelCmdline is the guest kernel command line for cfg. Debug drops "quiet" so the
+// console shows the kernel's messages, and asks the agent for debug logs.
+func kernelCmdline(cfg *hypervisor.Config) string {
+	params := append([]string{}, baseKernelParams...)
+	if cfg.Debug {
+		params = append(params, "vessel.log=debug")
+	} else {
+		params = append(params, "quiet")
+	}
+	params = append(params, cfg.KernelParams...)
+	return strings.Join(params, " ")
+}
+
+// commandLine returns QEMU's arguments (without argv[0]) for cfg. It is a pure function:
+// it checks nothing on the host. cfg must have passed Validate.
+//
+// Not supported yet: CPU, memory and device hotplug (only the headroom is reserved),
+// networking, block devices, vsock, and machine types other than q35-like PC machines.
+func commandLine(cfg *hypervisor.Config, l launch) []string {
+	machine := cfg.MachineType
+	if machine == "" {
+		machine = defaultMachine
+	}
+	virtioFS := cfg.SharedFS == hypervisor.SharedFSVirtioFS
+	if virtioFS {
+		// vhost-user needs guest RAM in shared memory that virtiofsd can map.
+		machine += ",memory-backend=" + idRAM
+	}
+
+	args := []string{
+		"-name", "vessel-" + optPath(cfg.ID),
+		"-machine", machine,
+		"-nodefaults", "-no-user-config",
+		"-display", "none", "-vga", "none",
+		"-no-reboot",
+		"-msg", "timestamp=on",
+	}
+
+	switch l.accel {
+	case hypervisor.AccelKVM:
+		args = append(args, "-accel", "kvm", "-cpu", "host")
+	default:
+		tb := cfg.TBSizeMiB
+		if tb == 0 {
+			tb = defaultTBSizeMiB
+		}
+		// -cpu max gives the guest RDRAND, which it trusts for early entropy.
+		args = append(args, "-accel", fmt.Sprintf("tcg,tb-size=%d", tb), "-cpu", "max")
+	}
+
+	maxCPUs := cfg.MaxVCPUs
+	if maxCPUs < cfg.VCPUs {
+		maxCPUs = cfg.VCPUs
+	}
+	args = append(args, "-smp", fmt.Sprintf("%d,maxcpus=%d", cfg.VCPUs, maxCPUs))
+
+	mem := fmt.Sprintf("%dM", cfg.MemoryMiB)
+	if cfg.MaxMemoryMiB > cfg.MemoryMiB {
+		slots := cfg.MemorySlots
+		if slots == 0 {
+			slots = defaultMemorySlots
+		}
+		mem += fmt.Sprintf(",slots=%d,maxmem=%dM", slots, cfg.MaxMemoryMiB)
+	}
+	args = append(args, "-m", mem)
+	if virtioFS {
+		args = append(args, "-object",
+			fmt.Sprintf("memory-backend-memfd,id=%s,size=%dM,share=on", idRAM, cfg.MemoryMiB))
+	}
+
+	args = append(args, "-kernel", cfg.Kernel)
+	if cfg.Initrd != "" {
+		args = append(args, "-initrd", cfg.Initrd)
+	}
+	args = append(args, "-append", kernelCmdline(cfg))
+
+	// Serial console into a file.
+	args = append(args,
+		"-chardev", fmt.Sprintf("file,id=%s,path=%s", idConsole, optPath(filepath.Join(cfg.StateDir, hypervisor.ConsoleLogName))),
+		"-serial", "chardev:"+idConsole,
+	)
+
+	// QMP on the listening socket the driver created.
+	args = append(args,
+		"-chardev", fmt.Sprintf("socket,id=%s,fd=%d,server=on,wait=off", idQMP, l.qmpFD),
+		"-mon", fmt.Sprintf("chardev=%s,mode=control", idQMP),
+	)
+
+	// The agent channel: a virtio-serial port backed by the driver's listening socket.
+	args = append(args,
+		"-device", "virtio-serial-pci,id=vessel-serial",
+		"-chardev", fmt.Sprintf("socket,id=%s,fd=%d,server=on,wait=off", idAgent, l.agentFD),
+		"-device", fmt.Sprintf("virtserialport,bus=vessel-serial.0,chardev=%s,name=%s", idAgent, AgentPortName),
+	)
+
+	// Entropy for the guest.
+	args = append(args,
+		"-object", fmt.Sprintf("rng-random,id=%s,filename=/dev/urandom", idRNG),
+		"-device", fmt.Sprintf("virtio-rng-pci,rng=%s", idRNG),
+	)
+
+	switch cfg.SharedFS {
+	case hypervisor.SharedFS9P:
+		// The 9p msize is a guest mount option (Config.Msize9P is for the agent), not a
+		// device property. multidevs=remap keeps inode numbers unique across host mounts.
+		args = append(args,
+			"-fsdev", fmt.Sprintf("local,id=%s,path=%s,security_model=none,multidevs=remap", idShare, optPath(cfg.SharedDir)),
+			"-device", fmt.Sprintf("virtio-9p-pci,fsdev=%s,mount_tag=%s", idShare, optPath(cfg.ShareTag)),
+		)
+	case hypervisor.SharedFSVirtioFS:
+		args = append(args,
+			"-chardev", fmt.Sprintf("socket,id=%s,path=%s", idShare, optPath(cfg.VirtioFSSocket)),
+			"-device", fmt.Sprintf("vhost-user-fs-pci,chardev=%s,tag=%s,queue-size=1024", idShare, optPath(cfg.ShareTag)),
+		)
+	}
+
+	// Free page reporting hands pages the guest frees back to the host.
+	args = append(args, "-device", "virtio-balloon-pci,id=vessel-balloon,free-page-reporting=on")
+	return args
+}
+
+// optPath escapes a path for a QEMU option value, where a comma is written twice.
+func optPath(p string) string { return strings.ReplaceAll(p, ",", ",,") }

@@ -1,0 +1,358 @@
+package qemu
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qmp"
+)
+
+// drainTimeout bounds how long the waiter waits, after QEMU exited, for the QMP reader to
+// read the last events (QEMU's exit closes the socket, so this is normally immediate).
+const drainTimeout = 5 * time.Second
+
+// maxSocketPath is the longest path a unix socket address holds (sun_path minus NUL).
+const maxSocketPath = 107
+
+// errExited cancels Start's QMP handshake when QEMU exits first.
+var errExited = errors.New("qemu exited during start")
+
+// Start checks the binary, kernel, initrd and shared paths, starts QEMU and returns once
+// QMP reports the machine running (the kernel is loaded and the vCPUs run). ctx
+// bounds Start only, not the life of the VM. On error QEMU has been killed and reaped, its
+// sockets removed, and the error quotes qemu.log.
+func (v *VM) Start(ctx context.Context) error {
+	v.opMu.Lock()
+	defer v.opMu.Unlock()
+
+	v.mu.Lock()
+	if v.phase != phaseCreated {
+		p := v.phase
+		v.mu.Unlock()
+		return fmt.Errorf("qemu %s: start: vm is %s, a vm starts once: %w", v.cfg.ID, p, errdefs.ErrFailedPrecondition)
+	}
+	v.phase = phaseStarting
+	v.mu.Unlock()
+
+	err := v.start(ctx)
+	if err != nil {
+		return fmt.Errorf("qemu %s: start: %w", v.cfg.ID, err)
+	}
+	return nil
+}
+
+// failBeforeExec marks a VM whose QEMU never ran as stopped.
+func (v *VM) failBeforeExec(err error) error {
+	v.mu.Lock()
+	v.phase = phaseStopped
+	v.exitErr = err
+	v.mu.Unlock()
+	close(v.done)
+	return err
+}
+
+func (v *VM) start(ctx context.Context) error {
+	logger := log.G(ctx).WithField("vm", v.cfg.ID)
+	if err := v.preflight(); err != nil {
+		return v.failBeforeExec(err)
+	}
+	accel, err := resolveAccel(v.cfg.Accelerator, v.probeKVM)
+	if err != nil {
+		return v.failBeforeExec(err)
+	}
+
+	begin := time.Now()
+	cmd, err := v.exec(accel, logger)
+	if err != nil {
+		v.removeSockets()
+		return v.failBeforeExec(err)
+	}
+
+	exited := make(chan struct{})
+	started := make(chan struct{})
+	v.mu.Lock()
+	v.cmd, v.exited = cmd, exited
+	v.mu.Unlock()
+	go v.wait(cmd, exited, started, logger)
+
+	// The listening socket already exists, so the connection is queued at once; QEMU
+	// answers once its main loop runs. If QEMU exits first, stop waiting.
+	dctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() { // owner: start; returns when QEMU exits or when start returns (cancel)
+		select {
+		case <-exited:
+			cancel(errExited)
+		case <-dctx.Done():
+		}
+	}()
+	client, err := qmp.Dial(dctx, v.statePath(qmpSocketName))
+	if err != nil {
+		return v.failAfterExec(startErr(dctx, err), started)
+	}
+	// QEMU greets before it creates the machine (loads the kernel); commands run in its
+	// main loop, so an answer to query-status means the machine exists.
+	st, err := client.QueryStatus(dctx)
+	if err == nil && st.Status != "running" {
+		err = fmt.Errorf("qemu reports status %q, want running", st.Status)
+	}
+	if err != nil {
+		_ = client.Close()
+		return v.failAfterExec(startErr(dctx, err), started)
+	}
+
+	eventsDone := make(chan struct{})
+	go v.consumeEvents(client.Events(), eventsDone, logger)
+	v.mu.Lock()
+	v.client = client
+	v.eventsDone = eventsDone
+	v.phase = phaseRunning
+	v.mu.Unlock()
+	close(started)
+
+	logger.WithField("pid", cmd.Process.Pid).WithField("accel", accel).
+		WithField("elapsed", time.Since(begin)).Info("qemu started")
+	return nil
+}
+
+// exec creates the sockets and the log, and starts QEMU with them. QEMU gets the only
+// copies of the listening sockets: if it dies before accepting, a queued connection is
+// reset instead of waiting.
+func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, error) {
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			_ = f.Close()
+		}
+	}()
+	for _, name := range []string{qmpSocketName, agentSocketName} {
+		f, err := listenFile(v.statePath(name))
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	qemuLog, err := os.OpenFile(v.statePath(qemuLogName), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create qemu log: %w", err)
+	}
+	files = append(files, qemuLog)
+
+	args := commandLine(&v.cfg, launch{accel: accel, qmpFD: 3, agentFD: 4})
+	cmd := exec.Command(v.binary, args...)
+	cmd.ExtraFiles = files[:2] // QMP and agent listeners: fds 3 and 4 in QEMU
+	cmd.Stdout, cmd.Stderr = qemuLog, qemuLog
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.SysProcAttr = sysProcAttr()
+	logger.WithField("accel", accel).WithField("args", args).Debug("starting qemu")
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("exec %s: %w", v.binary, err)
+	}
+	return cmd, nil
+}
+
+// startErr says whether QEMU exited while Start waited for it.
+func startErr(ctx context.Context, err error) error {
+	if errors.Is(context.Cause(ctx), errExited) {
+		return fmt.Errorf("%w: %w", errExited, err)
+	}
+	return err
+}
+
+// failAfterExec kills and reaps a QEMU that did not come up; the waiter turns err into
+// the VM's error, with QEMU's exit status and the tails of its logs.
+func (v *VM) failAfterExec(err error, started chan struct{}) error {
+	v.kill()
+	v.mu.Lock()
+	v.startErr = err
+	v.mu.Unlock()
+	close(started)
+	<-v.done
+	return v.Err()
+}
+
+// preflight checks every path QEMU needs, so that a missing one is reported by name
+// before anything starts.
+func (v *VM) preflight() error {
+	if err := checkFile("qemu binary", v.binary, true); err != nil {
+		return err
+	}
+	if err := checkFile("kernel", v.cfg.Kernel, false); err != nil {
+		return err
+	}
+	if v.cfg.Initrd != "" {
+		if err := checkFile("initrd", v.cfg.Initrd, false); err != nil {
+			return err
+		}
+	}
+	if st, err := os.Stat(v.cfg.StateDir); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	} else if !st.IsDir() {
+		return fmt.Errorf("state dir %s is not a directory: %w", v.cfg.StateDir, errdefs.ErrInvalidArgument)
+	}
+	if p := v.statePath(agentSocketName); len(p) > maxSocketPath {
+		return fmt.Errorf("socket path %s is longer than %d bytes; use a shorter state dir: %w", p, maxSocketPath, errdefs.ErrInvalidArgument)
+	}
+	switch v.cfg.SharedFS {
+	case hypervisor.SharedFS9P:
+		if st, err := os.Stat(v.cfg.SharedDir); err != nil {
+			return fmt.Errorf("shared dir: %w", err)
+		} else if !st.IsDir() {
+			return fmt.Errorf("shared dir %s is not a directory: %w", v.cfg.SharedDir, errdefs.ErrInvalidArgument)
+		}
+	case hypervisor.SharedFSVirtioFS:
+		st, err := os.Stat(v.cfg.VirtioFSSocket)
+		if err != nil {
+			return fmt.Errorf("virtiofsd socket (is virtiofsd running?): %w", err)
+		}
+		if st.Mode().Type() != fs.ModeSocket {
+			return fmt.Errorf("virtiofsd socket %s is not a socket: %w", v.cfg.VirtioFSSocket, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// checkFile reports a missing or unusable file, naming what it is for and its path.
+func checkFile(what, path string, executable bool) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s %s is not a regular file: %w", what, path, errdefs.ErrInvalidArgument)
+	}
+	if executable && st.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("%s %s is not executable: %w", what, path, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// listenFile creates a listening unix socket at path and returns its descriptor for QEMU.
+// A stale socket left by a crashed run is replaced; any other file there is an error.
+func listenFile(path string) (*os.File, error) {
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("%s exists and is not a socket: %w", path, errdefs.ErrAlreadyExists)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	// QEMU owns the socket from here; the driver removes the file when QEMU exits.
+	l.SetUnlinkOnClose(false)
+	f, err := l.File()
+	_ = l.Close()
+	if err != nil {
+		_ = os.Remove(path)
+		return nil, fmt.Errorf("listener %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// removeSockets removes the sockets the driver created.
+func (v *VM) removeSockets() {
+	for _, name := range []string{qmpSocketName, agentSocketName} {
+		_ = os.Remove(v.statePath(name))
+	}
+}
+
+// wait owns cmd.Wait. After QEMU exits it lets Start finish, drains the QMP events,
+// removes the sockets, records why QEMU exited and closes done.
+func (v *VM) wait(cmd *exec.Cmd, exited, started chan struct{}, logger *log.Entry) {
+	waitErr := cmd.Wait()
+	close(exited)
+	<-started
+
+	v.mu.Lock()
+	client, eventsDone := v.client, v.eventsDone
+	v.mu.Unlock()
+	if client != nil {
+		select {
+		case <-client.Done():
+		case <-time.After(drainTimeout):
+			logger.Warn("qmp connection still open after qemu exited; closing it")
+		}
+		_ = client.Close()
+		<-eventsDone
+	}
+	v.removeSockets()
+
+	v.mu.Lock()
+	startErr, stopRequested, reason := v.startErr, v.stopRequested, v.shutdownReason
+	v.mu.Unlock()
+	var err error
+	switch {
+	case startErr != nil:
+		err = fmt.Errorf("qemu did not start (%s): %w%s", cmd.ProcessState, startErr, v.logTails())
+	case !stopRequested:
+		err = v.exitError(cmd.Process.Pid, waitErr, reason)
+	}
+	startFailed := startErr != nil
+	v.mu.Lock()
+	v.exitErr = err
+	v.phase = phaseStopped
+	v.mu.Unlock()
+
+	entry := logger.WithField("pid", cmd.Process.Pid).WithField("status", cmd.ProcessState.String())
+	switch {
+	case startFailed: // Start returns the error
+		entry.Debug("qemu did not start")
+	case err != nil:
+		entry.WithError(err).Warn("qemu exited unexpectedly")
+	default:
+		entry.Debug("qemu exited")
+	}
+	close(v.done)
+}
+
+// exitError describes an exit nobody asked for.
+func (v *VM) exitError(pid int, waitErr error, shutdownReason string) error {
+	reason := ""
+	if shutdownReason != "" {
+		reason = fmt.Sprintf(" (guest shutdown reason %q)", shutdownReason)
+	}
+	if waitErr == nil {
+		return fmt.Errorf("qemu %s (pid %d) exited with status 0 without a stop request%s%s", v.cfg.ID, pid, reason, v.logTails())
+	}
+	return fmt.Errorf("qemu %s (pid %d) exited without a stop request: %w%s%s", v.cfg.ID, pid, waitErr, reason, v.logTails())
+}
+
+// logTails quotes the ends of console.log and qemu.log.
+func (v *VM) logTails() string {
+	return logTails(v.statePath(hypervisor.ConsoleLogName), v.statePath(qemuLogName))
+}
+
+// consumeEvents logs QMP events and records the shutdown reason. It returns when the QMP
+// client closes its events channel (connection gone or closed by the waiter).
+func (v *VM) consumeEvents(events <-chan qmp.Event, done chan struct{}, logger *log.Entry) {
+	defer close(done)
+	for ev := range events {
+		logger.WithField("event", ev.Name).WithField("data", string(ev.Data)).Debug("qemu event")
+		if ev.Name != "SHUTDOWN" {
+			continue
+		}
+		var d struct {
+			Reason string `json:"reason"`
+		}
+		if err := json.Unmarshal(ev.Data, &d); err == nil {
+			v.mu.Lock()
+			v.shutdownReason = d.Reason
+			v.mu.Unlock()
+		}
+	}
+}

@@ -1,0 +1,126 @@
+package oci
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// DefaultShmSize is /dev/shm's size when the spec neither bind-mounts it nor sizes a tmpfs.
+const DefaultShmSize = 64 << 20
+
+const shmPath = "/dev/shm"
+
+// isBind reports whether a mount is a bind mount (type "bind" or a bind/rbind option).
+func isBind(m specs.Mount) bool {
+	return m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
+}
+
+// mountsOf validates the mounts and resolves relative bind sources against the bundle.
+func mountsOf(bundle string, in []specs.Mount) ([]specs.Mount, error) {
+	out := make([]specs.Mount, 0, len(in))
+	for i, m := range in {
+		if !path.IsAbs(m.Destination) {
+			return nil, fmt.Errorf("mounts[%d].destination = %q: not an absolute path", i, m.Destination)
+		}
+		m.Destination = path.Clean(m.Destination)
+		if strings.ContainsRune(m.Source, 0) || strings.ContainsRune(m.Destination, 0) {
+			return nil, fmt.Errorf("mounts[%d] (%s): path contains a NUL byte", i, m.Destination)
+		}
+		if isBind(m) {
+			if m.Source == "" {
+				return nil, fmt.Errorf("mounts[%d] (%s): bind mount without a source", i, m.Destination)
+			}
+			if !path.IsAbs(m.Source) {
+				m.Source = path.Join(bundle, m.Source)
+			}
+		}
+		m.Options = slices.Clone(m.Options)
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// devicesOf validates the devices: an absolute path and a type of c, b, u (with
+// non-negative major and minor numbers) or p.
+func devicesOf(spec *specs.Spec) ([]specs.LinuxDevice, error) {
+	if spec.Linux == nil {
+		return nil, nil
+	}
+	out := make([]specs.LinuxDevice, 0, len(spec.Linux.Devices))
+	for i, d := range spec.Linux.Devices {
+		if !path.IsAbs(d.Path) || path.Clean(d.Path) != d.Path {
+			return nil, fmt.Errorf("linux.devices[%d].path = %q: not a clean absolute path", i, d.Path)
+		}
+		switch d.Type {
+		case "c", "b", "u":
+			if d.Major < 0 || d.Minor < 0 {
+				return nil, fmt.Errorf("linux.devices[%d] (%s): major %d / minor %d must not be negative", i, d.Path, d.Major, d.Minor)
+			}
+		case "p":
+		default:
+			return nil, fmt.Errorf("linux.devices[%d] (%s): type %q (allowed: c, b, u, p)", i, d.Path, d.Type)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// shmSize finds /dev/shm's size: a bind mount's source is measured (statfs), a tmpfs's size=
+// option is read, and otherwise DefaultShmSize is used.
+func shmSize(ctx context.Context, mounts []specs.Mount, fsSize func(string) (uint64, error)) (uint64, error) {
+	for _, m := range mounts {
+		if m.Destination != shmPath {
+			continue
+		}
+		if isBind(m) {
+			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+			n, err := fsSize(m.Source)
+			if err != nil {
+				return 0, fmt.Errorf("size of %s bind-mounted at %s: %w", m.Source, shmPath, err)
+			}
+			return n, nil
+		}
+		for _, o := range m.Options {
+			if v, ok := strings.CutPrefix(o, "size="); ok {
+				if n, ok := parseTmpfsSize(v); ok {
+					return n, nil
+				}
+			}
+		}
+	}
+	return DefaultShmSize, nil
+}
+
+// parseTmpfsSize reads tmpfs's size= value: bytes with an optional k, m, g, t suffix.
+// Percentages depend on the guest's RAM and are not sizes here.
+func parseTmpfsSize(v string) (uint64, bool) {
+	shift := 0
+	if v != "" {
+		switch v[len(v)-1] {
+		case 'k', 'K':
+			shift = 10
+		case 'm', 'M':
+			shift = 20
+		case 'g', 'G':
+			shift = 30
+		case 't', 'T':
+			shift = 40
+		}
+	}
+	if shift > 0 {
+		v = v[:len(v)-1]
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || n == 0 || n > (^uint64(0))>>shift {
+		return 0, false
+	}
+	return n << shift, true
+}

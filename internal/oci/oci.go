@@ -1,0 +1,206 @@
+// Package oci turns an OCI bundle (the runtime-spec config and the bundle path) plus Vessel's
+// configuration into the plain plans the sandbox orchestrator executes: what the container is
+// (single, pod sandbox, pod container) and which sandbox it belongs to, per the CRI
+// annotations of containerd and CRI-O; the validated process, rootfs, mounts and devices;
+// the /dev/shm size; the effective configuration after annotations; and the VM's size,
+// computed exactly. Apart from measuring a bind-mounted /dev/shm, everything here is a pure
+// function of its inputs.
+package oci
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"path"
+	"regexp"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/vessel-containers/vessel/internal/config"
+	"github.com/vessel-containers/vessel/internal/hypervisor"
+)
+
+// Options are the host facts a conversion depends on.
+type Options struct {
+	// Host bounds vCPU and memory sizes and annotations; zero fields bound nothing.
+	Host config.Host
+	// FSSize returns the size in bytes of the file system at a path (statfs(2) when nil); it
+	// measures a bind-mounted /dev/shm.
+	FSSize func(path string) (uint64, error)
+}
+
+// Sandbox is the plan for a VM and the container that creates it.
+type Sandbox struct {
+	// ID of the sandbox: the CRI sandbox id, or the container id of a single container.
+	ID string
+	// Config is the effective configuration: the loaded one with the annotations applied.
+	Config *config.Config
+	// Limits are Config's sizing bounds on this host; ComputeSizing(Limits, ...) resizes.
+	Limits config.Limits
+	// Sizing is the VM's size at boot. With runtime.static_sandbox_resource_mgmt it already
+	// includes the workload (the pod's CRI totals, or the single container's limits) and
+	// the maxima equal the boot size; otherwise it is the defaults and the maxima are the
+	// limits, leaving room to hot-plug per container.
+	Sizing Sizing
+	// VM is the driver configuration for Config and Sizing; the caller sets ID, StateDir,
+	// SharedDir, ShareTag and VirtioFSSocket.
+	VM hypervisor.Config
+	// Container is the container whose creation boots the VM (pause or single container).
+	Container *Container
+}
+
+// Container is the validated plan for one container.
+type Container struct {
+	ID        string
+	SandboxID string
+	Kind      Kind
+	// Bundle is the absolute bundle directory.
+	Bundle string
+	// Rootfs is the absolute root file system path (the spec's root.path resolved against
+	// the bundle).
+	Rootfs         string
+	RootfsReadonly bool
+	Hostname       string
+	Process        Process
+	// Mounts in spec order, destinations cleaned and relative bind sources resolved against
+	// the bundle.
+	Mounts []specs.Mount
+	// Devices of types c, b, u and p only.
+	Devices []specs.LinuxDevice
+	// ShmSize is /dev/shm's size in bytes.
+	ShmSize uint64
+	// Resources are the container's CPU and memory limits for VM sizing.
+	Resources   Resources
+	Annotations map[string]string
+	// Spec is the spec as given; nothing here modifies it.
+	Spec *specs.Spec
+}
+
+// reID is what runc accepts as a container id.
+var reID = regexp.MustCompile(`^[\w+\-.]+$`)
+
+// reVersion accepts any runtime-spec 1.x version (Debian's crun refuses 1.3.0; we do not).
+var reVersion = regexp.MustCompile(`^1\.[0-9]+(\.[0-9]+)?([-+][0-9A-Za-z.+-]*)?$`)
+
+// ValidateID accepts container and sandbox ids that are safe as path components.
+func ValidateID(id string) error {
+	if !reID.MatchString(id) || id == "." || id == ".." || len(id) > 1024 {
+		return fmt.Errorf("id %q: want letters, digits, '_', '+', '-' and '.' (not . or ..)", id)
+	}
+	return nil
+}
+
+// SandboxConfig plans the VM for a container that creates one (a pod's sandbox container or a
+// single container): it converts the container, applies the spec's configuration
+// annotations to cfg, and sizes the VM. A pod container is an error: use ContainerConfig.
+func SandboxConfig(ctx context.Context, id, bundle string, spec *specs.Spec, cfg *config.Config, opts Options) (*Sandbox, error) {
+	if cfg == nil {
+		return nil, errors.New("sandbox: no configuration")
+	}
+	ctr, err := ContainerConfig(ctx, id, bundle, spec, opts)
+	if err != nil {
+		return nil, err
+	}
+	if !ctr.Kind.CreatesSandbox() {
+		return nil, fmt.Errorf("container %s: a pod container of sandbox %s creates no sandbox", id, ctr.SandboxID)
+	}
+	eff, err := cfg.WithAnnotations(spec.Annotations, opts.Host)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", ctr.SandboxID, err)
+	}
+	limits := eff.Limits(opts.Host)
+	var sizing Sizing
+	if eff.Runtime.StaticSandboxResourceMgmt {
+		w := ctr.Resources
+		if ctr.Kind == KindPodSandbox {
+			if w, err = SandboxResources(spec.Annotations); err != nil {
+				return nil, fmt.Errorf("sandbox %s: %w", ctr.SandboxID, err)
+			}
+		}
+		sizing = ComputeSizing(limits, w)
+		sizing.MaxVCPUs, sizing.MaxMemoryMiB = sizing.VCPUs, sizing.MemoryMiB
+	} else {
+		sizing = ComputeSizing(limits)
+	}
+	return &Sandbox{
+		ID:        ctr.SandboxID,
+		Config:    eff,
+		Limits:    limits,
+		Sizing:    sizing,
+		VM:        HypervisorConfig(eff, sizing),
+		Container: ctr,
+	}, nil
+}
+
+// ContainerConfig validates and converts one container's spec. Configuration annotations
+// are not applied here: they take effect only when a sandbox is created.
+func ContainerConfig(ctx context.Context, id, bundle string, spec *specs.Spec, opts Options) (*Container, error) {
+	c, err := convert(ctx, id, bundle, spec, opts)
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w", id, err)
+	}
+	return c, nil
+}
+
+func convert(ctx context.Context, id, bundle string, spec *specs.Spec, opts Options) (*Container, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	if !path.IsAbs(bundle) || path.Clean(bundle) != bundle {
+		return nil, fmt.Errorf("bundle %q: not a clean absolute path", bundle)
+	}
+	if spec == nil {
+		return nil, errors.New("no spec")
+	}
+	if !reVersion.MatchString(spec.Version) {
+		return nil, fmt.Errorf("ociVersion %q: want a 1.x runtime-spec version", spec.Version)
+	}
+	kind, sid, err := Identify(id, spec.Annotations)
+	if err != nil {
+		return nil, err
+	}
+	if spec.Root == nil || spec.Root.Path == "" {
+		return nil, errors.New("root.path: missing")
+	}
+	rootfs := spec.Root.Path
+	if !path.IsAbs(rootfs) {
+		rootfs = path.Join(bundle, rootfs)
+	}
+	proc, err := processOf(spec.Process)
+	if err != nil {
+		return nil, err
+	}
+	mounts, err := mountsOf(bundle, spec.Mounts)
+	if err != nil {
+		return nil, err
+	}
+	devices, err := devicesOf(spec)
+	if err != nil {
+		return nil, err
+	}
+	fsSize := opts.FSSize
+	if fsSize == nil {
+		fsSize = statfsSize
+	}
+	shm, err := shmSize(ctx, mounts, fsSize)
+	if err != nil {
+		return nil, err
+	}
+	return &Container{
+		ID:             id,
+		SandboxID:      sid,
+		Kind:           kind,
+		Bundle:         bundle,
+		Rootfs:         path.Clean(rootfs),
+		RootfsReadonly: spec.Root.Readonly,
+		Hostname:       spec.Hostname,
+		Process:        proc,
+		Mounts:         mounts,
+		Devices:        devices,
+		ShmSize:        shm,
+		Resources:      resourcesOf(spec),
+		Annotations:    maps.Clone(spec.Annotations),
+		Spec:           spec,
+	}, nil
+}

@@ -1,0 +1,438 @@
+package oci
+
+import (
+	"context"
+	"errors"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/vessel-containers/vessel/internal/config"
+	"github.com/vessel-containers/vessel/internal/hypervisor"
+)
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+const bundle = "/run/containerd/bundle/c1"
+
+var host = config.Host{CPUs: 4, MemoryMiB: 8192}
+
+// fakeFS measures every path as 32 MiB, and fails for "/missing".
+func fakeFS(p string) (uint64, error) {
+	if p == "/missing" {
+		return 0, os.ErrNotExist
+	}
+	return 32 << 20, nil
+}
+
+var opts = Options{Host: host, FSSize: fakeFS}
+
+func ptr[T any](v T) *T { return &v }
+
+// minimalSpec is a valid single-container spec.
+func minimalSpec() *specs.Spec {
+	return &specs.Spec{
+		Version: "1.0.2-dev",
+		Root:    &specs.Root{Path: "rootfs"},
+		Process: &specs.Process{Args: []string{"sh"}, Env: []string{"PATH=/bin"}, Cwd: "/"},
+	}
+}
+
+func TestIdentify(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		ann     map[string]string
+		kind    Kind
+		sandbox string
+		wantErr string
+	}{
+		{"no annotations", nil, KindSingle, "c1", ""},
+		{"containerd sandbox", map[string]string{AnnotationContainerdType: "sandbox", AnnotationContainerdSandboxID: "c1"}, KindPodSandbox, "c1", ""},
+		{"containerd container", map[string]string{AnnotationContainerdType: "container", AnnotationContainerdSandboxID: "pod1"}, KindPodContainer, "pod1", ""},
+		{"crio sandbox", map[string]string{AnnotationCRIOType: "sandbox", AnnotationCRIOSandboxID: "c1"}, KindPodSandbox, "c1", ""},
+		{"crio container", map[string]string{AnnotationCRIOType: "container", AnnotationCRIOSandboxID: "pod1"}, KindPodContainer, "pod1", ""},
+		{"kata pod_container", map[string]string{AnnotationKataType: "pod_container", AnnotationContainerdSandboxID: "pod1"}, KindPodContainer, "pod1", ""},
+		{"kata agrees with containerd", map[string]string{AnnotationKataType: "pod_sandbox", AnnotationContainerdType: "sandbox"}, KindPodSandbox, "c1", ""},
+		{"sandbox ignores other id", map[string]string{AnnotationContainerdType: "sandbox", AnnotationContainerdSandboxID: "other"}, KindPodSandbox, "c1", ""},
+		{"container without sandbox id", map[string]string{AnnotationContainerdType: "container"}, "", "", "no sandbox id"},
+		{"container is its own sandbox", map[string]string{AnnotationContainerdType: "container", AnnotationContainerdSandboxID: "c1"}, "", "", "names itself"},
+		{"unknown type", map[string]string{AnnotationContainerdType: "pod"}, "", "", "unknown container type"},
+		{"kata unknown type", map[string]string{AnnotationKataType: "sandbox"}, "", "", `"pod_sandbox" or "pod_container"`},
+		{"types disagree", map[string]string{AnnotationContainerdType: "sandbox", AnnotationCRIOType: "container"}, "", "", "contradicts"},
+		{"ids disagree", map[string]string{AnnotationContainerdType: "container", AnnotationContainerdSandboxID: "a", AnnotationCRIOSandboxID: "b"}, "", "", "contradicts"},
+		{"bad sandbox id", map[string]string{AnnotationContainerdType: "container", AnnotationContainerdSandboxID: "../x"}, "", "", "sandbox id"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kind, sid, err := Identify("c1", tc.ann)
+			if tc.wantErr != "" {
+				if err == nil || !contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %v, want error containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || kind != tc.kind || sid != tc.sandbox {
+				t.Fatalf("got %s %q %v; want %s %q", kind, sid, err, tc.kind, tc.sandbox)
+			}
+		})
+	}
+}
+
+func TestParseEnv(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		env     []string
+		want    []EnvVar
+		wantErr string
+	}{
+		{"plain", []string{"A=1", "PATH=/bin:/usr/bin"}, []EnvVar{{"A", "1"}, {"PATH", "/bin:/usr/bin"}}, ""},
+		{"value with =", []string{"OPTS=a=b=c"}, []EnvVar{{"OPTS", "a=b=c"}}, ""},
+		{"empty value", []string{"EMPTY="}, []EnvVar{{"EMPTY", ""}}, ""},
+		{"duplicates kept in order", []string{"A=1", "A=2"}, []EnvVar{{"A", "1"}, {"A", "2"}}, ""},
+		{"empty key", []string{"=x"}, nil, "empty name"},
+		{"no =", []string{"NOVALUE"}, nil, "no '='"},
+		{"nul", []string{"A=b\x00c"}, nil, "NUL"},
+		{"error names index", []string{"A=1", "bad"}, nil, "process.env[1]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseEnv(tc.env)
+			if tc.wantErr != "" {
+				if err == nil || !contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %v, want error containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tc.want) {
+				t.Fatalf("got %v %v, want %v", got, err, tc.want)
+			}
+		})
+	}
+	if s := (EnvVar{"A", "b=c"}).String(); s != "A=b=c" {
+		t.Fatalf("String() = %q", s)
+	}
+}
+
+func TestContainerConfigValidation(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		id      string
+		bundle  string
+		mutate  func(*specs.Spec)
+		wantErr string
+	}{
+		{"ok", "c1", bundle, func(*specs.Spec) {}, ""},
+		{"nil spec", "c1", bundle, nil, "no spec"},
+		{"bad id", "../c", bundle, func(*specs.Spec) {}, "id"},
+		{"dot id", ".", bundle, func(*specs.Spec) {}, "id"},
+		{"relative bundle", "c1", "bundle", func(*specs.Spec) {}, "bundle"},
+		{"version 1.3.0", "c1", bundle, func(s *specs.Spec) { s.Version = "1.3.0" }, ""},
+		{"version 1.0.0-rc5", "c1", bundle, func(s *specs.Spec) { s.Version = "1.0.0-rc5" }, ""},
+		{"version 1.9", "c1", bundle, func(s *specs.Spec) { s.Version = "1.9" }, ""},
+		{"version 2", "c1", bundle, func(s *specs.Spec) { s.Version = "2.0.0" }, "ociVersion"},
+		{"version empty", "c1", bundle, func(s *specs.Spec) { s.Version = "" }, "ociVersion"},
+		{"version 0.x", "c1", bundle, func(s *specs.Spec) { s.Version = "0.6.0" }, "ociVersion"},
+		{"no root", "c1", bundle, func(s *specs.Spec) { s.Root = nil }, "root.path"},
+		{"no process", "c1", bundle, func(s *specs.Spec) { s.Process = nil }, "process: missing"},
+		{"no args", "c1", bundle, func(s *specs.Spec) { s.Process.Args = nil }, "process.args"},
+		{"relative cwd", "c1", bundle, func(s *specs.Spec) { s.Process.Cwd = "tmp" }, "process.cwd"},
+		{"bad env", "c1", bundle, func(s *specs.Spec) { s.Process.Env = []string{"=x"} }, "process.env[0]"},
+		{"bad capability", "c1", bundle, func(s *specs.Spec) {
+			s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: []string{"CAP_CHOWN"}, Ambient: []string{"chown"}}
+		}, "process.capabilities.ambient[0]"},
+		{"bad rlimit type", "c1", bundle, func(s *specs.Spec) { s.Process.Rlimits = []specs.POSIXRlimit{{Type: "NOFILE"}} }, "process.rlimits[0]"},
+		{"rlimit soft above hard", "c1", bundle, func(s *specs.Spec) {
+			s.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 2, Hard: 1}}
+		}, "soft 2 above hard 1"},
+		{"relative mount destination", "c1", bundle, func(s *specs.Spec) { s.Mounts = []specs.Mount{{Destination: "proc", Type: "proc"}} }, "mounts[0].destination"},
+		{"bind without source", "c1", bundle, func(s *specs.Spec) {
+			s.Mounts = []specs.Mount{{Destination: "/data", Type: "none", Options: []string{"rbind"}}}
+		}, "bind mount without a source"},
+		{"device type", "c1", bundle, func(s *specs.Spec) {
+			s.Linux = &specs.Linux{Devices: []specs.LinuxDevice{{Path: "/dev/x", Type: "s"}}}
+		}, "allowed: c, b, u, p"},
+		{"device relative path", "c1", bundle, func(s *specs.Spec) {
+			s.Linux = &specs.Linux{Devices: []specs.LinuxDevice{{Path: "dev/x", Type: "c"}}}
+		}, "linux.devices[0].path"},
+		{"device negative major", "c1", bundle, func(s *specs.Spec) {
+			s.Linux = &specs.Linux{Devices: []specs.LinuxDevice{{Path: "/dev/x", Type: "b", Major: -1}}}
+		}, "must not be negative"},
+		{"shm bind unmeasurable", "c1", bundle, func(s *specs.Spec) {
+			s.Mounts = []specs.Mount{{Destination: "/dev/shm", Type: "bind", Source: "/missing", Options: []string{"rbind"}}}
+		}, "size of /missing"},
+		{"bad type annotation", "c1", bundle, func(s *specs.Spec) { s.Annotations = map[string]string{AnnotationCRIOType: "x"} }, AnnotationCRIOType},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var spec *specs.Spec
+			if tc.mutate != nil {
+				spec = minimalSpec()
+				tc.mutate(spec)
+			}
+			_, err := ContainerConfig(context.Background(), tc.id, tc.bundle, spec, opts)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !contains(err.Error(), tc.wantErr) || !contains(err.Error(), "container "+tc.id) {
+				t.Fatalf("got %v, want error for container %s containing %q", err, tc.id, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestContainerConfigConversion(t *testing.T) {
+	spec := minimalSpec()
+	spec.Hostname = "h"
+	spec.Root.Readonly = true
+	spec.Process.Cwd = ""
+	spec.Process.Terminal = true
+	spec.Process.NoNewPrivileges = true
+	spec.Process.User = specs.User{UID: 1000, GID: 100, AdditionalGids: []uint32{10, 20}, Umask: ptr[uint32](0o22)}
+	spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: []string{"CAP_NET_BIND_SERVICE"}}
+	spec.Process.Env = []string{"A=b=c"}
+	spec.Mounts = []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc"},
+		{Destination: "/data/", Type: "bind", Source: "data", Options: []string{"rbind", "ro"}},
+		{Destination: "/abs", Source: "/host/abs", Options: []string{"bind"}},
+	}
+	spec.Linux = &specs.Linux{
+		Devices: []specs.LinuxDevice{
+			{Path: "/dev/fuse", Type: "c", Major: 10, Minor: 229},
+			{Path: "/dev/sda", Type: "b", Major: 8},
+			{Path: "/dev/u", Type: "u", Major: 1, Minor: 2},
+			{Path: "/dev/fifo", Type: "p"},
+		},
+		Resources: &specs.LinuxResources{
+			CPU:    &specs.LinuxCPU{Quota: ptr[int64](50000), Period: ptr[uint64](100000)},
+			Memory: &specs.LinuxMemory{Limit: ptr[int64](128 << 20)},
+		},
+	}
+	c, err := ContainerConfig(context.Background(), "c1", bundle, spec, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, chk := range []struct {
+		what      string
+		got, want any
+	}{
+		{"rootfs", c.Rootfs, bundle + "/rootfs"},
+		{"readonly", c.RootfsReadonly, true},
+		{"kind", c.Kind, KindSingle},
+		{"sandbox", c.SandboxID, "c1"},
+		{"cwd", c.Process.Cwd, "/"},
+		{"terminal", c.Process.Terminal, true},
+		{"nnp", c.Process.NoNewPrivileges, true},
+		{"uid", c.Process.User.UID, uint32(1000)},
+		{"gids", len(c.Process.User.AdditionalGIDs), 2},
+		{"umask", *c.Process.User.Umask, uint32(0o22)},
+		{"env", c.Process.Env[0], EnvVar{"A", "b=c"}},
+		{"caps", c.Process.Capabilities.Bounding[0], "CAP_NET_BIND_SERVICE"},
+		{"proc source untouched", c.Mounts[0].Source, "proc"},
+		{"bind source resolved", c.Mounts[1].Source, bundle + "/data"},
+		{"destination cleaned", c.Mounts[1].Destination, "/data"},
+		{"absolute source kept", c.Mounts[2].Source, "/host/abs"},
+		{"devices", len(c.Devices), 4},
+		{"shm default", c.ShmSize, uint64(DefaultShmSize)},
+		{"resources", c.Resources, Resources{CPUQuota: 50000, CPUPeriod: 100000, MemoryLimitBytes: 128 << 20}},
+		{"hostname", c.Hostname, "h"},
+	} {
+		if chk.got != chk.want {
+			t.Errorf("%s = %v, want %v", chk.what, chk.got, chk.want)
+		}
+	}
+	abs := minimalSpec()
+	abs.Root.Path = "/var/lib/x/rootfs/"
+	if c, err := ContainerConfig(context.Background(), "c1", bundle, abs, opts); err != nil || c.Rootfs != "/var/lib/x/rootfs" {
+		t.Fatalf("absolute rootfs: %v %v", c, err)
+	}
+	// The caller's spec is not modified.
+	if spec.Mounts[1].Source != "data" || spec.Mounts[1].Destination != "/data/" {
+		t.Fatal("spec modified")
+	}
+}
+
+func TestShmSize(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mounts []specs.Mount
+		want   uint64
+	}{
+		{"none", nil, DefaultShmSize},
+		{"bind measured", []specs.Mount{{Destination: "/dev/shm", Type: "bind", Source: "/run/sandbox/shm", Options: []string{"rbind"}}}, 32 << 20},
+		{"rbind option only", []specs.Mount{{Destination: "/dev/shm/", Source: "/s", Options: []string{"rbind"}}}, 32 << 20},
+		{"tmpfs size", []specs.Mount{{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "size=65536k"}}}, 64 << 20},
+		{"tmpfs bytes", []specs.Mount{{Destination: "/dev/shm", Type: "tmpfs", Options: []string{"size=1000"}}}, 1000},
+		{"tmpfs g", []specs.Mount{{Destination: "/dev/shm", Type: "tmpfs", Options: []string{"size=1G"}}}, 1 << 30},
+		{"tmpfs percent", []specs.Mount{{Destination: "/dev/shm", Type: "tmpfs", Options: []string{"size=50%"}}}, DefaultShmSize},
+		{"tmpfs overflow", []specs.Mount{{Destination: "/dev/shm", Type: "tmpfs", Options: []string{"size=99999999999999t"}}}, DefaultShmSize},
+		{"tmpfs no size", []specs.Mount{{Destination: "/dev/shm", Type: "tmpfs"}}, DefaultShmSize},
+		{"other destination", []specs.Mount{{Destination: "/dev/shmx", Type: "bind", Source: "/x"}}, DefaultShmSize},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := minimalSpec()
+			spec.Mounts = tc.mounts
+			c, err := ContainerConfig(context.Background(), "c1", bundle, spec, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.ShmSize != tc.want {
+				t.Fatalf("shm %d, want %d", c.ShmSize, tc.want)
+			}
+		})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	spec := minimalSpec()
+	spec.Mounts = []specs.Mount{{Destination: "/dev/shm", Type: "bind", Source: "/s"}}
+	if _, err := ContainerConfig(ctx, "c1", bundle, spec, opts); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled context: %v", err)
+	}
+}
+
+// testConfig enables every annotation.
+func testConfig(static bool) *config.Config {
+	c := config.Default()
+	c.Runtime.StaticSandboxResourceMgmt = static
+	c.Runtime.EnableAnnotations = []string{".*"}
+	return c
+}
+
+func TestSandboxConfig(t *testing.T) {
+	pod := func(ann map[string]string) *specs.Spec {
+		s := minimalSpec()
+		s.Annotations = map[string]string{AnnotationContainerdType: "sandbox", AnnotationContainerdSandboxID: "pod1"}
+		for k, v := range ann {
+			s.Annotations[k] = v
+		}
+		return s
+	}
+	single := func(quota int64, mem int64) *specs.Spec {
+		s := minimalSpec()
+		s.Linux = &specs.Linux{Resources: &specs.LinuxResources{
+			CPU: &specs.LinuxCPU{Quota: &quota}, Memory: &specs.LinuxMemory{Limit: &mem},
+		}}
+		return s
+	}
+	for _, tc := range []struct {
+		name                   string
+		id                     string
+		spec                   *specs.Spec
+		static                 bool
+		vcpus, maxv, mem, maxm uint32
+		wantID                 string
+		wantErr                string
+	}{
+		{name: "static pod from CRI totals", id: "pod1", static: true,
+			spec:  pod(map[string]string{AnnotationSandboxCPUQuota: "110000", AnnotationSandboxCPUPeriod: "100000", AnnotationSandboxMemory: "134217728"}),
+			vcpus: 3, maxv: 3, mem: 384, maxm: 384, wantID: "pod1"},
+		{name: "static pod without totals", id: "pod1", static: true, spec: pod(nil),
+			vcpus: 1, maxv: 1, mem: 256, maxm: 256, wantID: "pod1"},
+		{name: "static single from its limits", id: "c1", static: true, spec: single(150000, 64<<20),
+			vcpus: 3, maxv: 3, mem: 320, maxm: 320, wantID: "c1"},
+		{name: "dynamic boots defaults", id: "c1", static: false, spec: single(150000, 64<<20),
+			vcpus: 1, maxv: 4, mem: 256, maxm: 8192, wantID: "c1"},
+		{name: "annotation sizes defaults", id: "c1", static: false,
+			spec: func() *specs.Spec {
+				s := minimalSpec()
+				s.Annotations = map[string]string{config.PrefixKata + "hypervisor.default_vcpus": "2", config.PrefixVessel + "hypervisor.default_memory": "512"}
+				return s
+			}(),
+			vcpus: 2, maxv: 4, mem: 512, maxm: 8192, wantID: "c1"},
+		{name: "static capped at host", id: "c1", static: true, spec: single(1000000, 64<<30),
+			vcpus: 4, maxv: 4, mem: 8192, maxm: 8192, wantID: "c1"},
+		{name: "bad CRI total", id: "pod1", static: true, spec: pod(map[string]string{AnnotationSandboxMemory: "x"}), wantErr: AnnotationSandboxMemory},
+		{name: "bad annotation", id: "c1", spec: func() *specs.Spec {
+			s := minimalSpec()
+			s.Annotations = map[string]string{config.PrefixVessel + "hypervisor.default_vcpus": "9"}
+			return s
+		}(), wantErr: "exceeds the host's 4 CPUs"},
+		{name: "pod container", id: "c2", spec: func() *specs.Spec {
+			s := minimalSpec()
+			s.Annotations = map[string]string{AnnotationCRIOType: "container", AnnotationCRIOSandboxID: "pod1"}
+			return s
+		}(), wantErr: "creates no sandbox"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sb, err := SandboxConfig(context.Background(), tc.id, bundle, tc.spec, testConfig(tc.static), opts)
+			if tc.wantErr != "" {
+				if err == nil || !contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %v, want error containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := sb.Sizing
+			if s.VCPUs != tc.vcpus || s.MaxVCPUs != tc.maxv || s.MemoryMiB != tc.mem || s.MaxMemoryMiB != tc.maxm {
+				t.Fatalf("sizing %d/%d vCPUs %d/%d MiB, want %d/%d %d/%d", s.VCPUs, s.MaxVCPUs, s.MemoryMiB, s.MaxMemoryMiB, tc.vcpus, tc.maxv, tc.mem, tc.maxm)
+			}
+			if sb.ID != tc.wantID || sb.Container.SandboxID != tc.wantID {
+				t.Fatalf("sandbox id %q / %q, want %q", sb.ID, sb.Container.SandboxID, tc.wantID)
+			}
+			if sb.VM.VCPUs != s.VCPUs || sb.VM.MemoryMiB != s.MemoryMiB || sb.VM.MaxVCPUs != s.MaxVCPUs || sb.VM.MaxMemoryMiB != s.MaxMemoryMiB {
+				t.Fatalf("VM config %+v does not carry sizing %+v", sb.VM, s)
+			}
+		})
+	}
+}
+
+func TestSandboxConfigNeedsConfig(t *testing.T) {
+	if _, err := SandboxConfig(context.Background(), "c1", bundle, minimalSpec(), nil, opts); err == nil {
+		t.Fatal("nil config accepted")
+	}
+}
+
+func TestHypervisorConfig(t *testing.T) {
+	c := config.Default()
+	c.Hypervisor.KernelParams = "quiet  panic=-1"
+	c.Hypervisor.EnableDebug = true
+	s := Sizing{VCPUs: 2, MaxVCPUs: 4, MemoryMiB: 512, MaxMemoryMiB: 1024}
+	vm := HypervisorConfig(c, s)
+	want := hypervisor.Config{
+		Path: config.DefaultHypervisorPath, Kernel: config.DefaultKernel, Initrd: config.DefaultInitrd,
+		KernelParams: []string{"quiet", "panic=-1"}, Accelerator: hypervisor.AccelAuto, MachineType: "q35",
+		VCPUs: 2, MaxVCPUs: 4, MemoryMiB: 512, MaxMemoryMiB: 1024, MemorySlots: 10,
+		SharedFS: hypervisor.SharedFS9P, Msize9P: 524288, TBSizeMiB: 64, Debug: true,
+	}
+	if !equalVM(vm, want) {
+		t.Fatalf("got  %+v\nwant %+v", vm, want)
+	}
+	c.Hypervisor.SharedFS = hypervisor.SharedFSVirtioFS
+	if vm := HypervisorConfig(c, s); vm.Msize9P != 0 || vm.SharedFS != hypervisor.SharedFSVirtioFS {
+		t.Fatalf("virtio-fs: %+v", vm)
+	}
+	// Filled by the caller, the result passes the driver's validation.
+	vm.ID, vm.StateDir, vm.SharedDir, vm.ShareTag = "c1", "/run/vessel/c1", "/run/vessel/c1/shared", "vessel"
+	if err := vm.Validate(); err != nil {
+		t.Fatalf("driver validation: %v", err)
+	}
+}
+
+func equalVM(a, b hypervisor.Config) bool { return reflect.DeepEqual(a, b) }
+
+func TestStatus(t *testing.T) {
+	for in, want := range map[string]specs.ContainerState{
+		"creating": specs.StateCreating, "created": specs.StateCreated, "ready": specs.StateCreated,
+		"running": specs.StateRunning, "paused": StatePaused, "pausing": StatePaused,
+		"stopped": specs.StateStopped, "exited": specs.StateStopped,
+	} {
+		if got, err := Status(in); err != nil || got != want {
+			t.Errorf("Status(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := Status("zombie"); err == nil {
+		t.Error("unknown state accepted")
+	}
+	st := State("c1", bundle, specs.StateRunning, 42, map[string]string{"a": "b"})
+	if st.Version != specs.Version || st.Pid != 42 || st.Status != specs.StateRunning || st.Bundle != bundle {
+		t.Errorf("state %+v", st)
+	}
+	if st := State("c1", bundle, specs.StateStopped, 42, nil); st.Pid != 0 {
+		t.Errorf("stopped state reports pid %d", st.Pid)
+	}
+}

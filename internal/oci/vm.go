@@ -1,0 +1,34 @@
+package oci
+
+import (
+	"strings"
+
+	"github.com/vessel-containers/vessel/internal/config"
+	"github.com/vessel-containers/vessel/internal/hypervisor"
+)
+
+// HypervisorConfig turns an effective configuration and a sizing into the driver's VM
+// configuration. ID, StateDir, SharedDir, ShareTag and VirtioFSSocket are left for the caller.
+func HypervisorConfig(c *config.Config, s Sizing) hypervisor.Config {
+	h := &c.Hypervisor
+	vm := hypervisor.Config{
+		Path:         h.Path,
+		Kernel:       h.Kernel,
+		Initrd:       h.Initrd,
+		KernelParams: strings.Fields(h.KernelParams),
+		Accelerator:  h.Accelerator,
+		MachineType:  h.MachineType,
+		VCPUs:        s.VCPUs,
+		MaxVCPUs:     s.MaxVCPUs,
+		MemoryMiB:    s.MemoryMiB,
+		MaxMemoryMiB: s.MaxMemoryMiB,
+		MemorySlots:  h.MemorySlots,
+		SharedFS:     h.SharedFS,
+		TBSizeMiB:    h.TBSizeMiB,
+		Debug:        h.EnableDebug,
+	}
+	if h.SharedFS == hypervisor.SharedFS9P {
+		vm.Msize9P = h.Msize9P
+	}
+	return vm
+}

@@ -1,0 +1,83 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"github.com/vessel-containers/vessel/internal/persist"
+	"github.com/vessel-containers/vessel/internal/sharefs"
+)
+
+// WaitOOM blocks until a container of the sandbox is OOM-killed and returns its id.
+func (s *Sandbox) WaitOOM(ctx context.Context) (string, error) {
+	ev, err := s.agent.GetOOMEvent(ctx)
+	if err != nil {
+		return "", s.explain(err)
+	}
+	return ev.ContainerId, nil
+}
+
+// Cleanup removes what a sandbox whose owner died left behind: the VM process (when it still
+// runs and is still the VM that was recorded), mounts in the share and the state directory.
+// A sandbox that does not exist is not an error.
+func Cleanup(ctx context.Context, root, id string) error {
+	if err := ValidateID(id); err != nil {
+		return err
+	}
+	if root == "" {
+		root = persist.DefaultRoot
+	}
+	dir := filepath.Join(root, id)
+	st, err := persist.Load(dir)
+	switch {
+	case errdefs.IsNotFound(err):
+		st = nil
+	case err != nil:
+		log.G(ctx).WithError(err).Warn("sandbox state unreadable; cleaning what is there")
+		st = nil
+	}
+	var errs []error
+	if st != nil && st.VMPid > 0 && isVMProcess(st.VMPid, id) {
+		if err := syscall.Kill(st.VMPid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("kill vm %d: %w", st.VMPid, err))
+		}
+		log.G(ctx).WithField("pid", st.VMPid).Info("killed the VM of a dead sandbox owner")
+	}
+	if err := sharefs.Open(filepath.Join(dir, "shared")).Close(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		errs = append(errs, fmt.Errorf("remove sandbox dir: %w", err))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("clean up sandbox %s: %w", id, errors.Join(errs...))
+	}
+	return nil
+}
+
+// isVMProcess reports whether pid still is the VMM of sandbox id, so a recycled pid is
+// never killed. Drivers name their process after the sandbox (QEMU: -name vessel-<id>).
+func isVMProcess(pid int, id string) bool {
+	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	if err != nil {
+		return false
+	}
+	name := "vessel-" + id
+	for _, arg := range bytes.Split(cmdline, []byte{0}) {
+		a := string(arg)
+		if a == name || a == "guest="+name || strings.HasPrefix(a, "guest="+name+",") || strings.HasPrefix(a, name+",") {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,287 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/fifo"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/vessel-containers/vessel/internal/sandbox"
+)
+
+// stdio are the paths containerd gave for a process's streams (FIFOs).
+type stdio struct {
+	stdin, stdout, stderr string
+	terminal              bool
+}
+
+// container is the shim's view of one task.
+type container struct {
+	id, bundle    string
+	rootfs        string
+	rootfsMounted bool
+	ctr           *sandbox.Container
+	init          *process
+
+	// mu guards execs.
+	mu    sync.Mutex
+	execs map[string]*process
+}
+
+func (c *container) process(execID string) (*process, error) {
+	if execID == "" {
+		return c.init, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.execs[execID]
+	if !ok {
+		return nil, fmt.Errorf("exec %s in container %s: %w", execID, c.id, errdefs.ErrNotFound)
+	}
+	return p, nil
+}
+
+func (c *container) addExec(p *process) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, dup := c.execs[p.execID]; dup {
+		return fmt.Errorf("exec %s in container %s: %w", p.execID, c.id, errdefs.ErrAlreadyExists)
+	}
+	c.execs[p.execID] = p
+	return nil
+}
+
+func (c *container) removeExec(execID string) {
+	c.mu.Lock()
+	delete(c.execs, execID)
+	c.mu.Unlock()
+}
+
+// start runs the init process or an exec'd process.
+func (c *container) start(ctx context.Context, p *process) error {
+	if p.status() != task.Status_CREATED {
+		return fmt.Errorf("process %q of %s is %s: %w", p.execID, c.id, p.status(), errdefs.ErrFailedPrecondition)
+	}
+	if p.execID == "" {
+		if err := c.ctr.Start(ctx); err != nil {
+			return err
+		}
+	} else {
+		if err := p.openIO(ctx, c.ctr); err != nil {
+			return err
+		}
+		spec := *p.spec
+		spec.Terminal = p.stdio.terminal
+		if err := c.ctr.Exec(ctx, p.execID, &spec, p.stdio.stdin != ""); err != nil {
+			p.closeIO()
+			return err
+		}
+	}
+	p.setRunning()
+	return nil
+}
+
+// closeIO stops every stdio copier of the container.
+func (c *container) closeIO() {
+	c.init.closeIO()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.execs {
+		p.closeIO()
+	}
+}
+
+// unmountRootfs removes the snapshot mount the shim made for the container.
+func (c *container) unmountRootfs(ctx context.Context) {
+	if !c.rootfsMounted {
+		return
+	}
+	if err := mount.UnmountRecursive(c.rootfs, 0); err != nil {
+		log.G(ctx).WithError(err).WithField("rootfs", c.rootfs).Warn("unmount rootfs")
+		return
+	}
+	c.rootfsMounted = false
+}
+
+// process is one process of a container: its stdio and its exit.
+type process struct {
+	containerID string
+	execID      string
+	stdio       stdio
+	spec        *specs.Process // exec'd processes only
+
+	// done is closed once the process has exited and its output is drained.
+	done chan struct{}
+
+	// mu guards st, code, exited, streams, files.
+	mu      sync.Mutex
+	st      task.Status
+	code    int
+	exited  time.Time
+	streams *sandbox.Streams
+	stdin   io.ReadCloser
+	files   []io.Closer
+}
+
+func newProcess(containerID, execID string, s stdio) *process {
+	return &process{containerID: containerID, execID: execID, stdio: s, done: make(chan struct{}), st: task.Status_CREATED}
+}
+
+// id is the process id containerd uses in events: the exec id, or the container id.
+func (p *process) id() string {
+	if p.execID == "" {
+		return p.containerID
+	}
+	return p.execID
+}
+
+// openIO opens containerd's FIFOs and starts copying between them and the guest. It is
+// called before the process starts so no output is lost.
+func (p *process) openIO(ctx context.Context, ctr *sandbox.Container) (retErr error) {
+	var pio sandbox.IO
+	var files []io.Closer
+	defer func() {
+		if retErr != nil {
+			for _, f := range files {
+				f.Close()
+			}
+		}
+	}()
+	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if p.stdio.stdin != "" {
+		f, err := fifo.OpenFifo(openCtx, p.stdio.stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return fmt.Errorf("open stdin fifo %s: %w", p.stdio.stdin, err)
+		}
+		files = append(files, f)
+		pio.Stdin = f
+		p.mu.Lock()
+		p.stdin = f
+		p.mu.Unlock()
+	}
+	if p.stdio.stdout != "" {
+		f, err := fifo.OpenFifo(openCtx, p.stdio.stdout, syscall.O_WRONLY, 0)
+		if err != nil {
+			return fmt.Errorf("open stdout fifo %s: %w", p.stdio.stdout, err)
+		}
+		files = append(files, f)
+		pio.Stdout = f
+	}
+	if p.stdio.stderr != "" && !p.stdio.terminal {
+		f, err := fifo.OpenFifo(openCtx, p.stdio.stderr, syscall.O_WRONLY, 0)
+		if err != nil {
+			return fmt.Errorf("open stderr fifo %s: %w", p.stdio.stderr, err)
+		}
+		files = append(files, f)
+		pio.Stderr = f
+	}
+	streams := ctr.Attach(ctx, p.execID, pio)
+	p.mu.Lock()
+	p.streams = streams
+	p.files = files
+	p.mu.Unlock()
+	return nil
+}
+
+// waitIO blocks until the output streams are drained, then closes the FIFOs so containerd
+// sees EOF.
+func (p *process) waitIO() {
+	p.mu.Lock()
+	st := p.streams
+	p.mu.Unlock()
+	if st == nil {
+		return
+	}
+	if err := st.Wait(); err != nil {
+		log.L.WithError(err).WithField("container", p.containerID).Debug("stdio")
+	}
+	p.closeFiles()
+}
+
+// closeIO stops copying at once and closes the FIFOs.
+func (p *process) closeIO() {
+	p.mu.Lock()
+	st := p.streams
+	p.mu.Unlock()
+	if st != nil {
+		st.Close()
+	}
+	p.closeFiles()
+}
+
+func (p *process) closeFiles() {
+	p.mu.Lock()
+	files := p.files
+	p.files = nil
+	p.mu.Unlock()
+	var errs []error
+	for _, f := range files {
+		if err := f.Close(); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		log.L.WithError(errors.Join(errs...)).Debug("close fifos")
+	}
+}
+
+// closeStdin closes the stdin FIFO: the copier sees EOF and closes the guest's stdin.
+func (p *process) closeStdin() {
+	p.mu.Lock()
+	f := p.stdin
+	p.stdin = nil
+	p.mu.Unlock()
+	if f != nil {
+		f.Close()
+	}
+}
+
+func (p *process) status() task.Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.st
+}
+
+func (p *process) setRunning() {
+	p.mu.Lock()
+	if p.st == task.Status_CREATED {
+		p.st = task.Status_RUNNING
+	}
+	p.mu.Unlock()
+}
+
+// setExited records the exit once and wakes every waiter.
+func (p *process) setExited(code int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.st == task.Status_STOPPED {
+		return
+	}
+	p.st = task.Status_STOPPED
+	p.code = code
+	p.exited = time.Now()
+	close(p.done)
+}
+
+func (p *process) exitCode() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.code
+}
+
+func (p *process) exitedAt() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exited
+}
