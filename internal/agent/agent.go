@@ -14,10 +14,12 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/signal"
 	"time"
 
 	"github.com/containerd/log"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/vessel-containers/vessel/internal/agent/boot"
 	"github.com/vessel-containers/vessel/internal/agent/netcfg"
@@ -32,9 +34,12 @@ const (
 
 // Main boots the guest when running as PID 1 and serves the agent API. It does not return.
 func Main() {
+	format := &logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000000", DisableColors: true}
 	logger := logrus.New()
 	logger.SetOutput(os.Stderr) // the console: the host captures ttyS0
-	logger.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000000"})
+	logger.SetFormatter(format)
+	// libcontainer logs through logrus's standard logger; same format on the console.
+	logrus.StandardLogger().SetFormatter(format)
 	ctx := log.WithLogger(context.Background(), logrus.NewEntry(logger).WithField("agent", "vessel"))
 
 	pid1 := os.Getpid() == 1
@@ -46,6 +51,15 @@ func Main() {
 		os.Exit(1)
 	}
 	if pid1 {
+		// Go's default action for these signals is to exit, and PID 1 exiting panics the
+		// kernel. A handler (not SIG_IGN, which children would inherit) keeps us alive.
+		sigs := make(chan os.Signal, 8)
+		signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPWR)
+		go func() { // lives as long as PID 1 does
+			for sig := range sigs {
+				log.G(ctx).Warnf("PID 1 ignores signal %v", sig)
+			}
+		}()
 		if err := boot.Setup(ctx); err != nil {
 			fatal(err)
 		}
@@ -53,6 +67,9 @@ func Main() {
 	if cmdline, err := os.ReadFile("/proc/cmdline"); err == nil {
 		if lvl, err := logrus.ParseLevel(boot.LogLevel(string(cmdline))); err == nil {
 			logger.SetLevel(lvl)
+			// libcontainer logs through logrus's standard logger (to stderr, the console);
+			// follow the asked level so its debug lines show with ours.
+			logrus.StandardLogger().SetLevel(lvl)
 		}
 	}
 	if pid1 {

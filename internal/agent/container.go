@@ -6,7 +6,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -36,11 +38,14 @@ func (s containerState) String() string {
 
 // container is a container the agent created.
 type container struct {
-	id        string
-	spec      *specs.Spec
-	lc        *libct.Container
-	storages  []string // mount points of the container's own storages
-	cgroupDir string
+	id string
+	// initExecID is the exec id the host gave the init (CreateContainerRequest.exec_id);
+	// requests name the init by it or by an empty exec id.
+	initExecID string
+	spec       *specs.Spec
+	lc         *libct.Container
+	storages   []string // mount points of the container's own storages
+	cgroupDir  string
 	// oomBase is the cgroup's OOM kill count when the container was created.
 	oomBase uint64
 
@@ -125,7 +130,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 		}
 	}()
 
-	c := &container{id: id, spec: &spec, execs: make(map[string]*process)}
+	c := &container{id: id, initExecID: req.GetExecId(), spec: &spec, execs: make(map[string]*process)}
 	for i, st := range req.GetStorages() {
 		mp, err := s.storage.Mount(ctx, st)
 		if err != nil {
@@ -135,6 +140,11 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 	}
 	undo = append(undo, func() { s.unmountAll(ctx, c.storages) })
 
+	if spec.Root != nil && filepath.IsAbs(spec.Root.Path) {
+		if _, err := os.Stat(spec.Root.Path); err != nil {
+			return nil, fmt.Errorf("%w: oci_spec: root.path %q is not in the guest (is the shared directory mounted?): %w", errdefs.ErrInvalidArgument, spec.Root.Path, err)
+		}
+	}
 	pidNS, holder, err := s.pidNamespaceFor(&spec, req.GetSandboxPidns())
 	if err != nil {
 		return nil, err
@@ -166,7 +176,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 	proc, err := libct.NewProcess(spec.Process, true, stdio)
 	if err != nil {
 		pio.abort()
-		return nil, fmt.Errorf("container %q: oci_spec.%w", id, err)
+		return nil, fmt.Errorf("container %q: oci_spec.process: %w", id, err)
 	}
 	if err := lc.Start(proc); err != nil {
 		pio.abort()

@@ -87,10 +87,13 @@ func (w *fileWriter) copy(req *agentv1.CopyFileRequest) error {
 		if err := os.MkdirAll(path, perm); err != nil {
 			return fmt.Errorf("copy %s: mkdir: %w", req.GetPath(), err)
 		}
+		if err := chown(path, req, os.Chown); err != nil {
+			return err
+		}
 		if err := os.Chmod(path, perm); err != nil {
 			return fmt.Errorf("copy %s: chmod: %w", req.GetPath(), err)
 		}
-		return chown(path, req, os.Chown)
+		return nil
 	case unix.S_IFLNK:
 		if req.GetSymlinkTarget() == "" {
 			return fmt.Errorf("%w: copy %s: symlink_target is empty", errdefs.ErrInvalidArgument, req.GetPath())
@@ -147,11 +150,12 @@ func (w *fileWriter) writePart(path string, perm fs.FileMode, req *agentv1.CopyF
 	if off+int64(len(data)) < size {
 		return nil
 	}
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("copy %s: chmod: %w", req.GetPath(), err)
-	}
+	// chown before chmod: chown clears setuid and setgid.
 	if err := chown(tmp, req, os.Chown); err != nil {
 		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		return fmt.Errorf("copy %s: chmod: %w", req.GetPath(), err)
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("copy %s: close: %w", req.GetPath(), err)

@@ -28,7 +28,7 @@ func (s *Service) processFor(containerID, execID string) (*container, *process, 
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if execID == "" {
+	if execID == "" || execID == c.initExecID {
 		return c, c.init, nil
 	}
 	p, ok := c.execs[execID]
@@ -105,7 +105,7 @@ func (s *Service) ExecProcess(ctx context.Context, req *agentv1.ExecProcessReque
 	if st := c.status(); st != stateRunning || c.removing {
 		return nil, fmt.Errorf("container %q: %w: it is %s, exec needs it running", c.id, errdefs.ErrFailedPrecondition, st)
 	}
-	if _, ok := c.execs[req.GetExecId()]; ok {
+	if _, ok := c.execs[req.GetExecId()]; ok || req.GetExecId() == c.initExecID {
 		return nil, fmt.Errorf("exec %q in container %q: %w", req.GetExecId(), c.id, errdefs.ErrAlreadyExists)
 	}
 	pio, stdio, err := newProcessIO(req.GetStdio(), sp.Terminal)
@@ -122,7 +122,7 @@ func (s *Service) ExecProcess(ctx context.Context, req *agentv1.ExecProcessReque
 		return nil, err
 	}
 	p := newProcess(c.id, req.GetExecId(), proc, pio)
-	p.watch(ctx, c.oomBase, c.oomKills, c.forgetIfDone)
+	p.watch(ctx, c.oomKills(), c.oomKills, c.forgetIfDone)
 	if err := pio.afterStart(); err != nil {
 		_ = p.proc.Signal(unix.SIGKILL)
 		<-p.exited
@@ -186,7 +186,7 @@ func (s *Service) ListProcesses(ctx context.Context, req *agentv1.ListProcessesR
 	execOf := map[int]string{}
 	c.mu.Lock()
 	if c.init != nil {
-		execOf[c.init.pid] = ""
+		execOf[c.init.pid] = c.initExecID
 	}
 	for id, p := range c.execs {
 		execOf[p.pid] = id

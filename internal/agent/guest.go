@@ -60,8 +60,8 @@ func (s *Service) OnlineCPUMem(ctx context.Context, req *agentv1.OnlineCPUMemReq
 }
 
 // onlineResources writes value to the control file of every offline <prefix>N under dir,
-// at most max of them (all when max <= 0). It returns how many it onlined.
-func onlineResources(dir, prefix, file, value string, max int) (int, error) {
+// at most limit of them (all when limit <= 0). It returns how many it onlined.
+func onlineResources(dir, prefix, file, value string, limit int) (int, error) {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
@@ -84,7 +84,7 @@ func onlineResources(dir, prefix, file, value string, max int) (int, error) {
 	})
 	n := 0
 	for _, name := range names {
-		if max > 0 && n >= max {
+		if limit > 0 && n >= limit {
 			break
 		}
 		ctl := filepath.Join(dir, name, file)

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 
 	"github.com/vessel-containers/vessel/internal/agent/libct"
 )
@@ -51,8 +52,8 @@ func (p *process) name() string {
 }
 
 // watch starts the goroutine that reaps the process; it ends when the process exits. oomKills
-// reads the container's OOM kill count, compared with base to tell whether the OOM killer
-// was involved.
+// reads the container's OOM kill count: the process counts as OOM-killed when SIGKILL ended
+// it and the count grew since base (taken when the process started).
 func (p *process) watch(ctx context.Context, base uint64, oomKills func() uint64, onExit func(*process)) {
 	p.pid = p.proc.Pid()
 	go func() {
@@ -62,7 +63,7 @@ func (p *process) watch(ctx context.Context, base uint64, oomKills func() uint64
 			status = 255
 		}
 		p.status = status
-		p.oomKilled = oomKills() > base
+		p.oomKilled = status == 128+int(unix.SIGKILL) && oomKills() > base
 		close(p.exited)
 		log.G(ctx).WithField("status", status).Debugf("%s (pid %d) exited", p.name(), p.pid)
 		if onExit != nil {
@@ -102,5 +103,6 @@ func (p *process) done() bool {
 	p.mu.Lock()
 	waited := p.waited
 	p.mu.Unlock()
-	return waited && p.io.stdout.drained() && p.io.stderr.drained()
+	// A terminal has no stderr: the host need not read it to the end.
+	return waited && p.io.stdout.drained() && (p.io.tty != nil || p.io.stderr.drained())
 }

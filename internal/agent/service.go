@@ -4,6 +4,7 @@ package agent
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -183,8 +184,8 @@ func (s *Service) ReseedRandomDev(ctx context.Context, req *agentv1.ReseedRandom
 	}
 	// struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
 	info := make([]byte, 8+(len(data)+3)/4*4)
-	*(*int32)(unsafe.Pointer(&info[0])) = int32(len(data) * 8)
-	*(*int32)(unsafe.Pointer(&info[4])) = int32(len(data))
+	binary.NativeEndian.PutUint32(info[0:4], uint32(len(data)*8)) // entropy bits credited
+	binary.NativeEndian.PutUint32(info[4:8], uint32(len(data)))
 	copy(info[8:], data)
 	rc, err := f.SyscallConn()
 	if err != nil {
@@ -192,7 +193,9 @@ func (s *Service) ReseedRandomDev(ctx context.Context, req *agentv1.ReseedRandom
 	}
 	var errno unix.Errno
 	if err := rc.Control(func(fd uintptr) {
-		_, _, errno = unix.Syscall(unix.SYS_IOCTL, fd, unix.RNDADDENTROPY, uintptr(unsafe.Pointer(&info[0])))
+		// RNDADDENTROPY takes a pointer to struct rand_pool_info; info outlives the call.
+		_, _, errno = unix.Syscall(unix.SYS_IOCTL, fd, unix.RNDADDENTROPY, uintptr(unsafe.Pointer(&info[0]))) //nolint:gosec // G103: the ioctl needs a raw pointer
+
 	}); err != nil {
 		return nil, fmt.Errorf("credit entropy: %w", err)
 	}

@@ -262,16 +262,24 @@ func recvFile(sock *os.File, timeout time.Duration) (*os.File, error) {
 			return
 		}
 		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-		if err != nil || len(msgs) != 1 {
-			recvErr = fmt.Errorf("terminal message carries no file (%d control messages): %v", len(msgs), err)
+		if err != nil {
+			recvErr = fmt.Errorf("terminal message: %w", err)
+			return
+		}
+		if len(msgs) != 1 {
+			recvErr = fmt.Errorf("terminal message carries %d control messages, expected 1", len(msgs))
 			return
 		}
 		fds, err := unix.ParseUnixRights(&msgs[0])
-		if err != nil || len(fds) != 1 {
-			recvErr = fmt.Errorf("terminal message carries %d files: %v", len(fds), err)
+		if err != nil {
+			recvErr = fmt.Errorf("terminal message: %w", err)
+			return
+		}
+		if len(fds) != 1 {
 			for _, x := range fds {
 				unix.Close(x)
 			}
+			recvErr = fmt.Errorf("terminal message carries %d files, expected 1", len(fds))
 			return
 		}
 		// Non-blocking so the runtime poller serves it and Close interrupts reads.

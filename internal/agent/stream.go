@@ -86,17 +86,17 @@ func (s *stream) close() {
 }
 
 // Read long-polls: it blocks until data is buffered, the stream ended, or ctx is done, and
-// returns at most max bytes (defaultReadLen when max is 0). eof is true only when the stream
+// returns at most limit bytes (defaultReadLen when limit is 0). eof is true only when the stream
 // ended and everything was read; a response with eof carries no data. On ctx expiry nothing
 // is consumed.
-func (s *stream) Read(ctx context.Context, max int) (data []byte, eof bool, err error) {
-	if max <= 0 {
-		max = defaultReadLen
+func (s *stream) Read(ctx context.Context, limit int) (data []byte, eof bool, err error) {
+	if limit <= 0 {
+		limit = defaultReadLen
 	}
 	for {
 		s.mu.Lock()
 		if len(s.buf) > 0 {
-			n := min(max, len(s.buf))
+			n := min(limit, len(s.buf))
 			data = make([]byte, n)
 			copy(data, s.buf)
 			s.buf = s.buf[n:]

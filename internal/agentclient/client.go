@@ -11,6 +11,7 @@ import (
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
+	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 )
@@ -73,7 +74,10 @@ func call[Req, Resp any](ctx context.Context, name string, timeout time.Duration
 	resp, err := fn(ctx, req)
 	if err != nil {
 		var zero Resp
-		return zero, fmt.Errorf("agent %s: %w", name, errgrpc.ToNative(err))
+		if _, isStatus := status.FromError(err); isStatus {
+			err = errgrpc.ToNative(err)
+		}
+		return zero, fmt.Errorf("agent %s: %w", name, err)
 	}
 	return resp, nil
 }

@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,8 +26,12 @@ func buildVessel(t *testing.T) string {
 }
 
 func TestRunEndToEnd(t *testing.T) {
-	testutil.RequiresVM(t)
+	g := testutil.RequiresVM(t)
 	bin := buildVessel(t)
+	cfg := filepath.Join(t.TempDir(), "configuration.toml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[hypervisor]\nkernel = %q\ninitrd = %q\n", g.Kernel, g.Initrd)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	root, err := os.MkdirTemp("", "vrun")
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +50,7 @@ func TestRunEndToEnd(t *testing.T) {
 		{"stdin", []string{"d3", "sh", "-c", "tr a-z A-Z"}, "shout\n", 0, "SHOUT\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(bin, append([]string{"--root", root, "run"}, tc.args...)...)
+			cmd := exec.Command(bin, append([]string{"--root", root, "--config", cfg, "run"}, tc.args...)...)
 			cmd.Stdin = strings.NewReader(tc.stdin)
 			var stderr strings.Builder
 			cmd.Stderr = &stderr

@@ -229,14 +229,28 @@ func (c *Container) Start(ctx context.Context) error {
 // Wait blocks until the process (execID "" for the init process) exits and returns its
 // exit status with runc's semantics (128+signal when killed).
 func (c *Container) Wait(ctx context.Context, execID string) (int, error) {
+	e, err := c.WaitExit(ctx, execID)
+	return e.Status, err
+}
+
+// Exit is how a process ended.
+type Exit struct {
+	// Status is the exit code, or 128+signal when the process was killed.
+	Status int
+	// OOMKilled is set when the kernel's OOM killer ended the container's process.
+	OOMKilled bool
+}
+
+// WaitExit is Wait that also tells whether the process was OOM-killed.
+func (c *Container) WaitExit(ctx context.Context, execID string) (Exit, error) {
 	resp, err := c.sb.agent.WaitProcess(ctx, c.id, execID)
 	if err != nil {
-		return -1, c.sb.explain(fmt.Errorf("wait container %s process %q: %w", c.id, execID, err))
+		return Exit{Status: -1}, c.sb.explain(fmt.Errorf("wait container %s process %q: %w", c.id, execID, err))
 	}
 	if execID == "" {
 		c.setState(StateStopped)
 	}
-	return int(resp.Status), nil
+	return Exit{Status: int(resp.Status), OOMKilled: resp.OomKilled}, nil
 }
 
 // Kill sends a signal to the process, or to every process of the container when all is set.

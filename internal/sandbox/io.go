@@ -35,8 +35,9 @@ type Streams struct {
 	errs []error
 }
 
-// Attach starts copying stdio for a process (execID "" for the init process). Call it
-// before Start so no early output is lost: the guest buffers output until it is read.
+// Attach starts copying stdio for a process (execID "" for the init process): after
+// CreateContainer for the init process, after Exec for an exec'd one. The guest keeps
+// output until it is read, so nothing written before Attach is lost.
 func (c *Container) Attach(ctx context.Context, execID string, pio IO) *Streams {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	st := &Streams{cancel: cancel}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agentclient"
@@ -260,7 +261,18 @@ func (s *Sandbox) vmAlive() bool {
 // explain adds the VM's exit reason to an agent error when the VM is gone, because
 // "connection closed" alone does not tell the user the VM crashed.
 func (s *Sandbox) explain(err error) error {
-	if err == nil || s.vmAlive() {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, ttrpc.ErrClosed) {
+		// The connection drops a moment before the VMM is reaped: give the exit time to
+		// be observed so the error names the real cause.
+		select {
+		case <-s.vm.Done():
+		case <-time.After(2 * time.Second):
+		}
+	}
+	if s.vmAlive() {
 		return err
 	}
 	return fmt.Errorf("%w: vm exited: %v", err, s.vm.Err())

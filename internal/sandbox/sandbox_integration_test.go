@@ -204,10 +204,10 @@ func TestExecSeesInit(t *testing.T) {
 	}
 	p := bundle.DefaultSpec([]string{"sh", "-c", "pidof sleep && echo found"}, false).Process
 	var out bytes.Buffer
-	st := c.Attach(ctx, "exec1", IO{Stdout: &out})
 	if err := c.Exec(ctx, "exec1", p, false); err != nil {
 		t.Fatal(err)
 	}
+	st := c.Attach(ctx, "exec1", IO{Stdout: &out})
 	code, err := c.Wait(ctx, "exec1")
 	if err != nil {
 		t.Fatal(err)

@@ -133,20 +133,29 @@ func (m Manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ s
 	if err := cmd.Start(); err != nil {
 		return params, fmt.Errorf("start shim process: %w", err)
 	}
+	pid := cmd.Process.Pid
 	// The shim outlives this process; release it so it is not left a zombie of ours.
 	if err := cmd.Process.Release(); err != nil {
 		return params, fmt.Errorf("release shim process: %w", err)
 	}
-	if err := shim.AdjustOOMScore(cmd.Process.Pid); err != nil {
-		log.G(ctx).WithError(err).Warn("adjust shim oom score")
-	}
+	// containerd 1.6 reads stdout and stderr together as the address, so nothing may be
+	// logged here. A failed adjustment leaves the shim at the default score, which is fine.
+	_ = shim.AdjustOOMScore(pid)
 	params.Address = address
 	return params, writeAddress(address)
 }
 
-// writeAddress prints the plain address for containerd and silences the JSON the shim
-// package writes after Start returns.
+// writeAddress records the address in the bundle's "address" file, which containerd 1.6
+// reads to reconnect after a restart, prints the plain address for containerd, and silences
+// the JSON the shim package writes after Start returns.
 func writeAddress(address string) error {
+	tmp := "address.tmp"
+	if err := os.WriteFile(tmp, []byte(address), 0o600); err != nil {
+		return fmt.Errorf("write shim address file: %w", err)
+	}
+	if err := os.Rename(tmp, "address"); err != nil {
+		return fmt.Errorf("write shim address file: %w", err)
+	}
 	if _, err := io.WriteString(os.Stdout, address); err != nil {
 		return fmt.Errorf("write shim address: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,6 +33,8 @@ type container struct {
 	rootfsMounted bool
 	ctr           *sandbox.Container
 	init          *process
+	// oomSent is set once TaskOOM was published for the container.
+	oomSent atomic.Bool
 
 	// mu guards execs.
 	mu    sync.Mutex
@@ -77,13 +80,16 @@ func (c *container) start(ctx context.Context, p *process) error {
 			return err
 		}
 	} else {
-		if err := p.openIO(ctx, c.ctr); err != nil {
-			return err
-		}
 		spec := *p.spec
 		spec.Terminal = p.stdio.terminal
 		if err := c.ctr.Exec(ctx, p.execID, &spec, p.stdio.stdin != ""); err != nil {
-			p.closeIO()
+			return err
+		}
+		// The guest keeps the output until it is read, so attaching after Exec loses nothing.
+		if err := p.openIO(ctx, c.ctr); err != nil {
+			if kerr := c.ctr.Kill(ctx, p.execID, syscall.SIGKILL, false); kerr != nil {
+				log.G(ctx).WithError(kerr).Warn("kill exec whose stdio failed")
+			}
 			return err
 		}
 	}
@@ -145,8 +151,7 @@ func (p *process) id() string {
 	return p.execID
 }
 
-// openIO opens containerd's FIFOs and starts copying between them and the guest. It is
-// called before the process starts so no output is lost.
+// openIO opens containerd's FIFOs and starts copying between them and the guest.
 func (p *process) openIO(ctx context.Context, ctr *sandbox.Container) (retErr error) {
 	var pio sandbox.IO
 	var files []io.Closer

@@ -191,7 +191,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		if s.sb != nil {
 			return nil, toGRPC(fmt.Errorf("shim already runs sandbox %s, cannot create sandbox %s: %w", s.sb.ID(), sandboxID, errdefs.ErrAlreadyExists))
 		}
-		sb, err := s.createSandbox(ctx, sandboxID, spec, cfg)
+		sb, err := s.createSandbox(ctx, r.ID, r.Bundle, spec, cfg)
 		if err != nil {
 			return nil, toGRPC(err)
 		}
@@ -232,13 +232,17 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 
 // createSandbox boots the VM for a sandbox.
 // Preconditions: s.mu is held.
-func (s *service) createSandbox(ctx context.Context, id string, spec *specs.Spec, cfg *config.Config) (*sandbox.Sandbox, error) {
-	plan, err := oci.SandboxConfig(ctx, id, "", spec, cfg, oci.Options{})
+func (s *service) createSandbox(ctx context.Context, containerID, bundleDir string, spec *specs.Spec, cfg *config.Config) (*sandbox.Sandbox, error) {
+	host, err := config.DetectHost()
+	if err != nil {
+		return nil, fmt.Errorf("inspect host: %w", err)
+	}
+	plan, err := oci.SandboxConfig(ctx, containerID, bundleDir, spec, cfg, oci.Options{Host: host})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 	}
 	return sandbox.Create(ctx, sandbox.Config{
-		ID:           id,
+		ID:           plan.ID,
 		Root:         sandboxRoot(),
 		VM:           plan.VM,
 		Hostname:     spec.Hostname,
@@ -255,8 +259,20 @@ func (s *service) watchOOM(sb *sandbox.Sandbox) {
 			return
 		}
 		log.G(s.ctx).WithField("container", id).Info("container OOM")
-		s.send(runtime.TaskOOMEventTopic, &eventstypes.TaskOOM{ContainerID: id})
+		s.sendOOM(id)
 	}
+}
+
+// sendOOM publishes TaskOOM once per container: both the OOM watcher and the exit of an
+// OOM-killed process report it, whichever sees it first.
+func (s *service) sendOOM(id string) {
+	s.mu.Lock()
+	c, ok := s.containers[id]
+	s.mu.Unlock()
+	if ok && !c.oomSent.CompareAndSwap(false, true) {
+		return
+	}
+	s.send(runtime.TaskOOMEventTopic, &eventstypes.TaskOOM{ContainerID: id})
 }
 
 // Start starts the container's init process or an exec'd process.
@@ -281,7 +297,11 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 // waitExit waits for a started process, drains its output, records the exit and publishes
 // TaskExit: the exit is reported only after every byte of output reached containerd.
 func (s *service) waitExit(c *container, p *process) {
-	code, err := c.ctr.Wait(s.ctx, p.execID)
+	exit, err := c.ctr.WaitExit(s.ctx, p.execID)
+	code := exit.Status
+	if exit.OOMKilled {
+		s.sendOOM(c.id)
+	}
 	if err != nil {
 		log.G(s.ctx).WithError(err).WithField("container", c.id).WithField("exec", p.execID).Warn("wait")
 		code = 128 + int(syscall.SIGKILL)

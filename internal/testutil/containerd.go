@@ -73,8 +73,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.trac
 		if t.Failed() {
 			if data, err := os.ReadFile(filepath.Join(dir, "containerd.log")); err == nil {
 				lines := strings.Split(string(data), "\n")
-				if len(lines) > 80 {
-					lines = lines[len(lines)-80:]
+				if len(lines) > 400 {
+					lines = lines[len(lines)-400:]
 				}
 				t.Logf("containerd log tail:\n%s", strings.Join(lines, "\n"))
 			}

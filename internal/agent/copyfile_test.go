@@ -1,0 +1,149 @@
+//go:build linux
+
+package agent
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+)
+
+func TestCopyFileChunks(t *testing.T) {
+	root := t.TempDir()
+	w := newFileWriter(root)
+	path := root + "/sandbox/etc/hosts"
+	content := bytes.Repeat([]byte("0123456789"), 250) // 2500 bytes in 3 parts
+	parts := [][2]int{{0, 1000}, {1000, 2000}, {2000, 2500}}
+	for i, p := range parts {
+		err := w.copy(&agentv1.CopyFileRequest{
+			Path: path, FileSize: int64(len(content)), FileMode: unix.S_IFREG | 0o640, DirMode: 0o750,
+			Uid: -1, Gid: -1, Offset: int64(p[0]), Data: content[p[0]:p[1]],
+		})
+		if err != nil {
+			t.Fatalf("part %d: %v", i, err)
+		}
+		_, statErr := os.Stat(path)
+		if last := i == len(parts)-1; last != (statErr == nil) {
+			t.Fatalf("after part %d the file exists=%v, want only after the last part", i, statErr == nil)
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("content %d bytes, %v", len(got), err)
+	}
+	fi, _ := os.Stat(path)
+	if fi.Mode().Perm() != 0o640 {
+		t.Fatalf("mode = %v", fi.Mode())
+	}
+	di, _ := os.Stat(filepath.Dir(path))
+	if di.Mode().Perm() != 0o750 {
+		t.Fatalf("dir mode = %v", di.Mode())
+	}
+	if _, err := os.Stat(tempName(path)); !os.IsNotExist(err) {
+		t.Fatalf("temporary file left behind: %v", err)
+	}
+}
+
+func TestCopyFileEmptyAndOwner(t *testing.T) {
+	root := t.TempDir()
+	w := newFileWriter(root)
+	uid, gid := os.Getuid(), os.Getgid()
+	if err := w.copy(&agentv1.CopyFileRequest{Path: root + "/empty", FileMode: 0o4755, Uid: int32(uid), Gid: int32(gid)}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(root + "/empty")
+	if err != nil || fi.Size() != 0 || fi.Mode()&os.ModeSetuid == 0 || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("empty file: %v %v", fi.Mode(), err)
+	}
+}
+
+func TestCopyFileDirAndSymlink(t *testing.T) {
+	root := t.TempDir()
+	w := newFileWriter(root)
+	if err := w.copy(&agentv1.CopyFileRequest{Path: root + "/vol/dir", FileMode: unix.S_IFDIR | 0o711, Uid: -1, Gid: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(root + "/vol/dir"); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o711 {
+		t.Fatalf("dir: %v %v", fi, err)
+	}
+	link := root + "/vol/..data"
+	for _, target := range []string{"2024_01", "2024_02"} { // replaced, like Kubernetes volume updates
+		if err := w.copy(&agentv1.CopyFileRequest{Path: link, FileMode: unix.S_IFLNK | 0o777, SymlinkTarget: target, Uid: -1, Gid: -1}); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := os.Readlink(link); err != nil || got != target {
+			t.Fatalf("link = %q, %v; want %q", got, err, target)
+		}
+	}
+	if err := w.copy(&agentv1.CopyFileRequest{Path: root + "/vol/l2", FileMode: unix.S_IFLNK, Uid: -1, Gid: -1}); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("symlink without target: %v", err)
+	}
+}
+
+func TestCopyFileConfinement(t *testing.T) {
+	root := t.TempDir()
+	outside := t.TempDir()
+	w := newFileWriter(root)
+	// A symlink planted in a parent directory resolves inside the root.
+	if err := os.Symlink(outside, root+"/evil"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/etc/passwd", "relative/file", root + "/../x", root, ""} {
+		err := w.copy(&agentv1.CopyFileRequest{Path: p, FileSize: 1, Data: []byte("x"), Uid: -1, Gid: -1})
+		if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("path %q: err = %v, want invalid argument", p, err)
+		}
+	}
+	if err := w.copy(&agentv1.CopyFileRequest{Path: root + "/evil/f", FileSize: 1, Data: []byte("x"), Uid: -1, Gid: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(outside, "f")); !os.IsNotExist(err) {
+		t.Fatal("write escaped the root through a symlink")
+	}
+	// The last component is not followed: a symlink there is replaced by the file.
+	if err := os.Symlink(outside+"/target", root+"/last"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.copy(&agentv1.CopyFileRequest{Path: root + "/last", FileSize: 1, Data: []byte("x"), Uid: -1, Gid: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(outside + "/target"); !os.IsNotExist(err) {
+		t.Fatal("write followed a symlink in the last component")
+	}
+}
+
+func TestCopyFileBadParts(t *testing.T) {
+	root := t.TempDir()
+	w := newFileWriter(root)
+	p := root + "/f"
+	for _, tc := range []struct {
+		name string
+		req  *agentv1.CopyFileRequest
+	}{
+		{"too big", &agentv1.CopyFileRequest{Path: p, FileSize: 2 << 20, Data: make([]byte, maxCopyChunk+1)}},
+		{"past size", &agentv1.CopyFileRequest{Path: p, FileSize: 2, Data: []byte("xyz")}},
+		{"no first part", &agentv1.CopyFileRequest{Path: p, FileSize: 10, Offset: 5, Data: []byte("x")}},
+		{"negative", &agentv1.CopyFileRequest{Path: p, FileSize: -1}},
+		{"device", &agentv1.CopyFileRequest{Path: p, FileMode: unix.S_IFCHR | 0o600}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.req.Uid, tc.req.Gid = -1, -1
+			if err := w.copy(tc.req); !errdefs.IsInvalidArgument(err) {
+				t.Fatalf("err = %v, want invalid argument", err)
+			}
+		})
+	}
+	// A gap between parts is refused.
+	if err := w.copy(&agentv1.CopyFileRequest{Path: p, FileSize: 10, Data: []byte("abc"), Uid: -1, Gid: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.copy(&agentv1.CopyFileRequest{Path: p, FileSize: 10, Offset: 5, Data: []byte("fgh"), Uid: -1, Gid: -1}); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("gap: err = %v", err)
+	}
+}

@@ -1,0 +1,190 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+)
+
+func TestStreamLongPoll(t *testing.T) {
+	s := newStream()
+	got := make(chan []byte, 1)
+	go func() {
+		data, eof, err := s.Read(context.Background(), 0)
+		if err != nil || eof {
+			got <- []byte("unexpected: " + errString(err))
+			return
+		}
+		got <- data
+	}()
+	select {
+	case b := <-got:
+		t.Fatalf("read returned %q before any data", b)
+	case <-time.After(20 * time.Millisecond):
+	}
+	if _, err := s.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-got:
+		if string(b) != "hello" {
+			t.Fatalf("read %q", b)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("long poll did not return after a write")
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	return err.Error()
+}
+
+func TestStreamLimitsAndEOFAfterDrain(t *testing.T) {
+	ctx := context.Background()
+	s := newStream()
+	payload := []byte{0, 1, 2, 0xff, '\n', 0, 'x'} // binary-safe
+	if _, err := s.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	s.finish()
+	var all []byte
+	for i := 0; ; i++ {
+		data, eof, err := s.Read(ctx, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if eof {
+			if len(data) != 0 {
+				t.Fatalf("eof response carries data %q", data)
+			}
+			break
+		}
+		if len(data) > 3 {
+			t.Fatalf("read %d bytes, asked for at most 3", len(data))
+		}
+		all = append(all, data...)
+		if i > 10 {
+			t.Fatal("no eof")
+		}
+	}
+	if !bytes.Equal(all, payload) {
+		t.Fatalf("read %v, want %v", all, payload)
+	}
+	if !s.drained() {
+		t.Fatal("drained() = false after eof was read")
+	}
+	// eof again at once.
+	if _, eof, _ := s.Read(ctx, 0); !eof {
+		t.Fatal("second read after eof is not eof")
+	}
+}
+
+func TestStreamCancelledReadConsumesNothing(t *testing.T) {
+	s := newStream()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if _, _, err := s.Read(ctx, 0); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want deadline exceeded", err)
+	}
+	if _, err := s.Write([]byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	data, _, err := s.Read(context.Background(), 0)
+	if err != nil || string(data) != "kept" {
+		t.Fatalf("read %q, %v", data, err)
+	}
+}
+
+func TestStreamFullBufferBlocksWriterUntilRead(t *testing.T) {
+	s := newStream()
+	big := bytes.Repeat([]byte("z"), streamLimit+10)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Write(big)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("write past the limit returned early: %v", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	data, _, err := s.Read(context.Background(), 64<<10)
+	if err != nil || len(data) != 64<<10 {
+		t.Fatalf("read %d, %v", len(data), err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("writer still blocked after a read made room")
+	}
+}
+
+func TestStreamCloseUnblocksWriter(t *testing.T) {
+	s := newStream()
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Write(bytes.Repeat([]byte("z"), streamLimit+1))
+		done <- err
+	}()
+	time.Sleep(10 * time.Millisecond)
+	s.close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("err = %v, want closed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("close did not unblock the writer")
+	}
+}
+
+func TestStreamCopyFromPipe(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newStream()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.copyFrom(r)
+	}()
+	if _, err := w.Write([]byte("out")); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	<-done // the copier stops at EOF
+	data, eof, _ := s.Read(context.Background(), 0)
+	if string(data) != "out" || eof {
+		t.Fatalf("read %q eof=%v", data, eof)
+	}
+	if _, eof, _ := s.Read(context.Background(), 0); !eof {
+		t.Fatal("no eof after the pipe closed and the buffer drained")
+	}
+
+	// Closing the read end stops a copier blocked in Read.
+	r2, w2, _ := os.Pipe()
+	defer w2.Close()
+	s2 := newStream()
+	done2 := make(chan struct{})
+	go func() {
+		defer close(done2)
+		s2.copyFrom(r2)
+	}()
+	time.Sleep(10 * time.Millisecond)
+	r2.Close()
+	select {
+	case <-done2:
+	case <-time.After(5 * time.Second):
+		t.Fatal("copier did not stop when its pipe was closed")
+	}
+}
