@@ -18,11 +18,15 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n",$$1,$$2}'
 
 .PHONY: build
-build: vessel agent ## build all binaries into _output/bin
+build: vessel shim agent ## build all binaries into _output/bin
 
 .PHONY: vessel
 vessel: ## build the vessel CLI
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vessel ./cmd/vessel
+
+.PHONY: shim
+shim: ## build the containerd shim v2 (io.containerd.vessel.v2)
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/containerd-shim-vessel-v2 ./cmd/containerd-shim-vessel-v2
 
 .PHONY: agent
 agent: ## build the static guest agent (cgo for libcontainer's nsenter)
@@ -32,9 +36,16 @@ agent: ## build the static guest agent (cgo for libcontainer's nsenter)
 image: build ## build the guest kernel (cached per machine) and initramfs into GUEST_DIR
 	$(BIN)/vessel image build --agent $(BIN)/vessel-agent --output $(GUEST_DIR) --cache-dir $(CACHE_DIR)
 
+PREFIX ?= /usr/local
+
 .PHONY: install
-install: build ## install binaries into /usr/local/bin
-	install -m 0755 $(BIN)/vessel /usr/local/bin/vessel
+install: build ## install vessel and the shim into PREFIX/bin (default /usr/local) and the default config
+	install -D -m 0755 $(BIN)/vessel $(PREFIX)/bin/vessel
+	install -D -m 0755 $(BIN)/containerd-shim-vessel-v2 $(PREFIX)/bin/containerd-shim-vessel-v2
+	@if [ ! -e /etc/vessel/configuration.toml ]; then \
+		install -d /etc/vessel && $(BIN)/vessel env > /etc/vessel/configuration.toml && \
+		echo "wrote /etc/vessel/configuration.toml"; fi
+	@echo "containerd: add the runtime as shown in docs/containerd.md, then restart containerd"
 
 .PHONY: demo
 demo: image ## boot a VM and run a container in it, printing its output

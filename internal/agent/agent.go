@@ -23,6 +23,7 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/agent/boot"
 	"github.com/vessel-containers/vessel/internal/agent/netcfg"
+	"github.com/vessel-containers/vessel/internal/version"
 )
 
 const (
@@ -88,7 +89,7 @@ func Main() {
 	svc := NewService(cfg)
 	ready := func() {
 		up, _ := boot.Uptime()
-		log.G(ctx).WithField("uptime", up.Round(time.Millisecond)).Infof("vessel-agent %s ready", Version)
+		log.G(ctx).WithField("uptime", up.Round(time.Millisecond)).Infof("vessel-agent %s ready", version.Version)
 	}
 	err := Serve(ctx, svc, ServeOptions{PortName: PortName, VsockPort: VsockPort, PortWait: 5 * time.Second}, ready)
 	if err == nil {

@@ -20,6 +20,7 @@ import (
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agent/libct"
 	"github.com/vessel-containers/vessel/internal/agent/storage"
+	"github.com/vessel-containers/vessel/internal/version"
 )
 
 // onlineWait bounds how long OnlineCPUMem waits for hot-plugged CPUs to appear.
@@ -129,7 +130,7 @@ func (s *Service) MemHotplugByProbe(ctx context.Context, req *agentv1.MemHotplug
 func (s *Service) GetGuestDetails(ctx context.Context, req *agentv1.GuestDetailsRequest) (*agentv1.GuestDetailsResponse, error) {
 	resp := &agentv1.GuestDetailsResponse{
 		AgentDetails: &agentv1.AgentDetails{
-			Version:         Version,
+			Version:         version.Version,
 			InitDaemon:      os.Getpid() == 1,
 			StorageHandlers: storage.Drivers(),
 			SupportsSeccomp: libct.SeccompSupported(),

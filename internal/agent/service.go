@@ -21,10 +21,8 @@ import (
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agent/libct"
 	"github.com/vessel-containers/vessel/internal/agent/storage"
+	"github.com/vessel-containers/vessel/internal/version"
 )
-
-// Version is the agent's version; the build may override it with -ldflags -X.
-var Version = "0.1.0-dev"
 
 // GitCommit is set with -ldflags -X at build time.
 var GitCommit = ""
@@ -97,7 +95,7 @@ func (s *Service) SetSessionCounter(f func() uint64) { s.sessions = f }
 func (s *Service) Check(ctx context.Context, _ *agentv1.CheckRequest) (*agentv1.CheckResponse, error) {
 	return &agentv1.CheckResponse{
 		Serving:         true,
-		AgentVersion:    Version,
+		AgentVersion:    version.Version,
 		ProtocolVersion: agentv1.ProtocolVersion,
 		Capabilities:    s.capabilities(),
 	}, nil
@@ -141,7 +139,7 @@ func (s *Service) Version(ctx context.Context, _ *agentv1.VersionRequest) (*agen
 		return nil, fmt.Errorf("uname: %w", err)
 	}
 	return &agentv1.VersionResponse{
-		AgentVersion:    Version,
+		AgentVersion:    version.Version,
 		ProtocolVersion: agentv1.ProtocolVersion,
 		KernelRelease:   unix.ByteSliceToString(uts.Release[:]),
 		GitCommit:       GitCommit,

@@ -48,7 +48,7 @@ func BuildBusyboxRootfs(dir, busybox string) error {
 			return fmt.Errorf("applet %s: %w", applet, err)
 		}
 	}
-	files := map[string]string{
+	files := map[string]string{ //nolint:gosec // account files of a test rootfs, no secrets
 		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
 		"etc/group":  "root:x:0:\nuser:x:1000:\nnobody:x:65534:\n",
 		"etc/hosts":  "127.0.0.1 localhost\n",

@@ -275,7 +275,10 @@ func (s *Sandbox) explain(err error) error {
 	if s.vmAlive() {
 		return err
 	}
-	return fmt.Errorf("%w: vm exited: %v", err, s.vm.Err())
+	if vmErr := s.vm.Err(); vmErr != nil {
+		return fmt.Errorf("%w: vm exited: %w", err, vmErr)
+	}
+	return fmt.Errorf("%w: vm exited", err)
 }
 
 // save persists the sandbox state.

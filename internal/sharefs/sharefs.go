@@ -95,13 +95,11 @@ func (s *Share) Bind(ctx context.Context, containerID, name, src string, readonl
 	}
 	// Keep the container's mounts from propagating back to the host and vice versa.
 	if err := unix.Mount("", dst, "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
-		s.unmountTree(ctx, dst)
-		return "", fmt.Errorf("share %s: make mount private: %w", src, err)
+		return "", errors.Join(fmt.Errorf("share %s: make mount private: %w", src, err), s.unmountTree(ctx, dst))
 	}
 	if readonly {
 		if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-			s.unmountTree(ctx, dst)
-			return "", fmt.Errorf("share %s: remount read-only: %w", src, err)
+			return "", errors.Join(fmt.Errorf("share %s: remount read-only: %w", src, err), s.unmountTree(ctx, dst))
 		}
 	}
 	log.G(ctx).WithField("src", src).WithField("dst", dst).Debug("shared with guest")
@@ -154,7 +152,8 @@ func (s *Share) unmountTree(ctx context.Context, root string) error {
 func MountsUnder(root string) ([]string, error) {
 	root = filepath.Clean(root)
 	infos, err := mountinfo.GetMounts(func(i *mountinfo.Info) (skip, stop bool) {
-		return !(i.Mountpoint == root || strings.HasPrefix(i.Mountpoint, root+"/")), false
+		under := i.Mountpoint == root || strings.HasPrefix(i.Mountpoint, root+"/")
+		return !under, false
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read mount table: %w", err)

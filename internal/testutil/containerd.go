@@ -112,12 +112,19 @@ func (c *Containerd) stop(t *testing.T) {
 	}
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-c.done:
+	case err := <-c.done:
+		logExit(t, err)
 	case <-time.After(20 * time.Second):
 		_ = c.cmd.Process.Kill()
-		<-c.done
+		logExit(t, <-c.done)
 	}
 	c.cmd.Process = nil
+}
+
+func logExit(t *testing.T, err error) {
+	if err != nil {
+		t.Logf("containerd exited: %v", err)
+	}
 }
 
 // Restart stops and starts the daemon with the same directories.

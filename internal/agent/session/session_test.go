@@ -239,8 +239,9 @@ func TestCallsWriteWholeFrames(t *testing.T) {
 
 func TestNewSessionOnEOF(t *testing.T) {
 	port := &testPort{}
+	host := port.attach() // before the server starts: a read with no host is a detach
 	m := startServer(t, port)
-	c1 := ttrpc.NewClient(port.attach())
+	c1 := ttrpc.NewClient(host)
 	echo(t, c1, "a", 3)
 	c1.Close() // the host end closes: the guest reads EOF
 	waitFor(t, func() bool { return m.Stats().Detaches > 0 })
@@ -255,8 +256,9 @@ func TestNewSessionOnEOF(t *testing.T) {
 
 func TestNewSessionOnStreamIDReuse(t *testing.T) {
 	port := &testPort{}
-	m := startServer(t, port)
+	// Attach before the server starts: a read with no host attached is a detach.
 	r := newRelay(port.attach())
+	m := startServer(t, port)
 	c1 := ttrpc.NewClient(r.dial())
 	echo(t, c1, "a", 1)
 	echo(t, c1, "a", 2)
