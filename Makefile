@@ -64,6 +64,14 @@ test: ## unit tests: no root, no VM, seconds
 integration: image ## integration tests: boot real VMs (root, QEMU)
 	VESSEL_INTEGRATION=1 VESSEL_GUEST_DIR=$(GUEST_DIR) $(GO) test -count=1 -p 1 -timeout 40m ./...
 
+FUZZTIME ?= 1m
+
+.PHONY: fuzz
+fuzz: ## run each fuzz target (annotations, config loader, OCI converter) for FUZZTIME (default 1m)
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/config
+	$(GO) test -run '^$$' -fuzz '^FuzzAnnotations$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/config
+	$(GO) test -run '^$$' -fuzz '^FuzzSandboxConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/oci
+
 .PHONY: lint
 lint: ## gofmt, go vet and golangci-lint with the repo's config
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -71,7 +79,7 @@ lint: ## gofmt, go vet and golangci-lint with the repo's config
 	golangci-lint run ./...
 
 .PHONY: check-all
-check-all: lint test integration ## everything CI runs: lint, unit and integration tests
+check-all: lint test fuzz integration ## everything CI runs: lint, unit tests, fuzzing, integration tests
 
 .PHONY: clean
 clean: ## remove build output
