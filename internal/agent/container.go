@@ -109,7 +109,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 		return nil, fmt.Errorf("%w: oci_spec: process is missing", errdefs.ErrInvalidArgument)
 	}
 	if len(req.GetDevices()) > 0 {
-		// Implemented with device hotplug (issue 2, foundation).
+		// Devices come with block/VFIO hotplug, proposed as the "block devices and hotplug" issue (closing note of stop 8).
 		return nil, fmt.Errorf("%w: devices in CreateContainer are not implemented in the agent yet", errdefs.ErrNotImplemented)
 	}
 	if err := s.sandboxReady(); err != nil {

@@ -26,7 +26,7 @@ type sandbox struct {
 	// storages are the mount points of the sandbox's storages, in mount order.
 	storages []string
 	// hookPath is the guest directory of OCI hooks the host asked for. It is remembered
-	// but hooks are not run yet (container features, issue 2 foundation).
+	// but hooks are not run yet (proposed as part of the "OCI hooks in the guest" follow-up in the closing note of stop 8).
 	hookPath string
 	// pidns records that the host wants one pid namespace for the sandbox; containers
 	// join it when their CreateContainerRequest.sandbox_pidns is set.
