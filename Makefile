@@ -52,9 +52,11 @@ demo: image ## boot a VM and run a container in it, printing its output
 	$(BIN)/vessel run demo-$$$$
 
 .PHONY: proto
-proto: ## regenerate api/agent/v1 from agent.proto (needs protoc, protoc-gen-go, protoc-gen-go-ttrpc)
+proto: ## regenerate api/agent/v1 and api/factory/v1 from their .proto files (needs protoc, protoc-gen-go, protoc-gen-go-ttrpc)
 	cd api/agent/v1 && protoc --go_out=. --go_opt=paths=source_relative \
 		--go-ttrpc_out=. --go-ttrpc_opt=paths=source_relative agent.proto
+	cd api/factory/v1 && protoc --go_out=. --go_opt=paths=source_relative \
+		--go-ttrpc_out=. --go-ttrpc_opt=paths=source_relative factory.proto
 
 .PHONY: test
 test: ## unit tests: no root, no VM, seconds

@@ -14,7 +14,7 @@ pkgs=(
   linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils kmod
   libseccomp-dev pkg-config
   protobuf-compiler
-  containerd runc iproute2
+  containerd runc iproute2 podman
 )
 missing=()
 for p in "${pkgs[@]}"; do

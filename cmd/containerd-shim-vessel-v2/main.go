@@ -1,5 +1,6 @@
 // Binary containerd-shim-vessel-v2 is Vessel's containerd shim v2 (runtime type
-// io.containerd.vessel.v2): one process per sandbox, owning the sandbox's VM.
+// io.containerd.vessel.v2): one process per sandbox, owning the sandbox's VM. The vessel
+// CLI starts the same binary, in namespace vessel-cli, for the containers it runs.
 package main
 
 import (
@@ -12,10 +13,5 @@ import (
 
 func main() {
 	vshim.Register()
-	// No reaper: the shim waits for its own children (QEMU) with exec.Cmd, and a
-	// catch-all reaper would steal their exit statuses.
-	shim.Run(context.Background(), vshim.NewManager(), func(c *shim.Config) {
-		c.NoReaper = true
-		c.NoSubreaper = true
-	})
+	shim.Run(context.Background(), vshim.NewManager(), vshim.Options)
 }

@@ -35,6 +35,8 @@ const (
 
 // Main boots the guest when running as PID 1 and serves the agent API. It does not return.
 func Main() {
+	// First thing: the kernel's part of the boot ends here (GetMetrics reports it).
+	startedAt := boot.SinceBoot()
 	format := &logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000000", DisableColors: true}
 	logger := logrus.New()
 	logger.SetOutput(os.Stderr) // the console: the host captures ttyS0
@@ -86,10 +88,13 @@ func Main() {
 
 	cfg := DefaultConfig()
 	cfg.Vsock = VsockAvailable()
+	cfg.StartedAt = startedAt
 	svc := NewService(cfg)
 	ready := func() {
-		up, _ := boot.Uptime()
-		log.G(ctx).WithField("uptime", up.Round(time.Millisecond)).Infof("vessel-agent %s ready", version.Version)
+		up := boot.SinceBoot()
+		svc.MarkReady(up)
+		log.G(ctx).WithField("uptime", up.Round(time.Millisecond)).WithField("started", startedAt.Round(time.Millisecond)).
+			Infof("vessel-agent %s ready", version.Version)
 	}
 	err := Serve(ctx, svc, ServeOptions{PortName: PortName, VsockPort: VsockPort, PortWait: 5 * time.Second}, ready)
 	if err == nil {

@@ -134,7 +134,7 @@ func (s *Service) GetGuestDetails(ctx context.Context, req *agentv1.GuestDetails
 			InitDaemon:      os.Getpid() == 1,
 			StorageHandlers: storage.Drivers(),
 			SupportsSeccomp: libct.SeccompSupported(),
-			DeviceHandlers:  nil, // device hotplug is issue 2 (foundation)
+			DeviceHandlers:  nil, // block/VFIO devices: not built yet, proposed as the "block devices and hotplug" issue (closing note of stop 8)
 		},
 	}
 	memDir := filepath.Join(s.cfg.SysDir, "devices/system/memory")
@@ -174,6 +174,12 @@ func (s *Service) GetMetrics(ctx context.Context, _ *agentv1.GetMetricsRequest) 
 		}
 	}
 	gauge("vessel_agent_uptime_seconds", "Seconds since the agent started serving.", time.Since(s.started).Seconds())
+	if s.cfg.StartedAt > 0 {
+		gauge("vessel_agent_start_boot_seconds", "Guest boot clock when the agent's main began (kernel boot time).", s.cfg.StartedAt.Seconds())
+	}
+	if at := s.readyAt.Load(); at > 0 {
+		gauge("vessel_agent_ready_boot_seconds", "Guest boot clock when the agent began serving.", time.Duration(at).Seconds())
+	}
 	s.mu.Lock()
 	n := len(s.containers)
 	s.mu.Unlock()

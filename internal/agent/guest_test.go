@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 )
@@ -99,6 +100,27 @@ func TestMetricsFormat(t *testing.T) {
 	for _, name := range []string{"vessel_agent_goroutines ", "vessel_agent_rss_bytes ", "vessel_guest_memory_total_bytes ", "vessel_guest_load1 "} {
 		if !strings.Contains(m.Metrics, "\n"+name) {
 			t.Errorf("metrics lack %q:\n%s", name, m.Metrics)
+		}
+	}
+}
+
+func TestMetricsBootTimes(t *testing.T) {
+	svc := testService(t)
+	m, err := svc.GetMetrics(context.Background(), &agentv1.GetMetricsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(m.Metrics, "_boot_seconds") {
+		t.Errorf("boot times reported before they are known:\n%s", m.Metrics)
+	}
+	svc.cfg.StartedAt = 1500 * time.Millisecond
+	svc.MarkReady(1750 * time.Millisecond)
+	if m, err = svc.GetMetrics(context.Background(), &agentv1.GetMetricsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"\nvessel_agent_start_boot_seconds 1.5\n", "\nvessel_agent_ready_boot_seconds 1.75\n"} {
+		if !strings.Contains(m.Metrics, want) {
+			t.Errorf("metrics lack %q:\n%s", want, m.Metrics)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -39,6 +40,9 @@ type Config struct {
 	SysDir string
 	// Vsock reports whether the agent listens on vsock too (a capability).
 	Vsock bool
+	// StartedAt is the guest's boot clock (boot.SinceBoot) when the agent's main began; 0
+	// when unknown. GetMetrics reports it so the host can tell kernel boot from agent start.
+	StartedAt time.Duration
 }
 
 // DefaultConfig is the guest's configuration.
@@ -58,6 +62,9 @@ type Service struct {
 	files    *fileWriter
 	started  time.Time
 	sessions func() uint64
+	// readyAt is the guest's boot clock in nanoseconds when the agent began serving (0
+	// until MarkReady).
+	readyAt atomic.Int64
 
 	// mu guards sandbox, containers, reserved, pidnsHolder and oomSeen.
 	mu         sync.Mutex
@@ -87,6 +94,9 @@ func NewService(cfg Config) *Service {
 		oomSeen:    make(map[string]uint64),
 	}
 }
+
+// MarkReady records the guest's boot clock (boot.SinceBoot) when the agent began serving.
+func (s *Service) MarkReady(at time.Duration) { s.readyAt.Store(int64(at)) }
 
 // SetSessionCounter lets metrics report transport sessions.
 func (s *Service) SetSessionCounter(f func() uint64) { s.sessions = f }
@@ -199,6 +209,17 @@ func (s *Service) ReseedRandomDev(ctx context.Context, req *agentv1.ReseedRandom
 	}
 	if errno != 0 {
 		return nil, fmt.Errorf("credit entropy (RNDADDENTROPY): %w", errno)
+	}
+	// Crediting does not rekey a kernel RNG that is already initialized: it reseeds on its
+	// own only every few seconds to a minute. A VM restored from a template shares its
+	// RNG state with every other clone until then, so reseed now (RNDRESEEDCRNG).
+	if err := rc.Control(func(fd uintptr) {
+		_, _, errno = unix.Syscall(unix.SYS_IOCTL, fd, unix.RNDRESEEDCRNG, 0)
+	}); err != nil {
+		return nil, fmt.Errorf("reseed crng: %w", err)
+	}
+	if errno != 0 {
+		return nil, fmt.Errorf("reseed crng (RNDRESEEDCRNG): %w", errno)
 	}
 	return &agentv1.Empty{}, nil
 }

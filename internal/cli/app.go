@@ -1,5 +1,7 @@
 // Package cli implements the `vessel` command: the runc-compatible OCI verbs and the admin
-// verbs. Each verb lives in its own file and returns a *cli.Command.
+// verbs. Each verb lives in its own file and returns a *cli.Command. The OCI verbs are a
+// client of the shim (containerd-shim-vessel-v2): they start it, or find it, and drive it
+// through the same task API containerd uses, so both front doors share one engine.
 package cli
 
 import (
@@ -7,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 
 	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
@@ -21,20 +25,32 @@ const DefaultRoot = "/run/vessel"
 // App is the vessel command line.
 func App() *cli.App {
 	return &cli.App{
-		Name:    "vessel",
-		Usage:   "run OCI containers in lightweight virtual machines",
-		Version: version.Version,
+		Name:  "vessel",
+		Usage: "run OCI containers in lightweight virtual machines",
+		// The default version printer prints "vessel version <Version>": these lines follow
+		// it, as runc prints its spec and Go versions.
+		Version: fmt.Sprintf("%s\nspec: %s\ngo: %s", version.Version, specs.Version, runtime.Version()),
 		Description: `vessel is a runc-compatible OCI runtime that runs each sandbox in its own virtual
 machine (QEMU; KVM when usable, software emulation otherwise). A container escape lands in
-a throw-away guest kernel, not on the host.`,
+a throw-away guest kernel, not on the host.
+
+The OCI verbs (create, start, run, state, kill, delete, exec, ps, list, pause, resume,
+events, update, spec, features) take runc's flags and keep runc's semantics and exit
+codes; podman, conmon and other runc users can use vessel as their runtime. Each
+container's VM is served by a containerd-shim-vessel-v2 process (found next to vessel, or
+on PATH) that vessel starts; state lives under --root.`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "root", Value: DefaultRoot, Usage: "directory for runtime state"},
-			&cli.StringFlag{Name: "log", Usage: "write logs to this file instead of stderr"},
-			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log format: text or json"},
-			&cli.BoolFlag{Name: "debug", Usage: "log debug messages"},
+			&cli.StringFlag{Name: "root", Value: DefaultRoot, Usage: "root directory for storage of container state (this should be located in tmpfs)"},
+			&cli.StringFlag{Name: "log", Usage: "set the log file to write vessel logs to (default is stderr)"},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "set the log format ('text' or 'json')"},
+			&cli.BoolFlag{Name: "debug", Usage: "enable debug logging"},
+			&cli.BoolFlag{Name: "systemd-cgroup", Usage: "cgroupsPath is in systemd's form (slice:prefix:name); it is validated, and the guest places the container's cgroup itself"},
+			&cli.StringFlag{Name: "rootless", Value: "auto", Usage: "accepted for runc compatibility ('true', 'false' or 'auto'); vessel needs root to run VMs"},
 			&cli.StringFlag{Name: "config", Usage: "configuration file (default: $VESSEL_CONFIG, /etc/vessel/configuration.toml, built-in defaults)"},
 		},
-		Before: setupLogging,
+		// runc's repeatable flags (exec --env A=1,2) take values with commas.
+		DisableSliceFlagSeparator: true,
+		Before:                    setupLogging,
 		After: func(c *cli.Context) error {
 			if f, ok := c.App.Metadata["logfile"].(io.Closer); ok {
 				return f.Close()
@@ -74,7 +90,9 @@ func setupLogging(c *cli.Context) error {
 	return nil
 }
 
-// Run runs the app with os.Args and returns the process exit code.
+// Run runs the app with os.Args and returns the process exit code: the status of a
+// foreground container or exec, 1 for any error (after printing it to stderr and, when
+// --log names a file, logging it there, as runc does).
 func Run(ctx context.Context, args []string) int {
 	code := 0
 	app := App()
@@ -88,6 +106,9 @@ func Run(ctx context.Context, args []string) int {
 			if err.Error() == "" {
 				return
 			}
+		}
+		if _, ok := c.App.Metadata["logfile"]; ok {
+			log.G(c.Context).Error(err)
 		}
 		fmt.Fprintf(os.Stderr, "vessel: %v\n", err)
 	}

@@ -113,7 +113,7 @@ func TestImageBuildWithCachedKernel(t *testing.T) {
 	if err != nil {
 		t.Fatalf("image build: %v\n%s", err, out)
 	}
-	for _, want := range []string{filepath.Join(guest, "vmlinux"), filepath.Join(guest, "initramfs.img"), filepath.Join(guest, "manifest.json"), key, "gzip (agent, busybox)", "MiB"} {
+	for _, want := range []string{filepath.Join(guest, "vmlinux"), filepath.Join(guest, "initramfs.img"), filepath.Join(guest, "manifest.json"), key, "lz4 (agent, busybox)", "MiB"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("summary lacks %q:\n%s", want, out)
 		}

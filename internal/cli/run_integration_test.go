@@ -13,18 +13,6 @@ import (
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
-// buildVessel compiles the vessel binary for an end-to-end test.
-func buildVessel(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "vessel")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/vessel")
-	cmd.Dir = testutil.RepoRoot(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build vessel: %v\n%s", err, out)
-	}
-	return bin
-}
-
 func TestRunEndToEnd(t *testing.T) {
 	g := testutil.RequiresVM(t)
 	bin := buildVessel(t)
@@ -71,7 +59,7 @@ func TestRunEndToEnd(t *testing.T) {
 			if m, _ := sharefs.MountsUnder(root); len(m) > 0 {
 				t.Errorf("mounts left: %v", m)
 			}
-			for _, d := range []string{"sandboxes", "bundles"} {
+			for _, d := range []string{"sandboxes", "bundles", "containers", "s"} {
 				entries, _ := os.ReadDir(filepath.Join(root, d))
 				if len(entries) > 0 {
 					t.Errorf("state left in %s: %v", d, entries)

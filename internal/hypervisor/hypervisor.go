@@ -74,6 +74,14 @@ type Config struct {
 	TBSizeMiB uint32
 	// Debug keeps the guest console log verbose.
 	Debug bool
+
+	// Template boots the VM as a template or from one (factory.go); nil boots cold.
+	Template *Template
+	// Adopt makes Start attach to a running VMM handed over by another process.
+	Adopt *Adoption
+	// Handover starts the VMM so that it can outlive this process (no parent-death
+	// signal), for a VM that Detacher.Detach will hand to another process.
+	Handover bool
 }
 
 // Validate reports the first field that makes the config unusable.

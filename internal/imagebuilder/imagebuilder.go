@@ -1,4 +1,4 @@
-// Package imagebuilder builds the guest image Vessel boots: a kernel and a gzip newc
+// Package imagebuilder builds the guest image Vessel boots: a kernel and an LZ4 newc
 // initramfs whose /init is vessel-agent. The kernel is either built from Debian's
 // linux-source-6.1 with the project fragment kernel/vessel.config (everything built in,
 // booted as an uncompressed vmlinux through PVH; cached by fragment hash and source
@@ -115,7 +115,7 @@ func Build(ctx context.Context, opts Options) (*Manifest, error) {
 			return nil, fmt.Errorf("debug console busybox: %w (apt-get install busybox-static)", err)
 		}
 	}
-	m := &Manifest{DebugConsole: opts.DebugConsole, Compression: "gzip"}
+	m := &Manifest{DebugConsole: opts.DebugConsole, Compression: Compression}
 	m.Kernel.Source = opts.Kernel
 	irfs := InitramfsOptions{Agent: opts.Agent}
 	if opts.DebugConsole {

@@ -64,7 +64,7 @@ func TestBuildWithCachedKernel(t *testing.T) {
 	if m.Kernel.Source != KernelBuild || m.Kernel.Key != key || m.Kernel.Version != "6.1.192-2" || m.Kernel.Path != VmlinuxName {
 		t.Errorf("manifest kernel = %+v", m.Kernel)
 	}
-	if m.Initramfs.Path != InitramfsName || !m.DebugConsole || m.Compression != "gzip" || time.Since(m.BuiltAt) > time.Minute {
+	if m.Initramfs.Path != InitramfsName || !m.DebugConsole || m.Compression != "lz4" || time.Since(m.BuiltAt) > time.Minute {
 		t.Errorf("manifest = %+v", m)
 	}
 	if m.Agent.Path != filepath.Join(dir, "vessel-agent") || len(m.Agent.SHA256) != 64 {
@@ -77,7 +77,7 @@ func TestBuildWithCachedKernel(t *testing.T) {
 	assertNoTempFiles(t, out, VmlinuxName, InitramfsName, ManifestName)
 
 	names := map[string]bool{}
-	for _, e := range parseNewc(t, gunzip(t, filepath.Join(out, InitramfsName))) {
+	for _, e := range parseNewc(t, unlz4(t, filepath.Join(out, InitramfsName))) {
 		names[e.name] = true
 	}
 	if !names["bin/busybox"] || !names["bin/sh"] || names[ModulesOrderPath] {
@@ -113,7 +113,7 @@ func TestBuildDebianKernel(t *testing.T) {
 	}
 
 	entries := map[string]newcEntry{}
-	for _, e := range parseNewc(t, gunzip(t, filepath.Join(out, InitramfsName))) {
+	for _, e := range parseNewc(t, unlz4(t, filepath.Join(out, InitramfsName))) {
 		entries[e.name] = e
 	}
 	order := strings.Split(strings.TrimSpace(string(entries[ModulesOrderPath].body)), "\n")

@@ -1,7 +1,6 @@
 package imagebuilder
 
 import (
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,15 @@ import (
 	"strings"
 
 	"github.com/containerd/log"
+	"github.com/pierrec/lz4/v4"
 )
+
+// Compression is how the initramfs is compressed: LZ4 in the legacy frame format the
+// kernel's initramfs unpacker reads (CONFIG_RD_LZ4, set in the project kernel and in
+// Debian's). Under software emulation (TCG) the guest kernel inflated the old gzip archive
+// in about 200 ms of boot time; LZ4 unpacks in a fraction of that for a slightly larger
+// file (see docs/benchmarks.md).
+const Compression = "lz4"
 
 // InitramfsOptions configures BuildInitramfs.
 type InitramfsOptions struct {
@@ -24,7 +31,7 @@ type InitramfsOptions struct {
 	Modules *ModuleSet
 }
 
-// BuildInitramfs writes a gzip-compressed newc initramfs holding /init (the agent, 0755),
+// BuildInitramfs writes an LZ4-compressed (legacy frames) newc initramfs holding /init (the agent, 0755),
 // the directories /dev /proc /sys /run /tmp /etc /lib/vessel, the device nodes
 // /dev/console (c 5:1) and /dev/null (c 1:3), and, when asked, the debug-console busybox
 // and the kernel modules with their load order. Entries are sorted and carry fixed owners
@@ -72,11 +79,13 @@ func BuildInitramfs(ctx context.Context, opts InitramfsOptions) error {
 		}
 	}
 	err := writeAtomic(opts.Output, 0o644, func(w io.Writer) error {
-		zw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
-		if err != nil {
+		zw := lz4.NewWriter(w)
+		if err := zw.Apply(lz4.LegacyOption(true), lz4.CompressionLevelOption(lz4.Level9)); err != nil {
 			return err
 		}
-		if err := a.writeTo(zw); err != nil {
+		// Plain writes only: the LZ4 writer's ReadFrom (which io.Copy would use) fails in
+		// legacy mode.
+		if err := a.writeTo(struct{ io.Writer }{zw}); err != nil {
 			return err
 		}
 		return zw.Close()

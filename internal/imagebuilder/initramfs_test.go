@@ -2,7 +2,6 @@ package imagebuilder
 
 import (
 	"bytes"
-	"compress/gzip"
 	"debug/elf"
 	"errors"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cavaliergopher/cpio"
+	"github.com/pierrec/lz4/v4"
 )
 
 // newcEntry is one parsed newc member, every header field kept.
@@ -69,20 +69,20 @@ func parseNewc(t *testing.T, data []byte) []newcEntry {
 	}
 }
 
-func gunzip(t *testing.T, path string) []byte {
+// unlz4 decompresses an initramfs and checks that it is in the LZ4 legacy frame format
+// (magic 0x184C2102), the one the kernel's unpacker reads.
+func unlz4(t *testing.T, path string) []byte {
 	t.Helper()
-	f, err := os.Open(path)
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatalf("%s is not gzip: %v", path, err)
+	if !bytes.HasPrefix(raw, []byte{0x02, 0x21, 0x4c, 0x18}) {
+		t.Fatalf("%s does not start with the LZ4 legacy magic: % x", path, raw[:min(len(raw), 4)])
 	}
-	data, err := io.ReadAll(zr)
+	data, err := io.ReadAll(lz4.NewReader(bytes.NewReader(raw)))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s is not LZ4: %v", path, err)
 	}
 	return data
 }
@@ -94,7 +94,7 @@ func TestBuildInitramfsDefault(t *testing.T) {
 	if err := BuildInitramfs(testContext(t), InitramfsOptions{Output: out, Agent: agent}); err != nil {
 		t.Fatalf("BuildInitramfs: %v", err)
 	}
-	entries := parseNewc(t, gunzip(t, out))
+	entries := parseNewc(t, unlz4(t, out))
 
 	type want struct {
 		mode uint64
@@ -153,7 +153,7 @@ func TestBuildInitramfsFull(t *testing.T) {
 	if err := BuildInitramfs(testContext(t), opts); err != nil {
 		t.Fatalf("BuildInitramfs: %v", err)
 	}
-	raw := gunzip(t, opts.Output)
+	raw := unlz4(t, opts.Output)
 	byName := map[string]newcEntry{}
 	seen := map[string]bool{}
 	for _, e := range parseNewc(t, raw) {

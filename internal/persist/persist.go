@@ -34,6 +34,11 @@ type Sandbox struct {
 	AgentPath  string               `json:"agent_path,omitempty"`
 	ShareDir   string               `json:"share_dir,omitempty"`
 	Containers map[string]Container `json:"containers,omitempty"`
+
+	// VMStartTime is the VMM's process start time (hypervisor.ProcessStartTime); with
+	// VMPid it names the process exactly, also one not named after the sandbox (a VM
+	// taken from the cache). 0 when unknown.
+	VMStartTime uint64 `json:"vm_start_time,omitempty"`
 }
 
 // Container is the persisted state of one container.

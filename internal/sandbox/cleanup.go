@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
+	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 )
@@ -47,7 +48,7 @@ func Cleanup(ctx context.Context, root, id string) error {
 		st = nil
 	}
 	var errs []error
-	if st != nil && st.VMPid > 0 && isVMProcess(st.VMPid, id) {
+	if st != nil && st.VMPid > 0 && isVMProcess(st.VMPid, st.VMStartTime, id) {
 		if err := syscall.Kill(st.VMPid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 			errs = append(errs, fmt.Errorf("kill vm %d: %w", st.VMPid, err))
 		}
@@ -66,8 +67,14 @@ func Cleanup(ctx context.Context, root, id string) error {
 }
 
 // isVMProcess reports whether pid still is the VMM of sandbox id, so a recycled pid is
-// never killed. Drivers name their process after the sandbox (QEMU: -name vessel-<id>).
-func isVMProcess(pid int, id string) bool {
+// never killed: by its start time when recorded (a VM from the factory's cache is named
+// after the cache's VM, not the sandbox), else by its name: drivers name their process
+// after the sandbox (QEMU: -name vessel-<id>).
+func isVMProcess(pid int, startTime uint64, id string) bool {
+	if startTime != 0 {
+		st, err := hypervisor.ProcessStartTime(pid)
+		return err == nil && st == startTime
+	}
 	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
 	if err != nil {
 		return false

@@ -43,6 +43,8 @@ type Config struct {
 	// SandboxPidNS makes the sandbox's containers share one pid namespace.
 	SandboxPidNS bool
 	Timeouts     agentclient.Timeouts
+	// VMSource, when set, is asked for a booted VM first (factory.go); nil boots cold.
+	VMSource VMSource
 }
 
 // State of a sandbox or container.
@@ -75,6 +77,8 @@ type Sandbox struct {
 	agent *agentclient.Client
 	share *sharefs.Share
 	cfg   Config
+	// vmStart is the VMM's process start time (factory.go), 0 when unknown.
+	vmStart uint64
 
 	// mu guards containers and state.
 	mu         sync.Mutex
@@ -156,22 +160,25 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	}
 	vmcfg.SharedDir = share.Dir()
 	vmcfg.ShareTag = sharefs.Tag
-	vm, err := hypervisor.New(cfg.Hypervisor, vmcfg)
+	vm, warm, err := startVM(ctx, cfg, vmcfg)
 	if err != nil {
-		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
-	}
-	if err := vm.Start(ctx); err != nil {
-		return nil, fmt.Errorf("sandbox %s: start vm: %w", cfg.ID, err)
+		return nil, err
 	}
 	rollback.add(vm.Stop)
 	log.G(ctx).WithField("pid", vm.Pid()).WithField("elapsed", time.Since(start)).Debug("vm started")
 
 	s := &Sandbox{id: cfg.ID, dir: dir, vm: vm, share: share, cfg: cfg, containers: map[string]*Container{}, state: StateCreated}
+	s.vmStart, _ = hypervisor.ProcessStartTime(vm.Pid())
 	if err := s.connect(ctx); err != nil {
 		return nil, err
 	}
 	rollback.add(func(context.Context) error { return s.agent.Close() })
 	log.G(ctx).WithField("elapsed", time.Since(start)).Debug("agent ready")
+	if warm {
+		if err := s.grow(ctx); err != nil {
+			return nil, s.explain(fmt.Errorf("sandbox %s: %w", cfg.ID, err))
+		}
+	}
 
 	storage := shareStorage(vmcfg)
 	if err := s.agent.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{
@@ -202,7 +209,7 @@ func (s *Sandbox) connect(ctx context.Context) error {
 		agent.Close()
 		return s.explain(fmt.Errorf("sandbox %s: wait for agent: %w", s.id, err))
 	}
-	if err := agent.SetGuestDateTime(ctx, time.Now()); err != nil {
+	if err := syncGuestClock(ctx, agent); err != nil { // clock.go
 		agent.Close()
 		return s.explain(fmt.Errorf("sandbox %s: %w", s.id, err))
 	}
@@ -285,7 +292,7 @@ func (s *Sandbox) explain(err error) error {
 // Preconditions: s.mu is held or the sandbox is not shared yet.
 func (s *Sandbox) save() error {
 	st := &persist.Sandbox{
-		ID: s.id, Created: time.Now().UTC(), Hypervisor: s.cfg.Hypervisor, VMPid: s.vm.Pid(), State: string(s.state),
+		ID: s.id, Created: time.Now().UTC(), Hypervisor: s.cfg.Hypervisor, VMPid: s.vm.Pid(), VMStartTime: s.vmStart, State: string(s.state),
 		AgentKind: s.vm.Agent().Kind, AgentPath: s.vm.Agent().Path, ShareDir: s.share.Dir(),
 		Containers: map[string]persist.Container{},
 	}
@@ -306,6 +313,7 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 	}
 	s.state = StateStopped
 	s.mu.Unlock()
+	s.logGuestBoot(ctx)
 
 	var errs []error
 	for _, id := range ids {

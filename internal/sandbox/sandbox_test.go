@@ -3,6 +3,7 @@ package sandbox
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -73,5 +74,16 @@ func TestShareStorage(t *testing.T) {
 	s = shareStorage(hypervisor.Config{SharedFS: hypervisor.SharedFSVirtioFS})
 	if s.Driver != "virtiofs" || s.Fstype != "virtiofs" {
 		t.Errorf("virtio-fs storage: got %+v", s)
+	}
+}
+
+func TestMetricSeconds(t *testing.T) {
+	text := "# HELP a x\n# TYPE a gauge\nvessel_agent_start_boot_seconds 1.25\nvessel_agent_start_boot_seconds_other 9\n"
+	got, ok := metricSeconds(text, "vessel_agent_start_boot_seconds")
+	if !ok || got != 1250*time.Millisecond {
+		t.Errorf("got %v, %v; want 1.25s, true", got, ok)
+	}
+	if _, ok := metricSeconds(text, "vessel_agent_ready_boot_seconds"); ok {
+		t.Error("found a missing metric")
 	}
 }

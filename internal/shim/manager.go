@@ -6,6 +6,8 @@ package shim
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -31,6 +33,28 @@ import (
 // RuntimeName is the runtime type containerd knows Vessel by.
 const RuntimeName = "io.containerd.vessel.v2"
 
+// CLINamespace is the namespace the vessel CLI starts its shims in. Those shims run without
+// containerd, which changes three things: the socket lives under the directory passed as
+// -address (the CLI's --root) instead of containerd's state directory, config.json is read
+// from -bundle (the working directory is the CLI's state directory for the container), and
+// the shim logs to the file named by $VESSEL_SHIM_LOG instead of containerd's log FIFO.
+const CLINamespace = "vessel-cli"
+
+// LogEnv names the environment variable that points a shim's log at a file. containerd
+// gives its shims a log FIFO in the bundle instead; the CLI sets this.
+const LogEnv = "VESSEL_SHIM_LOG"
+
+// Options configures shim.Run. No reaper: the shim waits for its own children (QEMU) with
+// exec.Cmd, and a catch-all reaper would steal their exit statuses. A shim started with
+// $VESSEL_SHIM_LOG logs to its stderr, which Start points at that file.
+func Options(c *shim.Config) {
+	c.NoReaper = true
+	c.NoSubreaper = true
+	c.NoSetupLogger = logsToFile()
+}
+
+func logsToFile() bool { return os.Getenv(LogEnv) != "" }
+
 // Manager starts and cleans up shim processes.
 type Manager struct{}
 
@@ -46,9 +70,14 @@ type bundleSpec struct {
 }
 
 // sandboxIDOf returns the id of the sandbox a container belongs to: the CRI sandbox id for
-// a pod's containers, the container's own id otherwise. The shim runs in the bundle dir.
-func sandboxIDOf(id string) (string, error) {
-	data, err := os.ReadFile("config.json")
+// a pod's containers, the container's own id otherwise. The bundle is -bundle when given,
+// else the working directory (containerd runs the shim in the bundle dir).
+func sandboxIDOf(ctx context.Context, id string) (string, error) {
+	dir := "."
+	if o, ok := ctx.Value(shim.OptsKey{}).(shim.Opts); ok && o.BundlePath != "" {
+		dir = o.BundlePath
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
 	if err != nil {
 		return "", fmt.Errorf("read bundle config.json: %w", err)
 	}
@@ -71,11 +100,11 @@ func sandboxIDOf(id string) (string, error) {
 // the plain address itself and points os.Stdout at /dev/null for the JSON that follows.
 func (m Manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ shim.BootstrapParams, retErr error) {
 	params := shim.BootstrapParams{Version: 2, Protocol: "ttrpc"}
-	group, err := sandboxIDOf(id)
+	group, err := sandboxIDOf(ctx, id)
 	if err != nil {
 		return params, err
 	}
-	address, err := shim.SocketAddress(ctx, opts.Address, group, false)
+	address, err := socketAddress(ctx, opts.Address, group)
 	if err != nil {
 		return params, fmt.Errorf("shim socket address: %w", err)
 	}
@@ -130,6 +159,14 @@ func (m Manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ s
 	cmd.ExtraFiles = []*os.File{f}
 	// Its own process group: signals to containerd's group do not reach the shim.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if path := os.Getenv(LogEnv); path != "" {
+		logf, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return params, fmt.Errorf("open shim log: %w", err)
+		}
+		defer logf.Close()
+		cmd.Stderr = logf
+	}
 	if err := cmd.Start(); err != nil {
 		return params, fmt.Errorf("start shim process: %w", err)
 	}
@@ -143,6 +180,24 @@ func (m Manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ s
 	_ = shim.AdjustOOMScore(pid)
 	params.Address = address
 	return params, writeAddress(address)
+}
+
+// socketAddress is where the sandbox's shim serves: containerd's socket directory for
+// containerd's shims, <address>/s/<hash> for the CLI's (its --root, passed as -address).
+// The hash keeps the path short: a unix socket path has at most 108 bytes.
+func socketAddress(ctx context.Context, address, group string) (string, error) {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return "", err
+	}
+	if ns != CLINamespace {
+		return shim.SocketAddress(ctx, address, group, false)
+	}
+	if !filepath.IsAbs(address) {
+		return "", fmt.Errorf("namespace %s: -address %q must be the CLI's absolute root directory", ns, address)
+	}
+	sum := sha256.Sum256([]byte(ns + "/" + group))
+	return "unix://" + filepath.Join(address, "s", hex.EncodeToString(sum[:16])), nil
 }
 
 // writeAddress records the address in the bundle's "address" file, which containerd 1.6
@@ -179,7 +234,7 @@ func (m Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	if err := mount.UnmountRecursive(filepath.Join(bundle, "rootfs"), 0); err != nil {
 		log.G(ctx).WithError(err).Warn("unmount rootfs")
 	}
-	group, err := sandboxIDOf(id)
+	group, err := sandboxIDOf(ctx, id)
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("no bundle spec; assuming a standalone container")
 		group = id

@@ -4,6 +4,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
 	"github.com/containerd/containerd/v2/plugins"
+	"github.com/containerd/log"
 	"github.com/containerd/plugin"
 	"github.com/containerd/plugin/registry"
 )
@@ -24,7 +25,15 @@ func Register() {
 			if err != nil {
 				return nil, err
 			}
-			return NewTaskService(ic.Context, pp.(shim.Publisher), ss.(shutdown.Service))
+			var publisher shim.Publisher = discardPublisher{}
+			if ic.Properties[plugins.PropertyTTRPCAddress] != "" {
+				publisher = pp.(shim.Publisher)
+			}
+			if o, ok := ic.Context.Value(shim.OptsKey{}).(shim.Opts); ok && o.Debug && logsToFile() {
+				// shim.Run sets the level only when it sets up containerd's log FIFO.
+				_ = log.SetLevel("debug")
+			}
+			return NewTaskService(ic.Context, publisher, ss.(shutdown.Service))
 		},
 	})
 }

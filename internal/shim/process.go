@@ -165,7 +165,9 @@ func (p *process) openIO(ctx context.Context, ctr *sandbox.Container) (retErr er
 	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if p.stdio.stdin != "" {
-		f, err := fifo.OpenFifo(openCtx, p.stdio.stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+		// Opened in the background and not bound to openCtx: the client may open its end
+		// only after this call returns. closeIO ends a pending open.
+		f, err := fifo.OpenFifo(context.WithoutCancel(ctx), p.stdio.stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
 		if err != nil {
 			return fmt.Errorf("open stdin fifo %s: %w", p.stdio.stdin, err)
 		}

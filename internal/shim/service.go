@@ -10,6 +10,7 @@ import (
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/runtime"
@@ -247,6 +248,7 @@ func (s *service) createSandbox(ctx context.Context, containerID, bundleDir stri
 		VM:           plan.VM,
 		Hostname:     spec.Hostname,
 		SandboxPidNS: plan.Container.Kind == oci.KindPodSandbox,
+		VMSource:     vmSource(ctx, cfg, host), // factory.go
 	})
 }
 
@@ -430,7 +432,16 @@ func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.Pi
 	}
 	resp := &taskAPI.PidsResponse{}
 	for _, p := range procs {
-		resp.Processes = append(resp.Processes, &task.ProcessInfo{Pid: p.Pid})
+		info := &task.ProcessInfo{Pid: p.Pid}
+		if p.ExecId != "" {
+			// As containerd's runc shim does: which exec a pid belongs to.
+			details, err := typeurl.MarshalAnyToProto(&options.ProcessDetails{ExecID: p.ExecId})
+			if err != nil {
+				return nil, toGRPC(fmt.Errorf("encode process details: %w", err))
+			}
+			info.Info = details
+		}
+		resp.Processes = append(resp.Processes, info)
 	}
 	return resp, nil
 }

@@ -196,6 +196,16 @@ func Uptime() (time.Duration, error) {
 	return time.Duration(secs * float64(time.Second)), nil
 }
 
+// SinceBoot is the guest's CLOCK_BOOTTIME: the time since the kernel started. Unlike
+// Uptime it needs no /proc, so PID 1 can read it before anything is mounted.
+func SinceBoot() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
+}
+
 // LogLevel returns the level asked for by `vessel.log=` on the kernel command line, or
 // "info".
 func LogLevel(cmdline string) string {

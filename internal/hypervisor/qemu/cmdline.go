@@ -71,8 +71,10 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 		machine = defaultMachine
 	}
 	virtioFS := cfg.SharedFS == hypervisor.SharedFSVirtioFS
-	if virtioFS {
-		// vhost-user needs guest RAM in shared memory that virtiofsd can map.
+	templateRAM := templateRAM(cfg) // template.go; templates refuse virtio-fs
+	if virtioFS || templateRAM != "" {
+		// vhost-user needs guest RAM in shared memory that virtiofsd can map; a
+		// template's RAM is a file.
 		machine += ",memory-backend=" + idRAM
 	}
 
@@ -112,7 +114,9 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 		mem += fmt.Sprintf(",slots=%d,maxmem=%dM", slots, cfg.MaxMemoryMiB)
 	}
 	args = append(args, "-m", mem)
-	if virtioFS {
+	if templateRAM != "" {
+		args = append(args, "-object", templateRAM)
+	} else if virtioFS {
 		args = append(args, "-object",
 			fmt.Sprintf("memory-backend-memfd,id=%s,size=%dM,share=on", idRAM, cfg.MemoryMiB))
 	}
@@ -164,8 +168,8 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 	}
 
 	// Free page reporting hands pages the guest frees back to the host.
-	args = append(args, "-device", "virtio-balloon-pci,id=vessel-balloon,free-page-reporting=on")
-	return args
+	args = append(args, "-device", "virtio-balloon-pci,id=vessel-balloon,free-page-reporting="+freePageReporting(cfg))
+	return append(args, templateArgs(cfg)...)
 }
 
 // optPath escapes a path for a QEMU option value, where a comma is written twice.

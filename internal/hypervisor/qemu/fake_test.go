@@ -43,6 +43,9 @@ func fakeQEMU(mode string) int {
 		time.Sleep(time.Hour) // killed by the driver
 		return 1
 	}
+	if mode == "handover" {
+		return fakeHandover(l) // template_test.go
+	}
 	conn, err := l.Accept()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fake qemu:", err)

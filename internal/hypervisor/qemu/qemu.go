@@ -12,9 +12,10 @@
 // The sockets are removed when QEMU exits; the logs stay for the caller to read or remove
 // with the directory.
 //
-// Not supported yet: CPU, memory and block hotplug (the command line reserves headroom
-// only), networking, vsock, save/restore and templating, QEMU's seccomp sandbox, and
-// running QEMU under a jailer or as a non-root user.
+// VM templates, handing a running QEMU to another process and growing a VM (CPU and
+// memory hotplug) are in template*.go. Not supported yet: block hotplug, networking,
+// vsock, snapshots of a running sandbox, QEMU's seccomp sandbox, and running QEMU under a
+// jailer or as a non-root user.
 package qemu
 
 import (
@@ -50,10 +51,12 @@ const (
 	phaseRunning
 	phasePaused
 	phaseStopped
+	// phaseDetached: the VMM was handed to another process (Detach); only reaped here.
+	phaseDetached
 )
 
 func (p phase) String() string {
-	return [...]string{"created", "starting", "running", "paused", "stopped"}[p]
+	return [...]string{"created", "starting", "running", "paused", "stopped", "detached"}[p]
 }
 
 // VM is one QEMU virtual machine. Its methods are safe for concurrent use.
@@ -90,6 +93,8 @@ type VM struct {
 	// shutdownReason is the reason of QEMU's last SHUTDOWN event ("guest-shutdown",
 	// "guest-panic", "host-qmp-quit", ...).
 	shutdownReason string
+	// hot counts what Grow hot-plugged (template_resize.go); guarded by mu.
+	hot hotplugged
 }
 
 var (
@@ -151,6 +156,10 @@ func (v *VM) Err() error {
 func (v *VM) Capabilities() hypervisor.Capabilities {
 	return hypervisor.Capabilities{
 		SharedFS: []hypervisor.SharedFS{hypervisor.SharedFS9P, hypervisor.SharedFSVirtioFS},
+		// template*.go: templates (with virtio-9p), handover and CPU/memory growth.
+		Templating: true,
+		CPUHotplug: true,
+		MemHotplug: true,
 	}
 }
 
@@ -257,6 +266,9 @@ func (v *VM) Stop(ctx context.Context) error {
 	case phaseStopped:
 		v.mu.Unlock()
 		<-v.done // the waiter sets stopped just before closing done
+		return nil
+	case phaseDetached: // another process owns the VMM now
+		v.mu.Unlock()
 		return nil
 	}
 	select {

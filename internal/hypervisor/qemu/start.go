@@ -45,7 +45,12 @@ func (v *VM) Start(ctx context.Context) error {
 	v.phase = phaseStarting
 	v.mu.Unlock()
 
-	err := v.start(ctx)
+	var err error
+	if v.cfg.Adopt != nil {
+		err = v.adopt(ctx) // template_adopt_linux.go
+	} else {
+		err = v.start(ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("qemu %s: start: %w", v.cfg.ID, err)
 	}
@@ -104,6 +109,9 @@ func (v *VM) start(ctx context.Context) error {
 	// QEMU greets before it creates the machine (loads the kernel); commands run in its
 	// main loop, so an answer to query-status means the machine exists.
 	st, err := client.QueryStatus(dctx)
+	if err == nil && templateMode(&v.cfg) == hypervisor.TemplateRestore {
+		st, err = v.restore(dctx, client)
+	}
 	if err == nil && st.Status != "running" {
 		err = fmt.Errorf("qemu reports status %q, want running", st.Status)
 	}
@@ -155,6 +163,7 @@ func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, e
 	cmd.Stdout, cmd.Stderr = qemuLog, qemuLog
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.SysProcAttr = sysProcAttr()
+	handoverAttr(&v.cfg, cmd.SysProcAttr)
 	logger.WithField("accel", accel).WithField("args", args).Debug("starting qemu")
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("exec %s: %w", v.binary, err)
@@ -189,6 +198,9 @@ func (v *VM) preflight() error {
 		return err
 	}
 	if err := checkFile("kernel", v.cfg.Kernel, false); err != nil {
+		return err
+	}
+	if err := checkTemplate(&v.cfg); err != nil {
 		return err
 	}
 	if v.cfg.Initrd != "" {

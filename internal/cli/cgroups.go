@@ -1,0 +1,29 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// checkCgroupsPath validates linux.cgroupsPath against the cgroup driver chosen with
+// --systemd-cgroup, as runc does: systemd wants "slice:prefix:name", cgroupfs a path. The
+// guest agent picks the container's cgroup inside the VM itself, so the path is checked
+// but not applied.
+func checkCgroupsPath(spec *specs.Spec, systemd bool) error {
+	if spec.Linux == nil || spec.Linux.CgroupsPath == "" {
+		return nil
+	}
+	p := spec.Linux.CgroupsPath
+	if systemd {
+		if parts := strings.Split(p, ":"); len(parts) != 3 || strings.Contains(p, "/") {
+			return fmt.Errorf("expected cgroupsPath to be of format \"slice:prefix:name\" for systemd cgroups, got %q instead", p)
+		}
+		return nil
+	}
+	if strings.Count(p, ":") == 2 && !strings.Contains(p, "/") {
+		return fmt.Errorf("cgroupsPath %q looks like a systemd path (slice:prefix:name): pass --systemd-cgroup", p)
+	}
+	return nil
+}

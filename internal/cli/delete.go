@@ -1,0 +1,139 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/urfave/cli/v2"
+
+	"github.com/vessel-containers/vessel/internal/oci"
+	"github.com/vessel-containers/vessel/internal/sandbox"
+	"github.com/vessel-containers/vessel/internal/store"
+)
+
+func deleteCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "delete",
+		Usage:     "delete any resources held by the container, often used with detached containers",
+		ArgsUsage: "<container-id>",
+		Description: `The delete command removes a stopped (or created) container: the container in the VM,
+and, for the last container of its sandbox, the VM and the shim; then the poststop hooks
+run on the host and the container's state under --root is removed.
+
+With --force a running or paused container is killed first. When the shim or the VM died,
+delete (with or without --force) cleans up what they left: the VM process, shared-fs
+mounts, sockets and state. Deleting a container that does not exist is an error, except
+with --force.`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "forcibly delete the container if it is still running (uses SIGKILL)"},
+		},
+		Action: func(c *cli.Context) error {
+			id, err := oneArg(c)
+			if err != nil {
+				return err
+			}
+			r, err := newRuntime(c)
+			if err != nil {
+				return err
+			}
+			return r.delete(c.Context, id, c.Bool("force"))
+		},
+	}
+}
+
+// standInExitTimeout bounds how long delete waits for a stand-in to exit once its
+// process is gone.
+const standInExitTimeout = 10 * time.Second
+
+func (r *ociRuntime) delete(ctx context.Context, id string, force bool) error {
+	if err := sandbox.ValidateID(id); err != nil {
+		return err
+	}
+	lock, err := r.store.Lock(id)
+	if errdefs.IsNotFound(err) {
+		if force {
+			return nil
+		}
+		return fmt.Errorf("container %s does not exist: %w", id, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	c, err := r.store.Load(id)
+	if errdefs.IsNotFound(err) {
+		// A create that died before saving anything: only the directory is left.
+		return r.store.Remove(id)
+	}
+	if err != nil {
+		return err
+	}
+	st := r.statusOf(ctx, c)
+	if (st.status == specs.StateRunning || st.status == oci.StatePaused) && !force {
+		return fmt.Errorf("cannot delete container %s that is not stopped: %s", id, st.status)
+	}
+	r.destroy(ctx, c)
+	r.runPoststop(ctx, c)
+	var errs []error
+	if c.OwnedBundle && strings.HasPrefix(c.Bundle, r.bundlesDir()+string(filepath.Separator)) {
+		if err := os.RemoveAll(c.Bundle); err != nil {
+			errs = append(errs, fmt.Errorf("remove bundle: %w", err))
+		}
+	}
+	if err := r.store.Remove(id); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// destroy removes the container from its shim (which kills it if it runs) and, for the
+// last container of the sandbox, ends the shim and the VM; when the shim is gone it cleans
+// up after it. The stand-in process exits once its process is gone.
+func (r *ociRuntime) destroy(ctx context.Context, c *store.Container) {
+	ctx, cancel := context.WithTimeout(ctx, shimCallTimeout)
+	defer cancel()
+	cl, err := r.dial(ctx, c)
+	if err == nil {
+		_, err = cl.Delete(ctx, &taskAPI.DeleteRequest{ID: c.ID})
+		if err != nil && !errdefs.IsNotFound(err) {
+			log.G(ctx).WithError(err).Warn("delete container in shim")
+		}
+		r.releaseShim(ctx, c, cl)
+		cl.Close()
+	} else {
+		log.G(ctx).WithError(err).Debug("shim gone; cleaning up after it")
+		r.cleanupDeadShim(ctx, c)
+	}
+	if c.Pid != os.Getpid() && !waitGone(c.Pid, c.PidStart, standInExitTimeout) {
+		log.G(ctx).WithField("pid", c.Pid).Warn("stand-in process did not exit; killing it")
+		killAndWait(c.Pid, c.PidStart, 5*time.Second)
+	}
+}
+
+// cleanupDeadShim removes what a dead (or hung) shim left: the shim process if it still
+// runs, and for the sandbox's last container the VM, its mounts, state and the socket.
+func (r *ociRuntime) cleanupDeadShim(ctx context.Context, c *store.Container) {
+	if c.ShimPid > 0 {
+		killAndWait(c.ShimPid, c.ShimPidStart, 5*time.Second)
+	}
+	if r.othersInSandbox(c) {
+		return
+	}
+	if err := sandbox.Cleanup(ctx, r.sandboxRoot(), c.SandboxID); err != nil {
+		log.G(ctx).WithError(err).Warn("clean up sandbox")
+	}
+	if c.ShimAddress != "" {
+		if err := os.Remove(strings.TrimPrefix(c.ShimAddress, "unix://")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.G(ctx).WithError(err).Warn("remove shim socket")
+		}
+	}
+}

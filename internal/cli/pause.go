@@ -1,0 +1,71 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/urfave/cli/v2"
+
+	"github.com/vessel-containers/vessel/internal/oci"
+)
+
+func pauseCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "pause",
+		Usage:     "pause suspends all processes inside the container",
+		ArgsUsage: "<container-id>",
+		Description: `The pause command freezes every process of a running container (the cgroup freezer in
+its VM). The VM itself keeps running.`,
+		Action: func(c *cli.Context) error { return pauseResume(c, true) },
+	}
+}
+
+func resumeCommand() *cli.Command {
+	return &cli.Command{
+		Name:        "resume",
+		Usage:       "resumes all processes that have been previously paused",
+		ArgsUsage:   "<container-id>",
+		Description: `The resume command thaws a paused container.`,
+		Action:      func(c *cli.Context) error { return pauseResume(c, false) },
+	}
+}
+
+func pauseResume(c *cli.Context, pause bool) error {
+	id, err := oneArg(c)
+	if err != nil {
+		return err
+	}
+	r, err := newRuntime(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Context
+	ctr, lock, err := r.lock(id)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	st := r.statusOf(ctx, ctr).status
+	switch {
+	case pause && st != specs.StateRunning:
+		return errors.New("container not running")
+	case !pause && st != oci.StatePaused:
+		return errors.New("container not paused")
+	}
+	cl, err := r.dial(ctx, ctr)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	if pause {
+		_, err = cl.Pause(ctx, &taskAPI.PauseRequest{ID: id})
+	} else {
+		_, err = cl.Resume(ctx, &taskAPI.ResumeRequest{ID: id})
+	}
+	if err != nil {
+		return fmt.Errorf("%s container %s: %w", c.Command.Name, id, err)
+	}
+	return nil
+}

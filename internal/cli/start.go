@@ -1,0 +1,74 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/urfave/cli/v2"
+
+	"github.com/vessel-containers/vessel/internal/hooks"
+	"github.com/vessel-containers/vessel/internal/oci"
+)
+
+func startCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "start",
+		Usage:     "execute the user defined process in a created container",
+		ArgsUsage: "<container-id>",
+		Description: `The start command runs the process of a created container. startContainer hooks run on
+the host first (a failure kills the container and start fails); poststart hooks run after
+the process started (a failure is logged as a warning).`,
+		Action: func(c *cli.Context) error {
+			id, err := oneArg(c)
+			if err != nil {
+				return err
+			}
+			r, err := newRuntime(c)
+			if err != nil {
+				return err
+			}
+			return r.start(c.Context, id)
+		},
+	}
+}
+
+func (r *ociRuntime) start(ctx context.Context, id string) error {
+	c, lock, err := r.lock(id)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	switch st := r.statusOf(ctx, c); st.status {
+	case specs.StateCreated:
+	case specs.StateStopped:
+		return errors.New("cannot start a container that has stopped")
+	case specs.StateRunning, oci.StatePaused:
+		return errors.New("cannot start an already running container")
+	default:
+		return fmt.Errorf("cannot start a container in the %s state", st.status)
+	}
+	cl, err := r.dial(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	if err := hooks.Run(ctx, hooks.StartContainer, hooks.Of(c.Spec, hooks.StartContainer), ociState(c, specs.StateCreated, c.Pid)); err != nil {
+		// The spec: stop the container; delete destroys it and runs the poststop hooks.
+		if _, kerr := cl.Kill(ctx, &taskAPI.KillRequest{ID: id, Signal: uint32(syscall.SIGKILL), All: true}); kerr != nil {
+			log.G(ctx).WithError(kerr).Warn("kill container after failed startContainer hook")
+		}
+		return err
+	}
+	if _, err := cl.Start(ctx, &taskAPI.StartRequest{ID: id}); err != nil {
+		return fmt.Errorf("start container %s: %w", id, err)
+	}
+	if err := hooks.Run(ctx, hooks.Poststart, hooks.Of(c.Spec, hooks.Poststart), ociState(c, specs.StateRunning, c.Pid)); err != nil {
+		log.G(ctx).WithError(err).Warn("poststart hook failed")
+	}
+	return nil
+}

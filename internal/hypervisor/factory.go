@@ -1,0 +1,67 @@
+package hypervisor
+
+import "context"
+
+// This file holds what the VM factory (templates and the pre-booted VM cache) needs from a
+// driver: booting a VM as a template or from one, handing a running VMM over to another
+// process, and growing a VM after it started. Each ability is an optional interface; a
+// driver reports the first in Capabilities.Templating.
+
+// TemplateMode says how Config.Template is used.
+type TemplateMode int
+
+const (
+	// TemplateSave boots the VM with its RAM in Template.MemoryPath, mapped shared, so that
+	// TemplateSaver.SaveTemplate can turn it into a template.
+	TemplateSave TemplateMode = iota + 1
+	// TemplateRestore starts the VM from a saved template: RAM is Template.MemoryPath
+	// mapped privately (copy-on-write: the file never changes and its pages are shared by
+	// every VM restored from it) and device state is loaded from Template.StatePath. The
+	// rest of Config (sizes, devices, kernel command line) must equal the template's;
+	// ID, StateDir, SharedDir and the sockets are the new VM's own.
+	TemplateRestore
+)
+
+// Template locates a VM template's files.
+type Template struct {
+	Mode TemplateMode
+	// MemoryPath is the file holding guest RAM.
+	MemoryPath string
+	// StatePath is the file holding device state (CPU registers, devices, not RAM).
+	StatePath string
+}
+
+// TemplateSaver is a VM booted with Template.Mode TemplateSave.
+type TemplateSaver interface {
+	// SaveTemplate pauses the VM and writes its device state to Template.StatePath; guest
+	// RAM is already in Template.MemoryPath. The VM stays paused: Stop it afterwards.
+	SaveTemplate(ctx context.Context) error
+}
+
+// Adoption identifies a running VMM that another process started and handed over
+// (Detacher.Detach). With Config.Adopt set, Start attaches to it instead of starting one:
+// the VMM's sockets must already be in Config.StateDir.
+type Adoption struct {
+	Pid int
+	// StartTime is the process start time (clock ticks after boot, field 22 of
+	// /proc/<pid>/stat). It tells the VMM from a process that reused its pid.
+	StartTime uint64
+}
+
+// Detacher is a VM whose VMM can be handed to another process.
+type Detacher interface {
+	// Detach closes the driver's control connection and stops supervising the VMM: Stop
+	// no longer stops it, and Done closes when it exits (a child is still reaped). The VM
+	// must have been started with Config.Handover, or the VMM dies with this process.
+	Detach(ctx context.Context) (Adoption, error)
+}
+
+// Resizer is a VM that can grow while it runs. The guest must online what was added (the
+// agent's OnlineCPUMem).
+type Resizer interface {
+	// Size is the VM's current vCPUs and memory.
+	Size() (vcpus, memoryMiB uint32)
+	// Grow hot-plugs vCPUs and memory up to the totals given (never removes any), within
+	// Config.MaxVCPUs and Config.MaxMemoryMiB.
+	Grow(ctx context.Context, vcpus, memoryMiB uint32) error
+}

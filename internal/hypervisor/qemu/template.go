@@ -1,0 +1,190 @@
+package qemu
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qmp"
+)
+
+// VM templates (hypervisor.Template), the QEMU way:
+//
+//   - TemplateSave: guest RAM is a memory-backend-file with share=on, so every page the
+//     guest touches lands in Template.MemoryPath (on tmpfs). SaveTemplate stops the vCPUs
+//     and migrates to "exec:cat > StatePath" with the x-ignore-shared capability: shared
+//     file-backed RAM is skipped, so the state file holds only devices and CPUs (~0.5 MB).
+//   - TemplateRestore: the same command line, but RAM maps the same file with share=off
+//     (MAP_PRIVATE: pages are shared with the page cache until the guest writes them) and
+//     QEMU starts with "-incoming defer"; Start loads the state with migrate-incoming and
+//     resumes the vCPUs (the stream records the template as paused).
+//
+// What is not in the state and so belongs to the new VM: its name, sockets, console log
+// and the 9p export path (-fsdev path= is read from the command line; the template guest
+// never mounted the export, which would also block migration). QEMU 7.2 cannot open the
+// memory file read-only for a private writable mapping (memory-backend-file's "rom"
+// property arrived in 8.2; "readonly=on" there makes guest RAM read-only), so the file is
+// opened read-write: MAP_PRIVATE never writes it back, and the factory replaces a template
+// by writing new files, never by rewriting the mapped ones.
+
+// migrationPoll is how often Start and SaveTemplate poll a migration in progress.
+const migrationPoll = 5 * time.Millisecond
+
+// templateMode is cfg's template mode, 0 when it boots cold.
+func templateMode(cfg *hypervisor.Config) hypervisor.TemplateMode {
+	if cfg.Template == nil {
+		return 0
+	}
+	return cfg.Template.Mode
+}
+
+// templateRAM is the -object for guest RAM of a template or a VM restored from one, or ""
+// for a cold boot. The machine takes it with memory-backend=idRAM.
+func templateRAM(cfg *hypervisor.Config) string {
+	share := "on"
+	switch templateMode(cfg) {
+	case hypervisor.TemplateSave:
+	case hypervisor.TemplateRestore:
+		share = "off"
+	default:
+		return ""
+	}
+	return fmt.Sprintf("memory-backend-file,id=%s,size=%dM,mem-path=%s,share=%s",
+		idRAM, cfg.MemoryMiB, optPath(cfg.Template.MemoryPath), share)
+}
+
+// freePageReporting is the balloon's free-page-reporting setting: off for templates and
+// VMs restored from them. QEMU 7.2 discards reported pages of file-backed RAM with
+// fallocate(PUNCH_HOLE) even when the mapping is private, which would zero pages of the
+// shared template file under every other VM restored from it (seen here: clones hung).
+// The setting must be equal on both sides of a migration. QEMU 8.2 no longer punches
+// holes for private mappings.
+func freePageReporting(cfg *hypervisor.Config) string {
+	if templateMode(cfg) != 0 {
+		return "off"
+	}
+	return "on"
+}
+
+// templateArgs are the arguments a template mode adds after the devices.
+func templateArgs(cfg *hypervisor.Config) []string {
+	if templateMode(cfg) == hypervisor.TemplateRestore {
+		return []string{"-incoming", "defer"}
+	}
+	return nil
+}
+
+// checkTemplate validates cfg.Template before anything starts.
+func checkTemplate(cfg *hypervisor.Config) error {
+	t := cfg.Template
+	if t == nil {
+		return nil
+	}
+	if t.Mode != hypervisor.TemplateSave && t.Mode != hypervisor.TemplateRestore {
+		return fmt.Errorf("template mode %d: want save or restore: %w", t.Mode, errdefs.ErrInvalidArgument)
+	}
+	if !strings.HasPrefix(t.MemoryPath, "/") || !strings.HasPrefix(t.StatePath, "/") {
+		return fmt.Errorf("template paths %q and %q must be absolute: %w", t.MemoryPath, t.StatePath, errdefs.ErrInvalidArgument)
+	}
+	if cfg.SharedFS == hypervisor.SharedFSVirtioFS {
+		return fmt.Errorf("templates need virtio-9p or no shared fs: QEMU 7.2 cannot migrate vhost-user-fs: %w", errdefs.ErrNotImplemented)
+	}
+	if t.Mode == hypervisor.TemplateRestore {
+		if err := checkFile("template memory", t.MemoryPath, false); err != nil {
+			return err
+		}
+		if err := checkFile("template state", t.StatePath, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// shellQuote quotes s for /bin/sh, which runs QEMU's exec: migration URIs.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// SaveTemplate stops the vCPUs and writes device state to Template.StatePath. The VM stays
+// paused; the caller stops it once the template files are recorded.
+func (v *VM) SaveTemplate(ctx context.Context) error {
+	if templateMode(&v.cfg) != hypervisor.TemplateSave {
+		return fmt.Errorf("qemu %s: save template: vm was not booted as a template: %w", v.cfg.ID, errdefs.ErrFailedPrecondition)
+	}
+	v.opMu.Lock()
+	defer v.opMu.Unlock()
+	c, err := v.running("save template", phaseRunning, phasePaused)
+	if err != nil {
+		return err
+	}
+	if err := c.Stop(ctx); err != nil {
+		return fmt.Errorf("qemu %s: save template: pause: %w", v.cfg.ID, err)
+	}
+	v.setPhase(phasePaused)
+	if err := c.MigrateSetCapability(ctx, "x-ignore-shared", true); err != nil {
+		return fmt.Errorf("qemu %s: save template: %w", v.cfg.ID, err)
+	}
+	if err := c.Migrate(ctx, "exec:cat > "+shellQuote(v.cfg.Template.StatePath)); err != nil {
+		return fmt.Errorf("qemu %s: save template: %w", v.cfg.ID, err)
+	}
+	for {
+		m, err := c.QueryMigrate(ctx)
+		if err != nil {
+			return fmt.Errorf("qemu %s: save template: %w", v.cfg.ID, err)
+		}
+		switch m.Status {
+		case "completed":
+			return nil
+		case "failed", "cancelled":
+			return fmt.Errorf("qemu %s: save template: migration %s: %s", v.cfg.ID, m.Status, m.ErrorDesc)
+		}
+		if err := sleepCtx(ctx, migrationPoll); err != nil {
+			return fmt.Errorf("qemu %s: save template: %w", v.cfg.ID, err)
+		}
+	}
+}
+
+// restore loads a template's device state into a QEMU started with "-incoming defer" and
+// resumes it. If the state does not load, QEMU exits and ctx (Start's) is cancelled.
+func (v *VM) restore(ctx context.Context, c *qmp.Client) (qmp.Status, error) {
+	if err := c.MigrateSetCapability(ctx, "x-ignore-shared", true); err != nil {
+		return qmp.Status{}, fmt.Errorf("restore template: %w", err)
+	}
+	if err := c.MigrateIncoming(ctx, "exec:cat "+shellQuote(v.cfg.Template.StatePath)); err != nil {
+		return qmp.Status{}, fmt.Errorf("restore template: %w", err)
+	}
+	for {
+		st, err := c.QueryStatus(ctx)
+		if err != nil {
+			return st, fmt.Errorf("restore template: %w", err)
+		}
+		switch st.Status {
+		case "inmigrate", "prelaunch":
+		case "paused", "postmigrate", "finish-migrate":
+			// The template was saved paused; its state says so.
+			if err := c.Cont(ctx); err != nil {
+				return st, fmt.Errorf("restore template: resume: %w", err)
+			}
+		default:
+			return st, nil
+		}
+		if err := sleepCtx(ctx, migrationPoll); err != nil {
+			return st, fmt.Errorf("restore template: %w", err)
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
+	}
+}

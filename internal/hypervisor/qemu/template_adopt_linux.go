@@ -1,0 +1,188 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+
+	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qmp"
+)
+
+// Handing a running QEMU from one process (the VM cache) to another (a shim):
+//
+//   - The giver started QEMU with Config.Handover (no parent-death signal). Detach closes
+//     its QMP connection (QEMU's QMP socket serves one client at a time) and leaves the
+//     process alone; the giver still reaps it if it is its child.
+//   - The taker moves the VM's files (sockets, logs) into its own state directory (a
+//     rename keeps the listening sockets working) and starts a VM with Config.Adopt. Start
+//     opens a pidfd, checks the start time, connects to QMP and watches the pidfd: QEMU
+//     is not its child, so there is no exit status, only the fact that it exited.
+
+// Detach hands the VMM over: see hypervisor.Detacher.
+func (v *VM) Detach(ctx context.Context) (hypervisor.Adoption, error) {
+	if !v.cfg.Handover {
+		return hypervisor.Adoption{}, fmt.Errorf("qemu %s: detach: vm was not started for a handover: %w", v.cfg.ID, errdefs.ErrFailedPrecondition)
+	}
+	v.opMu.Lock()
+	defer v.opMu.Unlock()
+	c, err := v.running("detach", phaseRunning, phasePaused)
+	if err != nil {
+		return hypervisor.Adoption{}, err
+	}
+	pid := v.Pid()
+	start, err := hypervisor.ProcessStartTime(pid)
+	if err != nil {
+		return hypervisor.Adoption{}, fmt.Errorf("qemu %s: detach: %w", v.cfg.ID, err)
+	}
+	v.mu.Lock()
+	eventsDone := v.eventsDone
+	// From here the exit is the new owner's business, not an error of this VM.
+	v.stopRequested = true
+	v.phase = phaseDetached
+	v.client = nil
+	v.mu.Unlock()
+	if err := c.Close(); err != nil {
+		log.G(ctx).WithError(err).Debug("close qmp connection of a detached vm")
+	}
+	<-eventsDone
+	return hypervisor.Adoption{Pid: pid, StartTime: start}, nil
+}
+
+// adopt attaches to the running QEMU named by Config.Adopt, whose sockets are already in
+// Config.StateDir.
+func (v *VM) adopt(ctx context.Context) error {
+	logger := log.G(ctx).WithField("vm", v.cfg.ID)
+	a := v.cfg.Adopt
+	pidfd, err := unix.PidfdOpen(a.Pid, 0)
+	if err != nil {
+		return v.failBeforeExec(fmt.Errorf("adopt pid %d: %w", a.Pid, err))
+	}
+	// The pidfd pins the process: check after opening it that it is the one handed over.
+	start, err := hypervisor.ProcessStartTime(a.Pid)
+	if err != nil {
+		_ = unix.Close(pidfd)
+		return v.failBeforeExec(fmt.Errorf("adopt pid %d: %w", a.Pid, err))
+	}
+	if start != a.StartTime {
+		_ = unix.Close(pidfd)
+		return v.failBeforeExec(fmt.Errorf("adopt pid %d: not the vmm handed over (start time %d, want %d): %w",
+			a.Pid, start, a.StartTime, errdefs.ErrNotFound))
+	}
+	proc, err := os.FindProcess(a.Pid) // signals through a pidfd of its own on Linux
+	if err != nil {
+		_ = unix.Close(pidfd)
+		return v.failBeforeExec(fmt.Errorf("adopt pid %d: %w", a.Pid, err))
+	}
+
+	exited := make(chan struct{})
+	started := make(chan struct{})
+	v.mu.Lock()
+	// Not started by this process: only Pid and kill use cmd (it is never waited for).
+	v.cmd, v.exited = &exec.Cmd{Process: proc}, exited
+	v.mu.Unlock()
+	go v.watchAdopted(pidfd, exited, started, logger)
+
+	dctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() { // owner: adopt; returns when QEMU exits or when adopt returns (cancel)
+		select {
+		case <-exited:
+			cancel(errExited)
+		case <-dctx.Done():
+		}
+	}()
+	client, err := qmp.Dial(dctx, v.statePath(qmpSocketName))
+	if err != nil {
+		return v.failAfterExec(startErr(dctx, err), started)
+	}
+	st, err := client.QueryStatus(dctx)
+	if err == nil && st.Status != "running" {
+		err = fmt.Errorf("adopted qemu reports status %q, want running", st.Status)
+	}
+	if err != nil {
+		_ = client.Close()
+		return v.failAfterExec(startErr(dctx, err), started)
+	}
+	eventsDone := make(chan struct{})
+	go v.consumeEvents(client.Events(), eventsDone, logger)
+	v.mu.Lock()
+	v.client = client
+	v.eventsDone = eventsDone
+	v.phase = phaseRunning
+	v.mu.Unlock()
+	close(started)
+	logger.WithField("pid", a.Pid).Info("qemu adopted")
+	return nil
+}
+
+// watchAdopted owns pidfd. It waits until the adopted QEMU exits, then does what wait
+// does for a child: lets Start finish, drains QMP, removes the sockets, records why and
+// closes done.
+func (v *VM) watchAdopted(pidfd int, exited, started chan struct{}, logger *log.Entry) {
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for {
+		if _, err := unix.Poll(fds, -1); err == nil || !errors.Is(err, unix.EINTR) {
+			break // readable: exited; any other error cannot be waited out either
+		}
+	}
+	_ = unix.Close(pidfd)
+	close(exited)
+	<-started
+
+	v.mu.Lock()
+	client, eventsDone := v.client, v.eventsDone
+	v.mu.Unlock()
+	if client != nil {
+		select {
+		case <-client.Done():
+		case <-time.After(drainTimeout):
+		}
+		_ = client.Close()
+		<-eventsDone
+	}
+	v.removeSockets()
+
+	v.mu.Lock()
+	startErr, stopRequested, reason := v.startErr, v.stopRequested, v.shutdownReason
+	v.mu.Unlock()
+	var err error
+	switch {
+	case startErr != nil:
+		err = fmt.Errorf("adopted qemu (pid %d) is unusable: %w%s", v.cfg.Adopt.Pid, startErr, v.logTails())
+	case !stopRequested:
+		if reason != "" {
+			reason = fmt.Sprintf(" (guest shutdown reason %q)", reason)
+		}
+		err = fmt.Errorf("qemu %s (adopted pid %d) exited without a stop request%s%s", v.cfg.ID, v.cfg.Adopt.Pid, reason, v.logTails())
+	}
+	v.mu.Lock()
+	v.exitErr = err
+	v.phase = phaseStopped
+	v.mu.Unlock()
+	entry := logger.WithField("pid", v.cfg.Adopt.Pid)
+	if err != nil && startErr == nil {
+		entry.WithError(err).Warn("adopted qemu exited unexpectedly")
+	} else {
+		entry.Debug("adopted qemu exited")
+	}
+	close(v.done)
+}
+
+// handoverAttr lets a VMM started for a handover outlive this process: no parent-death
+// signal, and its own process group so that a terminal's ^C to the factory does not
+// reach VMs that sandboxes already own.
+func handoverAttr(cfg *hypervisor.Config, attr *syscall.SysProcAttr) {
+	if cfg.Handover {
+		attr.Pdeathsig = 0
+		attr.Setpgid = true
+	}
+}

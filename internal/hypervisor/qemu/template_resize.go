@@ -1,0 +1,110 @@
+package qemu
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vessel-containers/vessel/internal/hypervisor"
+)
+
+// Growing a running VM (hypervisor.Resizer): vCPUs with device_add into the free slots
+// query-hotpluggable-cpus lists (ACPI CPU hotplug), memory as pc-dimm devices backed by
+// memory-backend-ram objects (ACPI memory hotplug), one DIMM per Grow. Both work under TCG
+// with the project's guest kernel; the agent onlines what arrived (OnlineCPUMem). Nothing
+// is ever unplugged.
+
+// dimmAlignMiB is the guest's memory block size on x86-64: DIMMs are rounded up to it so
+// that all of a DIMM can be onlined.
+const dimmAlignMiB = 128
+
+// hotplugged counts what Grow added on top of Config's boot size.
+type hotplugged struct {
+	vcpus     uint32
+	memoryMiB uint32
+	dimms     uint32
+}
+
+var _ hypervisor.Resizer = (*VM)(nil)
+
+// Size is the VM's vCPUs and memory: the boot size plus what Grow added.
+func (v *VM) Size() (vcpus, memoryMiB uint32) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.cfg.VCPUs + v.hot.vcpus, v.cfg.MemoryMiB + v.hot.memoryMiB
+}
+
+// Grow hot-plugs vCPUs and memory up to the totals given. Memory grows in 128 MiB steps,
+// so the VM may end up with up to 127 MiB more than asked (never above MaxMemoryMiB).
+func (v *VM) Grow(ctx context.Context, vcpus, memoryMiB uint32) error {
+	v.opMu.Lock()
+	defer v.opMu.Unlock()
+	c, err := v.running("grow", phaseRunning, phasePaused)
+	if err != nil {
+		return err
+	}
+	curCPUs, curMem := v.Size()
+	maxCPUs := max(v.cfg.MaxVCPUs, v.cfg.VCPUs)
+	maxMem := max(v.cfg.MaxMemoryMiB, v.cfg.MemoryMiB)
+	if vcpus > maxCPUs {
+		return fmt.Errorf("qemu %s: grow to %d vcpus: the vm was booted with at most %d: %w", v.cfg.ID, vcpus, maxCPUs, errdefs.ErrInvalidArgument)
+	}
+	if memoryMiB > maxMem {
+		return fmt.Errorf("qemu %s: grow to %d MiB: the vm was booted with at most %d MiB: %w", v.cfg.ID, memoryMiB, maxMem, errdefs.ErrInvalidArgument)
+	}
+
+	if vcpus > curCPUs {
+		slots, err := c.QueryHotpluggableCPUs(ctx)
+		if err != nil {
+			return fmt.Errorf("qemu %s: grow: %w", v.cfg.ID, err)
+		}
+		for _, s := range slots {
+			if curCPUs >= vcpus {
+				break
+			}
+			if s.QOMPath != "" {
+				continue
+			}
+			id := fmt.Sprintf("vessel-cpu-%d", curCPUs)
+			if err := c.DeviceAdd(ctx, s.Type, id, s.Props); err != nil {
+				return fmt.Errorf("qemu %s: hot-plug vcpu %s: %w", v.cfg.ID, id, err)
+			}
+			curCPUs++
+			v.mu.Lock()
+			v.hot.vcpus++
+			v.mu.Unlock()
+		}
+		if curCPUs < vcpus {
+			return fmt.Errorf("qemu %s: grow to %d vcpus: only %d cpu slots: %w", v.cfg.ID, vcpus, curCPUs, errdefs.ErrResourceExhausted)
+		}
+	}
+
+	if memoryMiB > curMem {
+		add := (memoryMiB - curMem + dimmAlignMiB - 1) / dimmAlignMiB * dimmAlignMiB
+		add = min(add, maxMem-curMem)
+		v.mu.Lock()
+		n := v.hot.dimms
+		v.mu.Unlock()
+		slots := v.cfg.MemorySlots
+		if slots == 0 {
+			slots = defaultMemorySlots // as commandLine
+		}
+		if n >= slots {
+			return fmt.Errorf("qemu %s: grow memory: all %d memory slots are used: %w", v.cfg.ID, slots, errdefs.ErrResourceExhausted)
+		}
+		mem, dimm := fmt.Sprintf("vessel-mem-%d", n), fmt.Sprintf("vessel-dimm-%d", n)
+		if err := c.ObjectAdd(ctx, "memory-backend-ram", mem, map[string]any{"size": uint64(add) << 20}); err != nil {
+			return fmt.Errorf("qemu %s: hot-plug %d MiB: %w", v.cfg.ID, add, err)
+		}
+		if err := c.DeviceAdd(ctx, "pc-dimm", dimm, map[string]any{"memdev": mem}); err != nil {
+			_ = c.ObjectDel(ctx, mem)
+			return fmt.Errorf("qemu %s: hot-plug %d MiB: %w", v.cfg.ID, add, err)
+		}
+		v.mu.Lock()
+		v.hot.memoryMiB += add
+		v.hot.dimms++
+		v.mu.Unlock()
+	}
+	return nil
+}

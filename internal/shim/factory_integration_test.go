@@ -1,0 +1,503 @@
+package shim_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vessel-containers/vessel/internal/config"
+	"github.com/vessel-containers/vessel/internal/factory"
+	_ "github.com/vessel-containers/vessel/internal/hypervisor/qemu"
+	"github.com/vessel-containers/vessel/internal/sharefs"
+	"github.com/vessel-containers/vessel/internal/testutil"
+)
+
+// factoryHarness is the containerd harness with Vessel configured for the VM factory: a
+// template directory and a cache socket under one temporary root, on the same file system
+// as the sandboxes' state (a cached VM's files are renamed into its sandbox's directory).
+type factoryHarness struct {
+	*harness
+	root string
+	// coldConfig and templateConfig are configuration files for --runtime-config-path.
+	coldConfig, templateConfig, cacheConfig string
+}
+
+func newFactoryHarness(t *testing.T) *factoryHarness {
+	t.Helper()
+	g := testutil.RequiresVM(t)
+	root, err := os.MkdirTemp("", "vsf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fh := &factoryHarness{root: root}
+	write := func(name, factorySection string) string {
+		p := filepath.Join(root, name)
+		body := fmt.Sprintf("[hypervisor]\nkernel = %q\ninitrd = %q\n[factory]\ntemplate_path = %q\nvm_cache_endpoint = %q\n%s",
+			g.Kernel, g.Initrd, filepath.Join(root, "template"), filepath.Join(root, "cache.sock"), factorySection)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	fh.coldConfig = write("cold.toml", "")
+	fh.templateConfig = write("template.toml", "enable_template = true\n")
+	fh.cacheConfig = write("cache.toml", "vm_cache_number = 2\n")
+
+	binDir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, "containerd-shim-vessel-v2"), "./cmd/containerd-shim-vessel-v2")
+	cmd.Dir = testutil.RepoRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build shim: %v\n%s", err, out)
+	}
+	sbRoot := filepath.Join(root, "sandboxes")
+	if err := os.Mkdir(sbRoot, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	ctd := testutil.StartContainerd(t, binDir, "VESSEL_SANDBOX_ROOT="+sbRoot, "VESSEL_CONFIG="+fh.coldConfig)
+	fh.harness = &harness{t: t, ctd: ctd, sbRoot: sbRoot}
+	t.Cleanup(func() {
+		fh.assertNoLeftovers()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := fh.factory(fh.templateConfig, false).DestroyTemplate(ctx); err != nil {
+			t.Errorf("destroy template: %v", err)
+		}
+		fh.assertNoFactoryLeftovers()
+		os.RemoveAll(root)
+	})
+	if _, err := ctd.Ctr(context.Background(), "image", "import", "--all-platforms", testutil.BuildBusyboxImage(t)); err != nil {
+		t.Fatal(err)
+	}
+	return fh
+}
+
+// factory is the factory the shim builds from configPath, with the cache on or off.
+func (fh *factoryHarness) factory(configPath string, cache bool) *factory.Factory {
+	fh.t.Helper()
+	cfg, err := config.Load(configPath)
+	if err != nil {
+		fh.t.Fatal(err)
+	}
+	host, err := config.DetectHost()
+	if err != nil {
+		fh.t.Fatal(err)
+	}
+	return factory.New(factory.ConfigFor(cfg, host, cfg.Factory.EnableTemplate, cache))
+}
+
+// assertNoFactoryLeftovers checks that no QEMU of this harness runs and nothing is left
+// mounted or on disk under its root but the configuration files.
+func (fh *factoryHarness) assertNoFactoryLeftovers() {
+	t := fh.t
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), fh.root) && strings.Contains(string(b), "qemu") {
+			t.Errorf("qemu left running: %s", strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+	if m, _ := sharefs.MountsUnder(fh.root); len(m) > 0 {
+		t.Errorf("mounts left: %v", m)
+	}
+	entries, _ := os.ReadDir(fh.root)
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".toml") && e.Name() != "sandboxes" {
+			t.Errorf("left in the factory root: %s", e.Name())
+		}
+	}
+}
+
+// serveCache runs the VM cache server (as `vessel factory init --cache n` does) in this
+// process until the test ends or stop is called, and waits until it is full.
+func (fh *factoryHarness) serveCache(f *factory.Factory, n int) (stop func()) {
+	t := fh.t
+	srv, err := f.NewServer(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, func() { close(ready) }) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("serve: %v", err)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if info := f.CacheInfo(context.Background()); info.Err == nil && len(info.Status.GetReady()) == n {
+			return stop
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cache did not fill")
+		}
+		time.Sleep(100 * time.Millisecond) // the cache has no event stream
+	}
+}
+
+// ctrProbe is what a container saw (see probeScript).
+type ctrProbe struct {
+	hostname, random, bootID string
+	qemuCmdline              string
+	guestClock               time.Time
+	hostBefore, hostAfter    time.Time
+}
+
+// probeScript prints "ready", waits for a line on stdin, then prints its clock (a tmpfs
+// file's modification time has nanoseconds; busybox date has no %N), its hostname, 16
+// random bytes and the kernel's boot id.
+const probeScript = `echo ready; read x; touch /dev/clk; stat -c %y /dev/clk; hostname; ` +
+	`head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; echo; cat /proc/sys/kernel/random/boot_id`
+
+// probe runs probeScript in container id through `ctr run` with the configuration file
+// given, and reads its QEMU's command line while it waits.
+func (fh *factoryHarness) probe(id, configPath string) ctrProbe {
+	t := fh.t
+	t.Helper()
+	ctx, cancel := fh.ctx()
+	defer cancel()
+	cmd := fh.ctd.CtrCmd(ctx, "run", "--rm", "--runtime", runtimeName, "--runtime-config-path", configPath,
+		testutil.BusyboxImageRef, id, "sh", "-c", probeScript)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	next := func() string {
+		select {
+		case l, ok := <-lines:
+			if ok {
+				return l
+			}
+		case <-ctx.Done():
+		}
+		_ = cmd.Wait()
+		t.Fatalf("probe %s: output ended early; stderr: %s", id, stderr.String())
+		return ""
+	}
+	if l := next(); l != "ready" {
+		t.Fatalf("probe %s said %q", id, l)
+	}
+	var p ctrProbe
+	p.qemuCmdline = fh.qemuCmdline(id)
+	p.hostBefore = time.Now()
+	if _, err := stdin.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	clock := next()
+	p.hostAfter = time.Now()
+	if p.guestClock, err = time.Parse("2006-01-02 15:04:05.999999999 -0700", clock); err != nil {
+		t.Fatalf("guest clock %q: %v", clock, err)
+	}
+	p.hostname, p.random, p.bootID = next(), next(), next()
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("ctr run %s: %v: %s", id, err, stderr.String())
+	}
+	return p
+}
+
+// qemuCmdline is the command line of sandbox id's VMM, found through its state file.
+func (fh *factoryHarness) qemuCmdline(id string) string {
+	fh.t.Helper()
+	b, err := os.ReadFile(filepath.Join(fh.sbRoot, id, "state.json"))
+	if err != nil {
+		fh.t.Fatal(err)
+	}
+	var st struct {
+		VMPid int `json:"vm_pid"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		fh.t.Fatal(err)
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(st.VMPid) + "/cmdline")
+	if err != nil {
+		fh.t.Fatal(err)
+	}
+	return strings.ReplaceAll(string(cmdline), "\x00", " ")
+}
+
+// checkProbes asserts what two sandboxes from one source must show: their own hostnames,
+// independent random state and a clock within 100 ms of the host's.
+func checkProbes(t *testing.T, ids [2]string, ps [2]ctrProbe) {
+	t.Helper()
+	for i, p := range ps {
+		if p.hostname != ids[i] {
+			t.Errorf("%s: hostname %q", ids[i], p.hostname)
+		}
+		const tolerance = 100 * time.Millisecond
+		if p.guestClock.Before(p.hostBefore.Add(-tolerance)) || p.guestClock.After(p.hostAfter.Add(tolerance)) {
+			t.Errorf("%s: guest clock %s not within %s of the host's [%s, %s]", ids[i], p.guestClock.Format(time.StampMicro),
+				tolerance, p.hostBefore.Format(time.StampMicro), p.hostAfter.Format(time.StampMicro))
+		}
+		t.Logf("%s: guest clock read %s after the host's request (round trip %s)", ids[i],
+			p.guestClock.Sub(p.hostBefore).Round(time.Millisecond), p.hostAfter.Sub(p.hostBefore).Round(time.Millisecond))
+	}
+	if ps[0].random == ps[1].random || len(ps[0].random) != 32 {
+		t.Errorf("two sandboxes read the same random bytes: %q, %q", ps[0].random, ps[1].random)
+	}
+	if ps[0].bootID == ps[1].bootID {
+		t.Errorf("two sandboxes have the same boot id %s", ps[0].bootID)
+	}
+}
+
+func TestFactoryTemplate(t *testing.T) {
+	fh := newFactoryHarness(t)
+	// No `vessel factory init`: the first sandbox builds the template.
+	ids := [2]string{"tpl-one", "tpl-two"}
+	var ps [2]ctrProbe
+	for i, id := range ids {
+		ps[i] = fh.probe(id, fh.templateConfig)
+		if !strings.Contains(ps[i].qemuCmdline, "-incoming defer") || !strings.Contains(ps[i].qemuCmdline, "share=off") {
+			t.Errorf("%s: vm not restored from the template: %s", id, ps[i].qemuCmdline)
+		}
+	}
+	checkProbes(t, ids, ps)
+	if info, _ := fh.factory(fh.templateConfig, false).TemplateInfo(context.Background()); !info.Present || info.Problem != "" {
+		t.Errorf("template after use: %+v", info)
+	}
+	// A cold sandbox beside them is unaffected.
+	if p := fh.probe("cold", fh.coldConfig); strings.Contains(p.qemuCmdline, "-incoming") {
+		t.Errorf("cold sandbox restored from a template: %s", p.qemuCmdline)
+	}
+}
+
+func TestFactoryCache(t *testing.T) {
+	for _, withTemplate := range []bool{false, true} {
+		t.Run(fmt.Sprintf("template=%v", withTemplate), func(t *testing.T) {
+			fh := newFactoryHarness(t)
+			serverConfig := fh.cacheConfig
+			if withTemplate {
+				serverConfig = fh.templateConfig
+			}
+			server := fh.factory(serverConfig, true)
+			fh.serveCache(server, 2)
+			ids := [2]string{"cached-one", "cached-two"}
+			var ps [2]ctrProbe
+			for i, id := range ids {
+				ps[i] = fh.probe(id, fh.cacheConfig)
+				if !strings.Contains(ps[i].qemuCmdline, "-name vessel-cache-") {
+					t.Errorf("%s: vm not taken from the cache: %s", id, ps[i].qemuCmdline)
+				}
+				if got := strings.Contains(ps[i].qemuCmdline, "-incoming defer"); got != withTemplate {
+					t.Errorf("%s: cached vm restored from the template: %v, want %v", id, got, withTemplate)
+				}
+			}
+			checkProbes(t, ids, ps)
+			if st := server.CacheInfo(context.Background()).Status; st.GetHandedOut() != 2 {
+				t.Errorf("handed out %d, want 2", st.GetHandedOut())
+			}
+		})
+	}
+}
+
+// vmMemory sums the PSS and RSS (KiB) of the VMMs of sandboxes ids.
+func (fh *factoryHarness) vmMemory(ids []string) (pss, rss int) {
+	fh.t.Helper()
+	for _, id := range ids {
+		b, err := os.ReadFile(filepath.Join(fh.sbRoot, id, "state.json"))
+		if err != nil {
+			fh.t.Fatal(err)
+		}
+		var st struct {
+			VMPid int `json:"vm_pid"`
+		}
+		if err := json.Unmarshal(b, &st); err != nil {
+			fh.t.Fatal(err)
+		}
+		rollup, err := os.ReadFile("/proc/" + strconv.Itoa(st.VMPid) + "/smaps_rollup")
+		if err != nil {
+			fh.t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(rollup), "\n") {
+			var kb int
+			if _, err := fmt.Sscanf(line, "Pss: %d kB", &kb); err == nil {
+				pss += kb
+			}
+			if _, err := fmt.Sscanf(line, "Rss: %d kB", &kb); err == nil {
+				rss += kb
+			}
+		}
+	}
+	return pss, rss
+}
+
+// TestFactoryMemory measures the VMMs' total PSS with 10 sandboxes from one template and
+// with 10 cold ones: the template's pages are shared.
+func TestFactoryMemory(t *testing.T) {
+	const n = 10
+	fh := newFactoryHarness(t)
+	measure := func(name, configPath string) (pss, rss int) {
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("%s-%d", name, i)
+			fh.start(ids[i], []string{"--runtime-config-path", configPath}, "sleep", "1000")
+		}
+		time.Sleep(3 * time.Second) // let the guests settle (free page reporting) before measuring
+		pss, rss = fh.vmMemory(ids)
+		for _, id := range ids {
+			fh.remove(id)
+		}
+		return pss, rss
+	}
+	tplPSS, tplRSS := measure("tpl", fh.templateConfig)
+	info, err := fh.factory(fh.templateConfig, false).TemplateInfo(context.Background())
+	if err != nil || !info.Present {
+		t.Fatalf("template: %+v, %v", info, err)
+	}
+	tplFile := int(info.MemoryTouched >> 10)
+	coldPSS, coldRSS := measure("cold", fh.coldConfig)
+	t.Logf("%d sandboxes from one template: VMM PSS %d MiB (RSS %d MiB) + template file on tmpfs %d MiB = %d MiB, %d MiB per sandbox",
+		n, tplPSS>>10, tplRSS>>10, tplFile>>10, (tplPSS+tplFile)>>10, (tplPSS+tplFile)/n>>10)
+	t.Logf("%d cold sandboxes: VMM PSS %d MiB (RSS %d MiB), %d MiB per sandbox", n, coldPSS>>10, coldRSS>>10, coldPSS/n>>10)
+	if tplPSS+tplFile >= coldPSS {
+		t.Errorf("sandboxes from a template use %d KiB (PSS plus the template file), cold ones %d KiB: want less", tplPSS+tplFile, coldPSS)
+	}
+}
+
+// TestFactoryStartTimes measures `ctr run --rm IMAGE ID true` with runc and with Vessel
+// cold, from a template, from the cache, and from a cache filled from the template. It
+// only reports (timings are not behaviour): set VESSEL_FACTORY_TIMES=<runs> to run it.
+// Before each cache run it waits until the cache is full again, so it measures a start
+// with a VM ready; refills run between runs, not during them.
+func TestFactoryStartTimes(t *testing.T) {
+	runs, _ := strconv.Atoi(os.Getenv("VESSEL_FACTORY_TIMES"))
+	if runs <= 0 {
+		t.Skip("set VESSEL_FACTORY_TIMES=<runs> to measure start times")
+	}
+	fh := newFactoryHarness(t)
+	run := func(runtime, configPath, id string) time.Duration {
+		ctx, cancel := fh.ctx()
+		defer cancel()
+		args := []string{"run", "--rm", "--runtime", runtime}
+		if configPath != "" {
+			args = append(args, "--runtime-config-path", configPath)
+		}
+		begin := time.Now()
+		if out, err := fh.ctd.Ctr(ctx, append(args, testutil.BusyboxImageRef, id, "true")...); err != nil {
+			t.Fatalf("%s: %v: %s", id, err, out)
+		}
+		return time.Since(begin)
+	}
+	waitFull := func(f *factory.Factory, n int) {
+		for i := 0; i < 1200; i++ {
+			if st := f.CacheInfo(context.Background()).Status; len(st.GetReady()) == n && st.GetBooting() == 0 {
+				return
+			}
+			time.Sleep(100 * time.Millisecond) // the cache has no event stream
+		}
+		t.Fatal("cache not full")
+	}
+	median := func(ds []time.Duration) time.Duration {
+		s := append([]time.Duration(nil), ds...)
+		for i := range s {
+			for j := i + 1; j < len(s); j++ {
+				if s[j] < s[i] {
+					s[i], s[j] = s[j], s[i]
+				}
+			}
+		}
+		return s[len(s)/2]
+	}
+	measure := func(name, runtime, configPath string, before func()) time.Duration {
+		var ds []time.Duration
+		run(runtime, configPath, name+"-warmup")
+		for i := 0; i < runs; i++ {
+			if before != nil {
+				before()
+			}
+			ds = append(ds, run(runtime, configPath, fmt.Sprintf("%s-%d", name, i)))
+		}
+		m := median(ds)
+		t.Logf("%-16s median %6.0f ms of %d runs %v", name, float64(m)/float64(time.Millisecond), runs, ds)
+		return m
+	}
+	runc := measure("runc", "io.containerd.runc.v2", "", nil)
+	results := map[string]time.Duration{
+		"cold":     measure("cold", runtimeName, fh.coldConfig, nil),
+		"template": measure("template", runtimeName, fh.templateConfig, nil),
+	}
+	cache := fh.factory(fh.cacheConfig, true)
+	stop := fh.serveCache(cache, 2)
+	results["cache"] = measure("cache", runtimeName, fh.cacheConfig, func() { waitFull(cache, 2) })
+	stop()
+	both := fh.factory(fh.templateConfig, true) // a cache filled from the template
+	fh.serveCache(both, 2)
+	results["cache+template"] = measure("cache-template", runtimeName, fh.cacheConfig, func() { waitFull(both, 2) })
+	for _, name := range []string{"cold", "template", "cache", "cache+template"} {
+		t.Logf("%-16s %.2fx runc", name, float64(results[name])/float64(runc))
+	}
+}
+
+// TestFactoryCacheShimCrash kills the shim of a sandbox whose VM came from the cache: that
+// VM is not the shim's child, so nothing kills it with the shim; `shim delete` must find it
+// by its recorded pid and start time. Cleanup asserts no QEMU is left.
+func TestFactoryCacheShimCrash(t *testing.T) {
+	fh := newFactoryHarness(t)
+	fh.serveCache(fh.factory(fh.cacheConfig, true), 1)
+	events := fh.ctd.Events(t)
+	fh.start("crash", []string{"--runtime-config-path", fh.cacheConfig}, "sleep", "1000")
+	if cmdline := fh.qemuCmdline("crash"); !strings.Contains(cmdline, "-name vessel-cache-") {
+		t.Fatalf("vm not from the cache: %s", cmdline)
+	}
+	b, err := os.ReadFile(filepath.Join(fh.sbRoot, "crash", "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		VMPid int `json:"vm_pid"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(fh.shimPid("crash"), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, events, "/tasks/exit", `"crash"`)
+	waitFor(t, "the task to stop", func() bool { s := fh.taskStatus("crash"); return s == "STOPPED" || s == "" })
+	if fh.taskStatus("crash") != "" {
+		fh.ctr("task", "delete", "crash")
+	}
+	fh.ctr("container", "delete", "crash")
+	// The cache server (still running) only reaps it; `shim delete` killed it.
+	waitFor(t, "the vm to exit", func() bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", st.VMPid))
+		return err != nil || strings.Contains(string(b), ") Z ")
+	})
+}
