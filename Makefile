@@ -74,6 +74,14 @@ fuzz: ## run each fuzz target (annotations, config loader, OCI converter) for FU
 	$(GO) test -run '^$$' -fuzz '^FuzzAnnotations$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/config
 	$(GO) test -run '^$$' -fuzz '^FuzzSandboxConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/oci
 
+.PHONY: bench
+bench: build image ## benchmarks: Vessel vs runc vs the bare-VM floor (results in _output/bench; see bench/)
+	$(GO) run ./bench/cmd/vesselbench -out $(OUT)/bench
+
+.PHONY: bench-quick
+bench-quick: build image ## benchmark smoke test (1 run each, small counts), run in CI so the harness never rots
+	$(GO) run ./bench/cmd/vesselbench -quick -out $(OUT)/bench-quick
+
 .PHONY: lint
 lint: ## gofmt, go vet and golangci-lint with the repo's config
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -81,7 +89,7 @@ lint: ## gofmt, go vet and golangci-lint with the repo's config
 	golangci-lint run ./...
 
 .PHONY: check-all
-check-all: lint test fuzz integration ## everything CI runs: lint, unit tests, fuzzing, integration tests
+check-all: lint test fuzz integration bench-quick ## everything CI runs: lint, unit tests, fuzzing, integration tests, benchmark smoke test
 
 .PHONY: clean
 clean: ## remove build output

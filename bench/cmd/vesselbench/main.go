@@ -1,0 +1,136 @@
+// Binary vesselbench runs Vessel's benchmarks (issue 5): the bare-VM floor, cold start,
+// exec latency, memory, density and parallel create throughput, Vessel's shim against
+// runc's on a private containerd, and writes results.json, results.md and chart.png.
+// Run it as root after `make build image`; `-quick` is the CI smoke test.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/log"
+	"github.com/sirupsen/logrus"
+
+	"github.com/vessel-containers/vessel/bench/internal/harness"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "vesselbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	def, quick := harness.DefaultOptions(), harness.QuickOptions()
+	var (
+		quickFlag  = flag.Bool("quick", false, "smoke test: 1 run each, memory with 1 and 2 sandboxes, density limit 3, parallel 2 (what CI runs)")
+		out        = flag.String("out", "_output/bench", "directory for results.json, results.md and chart.png")
+		shimDir    = flag.String("shim-dir", "_output/bin", "directory holding containerd-shim-vessel-v2 (put first on containerd's PATH)")
+		measures   = flag.String("measure", "all", "comma-separated measures to run: all or "+strings.Join(harness.Measures, ","))
+		runs       = flag.Int("runs", 0, fmt.Sprintf("N for every repeated figure (default %d, quick %d)", def.Runs, quick.Runs))
+		memCounts  = flag.String("memory-counts", "", fmt.Sprintf("idle sandbox counts for the memory measure (default %s, quick %s)", ints(def.MemoryCounts), ints(quick.MemoryCounts)))
+		density    = flag.Int("density-limit", 0, fmt.Sprintf("most sandboxes the density measure starts (default %d, quick %d)", def.DensityLimit, quick.DensityLimit))
+		execLimit  = flag.Duration("density-exec-limit", def.DensityExecLimit, "density stops when an exec takes longer")
+		minAvail   = flag.Uint64("density-min-available", def.DensityMinAvailMiB, "density stops when the host's MemAvailable falls below this many MiB")
+		parallel   = flag.Int("parallel", 0, fmt.Sprintf("sandboxes started at once (default %d, quick %d)", def.Parallel, quick.Parallel))
+		settle     = flag.Duration("settle", 0, fmt.Sprintf("idle time before memory is read (default %s, quick %s)", def.Settle, quick.Settle))
+		idleWindow = flag.Duration("idle-window", 0, fmt.Sprintf("host CPU sampling window with the density sandboxes idle (default %s, quick %s)", def.IdleWindow, quick.IdleWindow))
+		keepLog    = flag.Bool("keep-log", false, "copy containerd's log (with the shims' debug lines) into the output directory")
+		compare    = flag.String("compare-config", "", "A/B mode: also run floor, cold start and memory with this second Vessel configuration file, interleaved with the default runs")
+		verbose    = flag.Bool("v", false, "debug logging")
+	)
+	flag.Parse()
+
+	opts := def
+	if *quickFlag {
+		opts = quick
+	}
+	opts.Out, opts.ShimDir, opts.KeepLog = *out, *shimDir, *keepLog
+	opts.DensityExecLimit, opts.DensityMinAvailMiB = *execLimit, *minAvail
+	setInt(&opts.Runs, *runs)
+	setInt(&opts.DensityLimit, *density)
+	setInt(&opts.Parallel, *parallel)
+	setDuration(&opts.Settle, *settle)
+	setDuration(&opts.IdleWindow, *idleWindow)
+	if *memCounts != "" {
+		counts, err := parseInts(*memCounts)
+		if err != nil {
+			return fmt.Errorf("-memory-counts: %w", err)
+		}
+		opts.MemoryCounts = counts
+	}
+	if *compare != "" {
+		abs, err := filepath.Abs(*compare)
+		if err != nil {
+			return fmt.Errorf("-compare-config: %w", err)
+		}
+		opts.CompareConfig = abs // the shim resolves it from another directory
+	}
+	if *measures != "all" {
+		opts.Measures = strings.Split(*measures, ",")
+	}
+
+	logger := logrus.New()
+	logger.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05"})
+	if *verbose {
+		logger.SetLevel(logrus.DebugLevel)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx = log.WithLogger(ctx, logrus.NewEntry(logger))
+	done := make(chan struct{})
+	defer close(done) // runs before stop: a normal return is not reported as a signal
+	go func() {       // owner: run; returns on the first signal or when run returns
+		select {
+		case <-ctx.Done():
+			select {
+			case <-done:
+			default:
+				log.G(ctx).Warn("interrupted: removing containers, shims, VMs and directories; please wait")
+			}
+		case <-done:
+		}
+	}()
+	return harness.Run(ctx, opts)
+}
+
+func setInt(dst *int, v int) {
+	if v != 0 {
+		*dst = v
+	}
+}
+
+func setDuration(dst *time.Duration, v time.Duration) {
+	if v != 0 {
+		*dst = v
+	}
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func ints(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}

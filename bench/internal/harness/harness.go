@@ -1,0 +1,310 @@
+// Package harness runs Vessel's benchmarks against a private containerd: the bare-VM
+// floor, cold start, exec latency, memory, density and parallel create throughput, Vessel's
+// shim (io.containerd.vessel.v2) side by side with runc's (io.containerd.runc.v2). Each
+// measure cleans up after itself, also when it fails or the run is interrupted; the daemon's
+// own Stop sweeps whatever is left.
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/containerd/log"
+
+	"github.com/vessel-containers/vessel/bench/internal/ctrd"
+	"github.com/vessel-containers/vessel/bench/internal/ociimage"
+	"github.com/vessel-containers/vessel/bench/internal/procfs"
+	"github.com/vessel-containers/vessel/bench/internal/report"
+	"github.com/vessel-containers/vessel/internal/config"
+)
+
+// Measure names, in the order they run.
+const (
+	MeasureFloor    = "floor"
+	MeasureCold     = "cold"
+	MeasureExec     = "exec"
+	MeasureMemory   = "memory"
+	MeasureDensity  = "density"
+	MeasureParallel = "parallel"
+)
+
+// Measures lists every measure in run order.
+var Measures = []string{MeasureFloor, MeasureCold, MeasureExec, MeasureMemory, MeasureDensity, MeasureParallel}
+
+// Runtime types containerd knows the shims by.
+const (
+	VesselRuntime = "io.containerd.vessel.v2"
+	RuncRuntime   = "io.containerd.runc.v2"
+	shimBinary    = "containerd-shim-vessel-v2"
+)
+
+// Options configure a run.
+type Options struct {
+	// Out receives results.json, results.md and chart.png.
+	Out string
+	// ShimDir holds containerd-shim-vessel-v2 (put first on containerd's PATH).
+	ShimDir string
+	// Measures to run (default: all).
+	Measures []string
+	// Runs is N for every repeated figure.
+	Runs int
+	// MemoryCounts are the numbers of idle sandboxes the memory measure runs.
+	MemoryCounts []int
+	// DensityLimit and DensityExecLimit end the density measure.
+	DensityLimit     int
+	DensityExecLimit time.Duration
+	// DensityMinAvailMiB stops density early when the host's MemAvailable drops below it.
+	DensityMinAvailMiB uint64
+	// Parallel is how many sandboxes the parallel measure starts at once.
+	Parallel int
+	// Settle is how long sandboxes idle before memory is read; IdleWindow how long host
+	// CPU is sampled with the density sandboxes idle.
+	Settle     time.Duration
+	IdleWindow time.Duration
+	// Quick marks a smoke run (recorded in the results).
+	Quick bool
+	// KeepLog copies containerd's log (with the shims' lines) into Out.
+	KeepLog bool
+	// CompareConfig, when set, names a second Vessel configuration file: the floor, cold
+	// start and memory measures then also run Vessel with it ("vessel-b"), interleaved with
+	// the default runs, so that a change is compared under the same host conditions.
+	CompareConfig string
+}
+
+// QuickOptions are the smoke-test settings CI runs: one run each, small counts.
+func QuickOptions() Options {
+	return Options{
+		Runs: 1, MemoryCounts: []int{1, 2}, DensityLimit: 3, DensityExecLimit: 5 * time.Second,
+		DensityMinAvailMiB: 2048, Parallel: 2, Settle: 5 * time.Second, IdleWindow: 5 * time.Second, Quick: true,
+	}
+}
+
+// DefaultOptions are a full run's settings.
+func DefaultOptions() Options {
+	return Options{
+		Runs: 10, MemoryCounts: []int{1, 10}, DensityLimit: 50, DensityExecLimit: 5 * time.Second,
+		DensityMinAvailMiB: 2048, Parallel: 10, Settle: 20 * time.Second, IdleWindow: 15 * time.Second,
+	}
+}
+
+// env is what the measures share.
+type env struct {
+	opts Options
+	cfg  *config.Config
+	// cfgB is the A/B mode's second configuration (nil otherwise).
+	cfgB  *config.Config
+	ctd   *ctrd.Daemon
+	image string
+	res   *report.Results
+	// work is a scratch directory (image archive, floor VM state).
+	work string
+}
+
+// Run runs the selected measures and writes the results. A failing measure is recorded
+// and the next one runs; the error returned joins every failure.
+func Run(ctx context.Context, opts Options) (retErr error) {
+	if err := opts.validate(); err != nil {
+		return err
+	}
+	cfg, cfgPath, err := config.LoadFrom("", os.Getenv, config.SystemPath)
+	if err != nil {
+		return fmt.Errorf("vessel configuration: %w", err)
+	}
+	if err := preflight(cfg, opts); err != nil {
+		return err
+	}
+	e := &env{opts: opts, cfg: cfg, res: &report.Results{
+		Started: time.Now(), Quick: opts.Quick, Runs: opts.Runs, Errors: map[string]string{},
+	}}
+	e.res.Machine = describeMachine(ctx, cfg, opts.ShimDir)
+	e.res.VM = describeVM(cfg, cfgPath)
+	if opts.CompareConfig != "" {
+		if e.cfgB, err = config.LoadFile(opts.CompareConfig); err != nil {
+			return fmt.Errorf("comparison configuration: %w", err)
+		}
+		if err := preflight(e.cfgB, opts); err != nil {
+			return fmt.Errorf("comparison configuration: %w", err)
+		}
+		vmB := describeVM(e.cfgB, opts.CompareConfig)
+		e.res.VMB = &vmB
+	}
+
+	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
+		return fmt.Errorf("output dir: %w", err)
+	}
+	if e.work, err = os.MkdirTemp("", "vbw"); err != nil {
+		return fmt.Errorf("scratch dir: %w", err)
+	}
+	defer os.RemoveAll(e.work)
+
+	var failures []error
+	fail := func(measure string, err error) {
+		log.G(ctx).WithError(err).Errorf("measure %s failed", measure)
+		e.res.Errors[measure] = err.Error()
+		failures = append(failures, fmt.Errorf("%s: %w", measure, err))
+	}
+	defer func() {
+		e.res.Seconds = time.Since(e.res.Started).Seconds()
+		paths, err := report.Write(opts.Out, e.res)
+		if err != nil {
+			failures = append(failures, err)
+		}
+		for _, p := range paths {
+			log.G(ctx).Infof("wrote %s", p)
+		}
+		retErr = errors.Join(failures...)
+	}()
+
+	if slices.Contains(opts.Measures, MeasureFloor) {
+		e.measure(ctx, MeasureFloor, e.floor, fail)
+	}
+	if !slices.ContainsFunc(opts.Measures, func(m string) bool { return m != MeasureFloor }) {
+		return nil
+	}
+	if err := e.startContainerd(ctx); err != nil {
+		fail("containerd", err)
+		return nil
+	}
+	defer func() {
+		// A failed measure's evidence is in the log (the shims' lines): keep it.
+		if opts.KeepLog || len(failures) > 0 {
+			if err := e.ctd.KeepLog(filepath.Join(opts.Out, "containerd.log")); err != nil {
+				log.G(ctx).WithError(err).Warn("keep containerd log")
+			}
+		}
+		// The cleanup must finish even when ctx was cancelled (Ctrl-C).
+		if err := e.ctd.Stop(context.WithoutCancel(ctx)); err != nil {
+			fail("cleanup", err)
+		}
+	}()
+	for _, m := range []struct {
+		name string
+		fn   func(context.Context) error
+	}{
+		{MeasureCold, e.cold}, {MeasureExec, e.exec}, {MeasureMemory, e.memory},
+		{MeasureDensity, e.density}, {MeasureParallel, e.parallel},
+	} {
+		if !slices.Contains(opts.Measures, m.name) {
+			continue
+		}
+		if ctx.Err() != nil {
+			fail(m.name, fmt.Errorf("not run: %w", context.Cause(ctx)))
+			continue
+		}
+		e.measure(ctx, m.name, m.fn, fail)
+	}
+	return nil
+}
+
+// measure runs one measure, records the host's conditions around it and removes every
+// container it left, whatever happened.
+func (e *env) measure(ctx context.Context, name string, fn func(context.Context) error, fail func(string, error)) {
+	log.G(ctx).Infof("measure %s", name)
+	cond := report.Condition{Measure: name, LoadBefore: procfs.LoadAvg()}
+	cpu0, _ := procfs.ReadCPUTimes()
+	begin := time.Now()
+	err := fn(ctx)
+	if e.ctd != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+		if cerr := e.ctd.RemoveAllContainers(cctx); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("remove containers: %w", cerr))
+		}
+		cancel()
+	}
+	cpu1, _ := procfs.ReadCPUTimes()
+	cond.Seconds = time.Since(begin).Seconds()
+	cond.LoadAfter = procfs.LoadAvg()
+	cond.HostBusy = procfs.BusyFraction(cpu0, cpu1)
+	e.res.Conditions = append(e.res.Conditions, cond)
+	if err != nil {
+		fail(name, err)
+	}
+}
+
+func (e *env) startContainerd(ctx context.Context) error {
+	d, err := ctrd.Start(ctx, ctrd.Options{
+		BinDir: e.opts.ShimDir,
+		// Vessel's shims keep their sandboxes (sockets, logs, shares) under the daemon's
+		// directory, so that the final sweep finds whatever an interrupted run left.
+		Env: func(dir string) []string { return []string{"VESSEL_SANDBOX_ROOT=" + filepath.Join(dir, "sb")} },
+	})
+	if err != nil {
+		return err
+	}
+	e.ctd = d
+	return e.importImage(ctx)
+}
+
+func (e *env) importImage(ctx context.Context) error {
+	dir := filepath.Join(e.work, "image")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return fmt.Errorf("image dir: %w", err)
+	}
+	archive, err := ociimage.BuildBusybox(dir)
+	if err != nil {
+		return err
+	}
+	if _, err := e.ctd.Ctr(ctx, "image", "import", archive); err != nil {
+		return fmt.Errorf("import busybox image: %w", err)
+	}
+	e.image = ociimage.Ref
+	return nil
+}
+
+func (o *Options) validate() error {
+	if len(o.Measures) == 0 {
+		o.Measures = Measures
+	}
+	for _, m := range o.Measures {
+		if !slices.Contains(Measures, m) {
+			return fmt.Errorf("unknown measure %q: want one of %s", m, strings.Join(Measures, ", "))
+		}
+	}
+	switch {
+	case o.Runs < 1:
+		return fmt.Errorf("runs %d: want at least 1", o.Runs)
+	case o.Parallel < 1:
+		return fmt.Errorf("parallel %d: want at least 1", o.Parallel)
+	case o.DensityLimit < 1:
+		return fmt.Errorf("density limit %d: want at least 1", o.DensityLimit)
+	case o.Out == "":
+		return errors.New("no output directory")
+	}
+	for _, n := range o.MemoryCounts {
+		if n < 1 {
+			return fmt.Errorf("memory count %d: want at least 1", n)
+		}
+	}
+	return nil
+}
+
+// preflight checks what the run needs, naming the command that provides a missing piece.
+func preflight(cfg *config.Config, opts Options) error {
+	if os.Geteuid() != 0 {
+		return errors.New("the benchmark needs root (containerd, mounts, VMs)")
+	}
+	need := []struct{ path, fix string }{
+		{cfg.Hypervisor.Path, "apt-get install qemu-system-x86"},
+		{cfg.Hypervisor.Kernel, "make image"},
+		{cfg.Hypervisor.Initrd, "make image"},
+		{filepath.Join(opts.ShimDir, shimBinary), "make build"},
+	}
+	for _, n := range need {
+		if _, err := os.Stat(n.path); err != nil {
+			return fmt.Errorf("%s is missing (%s): %w", n.path, n.fix, err)
+		}
+	}
+	for _, bin := range []string{"containerd", "ctr", "containerd-shim-runc-v2", "runc"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("%s is not installed (apt-get install containerd runc): %w", bin, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,71 @@
+package report
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vessel-containers/vessel/bench/internal/stats"
+)
+
+func sample() *Results {
+	return &Results{
+		Started: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Runs: 3,
+		Floor: &Floor{Boot: stats.Of([]float64{1.4, 1.5, 1.6})},
+		Cold: &Cold{
+			Vessel:    ColdRuntime{True: stats.Of([]float64{2.3, 2.4, 2.5})},
+			Runc:      ColdRuntime{True: stats.Of([]float64{0.1, 0.12, 0.11})},
+			Breakdown: []PhaseSummary{{Name: "kernel boot", Seconds: stats.Of([]float64{1.1, 1.2, 1.3})}},
+		},
+		Memory: &Memory{Points: []MemoryPoint{
+			{Runtime: Vessel, Sandboxes: 1, PerSandbox: stats.Of([]float64{140})},
+			{Runtime: Runc, Sandboxes: 1, PerSandbox: stats.Of([]float64{13})},
+		}},
+		Errors: map[string]string{"density": "boom"},
+	}
+}
+
+func TestMarkdown(t *testing.T) {
+	md := Markdown(sample())
+	for _, want := range []string{
+		"| Bare-VM floor (QEMU + kernel boot + power-off) | 1.50 s (1.40 s–1.60 s) |",
+		"| Cold start `ctr run --rm … true` | 2.40 s (2.30 s–2.50 s) | 110 ms (100 ms–120 ms) | 21.82× | 1.60× |",
+		"| kernel boot |", "| PSS per idle sandbox, 1 running | 140 MiB | 13 MiB |", "- density: boom",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	if md := Markdown(&Results{}); !strings.Contains(md, "## Summary") {
+		t.Errorf("empty results: %s", md)
+	}
+}
+
+func TestWrite(t *testing.T) {
+	dir := t.TempDir()
+	for _, r := range []*Results{sample(), {}} {
+		paths, err := Write(dir, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(paths) != 3 {
+			t.Fatalf("got %v, want json, md and png", paths)
+		}
+		data, err := os.ReadFile(filepath.Join(dir, "results.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Results
+		if err := json.Unmarshal(data, &back); err != nil {
+			t.Fatal(err)
+		}
+		png, err := os.ReadFile(filepath.Join(dir, "chart.png"))
+		if err != nil || !bytes.HasPrefix(png, []byte("\x89PNG")) {
+			t.Errorf("chart.png is not a PNG (%v)", err)
+		}
+	}
+}
