@@ -91,3 +91,21 @@ func killAndWait(pid int, start uint64, timeout time.Duration) bool {
 	}
 	return waitGone(pid, start, timeout)
 }
+
+// monitorPtySize reads the terminal size of the pty slave a container's monitor holds as
+// descriptor 5.
+func monitorPtySize(pid int) (rows, cols uint16, err error) {
+	if pid <= 0 {
+		return 0, 0, fmt.Errorf("no monitor pid")
+	}
+	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/5", pid), os.O_RDONLY|unix.O_NOCTTY, 0)
+	if err != nil {
+		return 0, 0, fmt.Errorf("open monitor pty: %w", err)
+	}
+	defer f.Close()
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil {
+		return 0, 0, fmt.Errorf("monitor pty size: %w", err)
+	}
+	return ws.Row, ws.Col, nil
+}

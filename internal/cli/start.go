@@ -64,6 +64,16 @@ func (r *ociRuntime) start(ctx context.Context, id string) error {
 		}
 		return err
 	}
+	if c.Spec != nil && c.Spec.Process != nil && c.Spec.Process.Terminal {
+		// The monitor relays SIGWINCH resizes asynchronously; a size set on the master just
+		// before start could land after the process read it. Push the pty's current size
+		// first, read from the monitor's pty slave (its descriptor 5).
+		if rows, cols, err := monitorPtySize(c.Pid); err == nil && rows > 0 {
+			if _, err := cl.ResizePty(ctx, &taskAPI.ResizePtyRequest{ID: id, Width: uint32(cols), Height: uint32(rows)}); err != nil {
+				log.G(ctx).WithError(err).Warn("set terminal size before start")
+			}
+		}
+	}
 	if _, err := cl.Start(ctx, &taskAPI.StartRequest{ID: id}); err != nil {
 		return fmt.Errorf("start container %s: %w", id, err)
 	}
