@@ -54,7 +54,11 @@ func run() error {
 	if *quickFlag {
 		opts = quick
 	}
-	opts.Out, opts.ShimDir, opts.KeepLog = *out, *shimDir, *keepLog
+	abs, err := filepath.Abs(*shimDir)
+	if err != nil {
+		return fmt.Errorf("-shim-dir: %w", err)
+	}
+	opts.Out, opts.ShimDir, opts.KeepLog = *out, abs, *keepLog
 	opts.DensityExecLimit, opts.DensityMinAvailMiB = *execLimit, *minAvail
 	setInt(&opts.Runs, *runs)
 	setInt(&opts.DensityLimit, *density)

@@ -27,8 +27,9 @@ var (
 	floorColor  = color.RGBA{R: 0x55, G: 0x55, B: 0x55, A: 0xff}
 )
 
-// Chart draws two panels into a PNG: the distributions of start and exec times, and the
-// PSS per idle sandbox. Each box shows the samples' quartiles, with every sample drawn as
+// Chart draws two panels into a PNG: the distributions of the floor, cold-start and exec
+// times, and the PSS per idle sandbox (parallel starts take ten times longer and would
+// flatten the first panel; they are in the tables). Each box shows the samples' quartiles, with every sample drawn as
 // a point over it.
 func Chart(r *Results, path string) error {
 	timePlot, err := boxes("Start and exec times (every run)", "seconds", timeSeries(r))
@@ -79,9 +80,6 @@ func timeSeries(r *Results) []series {
 		add("vessel exec", e.Vessel, vesselColor)
 		add("runc exec", e.Runc, runcColor)
 	}
-	if p := r.Parallel; p != nil {
-		add(fmt.Sprintf("vessel %d\nparallel", p.Vessel.N), p.Vessel.Each, vesselColor)
-	}
 	return s
 }
 
@@ -110,6 +108,7 @@ func boxes(title, unit string, series []series) (*plot.Plot, error) {
 	p.Title.Text = title
 	p.Y.Label.Text = unit
 	p.Y.Min = 0
+	top := 0.0
 	names := make([]string, len(series))
 	for i, s := range series {
 		names[i] = s.label
@@ -123,6 +122,7 @@ func boxes(title, unit string, series []series) (*plot.Plot, error) {
 		p.Add(box)
 		pts := make(plotter.XYs, len(s.samples))
 		for j, v := range s.samples {
+			top = max(top, v)
 			// Spread the points a little so that equal values stay visible.
 			off := 0.0
 			if len(s.samples) > 1 {
@@ -137,6 +137,9 @@ func boxes(title, unit string, series []series) (*plot.Plot, error) {
 		sc.Color = s.color
 		sc.Radius = vg.Points(2)
 		p.Add(sc)
+	}
+	if top > 0 {
+		p.Y.Max = top * 1.08 // headroom: the highest box is not cut by the frame
 	}
 	if len(names) > 0 {
 		p.NominalX(names...)

@@ -20,13 +20,27 @@ import (
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 )
 
-// LinkUp brings the named link up (the loopback at boot).
+// LinkUp brings the named link up (the loopback at boot). It uses the SIOCSIFFLAGS ioctl,
+// not netlink: on the agent's boot path the netlink library's first request (socket set
+// up, link dump and attribute parsing) cost about 50 ms under TCG, the ioctl a few.
 func LinkUp(name string) error {
-	l, err := netlink.LinkByName(name)
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("link %s: socket: %w", name, err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
 	if err != nil {
 		return fmt.Errorf("link %s: %w", name, err)
 	}
-	if err := netlink.LinkSetUp(l); err != nil {
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("link %s: get flags: %w", name, err)
+	}
+	if ifr.Uint16()&unix.IFF_UP != 0 {
+		return nil
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
 		return fmt.Errorf("set %s up: %w", name, err)
 	}
 	return nil

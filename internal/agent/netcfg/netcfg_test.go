@@ -3,10 +3,15 @@
 package netcfg
 
 import (
+	"errors"
 	"net"
+	"os"
+	"runtime"
 	"testing"
 
 	"github.com/containerd/errdefs"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 )
@@ -67,4 +72,39 @@ func ipString(ip net.IP) string {
 		return ""
 	}
 	return ip.String()
+}
+
+// TestLinkUp brings the loopback of a fresh network namespace up.
+func TestLinkUp(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create a network namespace")
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// The namespace belongs to this thread only, which exits with the goroutine.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- err
+			return
+		}
+		if err := LinkUp("lo"); err != nil {
+			errc <- err
+			return
+		}
+		if err := LinkUp("lo"); err != nil { // already up: no error
+			errc <- err
+			return
+		}
+		l, err := netlink.LinkByName("lo")
+		if err == nil && l.Attrs().Flags&net.FlagUp == 0 {
+			err = errors.New("lo is still down")
+		}
+		errc <- err
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if err := LinkUp("no-such-link0"); err == nil {
+		t.Error("a missing link came up")
+	}
 }

@@ -33,9 +33,21 @@ const (
 	idRNG     = "vessel-rng"
 )
 
-// baseKernelParams go before Config.KernelParams: serial console, and a kernel panic
-// reboots at once, which -no-reboot turns into a QEMU exit instead of a hung VM.
-var baseKernelParams = []string{"console=ttyS0", "panic=-1"}
+// baseKernelParams go before Config.KernelParams: serial console; a kernel panic reboots
+// at once, which -no-reboot turns into a QEMU exit instead of a hung VM; and no_timer_check,
+// because the boot-time check that the 8254 timer reaches the IO-APIC counts ticks in a
+// fixed window and, with the host overcommitted (ten VMs starting at once on two cores),
+// failed and panicked the guest ("IO-APIC + timer doesn't work!"). Virtual timers are
+// wired correctly; Kata passes the same parameter.
+var baseKernelParams = []string{"console=ttyS0", "panic=-1", "no_timer_check"}
+
+// tcgKernelParams follow baseKernelParams under TCG only. nolapic_timer: without a
+// TSC-deadline timer or a hypervisor-provided APIC frequency the kernel calibrates the
+// local APIC timer against the PIT for 100 ms of guest time, which under TCG was 0.12 s of
+// every start (docs/benchmarks.md). The HPET drives the tick instead (broadcast to further
+// vCPUs); idle CPU use did not change. KVM guests keep the local APIC timer: their
+// TSC-deadline timer needs no calibration.
+var tcgKernelParams = []string{"nolapic_timer"}
 
 // launch is what the command line needs besides the Config: decisions taken at Start.
 type launch struct {
@@ -47,10 +59,13 @@ type launch struct {
 	agentFD int
 }
 
-// kernelCmdline is the guest kernel command line for cfg. Debug drops "quiet" so the
-// console shows the kernel's messages, and asks the agent for debug logs.
-func kernelCmdline(cfg *hypervisor.Config) string {
+// kernelCmdline is the guest kernel command line for cfg under accel. Debug drops "quiet"
+// so the console shows the kernel's messages, and asks the agent for debug logs.
+func kernelCmdline(cfg *hypervisor.Config, accel hypervisor.Accelerator) string {
 	params := append([]string{}, baseKernelParams...)
+	if accel == hypervisor.AccelTCG {
+		params = append(params, tcgKernelParams...)
+	}
 	if cfg.Debug {
 		params = append(params, "vessel.log=debug")
 	} else {
@@ -125,7 +140,7 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 	if cfg.Initrd != "" {
 		args = append(args, "-initrd", cfg.Initrd)
 	}
-	args = append(args, "-append", kernelCmdline(cfg))
+	args = append(args, "-append", kernelCmdline(cfg, l.accel))
 
 	// Serial console into a file.
 	args = append(args,

@@ -40,7 +40,7 @@ func TestCommandLineBaseline(t *testing.T) {
 		"-m", "256M",
 		"-kernel", "/guest/vmlinux",
 		"-initrd", "/guest/initramfs.img",
-		"-append", "console=ttyS0 panic=-1 quiet",
+		"-append", "console=ttyS0 panic=-1 no_timer_check nolapic_timer quiet",
 		"-chardev", "file,id=console,path=/run/vessel/sb1/console.log",
 		"-serial", "chardev:console",
 		"-chardev", "socket,id=qmp,fd=3,server=on,wait=off",
@@ -97,6 +97,11 @@ func TestCommandLineMatrix(t *testing.T) {
 			exact: map[string][]string{"-accel": {"tcg,tb-size=32"}, "-cpu": {"max"}},
 		},
 		{
+			name:   "kvm keeps the local apic timer",
+			launch: launch{accel: hypervisor.AccelKVM, qmpFD: 3, agentFD: 4},
+			exact:  map[string][]string{"-append": {"console=ttyS0 panic=-1 no_timer_check quiet"}},
+		},
+		{
 			name:   "kvm ignores the translation cache size",
 			mod:    func(c *hypervisor.Config) { c.TBSizeMiB = 32 },
 			launch: launch{accel: hypervisor.AccelKVM, qmpFD: 3, agentFD: 4},
@@ -125,12 +130,12 @@ func TestCommandLineMatrix(t *testing.T) {
 		{
 			name:  "debug is verbose",
 			mod:   func(c *hypervisor.Config) { c.Debug = true },
-			exact: map[string][]string{"-append": {"console=ttyS0 panic=-1 vessel.log=debug"}},
+			exact: map[string][]string{"-append": {"console=ttyS0 panic=-1 no_timer_check nolapic_timer vessel.log=debug"}},
 		},
 		{
 			name:  "kernel params come last",
 			mod:   func(c *hypervisor.Config) { c.KernelParams = []string{"agent.x=1", "init=/agent"} },
-			exact: map[string][]string{"-append": {"console=ttyS0 panic=-1 quiet agent.x=1 init=/agent"}},
+			exact: map[string][]string{"-append": {"console=ttyS0 panic=-1 no_timer_check nolapic_timer quiet agent.x=1 init=/agent"}},
 		},
 		{
 			name:   "no initrd",
