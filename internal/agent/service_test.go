@@ -259,3 +259,23 @@ func TestFindPort(t *testing.T) {
 		t.Fatalf("missing port: %v", err)
 	}
 }
+
+// TestWarmUpNeedsEmptyGuest checks that WarmUp refuses a guest with a sandbox and leaves
+// that sandbox alone. (The warm-up itself needs root and a guest kernel: the factory's
+// cache integration test runs it in real VMs.)
+func TestWarmUpNeedsEmptyGuest(t *testing.T) {
+	ctx := context.Background()
+	svc := testService(t)
+	a := serve(t, svc)
+	if _, err := a.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{SandboxId: "sb"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := a.WarmUp(ctx, &agentv1.WarmUpRequest{})
+	wantCode(t, "warm-up with a sandbox", err, codes.FailedPrecondition, "without a sandbox")
+	if _, err := a.DestroySandbox(ctx, &agentv1.DestroySandboxRequest{}); err != nil {
+		t.Fatalf("the sandbox did not survive the refused warm-up: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(svc.cfg.RunDir, "warmup")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("refused warm-up left %s: %v", filepath.Join(svc.cfg.RunDir, "warmup"), err)
+	}
+}

@@ -129,6 +129,12 @@ func (c *Client) RemoveContainer(ctx context.Context, id string, timeout uint32)
 	return err
 }
 
+// WarmUp has the agent run a throwaway container through the whole life cycle.
+func (c *Client) WarmUp(ctx context.Context) error {
+	_, err := call(ctx, "WarmUp", c.timeouts.Create, c.svc.WarmUp, &agentv1.WarmUpRequest{})
+	return err
+}
+
 func (c *Client) ExecProcess(ctx context.Context, req *agentv1.ExecProcessRequest) error {
 	_, err := call(ctx, "ExecProcess", c.timeouts.Create, c.svc.ExecProcess, req)
 	return err

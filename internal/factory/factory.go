@@ -319,7 +319,7 @@ func (f *Factory) bootForCache(ctx context.Context, id, dir string) (hypervisor.
 		stop()
 		return nil, false, err
 	}
-	if err := waitAgent(ctx, vm, f.cfg.Timeouts); err != nil {
+	if err := warmAgent(ctx, vm, f.cfg.Timeouts); err != nil {
 		stop()
 		return nil, false, err
 	}

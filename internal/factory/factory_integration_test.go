@@ -2,6 +2,7 @@ package factory_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -340,6 +341,12 @@ func TestCacheSandboxes(t *testing.T) {
 				t.Errorf("vcpus of the grown cached vm: %d, want 2", pb.cpus)
 			}
 			for _, sb := range []*sandbox.Sandbox{a, b} {
+				// The cache warmed the VM up (agent WarmUp) before handing it out; the
+				// sandbox's own CreateSandbox above shows the warm-up left no sandbox.
+				console, err := os.ReadFile(filepath.Join(sb.Dir(), hypervisor.ConsoleLogName))
+				if err != nil || !bytes.Contains(console, []byte(`msg="warmed up"`)) {
+					t.Errorf("console of %s shows no agent warm-up (%v)", sb.ID(), err)
+				}
 				if got := sb.VM().Agent().Path; filepath.Dir(got) != sb.Dir() {
 					t.Errorf("agent socket %s is not in the sandbox dir %s", got, sb.Dir())
 				}

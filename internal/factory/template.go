@@ -306,20 +306,51 @@ func (t *templateStore) destroy() error {
 // waitAgent dials the VM's agent until it answers once, then hangs up: the next host
 // connection starts a new session in the guest.
 func waitAgent(ctx context.Context, vm hypervisor.VM, timeouts agentclient.Timeouts) error {
+	return withAgent(ctx, vm, timeouts, nil)
+}
+
+// warmAgent waits for the VM's agent as waitAgent does, then has it run a throwaway
+// container (agent WarmUp) so that the VM's first real container finds the guest's code
+// paths hot: under TCG they are translated on first use. An agent without WarmUp (older
+// guest image) is only logged.
+func warmAgent(ctx context.Context, vm hypervisor.VM, timeouts agentclient.Timeouts) error {
+	return withAgent(ctx, vm, timeouts, func(agent *agentclient.Client) error {
+		begin := time.Now()
+		err := agent.WarmUp(ctx)
+		if errdefs.IsNotImplemented(err) {
+			log.G(ctx).WithError(err).Warn("agent cannot warm up; rebuild the guest image")
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("warm up: %w", err)
+		}
+		log.G(ctx).WithField("elapsed", time.Since(begin)).Debug("vm warmed up")
+		return nil
+	})
+}
+
+// withAgent dials the VM's agent, waits for its first answer, runs then (if set) and hangs
+// up. A VM that exited meanwhile is named in the error.
+func withAgent(ctx context.Context, vm hypervisor.VM, timeouts agentclient.Timeouts, then func(*agentclient.Client) error) error {
 	agent, err := agentclient.Dial(ctx, vm.Agent(), timeouts)
 	if err != nil {
 		return err
 	}
 	defer agent.Close()
-	if _, err := agent.WaitReady(ctx); err != nil {
+	_, err = agent.WaitReady(ctx)
+	if err != nil {
+		err = fmt.Errorf("wait for agent: %w", err)
+	} else if then != nil {
+		err = then(agent)
+	}
+	if err != nil {
 		select {
 		case <-vm.Done():
-			return fmt.Errorf("wait for agent: %w: vm exited: %w", err, vm.Err())
+			return fmt.Errorf("%w: vm exited: %w", err, vm.Err())
 		default:
 		}
-		return fmt.Errorf("wait for agent: %w", err)
 	}
-	return nil
+	return err
 }
 
 // writeJSON writes v to path atomically.

@@ -54,14 +54,24 @@ func Cleanup(ctx context.Context, root, id string) error {
 		}
 		log.G(ctx).WithField("pid", st.VMPid).Info("killed the VM of a dead sandbox owner")
 	}
-	if err := sharefs.Open(filepath.Join(dir, "shared")).Close(ctx); err != nil {
+	if err := removeDir(ctx, sharefs.Open(filepath.Join(dir, "shared")), dir); err != nil {
 		errs = append(errs, err)
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		errs = append(errs, fmt.Errorf("remove sandbox dir: %w", err))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("clean up sandbox %s: %w", id, errors.Join(errs...))
+	}
+	return nil
+}
+
+// removeDir unmounts and removes the share, then the sandbox directory. When the share
+// cannot be removed the directory is kept for a later cleanup: RemoveAll would reach
+// through a mount left in place into a container's root filesystem or a host directory.
+func removeDir(ctx context.Context, share *sharefs.Share, dir string) error {
+	if err := share.Close(ctx); err != nil {
+		return fmt.Errorf("%w (sandbox dir %s kept)", err, dir)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove sandbox dir: %w", err)
 	}
 	return nil
 }

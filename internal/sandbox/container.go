@@ -164,7 +164,12 @@ func isBind(m specs.Mount) bool {
 }
 
 // guestSpec copies the spec and drops what only makes sense on the host: hooks run on the
-// host, and the guest agent picks the cgroup path.
+// host, the guest agent picks the cgroup path, and namespace paths name host namespaces.
+// The network namespace is dropped altogether: the VM is the pod's network boundary, so
+// every container of the pod shares the guest's network namespace and its interfaces (as
+// the containers of a pod share the pause container's on the host; Kata does the same).
+// A namespace per container would cut containers off from the pod's network and from
+// each other's localhost, and costs a netns setup and teardown in the guest.
 func guestSpec(spec *specs.Spec) (*specs.Spec, error) {
 	data, err := json.Marshal(spec)
 	if err != nil {
@@ -182,9 +187,15 @@ func guestSpec(spec *specs.Spec) (*specs.Spec, error) {
 		g.Linux.CgroupsPath = ""
 		// Namespace paths name host namespaces (a pod's pause process, a CNI netns); they
 		// mean nothing in the guest. A pid namespace path becomes "join the sandbox's".
-		for i := range g.Linux.Namespaces {
-			g.Linux.Namespaces[i].Path = ""
+		ns := g.Linux.Namespaces[:0]
+		for _, n := range g.Linux.Namespaces {
+			if n.Type == specs.NetworkNamespace {
+				continue
+			}
+			n.Path = ""
+			ns = append(ns, n)
 		}
+		g.Linux.Namespaces = ns
 	}
 	return &g, nil
 }

@@ -22,27 +22,79 @@ type VMSource interface {
 	VM(ctx context.Context, driver string, cfg hypervisor.Config) (hypervisor.VM, error)
 }
 
-// startVM starts the sandbox's VM: from cfg.VMSource when it has one, else a cold boot.
-// warm tells which.
-func startVM(ctx context.Context, cfg Config, vmcfg hypervisor.Config) (vm hypervisor.VM, warm bool, err error) {
-	if cfg.VMSource != nil {
-		begin := time.Now()
-		vm, err := cfg.VMSource.VM(ctx, cfg.Hypervisor, vmcfg)
-		if err == nil {
-			log.G(ctx).WithField("pid", vm.Pid()).WithField("elapsed", time.Since(begin)).Info("vm from the factory")
-			recordVM(ctx, cfg.ID, vmcfg.StateDir, vm)
-			return vm, true, nil
+// warmReady bounds the first answer of a VM from the factory: its guest is already up, so
+// an agent that stays silent this long is stuck (seen once under heavy load after a
+// template restore), and a cold boot is the faster way to a sandbox.
+const warmReady = 20 * time.Second
+
+// boot starts the sandbox's VM and connects its agent: a VM from cfg.VMSource when it has
+// one that answers and grows to the sandbox's size, else a cold boot. A VM from the factory
+// that fails is stopped and logged, never returned as an error. On error nothing it
+// started is left running.
+func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, start time.Time) error {
+	if vm := s.warmVM(ctx, vmcfg); vm != nil {
+		s.vm = vm
+		s.vmStart, _ = hypervisor.ProcessStartTime(vm.Pid())
+		log.G(ctx).WithField("pid", vm.Pid()).WithField("elapsed", time.Since(start)).Debug("vm started")
+		timeouts := s.cfg.Timeouts
+		if timeouts.Ready == 0 || timeouts.Ready > warmReady {
+			timeouts.Ready = warmReady
 		}
-		log.G(ctx).WithError(err).WithField("elapsed", time.Since(begin)).Info("factory has no vm for this sandbox; booting cold")
+		err := s.connect(ctx, timeouts)
+		if err == nil {
+			if err = s.grow(ctx); err != nil {
+				err = s.explain(err)
+				s.agent.Close()
+				s.agent = nil
+			}
+		}
+		if err == nil {
+			return nil
+		}
+		log.G(ctx).WithError(err).Warn("vm from the factory failed; stopping it and booting cold")
+		stopVM(ctx, vm)
+		s.vm, s.vmStart = nil, 0
 	}
-	vm, err = hypervisor.New(cfg.Hypervisor, vmcfg)
+	vm, err := hypervisor.New(s.cfg.Hypervisor, vmcfg)
 	if err != nil {
-		return nil, false, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+		return fmt.Errorf("sandbox %s: %w", s.id, err)
 	}
 	if err := vm.Start(ctx); err != nil {
-		return nil, false, fmt.Errorf("sandbox %s: start vm: %w", cfg.ID, err)
+		return fmt.Errorf("sandbox %s: start vm: %w", s.id, err)
 	}
-	return vm, false, nil
+	s.vm = vm
+	s.vmStart, _ = hypervisor.ProcessStartTime(vm.Pid())
+	log.G(ctx).WithField("pid", vm.Pid()).WithField("elapsed", time.Since(start)).Debug("vm started")
+	if err := s.connect(ctx, s.cfg.Timeouts); err != nil {
+		stopVM(ctx, vm)
+		return err
+	}
+	return nil
+}
+
+// warmVM asks cfg.VMSource for a VM; nil (logged) when there is no source or it has none.
+func (s *Sandbox) warmVM(ctx context.Context, vmcfg hypervisor.Config) hypervisor.VM {
+	if s.cfg.VMSource == nil {
+		return nil
+	}
+	begin := time.Now()
+	vm, err := s.cfg.VMSource.VM(ctx, s.cfg.Hypervisor, vmcfg)
+	if err != nil {
+		log.G(ctx).WithError(err).WithField("elapsed", time.Since(begin)).Info("factory has no vm for this sandbox; booting cold")
+		return nil
+	}
+	log.G(ctx).WithField("pid", vm.Pid()).WithField("elapsed", time.Since(begin)).Info("vm from the factory")
+	recordVM(ctx, s.id, vmcfg.StateDir, vm)
+	return vm
+}
+
+// stopVM stops vm, also when ctx is cancelled, and logs a failure.
+func stopVM(ctx context.Context, vm hypervisor.VM) {
+	cctx, cancel := cleanupContext(ctx)
+	defer cancel()
+	if err := vm.Stop(cctx); err != nil {
+		log.G(ctx).WithError(err).Warn("stop vm")
+	}
 }
 
 // recordVM saves the VMM's pid and start time at once: a VM from the cache is not this
@@ -62,7 +114,7 @@ func recordVM(ctx context.Context, id, dir string, vm hypervisor.VM) {
 }
 
 // grow brings a VM from the factory up to the sandbox's size (cfg.VM) and has the agent
-// online what was added.
+// online what was added. Preconditions: s.agent is connected.
 func (s *Sandbox) grow(ctx context.Context) error {
 	r, ok := s.vm.(hypervisor.Resizer)
 	if !ok {
@@ -75,13 +127,13 @@ func (s *Sandbox) grow(ctx context.Context) error {
 	}
 	begin := time.Now()
 	if err := r.Grow(ctx, wantCPUs, wantMem); err != nil {
-		return fmt.Errorf("grow vm to %d vCPUs and %d MiB: %w", wantCPUs, wantMem, err)
+		return fmt.Errorf("sandbox %s: grow vm to %d vCPUs and %d MiB: %w", s.id, wantCPUs, wantMem, err)
 	}
 	newCPUs, newMem := r.Size()
 	if err := s.agent.OnlineCPUMem(ctx, &agentv1.OnlineCPUMemRequest{
 		NbCpus: newCPUs - cpus, Wait: newCPUs > cpus, CpuOnly: newMem == mem,
 	}); err != nil {
-		return fmt.Errorf("online hot-plugged resources: %w", err)
+		return fmt.Errorf("sandbox %s: online hot-plugged resources: %w", s.id, err)
 	}
 	log.G(ctx).WithField("vcpus", newCPUs).WithField("memory_mib", newMem).WithField("elapsed", time.Since(begin)).
 		Debug("vm grown")

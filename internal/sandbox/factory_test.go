@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/vessel-containers/vessel/internal/agentclient"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/persist"
 )
@@ -14,11 +17,12 @@ import (
 type seamVM struct {
 	cfg     hypervisor.Config
 	started bool
+	stopped bool
 	done    chan struct{}
 }
 
 func (v *seamVM) Start(context.Context) error { v.started = true; return nil }
-func (v *seamVM) Stop(context.Context) error  { return nil }
+func (v *seamVM) Stop(context.Context) error  { v.stopped = true; return nil }
 func (v *seamVM) Pause(context.Context) error { return nil }
 func (v *seamVM) Resume(context.Context) error {
 	return nil
@@ -57,49 +61,54 @@ func (f *fakeSource) VM(ctx context.Context, driver string, cfg hypervisor.Confi
 	return f.vm, f.err
 }
 
-func TestStartVMFromSource(t *testing.T) {
+// TestBootFallsBackToCold checks which VMs boot starts and stops. The seam VMs have no
+// agent, so every connect fails at once (nothing listens on the agent socket): a VM from
+// the source that does not answer must be stopped and replaced by a cold boot, and a cold
+// VM whose agent does not answer must be stopped too.
+func TestBootFallsBackToCold(t *testing.T) {
 	dir := t.TempDir()
 	vmcfg := hypervisor.Config{ID: "sb", StateDir: dir, Kernel: "/k", VCPUs: 2, MemoryMiB: 512}
-	warmVM := &seamVM{cfg: vmcfg, done: make(chan struct{})}
 
 	for _, tc := range []struct {
-		name     string
-		src      VMSource
-		wantWarm bool
+		name      string
+		src       *fakeSource
+		wantAsked bool
 	}{
 		{"no source", nil, false},
-		{"source has a vm", &fakeSource{vm: warmVM}, true},
-		{"source has none", &fakeSource{err: errors.New("template: differs in kernel_params")}, false},
+		{"source's vm does not answer", &fakeSource{vm: &seamVM{cfg: vmcfg, done: make(chan struct{})}}, true},
+		{"source has none", &fakeSource{err: errors.New("template: differs in kernel_params")}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			coldBoots = nil
 			_ = os.Remove(dir + "/state.json")
-			vm, warm, err := startVM(context.Background(), Config{ID: "sb", Hypervisor: "seamtest", VMSource: tc.src}, vmcfg)
-			if err != nil {
-				t.Fatal(err)
+			cfg := Config{ID: "sb", Hypervisor: "seamtest", Timeouts: agentclient.Timeouts{Ready: time.Second}}
+			if tc.src != nil {
+				cfg.VMSource = tc.src
 			}
-			if warm != tc.wantWarm {
-				t.Errorf("warm: got %v, want %v", warm, tc.wantWarm)
+			s := &Sandbox{id: "sb", dir: dir, cfg: cfg}
+			err := s.boot(context.Background(), vmcfg, time.Now())
+			if err == nil || !strings.Contains(err.Error(), "dial agent") {
+				t.Fatalf("boot: got %v, want the cold vm's dial error", err)
 			}
-			if src, ok := tc.src.(*fakeSource); ok && (src.driver != "seamtest" || src.asked.ID != "sb" || src.asked.VCPUs != 2) {
-				t.Errorf("source asked for driver %q, config %+v", src.driver, src.asked)
+			if tc.wantAsked && (tc.src.driver != "seamtest" || tc.src.asked.ID != "sb" || tc.src.asked.VCPUs != 2) {
+				t.Errorf("source asked for driver %q, config %+v", tc.src.driver, tc.src.asked)
 			}
-			st, err := persist.Load(dir)
-			if tc.wantWarm {
-				if vm != hypervisor.VM(warmVM) || len(coldBoots) != 0 {
-					t.Errorf("got vm %v and %d cold boots, want the source's vm", vm, len(coldBoots))
+			if tc.src != nil && tc.src.vm != nil {
+				warm := tc.src.vm.(*seamVM)
+				if !warm.stopped {
+					t.Error("the source's vm that did not answer was not stopped")
 				}
-				// A warm VM is recorded at once, by pid and start time.
-				if err != nil || st.VMPid != os.Getpid() || st.VMStartTime == 0 {
+				// A warm VM is recorded at once, by pid and start time, so that a crashed
+				// shim's cleanup finds it.
+				if st, err := persist.Load(dir); err != nil || st.VMPid != os.Getpid() || st.VMStartTime == 0 {
 					t.Errorf("recorded state %+v, %v", st, err)
 				}
-				return
 			}
-			if len(coldBoots) != 1 || !coldBoots[0].started || vm != hypervisor.VM(coldBoots[0]) {
-				t.Errorf("no cold boot: %d vms", len(coldBoots))
+			if len(coldBoots) != 1 || !coldBoots[0].started || !coldBoots[0].stopped {
+				t.Fatalf("want one cold vm, started and stopped: %d vms", len(coldBoots))
 			}
-			if err == nil {
-				t.Errorf("a cold boot recorded state early: %+v", st)
+			if s.vm != nil && s.vm != hypervisor.VM(coldBoots[0]) {
+				t.Errorf("sandbox kept vm %v", s.vm)
 			}
 		})
 	}

@@ -160,25 +160,13 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	}
 	vmcfg.SharedDir = share.Dir()
 	vmcfg.ShareTag = sharefs.Tag
-	vm, warm, err := startVM(ctx, cfg, vmcfg)
-	if err != nil {
+	s := &Sandbox{id: cfg.ID, dir: dir, share: share, cfg: cfg, containers: map[string]*Container{}, state: StateCreated}
+	if err := s.boot(ctx, vmcfg, start); err != nil { // factory.go
 		return nil, err
 	}
-	rollback.add(vm.Stop)
-	log.G(ctx).WithField("pid", vm.Pid()).WithField("elapsed", time.Since(start)).Debug("vm started")
-
-	s := &Sandbox{id: cfg.ID, dir: dir, vm: vm, share: share, cfg: cfg, containers: map[string]*Container{}, state: StateCreated}
-	s.vmStart, _ = hypervisor.ProcessStartTime(vm.Pid())
-	if err := s.connect(ctx); err != nil {
-		return nil, err
-	}
+	rollback.add(s.vm.Stop)
 	rollback.add(func(context.Context) error { return s.agent.Close() })
 	log.G(ctx).WithField("elapsed", time.Since(start)).Debug("agent ready")
-	if warm {
-		if err := s.grow(ctx); err != nil {
-			return nil, s.explain(fmt.Errorf("sandbox %s: %w", cfg.ID, err))
-		}
-	}
 
 	storage := shareStorage(vmcfg)
 	if err := s.agent.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{
@@ -198,10 +186,11 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	return s, nil
 }
 
-// connect dials the agent, waits for its first answer, then syncs the clock and seeds the
-// guest RNG (both only after the first answer, so they carry fresh values).
-func (s *Sandbox) connect(ctx context.Context) error {
-	agent, err := agentclient.Dial(ctx, s.vm.Agent(), s.cfg.Timeouts)
+// connect dials the agent, waits for its first answer (bounded by timeouts.Ready), then
+// syncs the clock and seeds the guest RNG (both only after the first answer, so they carry
+// fresh values).
+func (s *Sandbox) connect(ctx context.Context, timeouts agentclient.Timeouts) error {
+	agent, err := agentclient.Dial(ctx, s.vm.Agent(), timeouts)
 	if err != nil {
 		return fmt.Errorf("sandbox %s: %w", s.id, err)
 	}
@@ -302,30 +291,20 @@ func (s *Sandbox) save() error {
 	return persist.Save(s.dir, st)
 }
 
-// Delete removes every container, shuts the agent and the VM down and removes all state.
-// It always runs every step and reports all failures together.
+// Delete stops the VM and removes the files shared with it and all sandbox state. It always
+// runs every step and reports all failures together.
+//
+// The guest is not asked to remove its containers or destroy the sandbox: stopping the VM
+// ends them, so those requests would only tidy a guest about to vanish, at a guest round
+// trip each. A caller that wants a container's exit status collects it before, or removes
+// a container that still runs with DeleteContainer first. The shares are unmounted only
+// once the VM is stopped, so the guest never sees them go.
 func (s *Sandbox) Delete(ctx context.Context) error {
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("sandbox", s.id))
-	s.mu.Lock()
-	ids := make([]string, 0, len(s.containers))
-	for id := range s.containers {
-		ids = append(ids, id)
-	}
-	s.state = StateStopped
-	s.mu.Unlock()
+	s.markStopped()
 	s.logGuestBoot(ctx)
 
 	var errs []error
-	for _, id := range ids {
-		if err := s.DeleteContainer(ctx, id); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if s.vmAlive() {
-		if err := s.agent.DestroySandbox(ctx); err != nil {
-			log.G(ctx).WithError(err).Warn("destroy sandbox in guest")
-		}
-	}
 	if err := s.agent.Close(); err != nil {
 		log.G(ctx).WithError(err).Debug("close agent connection")
 	}
@@ -334,14 +313,22 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 	if err := s.vm.Stop(stopCtx); err != nil {
 		errs = append(errs, fmt.Errorf("stop vm: %w", err))
 	}
-	if err := s.share.Close(ctx); err != nil {
+	if err := removeDir(ctx, s.share, s.dir); err != nil { // cleanup.go
 		errs = append(errs, err)
-	}
-	if err := os.RemoveAll(s.dir); err != nil {
-		errs = append(errs, fmt.Errorf("remove sandbox dir: %w", err))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("delete sandbox %s: %w", s.id, errors.Join(errs...))
 	}
 	return nil
+}
+
+// markStopped moves the sandbox and its containers to stopped and forgets the containers.
+func (s *Sandbox) markStopped() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.state = StateStopped
+	for id, c := range s.containers {
+		c.setState(StateStopped)
+		delete(s.containers, id)
+	}
 }

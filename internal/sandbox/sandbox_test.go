@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,14 @@ func TestGuestSpecDropsHostOnlyParts(t *testing.T) {
 	in := bundle.DefaultSpec([]string{"true"}, false)
 	in.Hooks = &specs.Hooks{Poststop: []specs.Hook{{Path: "/bin/true"}}}
 	in.Linux.CgroupsPath = "/host/path"
+	for i, ns := range in.Linux.Namespaces {
+		switch ns.Type {
+		case specs.NetworkNamespace:
+			in.Linux.Namespaces[i].Path = "/var/run/netns/cni-1234"
+		case specs.PIDNamespace:
+			in.Linux.Namespaces[i].Path = "/proc/42/ns/pid"
+		}
+	}
 	got, err := guestSpec(in)
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +50,20 @@ func TestGuestSpecDropsHostOnlyParts(t *testing.T) {
 	if got.Hooks != nil || got.Linux.CgroupsPath != "" {
 		t.Errorf("guest spec kept host-only fields: hooks %v cgroupsPath %q", got.Hooks, got.Linux.CgroupsPath)
 	}
-	if in.Hooks == nil || in.Linux.CgroupsPath != "/host/path" {
+	// The pod's containers share the guest's network namespace; the others stay, without
+	// their host paths.
+	var types []specs.LinuxNamespaceType
+	for _, ns := range got.Linux.Namespaces {
+		if ns.Path != "" {
+			t.Errorf("namespace %s kept host path %q", ns.Type, ns.Path)
+		}
+		types = append(types, ns.Type)
+	}
+	want := []specs.LinuxNamespaceType{specs.PIDNamespace, specs.IPCNamespace, specs.UTSNamespace, specs.MountNamespace, specs.CgroupNamespace}
+	if !slices.Equal(types, want) {
+		t.Errorf("guest namespaces %v, want %v", types, want)
+	}
+	if in.Hooks == nil || in.Linux.CgroupsPath != "/host/path" || len(in.Linux.Namespaces) != 6 || in.Linux.Namespaces[1].Path == "" {
 		t.Error("guestSpec modified its input")
 	}
 	got.Process.Args[0] = "changed"

@@ -9,11 +9,16 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -223,8 +228,8 @@ func writeAddress(address string) error {
 }
 
 // Stop is `shim delete`: containerd calls it when a shim died, to clean up after it. It
-// removes the container's rootfs mount and, for the sandbox's own container, the VM and
-// all sandbox state.
+// removes the container's rootfs mount, the dead shim's socket and, for the sandbox's own
+// container, the VM and all sandbox state.
 func (m Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	cwd, err := os.Getwd()
 	if err != nil {
@@ -239,12 +244,79 @@ func (m Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 		log.G(ctx).WithError(err).Warn("no bundle spec; assuming a standalone container")
 		group = id
 	}
+	removeDeadSockets(ctx, bundle, group, addressFlag())
 	if group == id {
 		if err := sandbox.Cleanup(ctx, sandboxRoot(), id); err != nil && !errdefs.IsNotFound(err) {
 			return shim.StopStatus{}, err
 		}
 	}
 	return shim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
+}
+
+// addressFlag is the -address the shim binary was run with: containerd's socket, or the
+// CLI's root. shim.Run parses it into the standard flag set and keeps it to itself.
+func addressFlag() string {
+	if f := flag.Lookup("address"); f != nil {
+		return f.Value.String()
+	}
+	return ""
+}
+
+// removeDeadSockets removes the socket of the sandbox's shim if that shim is gone: the
+// address recorded in the bundle's address file and the one derived from -address (empty:
+// unknown) and the sandbox id. A socket some process still serves stays: the pod's other
+// containers may use it.
+func removeDeadSockets(ctx context.Context, bundle, group, address string) {
+	var addrs []string
+	if a, err := shim.ReadAddress(filepath.Join(bundle, "address")); err == nil {
+		addrs = append(addrs, a)
+	}
+	if address != "" {
+		if a, err := socketAddress(ctx, address, group); err == nil && !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	for _, a := range addrs {
+		if err := removeDeadSocket(a); err != nil {
+			log.G(ctx).WithError(err).Warn("remove shim socket")
+		}
+	}
+}
+
+// removeDeadSocket removes the unix socket at address when no process listens on it any
+// more (connecting is refused). A missing file, an abstract socket, a file that is not a
+// socket and a socket that answers, or might (any other dial error), are left alone.
+func removeDeadSocket(address string) error {
+	path, ok := strings.CutPrefix(address, "unix://")
+	if !ok {
+		return nil // abstract: it went with its process
+	}
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("shim socket %s: %w", path, err)
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("%s is not a socket (mode %s): left in place", path, fi.Mode())
+	}
+	conn, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		conn.Close()
+		return nil // a live shim serves it
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("shim socket %s: cannot tell whether a shim serves it: %w", path, err)
+	}
+	// Remove only the socket that was checked, not one a new shim bound meanwhile.
+	if now, err := os.Lstat(path); err != nil || !os.SameFile(fi, now) {
+		return nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove dead shim socket: %w", err)
+	}
+	return nil
 }
 
 // Info describes the runtime to containerd.

@@ -2,6 +2,8 @@ package shim
 
 import (
 	"context"
+	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,5 +48,83 @@ func TestSandboxIDOfBundle(t *testing.T) {
 	}
 	if _, err := sandboxIDOf(context.Background(), "c1"); err == nil {
 		t.Error("no config.json in the working directory, yet no error")
+	}
+}
+
+// deadSocket leaves a unix socket file at path that nothing listens on, as a killed shim
+// does.
+func deadSocket(t *testing.T, path string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+}
+
+func TestStopRemovesDeadShimSocket(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		make     func(t *testing.T, path string)
+		wantKept bool
+	}{
+		{"dead socket", deadSocket, false},
+		{"served socket", func(t *testing.T, path string) {
+			l, err := net.Listen("unix", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { l.Close() })
+		}, true},
+		{"not a socket", func(t *testing.T, path string) {
+			if err := os.WriteFile(path, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			sock := filepath.Join(dir, "sock")
+			tc.make(t, sock)
+			bundle := filepath.Join(dir, "c1")
+			if err := os.Mkdir(bundle, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			for name, data := range map[string]string{"config.json": "{}", "address": "unix://" + sock} {
+				if err := os.WriteFile(filepath.Join(bundle, name), []byte(data), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			t.Chdir(bundle)
+			t.Setenv("VESSEL_SANDBOX_ROOT", filepath.Join(dir, "sandboxes"))
+			ctx := namespaces.WithNamespace(context.Background(), "k8s.io")
+			if _, err := NewManager().Stop(ctx, "c1"); err != nil {
+				t.Fatalf("shim delete: %v", err)
+			}
+			_, err := os.Lstat(sock)
+			if kept := err == nil; kept != tc.wantKept {
+				t.Errorf("socket kept: got %v, want %v", kept, tc.wantKept)
+			}
+		})
+	}
+}
+
+func TestRemoveDeadSocketsDerivesAddress(t *testing.T) {
+	root := t.TempDir()
+	ctx := namespaces.WithNamespace(context.Background(), CLINamespace)
+	addr, err := socketAddress(ctx, root, "pod1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := strings.TrimPrefix(addr, "unix://")
+	deadSocket(t, sock)
+	// No address file in the bundle: the socket is found from -address and the sandbox id.
+	removeDeadSockets(ctx, t.TempDir(), "pod1", root)
+	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("dead socket %s: got %v, want it removed", sock, err)
 	}
 }

@@ -107,6 +107,22 @@ func (c *container) closeIO() {
 	}
 }
 
+// running reports whether a process of the container was started and its exit status is
+// not recorded yet.
+func (c *container) running() bool {
+	if c.init.status() == task.Status_RUNNING {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.execs {
+		if p.status() == task.Status_RUNNING {
+			return true
+		}
+	}
+	return false
+}
+
 // unmountRootfs removes the snapshot mount the shim made for the container.
 func (c *container) unmountRootfs(ctx context.Context) {
 	if !c.rootfsMounted {

@@ -10,18 +10,18 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
+
+	"github.com/vessel-containers/vessel/internal/ctrdproc"
 )
 
 // Containerd is a containerd daemon a test started on its own socket and directories.
 type Containerd struct {
 	Address string
 	Dir     string
-	cmd     *exec.Cmd
-	done    chan error
 	// BinDir is put first on the daemon's PATH (where the shim under test is).
 	BinDir string
 	env    []string
+	proc   *ctrdproc.Daemon
 }
 
 // StartContainerd starts the Debian containerd with its own root, state and sockets under
@@ -38,40 +38,18 @@ func StartContainerd(t *testing.T, binDir string, extraEnv ...string) *Container
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Containerd{Address: filepath.Join(dir, "c.sock"), Dir: dir, BinDir: binDir, done: make(chan error, 1)}
-	cfg := fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-[debug]
-  level = "debug"
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Address, c.Address+".ttrpc")
-	cfgPath := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
+	env := append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH"))
+	env = append(env, extraEnv...)
+	proc, err := ctrdproc.New(bin, dir, env)
 	if err != nil {
+		os.RemoveAll(dir)
 		t.Fatal(err)
 	}
-	c.env = append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH"))
-	c.env = append(c.env, extraEnv...)
-	c.cmd = exec.Command(bin, "--config", cfgPath)
-	c.cmd.Env = c.env
-	c.cmd.Stdout, c.cmd.Stderr = logf, logf
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { c.done <- c.cmd.Wait(); logf.Close() }()
+	c := &Containerd{Address: proc.Address, Dir: dir, BinDir: binDir, env: env, proc: proc}
 	t.Cleanup(func() {
 		c.stop(t)
 		if t.Failed() {
-			if data, err := os.ReadFile(filepath.Join(dir, "containerd.log")); err == nil {
+			if data, err := os.ReadFile(proc.LogPath); err == nil {
 				lines := strings.Split(string(data), "\n")
 				if len(lines) > 400 {
 					lines = lines[len(lines)-400:]
@@ -82,6 +60,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.trac
 		_ = syscall.Unmount(filepath.Join(dir, "root"), syscall.MNT_DETACH)
 		os.RemoveAll(dir)
 	})
+	if err := proc.Start(); err != nil {
+		t.Fatal(err)
+	}
 	c.waitReady(t)
 	return c
 }
@@ -89,40 +70,13 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.trac
 // waitReady waits until the daemon answers `ctr version`.
 func (c *Containerd) waitReady(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := c.Ctr(context.Background(), "version"); err == nil {
-			return
-		}
-		select {
-		case err := <-c.done:
-			t.Fatalf("containerd exited at start: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("containerd did not answer within 30s")
-		}
-		time.Sleep(50 * time.Millisecond) // polling a daemon's readiness; it has no ready event
+	if err := c.proc.WaitReady(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
 
 func (c *Containerd) stop(t *testing.T) {
-	if c.cmd.Process == nil {
-		return
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-c.done:
-		logExit(t, err)
-	case <-time.After(20 * time.Second):
-		_ = c.cmd.Process.Kill()
-		logExit(t, <-c.done)
-	}
-	c.cmd.Process = nil
-}
-
-func logExit(t *testing.T, err error) {
-	if err != nil {
+	if err := c.proc.Stop(); err != nil {
 		t.Logf("containerd exited: %v", err)
 	}
 }
@@ -131,20 +85,9 @@ func logExit(t *testing.T, err error) {
 func (c *Containerd) Restart(t *testing.T) {
 	t.Helper()
 	c.stop(t)
-	logf, err := os.OpenFile(filepath.Join(c.Dir, "containerd.log"), os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
+	if err := c.proc.Start(); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(c.cmd.Path, c.cmd.Args[1:]...)
-	cmd.Env = c.env
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c.cmd = cmd
-	c.done = make(chan error, 1)
-	go func() { c.done <- cmd.Wait(); logf.Close() }()
 	c.waitReady(t)
 }
 

@@ -3331,6 +3331,42 @@ func (x *CopyFileRequest) GetSymlinkTarget() string {
 	return ""
 }
 
+type WarmUpRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WarmUpRequest) Reset() {
+	*x = WarmUpRequest{}
+	mi := &file_agent_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WarmUpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WarmUpRequest) ProtoMessage() {}
+
+func (x *WarmUpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WarmUpRequest.ProtoReflect.Descriptor instead.
+func (*WarmUpRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{55}
+}
+
 type ReseedRandomDevRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
@@ -3340,7 +3376,7 @@ type ReseedRandomDevRequest struct {
 
 func (x *ReseedRandomDevRequest) Reset() {
 	*x = ReseedRandomDevRequest{}
-	mi := &file_agent_proto_msgTypes[55]
+	mi := &file_agent_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3352,7 +3388,7 @@ func (x *ReseedRandomDevRequest) String() string {
 func (*ReseedRandomDevRequest) ProtoMessage() {}
 
 func (x *ReseedRandomDevRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[55]
+	mi := &file_agent_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3365,7 +3401,7 @@ func (x *ReseedRandomDevRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReseedRandomDevRequest.ProtoReflect.Descriptor instead.
 func (*ReseedRandomDevRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{55}
+	return file_agent_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ReseedRandomDevRequest) GetData() []byte {
@@ -3385,7 +3421,7 @@ type SetGuestDateTimeRequest struct {
 
 func (x *SetGuestDateTimeRequest) Reset() {
 	*x = SetGuestDateTimeRequest{}
-	mi := &file_agent_proto_msgTypes[56]
+	mi := &file_agent_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3397,7 +3433,7 @@ func (x *SetGuestDateTimeRequest) String() string {
 func (*SetGuestDateTimeRequest) ProtoMessage() {}
 
 func (x *SetGuestDateTimeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[56]
+	mi := &file_agent_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3410,7 +3446,7 @@ func (x *SetGuestDateTimeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetGuestDateTimeRequest.ProtoReflect.Descriptor instead.
 func (*SetGuestDateTimeRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{56}
+	return file_agent_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *SetGuestDateTimeRequest) GetSec() int64 {
@@ -3437,7 +3473,7 @@ type GuestDetailsRequest struct {
 
 func (x *GuestDetailsRequest) Reset() {
 	*x = GuestDetailsRequest{}
-	mi := &file_agent_proto_msgTypes[57]
+	mi := &file_agent_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3449,7 +3485,7 @@ func (x *GuestDetailsRequest) String() string {
 func (*GuestDetailsRequest) ProtoMessage() {}
 
 func (x *GuestDetailsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[57]
+	mi := &file_agent_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3462,7 +3498,7 @@ func (x *GuestDetailsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestDetailsRequest.ProtoReflect.Descriptor instead.
 func (*GuestDetailsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{57}
+	return file_agent_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GuestDetailsRequest) GetMemBlockSize() bool {
@@ -3492,7 +3528,7 @@ type AgentDetails struct {
 
 func (x *AgentDetails) Reset() {
 	*x = AgentDetails{}
-	mi := &file_agent_proto_msgTypes[58]
+	mi := &file_agent_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3504,7 +3540,7 @@ func (x *AgentDetails) String() string {
 func (*AgentDetails) ProtoMessage() {}
 
 func (x *AgentDetails) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[58]
+	mi := &file_agent_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3517,7 +3553,7 @@ func (x *AgentDetails) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentDetails.ProtoReflect.Descriptor instead.
 func (*AgentDetails) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{58}
+	return file_agent_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *AgentDetails) GetVersion() string {
@@ -3566,7 +3602,7 @@ type GuestDetailsResponse struct {
 
 func (x *GuestDetailsResponse) Reset() {
 	*x = GuestDetailsResponse{}
-	mi := &file_agent_proto_msgTypes[59]
+	mi := &file_agent_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3578,7 +3614,7 @@ func (x *GuestDetailsResponse) String() string {
 func (*GuestDetailsResponse) ProtoMessage() {}
 
 func (x *GuestDetailsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[59]
+	mi := &file_agent_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3591,7 +3627,7 @@ func (x *GuestDetailsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestDetailsResponse.ProtoReflect.Descriptor instead.
 func (*GuestDetailsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{59}
+	return file_agent_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GuestDetailsResponse) GetMemBlockSizeBytes() uint64 {
@@ -3623,7 +3659,7 @@ type GetMetricsRequest struct {
 
 func (x *GetMetricsRequest) Reset() {
 	*x = GetMetricsRequest{}
-	mi := &file_agent_proto_msgTypes[60]
+	mi := &file_agent_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3635,7 +3671,7 @@ func (x *GetMetricsRequest) String() string {
 func (*GetMetricsRequest) ProtoMessage() {}
 
 func (x *GetMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[60]
+	mi := &file_agent_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3648,7 +3684,7 @@ func (x *GetMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMetricsRequest.ProtoReflect.Descriptor instead.
 func (*GetMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{60}
+	return file_agent_proto_rawDescGZIP(), []int{61}
 }
 
 type Metrics struct {
@@ -3661,7 +3697,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_agent_proto_msgTypes[61]
+	mi := &file_agent_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3673,7 +3709,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[61]
+	mi := &file_agent_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3686,7 +3722,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{61}
+	return file_agent_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *Metrics) GetMetrics() string {
@@ -3938,7 +3974,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x03gid\x18\x06 \x01(\x05R\x03gid\x12\x16\n" +
 	"\x06offset\x18\a \x01(\x03R\x06offset\x12\x12\n" +
 	"\x04data\x18\b \x01(\fR\x04data\x12%\n" +
-	"\x0esymlink_target\x18\t \x01(\tR\rsymlinkTarget\",\n" +
+	"\x0esymlink_target\x18\t \x01(\tR\rsymlinkTarget\"\x0f\n" +
+	"\rWarmUpRequest\",\n" +
 	"\x16ReseedRandomDevRequest\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"?\n" +
 	"\x17SetGuestDateTimeRequest\x12\x10\n" +
@@ -3960,7 +3997,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x19support_mem_hotplug_probe\x18\x03 \x01(\bR\x16supportMemHotplugProbe\"\x13\n" +
 	"\x11GetMetricsRequest\"#\n" +
 	"\aMetrics\x12\x18\n" +
-	"\ametrics\x18\x01 \x01(\tR\ametrics2\xb9\x15\n" +
+	"\ametrics\x18\x01 \x01(\tR\ametrics2\xfb\x15\n" +
 	"\x05Agent\x12F\n" +
 	"\x05Check\x12\x1d.vessel.agent.v1.CheckRequest\x1a\x1e.vessel.agent.v1.CheckResponse\x12L\n" +
 	"\aVersion\x12\x1f.vessel.agent.v1.VersionRequest\x1a .vessel.agent.v1.VersionResponse\x12N\n" +
@@ -4000,7 +4037,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x10SetGuestDateTime\x12(.vessel.agent.v1.SetGuestDateTimeRequest\x1a\x16.vessel.agent.v1.Empty\x12^\n" +
 	"\x0fGetGuestDetails\x12$.vessel.agent.v1.GuestDetailsRequest\x1a%.vessel.agent.v1.GuestDetailsResponse\x12J\n" +
 	"\n" +
-	"GetMetrics\x12\".vessel.agent.v1.GetMetricsRequest\x1a\x18.vessel.agent.v1.MetricsB:Z8github.com/vessel-containers/vessel/api/agent/v1;agentv1b\x06proto3"
+	"GetMetrics\x12\".vessel.agent.v1.GetMetricsRequest\x1a\x18.vessel.agent.v1.Metrics\x12@\n" +
+	"\x06WarmUp\x12\x1e.vessel.agent.v1.WarmUpRequest\x1a\x16.vessel.agent.v1.EmptyB:Z8github.com/vessel-containers/vessel/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -4014,7 +4052,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                    // 0: vessel.agent.v1.Empty
 	(*CheckRequest)(nil),             // 1: vessel.agent.v1.CheckRequest
@@ -4071,13 +4109,14 @@ var file_agent_proto_goTypes = []any{
 	(*OnlineCPUMemRequest)(nil),      // 52: vessel.agent.v1.OnlineCPUMemRequest
 	(*MemHotplugByProbeRequest)(nil), // 53: vessel.agent.v1.MemHotplugByProbeRequest
 	(*CopyFileRequest)(nil),          // 54: vessel.agent.v1.CopyFileRequest
-	(*ReseedRandomDevRequest)(nil),   // 55: vessel.agent.v1.ReseedRandomDevRequest
-	(*SetGuestDateTimeRequest)(nil),  // 56: vessel.agent.v1.SetGuestDateTimeRequest
-	(*GuestDetailsRequest)(nil),      // 57: vessel.agent.v1.GuestDetailsRequest
-	(*AgentDetails)(nil),             // 58: vessel.agent.v1.AgentDetails
-	(*GuestDetailsResponse)(nil),     // 59: vessel.agent.v1.GuestDetailsResponse
-	(*GetMetricsRequest)(nil),        // 60: vessel.agent.v1.GetMetricsRequest
-	(*Metrics)(nil),                  // 61: vessel.agent.v1.Metrics
+	(*WarmUpRequest)(nil),            // 55: vessel.agent.v1.WarmUpRequest
+	(*ReseedRandomDevRequest)(nil),   // 56: vessel.agent.v1.ReseedRandomDevRequest
+	(*SetGuestDateTimeRequest)(nil),  // 57: vessel.agent.v1.SetGuestDateTimeRequest
+	(*GuestDetailsRequest)(nil),      // 58: vessel.agent.v1.GuestDetailsRequest
+	(*AgentDetails)(nil),             // 59: vessel.agent.v1.AgentDetails
+	(*GuestDetailsResponse)(nil),     // 60: vessel.agent.v1.GuestDetailsResponse
+	(*GetMetricsRequest)(nil),        // 61: vessel.agent.v1.GetMetricsRequest
+	(*Metrics)(nil),                  // 62: vessel.agent.v1.Metrics
 }
 var file_agent_proto_depIdxs = []int32{
 	8,  // 0: vessel.agent.v1.CreateSandboxRequest.storages:type_name -> vessel.agent.v1.Storage
@@ -4101,7 +4140,7 @@ var file_agent_proto_depIdxs = []int32{
 	42, // 18: vessel.agent.v1.UpdateInterfaceRequest.interface:type_name -> vessel.agent.v1.Interface
 	45, // 19: vessel.agent.v1.UpdateRoutesRequest.routes:type_name -> vessel.agent.v1.Routes
 	46, // 20: vessel.agent.v1.AddARPNeighborsRequest.neighbors:type_name -> vessel.agent.v1.ARPNeighbor
-	58, // 21: vessel.agent.v1.GuestDetailsResponse.agent_details:type_name -> vessel.agent.v1.AgentDetails
+	59, // 21: vessel.agent.v1.GuestDetailsResponse.agent_details:type_name -> vessel.agent.v1.AgentDetails
 	1,  // 22: vessel.agent.v1.Agent.Check:input_type -> vessel.agent.v1.CheckRequest
 	3,  // 23: vessel.agent.v1.Agent.Version:input_type -> vessel.agent.v1.VersionRequest
 	5,  // 24: vessel.agent.v1.Agent.CreateSandbox:input_type -> vessel.agent.v1.CreateSandboxRequest
@@ -4131,45 +4170,47 @@ var file_agent_proto_depIdxs = []int32{
 	52, // 48: vessel.agent.v1.Agent.OnlineCPUMem:input_type -> vessel.agent.v1.OnlineCPUMemRequest
 	53, // 49: vessel.agent.v1.Agent.MemHotplugByProbe:input_type -> vessel.agent.v1.MemHotplugByProbeRequest
 	54, // 50: vessel.agent.v1.Agent.CopyFile:input_type -> vessel.agent.v1.CopyFileRequest
-	55, // 51: vessel.agent.v1.Agent.ReseedRandomDev:input_type -> vessel.agent.v1.ReseedRandomDevRequest
-	56, // 52: vessel.agent.v1.Agent.SetGuestDateTime:input_type -> vessel.agent.v1.SetGuestDateTimeRequest
-	57, // 53: vessel.agent.v1.Agent.GetGuestDetails:input_type -> vessel.agent.v1.GuestDetailsRequest
-	60, // 54: vessel.agent.v1.Agent.GetMetrics:input_type -> vessel.agent.v1.GetMetricsRequest
-	2,  // 55: vessel.agent.v1.Agent.Check:output_type -> vessel.agent.v1.CheckResponse
-	4,  // 56: vessel.agent.v1.Agent.Version:output_type -> vessel.agent.v1.VersionResponse
-	0,  // 57: vessel.agent.v1.Agent.CreateSandbox:output_type -> vessel.agent.v1.Empty
-	0,  // 58: vessel.agent.v1.Agent.DestroySandbox:output_type -> vessel.agent.v1.Empty
-	0,  // 59: vessel.agent.v1.Agent.CreateContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 60: vessel.agent.v1.Agent.StartContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 61: vessel.agent.v1.Agent.RemoveContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 62: vessel.agent.v1.Agent.ExecProcess:output_type -> vessel.agent.v1.Empty
-	0,  // 63: vessel.agent.v1.Agent.SignalProcess:output_type -> vessel.agent.v1.Empty
-	18, // 64: vessel.agent.v1.Agent.WaitProcess:output_type -> vessel.agent.v1.WaitProcessResponse
-	21, // 65: vessel.agent.v1.Agent.ListProcesses:output_type -> vessel.agent.v1.ListProcessesResponse
-	0,  // 66: vessel.agent.v1.Agent.UpdateContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 67: vessel.agent.v1.Agent.PauseContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 68: vessel.agent.v1.Agent.ResumeContainer:output_type -> vessel.agent.v1.Empty
-	32, // 69: vessel.agent.v1.Agent.StatsContainer:output_type -> vessel.agent.v1.StatsContainerResponse
-	34, // 70: vessel.agent.v1.Agent.GetOOMEvent:output_type -> vessel.agent.v1.OOMEvent
-	36, // 71: vessel.agent.v1.Agent.WriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
-	38, // 72: vessel.agent.v1.Agent.ReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
-	38, // 73: vessel.agent.v1.Agent.ReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
-	0,  // 74: vessel.agent.v1.Agent.CloseStdin:output_type -> vessel.agent.v1.Empty
-	0,  // 75: vessel.agent.v1.Agent.TtyWinResize:output_type -> vessel.agent.v1.Empty
-	42, // 76: vessel.agent.v1.Agent.UpdateInterface:output_type -> vessel.agent.v1.Interface
-	45, // 77: vessel.agent.v1.Agent.UpdateRoutes:output_type -> vessel.agent.v1.Routes
-	43, // 78: vessel.agent.v1.Agent.ListInterfaces:output_type -> vessel.agent.v1.Interfaces
-	45, // 79: vessel.agent.v1.Agent.ListRoutes:output_type -> vessel.agent.v1.Routes
-	0,  // 80: vessel.agent.v1.Agent.AddARPNeighbors:output_type -> vessel.agent.v1.Empty
-	0,  // 81: vessel.agent.v1.Agent.OnlineCPUMem:output_type -> vessel.agent.v1.Empty
-	0,  // 82: vessel.agent.v1.Agent.MemHotplugByProbe:output_type -> vessel.agent.v1.Empty
-	0,  // 83: vessel.agent.v1.Agent.CopyFile:output_type -> vessel.agent.v1.Empty
-	0,  // 84: vessel.agent.v1.Agent.ReseedRandomDev:output_type -> vessel.agent.v1.Empty
-	0,  // 85: vessel.agent.v1.Agent.SetGuestDateTime:output_type -> vessel.agent.v1.Empty
-	59, // 86: vessel.agent.v1.Agent.GetGuestDetails:output_type -> vessel.agent.v1.GuestDetailsResponse
-	61, // 87: vessel.agent.v1.Agent.GetMetrics:output_type -> vessel.agent.v1.Metrics
-	55, // [55:88] is the sub-list for method output_type
-	22, // [22:55] is the sub-list for method input_type
+	56, // 51: vessel.agent.v1.Agent.ReseedRandomDev:input_type -> vessel.agent.v1.ReseedRandomDevRequest
+	57, // 52: vessel.agent.v1.Agent.SetGuestDateTime:input_type -> vessel.agent.v1.SetGuestDateTimeRequest
+	58, // 53: vessel.agent.v1.Agent.GetGuestDetails:input_type -> vessel.agent.v1.GuestDetailsRequest
+	61, // 54: vessel.agent.v1.Agent.GetMetrics:input_type -> vessel.agent.v1.GetMetricsRequest
+	55, // 55: vessel.agent.v1.Agent.WarmUp:input_type -> vessel.agent.v1.WarmUpRequest
+	2,  // 56: vessel.agent.v1.Agent.Check:output_type -> vessel.agent.v1.CheckResponse
+	4,  // 57: vessel.agent.v1.Agent.Version:output_type -> vessel.agent.v1.VersionResponse
+	0,  // 58: vessel.agent.v1.Agent.CreateSandbox:output_type -> vessel.agent.v1.Empty
+	0,  // 59: vessel.agent.v1.Agent.DestroySandbox:output_type -> vessel.agent.v1.Empty
+	0,  // 60: vessel.agent.v1.Agent.CreateContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 61: vessel.agent.v1.Agent.StartContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 62: vessel.agent.v1.Agent.RemoveContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 63: vessel.agent.v1.Agent.ExecProcess:output_type -> vessel.agent.v1.Empty
+	0,  // 64: vessel.agent.v1.Agent.SignalProcess:output_type -> vessel.agent.v1.Empty
+	18, // 65: vessel.agent.v1.Agent.WaitProcess:output_type -> vessel.agent.v1.WaitProcessResponse
+	21, // 66: vessel.agent.v1.Agent.ListProcesses:output_type -> vessel.agent.v1.ListProcessesResponse
+	0,  // 67: vessel.agent.v1.Agent.UpdateContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 68: vessel.agent.v1.Agent.PauseContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 69: vessel.agent.v1.Agent.ResumeContainer:output_type -> vessel.agent.v1.Empty
+	32, // 70: vessel.agent.v1.Agent.StatsContainer:output_type -> vessel.agent.v1.StatsContainerResponse
+	34, // 71: vessel.agent.v1.Agent.GetOOMEvent:output_type -> vessel.agent.v1.OOMEvent
+	36, // 72: vessel.agent.v1.Agent.WriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
+	38, // 73: vessel.agent.v1.Agent.ReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
+	38, // 74: vessel.agent.v1.Agent.ReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
+	0,  // 75: vessel.agent.v1.Agent.CloseStdin:output_type -> vessel.agent.v1.Empty
+	0,  // 76: vessel.agent.v1.Agent.TtyWinResize:output_type -> vessel.agent.v1.Empty
+	42, // 77: vessel.agent.v1.Agent.UpdateInterface:output_type -> vessel.agent.v1.Interface
+	45, // 78: vessel.agent.v1.Agent.UpdateRoutes:output_type -> vessel.agent.v1.Routes
+	43, // 79: vessel.agent.v1.Agent.ListInterfaces:output_type -> vessel.agent.v1.Interfaces
+	45, // 80: vessel.agent.v1.Agent.ListRoutes:output_type -> vessel.agent.v1.Routes
+	0,  // 81: vessel.agent.v1.Agent.AddARPNeighbors:output_type -> vessel.agent.v1.Empty
+	0,  // 82: vessel.agent.v1.Agent.OnlineCPUMem:output_type -> vessel.agent.v1.Empty
+	0,  // 83: vessel.agent.v1.Agent.MemHotplugByProbe:output_type -> vessel.agent.v1.Empty
+	0,  // 84: vessel.agent.v1.Agent.CopyFile:output_type -> vessel.agent.v1.Empty
+	0,  // 85: vessel.agent.v1.Agent.ReseedRandomDev:output_type -> vessel.agent.v1.Empty
+	0,  // 86: vessel.agent.v1.Agent.SetGuestDateTime:output_type -> vessel.agent.v1.Empty
+	60, // 87: vessel.agent.v1.Agent.GetGuestDetails:output_type -> vessel.agent.v1.GuestDetailsResponse
+	62, // 88: vessel.agent.v1.Agent.GetMetrics:output_type -> vessel.agent.v1.Metrics
+	0,  // 89: vessel.agent.v1.Agent.WarmUp:output_type -> vessel.agent.v1.Empty
+	56, // [56:90] is the sub-list for method output_type
+	22, // [22:56] is the sub-list for method input_type
 	22, // [22:22] is the sub-list for extension type_name
 	22, // [22:22] is the sub-list for extension extendee
 	0,  // [0:22] is the sub-list for field type_name
@@ -4186,7 +4227,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   62,
+			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

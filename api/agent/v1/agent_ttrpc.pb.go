@@ -41,6 +41,7 @@ type AgentService interface {
 	SetGuestDateTime(context.Context, *SetGuestDateTimeRequest) (*Empty, error)
 	GetGuestDetails(context.Context, *GuestDetailsRequest) (*GuestDetailsResponse, error)
 	GetMetrics(context.Context, *GetMetricsRequest) (*Metrics, error)
+	WarmUp(context.Context, *WarmUpRequest) (*Empty, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -276,6 +277,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.GetMetrics(ctx, &req)
+			},
+			"WarmUp": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req WarmUpRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.WarmUp(ctx, &req)
 			},
 		},
 	})
@@ -550,6 +558,14 @@ func (c *agentClient) GetGuestDetails(ctx context.Context, req *GuestDetailsRequ
 func (c *agentClient) GetMetrics(ctx context.Context, req *GetMetricsRequest) (*Metrics, error) {
 	var resp Metrics
 	if err := c.client.Call(ctx, "vessel.agent.v1.Agent", "GetMetrics", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) WarmUp(ctx context.Context, req *WarmUpRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vessel.agent.v1.Agent", "WarmUp", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

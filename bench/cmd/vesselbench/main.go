@@ -1,6 +1,6 @@
-// Binary vesselbench runs Vessel's benchmarks (issue 5): the bare-VM floor, cold start,
-// exec latency, memory, density and parallel create throughput, Vessel's shim against
-// runc's on a private containerd, and writes results.json, results.md and chart.png.
+// Binary vesselbench runs Vessel's benchmarks (issues 5 and 6): the bare-VM floor, cold
+// start, warm start with the VM factory, exec latency, memory, density and parallel create
+// throughput, Vessel's shim against runc's on a private containerd, and writes results.json, results.md and chart.png.
 // Run it as root after `make build image`; `-quick` is the CI smoke test.
 package main
 

@@ -4,8 +4,8 @@
 // the daemon and its shims made, including containers, shims and VMs that a failed or
 // interrupted run left behind.
 //
-// It mirrors internal/testutil's containerd helper without the testing package, so that
-// the harness is an ordinary program.
+// The daemon process itself is run by internal/ctrdproc, as internal/testutil's is for
+// tests; this package adds the namespace, the FIFO and runc directories and the cleanup.
 package ctrd
 
 import (
@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/containerd/log"
+
+	"github.com/vessel-containers/vessel/internal/ctrdproc"
 )
 
 // Options configure Start.
@@ -50,9 +52,7 @@ type Daemon struct {
 	Namespace string
 
 	env  []string
-	cmd  *exec.Cmd
-	done chan error
-	logf *os.File
+	proc *ctrdproc.Daemon // nil unless containerd was started and not yet stopped
 }
 
 // Start starts the Debian containerd on its own directories and waits until it answers.
@@ -73,13 +73,10 @@ func Start(ctx context.Context, opts Options) (_ *Daemon, retErr error) {
 		opts.Namespace = "vbench-" + strings.TrimPrefix(filepath.Base(dir), "vb")
 	}
 	d := &Daemon{
-		Address:   filepath.Join(dir, "c.sock"),
 		Dir:       dir,
-		LogPath:   filepath.Join(dir, "containerd.log"),
 		FIFODir:   filepath.Join(dir, "fifo"),
 		RuncRoot:  filepath.Join(dir, "runc"),
 		Namespace: opts.Namespace,
-		done:      make(chan error, 1),
 	}
 	defer func() {
 		if retErr != nil {
@@ -93,62 +90,23 @@ func Start(ctx context.Context, opts Options) (_ *Daemon, retErr error) {
 			return nil, fmt.Errorf("containerd dir: %w", err)
 		}
 	}
-	cfg := fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-[debug]
-  level = "debug"
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.Address, d.Address+".ttrpc")
-	cfgPath := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		return nil, fmt.Errorf("containerd config: %w", err)
-	}
-	d.logf, err = os.Create(d.LogPath)
-	if err != nil {
-		return nil, fmt.Errorf("containerd log: %w", err)
-	}
 	d.env = append(os.Environ(), "PATH="+opts.BinDir+":"+os.Getenv("PATH"))
 	if opts.Env != nil {
 		d.env = append(d.env, opts.Env(dir)...)
 	}
-	d.cmd = exec.Command(bin, "--config", cfgPath)
-	d.cmd.Env = d.env
-	d.cmd.Stdout, d.cmd.Stderr = d.logf, d.logf
-	// Its own process group: a Ctrl-C in the terminal reaches the harness, which stops
-	// the daemon in order; Pdeathsig covers a harness that dies without cleaning up.
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := d.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start containerd: %w", err)
+	proc, err := ctrdproc.New(bin, dir, d.env)
+	if err != nil {
+		return nil, err
 	}
-	go func() { d.done <- d.cmd.Wait() }() // owner: Daemon; ends when containerd exits (Stop)
-	if err := d.waitReady(ctx); err != nil {
+	d.Address, d.LogPath = proc.Address, proc.LogPath
+	if err := proc.Start(); err != nil {
+		return nil, err
+	}
+	d.proc = proc
+	if err := proc.WaitReady(ctx); err != nil {
 		return nil, err
 	}
 	return d, nil
-}
-
-// waitReady polls `ctr version` until the daemon answers: it has no readiness event.
-func (d *Daemon) waitReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for {
-		if _, err := d.Ctr(ctx, "version"); err == nil {
-			return nil
-		}
-		select {
-		case err := <-d.done:
-			d.done <- err
-			return fmt.Errorf("containerd exited at start (see %s): %w", d.LogPath, err)
-		case <-ctx.Done():
-			return fmt.Errorf("containerd did not answer within 30s (see %s): %w", d.LogPath, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // CtrCmd prepares a ctr command against the daemon in its namespace.
@@ -198,27 +156,16 @@ func (d *Daemon) RemoveAllContainers(ctx context.Context) error {
 // that failed to start and always runs every step.
 func (d *Daemon) Stop(ctx context.Context) error {
 	var errs []error
-	if d.cmd != nil && d.cmd.Process != nil {
+	if d.proc != nil {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		if err := d.RemoveAllContainers(rctx); err != nil {
 			errs = append(errs, fmt.Errorf("remove containers: %w", err))
 		}
 		cancel()
-		_ = d.cmd.Process.Signal(syscall.SIGTERM)
-		var exitErr error
-		select {
-		case exitErr = <-d.done:
-		case <-time.After(20 * time.Second):
-			_ = d.cmd.Process.Kill()
-			exitErr = <-d.done
-		}
-		if exitErr != nil {
+		if exitErr := d.proc.Stop(); exitErr != nil {
 			log.G(ctx).WithError(exitErr).Debug("containerd exited")
 		}
-		d.cmd.Process = nil
-	}
-	if d.logf != nil {
-		_ = d.logf.Close()
+		d.proc = nil
 	}
 	if err := sweep(d.Dir, d.Namespace); err != nil {
 		errs = append(errs, err)

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vessel-containers/vessel/bench/internal/ociimage"
+	"github.com/vessel-containers/vessel/internal/busyboximage"
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
@@ -29,14 +29,14 @@ func TestStopLeavesNothing(t *testing.T) {
 			_ = d.Stop(context.Background())
 		}
 	})
-	archive, err := ociimage.BuildBusybox(t.TempDir())
+	archive, err := busyboximage.Build(t.TempDir(), busyboximage.BenchRef)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := d.Ctr(ctx, "image", "import", archive); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.Ctr(ctx, "run", "-d", "--fifo-dir", d.FIFODir, "--runc-root", d.RuncRoot, ociimage.Ref, "left", "sleep", "1000"); err != nil {
+	if _, err := d.Ctr(ctx, "run", "-d", "--fifo-dir", d.FIFODir, "--runc-root", d.RuncRoot, busyboximage.BenchRef, "left", "sleep", "1000"); err != nil {
 		t.Fatal(err)
 	}
 	stopped = true

@@ -1,8 +1,8 @@
 // Package harness runs Vessel's benchmarks against a private containerd: the bare-VM
-// floor, cold start, exec latency, memory, density and parallel create throughput, Vessel's
-// shim (io.containerd.vessel.v2) side by side with runc's (io.containerd.runc.v2). Each
-// measure cleans up after itself, also when it fails or the run is interrupted; the daemon's
-// own Stop sweeps whatever is left.
+// floor, cold start, warm start with the VM factory, exec latency, memory, density and
+// parallel create throughput, Vessel's shim (io.containerd.vessel.v2) side by side with
+// runc's (io.containerd.runc.v2). Each measure cleans up after itself, also when it fails
+// or the run is interrupted; the daemon's own Stop sweeps whatever is left.
 package harness
 
 import (
@@ -19,9 +19,9 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/vessel-containers/vessel/bench/internal/ctrd"
-	"github.com/vessel-containers/vessel/bench/internal/ociimage"
 	"github.com/vessel-containers/vessel/bench/internal/procfs"
 	"github.com/vessel-containers/vessel/bench/internal/report"
+	"github.com/vessel-containers/vessel/internal/busyboximage"
 	"github.com/vessel-containers/vessel/internal/config"
 )
 
@@ -29,6 +29,7 @@ import (
 const (
 	MeasureFloor    = "floor"
 	MeasureCold     = "cold"
+	MeasureWarm     = "warm"
 	MeasureExec     = "exec"
 	MeasureMemory   = "memory"
 	MeasureDensity  = "density"
@@ -36,7 +37,7 @@ const (
 )
 
 // Measures lists every measure in run order.
-var Measures = []string{MeasureFloor, MeasureCold, MeasureExec, MeasureMemory, MeasureDensity, MeasureParallel}
+var Measures = []string{MeasureFloor, MeasureCold, MeasureWarm, MeasureExec, MeasureMemory, MeasureDensity, MeasureParallel}
 
 // Runtime types containerd knows the shims by.
 const (
@@ -98,6 +99,8 @@ func DefaultOptions() Options {
 type env struct {
 	opts Options
 	cfg  *config.Config
+	// cfgPath is cfg's file, empty for the built-in defaults.
+	cfgPath string
 	// cfgB is the A/B mode's second configuration (nil otherwise).
 	cfgB  *config.Config
 	ctd   *ctrd.Daemon
@@ -120,7 +123,7 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 	if err := preflight(cfg, opts); err != nil {
 		return err
 	}
-	e := &env{opts: opts, cfg: cfg, res: &report.Results{
+	e := &env{opts: opts, cfg: cfg, cfgPath: cfgPath, res: &report.Results{
 		Started: time.Now(), Quick: opts.Quick, Runs: opts.Runs, Errors: map[string]string{},
 	}}
 	e.res.Machine = describeMachine(ctx, cfg, opts.ShimDir)
@@ -188,7 +191,7 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 		name string
 		fn   func(context.Context) error
 	}{
-		{MeasureCold, e.cold}, {MeasureExec, e.exec}, {MeasureMemory, e.memory},
+		{MeasureCold, e.cold}, {MeasureWarm, e.warm}, {MeasureExec, e.exec}, {MeasureMemory, e.memory},
 		{MeasureDensity, e.density}, {MeasureParallel, e.parallel},
 	} {
 		if !slices.Contains(opts.Measures, m.name) {
@@ -247,14 +250,14 @@ func (e *env) importImage(ctx context.Context) error {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return fmt.Errorf("image dir: %w", err)
 	}
-	archive, err := ociimage.BuildBusybox(dir)
+	archive, err := busyboximage.Build(dir, busyboximage.BenchRef)
 	if err != nil {
 		return err
 	}
 	if _, err := e.ctd.Ctr(ctx, "image", "import", archive); err != nil {
 		return fmt.Errorf("import busybox image: %w", err)
 	}
-	e.image = ociimage.Ref
+	e.image = busyboximage.BenchRef
 	return nil
 }
 
@@ -295,6 +298,7 @@ func preflight(cfg *config.Config, opts Options) error {
 		{cfg.Hypervisor.Kernel, "make image"},
 		{cfg.Hypervisor.Initrd, "make image"},
 		{filepath.Join(opts.ShimDir, shimBinary), "make build"},
+		{filepath.Join(opts.ShimDir, vesselBinary), "make build"},
 	}
 	for _, n := range need {
 		if _, err := os.Stat(n.path); err != nil {

@@ -21,6 +21,7 @@ func Markdown(r *Results) string {
 	writeBreakdown(&b, r)
 	writeComparison(&b, r)
 	writeMemory(&b, r)
+	writeWarm(&b, r)
 	writeDensity(&b, r)
 	writeParallel(&b, r)
 	writeMachine(&b, r)
@@ -94,6 +95,12 @@ func writeSummary(b *strings.Builder, r *Results) {
 		for _, row := range rows {
 			fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", row.name, secSummary(row.vs), secSummary(row.rs),
 				ratio(row.vs.Median, row.rs.Median), ratio(row.vs.Median, floor))
+		}
+	}
+	if w := r.Warm; w != nil {
+		for _, m := range w.Modes {
+			fmt.Fprintf(b, "| Warm start `ctr run --rm … true`, %s | %s | %s | %s | %s |\n", m.Name, secSummary(m.True), secSummary(w.Runc),
+				ratio(m.True.Median, w.Runc.Median), ratio(m.True.Median, floor))
 		}
 	}
 	if e := r.Exec; e != nil {
@@ -282,4 +289,24 @@ func writeComparison(b *strings.Builder, r *Results) {
 		}
 	}
 	b.WriteString("\n")
+}
+
+func writeWarm(b *strings.Builder, r *Results) {
+	w := r.Warm
+	if w == nil {
+		return
+	}
+	b.WriteString("## Warm start (VM factory)\n\n| Factory | `true` | Runs from the factory | Booted cold (why) |\n|---|---|---|---|\n")
+	for _, m := range w.Modes {
+		why := "–"
+		if m.ColdFallbacks > 0 {
+			why = fmt.Sprintf("%d (%s)", m.ColdFallbacks, m.FallbackWhy)
+		}
+		fmt.Fprintf(b, "| %s | %s | %d | %s |\n", m.Name, secSummary(m.True), m.True.N, why)
+	}
+	fmt.Fprintf(b, "\nrunc, interleaved: %s.\n\n", secSummary(w.Runc))
+	if p := w.Memory; p != nil {
+		fmt.Fprintf(b, "%d idle sandboxes restored from one template: %s per sandbox (VMM %s, shim %s), %.0f MiB in all.\n\n",
+			p.Sandboxes, mibSummary(p.PerSandbox), mibSummary(p.VMM), mibSummary(p.Shim), p.TotalMiB)
+	}
 }

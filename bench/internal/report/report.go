@@ -32,6 +32,7 @@ type Results struct {
 	VMB      *VMConfig `json:"vm_b,omitempty"`
 	Floor    *Floor    `json:"floor,omitempty"`
 	Cold     *Cold     `json:"cold_start,omitempty"`
+	Warm     *Warm     `json:"warm_start,omitempty"`
 	Exec     *Exec     `json:"exec,omitempty"`
 	Memory   *Memory   `json:"memory,omitempty"`
 	Density  *Density  `json:"density,omitempty"`
@@ -108,6 +109,26 @@ type ColdRuntime struct {
 	// EchoOutput is the time until `echo` printed; EchoTotal until ctr exited.
 	EchoOutput stats.Summary `json:"echo_output"`
 	EchoTotal  stats.Summary `json:"echo_total"`
+}
+
+// Warm is `ctr run --rm … true` with the VM factory (templates, the VM cache, both), each
+// run interleaved with a runc run.
+type Warm struct {
+	Modes []WarmMode `json:"modes"`
+	// Runc is runc's `true`, from the runs interleaved with the warm ones.
+	Runc stats.Summary `json:"runc"`
+	// Memory is the PSS of idle sandboxes restored from one template (nil when not run).
+	Memory *MemoryPoint `json:"memory,omitempty"`
+}
+
+// WarmMode is one factory configuration's warm starts.
+type WarmMode struct {
+	Name string `json:"name"`
+	// True covers only runs whose VM came from the factory.
+	True stats.Summary `json:"true"`
+	// ColdFallbacks counts runs whose shim booted cold after all, with the shim's reason.
+	ColdFallbacks int    `json:"cold_fallbacks"`
+	FallbackWhy   string `json:"fallback_why,omitempty"`
 }
 
 // PhaseSummary is one phase of the cold-start breakdown.

@@ -91,44 +91,10 @@ func (v *VM) start(ctx context.Context) error {
 	v.mu.Unlock()
 	go v.wait(cmd, exited, started, logger)
 
-	// The listening socket already exists, so the connection is queued at once; QEMU
-	// answers once its main loop runs. If QEMU exits first, stop waiting.
-	dctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go func() { // owner: start; returns when QEMU exits or when start returns (cancel)
-		select {
-		case <-exited:
-			cancel(errExited)
-		case <-dctx.Done():
-		}
-	}()
-	client, err := qmp.Dial(dctx, v.statePath(qmpSocketName))
-	if err != nil {
-		return v.failAfterExec(startErr(dctx, err), started)
+	restore := templateMode(&v.cfg) == hypervisor.TemplateRestore
+	if err := v.connect(ctx, exited, started, restore, logger); err != nil {
+		return err
 	}
-	// QEMU greets before it creates the machine (loads the kernel); commands run in its
-	// main loop, so an answer to query-status means the machine exists.
-	st, err := client.QueryStatus(dctx)
-	if err == nil && templateMode(&v.cfg) == hypervisor.TemplateRestore {
-		st, err = v.restore(dctx, client)
-	}
-	if err == nil && st.Status != "running" {
-		err = fmt.Errorf("qemu reports status %q, want running", st.Status)
-	}
-	if err != nil {
-		_ = client.Close()
-		return v.failAfterExec(startErr(dctx, err), started)
-	}
-
-	eventsDone := make(chan struct{})
-	go v.consumeEvents(client.Events(), eventsDone, logger)
-	v.mu.Lock()
-	v.client = client
-	v.eventsDone = eventsDone
-	v.phase = phaseRunning
-	v.mu.Unlock()
-	close(started)
-
 	logger.WithField("pid", cmd.Process.Pid).WithField("accel", accel).
 		WithField("elapsed", time.Since(begin)).Info("qemu started")
 	return nil
@@ -169,6 +135,52 @@ func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, e
 		return nil, fmt.Errorf("exec %s: %w", v.binary, err)
 	}
 	return cmd, nil
+}
+
+// connect connects to the QMP socket of a QEMU that was just started or adopted and waits
+// until the machine runs, restoring it from its template first if restore is set. QEMU
+// exiting (exited closes) ends the wait. On success the VM is running and its QMP events
+// are consumed; on error QEMU has been killed and reaped (failAfterExec) and the VM's
+// error is returned. Either way started is closed, so that the waiter goes on.
+func (v *VM) connect(ctx context.Context, exited, started chan struct{}, restore bool, logger *log.Entry) error {
+	// The listening socket already exists, so the connection is queued at once; QEMU
+	// answers once its main loop runs. If QEMU exits first, stop waiting.
+	dctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() { // owner: connect; returns when QEMU exits or when connect returns (cancel)
+		select {
+		case <-exited:
+			cancel(errExited)
+		case <-dctx.Done():
+		}
+	}()
+	client, err := qmp.Dial(dctx, v.statePath(qmpSocketName))
+	if err != nil {
+		return v.failAfterExec(startErr(dctx, err), started)
+	}
+	// QEMU greets before it creates the machine (loads the kernel); commands run in its
+	// main loop, so an answer to query-status means the machine exists.
+	st, err := client.QueryStatus(dctx)
+	if err == nil && restore {
+		st, err = v.restore(dctx, client)
+	}
+	if err == nil && st.Status != "running" {
+		err = fmt.Errorf("qemu reports status %q, want running", st.Status)
+	}
+	if err != nil {
+		_ = client.Close()
+		return v.failAfterExec(startErr(dctx, err), started)
+	}
+
+	eventsDone := make(chan struct{})
+	go v.consumeEvents(client.Events(), eventsDone, logger)
+	v.mu.Lock()
+	v.client = client
+	v.eventsDone = eventsDone
+	v.phase = phaseRunning
+	v.mu.Unlock()
+	close(started)
+	return nil
 }
 
 // startErr says whether QEMU exited while Start waited for it.
@@ -287,26 +299,7 @@ func (v *VM) removeSockets() {
 // removes the sockets, records why QEMU exited and closes done.
 func (v *VM) wait(cmd *exec.Cmd, exited, started chan struct{}, logger *log.Entry) {
 	waitErr := cmd.Wait()
-	close(exited)
-	<-started
-
-	v.mu.Lock()
-	client, eventsDone := v.client, v.eventsDone
-	v.mu.Unlock()
-	if client != nil {
-		select {
-		case <-client.Done():
-		case <-time.After(drainTimeout):
-			logger.Warn("qmp connection still open after qemu exited; closing it")
-		}
-		_ = client.Close()
-		<-eventsDone
-	}
-	v.removeSockets()
-
-	v.mu.Lock()
-	startErr, stopRequested, reason := v.startErr, v.stopRequested, v.shutdownReason
-	v.mu.Unlock()
+	stopRequested, reason, startErr := v.afterExit(exited, started, logger)
 	var err error
 	switch {
 	case startErr != nil:
@@ -330,6 +323,32 @@ func (v *VM) wait(cmd *exec.Cmd, exited, started chan struct{}, logger *log.Entr
 		entry.Debug("qemu exited")
 	}
 	close(v.done)
+}
+
+// afterExit is the waiters' common part once QEMU exited: it closes exited, waits until
+// Start is done with QEMU (started), closes the QMP connection after its last events,
+// removes the sockets and returns what Stop, the guest and Start recorded.
+func (v *VM) afterExit(exited, started chan struct{}, logger *log.Entry) (stopRequested bool, shutdownReason string, startErr error) {
+	close(exited)
+	<-started
+
+	v.mu.Lock()
+	client, eventsDone := v.client, v.eventsDone
+	v.mu.Unlock()
+	if client != nil {
+		select {
+		case <-client.Done():
+		case <-time.After(drainTimeout):
+			logger.Warn("qmp connection still open after qemu exited; closing it")
+		}
+		_ = client.Close()
+		<-eventsDone
+	}
+	v.removeSockets()
+
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.stopRequested, v.shutdownReason, v.startErr
 }
 
 // exitError describes an exit nobody asked for.

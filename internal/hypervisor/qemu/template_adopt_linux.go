@@ -7,14 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
-	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
 	"github.com/vessel-containers/vessel/internal/hypervisor"
-	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qmp"
 )
 
 // Handing a running QEMU from one process (the VM cache) to another (a shim):
@@ -91,35 +89,9 @@ func (v *VM) adopt(ctx context.Context) error {
 	v.mu.Unlock()
 	go v.watchAdopted(pidfd, exited, started, logger)
 
-	dctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go func() { // owner: adopt; returns when QEMU exits or when adopt returns (cancel)
-		select {
-		case <-exited:
-			cancel(errExited)
-		case <-dctx.Done():
-		}
-	}()
-	client, err := qmp.Dial(dctx, v.statePath(qmpSocketName))
-	if err != nil {
-		return v.failAfterExec(startErr(dctx, err), started)
+	if err := v.connect(ctx, exited, started, false, logger); err != nil {
+		return err
 	}
-	st, err := client.QueryStatus(dctx)
-	if err == nil && st.Status != "running" {
-		err = fmt.Errorf("adopted qemu reports status %q, want running", st.Status)
-	}
-	if err != nil {
-		_ = client.Close()
-		return v.failAfterExec(startErr(dctx, err), started)
-	}
-	eventsDone := make(chan struct{})
-	go v.consumeEvents(client.Events(), eventsDone, logger)
-	v.mu.Lock()
-	v.client = client
-	v.eventsDone = eventsDone
-	v.phase = phaseRunning
-	v.mu.Unlock()
-	close(started)
 	logger.WithField("pid", a.Pid).Info("qemu adopted")
 	return nil
 }
@@ -135,25 +107,7 @@ func (v *VM) watchAdopted(pidfd int, exited, started chan struct{}, logger *log.
 		}
 	}
 	_ = unix.Close(pidfd)
-	close(exited)
-	<-started
-
-	v.mu.Lock()
-	client, eventsDone := v.client, v.eventsDone
-	v.mu.Unlock()
-	if client != nil {
-		select {
-		case <-client.Done():
-		case <-time.After(drainTimeout):
-		}
-		_ = client.Close()
-		<-eventsDone
-	}
-	v.removeSockets()
-
-	v.mu.Lock()
-	startErr, stopRequested, reason := v.startErr, v.stopRequested, v.shutdownReason
-	v.mu.Unlock()
+	stopRequested, reason, startErr := v.afterExit(exited, started, logger)
 	var err error
 	switch {
 	case startErr != nil:

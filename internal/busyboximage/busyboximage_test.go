@@ -1,4 +1,4 @@
-package ociimage
+package busyboximage
 
 import (
 	"archive/tar"
@@ -9,11 +9,11 @@ import (
 	"testing"
 )
 
-func TestBuildBusybox(t *testing.T) {
+func TestBuild(t *testing.T) {
 	if _, err := os.Stat("/bin/busybox"); err != nil {
 		t.Skipf("busybox-static not installed: %v", err)
 	}
-	path, err := BuildBusybox(t.TempDir())
+	path, err := Build(t.TempDir(), TestRef)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestBuildBusybox(t *testing.T) {
 	if err := json.Unmarshal(files["index.json"], &index); err != nil {
 		t.Fatal(err)
 	}
-	if len(index.Manifests) != 1 || index.Manifests[0].Annotations["io.containerd.image.name"] != Ref {
+	if len(index.Manifests) != 1 || index.Manifests[0].Annotations["io.containerd.image.name"] != TestRef {
 		t.Fatalf("index: %+v", index)
 	}
 	if _, ok := files["blobs/sha256/"+index.Manifests[0].Digest[len("sha256:"):]]; !ok {

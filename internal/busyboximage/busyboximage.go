@@ -1,8 +1,7 @@
-// Package ociimage writes the busybox OCI image archive the benchmark imports into its
-// containerd: one layer holding the busybox root filesystem that `vessel run` uses, so no
-// registry is involved. It mirrors internal/testutil's image builder without the testing
-// package.
-package ociimage
+// Package busyboximage builds the busybox OCI image archive tests and benchmarks import
+// with `ctr image import`: one layer holding the busybox root filesystem (busybox-static
+// from Debian, see bundle.BuildBusyboxRootfs), so no registry is involved.
+package busyboximage
 
 import (
 	"archive/tar"
@@ -18,12 +17,16 @@ import (
 	"github.com/vessel-containers/vessel/internal/bundle"
 )
 
-// Ref is the name the image is imported under.
-const Ref = "localhost/vessel-bench/busybox:latest"
+// Names the image is imported under: tests and the benchmark each use their own.
+const (
+	TestRef  = "localhost/vessel-test/busybox:latest"
+	BenchRef = "localhost/vessel-bench/busybox:latest"
+)
 
-// BuildBusybox writes the archive (oci-layout, index.json, blobs) into dir and returns its
-// path. dir also receives the unpacked rootfs it was made from.
-func BuildBusybox(dir string) (string, error) {
+// Build writes the archive (oci-layout, index.json, blobs) of an image named ref into
+// dir as busybox.tar and returns its path. dir also receives the unpacked rootfs it was
+// made from (dir/rootfs).
+func Build(dir, ref string) (string, error) {
 	rootfs := filepath.Join(dir, "rootfs")
 	if err := bundle.BuildBusyboxRootfs(rootfs, ""); err != nil {
 		return "", fmt.Errorf("busybox rootfs: %w", err)
@@ -55,7 +58,7 @@ func BuildBusybox(dir string) (string, error) {
 		"schemaVersion": 2,
 		"manifests": []any{map[string]any{
 			"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(manifest), "size": len(manifest),
-			"annotations": map[string]string{"org.opencontainers.image.ref.name": Ref, "io.containerd.image.name": Ref},
+			"annotations": map[string]string{"org.opencontainers.image.ref.name": ref, "io.containerd.image.name": ref},
 			"platform":    map[string]string{"architecture": "amd64", "os": "linux"},
 		}},
 	})

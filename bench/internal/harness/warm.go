@@ -1,0 +1,324 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/log"
+
+	"github.com/vessel-containers/vessel/bench/internal/report"
+	"github.com/vessel-containers/vessel/bench/internal/stats"
+	"github.com/vessel-containers/vessel/internal/factory"
+)
+
+// warmMode is one factory configuration the warm measure runs.
+type warmMode struct {
+	name            string
+	template, cache bool
+}
+
+// warmModes are the factory configurations, in run order.
+var warmModes = []warmMode{
+	{name: "template", template: true},
+	{name: "cache", cache: true},
+	{name: "template+cache", template: true, cache: true},
+}
+
+const (
+	// cacheReadyTimeout bounds the wait for the cache server to have a VM ready.
+	cacheReadyTimeout = 3 * time.Minute
+	// factoryStopTimeout bounds the cache server's exit after SIGTERM.
+	factoryStopTimeout = time.Minute
+	vesselBinary       = "vessel"
+)
+
+// warm runs `ctr run --rm … true` Runs times with each factory configuration, each run
+// followed by a runc run, and counts only runs whose VM came from the factory. With
+// templates it also reads the memory of idle sandboxes restored from one template.
+func (e *env) warm(ctx context.Context) error {
+	res := &report.Warm{}
+	defer func() { e.res.Warm = res }()
+	base, err := e.baseConfigText()
+	if err != nil {
+		return err
+	}
+	var runc []time.Duration
+	var errs []error
+	for _, m := range warmModes {
+		wm, rs, err := e.warmMode(ctx, base, m)
+		res.Modes = append(res.Modes, wm)
+		runc = append(runc, rs...)
+		res.Runc = stats.Seconds(runc)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", m.name, err))
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		if m.template && !m.cache && len(e.opts.MemoryCounts) > 0 && err == nil {
+			if err := e.warmMemory(ctx, base, res); err != nil {
+				errs = append(errs, fmt.Errorf("template memory: %w", err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// warmMode runs one factory configuration and returns its figures and the interleaved runc
+// runs.
+func (e *env) warmMode(ctx context.Context, base string, m warmMode) (report.WarmMode, []time.Duration, error) {
+	out := report.WarmMode{Name: m.name}
+	slug := strings.ReplaceAll(m.name, "+", "-")
+	fac, err := e.startFactory(ctx, base, slug, m)
+	if err != nil {
+		return out, nil, err
+	}
+	defer fac.stop(context.WithoutCancel(ctx))
+
+	rt := runtimeSpec{name: report.Vessel + "-" + slug, typ: VesselRuntime, config: fac.config}
+	var warm, runc []time.Duration
+	var errs []error
+	for i := range e.opts.Runs {
+		if m.cache {
+			if err := fac.waitReady(ctx); err != nil {
+				return out, runc, err
+			}
+		}
+		id := fmt.Sprintf("warm-%s-%d", slug, i)
+		offset := e.logOffset()
+		total, _, err := e.runRm(ctx, rt, id, "", "true")
+		if err != nil {
+			errs = append(errs, err)
+			if len(errs) >= maxColdFailures || ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		from, why, err := e.vmSource(ctx, offset, id)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case from:
+			warm = append(warm, total)
+		default:
+			out.ColdFallbacks++
+			out.FallbackWhy = why
+		}
+		rtotal, _, err := e.runRm(ctx, runcSpec, fmt.Sprintf("warm-runc-%s-%d", slug, i), "", "true")
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		runc = append(runc, rtotal)
+	}
+	out.True = stats.Seconds(warm)
+	if out.ColdFallbacks > 0 {
+		errs = append(errs, fmt.Errorf("%d of %d runs booted cold: %s", out.ColdFallbacks, e.opts.Runs, out.FallbackWhy))
+	}
+	log.G(ctx).Infof("warm start (%s): %d runs from the factory", m.name, len(warm))
+	return out, runc, errors.Join(errs...)
+}
+
+// warmMemory starts idle sandboxes from the template (as many as the memory measure's
+// largest count) and reads their PSS: the template's pages are shared between them.
+func (e *env) warmMemory(ctx context.Context, base string, res *report.Warm) error {
+	fac, err := e.startFactory(ctx, base, "template-memory", warmModes[0])
+	if err != nil {
+		return err
+	}
+	defer fac.stop(context.WithoutCancel(ctx))
+	n := slices.Max(e.opts.MemoryCounts)
+	rt := runtimeSpec{name: report.Vessel + "-template", typ: VesselRuntime, config: fac.config}
+	p, err := e.memoryPoint(ctx, rt, n)
+	res.Memory = &p
+	if rerr := e.ctd.RemoveAllContainers(ctx); rerr != nil {
+		err = errors.Join(err, rerr)
+	}
+	return err
+}
+
+// vmSource reads the shim's lines for sandbox id since offset: whether its VM came from
+// the factory and, if not, the shim's reason.
+func (e *env) vmSource(ctx context.Context, offset int64, id string) (bool, string, error) {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		lines, err := e.readLog(offset)
+		if err != nil {
+			return false, "", err
+		}
+		for _, l := range lines {
+			if l.Fields["sandbox"] != id {
+				continue
+			}
+			switch l.Msg {
+			case "vm from the factory":
+				return true, "", nil
+			case "factory has no vm for this sandbox; booting cold", "vm from the factory failed; stopping it and booting cold":
+				return false, l.Fields["error"], nil
+			}
+		}
+		if hasDelete(lines, id) || time.Now().After(deadline) {
+			return false, "", fmt.Errorf("%s: the shim logged neither a vm from the factory nor a cold boot", id)
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return false, "", err
+		}
+	}
+}
+
+// factoryRun is a factory set up for one warm mode: its configuration file, the template
+// it built and the cache server it runs.
+type factoryRun struct {
+	vessel   string
+	config   string
+	endpoint string
+	server   *exec.Cmd
+	exited   chan struct{}
+}
+
+// startFactory writes the mode's configuration (the benchmark's own plus a [factory]
+// section) under containerd's directory, so that the final sweep finds whatever a failed
+// run leaves, builds the template and starts the cache server.
+func (e *env) startFactory(ctx context.Context, base, slug string, m warmMode) (_ *factoryRun, retErr error) {
+	dir := filepath.Join(e.ctd.Dir, "factory-"+slug)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("factory dir: %w", err)
+	}
+	f := &factoryRun{
+		vessel:   filepath.Join(e.opts.ShimDir, vesselBinary),
+		config:   filepath.Join(dir, "configuration.toml"),
+		endpoint: filepath.Join(dir, "cache", "factory.sock"),
+	}
+	var sec strings.Builder
+	sec.WriteString("\n[factory]\n")
+	if m.template {
+		fmt.Fprintf(&sec, "enable_template = true\ntemplate_path = %q\n", filepath.Join(dir, "template"))
+	}
+	if m.cache {
+		fmt.Fprintf(&sec, "vm_cache_number = 1\nvm_cache_endpoint = %q\n", f.endpoint)
+	}
+	if err := os.WriteFile(f.config, []byte(base+sec.String()), 0o600); err != nil {
+		return nil, fmt.Errorf("factory configuration: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			f.stop(context.WithoutCancel(ctx))
+		}
+	}()
+	// With a cache, the server builds the template itself before it boots VMs from it.
+	if m.template && !m.cache {
+		if out, err := f.vesselCmd(ctx, "factory", "init").CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("vessel factory init: %w: %s", err, strings.TrimSpace(string(out)))
+		}
+	}
+	if m.cache {
+		if err := f.startServer(dir); err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+func (f *factoryRun) vesselCmd(ctx context.Context, args ...string) *exec.Cmd {
+	ctx, cancel := context.WithTimeout(ctx, ctrTimeout)
+	cmd := exec.CommandContext(ctx, f.vessel, append([]string{"--config", f.config}, args...)...)
+	// The context's timer is released when the command is done (Wait or CombinedOutput).
+	cmd.Cancel = func() error { defer cancel(); return cmd.Process.Kill() }
+	cmd.WaitDelay = time.Second
+	return cmd
+}
+
+// startServer starts `vessel factory init --cache 1` in its own process group; its output
+// goes to a log file beside the configuration.
+func (f *factoryRun) startServer(dir string) error {
+	logf, err := os.Create(filepath.Join(dir, "cache-server.log"))
+	if err != nil {
+		return fmt.Errorf("cache server log: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(f.vessel, "--config", f.config, "factory", "init", "--cache", "1")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start vm cache server: %w", err)
+	}
+	f.server, f.exited = cmd, make(chan struct{})
+	go func() { // owned by f: stop waits for it
+		_ = cmd.Wait()
+		close(f.exited)
+	}()
+	return nil
+}
+
+// waitReady waits until the cache server has a VM ready.
+func (f *factoryRun) waitReady(ctx context.Context) error {
+	deadline := time.Now().Add(cacheReadyTimeout)
+	var last error
+	for time.Now().Before(deadline) {
+		select {
+		case <-f.exited:
+			return fmt.Errorf("vm cache server exited: %s", f.server.ProcessState)
+		default:
+		}
+		st, err := factory.CacheStatus(ctx, f.endpoint)
+		if err == nil && len(st.GetReady()) > 0 {
+			return nil
+		}
+		if err == nil && st.GetLastError() != "" {
+			err = errors.New(st.GetLastError())
+		}
+		last = err
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	if last != nil {
+		return fmt.Errorf("vm cache had no vm ready after %s: %w", cacheReadyTimeout, last)
+	}
+	return fmt.Errorf("vm cache had no vm ready after %s", cacheReadyTimeout)
+}
+
+// stop ends the cache server (SIGTERM, then SIGKILL to its group) and removes the template
+// and its tmpfs with `vessel factory destroy`.
+func (f *factoryRun) stop(ctx context.Context) {
+	if f.server != nil {
+		_ = f.server.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-f.exited:
+		case <-time.After(factoryStopTimeout):
+			log.G(ctx).Warn("vm cache server ignored SIGTERM; killing its process group")
+			_ = syscall.Kill(-f.server.Process.Pid, syscall.SIGKILL)
+			<-f.exited
+		}
+		f.server = nil
+	}
+	if out, err := f.vesselCmd(ctx, "factory", "destroy").CombinedOutput(); err != nil {
+		log.G(ctx).WithError(err).Warnf("vessel factory destroy: %s", strings.TrimSpace(string(out)))
+	}
+}
+
+// baseConfigText is the configuration file the benchmark runs with (empty for the built-in
+// defaults). It must not have a [factory] section of its own: the warm measure adds one.
+func (e *env) baseConfigText() (string, error) {
+	if e.cfgPath == "" {
+		return "", nil
+	}
+	data, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		return "", fmt.Errorf("vessel configuration: %w", err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "[factory") {
+			return "", fmt.Errorf("%s has a [factory] section; the warm measure writes its own: run it with a configuration without one", e.cfgPath)
+		}
+	}
+	return string(data), nil
+}
