@@ -332,6 +332,13 @@ func TestPodSharesOneVM(t *testing.T) {
 	if !strings.Contains(out, "sleep 1000") || !strings.Contains(out, "sleep 2000") {
 		t.Errorf("pod containers do not see each other's processes: %q", out)
 	}
+	// A pod's containers share one network namespace (the guest's), as they share the
+	// pause container's on the host: they reach each other on localhost.
+	sandboxNet := strings.TrimSpace(h.ctr("task", "exec", "--exec-id", "net1", "pod1", "readlink", "/proc/self/ns/net"))
+	appNet := strings.TrimSpace(h.ctr("task", "exec", "--exec-id", "net2", "app", "readlink", "/proc/self/ns/net"))
+	if !strings.HasPrefix(sandboxNet, "net:[") || sandboxNet != appNet {
+		t.Errorf("pod containers are in network namespaces %q and %q, want one", sandboxNet, appNet)
+	}
 	qemus, _ := exec.Command("pgrep", "-f", "qemu-system.*"+h.sbRoot).Output()
 	if n := len(strings.Fields(string(qemus))); n != 1 {
 		t.Errorf("got %d QEMU processes for one pod, want 1", n)
