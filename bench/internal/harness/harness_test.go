@@ -1,6 +1,8 @@
 package harness
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -52,5 +54,26 @@ func TestAllMeasuresByDefault(t *testing.T) {
 	}
 	if len(o.Measures) != len(Measures) {
 		t.Errorf("got measures %v, want all", o.Measures)
+	}
+}
+
+func TestBaseConfigText(t *testing.T) {
+	dir := t.TempDir()
+	if got, err := (&env{}).baseConfigText(); err != nil || got != "" {
+		t.Errorf("built-in defaults: got %q, %v; want empty", got, err)
+	}
+	plain := filepath.Join(dir, "plain.toml")
+	if err := os.WriteFile(plain, []byte("[hypervisor]\ndefault_memory = 512\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := (&env{cfgPath: plain}).baseConfigText(); err != nil || !strings.Contains(got, "default_memory = 512") {
+		t.Errorf("plain config: got %q, %v", got, err)
+	}
+	withFactory := filepath.Join(dir, "factory.toml")
+	if err := os.WriteFile(withFactory, []byte("[hypervisor]\n  [factory]\nenable_template = true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&env{cfgPath: withFactory}).baseConfigText(); err == nil || !strings.Contains(err.Error(), "[factory]") {
+		t.Errorf("config with a [factory] section: got %v, want an error naming it", err)
 	}
 }

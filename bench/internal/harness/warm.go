@@ -215,7 +215,7 @@ func (e *env) startFactory(ctx context.Context, base, slug string, m warmMode) (
 	}()
 	// With a cache, the server builds the template itself before it boots VMs from it.
 	if m.template && !m.cache {
-		if out, err := f.vesselCmd(ctx, "factory", "init").CombinedOutput(); err != nil {
+		if out, err := f.vesselOutput(ctx, "factory", "init"); err != nil {
 			return nil, fmt.Errorf("vessel factory init: %w: %s", err, strings.TrimSpace(string(out)))
 		}
 	}
@@ -227,13 +227,13 @@ func (e *env) startFactory(ctx context.Context, base, slug string, m warmMode) (
 	return f, nil
 }
 
-func (f *factoryRun) vesselCmd(ctx context.Context, args ...string) *exec.Cmd {
+// vesselOutput runs `vessel --config <mode's config> args...` and returns its output.
+func (f *factoryRun) vesselOutput(ctx context.Context, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, ctrTimeout)
+	defer cancel()
 	cmd := exec.CommandContext(ctx, f.vessel, append([]string{"--config", f.config}, args...)...)
-	// The context's timer is released when the command is done (Wait or CombinedOutput).
-	cmd.Cancel = func() error { defer cancel(); return cmd.Process.Kill() }
 	cmd.WaitDelay = time.Second
-	return cmd
+	return cmd.CombinedOutput()
 }
 
 // startServer starts `vessel factory init --cache 1` in its own process group; its output
@@ -300,7 +300,7 @@ func (f *factoryRun) stop(ctx context.Context) {
 		}
 		f.server = nil
 	}
-	if out, err := f.vesselCmd(ctx, "factory", "destroy").CombinedOutput(); err != nil {
+	if out, err := f.vesselOutput(ctx, "factory", "destroy"); err != nil {
 		log.G(ctx).WithError(err).Warnf("vessel factory destroy: %s", strings.TrimSpace(string(out)))
 	}
 }

@@ -25,6 +25,14 @@ func sample() *Results {
 			{Runtime: Vessel, Sandboxes: 1, PerSandbox: stats.Of([]float64{140})},
 			{Runtime: Runc, Sandboxes: 1, PerSandbox: stats.Of([]float64{13})},
 		}},
+		Warm: &Warm{
+			Modes: []WarmMode{
+				{Name: "cache", True: stats.Of([]float64{0.3, 0.35, 0.4})},
+				{Name: "template", True: stats.Of([]float64{0.8}), ColdFallbacks: 2, FallbackWhy: "template: differs in kernel"},
+			},
+			Runc:   stats.Of([]float64{0.1, 0.12, 0.14}),
+			Memory: &MemoryPoint{Runtime: "vessel-template", Sandboxes: 10, PerSandbox: stats.Of([]float64{77, 78}), TotalMiB: 775},
+		},
 		Errors: map[string]string{"density": "boom"},
 	}
 }
@@ -35,6 +43,9 @@ func TestMarkdown(t *testing.T) {
 		"| Bare-VM floor (QEMU + kernel boot + power-off) | 1.50 s (1.40 s–1.60 s) |",
 		"| Cold start `ctr run --rm … true` | 2.40 s (2.30 s–2.50 s) | 110 ms (100 ms–120 ms) | 21.82× | 1.60× |",
 		"| kernel boot |", "| PSS per idle sandbox, 1 running | 140 MiB | 13 MiB |", "- density: boom",
+		"| Warm start `ctr run --rm … true`, cache | 350 ms (300 ms–400 ms) | 120 ms (100 ms–140 ms) | 2.92× | 0.23× |",
+		"| template | 800 ms | 1 | 2 (template: differs in kernel) |",
+		"10 idle sandboxes restored from one template: 78 MiB (77–78) per sandbox",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
