@@ -4,7 +4,9 @@
 // big-endian payload length, uint32 stream id, one type byte, one flags byte, then the
 // payload) and starts a new session when the host detaches (read returns EOF) or when a
 // request's stream id does not increase over the last one seen (a client that reconnected
-// before the guest saw the hang-up restarts its stream ids at 1).
+// before the guest saw the hang-up restarts its stream ids at 1). A new session starts only
+// while the port reports a host attached: the device can deliver a new host's first bytes
+// before it tells the guest that the host attached (see Mux.awaitHost).
 //
 // Each session is a virtual net.Conn handed out by Mux.Accept, so a plain ttrpc server serves
 // it (`srv.Serve(ctx, mux)`). Writes from a session are assembled into whole frames and
@@ -22,6 +24,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/containerd/log"
 )
 
 const (
@@ -72,6 +76,9 @@ type Stats struct {
 type Mux struct {
 	port  io.ReadWriter
 	retry time.Duration
+	// host tells whether a host is attached; nil when the port cannot tell (a plain
+	// stream), and then sessions start as soon as their first request is read.
+	host hostState
 
 	accept    chan *Conn
 	done      chan struct{}
@@ -93,8 +100,9 @@ type Mux struct {
 // Option configures a Mux.
 type Option func(*Mux)
 
-// WithRetryInterval sets how long Run sleeps after the port reported EOF (no host attached)
-// before reading again. The default is 50ms.
+// WithRetryInterval sets how often Run looks at the port again while no host is attached:
+// after a read returned EOF, and while a request waits for its host's attach notice
+// (awaitHost). The default is 50ms.
 func WithRetryInterval(d time.Duration) Option {
 	return func(m *Mux) { m.retry = d }
 }
@@ -103,6 +111,7 @@ func WithRetryInterval(d time.Duration) Option {
 func NewMux(port io.ReadWriter, opts ...Option) *Mux {
 	m := &Mux{
 		port:   port,
+		host:   hostStateOf(port),
 		retry:  defaultRetry,
 		accept: make(chan *Conn),
 		done:   make(chan struct{}),
@@ -209,6 +218,11 @@ func (m *Mux) endSession(only *Conn) {
 
 // route hands a frame to the current session, starting a new session first when needed.
 func (m *Mux) route(ctx context.Context, h Header, frame []byte) error {
+	if h.Type == typeRequest && m.host != nil && m.startsSession(h) {
+		if err := m.awaitHost(ctx); err != nil {
+			return err
+		}
+	}
 	var started, old *Conn
 	m.mu.Lock()
 	if h.Type == typeRequest {
@@ -242,6 +256,44 @@ func (m *Mux) route(ctx context.Context, h Header, frame []byte) error {
 	m.framesIn.Add(1)
 	cur.push(frame)
 	return nil
+}
+
+// startsSession reports whether request h starts a new session.
+func (m *Mux) startsSession(h Header) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cur == nil || h.StreamID <= m.lastReq
+}
+
+// awaitHost returns once the port reports a host attached. The device delivers a host's
+// bytes at once but tells the guest that the host attached with a control message that
+// the guest handles later, in a kernel worker: so a new host's first request can be read
+// while the port still reports no host, and the read after it then finds no data and
+// returns EOF. That EOF is the previous host's detach; taken for this host's, it ended the
+// session holding the request, whose answer was never written (a VM restored from a
+// template did not answer its first Check). Hence a session starts only once its host
+// shows. The current session ends at once: its host is gone.
+func (m *Mux) awaitHost(ctx context.Context) error {
+	attached, err := m.host.hostAttached()
+	if err != nil || attached {
+		return err
+	}
+	m.endSession(nil)
+	log.G(ctx).Debug("session: a request came before its host's attach notice; waiting for the notice")
+	t := time.NewTicker(m.retry)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-m.done:
+			return net.ErrClosed
+		case <-t.C:
+		}
+		if attached, err := m.host.hostAttached(); err != nil || attached {
+			return err
+		}
+	}
 }
 
 // isCurrent reports whether c is the current session.

@@ -144,7 +144,7 @@ type echoResp = agentv1.ReadStreamResponse
 
 // startServer runs a mux over port and a ttrpc server with an Echo method that returns
 // ContainerId repeated Len times.
-func startServer(t *testing.T, port *testPort) *Mux {
+func startServer(t *testing.T, port io.ReadWriteCloser) *Mux {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	m := NewMux(port, WithRetryInterval(2*time.Millisecond))
