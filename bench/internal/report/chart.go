@@ -76,6 +76,11 @@ func timeSeries(r *Results) []series {
 		add("runc true", c.Runc.True, runcColor)
 		add("runc echo\n(output)", c.Runc.EchoOutput, runcColor)
 	}
+	if w := r.Warm; w != nil {
+		for _, m := range w.Modes {
+			add("vessel true\n("+m.Name+")", m.True, vesselColor)
+		}
+	}
 	if e := r.Exec; e != nil {
 		add("vessel exec", e.Vessel, vesselColor)
 		add("runc exec", e.Runc, runcColor)
@@ -95,6 +100,9 @@ func memorySeries(r *Results) []series {
 				s = append(s, series{fmt.Sprintf("%s ×%d", p.Runtime, p.Sandboxes), p.PerSandbox.Samples, c})
 			}
 		}
+	}
+	if w := r.Warm; w != nil && w.Memory != nil && w.Memory.PerSandbox.N > 0 {
+		s = append(s, series{fmt.Sprintf("vessel ×%d\n(template)", w.Memory.Sandboxes), w.Memory.PerSandbox.Samples, vesselColor})
 	}
 	if d := r.Density; d != nil && d.PerSandbox.N > 0 {
 		s = append(s, series{fmt.Sprintf("vessel ×%d\n(density)", d.Started), d.PerSandbox.Samples, vesselColor})
