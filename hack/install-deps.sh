@@ -8,8 +8,10 @@ export PATH=/usr/local/go/bin:$PATH
 if [ "$(id -u)" != 0 ]; then echo "install-deps: run as root" >&2; exit 1; fi
 command -v go >/dev/null || { echo "install-deps: Go is required at /usr/local/go (https://go.dev/dl)" >&2; exit 1; }
 
+# procps: pgrep in tests and the bench sweep; perl: the kernel build's scripts. Both are
+# on most Debian installs but not on minimal ones.
 pkgs=(
-  make gcc libc6-dev git ca-certificates
+  make gcc libc6-dev git ca-certificates procps perl
   qemu-system-x86 busybox-static
   linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils kmod
   libseccomp-dev pkg-config
