@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vessel-containers/vessel/internal/oci"
+	"github.com/vessel-containers/vessel/internal/shimclient"
 )
 
 func pauseCommand() *cli.Command {
@@ -42,28 +43,24 @@ func pauseResume(c *cli.Context, pause bool) error {
 		return err
 	}
 	ctx := c.Context
-	ctr, lock, err := r.lock(id)
-	if err != nil {
+	check := func(st specs.ContainerState) error {
+		switch {
+		case pause && st != specs.StateRunning:
+			return errors.New("container not running")
+		case !pause && st != oci.StatePaused:
+			return errors.New("container not paused")
+		}
+		return nil
+	}
+	err = r.withShim(ctx, id, check, func(cl *shimclient.Client) error {
+		var err error
+		if pause {
+			_, err = cl.Pause(ctx, &taskAPI.PauseRequest{ID: id})
+		} else {
+			_, err = cl.Resume(ctx, &taskAPI.ResumeRequest{ID: id})
+		}
 		return err
-	}
-	defer lock.Unlock()
-	st := r.statusOf(ctx, ctr).status
-	switch {
-	case pause && st != specs.StateRunning:
-		return errors.New("container not running")
-	case !pause && st != oci.StatePaused:
-		return errors.New("container not paused")
-	}
-	cl, err := r.dial(ctx, ctr)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	if pause {
-		_, err = cl.Pause(ctx, &taskAPI.PauseRequest{ID: id})
-	} else {
-		_, err = cl.Resume(ctx, &taskAPI.ResumeRequest{ID: id})
-	}
+	})
 	if err != nil {
 		return fmt.Errorf("%s container %s: %w", c.Command.Name, id, err)
 	}

@@ -99,6 +99,25 @@ func (r *ociRuntime) dial(ctx context.Context, c *store.Container) (*shimclient.
 	return shimclient.Dial(ctx, c.ShimAddress)
 }
 
+// withShim runs fn with a client of container id's shim while it holds the container's
+// lock. check, given the container's status, refuses a state the verb cannot act in.
+func (r *ociRuntime) withShim(ctx context.Context, id string, check func(specs.ContainerState) error, fn func(*shimclient.Client) error) error {
+	ctr, lock, err := r.lock(id)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	if err := check(r.statusOf(ctx, ctr).status); err != nil {
+		return err
+	}
+	cl, err := r.dial(ctx, ctr)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	return fn(cl)
+}
+
 // live is a container's status as the OCI verbs report it.
 type live struct {
 	status specs.ContainerState

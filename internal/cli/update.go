@@ -15,6 +15,8 @@ import (
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/urfave/cli/v2"
+
+	"github.com/vessel-containers/vessel/internal/shimclient"
 )
 
 func updateCommand() *cli.Command {
@@ -66,28 +68,23 @@ sized when it booted: limits above its size do not make it grow.`,
 			if err != nil {
 				return err
 			}
-			ctx := c.Context
-			ctr, lock, err := r.lock(id)
-			if err != nil {
-				return err
-			}
-			defer lock.Unlock()
-			if st := r.statusOf(ctx, ctr).status; st == specs.StateStopped || st == specs.StateCreating {
-				return fmt.Errorf("cannot update a %s container", st)
-			}
-			cl, err := r.dial(ctx, ctr)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
 			anyRes, err := typeurl.MarshalAnyToProto(res)
 			if err != nil {
 				return fmt.Errorf("encode resources: %w", err)
 			}
-			if _, err := cl.Update(ctx, &taskAPI.UpdateTaskRequest{ID: id, Resources: anyRes}); err != nil {
-				return fmt.Errorf("update container %s: %w", id, err)
+			ctx := c.Context
+			check := func(st specs.ContainerState) error {
+				if st == specs.StateStopped || st == specs.StateCreating {
+					return fmt.Errorf("cannot update a %s container", st)
+				}
+				return nil
 			}
-			return nil
+			return r.withShim(ctx, id, check, func(cl *shimclient.Client) error {
+				if _, err := cl.Update(ctx, &taskAPI.UpdateTaskRequest{ID: id, Resources: anyRes}); err != nil {
+					return fmt.Errorf("update container %s: %w", id, err)
+				}
+				return nil
+			})
 		},
 	}
 }
