@@ -12,6 +12,8 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
 // TestLifecycle walks one container through every verb, checking its state at each step,
@@ -217,7 +219,7 @@ func TestConsoleSocket(t *testing.T) {
 	for _, mode := range []string{"detached", "foreground"} {
 		t.Run(mode, func(t *testing.T) {
 			sock := filepath.Join(t.TempDir(), "console.sock")
-			masters := listenConsole(t, sock)
+			masters := testutil.ListenConsole(t, sock)
 			pidFile := filepath.Join(t.TempDir(), "pid")
 			var fg *exec.Cmd
 			if mode == "detached" {

@@ -1,7 +1,6 @@
 package factory_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -157,14 +156,7 @@ func runProbe(t *testing.T, sb *sandbox.Sandbox, id string) probe {
 	if err := c.Start(ctx); err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	lines := make(chan string, 16)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(outR)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
+	lines := testutil.Lines(outR)
 	next := func() string {
 		select {
 		case l, ok := <-lines:

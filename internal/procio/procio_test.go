@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +12,8 @@ import (
 	"time"
 
 	"github.com/containerd/fifo"
-	"golang.org/x/sys/unix"
+
+	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
 // shimSide opens the FIFOs the way the shim does: stdin for reading, stdout and stderr
@@ -124,35 +124,7 @@ func TestPtyAndConsoleSocket(t *testing.T) {
 	}
 
 	sock := filepath.Join(t.TempDir(), "console.sock")
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	got := make(chan *os.File, 1)
-	go func() {
-		defer close(got)
-		c, err := l.AcceptUnix()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		oob := make([]byte, unix.CmsgSpace(4))
-		msg := make([]byte, 64)
-		_, oobn, _, _, err := c.ReadMsgUnix(msg, oob)
-		if err != nil {
-			return
-		}
-		cmsgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-		if err != nil || len(cmsgs) != 1 {
-			return
-		}
-		fds, err := unix.ParseUnixRights(&cmsgs[0])
-		if err != nil || len(fds) != 1 {
-			return
-		}
-		got <- os.NewFile(uintptr(fds[0]), "received")
-	}()
+	got := testutil.ListenConsole(t, sock)
 	if err := SendConsole(sock, master); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package shim_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/factory"
 	_ "github.com/vessel-containers/vessel/internal/hypervisor/qemu"
+	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
@@ -191,14 +191,7 @@ func (fh *factoryHarness) probe(id, configPath string) ctrProbe {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	lines := make(chan string, 16)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
+	lines := testutil.Lines(stdout)
 	next := func() string {
 		select {
 		case l, ok := <-lines:
@@ -233,20 +226,20 @@ func (fh *factoryHarness) probe(id, configPath string) ctrProbe {
 	return p
 }
 
-// qemuCmdline is the command line of sandbox id's VMM, found through its state file.
-func (fh *factoryHarness) qemuCmdline(id string) string {
+// vmPid is the pid of sandbox id's VMM, from its persisted state.
+func (fh *factoryHarness) vmPid(id string) int {
 	fh.t.Helper()
-	b, err := os.ReadFile(filepath.Join(fh.sbRoot, id, "state.json"))
+	st, err := persist.Load(filepath.Join(fh.sbRoot, id))
 	if err != nil {
 		fh.t.Fatal(err)
 	}
-	var st struct {
-		VMPid int `json:"vm_pid"`
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		fh.t.Fatal(err)
-	}
-	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(st.VMPid) + "/cmdline")
+	return st.VMPid
+}
+
+// qemuCmdline is the command line of sandbox id's VMM, found through its state file.
+func (fh *factoryHarness) qemuCmdline(id string) string {
+	fh.t.Helper()
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(fh.vmPid(id)) + "/cmdline")
 	if err != nil {
 		fh.t.Fatal(err)
 	}
@@ -331,17 +324,7 @@ func TestFactoryCache(t *testing.T) {
 func (fh *factoryHarness) vmMemory(ids []string) (pss, rss int) {
 	fh.t.Helper()
 	for _, id := range ids {
-		b, err := os.ReadFile(filepath.Join(fh.sbRoot, id, "state.json"))
-		if err != nil {
-			fh.t.Fatal(err)
-		}
-		var st struct {
-			VMPid int `json:"vm_pid"`
-		}
-		if err := json.Unmarshal(b, &st); err != nil {
-			fh.t.Fatal(err)
-		}
-		rollup, err := os.ReadFile("/proc/" + strconv.Itoa(st.VMPid) + "/smaps_rollup")
+		rollup, err := os.ReadFile("/proc/" + strconv.Itoa(fh.vmPid(id)) + "/smaps_rollup")
 		if err != nil {
 			fh.t.Fatal(err)
 		}
