@@ -50,18 +50,33 @@ func TestEnvPrintsEffectiveConfig(t *testing.T) {
 			if c.Hypervisor.DefaultVCPUs != 2 || c.Hypervisor.DefaultMemory != config.DefaultMemoryMiB {
 				t.Errorf("printed %+v", c.Hypervisor)
 			}
+			// Unsupported keys and values are marked.
+			for _, want := range []string{
+				"# Not supported, only the default is accepted: virtio-fs is not built yet: nothing starts virtiofsd.\nvirtio_fs_daemon = ",
+				"# Supported: only \"qemu\"; refused: \"firecracker\" (driver firecracker is not built into this Vessel)",
+			} {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("output lacks %q:\n%s", want, out.String())
+				}
+			}
 		})
 	}
 }
 
 func TestEnvBadConfig(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "c.toml")
-	if err := os.WriteFile(file, []byte("[hypervisor]\nmsize_9p = 1\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	err := testApp(EnvCommand(), &out).Run([]string{"vessel", "env", "--config", file})
-	if err == nil || !strings.Contains(err.Error(), "hypervisor.msize_9p") || !strings.Contains(err.Error(), file) {
-		t.Fatalf("got %v", err)
+	for _, tc := range []struct{ body, want string }{
+		{"[hypervisor]\nmsize_9p = 1\n", "hypervisor.msize_9p = 1: out of range"},
+		{"[hypervisor]\ndriver = \"firecracker\"\n", `hypervisor.driver = "firecracker": not supported: driver firecracker is not built into this Vessel`},
+		{"[runtime]\ninternetworking_model = \"macvtap\"\n", `runtime.internetworking_model = "macvtap": not supported: networking is not built yet`},
+	} {
+		file := filepath.Join(t.TempDir(), "c.toml")
+		if err := os.WriteFile(file, []byte(tc.body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		err := testApp(EnvCommand(), &out).Run([]string{"vessel", "env", "--config", file})
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), file) {
+			t.Errorf("%q: got %v, want an error naming %s and containing %q", tc.body, err, file, tc.want)
+		}
 	}
 }

@@ -97,13 +97,14 @@ func (c *Config) applyAnnotation(root reflect.Value, allow []*regexp.Regexp, nam
 		return k, annotationError(name, value, fmt.Sprintf("value longer than %d bytes", maxAnnotationValue), k.AllowedText())
 	}
 	f := fieldOf(root, k)
+	v := reflect.New(f.Type()).Elem() // the new value, set into f once it is accepted
 	switch f.Kind() {
 	case reflect.Bool:
 		b, err := strconv.ParseBool(value)
 		if err != nil {
 			return k, annotationError(name, value, "not a boolean", k.AllowedText())
 		}
-		f.SetBool(b)
+		v.SetBool(b)
 	case reflect.Uint32, reflect.Uint64:
 		n, err := strconv.ParseUint(value, 10, f.Type().Bits())
 		if err != nil {
@@ -112,7 +113,7 @@ func (c *Config) applyAnnotation(root reflect.Value, allow []*regexp.Regexp, nam
 		if n < k.Min || n > k.Max {
 			return k, annotationError(name, value, "out of range", k.AllowedText())
 		}
-		f.SetUint(n)
+		v.SetUint(n)
 	case reflect.String:
 		s := value
 		if k.Append {
@@ -121,16 +122,7 @@ func (c *Config) applyAnnotation(root reflect.Value, allow []*regexp.Regexp, nam
 		if err := k.checkString(s); err != nil {
 			return k, annotationError(name, value, err.Error(), k.AllowedText())
 		}
-		if k.Globs != "" {
-			if err := c.matchGlobs(k, s); err != nil {
-				return k, annotationError(name, value, err.Error(), "")
-			}
-		}
-		f.SetString(s)
-		if k.Replaces != "" {
-			rk, _ := lookupKey(k.Section, k.Replaces)
-			fieldOf(root, rk).SetString("")
-		}
+		v.SetString(s)
 	case reflect.Slice:
 		list, err := splitList(k.syntax, value)
 		if err != nil {
@@ -139,7 +131,20 @@ func (c *Config) applyAnnotation(root reflect.Value, allow []*regexp.Regexp, nam
 		if err := k.checkValue(reflect.ValueOf(list)); err != nil {
 			return k, annotationError(name, value, err.Error(), k.AllowedText())
 		}
-		f.Set(reflect.ValueOf(list))
+		v.Set(reflect.ValueOf(list))
+	}
+	if reason, allowed := k.refusal(v, fieldOf(reflect.ValueOf(Default()).Elem(), k)); reason != "" {
+		return k, annotationError(name, value, reason, allowed)
+	}
+	if k.Globs != "" {
+		if err := c.matchGlobs(k, v.String()); err != nil {
+			return k, annotationError(name, value, err.Error(), "")
+		}
+	}
+	f.Set(v)
+	if k.Replaces != "" {
+		rk, _ := lookupKey(k.Section, k.Replaces)
+		fieldOf(root, rk).SetString("")
 	}
 	return k, nil
 }

@@ -34,6 +34,8 @@ const (
 	DefaultMemoryMiB      = 256
 	DefaultMsize9P        = 524288
 	DefaultTBSizeMiB      = 64
+	// DefaultVirtioFSDaemon is where Debian's qemu-system-common installs virtiofsd.
+	DefaultVirtioFSDaemon = "/usr/lib/qemu/virtiofsd"
 )
 
 // Config is the whole configuration. The zero value is not useful: start from Default or Load.
@@ -163,9 +165,9 @@ func Default() *Config {
 			ValidFileMemBack:     []string{},
 			HotPlugVFIO:          "no-port",
 			SharedFS:             hypervisor.SharedFS9P,
-			VirtioFSDaemon:       "/usr/libexec/virtiofsd",
+			VirtioFSDaemon:       DefaultVirtioFSDaemon,
 			ValidVirtioFSDaemonPaths: []string{
-				"/usr/libexec/virtiofsd",
+				DefaultVirtioFSDaemon,
 			},
 			VirtioFSCache:       "auto",
 			VirtioFSExtraArgs:   []string{},
@@ -185,7 +187,6 @@ func Default() *Config {
 			CreateContainerTimeout: 60,
 		},
 		Runtime: Runtime{
-			DisableGuestSeccomp:       true,
 			InternetworkingModel:      "tcfilter",
 			StaticSandboxResourceMgmt: true,
 			Experimental:              []string{},

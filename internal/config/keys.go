@@ -7,6 +7,8 @@ import (
 	"path"
 	"reflect"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -48,9 +50,32 @@ type Key struct {
 	// must match. Annotations overriding such a key are refused when no pattern matches.
 	Globs string
 
+	// Consumer names the function that applies the key: "pkg.Func" or "pkg.Type.Method", a
+	// function in a package under internal/ that reads the key's Config field (for the glob
+	// lists: config.Config.matchGlobs, which reads them through Key.Globs). TestConsumers
+	// parses the source to check it.
+	Consumer string
+	// Unsupported says why the key is not applied, when it is not: any value but the
+	// default is refused with this reason. A key has a Consumer or is Unsupported.
+	Unsupported string
+	// UnsupportedValues are Enum values that are refused, each with its reason; the other
+	// values are applied by Consumer.
+	UnsupportedValues map[string]string
+
 	// check validates one string value or one list element.
 	check func(string) error
 }
+
+// Reasons shared by several unsupported keys.
+const (
+	noVirtioFS   = "virtio-fs is not built yet: nothing starts virtiofsd"
+	noBlock      = "block devices are not built yet: root file systems and volumes reach the guest as shared files"
+	noImages     = "guest disk images are not built yet: the VM boots from hypervisor.initrd"
+	noNetwork    = "networking is not built yet: the VM has no network device"
+	noFileMemory = "file-backed guest memory is not built yet"
+	noJailer     = "no jailer is built: the hypervisor runs without one"
+	noCtl        = "no driver in this Vessel uses a control binary (cloud-hypervisor's ch-remote)"
+)
 
 // listSyntax is how an annotation writes a list.
 type listSyntax int
@@ -104,6 +129,47 @@ func (k Key) DefaultValue() string {
 	return formatValue(fieldOf(reflect.ValueOf(Default()).Elem(), k))
 }
 
+// Supported reports whether the key is applied. A supported enum key may still refuse some
+// values (UnsupportedValues).
+func (k Key) Supported() bool { return k.Unsupported == "" }
+
+// SupportText says in words whether the key is applied: "yes", "no: <reason>", or which
+// values are refused and why.
+func (k Key) SupportText() string {
+	if k.Unsupported != "" {
+		return "no: " + k.Unsupported
+	}
+	if len(k.UnsupportedValues) == 0 {
+		return "yes"
+	}
+	var refused []string
+	for _, v := range k.Enum {
+		if r, ok := k.UnsupportedValues[v]; ok {
+			refused = append(refused, fmt.Sprintf("%q (%s)", v, r))
+		}
+	}
+	return "only " + quoteAll(k.supportedValues()) + "; refused: " + strings.Join(refused, ", ")
+}
+
+// supportedValues are the Enum values not refused by UnsupportedValues.
+func (k Key) supportedValues() []string {
+	var out []string
+	for _, v := range k.Enum {
+		if _, bad := k.UnsupportedValues[v]; !bad {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func quoteAll(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
+}
+
 // AllowedText describes the accepted values for documentation and error messages.
 func (k Key) AllowedText() string {
 	switch {
@@ -112,11 +178,7 @@ func (k Key) AllowedText() string {
 	case k.Type == "uint32" || k.Type == "uint64":
 		return fmt.Sprintf("%d to %d", k.Min, k.Max)
 	case len(k.Enum) > 0:
-		q := make([]string, len(k.Enum))
-		for i, e := range k.Enum {
-			q[i] = fmt.Sprintf("%q", e)
-		}
-		return "one of " + strings.Join(q, ", ")
+		return "one of " + quoteAll(k.Enum)
 	}
 	s := k.Allowed
 	if k.Optional && k.Type != "[]string" {
@@ -139,12 +201,15 @@ var (
 	reMachineType = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
 	// reQEMUOpts is a comma-separated list of QEMU option words, nothing QEMU could read as a
 	// new argument or a file.
-	reQEMUOpts  = regexp.MustCompile(`^[A-Za-z0-9_.+=-]+(,[A-Za-z0-9_.+=-]+)*$`)
-	reModule    = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-	reFeature   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
-	reModParam  = regexp.MustCompile(`^[A-Za-z0-9_.-]+(=[^\s;]*)?$`)
-	reExtraArg  = regexp.MustCompile(`^--[a-z0-9][a-z0-9-]*(=[^\s]*)?$`)
-	reForbidArg = regexp.MustCompile(`^--(shared-dir|socket-path|socket-group|fd|sandbox|seccomp)(=|$)`)
+	reQEMUOpts = regexp.MustCompile(`^[A-Za-z0-9_.+=-]+(,[A-Za-z0-9_.+=-]+)*$`)
+	// reMachineOpts is a comma-separated list of key=value machine properties: QEMU 7.2
+	// refuses bare words such as "nosmm" after -machine.
+	reMachineOpts = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*=[A-Za-z0-9_.+-]+(,[a-z0-9][a-z0-9_.-]*=[A-Za-z0-9_.+-]+)*$`)
+	reModule      = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	reFeature     = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+	reModParam    = regexp.MustCompile(`^[A-Za-z0-9_.-]+(=[^\s;]*)?$`)
+	reExtraArg    = regexp.MustCompile(`^--[a-z0-9][a-z0-9-]*(=[^\s]*)?$`)
+	reForbidArg   = regexp.MustCompile(`^--(shared-dir|socket-path|socket-group|fd|sandbox|seccomp)(=|$)`)
 )
 
 func checkAbsPath(s string) error {
@@ -185,6 +250,12 @@ func checkRegexp(s string) error {
 	return nil
 }
 
+// reservedKernelParams are kernel parameters the driver and the guest agent set themselves;
+// kernelParamPrefix starts the agent's own parameters.
+var reservedKernelParams = []string{"console", "panic", "init", "rdinit"}
+
+const kernelParamPrefix = "vessel."
+
 func checkKernelParams(s string) error {
 	if len(s) > maxKernelCmdline {
 		return fmt.Errorf("%d bytes is longer than %d", len(s), maxKernelCmdline)
@@ -192,6 +263,30 @@ func checkKernelParams(s string) error {
 	for _, r := range s {
 		if r < 0x20 && r != ' ' && r != '\t' || r == 0x7f || r > 0x7e {
 			return errors.New("contains a control or non-ASCII character")
+		}
+	}
+	for _, p := range strings.Fields(s) {
+		// The kernel reads a leading quote as the start of a quoted "name=value".
+		name, _, _ := strings.Cut(strings.TrimLeft(p, `"`), "=")
+		switch {
+		case slices.Contains(reservedKernelParams, name):
+			return fmt.Errorf("parameter %s is set by Vessel (%s= may not be set)", p, name)
+		case strings.HasPrefix(name, kernelParamPrefix):
+			return fmt.Errorf("parameter %s is set by Vessel (%s* parameters belong to the guest agent)", p, kernelParamPrefix)
+		}
+	}
+	return nil
+}
+
+// checkMachineOpts accepts key=value machine properties other than the ones the driver
+// sets itself.
+func checkMachineOpts(s string) error {
+	if !reMachineOpts.MatchString(s) {
+		return fmt.Errorf("does not match %s", reMachineOpts)
+	}
+	for _, o := range strings.Split(s, ",") {
+		if name, _, _ := strings.Cut(o, "="); name == "memory-backend" || name == "accel" || name == "type" {
+			return fmt.Errorf("property %s is set by Vessel", name)
 		}
 	}
 	return nil
@@ -226,203 +321,278 @@ func checkExtraArg(s string) error {
 // keyTable is every configuration key. It is never modified; Keys returns a copy.
 var keyTable = []Key{
 	// [hypervisor] binaries and guest assets.
-	{Section: "hypervisor", Name: "driver", Type: "string", Enum: []string{"qemu", "firecracker", "cloud-hypervisor"},
+	{Section: "hypervisor", Name: "driver",
+		Consumer: "factory.ConfigFor", UnsupportedValues: map[string]string{"firecracker": "driver firecracker is not built into this Vessel", "cloud-hypervisor": "driver cloud-hypervisor is not built into this Vessel"}, Type: "string", Enum: []string{"qemu", "firecracker", "cloud-hypervisor"},
 		Doc: "Hypervisor driver that runs the VM."},
-	{Section: "hypervisor", Name: "path", Type: "path", Allowed: "absolute path", check: checkAbsPath,
+	{Section: "hypervisor", Name: "path",
+		Consumer: "oci.HypervisorConfig", Type: "path", Allowed: "absolute path", check: checkAbsPath,
 		Annotation: "path", Globs: "valid_hypervisor_paths",
 		Doc: "Hypervisor binary."},
-	{Section: "hypervisor", Name: "valid_hypervisor_paths", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
+	{Section: "hypervisor", Name: "valid_hypervisor_paths",
+		Consumer: "config.Config.matchGlobs", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
 		Doc: "Glob patterns a hypervisor path annotation must match; empty refuses every such annotation."},
-	{Section: "hypervisor", Name: "kernel", Type: "path", Allowed: "absolute path", check: checkAbsPath,
+	{Section: "hypervisor", Name: "kernel",
+		Consumer: "oci.HypervisorConfig", Type: "path", Allowed: "absolute path", check: checkAbsPath,
 		Annotation: "kernel", Globs: "valid_kernel_paths",
 		Doc: "Guest kernel: an uncompressed vmlinux (booted through PVH) or a bzImage."},
-	{Section: "hypervisor", Name: "valid_kernel_paths", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
+	{Section: "hypervisor", Name: "valid_kernel_paths",
+		Consumer: "config.Config.matchGlobs", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
 		Doc: "Glob patterns a kernel annotation must match."},
-	{Section: "hypervisor", Name: "initrd", Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
+	{Section: "hypervisor", Name: "initrd",
+		Consumer: "oci.HypervisorConfig", Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
 		Annotation: "initrd", Globs: "valid_image_paths", Replaces: "image",
 		Doc: "Guest initramfs holding the agent. Exactly one of initrd and image is set; an annotation setting one empties the other."},
-	{Section: "hypervisor", Name: "image", Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
+	{Section: "hypervisor", Name: "image",
+		Unsupported: noImages, Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
 		Annotation: "image", Globs: "valid_image_paths", Replaces: "initrd",
 		Doc: "Guest root disk image, instead of an initrd."},
-	{Section: "hypervisor", Name: "valid_image_paths", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
+	{Section: "hypervisor", Name: "valid_image_paths",
+		Consumer: "config.Config.matchGlobs", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
 		Doc: "Glob patterns an initrd or image annotation must match."},
-	{Section: "hypervisor", Name: "kernel_params", Type: "string", Allowed: fmt.Sprintf("printable ASCII, at most %d bytes", maxKernelCmdline), check: checkKernelParams, Optional: true,
+	{Section: "hypervisor", Name: "kernel_params",
+		Consumer: "oci.HypervisorConfig", Type: "string", Allowed: fmt.Sprintf("printable ASCII, at most %d bytes, setting none of %s= or %s*", maxKernelCmdline, strings.Join(reservedKernelParams, "=, "), kernelParamPrefix), check: checkKernelParams, Optional: true,
 		Annotation: "kernel_params", Append: true,
 		Doc: "Space-separated parameters appended to the guest kernel command line. An annotation appends to this value."},
 
 	// [hypervisor] machine.
-	{Section: "hypervisor", Name: "machine_type", Type: "string", Allowed: "a QEMU machine name (" + reMachineType.String() + ")", check: checkPattern(reMachineType), Optional: true,
+	{Section: "hypervisor", Name: "machine_type",
+		Consumer: "oci.HypervisorConfig", Type: "string", Allowed: "a QEMU machine name (" + reMachineType.String() + ")", check: checkPattern(reMachineType), Optional: true,
 		Annotation: "machine_type",
 		Doc:        "Machine type, e.g. q35; empty means the driver's default."},
-	{Section: "hypervisor", Name: "accelerator", Type: "string", Enum: []string{"auto", "kvm", "tcg"},
+	{Section: "hypervisor", Name: "accelerator",
+		Consumer: "oci.HypervisorConfig", Type: "string", Enum: []string{"auto", "kvm", "tcg"},
 		Annotation: "accelerator",
 		Doc:        "How guest code runs: kvm, tcg (software emulation), or auto (kvm when /dev/kvm is usable)."},
-	{Section: "hypervisor", Name: "machine_accelerators", Type: "string", Allowed: "comma-separated option words (" + reQEMUOpts.String() + ")", check: checkPattern(reQEMUOpts), Optional: true,
+	{Section: "hypervisor", Name: "machine_accelerators",
+		Consumer: "oci.HypervisorConfig", Type: "string", Allowed: "comma-separated key=value machine properties (" + reMachineOpts.String() + "), not memory-backend, accel or type", check: checkMachineOpts, Optional: true,
 		Annotation: "machine_accelerators",
-		Doc:        "Extra machine options passed to the hypervisor, e.g. \"nosmm,nosmbus\"."},
-	{Section: "hypervisor", Name: "cpu_features", Type: "string", Allowed: "comma-separated option words (" + reQEMUOpts.String() + ")", check: checkPattern(reQEMUOpts), Optional: true,
+		Doc:        "Extra machine properties appended to QEMU's -machine, e.g. \"smm=off,hpet=off\"."},
+	{Section: "hypervisor", Name: "cpu_features",
+		Consumer: "oci.HypervisorConfig", Type: "string", Allowed: "comma-separated option words (" + reQEMUOpts.String() + ")", check: checkPattern(reQEMUOpts), Optional: true,
 		Annotation: "cpu_features",
-		Doc:        "CPU features passed to the guest CPU model, e.g. \"pmu=off\"."},
-	{Section: "hypervisor", Name: "tb_size_mib", Type: "uint32", Unit: "MiB", Min: 0, Max: 4096,
+		Doc:        "CPU features appended to the guest CPU model (QEMU's -cpu host under KVM, max under TCG), e.g. \"pmu=off\"."},
+	{Section: "hypervisor", Name: "tb_size_mib",
+		Consumer: "oci.HypervisorConfig", Type: "uint32", Unit: "MiB", Min: 0, Max: 4096,
 		Doc: "QEMU TCG translation-cache size; 0 means QEMU's default (1 GiB reserved). Ignored under KVM."},
 
 	// [hypervisor] CPU and memory.
-	{Section: "hypervisor", Name: "default_vcpus", Type: "uint32", Min: 1, Max: maxVCPUs,
+	{Section: "hypervisor", Name: "default_vcpus",
+		Consumer: "config.Config.Limits", Type: "uint32", Min: 1, Max: maxVCPUs,
 		Annotation: "default_vcpus",
 		Doc:        "vCPUs of a VM before any container's CPU limit is added. Above the effective maximum it is lowered to it. An annotation must not exceed the host's CPUs or the maximum."},
-	{Section: "hypervisor", Name: "default_maxvcpus", Type: "uint32", Min: 0, Max: maxVCPUs,
+	{Section: "hypervisor", Name: "default_maxvcpus",
+		Consumer: "config.Config.Limits", Type: "uint32", Min: 0, Max: maxVCPUs,
 		Annotation: "default_max_vcpus",
 		Doc:        "Most vCPUs a VM may have (hotplug and sizing cap); 0 or more than the host's CPUs means the host's CPUs."},
-	{Section: "hypervisor", Name: "default_memory", Type: "uint32", Unit: "MiB", Min: 64, Max: maxMemoryMiB,
+	{Section: "hypervisor", Name: "default_memory",
+		Consumer: "config.Config.Limits", Type: "uint32", Unit: "MiB", Min: 64, Max: maxMemoryMiB,
 		Annotation: "default_memory",
 		Doc:        "Memory of a VM before any container's memory limit is added. An annotation must not exceed the effective maximum."},
-	{Section: "hypervisor", Name: "default_maxmemory", Type: "uint32", Unit: "MiB", Min: 0, Max: maxMemoryMiB,
+	{Section: "hypervisor", Name: "default_maxmemory",
+		Consumer: "config.Config.Limits", Type: "uint32", Unit: "MiB", Min: 0, Max: maxMemoryMiB,
 		Doc: "Most memory a VM may have; 0 or more than the host's RAM means the host's RAM."},
-	{Section: "hypervisor", Name: "memory_slots", Type: "uint32", Min: 1, Max: 255,
+	{Section: "hypervisor", Name: "memory_slots",
+		Consumer: "oci.HypervisorConfig", Type: "uint32", Min: 1, Max: 255,
 		Annotation: "memory_slots",
 		Doc:        "Memory hotplug slots: how many times memory can be added to a running VM."},
-	{Section: "hypervisor", Name: "memory_offset", Type: "uint64", Unit: "MiB", Min: 0, Max: maxMemoryMiB,
+	{Section: "hypervisor", Name: "memory_offset",
+		Unsupported: "nvdimm devices are not built yet: nothing uses address space beyond the maximum memory", Type: "uint64", Unit: "MiB", Min: 0, Max: maxMemoryMiB,
 		Annotation: "memory_offset",
 		Doc:        "Extra address space added to the maximum memory, for nvdimm devices."},
-	{Section: "hypervisor", Name: "enable_virtio_mem", Type: "bool", Annotation: "enable_virtio_mem",
+	{Section: "hypervisor", Name: "enable_virtio_mem",
+		Unsupported: "virtio-mem is not built yet: memory is added as DIMMs", Type: "bool", Annotation: "enable_virtio_mem",
 		Doc: "Resize memory with virtio-mem instead of DIMM hotplug."},
-	{Section: "hypervisor", Name: "enable_mem_prealloc", Type: "bool", Annotation: "enable_mem_prealloc",
+	{Section: "hypervisor", Name: "enable_mem_prealloc",
+		Consumer: "oci.HypervisorConfig", Type: "bool", Annotation: "enable_mem_prealloc",
 		Doc: "Allocate all guest memory at boot (lower density, predictable latency)."},
-	{Section: "hypervisor", Name: "enable_hugepages", Type: "bool", Annotation: "enable_hugepages",
+	{Section: "hypervisor", Name: "enable_hugepages",
+		Unsupported: "huge pages are not built yet: guest memory is never backed by hugetlbfs", Type: "bool", Annotation: "enable_hugepages",
 		Doc: "Back guest memory with huge pages (implies preallocation)."},
-	{Section: "hypervisor", Name: "file_mem_backend", Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
+	{Section: "hypervisor", Name: "file_mem_backend",
+		Unsupported: noFileMemory, Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
 		Annotation: "file_mem_backend", Globs: "valid_file_mem_backends",
 		Doc: "Directory for file-backed guest memory; empty disables it. Ignored when templating is on."},
-	{Section: "hypervisor", Name: "valid_file_mem_backends", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
+	{Section: "hypervisor", Name: "valid_file_mem_backends",
+		Unsupported: noFileMemory, Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
 		Doc: "Glob patterns a file_mem_backend annotation must match."},
-	{Section: "hypervisor", Name: "enable_guest_swap", Type: "bool", Annotation: "enable_guest_swap",
+	{Section: "hypervisor", Name: "enable_guest_swap",
+		Unsupported: "guest swap is not built yet: nothing gives the guest a swap device", Type: "bool", Annotation: "enable_guest_swap",
 		Doc: "Give the guest a swap device when a container asks for swap."},
-	{Section: "hypervisor", Name: "enable_iommu", Type: "bool", Annotation: "enable_iommu",
+	{Section: "hypervisor", Name: "enable_iommu",
+		Unsupported: "a virtual IOMMU is not built yet: no VFIO device is passed to the guest", Type: "bool", Annotation: "enable_iommu",
 		Doc: "Add a virtual IOMMU (q35), needed for VFIO devices in the guest."},
-	{Section: "hypervisor", Name: "hot_plug_vfio", Type: "string", Enum: []string{"no-port", "root-port", "bridge-port", "switch-port"},
+	{Section: "hypervisor", Name: "hot_plug_vfio",
+		Unsupported: "VFIO device hotplug is not built yet", Type: "string", Enum: []string{"no-port", "root-port", "bridge-port", "switch-port"},
 		Annotation: "hot_plug_vfio",
 		Doc:        "Where VFIO devices are hot-plugged; no-port disables VFIO hotplug."},
-	{Section: "hypervisor", Name: "pcie_root_port", Type: "uint32", Min: 0, Max: 16,
+	{Section: "hypervisor", Name: "pcie_root_port",
+		Unsupported: "PCIe device hotplug is not built yet: nothing is plugged into root ports", Type: "uint32", Min: 0, Max: 16,
 		Annotation: "pcie_root_port",
 		Doc:        "PCIe root ports added at boot for hot-plugging PCIe devices."},
 
 	// [hypervisor] shared file system.
-	{Section: "hypervisor", Name: "shared_fs", Type: "string", Enum: []string{"virtio-9p", "virtio-fs", "none"},
+	{Section: "hypervisor", Name: "shared_fs",
+		Consumer: "oci.HypervisorConfig", UnsupportedValues: map[string]string{"virtio-fs": noVirtioFS, "none": "copy mode is not built yet: nothing copies files into the guest"}, Type: "string", Enum: []string{"virtio-9p", "virtio-fs", "none"},
 		Annotation: "shared_fs",
 		Doc:        "How host files reach the guest: virtio-9p, virtio-fs (virtiofsd), or none (files are copied in)."},
-	{Section: "hypervisor", Name: "virtio_fs_daemon", Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
+	{Section: "hypervisor", Name: "virtio_fs_daemon",
+		Unsupported: noVirtioFS, Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
 		Annotation: "virtio_fs_daemon", Globs: "valid_virtio_fs_daemon_paths",
 		Doc: "virtiofsd binary; required when shared_fs is virtio-fs."},
-	{Section: "hypervisor", Name: "valid_virtio_fs_daemon_paths", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
+	{Section: "hypervisor", Name: "valid_virtio_fs_daemon_paths",
+		Unsupported: noVirtioFS, Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
 		Doc: "Glob patterns a virtio_fs_daemon annotation must match."},
-	{Section: "hypervisor", Name: "virtio_fs_cache", Type: "string", Enum: []string{"never", "metadata", "auto", "always"},
+	{Section: "hypervisor", Name: "virtio_fs_cache",
+		Unsupported: noVirtioFS, Type: "string", Enum: []string{"never", "metadata", "auto", "always"},
 		Annotation: "virtio_fs_cache",
 		Doc:        "virtio-fs guest caching: never; metadata (metadata and lookups cached, data never); auto (cached for a short time, data while open); always."},
-	{Section: "hypervisor", Name: "virtio_fs_cache_size", Type: "uint32", Unit: "MiB", Min: 0, Max: 65536,
+	{Section: "hypervisor", Name: "virtio_fs_cache_size",
+		Unsupported: noVirtioFS, Type: "uint32", Unit: "MiB", Min: 0, Max: 65536,
 		Annotation: "virtio_fs_cache_size",
 		Doc:        "virtio-fs DAX window; 0 disables DAX."},
-	{Section: "hypervisor", Name: "virtio_fs_extra_args", Type: "[]string", Allowed: "--long-option[=value] words, not ones Vessel sets (--shared-dir, --socket-path, --fd, ...)", check: checkExtraArg, Optional: true,
+	{Section: "hypervisor", Name: "virtio_fs_extra_args",
+		Unsupported: noVirtioFS, Type: "[]string", Allowed: "--long-option[=value] words, not ones Vessel sets (--shared-dir, --socket-path, --fd, ...)", check: checkExtraArg, Optional: true,
 		Annotation: "virtio_fs_extra_args", syntax: listJSON,
 		Doc: "Extra virtiofsd options."},
-	{Section: "hypervisor", Name: "msize_9p", Type: "uint32", Unit: "bytes", Min: 4096, Max: 1048576,
+	{Section: "hypervisor", Name: "msize_9p",
+		Consumer: "oci.HypervisorConfig", Type: "uint32", Unit: "bytes", Min: 4096, Max: 1048576,
 		Annotation: "msize_9p",
 		Doc:        "9p message size."},
 
 	// [hypervisor] block devices.
-	{Section: "hypervisor", Name: "block_device_driver", Type: "string", Enum: []string{"virtio-blk", "virtio-scsi", "nvdimm"},
+	{Section: "hypervisor", Name: "block_device_driver",
+		Unsupported: noBlock, Type: "string", Enum: []string{"virtio-blk", "virtio-scsi", "nvdimm"},
 		Annotation: "block_device_driver",
 		Doc:        "Driver for block devices given to the guest (container rootfs on a block device, volumes)."},
-	{Section: "hypervisor", Name: "block_device_aio", Type: "string", Enum: []string{"threads", "native", "io_uring"},
+	{Section: "hypervisor", Name: "block_device_aio",
+		Unsupported: noBlock, Type: "string", Enum: []string{"threads", "native", "io_uring"},
 		Doc: "Host I/O mechanism for block devices."},
-	{Section: "hypervisor", Name: "block_device_cache_set", Type: "bool", Annotation: "block_device_cache_set",
+	{Section: "hypervisor", Name: "block_device_cache_set",
+		Unsupported: noBlock, Type: "bool", Annotation: "block_device_cache_set",
 		Doc: "Apply the block_device_cache_* settings to block devices."},
-	{Section: "hypervisor", Name: "block_device_cache_direct", Type: "bool", Annotation: "block_device_cache_direct",
+	{Section: "hypervisor", Name: "block_device_cache_direct",
+		Unsupported: noBlock, Type: "bool", Annotation: "block_device_cache_direct",
 		Doc: "Open block devices with O_DIRECT (bypass the host page cache)."},
-	{Section: "hypervisor", Name: "block_device_cache_noflush", Type: "bool", Annotation: "block_device_cache_noflush",
+	{Section: "hypervisor", Name: "block_device_cache_noflush",
+		Unsupported: noBlock, Type: "bool", Annotation: "block_device_cache_noflush",
 		Doc: "Ignore flush requests from the guest."},
-	{Section: "hypervisor", Name: "enable_iothreads", Type: "bool", Annotation: "enable_iothreads",
+	{Section: "hypervisor", Name: "enable_iothreads",
+		Unsupported: noBlock, Type: "bool", Annotation: "enable_iothreads",
 		Doc: "Handle block I/O in a separate thread (virtio-scsi)."},
-	{Section: "hypervisor", Name: "disable_block_device_use", Type: "bool", Annotation: "disable_block_device_use",
+	{Section: "hypervisor", Name: "disable_block_device_use",
+		Unsupported: noBlock, Type: "bool", Annotation: "disable_block_device_use",
 		Doc: "Never pass a block-device rootfs to the guest; share it as files instead."},
-	{Section: "hypervisor", Name: "disable_image_nvdimm", Type: "bool", Annotation: "disable_image_nvdimm",
+	{Section: "hypervisor", Name: "disable_image_nvdimm",
+		Unsupported: noImages, Type: "bool", Annotation: "disable_image_nvdimm",
 		Doc: "Attach a guest image as virtio-blk instead of nvdimm."},
 
 	// [hypervisor] devices, isolation and debugging.
-	{Section: "hypervisor", Name: "entropy_source", Type: "path", Allowed: "absolute path", check: checkAbsPath,
+	{Section: "hypervisor", Name: "entropy_source",
+		Consumer: "oci.HypervisorConfig", Type: "path", Allowed: "absolute path", check: checkAbsPath,
 		Annotation: "entropy_source", Globs: "valid_entropy_sources",
 		Doc: "Host entropy source behind the guest's virtio-rng device."},
-	{Section: "hypervisor", Name: "valid_entropy_sources", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
+	{Section: "hypervisor", Name: "valid_entropy_sources",
+		Consumer: "config.Config.matchGlobs", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
 		Doc: "Glob patterns an entropy_source annotation must match."},
-	{Section: "hypervisor", Name: "disable_vhost_net", Type: "bool", Annotation: "disable_vhost_net",
+	{Section: "hypervisor", Name: "disable_vhost_net",
+		Unsupported: noNetwork, Type: "bool", Annotation: "disable_vhost_net",
 		Doc: "Run virtio-net in the hypervisor process instead of the vhost-net kernel module."},
-	{Section: "hypervisor", Name: "use_vsock", Type: "bool", Annotation: "use_vsock",
+	{Section: "hypervisor", Name: "use_vsock",
+		Unsupported: "vsock is not built yet: the agent is reached over virtio-serial", Type: "bool", Annotation: "use_vsock",
 		Doc: "Reach the agent over vsock (needs vhost-vsock); false uses virtio-serial."},
-	{Section: "hypervisor", Name: "guest_hook_path", Type: "path", Allowed: "absolute path in the guest", check: checkAbsPath, Optional: true,
+	{Section: "hypervisor", Name: "guest_hook_path",
+		Consumer: "oci.agentPlan", Type: "path", Allowed: "absolute path in the guest", check: checkAbsPath, Optional: true,
 		Annotation: "guest_hook_path",
 		Doc:        "Directory in the guest holding OCI hooks (prestart, poststart, poststop subdirectories)."},
-	{Section: "hypervisor", Name: "jailer_path", Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
+	{Section: "hypervisor", Name: "jailer_path",
+		Unsupported: noJailer, Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
 		Annotation: "jailer_path", Globs: "valid_jailer_paths",
 		Doc: "Jailer binary confining the VMM (firecracker); empty runs no jailer."},
-	{Section: "hypervisor", Name: "valid_jailer_paths", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
+	{Section: "hypervisor", Name: "valid_jailer_paths",
+		Unsupported: noJailer, Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
 		Doc: "Glob patterns a jailer_path annotation must match."},
-	{Section: "hypervisor", Name: "ctlpath", Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
+	{Section: "hypervisor", Name: "ctlpath",
+		Unsupported: noCtl, Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
 		Annotation: "ctlpath", Globs: "valid_ctlpaths",
 		Doc: "Hypervisor control binary (cloud-hypervisor's ch-remote); empty means none."},
-	{Section: "hypervisor", Name: "valid_ctlpaths", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
+	{Section: "hypervisor", Name: "valid_ctlpaths",
+		Unsupported: noCtl, Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
 		Doc: "Glob patterns a ctlpath annotation must match."},
-	{Section: "hypervisor", Name: "rootless", Type: "bool",
+	{Section: "hypervisor", Name: "rootless",
+		Unsupported: "rootless hypervisors are not built yet: QEMU runs as the shim's user", Type: "bool",
 		Doc: "Run the hypervisor as an unprivileged user."},
-	{Section: "hypervisor", Name: "enable_debug", Type: "bool",
+	{Section: "hypervisor", Name: "enable_debug",
+		Consumer: "oci.HypervisorConfig", Type: "bool",
 		Doc: "Verbose hypervisor and guest console logs."},
 
 	// [agent]
-	{Section: "agent", Name: "kernel_modules", Type: "[]string", Allowed: "\"module param=value ...\" entries", check: checkKernelModule, Optional: true,
+	{Section: "agent", Name: "kernel_modules",
+		Consumer: "oci.agentPlan", Type: "[]string", Allowed: "\"module param=value ...\" entries", check: checkKernelModule, Optional: true,
 		Annotation: "kernel_modules", syntax: listSemicolon,
 		Doc: "Guest kernel modules to load, each \"name\" followed by its parameters."},
-	{Section: "agent", Name: "dial_timeout", Type: "uint32", Unit: "seconds", Min: 1, Max: 600,
+	{Section: "agent", Name: "dial_timeout",
+		Consumer: "oci.agentPlan", Type: "uint32", Unit: "seconds", Min: 1, Max: 600,
 		Doc: "How long to wait for the agent to answer after boot."},
-	{Section: "agent", Name: "request_timeout", Type: "uint32", Unit: "seconds", Min: 1, Max: 3600,
+	{Section: "agent", Name: "request_timeout",
+		Consumer: "oci.agentPlan", Type: "uint32", Unit: "seconds", Min: 1, Max: 3600,
 		Doc: "Timeout of an agent request that has no timeout of its own."},
-	{Section: "agent", Name: "create_container_timeout", Type: "uint32", Unit: "seconds", Min: 1, Max: 3600,
+	{Section: "agent", Name: "create_container_timeout",
+		Consumer: "oci.agentPlan", Type: "uint32", Unit: "seconds", Min: 1, Max: 3600,
 		Doc: "Timeout of the CreateContainer request."},
-	{Section: "agent", Name: "enable_tracing", Type: "bool", Annotation: "enable_tracing",
+	{Section: "agent", Name: "enable_tracing",
+		Unsupported: "agent tracing is not built yet", Type: "bool", Annotation: "enable_tracing",
 		Doc: "Agent emits trace spans."},
-	{Section: "agent", Name: "enable_debug", Type: "bool",
+	{Section: "agent", Name: "enable_debug",
+		Unsupported: "a separate agent log level is not built: the agent logs at debug level when hypervisor.enable_debug is true", Type: "bool",
 		Doc: "Agent logs at debug level."},
-	{Section: "agent", Name: "debug_console_enabled", Type: "bool",
+	{Section: "agent", Name: "debug_console_enabled",
+		Unsupported: "the guest debug console is not built yet", Type: "bool",
 		Doc: "Allow `vessel debug console` into the guest."},
-	{Section: "agent", Name: "container_pipe_size", Type: "uint32", Unit: "bytes", Min: 0, Max: 1 << 20,
+	{Section: "agent", Name: "container_pipe_size",
+		Unsupported: "the agent does not resize containers' stdio pipes yet", Type: "uint32", Unit: "bytes", Min: 0, Max: 1 << 20,
 		Annotation: "container_pipe_size",
 		Doc:        "Size of containers' stdio pipes in the guest; 0 means the kernel default."},
 
 	// [runtime]
-	{Section: "runtime", Name: "enable_debug", Type: "bool",
+	{Section: "runtime", Name: "enable_debug",
+		Unsupported: "not read: the shim logs at debug level when containerd runs it with -debug", Type: "bool",
 		Doc: "Shim and CLI log at debug level."},
-	{Section: "runtime", Name: "sandbox_cgroup_only", Type: "bool", Annotation: "sandbox_cgroup_only",
+	{Section: "runtime", Name: "sandbox_cgroup_only",
+		Unsupported: "host cgroups for sandboxes are not built yet", Type: "bool", Annotation: "sandbox_cgroup_only",
 		Doc: "Put all of a sandbox's host processes in the sandbox cgroup only, with no per-container host cgroups."},
-	{Section: "runtime", Name: "disable_guest_seccomp", Type: "bool", Annotation: "disable_guest_seccomp",
+	{Section: "runtime", Name: "disable_guest_seccomp",
+		Consumer: "oci.GuestSpec", Type: "bool", Annotation: "disable_guest_seccomp",
 		Doc: "Do not apply containers' seccomp profiles inside the guest."},
-	{Section: "runtime", Name: "internetworking_model", Type: "string", Enum: []string{"tcfilter", "macvtap", "none"},
+	{Section: "runtime", Name: "internetworking_model",
+		Unsupported: noNetwork, Type: "string", Enum: []string{"tcfilter", "macvtap", "none"},
 		Annotation: "internetworking_model",
 		Doc:        "How the VM joins the pod network: tc mirroring to a tap, macvtap, or none (a bare tap)."},
-	{Section: "runtime", Name: "disable_new_netns", Type: "bool", Annotation: "disable_new_netns",
+	{Section: "runtime", Name: "disable_new_netns",
+		Unsupported: noNetwork, Type: "bool", Annotation: "disable_new_netns",
 		Doc: "Do not create a network namespace for the hypervisor; needs internetworking_model = \"none\"."},
-	{Section: "runtime", Name: "static_sandbox_resource_mgmt", Type: "bool",
+	{Section: "runtime", Name: "static_sandbox_resource_mgmt",
+		Consumer: "oci.SandboxConfig", Type: "bool",
 		Doc: "Size the VM once at boot from the pod's CRI sizing annotations (or a single container's limits) instead of hot-plugging CPUs and memory per container."},
-	{Section: "runtime", Name: "experimental", Type: "[]string", Allowed: "feature names (" + reFeature.String() + ")", check: checkPattern(reFeature), Optional: true,
+	{Section: "runtime", Name: "experimental",
+		Unsupported: "this Vessel has no experimental features", Type: "[]string", Allowed: "feature names (" + reFeature.String() + ")", check: checkPattern(reFeature), Optional: true,
 		Annotation: "experimental", syntax: listComma,
 		Doc: "Experimental features to enable."},
-	{Section: "runtime", Name: "enable_annotations", Type: "[]string", Allowed: "regular expressions (RE2)", check: checkRegexp, Optional: true,
+	{Section: "runtime", Name: "enable_annotations",
+		Consumer: "config.Config.WithAnnotations", Type: "[]string", Allowed: "regular expressions (RE2)", check: checkRegexp, Optional: true,
 		Doc: "Annotations a pod may use. Each regexp must match a whole \"section.name\", e.g. 'hypervisor\\.default_.*' (a TOML literal string); for hypervisor annotations the bare name (Kata's convention, e.g. \"default_vcpus\") also matches. Empty refuses every configuration annotation."},
 
 	// [factory]
-	{Section: "factory", Name: "enable_template", Type: "bool",
+	{Section: "factory", Name: "enable_template",
+		Consumer: "factory.FromConfig", Type: "bool",
 		Doc: "Clone new VMs from a template VM (needs an initrd)."},
-	{Section: "factory", Name: "template_path", Type: "path", Allowed: "absolute path", check: checkAbsPath,
+	{Section: "factory", Name: "template_path",
+		Consumer: "factory.ConfigFor", Type: "path", Allowed: "absolute path", check: checkAbsPath,
 		Doc: "Directory holding the template VM's state."},
-	{Section: "factory", Name: "vm_cache_number", Type: "uint32", Min: 0, Max: 64,
+	{Section: "factory", Name: "vm_cache_number",
+		Consumer: "factory.FromConfig", Type: "uint32", Min: 0, Max: 64,
 		Doc: "Pre-booted VMs kept ready by the cache server; 0 disables the cache."},
-	{Section: "factory", Name: "vm_cache_endpoint", Type: "path", Allowed: "absolute path", check: checkAbsPath,
+	{Section: "factory", Name: "vm_cache_endpoint",
+		Consumer: "factory.ConfigFor", Type: "path", Allowed: "absolute path", check: checkAbsPath,
 		Doc: "Unix socket of the VM cache server."},
 }
 

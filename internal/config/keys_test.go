@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/BurntSushi/toml"
 )
 
 // TestKeyTableMatchesStruct keeps the key table and the Config struct in step: every TOML
@@ -80,6 +82,22 @@ func TestKeyTableConsistent(t *testing.T) {
 		if k.Type == "string" && len(k.Enum) == 0 && k.check == nil {
 			t.Errorf("string key %s accepts anything: give it an Enum or a check", k.FullName())
 		}
+		if len(k.UnsupportedValues) > 0 {
+			def := strings.Trim(k.DefaultValue(), `"`)
+			switch {
+			case k.Unsupported != "":
+				t.Errorf("key %s is unsupported and lists unsupported values too", k.FullName())
+			case len(k.supportedValues()) == 0:
+				t.Errorf("key %s supports none of its values: mark the key Unsupported", k.FullName())
+			case k.UnsupportedValues[def] != "":
+				t.Errorf("key %s: its default %q is unsupported", k.FullName(), def)
+			}
+			for v, reason := range k.UnsupportedValues {
+				if !slices.Contains(k.Enum, v) || reason == "" {
+					t.Errorf("key %s: unsupported value %q is not in its Enum or has no reason", k.FullName(), v)
+				}
+			}
+		}
 	}
 }
 
@@ -101,6 +119,8 @@ func TestDefaultsValid(t *testing.T) {
 		{d.Hypervisor.Msize9P, uint32(524288), "msize_9p"},
 		{string(d.Hypervisor.Accelerator), "auto", "accelerator"},
 		{d.Hypervisor.TBSizeMiB, uint32(64), "tb_size_mib"},
+		{d.Hypervisor.VirtioFSDaemon, "/usr/lib/qemu/virtiofsd", "virtio_fs_daemon"},
+		{d.Runtime.DisableGuestSeccomp, false, "disable_guest_seccomp"},
 	} {
 		if c.got != c.want {
 			t.Errorf("default %s = %v, want %v", c.what, c.got, c.want)
@@ -130,9 +150,12 @@ func tomlString(s string) string {
 // stringSamples are accepted and refused values for keys whose check is more than an enum
 // or an absolute path; list keys use them as elements.
 var stringSamples = map[string]struct{ good, bad []string }{
-	"hypervisor.kernel_params":        {[]string{"console=hvc0 quiet", "a=b,c"}, []string{"bad\x01", "x\u00e9", strings.Repeat("a", maxKernelCmdline+1)}},
+	"hypervisor.kernel_params": {[]string{"quiet loglevel=3", "a=b,c", "consoleblank=0 initcall_debug panic_on_warn=1 my.vessel=1"}, []string{
+		"bad\x01", "x\u00e9", strings.Repeat("a", maxKernelCmdline+1),
+		"console=hvc0", "quiet panic=0", "init=/bin/sh", "rdinit=/x", "init", `"init=/bin/sh"`, "vessel.log=debug", "vessel.x",
+	}},
 	"hypervisor.machine_type":         {[]string{"q35", "pc-q35-7.2", "microvm"}, []string{"Q35", "q35,accel=kvm", "-q35"}},
-	"hypervisor.machine_accelerators": {[]string{"nosmm,nosmbus", "pit=on"}, []string{"a,,b", "x y", "a,-device foo"}},
+	"hypervisor.machine_accelerators": {[]string{"smm=off,hpet=off", "pit=on", "kernel-irqchip=split"}, []string{"a,,b", "x y", "a,-device foo", "nosmm", "smm=off,", "memory-backend=x", "accel=kvm", "smm=off,type=pc"}},
 	"hypervisor.cpu_features":         {[]string{"pmu=off", "pmu=off,vmx=off"}, []string{"pmu=off ", "a;b"}},
 	"hypervisor.virtio_fs_extra_args": {[]string{"--thread-pool-size=1", "--log-level=debug"}, []string{"-o", "--shared-dir=/", "--fd=3", "positional"}},
 	"agent.kernel_modules":            {[]string{"e1000e InterruptThrottleRate=3000,3000 EEE=1", "i915"}, []string{"bad/module", " ", "mod p;q"}},
@@ -208,10 +231,25 @@ func keyContext(k Key, v string) string {
 		return `initrd = ""`
 	case k.FullName() == "hypervisor.initrd" && v == `""`:
 		return `image = "/img"`
-	case k.FullName() == "runtime.disable_new_netns":
-		return `internetworking_model = "none"`
 	}
 	return ""
+}
+
+// refusedInFile returns the first key that doc, well-formed, sets to a value refused as not
+// supported, if any.
+func refusedInFile(t *testing.T, doc string) (Key, bool) {
+	t.Helper()
+	c := Default()
+	if _, err := toml.Decode(doc, c); err != nil {
+		t.Fatalf("decode %q: %v", doc, err)
+	}
+	for _, k := range keyTable {
+		reason, _ := k.refusal(fieldOf(reflect.ValueOf(c).Elem(), k), fieldOf(reflect.ValueOf(Default()).Elem(), k))
+		if reason != "" {
+			return k, true
+		}
+	}
+	return Key{}, false
 }
 
 // TestEveryKey loads a valid and an out-of-range (or malformed) value for every key.
@@ -224,7 +262,12 @@ func TestEveryKey(t *testing.T) {
 				if k.Name == "default_vcpus" || k.Name == "default_memory" {
 					doc += "default_max" + strings.TrimPrefix(k.Name, "default_") + " = 0\n"
 				}
-				if _, err := Parse([]byte(doc), "test.toml"); err != nil {
+				_, err := Parse([]byte(doc), "test.toml")
+				if rk, refused := refusedInFile(t, doc); refused {
+					wantFileUnsupported(t, err, rk, "test.toml")
+					return
+				}
+				if err != nil {
 					t.Fatalf("%s = %s refused: %v", k.FullName(), v, err)
 				}
 			})
@@ -257,17 +300,46 @@ func TestCrossFieldChecks(t *testing.T) {
 		{"memory above max", "[hypervisor]\ndefault_memory = 512\ndefault_maxmemory = 256", "hypervisor.default_memory"},
 		{"no initrd nor image", "[hypervisor]\ninitrd = \"\"", "hypervisor.initrd"},
 		{"initrd and image", "[hypervisor]\nimage = \"/img\"", "hypervisor.image"},
-		{"virtio-fs without daemon", "[hypervisor]\nshared_fs = \"virtio-fs\"\nvirtio_fs_daemon = \"\"", "hypervisor.virtio_fs_daemon"},
-		{"no netns with tcfilter", "[runtime]\ndisable_new_netns = true", "runtime.disable_new_netns"},
 		{"template with image", "[hypervisor]\ninitrd = \"\"\nimage = \"/img\"\n[factory]\nenable_template = true", "factory.enable_template"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.doc), "x.toml")
-			var fe *FieldError
-			if !errors.As(err, &fe) || fe.Key != tc.key || fe.File != "x.toml" {
+			if fe := findFieldError(err, tc.key); fe == nil || fe.File != "x.toml" {
 				t.Fatalf("got %v, want a field error for %s in x.toml", err, tc.key)
 			}
 		})
+	}
+}
+
+// findFieldError is the field error for key among the errors joined in err, or nil.
+func findFieldError(err error, key string) *FieldError {
+	errs := []error{err}
+	var joined interface{ Unwrap() []error }
+	if errors.As(err, &joined) {
+		errs = joined.Unwrap()
+	}
+	for _, e := range errs {
+		var fe *FieldError
+		if errors.As(e, &fe) && fe.Key == key {
+			return fe
+		}
+	}
+	return nil
+}
+
+// wantFileUnsupported fails unless err has a field error from file saying that key k is not
+// supported, with its reason.
+func wantFileUnsupported(t *testing.T, err error, k Key, file string) {
+	t.Helper()
+	fe := findFieldError(err, k.FullName())
+	if fe == nil {
+		t.Fatalf("got %v, want a field error for %s", err, k.FullName())
+	}
+	if fe.File != file || !strings.HasPrefix(fe.Reason, "not supported: ") || fe.Allowed == "" {
+		t.Errorf("field error %+v: want file %s, a reason starting \"not supported: \" and what is allowed", fe, file)
+	}
+	if k.Unsupported != "" && fe.Reason != "not supported: "+k.Unsupported {
+		t.Errorf("reason %q does not give the key's: %q", fe.Reason, k.Unsupported)
 	}
 }
 
@@ -333,5 +405,59 @@ func TestLimits(t *testing.T) {
 				t.Fatalf("got %+v, want %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestUnsupportedInFile: a file setting an unsupported key, or an unsupported value, to
+// anything but the default is refused with one error naming the file, the key and why;
+// Validate refuses the same in a Config built in code.
+func TestUnsupportedInFile(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc, want string
+	}{
+		{"driver not built", "[hypervisor]\ndriver = \"firecracker\"",
+			`x.toml: hypervisor.driver = "firecracker": not supported: driver firecracker is not built into this Vessel (allowed: one of "qemu")`},
+		{"virtio-fs", "[hypervisor]\nshared_fs = \"virtio-fs\"",
+			`x.toml: hypervisor.shared_fs = "virtio-fs": not supported: virtio-fs is not built yet: nothing starts virtiofsd (allowed: one of "virtio-9p")`},
+		{"copy mode", "[hypervisor]\nshared_fs = \"none\"",
+			`x.toml: hypervisor.shared_fs = "none": not supported: copy mode is not built yet: nothing copies files into the guest (allowed: one of "virtio-9p")`},
+		{"bool", "[hypervisor]\nenable_hugepages = true",
+			`x.toml: hypervisor.enable_hugepages = true: not supported: huge pages are not built yet: guest memory is never backed by hugetlbfs (allowed: only the default, false)`},
+		{"list", "[runtime]\nexperimental = [\"x\"]",
+			`x.toml: runtime.experimental = ["x"]: not supported: this Vessel has no experimental features (allowed: only the default, [])`},
+		{"path", "[hypervisor]\nvirtio_fs_daemon = \"/usr/libexec/virtiofsd\"",
+			`x.toml: hypervisor.virtio_fs_daemon = "/usr/libexec/virtiofsd": not supported: virtio-fs is not built yet: nothing starts virtiofsd (allowed: only the default, "/usr/lib/qemu/virtiofsd")`},
+		{"enum", "[hypervisor]\nhot_plug_vfio = \"root-port\"",
+			`x.toml: hypervisor.hot_plug_vfio = "root-port": not supported: VFIO device hotplug is not built yet (allowed: only the default, "no-port")`},
+		{"agent debug", "[agent]\nenable_debug = true",
+			`x.toml: agent.enable_debug = true: not supported: a separate agent log level is not built: the agent logs at debug level when hypervisor.enable_debug is true (allowed: only the default, false)`},
+		{"kernel params", "[hypervisor]\nkernel_params = \"quiet panic=0\"",
+			`x.toml: hypervisor.kernel_params = "quiet panic=0": parameter panic=0 is set by Vessel (panic= may not be set)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.doc), "x.toml")
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if got := err.Error(); !strings.HasPrefix(got, tc.want) || strings.Contains(got, "\n") {
+				t.Fatalf("got  %s\nwant %s (one error)", got, tc.want)
+			}
+		})
+	}
+
+	// Defaults of unsupported keys, written out, are accepted.
+	doc := "[hypervisor]\nenable_hugepages = false\nshared_fs = \"virtio-9p\"\nvirtio_fs_daemon = \"/usr/lib/qemu/virtiofsd\"\nhot_plug_vfio = \"no-port\"\nvirtio_fs_extra_args = []\n[runtime]\nexperimental = []\n"
+	if _, err := Parse([]byte(doc), "x.toml"); err != nil {
+		t.Fatalf("defaults of unsupported keys refused: %v", err)
+	}
+
+	c := Default()
+	c.Hypervisor.Driver = "cloud-hypervisor"
+	c.Hypervisor.Rootless = true
+	err := c.Validate()
+	for _, key := range []string{"hypervisor.driver", "hypervisor.rootless"} {
+		if fe := findFieldError(err, key); fe == nil || !strings.HasPrefix(fe.Reason, "not supported: ") {
+			t.Errorf("Validate: got %v, want %s refused as not supported", err, key)
+		}
 	}
 }

@@ -138,12 +138,32 @@ func undecoded(md toml.MetaData) error {
 	return fmt.Errorf("unknown key %s%s", strings.Join(keys, ", "), hint)
 }
 
-// Encode writes c as TOML: every key, in table order within each section.
+// Encode writes c as TOML: every key, in table order within each section. A comment line
+// above a key that is not supported, or has values that are not, says so and why.
 func (c *Config) Encode(w io.Writer) error {
-	enc := toml.NewEncoder(w)
-	enc.Indent = ""
-	if err := enc.Encode(c); err != nil {
-		return fmt.Errorf("encode configuration: %w", err)
+	var b bytes.Buffer
+	root := reflect.ValueOf(c).Elem()
+	section := ""
+	for _, k := range keyTable {
+		if k.Section != section {
+			if section != "" {
+				b.WriteByte('\n')
+			}
+			section = k.Section
+			fmt.Fprintf(&b, "[%s]\n", section)
+		}
+		switch {
+		case !k.Supported():
+			fmt.Fprintf(&b, "# Not supported, only the default is accepted: %s.\n", k.Unsupported)
+		case len(k.UnsupportedValues) > 0:
+			fmt.Fprintf(&b, "# Supported: %s.\n", k.SupportText())
+		}
+		if err := toml.NewEncoder(&b).Encode(map[string]any{k.Name: fieldOf(root, k).Interface()}); err != nil {
+			return fmt.Errorf("encode configuration key %s: %w", k.FullName(), err)
+		}
+	}
+	if _, err := w.Write(b.Bytes()); err != nil {
+		return fmt.Errorf("write configuration: %w", err)
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -126,10 +128,31 @@ func TestEncodeRoundTrip(t *testing.T) {
 	if b.String() != b2.String() {
 		t.Fatalf("round trip differs:\n%s\n---\n%s", b.String(), b2.String())
 	}
-	// Every key is printed.
+	if !reflect.DeepEqual(back, c) {
+		t.Errorf("round trip changed the configuration:\n got %+v\nwant %+v", back, c)
+	}
+	// Every key is printed, a key that is not supported (or has unsupported values) below a
+	// comment giving the reason, and only such keys.
+	lines := strings.Split(b.String(), "\n")
 	for _, k := range Keys() {
-		if !strings.Contains(b.String(), "\n"+k.Name+" = ") {
+		sec := slices.Index(lines, "["+k.Section+"]")
+		i := slices.IndexFunc(lines[sec+1:], func(l string) bool { return strings.HasPrefix(l, k.Name+" = ") }) + sec + 1
+		if sec < 0 || i == sec {
 			t.Errorf("key %s not printed", k.FullName())
+			continue
+		}
+		above := lines[i-1]
+		switch {
+		case !k.Supported():
+			if want := "# Not supported, only the default is accepted: " + k.Unsupported + "."; above != want {
+				t.Errorf("above %s: got %q, want %q", k.FullName(), above, want)
+			}
+		case len(k.UnsupportedValues) > 0:
+			if want := "# Supported: " + k.SupportText() + "."; above != want {
+				t.Errorf("above %s: got %q, want %q", k.FullName(), above, want)
+			}
+		case strings.HasPrefix(above, "#"):
+			t.Errorf("supported key %s has a comment: %q", k.FullName(), above)
 		}
 	}
 }

@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-
-	"github.com/vessel-containers/vessel/internal/hypervisor"
 )
 
 // FieldError is one bad value: where it came from, the key (or annotation), the value as
@@ -46,12 +44,19 @@ func (c *Config) Validate() error { return c.validate("") }
 func (c *Config) validate(file string) error {
 	var errs []error
 	root := reflect.ValueOf(c).Elem()
+	defaults := reflect.ValueOf(Default()).Elem()
 	for _, k := range keyTable {
 		f := fieldOf(root, k)
 		if err := k.checkValue(f); err != nil {
 			errs = append(errs, &FieldError{
 				File: file, Key: k.FullName(), Value: formatValue(f),
 				Reason: err.Error(), Allowed: k.AllowedText(),
+			})
+			continue
+		}
+		if reason, allowed := k.refusal(f, fieldOf(defaults, k)); reason != "" {
+			errs = append(errs, &FieldError{
+				File: file, Key: k.FullName(), Value: formatValue(f), Reason: reason, Allowed: allowed,
 			})
 		}
 	}
@@ -105,6 +110,51 @@ func (k Key) checkString(s string) error {
 	return nil
 }
 
+// refusal says why v, a well-formed value of k, is refused as not supported, and what
+// would be accepted; "" when v is supported. def is k's built-in value, which is always
+// accepted.
+func (k Key) refusal(v, def reflect.Value) (reason, allowed string) {
+	if k.Unsupported != "" {
+		if sameValue(v, def) {
+			return "", ""
+		}
+		return "not supported: " + k.Unsupported, "only the default, " + formatValue(def)
+	}
+	if v.Kind() == reflect.String {
+		if r, ok := k.UnsupportedValues[v.String()]; ok {
+			return "not supported: " + r, "one of " + quoteAll(k.supportedValues())
+		}
+	}
+	return "", ""
+}
+
+// sameValue compares two values of a key, which may differ in Go type (a string and a
+// hypervisor.SharedFS); nil and empty lists are the same.
+func sameValue(a, b reflect.Value) bool {
+	if a.Kind() != b.Kind() {
+		return false
+	}
+	switch a.Kind() {
+	case reflect.Bool:
+		return a.Bool() == b.Bool()
+	case reflect.Uint32, reflect.Uint64:
+		return a.Uint() == b.Uint()
+	case reflect.String:
+		return a.String() == b.String()
+	case reflect.Slice:
+		if a.Len() != b.Len() {
+			return false
+		}
+		for i := 0; i < a.Len(); i++ {
+			if a.Index(i).String() != b.Index(i).String() {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
 // crossCheck reports combinations of keys that cannot work together.
 func (c *Config) crossCheck() []*FieldError {
 	h := &c.Hypervisor
@@ -125,13 +175,6 @@ func (c *Config) crossCheck() []*FieldError {
 		bad("hypervisor.initrd", `""`, "one of hypervisor.initrd and hypervisor.image must be set")
 	case h.Initrd != "" && h.Image != "":
 		bad("hypervisor.image", strconv.Quote(h.Image), "hypervisor.initrd is set too; set only one")
-	}
-	if h.SharedFS == hypervisor.SharedFSVirtioFS && h.VirtioFSDaemon == "" {
-		bad("hypervisor.virtio_fs_daemon", `""`, `shared_fs = "virtio-fs" needs the virtiofsd path`)
-	}
-	if c.Runtime.DisableNewNetNS && c.Runtime.InternetworkingModel != "none" {
-		bad("runtime.disable_new_netns", "true",
-			fmt.Sprintf("works only with internetworking_model = \"none\", not %q", c.Runtime.InternetworkingModel))
 	}
 	if c.Factory.EnableTemplate && h.Initrd == "" {
 		bad("factory.enable_template", "true", "templating needs hypervisor.initrd (an image cannot be shared)")

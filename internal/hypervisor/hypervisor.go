@@ -52,6 +52,10 @@ type Config struct {
 	Accelerator Accelerator
 	// MachineType, e.g. "q35"; empty means the driver's default.
 	MachineType string
+	// MachineAccelerators are extra comma-separated machine options (key=value words).
+	MachineAccelerators string
+	// CPUFeatures are comma-separated options of the guest CPU model, e.g. "pmu=off".
+	CPUFeatures string
 
 	// VCPUs at boot and the hotplug maximum (MaxVCPUs >= VCPUs).
 	VCPUs    uint32
@@ -60,6 +64,9 @@ type Config struct {
 	MemoryMiB    uint32
 	MaxMemoryMiB uint32
 	MemorySlots  uint32
+	// MemPrealloc allocates all guest memory when the VMM starts, and any memory added later
+	// when it is added.
+	MemPrealloc bool
 
 	// SharedFS, SharedDir and ShareTag describe the directory shared with the guest.
 	SharedFS  SharedFS
@@ -69,6 +76,10 @@ type Config struct {
 	Msize9P uint32
 	// VirtioFSSocket is the vhost-user-fs socket of a running virtiofsd (virtio-fs only).
 	VirtioFSSocket string
+
+	// EntropySource is the host file behind the guest's virtio-rng device (empty: the
+	// driver's default, /dev/urandom).
+	EntropySource string
 
 	// TBSizeMiB is QEMU's TCG translation-cache size (0: driver default). Ignored under KVM.
 	TBSizeMiB uint32

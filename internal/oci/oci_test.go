@@ -391,6 +391,8 @@ func TestHypervisorConfig(t *testing.T) {
 	c := config.Default()
 	c.Hypervisor.KernelParams = "quiet  panic=-1"
 	c.Hypervisor.EnableDebug = true
+	c.Hypervisor.MachineAccelerators, c.Hypervisor.CPUFeatures = "smm=off", "pmu=off"
+	c.Hypervisor.EnableMemPrealloc, c.Hypervisor.EntropySource = true, "/dev/random"
 	s := Sizing{VCPUs: 2, MaxVCPUs: 4, MemoryMiB: 512, MaxMemoryMiB: 1024}
 	vm := HypervisorConfig(c, s)
 	want := hypervisor.Config{
@@ -398,6 +400,7 @@ func TestHypervisorConfig(t *testing.T) {
 		KernelParams: []string{"quiet", "panic=-1"}, Accelerator: hypervisor.AccelAuto, MachineType: "q35",
 		VCPUs: 2, MaxVCPUs: 4, MemoryMiB: 512, MaxMemoryMiB: 1024, MemorySlots: 10,
 		SharedFS: hypervisor.SharedFS9P, Msize9P: 524288, TBSizeMiB: 64, Debug: true,
+		MachineAccelerators: "smm=off", CPUFeatures: "pmu=off", MemPrealloc: true, EntropySource: "/dev/random",
 	}
 	if !equalVM(vm, want) {
 		t.Fatalf("got  %+v\nwant %+v", vm, want)

@@ -26,6 +26,11 @@ func HypervisorConfig(c *config.Config, s Sizing) hypervisor.Config {
 		SharedFS:     h.SharedFS,
 		TBSizeMiB:    h.TBSizeMiB,
 		Debug:        h.EnableDebug,
+
+		MachineAccelerators: h.MachineAccelerators,
+		CPUFeatures:         h.CPUFeatures,
+		MemPrealloc:         h.EnableMemPrealloc,
+		EntropySource:       h.EntropySource,
 	}
 	if h.SharedFS == hypervisor.SharedFS9P {
 		vm.Msize9P = h.Msize9P

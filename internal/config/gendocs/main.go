@@ -51,6 +51,14 @@ func code(s string) string {
 	return "`" + cell(s) + "`"
 }
 
+// support is the Supported cell: yes, or no with the reason, or which values are refused.
+func support(k config.Key) string {
+	if !k.Supported() {
+		return "**no**: " + text(k.Unsupported)
+	}
+	return text(k.SupportText())
+}
+
 func render(w io.Writer) {
 	keys := config.Keys()
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
@@ -62,6 +70,10 @@ func render(w io.Writer) {
 	p("A file only needs the keys it changes. Unknown keys and out-of-range values are errors that name ")
 	p("the file, the key, the value and what is allowed. `vessel env` prints the effective configuration; ")
 	p("`vessel check` reports what the host supports.\n\n")
+	p("The *Supported* column says whether Vessel applies a key. A key marked **no** is accepted only ")
+	p("at its default value: any other value, in the file or by annotation, is an error that names the ")
+	p("key and gives the reason shown here. For some keys only some values are supported; the others ")
+	p("are refused the same way. `vessel env` marks these keys with a comment.\n\n")
 
 	var sections []string
 	for _, k := range keys {
@@ -71,8 +83,8 @@ func render(w io.Writer) {
 	}
 	for _, sec := range sections {
 		p("## [%s]\n\n", sec)
-		p("| Key | Type | Default | Allowed | Annotation | Description |\n")
-		p("|---|---|---|---|---|---|\n")
+		p("| Key | Type | Default | Allowed | Annotation | Supported | Description |\n")
+		p("|---|---|---|---|---|---|---|\n")
 		for _, k := range keys {
 			if k.Section != sec {
 				continue
@@ -81,8 +93,8 @@ func render(w io.Writer) {
 			if k.Unit != "" {
 				typ += " (" + k.Unit + ")"
 			}
-			p("| `%s` | %s | %s | %s | %s | %s |\n", k.Name, cell(typ), code(k.DefaultValue()),
-				text(k.AllowedText()), code(k.Annotation), text(k.Doc))
+			p("| `%s` | %s | %s | %s | %s | %s | %s |\n", k.Name, cell(typ), code(k.DefaultValue()),
+				text(k.AllowedText()), code(k.Annotation), support(k), text(k.Doc))
 		}
 		p("\n")
 	}
@@ -101,8 +113,8 @@ func render(w io.Writer) {
 	p("maximum; `default_memory` may not exceed the maximum memory.\n")
 	p("- Every refused annotation is reported, with its name, value and what is allowed; ")
 	p("the sandbox is not created.\n\n")
-	p("| Annotation | Value | Default | Allowed | Overrides | Restricted by | Description |\n")
-	p("|---|---|---|---|---|---|---|\n")
+	p("| Annotation | Value | Default | Allowed | Overrides | Restricted by | Supported | Description |\n")
+	p("|---|---|---|---|---|---|---|---|\n")
 	for _, k := range keys {
 		if k.Annotation == "" {
 			continue
@@ -111,8 +123,8 @@ func render(w io.Writer) {
 		if k.Globs != "" {
 			restr = k.Section + "." + k.Globs
 		}
-		p("| `%s` | %s | %s | %s | `%s` | %s | %s |\n", k.Section+"."+k.Annotation, cell(k.AnnotationType()),
-			code(k.DefaultValue()), text(k.AllowedText()), k.FullName(), code(restr), text(k.Doc))
+		p("| `%s` | %s | %s | %s | `%s` | %s | %s | %s |\n", k.Section+"."+k.Annotation, cell(k.AnnotationType()),
+			code(k.DefaultValue()), text(k.AllowedText()), k.FullName(), code(restr), support(k), text(k.Doc))
 	}
 	p("\n")
 

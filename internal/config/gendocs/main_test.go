@@ -39,5 +39,11 @@ func TestDocsListEverything(t *testing.T) {
 		if k.Doc == "" {
 			t.Errorf("key %s has no description", k.FullName())
 		}
+		if !k.Supported() && !strings.Contains(doc, "| **no**: "+text(k.Unsupported)+" |") {
+			t.Errorf("unsupported key %s is not marked with its reason", k.FullName())
+		}
+		if len(k.UnsupportedValues) > 0 && !strings.Contains(doc, "| "+text(k.SupportText())+" |") {
+			t.Errorf("key %s does not say which values are supported", k.FullName())
+		}
 	}
 }

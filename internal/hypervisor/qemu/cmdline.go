@@ -15,6 +15,7 @@ const (
 	defaultMachine     = "q35"
 	defaultTBSizeMiB   = 64
 	defaultMemorySlots = 8
+	defaultEntropy     = "/dev/urandom"
 
 	// AgentPortName is the virtio-serial port the agent opens in the guest; it finds it by
 	// name under /sys/class/virtio-ports/*/name.
@@ -92,6 +93,9 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 		// template's RAM is a file.
 		machine += ",memory-backend=" + idRAM
 	}
+	if cfg.MachineAccelerators != "" {
+		machine += "," + cfg.MachineAccelerators
+	}
 
 	args := []string{
 		"-name", "vessel-" + optPath(cfg.ID),
@@ -102,17 +106,23 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 		"-msg", "timestamp=on",
 	}
 
+	cpu := "host"
 	switch l.accel {
 	case hypervisor.AccelKVM:
-		args = append(args, "-accel", "kvm", "-cpu", "host")
+		args = append(args, "-accel", "kvm")
 	default:
 		tb := cfg.TBSizeMiB
 		if tb == 0 {
 			tb = defaultTBSizeMiB
 		}
 		// -cpu max gives the guest RDRAND, which it trusts for early entropy.
-		args = append(args, "-accel", fmt.Sprintf("tcg,tb-size=%d", tb), "-cpu", "max")
+		args = append(args, "-accel", fmt.Sprintf("tcg,tb-size=%d", tb))
+		cpu = "max"
 	}
+	if cfg.CPUFeatures != "" {
+		cpu += "," + cfg.CPUFeatures
+	}
+	args = append(args, "-cpu", cpu)
 
 	maxCPUs := cfg.MaxVCPUs
 	if maxCPUs < cfg.VCPUs {
@@ -129,6 +139,12 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 		mem += fmt.Sprintf(",slots=%d,maxmem=%dM", slots, cfg.MaxMemoryMiB)
 	}
 	args = append(args, "-m", mem)
+	if cfg.MemPrealloc {
+		// Applies to every memory backend: the default RAM, the template file (whose
+		// private mapping in a restored VM becomes a full copy, since every page is
+		// touched), the memfd of virtio-fs and memory hot-plugged later.
+		args = append(args, "-mem-prealloc")
+	}
 	if templateRAM != "" {
 		args = append(args, "-object", templateRAM)
 	} else if virtioFS {
@@ -162,8 +178,12 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 	)
 
 	// Entropy for the guest.
+	entropy := cfg.EntropySource
+	if entropy == "" {
+		entropy = defaultEntropy
+	}
 	args = append(args,
-		"-object", fmt.Sprintf("rng-random,id=%s,filename=/dev/urandom", idRNG),
+		"-object", fmt.Sprintf("rng-random,id=%s,filename=%s", idRNG, optPath(entropy)),
 		"-device", fmt.Sprintf("virtio-rng-pci,rng=%s", idRNG),
 	)
 

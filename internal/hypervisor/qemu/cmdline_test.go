@@ -195,6 +195,68 @@ func TestCommandLineMatrix(t *testing.T) {
 			},
 		},
 		{
+			name:  "machine options follow the machine type",
+			mod:   func(c *hypervisor.Config) { c.MachineType, c.MachineAccelerators = "pc", "smm=off,hpet=off" },
+			exact: map[string][]string{"-machine": {"pc,smm=off,hpet=off"}},
+		},
+		{
+			name: "machine options follow the memory backend",
+			mod: func(c *hypervisor.Config) {
+				c.MachineAccelerators = "smm=off"
+				c.Template = &hypervisor.Template{Mode: hypervisor.TemplateSave, MemoryPath: "/tpl/mem", StatePath: "/tpl/state"}
+			},
+			exact: map[string][]string{"-machine": {"q35,memory-backend=vessel-ram,smm=off"}},
+		},
+		{
+			name:  "cpu features under tcg",
+			mod:   func(c *hypervisor.Config) { c.CPUFeatures = "pmu=off,vmx=off" },
+			exact: map[string][]string{"-cpu": {"max,pmu=off,vmx=off"}, "-accel": {"tcg,tb-size=64"}},
+		},
+		{
+			name:   "cpu features under kvm",
+			mod:    func(c *hypervisor.Config) { c.CPUFeatures = "pmu=off" },
+			launch: launch{accel: hypervisor.AccelKVM, qmpFD: 3, agentFD: 4},
+			exact:  map[string][]string{"-cpu": {"host,pmu=off"}, "-accel": {"kvm"}},
+		},
+		{
+			name:  "entropy source",
+			mod:   func(c *hypervisor.Config) { c.EntropySource = "/dev/hw,rng" },
+			exact: map[string][]string{"-object": {"rng-random,id=vessel-rng,filename=/dev/hw,,rng"}},
+		},
+		{
+			name:   "no preallocation by default",
+			absent: map[string]string{"-mem-prealloc": ""},
+		},
+		{
+			name:  "preallocated memory",
+			mod:   func(c *hypervisor.Config) { c.MemPrealloc = true },
+			exact: map[string][]string{"-mem-prealloc": {""}, "-m": {"256M"}, "-machine": {"q35"}},
+		},
+		{
+			name: "preallocation covers the virtio-fs memfd",
+			mod: func(c *hypervisor.Config) {
+				c.MemPrealloc = true
+				c.SharedFS, c.SharedDir, c.ShareTag = hypervisor.SharedFSVirtioFS, "/run/vessel/sb1/shared", "vesselshared"
+				c.VirtioFSSocket = "/run/vessel/sb1/vhost-fs.sock"
+			},
+			want: map[string][]string{
+				"-object":       {"memory-backend-memfd,id=vessel-ram,size=256M,share=on"},
+				"-mem-prealloc": {""},
+			},
+		},
+		{
+			name: "preallocation covers a restored template's memory",
+			mod: func(c *hypervisor.Config) {
+				c.MemPrealloc = true
+				c.Template = &hypervisor.Template{Mode: hypervisor.TemplateRestore, MemoryPath: "/tpl/mem", StatePath: "/tpl/state"}
+			},
+			want: map[string][]string{
+				"-object":       {"memory-backend-file,id=vessel-ram,size=256M,mem-path=/tpl/mem,share=off"},
+				"-mem-prealloc": {""},
+				"-incoming":     {"defer"},
+			},
+		},
+		{
 			name:   "descriptors",
 			launch: launch{accel: hypervisor.AccelTCG, qmpFD: 7, agentFD: 9},
 			want: map[string][]string{"-chardev": {
