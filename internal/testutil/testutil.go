@@ -62,17 +62,7 @@ func GuestIn(dir string) Guest {
 	return Guest{Kernel: filepath.Join(dir, "vmlinux"), Initrd: filepath.Join(dir, "initramfs.img")}
 }
 
-// WriteConfig writes a Vessel configuration file to path that boots g, followed by extra
-// (more TOML, such as a [factory] section). Tests pass it explicitly (--config,
-// --runtime-config-path, VESSEL_CONFIG), so that the host's configuration is never read.
-func (g Guest) WriteConfig(t testing.TB, path, extra string) {
-	t.Helper()
-	if err := os.WriteFile(path, g.config(extra), 0o644); err != nil {
-		t.Fatalf("write configuration: %v", err)
-	}
-}
-
-// config is the configuration WriteConfig writes.
+// config is a Vessel configuration that boots g, followed by extra (more TOML).
 func (g Guest) config(extra string) []byte {
 	return fmt.Appendf(nil, "[hypervisor]\nkernel = %q\ninitrd = %q\n%s", g.Kernel, g.Initrd, extra)
 }
