@@ -74,13 +74,15 @@ fuzz: ## run each fuzz target (annotations, config loader, OCI converter) for FU
 	$(GO) test -run '^$$' -fuzz '^FuzzAnnotations$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/config
 	$(GO) test -run '^$$' -fuzz '^FuzzSandboxConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/oci
 
+# The benchmark runs Vessel with the built-in defaults and the guest image in GUEST_DIR,
+# never with the host's /etc/vessel/configuration.toml or $VESSEL_CONFIG.
 .PHONY: bench
-bench: build image ## benchmarks: Vessel vs runc vs the bare-VM floor (results in _output/bench; see bench/)
-	$(GO) run ./bench/cmd/vesselbench -out $(OUT)/bench
+bench: build image ## benchmarks: Vessel vs runc vs the bare-VM floor (results in _output/bench; see docs/benchmarks.md)
+	$(GO) run ./bench/cmd/vesselbench -guest-dir $(GUEST_DIR) -out $(OUT)/bench
 
 .PHONY: bench-quick
 bench-quick: build image ## benchmark smoke test (1 run each, small counts), run in CI so the harness never rots
-	$(GO) run ./bench/cmd/vesselbench -quick -out $(OUT)/bench-quick
+	$(GO) run ./bench/cmd/vesselbench -quick -guest-dir $(GUEST_DIR) -out $(OUT)/bench-quick
 
 .PHONY: lint
 lint: ## gofmt, go vet and golangci-lint with the repo's config

@@ -134,7 +134,7 @@ func (s *Service) GetGuestDetails(ctx context.Context, req *agentv1.GuestDetails
 			InitDaemon:      os.Getpid() == 1,
 			StorageHandlers: storage.Drivers(),
 			SupportsSeccomp: libct.SeccompSupported(),
-			DeviceHandlers:  nil, // block/VFIO devices: not built yet, proposed as the "block devices and hotplug" issue (closing note of stop 8)
+			DeviceHandlers:  nil, // the agent has no block or VFIO device handler
 		},
 	}
 	memDir := filepath.Join(s.cfg.SysDir, "devices/system/memory")

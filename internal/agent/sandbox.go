@@ -25,9 +25,6 @@ type sandbox struct {
 	ready bool
 	// storages are the mount points of the sandbox's storages, in mount order.
 	storages []string
-	// hookPath is the guest directory of OCI hooks the host asked for. It is remembered
-	// but hooks are not run yet (proposed as part of the "OCI hooks in the guest" follow-up in the closing note of stop 8).
-	hookPath string
 	// pidns records that the host wants one pid namespace for the sandbox; containers
 	// join it when their CreateContainerRequest.sandbox_pidns is set.
 	pidns bool
@@ -41,13 +38,16 @@ func (s *Service) CreateSandbox(ctx context.Context, req *agentv1.CreateSandboxR
 	if h := req.GetHostname(); len(h) > 64 {
 		return nil, fmt.Errorf("%w: hostname %q is longer than 64 bytes", errdefs.ErrInvalidArgument, h)
 	}
+	if req.GetGuestHookPath() != "" {
+		return nil, fmt.Errorf("guest hook path %q: %w: the agent runs no OCI hooks", req.GetGuestHookPath(), errdefs.ErrNotImplemented)
+	}
 	s.mu.Lock()
 	if s.sandbox != nil {
 		id := s.sandbox.id
 		s.mu.Unlock()
 		return nil, fmt.Errorf("sandbox %q: %w: CreateSandbox was already called", id, errdefs.ErrAlreadyExists)
 	}
-	sb := &sandbox{id: req.GetSandboxId(), hookPath: req.GetGuestHookPath(), pidns: req.GetSandboxPidns()}
+	sb := &sandbox{id: req.GetSandboxId(), pidns: req.GetSandboxPidns()}
 	s.sandbox = sb
 	s.mu.Unlock()
 	defer func() {

@@ -4,7 +4,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"github.com/mdlayher/vsock"
@@ -23,44 +23,10 @@ import (
 	"github.com/vessel-containers/vessel/internal/agent/session"
 )
 
-// statusOf converts an error to a ttrpc status: the only place where errdefs sentinels
-// become wire codes.
-func statusOf(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	code := codes.Unknown
-	switch {
-	case errdefs.IsNotFound(err):
-		code = codes.NotFound
-	case errdefs.IsAlreadyExists(err):
-		code = codes.AlreadyExists
-	case errdefs.IsInvalidArgument(err):
-		code = codes.InvalidArgument
-	case errdefs.IsFailedPrecondition(err), errdefs.IsConflict(err):
-		code = codes.FailedPrecondition
-	case errdefs.IsNotImplemented(err):
-		code = codes.Unimplemented
-	case errdefs.IsUnavailable(err):
-		code = codes.Unavailable
-	case errdefs.IsPermissionDenied(err):
-		code = codes.PermissionDenied
-	case errdefs.IsResourceExhausted(err):
-		code = codes.ResourceExhausted
-	case errors.Is(err, context.Canceled):
-		code = codes.Canceled
-	case errors.Is(err, context.DeadlineExceeded):
-		code = codes.DeadlineExceeded
-	}
-	return status.Error(code, err.Error())
-}
-
 // intercept is the edge of every call: it turns undecodable requests into InvalidArgument,
-// a panic into Internal (the agent must not die on input), errors into status codes, and
-// logs each call at debug level.
+// a panic into Internal (the agent must not die on input), errdefs errors into status codes
+// (errgrpc.ToGRPC: the only place where they become wire codes), and logs each call at
+// debug level.
 func intercept(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (resp any, err error) {
 	start := time.Now()
 	name := info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:]
@@ -83,7 +49,7 @@ func intercept(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.Una
 		return nil
 	}
 	resp, err = method(ctx, decode)
-	return resp, statusOf(err)
+	return resp, errgrpc.ToGRPC(err)
 }
 
 // NewServer returns a ttrpc server for svc.

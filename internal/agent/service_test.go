@@ -178,30 +178,6 @@ func TestSandboxTwice(t *testing.T) {
 	wantCode(t, "destroy none", err, codes.NotFound, "CreateSandbox")
 }
 
-func TestStatusOf(t *testing.T) {
-	for _, tc := range []struct {
-		err  error
-		code codes.Code
-	}{
-		{errdefs.ErrNotFound, codes.NotFound},
-		{errdefs.ErrAlreadyExists, codes.AlreadyExists},
-		{errdefs.ErrInvalidArgument, codes.InvalidArgument},
-		{errdefs.ErrFailedPrecondition, codes.FailedPrecondition},
-		{errdefs.ErrNotImplemented, codes.Unimplemented},
-		{errdefs.ErrUnavailable, codes.Unavailable},
-		{context.Canceled, codes.Canceled},
-		{errors.New("plain"), codes.Unknown},
-		{status.Error(codes.Aborted, "kept"), codes.Aborted},
-	} {
-		if got := status.Code(statusOf(tc.err)); got != tc.code {
-			t.Errorf("statusOf(%v) = %v, want %v", tc.err, got, tc.code)
-		}
-	}
-	if statusOf(nil) != nil {
-		t.Error("statusOf(nil) != nil")
-	}
-}
-
 // panicky panics in Check: the edge must answer Internal and keep serving.
 type panicky struct{ *Service }
 

@@ -99,17 +99,8 @@ func (c *Client) Check(ctx context.Context) (*agentv1.CheckResponse, error) {
 	return call(ctx, "Check", c.timeouts.Request, c.svc.Check, &agentv1.CheckRequest{})
 }
 
-func (c *Client) Version(ctx context.Context) (*agentv1.VersionResponse, error) {
-	return call(ctx, "Version", c.timeouts.Request, c.svc.Version, &agentv1.VersionRequest{})
-}
-
 func (c *Client) CreateSandbox(ctx context.Context, req *agentv1.CreateSandboxRequest) error {
 	_, err := call(ctx, "CreateSandbox", c.timeouts.Create, c.svc.CreateSandbox, req)
-	return err
-}
-
-func (c *Client) DestroySandbox(ctx context.Context) error {
-	_, err := call(ctx, "DestroySandbox", c.timeouts.Request, c.svc.DestroySandbox, &agentv1.DestroySandboxRequest{})
 	return err
 }
 
@@ -236,11 +227,6 @@ func (c *Client) OnlineCPUMem(ctx context.Context, req *agentv1.OnlineCPUMemRequ
 
 func (c *Client) MemHotplugByProbe(ctx context.Context, addrs []uint64) error {
 	_, err := call(ctx, "MemHotplugByProbe", c.timeouts.Request, c.svc.MemHotplugByProbe, &agentv1.MemHotplugByProbeRequest{MemHotplugProbeAddr: addrs})
-	return err
-}
-
-func (c *Client) CopyFile(ctx context.Context, req *agentv1.CopyFileRequest) error {
-	_, err := call(ctx, "CopyFile", c.timeouts.Request, c.svc.CopyFile, req)
 	return err
 }
 

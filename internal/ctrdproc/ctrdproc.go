@@ -10,8 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vessel-containers/vessel/internal/config"
 )
 
 // readyTimeout bounds how long WaitReady waits for the daemon to answer.
@@ -36,6 +39,20 @@ type Daemon struct {
 	cmd     *exec.Cmd     // nil when not running
 	exited  chan struct{} // closed once cmd exited; exitErr is set before
 	exitErr error
+}
+
+// Environ is an environment for a daemon whose shims are in binDir: the caller's own
+// without $VESSEL_CONFIG (a shim reads the configuration its test or benchmark names, never
+// the one the caller's shell points at), binDir first on PATH, then extra.
+func Environ(binDir string, extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, config.EnvVar+"=") && !strings.HasPrefix(kv, "PATH=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "PATH="+binDir+":"+os.Getenv("PATH"))
+	return append(env, extra...)
 }
 
 // New writes dir/config.toml (root dir/root, state dir/state, the CRI and tracing plugins

@@ -3,6 +3,7 @@ package ctrdproc
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -44,5 +45,26 @@ func TestStopNotRunning(t *testing.T) {
 	}
 	if err := d.Stop(); err != nil {
 		t.Errorf("Stop of a daemon never started: %v", err)
+	}
+}
+
+func TestEnviron(t *testing.T) {
+	t.Setenv("VESSEL_CONFIG", "/etc/host.toml")
+	t.Setenv("PATH", "/usr/bin")
+	got := Environ("/shims", "VESSEL_CONFIG=/test.toml")
+	var paths, configs []string
+	for _, kv := range got {
+		switch {
+		case strings.HasPrefix(kv, "PATH="):
+			paths = append(paths, kv)
+		case strings.HasPrefix(kv, "VESSEL_CONFIG="):
+			configs = append(configs, kv)
+		}
+	}
+	if want := []string{"PATH=/shims:/usr/bin"}; !slices.Equal(paths, want) {
+		t.Errorf("PATH: got %q, want %q", paths, want)
+	}
+	if want := []string{"VESSEL_CONFIG=/test.toml"}; !slices.Equal(configs, want) {
+		t.Errorf("VESSEL_CONFIG: got %q, want only the extra %q", configs, want)
 	}
 }

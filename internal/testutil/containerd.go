@@ -7,10 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/ctrdproc"
 )
 
@@ -28,6 +30,11 @@ type Containerd struct {
 // a short temp dir, with binDir first on its PATH so it finds the shim under test. The
 // daemon is stopped and its directories removed at test cleanup. extraEnv is added to the
 // daemon's environment (and so the shims').
+//
+// The shims read the configuration that a `ctr run --runtime-config-path` or extraEnv's
+// VESSEL_CONFIG names, and otherwise vessel.toml in the daemon's directory, written for
+// the guest image in GuestDir(): never the host's /etc/vessel/configuration.toml nor the
+// VESSEL_CONFIG of the shell that runs the tests.
 func StartContainerd(t *testing.T, binDir string, extraEnv ...string) *Containerd {
 	t.Helper()
 	bin, err := exec.LookPath("containerd")
@@ -38,8 +45,11 @@ func StartContainerd(t *testing.T, binDir string, extraEnv ...string) *Container
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH"))
-	env = append(env, extraEnv...)
+	env, err := daemonEnv(dir, binDir, extraEnv)
+	if err != nil {
+		os.RemoveAll(dir)
+		t.Fatal(err)
+	}
 	proc, err := ctrdproc.New(bin, dir, env)
 	if err != nil {
 		os.RemoveAll(dir)
@@ -65,6 +75,19 @@ func StartContainerd(t *testing.T, binDir string, extraEnv ...string) *Container
 	}
 	c.waitReady(t)
 	return c
+}
+
+// daemonEnv is the environment of a daemon in dir with the shims in binDir: extraEnv, and a
+// VESSEL_CONFIG naming dir/vessel.toml (written here) unless extraEnv names one.
+func daemonEnv(dir, binDir string, extraEnv []string) ([]string, error) {
+	if !slices.ContainsFunc(extraEnv, func(kv string) bool { return strings.HasPrefix(kv, config.EnvVar+"=") }) {
+		cfg := filepath.Join(dir, "vessel.toml")
+		if err := os.WriteFile(cfg, GuestIn(GuestDir()).config(""), 0o644); err != nil {
+			return nil, fmt.Errorf("shim configuration: %w", err)
+		}
+		extraEnv = append(slices.Clip(extraEnv), config.EnvVar+"="+cfg)
+	}
+	return ctrdproc.Environ(binDir, extraEnv...), nil
 }
 
 // waitReady waits until the daemon answers `ctr version`.

@@ -3,6 +3,7 @@
 package testutil
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -56,6 +57,16 @@ func GuestDir() string {
 	return DefaultGuestDir
 }
 
+// GuestIn is the guest image `make image` writes into dir.
+func GuestIn(dir string) Guest {
+	return Guest{Kernel: filepath.Join(dir, "vmlinux"), Initrd: filepath.Join(dir, "initramfs.img")}
+}
+
+// config is a Vessel configuration that boots g, followed by extra (more TOML).
+func (g Guest) config(extra string) []byte {
+	return fmt.Appendf(nil, "[hypervisor]\nkernel = %q\ninitrd = %q\n%s", g.Kernel, g.Initrd, extra)
+}
+
 // RequiresVM gates a test that boots a VM: integration mode, root, QEMU on PATH and a
 // built guest image. It returns the image.
 func RequiresVM(t testing.TB) Guest {
@@ -65,10 +76,7 @@ func RequiresVM(t testing.TB) Guest {
 	if _, err := os.Stat("/usr/bin/qemu-system-x86_64"); err != nil {
 		skipOrFail(t, "qemu-system-x86_64 not installed: %v", err)
 	}
-	g := Guest{
-		Kernel: filepath.Join(GuestDir(), "vmlinux"),
-		Initrd: filepath.Join(GuestDir(), "initramfs.img"),
-	}
+	g := GuestIn(GuestDir())
 	for _, p := range []string{g.Kernel, g.Initrd} {
 		if _, err := os.Stat(p); err != nil {
 			skipOrFail(t, "guest image missing (run `make image`): %v", err)

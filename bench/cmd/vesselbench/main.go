@@ -1,7 +1,9 @@
-// Binary vesselbench runs Vessel's benchmarks (issues 5 and 6): the bare-VM floor, cold
-// start, warm start with the VM factory, exec latency, memory, density and parallel create
-// throughput, Vessel's shim against runc's on a private containerd, and writes results.json, results.md and chart.png.
-// Run it as root after `make build image`; `-quick` is the CI smoke test.
+// Binary vesselbench runs Vessel's benchmarks: the bare-VM floor, cold start, warm start
+// with the VM factory, exec latency, memory, density and parallel create throughput,
+// Vessel's shim against runc's on a private containerd, and writes results.json,
+// results.md and chart.png. Vessel runs with the configuration given by -config (default:
+// the built-in defaults), never the host's. Run it as root after `make build image`;
+// `-quick` is the CI smoke test.
 package main
 
 import (
@@ -45,6 +47,8 @@ func run() error {
 		settle     = flag.Duration("settle", 0, fmt.Sprintf("idle time before memory is read (default %s, quick %s)", def.Settle, quick.Settle))
 		idleWindow = flag.Duration("idle-window", 0, fmt.Sprintf("host CPU sampling window with the density sandboxes idle (default %s, quick %s)", def.IdleWindow, quick.IdleWindow))
 		keepLog    = flag.Bool("keep-log", false, "copy containerd's log (with the shims' debug lines) into the output directory")
+		cfgFile    = flag.String("config", "", "Vessel configuration file to benchmark (default: the built-in defaults; $VESSEL_CONFIG and /etc/vessel/configuration.toml are not read); it must leave the VM factory off")
+		guestDir   = flag.String("guest-dir", "", "directory holding the guest vmlinux and initramfs.img (default: the configuration's hypervisor.kernel and hypervisor.initrd)")
 		compare    = flag.String("compare-config", "", "A/B mode: also run floor, cold start and memory with this second Vessel configuration file, interleaved with the default runs")
 		verbose    = flag.Bool("v", false, "debug logging")
 	)
@@ -72,12 +76,14 @@ func run() error {
 		}
 		opts.MemoryCounts = counts
 	}
-	if *compare != "" {
-		abs, err := filepath.Abs(*compare)
-		if err != nil {
-			return fmt.Errorf("-compare-config: %w", err)
-		}
-		opts.CompareConfig = abs // the shim resolves it from another directory
+	if opts.Config, err = absPath(*cfgFile); err != nil {
+		return fmt.Errorf("-config: %w", err)
+	}
+	if opts.GuestDir, err = absPath(*guestDir); err != nil {
+		return fmt.Errorf("-guest-dir: %w", err)
+	}
+	if opts.CompareConfig, err = absPath(*compare); err != nil {
+		return fmt.Errorf("-compare-config: %w", err)
 	}
 	if *measures != "all" {
 		opts.Measures = strings.Split(*measures, ",")
@@ -105,6 +111,14 @@ func run() error {
 		}
 	}()
 	return harness.Run(ctx, opts)
+}
+
+// absPath is p made absolute (the shim resolves it from another directory), or "".
+func absPath(p string) (string, error) {
+	if p == "" {
+		return "", nil
+	}
+	return filepath.Abs(p)
 }
 
 func setInt(dst *int, v int) {

@@ -90,10 +90,11 @@ func Start(ctx context.Context, opts Options) (_ *Daemon, retErr error) {
 			return nil, fmt.Errorf("containerd dir: %w", err)
 		}
 	}
-	d.env = append(os.Environ(), "PATH="+opts.BinDir+":"+os.Getenv("PATH"))
+	var extra []string
 	if opts.Env != nil {
-		d.env = append(d.env, opts.Env(dir)...)
+		extra = opts.Env(dir)
 	}
+	d.env = ctrdproc.Environ(opts.BinDir, extra...)
 	proc, err := ctrdproc.New(bin, dir, d.env)
 	if err != nil {
 		return nil, err

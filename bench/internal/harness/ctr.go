@@ -23,15 +23,17 @@ type runtimeSpec struct {
 	config    string
 }
 
-var (
-	vesselSpec = runtimeSpec{name: report.Vessel, typ: VesselRuntime}
-	runcSpec   = runtimeSpec{name: report.Runc, typ: RuncRuntime}
-)
+var runcSpec = runtimeSpec{name: report.Runc, typ: RuncRuntime}
+
+// vessel is Vessel with the benchmark's configuration.
+func (e *env) vessel() runtimeSpec {
+	return runtimeSpec{name: report.Vessel, typ: VesselRuntime, config: e.vesselConfig}
+}
 
 // runtimes are the runtimes the comparative measures run: Vessel, runc and, in A/B mode,
 // Vessel with the second configuration.
 func (e *env) runtimes() []runtimeSpec {
-	rts := []runtimeSpec{vesselSpec, runcSpec}
+	rts := []runtimeSpec{e.vessel(), runcSpec}
 	if e.opts.CompareConfig != "" {
 		rts = append(rts, runtimeSpec{name: report.VesselB, typ: VesselRuntime, config: e.opts.CompareConfig})
 	}

@@ -73,6 +73,12 @@ type Options struct {
 	Quick bool
 	// KeepLog copies containerd's log (with the shims' lines) into Out.
 	KeepLog bool
+	// Config is the Vessel configuration file the benchmark runs with; empty for the
+	// built-in defaults. $VESSEL_CONFIG and /etc/vessel/configuration.toml are never read.
+	Config string
+	// GuestDir, when set, holds the guest image (vmlinux, initramfs.img) that replaces the
+	// configuration's hypervisor.kernel and hypervisor.initrd.
+	GuestDir string
 	// CompareConfig, when set, names a second Vessel configuration file: the floor, cold
 	// start and memory measures then also run Vessel with it ("vessel-b"), interleaved with
 	// the default runs, so that a change is compared under the same host conditions.
@@ -99,8 +105,9 @@ func DefaultOptions() Options {
 type env struct {
 	opts Options
 	cfg  *config.Config
-	// cfgPath is cfg's file, empty for the built-in defaults.
-	cfgPath string
+	// vesselConfig is cfg written to a file in work: every Vessel shim and vessel command
+	// the benchmark starts reads it, whatever configuration the host has.
+	vesselConfig string
 	// cfgB is the A/B mode's second configuration (nil otherwise).
 	cfgB  *config.Config
 	ctd   *ctrd.Daemon
@@ -116,20 +123,20 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 	if err := opts.validate(); err != nil {
 		return err
 	}
-	cfg, cfgPath, err := config.LoadFrom("", os.Getenv, config.SystemPath)
+	cfg, err := loadConfig(opts.Config, opts.GuestDir)
 	if err != nil {
 		return fmt.Errorf("vessel configuration: %w", err)
 	}
 	if err := preflight(cfg, opts); err != nil {
 		return err
 	}
-	e := &env{opts: opts, cfg: cfg, cfgPath: cfgPath, res: &report.Results{
+	e := &env{opts: opts, cfg: cfg, res: &report.Results{
 		Started: time.Now(), Quick: opts.Quick, Runs: opts.Runs, Errors: map[string]string{},
 	}}
 	e.res.Machine = describeMachine(ctx, cfg, opts.ShimDir)
-	e.res.VM = describeVM(cfg, cfgPath)
+	e.res.VM = describeVM(cfg, opts.Config)
 	if opts.CompareConfig != "" {
-		if e.cfgB, err = config.LoadFile(opts.CompareConfig); err != nil {
+		if e.cfgB, err = loadConfig(opts.CompareConfig, ""); err != nil {
 			return fmt.Errorf("comparison configuration: %w", err)
 		}
 		if err := preflight(e.cfgB, opts); err != nil {
@@ -146,6 +153,10 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 		return fmt.Errorf("scratch dir: %w", err)
 	}
 	defer os.RemoveAll(e.work)
+	e.vesselConfig = filepath.Join(e.work, "vessel.toml")
+	if err := writeConfig(cfg, e.vesselConfig); err != nil {
+		return err
+	}
 
 	var failures []error
 	fail := func(measure string, err error) {

@@ -35,10 +35,7 @@ func vmConfig(cfg *config.Config) (hypervisor.Config, error) {
 }
 
 func describeVM(cfg *config.Config, path string) report.VMConfig {
-	if path == "" {
-		path = "built-in defaults"
-	}
-	v := report.VMConfig{ConfigFile: path, Machine: cfg.Hypervisor.MachineType, TBSizeMiB: cfg.Hypervisor.TBSizeMiB,
+	v := report.VMConfig{ConfigFile: describeSource(path), Machine: cfg.Hypervisor.MachineType, TBSizeMiB: cfg.Hypervisor.TBSizeMiB,
 		SharedFS: string(cfg.Hypervisor.SharedFS), KernelParams: cfg.Hypervisor.KernelParams}
 	if vm, err := vmConfig(cfg); err == nil {
 		v.VCPUs, v.MemoryMiB = vm.VCPUs, vm.MemoryMiB

@@ -16,6 +16,7 @@ import (
 
 	"github.com/vessel-containers/vessel/bench/internal/report"
 	"github.com/vessel-containers/vessel/bench/internal/stats"
+	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/factory"
 )
 
@@ -46,14 +47,10 @@ const (
 func (e *env) warm(ctx context.Context) error {
 	res := &report.Warm{}
 	defer func() { e.res.Warm = res }()
-	base, err := e.baseConfigText()
-	if err != nil {
-		return err
-	}
 	var runc []time.Duration
 	var errs []error
 	for _, m := range warmModes {
-		wm, rs, err := e.warmMode(ctx, base, m)
+		wm, rs, err := e.warmMode(ctx, m)
 		res.Modes = append(res.Modes, wm)
 		runc = append(runc, rs...)
 		res.Runc = stats.Seconds(runc)
@@ -64,7 +61,7 @@ func (e *env) warm(ctx context.Context) error {
 			}
 		}
 		if m.template && !m.cache && len(e.opts.MemoryCounts) > 0 && err == nil {
-			if err := e.warmMemory(ctx, base, res); err != nil {
+			if err := e.warmMemory(ctx, res); err != nil {
 				errs = append(errs, fmt.Errorf("template memory: %w", err))
 			}
 		}
@@ -74,10 +71,10 @@ func (e *env) warm(ctx context.Context) error {
 
 // warmMode runs one factory configuration and returns its figures and the interleaved runc
 // runs.
-func (e *env) warmMode(ctx context.Context, base string, m warmMode) (report.WarmMode, []time.Duration, error) {
+func (e *env) warmMode(ctx context.Context, m warmMode) (report.WarmMode, []time.Duration, error) {
 	out := report.WarmMode{Name: m.name}
 	slug := strings.ReplaceAll(m.name, "+", "-")
-	fac, err := e.startFactory(ctx, base, slug, m)
+	fac, err := e.startFactory(ctx, slug, m)
 	if err != nil {
 		return out, nil, err
 	}
@@ -129,8 +126,8 @@ func (e *env) warmMode(ctx context.Context, base string, m warmMode) (report.War
 
 // warmMemory starts idle sandboxes from the template (as many as the memory measure's
 // largest count) and reads their PSS: the template's pages are shared between them.
-func (e *env) warmMemory(ctx context.Context, base string, res *report.Warm) error {
-	fac, err := e.startFactory(ctx, base, "template-memory", warmModes[0])
+func (e *env) warmMemory(ctx context.Context, res *report.Warm) error {
+	fac, err := e.startFactory(ctx, "template-memory", warmModes[0])
 	if err != nil {
 		return err
 	}
@@ -184,29 +181,22 @@ type factoryRun struct {
 	exited   chan struct{}
 }
 
-// startFactory writes the mode's configuration (the benchmark's own plus a [factory]
-// section) under containerd's directory, so that the final sweep finds whatever a failed
-// run leaves, builds the template and starts the cache server.
-func (e *env) startFactory(ctx context.Context, base, slug string, m warmMode) (_ *factoryRun, retErr error) {
+// startFactory writes the mode's configuration (the benchmark's own with the mode's
+// factory settings) under containerd's directory, so that the final sweep finds whatever a
+// failed run leaves, builds the template and starts the cache server.
+func (e *env) startFactory(ctx context.Context, slug string, m warmMode) (_ *factoryRun, retErr error) {
 	dir := filepath.Join(e.ctd.Dir, "factory-"+slug)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("factory dir: %w", err)
 	}
+	cfg := factoryConfig(e.cfg, m, dir)
 	f := &factoryRun{
 		vessel:   filepath.Join(e.opts.ShimDir, vesselBinary),
 		config:   filepath.Join(dir, "configuration.toml"),
-		endpoint: filepath.Join(dir, "cache", "factory.sock"),
+		endpoint: cfg.Factory.VMCacheEndpoint,
 	}
-	var sec strings.Builder
-	sec.WriteString("\n[factory]\n")
-	if m.template {
-		fmt.Fprintf(&sec, "enable_template = true\ntemplate_path = %q\n", filepath.Join(dir, "template"))
-	}
-	if m.cache {
-		fmt.Fprintf(&sec, "vm_cache_number = 1\nvm_cache_endpoint = %q\n", f.endpoint)
-	}
-	if err := os.WriteFile(f.config, []byte(base+sec.String()), 0o600); err != nil {
-		return nil, fmt.Errorf("factory configuration: %w", err)
+	if err := writeConfig(cfg, f.config); err != nil {
+		return nil, fmt.Errorf("factory %s: %w", m.name, err)
 	}
 	defer func() {
 		if retErr != nil {
@@ -225,6 +215,20 @@ func (e *env) startFactory(ctx context.Context, base, slug string, m warmMode) (
 		}
 	}
 	return f, nil
+}
+
+// factoryConfig is base with mode m's factory settings; the template, the cache socket and
+// the other files of the factory are under dir.
+func factoryConfig(base *config.Config, m warmMode, dir string) *config.Config {
+	cfg := base.Clone()
+	cfg.Factory.EnableTemplate = m.template
+	cfg.Factory.TemplatePath = filepath.Join(dir, "template")
+	cfg.Factory.VMCacheNumber = 0
+	if m.cache {
+		cfg.Factory.VMCacheNumber = 1
+	}
+	cfg.Factory.VMCacheEndpoint = filepath.Join(dir, "cache", "factory.sock")
+	return cfg
 }
 
 // vesselOutput runs `vessel --config <mode's config> args...` and returns its output.
@@ -303,22 +307,4 @@ func (f *factoryRun) stop(ctx context.Context) {
 	if out, err := f.vesselOutput(ctx, "factory", "destroy"); err != nil {
 		log.G(ctx).WithError(err).Warnf("vessel factory destroy: %s", strings.TrimSpace(string(out)))
 	}
-}
-
-// baseConfigText is the configuration file the benchmark runs with (empty for the built-in
-// defaults). It must not have a [factory] section of its own: the warm measure adds one.
-func (e *env) baseConfigText() (string, error) {
-	if e.cfgPath == "" {
-		return "", nil
-	}
-	data, err := os.ReadFile(e.cfgPath)
-	if err != nil {
-		return "", fmt.Errorf("vessel configuration: %w", err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(strings.TrimSpace(line), "[factory") {
-			return "", fmt.Errorf("%s has a [factory] section; the warm measure writes its own: run it with a configuration without one", e.cfgPath)
-		}
-	}
-	return string(data), nil
 }

@@ -20,7 +20,7 @@ import (
 func (e *env) exec(ctx context.Context) error {
 	res := &report.Exec{}
 	defer func() { e.res.Exec = res }()
-	for _, rt := range []runtimeSpec{vesselSpec, runcSpec} {
+	for _, rt := range []runtimeSpec{e.vessel(), runcSpec} {
 		id := "exec-" + rt.name
 		if _, err := e.runDetached(ctx, rt, id, idleArgs...); err != nil {
 			return err
@@ -166,7 +166,7 @@ func (e *env) memoryPoint(ctx context.Context, rt runtimeSpec, n int) (report.Me
 // into the newest takes longer than the exec limit, until a start fails, or until the
 // host runs low on memory; then it lets them idle and reads memory and CPU.
 func (e *env) density(ctx context.Context) error {
-	rt := vesselSpec
+	rt := e.vessel()
 	d := &report.Density{Limit: e.opts.DensityLimit}
 	defer func() { e.res.Density = d }()
 	var ids []string
@@ -263,7 +263,7 @@ func (e *env) densityIdle(ctx context.Context, rt runtimeSpec, ids []string, d *
 func (e *env) parallel(ctx context.Context) error {
 	res := &report.Parallel{}
 	defer func() { e.res.Parallel = res }()
-	for _, rt := range []runtimeSpec{vesselSpec, runcSpec} {
+	for _, rt := range []runtimeSpec{e.vessel(), runcSpec} {
 		run, err := e.parallelRun(ctx, rt)
 		if rt.name == report.Vessel {
 			res.Vessel = run

@@ -183,21 +183,8 @@ func PowerOff(ctx context.Context, why error) {
 	os.Exit(1)
 }
 
-// Uptime is the time since the kernel booted, from /proc/uptime.
-func Uptime() (time.Duration, error) {
-	b, err := os.ReadFile("/proc/uptime")
-	if err != nil {
-		return 0, fmt.Errorf("read uptime: %w", err)
-	}
-	var secs float64
-	if _, err := fmt.Sscanf(string(b), "%f", &secs); err != nil {
-		return 0, fmt.Errorf("parse /proc/uptime %q: %w", b, err)
-	}
-	return time.Duration(secs * float64(time.Second)), nil
-}
-
-// SinceBoot is the guest's CLOCK_BOOTTIME: the time since the kernel started. Unlike
-// Uptime it needs no /proc, so PID 1 can read it before anything is mounted.
+// SinceBoot is the guest's CLOCK_BOOTTIME: the time since the kernel started. It needs no
+// /proc, so PID 1 can read it before anything is mounted.
 func SinceBoot() time.Duration {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {

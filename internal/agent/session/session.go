@@ -269,10 +269,10 @@ func (m *Mux) startsSession(h Header) bool {
 // bytes at once but tells the guest that the host attached with a control message that
 // the guest handles later, in a kernel worker: so a new host's first request can be read
 // while the port still reports no host, and the read after it then finds no data and
-// returns EOF. That EOF is the previous host's detach; taken for this host's, it ended the
-// session holding the request, whose answer was never written (a VM restored from a
-// template did not answer its first Check). Hence a session starts only once its host
-// shows. The current session ends at once: its host is gone.
+// returns EOF. That EOF is the previous host's detach; taken for this host's, it would end
+// the session holding the request, whose answer would never be written (a VM restored
+// from a template would not answer its first Check). Hence a session starts only once its
+// host shows. The current session ends at once: its host is gone.
 func (m *Mux) awaitHost(ctx context.Context) error {
 	attached, err := m.host.hostAttached()
 	if err != nil || attached {

@@ -4,7 +4,7 @@
 // request names a driver and the driver's handler mounts it: "9p" and "virtiofs" (shared
 // directories from the host, source is the mount tag), "ephemeral" (a tmpfs, e.g. for
 // /dev/shm) and "local" (a plain directory in the guest, no mount). Block devices ("blk",
-// "scsi") are not handled yet: they come with block hotplug, proposed as the "block devices and hotplug" issue (closing note of stop 8).
+// "scsi") are refused with ErrNotImplemented: the agent has no block device handler.
 //
 // Mount points are confined under a root (/run/vessel/ in the guest): a request for any
 // other path is refused, and symlinks are resolved inside the root so a link planted in a
@@ -234,7 +234,6 @@ func planFor(s *agentv1.Storage) (plan, error) {
 		}
 		return plan{dirMode: mode}, nil
 	case "blk", "scsi":
-		// Block storages come with the proposed "block devices and hotplug" issue (closing note of stop 8).
 		return plan{}, fmt.Errorf("%w: storage driver %q (block devices) is not implemented in the agent yet", errdefs.ErrNotImplemented, s.GetDriver())
 	case "":
 		return plan{}, fmt.Errorf("%w: storage driver is empty (expected one of %s)", errdefs.ErrInvalidArgument, strings.Join(Drivers(), ", "))
