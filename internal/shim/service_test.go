@@ -97,7 +97,7 @@ func (r *recorder) Publish(_ context.Context, topic string, _ events.Event) erro
 
 func (r *recorder) Close() error { return nil }
 
-// fakeShim is a task service whose sandboxes boot the silent QEMU.
+// fakeShim is a task service under test, with its configuration file and sandbox root.
 type fakeShim struct {
 	t      *testing.T
 	svc    *service
@@ -106,15 +106,10 @@ type fakeShim struct {
 	sd     shutdown.Service
 }
 
-// newFakeShim writes a configuration with the given [agent] lines whose hypervisor is this
-// test binary, and starts a task service with a short sandbox root (socket paths are
-// limited to 108 bytes).
+// newFakeShim starts a task service whose hypervisor is this test binary (the silent
+// QEMU), with the given [agent] lines.
 func newFakeShim(t *testing.T, agentSection string) *fakeShim {
 	t.Helper()
-	root, err := os.MkdirTemp("", "vsh")
-	if err != nil {
-		t.Fatal(err)
-	}
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -125,8 +120,7 @@ func newFakeShim(t *testing.T, agentSection string) *fakeShim {
 			t.Fatal(err)
 		}
 	}
-	cfg := filepath.Join(assets, "configuration.toml")
-	body := fmt.Sprintf(`[hypervisor]
+	return newTestShim(t, fmt.Sprintf(`[hypervisor]
 path = %q
 valid_hypervisor_paths = [%q]
 kernel = %q
@@ -137,8 +131,20 @@ accelerator = "tcg"
 
 [agent]
 %s
-`, exe, exe, filepath.Join(assets, "vmlinux"), assets+"/*", filepath.Join(assets, "initrd"), assets+"/*", agentSection)
-	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+`, exe, exe, filepath.Join(assets, "vmlinux"), assets+"/*", filepath.Join(assets, "initrd"), assets+"/*", agentSection))
+}
+
+// newTestShim writes the configuration and starts a task service that reads it, with a
+// short sandbox root (socket paths are limited to 108 bytes). At the end of the test the
+// service shuts down and the root must be empty.
+func newTestShim(t *testing.T, configuration string) *fakeShim {
+	t.Helper()
+	root, err := os.MkdirTemp("", "vsh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "configuration.toml")
+	if err := os.WriteFile(cfg, []byte(configuration), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ctx, sd := shutdown.WithShutdown(context.Background())
