@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +21,7 @@ import (
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agent/libct"
 	"github.com/vessel-containers/vessel/internal/agent/storage"
+	"github.com/vessel-containers/vessel/internal/containerid"
 	"github.com/vessel-containers/vessel/internal/version"
 )
 
@@ -224,17 +224,11 @@ func (s *Service) ReseedRandomDev(ctx context.Context, req *agentv1.ReseedRandom
 	return &agentv1.Empty{}, nil
 }
 
-// idPattern is what container and exec ids may look like: they become cgroup and state
-// directory names.
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$`)
-
-// validID checks an id from a request; field names the request field.
+// validID checks an id from a request with the one id rule (containerid); field names the
+// request field.
 func validID(field, id string) error {
-	if id == "" {
-		return fmt.Errorf("%w: %s is empty", errdefs.ErrInvalidArgument, field)
-	}
-	if !idPattern.MatchString(id) {
-		return fmt.Errorf("%w: %s %q: expected 1-128 characters of [A-Za-z0-9_.+-], starting with a letter or digit", errdefs.ErrInvalidArgument, field, id)
+	if err := containerid.Validate(id); err != nil {
+		return fmt.Errorf("%s: %w", field, err)
 	}
 	return nil
 }

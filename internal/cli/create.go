@@ -16,10 +16,10 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vessel-containers/vessel/internal/bundle"
+	"github.com/vessel-containers/vessel/internal/containerid"
 	"github.com/vessel-containers/vessel/internal/hooks"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/procio"
-	"github.com/vessel-containers/vessel/internal/sandbox"
 	"github.com/vessel-containers/vessel/internal/shimclient"
 	"github.com/vessel-containers/vessel/internal/store"
 )
@@ -128,7 +128,7 @@ const shimCallTimeout = 3 * time.Minute
 // create runs the OCI create operation. It returns the process host: the caller of a
 // foreground create waits on it.
 func (r *ociRuntime) create(ctx context.Context, o createOptions) (_ processHost, retErr error) {
-	if err := sandbox.ValidateID(o.id); err != nil {
+	if err := containerid.Validate(o.id); err != nil {
 		return nil, err
 	}
 	spec, err := bundle.LoadSpec(o.bundle)

@@ -15,6 +15,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/urfave/cli/v2"
 
+	"github.com/vessel-containers/vessel/internal/containerid"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/sandbox"
 	"github.com/vessel-containers/vessel/internal/store"
@@ -55,7 +56,7 @@ with --force.`,
 const standInExitTimeout = 10 * time.Second
 
 func (r *ociRuntime) delete(ctx context.Context, id string, force bool) error {
-	if err := sandbox.ValidateID(id); err != nil {
+	if err := containerid.Validate(id); err != nil {
 		return err
 	}
 	lock, err := r.store.Lock(id)

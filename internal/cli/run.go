@@ -14,7 +14,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vessel-containers/vessel/internal/bundle"
-	"github.com/vessel-containers/vessel/internal/sandbox"
+	"github.com/vessel-containers/vessel/internal/containerid"
+	"github.com/vessel-containers/vessel/internal/oci"
 )
 
 func runCommand() *cli.Command {
@@ -51,7 +52,7 @@ func runAction(c *cli.Context) error {
 		return errors.New("run: container id is required (vessel run [--bundle DIR] ID [COMMAND...])")
 	}
 	id := c.Args().First()
-	if err := sandbox.ValidateID(id); err != nil {
+	if err := containerid.Validate(id); err != nil {
 		return err
 	}
 	r, err := newRuntime(c)
@@ -171,22 +172,10 @@ func absolutize(spec *specs.Spec, bundleDir string) {
 		spec.Root.Path = filepath.Join(bundleDir, spec.Root.Path)
 	}
 	for i, m := range spec.Mounts {
-		if isBindMount(m) && m.Source != "" && !filepath.IsAbs(m.Source) {
+		if oci.IsBind(m) && m.Source != "" && !filepath.IsAbs(m.Source) {
 			spec.Mounts[i].Source = filepath.Join(bundleDir, m.Source)
 		}
 	}
-}
-
-func isBindMount(m specs.Mount) bool {
-	if m.Type == "bind" {
-		return true
-	}
-	for _, o := range m.Options {
-		if o == "bind" || o == "rbind" {
-			return true
-		}
-	}
-	return false
 }
 
 // removeOwnedBundle removes a bundle run made when create failed (delete removes it

@@ -19,6 +19,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/factory"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	_ "github.com/vessel-containers/vessel/internal/hypervisor/qemu"
+	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/sandbox"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 	"github.com/vessel-containers/vessel/internal/testutil"
@@ -144,7 +145,11 @@ func runProbe(t *testing.T, sb *sandbox.Sandbox, id string) probe {
 		t.Fatal(err)
 	}
 	spec.Hostname = "" // see the sandbox's hostname
-	c, err := sb.CreateContainer(ctx, sandbox.ContainerConfig{ID: id, Spec: spec, Rootfs: filepath.Join(dir, "rootfs"), Stdin: true})
+	plan, err := oci.ContainerConfig(ctx, id, dir, spec, oci.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := sb.CreateContainer(ctx, sandbox.ContainerConfig{Plan: plan, Stdin: true})
 	if err != nil {
 		t.Fatalf("create container: %v", err)
 	}

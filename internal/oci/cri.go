@@ -3,6 +3,8 @@ package oci
 import (
 	"fmt"
 	"strconv"
+
+	"github.com/vessel-containers/vessel/internal/containerid"
 )
 
 // Kind is what a container is to the sandbox it belongs to.
@@ -131,7 +133,7 @@ func sandboxID(annotations map[string]string) (string, error) {
 		a = b
 	}
 	if a != "" {
-		if err := ValidateID(a); err != nil {
+		if err := containerid.Validate(a); err != nil {
 			return "", fmt.Errorf("sandbox id annotation: %w", err)
 		}
 	}

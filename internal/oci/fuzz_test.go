@@ -61,7 +61,7 @@ func FuzzSandboxConfig(f *testing.F) {
 			t.Fatalf("accepted sandbox gives an invalid VM config: %v", err)
 		}
 		for _, m := range c.Mounts {
-			if !path.IsAbs(m.Destination) || isBind(m) && !path.IsAbs(m.Source) {
+			if !path.IsAbs(m.Destination) || IsBind(m) && !path.IsAbs(m.Source) {
 				t.Fatalf("mount not resolved: %+v", m)
 			}
 		}

@@ -16,8 +16,8 @@ const DefaultShmSize = 64 << 20
 
 const shmPath = "/dev/shm"
 
-// isBind reports whether a mount is a bind mount (type "bind" or a bind/rbind option).
-func isBind(m specs.Mount) bool {
+// IsBind reports whether a mount is a bind mount (type "bind" or a bind/rbind option).
+func IsBind(m specs.Mount) bool {
 	return m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
 }
 
@@ -32,7 +32,7 @@ func mountsOf(bundle string, in []specs.Mount) ([]specs.Mount, error) {
 		if strings.ContainsRune(m.Source, 0) || strings.ContainsRune(m.Destination, 0) {
 			return nil, fmt.Errorf("mounts[%d] (%s): path contains a NUL byte", i, m.Destination)
 		}
-		if isBind(m) {
+		if IsBind(m) {
 			if m.Source == "" {
 				return nil, fmt.Errorf("mounts[%d] (%s): bind mount without a source", i, m.Destination)
 			}
@@ -78,7 +78,7 @@ func shmSize(ctx context.Context, mounts []specs.Mount, fsSize func(string) (uin
 		if m.Destination != shmPath {
 			continue
 		}
-		if isBind(m) {
+		if IsBind(m) {
 			if err := ctx.Err(); err != nil {
 				return 0, err
 			}

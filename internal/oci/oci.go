@@ -1,10 +1,17 @@
 // Package oci turns an OCI bundle (the runtime-spec config and the bundle path) plus Vessel's
-// configuration into the plain plans the sandbox orchestrator executes: what the container is
-// (single, pod sandbox, pod container) and which sandbox it belongs to, per the CRI
-// annotations of containerd and CRI-O; the validated process, rootfs, mounts and devices;
-// the /dev/shm size; the effective configuration after annotations; and the VM's size,
-// computed exactly. Apart from measuring a bind-mounted /dev/shm, everything here is a pure
-// function of its inputs.
+// configuration into the one plan the shim and the sandbox orchestrator execute. The plan is
+// produced and validated once, here, and everything downstream consumes it:
+//
+//	config.json + configuration.toml + annotations
+//	  -> SandboxConfig (a container that boots a VM) / ContainerConfig (a pod container)
+//	       Sandbox: effective config, VM sizing and driver config, agent part (agentPlan)
+//	       Container: id, kind, sandbox id, rootfs, process, mounts, devices, /dev/shm
+//	  -> shim: sandbox.Config from the Sandbox plan; sandbox.CreateContainer(Container plan)
+//	  -> sandbox: GuestSpec(Container, effective config) -> the agent's CreateContainer
+//
+// Identify tells what a container is (single, pod sandbox, pod container) and which sandbox
+// it belongs to, per the CRI annotations of containerd and CRI-O. Apart from measuring a
+// bind-mounted /dev/shm, everything here is a pure function of its inputs.
 package oci
 
 import (
@@ -18,6 +25,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/vessel-containers/vessel/internal/config"
+	"github.com/vessel-containers/vessel/internal/containerid"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 )
 
@@ -46,6 +54,9 @@ type Sandbox struct {
 	// VM is the driver configuration for Config and Sizing; the caller sets ID, StateDir,
 	// SharedDir, ShareTag and VirtioFSSocket.
 	VM hypervisor.Config
+	// Agent is what the guest agent is told when the sandbox is created (kernel modules,
+	// guest hook path) and how long the host waits for it.
+	Agent Agent
 	// Container is the container whose creation boots the VM (pause or single container).
 	Container *Container
 }
@@ -63,6 +74,9 @@ type Container struct {
 	RootfsReadonly bool
 	Hostname       string
 	Process        Process
+	// JoinSandboxPidNS is set when the spec joins an existing pid namespace (a pod sharing
+	// its process namespace): in the guest the container joins the sandbox's.
+	JoinSandboxPidNS bool
 	// Mounts in spec order, destinations cleaned and relative bind sources resolved against
 	// the bundle.
 	Mounts []specs.Mount
@@ -73,23 +87,12 @@ type Container struct {
 	// Resources are the container's CPU and memory limits for VM sizing.
 	Resources   Resources
 	Annotations map[string]string
-	// Spec is the spec as given; nothing here modifies it.
+	// Spec is the spec as given; nothing here modifies it. GuestSpec derives the guest's.
 	Spec *specs.Spec
 }
 
-// reID is what runc accepts as a container id.
-var reID = regexp.MustCompile(`^[\w+\-.]+$`)
-
 // reVersion accepts any runtime-spec 1.x version (Debian's crun refuses 1.3.0; we do not).
 var reVersion = regexp.MustCompile(`^1\.[0-9]+(\.[0-9]+)?([-+][0-9A-Za-z.+-]*)?$`)
-
-// ValidateID accepts container and sandbox ids that are safe as path components.
-func ValidateID(id string) error {
-	if !reID.MatchString(id) || id == "." || id == ".." || len(id) > 1024 {
-		return fmt.Errorf("id %q: want letters, digits, '_', '+', '-' and '.' (not . or ..)", id)
-	}
-	return nil
-}
 
 // SandboxConfig plans the VM for a container that creates one (a pod's sandbox container or a
 // single container): it converts the container, applies the spec's configuration
@@ -129,6 +132,7 @@ func SandboxConfig(ctx context.Context, id, bundle string, spec *specs.Spec, cfg
 		Limits:    limits,
 		Sizing:    sizing,
 		VM:        HypervisorConfig(eff, sizing),
+		Agent:     agentPlan(eff),
 		Container: ctr,
 	}, nil
 }
@@ -144,7 +148,7 @@ func ContainerConfig(ctx context.Context, id, bundle string, spec *specs.Spec, o
 }
 
 func convert(ctx context.Context, id, bundle string, spec *specs.Spec, opts Options) (*Container, error) {
-	if err := ValidateID(id); err != nil {
+	if err := containerid.Validate(id); err != nil {
 		return nil, err
 	}
 	if !path.IsAbs(bundle) || path.Clean(bundle) != bundle {
@@ -188,19 +192,20 @@ func convert(ctx context.Context, id, bundle string, spec *specs.Spec, opts Opti
 		return nil, err
 	}
 	return &Container{
-		ID:             id,
-		SandboxID:      sid,
-		Kind:           kind,
-		Bundle:         bundle,
-		Rootfs:         path.Clean(rootfs),
-		RootfsReadonly: spec.Root.Readonly,
-		Hostname:       spec.Hostname,
-		Process:        proc,
-		Mounts:         mounts,
-		Devices:        devices,
-		ShmSize:        shm,
-		Resources:      resourcesOf(spec),
-		Annotations:    maps.Clone(spec.Annotations),
-		Spec:           spec,
+		ID:               id,
+		SandboxID:        sid,
+		Kind:             kind,
+		Bundle:           bundle,
+		Rootfs:           path.Clean(rootfs),
+		RootfsReadonly:   spec.Root.Readonly,
+		Hostname:         spec.Hostname,
+		Process:          proc,
+		JoinSandboxPidNS: joinsSandboxPidNS(spec),
+		Mounts:           mounts,
+		Devices:          devices,
+		ShmSize:          shm,
+		Resources:        resourcesOf(spec),
+		Annotations:      maps.Clone(spec.Annotations),
+		Spec:             spec,
 	}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
+	"github.com/vessel-containers/vessel/internal/containerid"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/sharefs"
@@ -32,7 +33,7 @@ func (s *Sandbox) WaitOOM(ctx context.Context) (string, error) {
 // runs and is still the VM that was recorded), mounts in the share and the state directory.
 // A sandbox that does not exist is not an error.
 func Cleanup(ctx context.Context, root, id string) error {
-	if err := ValidateID(id); err != nil {
+	if err := containerid.Validate(id); err != nil {
 		return err
 	}
 	if root == "" {

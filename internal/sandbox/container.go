@@ -15,16 +15,15 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 )
 
 // ContainerConfig describes a container to create in a sandbox.
 type ContainerConfig struct {
-	ID string
-	// Spec is the container's OCI runtime spec as the user wrote it (host paths).
-	Spec *specs.Spec
-	// Rootfs is the absolute host path of the root filesystem.
-	Rootfs string
+	// Plan is the validated container plan (oci.ContainerConfig); its Rootfs is the host
+	// path of the root file system, mounted by the caller.
+	Plan *oci.Container
 	// Stdin tells whether the caller will write the init process's stdin.
 	Stdin bool
 }
@@ -61,32 +60,31 @@ func (c *Container) State() State { return c.getState() }
 // CreateContainer shares the container's files with the guest and creates it there. The
 // process is ready to start but has not run any user code.
 func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *Container, retErr error) {
-	if err := ValidateID(cfg.ID); err != nil {
-		return nil, err
+	plan := cfg.Plan
+	if plan == nil {
+		return nil, fmt.Errorf("create container in sandbox %s: no container plan: %w", s.id, errdefs.ErrInvalidArgument)
 	}
-	if cfg.Spec == nil || cfg.Spec.Process == nil {
-		return nil, fmt.Errorf("container %s: spec has no process: %w", cfg.ID, errdefs.ErrInvalidArgument)
-	}
-	ctx = log.WithLogger(ctx, log.G(ctx).WithField("container", cfg.ID))
+	id := plan.ID
+	ctx = log.WithLogger(ctx, log.G(ctx).WithField("container", id))
 
 	s.mu.Lock()
 	if s.state != StateRunning {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("sandbox %s is %s: %w", s.id, s.state, errdefs.ErrFailedPrecondition)
 	}
-	if _, dup := s.containers[cfg.ID]; dup {
+	if _, dup := s.containers[id]; dup {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("container %s: %w", cfg.ID, errdefs.ErrAlreadyExists)
+		return nil, fmt.Errorf("container %s: %w", id, errdefs.ErrAlreadyExists)
 	}
-	c := &Container{sb: s, id: cfg.ID, rootfs: cfg.Rootfs, state: StateCreated}
+	c := &Container{sb: s, id: id, rootfs: plan.Rootfs, state: StateCreated}
 	// Reserve the id while the slow steps below run without the lock.
-	s.containers[cfg.ID] = c
+	s.containers[id] = c
 	s.mu.Unlock()
 
 	var rollback undo
 	rollback.add(func(context.Context) error {
 		s.mu.Lock()
-		delete(s.containers, cfg.ID)
+		delete(s.containers, id)
 		s.mu.Unlock()
 		return nil
 	})
@@ -98,120 +96,70 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		}
 	}()
 
-	guestSpec, err := s.shareContainer(ctx, cfg, &rollback)
+	guestSpec, err := s.shareContainer(ctx, plan, &rollback)
 	if err != nil {
 		return nil, err
 	}
 	specJSON, err := json.Marshal(guestSpec)
 	if err != nil {
-		return nil, fmt.Errorf("container %s: encode spec: %w", cfg.ID, err)
+		return nil, fmt.Errorf("container %s: encode spec: %w", id, err)
 	}
 	if err := s.agent.CreateContainer(ctx, &agentv1.CreateContainerRequest{
-		ContainerId:  cfg.ID,
+		ContainerId:  id,
 		OciSpec:      specJSON,
-		Stdio:        stdioConfig(cfg.Spec.Process, cfg.Stdin),
-		SandboxPidns: joinsSandboxPidNS(cfg.Spec),
+		Stdio:        stdioConfig(plan.Process.Terminal, plan.Process.ConsoleSize, cfg.Stdin),
+		SandboxPidns: plan.JoinSandboxPidNS,
 	}); err != nil {
-		return nil, s.explain(fmt.Errorf("container %s: %w", cfg.ID, err))
+		return nil, s.explain(fmt.Errorf("container %s: %w", id, err))
 	}
 	s.mu.Lock()
 	err = s.save()
 	s.mu.Unlock()
 	if err != nil {
-		_ = s.agent.RemoveContainer(ctx, cfg.ID, 0)
+		cctx, cancel := cleanupContext(ctx)
+		defer cancel()
+		if rerr := s.agent.RemoveContainer(cctx, id, 0); rerr != nil {
+			log.G(ctx).WithError(rerr).Warn("remove container after failed save")
+		}
 		return nil, err
 	}
 	return c, nil
 }
 
-func stdioConfig(p *specs.Process, stdin bool) *agentv1.StdioConfig {
-	st := &agentv1.StdioConfig{Terminal: p.Terminal, Stdin: stdin}
-	if p.ConsoleSize != nil {
-		st.ConsoleHeight, st.ConsoleWidth = uint32(p.ConsoleSize.Height), uint32(p.ConsoleSize.Width)
+func stdioConfig(terminal bool, size *specs.Box, stdin bool) *agentv1.StdioConfig {
+	st := &agentv1.StdioConfig{Terminal: terminal, Stdin: stdin}
+	if size != nil {
+		st.ConsoleHeight, st.ConsoleWidth = uint32(size.Height), uint32(size.Width)
 	}
 	return st
 }
 
 // shareContainer bind-mounts the rootfs and bind-mount sources into the share and returns
-// the spec rewritten for the guest.
-func (s *Sandbox) shareContainer(ctx context.Context, cfg ContainerConfig, rollback *undo) (*specs.Spec, error) {
-	guest, err := guestSpec(cfg.Spec)
+// the guest spec (oci.GuestSpec) with those paths rewritten to the guest's.
+func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollback *undo) (*specs.Spec, error) {
+	guest, err := oci.GuestSpec(plan, s.cfg.Effective)
 	if err != nil {
-		return nil, fmt.Errorf("container %s: %w", cfg.ID, err)
+		return nil, err
 	}
-	rollback.add(func(ctx context.Context) error { return s.share.RemoveContainer(ctx, cfg.ID) })
-	rel, err := s.share.Bind(ctx, cfg.ID, "rootfs", cfg.Rootfs, false)
+	id := plan.ID
+	rollback.add(func(ctx context.Context) error { return s.share.RemoveContainer(ctx, id) })
+	rel, err := s.share.Bind(ctx, id, "rootfs", plan.Rootfs, false)
 	if err != nil {
-		return nil, fmt.Errorf("container %s: %w", cfg.ID, err)
+		return nil, fmt.Errorf("container %s: %w", id, err)
 	}
 	guest.Root.Path = sharefs.GuestPath(rel)
 	for i, m := range guest.Mounts {
-		if !isBind(m) {
+		if !oci.IsBind(m) {
 			continue
 		}
 		ro := slices.Contains(m.Options, "ro")
-		rel, err := s.share.Bind(ctx, cfg.ID, fmt.Sprintf("mount-%d", i), m.Source, ro)
+		rel, err := s.share.Bind(ctx, id, fmt.Sprintf("mount-%d", i), m.Source, ro)
 		if err != nil {
-			return nil, fmt.Errorf("container %s: mount %s: %w", cfg.ID, m.Destination, err)
+			return nil, fmt.Errorf("container %s: mount %s: %w", id, m.Destination, err)
 		}
 		guest.Mounts[i].Source = sharefs.GuestPath(rel)
 	}
 	return guest, nil
-}
-
-func isBind(m specs.Mount) bool {
-	return m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
-}
-
-// guestSpec copies the spec and drops what only makes sense on the host: hooks run on the
-// host, the guest agent picks the cgroup path, and namespace paths name host namespaces.
-// The network namespace is dropped altogether: the VM is the pod's network boundary, so
-// every container of the pod shares the guest's network namespace and its interfaces (as
-// the containers of a pod share the pause container's on the host; Kata does the same).
-// A namespace per container would cut containers off from the pod's network and from
-// each other's localhost, and costs a netns setup and teardown in the guest.
-func guestSpec(spec *specs.Spec) (*specs.Spec, error) {
-	data, err := json.Marshal(spec)
-	if err != nil {
-		return nil, fmt.Errorf("copy spec: %w", err)
-	}
-	var g specs.Spec
-	if err := json.Unmarshal(data, &g); err != nil {
-		return nil, fmt.Errorf("copy spec: %w", err)
-	}
-	if g.Root == nil {
-		g.Root = &specs.Root{}
-	}
-	g.Hooks = nil
-	if g.Linux != nil {
-		g.Linux.CgroupsPath = ""
-		// Namespace paths name host namespaces (a pod's pause process, a CNI netns); they
-		// mean nothing in the guest. A pid namespace path becomes "join the sandbox's".
-		ns := g.Linux.Namespaces[:0]
-		for _, n := range g.Linux.Namespaces {
-			if n.Type == specs.NetworkNamespace {
-				continue
-			}
-			n.Path = ""
-			ns = append(ns, n)
-		}
-		g.Linux.Namespaces = ns
-	}
-	return &g, nil
-}
-
-// joinsSandboxPidNS reports whether the spec asks to join an existing pid namespace (CRI
-// sets the pause container's for pods that share their process namespace).
-func joinsSandboxPidNS(spec *specs.Spec) bool {
-	if spec.Linux == nil {
-		return false
-	}
-	for _, ns := range spec.Linux.Namespaces {
-		if ns.Type == specs.PIDNamespace && ns.Path != "" {
-			return true
-		}
-	}
-	return false
 }
 
 // Container returns a container of the sandbox.
@@ -288,7 +236,7 @@ func (c *Container) Exec(ctx context.Context, execID string, p *specs.Process, s
 	err = c.sb.agent.ExecProcess(ctx, &agentv1.ExecProcessRequest{
 		ContainerId: c.id, ExecId: execID,
 		Process: &agentv1.Process{Args: p.Args, Env: p.Env, Cwd: p.Cwd, OciProcess: procJSON},
-		Stdio:   stdioConfig(p, stdin),
+		Stdio:   stdioConfig(p.Terminal, p.ConsoleSize, stdin),
 	})
 	if err != nil {
 		return c.sb.explain(fmt.Errorf("exec %s in container %s: %w", execID, c.id, err))

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sync"
 	"time"
 
@@ -21,12 +20,16 @@ import (
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agentclient"
+	"github.com/vessel-containers/vessel/internal/config"
+	"github.com/vessel-containers/vessel/internal/containerid"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 )
 
-// Config describes a sandbox to create.
+// Config describes a sandbox to create. The shim fills it from the sandbox plan
+// (oci.SandboxConfig).
 type Config struct {
 	// ID names the sandbox; it is also the name of its state directory.
 	ID string
@@ -39,10 +42,18 @@ type Config struct {
 	VM hypervisor.Config
 	// Hostname of the guest (default: the sandbox id, truncated to 63 bytes).
 	Hostname string
-	DNS      []string
 	// SandboxPidNS makes the sandbox's containers share one pid namespace.
 	SandboxPidNS bool
-	Timeouts     agentclient.Timeouts
+	// Timeouts bound the agent requests: Ready the boot up to the agent's first answer,
+	// Create the sandbox's and containers' creation.
+	Timeouts agentclient.Timeouts
+	// KernelModules are loaded by the agent when the sandbox is created.
+	KernelModules []oci.KernelModule
+	// GuestHookPath is the guest directory of OCI hooks the agent runs ("" for none).
+	GuestHookPath string
+	// Effective is the sandbox's effective configuration (oci.Sandbox.Config); container
+	// plans are converted for the guest with it (oci.GuestSpec). Nil means config.Default().
+	Effective *config.Config
 	// VMSource, when set, is asked for a booted VM first (factory.go); nil boots cold.
 	VMSource VMSource
 }
@@ -56,18 +67,6 @@ const (
 	StatePaused  State = "paused"
 	StateStopped State = "stopped"
 )
-
-// idPattern is what runc accepts for container ids; the same rule keeps sandbox ids usable
-// as directory names.
-var idPattern = regexp.MustCompile(`^[\w+\-.]{1,128}$`)
-
-// ValidateID reports whether id can name a sandbox or container.
-func ValidateID(id string) error {
-	if !idPattern.MatchString(id) || id == "." || id == ".." {
-		return fmt.Errorf("invalid id %q: use 1-128 letters, digits, '_', '+', '-' or '.': %w", id, errdefs.ErrInvalidArgument)
-	}
-	return nil
-}
 
 // Sandbox is a running VM with its agent.
 type Sandbox struct {
@@ -107,14 +106,17 @@ func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
 // Create boots the VM, waits for the agent and sets up the sandbox in the guest. On error
 // everything it made is removed again.
 func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
-	if err := ValidateID(cfg.ID); err != nil {
-		return nil, err
+	if err := containerid.Validate(cfg.ID); err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	if cfg.Root == "" {
 		cfg.Root = persist.DefaultRoot
 	}
 	if cfg.Hypervisor == "" {
 		cfg.Hypervisor = "qemu"
+	}
+	if cfg.Effective == nil {
+		cfg.Effective = config.Default()
 	}
 	if cfg.Hostname == "" {
 		cfg.Hostname = cfg.ID
@@ -169,12 +171,17 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	log.G(ctx).WithField("elapsed", time.Since(start)).Debug("agent ready")
 
 	storage := shareStorage(vmcfg)
+	modules := make([]*agentv1.KernelModule, 0, len(cfg.KernelModules))
+	for _, m := range cfg.KernelModules {
+		modules = append(modules, &agentv1.KernelModule{Name: m.Name, Parameters: m.Params})
+	}
 	if err := s.agent.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{
-		SandboxId:    cfg.ID,
-		Hostname:     cfg.Hostname,
-		Dns:          cfg.DNS,
-		Storages:     []*agentv1.Storage{storage},
-		SandboxPidns: cfg.SandboxPidNS,
+		SandboxId:     cfg.ID,
+		Hostname:      cfg.Hostname,
+		Storages:      []*agentv1.Storage{storage},
+		KernelModules: modules,
+		GuestHookPath: cfg.GuestHookPath,
+		SandboxPidns:  cfg.SandboxPidNS,
 	}); err != nil {
 		return nil, s.explain(fmt.Errorf("sandbox %s: %w", cfg.ID, err))
 	}

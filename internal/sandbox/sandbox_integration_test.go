@@ -21,6 +21,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/bundle"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	_ "github.com/vessel-containers/vessel/internal/hypervisor/qemu"
+	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
@@ -99,7 +100,11 @@ func (e *env) container(id string, args []string, edit func(*specs.Spec)) *Conta
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := e.sb.CreateContainer(ctx, ContainerConfig{ID: id, Spec: spec, Rootfs: filepath.Join(dir, "rootfs"), Stdin: true})
+	plan, err := oci.ContainerConfig(ctx, id, dir, spec, oci.Options{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	c, err := e.sb.CreateContainer(ctx, ContainerConfig{Plan: plan, Stdin: true})
 	if err != nil {
 		e.t.Fatalf("create container %s: %v", id, err)
 	}

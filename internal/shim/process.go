@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/errdefs"
@@ -28,13 +30,24 @@ type stdio struct {
 
 // container is the shim's view of one task.
 type container struct {
-	id, bundle    string
+	id, bundle string
+	// rootfs is the plan's root file system path; rootfsMounted is set while the shim's
+	// mount of containerd's snapshot is there.
 	rootfs        string
 	rootfsMounted bool
-	ctr           *sandbox.Container
-	init          *process
+	// ctr is the container in the sandbox: nil until Create commits, then never changed.
+	ctr  *sandbox.Container
+	init *process
 	// oomSent is set once TaskOOM was published for the container.
 	oomSent atomic.Bool
+	// created is closed when Create returns, whether it committed the container or not.
+	created chan struct{}
+
+	// creating and cancelCreate are guarded by the service's mu. creating is set from the
+	// reservation of the id until Create commits or gives up; cancelCreate cancels the
+	// context Create's slow steps run under.
+	creating     bool
+	cancelCreate context.CancelCauseFunc
 
 	// mu guards execs.
 	mu    sync.Mutex
@@ -121,6 +134,22 @@ func (c *container) running() bool {
 		}
 	}
 	return false
+}
+
+// mountRootfs mounts the snapshot containerd gave for the container at its rootfs.
+func (c *container) mountRootfs(rootfs []*types.Mount) error {
+	mounts := make([]mount.Mount, 0, len(rootfs))
+	for _, m := range rootfs {
+		mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
+	}
+	if err := os.MkdirAll(c.rootfs, 0o711); err != nil {
+		return fmt.Errorf("create rootfs dir of %s: %w", c.id, err)
+	}
+	if err := mount.All(mounts, c.rootfs); err != nil {
+		return fmt.Errorf("mount rootfs of %s at %s: %w", c.id, c.rootfs, err)
+	}
+	c.rootfsMounted = true
+	return nil
 }
 
 // unmountRootfs removes the snapshot mount the shim made for the container.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 
@@ -13,7 +12,6 @@ import (
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/api/types/task"
-	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/runtime"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
 	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
@@ -33,6 +31,15 @@ import (
 )
 
 // service implements containerd's task API for the containers of one sandbox.
+//
+// s.mu is never held across slow work (booting or stopping the VM, guest requests): Create
+// reserves the container id (and, for the container that creates the sandbox, the sandbox
+// slot) under the lock, does the slow work without it, and commits under it again. While a
+// task is being created it is in s.containers with creating set: State reports it CREATED,
+// Pids reports no processes, Wait waits, Kill and Delete cancel its creation, and the other
+// calls fail with FailedPrecondition. (containerd's runc shim makes a task visible only
+// once Create returns; containerd does not call a task before its Create returned, so the
+// in-between state is only seen by concurrent callers, and cancelling is what they need.)
 type service struct {
 	// ctx is the shim's lifetime context: goroutines started for requests use it, not the
 	// request's context, because they outlive the request.
@@ -40,12 +47,24 @@ type service struct {
 	publisher shim.Publisher
 	shutdown  shutdown.Service
 	events    chan event
+	// root holds the sandbox state directories.
+	root string
 
-	// mu guards sb and containers.
-	mu         sync.Mutex
-	sb         *sandbox.Sandbox
+	// mu guards sb, booting and containers, and the creating and cancelCreate fields of
+	// every container in containers.
+	mu sync.Mutex
+	sb *sandbox.Sandbox
+	// booting is the id of the sandbox a Create is booting, "" when none: the sandbox slot
+	// is taken while sb is still nil.
+	booting    string
 	containers map[string]*container
 }
+
+// errCreateCancelled is the cause of a Create cancelled by Kill or Delete of its task.
+var errCreateCancelled = fmt.Errorf("cancelled by Kill or Delete of the task while it was being created: %w", context.Canceled)
+
+// errShimShutdown is the cause of a Create cancelled because the shim shuts down.
+var errShimShutdown = fmt.Errorf("cancelled because the shim shuts down: %w", context.Canceled)
 
 type event struct {
 	topic string
@@ -55,16 +74,22 @@ type event struct {
 // NewTaskService creates the task service. It owns two goroutines: the event forwarder and,
 // once a sandbox exists, the OOM watcher; both stop when the shim shuts down.
 func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (taskAPI.TaskService, error) {
+	return newService(ctx, publisher, sd, sandboxRoot()), nil
+}
+
+// newService is NewTaskService with the sandbox root given.
+func newService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service, root string) *service {
 	s := &service{
 		ctx:        ctx,
 		publisher:  publisher,
 		shutdown:   sd,
 		events:     make(chan event, 128),
+		root:       root,
 		containers: map[string]*container{},
 	}
 	go s.forward(ctx)
 	sd.RegisterCallback(s.cleanup)
-	return s, nil
+	return s
 }
 
 // RegisterTTRPC registers the task service on the shim's server.
@@ -94,8 +119,22 @@ func (s *service) send(topic string, ev any) {
 	}
 }
 
-// cleanup runs at shim shutdown: it tears the sandbox down if containerd did not.
+// cleanup runs at shim shutdown: it cancels creations still running, waits until they
+// have cleaned up, and tears the sandbox down if containerd did not.
 func (s *service) cleanup(ctx context.Context) error {
+	s.mu.Lock()
+	var pending []chan struct{}
+	for _, c := range s.containers {
+		if c.creating {
+			c.cancelCreate(errShimShutdown)
+			pending = append(pending, c.created)
+		}
+	}
+	s.mu.Unlock()
+	for _, done := range pending {
+		<-done
+	}
+
 	s.mu.Lock()
 	sb := s.sb
 	s.sb = nil
@@ -124,14 +163,28 @@ func toGRPC(err error) error {
 	return errgrpc.ToGRPC(err)
 }
 
+// get returns a container whose Create completed.
 func (s *service) get(id string) (*container, error) {
+	c, creating, err := s.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	if creating {
+		return nil, fmt.Errorf("container %s is being created: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	return c, nil
+}
+
+// lookup returns a container, also one whose Create still runs (creating; its ctr is nil
+// until Create commits, and only its init process exists).
+func (s *service) lookup(id string) (_ *container, creating bool, _ error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c, ok := s.containers[id]
 	if !ok {
-		return nil, fmt.Errorf("container %s: %w", id, errdefs.ErrNotFound)
+		return nil, false, fmt.Errorf("container %s: %w", id, errdefs.ErrNotFound)
 	}
-	return c, nil
+	return c, c.creating, nil
 }
 
 func (s *service) getProcess(id, execID string) (*container, *process, error) {
@@ -147,87 +200,97 @@ func (s *service) getProcess(id, execID string) (*container, *process, error) {
 }
 
 // Create creates a container: it boots the sandbox VM for a standalone container or a pod's
-// sandbox container, or adds the container to the running sandbox.
+// sandbox container, or adds the container to the running sandbox. The spec becomes one
+// validated plan (oci.SandboxConfig or oci.ContainerConfig) that the sandbox consumes.
+//
+// The id (and the sandbox slot) is reserved under s.mu; the rootfs mount, the VM boot and
+// the guest's container creation run without it, under a context that Kill and Delete of
+// the task cancel; the result is committed under s.mu. A Create that fails or is cancelled
+// leaves nothing behind: the VM it booted is stopped, the sandbox directory removed, the
+// rootfs unmounted and the id released.
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
 	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
 		return nil, toGRPC(fmt.Errorf("restore from checkpoint: %w", errdefs.ErrNotImplemented))
 	}
-	spec, err := bundle.LoadSpec(r.Bundle)
-	if err != nil {
-		return nil, toGRPC(fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err))
-	}
-	kind, sandboxID, err := oci.Identify(r.ID, spec.Annotations)
-	if err != nil {
-		return nil, toGRPC(fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err))
-	}
-	cfg, err := loadConfig(r)
+	sbPlan, plan, cfg, host, err := s.plan(ctx, r)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
 
-	rootfs := bundle.RootfsPath(r.Bundle, spec)
-	var mounted bool
-	if len(r.Rootfs) > 0 {
-		mounts := make([]mount.Mount, 0, len(r.Rootfs))
-		for _, m := range r.Rootfs {
-			mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
-		}
-		rootfs = filepath.Join(r.Bundle, "rootfs")
-		if err := os.MkdirAll(rootfs, 0o711); err != nil {
-			return nil, toGRPC(fmt.Errorf("create rootfs dir: %w", err))
-		}
-		if err := mount.All(mounts, rootfs); err != nil {
-			return nil, toGRPC(fmt.Errorf("mount rootfs of %s: %w", r.ID, err))
-		}
-		mounted = true
+	c := &container{
+		id: r.ID, bundle: r.Bundle, rootfs: plan.Rootfs, execs: map[string]*process{},
+		init:    newProcess(r.ID, "", stdio{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}),
+		created: make(chan struct{}),
 	}
-	c := &container{id: r.ID, bundle: r.Bundle, rootfs: rootfs, rootfsMounted: mounted, execs: map[string]*process{}}
+	cctx, cancel, joined, err := s.reserve(ctx, c, plan)
+	if err != nil {
+		return nil, toGRPC(err)
+	}
+	defer cancel(nil)
+
+	// rollback undoes the steps below in reverse order when Create fails; the last step
+	// releases the reservation and wakes Wait and Delete.
+	var rollback []func(context.Context)
 	defer func() {
-		if retErr != nil {
-			c.unmountRootfs(context.WithoutCancel(ctx))
+		if retErr == nil {
+			close(c.created)
+			return
 		}
+		cleanupCtx := context.WithoutCancel(ctx)
+		for i := len(rollback) - 1; i >= 0; i-- {
+			rollback[i](cleanupCtx)
+		}
+		s.release(c, plan)
+		c.init.setExited(128 + int(syscall.SIGKILL))
+		close(c.created)
 	}()
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, dup := s.containers[r.ID]; dup {
-		return nil, toGRPC(fmt.Errorf("container %s: %w", r.ID, errdefs.ErrAlreadyExists))
+	// fail names the cancellation rather than the step it interrupted.
+	fail := func(err error) error {
+		if cause := context.Cause(cctx); cause != nil {
+			err = fmt.Errorf("create %s: %w", r.ID, cause)
+		}
+		return toGRPC(err)
 	}
-	if kind.CreatesSandbox() {
-		if s.sb != nil {
-			return nil, toGRPC(fmt.Errorf("shim already runs sandbox %s, cannot create sandbox %s: %w", s.sb.ID(), sandboxID, errdefs.ErrAlreadyExists))
+
+	if len(r.Rootfs) > 0 {
+		if err := c.mountRootfs(r.Rootfs); err != nil {
+			return nil, fail(err)
 		}
-		sb, err := s.createSandbox(ctx, r.ID, r.Bundle, spec, cfg)
-		if err != nil {
-			return nil, toGRPC(err)
+		rollback = append(rollback, c.unmountRootfs)
+	}
+
+	sb := joined
+	if sbPlan != nil {
+		if sb, err = s.createSandbox(cctx, sbPlan, cfg, host); err != nil {
+			return nil, fail(err)
 		}
-		s.sb = sb
-		go s.watchOOM(sb)
-		defer func() {
-			if retErr != nil {
-				s.sb = nil
-				if err := sb.Delete(context.WithoutCancel(ctx)); err != nil {
-					log.G(ctx).WithError(err).Warn("remove sandbox after failed create")
-				}
+		rollback = append(rollback, func(ctx context.Context) {
+			if err := sb.Delete(ctx); err != nil {
+				log.G(ctx).WithError(err).Warn("remove sandbox after failed create")
 			}
-		}()
-	} else if s.sb == nil || s.sb.ID() != sandboxID {
-		return nil, toGRPC(fmt.Errorf("sandbox %s of container %s does not run in this shim: %w", sandboxID, r.ID, errdefs.ErrFailedPrecondition))
+		})
 	}
 
-	init := newProcess(r.ID, "", stdio{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal})
-	ctr, err := s.sb.CreateContainer(ctx, sandbox.ContainerConfig{ID: r.ID, Spec: spec, Rootfs: rootfs, Stdin: r.Stdin != ""})
+	ctr, err := sb.CreateContainer(cctx, sandbox.ContainerConfig{Plan: plan, Stdin: r.Stdin != ""})
 	if err != nil {
-		return nil, toGRPC(err)
+		return nil, fail(err)
 	}
-	c.ctr = ctr
-	c.init = init
-	if err := init.openIO(ctx, ctr); err != nil {
-		_ = s.sb.DeleteContainer(context.WithoutCancel(ctx), r.ID)
-		return nil, toGRPC(err)
+	if sbPlan == nil {
+		// The sandbox's own container goes with the sandbox.
+		rollback = append(rollback, func(ctx context.Context) {
+			if err := sb.DeleteContainer(ctx, r.ID); err != nil && !errdefs.IsNotFound(err) {
+				log.G(ctx).WithError(err).Warn("remove container after failed create")
+			}
+		})
 	}
-	s.containers[r.ID] = c
+	if err := c.init.openIO(cctx, ctr); err != nil {
+		return nil, fail(err)
+	}
+	rollback = append(rollback, func(context.Context) { c.init.closeIO() })
 
+	if err := s.commit(cctx, c, ctr, sbPlan, sb); err != nil {
+		return nil, fail(err)
+	}
 	s.send(runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{
 		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
 		IO:  &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
@@ -236,24 +299,119 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	return &taskAPI.CreateTaskResponse{Pid: uint32(os.Getpid())}, nil
 }
 
-// createSandbox boots the VM for a sandbox.
-// Preconditions: s.mu is held.
-func (s *service) createSandbox(ctx context.Context, containerID, bundleDir string, spec *specs.Spec, cfg *config.Config) (*sandbox.Sandbox, error) {
-	host, err := config.DetectHost()
+// plan reads the bundle and produces the task's one plan: the sandbox plan (with its
+// container, the configuration it was made from and the host) for a container that creates
+// the sandbox, else the container plan alone. Errors are ErrInvalidArgument.
+func (s *service) plan(ctx context.Context, r *taskAPI.CreateTaskRequest) (*oci.Sandbox, *oci.Container, *config.Config, config.Host, error) {
+	var host config.Host
+	spec, err := bundle.LoadSpec(r.Bundle)
 	if err != nil {
-		return nil, fmt.Errorf("inspect host: %w", err)
+		return nil, nil, nil, host, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 	}
-	plan, err := oci.SandboxConfig(ctx, containerID, bundleDir, spec, cfg, oci.Options{Host: host})
+	kind, _, err := oci.Identify(r.ID, spec.Annotations)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
+		return nil, nil, nil, host, fmt.Errorf("container %s: %w: %w", r.ID, errdefs.ErrInvalidArgument, err)
 	}
+	if !kind.CreatesSandbox() {
+		plan, err := oci.ContainerConfig(ctx, r.ID, r.Bundle, spec, oci.Options{})
+		if err != nil {
+			return nil, nil, nil, host, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
+		}
+		return nil, plan, nil, host, nil
+	}
+	cfg, err := loadConfig(r)
+	if err != nil {
+		return nil, nil, nil, host, err
+	}
+	if host, err = config.DetectHost(); err != nil {
+		return nil, nil, nil, host, fmt.Errorf("inspect host: %w", err)
+	}
+	sbPlan, err := oci.SandboxConfig(ctx, r.ID, r.Bundle, spec, cfg, oci.Options{Host: host})
+	if err != nil {
+		return nil, nil, nil, host, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
+	}
+	return sbPlan, sbPlan.Container, cfg, host, nil
+}
+
+// reserve registers c as being created and, for a container that creates the sandbox,
+// takes the sandbox slot. It returns the context the rest of Create runs under and its
+// cancel function (also c.cancelCreate) and, for a pod container, the sandbox it joins.
+func (s *service) reserve(ctx context.Context, c *container, plan *oci.Container) (context.Context, context.CancelCauseFunc, *sandbox.Sandbox, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, dup := s.containers[c.id]; dup {
+		return nil, nil, nil, fmt.Errorf("container %s: %w", c.id, errdefs.ErrAlreadyExists)
+	}
+	var joined *sandbox.Sandbox
+	if plan.Kind.CreatesSandbox() {
+		switch {
+		case s.sb != nil:
+			return nil, nil, nil, fmt.Errorf("shim already runs sandbox %s, cannot create sandbox %s: %w", s.sb.ID(), plan.SandboxID, errdefs.ErrAlreadyExists)
+		case s.booting != "":
+			return nil, nil, nil, fmt.Errorf("shim already creates sandbox %s, cannot create sandbox %s: %w", s.booting, plan.SandboxID, errdefs.ErrAlreadyExists)
+		}
+		s.booting = plan.SandboxID
+	} else {
+		if s.sb == nil || s.sb.ID() != plan.SandboxID {
+			return nil, nil, nil, fmt.Errorf("sandbox %s of container %s does not run in this shim: %w", plan.SandboxID, c.id, errdefs.ErrFailedPrecondition)
+		}
+		joined = s.sb
+	}
+	cctx, cancel := context.WithCancelCause(ctx)
+	c.creating, c.cancelCreate = true, cancel
+	s.containers[c.id] = c
+	return cctx, cancel, joined, nil
+}
+
+// commit makes a created container (and the sandbox it created, when sbPlan is set)
+// visible to every call. It fails when the creation was cancelled meanwhile, or when the
+// sandbox a pod container joined was deleted meanwhile.
+func (s *service) commit(ctx context.Context, c *container, ctr *sandbox.Container, sbPlan *oci.Sandbox, sb *sandbox.Sandbox) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := context.Cause(ctx); err != nil {
+		return fmt.Errorf("create %s: %w", c.id, err)
+	}
+	if sbPlan != nil {
+		s.sb = sb
+		s.booting = ""
+		go s.watchOOM(sb)
+	} else if s.sb != sb {
+		return fmt.Errorf("create %s: sandbox %s was deleted meanwhile: %w", c.id, sb.ID(), errdefs.ErrFailedPrecondition)
+	}
+	c.ctr = ctr
+	c.creating, c.cancelCreate = false, nil
+	return nil
+}
+
+// release undoes reserve after a failed Create.
+func (s *service) release(c *container, plan *oci.Container) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.containers[c.id] == c {
+		delete(s.containers, c.id)
+	}
+	if plan.Kind.CreatesSandbox() && s.booting == plan.SandboxID {
+		s.booting = ""
+	}
+	c.creating, c.cancelCreate = false, nil
+}
+
+// createSandbox boots the VM for a sandbox plan. cfg is the configuration before the
+// pod's annotations (the VM factory is built from it).
+func (s *service) createSandbox(ctx context.Context, plan *oci.Sandbox, cfg *config.Config, host config.Host) (*sandbox.Sandbox, error) {
 	return sandbox.Create(ctx, sandbox.Config{
-		ID:           plan.ID,
-		Root:         sandboxRoot(),
-		VM:           plan.VM,
-		Hostname:     spec.Hostname,
-		SandboxPidNS: plan.Container.Kind == oci.KindPodSandbox,
-		VMSource:     vmSource(ctx, cfg, host), // factory.go
+		ID:            plan.ID,
+		Root:          s.root,
+		Hypervisor:    plan.Config.Hypervisor.Driver,
+		VM:            plan.VM,
+		Hostname:      plan.Container.Hostname,
+		SandboxPidNS:  plan.Container.Kind == oci.KindPodSandbox,
+		Timeouts:      plan.Agent.Timeouts,
+		KernelModules: plan.Agent.KernelModules,
+		GuestHookPath: plan.Agent.GuestHookPath,
+		Effective:     plan.Config,
+		VMSource:      vmSource(ctx, cfg, host), // factory.go
 	})
 }
 
@@ -323,13 +481,14 @@ func (s *service) waitExit(c *container, p *process) {
 }
 
 // Delete deletes an exec'd process, or the container (and, for the sandbox's own
-// container, the VM).
+// container, the VM). Deleting a task whose Create still runs cancels the creation and
+// returns once Create has cleaned up.
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
-	c, p, err := s.getProcess(r.ID, r.ExecID)
-	if err != nil {
-		return nil, toGRPC(err)
-	}
 	if r.ExecID != "" {
+		c, p, err := s.getProcess(r.ID, r.ExecID)
+		if err != nil {
+			return nil, toGRPC(err)
+		}
 		if p.status() == task.Status_RUNNING {
 			return nil, toGRPC(fmt.Errorf("exec %s of %s is running: %w", r.ExecID, r.ID, errdefs.ErrFailedPrecondition))
 		}
@@ -339,11 +498,29 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	}
 
 	s.mu.Lock()
-	err = s.removeContainer(ctx, c)
+	c, ok := s.containers[r.ID]
+	if !ok {
+		s.mu.Unlock()
+		return nil, toGRPC(fmt.Errorf("container %s: %w", r.ID, errdefs.ErrNotFound))
+	}
+	if c.creating {
+		c.cancelCreate(errCreateCancelled)
+		s.mu.Unlock()
+		select {
+		case <-c.created:
+		case <-ctx.Done():
+			return nil, toGRPC(fmt.Errorf("delete %s: wait for its cancelled create: %w", r.ID, ctx.Err()))
+		}
+		p := c.init
+		return &taskAPI.DeleteResponse{Pid: uint32(os.Getpid()), ExitStatus: uint32(p.exitCode()), ExitedAt: protobuf.ToTimestamp(p.exitedAt())}, nil
+	}
+	sb, ends := s.detach(c)
 	s.mu.Unlock()
-	if err != nil {
+
+	if err := s.teardown(ctx, c, sb, ends); err != nil {
 		log.G(ctx).WithError(err).Warn("delete")
 	}
+	p := c.init
 	if p.status() != task.Status_STOPPED {
 		p.setExited(128 + int(syscall.SIGKILL))
 	}
@@ -353,17 +530,33 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	return &taskAPI.DeleteResponse{Pid: uint32(os.Getpid()), ExitStatus: uint32(p.exitCode()), ExitedAt: protobuf.ToTimestamp(p.exitedAt())}, nil
 }
 
-// removeContainer removes the container from the sandbox and the host. The sandbox's own
-// container, or the last container, ends the VM: then the guest is asked to remove the
-// container only while one of its processes still runs, so that the guest, not the VM's
-// end, stops it. Once every exit status is collected, stopping the VM is all the guest
-// needs (two guest round trips fewer). Every step runs whatever failed before it.
+// detach removes a created container from the service and tells whether its removal ends
+// the sandbox: the sandbox's own container, or the last container, ends the VM. Then the
+// sandbox is detached too (sb is returned, s.sb cleared) and creations still running in it
+// are cancelled.
 // Preconditions: s.mu is held.
-func (s *service) removeContainer(ctx context.Context, c *container) error {
-	sb := s.sb
+func (s *service) detach(c *container) (sb *sandbox.Sandbox, ends bool) {
+	sb = s.sb
 	delete(s.containers, c.id)
+	ends = sb != nil && (len(s.containers) == 0 || c.id == sb.ID())
+	if ends {
+		s.sb = nil
+		for _, o := range s.containers {
+			if o.creating {
+				o.cancelCreate(errCreateCancelled)
+			}
+		}
+	}
+	return sb, ends
+}
+
+// teardown removes a detached container from the sandbox and the host and, when ends is
+// set, deletes the sandbox; it runs without s.mu. When the sandbox ends, the guest is asked
+// to remove the container only while one of its processes still runs, so that the guest,
+// not the VM's end, stops it. Once every exit status is collected, stopping the VM is all
+// the guest needs (two guest round trips fewer). Every step runs whatever failed before it.
+func (s *service) teardown(ctx context.Context, c *container, sb *sandbox.Sandbox, ends bool) error {
 	var errs []error
-	ends := sb != nil && (len(s.containers) == 0 || c.id == sb.ID())
 	if sb != nil && (!ends || c.running()) {
 		if err := sb.DeleteContainer(ctx, c.id); err != nil && !errdefs.IsNotFound(err) {
 			errs = append(errs, err)
@@ -371,7 +564,6 @@ func (s *service) removeContainer(ctx context.Context, c *container) error {
 	}
 	c.closeIO()
 	if ends {
-		s.sb = nil
 		if err := sb.Delete(ctx); err != nil {
 			errs = append(errs, err)
 		}
@@ -419,9 +611,17 @@ func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*
 	return &ptypes.Empty{}, nil
 }
 
-// State reports a process's state.
+// State reports a process's state. A task whose Create still runs is CREATED: it exists
+// and runs nothing until Start.
 func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
-	c, p, err := s.getProcess(r.ID, r.ExecID)
+	c, creating, err := s.lookup(r.ID)
+	if err != nil {
+		return nil, toGRPC(err)
+	}
+	if creating && r.ExecID != "" {
+		return nil, toGRPC(fmt.Errorf("exec %s in container %s: %w", r.ExecID, r.ID, errdefs.ErrNotFound))
+	}
+	p, err := c.process(r.ExecID)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
@@ -436,17 +636,21 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 	}, nil
 }
 
-// Pids lists the container's processes (guest pids).
+// Pids lists the container's processes (guest pids); a task whose Create still runs has
+// none yet.
 func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
-	c, err := s.get(r.ID)
+	c, creating, err := s.lookup(r.ID)
 	if err != nil {
 		return nil, toGRPC(err)
+	}
+	resp := &taskAPI.PidsResponse{}
+	if creating {
+		return resp, nil
 	}
 	procs, err := c.ctr.Processes(ctx)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
-	resp := &taskAPI.PidsResponse{}
 	for _, p := range procs {
 		info := &task.ProcessInfo{Pid: p.Pid}
 		if p.ExecId != "" {
@@ -493,8 +697,17 @@ func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskReque
 	return nil, toGRPC(fmt.Errorf("checkpoint of %s: vessel cannot checkpoint containers until VM snapshots exist: %w", r.ID, errdefs.ErrNotImplemented))
 }
 
-// Kill signals one process or, with All, every process of the container.
+// Kill signals one process or, with All, every process of the container. Killing the
+// init process of a task whose Create still runs cancels the creation (Create fails and
+// cleans up; the task's Wait returns).
 func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
+	s.mu.Lock()
+	if c, ok := s.containers[r.ID]; ok && c.creating && r.ExecID == "" {
+		c.cancelCreate(errCreateCancelled)
+		s.mu.Unlock()
+		return &ptypes.Empty{}, nil
+	}
+	s.mu.Unlock()
 	c, p, err := s.getProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, toGRPC(err)
@@ -545,9 +758,17 @@ func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*pt
 	return &ptypes.Empty{}, nil
 }
 
-// Wait blocks until the process exits.
+// Wait blocks until the process exits. The init process of a task whose Create fails
+// exits with 128+SIGKILL.
 func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
-	_, p, err := s.getProcess(r.ID, r.ExecID)
+	c, creating, err := s.lookup(r.ID)
+	if err != nil {
+		return nil, toGRPC(err)
+	}
+	if creating && r.ExecID != "" {
+		return nil, toGRPC(fmt.Errorf("exec %s in container %s: %w", r.ExecID, r.ID, errdefs.ErrNotFound))
+	}
+	p, err := c.process(r.ExecID)
 	if err != nil {
 		return nil, toGRPC(err)
 	}

@@ -1,0 +1,49 @@
+package oci
+
+import (
+	"slices"
+	"time"
+
+	"github.com/vessel-containers/vessel/internal/agentclient"
+	"github.com/vessel-containers/vessel/internal/config"
+)
+
+// Agent is the sandbox plan's part for the guest agent and the host's client of it.
+type Agent struct {
+	// KernelModules are loaded by the agent when the sandbox is created, in order.
+	KernelModules []KernelModule
+	// GuestHookPath is the guest directory whose OCI hooks the agent runs ("" for none).
+	GuestHookPath string
+	// Timeouts bound the host's agent requests: Ready is agent.dial_timeout, Request is
+	// agent.request_timeout, Create is agent.create_container_timeout. A zero field (a key
+	// set to 0) means agentclient.DefaultTimeouts.
+	Timeouts agentclient.Timeouts
+}
+
+// KernelModule is one agent.kernel_modules entry: the module and its parameters
+// (name=value each).
+type KernelModule struct {
+	Name   string
+	Params []string
+}
+
+// agentPlan reads the agent's part of the plan from an effective configuration. The
+// configuration was validated (config.Validate checks every kernel_modules entry).
+func agentPlan(c *config.Config) Agent {
+	a := Agent{
+		GuestHookPath: c.Hypervisor.GuestHookPath,
+		Timeouts: agentclient.Timeouts{
+			Ready:   time.Duration(c.Agent.DialTimeout) * time.Second,
+			Request: time.Duration(c.Agent.RequestTimeout) * time.Second,
+			Create:  time.Duration(c.Agent.CreateContainerTimeout) * time.Second,
+		},
+	}
+	for _, entry := range c.Agent.KernelModules {
+		name, params := config.KernelModule(entry)
+		if name == "" {
+			continue
+		}
+		a.KernelModules = append(a.KernelModules, KernelModule{Name: name, Params: slices.Clone(params)})
+	}
+	return a
+}

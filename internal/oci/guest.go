@@ -1,0 +1,85 @@
+package oci
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/vessel-containers/vessel/internal/config"
+)
+
+// GuestSpec is the container's spec as the guest agent gets it, still with host paths: the
+// caller shares the root file system (Root.Path, the plan's Rootfs) and every bind mount's
+// source (IsBind) with the guest and replaces those paths by their guest paths. It is the
+// only place the guest spec is derived from a container plan; cfg is the sandbox's
+// effective configuration.
+//
+// Compared with the spec as given:
+//   - root and mounts are the plan's: the rootfs and relative bind sources resolved against
+//     the bundle, destinations cleaned;
+//   - hooks are dropped: they run on the host;
+//   - linux.cgroupsPath is cleared: the agent picks the cgroup in the guest;
+//   - namespace paths are dropped: they name host namespaces (a pod's pause process, a CNI
+//     netns). A pid namespace path becomes "join the sandbox's" (Container.JoinSandboxPidNS).
+//     The network namespace is dropped altogether: the VM is the pod's network boundary, so
+//     every container of the pod shares the guest's network namespace and its interfaces (as
+//     the containers of a pod share the pause container's on the host);
+//   - linux.seccomp is dropped when runtime.disable_guest_seccomp is set: the VM is then the
+//     only boundary, and the guest does not filter system calls. Otherwise the guest applies
+//     the profile.
+func GuestSpec(c *Container, cfg *config.Config) (*specs.Spec, error) {
+	if c == nil || c.Spec == nil {
+		return nil, errors.New("guest spec: no container plan")
+	}
+	if cfg == nil {
+		return nil, fmt.Errorf("guest spec of container %s: no configuration", c.ID)
+	}
+	data, err := json.Marshal(c.Spec)
+	if err != nil {
+		return nil, fmt.Errorf("guest spec of container %s: copy spec: %w", c.ID, err)
+	}
+	var g specs.Spec
+	if err := json.Unmarshal(data, &g); err != nil {
+		return nil, fmt.Errorf("guest spec of container %s: copy spec: %w", c.ID, err)
+	}
+	g.Root = &specs.Root{Path: c.Rootfs, Readonly: c.RootfsReadonly}
+	g.Mounts = make([]specs.Mount, len(c.Mounts))
+	for i, m := range c.Mounts {
+		m.Options = slices.Clone(m.Options)
+		g.Mounts[i] = m
+	}
+	g.Hooks = nil
+	if g.Linux != nil {
+		g.Linux.CgroupsPath = ""
+		ns := g.Linux.Namespaces[:0]
+		for _, n := range g.Linux.Namespaces {
+			if n.Type == specs.NetworkNamespace {
+				continue
+			}
+			n.Path = ""
+			ns = append(ns, n)
+		}
+		g.Linux.Namespaces = ns
+		if cfg.Runtime.DisableGuestSeccomp {
+			g.Linux.Seccomp = nil
+		}
+	}
+	return &g, nil
+}
+
+// joinsSandboxPidNS reports whether the spec asks to join an existing pid namespace (CRI
+// sets the pause container's for pods that share their process namespace).
+func joinsSandboxPidNS(spec *specs.Spec) bool {
+	if spec.Linux == nil {
+		return false
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.PIDNamespace && ns.Path != "" {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,227 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/bundle"
+	"github.com/vessel-containers/vessel/internal/config"
+	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/oci"
+	"github.com/vessel-containers/vessel/internal/testutil"
+)
+
+// planAgent answers what Create and CreateContainer ask of a guest and records the sandbox
+// and container requests.
+type planAgent struct {
+	agentv1.AgentService // nil: requests the test does not expect panic the server
+
+	// mu guards sandbox and container.
+	mu        sync.Mutex
+	sandbox   *agentv1.CreateSandboxRequest
+	container *agentv1.CreateContainerRequest
+}
+
+func (a *planAgent) Check(context.Context, *agentv1.CheckRequest) (*agentv1.CheckResponse, error) {
+	return &agentv1.CheckResponse{ProtocolVersion: agentv1.ProtocolVersion}, nil
+}
+
+func (a *planAgent) SetGuestDateTime(context.Context, *agentv1.SetGuestDateTimeRequest) (*agentv1.Empty, error) {
+	return &agentv1.Empty{}, nil
+}
+
+func (a *planAgent) ReseedRandomDev(context.Context, *agentv1.ReseedRandomDevRequest) (*agentv1.Empty, error) {
+	return &agentv1.Empty{}, nil
+}
+
+func (a *planAgent) CreateSandbox(_ context.Context, r *agentv1.CreateSandboxRequest) (*agentv1.Empty, error) {
+	a.mu.Lock()
+	a.sandbox = r
+	a.mu.Unlock()
+	return &agentv1.Empty{}, nil
+}
+
+func (a *planAgent) CreateContainer(_ context.Context, r *agentv1.CreateContainerRequest) (*agentv1.Empty, error) {
+	a.mu.Lock()
+	a.container = r
+	a.mu.Unlock()
+	return &agentv1.Empty{}, nil
+}
+
+func (a *planAgent) RemoveContainer(context.Context, *agentv1.RemoveContainerRequest) (*agentv1.Empty, error) {
+	return &agentv1.Empty{}, nil
+}
+
+// agentVM is a VM whose guest is a planAgent served on the agent socket in its state
+// directory from Start to Stop.
+type agentVM struct {
+	cfg   hypervisor.Config
+	agent *planAgent
+	srv   *ttrpc.Server
+	done  chan struct{}
+}
+
+func (v *agentVM) Start(ctx context.Context) error {
+	srv, err := ttrpc.NewServer()
+	if err != nil {
+		return err
+	}
+	agentv1.RegisterAgentService(srv, v.agent)
+	l, err := net.Listen("unix", filepath.Join(v.cfg.StateDir, "agent.sock"))
+	if err != nil {
+		return err
+	}
+	v.srv = srv
+	go func() { // owner: the VM; ends when Stop closes the server
+		defer close(v.done)
+		_ = srv.Serve(context.Background(), l)
+	}()
+	return nil
+}
+
+func (v *agentVM) Stop(context.Context) error {
+	if v.srv != nil {
+		v.srv.Close()
+		<-v.done
+		v.srv = nil
+	}
+	return nil
+}
+func (v *agentVM) Pause(context.Context) error  { return nil }
+func (v *agentVM) Resume(context.Context) error { return nil }
+func (v *agentVM) State(context.Context) (hypervisor.State, error) {
+	return hypervisor.StateRunning, nil
+}
+func (v *agentVM) Agent() hypervisor.AgentAddress {
+	return hypervisor.AgentAddress{Kind: "serial", Path: filepath.Join(v.cfg.StateDir, "agent.sock")}
+}
+func (v *agentVM) Pid() int              { return os.Getpid() }
+func (v *agentVM) Done() <-chan struct{} { return v.done }
+func (v *agentVM) Err() error            { return nil }
+
+// planAgents hands each "plantest" VM the agent the test reads.
+var planAgents = make(chan *planAgent, 1)
+
+func init() {
+	hypervisor.Register("plantest", func(cfg hypervisor.Config) (hypervisor.VM, error) {
+		return &agentVM{cfg: cfg, agent: <-planAgents, done: make(chan struct{})}, nil
+	})
+}
+
+// planSandbox creates a sandbox from a plan made of cfg, over a planAgent.
+func planSandbox(t *testing.T, cfg *config.Config) (*Sandbox, *planAgent, *oci.Sandbox) {
+	t.Helper()
+	dir := t.TempDir()
+	spec := bundle.DefaultSpec([]string{"true"}, false)
+	spec.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActErrno}
+	plan, err := oci.SandboxConfig(context.Background(), "sb", dir, spec, cfg, oci.Options{Host: config.Host{CPUs: 2, MemoryMiB: 2048}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.MkdirTemp("", "vsp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	agent := &planAgent{}
+	planAgents <- agent
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sb, err := Create(ctx, Config{
+		ID: plan.ID, Root: root, Hypervisor: "plantest", VM: plan.VM,
+		Timeouts: plan.Agent.Timeouts, KernelModules: plan.Agent.KernelModules,
+		GuestHookPath: plan.Agent.GuestHookPath, Effective: plan.Config,
+	})
+	if err != nil {
+		select { // a Create that failed before making its VM leaves the agent unclaimed
+		case <-planAgents:
+		default:
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := sb.Delete(context.Background()); err != nil {
+			t.Errorf("delete sandbox: %v", err)
+		}
+	})
+	return sb, agent, plan
+}
+
+// TestCreateSendsAgentPlan checks that the agent's part of the plan reaches the guest.
+func TestCreateSendsAgentPlan(t *testing.T) {
+	cfg := config.Default()
+	cfg.Agent.KernelModules = []string{"nf_tables", "br_netfilter debug=1"}
+	cfg.Hypervisor.GuestHookPath = "/usr/share/oci/hooks"
+	cfg.Agent.DialTimeout = 5
+	_, agent, _ := planSandbox(t, cfg)
+
+	agent.mu.Lock()
+	got := agent.sandbox
+	agent.mu.Unlock()
+	if got == nil {
+		t.Fatal("the agent got no CreateSandbox")
+	}
+	var mods []string
+	for _, m := range got.GetKernelModules() {
+		mods = append(mods, m.GetName()+"|"+strings.Join(m.GetParameters(), " "))
+	}
+	if want := []string{"nf_tables|", "br_netfilter|debug=1"}; !reflect.DeepEqual(mods, want) {
+		t.Errorf("kernel modules sent = %q, want %q", mods, want)
+	}
+	if got.GetGuestHookPath() != "/usr/share/oci/hooks" {
+		t.Errorf("guest hook path sent = %q, want /usr/share/oci/hooks", got.GetGuestHookPath())
+	}
+}
+
+// TestCreateContainerSendsGuestSpec checks that CreateContainer sends oci.GuestSpec's
+// conversion of the plan under the sandbox's effective configuration.
+func TestCreateContainerSendsGuestSpec(t *testing.T) {
+	testutil.RequiresRoot(t) // the share bind-mounts the rootfs
+	for _, disable := range []bool{true, false} {
+		cfg := config.Default()
+		cfg.Runtime.DisableGuestSeccomp = disable
+		sb, agent, _ := planSandbox(t, cfg)
+		dir := t.TempDir()
+		if err := os.Mkdir(filepath.Join(dir, "rootfs"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		spec := bundle.DefaultSpec([]string{"true"}, false)
+		spec.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActErrno}
+		spec.Hooks = &specs.Hooks{Poststop: []specs.Hook{{Path: "/bin/true"}}}
+		plan, err := oci.ContainerConfig(context.Background(), "c1", dir, spec, oci.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sb.CreateContainer(context.Background(), ContainerConfig{Plan: plan}); err != nil {
+			t.Fatal(err)
+		}
+		if err := sb.DeleteContainer(context.Background(), "c1"); err != nil {
+			t.Fatal(err)
+		}
+		agent.mu.Lock()
+		req := agent.container
+		agent.mu.Unlock()
+		var g specs.Spec
+		if err := json.Unmarshal(req.GetOciSpec(), &g); err != nil {
+			t.Fatal(err)
+		}
+		if got := g.Linux.Seccomp != nil; got == disable {
+			t.Errorf("disable_guest_seccomp = %v: guest spec has seccomp = %v", disable, got)
+		}
+		if g.Hooks != nil || g.Root.Path == filepath.Join(dir, "rootfs") {
+			t.Errorf("guest spec keeps host parts: hooks %v, root %q", g.Hooks, g.Root.Path)
+		}
+	}
+}

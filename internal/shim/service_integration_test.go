@@ -1,0 +1,62 @@
+package shim
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/api/types/task"
+
+	"github.com/vessel-containers/vessel/internal/testutil"
+)
+
+// TestDeleteCancelsRealBoot deletes a task while its real VM boots: State answers
+// meanwhile, Delete ends the boot at once and nothing is left.
+func TestDeleteCancelsRealBoot(t *testing.T) {
+	g := testutil.RequiresVM(t)
+	fs := newTestShim(t, fmt.Sprintf("[hypervisor]\nkernel = %q\ninitrd = %q\n", g.Kernel, g.Initrd))
+	const id = "bootcancel"
+	req := fs.request(id, nil)
+	ctx := context.Background()
+
+	created := make(chan error, 1)
+	go func() {
+		_, err := fs.svc.Create(ctx, req)
+		created <- err
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for qemuPid(t, id) == 0 {
+		select {
+		case err := <-created:
+			t.Fatalf("create returned before the vm started: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("qemu did not start within 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	begin := time.Now()
+	st, err := fs.svc.State(ctx, &taskAPI.StateRequest{ID: id})
+	if err != nil || st.Status != task.Status_CREATED {
+		t.Fatalf("State while booting = %v, %v; want CREATED", st, err)
+	}
+	if d := time.Since(begin); d > time.Second {
+		t.Errorf("State took %v while the vm boots", d)
+	}
+	begin = time.Now()
+	if _, err := fs.svc.Delete(ctx, &taskAPI.DeleteRequest{ID: id}); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if d := time.Since(begin); d > 15*time.Second {
+		t.Errorf("delete of the booting task took %v", d)
+	}
+	if err := <-created; err == nil || !strings.Contains(err.Error(), "cancelled by Kill or Delete") {
+		t.Errorf("create = %v, want an error saying it was cancelled", err)
+	}
+	fs.assertCleanedUp(id, "")
+}
