@@ -501,7 +501,7 @@ var keyTable = []Key{
 		Unsupported: "vsock is not built yet: the agent is reached over virtio-serial", Type: "bool", Annotation: "use_vsock",
 		Doc: "Reach the agent over vsock (needs vhost-vsock); false uses virtio-serial."},
 	{Section: "hypervisor", Name: "guest_hook_path",
-		Consumer: "oci.agentPlan", Type: "path", Allowed: "absolute path in the guest", check: checkAbsPath, Optional: true,
+		Unsupported: "the agent runs no OCI hooks in the guest yet", Type: "path", Allowed: "absolute path in the guest", check: checkAbsPath, Optional: true,
 		Annotation: "guest_hook_path",
 		Doc:        "Directory in the guest holding OCI hooks (prestart, poststart, poststop subdirectories)."},
 	{Section: "hypervisor", Name: "jailer_path",

@@ -12,8 +12,6 @@ import (
 type Agent struct {
 	// KernelModules are loaded by the agent when the sandbox is created, in order.
 	KernelModules []KernelModule
-	// GuestHookPath is the guest directory whose OCI hooks the agent runs ("" for none).
-	GuestHookPath string
 	// Timeouts bound the host's agent requests: Ready is agent.dial_timeout, Request is
 	// agent.request_timeout, Create is agent.create_container_timeout. A zero field (a key
 	// set to 0) means agentclient.DefaultTimeouts.
@@ -31,7 +29,6 @@ type KernelModule struct {
 // configuration was validated (config.Validate checks every kernel_modules entry).
 func agentPlan(c *config.Config) Agent {
 	a := Agent{
-		GuestHookPath: c.Hypervisor.GuestHookPath,
 		Timeouts: agentclient.Timeouts{
 			Ready:   time.Duration(c.Agent.DialTimeout) * time.Second,
 			Request: time.Duration(c.Agent.RequestTimeout) * time.Second,

@@ -119,11 +119,9 @@ func TestAgentPlan(t *testing.T) {
 	cfg.Agent.DialTimeout = 3
 	cfg.Agent.RequestTimeout = 7
 	cfg.Agent.CreateContainerTimeout = 11
-	cfg.Hypervisor.GuestHookPath = "/usr/share/oci/hooks"
 	got := agentPlan(cfg)
 	want := Agent{
 		KernelModules: []KernelModule{{Name: "nf_tables", Params: []string{}}, {Name: "br_netfilter", Params: []string{"debug=1", "mode=fast"}}},
-		GuestHookPath: "/usr/share/oci/hooks",
 		Timeouts:      agentclient.Timeouts{Ready: 3 * time.Second, Request: 7 * time.Second, Create: 11 * time.Second},
 	}
 	if !reflect.DeepEqual(got, want) {

@@ -142,7 +142,7 @@ func planSandbox(t *testing.T, cfg *config.Config) (*Sandbox, *planAgent, *oci.S
 	sb, err := Create(ctx, Config{
 		ID: plan.ID, Root: root, Hypervisor: "plantest", VM: plan.VM,
 		Timeouts: plan.Agent.Timeouts, KernelModules: plan.Agent.KernelModules,
-		GuestHookPath: plan.Agent.GuestHookPath, Effective: plan.Config,
+		Effective: plan.Config,
 	})
 	if err != nil {
 		select { // a Create that failed before making its VM leaves the agent unclaimed
@@ -163,7 +163,6 @@ func planSandbox(t *testing.T, cfg *config.Config) (*Sandbox, *planAgent, *oci.S
 func TestCreateSendsAgentPlan(t *testing.T) {
 	cfg := config.Default()
 	cfg.Agent.KernelModules = []string{"nf_tables", "br_netfilter debug=1"}
-	cfg.Hypervisor.GuestHookPath = "/usr/share/oci/hooks"
 	cfg.Agent.DialTimeout = 5
 	_, agent, _ := planSandbox(t, cfg)
 
@@ -179,9 +178,6 @@ func TestCreateSendsAgentPlan(t *testing.T) {
 	}
 	if want := []string{"nf_tables|", "br_netfilter|debug=1"}; !reflect.DeepEqual(mods, want) {
 		t.Errorf("kernel modules sent = %q, want %q", mods, want)
-	}
-	if got.GetGuestHookPath() != "/usr/share/oci/hooks" {
-		t.Errorf("guest hook path sent = %q, want /usr/share/oci/hooks", got.GetGuestHookPath())
 	}
 }
 

@@ -49,8 +49,6 @@ type Config struct {
 	Timeouts agentclient.Timeouts
 	// KernelModules are loaded by the agent when the sandbox is created.
 	KernelModules []oci.KernelModule
-	// GuestHookPath is the guest directory of OCI hooks the agent runs ("" for none).
-	GuestHookPath string
 	// Effective is the sandbox's effective configuration (oci.Sandbox.Config); container
 	// plans are converted for the guest with it (oci.GuestSpec). Nil means config.Default().
 	Effective *config.Config
@@ -180,7 +178,6 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 		Hostname:      cfg.Hostname,
 		Storages:      []*agentv1.Storage{storage},
 		KernelModules: modules,
-		GuestHookPath: cfg.GuestHookPath,
 		SandboxPidns:  cfg.SandboxPidNS,
 	}); err != nil {
 		return nil, s.explain(fmt.Errorf("sandbox %s: %w", cfg.ID, err))

@@ -409,7 +409,6 @@ func (s *service) createSandbox(ctx context.Context, plan *oci.Sandbox, cfg *con
 		SandboxPidNS:  plan.Container.Kind == oci.KindPodSandbox,
 		Timeouts:      plan.Agent.Timeouts,
 		KernelModules: plan.Agent.KernelModules,
-		GuestHookPath: plan.Agent.GuestHookPath,
 		Effective:     plan.Config,
 		VMSource:      vmSource(ctx, cfg, host), // factory.go
 	})
