@@ -19,7 +19,6 @@ import (
 	"github.com/vessel-containers/vessel/internal/hooks"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/procio"
-	"github.com/vessel-containers/vessel/internal/sandbox"
 	"github.com/vessel-containers/vessel/internal/shimclient"
 	"github.com/vessel-containers/vessel/internal/store"
 )
@@ -128,7 +127,7 @@ const shimCallTimeout = 3 * time.Minute
 // create runs the OCI create operation. It returns the process host: the caller of a
 // foreground create waits on it.
 func (r *ociRuntime) create(ctx context.Context, o createOptions) (_ processHost, retErr error) {
-	if err := sandbox.ValidateID(o.id); err != nil {
+	if err := oci.ValidateID(o.id); err != nil {
 		return nil, err
 	}
 	spec, err := bundle.LoadSpec(o.bundle)
@@ -190,10 +189,7 @@ func (r *ociRuntime) create(ctx context.Context, o createOptions) (_ processHost
 		return nil, err
 	}
 
-	address, err := shimclient.Start(ctx, shimclient.StartConfig{
-		Binary: shimBin, Root: r.root, ID: o.id, Bundle: o.bundle, Dir: dir,
-		SandboxRoot: r.sandboxRoot(), Log: filepath.Join(dir, "shim.log"), Debug: r.debug,
-	})
+	address, err := shimclient.Start(ctx, r.shimConfig(shimBin, c))
 	if err != nil {
 		return nil, err
 	}

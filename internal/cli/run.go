@@ -14,7 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vessel-containers/vessel/internal/bundle"
-	"github.com/vessel-containers/vessel/internal/sandbox"
+	"github.com/vessel-containers/vessel/internal/oci"
 )
 
 func runCommand() *cli.Command {
@@ -51,7 +51,7 @@ func runAction(c *cli.Context) error {
 		return errors.New("run: container id is required (vessel run [--bundle DIR] ID [COMMAND...])")
 	}
 	id := c.Args().First()
-	if err := sandbox.ValidateID(id); err != nil {
+	if err := oci.ValidateID(id); err != nil {
 		return err
 	}
 	r, err := newRuntime(c)
