@@ -28,6 +28,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
 
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/persist"
@@ -316,11 +317,17 @@ func removeDeadSocket(address string) error {
 	return nil
 }
 
-// Info describes the runtime to containerd.
+// Info describes the runtime to containerd (`shim -info`): its name, version and
+// features.
 func (m Manager) Info(ctx context.Context, _ io.Reader) (*types.RuntimeInfo, error) {
+	f, err := typeurl.MarshalAnyToProto(Features())
+	if err != nil {
+		return nil, fmt.Errorf("encode runtime features: %w", err)
+	}
 	return &types.RuntimeInfo{
-		Name:    RuntimeName,
-		Version: &types.RuntimeVersion{Version: version.Version},
+		Name:     RuntimeName,
+		Version:  &types.RuntimeVersion{Version: version.Version},
+		Features: f,
 	}, nil
 }
 

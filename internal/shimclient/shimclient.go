@@ -20,11 +20,16 @@ import (
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
+	"github.com/containerd/typeurl/v2"
+	"github.com/opencontainers/runtime-spec/specs-go/features"
+	"google.golang.org/protobuf/proto"
 
-	// Registers the runtime-spec types (Process, LinuxResources) the task API carries.
+	// Registers the runtime-spec types the task API (Process, LinuxResources) and the
+	// runtime info (Features) carry.
 	_ "github.com/containerd/containerd/v2/core/runtime"
 
 	"github.com/vessel-containers/vessel/internal/shimproto"
@@ -117,6 +122,35 @@ func shimEnv(env []string) []string {
 		out = append(out, kv)
 	}
 	return out
+}
+
+// Info runs the shim binary's info action (-info), which describes the runtime as it
+// does to containerd, and returns the features it reports.
+func Info(ctx context.Context, binary string) (*features.Features, error) {
+	cmd := exec.CommandContext(ctx, binary, "-info")
+	cmd.Env = shimEnv(os.Environ())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("shim -info: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	var info types.RuntimeInfo
+	if err := proto.Unmarshal(out, &info); err != nil {
+		return nil, fmt.Errorf("shim -info: decode runtime info: %w", err)
+	}
+	if info.Features == nil {
+		return nil, fmt.Errorf("shim -info: runtime %s reports no features", info.Name)
+	}
+	v, err := typeurl.UnmarshalAny(info.Features)
+	if err != nil {
+		return nil, fmt.Errorf("shim -info: decode features: %w", err)
+	}
+	f, ok := v.(*features.Features)
+	if !ok {
+		return nil, fmt.Errorf("shim -info: features are %T, want runtime-spec features", v)
+	}
+	return f, nil
 }
 
 // Client is a connection to one shim. The embedded TaskService is containerd's typed
