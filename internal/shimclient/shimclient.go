@@ -127,7 +127,7 @@ func shimEnv(env []string) []string {
 // Info runs the shim binary's info action (-info), which describes the runtime as it
 // does to containerd, and returns the features it reports.
 func Info(ctx context.Context, binary string) (*features.Features, error) {
-	cmd := exec.CommandContext(ctx, binary, "-info")
+	cmd := exec.CommandContext(ctx, binary, "-"+shimproto.FlagInfo)
 	cmd.Env = shimEnv(os.Environ())
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -37,6 +37,9 @@ const (
 	FlagAddress   = "address"
 	FlagBundle    = "bundle"
 	FlagDebug     = "debug"
+	// FlagInfo makes the binary print the runtime's info (name, version, features) as
+	// protobuf and exit.
+	FlagInfo = "info"
 )
 
 // Names of the shim's own flags.
