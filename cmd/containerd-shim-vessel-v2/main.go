@@ -1,6 +1,7 @@
 // Binary containerd-shim-vessel-v2 is Vessel's containerd shim v2 (runtime type
 // io.containerd.vessel.v2): one process per sandbox, owning the sandbox's VM. The vessel
-// CLI starts the same binary, in namespace vessel-cli, for the containers it runs.
+// CLI runs the same binary, with the flags internal/shimproto describes, for the
+// containers it runs.
 package main
 
 import (

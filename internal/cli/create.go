@@ -190,10 +190,7 @@ func (r *ociRuntime) create(ctx context.Context, o createOptions) (_ processHost
 		return nil, err
 	}
 
-	address, err := shimclient.Start(ctx, shimclient.StartConfig{
-		Binary: shimBin, Root: r.root, ID: o.id, Bundle: o.bundle, Dir: dir,
-		SandboxRoot: r.sandboxRoot(), Log: filepath.Join(dir, "shim.log"), Debug: r.debug,
-	})
+	address, err := shimclient.Start(ctx, r.shimConfig(shimBin, c))
 	if err != nil {
 		return nil, err
 	}

@@ -17,7 +17,7 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/containerid"
 	"github.com/vessel-containers/vessel/internal/oci"
-	"github.com/vessel-containers/vessel/internal/sandbox"
+	"github.com/vessel-containers/vessel/internal/shimclient"
 	"github.com/vessel-containers/vessel/internal/store"
 )
 
@@ -121,7 +121,11 @@ func (r *ociRuntime) destroy(ctx context.Context, c *store.Container) {
 }
 
 // cleanupDeadShim removes what a dead (or hung) shim left: the shim process if it still
-// runs, and for the sandbox's last container the VM, its mounts, state and the socket.
+// runs and, for the sandbox's last container, the VM, its mounts, state and the socket,
+// which the shim binary's delete action removes for the sandbox's id, as containerd has a
+// dead shim's binary clean up behind it. The container's bundle tells the shim which
+// sandbox the container belongs to; a pod container's does not name the sandbox's own
+// container, so the action then goes without one and takes the id as the sandbox's.
 func (r *ociRuntime) cleanupDeadShim(ctx context.Context, c *store.Container) {
 	if c.ShimPid > 0 {
 		killAndWait(c.ShimPid, c.ShimPidStart, 5*time.Second)
@@ -129,12 +133,16 @@ func (r *ociRuntime) cleanupDeadShim(ctx context.Context, c *store.Container) {
 	if r.othersInSandbox(c) {
 		return
 	}
-	if err := sandbox.Cleanup(ctx, r.sandboxRoot(), c.SandboxID); err != nil {
+	bin, err := shimclient.FindBinary()
+	if err != nil {
 		log.G(ctx).WithError(err).Warn("clean up sandbox")
+		return
 	}
-	if c.ShimAddress != "" {
-		if err := os.Remove(strings.TrimPrefix(c.ShimAddress, "unix://")); err != nil && !errors.Is(err, os.ErrNotExist) {
-			log.G(ctx).WithError(err).Warn("remove shim socket")
-		}
+	cfg := r.shimConfig(bin, c)
+	if c.SandboxID != c.ID {
+		cfg.ID, cfg.Bundle = c.SandboxID, ""
+	}
+	if err := shimclient.Delete(ctx, cfg); err != nil {
+		log.G(ctx).WithError(err).Warn("clean up sandbox")
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/vessel-containers/vessel/internal/shimproto"
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
@@ -373,7 +374,7 @@ func TestDeadShim(t *testing.T) {
 	h := newHarness(t)
 	b := h.bundle([]string{"sleep", "1000"}, nil)
 	h.ok("run", "--detach", "--bundle", b, "d1")
-	out, err := exec.Command("pgrep", "-f", "containerd-shim-vessel-v2 .*-address "+h.root).Output()
+	out, err := exec.Command("pgrep", "-f", shimproto.BinaryName+" .*-"+shimproto.FlagSandboxRoot+" "+h.root+"/").Output()
 	if err != nil {
 		t.Fatalf("no shim found: %v", err)
 	}

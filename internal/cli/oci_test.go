@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +18,11 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go/features"
 	"github.com/urfave/cli/v2"
 
+	"github.com/vessel-containers/vessel/internal/agent/libct/known"
+	"github.com/vessel-containers/vessel/internal/config"
+	"github.com/vessel-containers/vessel/internal/shimproto"
 	"github.com/vessel-containers/vessel/internal/store"
+	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
 // runApp runs vessel with args and returns stdout and the error.
@@ -320,7 +325,13 @@ func TestSpec(t *testing.T) {
 	}
 }
 
+// TestFeatures runs `vessel features` with a shim built from this tree: it prints what the
+// shim binary reports, which reflects the build.
 func TestFeatures(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the shim binary")
+	}
+	t.Setenv("PATH", testutil.BuildShim(t, shimproto.Options{})+":"+os.Getenv("PATH"))
 	out, err := runApp(t, "features")
 	if err != nil {
 		t.Fatal(err)
@@ -338,8 +349,16 @@ func TestFeatures(t *testing.T) {
 	if f.Linux == nil || f.Linux.Cgroup == nil || !*f.Linux.Cgroup.V2 || *f.Linux.Cgroup.V1 || len(f.Linux.Capabilities) < 40 {
 		t.Errorf("linux features %+v", f.Linux)
 	}
-	if f.Annotations["io.vessel.isolation"] != "vm" {
+	if !slices.Equal(f.MountOptions, known.MountOptions()) || !slices.Equal(f.Linux.Namespaces, known.Namespaces()) {
+		t.Errorf("mount options %q and namespaces %q: want the guest libcontainer's %q and %q",
+			f.MountOptions, f.Linux.Namespaces, known.MountOptions(), known.Namespaces())
+	}
+	// The shim binary's drivers (cmd/containerd-shim-vessel-v2/builtins_linux.go).
+	if f.Annotations["io.vessel.isolation"] != "vm" || f.Annotations["io.vessel.hypervisors"] != "qemu" {
 		t.Errorf("annotations %v", f.Annotations)
+	}
+	if want := config.PrefixVessel + "hypervisor.default_vcpus"; !slices.Contains(f.PotentiallyUnsafeConfigAnnotations, want) {
+		t.Errorf("configuration annotations %q lack %s", f.PotentiallyUnsafeConfigAnnotations, want)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/shimclient"
+	"github.com/vessel-containers/vessel/internal/shimproto"
 	"github.com/vessel-containers/vessel/internal/store"
 )
 
@@ -58,8 +59,25 @@ func newRuntime(c *cli.Context) (*ociRuntime, error) {
 	return r, nil
 }
 
-// sandboxRoot is where the CLI's shims keep sandbox state (VM, shared-fs mounts).
-func (r *ociRuntime) sandboxRoot() string { return filepath.Join(r.root, "sandboxes") }
+// shimConfig is the shim binary's command line for container c: the CLI's namespace, the
+// container's bundle, and flags that keep the shim's sandbox state (VM, shared-fs mounts)
+// in ROOT/sandboxes, its socket in ROOT/s and its log in the container's state directory,
+// which is also the shim's working directory.
+func (r *ociRuntime) shimConfig(binary string, c *store.Container) shimclient.Config {
+	dir := r.store.Dir(c.ID)
+	return shimclient.Config{
+		Binary: binary,
+		Dir:    dir,
+		Invocation: shimproto.Invocation{
+			Namespace: shimclient.Namespace, ID: c.ID, Bundle: c.Bundle, Debug: r.debug,
+			Options: shimproto.Options{
+				SandboxRoot: filepath.Join(r.root, "sandboxes"),
+				LogFile:     filepath.Join(dir, "shim.log"),
+				SocketDir:   filepath.Join(r.root, "s"),
+			},
+		},
+	}
+}
 
 // bundlesDir holds the bundles `vessel run` makes when given none.
 func (r *ociRuntime) bundlesDir() string { return filepath.Join(r.root, "bundles") }

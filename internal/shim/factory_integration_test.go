@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	_ "github.com/vessel-containers/vessel/internal/hypervisor/qemu"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/sharefs"
+	"github.com/vessel-containers/vessel/internal/shimproto"
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
@@ -53,17 +53,12 @@ func newFactoryHarness(t *testing.T) *factoryHarness {
 	fh.templateConfig = write("template.toml", "enable_template = true\n")
 	fh.cacheConfig = write("cache.toml", "vm_cache_number = 2\n")
 
-	binDir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, "containerd-shim-vessel-v2"), "./cmd/containerd-shim-vessel-v2")
-	cmd.Dir = testutil.RepoRoot(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build shim: %v\n%s", err, out)
-	}
 	sbRoot := filepath.Join(root, "sandboxes")
 	if err := os.Mkdir(sbRoot, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	ctd := testutil.StartContainerd(t, binDir, "VESSEL_SANDBOX_ROOT="+sbRoot, "VESSEL_CONFIG="+fh.coldConfig)
+	binDir := testutil.BuildShim(t, shimproto.Options{SandboxRoot: sbRoot})
+	ctd := testutil.StartContainerd(t, binDir, "VESSEL_CONFIG="+fh.coldConfig)
 	fh.harness = &harness{t: t, ctd: ctd, sbRoot: sbRoot}
 	t.Cleanup(func() {
 		fh.assertNoLeftovers()

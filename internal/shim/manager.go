@@ -28,43 +28,49 @@ import (
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
 
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/sandbox"
+	"github.com/vessel-containers/vessel/internal/shimproto"
 	"github.com/vessel-containers/vessel/internal/version"
 )
 
 // RuntimeName is the runtime type containerd knows Vessel by.
-const RuntimeName = "io.containerd.vessel.v2"
-
-// CLINamespace is the namespace the vessel CLI starts its shims in. Those shims run without
-// containerd, which changes three things: the socket lives under the directory passed as
-// -address (the CLI's --root) instead of containerd's state directory, config.json is read
-// from -bundle (the working directory is the CLI's state directory for the container), and
-// the shim logs to the file named by $VESSEL_SHIM_LOG instead of containerd's log FIFO.
-const CLINamespace = "vessel-cli"
-
-// LogEnv names the environment variable that points a shim's log at a file. containerd
-// gives its shims a log FIFO in the bundle instead; the CLI sets this.
-const LogEnv = "VESSEL_SHIM_LOG"
+const RuntimeName = shimproto.RuntimeName
 
 // Options configures shim.Run. No reaper: the shim waits for its own children (QEMU) with
-// exec.Cmd, and a catch-all reaper would steal their exit statuses. A shim started with
-// $VESSEL_SHIM_LOG logs to its stderr, which Start points at that file.
+// exec.Cmd, and a catch-all reaper would steal their exit statuses. No logger set up by
+// shim.Run: it decides before it parses flags, so it cannot honour -log-file; the task
+// plugin sets the log up instead (setupLog).
 func Options(c *shim.Config) {
 	c.NoReaper = true
 	c.NoSubreaper = true
-	c.NoSetupLogger = logsToFile()
+	c.NoSetupLogger = true
 }
 
-func logsToFile() bool { return os.Getenv(LogEnv) != "" }
-
 // Manager starts and cleans up shim processes.
-type Manager struct{}
+type Manager struct {
+	// flags is the flag set shim.Run parses: containerd's flags and the shim's own.
+	flags *flag.FlagSet
+}
 
-// NewManager returns the shim manager.
-func NewManager() Manager { return Manager{} }
+// NewManager returns the shim manager of the shim binary, which reads its flags from the
+// standard flag set (Register defines the shim's own there).
+func NewManager() Manager { return Manager{flags: flag.CommandLine} }
+
+// options are the shim's own flags.
+func (m Manager) options() shimproto.Options { return shimproto.Lookup(m.flags) }
+
+// address is the -address the shim binary was run with: containerd's socket, or empty for
+// a shim the CLI runs. shim.Run parses it into the flag set and keeps it to itself.
+func (m Manager) address() string {
+	if f := m.flags.Lookup(shimproto.FlagAddress); f != nil {
+		return f.Value.String()
+	}
+	return ""
+}
 
 // Name is the runtime name.
 func (Manager) Name() string { return RuntimeName }
@@ -109,7 +115,8 @@ func (m Manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ s
 	if err != nil {
 		return params, err
 	}
-	address, err := socketAddress(ctx, opts.Address, group)
+	o := m.options()
+	address, err := socketAddress(ctx, opts.Address, o.SocketDir, group)
 	if err != nil {
 		return params, fmt.Errorf("shim socket address: %w", err)
 	}
@@ -154,18 +161,17 @@ func (m Manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ s
 	if err != nil {
 		return params, fmt.Errorf("shim start: %w", err)
 	}
-	args := []string{"-namespace", ns, "-id", id, "-address", opts.Address}
-	if opts.Debug {
-		args = append(args, "-debug")
-	}
-	cmd := exec.Command(self, args...)
+	// The shim process gets the flags this start action got: it serves the same
+	// sandbox root, log and socket directory.
+	inv := shimproto.Invocation{Namespace: ns, ID: id, Address: opts.Address, Debug: opts.Debug, Options: o}
+	cmd := exec.Command(self, inv.Args("")...)
 	cmd.Dir = cwd
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
 	cmd.ExtraFiles = []*os.File{f}
 	// Its own process group: signals to containerd's group do not reach the shim.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if path := os.Getenv(LogEnv); path != "" {
-		logf, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if o.LogFile != "" {
+		logf, err := os.OpenFile(o.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
 			return params, fmt.Errorf("open shim log: %w", err)
 		}
@@ -187,22 +193,22 @@ func (m Manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ s
 	return params, writeAddress(address)
 }
 
-// socketAddress is where the sandbox's shim serves: containerd's socket directory for
-// containerd's shims, <address>/s/<hash> for the CLI's (its --root, passed as -address).
-// The hash keeps the path short: a unix socket path has at most 108 bytes.
-func socketAddress(ctx context.Context, address, group string) (string, error) {
+// socketAddress is where the sandbox's shim serves: <socketDir>/<hash> when -socket-dir is
+// given (the CLI's shims), else containerd's socket directory, derived from containerd's
+// address. The hash keeps the path short: a unix socket path has at most 108 bytes.
+func socketAddress(ctx context.Context, address, socketDir, group string) (string, error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return "", err
 	}
-	if ns != CLINamespace {
+	if socketDir == "" {
 		return shim.SocketAddress(ctx, address, group, false)
 	}
-	if !filepath.IsAbs(address) {
-		return "", fmt.Errorf("namespace %s: -address %q must be the CLI's absolute root directory", ns, address)
+	if !filepath.IsAbs(socketDir) {
+		return "", fmt.Errorf("-%s %q: want an absolute directory", shimproto.FlagSocketDir, socketDir)
 	}
 	sum := sha256.Sum256([]byte(ns + "/" + group))
-	return "unix://" + filepath.Join(address, "s", hex.EncodeToString(sum[:16])), nil
+	return "unix://" + filepath.Join(socketDir, hex.EncodeToString(sum[:16])), nil
 }
 
 // writeAddress records the address in the bundle's "address" file, which containerd 1.6
@@ -241,38 +247,30 @@ func (m Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	}
 	group, err := sandboxIDOf(ctx, id)
 	if err != nil {
-		log.G(ctx).WithError(err).Warn("no bundle spec; assuming a standalone container")
+		log.G(ctx).WithError(err).Warn("no bundle spec; taking the id as the sandbox's")
 		group = id
 	}
-	removeDeadSockets(ctx, bundle, group, addressFlag())
+	o := m.options()
+	removeDeadSockets(ctx, bundle, group, m.address(), o.SocketDir)
 	if group == id {
-		if err := sandbox.Cleanup(ctx, sandboxRoot(), id); err != nil && !errdefs.IsNotFound(err) {
+		if err := sandbox.Cleanup(ctx, sandboxRootOf(o), id); err != nil && !errdefs.IsNotFound(err) {
 			return shim.StopStatus{}, err
 		}
 	}
 	return shim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
 }
 
-// addressFlag is the -address the shim binary was run with: containerd's socket, or the
-// CLI's root. shim.Run parses it into the standard flag set and keeps it to itself.
-func addressFlag() string {
-	if f := flag.Lookup("address"); f != nil {
-		return f.Value.String()
-	}
-	return ""
-}
-
 // removeDeadSockets removes the socket of the sandbox's shim if that shim is gone: the
-// address recorded in the bundle's address file and the one derived from -address (empty:
-// unknown) and the sandbox id. A socket some process still serves stays: the pod's other
-// containers may use it.
-func removeDeadSockets(ctx context.Context, bundle, group, address string) {
+// address recorded in the bundle's address file and the one derived from the sandbox id
+// and -socket-dir or containerd's -address (both empty: unknown). A socket some process
+// still serves stays: the pod's other containers may use it.
+func removeDeadSockets(ctx context.Context, bundle, group, address, socketDir string) {
 	var addrs []string
 	if a, err := shim.ReadAddress(filepath.Join(bundle, "address")); err == nil {
 		addrs = append(addrs, a)
 	}
-	if address != "" {
-		if a, err := socketAddress(ctx, address, group); err == nil && !slices.Contains(addrs, a) {
+	if address != "" || socketDir != "" {
+		if a, err := socketAddress(ctx, address, socketDir, group); err == nil && !slices.Contains(addrs, a) {
 			addrs = append(addrs, a)
 		}
 	}
@@ -319,18 +317,28 @@ func removeDeadSocket(address string) error {
 	return nil
 }
 
-// Info describes the runtime to containerd.
+// Info describes the runtime to containerd (`shim -info`): its name, version and
+// features.
 func (m Manager) Info(ctx context.Context, _ io.Reader) (*types.RuntimeInfo, error) {
+	f, err := typeurl.MarshalAnyToProto(Features())
+	if err != nil {
+		return nil, fmt.Errorf("encode runtime features: %w", err)
+	}
 	return &types.RuntimeInfo{
-		Name:    RuntimeName,
-		Version: &types.RuntimeVersion{Version: version.Version},
+		Name:     RuntimeName,
+		Version:  &types.RuntimeVersion{Version: version.Version},
+		Features: f,
 	}, nil
 }
 
-// sandboxRoot is where sandboxes keep state; VESSEL_SANDBOX_ROOT overrides it (tests).
-func sandboxRoot() string {
-	if r := os.Getenv("VESSEL_SANDBOX_ROOT"); r != "" {
-		return r
+// sandboxRoot is where the shim process's sandboxes keep state: -sandbox-root, else the
+// default root.
+func sandboxRoot() string { return sandboxRootOf(shimproto.Lookup(flag.CommandLine)) }
+
+// sandboxRootOf is the sandbox root the shim flags o name.
+func sandboxRootOf(o shimproto.Options) string {
+	if o.SandboxRoot != "" {
+		return o.SandboxRoot
 	}
 	return persist.DefaultRoot
 }

@@ -3,6 +3,7 @@ package shim
 import (
 	"context"
 	"errors"
+	"flag"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,28 +12,87 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/shim"
+
+	"github.com/vessel-containers/vessel/internal/persist"
+	"github.com/vessel-containers/vessel/internal/shimproto"
 )
 
+// flagSet is the flag set of a shim binary as shim.Run parses it: containerd's flags and the
+// shim's own, parsed from args.
+func flagSet(t *testing.T, args []string) *flag.FlagSet {
+	t.Helper()
+	fs := flag.NewFlagSet(shimproto.BinaryName, flag.ContinueOnError)
+	for _, name := range []string{shimproto.FlagNamespace, shimproto.FlagID, shimproto.FlagAddress, shimproto.FlagBundle, "publish-binary"} {
+		fs.String(name, "", "")
+	}
+	fs.Bool(shimproto.FlagDebug, false, "")
+	shimproto.Register(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatalf("parse %q: %v", args, err)
+	}
+	return fs
+}
+
+func TestManagerReadsTheClientsFlags(t *testing.T) {
+	want := shimproto.Options{SandboxRoot: "/r/sandboxes", LogFile: "/r/containers/c1/shim.log", SocketDir: "/r/s"}
+	for _, action := range []string{shimproto.ActionStart, shimproto.ActionDelete} {
+		t.Run(action, func(t *testing.T) {
+			inv := shimproto.Invocation{Namespace: "any", ID: "c1", Bundle: "/b", Debug: true, Options: want}
+			fs := flagSet(t, inv.Args(action))
+			m := Manager{flags: fs}
+			if got := m.options(); got != want {
+				t.Errorf("manager's options: got %+v, want %+v", got, want)
+			}
+			if got := fs.Arg(0); got != action {
+				t.Errorf("action: got %q, want %q", got, action)
+			}
+			if got := m.address(); got != "" {
+				t.Errorf("address of a shim without containerd: got %q, want none", got)
+			}
+			// The shim process Start runs gets the same flags back.
+			daemon := shimproto.Invocation{Namespace: "any", ID: "c1", Options: m.options()}
+			if got := (Manager{flags: flagSet(t, daemon.Args(""))}).options(); got != want {
+				t.Errorf("shim process's options: got %+v, want %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestContainerdFlagsKeepDefaults(t *testing.T) {
+	// containerd's command line: none of the shim's own flags.
+	fs := flagSet(t, []string{"-namespace", "k8s.io", "-address", "/run/containerd/containerd.sock",
+		"-publish-binary", "/usr/bin/containerd", "-id", "c1", "start"})
+	m := Manager{flags: fs}
+	if got := m.options(); got != (shimproto.Options{}) {
+		t.Errorf("options of a containerd shim: got %+v, want none", got)
+	}
+	if got := sandboxRootOf(m.options()); got != persist.DefaultRoot {
+		t.Errorf("sandbox root: got %q, want the default %q", got, persist.DefaultRoot)
+	}
+}
+
 func TestSocketAddress(t *testing.T) {
-	cli := namespaces.WithNamespace(context.Background(), CLINamespace)
-	a, err := socketAddress(cli, "/run/vessel", "sb1")
+	ctx := namespaces.WithNamespace(context.Background(), "vessel")
+	a, err := socketAddress(ctx, "", "/run/vessel/s", "sb1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(a, "unix:///run/vessel/s/") || len(strings.TrimPrefix(a, "unix://")) > 100 {
-		t.Errorf("CLI socket %q: want a short path under /run/vessel/s", a)
+		t.Errorf("socket with -socket-dir %q: want a short path under /run/vessel/s", a)
 	}
-	if b, _ := socketAddress(cli, "/run/vessel", "sb2"); b == a {
+	if b, _ := socketAddress(ctx, "", "/run/vessel/s", "sb2"); b == a {
 		t.Errorf("two sandboxes share socket %s", a)
 	}
-	if _, err := socketAddress(cli, "relative", "sb1"); err == nil {
-		t.Error("a relative -address is accepted in the CLI namespace")
+	if _, err := socketAddress(ctx, "", "relative", "sb1"); err == nil {
+		t.Error("a relative -socket-dir is accepted")
 	}
-	ctd := namespaces.WithNamespace(context.Background(), "k8s.io")
-	got, err := socketAddress(ctd, "/run/containerd/containerd.sock", "sb1")
-	want, _ := shim.SocketAddress(ctd, "/run/containerd/containerd.sock", "sb1", false)
-	if err != nil || got != want {
-		t.Errorf("containerd socket: got %q %v, want containerd's %q", got, err, want)
+	for _, ns := range []string{"k8s.io", "vessel", "vessel-cli"} {
+		nctx := namespaces.WithNamespace(context.Background(), ns)
+		got, err := socketAddress(nctx, "/run/containerd/containerd.sock", "", "sb1")
+		want, _ := shim.SocketAddress(nctx, "/run/containerd/containerd.sock", "sb1", false)
+		if err != nil || got != want {
+			t.Errorf("namespace %s without -socket-dir: got %q %v, want containerd's %q", ns, got, err, want)
+		}
 	}
 }
 
@@ -100,30 +160,37 @@ func TestStopRemovesDeadShimSocket(t *testing.T) {
 				}
 			}
 			t.Chdir(bundle)
-			t.Setenv("VESSEL_SANDBOX_ROOT", filepath.Join(dir, "sandboxes"))
+			sbDir := filepath.Join(dir, "sandboxes", "c1")
+			if err := os.MkdirAll(sbDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			m := Manager{flags: flagSet(t, []string{"-" + shimproto.FlagSandboxRoot, filepath.Join(dir, "sandboxes")})}
 			ctx := namespaces.WithNamespace(context.Background(), "k8s.io")
-			if _, err := NewManager().Stop(ctx, "c1"); err != nil {
+			if _, err := m.Stop(ctx, "c1"); err != nil {
 				t.Fatalf("shim delete: %v", err)
 			}
 			_, err := os.Lstat(sock)
 			if kept := err == nil; kept != tc.wantKept {
 				t.Errorf("socket kept: got %v, want %v", kept, tc.wantKept)
 			}
+			if _, err := os.Stat(sbDir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("sandbox dir under -sandbox-root: got %v, want it removed", err)
+			}
 		})
 	}
 }
 
 func TestRemoveDeadSocketsDerivesAddress(t *testing.T) {
-	root := t.TempDir()
-	ctx := namespaces.WithNamespace(context.Background(), CLINamespace)
-	addr, err := socketAddress(ctx, root, "pod1")
+	socketDir := t.TempDir()
+	ctx := namespaces.WithNamespace(context.Background(), "vessel")
+	addr, err := socketAddress(ctx, "", socketDir, "pod1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	sock := strings.TrimPrefix(addr, "unix://")
 	deadSocket(t, sock)
-	// No address file in the bundle: the socket is found from -address and the sandbox id.
-	removeDeadSockets(ctx, t.TempDir(), "pod1", root)
+	// No address file in the bundle: the socket is found from -socket-dir and the sandbox id.
+	removeDeadSockets(ctx, t.TempDir(), "pod1", "", socketDir)
 	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("dead socket %s: got %v, want it removed", sock, err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/console"
 
 	"github.com/vessel-containers/vessel/internal/sharefs"
+	"github.com/vessel-containers/vessel/internal/shimproto"
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
@@ -32,21 +33,16 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	g := testutil.RequiresVM(t)
-	binDir := t.TempDir()
-	cfg := filepath.Join(binDir, "configuration.toml")
+	cfg := filepath.Join(t.TempDir(), "configuration.toml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[hypervisor]\nkernel = %q\ninitrd = %q\n", g.Kernel, g.Initrd)), 0o644); err != nil {
 		t.Fatal(err)
-	}
-	cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, "containerd-shim-vessel-v2"), "./cmd/containerd-shim-vessel-v2")
-	cmd.Dir = testutil.RepoRoot(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build shim: %v\n%s", err, out)
 	}
 	sbRoot, err := os.MkdirTemp("", "vsb")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctd := testutil.StartContainerd(t, binDir, "VESSEL_SANDBOX_ROOT="+sbRoot, "VESSEL_CONFIG="+cfg)
+	binDir := testutil.BuildShim(t, shimproto.Options{SandboxRoot: sbRoot})
+	ctd := testutil.StartContainerd(t, binDir, "VESSEL_CONFIG="+cfg)
 	h := &harness{t: t, ctd: ctd, sbRoot: sbRoot}
 	t.Cleanup(func() {
 		h.assertNoLeftovers()

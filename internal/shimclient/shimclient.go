@@ -1,7 +1,8 @@
 // Package shimclient is the vessel CLI's side of the shim: it finds the
-// containerd-shim-vessel-v2 binary, runs its start action the way containerd does (in
-// namespace vessel-cli, with the CLI's --root as -address) to start or find the shim that
-// serves a container's sandbox, and dials it. Calls go through containerd's typed task API
+// containerd-shim-vessel-v2 binary, runs its start action the way containerd does, with the
+// flags internal/shimproto defines (state, socket and log under the CLI's --root), to start
+// or find the shim that serves a container's sandbox, dials it, and runs the delete action
+// to clean up behind a shim that died. Calls go through containerd's typed task API
 // client, so the CLI drives exactly the engine containerd drives; errors come back as
 // containerd's errdefs values.
 package shimclient
@@ -19,92 +20,137 @@ import (
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
+	"github.com/containerd/typeurl/v2"
+	"github.com/opencontainers/runtime-spec/specs-go/features"
+	"google.golang.org/protobuf/proto"
 
-	// Registers the runtime-spec types (Process, LinuxResources) the task API carries.
+	// Registers the runtime-spec types the task API (Process, LinuxResources) and the
+	// runtime info (Features) carry.
 	_ "github.com/containerd/containerd/v2/core/runtime"
 
-	"github.com/vessel-containers/vessel/internal/shim"
+	"github.com/vessel-containers/vessel/internal/shimproto"
 )
 
-// BinaryName is the shim's executable name.
-const BinaryName = "containerd-shim-vessel-v2"
+// Namespace is the containerd namespace the CLI runs its shims in. The shim only records
+// it; its socket, state and log locations come from flags.
+const Namespace = "vessel"
 
 // FindBinary returns the shim next to the running executable, else the one on PATH.
 func FindBinary() (string, error) {
 	if self, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(self), BinaryName)
+		p := filepath.Join(filepath.Dir(self), shimproto.BinaryName)
 		if _, err := os.Stat(p); err == nil {
 			return p, nil
 		}
 	}
-	p, err := exec.LookPath(BinaryName)
+	p, err := exec.LookPath(shimproto.BinaryName)
 	if err != nil {
-		return "", fmt.Errorf("%s is neither next to vessel nor on PATH: %w", BinaryName, err)
+		return "", fmt.Errorf("%s is neither next to vessel nor on PATH: %w", shimproto.BinaryName, err)
 	}
 	return p, nil
 }
 
-// StartConfig describes the shim start action for one container.
-type StartConfig struct {
+// Config describes one run of the shim binary for a container.
+type Config struct {
 	// Binary is the shim executable.
 	Binary string
-	// Root is the CLI's --root; the shim's socket goes under Root/s.
-	Root string
-	// ID is the container id; Bundle its bundle directory (config.json is read there).
-	ID     string
-	Bundle string
-	// Dir is the shim's working directory: the container's state directory. The shim
-	// writes its address there and removes the socket it names when it exits.
+	// Dir is the shim's working directory: the container's state directory. The start
+	// action writes the shim's address there.
 	Dir string
-	// SandboxRoot is where the shim keeps sandbox state (VM, shared-fs mounts).
-	SandboxRoot string
-	// Log is the file the shim logs to.
-	Log   string
-	Debug bool
+	// Invocation holds the flags: the namespace, the container (or, for delete, sandbox)
+	// id, the bundle holding config.json, and where state, socket and log go.
+	shimproto.Invocation
 }
 
 // Start runs the shim's start action: it starts a shim for the container's sandbox, or
 // finds the one already serving it (a pod's containers share one), and returns its address.
-func Start(ctx context.Context, cfg StartConfig) (string, error) {
-	args := []string{"-namespace", shim.CLINamespace, "-id", cfg.ID, "-address", cfg.Root, "-bundle", cfg.Bundle}
-	if cfg.Debug {
-		args = append(args, "-debug")
+func Start(ctx context.Context, cfg Config) (string, error) {
+	stdout, err := run(ctx, cfg, shimproto.ActionStart)
+	if err != nil {
+		return "", err
 	}
-	cmd := exec.CommandContext(ctx, cfg.Binary, append(args, "start")...)
-	cmd.Dir = cfg.Dir
-	cmd.Env = shimEnv(os.Environ(), cfg)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	// The shim's own children (the shim daemon) must not keep our pipes open.
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("start shim: %w: %s", err, strings.TrimSpace(stderr.String()))
-	}
-	address := strings.TrimSpace(stdout.String())
+	address := strings.TrimSpace(stdout)
 	if address == "" {
-		return "", fmt.Errorf("start shim: no address printed: %s", strings.TrimSpace(stderr.String()))
+		return "", fmt.Errorf("shim %s: no address printed", shimproto.ActionStart)
 	}
 	log.G(ctx).WithField("address", address).Debug("shim started")
 	return address, nil
 }
 
-// shimEnv is the environment of a shim the CLI starts: ours, without containerd's
-// addresses (there is no containerd to publish events to), plus where to keep state and
-// logs.
-func shimEnv(env []string, cfg StartConfig) []string {
-	out := make([]string, 0, len(env)+3)
+// Delete runs the shim's delete action, as containerd does when a shim died: it removes
+// the dead shim's socket and, when cfg.ID names the sandbox, the VM and all sandbox state.
+func Delete(ctx context.Context, cfg Config) error {
+	_, err := run(ctx, cfg, shimproto.ActionDelete)
+	return err
+}
+
+// run runs the shim binary's action and returns its standard output. What the action
+// writes to standard error is logged (warnings of a successful delete) or, when it fails,
+// part of the error.
+func run(ctx context.Context, cfg Config, action string) (string, error) {
+	cmd := exec.CommandContext(ctx, cfg.Binary, cfg.Args(action)...)
+	cmd.Dir = cfg.Dir
+	cmd.Env = shimEnv(os.Environ())
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// The shim's own children (the shim daemon) must not keep our pipes open.
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("shim %s: %w: %s", action, err, strings.TrimSpace(stderr.String()))
+	}
+	if s := strings.TrimSpace(stderr.String()); s != "" {
+		log.G(ctx).WithField("action", action).Debug(s)
+	}
+	return stdout.String(), nil
+}
+
+// shimEnv is the environment of a shim the CLI runs: ours, without the variables through
+// which containerd gives its shims its addresses (there is no containerd to publish events
+// to).
+func shimEnv(env []string) []string {
+	out := make([]string, 0, len(env))
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "TTRPC_ADDRESS", "GRPC_ADDRESS", "NAMESPACE", "MAX_SHIM_VERSION", "VESSEL_SANDBOX_ROOT", shim.LogEnv:
+		case "TTRPC_ADDRESS", "GRPC_ADDRESS", "NAMESPACE", "MAX_SHIM_VERSION":
 			continue
 		}
 		out = append(out, kv)
 	}
-	return append(out, "VESSEL_SANDBOX_ROOT="+cfg.SandboxRoot, shim.LogEnv+"="+cfg.Log)
+	return out
+}
+
+// Info runs the shim binary's info action (-info), which describes the runtime as it
+// does to containerd, and returns the features it reports.
+func Info(ctx context.Context, binary string) (*features.Features, error) {
+	cmd := exec.CommandContext(ctx, binary, "-"+shimproto.FlagInfo)
+	cmd.Env = shimEnv(os.Environ())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("shim -info: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	var info types.RuntimeInfo
+	if err := proto.Unmarshal(out, &info); err != nil {
+		return nil, fmt.Errorf("shim -info: decode runtime info: %w", err)
+	}
+	if info.Features == nil {
+		return nil, fmt.Errorf("shim -info: runtime %s reports no features", info.Name)
+	}
+	v, err := typeurl.UnmarshalAny(info.Features)
+	if err != nil {
+		return nil, fmt.Errorf("shim -info: decode features: %w", err)
+	}
+	f, ok := v.(*features.Features)
+	if !ok {
+		return nil, fmt.Errorf("shim -info: features are %T, want runtime-spec features", v)
+	}
+	return f, nil
 }
 
 // Client is a connection to one shim. The embedded TaskService is containerd's typed

@@ -31,9 +31,6 @@ type Options struct {
 	Parent string
 	// BinDir is put first on the daemon's PATH (where the shim under test is).
 	BinDir string
-	// Env returns variables to add to the daemon's environment, and so to its shims', given
-	// the daemon's directory (to place shim state inside it). Nil adds none.
-	Env func(dir string) []string
 	// Namespace is the containerd namespace ctr uses (default "vbench-<unique>").
 	Namespace string
 }
@@ -90,11 +87,7 @@ func Start(ctx context.Context, opts Options) (_ *Daemon, retErr error) {
 			return nil, fmt.Errorf("containerd dir: %w", err)
 		}
 	}
-	var extra []string
-	if opts.Env != nil {
-		extra = opts.Env(dir)
-	}
-	d.env = ctrdproc.Environ(opts.BinDir, extra...)
+	d.env = ctrdproc.Environ(opts.BinDir)
 	proc, err := ctrdproc.New(bin, dir, d.env)
 	if err != nil {
 		return nil, err

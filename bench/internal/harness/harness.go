@@ -23,6 +23,7 @@ import (
 	"github.com/vessel-containers/vessel/bench/internal/report"
 	"github.com/vessel-containers/vessel/internal/busyboximage"
 	"github.com/vessel-containers/vessel/internal/config"
+	"github.com/vessel-containers/vessel/internal/shimproto"
 )
 
 // Measure names, in the order they run.
@@ -41,16 +42,16 @@ var Measures = []string{MeasureFloor, MeasureCold, MeasureWarm, MeasureExec, Mea
 
 // Runtime types containerd knows the shims by.
 const (
-	VesselRuntime = "io.containerd.vessel.v2"
+	VesselRuntime = shimproto.RuntimeName
 	RuncRuntime   = "io.containerd.runc.v2"
-	shimBinary    = "containerd-shim-vessel-v2"
+	shimBinary    = shimproto.BinaryName
 )
 
 // Options configure a run.
 type Options struct {
 	// Out receives results.json, results.md and chart.png.
 	Out string
-	// ShimDir holds containerd-shim-vessel-v2 (put first on containerd's PATH).
+	// ShimDir holds containerd-shim-vessel-v2 (containerd runs it through a wrapper) and vessel.
 	ShimDir string
 	// Measures to run (default: all).
 	Measures []string
@@ -242,17 +243,32 @@ func (e *env) measure(ctx context.Context, name string, fn func(context.Context)
 	}
 }
 
-func (e *env) startContainerd(ctx context.Context) error {
-	d, err := ctrd.Start(ctx, ctrd.Options{
-		BinDir: e.opts.ShimDir,
-		// Vessel's shims keep their sandboxes (sockets, logs, shares) under the daemon's
-		// directory, so that the final sweep finds whatever an interrupted run left.
-		Env: func(dir string) []string { return []string{"VESSEL_SANDBOX_ROOT=" + filepath.Join(dir, "sb")} },
-	})
+func (e *env) startContainerd(ctx context.Context) (retErr error) {
+	// containerd finds the shim in wrapDir: a wrapper that runs the shim under test with
+	// -sandbox-root in the daemon's directory, so that Vessel's shims keep their sandboxes
+	// (sockets, logs, shares) there and the final sweep finds whatever an interrupted run
+	// left. No shim starts before the wrapper is written: containers run after Start.
+	wrapDir := filepath.Join(e.work, "shim")
+	if err := os.Mkdir(wrapDir, 0o755); err != nil {
+		return fmt.Errorf("shim wrapper dir: %w", err)
+	}
+	d, err := ctrd.Start(ctx, ctrd.Options{BinDir: wrapDir})
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if retErr != nil {
+			if err := d.Stop(context.WithoutCancel(ctx)); err != nil {
+				log.G(ctx).WithError(err).Warn("stop containerd after failed setup")
+			}
+			e.ctd = nil
+		}
+	}()
 	e.ctd = d
+	o := shimproto.Options{SandboxRoot: filepath.Join(d.Dir, "sb")}
+	if err := shimproto.WriteWrapper(wrapDir, filepath.Join(e.opts.ShimDir, shimBinary), o); err != nil {
+		return err
+	}
 	return e.importImage(ctx)
 }
 

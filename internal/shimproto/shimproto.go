@@ -1,0 +1,157 @@
+// Package shimproto is the contract between containerd-shim-vessel-v2 and the programs that
+// run it (containerd, and the vessel CLI): the runtime and binary names, the flags the shim
+// binary takes, and the command lines of its start and delete actions.
+//
+// The shim takes containerd's flags (parsed by containerd's shim package) and three of its
+// own, which containerd never passes: a shim started by containerd keeps its state under
+// the default sandbox root, serves in containerd's socket directory and logs to containerd's
+// log FIFO. The CLI passes all three, so its shims keep everything under its --root.
+// Nothing depends on the namespace's name or on environment variables.
+package shimproto
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// RuntimeName is the runtime type containerd knows Vessel by.
+const RuntimeName = "io.containerd.vessel.v2"
+
+// BinaryName is the shim's executable name, which containerd derives from RuntimeName.
+const BinaryName = "containerd-shim-vessel-v2"
+
+// Actions of the shim binary: start finds or starts the shim serving a container's sandbox
+// and prints its address; delete cleans up behind a shim that died.
+const (
+	ActionStart  = "start"
+	ActionDelete = "delete"
+)
+
+// Names of containerd's shim flags, which containerd's shim package defines and parses.
+const (
+	FlagNamespace = "namespace"
+	FlagID        = "id"
+	FlagAddress   = "address"
+	FlagBundle    = "bundle"
+	FlagDebug     = "debug"
+	// FlagInfo makes the binary print the runtime's info (name, version, features) as
+	// protobuf and exit.
+	FlagInfo = "info"
+)
+
+// Names of the shim's own flags.
+const (
+	// FlagSandboxRoot is where sandboxes keep state (VM, shared-fs mounts).
+	FlagSandboxRoot = "sandbox-root"
+	// FlagLogFile is a file the shim logs to instead of containerd's log FIFO.
+	FlagLogFile = "log-file"
+	// FlagSocketDir is the directory of the shim's socket instead of containerd's.
+	FlagSocketDir = "socket-dir"
+)
+
+// Options are the values of the shim's own flags. An empty value is containerd's behaviour.
+type Options struct {
+	// SandboxRoot is where sandboxes keep state; empty is the default root.
+	SandboxRoot string
+	// LogFile is the file the shim process logs to; empty is containerd's log FIFO "log"
+	// in the bundle.
+	LogFile string
+	// SocketDir is the absolute directory the shim's socket is created in; empty is
+	// containerd's socket directory.
+	SocketDir string
+}
+
+// Register defines the shim's own flags on fs. The shim binary registers them on the
+// standard flag set before containerd's shim package parses it; Lookup reads them back.
+func Register(fs *flag.FlagSet) {
+	fs.String(FlagSandboxRoot, "", "directory where sandboxes keep state (default: vessel's state directory)")
+	fs.String(FlagLogFile, "", "file to log to instead of containerd's log FIFO")
+	fs.String(FlagSocketDir, "", "absolute directory for the shim's socket instead of containerd's")
+}
+
+// Lookup returns the values of the flags Register defined on fs; a flag fs lacks is empty.
+func Lookup(fs *flag.FlagSet) Options {
+	value := func(name string) string {
+		if f := fs.Lookup(name); f != nil {
+			return f.Value.String()
+		}
+		return ""
+	}
+	return Options{
+		SandboxRoot: value(FlagSandboxRoot),
+		LogFile:     value(FlagLogFile),
+		SocketDir:   value(FlagSocketDir),
+	}
+}
+
+// Args returns the flags that give o to a shim process; empty values are left out.
+func (o Options) Args() []string {
+	var args []string
+	for _, f := range []struct{ name, value string }{
+		{FlagSandboxRoot, o.SandboxRoot}, {FlagLogFile, o.LogFile}, {FlagSocketDir, o.SocketDir},
+	} {
+		if f.value != "" {
+			args = append(args, "-"+f.name, f.value)
+		}
+	}
+	return args
+}
+
+// Invocation is one run of the shim binary: containerd's flags and the shim's own.
+type Invocation struct {
+	Namespace string
+	ID        string
+	// Address is containerd's address; empty for a shim no containerd runs.
+	Address string
+	// Bundle is the directory holding config.json when it is not the working directory.
+	Bundle string
+	Debug  bool
+	Options
+}
+
+// Args returns the command line (without the program) that runs action; an empty action
+// runs the shim process itself, as the start action does.
+func (inv Invocation) Args(action string) []string {
+	args := []string{"-" + FlagNamespace, inv.Namespace, "-" + FlagID, inv.ID}
+	if inv.Address != "" {
+		args = append(args, "-"+FlagAddress, inv.Address)
+	}
+	if inv.Bundle != "" {
+		args = append(args, "-"+FlagBundle, inv.Bundle)
+	}
+	if inv.Debug {
+		args = append(args, "-"+FlagDebug)
+	}
+	args = append(args, inv.Options.Args()...)
+	if action != "" {
+		args = append(args, action)
+	}
+	return args
+}
+
+// WriteWrapper writes an executable script named BinaryName in dir that runs binary with
+// o's flags before the arguments it is given. containerd cannot pass a shim flags of its
+// own; a containerd that finds the wrapper first on its PATH starts shims with o.
+func WriteWrapper(dir, binary string, o Options) error {
+	if !filepath.IsAbs(binary) {
+		return fmt.Errorf("shim wrapper: binary %q is not an absolute path", binary)
+	}
+	quoted := []string{shellQuote(binary)}
+	for _, a := range o.Args() {
+		quoted = append(quoted, shellQuote(a))
+	}
+	script := "#!/bin/sh\nexec " + strings.Join(quoted, " ") + " \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(dir, BinaryName), []byte(script), 0o755); err != nil {
+		return fmt.Errorf("shim wrapper: %w", err)
+	}
+	return nil
+}
+
+// shellQuote quotes s for sh: inside single quotes, where a quote in s closes the quoted
+// text, adds an escaped quote and opens it again.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
