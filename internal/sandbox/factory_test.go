@@ -41,11 +41,11 @@ func (v *seamVM) Err() error            { return nil }
 var coldBoots []*seamVM
 
 func init() {
-	hypervisor.Register("seamtest", func(cfg hypervisor.Config) (hypervisor.VM, error) {
+	hypervisor.Register("seamtest", hypervisor.Driver{New: func(cfg hypervisor.Config) (hypervisor.VM, error) {
 		v := &seamVM{cfg: cfg, done: make(chan struct{})}
 		coldBoots = append(coldBoots, v)
 		return v, nil
-	})
+	}})
 }
 
 // fakeSource is a VMSource that returns vm or err and records what it was asked.
