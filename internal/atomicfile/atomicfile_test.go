@@ -133,3 +133,15 @@ func TestSyncDir(t *testing.T) {
 		t.Errorf("missing directory: got %v, want fs.ErrNotExist", err)
 	}
 }
+
+// A bare file name is replaced in the working directory (the shim writes "address" so).
+func TestWriteFileRelative(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if err := WriteFile("address", []byte("unix:///x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "address")); err != nil || string(got) != "unix:///x" {
+		t.Errorf("got %q, %v", got, err)
+	}
+}
