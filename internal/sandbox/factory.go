@@ -67,6 +67,9 @@ func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, start time.
 	vmm, err := procid.Of(vm.Pid())
 	if err != nil {
 		stopVM(ctx, vm)
+		if exitErr := vm.Err(); exitErr != nil { // it died at once: that is the news
+			return fmt.Errorf("sandbox %s: vm exited after start: %w", s.id, exitErr)
+		}
 		return fmt.Errorf("sandbox %s: identify the vm process: %w", s.id, err)
 	}
 	s.vm, s.vmStart = vm, vmm.StartTime
