@@ -16,6 +16,7 @@ import (
 
 	factoryv1 "github.com/vessel-containers/vessel/api/factory/v1"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/procid"
 )
 
 // The VM cache keeps `target` VMs booted, each in a directory of its own under dir
@@ -38,12 +39,6 @@ const (
 // "shared"), records it with writeVMRecord once its process runs, and returns when its
 // agent has answered once (the connection is closed again).
 type bootFunc func(ctx context.Context, id, dir string) (vm hypervisor.VM, fromTemplate bool, err error)
-
-// vmRecord is vm.json: enough to kill a VM left behind by a crashed cache.
-type vmRecord struct {
-	Pid       int    `json:"pid"`
-	StartTime uint64 `json:"start_time"`
-}
 
 // cachedVM is one VM of the cache.
 type cachedVM struct {
@@ -125,9 +120,9 @@ func removeLeftovers(ctx context.Context, dir string) {
 	}
 	for _, e := range entries {
 		sub := filepath.Join(dir, e.Name())
-		var rec vmRecord
+		var rec procid.ID // vm.json: enough to kill a VM left behind by a crashed cache
 		if b, err := os.ReadFile(filepath.Join(sub, vmRecordName)); err == nil && json.Unmarshal(b, &rec) == nil {
-			if err := killProcess(rec.Pid, rec.StartTime); err != nil {
+			if err := killProcess(rec); err != nil {
 				log.G(ctx).WithError(err).Warn("kill vm left by an earlier cache")
 			}
 		}
@@ -141,11 +136,11 @@ func removeLeftovers(ctx context.Context, dir string) {
 
 // writeVMRecord writes vm.json for a started VM into dir.
 func writeVMRecord(dir string, vm hypervisor.VM) error {
-	start, err := hypervisor.ProcessStartTime(vm.Pid())
+	rec, err := procid.Of(vm.Pid())
 	if err != nil {
-		return err
+		return fmt.Errorf("record cached vm: %w", err)
 	}
-	return writeJSON(filepath.Join(dir, vmRecordName), vmRecord{Pid: vm.Pid(), StartTime: start})
+	return writeJSON(filepath.Join(dir, vmRecordName), rec)
 }
 
 func (c *cache) poke() {

@@ -16,6 +16,7 @@ import (
 
 	factoryv1 "github.com/vessel-containers/vessel/api/factory/v1"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/procid"
 )
 
 // fakeVM is a hypervisor.VM and Detacher that records calls; die makes it exit.
@@ -297,21 +298,21 @@ func TestCacheRemovesLeftovers(t *testing.T) {
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
-	start, err := hypervisor.ProcessStartTime(cmd.Process.Pid)
+	rec, err := procid.Of(cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "cache-old", "shared"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeJSON(filepath.Join(dir, "cache-old", vmRecordName), vmRecord{Pid: cmd.Process.Pid, StartTime: start}); err != nil {
+	if err := writeJSON(filepath.Join(dir, "cache-old", vmRecordName), rec); err != nil {
 		t.Fatal(err)
 	}
 	// A record whose start time does not match names another process: left alone.
 	if err := os.MkdirAll(filepath.Join(dir, "cache-recycled"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeJSON(filepath.Join(dir, "cache-recycled", vmRecordName), vmRecord{Pid: os.Getpid(), StartTime: 1}); err != nil {
+	if err := writeJSON(filepath.Join(dir, "cache-recycled", vmRecordName), procid.ID{Pid: os.Getpid(), StartTime: 1}); err != nil {
 		t.Fatal(err)
 	}
 	removeLeftovers(context.Background(), dir)

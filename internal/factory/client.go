@@ -18,6 +18,7 @@ import (
 
 	factoryv1 "github.com/vessel-containers/vessel/api/factory/v1"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/procid"
 )
 
 // dialTimeout bounds connecting to the cache server and each request to it.
@@ -109,10 +110,10 @@ func (f *Factory) fromCache(ctx context.Context, key Key, want hypervisor.Config
 	if err != nil {
 		return nil, fromGRPC(err)
 	}
-	pid, start := int(resp.GetPid()), resp.GetStartTime()
+	vmm := procid.ID{Pid: int(resp.GetPid()), StartTime: resp.GetStartTime()}
 	defer func() {
 		if retErr != nil {
-			if err := killProcess(pid, start); err != nil {
+			if err := killProcess(vmm); err != nil {
 				log.G(ctx).WithError(err).Warn("kill a cached vm that could not be taken over")
 			}
 			_ = os.RemoveAll(resp.GetStateDir())
@@ -126,7 +127,7 @@ func (f *Factory) fromCache(ctx context.Context, key Key, want hypervisor.Config
 	}
 	cfg := want
 	shapeFromProto(resp.GetShape()).apply(&cfg)
-	cfg.Adopt = &hypervisor.Adoption{Pid: pid, StartTime: start}
+	cfg.Adopt = &hypervisor.Adoption{Pid: vmm.Pid, StartTime: vmm.StartTime}
 	vm, err := hypervisor.New(f.cfg.Driver, cfg)
 	if err != nil {
 		return nil, err
@@ -134,7 +135,7 @@ func (f *Factory) fromCache(ctx context.Context, key Key, want hypervisor.Config
 	if err := vm.Start(ctx); err != nil {
 		return nil, err
 	}
-	log.G(ctx).WithField("vm", resp.GetVmId()).WithField("pid", pid).WithField("from_template", resp.GetFromTemplate()).
+	log.G(ctx).WithField("vm", resp.GetVmId()).WithField("pid", vmm.Pid).WithField("from_template", resp.GetFromTemplate()).
 		Debug("vm taken over from the cache")
 	return vm, nil
 }

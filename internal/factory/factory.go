@@ -20,11 +20,12 @@
 // smaller than the VM and the VM can grow to the sandbox's size. Anything else, and any
 // factory failure, is a log line and a cold boot: the factory never fails a sandbox.
 //
-// Limits on this host: QEMU only (the driver must implement hypervisor.TemplateSaver and
-// Detacher); templates need an initramfs guest and virtio-9p (QEMU 7.2 cannot migrate
-// vhost-user-fs, so no virtio-fs and no DAX); the cache's directory and the sandbox state
-// directories must be on one file system (a cached VM's files are renamed into the
-// sandbox's directory).
+// Limits on this host: the driver must report Templating in its registered capabilities
+// (hypervisor.CapabilitiesOf; its VMs implement TemplateSaver, Detacher and Resizer);
+// templates need an initramfs guest and virtio-9p (QEMU 7.2 cannot migrate vhost-user-fs,
+// so no virtio-fs and no DAX); the cache's directory and the sandbox state directories
+// must be on one file system (a cached VM's files are renamed into the sandbox's
+// directory).
 package factory
 
 import (
@@ -96,8 +97,8 @@ func FromConfig(ctx context.Context, c *config.Config, host config.Host) *Factor
 		return nil
 	}
 	h := &c.Hypervisor
-	if h.Driver != "qemu" {
-		log.G(ctx).WithField("driver", h.Driver).Warn("factory: only the qemu driver supports templates and the vm cache; booting cold")
+	if reason := driverUnsupported(h.Driver); reason != "" {
+		log.G(ctx).WithField("driver", h.Driver).Warnf("factory: %s; booting cold", reason)
 		return nil
 	}
 	if tpl {
@@ -137,6 +138,19 @@ func ConfigFor(c *config.Config, host config.Host, tpl, cacheOn bool) Config {
 		cfg.CacheEndpoint = c.Factory.VMCacheEndpoint
 	}
 	return cfg
+}
+
+// driverUnsupported says why the named driver cannot serve templates and the VM cache,
+// or is empty when it can: its registered capabilities include Templating.
+func driverUnsupported(driver string) string {
+	caps, err := hypervisor.CapabilitiesOf(driver)
+	switch {
+	case err != nil:
+		return err.Error()
+	case !caps.Templating:
+		return fmt.Sprintf("driver %s cannot boot VMs from templates or hand them over (no templating capability)", driver)
+	}
+	return ""
 }
 
 // TemplateUnsupported says why the hypervisor section cannot be templated, or "".

@@ -7,10 +7,11 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/containerd/errdefs"
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
-	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/procid"
 )
 
 // lockFile takes a flock on path (created if needed): exclusive or shared. It waits until
@@ -79,25 +80,14 @@ func unmount(dir string) error {
 	return nil
 }
 
-// killProcess sends SIGKILL to pid if it still is the process that started at start.
-// A process that is gone is not an error.
-func killProcess(pid int, start uint64) error {
-	if pid <= 0 {
+// killProcess sends SIGKILL to p if it still runs (same pid and start time). A process
+// that is gone, or a zero ID, is not an error.
+func killProcess(p procid.ID) error {
+	if p.Pid <= 0 {
 		return nil
 	}
-	fd, err := unix.PidfdOpen(pid, 0)
-	if errors.Is(err, unix.ESRCH) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("kill %d: %w", pid, err)
-	}
-	defer unix.Close(fd)
-	if st, err := hypervisor.ProcessStartTime(pid); err != nil || st != start {
-		return nil // exited, or the pid names another process now
-	}
-	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-		return fmt.Errorf("kill %d: %w", pid, err)
+	if err := p.Signal(unix.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("kill vm: %w", err)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/vessel-containers/vessel/internal/agentclient"
+	"github.com/vessel-containers/vessel/internal/atomicfile"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 )
 
@@ -359,9 +360,5 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteFile(path, b, 0o600)
 }

@@ -5,7 +5,8 @@ import "context"
 // This file holds what the VM factory (templates and the pre-booted VM cache) needs from a
 // driver: booting a VM as a template or from one, handing a running VMM over to another
 // process, and growing a VM after it started. Each ability is an optional interface; a
-// driver reports the first in Capabilities.Templating.
+// driver reports the first two and Resizer in Capabilities.Templating, Resizer alone in
+// Capabilities.CPUHotplug and MemHotplug.
 
 // TemplateMode says how Config.Template is used.
 type TemplateMode int
@@ -43,8 +44,8 @@ type TemplateSaver interface {
 // the VMM's sockets must already be in Config.StateDir.
 type Adoption struct {
 	Pid int
-	// StartTime is the process start time (clock ticks after boot, field 22 of
-	// /proc/<pid>/stat). It tells the VMM from a process that reused its pid.
+	// StartTime is the VMM's process start time (procid.ID.StartTime). It tells the VMM
+	// from a process that reused its pid.
 	StartTime uint64
 }
 

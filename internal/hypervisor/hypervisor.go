@@ -1,14 +1,25 @@
-// Package hypervisor defines the virtual machine interface Vessel drives, a registry of
-// drivers (qemu, firecracker, cloud-hypervisor) and the optional capability interfaces a
-// driver may implement. Nothing outside a driver type-asserts a concrete driver type.
+// Package hypervisor defines the virtual machine interface Vessel drives (VM), the registry
+// of drivers, and the optional interfaces a driver's VMs may implement (TemplateSaver,
+// Detacher, Resizer in factory.go).
+//
+// A driver registers itself from an init function with a Driver value: how to create its
+// VMs and what they can do (Capabilities). Binaries pick the drivers they carry with blank
+// imports; the one driver in the tree is qemu (package hypervisor/qemu). Code outside a
+// driver asks the registry (New, CapabilitiesOf, Drivers) and never names a driver type,
+// its command line or its files other than those this package defines (ConsoleLogName).
+// Every driver runs the conformance suite in package hvtest.
 package hypervisor
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
+
+	"github.com/containerd/errdefs"
 )
 
 // Accelerator selects how guest code runs.
@@ -166,55 +177,104 @@ type VM interface {
 	Err() error
 }
 
-// Capabilities describes what a driver supports.
+// Capabilities is what every VM of a driver supports. It is part of the driver's
+// registration, so it is known without creating a VM.
 type Capabilities struct {
+	// Templating: VMs boot as a template and from one (TemplateSaver), hand their VMM to
+	// another process (Detacher) and grow while they run (Resizer): what the VM factory
+	// needs.
+	Templating bool
+	// CPUHotplug and MemHotplug: VMs add vCPUs and memory while they run (Resizer).
+	CPUHotplug bool
+	MemHotplug bool
+	// BlockHotplug: disks can be attached to a running VM.
 	BlockHotplug bool
-	CPUHotplug   bool
-	MemHotplug   bool
-	SharedFS     []SharedFS
-	Templating   bool
+	// SharedFS lists the ways the driver shares a directory with the guest
+	// (Config.SharedFS); New refuses any other.
+	SharedFS []SharedFS
+	// Jailing: the driver confines its VMM itself (chroot, unprivileged user, seccomp).
+	Jailing bool
 }
 
-// CapabilityReporter is implemented by VMs that can describe their abilities.
-type CapabilityReporter interface {
-	Capabilities() Capabilities
-}
+// HasSharedFS reports whether the driver can share a directory with the guest by fs.
+func (c Capabilities) HasSharedFS(fs SharedFS) bool { return slices.Contains(c.SharedFS, fs) }
 
-// NewFunc creates an unstarted VM for a config.
+// NewFunc creates an unstarted VM for a config that Config.Validate accepted.
 type NewFunc func(cfg Config) (VM, error)
+
+// Driver is what a driver registers.
+type Driver struct {
+	// New creates an unstarted VM.
+	New NewFunc
+	// Capabilities is what every VM New creates supports.
+	Capabilities Capabilities
+}
 
 // registry holds the drivers; mu guards drivers.
 var registry struct {
 	mu      sync.Mutex
-	drivers map[string]NewFunc
+	drivers map[string]Driver
 }
 
-// Register makes a driver available by name. It panics on a duplicate name: that is a
-// programming error caught at init.
-func Register(name string, fn NewFunc) {
+// Register makes a driver available by name. It panics on a duplicate name or a driver
+// without New: those are programming errors caught at init.
+func Register(name string, d Driver) {
+	if d.New == nil {
+		panic("hypervisor: driver " + name + " registered without New")
+	}
 	registry.mu.Lock()
 	defer registry.mu.Unlock()
 	if registry.drivers == nil {
-		registry.drivers = map[string]NewFunc{}
+		registry.drivers = map[string]Driver{}
 	}
 	if _, dup := registry.drivers[name]; dup {
 		panic("hypervisor: driver registered twice: " + name)
 	}
-	registry.drivers[name] = fn
+	d.Capabilities.SharedFS = slices.Clone(d.Capabilities.SharedFS)
+	registry.drivers[name] = d
 }
 
-// New creates a VM with the named driver.
-func New(name string, cfg Config) (VM, error) {
+// lookup returns the named driver, or an error wrapping errdefs.ErrNotFound that names it
+// and lists the drivers this binary has.
+func lookup(name string) (Driver, error) {
 	registry.mu.Lock()
-	fn, ok := registry.drivers[name]
+	d, ok := registry.drivers[name]
 	registry.mu.Unlock()
 	if !ok {
-		return nil, fmt.Errorf("hypervisor %q is not available (have %v)", name, Drivers())
+		return Driver{}, fmt.Errorf("hypervisor driver %q is not built into this binary (built: %s): %w",
+			name, strings.Join(Drivers(), ", "), errdefs.ErrNotFound)
+	}
+	return d, nil
+}
+
+// CapabilitiesOf is what the named driver supports. An unknown name is an error wrapping
+// errdefs.ErrNotFound.
+func CapabilitiesOf(name string) (Capabilities, error) {
+	d, err := lookup(name)
+	if err != nil {
+		return Capabilities{}, err
+	}
+	c := d.Capabilities
+	c.SharedFS = slices.Clone(c.SharedFS)
+	return c, nil
+}
+
+// New creates an unstarted VM with the named driver. It refuses an unknown driver
+// (errdefs.ErrNotFound), an invalid config, and a shared fs the driver does not support
+// (errdefs.ErrNotImplemented).
+func New(name string, cfg Config) (VM, error) {
+	d, err := lookup(name)
+	if err != nil {
+		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return fn(cfg)
+	if cfg.SharedFS != "" && cfg.SharedFS != SharedFSNone && !d.Capabilities.HasSharedFS(cfg.SharedFS) {
+		return nil, fmt.Errorf("hypervisor driver %s cannot share a directory by %s (supported: %v): %w",
+			name, cfg.SharedFS, d.Capabilities.SharedFS, errdefs.ErrNotImplemented)
+	}
+	return d.New(cfg)
 }
 
 // Drivers lists the registered driver names, sorted.

@@ -7,43 +7,18 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/vessel-containers/vessel/internal/atomicfile"
 )
 
-// writeAtomic creates path through a temporary file in the same directory: write fills it,
-// then it is synced, given mode and renamed over path. On any failure the temporary file
-// is removed and path is left as it was.
-func writeAtomic(path string, mode os.FileMode, write func(w io.Writer) error) (err error) {
+// writeAtomic creates path (and its directory) through atomicfile.Write: on any failure
+// path is left as it was and no temporary file remains.
+func writeAtomic(path string, mode os.FileMode, write func(w io.Writer) error) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("create temporary file for %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err := write(f); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
-	}
-	return nil
+	return atomicfile.Write(path, mode, write)
 }
 
 // copyFileAtomic copies src to dst through writeAtomic.

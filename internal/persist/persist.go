@@ -1,21 +1,38 @@
 // Package persist stores a sandbox's state on disk under <root>/<sandbox id>/state.json so a
 // restarted shim or CLI can find the VM, its sockets and its containers again. Writes are
-// atomic (temp file + rename); the format carries a version and newer versions are refused.
+// atomic and durable (atomicfile).
+//
+// The file carries a format version. Load reads the current format and every earlier one,
+// so that a newer shim or CLI manages the sandboxes an older one started; it refuses a
+// newer format, a file without a version and a corrupt file with an error naming the file
+// (and the version), never by pretending there is no state. Formats:
+//
+//	1  vm_start_time optional: absent or 0 when the VMM's start time was not known.
+//	2  vm_start_time required whenever vm_pid is set: the VMM is known by its process
+//	   identity (procid.ID) alone.
+//
+// Load reads a version-1 state into the current Sandbox type (Version says which format it
+// came from) and the next Save rewrites it in the current format. A version-1 state without
+// a start time keeps VMStartTime 0, which readers must treat as "this VMM cannot be
+// identified" (sandbox.Cleanup then refuses to kill by guess), and which Save refuses.
 package persist
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/vessel-containers/vessel/internal/atomicfile"
 )
 
-// Version of the on-disk format.
-const Version = 1
+// Version of the on-disk format that Save writes.
+const Version = 2
 
 // DefaultRoot is where sandboxes keep their state.
 const DefaultRoot = "/run/vessel/sandboxes"
@@ -24,6 +41,7 @@ const stateFile = "state.json"
 
 // Sandbox is the persisted state of one sandbox.
 type Sandbox struct {
+	// Version is the format the state was read in (Load), or written in (Save).
 	Version    int                  `json:"version"`
 	ID         string               `json:"id"`
 	Created    time.Time            `json:"created"`
@@ -35,10 +53,10 @@ type Sandbox struct {
 	ShareDir   string               `json:"share_dir,omitempty"`
 	Containers map[string]Container `json:"containers,omitempty"`
 
-	// VMStartTime is the VMM's process start time (hypervisor.ProcessStartTime); with
-	// VMPid it names the process exactly, also one not named after the sandbox (a VM
-	// taken from the cache). 0 when unknown.
-	VMStartTime uint64 `json:"vm_start_time,omitempty"`
+	// VMStartTime is the VMM's process start time (procid.ID.StartTime); with VMPid it
+	// names the process exactly. Save requires it when VMPid is set; it is 0 only in a
+	// state Load read in format 1 that did not record it.
+	VMStartTime uint64 `json:"vm_start_time"`
 }
 
 // Container is the persisted state of one container.
@@ -49,46 +67,69 @@ type Container struct {
 	State  string `json:"state"`
 }
 
-// Save writes s into dir atomically.
+// Save writes s into dir atomically, in format Version. A state naming a VMM without its
+// start time is refused: nothing could later tell that VMM from a process reusing its pid.
 func Save(dir string, s *Sandbox) error {
+	if s.VMPid > 0 && s.VMStartTime == 0 {
+		return fmt.Errorf("save sandbox %s state: vm pid %d has no start time: %w", s.ID, s.VMPid, errdefs.ErrInvalidArgument)
+	}
 	s.Version = Version
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode sandbox %s state: %w", s.ID, err)
 	}
-	tmp, err := os.CreateTemp(dir, stateFile+".*")
-	if err != nil {
-		return fmt.Errorf("save sandbox %s state: %w", s.ID, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save sandbox %s state: %w", s.ID, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("save sandbox %s state: %w", s.ID, err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, stateFile)); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, stateFile), data, 0o600); err != nil {
 		return fmt.Errorf("save sandbox %s state: %w", s.ID, err)
 	}
 	return nil
 }
 
-// Load reads the state in dir. A missing state is errdefs.ErrNotFound.
+// Load reads the state in dir, migrating an earlier format. A missing state is
+// errdefs.ErrNotFound; any other error names the file.
 func Load(dir string) (*Sandbox, error) {
-	data, err := os.ReadFile(filepath.Join(dir, stateFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("sandbox state in %s: %w", dir, errdefs.ErrNotFound)
+	path := filepath.Join(dir, stateFile)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("sandbox state %s: %w", path, errdefs.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load sandbox state: %w", err)
 	}
+	s, err := decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox state %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// decode parses a state file of any format up to Version.
+func decode(data []byte) (*Sandbox, error) {
+	var head struct {
+		Version *int `json:"version"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return nil, fmt.Errorf("corrupt: %w", err)
+	}
+	switch {
+	case head.Version == nil:
+		return nil, errors.New("corrupt: no format version")
+	case *head.Version < 1 || *head.Version > Version:
+		return nil, fmt.Errorf("format version %d: this vessel reads versions 1 to %d: %w",
+			*head.Version, Version, errdefs.ErrNotImplemented)
+	}
 	var s Sandbox
 	if err := json.Unmarshal(data, &s); err != nil {
-		return nil, fmt.Errorf("decode sandbox state %s: %w", filepath.Join(dir, stateFile), err)
+		return nil, fmt.Errorf("corrupt (format version %d): %w", *head.Version, err)
 	}
-	if s.Version > Version {
-		return nil, fmt.Errorf("sandbox state %s has version %d, this vessel understands up to %d", dir, s.Version, Version)
+	if s.ID == "" {
+		return nil, fmt.Errorf("corrupt (format version %d): no sandbox id", s.Version)
+	}
+	if s.Version == 1 {
+		// Format 1 has every field of format 2; only the start time may be missing.
+		return &s, nil
+	}
+	if s.VMPid > 0 && s.VMStartTime == 0 {
+		return nil, fmt.Errorf("corrupt (format version %d): vm pid %d without vm_start_time", s.Version, s.VMPid)
 	}
 	return &s, nil
 }

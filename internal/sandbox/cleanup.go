@@ -1,22 +1,19 @@
 package sandbox
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
 	"github.com/vessel-containers/vessel/internal/containerid"
-	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/persist"
+	"github.com/vessel-containers/vessel/internal/procid"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 )
 
@@ -32,6 +29,11 @@ func (s *Sandbox) WaitOOM(ctx context.Context) (string, error) {
 // Cleanup removes what a sandbox whose owner died left behind: the VM process (when it still
 // runs and is still the VM that was recorded), mounts in the share and the state directory.
 // A sandbox that does not exist is not an error.
+//
+// Cleanup never removes the directory of a sandbox whose VM may still run without killing
+// that VM first: a state it cannot read (corrupt, or a newer format), a VM that does not
+// exit after SIGKILL, or a recorded VM it cannot identify is an error, and the directory is
+// kept for the operator or a newer vessel.
 func Cleanup(ctx context.Context, root, id string) error {
 	if err := containerid.Validate(id); err != nil {
 		return err
@@ -43,24 +45,57 @@ func Cleanup(ctx context.Context, root, id string) error {
 	st, err := persist.Load(dir)
 	switch {
 	case errdefs.IsNotFound(err):
+		// No state, so no VM this process does not own: a cold-booted VMM dies with the
+		// process that started it, and a VM from the factory is recorded (recordVM) before
+		// the sandbox uses it.
 		st = nil
 	case err != nil:
-		log.G(ctx).WithError(err).Warn("sandbox state unreadable; cleaning what is there")
-		st = nil
+		return fmt.Errorf("clean up sandbox %s: %w (directory %s kept: the VM it records may still run)", id, err, dir)
 	}
-	var errs []error
-	if st != nil && st.VMPid > 0 && isVMProcess(st.VMPid, st.VMStartTime, id) {
-		if err := syscall.Kill(st.VMPid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-			errs = append(errs, fmt.Errorf("kill vm %d: %w", st.VMPid, err))
+	if st != nil && st.VMPid > 0 {
+		if err := killVM(ctx, st); err != nil {
+			return fmt.Errorf("clean up sandbox %s: %w (directory %s kept)", id, err, dir)
 		}
-		log.G(ctx).WithField("pid", st.VMPid).Info("killed the VM of a dead sandbox owner")
 	}
 	if err := removeDir(ctx, sharefs.Open(filepath.Join(dir, "shared")), dir); err != nil {
-		errs = append(errs, err)
+		return fmt.Errorf("clean up sandbox %s: %w", id, err)
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("clean up sandbox %s: %w", id, errors.Join(errs...))
+	return nil
+}
+
+// vmExitTimeout bounds the wait for a killed VMM to exit.
+const vmExitTimeout = 10 * time.Second
+
+// killVM kills the VMM st records if it still runs, and waits for it to exit. The VMM is
+// known by pid and start time only (procid): a process that reuses its pid is never killed,
+// and nothing here knows how a driver names or starts its process.
+func killVM(ctx context.Context, st *persist.Sandbox) error {
+	if st.VMStartTime == 0 {
+		// A format-1 state written without the start time. A process with the pid may be
+		// the VM or a later process that reused the pid; killing it on a guess could kill
+		// anything, and removing the directory would pull the share from under a VM that
+		// still runs. Only when no process has the pid is the VM certainly gone.
+		if _, err := procid.ReadStat(st.VMPid); errdefs.IsNotFound(err) {
+			return nil
+		}
+		log.G(ctx).WithField("pid", st.VMPid).WithField("format", st.Version).
+			Warn("sandbox state records a vm pid without its start time and that pid runs; not killing it on a guess")
+		return fmt.Errorf("vm pid %d is recorded without a start time (state format %d) and a process with that pid runs: "+
+			"it cannot be identified as the sandbox's VM; stop it if it is, then clean up again: %w",
+			st.VMPid, st.Version, errdefs.ErrFailedPrecondition)
 	}
+	vmm := procid.ID{Pid: st.VMPid, StartTime: st.VMStartTime}
+	err := vmm.Signal(syscall.SIGKILL)
+	if errdefs.IsNotFound(err) {
+		return nil // exited, or its pid names another process now
+	}
+	if err != nil {
+		return fmt.Errorf("kill vm: %w", err)
+	}
+	if !vmm.Wait(vmExitTimeout) {
+		return fmt.Errorf("vm %s did not exit %v after SIGKILL", vmm, vmExitTimeout)
+	}
+	log.G(ctx).WithField("pid", vmm.Pid).Info("killed the VM of a dead sandbox owner")
 	return nil
 }
 
@@ -75,27 +110,4 @@ func removeDir(ctx context.Context, share *sharefs.Share, dir string) error {
 		return fmt.Errorf("remove sandbox dir: %w", err)
 	}
 	return nil
-}
-
-// isVMProcess reports whether pid still is the VMM of sandbox id, so a recycled pid is
-// never killed: by its start time when recorded (a VM from the factory's cache is named
-// after the cache's VM, not the sandbox), else by its name: drivers name their process
-// after the sandbox (QEMU: -name vessel-<id>).
-func isVMProcess(pid int, startTime uint64, id string) bool {
-	if startTime != 0 {
-		st, err := hypervisor.ProcessStartTime(pid)
-		return err == nil && st == startTime
-	}
-	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
-	if err != nil {
-		return false
-	}
-	name := "vessel-" + id
-	for _, arg := range bytes.Split(cmdline, []byte{0}) {
-		a := string(arg)
-		if a == name || a == "guest="+name || strings.HasPrefix(a, "guest="+name+",") || strings.HasPrefix(a, name+",") {
-			return true
-		}
-	}
-	return false
 }

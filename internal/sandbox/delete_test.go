@@ -18,6 +18,7 @@ import (
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agentclient"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/procid"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
@@ -129,7 +130,11 @@ func newTestSandbox(t *testing.T, vm *recVM) (*Sandbox, *recAgent) {
 		t.Fatal(err)
 	}
 	vm.done = make(chan struct{})
-	s := &Sandbox{id: "sb", dir: dir, vm: vm, agent: client, share: share, containers: map[string]*Container{}, state: StateRunning}
+	vmm, err := procid.Of(vm.Pid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Sandbox{id: "sb", dir: dir, vm: vm, vmStart: vmm.StartTime, agent: client, share: share, containers: map[string]*Container{}, state: StateRunning}
 	for id, st := range map[string]State{"exited": StateStopped, "created": StateCreated} {
 		s.containers[id] = &Container{sb: s, id: id, state: st}
 	}

@@ -10,6 +10,7 @@ import (
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/persist"
+	"github.com/vessel-containers/vessel/internal/procid"
 )
 
 // VMSource hands out VMs that are already booted: the VM factory (package factory,
@@ -32,9 +33,8 @@ const warmReady = 20 * time.Second
 // that fails is stopped and logged, never returned as an error. On error nothing it
 // started is left running.
 func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, start time.Time) error {
-	if vm := s.warmVM(ctx, vmcfg); vm != nil {
-		s.vm = vm
-		s.vmStart, _ = hypervisor.ProcessStartTime(vm.Pid())
+	if vm, vmm := s.warmVM(ctx, vmcfg); vm != nil {
+		s.vm, s.vmStart = vm, vmm.StartTime
 		log.G(ctx).WithField("pid", vm.Pid()).WithField("elapsed", time.Since(start)).Debug("vm started")
 		timeouts := s.cfg.Timeouts
 		if timeouts.Ready == 0 || timeouts.Ready > warmReady {
@@ -62,8 +62,17 @@ func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, start time.
 	if err := vm.Start(ctx); err != nil {
 		return fmt.Errorf("sandbox %s: start vm: %w", s.id, err)
 	}
-	s.vm = vm
-	s.vmStart, _ = hypervisor.ProcessStartTime(vm.Pid())
+	// The saved state names the VMM by pid and start time (persist.Save requires both):
+	// a VMM that cannot be identified could never be cleaned up safely.
+	vmm, err := procid.Of(vm.Pid())
+	if err != nil {
+		stopVM(ctx, vm)
+		if exitErr := vm.Err(); exitErr != nil { // it died at once: that is the news
+			return fmt.Errorf("sandbox %s: vm exited after start: %w", s.id, exitErr)
+		}
+		return fmt.Errorf("sandbox %s: identify the vm process: %w", s.id, err)
+	}
+	s.vm, s.vmStart = vm, vmm.StartTime
 	log.G(ctx).WithField("pid", vm.Pid()).WithField("elapsed", time.Since(start)).Debug("vm started")
 	if err := s.connect(ctx, s.cfg.Timeouts); err != nil {
 		stopVM(ctx, vm)
@@ -72,20 +81,26 @@ func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, start time.
 	return nil
 }
 
-// warmVM asks cfg.VMSource for a VM; nil (logged) when there is no source or it has none.
-func (s *Sandbox) warmVM(ctx context.Context, vmcfg hypervisor.Config) hypervisor.VM {
+// warmVM asks cfg.VMSource for a VM and records it (recordVM). It returns nil (logged)
+// when there is no source, it has none, or the VM cannot be recorded (then it is stopped).
+func (s *Sandbox) warmVM(ctx context.Context, vmcfg hypervisor.Config) (hypervisor.VM, procid.ID) {
 	if s.cfg.VMSource == nil {
-		return nil
+		return nil, procid.ID{}
 	}
 	begin := time.Now()
 	vm, err := s.cfg.VMSource.VM(ctx, s.cfg.Hypervisor, vmcfg)
 	if err != nil {
 		log.G(ctx).WithError(err).WithField("elapsed", time.Since(begin)).Info("factory has no vm for this sandbox; booting cold")
-		return nil
+		return nil, procid.ID{}
 	}
 	log.G(ctx).WithField("pid", vm.Pid()).WithField("elapsed", time.Since(begin)).Info("vm from the factory")
-	recordVM(ctx, s.id, vmcfg.StateDir, vm)
-	return vm
+	vmm, err := recordVM(s.id, s.cfg.Hypervisor, vmcfg.StateDir, vm)
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("vm from the factory cannot be recorded; stopping it and booting cold")
+		stopVM(ctx, vm)
+		return nil, procid.ID{}
+	}
+	return vm, vmm
 }
 
 // stopVM stops vm, also when ctx is cancelled, and logs a failure.
@@ -97,20 +112,22 @@ func stopVM(ctx context.Context, vm hypervisor.VM) {
 	}
 }
 
-// recordVM saves the VMM's pid and start time at once: a VM from the cache is not this
-// process's child and so does not die with it; if this process dies before Create saves
-// the sandbox, Cleanup (`shim delete`) still finds and kills the VM.
-func recordVM(ctx context.Context, id, dir string, vm hypervisor.VM) {
-	start, err := hypervisor.ProcessStartTime(vm.Pid())
-	if err == nil {
-		err = persist.Save(dir, &persist.Sandbox{
-			ID: id, Created: time.Now().UTC(), VMPid: vm.Pid(), VMStartTime: start,
-			State: "creating", AgentKind: vm.Agent().Kind, AgentPath: vm.Agent().Path,
-		})
-	}
+// recordVM saves the VMM's identity (pid and start time) at once: a VM from the cache is
+// not this process's child and so does not die with it; if this process dies before
+// Create saves the sandbox, Cleanup (`shim delete`) still finds and kills the VM.
+func recordVM(id, driver, dir string, vm hypervisor.VM) (procid.ID, error) {
+	vmm, err := procid.Of(vm.Pid())
 	if err != nil {
-		log.G(ctx).WithError(err).Warn("record the factory's vm")
+		return procid.ID{}, fmt.Errorf("record the factory's vm: %w", err)
 	}
+	err = persist.Save(dir, &persist.Sandbox{
+		ID: id, Created: time.Now().UTC(), Hypervisor: driver, VMPid: vmm.Pid, VMStartTime: vmm.StartTime,
+		State: "creating", AgentKind: vm.Agent().Kind, AgentPath: vm.Agent().Path,
+	})
+	if err != nil {
+		return procid.ID{}, fmt.Errorf("record the factory's vm: %w", err)
+	}
+	return vmm, nil
 }
 
 // grow brings a VM from the factory up to the sandbox's size (cfg.VM) and has the agent

@@ -41,11 +41,11 @@ func (v *seamVM) Err() error            { return nil }
 var coldBoots []*seamVM
 
 func init() {
-	hypervisor.Register("seamtest", func(cfg hypervisor.Config) (hypervisor.VM, error) {
+	hypervisor.Register("seamtest", hypervisor.Driver{New: func(cfg hypervisor.Config) (hypervisor.VM, error) {
 		v := &seamVM{cfg: cfg, done: make(chan struct{})}
 		coldBoots = append(coldBoots, v)
 		return v, nil
-	})
+	}})
 }
 
 // fakeSource is a VMSource that returns vm or err and records what it was asked.
@@ -114,18 +114,18 @@ func TestBootFallsBackToCold(t *testing.T) {
 	}
 }
 
-func TestIsVMProcessByStartTime(t *testing.T) {
-	start, err := hypervisor.ProcessStartTime(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
+// TestWarmVMNotRecordedIsStopped checks that a VM from the source that cannot be recorded
+// (its state directory is missing) is stopped at once: an unrecorded VM that is not this
+// process's child would outlive a crash with nothing to find it by.
+func TestWarmVMNotRecordedIsStopped(t *testing.T) {
+	vmcfg := hypervisor.Config{ID: "sb", StateDir: t.TempDir() + "/missing", Kernel: "/k", VCPUs: 1, MemoryMiB: 128}
+	warm := &seamVM{cfg: vmcfg, done: make(chan struct{})}
+	s := &Sandbox{id: "sb", dir: vmcfg.StateDir, cfg: Config{ID: "sb", Hypervisor: "seamtest", VMSource: &fakeSource{vm: warm}}}
+	vm, vmm := s.warmVM(context.Background(), vmcfg)
+	if vm != nil || vmm.Pid != 0 {
+		t.Errorf("warmVM: got %v, %+v; want no vm", vm, vmm)
 	}
-	if !isVMProcess(os.Getpid(), start, "any") {
-		t.Error("this process with its start time is not recognized")
-	}
-	if isVMProcess(os.Getpid(), start+1, "any") {
-		t.Error("a recycled pid (other start time) is recognized")
-	}
-	if isVMProcess(os.Getpid(), 0, "not-this-sandbox") {
-		t.Error("without a start time, a process not named after the sandbox is recognized")
+	if !warm.stopped {
+		t.Error("the unrecorded vm was not stopped")
 	}
 }

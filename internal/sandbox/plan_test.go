@@ -115,8 +115,11 @@ func (v *agentVM) Err() error            { return nil }
 var planAgents = make(chan *planAgent, 1)
 
 func init() {
-	hypervisor.Register("plantest", func(cfg hypervisor.Config) (hypervisor.VM, error) {
-		return &agentVM{cfg: cfg, agent: <-planAgents, done: make(chan struct{})}, nil
+	hypervisor.Register("plantest", hypervisor.Driver{
+		New: func(cfg hypervisor.Config) (hypervisor.VM, error) {
+			return &agentVM{cfg: cfg, agent: <-planAgents, done: make(chan struct{})}, nil
+		},
+		Capabilities: hypervisor.Capabilities{SharedFS: []hypervisor.SharedFS{hypervisor.SharedFS9P}},
 	})
 }
 

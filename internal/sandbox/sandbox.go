@@ -74,7 +74,8 @@ type Sandbox struct {
 	agent *agentclient.Client
 	share *sharefs.Share
 	cfg   Config
-	// vmStart is the VMM's process start time (factory.go), 0 when unknown.
+	// vmStart is the VMM's process start time (factory.go); with the pid it identifies the
+	// VMM in the persisted state. Set whenever vm is.
 	vmStart uint64
 
 	// mu guards containers and state.

@@ -17,7 +17,7 @@ import (
 func TestFeaturesReflectTheBuild(t *testing.T) {
 	// A driver registered in this binary is reported; none is named by hand.
 	const driver = "features-test-driver"
-	hypervisor.Register(driver, func(hypervisor.Config) (hypervisor.VM, error) { return nil, nil })
+	hypervisor.Register(driver, hypervisor.Driver{New: func(hypervisor.Config) (hypervisor.VM, error) { return nil, nil }})
 	f := Features()
 
 	if got, want := f.Annotations["io.vessel.hypervisors"], strings.Join(hypervisor.Drivers(), ","); got != want || !strings.Contains(got, driver) {

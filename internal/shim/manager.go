@@ -30,6 +30,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
 
+	"github.com/vessel-containers/vessel/internal/atomicfile"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/sandbox"
@@ -215,11 +216,7 @@ func socketAddress(ctx context.Context, address, socketDir, group string) (strin
 // reads to reconnect after a restart, prints the plain address for containerd, and silences
 // the JSON the shim package writes after Start returns.
 func writeAddress(address string) error {
-	tmp := "address.tmp"
-	if err := os.WriteFile(tmp, []byte(address), 0o600); err != nil {
-		return fmt.Errorf("write shim address file: %w", err)
-	}
-	if err := os.Rename(tmp, "address"); err != nil {
+	if err := atomicfile.WriteFile("address", []byte(address), 0o600); err != nil {
 		return fmt.Errorf("write shim address file: %w", err)
 	}
 	if _, err := io.WriteString(os.Stdout, address); err != nil {

@@ -22,6 +22,8 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/vessel-containers/vessel/internal/atomicfile"
 )
 
 // Status is the CLI's own record of where create got to; the live status of a created
@@ -161,19 +163,7 @@ func (s Store) Save(c *Container) error {
 	if err != nil {
 		return fmt.Errorf("encode state of %s: %w", c.ID, err)
 	}
-	tmp, err := os.CreateTemp(s.Dir(c.ID), stateFile+".*")
-	if err != nil {
-		return fmt.Errorf("save state of %s: %w", c.ID, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save state of %s: %w", c.ID, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("save state of %s: %w", c.ID, err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(s.Dir(c.ID), stateFile)); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(s.Dir(c.ID), stateFile), data, 0o600); err != nil {
 		return fmt.Errorf("save state of %s: %w", c.ID, err)
 	}
 	return nil

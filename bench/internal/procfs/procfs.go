@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vessel-containers/vessel/internal/procid"
 )
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat times; 100 on every Linux
@@ -68,28 +70,17 @@ func ReadStat(pid int) (Stat, error) {
 	return parseStat(pid, data)
 }
 
+// parseStat converts procid's parse of a stat line into the harness's figures.
 func parseStat(pid int, data []byte) (Stat, error) {
-	// comm is in parentheses and may hold spaces or parentheses: split at the last ')'.
-	open, end := bytes.IndexByte(data, '('), bytes.LastIndexByte(data, ')')
-	if open < 0 || end < open {
-		return Stat{}, fmt.Errorf("stat of %d: malformed %q", pid, data)
-	}
-	f := strings.Fields(string(data[end+1:]))
-	// After comm: state(0) ppid(1) ... utime(11) stime(12).
-	if len(f) < 13 {
-		return Stat{}, fmt.Errorf("stat of %d: %d fields after comm, want at least 13", pid, len(f))
-	}
-	ppid, err1 := strconv.Atoi(f[1])
-	utime, err2 := strconv.ParseUint(f[11], 10, 64)
-	stime, err3 := strconv.ParseUint(f[12], 10, 64)
-	if err := errors.Join(err1, err2, err3); err != nil {
+	st, err := procid.ParseStat(data)
+	if err != nil {
 		return Stat{}, fmt.Errorf("stat of %d: %w", pid, err)
 	}
 	return Stat{
 		Pid:  pid,
-		PPid: ppid,
-		Comm: string(data[open+1 : end]),
-		CPU:  time.Duration(utime+stime) * time.Second / clockTicks,
+		PPid: st.PPid,
+		Comm: st.Comm,
+		CPU:  time.Duration(st.UTime+st.STime) * time.Second / clockTicks,
 	}, nil
 }
 

@@ -1,8 +1,12 @@
-// Package hvtest is the conformance suite every hypervisor driver runs:
+// Package hvtest is the conformance suite every hypervisor driver runs, on the driver as
+// it is registered:
 //
-//	func TestConformance(t *testing.T) { hvtest.Run(t, qemu.New) }
+//	func TestConformance(t *testing.T) { hvtest.Run(t, "qemu") }
 //
-// It boots real VMs (gated like testutil.RequiresVM: VESSEL_INTEGRATION=1, root, the guest
+// Its first scenario, Capabilities, needs no VM and runs in every test run: the driver's
+// registered capabilities must match the optional interfaces its VMs implement, and New
+// must refuse a shared file system the driver does not list. The other scenarios boot
+// real VMs (gated like testutil.RequiresVM: VESSEL_INTEGRATION=1, root, the guest
 // kernel) from the project's guest kernel and a tiny busybox initramfs it builds in the
 // test's temporary directory, and checks the hypervisor.VM contract: the agent channel and
 // the console, pause and resume, stop, an external kill, a bad kernel, and two VMs at once.
@@ -22,11 +26,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/containerd/errdefs"
 
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/testutil"
@@ -45,23 +52,22 @@ const (
 	inFlight = 3
 )
 
-// NewVMFunc creates an unstarted VM, as hypervisor.NewFunc.
-type NewVMFunc func(cfg hypervisor.Config) (hypervisor.VM, error)
-
 type suite struct {
-	newVM  NewVMFunc
+	driver string
 	kernel string
 	initrd string
 }
 
-// Run runs every scenario as a subtest.
-func Run(t *testing.T, newVM NewVMFunc) {
+// Run runs every scenario as a subtest against the registered driver of that name. The
+// scenarios that boot VMs are skipped outside integration mode.
+func Run(t *testing.T, driver string) {
+	t.Run("Capabilities", func(t *testing.T) { CheckCapabilities(t, driver) })
 	kernel := requiresKernel(t)
 	initrd, err := buildInitramfs(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &suite{newVM: newVM, kernel: kernel, initrd: initrd}
+	s := &suite{driver: driver, kernel: kernel, initrd: initrd}
 	t.Run("Boot", s.testBoot)
 	t.Run("PauseResume", s.testPauseResume)
 	t.Run("Stop", s.testStop)
@@ -69,6 +75,72 @@ func Run(t *testing.T, newVM NewVMFunc) {
 	t.Run("MissingKernel", s.testMissingKernel)
 	t.Run("BadKernelImage", s.testBadKernelImage)
 	t.Run("TwoVMs", s.testTwoVMs)
+}
+
+// knownSharedFS are the shared file systems a driver may list.
+var knownSharedFS = []hypervisor.SharedFS{hypervisor.SharedFS9P, hypervisor.SharedFSVirtioFS}
+
+// CheckCapabilities checks, without starting a VM, that the registered capabilities of
+// driver agree with what its VMs are: every optional interface a capability promises is
+// implemented and none is implemented that no capability promises, the shared file systems
+// listed are known kinds, and New refuses the known kinds that are not listed.
+func CheckCapabilities(t *testing.T, driver string) {
+	t.Helper()
+	caps, err := hypervisor.CapabilitiesOf(driver)
+	if err != nil {
+		t.Fatalf("capabilities of %s: %v", driver, err)
+	}
+	t.Logf("%s capabilities: %+v", driver, caps)
+	cfg := hypervisor.Config{ID: "caps", StateDir: t.TempDir(), Kernel: "/nonexistent/vmlinux", VCPUs: 1, MemoryMiB: 128}
+	vm, err := hypervisor.New(driver, cfg)
+	if err != nil {
+		t.Fatalf("new %s vm (not started): %v", driver, err)
+	}
+	_, saver := vm.(hypervisor.TemplateSaver)
+	_, detacher := vm.(hypervisor.Detacher)
+	_, resizer := vm.(hypervisor.Resizer)
+	for _, c := range []struct {
+		what      string
+		promised  bool
+		implement bool
+	}{
+		{"hypervisor.TemplateSaver (Templating)", caps.Templating, saver},
+		{"hypervisor.Detacher (Templating)", caps.Templating, detacher},
+		{"hypervisor.Resizer (Templating, CPUHotplug or MemHotplug)", caps.Templating || caps.CPUHotplug || caps.MemHotplug, resizer},
+	} {
+		if c.promised != c.implement {
+			t.Errorf("%s: capability %v, VM implements it %v", c.what, c.promised, c.implement)
+		}
+	}
+	if caps.Templating && !caps.HasSharedFS(hypervisor.SharedFS9P) {
+		t.Error("Templating without virtio-9p: the VM factory shares a template's directory by 9p")
+	}
+	seen := map[hypervisor.SharedFS]bool{}
+	for _, fs := range caps.SharedFS {
+		if !slices.Contains(knownSharedFS, fs) || seen[fs] {
+			t.Errorf("shared fs %q listed: unknown or twice (known: %v)", fs, knownSharedFS)
+		}
+		seen[fs] = true
+	}
+	for _, fs := range knownSharedFS {
+		if seen[fs] {
+			continue
+		}
+		c := cfg
+		c.SharedFS, c.SharedDir, c.ShareTag = fs, t.TempDir(), "share"
+		if _, err := hypervisor.New(driver, c); !errors.Is(err, errdefs.ErrNotImplemented) {
+			t.Errorf("new vm with unlisted shared fs %s: got %v, want ErrNotImplemented", fs, err)
+		}
+	}
+	if err := vm.Stop(context.Background()); err != nil {
+		t.Errorf("stop of a vm never started: %v", err)
+	}
+}
+
+// newVM creates an unstarted VM with the suite's driver, as the rest of Vessel does.
+func (s *suite) newVM(t *testing.T, cfg hypervisor.Config) (hypervisor.VM, error) {
+	t.Helper()
+	return hypervisor.New(s.driver, cfg)
 }
 
 // requiresKernel gates the suite like testutil.RequiresVM (integration mode, root) but
@@ -117,7 +189,7 @@ type booted struct {
 func (s *suite) start(t *testing.T, marker string) *booted {
 	t.Helper()
 	cfg := s.config(t, marker)
-	vm, err := s.newVM(cfg)
+	vm, err := s.newVM(t, cfg)
 	if err != nil {
 		t.Fatalf("new vm: %v", err)
 	}
@@ -181,9 +253,6 @@ func (s *suite) testBoot(t *testing.T) {
 	defer cancel()
 	if st, err := b.vm.State(ctx); err != nil || st != hypervisor.StateRunning {
 		t.Errorf("state: got %q, %v; want %q", st, err, hypervisor.StateRunning)
-	}
-	if r, ok := b.vm.(hypervisor.CapabilityReporter); ok {
-		t.Logf("capabilities: %+v", r.Capabilities())
 	}
 	// The agent channel carries data both ways; here the guest writes. Idle a moment
 	// (a few ticks) and report the VMM's memory.
@@ -346,7 +415,7 @@ func (s *suite) testBadKernelImage(t *testing.T) {
 // startMustFail starts a VM that cannot boot and checks nothing is left behind.
 func (s *suite) startMustFail(t *testing.T, cfg hypervisor.Config) error {
 	t.Helper()
-	vm, err := s.newVM(cfg)
+	vm, err := s.newVM(t, cfg)
 	if err != nil {
 		return err
 	}

@@ -35,7 +35,18 @@ import (
 	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qmp"
 )
 
-func init() { hypervisor.Register("qemu", New) }
+func init() {
+	hypervisor.Register("qemu", hypervisor.Driver{New: New, Capabilities: capabilities})
+}
+
+// capabilities is what the driver implements: VM templates, handover and CPU and memory
+// growth (template*.go) and both shared file systems; no block hotplug, no jailer.
+var capabilities = hypervisor.Capabilities{
+	Templating: true,
+	CPUHotplug: true,
+	MemHotplug: true,
+	SharedFS:   []hypervisor.SharedFS{hypervisor.SharedFS9P, hypervisor.SharedFSVirtioFS},
+}
 
 // reapTimeout bounds the wait for the kernel to reap QEMU after SIGKILL. Reaching it means
 // the process is stuck in the kernel (uninterruptible sleep).
@@ -98,8 +109,10 @@ type VM struct {
 }
 
 var (
-	_ hypervisor.VM                 = (*VM)(nil)
-	_ hypervisor.CapabilityReporter = (*VM)(nil)
+	_ hypervisor.VM            = (*VM)(nil)
+	_ hypervisor.TemplateSaver = (*VM)(nil)
+	_ hypervisor.Detacher      = (*VM)(nil)
+	_ hypervisor.Resizer       = (*VM)(nil)
 )
 
 // New returns an unstarted VM for cfg. It validates cfg but checks no files: Start does.
@@ -150,17 +163,6 @@ func (v *VM) Err() error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.exitErr
-}
-
-// Capabilities reports what this driver implements today.
-func (v *VM) Capabilities() hypervisor.Capabilities {
-	return hypervisor.Capabilities{
-		SharedFS: []hypervisor.SharedFS{hypervisor.SharedFS9P, hypervisor.SharedFSVirtioFS},
-		// template*.go: templates (with virtio-9p), handover and CPU/memory growth.
-		Templating: true,
-		CPUHotplug: true,
-		MemHotplug: true,
-	}
 }
 
 // running returns the QMP client of a started VM whose QEMU has not exited, or an error

@@ -20,7 +20,7 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	hvtest.Run(t, New)
+	hvtest.Run(t, "qemu")
 	assertNoDriverGoroutines(t)
 }
 
@@ -57,12 +57,12 @@ func TestRegistered(t *testing.T) {
 	if got := vm.Agent(); got.Kind != "serial" || got.Path != filepath.Join(dir, "agent.sock") {
 		t.Errorf("agent address: got %+v", got)
 	}
-	r, ok := vm.(hypervisor.CapabilityReporter)
-	if !ok {
-		t.Fatal("qemu VM does not report capabilities")
+	caps, err := hypervisor.CapabilitiesOf("qemu")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got := r.Capabilities().SharedFS; len(got) != 2 {
-		t.Errorf("shared fs: got %v, want 9p and virtio-fs", got)
+	if !caps.Templating || !caps.HasSharedFS(hypervisor.SharedFS9P) || !caps.HasSharedFS(hypervisor.SharedFSVirtioFS) {
+		t.Errorf("capabilities: got %+v, want templating, 9p and virtio-fs", caps)
 	}
 }
 

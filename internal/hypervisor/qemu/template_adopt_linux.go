@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/procid"
 )
 
 // Handing a running QEMU from one process (the VM cache) to another (a shim):
@@ -37,7 +38,7 @@ func (v *VM) Detach(ctx context.Context) (hypervisor.Adoption, error) {
 		return hypervisor.Adoption{}, err
 	}
 	pid := v.Pid()
-	start, err := hypervisor.ProcessStartTime(pid)
+	id, err := procid.Of(pid)
 	if err != nil {
 		return hypervisor.Adoption{}, fmt.Errorf("qemu %s: detach: %w", v.cfg.ID, err)
 	}
@@ -52,7 +53,7 @@ func (v *VM) Detach(ctx context.Context) (hypervisor.Adoption, error) {
 		log.G(ctx).WithError(err).Debug("close qmp connection of a detached vm")
 	}
 	<-eventsDone
-	return hypervisor.Adoption{Pid: pid, StartTime: start}, nil
+	return hypervisor.Adoption{Pid: id.Pid, StartTime: id.StartTime}, nil
 }
 
 // adopt attaches to the running QEMU named by Config.Adopt, whose sockets are already in
@@ -65,15 +66,10 @@ func (v *VM) adopt(ctx context.Context) error {
 		return v.failBeforeExec(fmt.Errorf("adopt pid %d: %w", a.Pid, err))
 	}
 	// The pidfd pins the process: check after opening it that it is the one handed over.
-	start, err := hypervisor.ProcessStartTime(a.Pid)
-	if err != nil {
+	if want := (procid.ID{Pid: a.Pid, StartTime: a.StartTime}); !want.Exists() {
 		_ = unix.Close(pidfd)
-		return v.failBeforeExec(fmt.Errorf("adopt pid %d: %w", a.Pid, err))
-	}
-	if start != a.StartTime {
-		_ = unix.Close(pidfd)
-		return v.failBeforeExec(fmt.Errorf("adopt pid %d: not the vmm handed over (start time %d, want %d): %w",
-			a.Pid, start, a.StartTime, errdefs.ErrNotFound))
+		return v.failBeforeExec(fmt.Errorf("adopt %s: not the vmm handed over (it exited or its pid was reused): %w",
+			want, errdefs.ErrNotFound))
 	}
 	proc, err := os.FindProcess(a.Pid) // signals through a pidfd of its own on Linux
 	if err != nil {
