@@ -187,6 +187,23 @@ func (s *service) lookup(id string) (_ *container, creating bool, _ error) {
 	return c, c.creating, nil
 }
 
+// lookupProcess is getProcess that also finds the init process of a task whose Create still
+// runs (State and Wait answer for it); such a task has no exec processes yet.
+func (s *service) lookupProcess(id, execID string) (*container, *process, error) {
+	c, creating, err := s.lookup(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if creating && execID != "" {
+		return nil, nil, fmt.Errorf("exec %s in container %s: %w", execID, id, errdefs.ErrNotFound)
+	}
+	p, err := c.process(execID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, p, nil
+}
+
 func (s *service) getProcess(id, execID string) (*container, *process, error) {
 	c, err := s.get(id)
 	if err != nil {
@@ -613,14 +630,7 @@ func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*
 // State reports a process's state. A task whose Create still runs is CREATED: it exists
 // and runs nothing until Start.
 func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
-	c, creating, err := s.lookup(r.ID)
-	if err != nil {
-		return nil, toGRPC(err)
-	}
-	if creating && r.ExecID != "" {
-		return nil, toGRPC(fmt.Errorf("exec %s in container %s: %w", r.ExecID, r.ID, errdefs.ErrNotFound))
-	}
-	p, err := c.process(r.ExecID)
+	c, p, err := s.lookupProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
@@ -760,14 +770,7 @@ func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*pt
 // Wait blocks until the process exits. The init process of a task whose Create fails
 // exits with 128+SIGKILL.
 func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
-	c, creating, err := s.lookup(r.ID)
-	if err != nil {
-		return nil, toGRPC(err)
-	}
-	if creating && r.ExecID != "" {
-		return nil, toGRPC(fmt.Errorf("exec %s in container %s: %w", r.ExecID, r.ID, errdefs.ErrNotFound))
-	}
-	p, err := c.process(r.ExecID)
+	_, p, err := s.lookupProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
