@@ -28,6 +28,10 @@ import (
 type planAgent struct {
 	agentv1.AgentService // nil: requests the test does not expect panic the server
 
+	// hangCreate makes CreateContainer answer only when its caller gives up (a guest
+	// that never finishes creating the container).
+	hangCreate bool
+
 	// mu guards sandbox and container.
 	mu        sync.Mutex
 	sandbox   *agentv1.CreateSandboxRequest
@@ -53,10 +57,14 @@ func (a *planAgent) CreateSandbox(_ context.Context, r *agentv1.CreateSandboxReq
 	return &agentv1.Empty{}, nil
 }
 
-func (a *planAgent) CreateContainer(_ context.Context, r *agentv1.CreateContainerRequest) (*agentv1.Empty, error) {
+func (a *planAgent) CreateContainer(ctx context.Context, r *agentv1.CreateContainerRequest) (*agentv1.Empty, error) {
 	a.mu.Lock()
 	a.container = r
 	a.mu.Unlock()
+	if a.hangCreate {
+		<-ctx.Done() // the client's deadline travels with the request
+		return nil, ctx.Err()
+	}
 	return &agentv1.Empty{}, nil
 }
 
@@ -126,6 +134,12 @@ func init() {
 // planSandbox creates a sandbox from a plan made of cfg, over a planAgent.
 func planSandbox(t *testing.T, cfg *config.Config) (*Sandbox, *planAgent, *oci.Sandbox) {
 	t.Helper()
+	return planSandboxWith(t, cfg, &planAgent{})
+}
+
+// planSandboxWith is planSandbox over the given agent.
+func planSandboxWith(t *testing.T, cfg *config.Config, agent *planAgent) (*Sandbox, *planAgent, *oci.Sandbox) {
+	t.Helper()
 	dir := t.TempDir()
 	spec := bundle.DefaultSpec([]string{"true"}, false)
 	spec.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActErrno}
@@ -138,7 +152,6 @@ func planSandbox(t *testing.T, cfg *config.Config) (*Sandbox, *planAgent, *oci.S
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(root) })
-	agent := &planAgent{}
 	planAgents <- agent
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -221,6 +234,38 @@ func TestCreateContainerSendsGuestSpec(t *testing.T) {
 		}
 		if g.Hooks != nil || g.Root.Path == filepath.Join(dir, "rootfs") {
 			t.Errorf("guest spec keeps host parts: hooks %v, root %q", g.Hooks, g.Root.Path)
+		}
+	}
+}
+
+// TestCreateContainerTimeout checks that agent.create_container_timeout bounds a guest that
+// never finishes creating a container, and that the failed create leaves no share behind.
+func TestCreateContainerTimeout(t *testing.T) {
+	testutil.RequiresRoot(t) // the share bind-mounts the rootfs
+	for _, timeout := range []uint32{1, 3} {
+		cfg := config.Default()
+		cfg.Agent.CreateContainerTimeout = timeout
+		cfg.Agent.RequestTimeout = 60
+		sb, _, _ := planSandboxWith(t, cfg, &planAgent{hangCreate: true})
+		dir := t.TempDir()
+		if err := os.Mkdir(filepath.Join(dir, "rootfs"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		plan, err := oci.ContainerConfig(context.Background(), "c1", dir, bundle.DefaultSpec([]string{"true"}, false), oci.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		begin := time.Now()
+		_, err = sb.CreateContainer(ctx, ContainerConfig{Plan: plan})
+		elapsed := time.Since(begin)
+		cancel()
+		want := time.Duration(timeout) * time.Second
+		if err == nil || elapsed < want || elapsed > want+10*time.Second {
+			t.Fatalf("create_container_timeout = %d: CreateContainer returned %v after %v, want an error after %v", timeout, err, elapsed, want)
+		}
+		if entries, err := os.ReadDir(sb.share.Dir()); err != nil || len(entries) != 0 {
+			t.Errorf("share after the failed create: %v entries (%v), want none", len(entries), err)
 		}
 	}
 }
