@@ -27,18 +27,7 @@ func TestDeleteCancelsRealBoot(t *testing.T) {
 		_, err := fs.svc.Create(ctx, req)
 		created <- err
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for qemuPid(t, id) == 0 {
-		select {
-		case err := <-created:
-			t.Fatalf("create returned before the vm started: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("qemu did not start within 30s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitForVM(t, id, created)
 
 	begin := time.Now()
 	st, err := fs.svc.State(ctx, &taskAPI.StateRequest{ID: id})
