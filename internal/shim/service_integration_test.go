@@ -2,7 +2,6 @@ package shim
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +16,7 @@ import (
 // meanwhile, Delete ends the boot at once and nothing is left.
 func TestDeleteCancelsRealBoot(t *testing.T) {
 	g := testutil.RequiresVM(t)
-	fs := newTestShim(t, fmt.Sprintf("[hypervisor]\nkernel = %q\ninitrd = %q\n", g.Kernel, g.Initrd))
+	fs := newTestShim(t, string(g.Config("")))
 	const id = "bootcancel"
 	req := fs.request(id, nil)
 	ctx := context.Background()
