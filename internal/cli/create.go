@@ -55,15 +55,7 @@ and exits with the container's exit status. prestart, createRuntime and createCo
 hooks run on the host, in that order, before create returns; if one fails the container is
 destroyed and the poststop hooks run.`,
 		Flags: createFlags(),
-		Action: func(c *cli.Context) error {
-			id, err := oneArg(c)
-			if err != nil {
-				return err
-			}
-			r, err := newRuntime(c)
-			if err != nil {
-				return err
-			}
+		Action: containerAction(func(c *cli.Context, r *ociRuntime, id string) error {
 			o, err := createOptionsOf(c, id)
 			if err != nil {
 				return err
@@ -71,7 +63,7 @@ destroyed and the poststop hooks run.`,
 			o.detach = true
 			_, err = r.create(c.Context, o)
 			return err
-		},
+		}),
 	}
 }
 
@@ -81,6 +73,22 @@ func oneArg(c *cli.Context) (string, error) {
 		return "", fmt.Errorf("%s: want exactly one argument, the container id (got %d)", c.Command.Name, c.NArg())
 	}
 	return c.Args().First(), nil
+}
+
+// containerAction is the Action of a command whose one argument is a container id: it
+// opens the runtime and calls act with it and the id.
+func containerAction(act func(c *cli.Context, r *ociRuntime, id string) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		id, err := oneArg(c)
+		if err != nil {
+			return err
+		}
+		r, err := newRuntime(c)
+		if err != nil {
+			return err
+		}
+		return act(c, r, id)
+	}
 }
 
 // createOptions are the inputs of the create operation.

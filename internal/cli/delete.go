@@ -37,17 +37,9 @@ with --force.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "forcibly delete the container if it is still running (uses SIGKILL)"},
 		},
-		Action: func(c *cli.Context) error {
-			id, err := oneArg(c)
-			if err != nil {
-				return err
-			}
-			r, err := newRuntime(c)
-			if err != nil {
-				return err
-			}
+		Action: containerAction(func(c *cli.Context, r *ociRuntime, id string) error {
 			return r.delete(c.Context, id, c.Bool("force"))
-		},
+		}),
 	}
 }
 

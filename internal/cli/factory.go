@@ -41,7 +41,7 @@ the VMs still in the cache (not those handed to sandboxes). Handed-out VMs stay 
 of the server until they exit: run it under a service manager that leaves them alone when
 it stops the server (systemd: KillMode=process).`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Usage: "configuration file (overrides the global --config)"},
+			factoryConfigFlag(),
 			&cli.IntFlag{Name: "cache", Usage: "VMs to keep booted (default: factory.vm_cache_number)", Value: -1},
 		},
 		Action: func(c *cli.Context) error {
@@ -92,7 +92,7 @@ func factoryStatusCommand() *cli.Command {
 		Name:  "status",
 		Usage: "show the template and the VM cache",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Usage: "configuration file (overrides the global --config)"},
+			factoryConfigFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			cfg, host, err := factoryConfig(c)
@@ -120,7 +120,7 @@ func factoryDestroyCommand() *cli.Command {
 for it, then removes the template, its tmpfs and its lock file. Sandboxes already running,
 from the template or the cache, keep running.`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Usage: "configuration file (overrides the global --config)"},
+			factoryConfigFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			cfg, host, err := factoryConfig(c)
@@ -176,4 +176,9 @@ func factoryConfig(c *cli.Context) (*config.Config, config.Host, error) {
 		return nil, config.Host{}, fmt.Errorf("inspect host: %w", err)
 	}
 	return cfg, host, nil
+}
+
+// factoryConfigFlag is the --config flag of the factory commands.
+func factoryConfigFlag() cli.Flag {
+	return &cli.StringFlag{Name: "config", Usage: "configuration file (overrides the global --config)"}
 }

@@ -84,7 +84,7 @@ func newHarness(t *testing.T) *harness {
 	h := &harness{t: t, bin: buildVessel(t)}
 	tmp := t.TempDir()
 	h.cfg = filepath.Join(tmp, "configuration.toml")
-	if err := os.WriteFile(h.cfg, []byte(fmt.Sprintf("[hypervisor]\nkernel = %q\ninitrd = %q\n", g.Kernel, g.Initrd)), 0o644); err != nil {
+	if err := os.WriteFile(h.cfg, g.Config(""), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	h.log = filepath.Join(tmp, "vessel.log")
@@ -196,18 +196,6 @@ func (h *harness) bundle(args []string, edit func(*specs.Spec)) string {
 		}
 	}
 	return dir
-}
-
-// waitFor polls cond (every 50 ms, up to a minute) for a state that has no event to wait on.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // subreaper makes the test process the subreaper of the processes vessel leaves behind,

@@ -67,7 +67,7 @@ func TestLifecycle(t *testing.T) {
 	if st := h.wantState("c1", specs.StateRunning); st.Pid != pid {
 		t.Errorf("pid after start: %d, want %d", st.Pid, pid)
 	}
-	waitFor(t, "the container's output", func() bool { b, _ := os.ReadFile(outPath); return strings.Contains(string(b), "ready") })
+	testutil.WaitFor(t, "the container's output", func() bool { b, _ := os.ReadFile(outPath); return strings.Contains(string(b), "ready") })
 	if _, errOut, code := h.run("start", "c1"); code != 1 || !strings.Contains(errOut, "running") {
 		t.Errorf("second start: exit %d %q", code, errOut)
 	}
@@ -103,7 +103,7 @@ func TestLifecycle(t *testing.T) {
 		counter := filepath.Join(b, "rootfs", "tmp", "count")
 		read := func() string { b, _ := os.ReadFile(counter); return strings.TrimSpace(string(b)) }
 		first := read()
-		waitFor(t, "the counter to advance", func() bool { return read() != first })
+		testutil.WaitFor(t, "the counter to advance", func() bool { return read() != first })
 		h.ok("pause", "c1")
 		h.wantState("c1", "paused")
 		if _, errOut, code := h.run("pause", "c1"); code != 1 || !strings.Contains(errOut, "not running") {
@@ -116,7 +116,7 @@ func TestLifecycle(t *testing.T) {
 		}
 		h.ok("resume", "c1")
 		h.wantState("c1", specs.StateRunning)
-		waitFor(t, "the counter to advance after resume", func() bool { return read() != frozen })
+		testutil.WaitFor(t, "the counter to advance after resume", func() bool { return read() != frozen })
 	})
 
 	t.Run("events", func(t *testing.T) {
@@ -193,7 +193,7 @@ func TestRunModes(t *testing.T) {
 	h.ok("run", "--detach", "--rm", "--bundle", b, "r4", "sh", "-c", "sleep 1000")
 	h.wantState("r4", specs.StateRunning)
 	h.ok("kill", "--all", "r4", "KILL")
-	waitFor(t, "the monitor to delete r4", func() bool {
+	testutil.WaitFor(t, "the monitor to delete r4", func() bool {
 		_, errOut, code := h.run("state", "r4")
 		return code == 1 && strings.Contains(errOut, "does not exist")
 	})
@@ -255,7 +255,7 @@ func TestConsoleSocket(t *testing.T) {
 					}
 				}
 			}()
-			waitFor(t, "the first size", func() bool { return strings.Contains(out.String(), "33 99") })
+			testutil.WaitFor(t, "the first size", func() bool { return strings.Contains(out.String(), "33 99") })
 			setSize(t, master, 40, 120)
 			time.Sleep(time.Second) // the resize travels as its own request; let it land before the input
 			if _, err := master.Write([]byte("hello\r")); err != nil {
@@ -274,7 +274,7 @@ func TestConsoleSocket(t *testing.T) {
 			if code != 5 {
 				t.Errorf("exit status %d, want 5", code)
 			}
-			waitFor(t, "the last output", func() bool { return strings.Contains(out.String(), "got:") })
+			testutil.WaitFor(t, "the last output", func() bool { return strings.Contains(out.String(), "got:") })
 			got := out.String()
 			for _, want := range []string{"/dev/pts/", "33 99", "40 120", "got:hello"} {
 				if !strings.Contains(got, want) {
@@ -385,7 +385,7 @@ func TestDeadShim(t *testing.T) {
 	if err := syscall.Kill(shimPid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the container to read as stopped", func() bool { return h.state("d1").Status == specs.StateStopped })
+	testutil.WaitFor(t, "the container to read as stopped", func() bool { return h.state("d1").Status == specs.StateStopped })
 	h.ok("delete", "d1")
 	// Cleanup asserts that no QEMU, mount, socket or state is left.
 }

@@ -19,7 +19,7 @@ func pauseCommand() *cli.Command {
 		ArgsUsage: "<container-id>",
 		Description: `The pause command freezes every process of a running container (the cgroup freezer in
 its VM). The VM itself keeps running.`,
-		Action: func(c *cli.Context) error { return pauseResume(c, true) },
+		Action: containerAction(func(c *cli.Context, r *ociRuntime, id string) error { return r.pauseResume(c, id, true) }),
 	}
 }
 
@@ -29,19 +29,11 @@ func resumeCommand() *cli.Command {
 		Usage:       "resumes all processes that have been previously paused",
 		ArgsUsage:   "<container-id>",
 		Description: `The resume command thaws a paused container.`,
-		Action:      func(c *cli.Context) error { return pauseResume(c, false) },
+		Action:      containerAction(func(c *cli.Context, r *ociRuntime, id string) error { return r.pauseResume(c, id, false) }),
 	}
 }
 
-func pauseResume(c *cli.Context, pause bool) error {
-	id, err := oneArg(c)
-	if err != nil {
-		return err
-	}
-	r, err := newRuntime(c)
-	if err != nil {
-		return err
-	}
+func (r *ociRuntime) pauseResume(c *cli.Context, id string, pause bool) error {
 	ctx := c.Context
 	check := func(st specs.ContainerState) error {
 		switch {
@@ -52,7 +44,7 @@ func pauseResume(c *cli.Context, pause bool) error {
 		}
 		return nil
 	}
-	err = r.withShim(ctx, id, check, func(cl *shimclient.Client) error {
+	err := r.withShim(ctx, id, check, func(cl *shimclient.Client) error {
 		var err error
 		if pause {
 			_, err = cl.Pause(ctx, &taskAPI.PauseRequest{ID: id})

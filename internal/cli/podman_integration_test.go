@@ -149,7 +149,7 @@ func TestPodman(t *testing.T) {
 	})
 
 	p.ok(append(run, "-d", "--name", "p1", img, "sh", "-c", "trap 'echo got-term; exit 42' TERM; echo up; while true; do usleep 100000; done")...)
-	waitFor(t, "p1's output", func() bool { out, _ := p.run("logs", "p1"); return strings.Contains(out, "up") })
+	testutil.WaitFor(t, "p1's output", func() bool { out, _ := p.run("logs", "p1"); return strings.Contains(out, "up") })
 	if out, code := p.run("exec", "p1", "sh", "-c", "echo exec-out; exit 5"); code != 5 || out != "exec-out\n" {
 		t.Errorf("podman exec: %q exit %d, want \"exec-out\" 5", out, code)
 	}
@@ -170,7 +170,7 @@ func TestPodman(t *testing.T) {
 
 	p.ok(append(run, "-d", "--name", "p2", img, "sleep", "1000")...)
 	p.ok("kill", "p2")
-	waitFor(t, "p2 to exit", func() bool {
+	testutil.WaitFor(t, "p2 to exit", func() bool {
 		out, _ := p.run("inspect", "p2", "--format", "{{.State.Status}}")
 		return strings.TrimSpace(out) == "exited"
 	})

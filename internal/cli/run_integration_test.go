@@ -2,7 +2,6 @@ package cli_test
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +16,7 @@ func TestRunEndToEnd(t *testing.T) {
 	g := testutil.RequiresVM(t)
 	bin := buildVessel(t)
 	cfg := filepath.Join(t.TempDir(), "configuration.toml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[hypervisor]\nkernel = %q\ninitrd = %q\n", g.Kernel, g.Initrd)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, g.Config(""), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	root, err := os.MkdirTemp("", "vrun")

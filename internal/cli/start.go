@@ -23,17 +23,9 @@ func startCommand() *cli.Command {
 		Description: `The start command runs the process of a created container. startContainer hooks run on
 the host first (a failure kills the container and start fails); poststart hooks run after
 the process started (a failure is logged as a warning).`,
-		Action: func(c *cli.Context) error {
-			id, err := oneArg(c)
-			if err != nil {
-				return err
-			}
-			r, err := newRuntime(c)
-			if err != nil {
-				return err
-			}
+		Action: containerAction(func(c *cli.Context, r *ociRuntime, id string) error {
 			return r.start(c.Context, id)
-		},
+		}),
 	}
 }
 

@@ -45,21 +45,13 @@ func stateCommand() *cli.Command {
 and owner. The pid is the host process standing for the container (0 once stopped). A
 container is stopped once its process exited, its stand-in process died, or its shim or
 VM is gone. A container that does not exist is an error ("container ... does not exist").`,
-		Action: func(c *cli.Context) error {
-			id, err := oneArg(c)
-			if err != nil {
-				return err
-			}
-			r, err := newRuntime(c)
-			if err != nil {
-				return err
-			}
+		Action: containerAction(func(c *cli.Context, r *ociRuntime, id string) error {
 			ctr, err := r.load(id)
 			if err != nil {
 				return err
 			}
 			return writeJSON(c.App.Writer, r.containerState(c.Context, ctr))
-		},
+		}),
 	}
 }
 

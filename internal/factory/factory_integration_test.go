@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -118,29 +117,13 @@ func (fx *fixture) sandbox(id string, src sandbox.VMSource, vcpus, memMiB uint32
 	return sb
 }
 
-// probe is what a container saw.
-type probe struct {
-	hostname, random, bootID string
-	cpus                     int
-	memKiB                   int
-	// skew is the guest clock minus the host clock, bounded by the round trip: the guest
-	// read its clock between hostBefore and hostAfter.
-	guestClock, hostBefore, hostAfter time.Time
-}
-
-// probeScript prints "ready", waits for a line on stdin, then prints its clock (a file's
-// modification time on tmpfs has nanoseconds; busybox date has no %N) and what it sees.
-const probeScript = `echo ready; read x; touch /dev/clk; stat -c %y /dev/clk; hostname; ` +
-	`head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; echo; cat /proc/sys/kernel/random/boot_id; ` +
-	`nproc; grep MemTotal /proc/meminfo`
-
-// runProbe runs probeScript in a new container of sb.
-func runProbe(t *testing.T, sb *sandbox.Sandbox, id string) probe {
+// runProbe runs testutil.ProbeScript in a new container of sb.
+func runProbe(t *testing.T, sb *sandbox.Sandbox, id string) testutil.Probe {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	spec, err := bundle.CreateBusybox(dir, []string{"sh", "-c", probeScript}, false)
+	spec, err := bundle.CreateBusybox(dir, []string{"sh", "-c", testutil.ProbeScript}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,39 +160,13 @@ func runProbe(t *testing.T, sb *sandbox.Sandbox, id string) probe {
 	if l := next(); l != "ready" {
 		t.Fatalf("probe said %q, want ready", l)
 	}
-	var p probe
-	p.hostBefore = time.Now()
-	if _, err := inW.Write([]byte("go\n")); err != nil {
-		t.Fatal(err)
-	}
-	clock := next()
-	p.hostAfter = time.Now()
-	if p.guestClock, err = time.Parse("2006-01-02 15:04:05.999999999 -0700", clock); err != nil {
-		t.Fatalf("guest clock %q: %v", clock, err)
-	}
-	p.hostname, p.random, p.bootID = next(), next(), next()
-	p.cpus, _ = strconv.Atoi(next())
-	if _, err := fmt.Sscanf(next(), "MemTotal: %d kB", &p.memKiB); err != nil {
-		t.Errorf("MemTotal: %v", err)
-	}
+	p := testutil.ReadProbe(t, inW, next)
 	inW.Close()
 	if code, err := c.Wait(ctx, ""); err != nil || code != 0 {
 		t.Fatalf("probe exit %d, %v", code, err)
 	}
 	outW.Close()
 	return p
-}
-
-// checkClock asserts the guest clock was within 100 ms of the host's while it was read.
-func checkClock(t *testing.T, name string, p probe) {
-	t.Helper()
-	const tolerance = 100 * time.Millisecond
-	if p.guestClock.Before(p.hostBefore.Add(-tolerance)) || p.guestClock.After(p.hostAfter.Add(tolerance)) {
-		t.Errorf("%s: guest clock %s is not within %s of the host's [%s, %s]", name,
-			p.guestClock.Format(time.StampMicro), tolerance, p.hostBefore.Format(time.StampMicro), p.hostAfter.Format(time.StampMicro))
-	}
-	t.Logf("%s: guest clock read %s after the host's request (round trip %s)", name,
-		p.guestClock.Sub(p.hostBefore).Round(time.Millisecond), p.hostAfter.Sub(p.hostBefore).Round(time.Millisecond))
 }
 
 func TestTemplateSandboxes(t *testing.T) {
@@ -226,22 +183,22 @@ func TestTemplateSandboxes(t *testing.T) {
 	// The second sandbox is bigger than the template: it is grown by hotplug.
 	b := fx.sandbox("tpl-b", f, 2, 512)
 	pa, pb := runProbe(t, a, "c"), runProbe(t, b, "c")
-	if pa.hostname != "tpl-a" || pb.hostname != "tpl-b" {
-		t.Errorf("hostnames %q, %q: want tpl-a, tpl-b", pa.hostname, pb.hostname)
+	if pa.Hostname != "tpl-a" || pb.Hostname != "tpl-b" {
+		t.Errorf("hostnames %q, %q: want tpl-a, tpl-b", pa.Hostname, pb.Hostname)
 	}
-	if pa.random == pb.random || len(pa.random) != 32 {
-		t.Errorf("two VMs from one template read the same random bytes: %q, %q", pa.random, pb.random)
+	if pa.Random == pb.Random || len(pa.Random) != 32 {
+		t.Errorf("two VMs from one template read the same random bytes: %q, %q", pa.Random, pb.Random)
 	}
-	if pa.bootID == pb.bootID {
-		t.Errorf("two VMs from one template have the same boot id %s", pa.bootID)
+	if pa.BootID == pb.BootID {
+		t.Errorf("two VMs from one template have the same boot id %s", pa.BootID)
 	}
-	checkClock(t, "tpl-a", pa)
-	checkClock(t, "tpl-b", pb)
-	if pa.cpus != 1 || pb.cpus != 2 {
-		t.Errorf("vcpus: %d and %d, want 1 and 2 (hot-plugged)", pa.cpus, pb.cpus)
+	pa.CheckClock(t, "tpl-a")
+	pb.CheckClock(t, "tpl-b")
+	if pa.CPUs != 1 || pb.CPUs != 2 {
+		t.Errorf("vcpus: %d and %d, want 1 and 2 (hot-plugged)", pa.CPUs, pb.CPUs)
 	}
-	if pb.memKiB-pa.memKiB < 200<<10 {
-		t.Errorf("memory: %d kB and %d kB, want the second ~256 MiB bigger (hot-plugged)", pa.memKiB, pb.memKiB)
+	if pb.MemKiB-pa.MemKiB < 200<<10 {
+		t.Errorf("memory: %d kB and %d kB, want the second ~256 MiB bigger (hot-plugged)", pa.MemKiB, pb.MemKiB)
 	}
 	// Each sandbox owns its VM's sockets.
 	for _, sb := range []*sandbox.Sandbox{a, b} {
@@ -326,16 +283,16 @@ func TestCacheSandboxes(t *testing.T) {
 				t.Errorf("handed out %d, want 2", st.GetHandedOut())
 			}
 			pa, pb := runProbe(t, a, "c"), runProbe(t, b, "c")
-			if pa.hostname != "cache-a" || pb.hostname != "cache-b" {
-				t.Errorf("hostnames %q, %q", pa.hostname, pb.hostname)
+			if pa.Hostname != "cache-a" || pb.Hostname != "cache-b" {
+				t.Errorf("hostnames %q, %q", pa.Hostname, pb.Hostname)
 			}
-			if pa.random == pb.random || pa.bootID == pb.bootID {
-				t.Errorf("two cached VMs share random state: %q/%q, %s/%s", pa.random, pb.random, pa.bootID, pb.bootID)
+			if pa.Random == pb.Random || pa.BootID == pb.BootID {
+				t.Errorf("two cached VMs share random state: %q/%q, %s/%s", pa.Random, pb.Random, pa.BootID, pb.BootID)
 			}
-			checkClock(t, "cache-a", pa)
-			checkClock(t, "cache-b", pb)
-			if pb.cpus != 2 {
-				t.Errorf("vcpus of the grown cached vm: %d, want 2", pb.cpus)
+			pa.CheckClock(t, "cache-a")
+			pb.CheckClock(t, "cache-b")
+			if pb.CPUs != 2 {
+				t.Errorf("vcpus of the grown cached vm: %d, want 2", pb.CPUs)
 			}
 			for _, sb := range []*sandbox.Sandbox{a, b} {
 				// The cache warmed the VM up (agent WarmUp) before handing it out; the
@@ -376,8 +333,8 @@ func TestColdBootFallbacks(t *testing.T) {
 	fx := newFixture(t)
 	t.Run("no cache server", func(t *testing.T) {
 		sb := fx.sandbox("nocache", fx.factory(false, true), 1, 256)
-		if p := runProbe(t, sb, "c"); p.hostname != "nocache" {
-			t.Errorf("hostname %q", p.hostname)
+		if p := runProbe(t, sb, "c"); p.Hostname != "nocache" {
+			t.Errorf("hostname %q", p.Hostname)
 		}
 	})
 	t.Run("config mismatch", func(t *testing.T) {
@@ -425,8 +382,8 @@ func TestTemplateRebuilt(t *testing.T) {
 			t.Errorf("status of a corrupt template: %q", info.Problem)
 		}
 		sb := fx.sandbox("after-corrupt", f, 1, 256)
-		if p := runProbe(t, sb, "c"); p.hostname != "after-corrupt" {
-			t.Errorf("hostname %q", p.hostname)
+		if p := runProbe(t, sb, "c"); p.Hostname != "after-corrupt" {
+			t.Errorf("hostname %q", p.Hostname)
 		}
 		info, _ := f.TemplateInfo(ctx)
 		if info.Problem != "" || !info.Created.After(first.Created) {
@@ -461,8 +418,8 @@ func TestTemplateRebuilt(t *testing.T) {
 			t.Fatalf("the doctored template does not look usable: %s", before.Problem)
 		}
 		sb := fx.sandbox("after-restore-failure", f, 1, 256)
-		if p := runProbe(t, sb, "c"); p.hostname != "after-restore-failure" {
-			t.Errorf("hostname %q", p.hostname)
+		if p := runProbe(t, sb, "c"); p.Hostname != "after-restore-failure" {
+			t.Errorf("hostname %q", p.Hostname)
 		}
 		if after, _ := f.TemplateInfo(ctx); after.Problem != "" || !after.Created.After(before.Created) {
 			t.Errorf("template not rebuilt after a failed restore: %+v", after)
@@ -486,8 +443,8 @@ func TestTemplateRebuilt(t *testing.T) {
 			t.Errorf("status of a stale template: %q", info.Problem)
 		}
 		sb := fx.sandbox("after-stale", f2, 1, 256)
-		if p := runProbe(t, sb, "c"); p.hostname != "after-stale" {
-			t.Errorf("hostname %q", p.hostname)
+		if p := runProbe(t, sb, "c"); p.Hostname != "after-stale" {
+			t.Errorf("hostname %q", p.Hostname)
 		}
 		info, _ := f2.TemplateInfo(ctx)
 		if info.Problem != "" || info.Hash == before.Hash {

@@ -42,9 +42,9 @@ func newFactoryHarness(t *testing.T) *factoryHarness {
 	fh := &factoryHarness{root: root}
 	write := func(name, factorySection string) string {
 		p := filepath.Join(root, name)
-		body := fmt.Sprintf("[hypervisor]\nkernel = %q\ninitrd = %q\n[factory]\ntemplate_path = %q\nvm_cache_endpoint = %q\n%s",
-			g.Kernel, g.Initrd, filepath.Join(root, "template"), filepath.Join(root, "cache.sock"), factorySection)
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		body := g.Config(fmt.Sprintf("[factory]\ntemplate_path = %q\nvm_cache_endpoint = %q\n%s",
+			filepath.Join(root, "template"), filepath.Join(root, "cache.sock"), factorySection))
+		if err := os.WriteFile(p, body, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return p
@@ -150,29 +150,21 @@ func (fh *factoryHarness) serveCache(f *factory.Factory, n int) (stop func()) {
 	}
 }
 
-// ctrProbe is what a container saw (see probeScript).
+// ctrProbe is what a probe container saw, and its QEMU's command line.
 type ctrProbe struct {
-	hostname, random, bootID string
-	qemuCmdline              string
-	guestClock               time.Time
-	hostBefore, hostAfter    time.Time
+	testutil.Probe
+	qemuCmdline string
 }
 
-// probeScript prints "ready", waits for a line on stdin, then prints its clock (a tmpfs
-// file's modification time has nanoseconds; busybox date has no %N), its hostname, 16
-// random bytes and the kernel's boot id.
-const probeScript = `echo ready; read x; touch /dev/clk; stat -c %y /dev/clk; hostname; ` +
-	`head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; echo; cat /proc/sys/kernel/random/boot_id`
-
-// probe runs probeScript in container id through `ctr run` with the configuration file
-// given, and reads its QEMU's command line while it waits.
+// probe runs testutil.ProbeScript in container id through `ctr run` with the
+// configuration file given, and reads its QEMU's command line while it waits.
 func (fh *factoryHarness) probe(id, configPath string) ctrProbe {
 	t := fh.t
 	t.Helper()
 	ctx, cancel := fh.ctx()
 	defer cancel()
 	cmd := fh.ctd.CtrCmd(ctx, "run", "--rm", "--runtime", runtimeName, "--runtime-config-path", configPath,
-		testutil.BusyboxImageRef, id, "sh", "-c", probeScript)
+		testutil.BusyboxImageRef, id, "sh", "-c", testutil.ProbeScript)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -204,16 +196,7 @@ func (fh *factoryHarness) probe(id, configPath string) ctrProbe {
 	}
 	var p ctrProbe
 	p.qemuCmdline = fh.qemuCmdline(id)
-	p.hostBefore = time.Now()
-	if _, err := stdin.Write([]byte("go\n")); err != nil {
-		t.Fatal(err)
-	}
-	clock := next()
-	p.hostAfter = time.Now()
-	if p.guestClock, err = time.Parse("2006-01-02 15:04:05.999999999 -0700", clock); err != nil {
-		t.Fatalf("guest clock %q: %v", clock, err)
-	}
-	p.hostname, p.random, p.bootID = next(), next(), next()
+	p.Probe = testutil.ReadProbe(t, stdin, next)
 	stdin.Close()
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("ctr run %s: %v: %s", id, err, stderr.String())
@@ -246,22 +229,16 @@ func (fh *factoryHarness) qemuCmdline(id string) string {
 func checkProbes(t *testing.T, ids [2]string, ps [2]ctrProbe) {
 	t.Helper()
 	for i, p := range ps {
-		if p.hostname != ids[i] {
-			t.Errorf("%s: hostname %q", ids[i], p.hostname)
+		if p.Hostname != ids[i] {
+			t.Errorf("%s: hostname %q", ids[i], p.Hostname)
 		}
-		const tolerance = 100 * time.Millisecond
-		if p.guestClock.Before(p.hostBefore.Add(-tolerance)) || p.guestClock.After(p.hostAfter.Add(tolerance)) {
-			t.Errorf("%s: guest clock %s not within %s of the host's [%s, %s]", ids[i], p.guestClock.Format(time.StampMicro),
-				tolerance, p.hostBefore.Format(time.StampMicro), p.hostAfter.Format(time.StampMicro))
-		}
-		t.Logf("%s: guest clock read %s after the host's request (round trip %s)", ids[i],
-			p.guestClock.Sub(p.hostBefore).Round(time.Millisecond), p.hostAfter.Sub(p.hostBefore).Round(time.Millisecond))
+		p.CheckClock(t, ids[i])
 	}
-	if ps[0].random == ps[1].random || len(ps[0].random) != 32 {
-		t.Errorf("two sandboxes read the same random bytes: %q, %q", ps[0].random, ps[1].random)
+	if ps[0].Random == ps[1].Random || len(ps[0].Random) != 32 {
+		t.Errorf("two sandboxes read the same random bytes: %q, %q", ps[0].Random, ps[1].Random)
 	}
-	if ps[0].bootID == ps[1].bootID {
-		t.Errorf("two sandboxes have the same boot id %s", ps[0].bootID)
+	if ps[0].BootID == ps[1].BootID {
+		t.Errorf("two sandboxes have the same boot id %s", ps[0].BootID)
 	}
 }
 
@@ -468,13 +445,13 @@ func TestFactoryCacheShimCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitEvent(t, events, "/tasks/exit", `"crash"`)
-	waitFor(t, "the task to stop", func() bool { s := fh.taskStatus("crash"); return s == "STOPPED" || s == "" })
+	testutil.WaitFor(t, "the task to stop", func() bool { s := fh.taskStatus("crash"); return s == "STOPPED" || s == "" })
 	if fh.taskStatus("crash") != "" {
 		fh.ctr("task", "delete", "crash")
 	}
 	fh.ctr("container", "delete", "crash")
 	// The cache server (still running) only reaps it; `shim delete` killed it.
-	waitFor(t, "the vm to exit", func() bool {
+	testutil.WaitFor(t, "the vm to exit", func() bool {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", st.VMPid))
 		return err != nil || strings.Contains(string(b), ") Z ")
 	})

@@ -2,7 +2,6 @@ package shim
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +16,7 @@ import (
 // meanwhile, Delete ends the boot at once and nothing is left.
 func TestDeleteCancelsRealBoot(t *testing.T) {
 	g := testutil.RequiresVM(t)
-	fs := newTestShim(t, fmt.Sprintf("[hypervisor]\nkernel = %q\ninitrd = %q\n", g.Kernel, g.Initrd))
+	fs := newTestShim(t, string(g.Config("")))
 	const id = "bootcancel"
 	req := fs.request(id, nil)
 	ctx := context.Background()
@@ -27,18 +26,7 @@ func TestDeleteCancelsRealBoot(t *testing.T) {
 		_, err := fs.svc.Create(ctx, req)
 		created <- err
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for qemuPid(t, id) == 0 {
-		select {
-		case err := <-created:
-			t.Fatalf("create returned before the vm started: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("qemu did not start within 30s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitForVM(t, id, created)
 
 	begin := time.Now()
 	st, err := fs.svc.State(ctx, &taskAPI.StateRequest{ID: id})

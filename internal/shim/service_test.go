@@ -1,12 +1,10 @@
 package shim
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -28,59 +26,19 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/bundle"
 	_ "github.com/vessel-containers/vessel/internal/hypervisor/qemu"
+	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qemutest"
 )
 
-// fakeIDPrefix marks the sandboxes whose "QEMU" is this test binary: the driver starts QEMU
-// with "-name vessel-<sandbox id>" and no environment, so the id is how the binary knows.
-const fakeIDPrefix = "vesselfake-"
-
-// TestMain lets the test binary double as a QEMU whose guest never answers: it serves QMP
-// on fd 3 (the machine "runs") and never accepts the agent connection queued on fd 4.
+// TestMain lets the test binary double as a QEMU (see qemutest); the sandboxes named with
+// silentID run one whose guest never answers.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 2 && os.Args[1] == "-name" && strings.HasPrefix(os.Args[2], "vessel-"+fakeIDPrefix) {
-		os.Exit(silentQEMU())
-	}
+	qemutest.Main()
 	os.Exit(m.Run())
 }
 
-// silentQEMU answers QMP until quit (or the connection closes); the agent socket on fd 4
-// stays open and is never accepted.
-func silentQEMU() int {
-	l, err := net.FileListener(os.NewFile(3, "qmp"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "fake qemu:", err)
-		return 1
-	}
-	agent := os.NewFile(4, "agent")
-	defer agent.Close()
-	conn, err := l.Accept()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "fake qemu:", err)
-		return 1
-	}
-	send := func(s string) { _, _ = fmt.Fprintf(conn, "%s\r\n", s) }
-	send(`{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": "fake"}, "capabilities": []}}`)
-	dec := json.NewDecoder(bufio.NewReader(conn))
-	for {
-		var cmd struct {
-			Execute string          `json:"execute"`
-			ID      json.RawMessage `json:"id"`
-		}
-		if err := dec.Decode(&cmd); err != nil {
-			return 0
-		}
-		ret := func(v string) { send(`{"return": ` + v + `, "id": ` + string(cmd.ID) + `}`) }
-		switch cmd.Execute {
-		case "query-status":
-			ret(`{"status": "running", "singlestep": false, "running": true}`)
-		case "quit":
-			ret(`{}`)
-			return 0
-		default:
-			ret(`{}`)
-		}
-	}
-}
+// silentID is the id of a sandbox whose "QEMU" is this test binary in silent mode: QMP
+// answers and the machine runs, but the agent connection is never accepted.
+func silentID(name string) string { return qemutest.ID(qemutest.Silent, name) }
 
 // recorder is a shim.Publisher that records topics.
 type recorder struct {
@@ -106,8 +64,8 @@ type fakeShim struct {
 	sd     shutdown.Service
 }
 
-// newFakeShim starts a task service whose hypervisor is this test binary (the silent
-// QEMU), with the given [agent] lines.
+// newFakeShim starts a task service whose hypervisor is this test binary (sandboxes named
+// with silentID run it as a silent QEMU), with the given [agent] lines.
 func newFakeShim(t *testing.T, agentSection string) *fakeShim {
 	t.Helper()
 	exe, err := os.Executable()
@@ -216,6 +174,27 @@ func qemuPid(t *testing.T, id string) int {
 	return 0
 }
 
+// waitForVM waits up to 30 s for the VM process of sandbox id to start and returns its
+// pid; it fails the test if the create reports on created first.
+func waitForVM(t *testing.T, id string, created <-chan error) int {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if pid := qemuPid(t, id); pid != 0 {
+			return pid
+		}
+		select {
+		case err := <-created:
+			t.Fatalf("create of %s returned before its vm started: %v", id, err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the vm of %s did not start within 30s", id)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // zombieParent reads the ppid field of /proc/<pid>/stat.
 func zombieParent(stat string) int {
 	i := strings.LastIndexByte(stat, ')')
@@ -264,7 +243,7 @@ func wantErr(err error, is func(error) bool, want string) error {
 
 func TestCreateFailsAfterDialTimeout(t *testing.T) {
 	fs := newFakeShim(t, "dial_timeout = 3")
-	const id = fakeIDPrefix + "dial"
+	id := silentID("dial")
 	start := time.Now()
 	_, err := fs.svc.Create(context.Background(), fs.request(id, nil))
 	elapsed := time.Since(start)
@@ -289,7 +268,7 @@ func TestBootingTaskAnswersAndCancels(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			fs := newFakeShim(t, "dial_timeout = 600")
 			ctx := context.Background()
-			id := fakeIDPrefix + how
+			id := silentID(how)
 			var rootfsMounts []*types.Mount
 			if os.Geteuid() == 0 {
 				rootfsMounts = []*types.Mount{{Type: "tmpfs", Source: "tmpfs", Options: []string{"size=1m"}}}
@@ -303,19 +282,7 @@ func TestBootingTaskAnswersAndCancels(t *testing.T) {
 				created <- err
 			}()
 			// The VM runs and the host waits for its agent.
-			deadline := time.Now().Add(30 * time.Second)
-			for qemuPid(t, id) == 0 {
-				select {
-				case err := <-created:
-					t.Fatalf("create returned before the vm booted: %v", err)
-				default:
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("the fake vm did not start within 30s")
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			pid := qemuPid(t, id)
+			pid := waitForVM(t, id, created)
 			if len(rootfsMounts) > 0 {
 				if m, err := mount.Lookup(rootfs); err != nil || m.Mountpoint != rootfs {
 					t.Fatalf("rootfs not mounted while booting: %+v, %v", m, err)
@@ -378,7 +345,7 @@ func TestBootingTaskAnswersAndCancels(t *testing.T) {
 				return wantErr(err, errdefs.IsFailedPrecondition, "FailedPrecondition while creating")
 			})
 			prompt("Create of a second sandbox", func(ctx context.Context) error {
-				_, err := fs.svc.Create(ctx, fs.request(fakeIDPrefix+"second", nil))
+				_, err := fs.svc.Create(ctx, fs.request(silentID("second"), nil))
 				return wantErr(err, errdefs.IsAlreadyExists, "AlreadyExists: the sandbox slot is taken")
 			})
 			prompt("Shutdown", func(ctx context.Context) error {

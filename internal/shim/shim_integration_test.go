@@ -3,7 +3,6 @@ package shim_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -34,7 +33,7 @@ func newHarness(t *testing.T) *harness {
 	t.Helper()
 	g := testutil.RequiresVM(t)
 	cfg := filepath.Join(t.TempDir(), "configuration.toml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[hypervisor]\nkernel = %q\ninitrd = %q\n", g.Kernel, g.Initrd)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, g.Config(""), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	sbRoot, err := os.MkdirTemp("", "vsb")
@@ -168,18 +167,6 @@ func (h *harness) taskStatus(id string) string {
 	return ""
 }
 
-// waitFor polls cond (every 100 ms, up to a minute) for a state that has no event to wait on.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // waitEvent reads events until one on topic mentions every string in want.
 func waitEvent(t *testing.T, events <-chan string, topic string, want ...string) string {
 	t.Helper()
@@ -241,7 +228,7 @@ func TestCtrTaskVerbs(t *testing.T) {
 		counter := filepath.Join(h.ctd.Dir, "state", "io.containerd.runtime.v2.task", "vessel-test", "box", "rootfs", "tmp", "count")
 		read := func() string { b, _ := os.ReadFile(counter); return strings.TrimSpace(string(b)) }
 		first := read()
-		waitFor(t, "the counter to advance", func() bool { return read() != first })
+		testutil.WaitFor(t, "the counter to advance", func() bool { return read() != first })
 		h.ctr("task", "pause", "box")
 		waitEvent(t, events, "/tasks/paused", `"box"`)
 		if st := h.taskStatus("box"); st != "PAUSED" {
@@ -254,13 +241,13 @@ func TestCtrTaskVerbs(t *testing.T) {
 		}
 		h.ctr("task", "resume", "box")
 		waitEvent(t, events, "/tasks/resumed", `"box"`)
-		waitFor(t, "the counter to advance after resume", func() bool { return read() != frozen })
+		testutil.WaitFor(t, "the counter to advance after resume", func() bool { return read() != frozen })
 	})
 	t.Run("kill", func(t *testing.T) {
 		// PID 1 ignores SIGTERM until the trap is set: wait for the script to say it is.
 		h.start("term", nil, "sh", "-c", "trap 'exit 42' TERM; touch /tmp/trapped; while true; do usleep 50000; done")
 		trapped := filepath.Join(h.ctd.Dir, "state", "io.containerd.runtime.v2.task", "vessel-test", "term", "rootfs", "tmp", "trapped")
-		waitFor(t, "the TERM trap", func() bool { _, err := os.Stat(trapped); return err == nil })
+		testutil.WaitFor(t, "the TERM trap", func() bool { _, err := os.Stat(trapped); return err == nil })
 		h.ctr("task", "kill", "-s", "SIGTERM", "term")
 		waitEvent(t, events, "/tasks/exit", `"term"`, `"exit_status":42`)
 		h.start("killme", nil, "sleep", "1000")
@@ -407,7 +394,7 @@ func TestCrashCleanup(t *testing.T) {
 			waitEvent(t, events, "/tasks/exit", `"crash"`)
 			// containerd runs `shim delete` for a dead shim and drops the task itself; a
 			// task that is still listed must be stopped and deletable.
-			waitFor(t, "the task to stop", func() bool { s := h.taskStatus("crash"); return s == "STOPPED" || s == "" })
+			testutil.WaitFor(t, "the task to stop", func() bool { s := h.taskStatus("crash"); return s == "STOPPED" || s == "" })
 			if h.taskStatus("crash") != "" {
 				h.ctr("task", "delete", "crash")
 			}

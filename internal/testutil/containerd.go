@@ -82,7 +82,7 @@ func StartContainerd(t *testing.T, binDir string, extraEnv ...string) *Container
 func daemonEnv(dir, binDir string, extraEnv []string) ([]string, error) {
 	if !slices.ContainsFunc(extraEnv, func(kv string) bool { return strings.HasPrefix(kv, config.EnvVar+"=") }) {
 		cfg := filepath.Join(dir, "vessel.toml")
-		if err := os.WriteFile(cfg, GuestIn(GuestDir()).config(""), 0o644); err != nil {
+		if err := os.WriteFile(cfg, GuestIn(GuestDir()).Config(""), 0o644); err != nil {
 			return nil, fmt.Errorf("shim configuration: %w", err)
 		}
 		extraEnv = append(slices.Clip(extraEnv), config.EnvVar+"="+cfg)

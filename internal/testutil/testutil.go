@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
 )
 
 // InCI reports whether the tests run in CI (CI=true). In CI a missing prerequisite is a
@@ -62,8 +63,8 @@ func GuestIn(dir string) Guest {
 	return Guest{Kernel: filepath.Join(dir, "vmlinux"), Initrd: filepath.Join(dir, "initramfs.img")}
 }
 
-// config is a Vessel configuration that boots g, followed by extra (more TOML).
-func (g Guest) config(extra string) []byte {
+// Config is a Vessel configuration that boots g, followed by extra (more TOML).
+func (g Guest) Config(extra string) []byte {
 	return fmt.Appendf(nil, "[hypervisor]\nkernel = %q\ninitrd = %q\n%s", g.Kernel, g.Initrd, extra)
 }
 
@@ -93,4 +94,17 @@ func RepoRoot(t testing.TB) string {
 		t.Fatal("cannot locate testutil source")
 	}
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// WaitFor polls cond (every 50 ms, up to a minute) for a state that has no event to wait
+// on, and fails the test naming what it waited for when the minute is up.
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

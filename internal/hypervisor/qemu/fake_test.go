@@ -1,114 +1,34 @@
 package qemu
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qemutest"
 )
 
-// The test binary doubles as a fake QEMU: started with QEMU's arguments ("-name
-// vessel-fake-<mode> ..."), it serves QMP on fd 3 the way QEMU does, so the process
-// management is tested without root, a kernel or QEMU itself. The driver passes QEMU no
-// environment, so the mode travels in the VM id.
+// The test binary doubles as a fake QEMU (see qemutest), so the process management is
+// tested without root, a kernel or QEMU itself.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 2 && os.Args[1] == "-name" && strings.HasPrefix(os.Args[2], "vessel-fake-") {
-		os.Exit(fakeQEMU(strings.TrimPrefix(os.Args[2], "vessel-fake-")))
-	}
+	qemutest.Main()
 	os.Exit(m.Run())
 }
 
-// fakeQEMU serves QMP on the listening socket at fd 3. Modes:
-//
-//	normal      behaves: stop/cont/query-status/quit
-//	ignorequit  answers quit but keeps running (a hung QEMU)
-//	crash       exits with status 3 after its second query-status (the first is Start's),
-//	            as after a guest panic
-//	mute        never accepts the QMP connection
-func fakeQEMU(mode string) int {
-	l, err := net.FileListener(os.NewFile(3, "qmp"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "fake qemu:", err)
-		return 1
-	}
-	if mode == "mute" {
-		time.Sleep(time.Hour) // killed by the driver
-		return 1
-	}
-	if mode == "handover" {
-		return fakeHandover(l) // template_test.go
-	}
-	conn, err := l.Accept()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "fake qemu:", err)
-		return 1
-	}
-	send := func(s string) { _, _ = fmt.Fprintf(conn, "%s\r\n", s) }
-	event := func(name, data string) {
-		send(fmt.Sprintf(`{"timestamp": {"seconds": %d, "microseconds": 0}, "event": %q, "data": %s}`, time.Now().Unix(), name, data))
-	}
-	send(`{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": "fake"}, "capabilities": ["oob"]}}`)
-	status, queries := "running", 0
-	dec := json.NewDecoder(bufio.NewReader(conn))
-	for {
-		var cmd struct {
-			Execute string          `json:"execute"`
-			ID      json.RawMessage `json:"id"`
-		}
-		if err := dec.Decode(&cmd); err != nil {
-			return 0
-		}
-		ret := func(v string) { send(`{"return": ` + v + `, "id": ` + string(cmd.ID) + `}`) }
-		switch cmd.Execute {
-		case "qmp_capabilities":
-			ret(`{}`)
-		case "query-status":
-			ret(fmt.Sprintf(`{"status": %q, "singlestep": false, "running": %v}`, status, status == "running"))
-			queries++
-			if mode == "crash" && queries == 2 {
-				fmt.Fprintln(os.Stderr, "fake qemu: guest crashed")
-				event("SHUTDOWN", `{"guest": true, "reason": "guest-panic"}`)
-				return 3
-			}
-		case "stop":
-			status = "paused"
-			event("STOP", `{}`)
-			ret(`{}`)
-		case "cont":
-			status = "running"
-			event("RESUME", `{}`)
-			ret(`{}`)
-		case "quit":
-			if mode == "ignorequit" {
-				ret(`{}`)
-				continue
-			}
-			event("SHUTDOWN", `{"guest": false, "reason": "host-qmp-quit"}`)
-			ret(`{}`)
-			return 0
-		default:
-			send(`{"error": {"class": "CommandNotFound", "desc": "fake"}, "id": ` + string(cmd.ID) + `}`)
-		}
-	}
-}
-
 // startFake starts a VM whose "QEMU" is this test binary in the given mode.
-func startFake(t *testing.T, mode string, ctx context.Context) (*VM, hypervisor.Config, error) {
+func startFake(t *testing.T, mode qemutest.Mode, ctx context.Context) (*VM, hypervisor.Config, error) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	vm, cfg := newTestVM(t, func(c *hypervisor.Config) {
-		c.ID = "fake-" + mode
+		c.ID = qemutest.ID(mode, "")
 		c.Path = exe
 		c.Accelerator = hypervisor.AccelTCG
 	})
@@ -128,7 +48,7 @@ func fakeCtx(t *testing.T) context.Context {
 
 func TestFakeLifecycle(t *testing.T) {
 	ctx := fakeCtx(t)
-	vm, cfg, err := startFake(t, "normal", ctx)
+	vm, cfg, err := startFake(t, qemutest.Normal, ctx)
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -167,7 +87,7 @@ func TestFakeLifecycle(t *testing.T) {
 }
 
 func TestFakeStopKillsHungQEMU(t *testing.T) {
-	vm, cfg, err := startFake(t, "ignorequit", fakeCtx(t))
+	vm, cfg, err := startFake(t, qemutest.IgnoreQuit, fakeCtx(t))
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -187,7 +107,7 @@ func TestFakeStopKillsHungQEMU(t *testing.T) {
 }
 
 func TestFakeUnexpectedExit(t *testing.T) {
-	vm, cfg, err := startFake(t, "crash", fakeCtx(t))
+	vm, cfg, err := startFake(t, qemutest.Crash, fakeCtx(t))
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -221,7 +141,7 @@ func TestFakeUnexpectedExit(t *testing.T) {
 func TestFakeStartTimeout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	vm, cfg, err := startFake(t, "mute", ctx)
+	vm, cfg, err := startFake(t, qemutest.Mute, ctx)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("start: got %v, want DeadlineExceeded", err)
 	}

@@ -131,6 +131,8 @@ func (v *VM) SaveTemplate(ctx context.Context) error {
 	if err := c.Migrate(ctx, "exec:cat > "+shellQuote(v.cfg.Template.StatePath)); err != nil {
 		return fmt.Errorf("qemu %s: save template: %w", v.cfg.ID, err)
 	}
+	poll := time.NewTicker(migrationPoll)
+	defer poll.Stop()
 	for {
 		m, err := c.QueryMigrate(ctx)
 		if err != nil {
@@ -142,8 +144,10 @@ func (v *VM) SaveTemplate(ctx context.Context) error {
 		case "failed", "cancelled":
 			return fmt.Errorf("qemu %s: save template: migration %s: %s", v.cfg.ID, m.Status, m.ErrorDesc)
 		}
-		if err := sleepCtx(ctx, migrationPoll); err != nil {
-			return fmt.Errorf("qemu %s: save template: %w", v.cfg.ID, err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("qemu %s: save template: %w", v.cfg.ID, context.Cause(ctx))
+		case <-poll.C:
 		}
 	}
 }
@@ -157,6 +161,8 @@ func (v *VM) restore(ctx context.Context, c *qmp.Client) (qmp.Status, error) {
 	if err := c.MigrateIncoming(ctx, "exec:cat "+shellQuote(v.cfg.Template.StatePath)); err != nil {
 		return qmp.Status{}, fmt.Errorf("restore template: %w", err)
 	}
+	poll := time.NewTicker(migrationPoll)
+	defer poll.Stop()
 	for {
 		st, err := c.QueryStatus(ctx)
 		if err != nil {
@@ -172,19 +178,10 @@ func (v *VM) restore(ctx context.Context, c *qmp.Client) (qmp.Status, error) {
 		default:
 			return st, nil
 		}
-		if err := sleepCtx(ctx, migrationPoll); err != nil {
-			return st, fmt.Errorf("restore template: %w", err)
+		select {
+		case <-ctx.Done():
+			return st, fmt.Errorf("restore template: %w", context.Cause(ctx))
+		case <-poll.C:
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-t.C:
-		return nil
 	}
 }

@@ -1,12 +1,9 @@
 package qemu
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +15,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qemutest"
 )
 
 func TestTemplateCommandLine(t *testing.T) {
@@ -84,53 +82,6 @@ func TestCheckTemplate(t *testing.T) {
 		if (tc.want == nil) != (err == nil) || (tc.want != nil && !errors.Is(err, tc.want)) {
 			t.Errorf("%s: got %v, want %v", tc.name, err, tc.want)
 		}
-	}
-}
-
-// fakeHandover serves QMP on the listener at fd 3 to one client after another, as QEMU's
-// monitor does, until quit. It knows the commands Grow uses and records what was added.
-func fakeHandover(l net.Listener) int {
-	status := "running"
-	for {
-		conn, err := l.Accept()
-		if err != nil {
-			return 1
-		}
-		send := func(s string) { _, _ = fmt.Fprintf(conn, "%s\r\n", s) }
-		send(`{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": "fake"}, "capabilities": []}}`)
-		dec := json.NewDecoder(bufio.NewReader(conn))
-		for {
-			var cmd struct {
-				Execute   string          `json:"execute"`
-				Arguments json.RawMessage `json:"arguments"`
-				ID        json.RawMessage `json:"id"`
-			}
-			if err := dec.Decode(&cmd); err != nil {
-				break // the client hung up: wait for the next one
-			}
-			ret := func(v string) { send(`{"return": ` + v + `, "id": ` + string(cmd.ID) + `}`) }
-			switch cmd.Execute {
-			case "qmp_capabilities", "device_add", "object-add":
-				ret(`{}`)
-			case "query-status":
-				ret(fmt.Sprintf(`{"status": %q, "running": %v}`, status, status == "running"))
-			case "stop":
-				status = "paused"
-				ret(`{}`)
-			case "cont":
-				status = "running"
-				ret(`{}`)
-			case "query-hotpluggable-cpus":
-				ret(`[{"type": "max-x86_64-cpu", "vcpus-count": 1, "props": {"socket-id": 0, "core-id": 1, "thread-id": 0}},
-				      {"type": "max-x86_64-cpu", "vcpus-count": 1, "props": {"socket-id": 0, "core-id": 0, "thread-id": 0}, "qom-path": "/machine/unattached/device[0]"}]`)
-			case "quit":
-				ret(`{}`)
-				return 0
-			default:
-				send(`{"error": {"class": "CommandNotFound", "desc": "fake"}, "id": ` + string(cmd.ID) + `}`)
-			}
-		}
-		conn.Close()
 	}
 }
 
@@ -276,7 +227,8 @@ func TestTemplateFakesLeaveNoGoroutines(t *testing.T) {
 	assertNoDriverGoroutines(t)
 }
 
-// startHandoverFake starts a fake QEMU that serves QMP to one client after another.
+// startHandoverFake starts a fake QEMU in handover mode: it serves QMP to one client
+// after another.
 func startHandoverFake(t *testing.T, ctx context.Context, handover bool) (*VM, hypervisor.Config, error) {
 	t.Helper()
 	exe, err := os.Executable()
@@ -284,7 +236,7 @@ func startHandoverFake(t *testing.T, ctx context.Context, handover bool) (*VM, h
 		t.Fatal(err)
 	}
 	vm, cfg := newTestVM(t, func(c *hypervisor.Config) {
-		c.ID, c.Path, c.Accelerator, c.Handover = "fake-handover", exe, hypervisor.AccelTCG, handover
+		c.ID, c.Path, c.Accelerator, c.Handover = qemutest.ID(qemutest.Handover, ""), exe, hypervisor.AccelTCG, handover
 	})
 	t.Cleanup(func() {
 		// A detached fake outlives its VM object: end it by pid.

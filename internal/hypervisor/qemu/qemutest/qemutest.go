@@ -1,0 +1,158 @@
+// Package qemutest is a fake QEMU for tests of the qemu driver and of the code above it.
+// A test binary doubles as the fake: its TestMain calls Main first, and a test points the
+// driver's hypervisor path at os.Executable() and names the VM with ID. The driver starts
+// QEMU with "-name vessel-<vm id>" and no environment, so the mode travels in the VM id.
+// The fake serves QMP on the listening socket the driver passes as fd 3, the way QEMU
+// does, so process management is tested without root, a kernel or QEMU itself.
+package qemutest
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+)
+
+// Mode is how the fake behaves.
+type Mode string
+
+const (
+	// Normal knows stop, cont, query-status and quit, and sends their events.
+	Normal Mode = "normal"
+	// IgnoreQuit answers quit but keeps running (a hung QEMU).
+	IgnoreQuit Mode = "ignorequit"
+	// Crash exits with status 3 after its second query-status (the first is Start's), as
+	// after a guest panic.
+	Crash Mode = "crash"
+	// Mute never accepts the QMP connection.
+	Mute Mode = "mute"
+	// Handover serves QMP to one client after another, as QEMU's monitor does, until
+	// quit, and knows the hotplug commands a template's Grow uses.
+	Handover Mode = "handover"
+	// Silent answers every QMP command with success and never accepts the agent
+	// connection queued on fd 4: a VM whose guest never answers.
+	Silent Mode = "silent"
+)
+
+// idPrefix starts the VM ids of fakes; the driver prefixes "vessel-" for -name.
+const idPrefix = "fake-"
+
+// ID returns the id of a VM that the test binary, started by the driver as QEMU, serves in
+// mode. A non-empty name tells VMs of one mode apart.
+func ID(mode Mode, name string) string {
+	if name == "" {
+		return idPrefix + string(mode)
+	}
+	return idPrefix + string(mode) + "-" + name
+}
+
+// Main runs the fake and exits when the process was started as one ("-name
+// vessel-fake-<mode>..."); otherwise it returns. Call it first in TestMain.
+func Main() {
+	if len(os.Args) < 3 || os.Args[1] != "-name" || !strings.HasPrefix(os.Args[2], "vessel-"+idPrefix) {
+		return
+	}
+	mode, _, _ := strings.Cut(strings.TrimPrefix(os.Args[2], "vessel-"+idPrefix), "-")
+	os.Exit(serve(Mode(mode)))
+}
+
+// serve answers QMP on the listener at fd 3 and returns the exit status.
+func serve(mode Mode) int {
+	switch mode {
+	case Normal, IgnoreQuit, Crash, Mute, Handover, Silent:
+	default:
+		fmt.Fprintf(os.Stderr, "fake qemu: unknown mode %q, want one of normal, ignorequit, crash, mute, handover, silent\n", mode)
+		return 2
+	}
+	l, err := net.FileListener(os.NewFile(3, "qmp"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fake qemu:", err)
+		return 1
+	}
+	if mode == Mute {
+		time.Sleep(time.Hour) // killed by the driver
+		return 1
+	}
+	m := &machine{mode: mode, status: "running"}
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "fake qemu:", err)
+			return 1
+		}
+		code, exit := m.session(conn)
+		conn.Close()
+		if exit || mode != Handover {
+			return code
+		}
+		// The client hung up: a handover fake waits for the next one.
+	}
+}
+
+// machine is the state of the fake VM across QMP sessions.
+type machine struct {
+	mode    Mode
+	status  string // "running" or "paused"
+	queries int    // query-status commands answered
+}
+
+// session serves one QMP client until it hangs up (exit false) or the fake is to exit
+// with code (exit true).
+func (m *machine) session(conn net.Conn) (code int, exit bool) {
+	send := func(s string) { _, _ = fmt.Fprintf(conn, "%s\r\n", s) }
+	event := func(name, data string) {
+		send(fmt.Sprintf(`{"timestamp": {"seconds": %d, "microseconds": 0}, "event": %q, "data": %s}`, time.Now().Unix(), name, data))
+	}
+	send(`{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": "fake"}, "capabilities": ["oob"]}}`)
+	dec := json.NewDecoder(bufio.NewReader(conn))
+	for {
+		var cmd struct {
+			Execute string          `json:"execute"`
+			ID      json.RawMessage `json:"id"`
+		}
+		if err := dec.Decode(&cmd); err != nil {
+			return 0, false
+		}
+		ret := func(v string) { send(`{"return": ` + v + `, "id": ` + string(cmd.ID) + `}`) }
+		switch cmd.Execute {
+		case "qmp_capabilities", "device_add", "object-add":
+			ret(`{}`)
+		case "query-status":
+			ret(fmt.Sprintf(`{"status": %q, "singlestep": false, "running": %v}`, m.status, m.status == "running"))
+			m.queries++
+			if m.mode == Crash && m.queries == 2 {
+				fmt.Fprintln(os.Stderr, "fake qemu: guest crashed")
+				event("SHUTDOWN", `{"guest": true, "reason": "guest-panic"}`)
+				return 3, true
+			}
+		case "stop":
+			m.status = "paused"
+			event("STOP", `{}`)
+			ret(`{}`)
+		case "cont":
+			m.status = "running"
+			event("RESUME", `{}`)
+			ret(`{}`)
+		case "query-hotpluggable-cpus":
+			ret(`[{"type": "max-x86_64-cpu", "vcpus-count": 1, "props": {"socket-id": 0, "core-id": 1, "thread-id": 0}},
+			      {"type": "max-x86_64-cpu", "vcpus-count": 1, "props": {"socket-id": 0, "core-id": 0, "thread-id": 0}, "qom-path": "/machine/unattached/device[0]"}]`)
+		case "quit":
+			if m.mode == IgnoreQuit {
+				ret(`{}`)
+				continue
+			}
+			event("SHUTDOWN", `{"guest": false, "reason": "host-qmp-quit"}`)
+			ret(`{}`)
+			return 0, true
+		default:
+			if m.mode == Silent {
+				ret(`{}`)
+				continue
+			}
+			send(`{"error": {"class": "CommandNotFound", "desc": "fake"}, "id": ` + string(cmd.ID) + `}`)
+		}
+	}
+}
