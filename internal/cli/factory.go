@@ -95,11 +95,10 @@ func factoryStatusCommand() *cli.Command {
 			factoryConfigFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			cfg, host, err := factoryConfig(c)
+			cfg, f, err := factoryAdmin(c)
 			if err != nil {
 				return err
 			}
-			f := factory.Admin(cfg, host)
 			tpl, err := f.TemplateInfo(c.Context)
 			if err != nil {
 				return fmt.Errorf("factory status: %w", err)
@@ -123,11 +122,10 @@ from the template or the cache, keep running.`,
 			factoryConfigFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			cfg, host, err := factoryConfig(c)
+			cfg, f, err := factoryAdmin(c)
 			if err != nil {
 				return err
 			}
-			f := factory.Admin(cfg, host)
 			w := c.App.Writer
 			if err := stopCacheServer(c.Context, cfg.Factory.VMCacheEndpoint); err != nil {
 				return fmt.Errorf("factory destroy: %w", err)
@@ -176,6 +174,15 @@ func factoryConfig(c *cli.Context) (*config.Config, config.Host, error) {
 		return nil, config.Host{}, fmt.Errorf("inspect host: %w", err)
 	}
 	return cfg, host, nil
+}
+
+// factoryAdmin loads the configuration and returns the factory for the admin verbs.
+func factoryAdmin(c *cli.Context) (*config.Config, *factory.Factory, error) {
+	cfg, host, err := factoryConfig(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, factory.Admin(cfg, host), nil
 }
 
 // factoryConfigFlag is the --config flag of the factory commands.
