@@ -2,8 +2,13 @@ package agent
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/codes"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
@@ -70,6 +75,64 @@ func TestCreateContainerRefusesHostileSpec(t *testing.T) {
 				SandboxPidns: tc.pidns,
 			})
 			wantCode(t, tc.name, err, tc.code, tc.msgHas)
+		})
+	}
+}
+
+// TestCheckSpecPaths plants what something in the guest that can write the shared tree
+// would at the next container's paths: its rootfs and a bind-mount source replaced by
+// symlinks to the guest's root, and a symlinked parent directory.
+func TestCheckSpecPaths(t *testing.T) {
+	run := t.TempDir()
+	for _, d := range []string{"shared/c1/rootfs", "shared/c2", "shared/real"} {
+		if err := os.MkdirAll(filepath.Join(run, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(run, "shared/c1/mount-0"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{
+		"shared/c2/rootfs":  "/",
+		"shared/c2/mount-0": "/etc/shadow",
+		"shared/c3":         filepath.Join(run, "shared/real"),
+	} {
+		if err := os.Symlink(target, filepath.Join(run, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := func(root string, binds ...string) *specs.Spec {
+		s := &specs.Spec{Root: &specs.Root{Path: root}}
+		for _, b := range binds {
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/x", Type: "bind", Source: b, Options: []string{"rbind", "ro"}})
+		}
+		// Not a bind mount: its source is not a path.
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/proc", Type: "proc", Source: "proc"})
+		return s
+	}
+	tests := []struct {
+		name   string
+		spec   *specs.Spec
+		msgHas string // "" when the spec is fine
+	}{
+		{"host-shaped", spec(run+"/shared/c1/rootfs", run+"/shared/c1/mount-0", "/dev/null"), ""},
+		{"relative root", spec("rootfs"), ""},
+		{"rootfs is a symlink", spec(run + "/shared/c2/rootfs"), "oci_spec.root.path"},
+		{"bind source is a symlink", spec(run+"/shared/c1/rootfs", run+"/shared/c2/mount-0"), "oci_spec.mounts[0].source"},
+		{"parent is a symlink", spec(run + "/shared/c3/rootfs"), "is a symlink"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := checkSpecPaths(run, tc.spec)
+			if tc.msgHas == "" {
+				if err != nil {
+					t.Fatalf("valid spec refused: %v", err)
+				}
+				return
+			}
+			if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.msgHas) {
+				t.Fatalf("err = %v, want invalid argument naming %q", err, tc.msgHas)
+			}
 		})
 	}
 }
