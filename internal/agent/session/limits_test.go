@@ -27,7 +27,9 @@ func floodSession(t *testing.T) (*Mux, net.Conn, net.Conn) {
 		_ = m.Close()
 		_ = port.Close()
 		_ = host.Close()
-		<-done
+		if err := <-done; err == nil {
+			t.Error("Run returned nil, want why it stopped")
+		}
 	})
 	accepted := make(chan net.Conn, 1)
 	go func() {

@@ -81,7 +81,7 @@ type plan struct {
 	mount bool
 }
 
-// Mount mounts s and returns its (resolved) mount point.
+// Mount mounts s and returns its mount point (the cleaned mount_point).
 func (m *Manager) Mount(ctx context.Context, s *agentv1.Storage) (string, error) {
 	if s == nil {
 		return "", fmt.Errorf("%w: storage is empty", errdefs.ErrInvalidArgument)
