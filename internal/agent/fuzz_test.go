@@ -78,12 +78,21 @@ func (f fuzzService) CopyFile(ctx context.Context, req *agentv1.CopyFileRequest)
 	return f.Service.CopyFile(ctx, req)
 }
 
-// GetOOMEvent is a long poll that ends only on an OOM kill: bounded here so that an
-// iteration ends.
+// longPoll bounds the handlers that wait for the guest to change (an OOM kill, CPUs coming
+// online), which never happens in the test: an iteration must end in milliseconds, not at
+// the handler's own bound (OnlineCPUMem waits up to 10s).
+const longPoll = 5 * time.Millisecond
+
 func (f fuzzService) GetOOMEvent(ctx context.Context, req *agentv1.GetOOMEventRequest) (*agentv1.OOMEvent, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
+	ctx, cancel := context.WithTimeout(ctx, longPoll)
 	defer cancel()
 	return f.Service.GetOOMEvent(ctx, req)
+}
+
+func (f fuzzService) OnlineCPUMem(ctx context.Context, req *agentv1.OnlineCPUMemRequest) (*agentv1.Empty, error) {
+	ctx, cancel := context.WithTimeout(ctx, longPoll)
+	defer cancel()
+	return f.Service.OnlineCPUMem(ctx, req)
 }
 
 // agentMethods lists the service's methods, by name.
