@@ -66,13 +66,17 @@ test: ## unit tests: no root, no VM, seconds
 integration: image ## integration tests: boot real VMs (root, QEMU)
 	VESSEL_INTEGRATION=1 VESSEL_GUEST_DIR=$(GUEST_DIR) $(GO) test -count=1 -p 1 -timeout 40m ./...
 
+# FUZZTIME is the time each fuzz target runs: CI passes a shorter one (make fuzz FUZZTIME=30s).
 FUZZTIME ?= 1m
 
 .PHONY: fuzz
-fuzz: ## run each fuzz target (annotations, config loader, OCI converter) for FUZZTIME (default 1m)
+fuzz: ## run each fuzz target (annotations, config loader, OCI converter, agent requests, agent session frames, QMP client) for FUZZTIME each (default 1m)
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/config
 	$(GO) test -run '^$$' -fuzz '^FuzzAnnotations$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/config
 	$(GO) test -run '^$$' -fuzz '^FuzzSandboxConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/oci
+	$(GO) test -run '^$$' -fuzz '^FuzzAgentRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/agent
+	$(GO) test -run '^$$' -fuzz '^FuzzMux$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/agent/session
+	$(GO) test -run '^$$' -fuzz '^FuzzClient$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/hypervisor/qemu/qmp
 
 # The benchmark runs Vessel with the built-in defaults and the guest image in GUEST_DIR,
 # never with the host's /etc/vessel/configuration.toml or $VESSEL_CONFIG.

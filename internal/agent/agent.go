@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vessel-containers/vessel/internal/agent/boot"
+	"github.com/vessel-containers/vessel/internal/agent/guard"
 	"github.com/vessel-containers/vessel/internal/agent/netcfg"
 	"github.com/vessel-containers/vessel/internal/version"
 )
@@ -58,11 +59,13 @@ func Main() {
 		// kernel. A handler (not SIG_IGN, which children would inherit) keeps us alive.
 		sigs := make(chan os.Signal, 8)
 		signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPWR)
-		go func() { // lives as long as PID 1 does
+		// Lives as long as PID 1 does; a panic in it is logged and the signals stay handled
+		// (Notify keeps queueing into sigs, nobody reads it: signals are then dropped).
+		guard.Go(ctx, "signal logger", func() {
 			for sig := range sigs {
 				log.G(ctx).Warnf("PID 1 ignores signal %v", sig)
 			}
-		}()
+		}, nil)
 		if err := boot.Setup(ctx); err != nil {
 			fatal(err)
 		}

@@ -108,6 +108,9 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 	if spec.Process == nil {
 		return nil, fmt.Errorf("%w: oci_spec: process is missing", errdefs.ErrInvalidArgument)
 	}
+	if err := checkGuestSpec(&spec); err != nil {
+		return nil, err
+	}
 	if len(req.GetDevices()) > 0 {
 		// Devices come with block/VFIO hotplug, proposed as the "block devices and hotplug" issue (closing note of stop 8).
 		return nil, fmt.Errorf("%w: devices in CreateContainer are not implemented in the agent yet", errdefs.ErrNotImplemented)
@@ -144,6 +147,9 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 		if _, err := os.Stat(spec.Root.Path); err != nil {
 			return nil, fmt.Errorf("%w: oci_spec: root.path %q is not in the guest (is the shared directory mounted?): %w", errdefs.ErrInvalidArgument, spec.Root.Path, err)
 		}
+	}
+	if err := checkSpecPaths(s.cfg.RunDir, &spec); err != nil {
+		return nil, err
 	}
 	pidNS, holder, err := s.pidNamespaceFor(&spec, req.GetSandboxPidns())
 	if err != nil {
@@ -190,7 +196,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 		<-p.exited
 		pio.shutdown()
 	})
-	if err := pio.afterStart(); err != nil {
+	if err := pio.afterStart(ctx); err != nil {
 		return nil, fmt.Errorf("container %q: %w", id, err)
 	}
 	c.init = p

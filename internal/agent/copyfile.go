@@ -12,7 +12,6 @@ import (
 	"sync"
 
 	"github.com/containerd/errdefs"
-	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
@@ -22,7 +21,16 @@ import (
 // maxCopyChunk is the largest data part of one CopyFile request.
 const maxCopyChunk = 1 << 20
 
-// fileWriter writes files the host copies in with CopyFile, confined under root.
+// maxCopyFileSize bounds file_size: the file is assembled in the guest's memory (/run is
+// the initramfs root), so the host's copies (configuration files; Kubernetes caps a Secret
+// or ConfigMap at 1 MiB) get ample room while one request cannot fill the guest's memory.
+const maxCopyFileSize = 64 << 20
+
+// fileWriter writes files the host copies in with CopyFile, confined under root. Every
+// path is opened without following a symlink (storage.OpenDir), and the last component is
+// acted on relative to its opened parent with the *at calls that do not follow it either:
+// a symlink a container planted anywhere in the path is refused or replaced, never written
+// through.
 type fileWriter struct {
 	root string
 	// mu serializes CopyFile requests: parts of one file must not interleave with another
@@ -40,32 +48,11 @@ func (s *Service) CopyFile(ctx context.Context, req *agentv1.CopyFileRequest) (*
 	return &agentv1.Empty{}, nil
 }
 
-// resolve confines p under the root and resolves symlinks in its parent directories (inside
-// the root); the last component is not followed, so a symlink there is replaced, not
-// written through.
-func (w *fileWriter) resolve(p string) (string, error) {
-	if _, err := storage.Confine(w.root, p); err != nil {
-		return "", err
-	}
-	clean := filepath.Clean(p)
-	rel, err := filepath.Rel(w.root, filepath.Dir(clean))
-	if err != nil {
-		return "", fmt.Errorf("%w: path %q: %w", errdefs.ErrInvalidArgument, p, err)
-	}
-	dir, err := securejoin.SecureJoin(w.root, rel)
-	if err != nil {
-		return "", fmt.Errorf("resolve %q: %w", p, err)
-	}
-	return filepath.Join(dir, filepath.Base(clean)), nil
-}
-
-// tempName is where the parts of path are assembled until the last one arrives.
-func tempName(path string) string {
-	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".vessel-copy")
-}
+// tempName is where the parts of the file name are assembled until the last one arrives.
+func tempName(name string) string { return "." + name + ".vessel-copy" }
 
 func (w *fileWriter) copy(req *agentv1.CopyFileRequest) error {
-	path, err := w.resolve(req.GetPath())
+	rel, err := storage.Rel(w.root, req.GetPath())
 	if err != nil {
 		return fmt.Errorf("copy file: path: %w", err)
 	}
@@ -79,18 +66,23 @@ func (w *fileWriter) copy(req *agentv1.CopyFileRequest) error {
 	perm := fileMode(req.GetFileMode())
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err := os.MkdirAll(filepath.Dir(path), dirMode); err != nil {
-		return fmt.Errorf("copy %s: create parent: %w", req.GetPath(), err)
-	}
+	parentRel, name := filepath.Split(rel)
 	switch req.GetFileMode() & unix.S_IFMT {
 	case unix.S_IFDIR:
-		if err := os.MkdirAll(path, perm); err != nil {
+		parent, err := storage.OpenDir(w.root, parentRel, dirMode, true)
+		if err != nil {
+			return fmt.Errorf("copy %s: create parent: %w", req.GetPath(), err)
+		}
+		parent.Close()
+		dir, err := storage.OpenDir(w.root, rel, perm, true)
+		if err != nil {
 			return fmt.Errorf("copy %s: mkdir: %w", req.GetPath(), err)
 		}
-		if err := chown(path, req, os.Chown); err != nil {
+		defer dir.Close()
+		if err := chown(req, dir.Chown); err != nil {
 			return err
 		}
-		if err := os.Chmod(path, perm); err != nil {
+		if err := dir.Chmod(perm); err != nil {
 			return fmt.Errorf("copy %s: chmod: %w", req.GetPath(), err)
 		}
 		return nil
@@ -98,48 +90,74 @@ func (w *fileWriter) copy(req *agentv1.CopyFileRequest) error {
 		if req.GetSymlinkTarget() == "" {
 			return fmt.Errorf("%w: copy %s: symlink_target is empty", errdefs.ErrInvalidArgument, req.GetPath())
 		}
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		parent, err := storage.OpenDir(w.root, parentRel, dirMode, true)
+		if err != nil {
+			return fmt.Errorf("copy %s: create parent: %w", req.GetPath(), err)
+		}
+		defer parent.Close()
+		dfd := int(parent.Fd())
+		if err := unix.Unlinkat(dfd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("copy %s: replace: %w", req.GetPath(), err)
 		}
-		if err := os.Symlink(req.GetSymlinkTarget(), path); err != nil {
+		if err := unix.Symlinkat(req.GetSymlinkTarget(), dfd, name); err != nil {
 			return fmt.Errorf("copy %s: symlink: %w", req.GetPath(), err)
 		}
-		return chown(path, req, os.Lchown)
+		return chown(req, func(uid, gid int) error {
+			return unix.Fchownat(dfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+		})
 	case unix.S_IFREG, 0:
-		return w.writePart(path, perm, req)
+		parent, err := storage.OpenDir(w.root, parentRel, dirMode, true)
+		if err != nil {
+			return fmt.Errorf("copy %s: create parent: %w", req.GetPath(), err)
+		}
+		defer parent.Close()
+		return w.writePart(parent, name, perm, req)
 	default:
 		return fmt.Errorf("%w: copy %s: file_mode %#o is not a regular file, directory or symlink", errdefs.ErrInvalidArgument, req.GetPath(), req.GetFileMode())
 	}
 }
 
-// writePart appends one part to the temporary file and renames it into place after the
-// last part. Parts must come in order without gaps.
+// writePart appends one part to the temporary file in parent and renames it to name after
+// the last part. Parts must come in order without gaps.
 //
 // Preconditions: w.mu is held.
-func (w *fileWriter) writePart(path string, perm fs.FileMode, req *agentv1.CopyFileRequest) error {
+func (w *fileWriter) writePart(parent *os.File, name string, perm fs.FileMode, req *agentv1.CopyFileRequest) error {
 	size, off, data := req.GetFileSize(), req.GetOffset(), req.GetData()
 	if size < 0 || off < 0 {
 		return fmt.Errorf("%w: copy %s: file_size %d and offset %d must not be negative", errdefs.ErrInvalidArgument, req.GetPath(), size, off)
 	}
+	if size > maxCopyFileSize {
+		return fmt.Errorf("%w: copy %s: file_size %d is over the limit of %d bytes", errdefs.ErrInvalidArgument, req.GetPath(), size, maxCopyFileSize)
+	}
 	if off+int64(len(data)) > size {
 		return fmt.Errorf("%w: copy %s: part [%d, %d) goes past file_size %d", errdefs.ErrInvalidArgument, req.GetPath(), off, off+int64(len(data)), size)
 	}
-	tmp := tempName(path)
-	flags := os.O_WRONLY
+	dfd := int(parent.Fd())
+	tmp := tempName(name)
+	flags := unix.O_WRONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	if off == 0 {
-		flags |= os.O_CREATE | os.O_TRUNC
+		// A fresh file, never one that is there: what is there may be a hard link to a
+		// file elsewhere, which O_TRUNC would truncate.
+		if err := unix.Unlinkat(dfd, tmp, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("copy %s: remove stale temporary file: %w", req.GetPath(), err)
+		}
+		flags |= unix.O_CREAT | unix.O_EXCL
 	}
-	f, err := os.OpenFile(tmp, flags|unix.O_NOFOLLOW, 0o600)
-	if errors.Is(err, os.ErrNotExist) {
+	fd, err := unix.Openat(dfd, tmp, flags, 0o600)
+	if errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("%w: copy %s: part at offset %d, but no earlier part (offset 0 starts a file)", errdefs.ErrInvalidArgument, req.GetPath(), off)
 	}
 	if err != nil {
 		return fmt.Errorf("copy %s: open temporary file: %w", req.GetPath(), err)
 	}
+	f := os.NewFile(uintptr(fd), tmp)
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("copy %s: %w", req.GetPath(), err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%w: copy %s: temporary file %s is not a regular file", errdefs.ErrInvalidArgument, req.GetPath(), tmp)
 	}
 	if fi.Size() != off {
 		return fmt.Errorf("%w: copy %s: part at offset %d, expected offset %d", errdefs.ErrInvalidArgument, req.GetPath(), off, fi.Size())
@@ -151,7 +169,7 @@ func (w *fileWriter) writePart(path string, perm fs.FileMode, req *agentv1.CopyF
 		return nil
 	}
 	// chown before chmod: chown clears setuid and setgid.
-	if err := chown(tmp, req, os.Chown); err != nil {
+	if err := chown(req, f.Chown); err != nil {
 		return err
 	}
 	if err := f.Chmod(perm); err != nil {
@@ -160,7 +178,7 @@ func (w *fileWriter) writePart(path string, perm fs.FileMode, req *agentv1.CopyF
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("copy %s: close: %w", req.GetPath(), err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := unix.Renameat(dfd, tmp, dfd, name); err != nil {
 		return fmt.Errorf("copy %s: rename into place: %w", req.GetPath(), err)
 	}
 	return nil
@@ -181,13 +199,13 @@ func fileMode(m uint32) fs.FileMode {
 	return mode
 }
 
-// chown applies uid/gid; -1 keeps the current value.
-func chown(path string, req *agentv1.CopyFileRequest, fn func(string, int, int) error) error {
+// chown applies uid/gid with fn; -1 keeps the current value.
+func chown(req *agentv1.CopyFileRequest, fn func(uid, gid int) error) error {
 	uid, gid := int(req.GetUid()), int(req.GetGid())
 	if uid < 0 && gid < 0 {
 		return nil
 	}
-	if err := fn(path, uid, gid); err != nil {
+	if err := fn(uid, gid); err != nil {
 		return fmt.Errorf("copy %s: chown %d:%d: %w", req.GetPath(), uid, gid, err)
 	}
 	return nil

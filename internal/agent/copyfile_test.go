@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -45,7 +46,7 @@ func TestCopyFileChunks(t *testing.T) {
 	if di.Mode().Perm() != 0o750 {
 		t.Fatalf("dir mode = %v", di.Mode())
 	}
-	if _, err := os.Stat(tempName(path)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(filepath.Dir(path), tempName(filepath.Base(path)))); !os.IsNotExist(err) {
 		t.Fatalf("temporary file left behind: %v", err)
 	}
 }
@@ -86,35 +87,87 @@ func TestCopyFileDirAndSymlink(t *testing.T) {
 	}
 }
 
+// TestCopyFileConfinement plants what a container with write access to the shared tree
+// would: symlinks to a directory outside the root in a parent component and in the last
+// component (for a file and for a directory), and a hard link at the temporary name.
 func TestCopyFileConfinement(t *testing.T) {
 	root := t.TempDir()
 	outside := t.TempDir()
 	w := newFileWriter(root)
-	// A symlink planted in a parent directory resolves inside the root.
-	if err := os.Symlink(outside, root+"/evil"); err != nil {
-		t.Fatal(err)
-	}
 	for _, p := range []string{"/etc/passwd", "relative/file", root + "/../x", root, ""} {
 		err := w.copy(&agentv1.CopyFileRequest{Path: p, FileSize: 1, Data: []byte("x"), Uid: -1, Gid: -1})
 		if !errdefs.IsInvalidArgument(err) {
 			t.Errorf("path %q: err = %v, want invalid argument", p, err)
 		}
 	}
-	if err := w.copy(&agentv1.CopyFileRequest{Path: root + "/evil/f", FileSize: 1, Data: []byte("x"), Uid: -1, Gid: -1}); err != nil {
+	if err := os.Symlink(outside, root+"/evil"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(outside, "f")); !os.IsNotExist(err) {
-		t.Fatal("write escaped the root through a symlink")
+	// A symlink in a parent directory is refused, for every kind of entry.
+	for _, req := range []*agentv1.CopyFileRequest{
+		{Path: root + "/evil/f", FileSize: 1, Data: []byte("x")},
+		{Path: root + "/evil/sub/f", FileSize: 1, Data: []byte("x")},
+		{Path: root + "/evil/d", FileMode: unix.S_IFDIR | 0o777},
+		{Path: root + "/evil/l", FileMode: unix.S_IFLNK, SymlinkTarget: "/"},
+	} {
+		req.Uid, req.Gid = -1, -1
+		err := w.copy(req)
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "is a symlink") {
+			t.Errorf("copy %s: err = %v, want a refused symlink", req.GetPath(), err)
+		}
 	}
-	// The last component is not followed: a symlink there is replaced by the file.
+	// The last component is not followed: a symlink there is replaced by the file...
 	if err := os.Symlink(outside+"/target", root+"/last"); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.copy(&agentv1.CopyFileRequest{Path: root + "/last", FileSize: 1, Data: []byte("x"), Uid: -1, Gid: -1}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(outside + "/target"); !os.IsNotExist(err) {
-		t.Fatal("write followed a symlink in the last component")
+	if fi, err := os.Lstat(root + "/last"); err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("last: %v %v, want the copied regular file", fi, err)
+	}
+	// ...and a directory request on a symlink to a directory is refused, and the
+	// directory it points to keeps its mode.
+	if err := os.Symlink(outside, root+"/lastdir"); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.Stat(outside)
+	err := w.copy(&agentv1.CopyFileRequest{Path: root + "/lastdir", FileMode: unix.S_IFDIR | 0o777, Uid: -1, Gid: -1})
+	if !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("directory over a symlink: err = %v, want invalid argument", err)
+	}
+	if after, _ := os.Stat(outside); after.Mode() != before.Mode() {
+		t.Fatalf("outside directory mode changed from %v to %v", before.Mode(), after.Mode())
+	}
+	// A hard link planted at the temporary name is not truncated or written.
+	victim := filepath.Join(root, "victim")
+	if err := os.WriteFile(victim, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(victim, filepath.Join(root, tempName("hl"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.copy(&agentv1.CopyFileRequest{Path: root + "/hl", FileSize: 2, Data: []byte("x"), Uid: -1, Gid: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(victim); string(got) != "keep" {
+		t.Fatalf("hard-linked file now holds %q", got)
+	}
+	entries, _ := os.ReadDir(outside)
+	if len(entries) != 0 {
+		t.Fatalf("copies escaped the root: %v", entries)
+	}
+}
+
+func TestCopyFileSizeLimit(t *testing.T) {
+	root := t.TempDir()
+	w := newFileWriter(root)
+	err := w.copy(&agentv1.CopyFileRequest{Path: root + "/big", FileSize: maxCopyFileSize + 1, Data: []byte("x"), Uid: -1, Gid: -1})
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "over the limit") {
+		t.Fatalf("err = %v, want file_size over the limit", err)
+	}
+	if err := w.copy(&agentv1.CopyFileRequest{Path: root + "/ok", FileSize: maxCopyFileSize, Data: []byte("x"), Uid: -1, Gid: -1}); err != nil {
+		t.Fatalf("file_size at the limit: %v", err)
 	}
 }
 

@@ -123,7 +123,7 @@ func (s *Service) ExecProcess(ctx context.Context, req *agentv1.ExecProcessReque
 	}
 	p := newProcess(c.id, req.GetExecId(), proc, pio)
 	p.watch(ctx, c.oomKills(), c.oomKills, c.forgetIfDone)
-	if err := pio.afterStart(); err != nil {
+	if err := pio.afterStart(ctx); err != nil {
 		_ = p.proc.Signal(unix.SIGKILL)
 		<-p.exited
 		pio.shutdown()

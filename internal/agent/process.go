@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
+	"github.com/vessel-containers/vessel/internal/agent/guard"
 	"github.com/vessel-containers/vessel/internal/agent/libct"
 )
 
@@ -56,7 +57,7 @@ func (p *process) name() string {
 // it and the count grew since base (taken when the process started).
 func (p *process) watch(ctx context.Context, base uint64, oomKills func() uint64, onExit func(*process)) {
 	p.pid = p.proc.Pid()
-	go func() {
+	guard.Go(ctx, "wait "+p.name(), func() {
 		status, err := p.proc.Wait()
 		if err != nil {
 			log.G(ctx).WithError(err).Warnf("wait for %s", p.name())
@@ -69,7 +70,13 @@ func (p *process) watch(ctx context.Context, base uint64, oomKills func() uint64
 		if onExit != nil {
 			onExit(p)
 		}
-	}()
+	}, func(*guard.PanicError) {
+		// Fail the wait cleanly: waiters see the process as exited with status 255.
+		if !p.hasExited() {
+			p.status = 255
+			close(p.exited)
+		}
+	})
 }
 
 // hasExited reports whether the process was reaped.

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -102,11 +101,12 @@ func (s *Service) writeResolvConf(dns, search, options []string) error {
 	if len(options) > 0 {
 		fmt.Fprintf(&b, "options %s\n", strings.Join(options, " "))
 	}
-	p := filepath.Join(s.cfg.RunDir, resolvConfPath)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return fmt.Errorf("write resolv.conf: %w", err)
-	}
-	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+	// Written like a host's CopyFile: through no symlink, replacing whatever is there.
+	err := s.files.copy(&agentv1.CopyFileRequest{
+		Path: filepath.Join(s.cfg.RunDir, resolvConfPath), FileSize: int64(b.Len()), Data: []byte(b.String()),
+		FileMode: unix.S_IFREG | 0o644, DirMode: 0o755, Uid: -1, Gid: -1,
+	})
+	if err != nil {
 		return fmt.Errorf("write resolv.conf: %w", err)
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/agent/guard"
 	"github.com/vessel-containers/vessel/internal/agent/libct"
 )
 
@@ -98,7 +99,7 @@ func newProcessIO(cfg *agentv1.StdioConfig, terminal bool) (_ *processIO, _ libc
 
 // afterStart closes the process's ends and starts the copiers. For a terminal it first
 // receives the master from the console socket.
-func (p *processIO) afterStart() error {
+func (p *processIO) afterStart(ctx context.Context) error {
 	for _, f := range p.child {
 		f.Close()
 	}
@@ -114,20 +115,25 @@ func (p *processIO) afterStart() error {
 		p.stdinMu.Lock()
 		p.stdin = master
 		p.stdinMu.Unlock()
-		p.startCopier(p.stdout, master)
+		p.startCopier(ctx, "terminal copier", p.stdout, master)
 		return nil
 	}
-	p.startCopier(p.stdout, p.outR)
-	p.startCopier(p.stderr, p.errR)
+	p.startCopier(ctx, "stdout copier", p.stdout, p.outR)
+	p.startCopier(ctx, "stderr copier", p.stderr, p.errR)
 	return nil
 }
 
-func (p *processIO) startCopier(s *stream, f *os.File) {
+func (p *processIO) startCopier(ctx context.Context, name string, s *stream, f *os.File) {
 	p.copiers.Add(1)
-	go func() {
+	guard.Go(ctx, name, func() {
 		defer p.copiers.Done()
 		s.copyFrom(f)
-	}()
+	}, func(*guard.PanicError) {
+		// copyFrom's deferred finish already ended the stream: the host reads to EOF and
+		// the process blocks on its full pipe, as if nobody read it. Close the pipe so it
+		// gets EPIPE instead.
+		f.Close()
+	})
 }
 
 // abort releases everything when the process could not start.

@@ -25,6 +25,11 @@ type Conn struct {
 	closed bool
 	// out holds the start of a frame whose remaining bytes were not written yet.
 	out []byte
+
+	// flightMu guards flight.
+	flightMu sync.Mutex
+	// flight holds the session's requests that have no response yet.
+	flight flight
 }
 
 func newConn(m *Mux) *Conn {
@@ -33,15 +38,38 @@ func newConn(m *Mux) *Conn {
 	return c
 }
 
-// push appends a routed frame.
-func (c *Conn) push(frame []byte) {
+// push appends a routed frame. It reports false when the frame was dropped because the
+// session already buffers maxBuffered bytes its reader has not taken.
+func (c *Conn) push(frame []byte) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed || c.inputDone {
-		return
+		return true
+	}
+	if len(c.in)+len(frame) > maxBuffered {
+		return false
 	}
 	c.in = append(c.in, frame...)
 	c.cond.Broadcast()
+	return true
+}
+
+// admit records a request frame in flight, or returns why it is refused.
+func (c *Conn) admit(h Header, size int) error {
+	c.flightMu.Lock()
+	defer c.flightMu.Unlock()
+	return c.flight.admit(h, size)
+}
+
+// answered forgets the request a response frame answers.
+func (c *Conn) answered(frame []byte) {
+	h, err := ParseHeader(frame)
+	if err != nil || h.Type != typeResponse {
+		return
+	}
+	c.flightMu.Lock()
+	defer c.flightMu.Unlock()
+	c.flight.done(h.StreamID)
 }
 
 // endInput ends the session: Read drains what is buffered, then returns EOF.
@@ -99,6 +127,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Unlock()
 
 	for _, f := range frames {
+		c.answered(f)
 		if err := c.m.send(c, f); err != nil {
 			return 0, err
 		}

@@ -12,6 +12,11 @@
 // it (`srv.Serve(ctx, mux)`). Writes from a session are assembled into whole frames and
 // forwarded to the port only while that session is current; a stale session's frames are
 // dropped so a reconnected client never sees answers meant for its predecessor.
+//
+// What one session can hold is bounded (limits.go): at most MaxInFlight requests and
+// MaxInFlightBytes of them without a response (past that the mux answers a request itself
+// with ResourceExhausted, so no handler goroutine starts for it), and maxBuffered bytes
+// routed but not yet read.
 package session
 
 import (
@@ -70,6 +75,11 @@ type Stats struct {
 	DroppedOut uint64
 	// Detaches counts EOFs seen on the port (host gone).
 	Detaches uint64
+	// Refused counts requests answered with ResourceExhausted by the mux itself: their
+	// session was at MaxInFlight or MaxInFlightBytes.
+	Refused uint64
+	// DroppedIn counts frames dropped because their session buffered maxBuffered bytes.
+	DroppedIn uint64
 }
 
 // Mux turns a port into a stream of sessions. It implements net.Listener.
@@ -94,7 +104,7 @@ type Mux struct {
 	// lastReq is the last request stream id seen in cur.
 	lastReq uint32
 
-	sessions, framesIn, framesOut, droppedOut, detaches atomic.Uint64
+	sessions, framesIn, framesOut, droppedOut, detaches, refused, droppedIn atomic.Uint64
 }
 
 // Option configures a Mux.
@@ -130,6 +140,8 @@ func (m *Mux) Stats() Stats {
 		FramesOut:  m.framesOut.Load(),
 		DroppedOut: m.droppedOut.Load(),
 		Detaches:   m.detaches.Load(),
+		Refused:    m.refused.Load(),
+		DroppedIn:  m.droppedIn.Load(),
 	}
 }
 
@@ -253,8 +265,23 @@ func (m *Mux) route(ctx context.Context, h Header, frame []byte) error {
 		// A data frame with no session: nobody can take it.
 		return nil
 	}
+	if h.Type == typeRequest {
+		if why := cur.admit(h, len(frame)); why != nil {
+			m.refused.Add(1)
+			log.G(ctx).WithField("stream", h.StreamID).Warnf("session: refusing a request: %v", why)
+			answer, err := refusal(h.StreamID, why)
+			if err != nil {
+				return err
+			}
+			return m.send(cur, answer)
+		}
+	}
+	if !cur.push(frame) {
+		m.droppedIn.Add(1)
+		log.G(ctx).WithField("stream", h.StreamID).Warnf("session: dropping a frame of type %#x: the session's input is at its bound of %d bytes", h.Type, maxBuffered)
+		return nil
+	}
 	m.framesIn.Add(1)
-	cur.push(frame)
 	return nil
 }
 

@@ -7,9 +7,13 @@
 // "scsi") are refused with ErrNotImplemented: the agent has no block device handler.
 //
 // Mount points are confined under a root (/run/vessel/ in the guest): a request for any
-// other path is refused, and symlinks are resolved inside the root so a link planted in a
-// shared directory cannot redirect a mount elsewhere. Mounts are reference counted by mount
-// point: the same storage mounted twice is mounted once and unmounted by its last user.
+// other path is refused, and the path is opened one component at a time without following
+// any symlink (OpenDir), so a link planted in a shared directory cannot redirect a mount
+// elsewhere; the mount goes onto the directory that was opened (/proc/self/fd/N), and the
+// unmount onto the name in its opened parent, so nothing is checked by path and then used by
+// path. Each driver accepts only its own options (driverOptions). Mounts are reference
+// counted by mount point: the same storage mounted twice is mounted once and unmounted by
+// its last user.
 package storage
 
 import (
@@ -25,7 +29,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
-	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
@@ -78,39 +81,16 @@ type plan struct {
 	mount bool
 }
 
-// Confine checks that p is an absolute path strictly under root and returns it with symlinks
-// resolved inside root.
-func Confine(root, p string) (string, error) {
-	if p == "" {
-		return "", fmt.Errorf("%w: path is empty", errdefs.ErrInvalidArgument)
-	}
-	if !filepath.IsAbs(p) {
-		return "", fmt.Errorf("%w: path %q must be absolute and under %s/", errdefs.ErrInvalidArgument, p, root)
-	}
-	clean := filepath.Clean(p)
-	rel, err := filepath.Rel(root, clean)
-	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
-		return "", fmt.Errorf("%w: path %q is outside %s/ (only paths under it are allowed)", errdefs.ErrInvalidArgument, p, root)
-	}
-	resolved, err := securejoin.SecureJoin(root, rel)
-	if err != nil {
-		return "", fmt.Errorf("resolve %q under %s: %w", p, root, err)
-	}
-	if resolved == root {
-		return "", fmt.Errorf("%w: path %q resolves to %s itself", errdefs.ErrInvalidArgument, p, root)
-	}
-	return resolved, nil
-}
-
-// Mount mounts s and returns its (resolved) mount point.
+// Mount mounts s and returns its mount point (the cleaned mount_point).
 func (m *Manager) Mount(ctx context.Context, s *agentv1.Storage) (string, error) {
 	if s == nil {
 		return "", fmt.Errorf("%w: storage is empty", errdefs.ErrInvalidArgument)
 	}
-	target, err := Confine(m.root, s.GetMountPoint())
+	rel, err := Rel(m.root, s.GetMountPoint())
 	if err != nil {
 		return "", fmt.Errorf("storage %q: mount_point: %w", s.GetDriver(), err)
 	}
+	target := filepath.Join(m.root, rel)
 	p, err := planFor(s)
 	if err != nil {
 		return "", err
@@ -130,19 +110,21 @@ func (m *Manager) Mount(ctx context.Context, s *agentv1.Storage) (string, error)
 	if mode == 0 {
 		mode = 0o755
 	}
-	if err := os.MkdirAll(target, mode); err != nil {
-		return "", fmt.Errorf("create mount point %s: %w", target, err)
+	dir, err := OpenDir(m.root, rel, mode, true)
+	if err != nil {
+		return "", fmt.Errorf("storage %q: mount point: %w", s.GetDriver(), err)
 	}
+	defer dir.Close()
 	if !p.mount {
 		if p.dirMode != 0 {
-			if err := os.Chmod(target, p.dirMode); err != nil {
+			if err := dir.Chmod(p.dirMode); err != nil {
 				return "", fmt.Errorf("chmod %s: %w", target, err)
 			}
 		}
 		m.mounts[target] = &entry{key: key, refs: 1}
 		return target, nil
 	}
-	if err := m.mount(p.source, target, p.fstype, p.flags, p.data); err != nil {
+	if err := m.mount(p.source, FdPath(dir), p.fstype, p.flags, p.data); err != nil {
 		return "", fmt.Errorf("mount %s %q on %s (options %q): %w", p.fstype, p.source, target, p.data, err)
 	}
 	log.G(ctx).WithField("driver", s.GetDriver()).Debugf("mounted %s %q on %s", p.fstype, p.source, target)
@@ -170,12 +152,30 @@ func (m *Manager) Unmount(ctx context.Context, mountPoint string) error {
 	return m.unmountLocked(ctx, mountPoint)
 }
 
+// unmountLocked unmounts target through its parent directory, opened without following
+// symlinks, and with UMOUNT_NOFOLLOW on the last component: a symlink planted at or above
+// the mount point cannot make the agent unmount something else. (The parent, not the mount
+// point itself: an open file on the mount would keep it busy.)
+//
 // Preconditions: m.mu is held.
 func (m *Manager) unmountLocked(ctx context.Context, target string) error {
-	err := m.unmount(target, 0)
+	rel, err := Rel(m.root, target)
+	if err != nil {
+		return fmt.Errorf("unmount: %w", err)
+	}
+	parent, err := OpenDir(m.root, filepath.Dir(rel), 0, false)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil // the mount point's parent is gone, and the mount with it
+	}
+	if err != nil {
+		return fmt.Errorf("unmount %s: %w", target, err)
+	}
+	defer parent.Close()
+	path := FdPath(parent) + "/" + filepath.Base(rel)
+	err = m.unmount(path, unix.UMOUNT_NOFOLLOW)
 	if errors.Is(err, unix.EBUSY) {
 		log.G(ctx).Warnf("unmount %s: busy, detaching it", target)
-		err = m.unmount(target, unix.MNT_DETACH)
+		err = m.unmount(path, unix.UMOUNT_NOFOLLOW|unix.MNT_DETACH)
 	}
 	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("unmount %s: %w", target, err)
@@ -197,6 +197,9 @@ func (m *Manager) Mounted() []string {
 
 // planFor runs the driver's handler.
 func planFor(s *agentv1.Storage) (plan, error) {
+	if err := checkOptions(s.GetDriver(), s.GetOptions()); err != nil {
+		return plan{}, err
+	}
 	flags, data := ParseOptions(s.GetOptions())
 	switch s.GetDriver() {
 	case "9p":
@@ -265,8 +268,6 @@ var mountFlags = map[string]struct {
 	"relatime":    {false, unix.MS_RELATIME},
 	"norelatime":  {true, unix.MS_RELATIME},
 	"strictatime": {false, unix.MS_STRICTATIME},
-	"bind":        {false, unix.MS_BIND},
-	"rbind":       {false, unix.MS_BIND | unix.MS_REC},
 	"defaults":    {false, 0},
 }
 

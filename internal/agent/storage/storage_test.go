@@ -6,25 +6,23 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 )
 
-func TestConfine(t *testing.T) {
-	root := t.TempDir()
-	if err := os.Symlink("/etc", filepath.Join(root, "escape")); err != nil {
-		t.Fatal(err)
-	}
+func TestRel(t *testing.T) {
+	root := "/run/vessel"
 	for _, tc := range []struct {
 		name, in, want string
 		ok             bool
 	}{
-		{"under root", root + "/shared", root + "/shared", true},
-		{"nested and unclean", root + "/a//b/../c", root + "/a/c", true},
-		{"symlink resolved inside root", root + "/escape/passwd", root + "/etc/passwd", true},
+		{"under root", root + "/shared", "shared", true},
+		{"nested and unclean", root + "/a//b/../c", "a/c", true},
 		{"root itself", root, "", false},
 		{"dotdot out", root + "/../x", "", false},
 		{"sibling prefix", root + "x/y", "", false},
@@ -33,17 +31,51 @@ func TestConfine(t *testing.T) {
 		{"empty", "", "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := Confine(root, tc.in)
+			got, err := Rel(root, tc.in)
 			if tc.ok != (err == nil) {
-				t.Fatalf("Confine(%q) error = %v, want ok=%v", tc.in, err, tc.ok)
+				t.Fatalf("Rel(%q) error = %v, want ok=%v", tc.in, err, tc.ok)
 			}
 			if err != nil && !errdefs.IsInvalidArgument(err) {
 				t.Fatalf("error %v is not invalid argument", err)
 			}
 			if got != tc.want {
-				t.Fatalf("Confine(%q) = %q, want %q", tc.in, got, tc.want)
+				t.Fatalf("Rel(%q) = %q, want %q", tc.in, got, tc.want)
 			}
 		})
+	}
+}
+
+func TestOpenDir(t *testing.T) {
+	root := t.TempDir()
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(root, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "file"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := OpenDir(root, "a/b/c", 0o750, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.Readlink(FdPath(f))
+	f.Close()
+	if err != nil || got != filepath.Join(root, "a/b/c") {
+		t.Fatalf("opened %q (%v), want %s/a/b/c", got, err, root)
+	}
+	if _, err := OpenDir(root, "missing", 0, false); !errdefs.IsNotFound(err) {
+		t.Fatalf("missing without create: %v, want not found", err)
+	}
+	for _, rel := range []string{"link", "link/x", "a/../link/x"} {
+		if _, err := OpenDir(root, rel, 0o755, true); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("OpenDir(%q) = %v, want a refused symlink", rel, err)
+		}
+	}
+	if _, err := OpenDir(root, "file/x", 0o755, true); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("through a file: %v, want invalid argument", err)
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Fatalf("OpenDir created %v outside the root", entries)
 	}
 }
 
@@ -79,12 +111,25 @@ func newTestManager(t *testing.T) (*Manager, *[]call, *[]string) {
 	m := NewManager(t.TempDir())
 	var mounts []call
 	var unmounts []string
+	// The manager mounts onto /proc/self/fd/N and unmounts /proc/self/fd/N/name: record
+	// the directories those name.
 	m.mount = func(source, target, fstype string, flags uintptr, data string) error {
-		mounts = append(mounts, call{source, target, fstype, flags, data})
+		dir, err := os.Readlink(target)
+		if err != nil {
+			t.Errorf("mount target %q is not an open directory: %v", target, err)
+		}
+		mounts = append(mounts, call{source, dir, fstype, flags, data})
 		return nil
 	}
-	m.unmount = func(target string, _ int) error {
-		unmounts = append(unmounts, target)
+	m.unmount = func(target string, flags int) error {
+		if flags&unix.UMOUNT_NOFOLLOW == 0 {
+			t.Errorf("unmount %s without UMOUNT_NOFOLLOW", target)
+		}
+		parent, err := os.Readlink(filepath.Dir(target))
+		if err != nil {
+			t.Errorf("unmount target %q is not under an open directory: %v", target, err)
+		}
+		unmounts = append(unmounts, filepath.Join(parent, filepath.Base(target)))
 		return nil
 	}
 	return m, &mounts, &unmounts
@@ -191,5 +236,106 @@ func TestManagerRefuses(t *testing.T) {
 	}
 	if len(*mounts) != 0 {
 		t.Fatalf("refused storages were mounted: %+v", *mounts)
+	}
+}
+
+// TestManagerSymlinkedMountPoint plants what a container that can write the shared tree
+// would: a symlink at a mount point and in a parent of one, pointing out of the root.
+// Nothing is mounted or created through them; and a mount point swapped for a symlink after
+// the mount is unmounted through its opened parent without following the link.
+func TestManagerSymlinkedMountPoint(t *testing.T) {
+	ctx := context.Background()
+	m, mounts, unmounts := newTestManager(t)
+	root := m.root
+	outside := t.TempDir()
+	if err := os.Symlink(outside, root+"/evil"); err != nil {
+		t.Fatal(err)
+	}
+	for _, mp := range []string{root + "/evil", root + "/evil/shm"} {
+		_, err := m.Mount(ctx, &agentv1.Storage{Driver: "ephemeral", MountPoint: mp})
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "is a symlink") {
+			t.Errorf("mount on %s: %v, want a refused symlink", mp, err)
+		}
+		_, err = m.Mount(ctx, &agentv1.Storage{Driver: "local", Options: []string{"mode=0777"}, MountPoint: mp + "/local"})
+		if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("local storage under %s: %v, want a refused symlink", mp, err)
+		}
+	}
+	if len(*mounts) != 0 {
+		t.Fatalf("mounted through a symlink: %+v", *mounts)
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Fatalf("created %v outside the root", entries)
+	}
+	fi, _ := os.Stat(outside)
+	if fi.Mode().Perm() == 0o777 {
+		t.Fatal("chmod went through the symlink")
+	}
+
+	// Mounted, then the parent is swapped for a symlink before unmount.
+	if _, err := m.Mount(ctx, &agentv1.Storage{Driver: "ephemeral", MountPoint: root + "/c1/shm"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(root+"/c1", root+"/c1.moved"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, root+"/c1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Unmount(ctx, root+"/c1/shm"); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("unmount through a swapped-in symlink: %v, want refused", err)
+	}
+	if len(*unmounts) != 0 {
+		t.Fatalf("unmounted through a symlink: %v", *unmounts)
+	}
+}
+
+// TestManagerDriverOptions: each driver takes only its own options, and the error names the
+// driver and the option.
+func TestManagerDriverOptions(t *testing.T) {
+	ctx := context.Background()
+	m, mounts, _ := newTestManager(t)
+	root := m.root
+	for _, tc := range []struct {
+		driver string
+		opts   []string
+		bad    string // the option the error must name; "" when the options are fine
+	}{
+		{"9p", []string{"trans=virtio", "version=9p2000.L", "msize=524288", "cache=mmap", "nosuid"}, ""},
+		{"9p", []string{"bind"}, "bind"},
+		{"9p", []string{"rbind", "ro"}, "rbind"},
+		{"9p", []string{"trans=fd", "rfdno=3", "wfdno=4"}, "trans=fd"},
+		{"9p", []string{"size=1g"}, "size=1g"},
+		{"virtiofs", []string{"dax=always", "ro"}, ""},
+		{"virtiofs", []string{"msize=8192"}, "msize=8192"},
+		{"virtiofs", []string{"bind"}, "bind"},
+		{"ephemeral", []string{"nosuid", "nodev", "size=65536k", "mode=1777"}, ""},
+		{"ephemeral", []string{"trans=virtio"}, "trans=virtio"},
+		{"ephemeral", []string{"rbind"}, "rbind"},
+		{"local", []string{"mode=0750"}, ""},
+		{"local", []string{"bind"}, "bind"},
+		{"local", []string{"size=1m"}, "size=1m"},
+	} {
+		t.Run(tc.driver+" "+strings.Join(tc.opts, ","), func(t *testing.T) {
+			s := &agentv1.Storage{Driver: tc.driver, Source: "tag", Options: tc.opts, MountPoint: root + "/" + tc.driver}
+			_, err := m.Mount(ctx, s)
+			if tc.bad == "" {
+				if err != nil {
+					t.Fatalf("valid options refused: %v", err)
+				}
+				if err := m.Unmount(ctx, root+"/"+tc.driver); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.driver+" storage") || !strings.Contains(err.Error(), `"`+tc.bad+`"`) {
+				t.Fatalf("err = %v, want invalid argument naming %s and %q", err, tc.driver, tc.bad)
+			}
+		})
+	}
+	for _, c := range *mounts {
+		if c.flags&unix.MS_BIND != 0 {
+			t.Fatalf("a bind mount was made: %+v", c)
+		}
 	}
 }

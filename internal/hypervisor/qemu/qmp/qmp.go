@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -29,6 +30,30 @@ var ErrClosed = errors.New("qmp: connection closed")
 
 // eventBuffer is how many events wait for a reader before new ones are dropped.
 const eventBuffer = 128
+
+// maxMessage bounds one message from QEMU. The largest this client asks for
+// (query-hotpluggable-cpus, query-migrate) are tens of KiB; a QEMU the guest took over could
+// otherwise make the decoder buffer without end in the host process that reads it.
+const maxMessage = 1 << 20
+
+// messageReader hands the JSON decoder at most left bytes; Decode calls reset it, so each
+// message (with what the decoder reads ahead) is bounded by maxMessage.
+type messageReader struct {
+	r    io.Reader
+	left int
+}
+
+func (m *messageReader) Read(p []byte) (int, error) {
+	if m.left <= 0 {
+		return 0, fmt.Errorf("qmp: a message from QEMU is over %d bytes", maxMessage)
+	}
+	if len(p) > m.left {
+		p = p[:m.left]
+	}
+	n, err := m.r.Read(p)
+	m.left -= n
+	return n, err
+}
 
 // Error is an error response from QEMU: {"error": {"class": ..., "desc": ...}}.
 type Error struct {
@@ -91,6 +116,7 @@ type response struct {
 // Client is a QMP connection. Its methods are safe for concurrent use.
 type Client struct {
 	conn     net.Conn
+	in       *messageReader
 	dec      *json.Decoder
 	greeting Greeting
 	logger   *log.Entry
@@ -130,9 +156,11 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 // NewClient takes ownership of conn: it reads the greeting, sends qmp_capabilities and
 // starts the reader goroutine. On error conn is closed.
 func NewClient(ctx context.Context, conn net.Conn) (*Client, error) {
+	in := &messageReader{r: bufio.NewReader(conn)}
 	c := &Client{
 		conn:    conn,
-		dec:     json.NewDecoder(bufio.NewReader(conn)),
+		in:      in,
+		dec:     json.NewDecoder(in),
 		logger:  log.G(ctx),
 		events:  make(chan Event, eventBuffer),
 		done:    make(chan struct{}),
@@ -165,7 +193,7 @@ func (c *Client) negotiate(ctx context.Context) (err error) {
 	}
 
 	var m message
-	if err := c.dec.Decode(&m); err != nil {
+	if err := c.decode(&m); err != nil {
 		return wrap("read greeting", err)
 	}
 	if m.QMP == nil {
@@ -180,7 +208,7 @@ func (c *Client) negotiate(ctx context.Context) (err error) {
 	}
 	for {
 		var m message
-		if err := c.dec.Decode(&m); err != nil {
+		if err := c.decode(&m); err != nil {
 			return wrap("read qmp_capabilities response", err)
 		}
 		switch {
@@ -334,7 +362,7 @@ func (c *Client) readLoop() {
 	var err error
 	for {
 		var m message
-		if err = c.dec.Decode(&m); err != nil {
+		if err = c.decode(&m); err != nil {
 			break
 		}
 		switch {
@@ -357,6 +385,13 @@ func (c *Client) readLoop() {
 	c.mu.Unlock()
 	close(c.events)
 	close(c.done)
+}
+
+// decode reads the next message, at most maxMessage bytes. Only negotiate and then readLoop
+// call it, never both at once.
+func (c *Client) decode(m *message) error {
+	c.in.left = maxMessage
+	return c.dec.Decode(m)
 }
 
 // respond hands a response to the caller waiting for id.

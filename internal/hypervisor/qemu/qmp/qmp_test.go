@@ -398,3 +398,46 @@ func TestExecuteContextCanceled(t *testing.T) {
 		t.Fatalf("next call: got %+v, %v; want its own answer", r, err)
 	}
 }
+
+// TestOversizedMessage: a QEMU the guest took over sends an event without end. The client
+// stops reading at maxMessage instead of buffering it all, fails the pending command and
+// reports the limit; a message just under it still gets through.
+func TestOversizedMessage(t *testing.T) {
+	big := strings.Repeat("x", maxMessage)
+	path := serve(t, func(f *fakeConn) {
+		if !f.negotiate() {
+			return
+		}
+		c, ok := f.read()
+		if !ok {
+			return
+		}
+		// Just under the limit: a large but acceptable event.
+		f.send(`{"event": "BIG", "data": {"s": "` + big[:maxMessage-100] + `"}}`)
+		f.send(`{"return": {"status": "running", "running": true}, "id": ` + string(c.ID) + `}`)
+		if _, ok := f.read(); !ok {
+			return
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		// Over it: the client hangs up while this is being written.
+		_, _ = io.WriteString(f.conn, `{"event": "HUGE", "data": {"s": "`+big+big+`"}}`)
+	})
+	c := dial(t, path)
+	ctx := testCtx(t)
+	if st, err := c.QueryStatus(ctx); err != nil || !st.Running {
+		t.Fatalf("query-status after a large event = %+v, %v", st, err)
+	}
+	if ev := <-c.Events(); ev.Name != "BIG" {
+		t.Fatalf("event = %q, want BIG", ev.Name)
+	}
+	_, err := c.QueryStatus(ctx)
+	if err == nil || !strings.Contains(err.Error(), "over 1048576 bytes") {
+		t.Fatalf("query-status during an oversized message = %v, want the message limit", err)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("reader did not stop")
+	}
+}
