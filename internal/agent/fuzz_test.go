@@ -22,6 +22,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
@@ -272,5 +273,38 @@ func roundTrip(l *pipeListener, body []byte) (*ttrpc.Response, error) {
 			return nil, fmt.Errorf("answer is not a ttrpc response: %w", err)
 		}
 		return &resp, nil
+	}
+}
+
+// TestUndecodableRequestIsInvalidArgument sends a request whose payload is not the method's
+// message: the answer is InvalidArgument, the caller's fault, not Internal.
+func TestUndecodableRequestIsInvalidArgument(t *testing.T) {
+	srv, err := NewServer(fuzzService{NewService(DefaultConfig())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(context.Background(), l)
+	}()
+	defer func() {
+		_ = srv.Close()
+		_ = l.Close()
+		<-served
+	}()
+	// Field 1 of SignalProcessRequest (container_id) is a proto3 string: invalid UTF-8 there
+	// cannot be decoded.
+	body, err := proto.Marshal(&ttrpc.Request{Service: agentServiceName, Method: "SignalProcess", Payload: []byte{0x0a, 0x01, 0xff}, TimeoutNano: int64(time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := roundTrip(l, body)
+	if err != nil || resp == nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	if got := codes.Code(resp.GetStatus().GetCode()); got != codes.InvalidArgument {
+		t.Errorf("undecodable request answered %v (%q), want InvalidArgument", got, resp.GetStatus().GetMessage())
 	}
 }

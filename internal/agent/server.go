@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/agent/guard"
 	"github.com/vessel-containers/vessel/internal/agent/session"
 )
 
@@ -44,7 +45,9 @@ func intercept(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.Una
 	}()
 	decode := func(v any) error {
 		if err := unmarshal(v); err != nil {
-			return fmt.Errorf("%w: %s: cannot decode request: %w", errdefs.ErrInvalidArgument, name, err)
+			// The decoder's error may carry a status of its own (Internal): keep only its
+			// text, so the caller sees InvalidArgument.
+			return fmt.Errorf("%w: %s: cannot decode request: %s", errdefs.ErrInvalidArgument, name, err.Error())
 		}
 		return nil
 	}
@@ -140,14 +143,18 @@ func Serve(ctx context.Context, svc *Service, opts ServeOptions, ready func()) e
 	defer stop()
 
 	errc := make(chan error, 3)
-	go func() { errc <- fmt.Errorf("virtio-serial session mux: %w", mux.Run(ctx)) }()
-	go func() { errc <- fmt.Errorf("ttrpc on virtio-serial: %w", srv.Serve(ctx, mux)) }()
+	serve := func(name string, run func() error) {
+		guard.Go(ctx, name, func() { errc <- fmt.Errorf("%s: %w", name, run()) },
+			func(p *guard.PanicError) { errc <- p })
+	}
+	serve("virtio-serial session mux", func() error { return mux.Run(ctx) })
+	serve("ttrpc on virtio-serial", func() error { return srv.Serve(ctx, mux) })
 	if opts.VsockPort != 0 && VsockAvailable() {
 		l, err := vsock.Listen(opts.VsockPort, nil)
 		if err != nil {
 			log.G(ctx).WithError(err).Warn("vsock listen failed; serving on virtio-serial only")
 		} else {
-			go func() { errc <- fmt.Errorf("ttrpc on vsock: %w", srv.Serve(ctx, l)) }()
+			serve("ttrpc on vsock", func() error { return srv.Serve(ctx, l) })
 			log.G(ctx).Infof("listening on vsock port %d", opts.VsockPort)
 		}
 	}
