@@ -207,3 +207,20 @@ func TestConsoleReader(t *testing.T) {
 	}
 	assertNoDriverGoroutines(t)
 }
+
+// TestLogTailsEscaped checks that the console tail an error quotes is escaped and bounded.
+func TestLogTailsEscaped(t *testing.T) {
+	v, _ := newTestVM(t, nil)
+	v.console.write([]byte(strings.Repeat("y", 1<<20) + "\n"))
+	v.console.write([]byte("ok line\n\x1b[2J\x1b]0;owned\x07evil\r\n"))
+	got := v.logTails()
+	if strings.ContainsAny(got, "\x1b\x07\r") {
+		t.Errorf("tail holds raw control characters: %q", got)
+	}
+	if !strings.Contains(got, `\x1b[2J\x1b]0;owned\x07evil`) || !strings.Contains(got, "ok line") {
+		t.Errorf("tail lacks the escaped last lines: %q", got)
+	}
+	if len(got) > 4*tailBytes {
+		t.Errorf("tail is %d bytes, want it bounded near %d", len(got), 2*tailBytes)
+	}
+}
