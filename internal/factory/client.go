@@ -19,6 +19,7 @@ import (
 	factoryv1 "github.com/vessel-containers/vessel/api/factory/v1"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/procid"
+	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
 // dialTimeout bounds connecting to the cache server and each request to it.
@@ -38,7 +39,8 @@ type cacheClient struct {
 }
 
 // dialCache connects to the cache server. A server that is not running is
-// errdefs.ErrNotFound.
+// errdefs.ErrNotFound. The server must run as this process's effective uid: it hands out
+// processes that the caller adopts and directories whose entries it moves.
 func dialCache(ctx context.Context, endpoint string) (*cacheClient, error) {
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
@@ -49,6 +51,10 @@ func dialCache(ctx context.Context, endpoint string) (*cacheClient, error) {
 			return nil, fmt.Errorf("no vm cache server at %s: %w", endpoint, errdefs.ErrNotFound)
 		}
 		return nil, fmt.Errorf("dial vm cache %s: %w", endpoint, err)
+	}
+	if err := unixsock.RequireUID(conn, os.Geteuid()); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("vm cache %s: %w", endpoint, err)
 	}
 	tc := ttrpc.NewClient(conn)
 	return &cacheClient{tc: tc, svc: factoryv1.NewCacheClient(tc)}, nil

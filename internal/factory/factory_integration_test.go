@@ -177,6 +177,17 @@ func TestTemplateSandboxes(t *testing.T) {
 	if err := f.BuildTemplate(ctx); err != nil {
 		t.Fatalf("build template: %v", err)
 	}
+	mems, _ := filepath.Glob(filepath.Join(fx.root, "template", "memory-*"))
+	states, _ := filepath.Glob(filepath.Join(fx.root, "template", "state-*"))
+	if len(mems) != 1 || len(states) != 1 {
+		t.Fatalf("template files: %v %v", mems, states)
+	}
+	for _, p := range append(mems, states...) {
+		if st, err := os.Stat(p); err != nil || st.Mode().Perm() != 0o444 {
+			t.Errorf("template file %s: %v, mode %v; want 0444", p, err, st.Mode())
+		}
+	}
+	memBefore := fileDigest(t, mems[0])
 	begin := time.Now()
 	a := fx.sandbox("tpl-a", f, 1, 256)
 	t.Logf("sandbox from template in %s", time.Since(begin))
@@ -205,7 +216,43 @@ func TestTemplateSandboxes(t *testing.T) {
 		if got := sb.VM().Agent().Path; filepath.Dir(got) != sb.Dir() {
 			t.Errorf("agent socket %s is not in the sandbox dir %s", got, sb.Dir())
 		}
+		// The clone maps the template's memory privately (copy-on-write), never shared.
+		maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", sb.VM().Pid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mapped := 0
+		for _, line := range strings.Split(string(maps), "\n") {
+			if f := strings.Fields(line); len(f) >= 6 && f[len(f)-1] == mems[0] {
+				mapped++
+				if perms := f[1]; perms[3] != 'p' {
+					t.Errorf("vm of %s maps the template memory %s shared: %s", sb.ID(), mems[0], line)
+				}
+			}
+		}
+		if mapped == 0 {
+			t.Errorf("vm of %s does not map the template memory %s", sb.ID(), mems[0])
+		}
 	}
+	// The clones ran and wrote their guest memory; the template is unchanged.
+	if got := fileDigest(t, mems[0]); got != memBefore {
+		t.Error("template memory changed while clones ran")
+	}
+}
+
+// fileDigest is the SHA-256 of the file at path.
+func fileDigest(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // serve runs a cache server of n VMs until the test ends.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 
@@ -12,8 +11,10 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
+	"golang.org/x/sys/unix"
 
 	factoryv1 "github.com/vessel-containers/vessel/api/factory/v1"
+	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
 // Server is the VM cache server: a cache of n VMs served over ttrpc on the factory's cache
@@ -41,6 +42,11 @@ func (f *Factory) NewServer(n int) (*Server, error) {
 // Serve fills the cache and answers requests until ctx ends, then stops the cached VMs
 // (not the ones handed out) and removes the socket and the cache's directory. ready, if
 // not nil, is called once the socket accepts connections.
+//
+// The socket is created with mode 0600 (never wider, not even between bind and a chmod),
+// and every connection's peer must run as this process's effective uid (SO_PEERCRED):
+// a VM handed out is a running VMM whose process the taker adopts, so only a process as
+// privileged as the server may ask for one.
 func (s *Server) Serve(ctx context.Context, ready func()) error {
 	endpoint := s.f.cfg.CacheEndpoint
 	if err := os.MkdirAll(filepath.Dir(endpoint), 0o711); err != nil {
@@ -51,14 +57,11 @@ func (s *Server) Serve(ctx context.Context, ready func()) error {
 		return fmt.Errorf("vm cache: a server already answers on %s: %w", endpoint, errdefs.ErrAlreadyExists)
 	}
 	_ = os.Remove(endpoint) // a stale socket of a server that died
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: endpoint, Net: "unix"})
+	l, err := unixsock.Listen(endpoint, 0o600)
 	if err != nil {
-		return fmt.Errorf("vm cache: listen: %w", err)
-	}
-	defer l.Close()
-	if err := os.Chmod(endpoint, 0o600); err != nil {
 		return fmt.Errorf("vm cache: %w", err)
 	}
+	defer l.Close()
 
 	base := s.f.cfg.Base
 	c, err := newCache(ctx, cacheConfig{
@@ -75,7 +78,7 @@ func (s *Server) Serve(ctx context.Context, ready func()) error {
 		log.G(cctx).Info("vm cache: stopped")
 	}()
 
-	srv, err := ttrpc.NewServer()
+	srv, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(requireSameUID()))
 	if err != nil {
 		return fmt.Errorf("vm cache: %w", err)
 	}
@@ -98,6 +101,18 @@ func (s *Server) Serve(ctx context.Context, ready func()) error {
 		err = nil
 	}
 	return err
+}
+
+// requireSameUID refuses a connection whose peer does not run as this process's
+// effective uid; ttrpc logs the refusal and closes the connection.
+func requireSameUID() ttrpc.UnixCredentialsFunc {
+	uid := os.Geteuid()
+	return func(cred *unix.Ucred) error {
+		if int64(cred.Uid) != int64(uid) {
+			return fmt.Errorf("vm cache: peer pid %d runs as uid %d, want uid %d: %w", cred.Pid, cred.Uid, uid, errdefs.ErrPermissionDenied)
+		}
+		return nil
+	}
 }
 
 // GetVM hands a VM over: see factory.proto.

@@ -38,6 +38,8 @@ const (
 	metaVersion = 1
 	// tmpfsExtraMiB is room on the template tmpfs beyond guest RAM, for device state.
 	tmpfsExtraMiB = 64
+	// templateFileMode is the mode of a saved template's memory and state files.
+	templateFileMode = 0o444
 )
 
 // errNoTemplate wraps errdefs.ErrNotFound: nothing is built yet.
@@ -216,6 +218,13 @@ func (t *templateStore) build(ctx context.Context) (_ *templateMeta, retErr erro
 	}
 	if err := vm.Stop(ctx); err != nil {
 		return nil, fmt.Errorf("build template: stop template vm: %w", err)
+	}
+	// No process writes a template after it is saved: read-only for everyone, owned by
+	// the builder (root). docs/factory.md says what this does and does not enforce.
+	for _, p := range []string{cfg.Template.MemoryPath, cfg.Template.StatePath} {
+		if err := os.Chmod(p, templateFileMode); err != nil {
+			return nil, fmt.Errorf("build template: %w", err)
+		}
 	}
 
 	m := &templateMeta{

@@ -1,6 +1,6 @@
 // Package hypervisor defines the virtual machine interface Vessel drives (VM), the registry
-// of drivers, and the optional interfaces a driver's VMs may implement (TemplateSaver,
-// Detacher, Resizer in factory.go).
+// of drivers, and the optional interfaces a driver's VMs may implement (ConsoleTailer;
+// TemplateSaver, Detacher, Resizer in factory.go).
 //
 // A driver registers itself from an init function with a Driver value: how to create its
 // VMs and what they can do (Capabilities). Binaries pick the drivers they carry with blank
@@ -138,9 +138,24 @@ const (
 	StateShutdown State = "shutdown"
 )
 
-// ConsoleLogName is the file in Config.StateDir where every driver writes the guest's
-// serial console.
+// ConsoleLogName is the file in Config.StateDir where every driver writes the end of the
+// guest's serial console, for operators: at most MaxConsoleLog bytes, the oldest output
+// dropped first. Its content is guest text: escape it (package guesttext) before it goes
+// into a host log or error.
 const ConsoleLogName = "console.log"
+
+// MaxConsoleLog bounds what a driver keeps of a guest's console, in memory and in
+// ConsoleLogName each: a guest may write to its console without end, and the state
+// directory is usually on tmpfs (host memory). 256 KiB holds a whole boot log with debug
+// output (about 60 KiB under TCG) several times over, and the end of a kernel oops.
+const MaxConsoleLog = 256 << 10
+
+// ConsoleTailer is implemented by VMs that keep the end of the guest's serial console.
+type ConsoleTailer interface {
+	// ConsoleTail returns a copy of the last bytes the guest wrote to its console, at most
+	// MaxConsoleLog. It is guest text: escape it before logging it.
+	ConsoleTail() []byte
+}
 
 // AgentAddress tells the host how to reach the agent in the guest.
 type AgentAddress struct {
@@ -173,7 +188,7 @@ type VM interface {
 	// Done is closed when the VMM process has exited and been reaped; Err then tells why.
 	Done() <-chan struct{}
 	// Err is nil for a clean exit requested by Stop, and describes an unexpected exit
-	// otherwise (including the tail of the console log).
+	// otherwise (including the tail of the console log, escaped: it is guest text).
 	Err() error
 }
 

@@ -9,7 +9,9 @@
 // real VMs (gated like testutil.RequiresVM: VESSEL_INTEGRATION=1, root, the guest
 // kernel) from the project's guest kernel and a tiny busybox initramfs it builds in the
 // test's temporary directory, and checks the hypervisor.VM contract: the agent channel and
-// the console, pause and resume, stop, an external kill, a bad kernel, and two VMs at once.
+// the console, pause and resume, stop, an external kill, a bad kernel, two VMs at once,
+// and a guest flooding its console, which must leave the host's console buffers at
+// hypervisor.MaxConsoleLog.
 // It waits on events (socket reads, Done) under generous deadlines, never on fixed sleeps.
 //
 // Only the "serial" agent transport (a unix socket connected to the vessel.agent
@@ -18,6 +20,7 @@ package hvtest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,6 +38,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vessel-containers/vessel/internal/guesttext"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
@@ -75,6 +79,7 @@ func Run(t *testing.T, driver string) {
 	t.Run("MissingKernel", s.testMissingKernel)
 	t.Run("BadKernelImage", s.testBadKernelImage)
 	t.Run("TwoVMs", s.testTwoVMs)
+	t.Run("ConsoleFlood", s.testConsoleFlood)
 }
 
 // knownSharedFS are the shared file systems a driver may list.
@@ -188,7 +193,12 @@ type booted struct {
 // VM is stopped at cleanup whatever happens.
 func (s *suite) start(t *testing.T, marker string) *booted {
 	t.Helper()
-	cfg := s.config(t, marker)
+	return s.startConfig(t, s.config(t, marker))
+}
+
+// startConfig is start with a config of the caller's.
+func (s *suite) startConfig(t *testing.T, cfg hypervisor.Config) *booted {
+	t.Helper()
 	vm, err := s.newVM(t, cfg)
 	if err != nil {
 		t.Fatalf("new vm: %v", err)
@@ -220,7 +230,7 @@ func (s *suite) waitBooted(t *testing.T, b *booted) {
 	want := "hvtest-agent " + b.cfg.ID
 	got, err := b.agent.line(ctxDeadline(ctx))
 	if err != nil {
-		t.Fatalf("waiting for the agent marker %q: %v%s", want, err, consoleTail(b.cfg))
+		t.Fatalf("waiting for the agent marker %q: %v%s", want, err, consoleTail(b.vm, b.cfg))
 	}
 	if got != want {
 		t.Fatalf("first line on the agent socket: got %q, want %q", got, want)
@@ -240,14 +250,9 @@ func (s *suite) testBoot(t *testing.T) {
 	b := s.boot(t, "boot")
 	t.Logf("start to agent marker: %v", b.bootTime)
 
-	// The console marker is printed before the agent marker, so it is in the log now.
-	console, err := os.ReadFile(filepath.Join(b.cfg.StateDir, hypervisor.ConsoleLogName))
-	if err != nil {
-		t.Fatalf("console log: %v", err)
-	}
-	if !strings.Contains(string(console), "hvtest-console boot") {
-		t.Errorf("console log lacks the marker:\n%s", console)
-	}
+	// The console marker is printed before the agent marker; the driver may still be
+	// reading it.
+	waitConsole(t, b, "hvtest-console boot")
 
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
@@ -481,17 +486,117 @@ func (s *suite) testTwoVMs(t *testing.T) {
 	}
 }
 
-// consoleTail is the end of the console log, for failure messages.
-func consoleTail(cfg hypervisor.Config) string {
-	b, err := os.ReadFile(filepath.Join(cfg.StateDir, hypervisor.ConsoleLogName))
+// consoleOf is what the driver kept of the guest's console: the VM's ConsoleTail if it
+// has one, otherwise the console log file.
+func consoleOf(vm hypervisor.VM, cfg hypervisor.Config) ([]byte, error) {
+	if c, ok := vm.(hypervisor.ConsoleTailer); ok {
+		return c.ConsoleTail(), nil
+	}
+	return os.ReadFile(filepath.Join(cfg.StateDir, hypervisor.ConsoleLogName))
+}
+
+// consoleTail is the end of the console, escaped, for failure messages.
+func consoleTail(vm hypervisor.VM, cfg hypervisor.Config) string {
+	b, err := consoleOf(vm, cfg)
 	if err != nil {
-		return fmt.Sprintf("\n(console log: %v)", err)
+		return fmt.Sprintf("\n(console: %v)", err)
 	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > 20 {
-		lines = lines[len(lines)-20:]
+	return "\nconsole:\n" + guesttext.Tail(b, 20, 0)
+}
+
+// waitConsole waits until the console the driver kept and the console log both hold want.
+func waitConsole(t *testing.T, b *booted, want string) {
+	t.Helper()
+	deadline := time.Now().Add(opTimeout)
+	for {
+		kept, err := consoleOf(b.vm, b.cfg)
+		file, ferr := os.ReadFile(filepath.Join(b.cfg.StateDir, hypervisor.ConsoleLogName))
+		if err == nil && ferr == nil && bytes.Contains(kept, []byte(want)) && bytes.Contains(file, []byte(want)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("console lacks %q after %v (file: %v):%s", want, opTimeout, ferr, consoleTail(b.vm, b.cfg))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return "\nconsole:\n" + strings.Join(lines, "\n")
+}
+
+// defaultFloodMiB is how much the ConsoleFlood guest writes to its console: eight times
+// hypervisor.MaxConsoleLog. The emulated UART moves about 45 KiB/s under TCG here, so the
+// default keeps the scenario under a minute; VESSEL_HVTEST_FLOOD_MIB asks for more (64
+// takes about 25 minutes under TCG).
+const defaultFloodMiB = 2
+
+// floodMiB is VESSEL_HVTEST_FLOOD_MIB or defaultFloodMiB.
+func floodMiB(t *testing.T) int {
+	s := os.Getenv("VESSEL_HVTEST_FLOOD_MIB")
+	if s == "" {
+		return defaultFloodMiB
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		t.Fatalf("VESSEL_HVTEST_FLOOD_MIB=%q: want a positive number of MiB", s)
+	}
+	return n
+}
+
+// testConsoleFlood boots a guest that writes floodMiB MiB of hostile text to its serial
+// console. The driver's console buffer (ConsoleTail) and console log stay at
+// hypervisor.MaxConsoleLog and end with the guest's last line, and the VM keeps working.
+func (s *suite) testConsoleFlood(t *testing.T) {
+	floodMiB := floodMiB(t)
+	cfg := s.config(t, "flood")
+	cfg.KernelParams = append(cfg.KernelParams, fmt.Sprintf("hvtest.flood=%d", floodMiB))
+	b := s.startConfig(t, cfg)
+	s.waitBooted(t, b)
+	// The emulated UART is slow: allow 60 s per MiB.
+	floodTimeout := time.Duration(floodMiB) * time.Minute
+	ctx, cancel := context.WithTimeout(context.Background(), floodTimeout)
+	defer cancel()
+	begin := time.Now()
+	for {
+		line, err := b.agent.line(ctxDeadline(ctx))
+		if err != nil {
+			t.Fatalf("waiting for the guest to finish its console flood: %v%s", err, consoleTail(b.vm, b.cfg))
+		}
+		if line == fmt.Sprintf("hvtest-flooded %d", floodMiB) {
+			break
+		}
+	}
+	t.Logf("guest wrote %d MiB to its console in %v", floodMiB, time.Since(begin))
+	waitConsole(t, b, "hvtest-flood-end flood")
+
+	kept, err := consoleOf(b.vm, b.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kept) > hypervisor.MaxConsoleLog {
+		t.Errorf("driver keeps %d bytes of console, bound %d", len(kept), hypervisor.MaxConsoleLog)
+	}
+	st, err := os.Stat(filepath.Join(b.cfg.StateDir, hypervisor.ConsoleLogName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() > hypervisor.MaxConsoleLog || st.Size() < hypervisor.MaxConsoleLog/2 {
+		t.Errorf("console log is %d bytes after a %d MiB flood, want between %d and %d",
+			st.Size(), floodMiB, hypervisor.MaxConsoleLog/2, hypervisor.MaxConsoleLog)
+	}
+	t.Logf("console kept: %d bytes in memory, %d in %s", len(kept), st.Size(), hypervisor.ConsoleLogName)
+	if tail := consoleTail(b.vm, b.cfg); strings.Contains(tail, "\x1b[2J") || !strings.Contains(tail, `\x1b[2J`) {
+		t.Errorf("console tail for messages is not escaped:%s", tail)
+	}
+
+	// The VM still works: ticks go on, and it answers its control channel.
+	first, err := b.agent.tick(ctx)
+	if err != nil {
+		t.Fatalf("tick after the flood: %v", err)
+	}
+	if next, err := b.agent.tick(ctx); err != nil || next <= first {
+		t.Fatalf("ticks after the flood: %d then %d, %v", first, next, err)
+	}
+	if st, err := b.vm.State(ctx); err != nil || st != hypervisor.StateRunning {
+		t.Errorf("state after the flood: got %q, %v; want %q", st, err, hypervisor.StateRunning)
+	}
 }
 
 // assertGone checks that no process pid exists any more (reaped, not a zombie).

@@ -17,7 +17,10 @@ const busyboxPath = "/bin/busybox"
 // initScript is the guest's PID 1. It prints a console marker, finds the vessel.agent
 // port, writes an agent marker into it, then a tick counter every 100 ms until the VM
 // stops. The marker comes from the kernel parameter hvtest.marker, so concurrent VMs are
-// told apart. If anything is missing it powers off, which the host sees as an exit.
+// told apart. If anything is missing it powers off, which the host sees as an exit. With
+// hvtest.flood=N it first writes N MiB of hostile text (terminal escapes, carriage
+// returns) to the serial console, then "hvtest-flood-end <marker>" there, and
+// "hvtest-flooded N" into the agent port.
 const initScript = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev
 /bin/busybox mount -t devtmpfs devtmpfs /dev
@@ -46,6 +49,14 @@ fi
 echo "hvtest: agent port $port"
 exec 3>"$port"
 echo "hvtest-agent $marker" >&3
+flood=$(sed -n 's/.*hvtest\.flood=\([0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$flood" ]; then
+	# Lines with terminal escapes and a carriage return, as a hostile guest writes them.
+	yes "$(printf 'hvtest flood \033[2J\033]0;title\007\r 0123456789abcdefghijklmnopqrstuvwxyz')" |
+		head -c $((flood * 1048576)) >/dev/ttyS0
+	echo "hvtest-flood-end $marker" >/dev/ttyS0
+	echo "hvtest-flooded $flood" >&3
+fi
 n=0
 while :; do
 	n=$((n+1))

@@ -2,7 +2,6 @@ package qemu
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"github.com/vessel-containers/vessel/internal/hypervisor"
@@ -21,9 +20,10 @@ const (
 	// name under /sys/class/virtio-ports/*/name.
 	AgentPortName = "vessel.agent"
 
-	qmpSocketName   = "qmp.sock"
-	agentSocketName = "agent.sock"
-	qemuLogName     = "qemu.log"
+	qmpSocketName     = "qmp.sock"
+	agentSocketName   = "agent.sock"
+	consoleSocketName = "console.sock"
+	qemuLogName       = "qemu.log"
 
 	// Object and device ids on the QEMU command line.
 	idQMP     = "qmp"
@@ -54,10 +54,11 @@ var tcgKernelParams = []string{"nolapic_timer"}
 type launch struct {
 	// accel is the resolved accelerator: hypervisor.AccelKVM or hypervisor.AccelTCG.
 	accel hypervisor.Accelerator
-	// qmpFD and agentFD are the child's descriptors of the listening sockets the driver
-	// created (exec.Cmd.ExtraFiles start at 3).
-	qmpFD   int
-	agentFD int
+	// qmpFD, agentFD and consoleFD are the child's descriptors of the listening sockets
+	// the driver created (exec.Cmd.ExtraFiles start at 3).
+	qmpFD     int
+	agentFD   int
+	consoleFD int
 }
 
 // kernelCmdline is the guest kernel command line for cfg under accel. Debug drops "quiet"
@@ -158,9 +159,10 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 	}
 	args = append(args, "-append", kernelCmdline(cfg, l.accel))
 
-	// Serial console into a file.
+	// Serial console on the listening socket the driver created; the VM's owner reads it
+	// (console.go).
 	args = append(args,
-		"-chardev", fmt.Sprintf("file,id=%s,path=%s", idConsole, optPath(filepath.Join(cfg.StateDir, hypervisor.ConsoleLogName))),
+		"-chardev", fmt.Sprintf("socket,id=%s,fd=%d,server=on,wait=off", idConsole, l.consoleFD),
 		"-serial", "chardev:"+idConsole,
 	)
 

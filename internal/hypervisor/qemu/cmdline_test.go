@@ -22,7 +22,7 @@ func baseConfig() hypervisor.Config {
 	}
 }
 
-var tcgLaunch = launch{accel: hypervisor.AccelTCG, qmpFD: 3, agentFD: 4}
+var tcgLaunch = launch{accel: hypervisor.AccelTCG, qmpFD: 3, agentFD: 4, consoleFD: 5}
 
 // TestCommandLineBaseline pins the whole command line of the smallest config.
 func TestCommandLineBaseline(t *testing.T) {
@@ -41,7 +41,7 @@ func TestCommandLineBaseline(t *testing.T) {
 		"-kernel", "/guest/vmlinux",
 		"-initrd", "/guest/initramfs.img",
 		"-append", "console=ttyS0 panic=-1 no_timer_check nolapic_timer quiet",
-		"-chardev", "file,id=console,path=/run/vessel/sb1/console.log",
+		"-chardev", "socket,id=console,fd=5,server=on,wait=off",
 		"-serial", "chardev:console",
 		"-chardev", "socket,id=qmp,fd=3,server=on,wait=off",
 		"-mon", "chardev=qmp,mode=control",
@@ -189,9 +189,8 @@ func TestCommandLineMatrix(t *testing.T) {
 				c.SharedFS, c.SharedDir, c.ShareTag = hypervisor.SharedFS9P, "/srv/x,y", "t"
 			},
 			want: map[string][]string{
-				"-name":    {"vessel-a,,b"},
-				"-chardev": {"file,id=console,path=/run/a,,b/console.log"},
-				"-fsdev":   {"local,id=vessel-share,path=/srv/x,,y,security_model=none,multidevs=remap"},
+				"-name":  {"vessel-a,,b"},
+				"-fsdev": {"local,id=vessel-share,path=/srv/x,,y,security_model=none,multidevs=remap"},
 			},
 		},
 		{
@@ -258,8 +257,9 @@ func TestCommandLineMatrix(t *testing.T) {
 		},
 		{
 			name:   "descriptors",
-			launch: launch{accel: hypervisor.AccelTCG, qmpFD: 7, agentFD: 9},
+			launch: launch{accel: hypervisor.AccelTCG, qmpFD: 7, agentFD: 9, consoleFD: 11},
 			want: map[string][]string{"-chardev": {
+				"socket,id=console,fd=11,server=on,wait=off",
 				"socket,id=qmp,fd=7,server=on,wait=off",
 				"socket,id=agent,fd=9,server=on,wait=off",
 			}},
@@ -360,24 +360,6 @@ func TestCPUHasHardwareVirt(t *testing.T) {
 	for _, tt := range tests {
 		if got := hypervisor.CPUHasHardwareVirt(tt.cpuinfo); got != tt.want {
 			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
-		}
-	}
-}
-
-func TestLastLines(t *testing.T) {
-	tests := []struct {
-		in   string
-		n    int
-		want string
-	}{
-		{"", 3, "(empty)"},
-		{"a\r\nb\r\n", 3, "a\nb"},
-		{"1\n2\n3\n4\n", 2, "3\n4"},
-		{"no newline", 1, "no newline"},
-	}
-	for _, tt := range tests {
-		if got := lastLines([]byte(tt.in), tt.n); got != tt.want {
-			t.Errorf("lastLines(%q, %d): got %q, want %q", tt.in, tt.n, got, tt.want)
 		}
 	}
 }

@@ -4,13 +4,14 @@
 //
 // Layout of Config.StateDir while a VM runs:
 //
-//	qmp.sock     QMP control socket (created by the driver, listened on by QEMU)
-//	agent.sock   the vessel.agent virtio-serial port (see VM.Agent)
-//	console.log  guest serial console (ttyS0)
-//	qemu.log     QEMU's stdout and stderr
+//	qmp.sock      QMP control socket (created by the driver, listened on by QEMU)
+//	agent.sock    the vessel.agent virtio-serial port (see VM.Agent)
+//	console.sock  guest serial console (ttyS0), read by the driver (console.go)
+//	console.log   the end of the guest console, at most hypervisor.MaxConsoleLog bytes
+//	qemu.log      QEMU's stdout and stderr
 //
-// The sockets are removed when QEMU exits; the logs stay for the caller to read or remove
-// with the directory.
+// The sockets are created with mode 0600 and removed when QEMU exits; the logs stay for
+// the caller to read or remove with the directory.
 //
 // VM templates, handing a running QEMU to another process and growing a VM (CPU and
 // memory hotplug) are in template*.go. Not supported yet: block hotplug, networking,
@@ -83,8 +84,11 @@ type VM struct {
 	// opMu serializes Start, Stop, Pause and Resume: each is one lifecycle transition.
 	opMu sync.Mutex
 
-	// mu guards phase, cmd, exited, client, eventsDone, stopRequested, startErr, exitErr
-	// and shutdownReason.
+	// console is what the guest wrote to its serial console (it has its own lock).
+	console *consoleLog
+
+	// mu guards phase, cmd, exited, client, eventsDone, consoleReader, stopRequested,
+	// startErr, exitErr and shutdownReason.
 	mu    sync.Mutex
 	phase phase
 	// cmd is the QEMU process; nil before Start.
@@ -95,6 +99,8 @@ type VM struct {
 	client *qmp.Client
 	// eventsDone is closed when consumeEvents returns; set with client.
 	eventsDone chan struct{}
+	// consoleReader is the running console reader; nil before Start and once stopped.
+	consoleReader *consoleReader
 	// startErr is set when Start fails after QEMU was started.
 	startErr error
 	// stopRequested is set by Stop: the exit that follows is not an error.
@@ -110,6 +116,7 @@ type VM struct {
 
 var (
 	_ hypervisor.VM            = (*VM)(nil)
+	_ hypervisor.ConsoleTailer = (*VM)(nil)
 	_ hypervisor.TemplateSaver = (*VM)(nil)
 	_ hypervisor.Detacher      = (*VM)(nil)
 	_ hypervisor.Resizer       = (*VM)(nil)
@@ -130,6 +137,7 @@ func New(cfg hypervisor.Config) (hypervisor.VM, error) {
 		binary:   binary,
 		probeKVM: hypervisor.KVMUsable,
 		done:     make(chan struct{}),
+		console:  newConsoleLog(),
 	}, nil
 }
 
@@ -157,8 +165,8 @@ func (v *VM) Pid() int {
 func (v *VM) Done() <-chan struct{} { return v.done }
 
 // Err is nil while QEMU runs and after an exit Stop asked for; otherwise it describes the
-// exit (status or signal, the guest's shutdown reason, and the tails of console.log and
-// qemu.log).
+// exit (status or signal, the guest's shutdown reason, and the tails of the guest console
+// and qemu.log, escaped and bounded).
 func (v *VM) Err() error {
 	v.mu.Lock()
 	defer v.mu.Unlock()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"time"
@@ -16,10 +15,12 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qmp"
+	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
-// drainTimeout bounds how long the waiter waits, after QEMU exited, for the QMP reader to
-// read the last events (QEMU's exit closes the socket, so this is normally immediate).
+// drainTimeout bounds how long the waiter waits, after QEMU exited, for the QMP and
+// console readers to read the last events and output (QEMU's exit closes the sockets, so
+// this is normally immediate).
 const drainTimeout = 5 * time.Second
 
 // maxSocketPath is the longest path a unix socket address holds (sun_path minus NUL).
@@ -91,6 +92,9 @@ func (v *VM) start(ctx context.Context) error {
 	v.mu.Unlock()
 	go v.wait(cmd, exited, started, logger)
 
+	if err := v.startConsole(logger); err != nil {
+		return v.failAfterExec(err, started)
+	}
 	restore := templateMode(&v.cfg) == hypervisor.TemplateRestore
 	if err := v.connect(ctx, exited, started, restore, logger); err != nil {
 		return err
@@ -100,7 +104,7 @@ func (v *VM) start(ctx context.Context) error {
 	return nil
 }
 
-// exec creates the sockets and the log, and starts QEMU with them. QEMU gets the only
+// exec creates the sockets and QEMU's log, and starts QEMU with them. QEMU gets the only
 // copies of the listening sockets: if it dies before accepting, a queued connection is
 // reset instead of waiting.
 func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, error) {
@@ -110,7 +114,7 @@ func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, e
 			_ = f.Close()
 		}
 	}()
-	for _, name := range []string{qmpSocketName, agentSocketName} {
+	for _, name := range socketNames {
 		f, err := listenFile(v.statePath(name))
 		if err != nil {
 			return nil, err
@@ -123,9 +127,9 @@ func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, e
 	}
 	files = append(files, qemuLog)
 
-	args := commandLine(&v.cfg, launch{accel: accel, qmpFD: 3, agentFD: 4})
+	args := commandLine(&v.cfg, launch{accel: accel, qmpFD: 3, agentFD: 4, consoleFD: 5})
 	cmd := exec.Command(v.binary, args...)
-	cmd.ExtraFiles = files[:2] // QMP and agent listeners: fds 3 and 4 in QEMU
+	cmd.ExtraFiles = files[:3] // QMP, agent and console listeners: fds 3, 4 and 5 in QEMU
 	cmd.Stdout, cmd.Stderr = qemuLog, qemuLog
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.SysProcAttr = sysProcAttr()
@@ -262,8 +266,9 @@ func checkFile(what, path string, executable bool) error {
 	return nil
 }
 
-// listenFile creates a listening unix socket at path and returns its descriptor for QEMU.
-// A stale socket left by a crashed run is replaced; any other file there is an error.
+// listenFile creates a listening unix socket at path, mode 0600 from the start, and
+// returns its descriptor for QEMU. A stale socket left by a crashed run is replaced; any
+// other file there is an error.
 func listenFile(path string) (*os.File, error) {
 	if st, err := os.Lstat(path); err == nil {
 		if st.Mode().Type() != fs.ModeSocket {
@@ -273,9 +278,9 @@ func listenFile(path string) (*os.File, error) {
 			return nil, fmt.Errorf("remove stale socket: %w", err)
 		}
 	}
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	l, err := unixsock.Listen(path, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
+		return nil, err
 	}
 	// QEMU owns the socket from here; the driver removes the file when QEMU exits.
 	l.SetUnlinkOnClose(false)
@@ -288,9 +293,13 @@ func listenFile(path string) (*os.File, error) {
 	return f, nil
 }
 
+// socketNames are the listening sockets the driver creates for QEMU, in the order of
+// their descriptors (3, 4, 5).
+var socketNames = []string{qmpSocketName, agentSocketName, consoleSocketName}
+
 // removeSockets removes the sockets the driver created.
 func (v *VM) removeSockets() {
-	for _, name := range []string{qmpSocketName, agentSocketName} {
+	for _, name := range socketNames {
 		_ = os.Remove(v.statePath(name))
 	}
 }
@@ -327,7 +336,8 @@ func (v *VM) wait(cmd *exec.Cmd, exited, started chan struct{}, logger *log.Entr
 
 // afterExit is the waiters' common part once QEMU exited: it closes exited, waits until
 // Start is done with QEMU (started), closes the QMP connection after its last events,
-// removes the sockets and returns what Stop, the guest and Start recorded.
+// stops the console reader after the last output, removes the sockets and returns what
+// Stop, the guest and Start recorded.
 func (v *VM) afterExit(exited, started chan struct{}, logger *log.Entry) (stopRequested bool, shutdownReason string, startErr error) {
 	close(exited)
 	<-started
@@ -344,6 +354,7 @@ func (v *VM) afterExit(exited, started chan struct{}, logger *log.Entry) (stopRe
 		_ = client.Close()
 		<-eventsDone
 	}
+	v.stopConsole(drainTimeout)
 	v.removeSockets()
 
 	v.mu.Lock()
@@ -361,11 +372,6 @@ func (v *VM) exitError(pid int, waitErr error, shutdownReason string) error {
 		return fmt.Errorf("qemu %s (pid %d) exited with status 0 without a stop request%s%s", v.cfg.ID, pid, reason, v.logTails())
 	}
 	return fmt.Errorf("qemu %s (pid %d) exited without a stop request: %w%s%s", v.cfg.ID, pid, waitErr, reason, v.logTails())
-}
-
-// logTails quotes the ends of console.log and qemu.log.
-func (v *VM) logTails() string {
-	return logTails(v.statePath(hypervisor.ConsoleLogName), v.statePath(qemuLogName))
 }
 
 // consumeEvents logs QMP events and records the shutdown reason. It returns when the QMP

@@ -3,6 +3,7 @@ package qemu
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -15,13 +16,18 @@ import (
 // VM templates (hypervisor.Template), the QEMU way:
 //
 //   - TemplateSave: guest RAM is a memory-backend-file with share=on, so every page the
-//     guest touches lands in Template.MemoryPath (on tmpfs). SaveTemplate stops the vCPUs
-//     and migrates to "exec:cat > StatePath" with the x-ignore-shared capability: shared
-//     file-backed RAM is skipped, so the state file holds only devices and CPUs (~0.5 MB).
+//     guest touches lands in Template.MemoryPath (on tmpfs). SaveTemplate stops the vCPUs,
+//     opens StatePath itself, passes the descriptor over QMP (getfd) and migrates to
+//     "fd:<name>" with the x-ignore-shared capability: shared file-backed RAM is skipped,
+//     so the state file holds only devices and CPUs (~0.5 MB).
 //   - TemplateRestore: the same command line, but RAM maps the same file with share=off
 //     (MAP_PRIVATE: pages are shared with the page cache until the guest writes them) and
-//     QEMU starts with "-incoming defer"; Start loads the state with migrate-incoming and
-//     resumes the vCPUs (the stream records the template as paused).
+//     QEMU starts with "-incoming defer"; Start opens StatePath read-only, passes it the
+//     same way and loads it with migrate-incoming "fd:<name>", then resumes the vCPUs
+//     (the stream records the template as paused).
+//
+// Neither direction makes QEMU run a program (no "exec:" URI), so both work under a
+// seccomp filter that denies spawning, and QEMU never opens the state file by name.
 //
 // What is not in the state and so belongs to the new VM: its name, sockets, console log
 // and the 9p export path (-fsdev path= is read from the command line; the template guest
@@ -29,7 +35,8 @@ import (
 // memory file read-only for a private writable mapping (memory-backend-file's "rom"
 // property arrived in 8.2; "readonly=on" there makes guest RAM read-only), so the file is
 // opened read-write: MAP_PRIVATE never writes it back, and the factory replaces a template
-// by writing new files, never by rewriting the mapped ones.
+// by writing new files, never by rewriting the mapped ones. What this does and does not
+// enforce is in docs/factory.md ("Who can change a template").
 
 // migrationPoll is how often Start and SaveTemplate poll a migration in progress.
 const migrationPoll = 5 * time.Millisecond
@@ -104,9 +111,26 @@ func checkTemplate(cfg *hypervisor.Config) error {
 	return nil
 }
 
-// shellQuote quotes s for /bin/sh, which runs QEMU's exec: migration URIs.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+// migrationFD is the name under which the driver passes QEMU the template state file
+// (QMP getfd) for an "fd:" migration URI.
+const migrationFD = "vessel-template-state"
+
+// passStateFile opens the template state file (for writing with write set, else read-only)
+// and hands its descriptor to QEMU as migrationFD; it returns the migration URI.
+func passStateFile(ctx context.Context, c *qmp.Client, path string, write bool) (string, error) {
+	flags := os.O_RDONLY
+	if write {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	}
+	f, err := os.OpenFile(path, flags, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("template state: %w", err)
+	}
+	defer f.Close() // QEMU holds its own copy
+	if err := c.GetFD(ctx, migrationFD, f); err != nil {
+		return "", fmt.Errorf("pass template state %s to qemu: %w", path, err)
+	}
+	return "fd:" + migrationFD, nil
 }
 
 // SaveTemplate stops the vCPUs and writes device state to Template.StatePath. The VM stays
@@ -128,7 +152,11 @@ func (v *VM) SaveTemplate(ctx context.Context) error {
 	if err := c.MigrateSetCapability(ctx, "x-ignore-shared", true); err != nil {
 		return fmt.Errorf("qemu %s: save template: %w", v.cfg.ID, err)
 	}
-	if err := c.Migrate(ctx, "exec:cat > "+shellQuote(v.cfg.Template.StatePath)); err != nil {
+	uri, err := passStateFile(ctx, c, v.cfg.Template.StatePath, true)
+	if err != nil {
+		return fmt.Errorf("qemu %s: save template: %w", v.cfg.ID, err)
+	}
+	if err := c.Migrate(ctx, uri); err != nil {
 		return fmt.Errorf("qemu %s: save template: %w", v.cfg.ID, err)
 	}
 	poll := time.NewTicker(migrationPoll)
@@ -158,7 +186,11 @@ func (v *VM) restore(ctx context.Context, c *qmp.Client) (qmp.Status, error) {
 	if err := c.MigrateSetCapability(ctx, "x-ignore-shared", true); err != nil {
 		return qmp.Status{}, fmt.Errorf("restore template: %w", err)
 	}
-	if err := c.MigrateIncoming(ctx, "exec:cat "+shellQuote(v.cfg.Template.StatePath)); err != nil {
+	uri, err := passStateFile(ctx, c, v.cfg.Template.StatePath, false)
+	if err != nil {
+		return qmp.Status{}, fmt.Errorf("restore template: %w", err)
+	}
+	if err := c.MigrateIncoming(ctx, uri); err != nil {
 		return qmp.Status{}, fmt.Errorf("restore template: %w", err)
 	}
 	poll := time.NewTicker(migrationPoll)

@@ -19,12 +19,15 @@ import (
 // Handing a running QEMU from one process (the VM cache) to another (a shim):
 //
 //   - The giver started QEMU with Config.Handover (no parent-death signal). Detach closes
-//     its QMP connection (QEMU's QMP socket serves one client at a time) and leaves the
-//     process alone; the giver still reaps it if it is its child.
+//     its QMP and console connections (QEMU's sockets serve one client at a time) and
+//     console.log, and leaves the process alone; the giver still reaps it if it is its
+//     child.
 //   - The taker moves the VM's files (sockets, logs) into its own state directory (a
 //     rename keeps the listening sockets working) and starts a VM with Config.Adopt. Start
-//     opens a pidfd, checks the start time, connects to QMP and watches the pidfd: QEMU
-//     is not its child, so there is no exit status, only the fact that it exited.
+//     opens a pidfd, checks the start time, connects to the console (going on with
+//     console.log) and to QMP, and watches the pidfd: QEMU is not its child, so there is
+//     no exit status, only the fact that it exited. Console output between the two
+//     connections is dropped by QEMU.
 
 // Detach hands the VMM over: see hypervisor.Detacher.
 func (v *VM) Detach(ctx context.Context) (hypervisor.Adoption, error) {
@@ -53,6 +56,8 @@ func (v *VM) Detach(ctx context.Context) (hypervisor.Adoption, error) {
 		log.G(ctx).WithError(err).Debug("close qmp connection of a detached vm")
 	}
 	<-eventsDone
+	// The new owner reads the console from here; console.log is closed before it moves.
+	v.stopConsole(0)
 	return hypervisor.Adoption{Pid: id.Pid, StartTime: id.StartTime}, nil
 }
 
@@ -85,6 +90,9 @@ func (v *VM) adopt(ctx context.Context) error {
 	v.mu.Unlock()
 	go v.watchAdopted(pidfd, exited, started, logger)
 
+	if err := v.startConsole(logger); err != nil {
+		return v.failAfterExec(err, started)
+	}
 	if err := v.connect(ctx, exited, started, false, logger); err != nil {
 		return err
 	}

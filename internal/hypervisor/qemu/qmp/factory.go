@@ -1,6 +1,9 @@
 package qmp
 
-import "context"
+import (
+	"context"
+	"os"
+)
 
 // Commands for VM templates (migration to and from a file) and for growing a VM (CPU and
 // memory hotplug).
@@ -11,7 +14,13 @@ func (c *Client) MigrateSetCapability(ctx context.Context, name string, on bool)
 	return c.Execute(ctx, "migrate-set-capabilities", args, nil)
 }
 
-// Migrate starts an outgoing migration to uri ("exec:<shell command>", "unix:<path>", ...).
+// GetFD passes f's descriptor to QEMU under name (QMP getfd), for URIs such as
+// "fd:<name>". QEMU keeps its own copy: the caller may close f afterwards.
+func (c *Client) GetFD(ctx context.Context, name string, f *os.File) error {
+	return c.execute(ctx, "getfd", map[string]any{"fdname": name}, nil, f)
+}
+
+// Migrate starts an outgoing migration to uri ("fd:<name>", "unix:<path>", ...).
 // It returns at once; poll QueryMigrate for the outcome.
 func (c *Client) Migrate(ctx context.Context, uri string) error {
 	return c.Execute(ctx, "migrate", map[string]any{"uri": uri}, nil)

@@ -19,10 +19,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"runtime"
 	"sync"
 	"time"
 
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 )
 
 // ErrClosed is returned by calls on a client whose connection is closed.
@@ -268,6 +271,11 @@ func (c *Client) Close() error {
 // Execute runs command with args (nil for none) and decodes the "return" value into
 // result (nil to discard it). A QEMU error response is returned as *Error.
 func (c *Client) Execute(ctx context.Context, command string, args, result any) error {
+	return c.execute(ctx, command, args, result, nil)
+}
+
+// execute is Execute, sending the descriptor of file with the request when it is set.
+func (c *Client) execute(ctx context.Context, command string, args, result any, file *os.File) error {
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
@@ -286,7 +294,7 @@ func (c *Client) Execute(ctx context.Context, command string, args, result any) 
 		c.mu.Unlock()
 	}
 
-	if err := c.writeCtx(ctx, request{Execute: command, Arguments: args, ID: id}); err != nil {
+	if err := c.writeCtx(ctx, request{Execute: command, Arguments: args, ID: id}, file); err != nil {
 		forget()
 		return fmt.Errorf("qmp %s: send: %w", command, err)
 	}
@@ -314,15 +322,45 @@ func (c *Client) Execute(ctx context.Context, command string, args, result any) 
 	return nil
 }
 
-// writeCtx writes one request, giving up when ctx ends.
-func (c *Client) writeCtx(ctx context.Context, r request) error {
+// writeCtx writes one request, with file's descriptor if set, giving up when ctx ends.
+func (c *Client) writeCtx(ctx context.Context, r request, file *os.File) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.conn.SetWriteDeadline(dl)
 		defer func() { _ = c.conn.SetWriteDeadline(time.Time{}) }()
 	}
+	if file != nil {
+		return c.writeFileLocked(r, file)
+	}
 	return c.writeLocked(r)
+}
+
+// writeFileLocked writes one request with file's descriptor attached to its first byte
+// (SCM_RIGHTS): QEMU's monitor keeps the descriptor it receives with a command for that
+// command (getfd).
+// Preconditions: c.writeMu is held.
+func (c *Client) writeFileLocked(r request, file *os.File) error {
+	uc, ok := c.conn.(*net.UnixConn)
+	if !ok {
+		return fmt.Errorf("pass a descriptor over a %T: want a unix socket", c.conn)
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode: %w", err)
+	}
+	b = append(b, '\n')
+	n, _, err := uc.WriteMsgUnix(b, unix.UnixRights(int(file.Fd())), nil)
+	runtime.KeepAlive(file)
+	if err != nil {
+		return c.connErr(err)
+	}
+	if n < len(b) {
+		if _, err := c.conn.Write(b[n:]); err != nil {
+			return c.connErr(err)
+		}
+	}
+	return nil
 }
 
 // write writes one request with no deadline of its own.

@@ -5,13 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // fakeConn is the server end of one QMP connection in a test.
@@ -439,5 +443,62 @@ func TestOversizedMessage(t *testing.T) {
 	case <-c.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("reader did not stop")
+	}
+}
+
+// TestGetFD checks that getfd carries the file's descriptor with the command, as QEMU's
+// monitor expects it: the server receives a descriptor of the same file.
+func TestGetFD(t *testing.T) {
+	file, err := os.CreateTemp(t.TempDir(), "state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	var want unix.Stat_t
+	if err := unix.Fstat(int(file.Fd()), &want); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	path := serve(t, func(f *fakeConn) {
+		if !f.negotiate() {
+			return
+		}
+		buf, oob := make([]byte, 4096), make([]byte, unix.CmsgSpace(4))
+		n, oobn, _, _, err := f.conn.(*net.UnixConn).ReadMsgUnix(buf, oob)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		var c fakeCmd
+		if err := json.Unmarshal(buf[:n], &c); err != nil {
+			got <- fmt.Sprintf("decode %q: %v", buf[:n], err)
+			return
+		}
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil || len(msgs) != 1 {
+			got <- fmt.Sprintf("control messages %v, %v", msgs, err)
+			return
+		}
+		fds, err := unix.ParseUnixRights(&msgs[0])
+		if err != nil || len(fds) != 1 {
+			got <- fmt.Sprintf("rights %v, %v", fds, err)
+			return
+		}
+		defer unix.Close(fds[0])
+		var st unix.Stat_t
+		if err := unix.Fstat(fds[0], &st); err != nil {
+			got <- err.Error()
+			return
+		}
+		same := st.Dev == want.Dev && st.Ino == want.Ino
+		got <- fmt.Sprintf("%s %s same=%v", c.Execute, c.Arguments, same)
+		f.send(`{"return": {}, "id": ` + string(c.ID) + `}`)
+	})
+	c := dial(t, path)
+	if err := c.GetFD(testCtx(t), "migration", file); err != nil {
+		t.Fatalf("GetFD: %v (server: %s)", err, <-got)
+	}
+	if g, w := <-got, `getfd {"fdname":"migration"} same=true`; g != w {
+		t.Errorf("server received: got %s, want %s", g, w)
 	}
 }

@@ -1,0 +1,72 @@
+package unixsock
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+func TestListenMode(t *testing.T) {
+	for _, perm := range []os.FileMode{0o600, 0o660} {
+		path := filepath.Join(t.TempDir(), "s.sock")
+		l, err := Listen(path, perm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		umask := syscall.Umask(0)
+		syscall.Umask(umask)
+		if got, want := st.Mode().Perm(), perm&^os.FileMode(umask); got != want || st.Mode().Type() != os.ModeSocket {
+			t.Errorf("socket mode: got %v, want socket %v", st.Mode(), want)
+		}
+		conn, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		server, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := RequireUID(server, os.Geteuid()); err != nil {
+			t.Errorf("peer of the same uid: %v", err)
+		}
+		if err := RequireUID(server, os.Geteuid()+1); !errors.Is(err, os.ErrPermission) {
+			t.Errorf("peer checked against another uid: got %v, want ErrPermission", err)
+		}
+		cred, err := PeerCred(server.(*net.UnixConn))
+		if err != nil || int(cred.Pid) != os.Getpid() {
+			t.Errorf("peer credentials: %+v, %v; want pid %d", cred, err, os.Getpid())
+		}
+		_ = conn.Close()
+		_ = server.Close()
+		_ = l.Close()
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("socket file after close: %v", err)
+		}
+	}
+}
+
+func TestListenExisting(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Listen(path, 0o600); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Errorf("listen over a file: got %v, want EADDRINUSE", err)
+	}
+}
+
+func TestRequireUIDNotUnix(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if err := RequireUID(a, os.Geteuid()); !errors.Is(err, os.ErrPermission) {
+		t.Errorf("pipe: got %v, want ErrPermission", err)
+	}
+}
