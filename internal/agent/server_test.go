@@ -96,3 +96,16 @@ func serveClient(t *testing.T, svc agentv1.AgentService) *agentclient.Client {
 	})
 	return c
 }
+
+// TestAgentTextIsEscaped: an error message is guest text; the host's client escapes it
+// (no terminal escapes, no line breaks) and keeps its kind.
+func TestAgentTextIsEscaped(t *testing.T) {
+	sent := fmt.Errorf("container \x1b[2Jc1\nforged line: %w", errdefs.ErrNotFound)
+	_, err := serveClient(t, failingCheck{err: sent}).Check(context.Background())
+	if err == nil || !errdefs.IsNotFound(err) {
+		t.Fatalf("Check: got %v, want a not-found error", err)
+	}
+	if msg := err.Error(); strings.ContainsAny(msg, "\x1b\n") || !strings.Contains(msg, `\x1b[2Jc1\x0aforged line`) {
+		t.Errorf("Check: got message %q, want the guest's text escaped", msg)
+	}
+}

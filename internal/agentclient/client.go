@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/guesttext"
 )
 
 // Timeouts bounds how long requests may take. Zero fields use DefaultTimeouts.
@@ -74,8 +75,10 @@ func call[Req, Resp any](ctx context.Context, name string, timeout time.Duration
 	resp, err := fn(ctx, req)
 	if err != nil {
 		var zero Resp
-		if _, isStatus := status.FromError(err); isStatus {
-			err = errgrpc.ToNative(err)
+		if st, isStatus := status.FromError(err); isStatus {
+			// The message is the agent's: guest text, escaped before it reaches a host
+			// error; the code keeps the error's kind.
+			err = errgrpc.ToNative(status.Error(st.Code(), guesttext.Quote(st.Message(), 0)))
 		}
 		return zero, fmt.Errorf("agent %s: %w", name, err)
 	}
