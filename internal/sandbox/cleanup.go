@@ -55,7 +55,7 @@ func Cleanup(ctx context.Context, root, id string) error {
 		}
 		log.G(ctx).WithField("pid", st.VMPid).Info("killed the VM of a dead sandbox owner")
 	}
-	if err := removeDir(ctx, sharefs.Open(filepath.Join(dir, "shared")), dir); err != nil {
+	if err := removeDir(ctx, sharefs.Open(dir), dir); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
