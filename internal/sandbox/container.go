@@ -176,7 +176,8 @@ const rootfsShare = "rootfs"
 
 // shareOptions reads a bind mount's options as runc does: `rbind` clones the submounts
 // too; `ro`/`rw` set the top mount's read-only flag and `rro`/`rrw` the whole tree's, the
-// last of each pair winning.
+// last of each pair winning. Either flag makes the whole shared tree read-only on the host
+// (see package sharefs: in the guest the container cannot write any of it either way).
 func shareOptions(options []string) sharefs.BindOptions {
 	var o sharefs.BindOptions
 	top, tree := false, false
@@ -194,12 +195,7 @@ func shareOptions(options []string) sharefs.BindOptions {
 			tree = false
 		}
 	}
-	switch {
-	case tree:
-		o.ReadOnly = sharefs.TreeReadOnly
-	case top:
-		o.ReadOnly = sharefs.TopReadOnly
-	}
+	o.ReadOnly = top || tree
 	return o
 }
 

@@ -199,14 +199,10 @@ func (s *Share) bind(ctx context.Context, containerID, name, src string, opts Bi
 	if err := unix.MountSetattr(clone, "", unix.AT_EMPTY_PATH|rec, &unix.MountAttr{Propagation: unix.MS_PRIVATE}); err != nil {
 		return fmt.Errorf("make the clone private: %w", err)
 	}
-	switch opts.ReadOnly {
-	case TopReadOnly:
-		err = unix.MountSetattr(clone, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
-	case TreeReadOnly:
-		err = unix.MountSetattr(clone, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
-	}
-	if err != nil {
-		return fmt.Errorf("make the clone %s: %w", opts.ReadOnly, err)
+	if opts.ReadOnly {
+		if err := unix.MountSetattr(clone, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
+			return fmt.Errorf("make the clone read-only: %w", err)
+		}
 	}
 
 	root, err := s.openRoot()
@@ -274,7 +270,7 @@ func (s *Share) bind(ctx context.Context, containerID, name, src string, opts Bi
 		return fmt.Errorf("attach onto %s: %w", viewRel(containerID, name), err)
 	}
 	log.G(ctx).WithField("src", src).WithField("dst", filepath.Join(s.dir, viewRel(containerID, name))).
-		WithField("recursive", opts.Recursive).WithField("readonly", opts.ReadOnly.String()).Debug("shared with guest")
+		WithField("recursive", opts.Recursive).WithField("readonly", opts.ReadOnly).Debug("shared with guest")
 	return nil
 }
 
@@ -301,7 +297,7 @@ func (s *Share) setReadOnly(_ context.Context, containerID, name string) error {
 	if !isMountRoot(st) {
 		return fmt.Errorf("%s is not shared (not a mount point)", viewRel(containerID, name))
 	}
-	return unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
+	return unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
 }
 
 func (s *Share) removeContainer(ctx context.Context, containerID string) error {

@@ -35,9 +35,17 @@
 // sandbox directory at unmount time could be redirected. Mounts are removed deepest first
 // without MNT_DETACH; a detach is the logged last resort for a busy mount.
 //
-// A volume is read-only on the host side exactly as far as the container was given it
-// read-only (see ReadOnly): the guest root, reaching the export outside the container,
-// never gets more write access than the container.
+// A volume is read-only on the host side exactly as far as the container has it
+// read-only, so guest root reaching the export outside the container never gets more
+// write access than the container. In the guest a shared tree is one 9p file system (the
+// file server crosses the host's submounts), so a read-only bind there covers the
+// submounts too: `ro` (runc: the top mount only) and `rro` (the whole tree) both leave
+// the container unable to write anywhere in the tree, and the host makes the whole tree
+// read-only for both (mount_setattr MOUNT_ATTR_RDONLY with AT_RECURSIVE). Making only the
+// top read-only for `ro` would let guest root write submounts the container cannot. A
+// read-only root file system (root.readonly) is made read-only the same way, but only
+// once the container is created: the container runtime in the guest creates mount points
+// in it first.
 package sharefs
 
 import (
@@ -64,38 +72,13 @@ const (
 	viewName = "containers"
 )
 
-// ReadOnly says how much of a shared tree is read-only on the host side.
-type ReadOnly int
-
-const (
-	// Writable leaves the tree as writable as its source.
-	Writable ReadOnly = iota
-	// TopReadOnly makes the top mount read-only and leaves submounts as they are: `ro`
-	// with runc's (non-recursive) semantics.
-	TopReadOnly
-	// TreeReadOnly makes every mount of the tree read-only: `rro` (recursive read-only).
-	TreeReadOnly
-)
-
-// String names the mode as a mount option does.
-func (r ReadOnly) String() string {
-	switch r {
-	case TopReadOnly:
-		return "ro"
-	case TreeReadOnly:
-		return "rro"
-	default:
-		return "rw"
-	}
-}
-
 // BindOptions says how a source is shared.
 type BindOptions struct {
 	// Recursive clones the source with its submounts (`rbind`); otherwise only the top
 	// mount is shared (`bind`), and submounts show as the directories under them.
 	Recursive bool
-	// ReadOnly is the host-side read-only mode of the shared tree.
-	ReadOnly ReadOnly
+	// ReadOnly makes every mount of the shared tree read-only on the host side.
+	ReadOnly bool
 }
 
 // Share is one sandbox's export on the host.
@@ -190,8 +173,8 @@ func (s *Share) Bind(ctx context.Context, containerID, name, src string, opts Bi
 	return filepath.Join(containerID, name), nil
 }
 
-// SetReadOnly makes the top mount of a shared tree read-only, as runc does for a
-// read-only root file system once the container is set up.
+// SetReadOnly makes a shared tree read-only (every mount of it), for a read-only root
+// file system once the container is set up.
 func (s *Share) SetReadOnly(ctx context.Context, containerID, name string) error {
 	if err := validName("container id", containerID); err != nil {
 		return err

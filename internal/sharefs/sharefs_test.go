@@ -201,7 +201,7 @@ func TestBindAndRemove(t *testing.T) {
 	if got, _ := os.ReadFile(filepath.Join(view, rel, "f")); string(got) != "data" {
 		t.Errorf("bound dir content: got %q, want data", got)
 	}
-	relRO, err := s.Bind(ctx, "c1", "mount-0", srcFile, BindOptions{ReadOnly: TopReadOnly})
+	relRO, err := s.Bind(ctx, "c1", "mount-0", srcFile, BindOptions{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,8 @@ func TestBindAndRemove(t *testing.T) {
 	}
 }
 
-// A volume is read-only on the host side exactly as far as the container gets it.
+// A read-only volume is read-only on the host side in every mount of its tree; a bind
+// that is not recursive shares no submount.
 func TestReadOnlyModes(t *testing.T) {
 	s := published(t)
 	ctx := context.Background()
@@ -265,9 +266,9 @@ func TestReadOnlyModes(t *testing.T) {
 		subWritable          bool
 	}{
 		{"rbind rw", BindOptions{Recursive: true}, true, true, true},
-		{"rbind ro", BindOptions{Recursive: true, ReadOnly: TopReadOnly}, false, true, true},
-		{"rbind rro", BindOptions{Recursive: true, ReadOnly: TreeReadOnly}, false, true, false},
-		{"bind ro", BindOptions{ReadOnly: TopReadOnly}, false, false, false},
+		{"rbind ro", BindOptions{Recursive: true, ReadOnly: true}, false, true, false},
+		{"bind ro", BindOptions{ReadOnly: true}, false, false, false},
+		{"bind rw", BindOptions{}, true, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rel, err := s.Bind(ctx, "c", "mount-"+string(rune('0'+i)), src, tc.opts)
