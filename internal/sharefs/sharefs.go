@@ -17,7 +17,9 @@
 // mounts themselves (which the host never resolves into, except to unmount their submounts,
 // see below). It cannot change the container directories or mount targets: they live in the
 // view, which is read-only, and the view itself is a mount point, which a rename or rmdir
-// through the export cannot move. The view is attached after the VMM opened the export
+// through the export cannot move; before every use the host checks that the name
+// "containers" in the export still is the root of a read-only mount (openView). The view
+// is attached after the VMM opened the export
 // (Publish), because the VMM holds the export's directory open: a mount over the export
 // itself would stay invisible to it, and a VM from the factory's cache brings its own
 // export directory.
@@ -27,13 +29,22 @@
 // mounts are made with the mount API onto the opened target (open_tree, mount_setattr,
 // move_mount), so the checked target is the one mounted on. A bind source named by the
 // spec (a host path the user chose) is opened once with O_PATH and that fd is what is
-// cloned, so a swap after the check does not matter. Unmounting opens the mount point's
+// cloned, so a swap after the check does not matter (a source inside a directory the
+// guest can write, such as another volume, is the caller's to make safe first, as kubelet
+// does for subPath). `bind` shares the top mount only and `rbind` its submounts too, as
+// runc does. Unmounting opens the mount point's
 // parent the same way, checks that the name in it is the root of a mount under the tree
 // being removed, and unmounts that name relative to the opened parent (on a thread with its
 // own working directory, since umount2 takes no dirfd) with UMOUNT_NOFOLLOW: a submount of
 // a volume sits below directories the guest can rename, so a path resolved from the
 // sandbox directory at unmount time could be redirected. Mounts are removed deepest first
 // without MNT_DETACH; a detach is the logged last resort for a busy mount.
+//
+// Propagation: the view and the clones are private when attached, so nothing mounted
+// here propagates to the host's other mount namespaces, and nothing mounted later under a
+// bind source reaches the guest. The view is then made its own peer group (shared), so a
+// VMM in a mount namespace of its own can hold it as a slave and see containers' mounts
+// arrive.
 //
 // A volume is read-only on the host side exactly as far as the container has it
 // read-only, so guest root reaching the export outside the container never gets more
