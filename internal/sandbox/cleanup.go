@@ -57,7 +57,7 @@ func Cleanup(ctx context.Context, root, id string) error {
 			return fmt.Errorf("clean up sandbox %s: %w (directory %s kept)", id, err, dir)
 		}
 	}
-	if err := removeDir(ctx, sharefs.Open(filepath.Join(dir, "shared")), dir); err != nil {
+	if err := removeDir(ctx, sharefs.Open(dir), dir); err != nil {
 		return fmt.Errorf("clean up sandbox %s: %w", id, err)
 	}
 	return nil

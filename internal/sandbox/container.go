@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sync"
 	"syscall"
 
@@ -112,15 +111,21 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 	}); err != nil {
 		return nil, s.explain(fmt.Errorf("container %s: %w", id, err))
 	}
+	rollback.add(func(ctx context.Context) error {
+		if err := s.agent.RemoveContainer(ctx, id, 0); err != nil {
+			return fmt.Errorf("remove container %s from the guest: %w", id, err)
+		}
+		return nil
+	})
+	if plan.RootfsReadonly {
+		if err := s.share.SetReadOnly(ctx, id, rootfsShare); err != nil {
+			return nil, fmt.Errorf("container %s: %w", id, err)
+		}
+	}
 	s.mu.Lock()
 	err = s.save()
 	s.mu.Unlock()
 	if err != nil {
-		cctx, cancel := cleanupContext(ctx)
-		defer cancel()
-		if rerr := s.agent.RemoveContainer(cctx, id, 0); rerr != nil {
-			log.G(ctx).WithError(rerr).Warn("remove container after failed save")
-		}
 		return nil, err
 	}
 	return c, nil
@@ -134,8 +139,10 @@ func stdioConfig(terminal bool, size *specs.Box, stdin bool) *agentv1.StdioConfi
 	return st
 }
 
-// shareContainer bind-mounts the rootfs and bind-mount sources into the share and returns
-// the guest spec (oci.GuestSpec) with those paths rewritten to the guest's.
+// shareContainer mounts the rootfs and bind-mount sources into the share and returns the
+// guest spec (oci.GuestSpec) with those paths rewritten to the guest's. Each source is
+// shared as recursively and as read-only as the container is given it (shareOptions), so
+// guest root reaching the share outside the container gets no more than the container.
 func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollback *undo) (*specs.Spec, error) {
 	guest, err := oci.GuestSpec(plan, s.cfg.Effective)
 	if err != nil {
@@ -143,7 +150,10 @@ func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollb
 	}
 	id := plan.ID
 	rollback.add(func(ctx context.Context) error { return s.share.RemoveContainer(ctx, id) })
-	rel, err := s.share.Bind(ctx, id, "rootfs", plan.Rootfs, false)
+	// The root file system stays writable here even when root.readonly is set: the
+	// container runtime in the guest creates mount points in it before it makes it
+	// read-only; CreateContainer makes the host side read-only once that is done.
+	rel, err := s.share.Bind(ctx, id, rootfsShare, plan.Rootfs, sharefs.BindOptions{Recursive: true})
 	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", id, err)
 	}
@@ -152,14 +162,41 @@ func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollb
 		if !oci.IsBind(m) {
 			continue
 		}
-		ro := slices.Contains(m.Options, "ro")
-		rel, err := s.share.Bind(ctx, id, fmt.Sprintf("mount-%d", i), m.Source, ro)
+		rel, err := s.share.Bind(ctx, id, fmt.Sprintf("mount-%d", i), m.Source, shareOptions(m.Options))
 		if err != nil {
 			return nil, fmt.Errorf("container %s: mount %s: %w", id, m.Destination, err)
 		}
 		guest.Mounts[i].Source = sharefs.GuestPath(rel)
 	}
 	return guest, nil
+}
+
+// rootfsShare names the container's root file system in the share.
+const rootfsShare = "rootfs"
+
+// shareOptions reads a bind mount's options as runc does: `rbind` clones the submounts
+// too; `ro`/`rw` set the top mount's read-only flag and `rro`/`rrw` the whole tree's, the
+// last of each pair winning. Either flag makes the whole shared tree read-only on the host
+// (see package sharefs: in the guest the container cannot write any of it either way).
+func shareOptions(options []string) sharefs.BindOptions {
+	var o sharefs.BindOptions
+	top, tree := false, false
+	for _, opt := range options {
+		switch opt {
+		case "rbind":
+			o.Recursive = true
+		case "ro":
+			top = true
+		case "rw":
+			top = false
+		case "rro":
+			tree = true
+		case "rrw":
+			tree = false
+		}
+	}
+	o.ReadOnly = top || tree
+	return o
 }
 
 // Container returns a container of the sandbox.

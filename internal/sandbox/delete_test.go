@@ -125,7 +125,7 @@ func newTestSandbox(t *testing.T, vm *recVM) (*Sandbox, *recAgent) {
 	t.Helper()
 	dir := t.TempDir()
 	agent, client := startAgent(t, dir)
-	share, err := sharefs.New(filepath.Join(dir, "shared"))
+	share, err := sharefs.New(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,10 @@ func TestDeleteStopsVMBeforeUnsharing(t *testing.T) {
 	vm := &recVM{}
 	s, _ := newTestSandbox(t, vm)
 	src := t.TempDir()
-	if _, err := s.share.Bind(context.Background(), "exited", "rootfs", src, false); err != nil {
+	if err := s.share.Publish(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.share.Bind(context.Background(), "exited", "rootfs", src, sharefs.BindOptions{Recursive: true}); err != nil {
 		t.Fatal(err)
 	}
 	var mountedAtStop []string
@@ -215,8 +218,8 @@ func TestDeleteStopsVMBeforeUnsharing(t *testing.T) {
 	if err := s.Delete(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if len(mountedAtStop) != 1 {
-		t.Errorf("mounts when the vm stopped: %v, want the container's rootfs", mountedAtStop)
+	if len(mountedAtStop) != 2 {
+		t.Errorf("mounts when the vm stopped: %v, want the container's rootfs and the view", mountedAtStop)
 	}
 	if m, _ := sharefs.MountsUnder(s.dir); len(m) > 0 {
 		t.Errorf("mounts left after delete: %v", m)

@@ -147,7 +147,7 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	}
 	rollback.add(func(context.Context) error { return os.RemoveAll(dir) })
 
-	share, err := sharefs.New(filepath.Join(dir, "shared"))
+	share, err := sharefs.New(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -167,6 +167,11 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	}
 	rollback.add(s.vm.Stop)
 	rollback.add(func(context.Context) error { return s.agent.Close() })
+	// The view goes into the export only now: the VMM holds the export open (a VM from the
+	// factory's cache brings its own), and the guest has not mounted it yet.
+	if err := share.Publish(ctx); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
 	log.G(ctx).WithField("elapsed", time.Since(start)).Debug("agent ready")
 
 	storage := shareStorage(vmcfg)

@@ -1,21 +1,72 @@
-// Package sharefs decides how host files reach the guest. This first backend exports one
-// host directory per sandbox through virtio-9p (or virtio-fs): container root filesystems
-// and bind-mount sources are bind-mounted into it, under a directory per container, and the
-// agent mounts the export once at GuestMountPoint.
+// Package sharefs decides how host files reach the guest: one directory per sandbox is
+// exported to the VM (virtio-9p), container root filesystems and bind-mount sources are
+// mounted into it, under a directory per container, and the agent mounts the export once
+// at GuestMountPoint.
+//
+// The guest is not trusted: guest root (a container escape, a guest kernel exploit) can
+// create, rename and replace anything it can write through the export. So the host never
+// resolves a path inside a directory the guest can write. A sandbox directory holds:
+//
+//	<sandbox>/mounts              host-only tree: the host creates <container>/<name> here
+//	<sandbox>/shared              the export (what the VMM opened); guest-writable
+//	<sandbox>/shared/containers   the view: a read-only bind of <sandbox>/mounts
+//	<sandbox>/shared/containers/<container>/<name>   a container's rootfs or volume, mounted
+//
+// The guest can write in the export root (nothing there is ever resolved by the host, only
+// removed, without following links, once the VM is gone) and inside the rootfs and volume
+// mounts themselves (which the host never resolves into, except to unmount their submounts,
+// see below). It cannot change the container directories or mount targets: they live in the
+// view, which is read-only, and the view itself is a mount point, which a rename or rmdir
+// through the export cannot move; before every use the host checks that the name
+// "containers" in the export still is the root of a read-only mount (openView). The view
+// is attached after the VMM opened the export
+// (Publish), because the VMM holds the export's directory open: a mount over the export
+// itself would stay invisible to it, and a VM from the factory's cache brings its own
+// export directory.
+//
+// Every host-side path operation under the sandbox directory starts from a directory fd
+// and resolves with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS);
+// mounts are made with the mount API onto the opened target (open_tree, mount_setattr,
+// move_mount), so the checked target is the one mounted on. A bind source named by the
+// spec (a host path the user chose) is opened once with O_PATH and that fd is what is
+// cloned, so a swap after the check does not matter (a source inside a directory the
+// guest can write, such as another volume, is the caller's to make safe first, as kubelet
+// does for subPath). `bind` shares the top mount only and `rbind` its submounts too, as
+// runc does. Unmounting opens the mount point's
+// parent the same way, checks that the name in it is the root of a mount under the tree
+// being removed, and unmounts that name relative to the opened parent (on a thread with its
+// own working directory, since umount2 takes no dirfd) with UMOUNT_NOFOLLOW: a submount of
+// a volume sits below directories the guest can rename, so a path resolved from the
+// sandbox directory at unmount time could be redirected. Mounts are removed deepest first
+// without MNT_DETACH; a detach is the logged last resort for a busy mount.
+//
+// Propagation: the view and the clones are private when attached, so nothing mounted
+// here propagates to the host's other mount namespaces, and nothing mounted later under a
+// bind source reaches the guest. The view is then made its own peer group (shared), so a
+// VMM in a mount namespace of its own can hold it as a slave and see containers' mounts
+// arrive.
+//
+// A volume is read-only on the host side exactly as far as the container has it
+// read-only, so guest root reaching the export outside the container never gets more
+// write access than the container. In the guest a shared tree is one 9p file system (the
+// file server crosses the host's submounts), so a read-only bind there covers the
+// submounts too: `ro` (runc: the top mount only) and `rro` (the whole tree) both leave
+// the container unable to write anywhere in the tree, and the host makes the whole tree
+// read-only for both (mount_setattr MOUNT_ATTR_RDONLY with AT_RECURSIVE). Making only the
+// top read-only for `ro` would let guest root write submounts the container cannot. A
+// read-only root file system (root.readonly) is made read-only the same way, but only
+// once the container is created: the container runtime in the guest creates mount points
+// in it first.
 package sharefs
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 
-	"github.com/containerd/log"
 	"github.com/moby/sys/mountinfo"
-	"golang.org/x/sys/unix"
 )
 
 const (
@@ -23,34 +74,42 @@ const (
 	Tag = "vessel-shared"
 	// GuestMountPoint is where the agent mounts the export in the guest.
 	GuestMountPoint = "/run/vessel/shared"
+
+	// exportName is the exported directory in the sandbox directory.
+	exportName = "shared"
+	// treeName is the host-only tree in the sandbox directory.
+	treeName = "mounts"
+	// viewName is the read-only view of the host-only tree in the export.
+	viewName = "containers"
 )
 
-// Share is one sandbox's exported directory on the host.
+// BindOptions says how a source is shared.
+type BindOptions struct {
+	// Recursive clones the source with its submounts (`rbind`); otherwise only the top
+	// mount is shared (`bind`), and submounts show as the directories under them.
+	Recursive bool
+	// ReadOnly makes every mount of the shared tree read-only on the host side.
+	ReadOnly bool
+}
+
+// Share is one sandbox's export on the host.
 type Share struct {
+	// dir is the sandbox directory, which holds the export and the host-only tree.
 	dir string
 }
 
-// New creates the export directory (mode 0700: only root reads container files through it).
-func New(dir string) (*Share, error) {
-	if !filepath.IsAbs(dir) {
-		return nil, fmt.Errorf("share dir %q is not absolute", dir)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create share dir: %w", err)
-	}
-	return &Share{dir: dir}, nil
-}
-
-// Open returns the Share for an existing export directory (after a restart).
-func Open(dir string) *Share { return &Share{dir: dir} }
+// Open returns the Share of the sandbox directory dir without touching it (after a
+// restart, or to clean up).
+func Open(dir string) *Share { return &Share{dir: filepath.Clean(dir)} }
 
 // Dir is the host directory exported to the guest.
-func (s *Share) Dir() string { return s.dir }
+func (s *Share) Dir() string { return filepath.Join(s.dir, exportName) }
 
-// GuestPath maps a path relative to the export to the path the guest sees.
-func GuestPath(rel string) string { return filepath.Join(GuestMountPoint, rel) }
+// GuestPath maps a path relative to the view (as Bind returns it) to the path the guest
+// sees.
+func GuestPath(rel string) string { return filepath.Join(GuestMountPoint, viewName, rel) }
 
-// validName refuses ids and names that could escape the export.
+// validName refuses ids and names that could escape the tree.
 func validName(kind, name string) error {
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
 		return fmt.Errorf("invalid %s %q for the shared directory", kind, name)
@@ -58,111 +117,100 @@ func validName(kind, name string) error {
 	return nil
 }
 
-// Bind bind-mounts the host path src (a directory or a file) into the export as
-// <containerID>/<name> and returns the path relative to the export. readonly makes the
-// mount read-only on the host side too.
-func (s *Share) Bind(ctx context.Context, containerID, name, src string, readonly bool) (string, error) {
+// viewRel is a path in the view, relative to the sandbox directory.
+func viewRel(parts ...string) string {
+	return filepath.Join(append([]string{exportName, viewName}, parts...)...)
+}
+
+// treeRel is a path in the host-only tree, relative to the sandbox directory.
+func treeRel(parts ...string) string {
+	return filepath.Join(append([]string{treeName}, parts...)...)
+}
+
+// MountsUnder lists mount points at or below root, deepest first.
+func MountsUnder(root string) ([]string, error) {
+	infos, err := mountsUnder(root)
+	if err != nil {
+		return nil, err
+	}
+	mps := make([]string, 0, len(infos))
+	for _, i := range infos {
+		mps = append(mps, i.Mountpoint)
+	}
+	return mps, nil
+}
+
+// mountsUnder reads the mounts at or below root, deepest first; of several mounts on one
+// path, the one mounted last (the one a lookup reaches) comes first.
+func mountsUnder(root string) ([]*mountinfo.Info, error) {
+	root = filepath.Clean(root)
+	infos, err := mountinfo.GetMounts(func(i *mountinfo.Info) (skip, stop bool) {
+		return !under(i.Mountpoint, root), false
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read mount table: %w", err)
+	}
+	slices.Reverse(infos)
+	slices.SortStableFunc(infos, func(a, b *mountinfo.Info) int {
+		return strings.Count(b.Mountpoint, "/") - strings.Count(a.Mountpoint, "/")
+	})
+	return infos, nil
+}
+
+// under reports whether p is root or a path below it.
+func under(p, root string) bool {
+	return p == root || strings.HasPrefix(p, root+"/") || root == "/"
+}
+
+// Publish attaches the read-only view of the host-only tree in the export. Call it once
+// the VMM has the export open and before the guest mounts it (no untrusted code has run
+// in the guest yet): it refuses an export that already has an entry of the view's name.
+func (s *Share) Publish(ctx context.Context) error {
+	return s.publish(ctx)
+}
+
+// Bind mounts the host path src (a directory or a file) into the view as
+// <containerID>/<name> and returns the path relative to the view (GuestPath maps it).
+func (s *Share) Bind(ctx context.Context, containerID, name, src string, opts BindOptions) (string, error) {
 	if err := validName("container id", containerID); err != nil {
 		return "", err
 	}
 	if err := validName("share name", name); err != nil {
 		return "", err
 	}
-	fi, err := os.Stat(src)
-	if err != nil {
-		return "", fmt.Errorf("share %s: %w", src, err)
+	if err := s.bind(ctx, containerID, name, src, opts); err != nil {
+		return "", fmt.Errorf("share %s as %s/%s: %w", src, containerID, name, err)
 	}
-	rel := filepath.Join(containerID, name)
-	dst := filepath.Join(s.dir, rel)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-		return "", fmt.Errorf("share %s: %w", src, err)
-	}
-	if fi.IsDir() {
-		err = os.Mkdir(dst, 0o755)
-	} else {
-		var f *os.File
-		f, err = os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-		if err == nil {
-			err = f.Close()
-		}
-	}
-	if err != nil {
-		return "", fmt.Errorf("share %s: create mount point: %w", src, err)
-	}
-	if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		_ = os.Remove(dst)
-		return "", fmt.Errorf("share %s: bind mount onto %s: %w", src, dst, err)
-	}
-	// Keep the container's mounts from propagating back to the host and vice versa.
-	if err := unix.Mount("", dst, "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
-		return "", errors.Join(fmt.Errorf("share %s: make mount private: %w", src, err), s.unmountTree(ctx, dst))
-	}
-	if readonly {
-		if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-			return "", errors.Join(fmt.Errorf("share %s: remount read-only: %w", src, err), s.unmountTree(ctx, dst))
-		}
-	}
-	log.G(ctx).WithField("src", src).WithField("dst", dst).Debug("shared with guest")
-	return rel, nil
+	return filepath.Join(containerID, name), nil
 }
 
-// RemoveContainer unmounts and removes everything shared for one container.
-func (s *Share) RemoveContainer(ctx context.Context, containerID string) error {
+// SetReadOnly makes a shared tree read-only (every mount of it), for a read-only root
+// file system once the container is set up.
+func (s *Share) SetReadOnly(ctx context.Context, containerID, name string) error {
 	if err := validName("container id", containerID); err != nil {
 		return err
 	}
-	return s.removeTree(ctx, filepath.Join(s.dir, containerID))
-}
-
-// Close unmounts everything in the export and removes the directory. It is safe to call
-// on a partly torn down or missing export.
-func (s *Share) Close(ctx context.Context) error {
-	return s.removeTree(ctx, s.dir)
-}
-
-func (s *Share) removeTree(ctx context.Context, root string) error {
-	if err := s.unmountTree(ctx, root); err != nil {
+	if err := validName("share name", name); err != nil {
 		return err
 	}
-	// Every mount is gone, so RemoveAll cannot reach into a container's files.
-	if err := os.RemoveAll(root); err != nil {
-		return fmt.Errorf("remove %s: %w", root, err)
+	if err := s.setReadOnly(ctx, containerID, name); err != nil {
+		return fmt.Errorf("make %s/%s read-only: %w", containerID, name, err)
 	}
 	return nil
 }
 
-// unmountTree unmounts every mount at or below root, deepest first.
-func (s *Share) unmountTree(ctx context.Context, root string) error {
-	mounts, err := MountsUnder(root)
-	if err != nil {
+// RemoveContainer unmounts and removes everything shared for one container. It is safe
+// to call for a container with nothing shared.
+func (s *Share) RemoveContainer(ctx context.Context, containerID string) error {
+	if err := validName("container id", containerID); err != nil {
 		return err
 	}
-	var errs []error
-	for _, mp := range mounts {
-		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
-			continue
-		}
-		log.G(ctx).WithField("mountpoint", mp).Debug("unshared")
-	}
-	return errors.Join(errs...)
+	return s.removeContainer(ctx, containerID)
 }
 
-// MountsUnder lists mount points at or below root, deepest first.
-func MountsUnder(root string) ([]string, error) {
-	root = filepath.Clean(root)
-	infos, err := mountinfo.GetMounts(func(i *mountinfo.Info) (skip, stop bool) {
-		under := i.Mountpoint == root || strings.HasPrefix(i.Mountpoint, root+"/")
-		return !under, false
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read mount table: %w", err)
-	}
-	mps := make([]string, 0, len(infos))
-	for _, i := range infos {
-		mps = append(mps, i.Mountpoint)
-	}
-	// Deepest first; a path mounted several times appears once per mount.
-	sort.SliceStable(mps, func(a, b int) bool { return len(mps[a]) > len(mps[b]) })
-	return mps, nil
+// Close unmounts every mount under the sandbox directory and removes the export and the
+// host-only tree. It is safe to call on a partly torn down or missing share. The VM must
+// be stopped: what the guest left in the export is removed.
+func (s *Share) Close(ctx context.Context) error {
+	return s.close(ctx)
 }
