@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
+	"strconv"
 
 	"github.com/containerd/log"
 	"github.com/moby/sys/mountinfo"
@@ -490,30 +490,14 @@ func unmountOne(ctx context.Context, root int, dir string, i *mountinfo.Info, id
 	return nil
 }
 
-// unmountAt runs umount2(name, flags) with name resolved from the directory dirfd: on a
-// thread of its own with its own working directory (CLONE_FS), changed to dirfd. umount2
-// has no dirfd argument, and an fd on the mount itself would keep it busy. The thread is
-// never handed back to the Go scheduler: it ends with the goroutine, and it leaves the
-// directory before it answers.
+// unmountAt runs umount2(name, flags) with name resolved from the directory dirfd, through
+// the /proc/self/fd/<dirfd> link: umount2 has no dirfd argument, and an fd on the mount
+// itself would keep it busy. Only the link to dirfd, a directory opened beneath the
+// sandbox, is followed; UMOUNT_NOFOLLOW in flags keeps name from being followed.
+//
+// It runs on the calling goroutine's thread, unlocked: a thread that changed its working
+// directory (CLONE_FS) would have to exit, and a thread's exit is a parent death for the
+// children it forked (QEMU is started with Pdeathsig).
 func unmountAt(dirfd int, name string, flags int) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			errc <- fmt.Errorf("unshare the working directory: %w", err)
-			return
-		}
-		if err := unix.Fchdir(dirfd); err != nil {
-			errc <- fmt.Errorf("change into the mount point's directory: %w", err)
-			return
-		}
-		err := unix.Unmount(name, flags)
-		// Leave the directory before answering: the thread exits later, and its working
-		// directory would keep the parent's mount busy until then.
-		if cerr := unix.Chdir("/"); cerr != nil && err == nil {
-			err = fmt.Errorf("leave the mount point's directory: %w", cerr)
-		}
-		errc <- err
-	}()
-	return <-errc
+	return unix.Unmount("/proc/self/fd/"+strconv.Itoa(dirfd)+"/"+name, flags)
 }

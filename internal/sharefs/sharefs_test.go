@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -441,6 +444,53 @@ func TestMountsUnderDeepestFirst(t *testing.T) {
 	for _, p := range m {
 		if !strings.HasPrefix(p, s.dir) {
 			t.Errorf("mount %s outside the sandbox dir", p)
+		}
+	}
+}
+
+// TestUnmountSparesChildren: children started with a parent-death signal (QEMU is) survive
+// any number of shares and unshares. Linux sends that signal when the forking *thread*
+// exits, so the unmount path must never end a thread.
+func TestUnmountSparesChildren(t *testing.T) {
+	s := published(t)
+	ctx := context.Background()
+	var children []*exec.Cmd
+	for range 4 {
+		// Forked from whatever threads the scheduler uses, as Start forks QEMU.
+		done := make(chan *exec.Cmd)
+		go func() {
+			cmd := exec.Command("sleep", "60")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			if err := cmd.Start(); err != nil {
+				t.Error(err)
+				cmd = nil
+			}
+			done <- cmd
+		}()
+		if cmd := <-done; cmd != nil {
+			children = append(children, cmd)
+		}
+	}
+	t.Cleanup(func() {
+		for _, c := range children {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+		}
+	})
+	src := t.TempDir()
+	for i := range 40 {
+		if _, err := s.Bind(ctx, "c", "rootfs", src, BindOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RemoveContainer(ctx, "c"); err != nil {
+			t.Fatalf("remove %d: %v", i, err)
+		}
+	}
+	for _, c := range children {
+		// A killed child is a zombie until Wait: its state in /proc tells.
+		stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(c.Process.Pid), "stat"))
+		if err != nil || strings.Contains(string(stat), ") Z ") {
+			t.Errorf("child %d was killed while shares were removed", c.Process.Pid)
 		}
 	}
 }
