@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -36,6 +37,9 @@ func CacheDir(endpoint string) string {
 type cacheClient struct {
 	tc  *ttrpc.Client
 	svc factoryv1.CacheService
+	// server is the pid of the process that listens on the endpoint (SO_PEERCRED): the
+	// parent of every VMM it hands out.
+	server int
 }
 
 // dialCache connects to the cache server. A server that is not running is
@@ -56,8 +60,13 @@ func dialCache(ctx context.Context, endpoint string) (*cacheClient, error) {
 		_ = conn.Close()
 		return nil, fmt.Errorf("vm cache %s: %w", endpoint, err)
 	}
+	cred, err := unixsock.PeerCred(conn.(*net.UnixConn)) // RequireUID accepts only a unix socket
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("vm cache %s: %w", endpoint, err)
+	}
 	tc := ttrpc.NewClient(conn)
-	return &cacheClient{tc: tc, svc: factoryv1.NewCacheClient(tc)}, nil
+	return &cacheClient{tc: tc, svc: factoryv1.NewCacheClient(tc), server: int(cred.Pid)}, nil
 }
 
 func (c *cacheClient) close() { _ = c.tc.Close() }
@@ -116,23 +125,30 @@ func (f *Factory) fromCache(ctx context.Context, key Key, want hypervisor.Config
 	if err != nil {
 		return nil, fromGRPC(err)
 	}
-	vmm := procid.ID{Pid: int(resp.GetPid()), StartTime: resp.GetStartTime()}
+	// Nothing in the answer is acted on (no process signalled or adopted, no directory
+	// moved or removed) before it names a VM of this cache: the server is trusted only as
+	// far as checkHandover verifies.
+	vmm, stateDir, err := checkHandover(resp, dir, c.server)
+	if err != nil {
+		return nil, fmt.Errorf("vm cache answered with a vm that cannot be taken over: %w", err)
+	}
 	defer func() {
 		if retErr != nil {
 			if err := killProcess(vmm); err != nil {
 				log.G(ctx).WithError(err).Warn("kill a cached vm that could not be taken over")
 			}
-			_ = os.RemoveAll(resp.GetStateDir())
+			_ = os.RemoveAll(stateDir)
 		}
 	}()
-	if filepath.Dir(resp.GetStateDir()) != dir {
-		return nil, fmt.Errorf("cache answered with state dir %s, outside %s", resp.GetStateDir(), dir)
+	shape := shapeFromProto(resp.GetShape())
+	if err := shape.Fits(want.VCPUs, want.MemoryMiB); err != nil {
+		return nil, fmt.Errorf("vm cache answered with a vm of the wrong size: %w", err)
 	}
-	if err := moveEntries(resp.GetStateDir(), want.StateDir); err != nil {
+	if err := moveEntries(stateDir, want.StateDir); err != nil {
 		return nil, err
 	}
 	cfg := want
-	shapeFromProto(resp.GetShape()).apply(&cfg)
+	shape.apply(&cfg)
 	cfg.Adopt = &hypervisor.Adoption{Pid: vmm.Pid, StartTime: vmm.StartTime}
 	vm, err := hypervisor.New(f.cfg.Driver, cfg)
 	if err != nil {
@@ -144,4 +160,44 @@ func (f *Factory) fromCache(ctx context.Context, key Key, want hypervisor.Config
 	log.G(ctx).WithField("vm", resp.GetVmId()).WithField("pid", vmm.Pid).WithField("from_template", resp.GetFromTemplate()).
 		Debug("vm taken over from the cache")
 	return vm, nil
+}
+
+// checkHandover checks that a GetVM answer names a VM of the cache whose VMs live in dir
+// and whose server runs as pid server, and returns the VMM's process and the VM's
+// directory. The VM's id is one entry of dir and its state_dir is that entry, a directory;
+// its process runs with the start time given and is a child of the server (the cache
+// starts every VMM it hands out, and reaps it). A process that is not the server's child,
+// or a directory outside dir, is refused: whoever answers on the endpoint must not be able
+// to make the caller adopt, kill or move something else.
+func checkHandover(resp *factoryv1.GetVMResponse, dir string, server int) (procid.ID, string, error) {
+	id := resp.GetVmId()
+	if id == "" || id == "." || id == ".." || strings.ContainsAny(id, "/\x00") {
+		return procid.ID{}, "", fmt.Errorf("vm id %q: want one file name", id)
+	}
+	stateDir := filepath.Join(dir, id)
+	if resp.GetStateDir() != stateDir {
+		return procid.ID{}, "", fmt.Errorf("vm %s: state dir %q, want %s", id, resp.GetStateDir(), stateDir)
+	}
+	if st, err := os.Lstat(stateDir); err != nil {
+		return procid.ID{}, "", fmt.Errorf("vm %s: %w", id, err)
+	} else if !st.IsDir() {
+		return procid.ID{}, "", fmt.Errorf("vm %s: %s is a %v, want a directory", id, stateDir, st.Mode().Type())
+	}
+	vmm := procid.ID{Pid: int(resp.GetPid()), StartTime: resp.GetStartTime()}
+	if vmm.Pid <= 0 {
+		return procid.ID{}, "", fmt.Errorf("vm %s: pid %d: want a process id", id, vmm.Pid)
+	}
+	st, err := procid.ReadStat(vmm.Pid)
+	if err != nil {
+		return procid.ID{}, "", fmt.Errorf("vm %s: vmm: %w", id, err)
+	}
+	switch {
+	case st.StartTime != vmm.StartTime:
+		return procid.ID{}, "", fmt.Errorf("vm %s: vmm %s: the process with that pid started at %d", id, vmm, st.StartTime)
+	case st.PPid != server:
+		return procid.ID{}, "", fmt.Errorf("vm %s: vmm %s is a child of pid %d, want a child of the cache server (pid %d)", id, vmm, st.PPid, server)
+	case st.State == 'Z':
+		return procid.ID{}, "", fmt.Errorf("vm %s: vmm %s has exited", id, vmm)
+	}
+	return vmm, stateDir, nil
 }

@@ -78,11 +78,10 @@ func (s *Server) Serve(ctx context.Context, ready func()) error {
 		log.G(cctx).Info("vm cache: stopped")
 	}()
 
-	srv, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(requireSameUID()))
+	srv, err := s.ttrpcServer()
 	if err != nil {
-		return fmt.Errorf("vm cache: %w", err)
+		return err
 	}
-	factoryv1.RegisterCacheService(srv, s)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, l) }() // owner: Serve; returns when srv shuts down
 	log.G(ctx).WithField("endpoint", endpoint).WithField("vms", c.cfg.target).Info("vm cache: serving")
@@ -101,6 +100,17 @@ func (s *Server) Serve(ctx context.Context, ready func()) error {
 		err = nil
 	}
 	return err
+}
+
+// ttrpcServer is the ttrpc server that serves s: it refuses a peer of another uid.
+// Preconditions: s.cache is set.
+func (s *Server) ttrpcServer() (*ttrpc.Server, error) {
+	srv, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(requireSameUID()))
+	if err != nil {
+		return nil, fmt.Errorf("vm cache: %w", err)
+	}
+	factoryv1.RegisterCacheService(srv, s)
+	return srv, nil
 }
 
 // requireSameUID refuses a connection whose peer does not run as this process's
