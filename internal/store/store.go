@@ -37,8 +37,15 @@ const (
 	Created Status = "created"
 )
 
+// Version is the format of state.json this vessel writes. Format 1 is the first; files
+// written before the field existed have none and are format 1. A newer format is refused
+// with an error naming it, never read as if it were this one.
+const Version = 1
+
 // Container is the persisted state of one container.
 type Container struct {
+	// Version is the file's format (Version when saved; 0 in files from before it).
+	Version   int       `json:"version,omitempty"`
 	ID        string    `json:"id"`
 	SandboxID string    `json:"sandbox_id"`
 	Bundle    string    `json:"bundle"`
@@ -159,6 +166,7 @@ func notExist(id string) error {
 
 // Save writes the container's state atomically.
 func (s Store) Save(c *Container) error {
+	c.Version = Version
 	data, err := json.MarshalIndent(c, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode state of %s: %w", c.ID, err)
@@ -181,6 +189,13 @@ func (s Store) Load(id string) (*Container, error) {
 	var c Container
 	if err := json.Unmarshal(data, &c); err != nil {
 		return nil, fmt.Errorf("decode state of %s: %w", id, err)
+	}
+	if c.Version > Version {
+		return nil, fmt.Errorf("state of %s (%s) has format %d; this vessel reads formats up to %d: use the vessel that created the container",
+			id, filepath.Join(s.Dir(id), stateFile), c.Version, Version)
+	}
+	if c.Version == 0 {
+		c.Version = 1 // written before the format was recorded: the same fields
 	}
 	return &c, nil
 }

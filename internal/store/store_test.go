@@ -1,6 +1,9 @@
 package store
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -75,5 +78,42 @@ func TestLifecycle(t *testing.T) {
 	}
 	if _, err := s.Lock("nope"); !errdefs.IsNotFound(err) {
 		t.Errorf("lock of a missing container: %v", err)
+	}
+}
+
+// TestFormats: a state written before the format was recorded is read as format 1; a newer
+// format is refused with an error naming it; what Save writes records the format.
+func TestFormats(t *testing.T) {
+	s := New(t.TempDir())
+	write := func(id, data string) {
+		t.Helper()
+		if err := os.MkdirAll(s.Dir(id), 0o711); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(s.Dir(id), stateFile), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// As the release before the format field wrote it.
+	write("old", `{"id":"old","sandbox_id":"old","bundle":"/b","rootfs":"/b/rootfs","created":"2026-11-01T00:00:00Z","status":"created","shim_address":"unix:///run/x","shim_pid":42,"spec":null}`)
+	c, err := s.Load("old")
+	if err != nil {
+		t.Fatalf("load a state without a format: %v", err)
+	}
+	if c.Version != 1 || c.ShimAddress != "unix:///run/x" || c.ShimPid != 42 || c.Status != Created {
+		t.Errorf("old state loaded as %+v", c)
+	}
+
+	write("new", `{"version":2,"id":"new","status":"created"}`)
+	if _, err := s.Load("new"); err == nil || !strings.Contains(err.Error(), "format 2") {
+		t.Errorf("load format 2: got %v, want an error naming the format", err)
+	}
+
+	if err := s.Save(&Container{ID: "old", Status: Created}); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(s.Dir("old"), stateFile))
+	if err != nil || !strings.Contains(string(data), `"version": 1`) {
+		t.Errorf("saved state %s (%v) does not record format 1", data, err)
 	}
 }
