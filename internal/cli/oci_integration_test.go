@@ -401,3 +401,25 @@ func atoi(t *testing.T, s string) int {
 	}
 	return n
 }
+
+// TestKillCreated: a container that was created but never started, then killed, stops: its
+// exit is reported (the stand-in exits, state says stopped) and delete needs no --force.
+func TestKillCreated(t *testing.T) {
+	h := newHarness(t)
+	h.subreaper()
+	b := h.bundle([]string{"sleep", "1000"}, nil)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	h.ok("create", "--bundle", b, "--pid-file", pidFile, "never-started")
+	pid := readPid(t, pidFile)
+	h.wantState("never-started", specs.StateCreated)
+	h.ok("kill", "never-started", "KILL")
+	testutil.WaitFor(t, "the killed container to stop", func() bool {
+		return h.state("never-started").Status == specs.StateStopped
+	})
+	// The stand-in exits with the process's status, as for any killed container.
+	if code := reap(t, pid); code != 128+int(syscall.SIGKILL) {
+		t.Errorf("stand-in exit status %d, want %d", code, 128+int(syscall.SIGKILL))
+	}
+	h.ok("delete", "never-started")
+	h.assertNoLeftovers()
+}

@@ -173,6 +173,9 @@ type process struct {
 
 	// done is closed once the process has exited and its output is drained.
 	done chan struct{}
+	// watch starts the goroutine that waits for the exit, once: at Start, or at a Kill of
+	// an init process that was created but never started (its exit must be reported too).
+	watch sync.Once
 
 	// mu guards st, code, exited, streams, files.
 	mu      sync.Mutex

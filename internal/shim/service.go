@@ -465,7 +465,7 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if err := c.start(ctx, p); err != nil {
 		return nil, toGRPC(err)
 	}
-	go s.waitExit(c, p)
+	s.watchExit(c, p)
 	pid := uint32(os.Getpid())
 	if r.ExecID == "" {
 		s.send(runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: r.ID, Pid: pid})
@@ -473,6 +473,12 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		s.send(runtime.TaskExecStartedEventTopic, &eventstypes.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: pid})
 	}
 	return &taskAPI.StartResponse{Pid: pid}, nil
+}
+
+// watchExit starts waitExit for p unless it runs already. The goroutine is owned by the
+// service: it ends when the process exits or the guest is gone (s.ctx ends with the shim).
+func (s *service) watchExit(c *container, p *process) {
+	p.watch.Do(func() { go s.waitExit(c, p) })
 }
 
 // waitExit waits for a started process, drains its output, records the exit and publishes
@@ -729,8 +735,15 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 			return nil, toGRPC(fmt.Errorf("exec %s of %s is not started: %w", r.ExecID, r.ID, errdefs.ErrFailedPrecondition))
 		}
 	}
+	created := p.status() == task.Status_CREATED
 	if err := c.ctr.Kill(ctx, r.ExecID, syscall.Signal(r.Signal), r.All); err != nil {
 		return nil, toGRPC(err)
+	}
+	if created {
+		// The init process exists in the guest, waiting to be started: if the signal ends
+		// it, its exit is reported like any other (runc's shim does the same), so a client
+		// waiting for the task's exit is not left waiting.
+		s.watchExit(c, p)
 	}
 	return &ptypes.Empty{}, nil
 }
