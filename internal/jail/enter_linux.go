@@ -229,3 +229,33 @@ func maskNames(m uint64) string {
 	}
 	return strings.Join(names, ",")
 }
+
+// CanConfine tells whether this process, started as the jail entry, could confine a
+// program: the kernel has seccomp filters (for the program's own filter), ambient
+// capabilities and close_range with CLOSE_RANGE_CLOEXEC, and the process can empty its
+// bounding set (CAP_SETPCAP), or holds no capability and is not root.
+func CanConfine() error {
+	if _, err := os.Stat("/proc/sys/kernel/seccomp/actions_avail"); err != nil {
+		return fmt.Errorf("the kernel has no seccomp filters: %w", err)
+	}
+	last, err := lastCap()
+	if err != nil {
+		return err
+	}
+	if _, err := unix.PrctlRetInt(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_IS_SET, 0, 0, 0); err != nil {
+		return fmt.Errorf("the kernel has no ambient capabilities: %w", err)
+	}
+	// No descriptor is that high: the call changes nothing, and fails on a kernel
+	// without the flag.
+	if err := unix.CloseRange(math.MaxUint32-1, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return fmt.Errorf("close_range(CLOSE_RANGE_CLOEXEC): %w", err)
+	}
+	cur, err := getCaps()
+	if err != nil {
+		return err
+	}
+	if cur.effective&CapMask([]Cap{CapSetpcap}) == 0 && (cur.permitted != 0 || os.Geteuid() == 0) {
+		return fmt.Errorf("cap_setpcap is not effective: the bounding set (capabilities up to %s) cannot be dropped", last)
+	}
+	return nil
+}

@@ -11,3 +11,8 @@ import (
 func enter([]string) error {
 	return fmt.Errorf("the jail entry needs Linux: %w", errdefs.ErrNotImplemented)
 }
+
+// CanConfine: the jail entry needs Linux.
+func CanConfine() error {
+	return fmt.Errorf("the jail entry needs Linux: %w", errdefs.ErrNotImplemented)
+}

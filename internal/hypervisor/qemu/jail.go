@@ -1,6 +1,14 @@
 package qemu
 
-import "github.com/vessel-containers/vessel/internal/jail"
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"time"
+
+	"github.com/vessel-containers/vessel/internal/jail"
+)
 
 // QEMU runs confined (package jail): the driver starts the jail entry, which execs QEMU
 // in place with only the capabilities below, no_new_privs, the resource limits below and
@@ -61,4 +69,16 @@ func jailSpec(binary string, args []string, extraFiles int) jail.Spec {
 		ExtraFiles: extraFiles,
 		Rlimits:    qemuRlimits,
 	}
+}
+
+// checkJail asks binary to parse the seccomp sandbox option: a QEMU built without seccomp
+// refuses it; -version then exits before anything starts.
+func checkJail(binary string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, binary, "-sandbox", seccompSandbox, "-version").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s -sandbox %s: %w: %s", binary, seccompSandbox, err, bytes.TrimSpace(out))
+	}
+	return nil
 }

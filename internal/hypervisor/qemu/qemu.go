@@ -38,7 +38,7 @@ import (
 )
 
 func init() {
-	hypervisor.Register("qemu", hypervisor.Driver{New: New, Capabilities: capabilities})
+	hypervisor.Register("qemu", hypervisor.Driver{New: New, Capabilities: capabilities, CheckJail: checkJail})
 }
 
 // capabilities is what the driver implements: VM templates, handover and CPU and memory
