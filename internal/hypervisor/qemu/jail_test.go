@@ -3,11 +3,14 @@ package qemu
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qemutest"
 	"github.com/vessel-containers/vessel/internal/jail"
 	"github.com/vessel-containers/vessel/internal/jail/jailtest"
@@ -100,4 +103,25 @@ func syscallDupNoCloexec(f *os.File) (int, error) {
 		return 0, err
 	}
 	return fd, nil
+}
+
+// TestStartWithoutSeccomp starts a "QEMU" that refuses -sandbox the way a QEMU built
+// without seccomp does: the start fails and says why.
+func TestStartWithoutSeccomp(t *testing.T) {
+	script := filepath.Join(t.TempDir(), "qemu")
+	body := "#!/bin/sh\necho 'qemu-system-x86_64: -sandbox " + seccompSandbox + ": " + sandboxUnsupportedMsg + "' >&2\nexit 1\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	vm, _ := newTestVM(t, func(c *hypervisor.Config) {
+		c.Path = script
+		c.Accelerator = hypervisor.AccelTCG
+	})
+	err := vm.Start(fakeCtx(t))
+	if err == nil {
+		t.Fatal("start: got nil error")
+	}
+	if !strings.Contains(err.Error(), "has no seccomp support, which the VMM jail requires") {
+		t.Errorf("start error does not name the missing seccomp support: %v", err)
+	}
 }
