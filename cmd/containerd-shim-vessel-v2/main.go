@@ -9,10 +9,12 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/shim"
 
+	"github.com/vessel-containers/vessel/internal/jail"
 	vshim "github.com/vessel-containers/vessel/internal/shim"
 )
 
 func main() {
+	jail.Main() // the VMM's confinement: returns unless started as the jail entry
 	vshim.Register()
 	shim.Run(context.Background(), vshim.NewManager(), vshim.Options)
 }

@@ -7,8 +7,10 @@ import (
 	"os"
 
 	"github.com/vessel-containers/vessel/internal/cli"
+	"github.com/vessel-containers/vessel/internal/jail"
 )
 
 func main() {
+	jail.Main() // the VMM's confinement: returns unless started as the jail entry
 	os.Exit(cli.Run(context.Background(), os.Args))
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/jail"
 )
 
 // CheckCommand is `vessel check`: it reports what the host supports for the effective
@@ -20,7 +21,9 @@ func CheckCommand() *cli.Command {
 		Name:  "check",
 		Usage: "report whether this host can run Vessel sandboxes",
 		Description: `Checks KVM, vhost-vsock, vhost-net, the hypervisor binary, the guest kernel and
-image, the entropy source, virtiofsd and the jailer when configured, and the cgroup version.
+image, the entropy source, virtiofsd and the jailer when configured, the cgroup version, and
+the VMM jail: the hypervisor's seccomp sandbox, dropping capabilities, and (for the
+unprivileged VMM, not used yet) user namespaces and idmapped mounts on the state directory.
 Items the configuration needs are FAIL when missing (exit status 1); others are warnings.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "configuration file (overrides the global --config)"},
@@ -34,7 +37,7 @@ Items the configuration needs are FAIL when missing (exit status 1); others are 
 				src = "built-in defaults"
 			}
 			fmt.Fprintf(c.App.Writer, "configuration: %s\n", src)
-			results := runChecks(cfg, hostProbes())
+			results := runChecks(cfg, c.String("root"), hostProbes())
 			if failed := report(c.App.Writer, results); failed > 0 {
 				return cli.Exit(fmt.Sprintf("%d required item(s) missing", failed), 1)
 			}
@@ -52,6 +55,14 @@ type probes struct {
 	stat   func(path string) (fs.FileInfo, error)
 	// cgroups describes the host's cgroup setup: "v1", "v2" or "hybrid".
 	cgroups func() (string, error)
+	// confine tells whether this process can confine the VMM (jail.CanConfine).
+	confine func() error
+	// vmmJail asks the driver whether its binary runs confined (hypervisor.CheckJail).
+	vmmJail func(driver, binary string) error
+	// userns tells whether user namespaces can be created.
+	userns func() error
+	// idmap tells whether the file system holding dir takes idmapped mounts.
+	idmap func(dir string) error
 }
 
 func hostProbes() probes {
@@ -66,6 +77,10 @@ func hostProbes() probes {
 		},
 		stat:    os.Stat,
 		cgroups: cgroupMode,
+		confine: jail.CanConfine,
+		vmmJail: hypervisor.CheckJail,
+		userns:  userNamespaces,
+		idmap:   idmappedMounts,
 	}
 }
 
@@ -87,8 +102,8 @@ func (r checkResult) status() string {
 	return "warn"
 }
 
-// runChecks inspects the host for cfg.
-func runChecks(cfg *config.Config, p probes) []checkResult {
+// runChecks inspects the host for cfg; root is the state directory (--root).
+func runChecks(cfg *config.Config, root string, p probes) []checkResult {
 	h := &cfg.Hypervisor
 	var out []checkResult
 	add := func(name string, required bool, err error, okDetail, failDetail string) {
@@ -134,6 +149,16 @@ func runChecks(cfg *config.Config, p probes) []checkResult {
 	}
 	mode, err := p.cgroups()
 	add("cgroups", false, err, mode, "")
+
+	// The VMM jail is always on: what it applies today is required.
+	add("jail: seccomp sandbox", true, p.vmmJail(cfg.Hypervisor.Driver, h.Path),
+		"the hypervisor installs its seccomp filter", "the VMM cannot run confined")
+	add("jail: capabilities", true, p.confine(),
+		"no_new_privs, capability drop to the VMM's set, rlimits, descriptors", "the VMM cannot run confined")
+	add("jail: user namespaces", false, p.userns(),
+		"for running the VMM unprivileged (not used yet)", "needed to run the VMM unprivileged (not used yet)")
+	add("jail: idmapped mounts", false, p.idmap(root),
+		"on the file system of "+root+" (for the unprivileged VMM, not used yet)", "needed to run the VMM unprivileged (not used yet)")
 	return out
 }
 

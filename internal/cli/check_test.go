@@ -15,6 +15,7 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	_ "github.com/vessel-containers/vessel/internal/hypervisor/qemu" // the jail check asks the driver
 )
 
 type fakeInfo struct{ mode fs.FileMode }
@@ -50,7 +51,25 @@ func fakeHost(kvm bool, files map[string]fs.FileMode, devices ...string) probes 
 			return nil, &fs.PathError{Op: "stat", Path: p, Err: fs.ErrNotExist}
 		},
 		cgroups: func() (string, error) { return "hybrid", nil },
+		confine: func() error { return nil },
+		vmmJail: func(driver, binary string) error {
+			if driver != "qemu" || binary != config.DefaultHypervisorPath {
+				return fmt.Errorf("jail check of %s %s, want qemu %s", driver, binary, config.DefaultHypervisorPath)
+			}
+			return nil
+		},
+		userns: func() error { return nil },
+		idmap:  func(string) error { return nil },
 	}
+}
+
+// noJail is h on a host whose hypervisor has no seccomp and that has no user namespaces.
+func noJail(h probes) probes {
+	h.vmmJail = func(string, string) error { return errors.New("-sandbox support is not enabled in this QEMU binary") }
+	h.confine = func() error { return errors.New("cap_setpcap is not effective") }
+	h.userns = func() error { return errors.New("user namespaces: operation not permitted") }
+	h.idmap = func(string) error { return errors.New("idmap: invalid argument") }
+	return h
 }
 
 func allFiles() map[string]fs.FileMode {
@@ -89,12 +108,15 @@ func TestRunChecks(t *testing.T) {
 			c.Hypervisor.JailerPath = "/opt/jailer"
 			c.Hypervisor.Initrd, c.Hypervisor.Image = "", "/opt/disk.img"
 		}, host: fakeHost(true, allFiles(), "/dev/vhost-vsock", "/dev/vhost-net"), failed: []string{"image", "jailer"}},
+		{name: "no jail", cfg: func(*config.Config) {}, host: noJail(fakeHost(true, allFiles(), "/dev/vhost-vsock", "/dev/vhost-net")),
+			failed: []string{"jail: seccomp sandbox", "jail: capabilities"},
+			warned: []string{"jail: user namespaces", "jail: idmapped mounts"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := config.Default()
 			tc.cfg(cfg)
 			var failed, warned []string
-			for _, r := range runChecks(cfg, tc.host) {
+			for _, r := range runChecks(cfg, "/run/vessel", tc.host) {
 				switch r.status() {
 				case "FAIL":
 					failed = append(failed, r.name)
@@ -142,6 +164,10 @@ func TestCheckCommand(t *testing.T) {
 		return p
 	}
 	qemu, kernel, initrd := write("qemu", 0o755), write("vmlinux", 0o644), write("initrd", 0o644)
+	// A QEMU that accepts every option (the jail check runs it with -sandbox and -version).
+	if err := os.WriteFile(qemu, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := os.Stat("/dev/urandom"); err != nil {
 		t.Skip("no /dev/urandom")
 	}
@@ -157,7 +183,8 @@ func TestCheckCommand(t *testing.T) {
 	if err := testApp(CheckCommand(), &out).Run([]string{"vessel", "--config", conf(kernel), "check"}); err != nil {
 		t.Fatalf("check failed: %v\n%s", err, out.String())
 	}
-	for _, name := range []string{"kvm", "vhost-vsock", "vhost-net", "hypervisor", "kernel", "initrd", "entropy", "cgroups"} {
+	for _, name := range []string{"kvm", "vhost-vsock", "vhost-net", "hypervisor", "kernel", "initrd", "entropy", "cgroups",
+		"jail: seccomp sandbox", "jail: capabilities", "jail: user namespaces", "jail: idmapped mounts"} {
 		if !strings.Contains(out.String(), "  "+name+" ") {
 			t.Errorf("report lacks %s:\n%s", name, out.String())
 		}

@@ -73,7 +73,7 @@ const (
 	noImages     = "guest disk images are not built yet: the VM boots from hypervisor.initrd"
 	noNetwork    = "networking is not built yet: the VM has no network device"
 	noFileMemory = "file-backed guest memory is not built yet"
-	noJailer     = "no jailer is built: the hypervisor runs without one"
+	noJailer     = "no external jailer is run: the qemu driver confines QEMU itself (internal/jail)"
 	noCtl        = "no driver in this Vessel uses a control binary (cloud-hypervisor's ch-remote)"
 )
 

@@ -223,6 +223,9 @@ type Driver struct {
 	New NewFunc
 	// Capabilities is what every VM New creates supports.
 	Capabilities Capabilities
+	// CheckJail, if set, tells whether the hypervisor binary at the given path can run
+	// confined the way the driver confines it (nil when it can).
+	CheckJail func(binary string) error
 }
 
 // registry holds the drivers; mu guards drivers.
@@ -272,6 +275,19 @@ func CapabilitiesOf(name string) (Capabilities, error) {
 	c := d.Capabilities
 	c.SharedFS = slices.Clone(c.SharedFS)
 	return c, nil
+}
+
+// CheckJail asks the named driver whether binary can run confined (Driver.CheckJail);
+// a driver without the check returns nil.
+func CheckJail(name, binary string) error {
+	d, err := lookup(name)
+	if err != nil {
+		return err
+	}
+	if d.CheckJail == nil {
+		return nil
+	}
+	return d.CheckJail(binary)
 }
 
 // New creates an unstarted VM with the named driver. It refuses an unknown driver

@@ -27,11 +27,13 @@ import (
 	"github.com/vessel-containers/vessel/internal/bundle"
 	_ "github.com/vessel-containers/vessel/internal/hypervisor/qemu"
 	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qemutest"
+	"github.com/vessel-containers/vessel/internal/jail"
 )
 
-// TestMain lets the test binary double as a QEMU (see qemutest); the sandboxes named with
-// silentID run one whose guest never answers.
+// TestMain lets the test binary double as the jail entry that starts QEMU and as a QEMU
+// (see qemutest); the sandboxes named with silentID run one whose guest never answers.
 func TestMain(m *testing.M) {
+	jail.Main()
 	qemutest.Main()
 	os.Exit(m.Run())
 }

@@ -22,9 +22,11 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/vessel-containers/vessel/bench/internal/harness"
+	"github.com/vessel-containers/vessel/internal/jail"
 )
 
 func main() {
+	jail.Main() // the VMM's confinement: returns unless started as the jail entry
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "vesselbench:", err)
 		os.Exit(1)

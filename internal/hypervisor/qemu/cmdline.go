@@ -50,6 +50,17 @@ var baseKernelParams = []string{"console=ttyS0", "panic=-1", "no_timer_check"}
 // TSC-deadline timer needs no calibration.
 var tcgKernelParams = []string{"nolapic_timer"}
 
+// seccompSandbox is QEMU's seccomp filter, installed before QEMU creates the machine:
+// "on" denies the default list, and the rest deny obsolete system calls, changing
+// credentials (setuid, setgid, ...), spawning processes (fork, vfork, execve) and
+// changing scheduling and affinity. Template save and restore migrate through a
+// descriptor, not "exec:", so they need no spawning. A QEMU built without seccomp
+// refuses the option at start (sandboxUnsupported), which fails the start.
+const seccompSandbox = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
+// sandboxUnsupportedMsg is what a QEMU built without seccomp says when given -sandbox.
+const sandboxUnsupportedMsg = "-sandbox support is not enabled in this QEMU binary"
+
 // launch is what the command line needs besides the Config: decisions taken at Start.
 type launch struct {
 	// accel is the resolved accelerator: hypervisor.AccelKVM or hypervisor.AccelTCG.
@@ -105,6 +116,7 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 		"-display", "none", "-vga", "none",
 		"-no-reboot",
 		"-msg", "timestamp=on",
+		"-sandbox", seccompSandbox,
 	}
 
 	cpu := "host"

@@ -35,6 +35,7 @@ func TestCommandLineBaseline(t *testing.T) {
 		"-display", "none", "-vga", "none",
 		"-no-reboot",
 		"-msg", "timestamp=on",
+		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		"-accel", "tcg,tb-size=64", "-cpu", "max",
 		"-smp", "1,maxcpus=1",
 		"-m", "256M",

@@ -11,11 +11,13 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qemutest"
+	"github.com/vessel-containers/vessel/internal/jail"
 )
 
-// The test binary doubles as a fake QEMU (see qemutest), so the process management is
-// tested without root, a kernel or QEMU itself.
+// The test binary doubles as the jail entry that starts QEMU and as a fake QEMU (see
+// qemutest), so the process management is tested without root, a kernel or QEMU itself.
 func TestMain(m *testing.M) {
+	jail.Main()
 	qemutest.Main()
 	os.Exit(m.Run())
 }

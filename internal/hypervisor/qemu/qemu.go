@@ -14,9 +14,10 @@
 // the caller to read or remove with the directory.
 //
 // VM templates, handing a running QEMU to another process and growing a VM (CPU and
-// memory hotplug) are in template*.go. Not supported yet: block hotplug, networking,
-// vsock, snapshots of a running sandbox, QEMU's seccomp sandbox, and running QEMU under a
-// jailer or as a non-root user.
+// memory hotplug) are in template*.go. QEMU runs confined (jail.go): few capabilities,
+// no_new_privs, resource limits, only its own descriptors, and its seccomp sandbox. Not
+// supported yet: block hotplug, networking, vsock, snapshots of a running sandbox, and
+// running QEMU as a non-root user in its own namespaces and root.
 package qemu
 
 import (
@@ -37,7 +38,7 @@ import (
 )
 
 func init() {
-	hypervisor.Register("qemu", hypervisor.Driver{New: New, Capabilities: capabilities})
+	hypervisor.Register("qemu", hypervisor.Driver{New: New, Capabilities: capabilities, CheckJail: checkJail})
 }
 
 // capabilities is what the driver implements: VM templates, handover and CPU and memory

@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qmp"
+	"github.com/vessel-containers/vessel/internal/jail"
 	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
@@ -104,9 +106,10 @@ func (v *VM) start(ctx context.Context) error {
 	return nil
 }
 
-// exec creates the sockets and QEMU's log, and starts QEMU with them. QEMU gets the only
-// copies of the listening sockets: if it dies before accepting, a queued connection is
-// reset instead of waiting.
+// exec creates the sockets and QEMU's log, and starts QEMU with them, confined by the jail
+// entry (jail.go), which execs QEMU in place: the process started here is QEMU. QEMU gets
+// the only copies of the listening sockets: if it dies before accepting, a queued
+// connection is reset instead of waiting.
 func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, error) {
 	var files []*os.File
 	defer func() {
@@ -128,7 +131,10 @@ func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, e
 	files = append(files, qemuLog)
 
 	args := commandLine(&v.cfg, launch{accel: accel, qmpFD: 3, agentFD: 4, consoleFD: 5})
-	cmd := exec.Command(v.binary, args...)
+	cmd, err := jail.Command(jailSpec(v.binary, args, len(socketNames)))
+	if err != nil {
+		return nil, err
+	}
 	cmd.ExtraFiles = files[:3] // QMP, agent and console listeners: fds 3, 4 and 5 in QEMU
 	cmd.Stdout, cmd.Stderr = qemuLog, qemuLog
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -136,7 +142,7 @@ func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, e
 	handoverAttr(&v.cfg, cmd.SysProcAttr)
 	logger.WithField("accel", accel).WithField("args", args).Debug("starting qemu")
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("exec %s: %w", v.binary, err)
+		return nil, fmt.Errorf("exec %s in the jail entry: %w", v.binary, err)
 	}
 	return cmd, nil
 }
@@ -311,6 +317,9 @@ func (v *VM) wait(cmd *exec.Cmd, exited, started chan struct{}, logger *log.Entr
 	stopRequested, reason, startErr := v.afterExit(exited, started, logger)
 	var err error
 	switch {
+	case startErr != nil && v.sandboxUnsupported():
+		err = fmt.Errorf("qemu did not start (%s): %s has no seccomp support, which the VMM jail requires (-sandbox %s): %w%s",
+			cmd.ProcessState, v.binary, seccompSandbox, startErr, v.logTails())
 	case startErr != nil:
 		err = fmt.Errorf("qemu did not start (%s): %w%s", cmd.ProcessState, startErr, v.logTails())
 	case !stopRequested:
@@ -360,6 +369,11 @@ func (v *VM) afterExit(exited, started chan struct{}, logger *log.Entry) (stopRe
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.stopRequested, v.shutdownReason, v.startErr
+}
+
+// sandboxUnsupported tells whether qemu.log says that QEMU was built without seccomp.
+func (v *VM) sandboxUnsupported() bool {
+	return bytes.Contains(readTail(v.statePath(qemuLogName), tailBytes), []byte(sandboxUnsupportedMsg))
 }
 
 // exitError describes an exit nobody asked for.
