@@ -4,8 +4,6 @@ package agent
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -23,9 +21,9 @@ import (
 	"github.com/containerd/ttrpc"
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/proto"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/testutil/ttrpcwire"
 )
 
 const agentServiceName = "vessel.agent.v1.Agent"
@@ -215,7 +213,7 @@ func FuzzAgentRequest(f *testing.F) {
 		body := payload
 		if !raw {
 			var err error
-			body, err = proto.Marshal(&ttrpc.Request{Service: agentServiceName, Method: method, Payload: payload, TimeoutNano: int64(time.Second)})
+			body, err = ttrpcwire.Request(agentServiceName, method, payload)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -231,49 +229,13 @@ func FuzzAgentRequest(f *testing.F) {
 	})
 }
 
-// roundTrip sends body as request frame 1 on a new connection and returns the response, or
-// nil when the server closed the connection instead of answering (what it does on a frame
-// it cannot take).
+// roundTrip sends body as a request on a new connection to l (ttrpcwire.RoundTrip).
 func roundTrip(l *pipeListener, body []byte) (*ttrpc.Response, error) {
 	conn, err := l.dial()
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	hdr := make([]byte, 10)
-	binary.BigEndian.PutUint32(hdr[0:4], uint32(len(body)))
-	binary.BigEndian.PutUint32(hdr[4:8], 1)
-	hdr[8] = 0x1 // request
-	go func() {
-		// net.Pipe writes block until read: write in the background, the answer may
-		// come before the server read the whole body.
-		_, _ = conn.Write(append(hdr, body...))
-	}()
-	for {
-		if _, err := io.ReadFull(conn, hdr); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil, nil
-			}
-			return nil, fmt.Errorf("no answer: %w", err)
-		}
-		n := binary.BigEndian.Uint32(hdr[0:4])
-		if n > 4<<20 {
-			return nil, fmt.Errorf("answer of %d bytes", n)
-		}
-		p := make([]byte, n)
-		if _, err := io.ReadFull(conn, p); err != nil {
-			return nil, fmt.Errorf("answer body: %w", err)
-		}
-		if binary.BigEndian.Uint32(hdr[4:8]) != 1 || hdr[8] != 0x2 {
-			continue
-		}
-		var resp ttrpc.Response
-		if err := proto.Unmarshal(p, &resp); err != nil {
-			return nil, fmt.Errorf("answer is not a ttrpc response: %w", err)
-		}
-		return &resp, nil
-	}
+	return ttrpcwire.RoundTrip(conn, body)
 }
 
 // TestUndecodableRequestIsInvalidArgument sends a request whose payload is not the method's
@@ -296,7 +258,7 @@ func TestUndecodableRequestIsInvalidArgument(t *testing.T) {
 	}()
 	// Field 1 of SignalProcessRequest (container_id) is a proto3 string: invalid UTF-8 there
 	// cannot be decoded.
-	body, err := proto.Marshal(&ttrpc.Request{Service: agentServiceName, Method: "SignalProcess", Payload: []byte{0x0a, 0x01, 0xff}, TimeoutNano: int64(time.Second)})
+	body, err := ttrpcwire.Request(agentServiceName, "SignalProcess", []byte{0x0a, 0x01, 0xff})
 	if err != nil {
 		t.Fatal(err)
 	}

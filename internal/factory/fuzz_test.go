@@ -4,7 +4,6 @@ package factory
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -30,6 +29,7 @@ import (
 	factoryv1 "github.com/vessel-containers/vessel/api/factory/v1"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/procid"
+	"github.com/vessel-containers/vessel/internal/testutil/ttrpcwire"
 	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
@@ -39,8 +39,6 @@ const (
 	fuzzDriver = "takeover"
 	// failStartID is the sandbox id whose VM fails to start (the taker's failure path).
 	failStartID = "sb-fail"
-	// frameRequest and frameResponse are ttrpc's message types.
-	frameRequest, frameResponse = 0x1, 0x2
 	// failStartBit in FuzzClientResponse's code makes the taken VM fail to start.
 	failStartBit = 1 << 16
 	// hangAfter is how long FuzzClientResponse lets the client handle one answer.
@@ -73,33 +71,6 @@ func quietContext() context.Context {
 	logger := logrus.New()
 	logger.SetOutput(io.Discard)
 	return log.WithLogger(context.Background(), logrus.NewEntry(logger))
-}
-
-// writeFrame writes one ttrpc frame: length, stream id, type, flags, then body.
-func writeFrame(conn net.Conn, stream uint32, typ byte, body []byte) error {
-	hdr := make([]byte, 10)
-	binary.BigEndian.PutUint32(hdr[0:4], uint32(len(body)))
-	binary.BigEndian.PutUint32(hdr[4:8], stream)
-	hdr[8] = typ
-	_, err := conn.Write(append(hdr, body...))
-	return err
-}
-
-// readFrame reads one ttrpc frame.
-func readFrame(conn net.Conn) (stream uint32, typ byte, body []byte, err error) {
-	hdr := make([]byte, 10)
-	if _, err := io.ReadFull(conn, hdr); err != nil {
-		return 0, 0, nil, err
-	}
-	n := binary.BigEndian.Uint32(hdr[0:4])
-	if n > 4<<20 {
-		return 0, 0, nil, fmt.Errorf("frame of %d bytes, more than ttrpc's 4 MiB", n)
-	}
-	body = make([]byte, n)
-	if _, err := io.ReadFull(conn, body); err != nil {
-		return 0, 0, nil, fmt.Errorf("frame body: %w", err)
-	}
-	return binary.BigEndian.Uint32(hdr[4:8]), hdr[8], body, nil
 }
 
 // cacheMethods lists the cache service's methods, by name.
@@ -181,7 +152,7 @@ func FuzzServerRequest(f *testing.F) {
 		body := payload
 		if !raw {
 			var err error
-			body, err = proto.Marshal(&ttrpc.Request{Service: cacheServiceName, Method: method, Payload: payload, TimeoutNano: int64(time.Second)})
+			body, err = ttrpcwire.Request(cacheServiceName, method, payload)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -221,47 +192,13 @@ func FuzzServerRequest(f *testing.F) {
 	})
 }
 
-// roundTrip sends body as request frame 1 on a new connection to endpoint and returns the
-// response, or nil when the server closed the connection instead of answering (what it
-// does on a frame it cannot take).
+// roundTrip sends body as a request on a new connection to endpoint (ttrpcwire.RoundTrip).
 func roundTrip(endpoint string, body []byte) (*ttrpc.Response, error) {
 	conn, err := net.Dial("unix", endpoint)
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
-		return nil, err
-	}
-	written := make(chan struct{})
-	go func() {
-		// The answer may come before the server read the whole body, and a body larger
-		// than the socket buffer blocks the write until read or closed.
-		defer close(written)
-		_ = writeFrame(conn, 1, frameRequest, body)
-	}()
-	defer func() { <-written }() // the deferred Close above ends a blocked write
-	for {
-		stream, typ, p, err := readFrame(conn)
-		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
-				return nil, nil
-			}
-			var op *net.OpError
-			if errors.As(err, &op) && !op.Timeout() {
-				return nil, nil // reset by the server
-			}
-			return nil, fmt.Errorf("no answer: %w", err)
-		}
-		if stream != 1 || typ != frameResponse {
-			continue
-		}
-		var resp ttrpc.Response
-		if err := proto.Unmarshal(p, &resp); err != nil {
-			return nil, fmt.Errorf("answer is not a ttrpc response: %w", err)
-		}
-		return &resp, nil
-	}
+	return ttrpcwire.RoundTrip(conn, body)
 }
 
 // Bits of FuzzClientResponse's fix argument: they put values into a GetVM answer that no
@@ -430,15 +367,15 @@ func answerOnce(l *net.UnixListener, body []byte) error {
 	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
 		return err
 	}
-	stream, typ, _, err := readFrame(conn)
+	stream, typ, _, err := ttrpcwire.ReadFrame(conn)
 	if err != nil {
 		return fmt.Errorf("read the client's request: %w", err)
 	}
-	if typ != frameRequest {
+	if typ != ttrpcwire.TypeRequest {
 		return fmt.Errorf("client sent a frame of type %d, want a request", typ)
 	}
 	// The client may have given up (a closed connection) before reading: not an error.
-	_ = writeFrame(conn, stream, frameResponse, body)
+	_ = ttrpcwire.WriteFrame(conn, stream, ttrpcwire.TypeResponse, body)
 	return nil
 }
 

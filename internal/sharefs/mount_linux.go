@@ -143,6 +143,19 @@ func (s *Share) publish(ctx context.Context) error {
 	return nil
 }
 
+// openRootAndView opens the sandbox directory and the shared view beneath it; the caller
+// closes both.
+func (s *Share) openRootAndView() (root, view int, err error) {
+	if root, err = s.openRoot(); err != nil {
+		return -1, -1, err
+	}
+	if view, err = s.openView(root); err != nil {
+		unix.Close(root)
+		return -1, -1, err
+	}
+	return root, view, nil
+}
+
 // openView opens the view and checks that it is the read-only mount Publish attached, so
 // nothing below it can have been changed by the guest.
 func (s *Share) openView(root int) (int, error) {
@@ -205,15 +218,11 @@ func (s *Share) bind(ctx context.Context, containerID, name, src string, opts Bi
 		}
 	}
 
-	root, err := s.openRoot()
+	root, view, err := s.openRootAndView()
 	if err != nil {
 		return err
 	}
 	defer unix.Close(root)
-	view, err := s.openView(root)
-	if err != nil {
-		return err
-	}
 	defer unix.Close(view)
 	// The mount target is made in the host-only tree and reached through the view.
 	if err := mkdirBeneath(root, treeRel(containerID), 0o700); err != nil {
@@ -275,15 +284,11 @@ func (s *Share) bind(ctx context.Context, containerID, name, src string, opts Bi
 }
 
 func (s *Share) setReadOnly(_ context.Context, containerID, name string) error {
-	root, err := s.openRoot()
+	root, view, err := s.openRootAndView()
 	if err != nil {
 		return err
 	}
 	defer unix.Close(root)
-	view, err := s.openView(root)
-	if err != nil {
-		return err
-	}
 	defer unix.Close(view)
 	fd, err := openBeneath(view, filepath.Join(containerID, name), unix.O_PATH, 0)
 	if err != nil {
