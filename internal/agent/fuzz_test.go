@@ -5,7 +5,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"net"
 	"os"
@@ -207,16 +206,9 @@ func FuzzAgentRequest(f *testing.F) {
 		if err := os.RemoveAll(cfg.RunDir); err != nil {
 			t.Fatal(err)
 		}
-		if !slices.Contains(methods, method) {
-			method = methods[crc32.ChecksumIEEE([]byte(method))%uint32(len(methods))]
-		}
-		body := payload
-		if !raw {
-			var err error
-			body, err = ttrpcwire.Request(agentServiceName, method, payload)
-			if err != nil {
-				t.Fatal(err)
-			}
+		method, body, err := ttrpcwire.FuzzBody(agentServiceName, methods, method, payload, raw)
+		if err != nil {
+			t.Fatal(err)
 		}
 		// A handler's error is an answer like any other; what must not happen is no
 		// answer (a hang, a dead server) or a panic.

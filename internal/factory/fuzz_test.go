@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"net"
 	"os"
@@ -146,16 +145,9 @@ func FuzzServerRequest(f *testing.F) {
 	f.Add("GetVM", good, false)
 
 	f.Fuzz(func(t *testing.T, method string, payload []byte, raw bool) {
-		if !slices.Contains(methods, method) {
-			method = methods[crc32.ChecksumIEEE([]byte(method))%uint32(len(methods))]
-		}
-		body := payload
-		if !raw {
-			var err error
-			body, err = ttrpcwire.Request(cacheServiceName, method, payload)
-			if err != nil {
-				t.Fatal(err)
-			}
+		method, body, err := ttrpcwire.FuzzBody(cacheServiceName, methods, method, payload, raw)
+		if err != nil {
+			t.Fatal(err)
 		}
 		resp, err := roundTrip(endpoint, body)
 		if err != nil {

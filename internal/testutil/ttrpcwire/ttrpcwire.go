@@ -7,8 +7,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/containerd/ttrpc"
@@ -58,6 +60,20 @@ func ReadFrame(conn net.Conn) (stream uint32, typ byte, body []byte, err error) 
 // Request encodes a ttrpc request for method of service.
 func Request(service, method string, payload []byte) ([]byte, error) {
 	return proto.Marshal(&ttrpc.Request{Service: service, Method: method, Payload: payload, TimeoutNano: int64(time.Second)})
+}
+
+// FuzzBody turns a fuzz input into a frame body: the payload itself when raw, else a
+// request for method of service, where a method not in methods is mapped onto one of
+// them, so every input reaches a handler. It returns the method used.
+func FuzzBody(service string, methods []string, method string, payload []byte, raw bool) (string, []byte, error) {
+	if !slices.Contains(methods, method) {
+		method = methods[crc32.ChecksumIEEE([]byte(method))%uint32(len(methods))]
+	}
+	if raw {
+		return method, payload, nil
+	}
+	body, err := Request(service, method, payload)
+	return method, body, err
 }
 
 // RoundTrip sends body as request frame 1 on conn, returns the response to stream 1, and
