@@ -90,6 +90,10 @@ bench: build image ## benchmarks: Vessel vs runc vs the bare-VM floor (results i
 bench-quick: build image ## benchmark smoke test (1 run each, small counts), run in CI so the harness never rots
 	$(GO) run ./bench/cmd/vesselbench -quick -guest-dir $(GUEST_DIR) -out $(OUT)/bench-quick
 
+.PHONY: conformance
+conformance: build image ## OCI runtime-tools validation programs against runc and Vessel side by side (table in _output/conformance; docs/conformance.md)
+	$(GO) run ./conformance/cmd/vesselconformance -guest-dir $(GUEST_DIR) -out $(OUT)/conformance -bin $(OUT)/bin
+
 .PHONY: lint
 lint: ## gofmt, go vet and golangci-lint with the repo's config
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -1,0 +1,142 @@
+package suite
+
+import (
+	"bytes"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestParseTAP(t *testing.T) {
+	in := `TAP version 13
+ok 1 - has a root
+not ok 2 - rlimit RLIMIT_NOFILE is 1024
+  ---
+  { "expected": 1024 }
+  ...
+ok 3 # SKIP linux.uidMappings not set
+not ok 4 - flaky # TODO known
+ok 5 hostname is set
+not ok 6
+# a diagnostic line
+1..6
+`
+	got, err := ParseTAP(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := TAP{Plan: 6, Passed: 2, Failed: 2, Skipped: 2, Failures: []string{"rlimit RLIMIT_NOFILE is 1024", ""}}
+	if got.Plan != want.Plan || got.Passed != want.Passed || got.Failed != want.Failed || got.Skipped != want.Skipped ||
+		!slices.Equal(got.Failures, want.Failures) {
+		t.Fatalf("ParseTAP = %+v, want %+v", got, want)
+	}
+}
+
+func TestParseTAPSkipAll(t *testing.T) {
+	got, err := ParseTAP(strings.NewReader("1..0 # SKIP no cgroup v2\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Plan != 0 || got.SkipAll != "no cgroup v2" || got.Executed() != 0 {
+		t.Fatalf("ParseTAP = %+v", got)
+	}
+	if v := (Run{TAP: got}).Verdict(); v != Skip {
+		t.Fatalf("verdict %s, want skip", v)
+	}
+}
+
+func TestVerdict(t *testing.T) {
+	ok := TAP{Plan: 2, Passed: 2}
+	for _, tc := range []struct {
+		name string
+		run  Run
+		want Verdict
+	}{
+		{"all passed", Run{TAP: ok}, Pass},
+		{"a test failed", Run{TAP: TAP{Plan: 2, Passed: 1, Failed: 1}}, Fail},
+		{"non-zero exit", Run{TAP: ok, ExitCode: 1}, Fail},
+		{"timed out", Run{TAP: ok, ExitCode: -1, Err: "timed out"}, Fail},
+		{"no plan", Run{TAP: TAP{Plan: -1, Passed: 2}}, Fail},
+		{"fewer tests than planned", Run{TAP: TAP{Plan: 3, Passed: 2}}, Fail},
+		{"all skipped", Run{TAP: TAP{Plan: 2, Skipped: 2}}, Skip},
+	} {
+		if got := tc.run.Verdict(); got != tc.want {
+			t.Errorf("%s: verdict %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestParseKnown(t *testing.T) {
+	k, err := ParseKnown(strings.NewReader("# comment\n\nlinux_ns_path: host namespaces mean nothing in a VM\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(k) != 1 || k["linux_ns_path"] != "host namespaces mean nothing in a VM" {
+		t.Fatalf("ParseKnown = %v", k)
+	}
+	for _, bad := range []string{"linux_ns_path\n", "linux_ns_path:\n", "a: x\na: y\n"} {
+		if _, err := ParseKnown(strings.NewReader(bad)); err == nil {
+			t.Errorf("ParseKnown(%q) succeeded, want an error", bad)
+		}
+	}
+}
+
+func TestCompare(t *testing.T) {
+	pass := Run{TAP: TAP{Plan: 1, Passed: 1}}
+	fail := Run{TAP: TAP{Plan: 1, Failed: 1, Failures: []string{"x"}}}
+	skip := Run{TAP: TAP{Plan: 1, Skipped: 1}}
+	leak := Run{TAP: TAP{Plan: 1, Passed: 1}, Leaked: []string{"c1"}}
+	known := Known{"listed": "by design"}
+	for _, tc := range []struct {
+		prog         string
+		runc, vessel Run
+		want         Status
+	}{
+		{"p", pass, pass, Same},
+		{"p", fail, fail, Same},
+		{"p", Run{TAP: TAP{Plan: 3, Passed: 2, Failed: 1}}, Run{TAP: TAP{Plan: 3, Passed: 1, Failed: 2}}, Regression},
+		{"p", fail, pass, Same},
+		{"p", pass, fail, Regression},
+		{"p", pass, skip, Regression},
+		{"p", pass, leak, Regression},
+		{"listed", pass, fail, Expected},
+		{"listed", pass, pass, Stale},
+		{"listed", fail, fail, Stale},
+	} {
+		if got := Compare(tc.prog, tc.runc, tc.vessel, known).Status; got != tc.want {
+			t.Errorf("Compare(%s, runc %s, vessel %s) = %s, want %s", tc.prog, tc.runc.Summary(), tc.vessel.Summary(), got, tc.want)
+		}
+	}
+}
+
+func TestResultProblems(t *testing.T) {
+	pass := Run{TAP: TAP{Plan: 1, Passed: 1}}
+	fail := Run{TAP: TAP{Plan: 1, Failed: 1, Failures: []string{"pid file written"}}}
+	r := Result{Suite: "s", Rows: []Row{
+		Compare("good", pass, pass, nil),
+		Compare("bad", pass, fail, nil),
+	}, Unlisted: []string{"gone"}}
+	p := r.Problems()
+	if len(p) != 2 || !strings.HasPrefix(p[0], "bad:") || !strings.HasPrefix(p[1], "gone:") {
+		t.Fatalf("Problems = %q", p)
+	}
+	var md bytes.Buffer
+	if err := r.Markdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"| bad | pass 1/1 | fail 0/1 | regression |", "- not ok: pid file written", "runc 2/2, Vessel 1/2"} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("Markdown lacks %q:\n%s", want, md.String())
+		}
+	}
+
+	// A run where one runtime executed nothing proves nothing.
+	skipped := Run{TAP: TAP{Plan: 1, Skipped: 1}}
+	empty := Result{Rows: []Row{Compare("p", skipped, skipped, nil)}}
+	if p := empty.Problems(); len(p) != 2 {
+		t.Fatalf("Problems of a run that executed nothing = %q, want two", p)
+	}
+	if p := (Result{}).Problems(); len(p) != 1 {
+		t.Fatalf("Problems of an empty run = %q", p)
+	}
+}
