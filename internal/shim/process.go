@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -255,7 +256,14 @@ func (p *process) closeFiles() {
 		}
 	}
 	if len(errs) > 0 {
-		log.L.WithError(errors.Join(errs...)).Debug("close fifos")
+		err := errors.Join(errs...)
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
+			// A logging binary failed: output may be lost.
+			log.L.WithError(err).WithField("container", p.containerID).Warn("close stdio")
+		} else {
+			log.L.WithError(err).Debug("close stdio")
+		}
 	}
 }
 

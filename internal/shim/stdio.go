@@ -38,10 +38,14 @@ type hostIO struct {
 	closers []io.Closer
 }
 
-func (h *hostIO) close() {
+func (h *hostIO) close() error {
+	var errs []error
 	for _, c := range h.closers {
-		c.Close()
+		if err := c.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
+	return errors.Join(errs...)
 }
 
 // openStdio opens a process's stdio as containerd's runc shim does. The scheme of the
@@ -242,9 +246,10 @@ func startLogger(ctx context.Context, u *url.URL, id, ns string) (_ *logger, ret
 	if _, err := readyR.Read(b); err != nil && !errors.Is(err, io.EOF) {
 		return l, fmt.Errorf("wait for the logging binary %s to be ready: %w", u.Path, err)
 	}
+	// A binary that exited instead of getting ready closed the pipe too; when its exit is
+	// already seen it is reported now, otherwise by Close.
 	select {
 	case <-l.exited:
-		// A logger that is gone before the output starts loses it all.
 		return l, fmt.Errorf("logging binary %s exited before the output started: %v", u.Path, l.waitErr)
 	default:
 	}

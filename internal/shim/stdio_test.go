@@ -112,11 +112,9 @@ func TestStdioBinaryTerminal(t *testing.T) {
 }
 
 func TestStdioBinaryFails(t *testing.T) {
-	bin := buildLogger(t)
 	for name, uri := range map[string]string{
-		"exits before ready": "binary://" + bin + "?fail",
-		"not there":          "binary:///nonexistent/logger",
-		"relative path":      "binary:logger",
+		"not there":     "binary:///nonexistent/logger",
+		"relative path": "binary:logger",
 	} {
 		t.Run(name, func(t *testing.T) {
 			if h, err := openTestStdio(t, "c1", stdio{stdout: uri, stderr: uri}); err == nil {
@@ -127,6 +125,18 @@ func TestStdioBinaryFails(t *testing.T) {
 			}
 		})
 	}
+	// A binary that exits instead of getting ready closes the ready pipe too: its failure is
+	// reported when openStdio sees the exit already, else by the close at the end.
+	t.Run("exits before ready", func(t *testing.T) {
+		uri := "binary://" + buildLogger(t) + "?fail"
+		h, err := openTestStdio(t, "c1", stdio{stdout: uri, stderr: uri})
+		if err == nil {
+			err = h.close()
+		}
+		if err == nil || !strings.Contains(err.Error(), "exit status 3") {
+			t.Errorf("got %v, want the logging binary's exit status 3", err)
+		}
+	})
 }
 
 func TestStdioFile(t *testing.T) {
@@ -186,4 +196,3 @@ func TestStdioUnknownScheme(t *testing.T) {
 		t.Errorf("got %v, want the scheme refused by name", err)
 	}
 }
-
