@@ -184,7 +184,7 @@ type process struct {
 	code    int
 	exited  time.Time
 	streams *sandbox.Streams
-	stdin   io.ReadCloser
+	stdin   *stdinFIFO
 	files   []io.Closer
 }
 
@@ -267,14 +267,17 @@ func (p *process) closeFiles() {
 	}
 }
 
-// closeStdin closes the stdin FIFO: the copier sees EOF and closes the guest's stdin.
+// closeStdin closes the stdin FIFO once the copier has taken what is in it: the copier
+// then sees the close and closes the guest's stdin.
 func (p *process) closeStdin() {
 	p.mu.Lock()
 	f := p.stdin
 	p.stdin = nil
 	p.mu.Unlock()
 	if f != nil {
-		f.Close()
+		if err := f.closeDrained(); err != nil {
+			log.L.WithError(err).WithField("container", p.containerID).Debug("close stdin")
+		}
 	}
 }
 

@@ -10,12 +10,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/fifo"
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 
 	"github.com/vessel-containers/vessel/internal/sandbox"
 )
@@ -32,7 +34,7 @@ const (
 type hostIO struct {
 	pio sandbox.IO
 	// stdin is the stdin FIFO, nil when the process has none.
-	stdin io.ReadCloser
+	stdin *stdinFIFO
 	// closers are closed in order when the process's output has drained, or at once when
 	// the process goes away: FIFOs, the log file, the logging binary (which is reaped).
 	closers []io.Closer
@@ -74,9 +76,9 @@ func openStdio(ctx, openCtx context.Context, id string, s stdio) (_ *hostIO, ret
 		if err != nil {
 			return nil, fmt.Errorf("open stdin fifo %s: %w", s.stdin, err)
 		}
-		h.closers = append(h.closers, f)
-		h.pio.Stdin = f
-		h.stdin = f
+		h.stdin = newStdinFIFO(f)
+		h.closers = append(h.closers, h.stdin)
+		h.pio.Stdin = h.stdin
 	}
 	if s.stdout == "" && s.stderr == "" {
 		return h, nil
@@ -288,4 +290,84 @@ func (l *logger) result() error {
 		return fmt.Errorf("logging binary %s: %w", l.path, l.waitErr)
 	}
 	return nil
+}
+
+// stdinDrainTimeout bounds how long closing stdin waits for the copier to read what the
+// client wrote before it asked for the close.
+const stdinDrainTimeout = 10 * time.Second
+
+// stdinFIFO is a process's stdin FIFO as the copier reads it. Closing it through
+// closeDrained first lets the copier read what is still in the FIFO: a client writes its
+// last bytes, closes its end and asks for stdin to be closed at once, and those bytes must
+// reach the process.
+type stdinFIFO struct {
+	f io.ReadCloser
+	// mu guards opened and reads.
+	mu sync.Mutex
+	// opened is set once a Read returned: the FIFO is open (its open waits for a writer).
+	opened bool
+	// reads is closed, and replaced, each time a Read returns.
+	reads chan struct{}
+}
+
+func newStdinFIFO(f io.ReadCloser) *stdinFIFO {
+	return &stdinFIFO{f: f, reads: make(chan struct{})}
+}
+
+func (s *stdinFIFO) Read(b []byte) (int, error) {
+	n, err := s.f.Read(b)
+	s.mu.Lock()
+	s.opened = true
+	close(s.reads)
+	s.reads = make(chan struct{})
+	s.mu.Unlock()
+	return n, err
+}
+
+func (s *stdinFIFO) Close() error { return s.f.Close() }
+
+// unread is the number of bytes in the FIFO that no Read has taken yet.
+func (s *stdinFIFO) unread() (int, error) {
+	sc, ok := s.f.(syscall.Conn)
+	if !ok {
+		return 0, fmt.Errorf("stdin %T has no file descriptor", s.f)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var ierr error
+	// TIOCINQ is FIONREAD: the bytes waiting in a pipe.
+	if err := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.TIOCINQ) }); err != nil {
+		return 0, err
+	}
+	return n, ierr
+}
+
+// closeDrained closes the FIFO once the copier has read every byte in it (what it read is
+// passed on to the process before the copier sees the close), or after stdinDrainTimeout.
+// A FIFO no writer ever opened holds nothing and is closed at once.
+func (s *stdinFIFO) closeDrained() error {
+	timeout := time.NewTimer(stdinDrainTimeout)
+	defer timeout.Stop()
+	for {
+		s.mu.Lock()
+		opened, reads := s.opened, s.reads
+		s.mu.Unlock()
+		if !opened {
+			break
+		}
+		n, err := s.unread()
+		if err != nil || n == 0 {
+			break
+		}
+		select {
+		case <-reads:
+		case <-timeout.C:
+			log.L.WithField("bytes", n).Warn("close stdin: the process did not take what is left in the fifo")
+			return s.Close()
+		}
+	}
+	return s.Close()
 }

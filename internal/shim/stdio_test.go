@@ -196,3 +196,54 @@ func TestStdioUnknownScheme(t *testing.T) {
 		t.Errorf("got %v, want the scheme refused by name", err)
 	}
 }
+
+// TestStdinCloseKeepsWrittenBytes: a client writes, closes its end and asks for stdin to
+// be closed while the copier is still busy with what it read before; the bytes left in
+// the FIFO still reach the copier before it sees the close.
+func TestStdinCloseKeepsWrittenBytes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "stdin")
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h, err := openTestStdio(t, "c1", stdio{stdin: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.close()
+	w, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The copier reads once each time it is let go: it is busy (sending to the guest) in
+	// between.
+	gate := make(chan struct{})
+	got := make(chan string)
+	go func() {
+		buf := make([]byte, 64)
+		for range gate {
+			n, err := h.pio.Stdin.Read(buf)
+			if err != nil {
+				got <- "error: " + err.Error()
+				continue
+			}
+			got <- string(buf[:n])
+		}
+	}()
+	defer close(gate)
+	io.WriteString(w, "hello\n")
+	gate <- struct{}{}
+	if s := <-got; s != "hello\n" {
+		t.Fatalf("first read: %q", s)
+	}
+	io.WriteString(w, "again\n")
+	w.Close()
+	closed := make(chan error, 1)
+	go func() { closed <- h.stdin.closeDrained() }()
+	gate <- struct{}{}
+	if s := <-got; s != "again\n" {
+		t.Fatalf("read after the close was asked for: got %q, want the bytes written before it", s)
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("close: %v", err)
+	}
+}
