@@ -38,7 +38,7 @@ want_nerdctl=v1.7.7
 if ! nerdctl --version 2>/dev/null | grep -q "${want_nerdctl#v}"; then
   nerdctl_src=$(cd / && go mod download -json "github.com/containerd/nerdctl@$want_nerdctl" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
   [ -n "$nerdctl_src" ] || { echo "install-deps: download of nerdctl $want_nerdctl failed" >&2; exit 1; }
-  (cd "$nerdctl_src" && go build -o "$gobin/nerdctl" ./cmd/nerdctl)
+  (cd "$nerdctl_src" && go build -ldflags "-X github.com/containerd/nerdctl/pkg/version.Version=$want_nerdctl" -o "$gobin/nerdctl" ./cmd/nerdctl)
 fi
 command -v protoc-gen-go >/dev/null || GOBIN=$gobin go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 command -v protoc-gen-go-ttrpc >/dev/null || GOBIN=$gobin go install github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@v1.2.10
