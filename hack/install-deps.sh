@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Vessel needs on Debian 12: QEMU, the guest kernel source, busybox, protobuf
-# tools, containerd and runc, and the Go tools the build uses. Idempotent.
+# tools, containerd, runc, podman and nerdctl, and the Go tools the build uses. Idempotent.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 export PATH=/usr/local/go/bin:$PATH
@@ -31,6 +31,14 @@ gobin=/usr/local/bin
 want_lint=v2.15.0
 if ! golangci-lint version 2>/dev/null | grep -q "${want_lint#v}"; then
   GOBIN=$gobin go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$want_lint
+fi
+# nerdctl, for the integration test that runs containerd's nerdctl on Vessel. Built from the
+# module's source (go install of this version fails on the module's deprecation lookup).
+want_nerdctl=v1.7.7
+if ! nerdctl --version 2>/dev/null | grep -q "${want_nerdctl#v}"; then
+  nerdctl_src=$(cd / && go mod download -json "github.com/containerd/nerdctl@$want_nerdctl" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  [ -n "$nerdctl_src" ] || { echo "install-deps: download of nerdctl $want_nerdctl failed" >&2; exit 1; }
+  (cd "$nerdctl_src" && go build -ldflags "-X github.com/containerd/nerdctl/pkg/version.Version=$want_nerdctl" -o "$gobin/nerdctl" ./cmd/nerdctl)
 fi
 command -v protoc-gen-go >/dev/null || GOBIN=$gobin go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 command -v protoc-gen-go-ttrpc >/dev/null || GOBIN=$gobin go install github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@v1.2.10

@@ -423,3 +423,27 @@ func TestKillCreated(t *testing.T) {
 	h.ok("delete", "never-started")
 	h.assertNoLeftovers()
 }
+
+// TestKillThenDelete: once kill ended the container's process, delete finds the container
+// stopped without waiting for anything else (as runc does once the process is gone); a
+// kill of a container deleted underneath (its shim gone) is "not running".
+func TestKillThenDelete(t *testing.T) {
+	h := newHarness(t)
+	h.subreaper()
+	b := h.bundle([]string{"sh", "-c", "echo started; exec sleep 1000"}, nil)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	h.ok("run", "--detach", "--bundle", b, "--pid-file", pidFile, "k1")
+	pid := readPid(t, pidFile)
+	h.ok("kill", "k1", "KILL")
+	start := time.Now()
+	testutil.WaitFor(t, "the killed container to be stopped", func() bool { return h.state("k1").Status == specs.StateStopped })
+	t.Logf("stopped %v after kill", time.Since(start))
+	if code := reap(t, pid); code != 128+int(syscall.SIGKILL) {
+		t.Errorf("stand-in exit status %d, want %d", code, 128+int(syscall.SIGKILL))
+	}
+	h.ok("delete", "k1")
+	if _, errOut, code := h.run("kill", "k1", "KILL"); code != 1 || !strings.Contains(errOut, "does not exist") {
+		t.Errorf("kill of a deleted container: exit %d %q", code, errOut)
+	}
+	h.assertNoLeftovers()
+}

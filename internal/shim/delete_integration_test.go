@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestDeleteTeardown checks both ways a container is deleted: a pod member while the pod
@@ -44,4 +45,26 @@ func TestDeleteTeardown(t *testing.T) {
 		}
 		h.assertNoLeftovers()
 	})
+}
+
+// TestKillThenDelete: once a kill ended the task's process, the task is stopped and can be
+// deleted at once; a kill of the deleted task is NotFound.
+func TestKillThenDelete(t *testing.T) {
+	h := newHarness(t)
+	events := h.ctd.Events(t)
+	h.start("k", nil, "sleep", "1000")
+	waitEvent(t, events, "/tasks/start", `"k"`)
+	h.ctr("task", "kill", "-s", "SIGKILL", "k")
+	start := time.Now()
+	waitEvent(t, events, "/tasks/exit", `"k"`, `"exit_status":137`)
+	if st := h.taskStatus("k"); st != "STOPPED" {
+		t.Errorf("status after the exit event: %q, want STOPPED", st)
+	}
+	h.ctr("task", "delete", "k")
+	t.Logf("deleted %v after kill", time.Since(start))
+	ctx, cancel := h.ctx()
+	defer cancel()
+	if out, err := h.ctd.Ctr(ctx, "task", "kill", "-s", "SIGKILL", "k"); err == nil || !strings.Contains(out, "not found") {
+		t.Errorf("kill of the deleted task: %v: %s", err, out)
+	}
 }

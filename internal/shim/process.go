@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -15,14 +16,14 @@ import (
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/errdefs"
-	"github.com/containerd/fifo"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/vessel-containers/vessel/internal/sandbox"
 )
 
-// stdio are the paths containerd gave for a process's streams (FIFOs).
+// stdio are the names containerd gave for a process's streams: FIFO paths, or for the
+// output file:// and binary:// URIs (see openStdio).
 type stdio struct {
 	stdin, stdout, stderr string
 	terminal              bool
@@ -183,7 +184,7 @@ type process struct {
 	code    int
 	exited  time.Time
 	streams *sandbox.Streams
-	stdin   io.ReadCloser
+	stdin   *stdinFIFO
 	files   []io.Closer
 }
 
@@ -199,52 +200,20 @@ func (p *process) id() string {
 	return p.execID
 }
 
-// openIO opens containerd's FIFOs and starts copying between them and the guest.
-func (p *process) openIO(ctx context.Context, ctr *sandbox.Container) (retErr error) {
-	var pio sandbox.IO
-	var files []io.Closer
-	defer func() {
-		if retErr != nil {
-			for _, f := range files {
-				f.Close()
-			}
-		}
-	}()
+// openIO opens the process's stdio as containerd named it (see openStdio) and starts
+// copying between it and the guest.
+func (p *process) openIO(ctx context.Context, ctr *sandbox.Container) error {
 	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if p.stdio.stdin != "" {
-		// Opened in the background and not bound to openCtx: the client may open its end
-		// only after this call returns. closeIO ends a pending open.
-		f, err := fifo.OpenFifo(context.WithoutCancel(ctx), p.stdio.stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
-		if err != nil {
-			return fmt.Errorf("open stdin fifo %s: %w", p.stdio.stdin, err)
-		}
-		files = append(files, f)
-		pio.Stdin = f
-		p.mu.Lock()
-		p.stdin = f
-		p.mu.Unlock()
+	h, err := openStdio(ctx, openCtx, p.id(), p.stdio)
+	if err != nil {
+		return err
 	}
-	if p.stdio.stdout != "" {
-		f, err := fifo.OpenFifo(openCtx, p.stdio.stdout, syscall.O_WRONLY, 0)
-		if err != nil {
-			return fmt.Errorf("open stdout fifo %s: %w", p.stdio.stdout, err)
-		}
-		files = append(files, f)
-		pio.Stdout = f
-	}
-	if p.stdio.stderr != "" && !p.stdio.terminal {
-		f, err := fifo.OpenFifo(openCtx, p.stdio.stderr, syscall.O_WRONLY, 0)
-		if err != nil {
-			return fmt.Errorf("open stderr fifo %s: %w", p.stdio.stderr, err)
-		}
-		files = append(files, f)
-		pio.Stderr = f
-	}
-	streams := ctr.Attach(ctx, p.execID, pio)
+	streams := ctr.Attach(ctx, p.execID, h.pio)
 	p.mu.Lock()
 	p.streams = streams
-	p.files = files
+	p.stdin = h.stdin
+	p.files = h.closers
 	p.mu.Unlock()
 	return nil
 }
@@ -287,18 +256,28 @@ func (p *process) closeFiles() {
 		}
 	}
 	if len(errs) > 0 {
-		log.L.WithError(errors.Join(errs...)).Debug("close fifos")
+		err := errors.Join(errs...)
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
+			// A logging binary failed: output may be lost.
+			log.L.WithError(err).WithField("container", p.containerID).Warn("close stdio")
+		} else {
+			log.L.WithError(err).Debug("close stdio")
+		}
 	}
 }
 
-// closeStdin closes the stdin FIFO: the copier sees EOF and closes the guest's stdin.
+// closeStdin closes the stdin FIFO once the copier has taken what is in it: the copier
+// then sees the close and closes the guest's stdin.
 func (p *process) closeStdin() {
 	p.mu.Lock()
 	f := p.stdin
 	p.stdin = nil
 	p.mu.Unlock()
 	if f != nil {
-		f.Close()
+		if err := f.closeDrained(); err != nil {
+			log.L.WithError(err).WithField("container", p.containerID).Debug("close stdin")
+		}
 	}
 }
 

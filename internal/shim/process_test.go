@@ -1,6 +1,11 @@
 package shim
 
-import "testing"
+import (
+	"context"
+	"testing"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+)
 
 func TestContainerRunning(t *testing.T) {
 	created := func() *process { return newProcess("c", "", stdio{}) }
@@ -28,5 +33,18 @@ func TestContainerRunning(t *testing.T) {
 				t.Errorf("running: got %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestResizeWithoutTerminal: resizing a process that has no terminal is ignored (runc's
+// shim does the same); the container here has no guest, so reaching it would fail.
+func TestResizeWithoutTerminal(t *testing.T) {
+	c := &container{id: "c", init: newProcess("c", "", stdio{}), execs: map[string]*process{}}
+	c.execs["e"] = newProcess("c", "e", stdio{})
+	s := &service{containers: map[string]*container{"c": c}}
+	for _, execID := range []string{"", "e"} {
+		if _, err := s.ResizePty(context.Background(), &taskAPI.ResizePtyRequest{ID: "c", ExecID: execID, Width: 80, Height: 24}); err != nil {
+			t.Errorf("resize of process %q without a terminal: %v", execID, err)
+		}
 	}
 }

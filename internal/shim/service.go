@@ -621,11 +621,15 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 	return &ptypes.Empty{}, nil
 }
 
-// ResizePty resizes a process's terminal.
+// ResizePty resizes a process's terminal. A process without a terminal has nothing to
+// resize: the request is ignored, as runc's shim does.
 func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*ptypes.Empty, error) {
-	c, _, err := s.getProcess(r.ID, r.ExecID)
+	c, p, err := s.getProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, toGRPC(err)
+	}
+	if !p.stdio.terminal {
+		return &ptypes.Empty{}, nil
 	}
 	if err := c.ctr.ResizeTTY(ctx, r.ExecID, r.Height, r.Width); err != nil {
 		return nil, toGRPC(err)

@@ -5,6 +5,7 @@ package testutil
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -107,4 +108,15 @@ func WaitFor(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// RequiresTool returns the path of the program name on PATH; when it is missing the test
+// is skipped locally and fails in CI.
+func RequiresTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		skipOrFail(t, "%s not installed (hack/install-deps.sh installs it): %v", name, err)
+	}
+	return p
 }
