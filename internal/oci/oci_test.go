@@ -305,6 +305,7 @@ func TestSandboxConfig(t *testing.T) {
 	pod := func(ann map[string]string) *specs.Spec {
 		s := minimalSpec()
 		s.Annotations = map[string]string{AnnotationContainerdType: "sandbox", AnnotationContainerdSandboxID: "pod1"}
+		s.Linux = &specs.Linux{Namespaces: podSandboxNamespaces()}
 		for k, v := range ann {
 			s.Annotations[k] = v
 		}

@@ -107,7 +107,8 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		ContainerId:  id,
 		OciSpec:      specJSON,
 		Stdio:        stdioConfig(plan.Process.Terminal, plan.Process.ConsoleSize, cfg.Stdin),
-		SandboxPidns: plan.JoinSandboxPidNS,
+		SandboxPidns:      plan.JoinSandboxPidNS,
+		SandboxNamespaces: namespaceNames(plan.SandboxNamespaces),
 	}); err != nil {
 		return nil, s.explain(fmt.Errorf("container %s: %w", id, err))
 	}
@@ -129,6 +130,14 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		return nil, err
 	}
 	return c, nil
+}
+
+func namespaceNames(types []specs.LinuxNamespaceType) []string {
+	out := make([]string, len(types))
+	for i, t := range types {
+		out[i] = string(t)
+	}
+	return out
 }
 
 func stdioConfig(terminal bool, size *specs.Box, stdin bool) *agentv1.StdioConfig {

@@ -51,8 +51,9 @@ type Options struct {
 	// CgroupPath is the container's cgroup v2 path relative to the cgroup root, e.g.
 	// /vessel/<id>. It replaces the spec's linux.cgroupsPath.
 	CgroupPath string
-	// PidNSPath, when set, is the pid namespace to join instead of creating a new one.
-	PidNSPath string
+	// NSPaths are namespaces to join instead of creating new ones, by type (the spec's
+	// entry of that type gets the path).
+	NSPaths map[specs.LinuxNamespaceType]string
 }
 
 // Container is a libcontainer container.
@@ -86,12 +87,12 @@ func Create(o Options) (*Container, error) {
 		lin = *spec.Linux
 	}
 	lin.CgroupsPath = o.CgroupPath
-	if o.PidNSPath != "" {
+	if len(o.NSPaths) > 0 {
 		ns := make([]specs.LinuxNamespace, len(lin.Namespaces))
 		copy(ns, lin.Namespaces)
 		for i := range ns {
-			if ns[i].Type == specs.PIDNamespace {
-				ns[i].Path = o.PidNSPath
+			if p, ok := o.NSPaths[ns[i].Type]; ok {
+				ns[i].Path = p
 			}
 		}
 		lin.Namespaces = ns
@@ -259,8 +260,17 @@ var rlimits = map[string]int{
 	"RLIMIT_RTTIME":     unix.RLIMIT_RTTIME,
 }
 
-// PidNSPath is the path of the pid namespace of process pid.
-func PidNSPath(pid int) string { return "/proc/" + strconv.Itoa(pid) + "/ns/pid" }
+// NSPath is the path of process pid's namespace of type t.
+func NSPath(pid int, t specs.LinuxNamespaceType) string {
+	name := string(t)
+	switch t {
+	case specs.NetworkNamespace:
+		name = "net"
+	case specs.MountNamespace:
+		name = "mnt"
+	}
+	return "/proc/" + strconv.Itoa(pid) + "/ns/" + name
+}
 
 func rlimitNumber(name string) (int, error) {
 	n, ok := rlimits[strings.ToUpper(name)]
