@@ -104,9 +104,9 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		return nil, fmt.Errorf("container %s: encode spec: %w", id, err)
 	}
 	if err := s.agent.CreateContainer(ctx, &agentv1.CreateContainerRequest{
-		ContainerId:  id,
-		OciSpec:      specJSON,
-		Stdio:        stdioConfig(plan.Process.Terminal, plan.Process.ConsoleSize, cfg.Stdin),
+		ContainerId:       id,
+		OciSpec:           specJSON,
+		Stdio:             stdioConfig(plan.Process.Terminal, plan.Process.ConsoleSize, cfg.Stdin),
 		SandboxPidns:      plan.JoinSandboxPidNS,
 		SandboxNamespaces: namespaceNames(plan.SandboxNamespaces),
 	}); err != nil {
