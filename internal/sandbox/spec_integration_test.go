@@ -2,6 +2,8 @@ package sandbox
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +34,33 @@ func (e *env) podContainer(id string, args []string, edit func(*specs.Spec)) (*C
 		return nil, err
 	}
 	return e.sb.CreateContainer(ctx, ContainerConfig{Plan: plan, Stdin: true})
+}
+
+// containerWith is env.container that also lets files be placed in the rootfs.
+func (e *env) containerWith(id string, args []string, edit func(*specs.Spec), files func(rootfs string)) *Container {
+	e.t.Helper()
+	dir := e.t.TempDir()
+	spec, err := bundle.CreateBusybox(dir, args, false)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if edit != nil {
+		edit(spec)
+	}
+	if files != nil {
+		files(filepath.Join(dir, spec.Root.Path))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	plan, err := oci.ContainerConfig(ctx, id, dir, spec, oci.Options{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	c, err := e.sb.CreateContainer(ctx, ContainerConfig{Plan: plan, Stdin: true})
+	if err != nil {
+		e.t.Fatalf("create container %s: %v", id, err)
+	}
+	return c
 }
 
 // sandboxNamespace sets the spec's namespace of type t to the sandbox's path.
@@ -84,5 +113,42 @@ for ns in ipc uts pid; do [ "$(readlink /proc/1/ns/$ns)" = "$(readlink /proc/sel
 	})
 	if err == nil || !strings.Contains(err.Error(), `"/proc/1/ns/ipc": a host namespace means nothing inside the VM`) {
 		t.Errorf("foreign ipc path: err %v", err)
+	}
+}
+
+// TestNonBindMounts gives a container file systems with types and options as podman and
+// nerdctl write them (the busybox spec already has proc, sysfs, mqueue, devpts and cgroup):
+// each is mounted in the guest with its type and options.
+func TestNonBindMounts(t *testing.T) {
+	e := newEnv(t)
+	c := e.containerWith("m", []string{"sh", "-c", "cat /proc/self/mounts; cat /etc/hostname.d/x"}, func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts,
+			specs.Mount{Destination: "/scratch", Type: "tmpfs", Source: "tmpfs", Options: []string{"rw", "rprivate", "nosuid", "nodev", "size=1m", "mode=1770"}},
+			specs.Mount{Destination: "/etc/hostname.d", Type: "tmpfs", Source: "tmpfs", Options: []string{"rw", "rprivate", "nosuid", "nodev", "tmpcopyup"}},
+			specs.Mount{Destination: "/proc2", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+			specs.Mount{Destination: "/mq2", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+		)
+	}, func(rootfs string) {
+		if err := os.MkdirAll(filepath.Join(rootfs, "etc/hostname.d"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(rootfs, "etc/hostname.d/x"), []byte("copied up\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	code, out, stderr := e.run(c, nil)
+	if code != 0 {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	for _, want := range []string{
+		"tmpfs /scratch tmpfs rw,nosuid,nodev,relatime,size=1024k,mode=1770",
+		"tmpfs /etc/hostname.d tmpfs rw,nosuid,nodev,relatime",
+		"proc /proc2 proc rw,nosuid,nodev,noexec",
+		"mqueue /mq2 mqueue rw,nosuid,nodev,noexec",
+		"copied up",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in\n%s", want, out)
+		}
 	}
 }
