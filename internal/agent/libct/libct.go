@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -96,6 +97,17 @@ func Create(o Options) (*Container, error) {
 			}
 		}
 		lin.Namespaces = ns
+	}
+	// A FIFO's major and minor numbers mean nothing (mknod ignores them); libcontainer
+	// checks the node it made against them, so they are cleared as runc's users expect.
+	if slices.ContainsFunc(lin.Devices, func(d specs.LinuxDevice) bool { return d.Type == "p" }) {
+		devs := slices.Clone(lin.Devices)
+		for i := range devs {
+			if devs[i].Type == "p" {
+				devs[i].Major, devs[i].Minor = 0, 0
+			}
+		}
+		lin.Devices = devs
 	}
 	s.Linux = &lin
 
