@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
+	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -167,16 +170,32 @@ func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollb
 		return nil, fmt.Errorf("container %s: %w", id, err)
 	}
 	guest.Root.Path = sharefs.GuestPath(rel)
+	mounts := make([]specs.Mount, 0, len(guest.Mounts))
 	for i, m := range guest.Mounts {
 		if !oci.IsBind(m) {
+			mounts = append(mounts, m)
 			continue
 		}
-		rel, err := s.share.Bind(ctx, id, fmt.Sprintf("mount-%d", i), m.Source, shareOptions(m.Options))
+		so := shareOptions(m.Options)
+		var subs []specs.Mount
+		if so.TopReadOnly {
+			// Listed before the share is made: the clone has exactly these submounts.
+			if subs, err = submountBinds(m); err != nil {
+				return nil, fmt.Errorf("container %s: %w", id, err)
+			}
+		}
+		rel, err := s.share.Bind(ctx, id, fmt.Sprintf("mount-%d", i), m.Source, so)
 		if err != nil {
 			return nil, fmt.Errorf("container %s: mount %s: %w", id, m.Destination, err)
 		}
-		guest.Mounts[i].Source = sharefs.GuestPath(rel)
+		m.Source = sharefs.GuestPath(rel)
+		mounts = append(mounts, m)
+		for _, sub := range subs {
+			sub.Source = path.Join(m.Source, sub.Source)
+			mounts = append(mounts, sub)
+		}
 	}
+	guest.Mounts = mounts
 	return guest, nil
 }
 
@@ -185,8 +204,10 @@ const rootfsShare = "rootfs"
 
 // shareOptions reads a bind mount's options as runc does: `rbind` clones the submounts
 // too; `ro`/`rw` set the top mount's read-only flag and `rro`/`rrw` the whole tree's, the
-// last of each pair winning. Either flag makes the whole shared tree read-only on the host
-// (see package sharefs: in the guest the container cannot write any of it either way).
+// last of each pair winning. The shared tree is as read-only on the host as the container
+// is given it: `rro` makes every mount of it read-only, `ro` the top one (on a plain bind
+// only the top mount is shared at all), so guest root reaching the share gets no more than
+// the container.
 func shareOptions(options []string) sharefs.BindOptions {
 	var o sharefs.BindOptions
 	top, tree := false, false
@@ -204,8 +225,47 @@ func shareOptions(options []string) sharefs.BindOptions {
 			tree = false
 		}
 	}
-	o.ReadOnly = top || tree
+	switch {
+	case tree, top && !o.Recursive:
+		o.ReadOnly = true
+	case top:
+		o.TopReadOnly = true
+	}
 	return o
+}
+
+// submountBinds are the guest mounts that keep a top-only read-only recursive bind's
+// submounts writable, as runc's `ro` leaves them. In the guest a shared tree is one 9p
+// file system, so a read-only bind of it covers its submounts too; each host submount
+// below source gets a writable bind of its own at the same place under the destination,
+// shallowest first. Their sources are relative to the shared tree's guest path.
+func submountBinds(m specs.Mount) ([]specs.Mount, error) {
+	src, err := filepath.EvalSymlinks(m.Source)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: source %s: %w", m.Destination, m.Source, err)
+	}
+	mps, err := sharefs.MountsUnder(src)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", m.Destination, err)
+	}
+	slices.Reverse(mps) // MountsUnder lists deepest first
+	var out []specs.Mount
+	for _, mp := range mps {
+		rel, err := filepath.Rel(src, mp)
+		if err != nil || rel == "." || slices.ContainsFunc(out, func(o specs.Mount) bool { return o.Destination == path.Join(m.Destination, rel) }) {
+			continue
+		}
+		opts := []string{"rbind", "rw"}
+		for _, o := range m.Options {
+			switch o {
+			case "bind", "rbind", "ro", "rw", "rro", "rrw":
+			default:
+				opts = append(opts, o)
+			}
+		}
+		out = append(out, specs.Mount{Destination: path.Join(m.Destination, rel), Type: "bind", Source: rel, Options: opts})
+	}
+	return out, nil
 }
 
 // Container returns a container of the sandbox.

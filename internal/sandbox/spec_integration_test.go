@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -173,5 +174,48 @@ func TestSpecDevices(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in\n%s", want, out)
 		}
+	}
+}
+
+// TestReadOnlyBindSubmounts binds a host directory with a submount read-only: with `ro` the
+// top is read-only and the submount writable (runc's top-only `ro`); with `rro` both are
+// read-only.
+func TestReadOnlyBindSubmounts(t *testing.T) {
+	src := t.TempDir()
+	sub := filepath.Join(src, "sub")
+	if err := os.Mkdir(sub, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", sub, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(sub, syscall.MNT_DETACH) })
+	e := newEnv(t)
+	script := `echo a > /vol/top 2>/dev/null && echo top-written; echo b > /vol/sub/f 2>/dev/null && echo sub-written; true`
+	for _, tc := range []struct {
+		opt, want string
+	}{
+		{"ro", "sub-written\n"},
+		{"rro", ""},
+	} {
+		t.Run(tc.opt, func(t *testing.T) {
+			c := e.container("ro-"+tc.opt, []string{"sh", "-c", script}, func(s *specs.Spec) {
+				s.Mounts = append(s.Mounts, specs.Mount{Destination: "/vol", Type: "bind", Source: src, Options: []string{"rbind", tc.opt}})
+			})
+			code, out, stderr := e.run(c, nil)
+			if code != 0 || out != tc.want {
+				t.Errorf("exit %d, stdout %q (want %q), stderr %q", code, out, tc.want, stderr)
+			}
+			if tc.want != "" {
+				if b, err := os.ReadFile(filepath.Join(sub, "f")); err != nil || string(b) != "b\n" {
+					t.Errorf("host submount file: %q, %v", b, err)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := e.sb.DeleteContainer(ctx, c.ID()); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 }

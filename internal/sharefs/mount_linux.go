@@ -212,8 +212,12 @@ func (s *Share) bind(ctx context.Context, containerID, name, src string, opts Bi
 	if err := unix.MountSetattr(clone, "", unix.AT_EMPTY_PATH|rec, &unix.MountAttr{Propagation: unix.MS_PRIVATE}); err != nil {
 		return fmt.Errorf("make the clone private: %w", err)
 	}
-	if opts.ReadOnly {
-		if err := unix.MountSetattr(clone, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
+	if opts.ReadOnly || opts.TopReadOnly {
+		at := unix.AT_EMPTY_PATH
+		if opts.ReadOnly {
+			at |= unix.AT_RECURSIVE
+		}
+		if err := unix.MountSetattr(clone, "", uint(at), &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
 			return fmt.Errorf("make the clone read-only: %w", err)
 		}
 	}

@@ -90,6 +90,9 @@ type BindOptions struct {
 	Recursive bool
 	// ReadOnly makes every mount of the shared tree read-only on the host side.
 	ReadOnly bool
+	// TopReadOnly makes only the top mount of the shared tree read-only (runc's `ro` on an
+	// `rbind`: the submounts stay writable).
+	TopReadOnly bool
 }
 
 // Share is one sandbox's export on the host.
