@@ -319,10 +319,22 @@ func (c *Container) WaitExit(ctx context.Context, execID string) (Exit, error) {
 }
 
 // Kill sends a signal to the process, or to every process of the container when all is set.
+// Once the sandbox is deleted or its VM has exited, no process of it is left to signal:
+// Kill then fails with ErrNotFound, as for a process that has exited.
 func (c *Container) Kill(ctx context.Context, execID string, sig syscall.Signal, all bool) error {
+	c.sb.mu.Lock()
+	stopped := c.sb.state == StateStopped
+	c.sb.mu.Unlock()
+	if stopped || !c.sb.vmAlive() {
+		return fmt.Errorf("kill container %s process %q: the sandbox's VM is stopped, and every process in it with it: %w", c.id, execID, errdefs.ErrNotFound)
+	}
 	err := c.sb.agent.SignalProcess(ctx, &agentv1.SignalProcessRequest{ContainerId: c.id, ExecId: execID, Signal: uint32(sig), All: all})
 	if err != nil {
-		return c.sb.explain(fmt.Errorf("kill container %s process %q: %w", c.id, execID, err))
+		err = c.sb.explain(fmt.Errorf("kill container %s process %q: %w", c.id, execID, err))
+		if !c.sb.vmAlive() && !errdefs.IsNotFound(err) {
+			err = fmt.Errorf("%w (every process in the VM is gone: %w)", err, errdefs.ErrNotFound)
+		}
+		return err
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/vessel-containers/vessel/internal/bundle"
@@ -217,5 +218,72 @@ func TestReadOnlyBindSubmounts(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	}
+}
+
+// TestPodPidNamespaceStop stops a pod whose containers share the sandbox's pid namespace the
+// way containerd's StopPodSandbox does (the container, then the sandbox container, each
+// killed and waited for), and then the other way round: the VM keeps running and every call
+// answers.
+func TestPodPidNamespaceStop(t *testing.T) {
+	for _, order := range []string{"container first", "sandbox first"} {
+		t.Run(order, func(t *testing.T) {
+			e := newEnv(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			pause := e.container("pause", []string{"sleep", "600"}, nil)
+			if err := pause.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			app, err := e.podContainer("app", []string{"sh", "-c", "sleep 600 & sleep 700"}, func(s *specs.Spec) {
+				sandboxNamespace(s, specs.PIDNamespace, "pid")
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := app.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			first, second := app, pause
+			if order == "sandbox first" {
+				first, second = pause, app
+			}
+			for i, c := range []*Container{first, second} {
+				// Killing the sandbox container, init of the pid namespace, kills the other.
+				if err := c.Kill(ctx, "", syscall.SIGKILL, false); err != nil && (i == 0 || first != pause || !errdefs.IsNotFound(err)) {
+					t.Fatalf("kill %s: %v", c.ID(), err)
+				}
+				if code, err := c.Wait(ctx, ""); err != nil || code != 137 {
+					t.Fatalf("wait %s: %d, %v", c.ID(), code, err)
+				}
+				if err := c.Kill(ctx, "", syscall.SIGKILL, true); err != nil && !errdefs.IsNotFound(err) {
+					t.Errorf("kill --all %s after its exit: %v", c.ID(), err)
+				}
+			}
+			for _, c := range []*Container{app, pause} {
+				if err := e.sb.DeleteContainer(ctx, c.ID()); err != nil {
+					t.Errorf("delete %s: %v", c.ID(), err)
+				}
+			}
+		})
+	}
+}
+
+// TestKillAfterSandboxEnds kills a pod container after its sandbox's VM was stopped (the
+// sandbox container deleted first, as StopPodSandbox may): there is no process left, and
+// the answer is ErrNotFound, not a closed connection.
+func TestKillAfterSandboxEnds(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	app := e.container("app", []string{"sleep", "600"}, nil)
+	if err := app.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sb.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Kill(ctx, "", syscall.SIGKILL, true); !errdefs.IsNotFound(err) {
+		t.Errorf("kill after the sandbox ended: %v, want ErrNotFound", err)
 	}
 }
