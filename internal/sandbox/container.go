@@ -207,7 +207,8 @@ const rootfsShare = "rootfs"
 // last of each pair winning. The shared tree is as read-only on the host as the container
 // is given it: `rro` makes every mount of it read-only, `ro` the top one (on a plain bind
 // only the top mount is shared at all), so guest root reaching the share gets no more than
-// the container.
+// the container. With `rslave` or `rshared` the host's later mounts under the source reach
+// the guest (host-to-container propagation); the guest's mounts never reach the host.
 func shareOptions(options []string) sharefs.BindOptions {
 	var o sharefs.BindOptions
 	top, tree := false, false
@@ -223,6 +224,10 @@ func shareOptions(options []string) sharefs.BindOptions {
 			tree = true
 		case "rrw":
 			tree = false
+		case "rslave", "slave", "rshared", "shared":
+			o.Slave = true
+		case "rprivate", "private":
+			o.Slave = false
 		}
 	}
 	switch {

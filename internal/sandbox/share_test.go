@@ -23,6 +23,9 @@ func TestShareOptions(t *testing.T) {
 		{"rbind,rro,rw", sharefs.BindOptions{Recursive: true, ReadOnly: true}},
 		{"rbind,ro,rro", sharefs.BindOptions{Recursive: true, ReadOnly: true}},
 		{"rw,nosuid,nodev,rbind", sharefs.BindOptions{Recursive: true}},
+		{"rbind,rslave", sharefs.BindOptions{Recursive: true, Slave: true}},
+		{"rbind,rshared", sharefs.BindOptions{Recursive: true, Slave: true}},
+		{"rbind,rshared,rprivate", sharefs.BindOptions{Recursive: true}},
 	} {
 		t.Run(tc.options, func(t *testing.T) {
 			var opts []string

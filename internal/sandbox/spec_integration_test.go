@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -285,5 +286,60 @@ func TestKillAfterSandboxEnds(t *testing.T) {
 	}
 	if err := app.Kill(ctx, "", syscall.SIGKILL, true); !errdefs.IsNotFound(err) {
 		t.Errorf("kill after the sandbox ended: %v, want ErrNotFound", err)
+	}
+}
+
+// TestMountPropagationHostToContainer binds a shared host directory with `rslave`: a mount
+// made on the host under it after the container started shows in the container.
+func TestMountPropagationHostToContainer(t *testing.T) {
+	src := t.TempDir()
+	if err := syscall.Mount(src, src, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(src, syscall.MNT_DETACH) })
+	if err := syscall.Mount("", src, "", syscall.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(src, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	c := e.container("prop", []string{"sh", "-c", "read line; cat /vol/sub/marker"}, func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/vol", Type: "bind", Source: src, Options: []string{"rbind", "rslave"}})
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	stdinR, stdinW := io.Pipe()
+	var out, errb strings.Builder
+	st := c.Attach(ctx, "", IO{Stdin: stdinR, Stdout: &out, Stderr: &errb})
+	defer st.Close()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Mounted after the container was created and started: only propagation brings it in.
+	if err := syscall.Mount("tmpfs", sub, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(sub, syscall.MNT_DETACH) })
+	if err := os.WriteFile(filepath.Join(sub, "marker"), []byte("propagated\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stdinW.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	stdinW.Close()
+	code, err := c.Wait(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if code != 0 || out.String() != "propagated\n" {
+		t.Errorf("exit %d, stdout %q, stderr %q: want the host's new mount in the container", code, out.String(), errb.String())
+	}
+	if err := e.sb.DeleteContainer(ctx, c.ID()); err != nil {
+		t.Error(err)
 	}
 }

@@ -209,8 +209,13 @@ func (s *Share) bind(ctx context.Context, containerID, name, src string, opts Bi
 	}
 	defer unix.Close(clone)
 	// Private: the source's later mounts do not reach the guest, nor the other way round.
-	if err := unix.MountSetattr(clone, "", unix.AT_EMPTY_PATH|rec, &unix.MountAttr{Propagation: unix.MS_PRIVATE}); err != nil {
-		return fmt.Errorf("make the clone private: %w", err)
+	// Slave: the source's later mounts reach the guest; nothing goes the other way.
+	prop, word := uint64(unix.MS_PRIVATE), "private"
+	if opts.Slave {
+		prop, word = unix.MS_SLAVE, "a slave of the source"
+	}
+	if err := unix.MountSetattr(clone, "", unix.AT_EMPTY_PATH|rec, &unix.MountAttr{Propagation: prop}); err != nil {
+		return fmt.Errorf("make the clone %s: %w", word, err)
 	}
 	if opts.ReadOnly || opts.TopReadOnly {
 		at := unix.AT_EMPTY_PATH
