@@ -343,3 +343,41 @@ func TestMountPropagationHostToContainer(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestUserNamespace runs a container in a user namespace of its own, with a bind mount
+// whose source is relative to the bundle: it runs as root mapped to 100000 and reads the
+// volume. Its root file system is owned by the mapped root, as runc requires.
+func TestUserNamespace(t *testing.T) {
+	e := newEnv(t)
+	c := e.containerWith("u", []string{"sh", "-c", "cat /proc/self/uid_map; id -u; cat /data/f; ls /sys/class >/dev/null && echo sys"}, func(s *specs.Spec) {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+		s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: "data", Options: []string{"rbind", "ro"}})
+	}, func(rootfs string) {
+		data := filepath.Join(filepath.Dir(rootfs), "data")
+		if err := os.Mkdir(data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(data, "f"), []byte("volume\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// Owned by the container's root, as runc requires of a user namespace's rootfs.
+		err := filepath.Walk(rootfs, func(p string, _ os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(p, 100000, 100000)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	code, out, stderr := e.run(c, nil)
+	if code != 0 {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	if !strings.Contains(out, "0     100000      65536\n0\nvolume\nsys\n") {
+		t.Errorf("stdout %q, want the mapping, uid 0, the volume's file and /sys", out)
+	}
+}

@@ -110,6 +110,7 @@ func Create(o Options) (*Container, error) {
 		lin.Devices = devs
 	}
 	s.Linux = &lin
+	s.Mounts = sysfsForUserNS(s.Mounts, lin.Namespaces)
 
 	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
 		CgroupName: o.ID,
@@ -129,6 +130,39 @@ func Create(o Options) (*Container, error) {
 		return nil, fmt.Errorf("create container %q: %w", o.ID, err)
 	}
 	return &Container{c: c}, nil
+}
+
+// sysfsForUserNS replaces sysfs mounts by a recursive bind of the guest's /sys (keeping
+// their flags) when the container has a user namespace but no network namespace of its own:
+// the kernel lets only the owner of the network namespace mount sysfs, so the mount would
+// fail with EPERM. podman writes the same bind for such containers.
+func sysfsForUserNS(mounts []specs.Mount, ns []specs.LinuxNamespace) []specs.Mount {
+	userns, netns := false, false
+	for _, n := range ns {
+		switch n.Type {
+		case specs.UserNamespace:
+			userns = true
+		case specs.NetworkNamespace:
+			netns = n.Path == ""
+		}
+	}
+	if !userns || netns || !slices.ContainsFunc(mounts, func(m specs.Mount) bool { return m.Type == "sysfs" }) {
+		return mounts
+	}
+	out := slices.Clone(mounts)
+	for i, m := range out {
+		if m.Type != "sysfs" {
+			continue
+		}
+		opts := []string{"rbind"}
+		for _, o := range m.Options {
+			if o != "bind" && o != "rbind" {
+				opts = append(opts, o)
+			}
+		}
+		out[i] = specs.Mount{Destination: m.Destination, Type: "bind", Source: "/sys", Options: opts}
+	}
+	return out
 }
 
 // Start starts p in the container. For the init process (created with init=true) the
