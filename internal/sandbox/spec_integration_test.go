@@ -381,3 +381,39 @@ func TestUserNamespace(t *testing.T) {
 		t.Errorf("stdout %q, want the mapping, uid 0, the volume's file and /sys", out)
 	}
 }
+
+// TestMaskedAndReadonlyPaths checks runc's behaviour for maskedPaths and readonlyPaths on a
+// rootfs shared from the host: a masked directory is an empty read-only file system (EROFS
+// on write), a masked file reads empty, a read-only file and directory refuse writes with
+// EROFS, and a read-only device node still works as a device.
+func TestMaskedAndReadonlyPaths(t *testing.T) {
+	e := newEnv(t)
+	script := `touch /mdir/x 2>&1; cat /mfile; echo masked-file-read; echo hi 2>&1 > /rofile; touch /rodir/x 2>&1
+echo x > /dev/null2 && echo device-written`
+	c := e.containerWith("m", []string{"sh", "-c", script}, func(s *specs.Spec) {
+		s.Linux.MaskedPaths = append(s.Linux.MaskedPaths, "/mdir", "/mfile")
+		s.Linux.ReadonlyPaths = append(s.Linux.ReadonlyPaths, "/rofile", "/rodir", "/dev/null2")
+		m := os.FileMode(0o666)
+		s.Linux.Devices = append(s.Linux.Devices, specs.LinuxDevice{Path: "/dev/null2", Type: "c", Major: 1, Minor: 3, FileMode: &m})
+	}, func(rootfs string) {
+		for _, d := range []string{"mdir", "rodir"} {
+			if err := os.Mkdir(filepath.Join(rootfs, d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, f := range []string{"mfile", "rofile"} {
+			if err := os.WriteFile(filepath.Join(rootfs, f), []byte("secret\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	code, out, stderr := e.run(c, nil)
+	if code != 0 {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	want := "touch: /mdir/x: Read-only file system\nmasked-file-read\n"
+	if !strings.HasPrefix(out, want) || !strings.Contains(out, "/rofile: Read-only file system\n") ||
+		!strings.Contains(out, "touch: /rodir/x: Read-only file system\n") || !strings.HasSuffix(out, "device-written\n") {
+		t.Errorf("stdout %q, stderr %q", out, stderr)
+	}
+}
