@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -151,7 +152,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 	if err := checkSpecPaths(s.cfg.RunDir, &spec); err != nil {
 		return nil, err
 	}
-	pidNS, holder, err := s.pidNamespaceFor(&spec, req.GetSandboxPidns())
+	nsPaths, holder, err := s.sandboxNamespaces(&spec, req.GetSandboxNamespaces(), req.GetSandboxPidns())
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +161,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 		Spec:       &spec,
 		StateRoot:  path.Join(s.cfg.RunDir, "libct"),
 		CgroupPath: path.Join(s.cfg.CgroupParent, id),
-		PidNSPath:  pidNS,
+		NSPaths:    nsPaths,
 	})
 	if err != nil {
 		return nil, err
@@ -229,41 +230,65 @@ func (s *Service) release(id string) {
 	delete(s.reserved, id)
 }
 
-// pidNamespaceFor decides the container's pid namespace. A container whose spec asks for a
-// new pid namespace joins the sandbox's (that of the first container created with its own)
-// when sandboxPidns is set. holder reports that this container will be that first one.
-func (s *Service) pidNamespaceFor(spec *specs.Spec, sandboxPidns bool) (nsPath string, holder bool, err error) {
-	wantsNew := false
+// sandboxNamespaces decides which namespaces the container joins from the sandbox's first
+// container (the pod's sandbox container, whose ipc, uts and pid namespaces are the pod's):
+// the types in join (CreateContainerRequest.sandbox_namespaces, "ipc", "uts", "pid") and pid
+// when sandboxPidns is set. The container's spec must ask for a namespace of each such type
+// (without a path: the host strips them). It returns the namespace paths by type and
+// whether this container becomes that first container (the first one with its own pid
+// namespace).
+func (s *Service) sandboxNamespaces(spec *specs.Spec, join []string, sandboxPidns bool) (paths map[specs.LinuxNamespaceType]string, holder bool, err error) {
+	var own []specs.LinuxNamespaceType
 	if spec.Linux != nil {
 		for _, ns := range spec.Linux.Namespaces {
-			if ns.Type == specs.PIDNamespace && ns.Path == "" {
-				wantsNew = true
-			}
+			own = append(own, ns.Type)
 		}
 	}
-	if !wantsNew {
-		return "", false, nil
+	var types []specs.LinuxNamespaceType
+	for _, j := range join {
+		t := specs.LinuxNamespaceType(j)
+		if t != specs.IPCNamespace && t != specs.UTSNamespace && t != specs.PIDNamespace {
+			return nil, false, fmt.Errorf("%w: sandbox_namespaces: %q is not a namespace a container can join from the sandbox (ipc, uts, pid)", errdefs.ErrInvalidArgument, j)
+		}
+		if !slices.Contains(types, t) {
+			types = append(types, t)
+		}
+	}
+	if sandboxPidns && !slices.Contains(types, specs.PIDNamespace) {
+		types = append(types, specs.PIDNamespace)
+	}
+	for _, t := range types {
+		if !slices.Contains(own, t) {
+			return nil, false, fmt.Errorf("%w: the container joins the sandbox's %s namespace but oci_spec.linux.namespaces has no %s namespace", errdefs.ErrInvalidArgument, t, t)
+		}
 	}
 	s.mu.Lock()
 	holderID := s.pidnsHolder
 	h := s.containers[holderID]
 	s.mu.Unlock()
 	if holderID == "" {
-		return "", true, nil
+		if len(types) > 0 {
+			return nil, false, fmt.Errorf("%w: the container joins the sandbox's %s namespace, but the sandbox has no container yet", errdefs.ErrFailedPrecondition, types[0])
+		}
+		return nil, slices.Contains(own, specs.PIDNamespace), nil
 	}
-	if !sandboxPidns {
-		return "", false, nil
+	if len(types) == 0 {
+		return nil, false, nil
 	}
 	if h == nil {
-		return "", false, fmt.Errorf("%w: the sandbox pid namespace is gone: its first container %q was removed", errdefs.ErrFailedPrecondition, holderID)
+		return nil, false, fmt.Errorf("%w: the sandbox namespaces are gone: its first container %q was removed", errdefs.ErrFailedPrecondition, holderID)
 	}
 	h.mu.Lock()
 	init := h.init
 	h.mu.Unlock()
 	if init == nil || init.hasExited() {
-		return "", false, fmt.Errorf("%w: the sandbox pid namespace is gone: the init of its first container %q exited", errdefs.ErrFailedPrecondition, holderID)
+		return nil, false, fmt.Errorf("%w: the sandbox namespaces are gone: the init of its first container %q exited", errdefs.ErrFailedPrecondition, holderID)
 	}
-	return libct.PidNSPath(init.pid), false, nil
+	paths = make(map[specs.LinuxNamespaceType]string, len(types))
+	for _, t := range types {
+		paths[t] = libct.NSPath(init.pid, t)
+	}
+	return paths, false, nil
 }
 
 // StartContainer releases the init from the exec barrier.

@@ -22,8 +22,9 @@ import (
 //     the bundle, destinations cleaned;
 //   - hooks are dropped: they run on the host;
 //   - linux.cgroupsPath is cleared: the agent picks the cgroup in the guest;
-//   - namespace paths are dropped: they name host namespaces (a pod's pause process, a CNI
-//     netns). A pid namespace path becomes "join the sandbox's" (Container.JoinSandboxPidNS).
+//   - namespace paths are dropped: they name host namespaces. ContainerConfig accepted only
+//     the pod sandbox's own ipc, uts and pid namespaces; the container joins the sandbox
+//     container's in the guest instead (Container.SandboxNamespaces).
 //     The network namespace is dropped altogether: the VM is the pod's network boundary, so
 //     every container of the pod shares the guest's network namespace and its interfaces (as
 //     the containers of a pod share the pause container's on the host);
@@ -68,18 +69,4 @@ func GuestSpec(c *Container, cfg *config.Config) (*specs.Spec, error) {
 		}
 	}
 	return &g, nil
-}
-
-// joinsSandboxPidNS reports whether the spec asks to join an existing pid namespace (CRI
-// sets the pause container's for pods that share their process namespace).
-func joinsSandboxPidNS(spec *specs.Spec) bool {
-	if spec.Linux == nil {
-		return false
-	}
-	for _, ns := range spec.Linux.Namespaces {
-		if ns.Type == specs.PIDNamespace && ns.Path != "" {
-			return true
-		}
-	}
-	return false
 }

@@ -46,7 +46,9 @@ func TestGuestSpec(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := hostSpec()
-			c, err := ContainerConfig(context.Background(), "c1", bundle, spec, opts)
+			o := opts
+			o.SandboxNamespaces = SandboxNamespacePaths(42, nil)
+			c, err := ContainerConfig(context.Background(), "c1", bundle, spec, o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -79,7 +81,10 @@ func TestGuestSpec(t *testing.T) {
 				t.Errorf("bind mount = %+v, want %+v (the plan's, source resolved)", got, want)
 			}
 			if !c.JoinSandboxPidNS {
-				t.Error("JoinSandboxPidNS = false for a spec with a pid namespace path")
+				t.Error("JoinSandboxPidNS = false for a spec with the sandbox's pid namespace path")
+			}
+			if want := []specs.LinuxNamespaceType{specs.PIDNamespace, specs.IPCNamespace}; !reflect.DeepEqual(c.SandboxNamespaces, want) {
+				t.Errorf("SandboxNamespaces = %v, want %v", c.SandboxNamespaces, want)
 			}
 			// The plan's spec is the spec as given.
 			if !reflect.DeepEqual(spec, hostSpec()) {

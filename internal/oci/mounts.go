@@ -46,8 +46,24 @@ func mountsOf(bundle string, in []specs.Mount) ([]specs.Mount, error) {
 	return out, nil
 }
 
+type guestDevice struct {
+	major, minor int64
+	name         string
+}
+
+// guestDevices are the character devices every Linux kernel provides with the same numbers
+// (Documentation/admin-guide/devices.txt): a node for one of them made in the guest is the
+// same device as on the host. Any other device number names hardware or a driver of the
+// host, which the VM does not have.
+var guestDevices = []guestDevice{
+	{1, 3, "null"}, {1, 5, "zero"}, {1, 7, "full"}, {1, 8, "random"}, {1, 9, "urandom"},
+	{5, 0, "tty"}, {5, 1, "console"}, {5, 2, "ptmx"}, {10, 200, "net/tun"}, {10, 229, "fuse"},
+}
+
 // devicesOf validates the devices: an absolute path and a type of c, b, u (with
-// non-negative major and minor numbers) or p.
+// non-negative major and minor numbers) or p. A FIFO (p) is made in the guest; a character
+// device must be one the guest kernel provides itself (guestDevices); a block device or any
+// other host device cannot be passed to the VM and is refused, naming it.
 func devicesOf(spec *specs.Spec) ([]specs.LinuxDevice, error) {
 	if spec.Linux == nil {
 		return nil, nil
@@ -62,6 +78,12 @@ func devicesOf(spec *specs.Spec) ([]specs.LinuxDevice, error) {
 			if d.Major < 0 || d.Minor < 0 {
 				return nil, fmt.Errorf("linux.devices[%d] (%s): major %d / minor %d must not be negative", i, d.Path, d.Major, d.Minor)
 			}
+			if d.Type == "b" {
+				return nil, fmt.Errorf("linux.devices[%d] (%s): block device %d:%d: a host block device cannot be passed to the VM", i, d.Path, d.Major, d.Minor)
+			}
+			if !slices.ContainsFunc(guestDevices, func(g guestDevice) bool { return g.major == d.Major && g.minor == d.Minor }) {
+				return nil, fmt.Errorf("linux.devices[%d] (%s): character device %d:%d is a device of the host, which cannot be passed to the VM (the guest makes only %s)", i, d.Path, d.Major, d.Minor, guestDeviceNames())
+			}
 		case "p":
 		default:
 			return nil, fmt.Errorf("linux.devices[%d] (%s): type %q (allowed: c, b, u, p)", i, d.Path, d.Type)
@@ -69,6 +91,14 @@ func devicesOf(spec *specs.Spec) ([]specs.LinuxDevice, error) {
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+func guestDeviceNames() string {
+	names := make([]string, len(guestDevices))
+	for i, g := range guestDevices {
+		names[i] = fmt.Sprintf("%s %d:%d", g.name, g.major, g.minor)
+	}
+	return strings.Join(names, ", ")
 }
 
 // shmSize finds /dev/shm's size: a bind mount's source is measured (statfs), a tmpfs's size=

@@ -21,6 +21,7 @@ import (
 	"maps"
 	"path"
 	"regexp"
+	"slices"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -36,6 +37,9 @@ type Options struct {
 	// FSSize returns the size in bytes of the file system at a path (statfs(2) when nil); it
 	// measures a bind-mounted /dev/shm.
 	FSSize func(path string) (uint64, error)
+	// SandboxNamespaces are, for a pod container, the host paths that stand for its pod
+	// sandbox's namespaces (SandboxNamespacePaths); the container may join those by path.
+	SandboxNamespaces map[specs.LinuxNamespaceType][]string
 }
 
 // Sandbox is the plan for a VM and the container that creates it.
@@ -74,9 +78,12 @@ type Container struct {
 	RootfsReadonly bool
 	Hostname       string
 	Process        Process
-	// JoinSandboxPidNS is set when the spec joins an existing pid namespace (a pod sharing
-	// its process namespace): in the guest the container joins the sandbox's.
+	// JoinSandboxPidNS is set when the spec joins the pod sandbox's pid namespace (a pod
+	// sharing its process namespace): in the guest the container joins the sandbox's.
 	JoinSandboxPidNS bool
+	// SandboxNamespaces are the namespace types (ipc, uts, pid) whose path in the spec is the
+	// pod sandbox's: in the guest the container joins the sandbox container's.
+	SandboxNamespaces []specs.LinuxNamespaceType
 	// Mounts in spec order, destinations cleaned and relative bind sources resolved against
 	// the bundle.
 	Mounts []specs.Mount
@@ -179,6 +186,10 @@ func convert(ctx context.Context, id, bundle string, spec *specs.Spec, opts Opti
 	if err != nil {
 		return nil, err
 	}
+	joins, err := namespacesOf(kind, spec, opts.SandboxNamespaces)
+	if err != nil {
+		return nil, err
+	}
 	devices, err := devicesOf(spec)
 	if err != nil {
 		return nil, err
@@ -192,20 +203,21 @@ func convert(ctx context.Context, id, bundle string, spec *specs.Spec, opts Opti
 		return nil, err
 	}
 	return &Container{
-		ID:               id,
-		SandboxID:        sid,
-		Kind:             kind,
-		Bundle:           bundle,
-		Rootfs:           path.Clean(rootfs),
-		RootfsReadonly:   spec.Root.Readonly,
-		Hostname:         spec.Hostname,
-		Process:          proc,
-		JoinSandboxPidNS: joinsSandboxPidNS(spec),
-		Mounts:           mounts,
-		Devices:          devices,
-		ShmSize:          shm,
-		Resources:        resourcesOf(spec),
-		Annotations:      maps.Clone(spec.Annotations),
-		Spec:             spec,
+		ID:                id,
+		SandboxID:         sid,
+		Kind:              kind,
+		Bundle:            bundle,
+		Rootfs:            path.Clean(rootfs),
+		RootfsReadonly:    spec.Root.Readonly,
+		Hostname:          spec.Hostname,
+		Process:           proc,
+		JoinSandboxPidNS:  slices.Contains(joins, specs.PIDNamespace),
+		SandboxNamespaces: joins,
+		Mounts:            mounts,
+		Devices:           devices,
+		ShmSize:           shm,
+		Resources:         resourcesOf(spec),
+		Annotations:       maps.Clone(spec.Annotations),
+		Spec:              spec,
 	}, nil
 }

@@ -156,6 +156,12 @@ func TestContainerConfigValidation(t *testing.T) {
 		{"device relative path", "c1", bundle, func(s *specs.Spec) {
 			s.Linux = &specs.Linux{Devices: []specs.LinuxDevice{{Path: "dev/x", Type: "c"}}}
 		}, "linux.devices[0].path"},
+		{"host block device", "c1", bundle, func(s *specs.Spec) {
+			s.Linux = &specs.Linux{Devices: []specs.LinuxDevice{{Path: "/dev/null", Type: "c", Major: 1, Minor: 3}, {Path: "/dev/sda", Type: "b", Major: 8}}}
+		}, "linux.devices[1] (/dev/sda): block device 8:0: a host block device cannot be passed to the VM"},
+		{"host character device", "c1", bundle, func(s *specs.Spec) {
+			s.Linux = &specs.Linux{Devices: []specs.LinuxDevice{{Path: "/dev/kvm", Type: "c", Major: 10, Minor: 232}}}
+		}, "linux.devices[0] (/dev/kvm): character device 10:232 is a device of the host"},
 		{"device negative major", "c1", bundle, func(s *specs.Spec) {
 			s.Linux = &specs.Linux{Devices: []specs.LinuxDevice{{Path: "/dev/x", Type: "b", Major: -1}}}
 		}, "must not be negative"},
@@ -202,8 +208,8 @@ func TestContainerConfigConversion(t *testing.T) {
 	spec.Linux = &specs.Linux{
 		Devices: []specs.LinuxDevice{
 			{Path: "/dev/fuse", Type: "c", Major: 10, Minor: 229},
-			{Path: "/dev/sda", Type: "b", Major: 8},
-			{Path: "/dev/u", Type: "u", Major: 1, Minor: 2},
+			{Path: "/dev/null2", Type: "c", Major: 1, Minor: 3},
+			{Path: "/dev/u", Type: "u", Major: 1, Minor: 9},
 			{Path: "/dev/fifo", Type: "p"},
 		},
 		Resources: &specs.LinuxResources{
@@ -305,6 +311,7 @@ func TestSandboxConfig(t *testing.T) {
 	pod := func(ann map[string]string) *specs.Spec {
 		s := minimalSpec()
 		s.Annotations = map[string]string{AnnotationContainerdType: "sandbox", AnnotationContainerdSandboxID: "pod1"}
+		s.Linux = &specs.Linux{Namespaces: podSandboxNamespaces()}
 		for k, v := range ann {
 			s.Annotations[k] = v
 		}

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
+	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -104,10 +107,11 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		return nil, fmt.Errorf("container %s: encode spec: %w", id, err)
 	}
 	if err := s.agent.CreateContainer(ctx, &agentv1.CreateContainerRequest{
-		ContainerId:  id,
-		OciSpec:      specJSON,
-		Stdio:        stdioConfig(plan.Process.Terminal, plan.Process.ConsoleSize, cfg.Stdin),
-		SandboxPidns: plan.JoinSandboxPidNS,
+		ContainerId:       id,
+		OciSpec:           specJSON,
+		Stdio:             stdioConfig(plan.Process.Terminal, plan.Process.ConsoleSize, cfg.Stdin),
+		SandboxPidns:      plan.JoinSandboxPidNS,
+		SandboxNamespaces: namespaceNames(plan.SandboxNamespaces),
 	}); err != nil {
 		return nil, s.explain(fmt.Errorf("container %s: %w", id, err))
 	}
@@ -129,6 +133,14 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		return nil, err
 	}
 	return c, nil
+}
+
+func namespaceNames(types []specs.LinuxNamespaceType) []string {
+	out := make([]string, len(types))
+	for i, t := range types {
+		out[i] = string(t)
+	}
+	return out
 }
 
 func stdioConfig(terminal bool, size *specs.Box, stdin bool) *agentv1.StdioConfig {
@@ -158,16 +170,32 @@ func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollb
 		return nil, fmt.Errorf("container %s: %w", id, err)
 	}
 	guest.Root.Path = sharefs.GuestPath(rel)
+	mounts := make([]specs.Mount, 0, len(guest.Mounts))
 	for i, m := range guest.Mounts {
 		if !oci.IsBind(m) {
+			mounts = append(mounts, m)
 			continue
 		}
-		rel, err := s.share.Bind(ctx, id, fmt.Sprintf("mount-%d", i), m.Source, shareOptions(m.Options))
+		so := shareOptions(m.Options)
+		var subs []specs.Mount
+		if so.TopReadOnly {
+			// Listed before the share is made: the clone has exactly these submounts.
+			if subs, err = submountBinds(m); err != nil {
+				return nil, fmt.Errorf("container %s: %w", id, err)
+			}
+		}
+		rel, err := s.share.Bind(ctx, id, fmt.Sprintf("mount-%d", i), m.Source, so)
 		if err != nil {
 			return nil, fmt.Errorf("container %s: mount %s: %w", id, m.Destination, err)
 		}
-		guest.Mounts[i].Source = sharefs.GuestPath(rel)
+		m.Source = sharefs.GuestPath(rel)
+		mounts = append(mounts, m)
+		for _, sub := range subs {
+			sub.Source = path.Join(m.Source, sub.Source)
+			mounts = append(mounts, sub)
+		}
 	}
+	guest.Mounts = mounts
 	return guest, nil
 }
 
@@ -176,8 +204,11 @@ const rootfsShare = "rootfs"
 
 // shareOptions reads a bind mount's options as runc does: `rbind` clones the submounts
 // too; `ro`/`rw` set the top mount's read-only flag and `rro`/`rrw` the whole tree's, the
-// last of each pair winning. Either flag makes the whole shared tree read-only on the host
-// (see package sharefs: in the guest the container cannot write any of it either way).
+// last of each pair winning. The shared tree is as read-only on the host as the container
+// is given it: `rro` makes every mount of it read-only, `ro` the top one (on a plain bind
+// only the top mount is shared at all), so guest root reaching the share gets no more than
+// the container. With `rslave` or `rshared` the host's later mounts under the source reach
+// the guest (host-to-container propagation); the guest's mounts never reach the host.
 func shareOptions(options []string) sharefs.BindOptions {
 	var o sharefs.BindOptions
 	top, tree := false, false
@@ -193,10 +224,53 @@ func shareOptions(options []string) sharefs.BindOptions {
 			tree = true
 		case "rrw":
 			tree = false
+		case "rslave", "slave", "rshared", "shared":
+			o.Slave = true
+		case "rprivate", "private":
+			o.Slave = false
 		}
 	}
-	o.ReadOnly = top || tree
+	switch {
+	case tree, top && !o.Recursive:
+		o.ReadOnly = true
+	case top:
+		o.TopReadOnly = true
+	}
 	return o
+}
+
+// submountBinds are the guest mounts that keep a top-only read-only recursive bind's
+// submounts writable, as runc's `ro` leaves them. In the guest a shared tree is one 9p
+// file system, so a read-only bind of it covers its submounts too; each host submount
+// below source gets a writable bind of its own at the same place under the destination,
+// shallowest first. Their sources are relative to the shared tree's guest path.
+func submountBinds(m specs.Mount) ([]specs.Mount, error) {
+	src, err := filepath.EvalSymlinks(m.Source)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: source %s: %w", m.Destination, m.Source, err)
+	}
+	mps, err := sharefs.MountsUnder(src)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", m.Destination, err)
+	}
+	slices.Reverse(mps) // MountsUnder lists deepest first
+	var out []specs.Mount
+	for _, mp := range mps {
+		rel, err := filepath.Rel(src, mp)
+		if err != nil || rel == "." || slices.ContainsFunc(out, func(o specs.Mount) bool { return o.Destination == path.Join(m.Destination, rel) }) {
+			continue
+		}
+		opts := []string{"rbind", "rw"}
+		for _, o := range m.Options {
+			switch o {
+			case "bind", "rbind", "ro", "rw", "rro", "rrw":
+			default:
+				opts = append(opts, o)
+			}
+		}
+		out = append(out, specs.Mount{Destination: path.Join(m.Destination, rel), Type: "bind", Source: rel, Options: opts})
+	}
+	return out, nil
 }
 
 // Container returns a container of the sandbox.
@@ -250,10 +324,22 @@ func (c *Container) WaitExit(ctx context.Context, execID string) (Exit, error) {
 }
 
 // Kill sends a signal to the process, or to every process of the container when all is set.
+// Once the sandbox is deleted or its VM has exited, no process of it is left to signal:
+// Kill then fails with ErrNotFound, as for a process that has exited.
 func (c *Container) Kill(ctx context.Context, execID string, sig syscall.Signal, all bool) error {
+	c.sb.mu.Lock()
+	stopped := c.sb.state == StateStopped
+	c.sb.mu.Unlock()
+	if stopped || !c.sb.vmAlive() {
+		return fmt.Errorf("kill container %s process %q: the sandbox's VM is stopped, and every process in it with it: %w", c.id, execID, errdefs.ErrNotFound)
+	}
 	err := c.sb.agent.SignalProcess(ctx, &agentv1.SignalProcessRequest{ContainerId: c.id, ExecId: execID, Signal: uint32(sig), All: all})
 	if err != nil {
-		return c.sb.explain(fmt.Errorf("kill container %s process %q: %w", c.id, execID, err))
+		err = c.sb.explain(fmt.Errorf("kill container %s process %q: %w", c.id, execID, err))
+		if !c.sb.vmAlive() && !errdefs.IsNotFound(err) {
+			err = fmt.Errorf("%w (every process in the VM is gone: %w)", err, errdefs.ErrNotFound)
+		}
+		return err
 	}
 	return nil
 }

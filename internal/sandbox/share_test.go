@@ -15,13 +15,17 @@ func TestShareOptions(t *testing.T) {
 		{"", sharefs.BindOptions{}},
 		{"bind", sharefs.BindOptions{}},
 		{"rbind", sharefs.BindOptions{Recursive: true}},
-		{"rbind,ro", sharefs.BindOptions{Recursive: true, ReadOnly: true}},
+		{"rbind,ro", sharefs.BindOptions{Recursive: true, TopReadOnly: true}},
 		{"bind,ro", sharefs.BindOptions{ReadOnly: true}},
 		{"rbind,rro", sharefs.BindOptions{Recursive: true, ReadOnly: true}},
 		{"rbind,ro,rw", sharefs.BindOptions{Recursive: true}},
 		{"rbind,rro,rrw", sharefs.BindOptions{Recursive: true}},
 		{"rbind,rro,rw", sharefs.BindOptions{Recursive: true, ReadOnly: true}},
+		{"rbind,ro,rro", sharefs.BindOptions{Recursive: true, ReadOnly: true}},
 		{"rw,nosuid,nodev,rbind", sharefs.BindOptions{Recursive: true}},
+		{"rbind,rslave", sharefs.BindOptions{Recursive: true, Slave: true}},
+		{"rbind,rshared", sharefs.BindOptions{Recursive: true, Slave: true}},
+		{"rbind,rshared,rprivate", sharefs.BindOptions{Recursive: true}},
 	} {
 		t.Run(tc.options, func(t *testing.T) {
 			var opts []string

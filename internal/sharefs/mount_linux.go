@@ -17,7 +17,11 @@ import (
 const beneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
 
 // New creates the export and the host-only tree in the sandbox directory dir, which must
-// exist (mode 0700: only root reads container files through them).
+// exist (mode 0700: only root reads container files through them). The export, the tree
+// and each container's directory in it are mode 0711: in the guest the export is reached
+// through them, and a container init in a user namespace (whose root is not the guest's)
+// must be able to pass through them to its root file system; none of them can be listed
+// but by root.
 func New(dir string) (*Share, error) {
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("sandbox dir %q is not absolute", dir)
@@ -29,7 +33,7 @@ func New(dir string) (*Share, error) {
 	}
 	defer unix.Close(root)
 	for _, name := range []string{exportName, treeName} {
-		if err := mkdirBeneath(root, name, 0o700); err != nil {
+		if err := mkdirBeneath(root, name, 0o711); err != nil {
 			return nil, fmt.Errorf("create %s in %s: %w", name, dir, err)
 		}
 	}
@@ -209,11 +213,20 @@ func (s *Share) bind(ctx context.Context, containerID, name, src string, opts Bi
 	}
 	defer unix.Close(clone)
 	// Private: the source's later mounts do not reach the guest, nor the other way round.
-	if err := unix.MountSetattr(clone, "", unix.AT_EMPTY_PATH|rec, &unix.MountAttr{Propagation: unix.MS_PRIVATE}); err != nil {
-		return fmt.Errorf("make the clone private: %w", err)
+	// Slave: the source's later mounts reach the guest; nothing goes the other way.
+	prop, word := uint64(unix.MS_PRIVATE), "private"
+	if opts.Slave {
+		prop, word = unix.MS_SLAVE, "a slave of the source"
 	}
-	if opts.ReadOnly {
-		if err := unix.MountSetattr(clone, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
+	if err := unix.MountSetattr(clone, "", unix.AT_EMPTY_PATH|rec, &unix.MountAttr{Propagation: prop}); err != nil {
+		return fmt.Errorf("make the clone %s: %w", word, err)
+	}
+	if opts.ReadOnly || opts.TopReadOnly {
+		at := unix.AT_EMPTY_PATH
+		if opts.ReadOnly {
+			at |= unix.AT_RECURSIVE
+		}
+		if err := unix.MountSetattr(clone, "", uint(at), &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
 			return fmt.Errorf("make the clone read-only: %w", err)
 		}
 	}
@@ -225,7 +238,7 @@ func (s *Share) bind(ctx context.Context, containerID, name, src string, opts Bi
 	defer unix.Close(root)
 	defer unix.Close(view)
 	// The mount target is made in the host-only tree and reached through the view.
-	if err := mkdirBeneath(root, treeRel(containerID), 0o700); err != nil {
+	if err := mkdirBeneath(root, treeRel(containerID), 0o711); err != nil {
 		return fmt.Errorf("create the container's directory: %w", err)
 	}
 	cdir, err := openBeneath(root, treeRel(containerID), unix.O_PATH|unix.O_DIRECTORY, unix.RESOLVE_NO_XDEV)

@@ -90,6 +90,13 @@ type BindOptions struct {
 	Recursive bool
 	// ReadOnly makes every mount of the shared tree read-only on the host side.
 	ReadOnly bool
+	// TopReadOnly makes only the top mount of the shared tree read-only (runc's `ro` on an
+	// `rbind`: the submounts stay writable).
+	TopReadOnly bool
+	// Slave makes the shared tree a slave of the source's peer group (`rslave`, `rshared`):
+	// mounts made on the host under the source later reach the guest. Otherwise the tree is
+	// private and keeps the submounts it had when shared.
+	Slave bool
 }
 
 // Share is one sandbox's export on the host.

@@ -71,8 +71,8 @@ func TestResolutionRefusesSymlinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{exportName, treeName} {
-		if st, err := os.Lstat(filepath.Join(dir, name)); err != nil || !st.IsDir() || st.Mode().Perm() != 0o700 {
-			t.Fatalf("%s: got %v %v, want a 0700 directory", name, st, err)
+		if st, err := os.Lstat(filepath.Join(dir, name)); err != nil || !st.IsDir() || st.Mode().Perm() != 0o711 {
+			t.Fatalf("%s: got %v %v, want a 0711 directory", name, st, err)
 		}
 	}
 	// A container directory in the tree replaced by a link to a host directory.

@@ -325,12 +325,12 @@ func (s *service) plan(ctx context.Context, r *taskAPI.CreateTaskRequest) (*oci.
 	if err != nil {
 		return nil, nil, nil, host, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 	}
-	kind, _, err := oci.Identify(r.ID, spec.Annotations)
+	kind, sid, err := oci.Identify(r.ID, spec.Annotations)
 	if err != nil {
 		return nil, nil, nil, host, fmt.Errorf("container %s: %w: %w", r.ID, errdefs.ErrInvalidArgument, err)
 	}
 	if !kind.CreatesSandbox() {
-		plan, err := oci.ContainerConfig(ctx, r.ID, r.Bundle, spec, oci.Options{})
+		plan, err := oci.ContainerConfig(ctx, r.ID, r.Bundle, spec, oci.Options{SandboxNamespaces: s.sandboxNamespaces(sid)})
 		if err != nil {
 			return nil, nil, nil, host, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 		}
@@ -348,6 +348,23 @@ func (s *service) plan(ctx context.Context, r *taskAPI.CreateTaskRequest) (*oci.
 		return nil, nil, nil, host, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 	}
 	return sbPlan, sbPlan.Container, cfg, host, nil
+}
+
+// sandboxNamespaces are the host paths that stand for the namespaces of pod sandbox sid
+// (oci.SandboxNamespacePaths): those of the pid this shim reports for the sandbox's task
+// and the paths in the sandbox container's spec. Nil when the shim runs no such sandbox.
+func (s *service) sandboxNamespaces(sid string) map[specs.LinuxNamespaceType][]string {
+	s.mu.Lock()
+	sc := s.containers[sid]
+	s.mu.Unlock()
+	if sc == nil {
+		return nil
+	}
+	spec, err := bundle.LoadSpec(sc.bundle)
+	if err != nil {
+		spec = nil
+	}
+	return oci.SandboxNamespacePaths(os.Getpid(), spec)
 }
 
 // reserve registers c as being created and, for a container that creates the sandbox,

@@ -572,9 +572,13 @@ type CreateContainerRequest struct {
 	Devices  []*Device    `protobuf:"bytes,5,rep,name=devices,proto3" json:"devices,omitempty"`
 	Stdio    *StdioConfig `protobuf:"bytes,6,opt,name=stdio,proto3" json:"stdio,omitempty"`
 	// The container shares the sandbox's pid namespace.
-	SandboxPidns  bool `protobuf:"varint,7,opt,name=sandbox_pidns,json=sandboxPidns,proto3" json:"sandbox_pidns,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SandboxPidns bool `protobuf:"varint,7,opt,name=sandbox_pidns,json=sandboxPidns,proto3" json:"sandbox_pidns,omitempty"`
+	// Namespace types ("ipc", "uts", "pid") the container joins from the sandbox's first
+	// container (its pod sandbox container) instead of getting new ones; "pid" is the same as
+	// sandbox_pidns.
+	SandboxNamespaces []string `protobuf:"bytes,8,rep,name=sandbox_namespaces,json=sandboxNamespaces,proto3" json:"sandbox_namespaces,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *CreateContainerRequest) Reset() {
@@ -654,6 +658,13 @@ func (x *CreateContainerRequest) GetSandboxPidns() bool {
 		return x.SandboxPidns
 	}
 	return false
+}
+
+func (x *CreateContainerRequest) GetSandboxNamespaces() []string {
+	if x != nil {
+		return x.SandboxNamespaces
+	}
+	return nil
 }
 
 type Device struct {
@@ -3777,7 +3788,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x06fstype\x18\x04 \x01(\tR\x06fstype\x12\x18\n" +
 	"\aoptions\x18\x05 \x03(\tR\aoptions\x12\x1f\n" +
 	"\vmount_point\x18\x06 \x01(\tR\n" +
-	"mountPoint\"\xb1\x02\n" +
+	"mountPoint\"\xe0\x02\n" +
 	"\x16CreateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x19\n" +
@@ -3785,7 +3796,8 @@ const file_agent_proto_rawDesc = "" +
 	"\bstorages\x18\x04 \x03(\v2\x18.vessel.agent.v1.StorageR\bstorages\x121\n" +
 	"\adevices\x18\x05 \x03(\v2\x17.vessel.agent.v1.DeviceR\adevices\x122\n" +
 	"\x05stdio\x18\x06 \x01(\v2\x1c.vessel.agent.v1.StdioConfigR\x05stdio\x12#\n" +
-	"\rsandbox_pidns\x18\a \x01(\bR\fsandboxPidns\"\x86\x01\n" +
+	"\rsandbox_pidns\x18\a \x01(\bR\fsandboxPidns\x12-\n" +
+	"\x12sandbox_namespaces\x18\b \x03(\tR\x11sandboxNamespaces\"\x86\x01\n" +
 	"\x06Device\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x17\n" +

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -51,8 +52,9 @@ type Options struct {
 	// CgroupPath is the container's cgroup v2 path relative to the cgroup root, e.g.
 	// /vessel/<id>. It replaces the spec's linux.cgroupsPath.
 	CgroupPath string
-	// PidNSPath, when set, is the pid namespace to join instead of creating a new one.
-	PidNSPath string
+	// NSPaths are namespaces to join instead of creating new ones, by type (the spec's
+	// entry of that type gets the path).
+	NSPaths map[specs.LinuxNamespaceType]string
 }
 
 // Container is a libcontainer container.
@@ -86,17 +88,29 @@ func Create(o Options) (*Container, error) {
 		lin = *spec.Linux
 	}
 	lin.CgroupsPath = o.CgroupPath
-	if o.PidNSPath != "" {
+	if len(o.NSPaths) > 0 {
 		ns := make([]specs.LinuxNamespace, len(lin.Namespaces))
 		copy(ns, lin.Namespaces)
 		for i := range ns {
-			if ns[i].Type == specs.PIDNamespace {
-				ns[i].Path = o.PidNSPath
+			if p, ok := o.NSPaths[ns[i].Type]; ok {
+				ns[i].Path = p
 			}
 		}
 		lin.Namespaces = ns
 	}
+	// A FIFO's major and minor numbers mean nothing (mknod ignores them); libcontainer
+	// checks the node it made against them, so they are cleared as runc's users expect.
+	if slices.ContainsFunc(lin.Devices, func(d specs.LinuxDevice) bool { return d.Type == "p" }) {
+		devs := slices.Clone(lin.Devices)
+		for i := range devs {
+			if devs[i].Type == "p" {
+				devs[i].Major, devs[i].Minor = 0, 0
+			}
+		}
+		lin.Devices = devs
+	}
 	s.Linux = &lin
+	s.Mounts = sysfsForUserNS(s.Mounts, lin.Namespaces)
 
 	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
 		CgroupName: o.ID,
@@ -116,6 +130,39 @@ func Create(o Options) (*Container, error) {
 		return nil, fmt.Errorf("create container %q: %w", o.ID, err)
 	}
 	return &Container{c: c}, nil
+}
+
+// sysfsForUserNS replaces sysfs mounts by a recursive bind of the guest's /sys (keeping
+// their flags) when the container has a user namespace but no network namespace of its own:
+// the kernel lets only the owner of the network namespace mount sysfs, so the mount would
+// fail with EPERM. podman writes the same bind for such containers.
+func sysfsForUserNS(mounts []specs.Mount, ns []specs.LinuxNamespace) []specs.Mount {
+	userns, netns := false, false
+	for _, n := range ns {
+		switch n.Type {
+		case specs.UserNamespace:
+			userns = true
+		case specs.NetworkNamespace:
+			netns = n.Path == ""
+		}
+	}
+	if !userns || netns || !slices.ContainsFunc(mounts, func(m specs.Mount) bool { return m.Type == "sysfs" }) {
+		return mounts
+	}
+	out := slices.Clone(mounts)
+	for i, m := range out {
+		if m.Type != "sysfs" {
+			continue
+		}
+		opts := []string{"rbind"}
+		for _, o := range m.Options {
+			if o != "bind" && o != "rbind" {
+				opts = append(opts, o)
+			}
+		}
+		out[i] = specs.Mount{Destination: m.Destination, Type: "bind", Source: "/sys", Options: opts}
+	}
+	return out
 }
 
 // Start starts p in the container. For the init process (created with init=true) the
@@ -259,8 +306,17 @@ var rlimits = map[string]int{
 	"RLIMIT_RTTIME":     unix.RLIMIT_RTTIME,
 }
 
-// PidNSPath is the path of the pid namespace of process pid.
-func PidNSPath(pid int) string { return "/proc/" + strconv.Itoa(pid) + "/ns/pid" }
+// NSPath is the path of process pid's namespace of type t.
+func NSPath(pid int, t specs.LinuxNamespaceType) string {
+	name := string(t)
+	switch t {
+	case specs.NetworkNamespace:
+		name = "net"
+	case specs.MountNamespace:
+		name = "mnt"
+	}
+	return "/proc/" + strconv.Itoa(pid) + "/ns/" + name
+}
 
 func rlimitNumber(name string) (int, error) {
 	n, ok := rlimits[strings.ToUpper(name)]
