@@ -129,7 +129,7 @@ func run() error {
 	rp, re, vp, ve := res.Totals()
 	fmt.Printf("\n%d programs; tests passed/executed: runc %d/%d, Vessel %d/%d; table in %s\n", len(res.Rows), rp, re, vp, ve, table)
 	if p := res.Problems(); len(p) > 0 {
-		return fmt.Errorf("Vessel does worse than runc:\n  %s", strings.Join(p, "\n  "))
+		return fmt.Errorf("where Vessel does worse than runc:\n  %s", strings.Join(p, "\n  "))
 	}
 	return nil
 }

@@ -154,10 +154,10 @@ func downloadModule(ctx context.Context, mod string) (string, error) {
 	out, runErr := cmd.Output()
 	var info struct{ Dir, Error string }
 	if err := json.Unmarshal(out, &info); err != nil {
-		return "", fmt.Errorf("go mod download %s: %v, output %q", mod, errors.Join(runErr, err), lastLine(string(out)))
+		return "", fmt.Errorf("go mod download %s: %w, output %q", mod, errors.Join(runErr, err), lastLine(string(out)))
 	}
 	if info.Error != "" || info.Dir == "" {
-		return "", fmt.Errorf("go mod download %s: %v %s", mod, runErr, info.Error)
+		return "", fmt.Errorf("go mod download %s: %s (%w)", mod, info.Error, runErr)
 	}
 	return info.Dir, nil
 }
