@@ -157,7 +157,7 @@ func downloadModule(ctx context.Context, mod string) (string, error) {
 		return "", fmt.Errorf("go mod download %s: %w, output %q", mod, errors.Join(runErr, err), lastLine(string(out)))
 	}
 	if info.Error != "" || info.Dir == "" {
-		return "", fmt.Errorf("go mod download %s: %s (%w)", mod, info.Error, runErr)
+		return "", fmt.Errorf("go mod download %s: no module directory: %w", mod, errors.Join(errors.New(info.Error), runErr))
 	}
 	return info.Dir, nil
 }
