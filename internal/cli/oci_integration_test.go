@@ -447,3 +447,33 @@ func TestKillThenDelete(t *testing.T) {
 	}
 	h.assertNoLeftovers()
 }
+
+// TestExecAndKillLikeRunc: exec into a created container works, an exec that cannot run
+// exits 255, kill takes signal 0 (a check) and --all, as with runc.
+func TestExecAndKillLikeRunc(t *testing.T) {
+	h := newHarness(t)
+	h.subreaper()
+	b := h.bundle([]string{"sleep", "1000"}, nil)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	h.ok("create", "--bundle", b, "--pid-file", pidFile, "e1")
+	pid := readPid(t, pidFile)
+	if out, errOut, code := h.run("exec", "e1", "echo", "in-created"); code != 0 || out != "in-created\n" {
+		t.Errorf("exec into a created container: %q exit %d: %s", out, code, errOut)
+	}
+	h.wantState("e1", specs.StateCreated)
+	if _, errOut, code := h.run("exec", "e1", "/nonexistent"); code != 255 || !strings.Contains(errOut, "exec failed") {
+		t.Errorf("exec of a missing binary: exit %d %q, want 255 and \"exec failed\"", code, errOut)
+	}
+	h.ok("kill", "e1", "0")
+	h.ok("start", "e1")
+	h.ok("kill", "e1", "0")
+	h.ok("kill", "--all", "e1", "KILL")
+	if code := reap(t, pid); code != 128+int(syscall.SIGKILL) {
+		t.Errorf("stand-in exit status %d, want %d", code, 128+int(syscall.SIGKILL))
+	}
+	if _, errOut, code := h.run("kill", "e1", "0"); code != 1 || !strings.Contains(errOut, "not running") {
+		t.Errorf("kill 0 of a stopped container: exit %d %q", code, errOut)
+	}
+	h.ok("delete", "e1")
+	h.assertNoLeftovers()
+}
