@@ -31,10 +31,11 @@ func execCommand() *cli.Command {
 
 Where "<container-id>" is the name for the instance of the container and
 "<command>" is the command to be executed in the container.`,
-		Description: `The exec command runs an additional process in a created or running container, in its VM. The
-process starts from the container's own process settings (user, env, cwd, capabilities,
-rlimits), with args from the command line and the options below applied; --process gives
-a complete process.json instead.
+		Description: `The exec command runs an additional process in a created or running container, in
+its VM. The process starts from the container's own process settings (user, env, cwd,
+capabilities, rlimits), with args from the command line and the options below applied;
+--process gives a complete process.json instead. When the process cannot be run, exec
+exits 255, as runc's does.
 
 In the foreground vessel relays stdio (or its terminal with --tty), forwards the signals
 it receives to the process and exits with the process's exit status. With --detach a vessel
