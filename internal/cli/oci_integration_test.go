@@ -467,6 +467,11 @@ func TestExecAndKillLikeRunc(t *testing.T) {
 	h.ok("kill", "e1", "0")
 	h.ok("start", "e1")
 	h.ok("kill", "e1", "0")
+	// A terminal process with vessel's stdin not a terminal (here /dev/null): its terminal
+	// is relayed to vessel's stdio.
+	if out, errOut, code := h.run("exec", "--tty", "e1", "echo", "on-a-tty"); code != 0 || out != "on-a-tty\r\n" {
+		t.Errorf("exec --tty with stdin not a terminal: %q exit %d: %s", out, code, errOut)
+	}
 	h.ok("kill", "--all", "e1", "KILL")
 	if code := reap(t, pid); code != 128+int(syscall.SIGKILL) {
 		t.Errorf("stand-in exit status %d, want %d", code, 128+int(syscall.SIGKILL))
