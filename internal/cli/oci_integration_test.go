@@ -482,3 +482,39 @@ func TestExecAndKillLikeRunc(t *testing.T) {
 	h.ok("delete", "e1")
 	h.assertNoLeftovers()
 }
+
+// TestDeleteForceSubCgroups: delete --force removes a running container whose processes
+// live in cgroups it made below its own, as runc's does.
+func TestDeleteForceSubCgroups(t *testing.T) {
+	h := newHarness(t)
+	h.subreaper()
+	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) {
+		for i, m := range s.Mounts {
+			if m.Type == "cgroup" || m.Type == "cgroup2" {
+				var opts []string
+				for _, o := range m.Options {
+					if o != "ro" {
+						opts = append(opts, o)
+					}
+				}
+				s.Mounts[i].Options = append(opts, "rw")
+			}
+		}
+	})
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	h.ok("run", "--detach", "--bundle", b, "--pid-file", pidFile, "sub")
+	pid := readPid(t, pidFile)
+	// As runc's test does: a threaded sub-cgroup holding a thread of a process the exec
+	// leaves behind.
+	nest := "set -e; sleep 3000 >/dev/null 2>&1 & p=$!; cd /sys/fs/cgroup; echo +pids > cgroup.subtree_control; mkdir foo; " +
+		"echo threaded > foo/cgroup.type; echo $p > foo/cgroup.threads; echo $p; cat foo/cgroup.threads"
+	if out, errOut, code := h.run("exec", "sub", "sh", "-c", nest); code != 0 || len(strings.Fields(out)) < 2 {
+		t.Fatalf("make a sub-cgroup with a process in it: %q exit %d: %s", out, code, errOut)
+	}
+	h.ok("delete", "--force", "sub")
+	if _, errOut, code := h.run("state", "sub"); code != 1 || !strings.Contains(errOut, "does not exist") {
+		t.Errorf("state after delete --force: exit %d %q", code, errOut)
+	}
+	reap(t, pid)
+	h.assertNoLeftovers()
+}
