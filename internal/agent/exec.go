@@ -102,8 +102,10 @@ func (s *Service) ExecProcess(ctx context.Context, req *agentv1.ExecProcessReque
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if st := c.status(); st != stateRunning || c.removing {
-		return nil, fmt.Errorf("container %q: %w: it is %s, exec needs it running", c.id, errdefs.ErrFailedPrecondition, st)
+	// As with runc, a created container takes execs: they join the namespaces of its init,
+	// which waits to be started.
+	if st := c.status(); (st != stateRunning && st != stateCreated) || c.removing {
+		return nil, fmt.Errorf("container %q: %w: it is %s, exec needs it created or running", c.id, errdefs.ErrFailedPrecondition, st)
 	}
 	if _, ok := c.execs[req.GetExecId()]; ok || req.GetExecId() == c.initExecID {
 		return nil, fmt.Errorf("exec %q in container %q: %w", req.GetExecId(), c.id, errdefs.ErrAlreadyExists)

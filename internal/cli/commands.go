@@ -21,6 +21,8 @@ func commands() []*cli.Command {
 		specCommand(),
 		featuresCommand(),
 		monitorCommand(),
+		checkpointCommand(),
+		restoreCommand(),
 		// Administration.
 		ImageCommand(),
 		EnvCommand(),

@@ -31,10 +31,11 @@ func execCommand() *cli.Command {
 
 Where "<container-id>" is the name for the instance of the container and
 "<command>" is the command to be executed in the container.`,
-		Description: `The exec command runs an additional process in a running container, in its VM. The
-process starts from the container's own process settings (user, env, cwd, capabilities,
-rlimits), with args from the command line and the options below applied; --process gives
-a complete process.json instead.
+		Description: `The exec command runs an additional process in a created or running container, in
+its VM. The process starts from the container's own process settings (user, env, cwd,
+capabilities, rlimits), with args from the command line and the options below applied;
+--process gives a complete process.json instead. When the process cannot be run, exec
+exits 255, as runc's does.
 
 In the foreground vessel relays stdio (or its terminal with --tty), forwards the signals
 it receives to the process and exits with the process's exit status. With --detach a vessel
@@ -61,6 +62,12 @@ the process's status; a terminal then needs --console-socket.`,
 	}
 }
 
+// execFailedCode is vessel exec's exit status when the process could not be run, as
+// runc's.
+const execFailedCode = 255
+
+// execAction runs exec; once its arguments are valid, any failure to run the process
+// exits execFailedCode, as runc's exec does.
 func execAction(c *cli.Context) error {
 	if c.NArg() < 1 {
 		return errors.New("exec: container id is required")
@@ -68,6 +75,15 @@ func execAction(c *cli.Context) error {
 	if n := c.Int("preserve-fds"); n != 0 {
 		return fmt.Errorf("--preserve-fds %d: descriptors cannot be passed into the container's VM", n)
 	}
+	err := execRun(c)
+	var ec cli.ExitCoder
+	if err == nil || errors.As(err, &ec) {
+		return err
+	}
+	return cli.Exit("exec failed: "+err.Error(), execFailedCode)
+}
+
+func execRun(c *cli.Context) error {
 	id := c.Args().First()
 	r, err := newRuntime(c)
 	if err != nil {
@@ -79,7 +95,7 @@ func execAction(c *cli.Context) error {
 		return err
 	}
 	switch st := r.statusOf(ctx, ctr); st.status {
-	case specs.StateRunning:
+	case specs.StateRunning, specs.StateCreated:
 	case oci.StatePaused:
 		if !c.Bool("ignore-paused") {
 			return errors.New("cannot exec in a paused container (use --ignore-paused to override)")
@@ -87,7 +103,7 @@ func execAction(c *cli.Context) error {
 	case specs.StateStopped:
 		return errors.New("cannot exec in a stopped container")
 	default:
-		return fmt.Errorf("cannot exec in a %s container: start it first", st.status)
+		return fmt.Errorf("cannot exec in a %s container", st.status)
 	}
 	var base *specs.Process
 	if ctr.Spec != nil {

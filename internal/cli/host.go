@@ -246,13 +246,13 @@ func newSelfHost(ctx context.Context, cfg hostConfig, slave *os.File) (*selfHost
 	}
 	h := &selfHost{address: cfg.address, standIn: standIn{id: cfg.id, execID: cfg.execID, relay: relay, tty: slave, pollSize: slave != nil}}
 	if cfg.terminal && slave == nil {
-		con, err := console.ConsoleFromFile(os.Stdin)
-		if err != nil {
-			relay.Close()
-			return nil, fmt.Errorf("process.terminal is set but stdin is not a terminal (use --console-socket, or a terminal): %w", err)
+		// As with runc: when stdin is a terminal it becomes the process's (raw, resized
+		// with it); otherwise the process's terminal is relayed to vessel's stdin and
+		// stdout as they are.
+		if con, err := console.ConsoleFromFile(os.Stdin); err == nil {
+			h.con = con
+			h.tty = os.Stdin
 		}
-		h.con = con
-		h.tty = os.Stdin
 	}
 	return h, nil
 }

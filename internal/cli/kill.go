@@ -17,9 +17,10 @@ func killCommand() *cli.Command {
 		Usage:     "kill sends the specified signal (default: SIGTERM) to the container's init process",
 		ArgsUsage: "<container-id> [signal]",
 		Description: `The kill command sends a signal to the container's init process in its VM, or with --all
-to every process of the container. The signal is a number (1-64) or a name, with or
-without the SIG prefix (TERM, SIGKILL, RTMIN+3). Killing a stopped container is an error
-("container not running").`,
+to every process of the container. The signal is a number (0-64) or a name, with or
+without the SIG prefix (TERM, SIGKILL, RTMIN+3); signal 0 sends nothing and only checks
+that the container runs. Killing a stopped container is an error ("container not
+running").`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "send the specified signal to all processes inside the container"},
 		},
@@ -49,6 +50,11 @@ without the SIG prefix (TERM, SIGKILL, RTMIN+3). Killing a stopped container is 
 				return errors.New("container not running")
 			case specs.StateCreating:
 				return errors.New("container not created")
+			}
+			if sig == 0 {
+				// Signal 0 sends nothing: it checks that the container's process exists,
+				// which the status just did.
+				return nil
 			}
 			cl, err := r.dial(ctx, ctr)
 			if err != nil {

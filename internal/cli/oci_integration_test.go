@@ -447,3 +447,74 @@ func TestKillThenDelete(t *testing.T) {
 	}
 	h.assertNoLeftovers()
 }
+
+// TestExecAndKillLikeRunc: exec into a created container works, an exec that cannot run
+// exits 255, kill takes signal 0 (a check) and --all, as with runc.
+func TestExecAndKillLikeRunc(t *testing.T) {
+	h := newHarness(t)
+	h.subreaper()
+	b := h.bundle([]string{"sleep", "1000"}, nil)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	h.ok("create", "--bundle", b, "--pid-file", pidFile, "e1")
+	pid := readPid(t, pidFile)
+	if out, errOut, code := h.run("exec", "e1", "echo", "in-created"); code != 0 || out != "in-created\n" {
+		t.Errorf("exec into a created container: %q exit %d: %s", out, code, errOut)
+	}
+	h.wantState("e1", specs.StateCreated)
+	if _, errOut, code := h.run("exec", "e1", "/nonexistent"); code != 255 || !strings.Contains(errOut, "exec failed") {
+		t.Errorf("exec of a missing binary: exit %d %q, want 255 and \"exec failed\"", code, errOut)
+	}
+	h.ok("kill", "e1", "0")
+	h.ok("start", "e1")
+	h.ok("kill", "e1", "0")
+	// A terminal process with vessel's stdin not a terminal (here /dev/null): its terminal
+	// is relayed to vessel's stdio.
+	if out, errOut, code := h.run("exec", "--tty", "e1", "echo", "on-a-tty"); code != 0 || out != "on-a-tty\r\n" {
+		t.Errorf("exec --tty with stdin not a terminal: %q exit %d: %s", out, code, errOut)
+	}
+	h.ok("kill", "--all", "e1", "KILL")
+	if code := reap(t, pid); code != 128+int(syscall.SIGKILL) {
+		t.Errorf("stand-in exit status %d, want %d", code, 128+int(syscall.SIGKILL))
+	}
+	if _, errOut, code := h.run("kill", "e1", "0"); code != 1 || !strings.Contains(errOut, "not running") {
+		t.Errorf("kill 0 of a stopped container: exit %d %q", code, errOut)
+	}
+	h.ok("delete", "e1")
+	h.assertNoLeftovers()
+}
+
+// TestDeleteForceSubCgroups: delete --force removes a running container whose processes
+// live in cgroups it made below its own, as runc's does.
+func TestDeleteForceSubCgroups(t *testing.T) {
+	h := newHarness(t)
+	h.subreaper()
+	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) {
+		for i, m := range s.Mounts {
+			if m.Type == "cgroup" || m.Type == "cgroup2" {
+				var opts []string
+				for _, o := range m.Options {
+					if o != "ro" {
+						opts = append(opts, o)
+					}
+				}
+				s.Mounts[i].Options = append(opts, "rw")
+			}
+		}
+	})
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	h.ok("run", "--detach", "--bundle", b, "--pid-file", pidFile, "sub")
+	pid := readPid(t, pidFile)
+	// As runc's test does: a threaded sub-cgroup holding a thread of a process the exec
+	// leaves behind.
+	nest := "set -e; sleep 3000 >/dev/null 2>&1 & p=$!; cd /sys/fs/cgroup; echo +pids > cgroup.subtree_control; mkdir foo; " +
+		"echo threaded > foo/cgroup.type; echo $p > foo/cgroup.threads; echo $p; cat foo/cgroup.threads"
+	if out, errOut, code := h.run("exec", "sub", "sh", "-c", nest); code != 0 || len(strings.Fields(out)) < 2 {
+		t.Fatalf("make a sub-cgroup with a process in it: %q exit %d: %s", out, code, errOut)
+	}
+	h.ok("delete", "--force", "sub")
+	if _, errOut, code := h.run("state", "sub"); code != 1 || !strings.Contains(errOut, "does not exist") {
+		t.Errorf("state after delete --force: exit %d %q", code, errOut)
+	}
+	reap(t, pid)
+	h.assertNoLeftovers()
+}

@@ -470,3 +470,16 @@ func TestCheckCgroupsPath(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckpointRefused: checkpoint and restore, with runc's flags, fail naming why.
+func TestCheckpointRefused(t *testing.T) {
+	for _, args := range [][]string{
+		{"checkpoint", "--image-path", "/tmp/img", "--leave-running", "c1"},
+		{"restore", "--image-path", "/tmp/img", "--bundle", "/b", "c1"},
+	} {
+		_, err := runApp(t, args...)
+		if err == nil || !strings.Contains(err.Error(), args[0]+": checkpoint and restore are not supported") {
+			t.Errorf("%v: got %v, want a refusal that says so", args, err)
+		}
+	}
+}

@@ -16,15 +16,16 @@ const (
 	sigRTMax = 64
 )
 
-// parseSignal accepts what `runc kill` accepts: a number (1-64), a name with or without
-// the SIG prefix in any case (TERM, sigkill), and RTMIN+n / RTMAX-n.
+// parseSignal accepts what `runc kill` accepts: a number (0-64; 0 only checks that the
+// process exists), a name with or without the SIG prefix in any case (TERM, sigkill), and
+// RTMIN+n / RTMAX-n.
 func parseSignal(raw string) (syscall.Signal, error) {
 	if raw == "" {
 		return 0, fmt.Errorf("signal: empty")
 	}
 	if n, err := strconv.Atoi(raw); err == nil {
-		if n < 1 || n > sigRTMax {
-			return 0, fmt.Errorf("signal %d: want 1-%d", n, sigRTMax)
+		if n < 0 || n > sigRTMax {
+			return 0, fmt.Errorf("signal %d: want 0-%d", n, sigRTMax)
 		}
 		return syscall.Signal(n), nil
 	}

@@ -23,7 +23,7 @@ func TestParseSignal(t *testing.T) {
 		{in: "RTMAX", want: 64},
 		{in: "RTMAX-2", want: 62},
 		{in: "64", want: 64},
-		{in: "0", bad: true},
+		{in: "0", want: 0},
 		{in: "65", bad: true},
 		{in: "-1", bad: true},
 		{in: "", bad: true},

@@ -344,13 +344,14 @@ func (c *Container) Kill(ctx context.Context, execID string, sig syscall.Signal,
 	return nil
 }
 
-// Exec starts an additional process in the running container.
+// Exec starts an additional process in the created or running container (as runc, an
+// exec into a created container joins its init's namespaces).
 func (c *Container) Exec(ctx context.Context, execID string, p *specs.Process, stdin bool) error {
 	if execID == "" {
 		return fmt.Errorf("exec in container %s: empty exec id: %w", c.id, errdefs.ErrInvalidArgument)
 	}
-	if st := c.getState(); st != StateRunning {
-		return fmt.Errorf("exec in container %s: it is %s, not running: %w", c.id, st, errdefs.ErrFailedPrecondition)
+	if st := c.getState(); st != StateRunning && st != StateCreated {
+		return fmt.Errorf("exec in container %s: it is %s, not created or running: %w", c.id, st, errdefs.ErrFailedPrecondition)
 	}
 	procJSON, err := json.Marshal(p)
 	if err != nil {

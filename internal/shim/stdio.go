@@ -252,7 +252,10 @@ func startLogger(ctx context.Context, u *url.URL, id, ns string) (_ *logger, ret
 	// already seen it is reported now, otherwise by Close.
 	select {
 	case <-l.exited:
-		return l, fmt.Errorf("logging binary %s exited before the output started: %v", u.Path, l.waitErr)
+		if l.waitErr == nil {
+			return l, fmt.Errorf("logging binary %s exited (status 0) before the output started", u.Path)
+		}
+		return l, fmt.Errorf("logging binary %s exited before the output started: %w", u.Path, l.waitErr)
 	default:
 	}
 	return l, nil

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +21,7 @@ func buildLogger(t *testing.T) string {
 	t.Helper()
 	gobin, err := exec.LookPath("go")
 	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		gobin = "/usr/local/go/bin/go"
 	}
 	bin := filepath.Join(t.TempDir(), "logger")
 	out, err := exec.Command(gobin, "build", "-o", bin, "./testdata/logger").CombinedOutput()
@@ -38,6 +37,13 @@ func openTestStdio(t *testing.T, id string, s stdio) (*hostIO, error) {
 	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	return openStdio(ctx, openCtx, id, s)
+}
+
+func write(t *testing.T, w io.Writer, s string) {
+	t.Helper()
+	if _, err := io.WriteString(w, s); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func readFile(t *testing.T, path string) string {
@@ -104,7 +110,7 @@ func TestStdioBinaryTerminal(t *testing.T) {
 	if h.pio.Stderr != nil {
 		t.Error("a terminal process has a stderr")
 	}
-	io.WriteString(h.pio.Stdout, "tty\n")
+	write(t, h.pio.Stdout, "tty\n")
 	h.close()
 	if got := readFile(t, filepath.Join(dir, "stdout")); got != "tty\n" {
 		t.Errorf("stdout: got %q", got)
@@ -146,8 +152,8 @@ func TestStdioFile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		io.WriteString(h.pio.Stdout, line+"\n")
-		io.WriteString(h.pio.Stderr, line+"-err\n")
+		write(t, h.pio.Stdout, line+"\n")
+		write(t, h.pio.Stderr, line+"-err\n")
 		h.close()
 	}
 	if got, want := readFile(t, path), "one\none-err\ntwo\ntwo-err\n"; got != want {
@@ -177,8 +183,8 @@ func TestStdioFIFO(t *testing.T) {
 			t.Fatal(err)
 		}
 		rs := <-readers
-		io.WriteString(h.pio.Stdout, "o")
-		io.WriteString(h.pio.Stderr, "e")
+		write(t, h.pio.Stdout, "o")
+		write(t, h.pio.Stderr, "e")
 		h.close()
 		for i, want := range []string{"o", "e"} {
 			b, err := io.ReadAll(rs[i])
@@ -230,12 +236,12 @@ func TestStdinCloseKeepsWrittenBytes(t *testing.T) {
 		}
 	}()
 	defer close(gate)
-	io.WriteString(w, "hello\n")
+	write(t, w, "hello\n")
 	gate <- struct{}{}
 	if s := <-got; s != "hello\n" {
 		t.Fatalf("first read: %q", s)
 	}
-	io.WriteString(w, "again\n")
+	write(t, w, "again\n")
 	w.Close()
 	closed := make(chan error, 1)
 	go func() { closed <- h.stdin.closeDrained() }()
