@@ -417,3 +417,32 @@ echo x > /dev/null2 && echo device-written`
 		t.Errorf("stdout %q, stderr %q", out, stderr)
 	}
 }
+
+// TestDeviceCgroupRules makes a device node the spec does not list (/dev/kmsg, 1:11) and
+// writes it: the device cgroup of linux.resources.devices decides, as with runc.
+func TestDeviceCgroupRules(t *testing.T) {
+	e := newEnv(t)
+	script := `mknod /dev/kmsg2 c 1 11 && echo vessel-test > /dev/kmsg2 && echo written`
+	for _, allow := range []bool{false, true} {
+		id := "deny"
+		if allow {
+			id = "allow"
+		}
+		c := e.container(id, []string{"sh", "-c", script}, func(s *specs.Spec) {
+			for _, set := range []*[]string{&s.Process.Capabilities.Bounding, &s.Process.Capabilities.Effective, &s.Process.Capabilities.Permitted} {
+				*set = append(*set, "CAP_MKNOD")
+			}
+			if allow {
+				major, minor := int64(1), int64(11)
+				s.Linux.Resources.Devices = append(s.Linux.Resources.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: "c", Major: &major, Minor: &minor, Access: "rwm"})
+			}
+		})
+		code, out, stderr := e.run(c, nil)
+		if allow && (code != 0 || out != "written\n") {
+			t.Errorf("allowed: exit %d, stdout %q, stderr %q", code, out, stderr)
+		}
+		if !allow && (code == 0 || !strings.Contains(stderr, "Operation not permitted")) {
+			t.Errorf("denied: exit %d, stdout %q, stderr %q, want the write refused", code, out, stderr)
+		}
+	}
+}
