@@ -24,9 +24,10 @@ import (
 //   - linux.cgroupsPath is cleared: the agent picks the cgroup in the guest;
 //   - namespace paths are dropped: they name host namespaces (a pod's pause process, a CNI
 //     netns). A pid namespace path becomes "join the sandbox's" (Container.JoinSandboxPidNS).
-//     The network namespace is dropped altogether: the VM is the pod's network boundary, so
-//     every container of the pod shares the guest's network namespace and its interfaces (as
-//     the containers of a pod share the pause container's on the host);
+//     The network namespace is dropped altogether: the agent puts every container of the pod
+//     into the pod's network namespace in the guest, which holds the pod's NICs (as the
+//     containers of a pod share the pause container's on the host), and applies the
+//     containers' net.* sysctls there;
 //   - linux.seccomp is dropped when runtime.disable_guest_seccomp is set: the VM is then the
 //     only boundary, and the guest does not filter system calls. Otherwise the guest applies
 //     the profile.

@@ -53,6 +53,9 @@ type Options struct {
 	CgroupPath string
 	// PidNSPath, when set, is the pid namespace to join instead of creating a new one.
 	PidNSPath string
+	// NetNSPath, when set, is the network namespace the container joins (the pod's),
+	// whether or not the spec asks for a network namespace.
+	NetNSPath string
 }
 
 // Container is a libcontainer container.
@@ -95,6 +98,15 @@ func Create(o Options) (*Container, error) {
 			}
 		}
 		lin.Namespaces = ns
+	}
+	if o.NetNSPath != "" {
+		ns := make([]specs.LinuxNamespace, 0, len(lin.Namespaces)+1)
+		for _, n := range lin.Namespaces {
+			if n.Type != specs.NetworkNamespace {
+				ns = append(ns, n)
+			}
+		}
+		lin.Namespaces = append(ns, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: o.NetNSPath})
 	}
 	s.Linux = &lin
 
