@@ -63,7 +63,7 @@ func Attach(ctx context.Context, dir string, cfg Config) (_ *Attachment, retErr 
 
 // attach does Attach's work on a thread in the pod's network namespace.
 func attach(ctx context.Context, dir string, st *State, cfg Config, att *Attachment) error {
-	h, err := netlink.NewHandle()
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("netlink: %w", err)
 	}
@@ -256,7 +256,7 @@ func Teardown(ctx context.Context, dir string) error {
 		return fmt.Errorf("tear down pod network: open %s: %w", st.NetNS, err)
 	}
 	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("tear down pod network %s: netlink: %w", st.NetNS, err)
 	}

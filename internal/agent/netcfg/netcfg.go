@@ -112,12 +112,12 @@ func NewPodNS(path string) (_ *PodNS, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("pod netns %s: %w", path, err)
 	}
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		ns.Close()
 		return nil, fmt.Errorf("pod netns %s: netlink: %w", path, err)
 	}
-	root, err := netlink.NewHandle()
+	root, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		h.Close()
 		ns.Close()
