@@ -40,6 +40,9 @@ func (s *Service) existingPodNetNS() *netcfg.PodNS {
 // UpdateInterface configures a guest interface (addresses, MTU, name) in the pod's network
 // namespace, moving it there first, and brings it up.
 func (s *Service) UpdateInterface(ctx context.Context, req *agentv1.UpdateInterfaceRequest) (*agentv1.Interface, error) {
+	if req.GetInterface() == nil {
+		return nil, fmt.Errorf("%w: interface is missing", errdefs.ErrInvalidArgument)
+	}
 	ns, err := s.podNetNS()
 	if err != nil {
 		return nil, err
