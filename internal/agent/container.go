@@ -156,12 +156,17 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 	if err != nil {
 		return nil, err
 	}
+	podNS, err := s.podNetNS() // network.go
+	if err != nil {
+		return nil, fmt.Errorf("container %q: %w", id, err)
+	}
 	lc, err := libct.Create(libct.Options{
 		ID:         id,
 		Spec:       &spec,
 		StateRoot:  path.Join(s.cfg.RunDir, "libct"),
 		CgroupPath: path.Join(s.cfg.CgroupParent, id),
 		NSPaths:    nsPaths,
+		NetNSPath:  podNS.Path(),
 	})
 	if err != nil {
 		return nil, err

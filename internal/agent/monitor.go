@@ -9,7 +9,6 @@ import (
 	"github.com/containerd/log"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
-	"github.com/vessel-containers/vessel/internal/agent/netcfg"
 )
 
 // oomPollInterval is how often a pending GetOOMEvent looks at the containers' memory.events.
@@ -25,10 +24,12 @@ func (s *Service) StatsContainer(ctx context.Context, req *agentv1.StatsContaine
 	if err != nil {
 		return nil, err
 	}
-	if nets, err := netcfg.Stats(); err == nil {
-		resp.Networks = nets
-	} else {
-		log.G(ctx).WithError(err).Debug("network stats")
+	if ns := s.existingPodNetNS(); ns != nil {
+		if nets, err := ns.Stats(); err == nil {
+			resp.Networks = nets
+		} else {
+			log.G(ctx).WithError(err).Debug("network stats")
+		}
 	}
 	return resp, nil
 }

@@ -20,6 +20,7 @@ import (
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agent/libct"
+	"github.com/vessel-containers/vessel/internal/agent/netcfg"
 	"github.com/vessel-containers/vessel/internal/agent/storage"
 	"github.com/vessel-containers/vessel/internal/containerid"
 	"github.com/vessel-containers/vessel/internal/version"
@@ -38,6 +39,9 @@ type Config struct {
 	CgroupParent string
 	// SysDir is sysfs: /sys.
 	SysDir string
+	// PodNetNS is where the pod's network namespace is pinned (package netcfg): every
+	// container joins it and the host's NICs are moved into it. It is made on first use.
+	PodNetNS string
 	// Vsock reports whether the agent listens on vsock too (a capability).
 	Vsock bool
 	// StartedAt is the guest's boot clock (boot.SinceBoot) when the agent's main began; 0
@@ -52,6 +56,7 @@ func DefaultConfig() Config {
 		CgroupRoot:   "/sys/fs/cgroup",
 		CgroupParent: "/vessel",
 		SysDir:       "/sys",
+		PodNetNS:     "/run/vessel-netns/pod",
 	}
 }
 
@@ -77,6 +82,11 @@ type Service struct {
 	pidnsHolder string
 	// oomSeen is the OOM kill count last reported by GetOOMEvent, by container.
 	oomSeen map[string]uint64
+
+	// netMu guards podNS.
+	netMu sync.Mutex
+	// podNS is the pod's network namespace once made (network.go).
+	podNS *netcfg.PodNS
 }
 
 var _ agentv1.AgentService = (*Service)(nil)

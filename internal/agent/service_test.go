@@ -54,6 +54,7 @@ func testService(t *testing.T) *Service {
 	cfg := DefaultConfig()
 	cfg.RunDir = t.TempDir()
 	cfg.SysDir = t.TempDir()
+	cfg.PodNetNS = "" // no network namespace is made on the machine running the tests
 	return NewService(cfg)
 }
 

@@ -130,7 +130,7 @@ func runChecks(cfg *config.Config, root string, p probes) []checkResult {
 	}
 	add("vhost-vsock", h.UseVsock, p.openRW("/dev/vhost-vsock"), "/dev/vhost-vsock is usable", vsockFail)
 
-	add("vhost-net", false, p.openRW("/dev/vhost-net"), "/dev/vhost-net is usable", "not used yet: VMs have no network device")
+	add("vhost-net", false, p.openRW("/dev/vhost-net"), "/dev/vhost-net is usable", "QEMU moves network packets itself (slower); see docs/networking.md")
 
 	add("hypervisor", true, executable(p, h.Path), h.Path, "hypervisor.path")
 	add("kernel", true, regularFile(p, h.Kernel), h.Kernel, "hypervisor.kernel")

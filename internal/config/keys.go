@@ -71,7 +71,6 @@ const (
 	noVirtioFS   = "virtio-fs is not built yet: nothing starts virtiofsd"
 	noBlock      = "block devices are not built yet: root file systems and volumes reach the guest as shared files"
 	noImages     = "guest disk images are not built yet: the VM boots from hypervisor.initrd"
-	noNetwork    = "networking is not built yet: the VM has no network device"
 	noFileMemory = "file-backed guest memory is not built yet"
 	noJailer     = "no external jailer is run: the qemu driver confines QEMU itself (internal/jail)"
 	noCtl        = "no driver in this Vessel uses a control binary (cloud-hypervisor's ch-remote)"
@@ -495,8 +494,8 @@ var keyTable = []Key{
 		Consumer: "config.Config.matchGlobs", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
 		Doc: "Glob patterns an entropy_source annotation must match."},
 	{Section: "hypervisor", Name: "disable_vhost_net",
-		Unsupported: noNetwork, Type: "bool", Annotation: "disable_vhost_net",
-		Doc: "Run virtio-net in the hypervisor process instead of the vhost-net kernel module."},
+		Consumer: "oci.networkPlan", Type: "bool", Annotation: "disable_vhost_net",
+		Doc: "Run virtio-net in the hypervisor process instead of the vhost-net kernel module (vhost-net is used only where /dev/vhost-net exists)."},
 	{Section: "hypervisor", Name: "use_vsock",
 		Unsupported: "vsock is not built yet: the agent is reached over virtio-serial", Type: "bool", Annotation: "use_vsock",
 		Doc: "Reach the agent over vsock (needs vhost-vsock); false uses virtio-serial."},
@@ -564,12 +563,13 @@ var keyTable = []Key{
 		Consumer: "oci.GuestSpec", Type: "bool", Annotation: "disable_guest_seccomp",
 		Doc: "Do not apply containers' seccomp profiles inside the guest."},
 	{Section: "runtime", Name: "internetworking_model",
-		Unsupported: noNetwork, Type: "string", Enum: []string{"tcfilter", "macvtap", "none"},
-		Annotation: "internetworking_model",
-		Doc:        "How the VM joins the pod network: tc mirroring to a tap, macvtap, or none (a bare tap)."},
+		Consumer: "oci.networkPlan", Type: "string", Enum: []string{"tcfilter", "macvtap", "none"},
+		UnsupportedValues: map[string]string{"macvtap": "the macvtap model is not built; use tcfilter"},
+		Annotation:        "internetworking_model",
+		Doc:               "How the VM joins the pod network: tcfilter mirrors each pod interface to a tap with tc filters; none attaches nothing (the guest has loopback only). See docs/networking.md."},
 	{Section: "runtime", Name: "disable_new_netns",
-		Unsupported: noNetwork, Type: "bool", Annotation: "disable_new_netns",
-		Doc: "Do not create a network namespace for the hypervisor; needs internetworking_model = \"none\"."},
+		Consumer: "oci.networkPlan", Type: "bool", Annotation: "disable_new_netns",
+		Doc: "Leave the VM out of the pod network (it gets no network device; the hypervisor never enters a network namespace anyway); needs internetworking_model = \"none\"."},
 	{Section: "runtime", Name: "static_sandbox_resource_mgmt",
 		Consumer: "oci.SandboxConfig", Type: "bool",
 		Doc: "Size the VM once at boot from the pod's CRI sizing annotations (or a single container's limits) instead of hot-plugging CPUs and memory per container."},

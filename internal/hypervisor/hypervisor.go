@@ -14,6 +14,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -88,6 +90,9 @@ type Config struct {
 	// VirtioFSSocket is the vhost-user-fs socket of a running virtiofsd (virtio-fs only).
 	VirtioFSSocket string
 
+	// NICs are the VM's network devices, in guest PCI order.
+	NICs []NIC
+
 	// EntropySource is the host file behind the guest's virtio-rng device (empty: the
 	// driver's default, /dev/urandom).
 	EntropySource string
@@ -125,6 +130,45 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("vm config: max memory %d MiB is below memory %d MiB", c.MaxMemoryMiB, c.MemoryMiB)
 	case c.SharedFS != "" && c.SharedFS != SharedFSNone && (c.SharedDir == "" || c.ShareTag == ""):
 		return fmt.Errorf("vm config: shared fs %q needs a shared dir and a tag", c.SharedFS)
+	}
+	ids := map[string]bool{}
+	for i, n := range c.NICs {
+		if err := n.validate(); err != nil {
+			return fmt.Errorf("vm config: nic %d: %w", i, err)
+		}
+		if ids[n.ID] {
+			return fmt.Errorf("vm config: nic %d: id %q is used twice", i, n.ID)
+		}
+		ids[n.ID] = true
+	}
+	return nil
+}
+
+// NIC is a virtio-net device backed by a tap device the caller opened (package network).
+// The driver passes the descriptors to the VMM; the caller keeps ownership and closes its
+// copies once Start returned.
+type NIC struct {
+	// ID names the device for the VMM: letters, digits, '-' and '_'.
+	ID string
+	// MAC is the guest NIC's Ethernet address.
+	MAC string
+	// Tap is the tap queue's descriptor (opened with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR).
+	Tap *os.File
+	// Vhost, when set, is an open /dev/vhost-net: the kernel moves the packets.
+	Vhost *os.File
+}
+
+func (n NIC) validate() error {
+	if n.ID == "" || strings.TrimFunc(n.ID, func(r rune) bool {
+		return r == '-' || r == '_' || ('a' <= r && r <= 'z') || ('A' <= r && r <= 'Z') || ('0' <= r && r <= '9')
+	}) != "" {
+		return fmt.Errorf("id %q: want letters, digits, '-' and '_'", n.ID)
+	}
+	if hw, err := net.ParseMAC(n.MAC); err != nil || len(hw) != 6 {
+		return fmt.Errorf("%s: mac %q is not an Ethernet address", n.ID, n.MAC)
+	}
+	if n.Tap == nil {
+		return fmt.Errorf("%s: no tap descriptor", n.ID)
 	}
 	return nil
 }

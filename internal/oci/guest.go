@@ -25,9 +25,10 @@ import (
 //   - namespace paths are dropped: they name host namespaces. ContainerConfig accepted only
 //     the pod sandbox's own ipc, uts and pid namespaces; the container joins the sandbox
 //     container's in the guest instead (Container.SandboxNamespaces).
-//     The network namespace is dropped altogether: the VM is the pod's network boundary, so
-//     every container of the pod shares the guest's network namespace and its interfaces (as
-//     the containers of a pod share the pause container's on the host);
+//     The network namespace is dropped altogether: the agent puts every container of the pod
+//     into the pod's network namespace in the guest, which holds the pod's NICs (as the
+//     containers of a pod share the pause container's on the host), and applies the
+//     containers' net.* sysctls there;
 //   - linux.seccomp is dropped when runtime.disable_guest_seccomp is set: the VM is then the
 //     only boundary, and the guest does not filter system calls. Otherwise the guest applies
 //     the profile.

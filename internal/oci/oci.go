@@ -28,6 +28,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/containerid"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/network"
 )
 
 // Options are the host facts a conversion depends on.
@@ -61,6 +62,8 @@ type Sandbox struct {
 	// Agent is what the guest agent is told when the sandbox is created (kernel modules,
 	// guest hook path) and how long the host waits for it.
 	Agent Agent
+	// Network is the pod network namespace the VM attaches to, and how (networkPlan).
+	Network network.Config
 	// Container is the container whose creation boots the VM (pause or single container).
 	Container *Container
 }
@@ -133,7 +136,12 @@ func SandboxConfig(ctx context.Context, id, bundle string, spec *specs.Spec, cfg
 	} else {
 		sizing = ComputeSizing(limits)
 	}
+	netPlan, err := networkPlan(eff, spec)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", ctr.SandboxID, err)
+	}
 	return &Sandbox{
+		Network:   netPlan,
 		ID:        ctr.SandboxID,
 		Config:    eff,
 		Limits:    limits,

@@ -87,6 +87,10 @@ func (s *Sandbox) warmVM(ctx context.Context, vmcfg hypervisor.Config) (hypervis
 	if s.cfg.VMSource == nil {
 		return nil, procid.ID{}
 	}
+	if len(vmcfg.NICs) > 0 {
+		log.G(ctx).Debug("the sandbox has network devices, which a vm from the factory lacks; booting cold")
+		return nil, procid.ID{}
+	}
 	begin := time.Now()
 	vm, err := s.cfg.VMSource.VM(ctx, s.cfg.Hypervisor, vmcfg)
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/containerid"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/network"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/sharefs"
@@ -53,7 +54,10 @@ type Config struct {
 	// plans are converted for the guest with it (oci.GuestSpec). Nil means config.Default().
 	Effective *config.Config
 	// VMSource, when set, is asked for a booted VM first (factory.go); nil boots cold.
+	// A sandbox with network devices always boots cold: a VM from the factory has none.
 	VMSource VMSource
+	// Network is the pod network namespace to attach the VM to (network.go).
+	Network network.Config
 }
 
 // State of a sandbox or container.
@@ -162,7 +166,14 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	vmcfg.SharedDir = share.Dir()
 	vmcfg.ShareTag = sharefs.Tag
 	s := &Sandbox{id: cfg.ID, dir: dir, share: share, cfg: cfg, containers: map[string]*Container{}, state: StateCreated}
-	if err := s.boot(ctx, vmcfg, start); err != nil { // factory.go
+	att, err := s.attachNetwork(ctx, &vmcfg) // network.go
+	if err != nil {
+		return nil, err
+	}
+	rollback.add(func(ctx context.Context) error { return network.Teardown(ctx, dir) })
+	err = s.boot(ctx, vmcfg, start) // factory.go
+	att.CloseFiles()                // the VMM holds its own copies now
+	if err != nil {
 		return nil, err
 	}
 	rollback.add(s.vm.Stop)
@@ -186,6 +197,9 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 		KernelModules: modules,
 		SandboxPidns:  cfg.SandboxPidNS,
 	}); err != nil {
+		return nil, s.explain(fmt.Errorf("sandbox %s: %w", cfg.ID, err))
+	}
+	if err := s.configureNetwork(ctx, att); err != nil { // network.go
 		return nil, s.explain(fmt.Errorf("sandbox %s: %w", cfg.ID, err))
 	}
 	s.state = StateRunning
@@ -322,6 +336,9 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 	defer cancel()
 	if err := s.vm.Stop(stopCtx); err != nil {
 		errs = append(errs, fmt.Errorf("stop vm: %w", err))
+	}
+	if err := network.Teardown(stopCtx, s.dir); err != nil {
+		errs = append(errs, err)
 	}
 	if err := removeDir(ctx, s.share, s.dir); err != nil { // cleanup.go
 		errs = append(errs, err)

@@ -445,6 +445,7 @@ func (s *service) createSandbox(ctx context.Context, plan *oci.Sandbox, cfg *con
 		KernelModules: plan.Agent.KernelModules,
 		Effective:     plan.Config,
 		VMSource:      vmSource(ctx, cfg, host), // factory.go
+		Network:       plan.Network,
 	})
 }
 

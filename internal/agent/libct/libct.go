@@ -55,6 +55,9 @@ type Options struct {
 	// NSPaths are namespaces to join instead of creating new ones, by type (the spec's
 	// entry of that type gets the path).
 	NSPaths map[specs.LinuxNamespaceType]string
+	// NetNSPath, when set, is the network namespace the container joins (the pod's),
+	// whether or not the spec asks for a network namespace.
+	NetNSPath string
 }
 
 // Container is a libcontainer container.
@@ -108,6 +111,15 @@ func Create(o Options) (*Container, error) {
 			}
 		}
 		lin.Devices = devs
+	}
+	if o.NetNSPath != "" {
+		ns := make([]specs.LinuxNamespace, 0, len(lin.Namespaces)+1)
+		for _, n := range lin.Namespaces {
+			if n.Type != specs.NetworkNamespace {
+				ns = append(ns, n)
+			}
+		}
+		lin.Namespaces = append(ns, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: o.NetNSPath})
 	}
 	s.Linux = &lin
 	s.Mounts = sysfsForUserNS(s.Mounts, lin.Namespaces)

@@ -3,6 +3,11 @@
 // Package netcfg configures the guest's network over netlink: it lists and updates
 // interfaces (addresses, MTU, name, state), replaces the routing table and adds static ARP
 // neighbours, turning the agent protocol's messages into netlink requests and back.
+//
+// All of it happens in the pod's network namespace (PodNS), not the agent's: the containers
+// of a pod share it, as they share the pause container's on the host, and because it is not
+// the agent's own, libcontainer applies the containers' net.* sysctls there. A NIC the host
+// configures is moved into it from the agent's namespace, where the kernel created it.
 package netcfg
 
 import (
@@ -10,11 +15,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
@@ -46,15 +55,89 @@ func LinkUp(name string) error {
 	return nil
 }
 
+// PodNS is the pod's network namespace in the guest, pinned by a bind mount at its path.
+type PodNS struct {
+	path string
+	// h works in the pod namespace, root in the agent's.
+	h    *netlink.Handle
+	root *netlink.Handle
+	ns   netns.NsHandle
+}
+
+// NewPodNS makes a network namespace with its loopback up and pins it at path (a file it
+// creates; the directory is created too).
+func NewPodNS(path string) (_ *PodNS, retErr error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("pod netns: %w", err)
+	}
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		return nil, fmt.Errorf("pod netns: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			_ = unix.Unmount(path, unix.MNT_DETACH)
+			_ = os.Remove(path)
+		}
+	}()
+	errc := make(chan error, 1)
+	go func() { // owner: NewPodNS, which waits for it
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("unshare: %w", err)
+			return
+		}
+		err = unix.Mount(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), path, "", unix.MS_BIND, "")
+		if err == nil {
+			err = LinkUp("lo")
+		}
+		if rerr := netns.Set(orig); rerr != nil {
+			errc <- errors.Join(err, rerr) // the thread stays locked and ends with the goroutine
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- err
+	}()
+	if err := <-errc; err != nil {
+		return nil, fmt.Errorf("pod netns %s: %w", path, err)
+	}
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("pod netns %s: %w", path, err)
+	}
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		ns.Close()
+		return nil, fmt.Errorf("pod netns %s: netlink: %w", path, err)
+	}
+	root, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		h.Close()
+		ns.Close()
+		return nil, fmt.Errorf("netlink: %w", err)
+	}
+	return &PodNS{path: path, h: h, root: root, ns: ns}, nil
+}
+
+// Path is where the namespace is pinned: the network namespace path of every container.
+func (p *PodNS) Path() string { return p.path }
+
 // ListInterfaces returns every link with its addresses.
-func ListInterfaces() ([]*agentv1.Interface, error) {
-	links, err := netlink.LinkList()
+func (p *PodNS) ListInterfaces() ([]*agentv1.Interface, error) {
+	links, err := p.h.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
 	out := make([]*agentv1.Interface, 0, len(links))
 	for _, l := range links {
-		in, err := toInterface(l)
+		in, err := p.toInterface(l)
 		if err != nil {
 			return nil, err
 		}
@@ -63,9 +146,9 @@ func ListInterfaces() ([]*agentv1.Interface, error) {
 	return out, nil
 }
 
-func toInterface(l netlink.Link) (*agentv1.Interface, error) {
+func (p *PodNS) toInterface(l netlink.Link) (*agentv1.Interface, error) {
 	a := l.Attrs()
-	addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+	addrs, err := p.h.AddrList(l, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, fmt.Errorf("addresses of %s: %w", a.Name, err)
 	}
@@ -88,8 +171,8 @@ func toInterface(l netlink.Link) (*agentv1.Interface, error) {
 }
 
 // ListRoutes returns the main routing table (IPv4 and IPv6).
-func ListRoutes() ([]*agentv1.Route, error) {
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_ALL)
+func (p *PodNS) ListRoutes() ([]*agentv1.Route, error) {
+	routes, err := p.h.RouteList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
@@ -98,7 +181,7 @@ func ListRoutes() ([]*agentv1.Route, error) {
 	for _, r := range routes {
 		dev, ok := names[r.LinkIndex]
 		if !ok && r.LinkIndex > 0 {
-			if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+			if l, err := p.h.LinkByIndex(r.LinkIndex); err == nil {
 				dev = l.Attrs().Name
 			}
 			names[r.LinkIndex] = dev
@@ -127,10 +210,43 @@ func familyOf(f int) uint32 {
 	return 4
 }
 
-// findLink finds the link an update is for: by MAC address first (the host knows the MAC,
-// not the name the guest kernel gave), then by device name, then by name.
-func findLink(in *agentv1.Interface) (netlink.Link, error) {
-	links, err := netlink.LinkList()
+// findLink finds the link an update is for, in the pod namespace or else in the agent's,
+// where the kernel created the NIC, and moves it into the pod namespace: by MAC address
+// first (the host knows the MAC, not the name the guest kernel gave), then by device name,
+// then by name.
+func (p *PodNS) findLink(in *agentv1.Interface) (netlink.Link, error) {
+	for _, h := range []*netlink.Handle{p.h, p.root} {
+		l, err := findIn(h, in)
+		if err != nil {
+			return nil, err
+		}
+		if l == nil {
+			continue
+		}
+		if h == p.h {
+			return l, nil
+		}
+		if l.Attrs().Flags&net.FlagLoopback != 0 {
+			break
+		}
+		if err := p.root.LinkSetNsFd(l, int(p.ns)); err != nil {
+			return nil, fmt.Errorf("move %s into the pod network namespace: %w", l.Attrs().Name, err)
+		}
+		moved, err := findIn(p.h, &agentv1.Interface{HwAddr: l.Attrs().HardwareAddr.String()})
+		if err != nil {
+			return nil, err
+		}
+		if moved != nil {
+			return moved, nil
+		}
+		return nil, fmt.Errorf("%s moved into the pod network namespace is not there", l.Attrs().Name)
+	}
+	return nil, fmt.Errorf("interface (hw_addr %q, device %q, name %q): %w", in.GetHwAddr(), in.GetDevice(), in.GetName(), errdefs.ErrNotFound)
+}
+
+// findIn looks for in's link through h; nil when there is none.
+func findIn(h *netlink.Handle, in *agentv1.Interface) (netlink.Link, error) {
+	links, err := h.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
@@ -140,6 +256,7 @@ func findLink(in *agentv1.Interface) (netlink.Link, error) {
 				return l, nil
 			}
 		}
+		return nil, nil // a MAC names the NIC; a name must not pick another one
 	}
 	for _, name := range []string{in.GetDevice(), in.GetName()} {
 		if name == "" {
@@ -151,12 +268,12 @@ func findLink(in *agentv1.Interface) (netlink.Link, error) {
 			}
 		}
 	}
-	return nil, fmt.Errorf("interface (hw_addr %q, device %q, name %q): %w", in.GetHwAddr(), in.GetDevice(), in.GetName(), errdefs.ErrNotFound)
+	return nil, nil
 }
 
 // UpdateInterface sets the link's name, MTU and addresses (exactly those given) and brings it
 // up. It returns the interface as it is afterwards.
-func UpdateInterface(ctx context.Context, in *agentv1.Interface) (*agentv1.Interface, error) {
+func (p *PodNS) UpdateInterface(ctx context.Context, in *agentv1.Interface) (*agentv1.Interface, error) {
 	if in == nil {
 		return nil, fmt.Errorf("%w: interface is missing", errdefs.ErrInvalidArgument)
 	}
@@ -168,26 +285,26 @@ func UpdateInterface(ctx context.Context, in *agentv1.Interface) (*agentv1.Inter
 		}
 		want = append(want, ad)
 	}
-	l, err := findLink(in)
+	l, err := p.findLink(in)
 	if err != nil {
 		return nil, err
 	}
 	name := l.Attrs().Name
-	if err := netlink.LinkSetDown(l); err != nil {
+	if err := p.h.LinkSetDown(l); err != nil {
 		return nil, fmt.Errorf("set %s down: %w", name, err)
 	}
 	if in.GetName() != "" && in.GetName() != name {
-		if err := netlink.LinkSetName(l, in.GetName()); err != nil {
+		if err := p.h.LinkSetName(l, in.GetName()); err != nil {
 			return nil, fmt.Errorf("rename %s to %s: %w", name, in.GetName(), err)
 		}
 		name = in.GetName()
 	}
 	if in.GetMtu() > 0 {
-		if err := netlink.LinkSetMTU(l, int(in.GetMtu())); err != nil {
+		if err := p.h.LinkSetMTU(l, int(in.GetMtu())); err != nil {
 			return nil, fmt.Errorf("set mtu of %s to %d: %w", name, in.GetMtu(), err)
 		}
 	}
-	have, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+	have, err := p.h.AddrList(l, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, fmt.Errorf("addresses of %s: %w", name, err)
 	}
@@ -195,24 +312,24 @@ func UpdateInterface(ctx context.Context, in *agentv1.Interface) (*agentv1.Inter
 		if h.IP.IsLinkLocalUnicast() || containsAddr(want, h) {
 			continue
 		}
-		if err := netlink.AddrDel(l, &h); err != nil {
+		if err := p.h.AddrDel(l, &h); err != nil {
 			return nil, fmt.Errorf("remove address %s from %s: %w", h.IPNet, name, err)
 		}
 	}
 	for _, w := range want {
-		if err := netlink.AddrReplace(l, w); err != nil {
+		if err := p.h.AddrReplace(l, w); err != nil {
 			return nil, fmt.Errorf("add address %s to %s: %w", w.IPNet, name, err)
 		}
 	}
-	if err := netlink.LinkSetUp(l); err != nil {
+	if err := p.h.LinkSetUp(l); err != nil {
 		return nil, fmt.Errorf("set %s up: %w", name, err)
 	}
-	l, err = netlink.LinkByName(name)
+	l, err = p.h.LinkByName(name)
 	if err != nil {
 		return nil, fmt.Errorf("link %s: %w", name, err)
 	}
 	log.G(ctx).WithField("interface", name).Debug("interface updated")
-	return toInterface(l)
+	return p.toInterface(l)
 }
 
 func containsAddr(list []*netlink.Addr, a netlink.Addr) bool {
@@ -227,10 +344,10 @@ func containsAddr(list []*netlink.Addr, a netlink.Addr) bool {
 // UpdateRoutes replaces the main table's routes on non-loopback links with the given ones:
 // routes without a gateway first (they make gateways reachable), then the others. It returns
 // the table afterwards.
-func UpdateRoutes(ctx context.Context, routes []*agentv1.Route) ([]*agentv1.Route, error) {
+func (p *PodNS) UpdateRoutes(ctx context.Context, routes []*agentv1.Route) ([]*agentv1.Route, error) {
 	var direct, viaGw []*netlink.Route
 	for i, r := range routes {
-		nr, err := toNetlinkRoute(r)
+		nr, err := toNetlinkRoute(p.h, r)
 		if err != nil {
 			return nil, fmt.Errorf("route %d: %w", i, err)
 		}
@@ -240,42 +357,42 @@ func UpdateRoutes(ctx context.Context, routes []*agentv1.Route) ([]*agentv1.Rout
 			viaGw = append(viaGw, nr)
 		}
 	}
-	have, err := netlink.RouteList(nil, netlink.FAMILY_ALL)
+	have, err := p.h.RouteList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
 	for _, h := range have {
-		if h.LinkIndex <= 0 || isLoopback(h.LinkIndex) || (h.Dst != nil && h.Dst.IP.IsLinkLocalUnicast()) {
+		if h.LinkIndex <= 0 || p.isLoopback(h.LinkIndex) || (h.Dst != nil && h.Dst.IP.IsLinkLocalUnicast()) {
 			continue
 		}
 		if h.Protocol == unix.RTPROT_KERNEL {
 			continue // the kernel's prefix routes follow the addresses
 		}
-		if err := netlink.RouteDel(&h); err != nil && !errors.Is(err, unix.ESRCH) {
+		if err := p.h.RouteDel(&h); err != nil && !errors.Is(err, unix.ESRCH) {
 			return nil, fmt.Errorf("remove route %s: %w", h, err)
 		}
 	}
 	for _, r := range append(direct, viaGw...) {
-		if err := netlink.RouteReplace(r); err != nil {
+		if err := p.h.RouteReplace(r); err != nil {
 			return nil, fmt.Errorf("add route %s: %w", r, err)
 		}
 	}
 	log.G(ctx).Debugf("routes updated: %d", len(routes))
-	return ListRoutes()
+	return p.ListRoutes()
 }
 
-func isLoopback(index int) bool {
-	l, err := netlink.LinkByIndex(index)
+func (p *PodNS) isLoopback(index int) bool {
+	l, err := p.h.LinkByIndex(index)
 	return err == nil && l.Attrs().Flags&net.FlagLoopback != 0
 }
 
-func toNetlinkRoute(r *agentv1.Route) (*netlink.Route, error) {
+func toNetlinkRoute(h *netlink.Handle, r *agentv1.Route) (*netlink.Route, error) {
 	if r == nil {
 		return nil, fmt.Errorf("%w: route is empty", errdefs.ErrInvalidArgument)
 	}
 	nr := &netlink.Route{Scope: netlink.Scope(r.GetScope())}
 	if r.GetDevice() != "" {
-		l, err := netlink.LinkByName(r.GetDevice())
+		l, err := h.LinkByName(r.GetDevice())
 		if err != nil {
 			return nil, fmt.Errorf("route device %q: %w: %w", r.GetDevice(), errdefs.ErrNotFound, err)
 		}
@@ -309,7 +426,7 @@ func toNetlinkRoute(r *agentv1.Route) (*netlink.Route, error) {
 }
 
 // AddARPNeighbors adds (or replaces) static neighbour entries.
-func AddARPNeighbors(ctx context.Context, neighs []*agentv1.ARPNeighbor) error {
+func (p *PodNS) AddARPNeighbors(ctx context.Context, neighs []*agentv1.ARPNeighbor) error {
 	for i, n := range neighs {
 		ip := net.ParseIP(n.GetToIpAddress().GetAddress())
 		if ip == nil {
@@ -319,7 +436,7 @@ func AddARPNeighbors(ctx context.Context, neighs []*agentv1.ARPNeighbor) error {
 		if err != nil {
 			return fmt.Errorf("%w: neighbor %d: ll_addr %q: %w", errdefs.ErrInvalidArgument, i, n.GetLlAddr(), err)
 		}
-		l, err := netlink.LinkByName(n.GetDevice())
+		l, err := p.h.LinkByName(n.GetDevice())
 		if err != nil {
 			return fmt.Errorf("neighbor %d: device %q: %w: %w", i, n.GetDevice(), errdefs.ErrNotFound, err)
 		}
@@ -331,7 +448,7 @@ func AddARPNeighbors(ctx context.Context, neighs []*agentv1.ARPNeighbor) error {
 		if ip.To4() == nil {
 			fam = netlink.FAMILY_V6
 		}
-		if err := netlink.NeighSet(&netlink.Neigh{
+		if err := p.h.NeighSet(&netlink.Neigh{
 			LinkIndex: l.Attrs().Index, Family: fam, State: state, Flags: int(n.GetFlags()),
 			IP: ip, HardwareAddr: mac,
 		}); err != nil {
@@ -343,8 +460,8 @@ func AddARPNeighbors(ctx context.Context, neighs []*agentv1.ARPNeighbor) error {
 }
 
 // Stats returns traffic counters of every non-loopback link.
-func Stats() ([]*agentv1.NetworkStats, error) {
-	links, err := netlink.LinkList()
+func (p *PodNS) Stats() ([]*agentv1.NetworkStats, error) {
+	links, err := p.h.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}

@@ -34,7 +34,7 @@ func TestToNetlinkRoute(t *testing.T) {
 		{"nil", nil, "", "", "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := toNetlinkRoute(tc.in)
+			r, err := toNetlinkRoute(nil, tc.in)
 			if tc.badInput {
 				if !errdefs.IsInvalidArgument(err) {
 					t.Fatalf("err = %v, want invalid argument", err)

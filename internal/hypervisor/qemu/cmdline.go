@@ -70,6 +70,14 @@ type launch struct {
 	qmpFD     int
 	agentFD   int
 	consoleFD int
+	// nics are the child's descriptors of each Config.NICs entry, in order.
+	nics []nicFDs
+}
+
+// nicFDs are the child's descriptors of one NIC: its tap, and its vhost-net device or -1.
+type nicFDs struct {
+	tap   int
+	vhost int
 }
 
 // kernelCmdline is the guest kernel command line for cfg under accel. Debug drops "quiet"
@@ -92,7 +100,7 @@ func kernelCmdline(cfg *hypervisor.Config, accel hypervisor.Accelerator) string 
 // it checks nothing on the host. cfg must have passed Validate.
 //
 // Not supported yet: CPU, memory and device hotplug (only the headroom is reserved),
-// networking, block devices, vsock, and machine types other than q35-like PC machines.
+// NIC hotplug and multiqueue NICs, block devices, vsock, and machine types other than q35-like PC machines.
 func commandLine(cfg *hypervisor.Config, l launch) []string {
 	machine := cfg.MachineType
 	if machine == "" {
@@ -213,6 +221,20 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 		args = append(args,
 			"-chardev", fmt.Sprintf("socket,id=%s,path=%s", idShare, optPath(cfg.VirtioFSSocket)),
 			"-device", fmt.Sprintf("vhost-user-fs-pci,chardev=%s,tag=%s,queue-size=1024", idShare, optPath(cfg.ShareTag)),
+		)
+	}
+
+	// Network devices on the tap descriptors the caller opened in the pod's network
+	// namespace (QEMU never joins it). The guest NIC takes the pod interface's MAC.
+	for i, n := range cfg.NICs {
+		fds := l.nics[i]
+		netdev := fmt.Sprintf("tap,id=%s,fd=%d", n.ID, fds.tap)
+		if fds.vhost >= 0 {
+			netdev += fmt.Sprintf(",vhost=on,vhostfd=%d", fds.vhost)
+		}
+		args = append(args,
+			"-netdev", netdev,
+			"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=%s", n.ID, n.MAC),
 		)
 	}
 

@@ -12,7 +12,8 @@ import (
 
 // QEMU runs confined (package jail): the driver starts the jail entry, which execs QEMU
 // in place with only the capabilities below, no_new_privs, the resource limits below and
-// no descriptor but stdin, stdout, stderr and the three listening sockets; QEMU then
+// no descriptor but stdin, stdout, stderr, the three listening sockets and the NICs' tap
+// and vhost-net descriptors; QEMU then
 // installs its own seccomp filter (-sandbox, cmdline.go). QEMU stays uid 0: its 9p
 // server (security_model=none) reads and writes the container's files with their real
 // owners, which are root and other uids.
@@ -59,8 +60,8 @@ var qemuRlimits = []jail.Rlimit{
 	{Resource: jail.RlimitMsgqueue, Value: 0},
 }
 
-// jailSpec is how the jail entry runs binary with args, passing it extraFiles listening
-// sockets from fd 3.
+// jailSpec is how the jail entry runs binary with args, passing it extraFiles descriptors
+// from fd 3 (the listening sockets, then the NICs').
 func jailSpec(binary string, args []string, extraFiles int) jail.Spec {
 	return jail.Spec{
 		Path:       binary,

@@ -130,12 +130,25 @@ func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, e
 	}
 	files = append(files, qemuLog)
 
-	args := commandLine(&v.cfg, launch{accel: accel, qmpFD: 3, agentFD: 4, consoleFD: 5})
-	cmd, err := jail.Command(jailSpec(v.binary, args, len(socketNames)))
+	// QMP, agent and console listeners are fds 3, 4 and 5 in QEMU; the NICs' descriptors
+	// (the caller's, not closed here) follow.
+	l := launch{accel: accel, qmpFD: 3, agentFD: 4, consoleFD: 5}
+	extra := append([]*os.File{}, files[:3]...)
+	for _, n := range v.cfg.NICs {
+		fds := nicFDs{tap: 3 + len(extra), vhost: -1}
+		extra = append(extra, n.Tap)
+		if n.Vhost != nil {
+			fds.vhost = 3 + len(extra)
+			extra = append(extra, n.Vhost)
+		}
+		l.nics = append(l.nics, fds)
+	}
+	args := commandLine(&v.cfg, l)
+	cmd, err := jail.Command(jailSpec(v.binary, args, len(extra)))
 	if err != nil {
 		return nil, err
 	}
-	cmd.ExtraFiles = files[:3] // QMP, agent and console listeners: fds 3, 4 and 5 in QEMU
+	cmd.ExtraFiles = extra
 	cmd.Stdout, cmd.Stderr = qemuLog, qemuLog
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.SysProcAttr = sysProcAttr()

@@ -100,6 +100,9 @@ func checkTemplate(cfg *hypervisor.Config) error {
 	if cfg.SharedFS == hypervisor.SharedFSVirtioFS {
 		return fmt.Errorf("templates need virtio-9p or no shared fs: QEMU 7.2 cannot migrate vhost-user-fs: %w", errdefs.ErrNotImplemented)
 	}
+	if len(cfg.NICs) > 0 {
+		return fmt.Errorf("templates carry no network devices (a VM from a template gets none at boot): %w", errdefs.ErrNotImplemented)
+	}
 	if t.Mode == hypervisor.TemplateRestore {
 		if err := checkFile("template memory", t.MemoryPath, false); err != nil {
 			return err

@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -67,6 +69,10 @@ func serve(mode Mode) int {
 		fmt.Fprintf(os.Stderr, "fake qemu: unknown mode %q, want one of normal, ignorequit, crash, mute, handover, silent\n", mode)
 		return 2
 	}
+	if err := checkNetdevFDs(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "fake qemu:", err)
+		return 1
+	}
 	l, err := net.FileListener(os.NewFile(3, "qmp"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fake qemu:", err)
@@ -90,6 +96,31 @@ func serve(mode Mode) int {
 		}
 		// The client hung up: a handover fake waits for the next one.
 	}
+}
+
+// checkNetdevFDs fails, as QEMU does, when a descriptor that a -netdev option names (fd=,
+// vhostfd=) is not open in the process.
+func checkNetdevFDs(args []string) error {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] != "-netdev" {
+			continue
+		}
+		for _, opt := range strings.Split(args[i+1], ",") {
+			k, v, _ := strings.Cut(opt, "=")
+			if k != "fd" && k != "vhostfd" {
+				continue
+			}
+			fd, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("-netdev %s: %s=%q is not a number", args[i+1], k, v)
+			}
+			var st syscall.Stat_t
+			if err := syscall.Fstat(fd, &st); err != nil {
+				return fmt.Errorf("-netdev %s: %s=%d: %w", args[i+1], k, fd, err)
+			}
+		}
+	}
+	return nil
 }
 
 // machine is the state of the fake VM across QMP sessions.

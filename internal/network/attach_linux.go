@@ -1,0 +1,339 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// vhostNetPath is the vhost-net device; without it the VMM runs virtio-net itself.
+const vhostNetPath = "/dev/vhost-net"
+
+// attachable are the link types the tcfilter model joins to a tap.
+var attachable = map[string]bool{"veth": true, "macvlan": true, "ipvlan": true}
+
+// Attach joins the VM to the interfaces in cfg.NetNS (see the package comment) and records
+// what it creates in dir (StateName). With no netns or the none model it attaches nothing.
+// On error everything it created is removed again and no descriptor is left open.
+func Attach(ctx context.Context, dir string, cfg Config) (_ *Attachment, retErr error) {
+	model, err := ParseModel(string(cfg.Model))
+	if err != nil {
+		return nil, err
+	}
+	if cfg.NetNS == "" || model == ModelNone {
+		return &Attachment{}, nil
+	}
+	ns, err := netns.GetFromPath(cfg.NetNS)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("pod network namespace %s does not exist: %w", cfg.NetNS, errdefs.ErrNotFound)
+		}
+		return nil, fmt.Errorf("open pod network namespace %s: %w", cfg.NetNS, err)
+	}
+	defer ns.Close()
+
+	st := &State{NetNS: cfg.NetNS}
+	if err := saveState(dir, st); err != nil {
+		return nil, err
+	}
+	att := &Attachment{}
+	defer func() {
+		if retErr != nil {
+			att.CloseFiles()
+			if err := Teardown(context.WithoutCancel(ctx), dir); err != nil {
+				log.G(ctx).WithError(err).Warn("remove a partial network attachment")
+			}
+		}
+	}()
+	err = inNetNS(ns, func() error { return attach(ctx, dir, st, cfg, att) })
+	if err != nil {
+		return nil, fmt.Errorf("attach pod network %s: %w", cfg.NetNS, err)
+	}
+	return att, nil
+}
+
+// attach does Attach's work on a thread in the pod's network namespace.
+func attach(ctx context.Context, dir string, st *State, cfg Config, att *Attachment) error {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return fmt.Errorf("list interfaces: %w", err)
+	}
+	// Refuse what cannot be attached before anything is created.
+	var pod []netlink.Link
+	for _, l := range links {
+		a := l.Attrs()
+		if a.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		if !attachable[l.Type()] {
+			return fmt.Errorf("interface %s has type %q: %w: Vessel attaches veth, macvlan and ipvlan interfaces",
+				a.Name, l.Type(), errdefs.ErrNotImplemented)
+		}
+		if len(a.HardwareAddr) != 6 {
+			return fmt.Errorf("interface %s has no Ethernet address (%q): %w", a.Name, a.HardwareAddr, errdefs.ErrInvalidArgument)
+		}
+		qdiscs, err := h.QdiscList(l)
+		if err != nil {
+			return fmt.Errorf("qdiscs of %s: %w", a.Name, err)
+		}
+		for _, q := range qdiscs {
+			if q.Type() == "ingress" || q.Attrs().Parent == netlink.HANDLE_INGRESS || q.Attrs().Parent == netlink.HANDLE_CLSACT {
+				return fmt.Errorf("interface %s already has an %s qdisc: %w: the tcfilter model adds its own ingress qdisc",
+					a.Name, q.Type(), errdefs.ErrFailedPrecondition)
+			}
+		}
+		pod = append(pod, l)
+	}
+
+	names := map[int]string{}
+	for i, l := range pod {
+		a := l.Attrs()
+		ep := Endpoint{Link: a.Name, LinkIndex: a.Index, Tap: tapName(i)}
+		st.Endpoints = append(st.Endpoints, ep)
+		// The tap is recorded before it exists: a crash in between leaves a name that
+		// Teardown removes if it is there.
+		if err := saveState(dir, st); err != nil {
+			return err
+		}
+		nic, err := joinTap(h, l, &st.Endpoints[len(st.Endpoints)-1], func() error { return saveState(dir, st) })
+		if nic.Tap != nil {
+			nic.ID = fmt.Sprintf("vsl-net%d", i)
+			att.NICs = append(att.NICs, nic)
+		}
+		if err != nil {
+			return fmt.Errorf("interface %s: %w", a.Name, err)
+		}
+		if cfg.VhostNet {
+			f, err := os.OpenFile(vhostNetPath, os.O_RDWR|unix.O_CLOEXEC, 0)
+			switch {
+			case err == nil:
+				att.NICs[len(att.NICs)-1].Vhost = f
+			case errors.Is(err, os.ErrNotExist):
+			default:
+				return fmt.Errorf("open %s: %w", vhostNetPath, err)
+			}
+		}
+		addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return fmt.Errorf("addresses of %s: %w", a.Name, err)
+		}
+		att.Interfaces = append(att.Interfaces, guestInterface(l, addrs))
+		names[a.Index] = a.Name
+	}
+	if len(pod) == 0 {
+		return nil
+	}
+	routes, err := h.RouteList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("list routes: %w", err)
+	}
+	att.Routes = guestRoutes(routes, names)
+	neighs, err := h.NeighList(0, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("list neighbours: %w", err)
+	}
+	att.Neighbors = guestNeighbors(neighs, names)
+	log.G(ctx).WithField("netns", st.NetNS).WithField("interfaces", len(pod)).Debug("pod network attached")
+	return nil
+}
+
+// joinTap creates ep's tap with l's MTU, brings it up and mirrors l and the tap into each
+// other; save records ep after each change to it. The returned NIC has the tap's
+// descriptor once it exists, also with an error.
+func joinTap(h *netlink.Handle, l netlink.Link, ep *Endpoint, save func() error) (NIC, error) {
+	a := l.Attrs()
+	nic := NIC{MAC: a.HardwareAddr.String()}
+	tap := &netlink.Tuntap{
+		LinkAttrs: netlink.LinkAttrs{Name: ep.Tap},
+		Mode:      netlink.TUNTAP_MODE_TAP,
+		Flags:     netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR | netlink.TUNTAP_TUN_EXCL,
+		Queues:    1,
+	}
+	if err := h.LinkAdd(tap); err != nil {
+		return nic, fmt.Errorf("create tap %s: %w", ep.Tap, err)
+	}
+	if len(tap.Fds) != 1 {
+		for _, f := range tap.Fds {
+			_ = f.Close()
+		}
+		return nic, fmt.Errorf("create tap %s: got %d queue descriptors, want 1", ep.Tap, len(tap.Fds))
+	}
+	nic.Tap = tap.Fds[0]
+	ep.TapIndex = tap.Attrs().Index
+	if err := save(); err != nil {
+		return nic, err
+	}
+	if err := h.LinkSetMTU(tap, a.MTU); err != nil {
+		return nic, fmt.Errorf("set mtu of tap %s to %d: %w", ep.Tap, a.MTU, err)
+	}
+	if err := h.LinkSetUp(tap); err != nil {
+		return nic, fmt.Errorf("set tap %s up: %w", ep.Tap, err)
+	}
+	if err := addIngress(h, ep.TapIndex); err != nil {
+		return nic, fmt.Errorf("tap %s: %w", ep.Tap, err)
+	}
+	ep.LinkIngress = true
+	if err := save(); err != nil {
+		return nic, err
+	}
+	if err := addIngress(h, a.Index); err != nil {
+		return nic, err
+	}
+	if err := addRedirect(h, a.Index, ep.TapIndex); err != nil {
+		return nic, fmt.Errorf("redirect %s to %s: %w", a.Name, ep.Tap, err)
+	}
+	if err := addRedirect(h, ep.TapIndex, a.Index); err != nil {
+		return nic, fmt.Errorf("redirect %s to %s: %w", ep.Tap, a.Name, err)
+	}
+	return nic, nil
+}
+
+func ingressQdisc(index int) *netlink.Ingress {
+	return &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{
+		LinkIndex: index,
+		Handle:    netlink.MakeHandle(0xffff, 0),
+		Parent:    netlink.HANDLE_INGRESS,
+	}}
+}
+
+func addIngress(h *netlink.Handle, index int) error {
+	if err := h.QdiscAdd(ingressQdisc(index)); err != nil {
+		return fmt.Errorf("add ingress qdisc: %w", err)
+	}
+	return nil
+}
+
+// addRedirect makes every frame arriving on link from leave through link to (a u32 filter
+// matching everything, with a mirred egress redirect).
+func addRedirect(h *netlink.Handle, from, to int) error {
+	return h.FilterAdd(&netlink.U32{
+		FilterAttrs: netlink.FilterAttrs{
+			LinkIndex: from,
+			Parent:    netlink.MakeHandle(0xffff, 0),
+			Priority:  1,
+			Protocol:  unix.ETH_P_ALL,
+		},
+		Actions: []netlink.Action{&netlink.MirredAction{
+			ActionAttrs:  netlink.ActionAttrs{Action: netlink.TC_ACT_STOLEN},
+			MirredAction: netlink.TCA_EGRESS_REDIR,
+			Ifindex:      to,
+		}},
+	})
+}
+
+// Teardown removes what the state in dir records (taps, and the ingress qdiscs with their
+// filters on the manager's interfaces), then the state. The manager's interfaces, their
+// addresses and routes stay as they were. No state, or a network namespace that no longer
+// exists (and with it everything in it), is not an error.
+func Teardown(ctx context.Context, dir string) error {
+	st, err := LoadState(dir)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ns, err := netns.GetFromPath(st.NetNS)
+	if errors.Is(err, os.ErrNotExist) {
+		log.G(ctx).WithField("netns", st.NetNS).Debug("pod network namespace is gone; nothing to tear down")
+		return removeState(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("tear down pod network: open %s: %w", st.NetNS, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("tear down pod network %s: netlink: %w", st.NetNS, err)
+	}
+	defer h.Close()
+	var errs []error
+	for _, ep := range st.Endpoints {
+		if err := detach(h, ep); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("tear down pod network %s: %w", st.NetNS, errors.Join(errs...))
+	}
+	log.G(ctx).WithField("netns", st.NetNS).Debug("pod network detached")
+	return removeState(dir)
+}
+
+// detach removes ep's tap (with its qdisc and filter) and the ingress qdisc Attach added to
+// the manager's interface (with its filter). What is already gone is skipped.
+func detach(h *netlink.Handle, ep Endpoint) error {
+	var errs []error
+	if l, err := h.LinkByName(ep.Tap); err == nil {
+		if l.Type() == "tuntap" && (ep.TapIndex == 0 || l.Attrs().Index == ep.TapIndex) {
+			if err := h.LinkDel(l); err != nil {
+				errs = append(errs, fmt.Errorf("remove tap %s: %w", ep.Tap, err))
+			}
+		}
+	} else if !isLinkNotFound(err) {
+		errs = append(errs, fmt.Errorf("tap %s: %w", ep.Tap, err))
+	}
+	if ep.LinkIngress {
+		l, err := h.LinkByIndex(ep.LinkIndex)
+		switch {
+		case err == nil && l.Attrs().Name == ep.Link:
+			if err := h.QdiscDel(ingressQdisc(ep.LinkIndex)); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+				errs = append(errs, fmt.Errorf("remove ingress qdisc of %s: %w", ep.Link, err))
+			}
+		case err == nil, isLinkNotFound(err):
+			// The manager removed or replaced its interface: nothing of ours is on it.
+		default:
+			errs = append(errs, fmt.Errorf("interface %s: %w", ep.Link, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func isLinkNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
+}
+
+// inNetNS runs fn on a locked OS thread in ns, on a goroutine of its own. When the thread
+// cannot return to its network namespace it stays locked, so the runtime ends it with the
+// goroutine instead of reusing it.
+func inNetNS(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() { // owner: inNetNS, which waits for the result
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("current network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter network namespace: %w", err)
+			return
+		}
+		err = fn()
+		if rerr := netns.Set(orig); rerr != nil {
+			errc <- errors.Join(err, fmt.Errorf("return to the host network namespace: %w", rerr))
+			return // the thread stays locked and ends with this goroutine
+		}
+		runtime.UnlockOSThread()
+		errc <- err
+	}()
+	return <-errc
+}

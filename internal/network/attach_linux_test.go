@@ -1,0 +1,144 @@
+package network
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	"github.com/vishvananda/netlink"
+
+	"github.com/vessel-containers/vessel/internal/network/nettest"
+	"github.com/vessel-containers/vessel/internal/testutil"
+)
+
+// TestAttachTeardown attaches a pod netns with a veth, checks the tap, qdiscs and filters,
+// the guest description and the NIC, then tears down from the state file alone and checks
+// that the netns is as before.
+func TestAttachTeardown(t *testing.T) {
+	testutil.RequiresRoot(t)
+	pod, peer := nettest.New(t), nettest.New(t)
+	nettest.Veth(t, pod, "eth0", "10.213.1.2/24", peer, "peer0", "10.213.1.1/24")
+	h := pod.Handle(t)
+	eth0, err := h.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetMTU(eth0, 1400); err != nil {
+		t.Fatal(err)
+	}
+	gw, _ := netlink.ParseAddr("10.213.1.1/32")
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: gw.IP}); err != nil {
+		t.Fatal(err)
+	}
+	before := pod.Snapshot(t)
+
+	dir := t.TempDir()
+	att, err := Attach(context.Background(), dir, Config{NetNS: pod.Path, VhostNet: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.CloseFiles()
+	if len(att.NICs) != 1 || att.NICs[0].Tap == nil || att.NICs[0].MAC != pod.MAC(t, "eth0").String() {
+		t.Fatalf("nics: got %+v", att.NICs)
+	}
+	if len(att.Interfaces) != 1 || att.Interfaces[0].Name != "eth0" || att.Interfaces[0].Mtu != 1400 ||
+		len(att.Interfaces[0].Addresses) != 1 || att.Interfaces[0].Addresses[0].Address != "10.213.1.2" {
+		t.Fatalf("interfaces: got %v", att.Interfaces)
+	}
+	if len(att.Routes) != 1 || att.Routes[0].Gateway != "10.213.1.1" || att.Routes[0].Dest != "default" {
+		t.Fatalf("routes: got %v", att.Routes)
+	}
+	during := strings.Join(pod.Snapshot(t), "\n")
+	for _, want := range []string{
+		"link vsl_tap0 tuntap", "mtu=1400", "qdisc vsl_tap0 ingress", "qdisc eth0 ingress",
+		"filter vsl_tap0 u32", "filter eth0 u32",
+	} {
+		if !strings.Contains(during, want) {
+			t.Errorf("attached netns lacks %q:\n%s", want, during)
+		}
+	}
+
+	att.CloseFiles()
+	if err := Teardown(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	if after := pod.Snapshot(t); !slices.Equal(after, before) {
+		t.Fatalf("after teardown:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+	if _, err := LoadState(dir); !errdefs.IsNotFound(err) {
+		t.Fatalf("state after teardown: %v", err)
+	}
+	if err := Teardown(context.Background(), dir); err != nil {
+		t.Fatalf("second teardown: %v", err)
+	}
+}
+
+// TestAttachRefusesUnknownType refuses a link type it cannot attach, naming it, and leaves
+// the netns as it was.
+func TestAttachRefusesUnknownType(t *testing.T) {
+	testutil.RequiresRoot(t)
+	pod, peer := nettest.New(t), nettest.New(t)
+	nettest.Veth(t, pod, "eth0", "10.213.2.2/24", peer, "peer0", "10.213.2.1/24")
+	h := pod.Handle(t)
+	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br7"}}); err != nil {
+		t.Fatal(err)
+	}
+	before := pod.Snapshot(t)
+	dir := t.TempDir()
+	_, err := Attach(context.Background(), dir, Config{NetNS: pod.Path})
+	if err == nil || !strings.Contains(err.Error(), "br7") || !strings.Contains(err.Error(), `"bridge"`) {
+		t.Fatalf("got %v, want an error naming br7 and its type", err)
+	}
+	if after := pod.Snapshot(t); !slices.Equal(after, before) {
+		t.Fatalf("after refusal:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+	if _, err := LoadState(dir); !errdefs.IsNotFound(err) {
+		t.Fatalf("state left: %v", err)
+	}
+}
+
+// TestAttachMissingNetNS names the path that does not exist.
+func TestAttachMissingNetNS(t *testing.T) {
+	dir := t.TempDir()
+	_, err := Attach(context.Background(), dir, Config{NetNS: "/run/netns/vessel-no-such-netns"})
+	if !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "/run/netns/vessel-no-such-netns") {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := LoadState(dir); !errdefs.IsNotFound(err) {
+		t.Fatalf("state left: %v", err)
+	}
+}
+
+// TestAttachNone attaches nothing with the none model or without a netns.
+func TestAttachNone(t *testing.T) {
+	for _, cfg := range []Config{{}, {NetNS: "/run/netns/whatever", Model: ModelNone}} {
+		att, err := Attach(context.Background(), t.TempDir(), cfg)
+		if err != nil || len(att.NICs) != 0 {
+			t.Fatalf("%+v: got %+v, %v", cfg, att, err)
+		}
+	}
+}
+
+// TestTeardownAfterCrash tears down from the state file of an attach whose process never
+// closed its descriptors or called Teardown (as after a shim crash).
+func TestTeardownAfterCrash(t *testing.T) {
+	testutil.RequiresRoot(t)
+	pod, peer := nettest.New(t), nettest.New(t)
+	nettest.Veth(t, pod, "eth0", "10.213.3.2/24", peer, "peer0", "10.213.3.1/24")
+	before := pod.Snapshot(t)
+	dir := t.TempDir()
+	att, err := Attach(context.Background(), dir, Config{NetNS: pod.Path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The tap descriptor stays open, as in a VMM that still runs.
+	defer att.CloseFiles()
+	if err := Teardown(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	if after := pod.Snapshot(t); !slices.Equal(after, before) {
+		t.Fatalf("after teardown:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+}

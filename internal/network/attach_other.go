@@ -1,0 +1,26 @@
+//go:build !linux
+
+package network
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/containerd/errdefs"
+)
+
+// Attach attaches nothing when no netns or the none model is asked, and is not
+// implemented otherwise: network namespaces are Linux's.
+func Attach(_ context.Context, _ string, cfg Config) (*Attachment, error) {
+	model, err := ParseModel(string(cfg.Model))
+	if err != nil {
+		return nil, err
+	}
+	if cfg.NetNS == "" || model == ModelNone {
+		return &Attachment{}, nil
+	}
+	return nil, fmt.Errorf("attach pod network %s: %w", cfg.NetNS, errdefs.ErrNotImplemented)
+}
+
+// Teardown has nothing to remove where Attach creates nothing.
+func Teardown(context.Context, string) error { return nil }

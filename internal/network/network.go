@@ -1,0 +1,176 @@
+// Package network attaches a VM to a pod's network namespace on the host and describes that
+// network to the guest.
+//
+// The container manager (CNI through containerd's CRI, nerdctl, podman, or a hand-made netns)
+// puts interfaces into the pod's network namespace; Attach finds them there and, for each one
+// (veth, macvlan, ipvlan), with the "tcfilter" model creates a tap device in the same
+// namespace and joins the two with tc: an ingress qdisc on each and a u32 filter whose mirred
+// action redirects every frame arriving on one to the other's egress. The VMM gets the tap's
+// descriptor (and a vhost-net descriptor when available), never the namespace: it is not moved
+// into the pod network and needs no network privilege. The guest NIC takes the interface's MAC
+// address, so the manager's neighbour entries and ARP caches stay valid; the interface's
+// addresses, MTU, routes and permanent neighbours are returned for the guest agent.
+//
+// Everything Attach creates is recorded in a state file in the sandbox directory before it is
+// created, so Teardown removes exactly that (taps, and the ingress qdiscs with their filters)
+// and nothing of the manager's, also from another process after the first one died.
+package network
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/containerd/errdefs"
+
+	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/atomicfile"
+)
+
+// Model is how the VM joins the pod network (runtime.internetworking_model).
+type Model string
+
+const (
+	// ModelTCFilter mirrors each pod interface to a tap with tc ingress qdiscs and mirred
+	// redirect filters.
+	ModelTCFilter Model = "tcfilter"
+	// ModelNone attaches nothing: the guest has loopback only.
+	ModelNone Model = "none"
+)
+
+// Config says which network namespace to attach and how.
+type Config struct {
+	// NetNS is the path of the pod's network namespace (the spec's linux.namespaces network
+	// path); empty attaches nothing.
+	NetNS string
+	// Model is how to attach (empty means ModelTCFilter).
+	Model Model
+	// VhostNet hands the VMM a /dev/vhost-net descriptor per NIC when the device exists.
+	VhostNet bool
+}
+
+// StateName is the file in the sandbox directory that records what Attach created.
+const StateName = "network.json"
+
+// stateVersion is the format of StateName.
+const stateVersion = 1
+
+// State records what Attach created in a network namespace, so that Teardown removes that
+// and nothing else.
+type State struct {
+	Version int    `json:"version"`
+	NetNS   string `json:"netns"`
+	// Endpoints are the attached interfaces, in attach order.
+	Endpoints []Endpoint `json:"endpoints,omitempty"`
+}
+
+// Endpoint is one pod interface joined to a tap.
+type Endpoint struct {
+	// Link and LinkIndex name the manager's interface (veth, macvlan, ipvlan).
+	Link      string `json:"link"`
+	LinkIndex int    `json:"link_index"`
+	// Tap is the tap Attach creates; TapIndex is 0 until it exists.
+	Tap      string `json:"tap"`
+	TapIndex int    `json:"tap_index,omitempty"`
+	// LinkIngress records that Attach added the ingress qdisc (and with it the filter) on
+	// the manager's interface; removing the qdisc removes the filter.
+	LinkIngress bool `json:"link_ingress,omitempty"`
+}
+
+// NIC is one network device for the VM: the tap's descriptor and the guest MAC address.
+type NIC struct {
+	// ID names the device on the VMM's command line.
+	ID string
+	// MAC is the guest NIC's address: the pod interface's.
+	MAC string
+	// Tap is the tap's queue descriptor; Vhost the vhost-net descriptor or nil.
+	Tap   *os.File
+	Vhost *os.File
+}
+
+// Attachment is what Attach did: the NICs for the VMM, and the guest's configuration.
+type Attachment struct {
+	NICs []NIC
+	// Interfaces, Routes and Neighbors configure the guest (agent UpdateInterface,
+	// UpdateRoutes, AddARPNeighbors); interfaces carry the MAC the guest NIC has.
+	Interfaces []*agentv1.Interface
+	Routes     []*agentv1.Route
+	Neighbors  []*agentv1.ARPNeighbor
+}
+
+// CloseFiles closes the descriptors of the NICs: once the VMM holds its copies, or when
+// the attachment is abandoned.
+func (a *Attachment) CloseFiles() {
+	if a == nil {
+		return
+	}
+	for _, n := range a.NICs {
+		if n.Tap != nil {
+			_ = n.Tap.Close()
+		}
+		if n.Vhost != nil {
+			_ = n.Vhost.Close()
+		}
+	}
+}
+
+// ParseModel checks a model name.
+func ParseModel(s string) (Model, error) {
+	switch Model(s) {
+	case "", ModelTCFilter:
+		return ModelTCFilter, nil
+	case ModelNone:
+		return ModelNone, nil
+	case "macvtap":
+		return "", fmt.Errorf("internetworking_model %q: %w: the macvtap model is not built; use tcfilter or none", s, errdefs.ErrNotImplemented)
+	}
+	return "", fmt.Errorf("internetworking_model %q: %w: want tcfilter or none", s, errdefs.ErrInvalidArgument)
+}
+
+// tapName is the tap created for the pod interface with index i in the netns. Names are
+// at most 15 bytes (IFNAMSIZ-1).
+func tapName(i int) string { return fmt.Sprintf("vsl_tap%d", i) }
+
+// saveState writes st into dir.
+func saveState(dir string, st *State) error {
+	st.Version = stateVersion
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode network state: %w", err)
+	}
+	if err := atomicfile.WriteFile(filepath.Join(dir, StateName), data, 0o600); err != nil {
+		return fmt.Errorf("save network state: %w", err)
+	}
+	return nil
+}
+
+// LoadState reads the state Attach left in dir; errdefs.ErrNotFound when there is none.
+func LoadState(dir string) (*State, error) {
+	path := filepath.Join(dir, StateName)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("network state %s: %w", path, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("network state: %w", err)
+	}
+	var st State
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("network state %s: corrupt: %w", path, err)
+	}
+	if st.Version != stateVersion {
+		return nil, fmt.Errorf("network state %s: format version %d, this vessel reads %d: %w", path, st.Version, stateVersion, errdefs.ErrNotImplemented)
+	}
+	return &st, nil
+}
+
+// removeState removes the state file; a missing one is not an error.
+func removeState(dir string) error {
+	if err := os.Remove(filepath.Join(dir, StateName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove network state: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,176 @@
+package sandbox
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/vishvananda/netlink"
+
+	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/network"
+	"github.com/vessel-containers/vessel/internal/network/nettest"
+	"github.com/vessel-containers/vessel/internal/testutil"
+)
+
+// TestPodNetwork boots a sandbox attached to a pod netns the test made (veth to a peer
+// netns, 10.213.9.0/24), serves HTTP from a container with busybox httpd and fetches it
+// from the peer over the pod IP, checks from a second container of the pod that the
+// interface, route and neighbour match the host's, that the peer answers ping, and that a
+// net.* sysctl of the spec is applied; after delete the pod netns is as before.
+func TestPodNetwork(t *testing.T) {
+	g := testutil.RequiresVM(t)
+	testutil.RequiresRoot(t)
+	pod, peer := nettest.New(t), nettest.New(t)
+	nettest.Veth(t, pod, "eth0", "10.213.9.2/24", peer, "peer0", "10.213.9.1/24")
+	h := pod.Handle(t)
+	eth0, err := h.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: net.ParseIP("10.213.9.1")}); err != nil {
+		t.Fatal(err)
+	}
+	peerMAC := peer.MAC(t, "peer0")
+	if err := h.NeighAdd(&netlink.Neigh{LinkIndex: eth0.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+		IP: net.ParseIP("10.213.9.1"), HardwareAddr: peerMAC}); err != nil {
+		t.Fatal(err)
+	}
+	before := pod.Snapshot(t)
+
+	root, err := os.MkdirTemp("", "vsn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(root)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	sb, err := Create(ctx, Config{
+		ID: "netsb", Root: root,
+		VM:      hypervisor.Config{Kernel: g.Kernel, Initrd: g.Initrd, VCPUs: 1, MemoryMiB: 256},
+		Network: network.Config{NetNS: pod.Path, Model: network.ModelTCFilter, VhostNet: true},
+	})
+	if err != nil {
+		t.Fatalf("create sandbox: %v", err)
+	}
+	e := &env{t: t, sb: sb, root: root}
+	deleted := false
+	defer func() {
+		if !deleted {
+			_ = sb.Delete(context.Background())
+		}
+	}()
+	if during := strings.Join(pod.Snapshot(t), "\n"); !strings.Contains(during, "vsl_tap0 tuntap") {
+		t.Fatalf("no tap in the pod netns while the sandbox runs:\n%s", during)
+	}
+
+	httpd := e.container("web", []string{"sh", "-c", "mkdir -p /tmp/www && echo hello-from-vessel > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"}, nil)
+	st := httpd.Attach(ctx, "", IO{Stdout: io.Discard, Stderr: io.Discard})
+	defer st.Close()
+	if err := httpd.Start(ctx); err != nil {
+		t.Fatalf("start httpd: %v", err)
+	}
+
+	// The peer fetches the page over the pod IP once httpd listens.
+	var body string
+	testutil.WaitFor(t, "the page from httpd at 10.213.9.2:8080", func() bool {
+		body, err = fetch(peer, "10.213.9.2:8080")
+		return err == nil
+	})
+	if !strings.Contains(body, "hello-from-vessel") {
+		t.Fatalf("page: got %q", body)
+	}
+
+	probe := e.container("probe", []string{"sh", "-c",
+		"ip addr show eth0; ip route; ip neigh; ping -c 1 -W 10 10.213.9.1 && echo PING-OK; cat /proc/sys/net/ipv4/ping_group_range"},
+		func(s *specs.Spec) {
+			s.Linux.Sysctl = map[string]string{"net.ipv4.ping_group_range": "0 2147483647"}
+		})
+	code, out, errOut := e.run(probe, nil)
+	if code != 0 {
+		t.Fatalf("probe exited %d: %s\n%s", code, out, errOut)
+	}
+	mac := pod.MAC(t, "eth0").String()
+	for _, want := range []string{
+		"inet 10.213.9.2/24", "link/ether " + mac, "mtu 1500",
+		"default via 10.213.9.1 dev eth0",
+		"10.213.9.1 dev eth0 lladdr " + peerMAC.String(),
+		"PING-OK", "0\t2147483647",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("probe output lacks %q:\n%s", want, out)
+		}
+	}
+
+	deleted = true
+	pid := sb.VM().Pid()
+	if err := sb.Delete(context.Background()); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	assertNoLeftovers(t, root, pid)
+	if after := pod.Snapshot(t); !slices.Equal(after, before) {
+		t.Fatalf("pod netns after delete:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+}
+
+// fetch gets / from addr with a connection made inside ns.
+func fetch(ns *nettest.NetNS, addr string) (string, error) {
+	var conn net.Conn
+	err := ns.Do(func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp", addr, 2*time.Second)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", addr); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("status %s", resp.Status)
+	}
+	return string(b), nil
+}
+
+// TestPodNetworkMissingNetNS refuses a netns path that does not exist, naming it, and
+// leaves no VM and no state.
+func TestPodNetworkMissingNetNS(t *testing.T) {
+	g := testutil.RequiresVM(t)
+	root, err := os.MkdirTemp("", "vsn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(root)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err = Create(ctx, Config{
+		ID: "netsb", Root: root,
+		VM:      hypervisor.Config{Kernel: g.Kernel, Initrd: g.Initrd, VCPUs: 1, MemoryMiB: 256},
+		Network: network.Config{NetNS: "/run/netns/vessel-test-no-such-netns"},
+	})
+	if err == nil || !strings.Contains(err.Error(), "/run/netns/vessel-test-no-such-netns") || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("got %v, want an error naming the missing netns", err)
+	}
+	assertNoLeftovers(t, root, 0)
+}
