@@ -71,14 +71,14 @@ FUZZTIME ?= 1m
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target (annotations, config loader, OCI converter, agent requests, agent session frames, QMP client, VM cache server requests, VM cache client answers) for FUZZTIME each (default 1m)
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/config
-	$(GO) test -run '^$$' -fuzz '^FuzzAnnotations$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/config
-	$(GO) test -run '^$$' -fuzz '^FuzzSandboxConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/oci
-	$(GO) test -run '^$$' -fuzz '^FuzzAgentRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/agent
-	$(GO) test -run '^$$' -fuzz '^FuzzMux$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/agent/session
-	$(GO) test -run '^$$' -fuzz '^FuzzClient$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/hypervisor/qemu/qmp
-	$(GO) test -run '^$$' -fuzz '^FuzzServerRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/factory
-	$(GO) test -run '^$$' -fuzz '^FuzzClientResponse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s ./internal/factory
+	hack/fuzz.sh $(GO) ./internal/config FuzzParse $(FUZZTIME)
+	hack/fuzz.sh $(GO) ./internal/config FuzzAnnotations $(FUZZTIME)
+	hack/fuzz.sh $(GO) ./internal/oci FuzzSandboxConfig $(FUZZTIME)
+	hack/fuzz.sh $(GO) ./internal/agent FuzzAgentRequest $(FUZZTIME)
+	hack/fuzz.sh $(GO) ./internal/agent/session FuzzMux $(FUZZTIME)
+	hack/fuzz.sh $(GO) ./internal/hypervisor/qemu/qmp FuzzClient $(FUZZTIME)
+	hack/fuzz.sh $(GO) ./internal/factory FuzzServerRequest $(FUZZTIME)
+	hack/fuzz.sh $(GO) ./internal/factory FuzzClientResponse $(FUZZTIME)
 
 # The benchmark runs Vessel with the built-in defaults and the guest image in GUEST_DIR,
 # never with the host's /etc/vessel/configuration.toml or $VESSEL_CONFIG.
