@@ -9,8 +9,8 @@ import (
 
 // checkCgroupsPath validates linux.cgroupsPath against the cgroup driver chosen with
 // --systemd-cgroup, as runc does: systemd wants "slice:prefix:name", cgroupfs a path. The
-// guest agent picks the container's cgroup inside the VM itself, so the path is checked
-// but not applied.
+// shim puts the sandbox's VM into that cgroup on the host (internal/hostcgroup); the guest
+// agent picks the container's cgroup inside the VM itself.
 func checkCgroupsPath(spec *specs.Spec, systemd bool) error {
 	if spec.Linux == nil || spec.Linux.CgroupsPath == "" {
 		return nil

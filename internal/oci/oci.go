@@ -27,6 +27,7 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/containerid"
+	"github.com/vessel-containers/vessel/internal/hostcgroup"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/network"
 )
@@ -64,6 +65,8 @@ type Sandbox struct {
 	Agent Agent
 	// Network is the pod network namespace the VM attaches to, and how (networkPlan).
 	Network network.Config
+	// HostCgroup is the pod cgroup the sandbox's host processes go into (hostCgroupPlan).
+	HostCgroup hostcgroup.Config
 	// Container is the container whose creation boots the VM (pause or single container).
 	Container *Container
 }
@@ -140,15 +143,20 @@ func SandboxConfig(ctx context.Context, id, bundle string, spec *specs.Spec, cfg
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", ctr.SandboxID, err)
 	}
+	cgPlan, err := hostCgroupPlan(eff, spec)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", ctr.SandboxID, err)
+	}
 	return &Sandbox{
-		Network:   netPlan,
-		ID:        ctr.SandboxID,
-		Config:    eff,
-		Limits:    limits,
-		Sizing:    sizing,
-		VM:        HypervisorConfig(eff, sizing),
-		Agent:     agentPlan(eff),
-		Container: ctr,
+		Network:    netPlan,
+		HostCgroup: cgPlan,
+		ID:         ctr.SandboxID,
+		Config:     eff,
+		Limits:     limits,
+		Sizing:     sizing,
+		VM:         HypervisorConfig(eff, sizing),
+		Agent:      agentPlan(eff),
+		Container:  ctr,
 	}, nil
 }
 

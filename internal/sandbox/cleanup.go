@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/vessel-containers/vessel/internal/containerid"
+	"github.com/vessel-containers/vessel/internal/hostcgroup"
 	"github.com/vessel-containers/vessel/internal/network"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/procid"
@@ -29,7 +30,7 @@ func (s *Sandbox) WaitOOM(ctx context.Context) (string, error) {
 
 // Cleanup removes what a sandbox whose owner died left behind: the VM process (when it still
 // runs and is still the VM that was recorded), the taps and tc filters in the pod's network
-// namespace, mounts in the share and the state directory.
+// namespace, the pod's host cgroup, mounts in the share and the state directory.
 // A sandbox that does not exist is not an error.
 //
 // Cleanup never removes the directory of a sandbox whose VM may still run without killing
@@ -62,6 +63,10 @@ func Cleanup(ctx context.Context, root, id string) error {
 	// The taps and tc filters the sandbox added to the pod's network namespace, once the
 	// VM that used them is gone.
 	if err := network.Teardown(ctx, dir); err != nil {
+		return fmt.Errorf("clean up sandbox %s: %w (directory %s kept)", id, err, dir)
+	}
+	// The pod's host cgroup, once the processes in it are gone.
+	if err := hostcgroup.Remove(ctx, dir); err != nil {
 		return fmt.Errorf("clean up sandbox %s: %w (directory %s kept)", id, err, dir)
 	}
 	if err := removeDir(ctx, sharefs.Open(dir), dir); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/agentclient"
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/containerid"
+	"github.com/vessel-containers/vessel/internal/hostcgroup"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/network"
 	"github.com/vessel-containers/vessel/internal/oci"
@@ -58,6 +59,9 @@ type Config struct {
 	VMSource VMSource
 	// Network is the pod network namespace to attach the VM to (network.go).
 	Network network.Config
+	// HostCgroup is the pod's host cgroup: the calling process joins it before the VM
+	// starts, so the VM is born in it (hostcgroup.Join).
+	HostCgroup hostcgroup.Config
 }
 
 // State of a sandbox or container.
@@ -157,6 +161,14 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	}
 	rollback.add(share.Close)
 
+	// Rolled back after the VM has stopped: a cgroup with processes cannot be removed.
+	cgroup, err := hostcgroup.Join(ctx, dir, cfg.ID, cfg.HostCgroup)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
+	defer cgroup.Close()
+	rollback.add(func(ctx context.Context) error { return hostcgroup.Remove(ctx, dir) })
+
 	vmcfg := cfg.VM
 	vmcfg.ID = cfg.ID
 	vmcfg.StateDir = dir
@@ -178,6 +190,13 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	}
 	rollback.add(s.vm.Stop)
 	rollback.add(func(context.Context) error { return s.agent.Close() })
+	// A VM from the factory's cache was started elsewhere; a cold one is already inside.
+	if err := cgroup.Add(s.vm.Pid()); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
+	if err := cgroup.Settle(ctx); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
 	// The view goes into the export only now: the VMM holds the export open (a VM from the
 	// factory's cache brings its own), and the guest has not mounted it yet.
 	if err := share.Publish(ctx); err != nil {
@@ -338,6 +357,9 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("stop vm: %w", err))
 	}
 	if err := network.Teardown(stopCtx, s.dir); err != nil {
+		errs = append(errs, err)
+	}
+	if err := hostcgroup.Remove(stopCtx, s.dir); err != nil {
 		errs = append(errs, err)
 	}
 	if err := removeDir(ctx, s.share, s.dir); err != nil { // cleanup.go

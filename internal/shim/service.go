@@ -446,6 +446,7 @@ func (s *service) createSandbox(ctx context.Context, plan *oci.Sandbox, cfg *con
 		Effective:     plan.Config,
 		VMSource:      vmSource(ctx, cfg, host), // factory.go
 		Network:       plan.Network,
+		HostCgroup:    plan.HostCgroup,
 	})
 }
 

@@ -98,6 +98,16 @@ func (h *harness) assertNoLeftovers() {
 	if len(entries) > 0 {
 		t.Errorf("sandbox state left: %v", entries)
 	}
+	// ctr puts each task's cgroupsPath below its namespace's cgroup, where the shim makes
+	// the sandbox's host cgroup.
+	for _, dir := range []string{"/sys/fs/cgroup/memory/vessel-test", "/sys/fs/cgroup/vessel-test"} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if e.IsDir() {
+				t.Errorf("host cgroup left: %s/%s", dir, e.Name())
+			}
+		}
+	}
 }
 
 func TestCtrRun(t *testing.T) {
@@ -200,6 +210,13 @@ func TestCtrTaskVerbs(t *testing.T) {
 	events := h.ctd.Events(t)
 	h.start("box", nil, "sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; usleep 100000; done")
 	waitEvent(t, events, "/tasks/start", `"box"`)
+
+	t.Run("host cgroup", func(t *testing.T) {
+		// ctr's cgroupsPath is /<namespace>/<id>: the VM is charged there on the host.
+		if got, want := testutil.MemoryCgroup(t, h.qemuPid("box")), "/vessel-test/box"; got != want {
+			t.Fatalf("qemu is in host cgroup %s, want %s", got, want)
+		}
+	})
 
 	t.Run("exec", func(t *testing.T) {
 		out := h.ctr("task", "exec", "--exec-id", "e1", "box", "sh", "-c", "echo exec-ok; pidof sh")

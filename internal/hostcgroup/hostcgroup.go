@@ -1,0 +1,394 @@
+// Package hostcgroup charges a sandbox's host processes to the pod's cgroup: the cgroup the
+// sandbox spec names in linux.cgroupsPath, with the cgroupfs driver (a path) or the systemd
+// driver ("slice:prefix:name"), on cgroup v1 (legacy or hybrid) and v2.
+//
+// The process that owns the sandbox (the shim) joins the pod's cgroup before the VMM and
+// its helpers start, so they are born in it and every page the guest touches is charged
+// there: a limit the manager puts on the pod's cgroup or its parents bounds the whole VM.
+// Without SandboxOnly the owner goes back to the cgroup it came from (where the manager
+// started it) once the VMM runs, so only the VM and its helpers count against the pod.
+//
+// Container limits are not written to the host cgroup: the guest enforces them on the
+// container's processes, and the VM needs its own memory on top of them.
+//
+// Join records what it does in the sandbox directory (StateName) before each step, so
+// Remove undoes exactly that after a normal end, a failed create or the owner's crash.
+package hostcgroup
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/vessel-containers/vessel/internal/atomicfile"
+)
+
+// StateName is the file in the sandbox directory that records the host cgroup.
+const StateName = "cgroup.json"
+
+// mountpoint is where the cgroup file systems are mounted.
+const mountpoint = "/sys/fs/cgroup"
+
+// Config says where a sandbox's host processes go.
+type Config struct {
+	// Path is the sandbox spec's linux.cgroupsPath: a cgroupfs path such as
+	// "/kubepods/besteffort/pod1/abc", or systemd's "slice:prefix:name". Empty places
+	// nothing.
+	Path string
+	// SandboxOnly keeps the owner in the pod's cgroup too; otherwise it returns to its own
+	// cgroup once the VMM runs (Group.Settle).
+	SandboxOnly bool
+}
+
+// Driver is how the pod's cgroup is made.
+type Driver string
+
+const (
+	DriverCgroupfs Driver = "cgroupfs"
+	DriverSystemd  Driver = "systemd"
+)
+
+// Target is a parsed cgroupsPath.
+type Target struct {
+	Driver Driver
+	// Path is the cgroupfs path, absolute and clean (DriverCgroupfs).
+	Path string
+	// Slice and Unit are systemd's slice and the scope unit made in it (DriverSystemd).
+	Slice, Unit string
+}
+
+// Parse reads a linux.cgroupsPath as runc does: "slice:prefix:name" with no slash is a
+// systemd scope ("prefix-name.scope" in slice, "system.slice" when empty); anything else
+// is a cgroupfs path below the cgroup root.
+func Parse(p string) (Target, error) {
+	if p == "" {
+		return Target{}, fmt.Errorf("cgroupsPath is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	if parts := strings.Split(p, ":"); len(parts) == 3 && !strings.Contains(p, "/") {
+		slice, prefix, name := parts[0], parts[1], parts[2]
+		if name == "" {
+			return Target{}, fmt.Errorf("cgroupsPath %q: systemd form slice:prefix:name with an empty name: %w", p, errdefs.ErrInvalidArgument)
+		}
+		if slice == "" {
+			slice = "system.slice"
+		}
+		if !strings.HasSuffix(slice, ".slice") {
+			return Target{}, fmt.Errorf("cgroupsPath %q: slice %q does not end in .slice: %w", p, slice, errdefs.ErrInvalidArgument)
+		}
+		unit := name
+		if !strings.HasSuffix(name, ".slice") && !strings.HasSuffix(name, ".scope") {
+			unit = name + ".scope"
+			if prefix != "" {
+				unit = prefix + "-" + unit
+			}
+		}
+		if !strings.HasSuffix(unit, ".scope") {
+			return Target{}, fmt.Errorf("cgroupsPath %q: a sandbox's host processes go into a scope, not the slice %q: %w", p, unit, errdefs.ErrInvalidArgument)
+		}
+		return Target{Driver: DriverSystemd, Slice: slice, Unit: unit}, nil
+	}
+	if strings.Contains(p, ":") && !strings.Contains(p, "/") {
+		return Target{}, fmt.Errorf("cgroupsPath %q: neither a path nor systemd's slice:prefix:name: %w", p, errdefs.ErrInvalidArgument)
+	}
+	clean := path.Clean("/" + p)
+	if clean == "/" {
+		return Target{}, fmt.Errorf("cgroupsPath %q names the root cgroup: %w", p, errdefs.ErrInvalidArgument)
+	}
+	return Target{Driver: DriverCgroupfs, Path: clean}, nil
+}
+
+// State is what Join recorded, in the sandbox directory.
+type State struct {
+	Target Target `json:"target"`
+	// Unified is set when the host has cgroup v2 only.
+	Unified bool `json:"unified"`
+	// Created is set before Join creates the pod's cgroupfs cgroup: Remove deletes it.
+	// A cgroup that existed before is left in place.
+	Created bool `json:"created"`
+	// Origin is the owner's cgroup before it joined: per v1 hierarchy ("cpu",
+	// "name=systemd", ...), or under "" on v2. The owner returns there.
+	Origin map[string]string `json:"origin"`
+}
+
+// Group is the pod's cgroup with the sandbox's owner in it.
+type Group struct {
+	dir     string
+	cfg     Config
+	st      State
+	systemd *systemdConn // DriverSystemd only
+}
+
+// Join puts the calling process, the sandbox's owner, into the pod's cgroup named by
+// cfg.Path, creating it if needed; dir is the sandbox directory, where the state goes.
+// A nil Group and no error mean cfg.Path is empty. On error nothing is left in place.
+func Join(ctx context.Context, dir, id string, cfg Config) (_ *Group, retErr error) {
+	if cfg.Path == "" {
+		return nil, nil
+	}
+	t, err := Parse(cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	origin, err := ownCgroups()
+	if err != nil {
+		return nil, err
+	}
+	g := &Group{dir: dir, cfg: cfg, st: State{Target: t, Unified: cgroups.Mode() == cgroups.Unified, Origin: origin}}
+	if err := g.save(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			if err := Remove(ctx, dir); err != nil {
+				log.G(ctx).WithError(err).Warn("remove the host cgroup after a failed join")
+			}
+		}
+	}()
+	self := os.Getpid()
+	switch t.Driver {
+	case DriverSystemd:
+		if g.systemd, err = dialSystemd(ctx); err != nil {
+			return nil, fmt.Errorf("host cgroup %s: %w", cfg.Path, err)
+		}
+		if err := g.systemd.startScope(ctx, t, id, self); err != nil {
+			g.systemd.close()
+			return nil, fmt.Errorf("host cgroup %s: %w", cfg.Path, err)
+		}
+		return g, nil
+	default:
+		if err := g.create(); err != nil {
+			return nil, fmt.Errorf("host cgroup %s: %w", cfg.Path, err)
+		}
+		if err := g.Add(self); err != nil {
+			return nil, err
+		}
+		return g, nil
+	}
+}
+
+// create makes the cgroupfs cgroup unless it exists.
+func (g *Group) create() error {
+	p := g.st.Target.Path
+	if g.st.Unified {
+		if _, err := os.Stat(filepath.Join(mountpoint, p)); err == nil {
+			return nil
+		}
+		g.st.Created = true
+		if err := g.save(); err != nil {
+			return err
+		}
+		_, err := cgroup2.NewManager(mountpoint, p, &cgroup2.Resources{})
+		return err
+	}
+	if _, err := cgroup1.Load(cgroup1.StaticPath(p)); err == nil {
+		return nil
+	} else if !errors.Is(err, cgroup1.ErrCgroupDeleted) {
+		return err
+	}
+	g.st.Created = true
+	if err := g.save(); err != nil {
+		return err
+	}
+	_, err := cgroup1.New(cgroup1.StaticPath(p), &specs.LinuxResources{})
+	return err
+}
+
+// Add puts process pid, with all its threads, into the pod's cgroup: a VMM that was not
+// born there (a VM from the factory's cache) or a helper started elsewhere.
+func (g *Group) Add(pid int) error {
+	if g == nil {
+		return nil
+	}
+	var err error
+	switch {
+	case g.st.Target.Driver == DriverSystemd:
+		err = g.systemd.attach(g.st.Target.Unit, pid)
+	case g.st.Unified:
+		var m *cgroup2.Manager
+		if m, err = cgroup2.Load(g.st.Target.Path, cgroup2.WithMountpoint(mountpoint)); err == nil {
+			err = m.AddProc(uint64(pid))
+		}
+	default:
+		var c cgroup1.Cgroup
+		if c, err = cgroup1.Load(cgroup1.StaticPath(g.st.Target.Path)); err == nil {
+			err = c.Add(cgroup1.Process{Pid: pid})
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("move pid %d into host cgroup %s: %w", pid, g.cfg.Path, err)
+	}
+	return nil
+}
+
+// Settle is called once the VMM runs: without SandboxOnly the owner returns to the cgroup
+// it came from, leaving the VM and its helpers in the pod's.
+func (g *Group) Settle(ctx context.Context) error {
+	if g == nil || g.cfg.SandboxOnly {
+		return nil
+	}
+	if err := returnTo(g.st.Origin, os.Getpid()); err != nil {
+		return fmt.Errorf("host cgroup %s: return the sandbox owner to its own cgroup: %w", g.cfg.Path, err)
+	}
+	log.G(ctx).WithField("cgroup", g.cfg.Path).Debug("sandbox owner returned to its cgroup; the VM stays in the pod's")
+	return nil
+}
+
+// Path is the cgroupsPath the group was made from.
+func (g *Group) Path() string { return g.cfg.Path }
+
+// Close releases the group's connection to systemd; the cgroup stays.
+func (g *Group) Close() {
+	if g != nil && g.systemd != nil {
+		g.systemd.close()
+	}
+}
+
+func (g *Group) save() error {
+	data, err := json.Marshal(&g.st)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(filepath.Join(g.dir, StateName), data, 0o600); err != nil {
+		return fmt.Errorf("record host cgroup: %w", err)
+	}
+	return nil
+}
+
+// Remove undoes what Join recorded in the sandbox directory dir: the calling process
+// returns to its own cgroup if it is in the pod's, and a cgroupfs cgroup Join created is
+// deleted (a systemd scope ends by itself once empty). The VMM and its helpers must have
+// exited. No record is not an error.
+func Remove(ctx context.Context, dir string) error {
+	file := filepath.Join(dir, StateName)
+	data, err := os.ReadFile(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("host cgroup: %w", err)
+	}
+	var st State
+	if err := json.Unmarshal(data, &st); err != nil {
+		return fmt.Errorf("host cgroup record %s: corrupt: %w", file, err)
+	}
+	if err := leave(st); err != nil {
+		return fmt.Errorf("host cgroup: %w", err)
+	}
+	if st.Created && st.Target.Driver == DriverCgroupfs {
+		if err := deleteCgroup(st); err != nil {
+			return fmt.Errorf("host cgroup %s: %w", st.Target.Path, err)
+		}
+		log.G(ctx).WithField("cgroup", st.Target.Path).Debug("host cgroup removed")
+	}
+	if err := os.Remove(file); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("host cgroup: %w", err)
+	}
+	return nil
+}
+
+// leave moves the calling process back to st.Origin when it is in the pod's cgroup.
+func leave(st State) error {
+	own, err := ownCgroups()
+	if err != nil {
+		return err
+	}
+	inside := false
+	for _, p := range own {
+		if st.Target.Driver == DriverSystemd {
+			inside = inside || path.Base(p) == st.Target.Unit
+		} else {
+			inside = inside || p == st.Target.Path
+		}
+	}
+	if !inside {
+		return nil
+	}
+	return returnTo(st.Origin, os.Getpid())
+}
+
+// deleteCgroup removes a cgroupfs cgroup that has no processes left.
+func deleteCgroup(st State) error {
+	if st.Unified {
+		m, err := cgroup2.Load(st.Target.Path, cgroup2.WithMountpoint(mountpoint))
+		if err != nil {
+			return err
+		}
+		if procs, err := m.Procs(true); err == nil && len(procs) > 0 {
+			return fmt.Errorf("processes %v are still in it: %w", procs, errdefs.ErrFailedPrecondition)
+		}
+		if err := m.Delete(); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	c, err := cgroup1.Load(cgroup1.StaticPath(st.Target.Path))
+	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if procs, err := c.Processes(cgroup1.Memory, true); err == nil && len(procs) > 0 {
+		pids := make([]int, 0, len(procs))
+		for _, p := range procs {
+			pids = append(pids, p.Pid)
+		}
+		return fmt.Errorf("processes %v are still in it: %w", pids, errdefs.ErrFailedPrecondition)
+	}
+	return c.Delete()
+}
+
+// ownCgroups reads the calling process's cgroups: per v1 hierarchy, or "" on v2.
+func ownCgroups() (map[string]string, error) {
+	if cgroups.Mode() == cgroups.Unified {
+		p, err := cgroup2.PidGroupPath(os.Getpid())
+		if err != nil {
+			return nil, fmt.Errorf("read own cgroup: %w", err)
+		}
+		return map[string]string{"": p}, nil
+	}
+	m, err := cgroup1.ParseCgroupFile("/proc/self/cgroup")
+	if err != nil {
+		return nil, fmt.Errorf("read own cgroups: %w", err)
+	}
+	// The v2 hierarchy of a hybrid host holds no controllers; the owner is left there.
+	delete(m, "")
+	return m, nil
+}
+
+// returnTo moves pid into the cgroups in origin (ownCgroups's form).
+func returnTo(origin map[string]string, pid int) error {
+	if p, ok := origin[""]; ok {
+		m, err := cgroup2.Load(p, cgroup2.WithMountpoint(mountpoint))
+		if err != nil {
+			return err
+		}
+		return m.AddProc(uint64(pid))
+	}
+	c, err := cgroup1.Load(func(name cgroup1.Name) (string, error) {
+		if p, ok := origin[string(name)]; ok {
+			return p, nil
+		}
+		if p, ok := origin["name="+string(name)]; ok {
+			return p, nil
+		}
+		return "", cgroup1.ErrControllerNotActive
+	})
+	if err != nil {
+		return err
+	}
+	return c.Add(cgroup1.Process{Pid: pid})
+}

@@ -1,0 +1,207 @@
+package hostcgroup
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/errdefs"
+	"github.com/vessel-containers/vessel/internal/testutil"
+)
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Target
+		err  string
+	}{
+		{in: "/kubepods/besteffort/pod1/abc", want: Target{Driver: DriverCgroupfs, Path: "/kubepods/besteffort/pod1/abc"}},
+		{in: "default/abc", want: Target{Driver: DriverCgroupfs, Path: "/default/abc"}},
+		{in: "/a/../../b", want: Target{Driver: DriverCgroupfs, Path: "/b"}},
+		{in: "kubepods-besteffort-pod1.slice:cri-containerd:abc", want: Target{Driver: DriverSystemd, Slice: "kubepods-besteffort-pod1.slice", Unit: "cri-containerd-abc.scope"}},
+		{in: "machine.slice:libpod:abc", want: Target{Driver: DriverSystemd, Slice: "machine.slice", Unit: "libpod-abc.scope"}},
+		{in: ":vessel:abc", want: Target{Driver: DriverSystemd, Slice: "system.slice", Unit: "vessel-abc.scope"}},
+		{in: "system.slice::abc", want: Target{Driver: DriverSystemd, Slice: "system.slice", Unit: "abc.scope"}},
+		{in: "system.slice:x:abc.scope", want: Target{Driver: DriverSystemd, Slice: "system.slice", Unit: "abc.scope"}},
+		{in: "", err: "empty"},
+		{in: "/", err: "root cgroup"},
+		{in: "/..", err: "root cgroup"},
+		{in: "system.slice:x:", err: "empty name"},
+		{in: "system:x:abc", err: "does not end in .slice"},
+		{in: "system.slice:x:pod.slice", err: "not the slice"},
+		{in: "a:b", err: "neither a path"},
+	} {
+		got, err := Parse(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) || !errdefs.IsInvalidArgument(err) {
+				t.Errorf("Parse(%q) = %+v, %v; want an invalid-argument error containing %q", tc.in, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("Parse(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestJoinNothing(t *testing.T) {
+	g, err := Join(context.Background(), t.TempDir(), "sb", Config{})
+	if g != nil || err != nil {
+		t.Fatalf("Join with no path = %v, %v; want nothing", g, err)
+	}
+	if err := g.Add(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Settle(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRemoveNothingRecorded(t *testing.T) {
+	if err := Remove(context.Background(), t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRemoveCorruptRecord(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, StateName), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Remove(context.Background(), dir); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Fatalf("Remove of a corrupt record: %v", err)
+	}
+}
+
+func TestSystemdRefusedWithoutSystemd(t *testing.T) {
+	if systemdRunning() {
+		t.Skip("systemd runs on this host")
+	}
+	dir := t.TempDir()
+	_, err := Join(context.Background(), dir, "sb", Config{Path: "system.slice:vessel:sb"})
+	if err == nil || !errdefs.IsNotImplemented(err) || !strings.Contains(err.Error(), "systemd") {
+		t.Fatalf("Join with the systemd driver on a host without systemd: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, StateName)); !os.IsNotExist(err) {
+		t.Fatalf("a failed Join left its record: %v", err)
+	}
+}
+
+// cgroupDir is the directory of cgroup path p in the memory hierarchy (or the unified one).
+func cgroupDir(p string) string {
+	if cgroups.Mode() == cgroups.Unified {
+		return filepath.Join(mountpoint, p)
+	}
+	return filepath.Join(mountpoint, "memory", p)
+}
+
+// testParent makes an empty parent cgroup for a test's pod cgroup and removes it after.
+func testParent(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make cgroups")
+	}
+	parent := fmt.Sprintf("/vessel-hostcgroup-test-%d", os.Getpid())
+	t.Cleanup(func() {
+		// The pod cgroups are gone by now; the parent is removed in every hierarchy.
+		entries, _ := os.ReadDir(mountpoint)
+		for _, e := range entries {
+			_ = os.Remove(filepath.Join(mountpoint, e.Name(), parent))
+		}
+		_ = os.Remove(filepath.Join(mountpoint, parent))
+	})
+	return parent
+}
+
+func TestJoinCgroupfs(t *testing.T) {
+	for _, sandboxOnly := range []bool{true, false} {
+		t.Run(fmt.Sprintf("sandbox_cgroup_only=%v", sandboxOnly), func(t *testing.T) {
+			parent := testParent(t)
+			pod := parent + "/pod"
+			dir := t.TempDir()
+			origin := testutil.MemoryCgroup(t, os.Getpid())
+			ctx := context.Background()
+			g, err := Join(ctx, dir, "sb", Config{Path: pod, SandboxOnly: sandboxOnly})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			if got := testutil.MemoryCgroup(t, os.Getpid()); got != pod {
+				t.Fatalf("the owner is in %s after Join, want %s", got, pod)
+			}
+			// A process the owner starts now (the VMM) is born in the pod's cgroup.
+			child := exec.Command("sleep", "600")
+			if err := child.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+			if got := testutil.MemoryCgroup(t, child.Process.Pid); got != pod {
+				t.Fatalf("the owner's child is in %s, want %s", got, pod)
+			}
+			if err := g.Settle(ctx); err != nil {
+				t.Fatal(err)
+			}
+			want := pod
+			if !sandboxOnly {
+				want = origin
+			}
+			if got := testutil.MemoryCgroup(t, os.Getpid()); got != want {
+				t.Fatalf("the owner is in %s after Settle, want %s", got, want)
+			}
+			if got := testutil.MemoryCgroup(t, child.Process.Pid); got != pod {
+				t.Fatalf("the owner's child is in %s after Settle, want %s", got, pod)
+			}
+			// A process that still runs keeps the cgroup: Remove says so and keeps its record.
+			if err := Remove(ctx, dir); err == nil || !errdefs.IsFailedPrecondition(err) {
+				t.Fatalf("Remove with a process inside: %v", err)
+			}
+			_ = child.Process.Kill()
+			_ = child.Wait()
+			if err := Remove(ctx, dir); err != nil {
+				t.Fatal(err)
+			}
+			if got := testutil.MemoryCgroup(t, os.Getpid()); got != origin {
+				t.Fatalf("the owner is in %s after Remove, want %s", got, origin)
+			}
+			if _, err := os.Stat(cgroupDir(pod)); !os.IsNotExist(err) {
+				t.Fatalf("pod cgroup %s after Remove: %v", cgroupDir(pod), err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, StateName)); !os.IsNotExist(err) {
+				t.Fatalf("record after Remove: %v", err)
+			}
+		})
+	}
+}
+
+// A cgroup that existed before the sandbox is used and left in place.
+func TestJoinExistingCgroup(t *testing.T) {
+	parent := testParent(t)
+	pod := parent + "/pod"
+	if err := os.MkdirAll(cgroupDir(pod), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(cgroupDir(pod)) })
+	dir := t.TempDir()
+	g, err := Join(context.Background(), dir, "sb", Config{Path: pod, SandboxOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Close()
+	if got := testutil.MemoryCgroup(t, os.Getpid()); got != pod {
+		t.Fatalf("the owner is in %s, want %s", got, pod)
+	}
+	if err := Remove(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.MemoryCgroup(t, os.Getpid()); got == pod {
+		t.Fatal("the owner stayed in the pod's cgroup after Remove")
+	}
+	if _, err := os.Stat(cgroupDir(pod)); err != nil {
+		t.Fatalf("a cgroup that existed before was removed: %v", err)
+	}
+}
