@@ -39,11 +39,22 @@ func (r Resources) CPUs() *big.Rat {
 
 // resourcesOf reads a spec's CPU quota/period and memory limit.
 func resourcesOf(spec *specs.Spec) Resources {
-	var r Resources
-	if spec.Linux == nil || spec.Linux.Resources == nil {
+	if spec.Linux == nil {
+		return Resources{}
+	}
+	return ResourcesOf(spec.Linux.Resources)
+}
+
+// ResourcesOf reads the CPU quota/period and memory limit of a container's resources.
+func ResourcesOf(res *specs.LinuxResources) Resources { return Resources{}.Updated(res) }
+
+// Updated is r with the values an update's resources set; what they leave out stays, as
+// runc's update does.
+func (r Resources) Updated(res *specs.LinuxResources) Resources {
+	if res == nil {
 		return r
 	}
-	if cpu := spec.Linux.Resources.CPU; cpu != nil {
+	if cpu := res.CPU; cpu != nil {
 		if cpu.Quota != nil {
 			r.CPUQuota = *cpu.Quota
 		}
@@ -51,7 +62,7 @@ func resourcesOf(spec *specs.Spec) Resources {
 			r.CPUPeriod = *cpu.Period
 		}
 	}
-	if m := spec.Linux.Resources.Memory; m != nil && m.Limit != nil {
+	if m := res.Memory; m != nil && m.Limit != nil {
 		r.MemoryLimitBytes = *m.Limit
 	}
 	return r

@@ -35,6 +35,9 @@ type Container struct {
 	sb     *Sandbox
 	id     string
 	rootfs string
+	// resources are the container's CPU and memory limits that size the VM (Config.Resize);
+	// sb.mu guards them.
+	resources oci.Resources
 
 	// mu guards state.
 	mu    sync.Mutex
@@ -78,7 +81,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		s.mu.Unlock()
 		return nil, fmt.Errorf("container %s: %w", id, errdefs.ErrAlreadyExists)
 	}
-	c := &Container{sb: s, id: id, rootfs: plan.Rootfs, state: StateCreated}
+	c := &Container{sb: s, id: id, rootfs: plan.Rootfs, state: StateCreated, resources: plan.Resources}
 	// Reserve the id while the slow steps below run without the lock.
 	s.containers[id] = c
 	s.mu.Unlock()
@@ -90,6 +93,11 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		s.mu.Unlock()
 		return nil
 	})
+	// The VM grows before the container exists, so its processes find the vCPUs and
+	// memory its limits ask for from the start.
+	if err := s.fit(ctx); err != nil { // resize.go
+		return nil, fmt.Errorf("container %s: %w", id, err)
+	}
 	defer func() {
 		if retErr != nil {
 			cctx, cancel := cleanupContext(ctx)
@@ -446,9 +454,24 @@ func (c *Container) Update(ctx context.Context, res *specs.LinuxResources) error
 	if err != nil {
 		return fmt.Errorf("update container %s: encode resources: %w", c.id, err)
 	}
-	err = c.sb.agent.UpdateContainer(ctx, &agentv1.UpdateContainerRequest{ContainerId: c.id, Resources: &agentv1.LinuxResources{OciResources: data}})
+	// The VM grows first, so that raised limits find their vCPUs and memory in the guest.
+	s := c.sb
+	s.mu.Lock()
+	before := c.resources
+	c.resources = before.Updated(res)
+	s.mu.Unlock()
+	if err := s.fit(ctx); err != nil { // resize.go
+		s.mu.Lock()
+		c.resources = before
+		s.mu.Unlock()
+		return fmt.Errorf("update container %s: %w", c.id, err)
+	}
+	err = s.agent.UpdateContainer(ctx, &agentv1.UpdateContainerRequest{ContainerId: c.id, Resources: &agentv1.LinuxResources{OciResources: data}})
 	if err != nil {
-		return c.sb.explain(fmt.Errorf("update container %s: %w", c.id, err))
+		s.mu.Lock()
+		c.resources = before
+		s.mu.Unlock()
+		return s.explain(fmt.Errorf("update container %s: %w", c.id, err))
 	}
 	return nil
 }

@@ -7,7 +7,6 @@ import (
 
 	"github.com/containerd/log"
 
-	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/procid"
@@ -141,22 +140,5 @@ func (s *Sandbox) grow(ctx context.Context) error {
 	if !ok {
 		return nil
 	}
-	cpus, mem := r.Size()
-	wantCPUs, wantMem := max(s.cfg.VM.VCPUs, cpus), max(s.cfg.VM.MemoryMiB, mem)
-	if wantCPUs == cpus && wantMem == mem {
-		return nil
-	}
-	begin := time.Now()
-	if err := r.Grow(ctx, wantCPUs, wantMem); err != nil {
-		return fmt.Errorf("sandbox %s: grow vm to %d vCPUs and %d MiB: %w", s.id, wantCPUs, wantMem, err)
-	}
-	newCPUs, newMem := r.Size()
-	if err := s.agent.OnlineCPUMem(ctx, &agentv1.OnlineCPUMemRequest{
-		NbCpus: newCPUs - cpus, Wait: newCPUs > cpus, CpuOnly: newMem == mem,
-	}); err != nil {
-		return fmt.Errorf("sandbox %s: online hot-plugged resources: %w", s.id, err)
-	}
-	log.G(ctx).WithField("vcpus", newCPUs).WithField("memory_mib", newMem).WithField("elapsed", time.Since(begin)).
-		Debug("vm grown")
-	return nil
+	return s.growTo(ctx, r, s.cfg.VM.VCPUs, s.cfg.VM.MemoryMiB, "to the sandbox's size")
 }

@@ -59,6 +59,13 @@ type Config struct {
 	VMSource VMSource
 	// Network is the pod network namespace to attach the VM to (network.go).
 	Network network.Config
+	// Resize grows the VM as containers are created or updated, to Limits' defaults plus
+	// the containers' summed CPU and memory limits (oci.ComputeSizing), up to Limits'
+	// maxima; the VM must be booted with room (VM.MaxVCPUs, VM.MaxMemoryMiB). Without it
+	// the VM keeps its boot size.
+	Resize bool
+	// Limits size the VM for Resize (oci.Sandbox.Limits).
+	Limits config.Limits
 	// HostCgroup is the pod's host cgroup: the calling process joins it before the VM
 	// starts, so the VM is born in it (hostcgroup.Join).
 	HostCgroup hostcgroup.Config
@@ -86,7 +93,9 @@ type Sandbox struct {
 	// VMM in the persisted state. Set whenever vm is.
 	vmStart uint64
 
-	// mu guards containers and state.
+	// resizeMu serialises fit: one resize at a time, from the containers' limits at its start.
+	resizeMu sync.Mutex
+	// mu guards containers, their resources, and state.
 	mu         sync.Mutex
 	containers map[string]*Container
 	state      State

@@ -447,6 +447,8 @@ func (s *service) createSandbox(ctx context.Context, plan *oci.Sandbox, cfg *con
 		VMSource:      vmSource(ctx, cfg, host), // factory.go
 		Network:       plan.Network,
 		HostCgroup:    plan.HostCgroup,
+		Resize:        !plan.Config.Runtime.StaticSandboxResourceMgmt,
+		Limits:        plan.Limits,
 	})
 }
 

@@ -14,8 +14,12 @@ import (
 	"time"
 
 	"github.com/containerd/console"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/vessel-containers/vessel/internal/sharefs"
+	"github.com/vessel-containers/vessel/internal/shimclient"
 	"github.com/vessel-containers/vessel/internal/shimproto"
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
@@ -31,9 +35,15 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	return newHarnessConfig(t, "")
+}
+
+// newHarnessConfig is newHarness with extra configuration.toml text.
+func newHarnessConfig(t *testing.T, extra string) *harness {
+	t.Helper()
 	g := testutil.RequiresVM(t)
 	cfg := filepath.Join(t.TempDir(), "configuration.toml")
-	if err := os.WriteFile(cfg, g.Config(""), 0o644); err != nil {
+	if err := os.WriteFile(cfg, g.Config(extra), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	sbRoot, err := os.MkdirTemp("", "vsb")
@@ -78,6 +88,68 @@ func (h *harness) runFlags(flags []string, id string, args ...string) (string, i
 		h.t.Fatalf("ctr run: %v", err)
 	}
 	return string(out), code
+}
+
+// TestUpdateGrowsVM: with static_sandbox_resource_mgmt off, a task update that raises a
+// container's limits hot-plugs the vCPUs and memory the sizing formula asks for, seen from
+// inside the container.
+func TestUpdateGrowsVM(t *testing.T) {
+	h := newHarnessConfig(t, "[runtime]\nstatic_sandbox_resource_mgmt = false\n")
+	events := h.ctd.Events(t)
+	h.start("box", nil, "sleep", "1000")
+	waitEvent(t, events, "/tasks/start", `"box"`)
+	size := func(execID string) (string, int) {
+		f := strings.Fields(h.ctr("task", "exec", "--exec-id", execID, "box", "sh", "-c", "nproc; grep MemTotal /proc/meminfo"))
+		if len(f) < 3 {
+			t.Fatalf("nproc and MemTotal: %q", f)
+		}
+		kib, err := strconv.Atoi(f[2])
+		if err != nil {
+			t.Fatalf("MemTotal %q: %v", f[2], err)
+		}
+		return f[0], kib >> 10
+	}
+	cpus0, mem0 := size("before")
+	// One CPU of quota and 512 MiB add a vCPU and 512 MiB to the default size
+	// (static_sandbox_resource_mgmt is off). This ctr has no `task update`: the test
+	// sends the Update containerd sends for it (and for CRI's UpdateContainerResources).
+	quota, period, limit := int64(100000), uint64(100000), int64(512<<20)
+	h.updateTask("box", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: &quota, Period: &period}, Memory: &specs.LinuxMemory{Limit: &limit}})
+	cpus1, mem1 := size("after")
+	if cpus0 != "1" || cpus1 != "2" {
+		t.Errorf("vCPUs %s before and %s after the update, want 1 and 2", cpus0, cpus1)
+	}
+	if d := mem1 - mem0; d < 504 || d > 520 {
+		t.Errorf("MemTotal grew by %d MiB (%d -> %d), want 512", d, mem0, mem1)
+	}
+	h.ctr("task", "kill", "-s", "KILL", "box")
+	waitEvent(t, events, "/tasks/exit", `"box"`)
+	h.ctr("task", "delete", "box")
+	h.ctr("container", "delete", "box")
+}
+
+// updateTask sends the task's shim the Update request containerd sends for a resource
+// update.
+func (h *harness) updateTask(id string, res *specs.LinuxResources) {
+	h.t.Helper()
+	ctx, cancel := h.ctx()
+	defer cancel()
+	addr, err := os.ReadFile(filepath.Join(h.ctd.Dir, "state", "io.containerd.runtime.v2.task", "vessel-test", id, "address"))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	c, err := shimclient.Dial(ctx, strings.TrimSpace(string(addr)))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer c.Close()
+	anyRes, err := typeurl.MarshalAnyToProto(res)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := c.Update(ctx, &taskAPI.UpdateTaskRequest{ID: id, Resources: anyRes}); err != nil {
+		h.t.Fatalf("update %s: %v", id, err)
+	}
 }
 
 // assertNoLeftovers checks no shim, QEMU, mount or sandbox state remains.

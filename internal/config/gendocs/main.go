@@ -143,5 +143,6 @@ func render(w io.Writer) {
 	p("0.1 CPU add exactly one vCPU; 0.5 + 0.6 adds two. A quota without a period uses the kernel's ")
 	p("100000 µs. With `runtime.static_sandbox_resource_mgmt` the VM is sized once at boot from the ")
 	p("pod's CRI totals (or a single container's own limits); otherwise it boots with the defaults ")
-	p("and grows as containers are added.\n")
+	p("and grows by CPU and memory hot-plug as containers are created or their limits raised ")
+	p("(task update, CRI UpdateContainerResources); it never shrinks while the sandbox runs.\n")
 }

@@ -113,6 +113,8 @@ type VM struct {
 	shutdownReason string
 	// hot counts what Grow hot-plugged (template_resize.go); guarded by mu.
 	hot hotplugged
+	// devEvents routes device events to their waiters (devevents.go).
+	devEvents deviceEvents
 }
 
 var (

@@ -2,7 +2,10 @@ package qemu
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/containerd/errdefs"
 
@@ -11,9 +14,44 @@ import (
 
 // Growing a running VM (hypervisor.Resizer): vCPUs with device_add into the free slots
 // query-hotpluggable-cpus lists (ACPI CPU hotplug), memory as pc-dimm devices backed by
-// memory-backend-ram objects (ACPI memory hotplug), one DIMM per Grow. Both work under TCG
-// with the project's guest kernel; the agent onlines what arrived (OnlineCPUMem). Nothing
-// is ever unplugged.
+// memory-backend-ram objects (ACPI memory hotplug), one DIMM per Grow. Each device_add
+// waits for the guest's ACPI _OST answer, so when Grow returns the guest kernel has added
+// the vCPUs and memory blocks and the agent can online them (OnlineCPUMem). Both work under
+// TCG with the project's guest kernel. Nothing is ever unplugged.
+
+// hotplugAckTimeout bounds the wait for the guest's answer to a hot-plug.
+const hotplugAckTimeout = 30 * time.Second
+
+// errNotAcked: the device was added but the guest did not answer as it should.
+var errNotAcked = errors.New("the guest did not accept the hot-plugged device")
+
+// plugAcked runs add (a device_add of device id) and waits for the guest's ACPI _OST
+// answer for id; an answer with a status other than success is an error.
+func (v *VM) plugAcked(ctx context.Context, id string, add func() error) error {
+	events, stop := v.watchDevice(id)
+	defer stop()
+	if err := add(); err != nil {
+		return err
+	}
+	actx, cancel := context.WithTimeout(ctx, hotplugAckTimeout)
+	defer cancel()
+	ev, err := v.awaitDeviceEvent(actx, events, id, "ACPI_DEVICE_OST")
+	if err != nil {
+		return fmt.Errorf("%w: %w", errNotAcked, err)
+	}
+	var d struct {
+		Info struct {
+			Status int `json:"status"`
+		} `json:"info"`
+	}
+	if err := json.Unmarshal(ev.Data, &d); err != nil {
+		return fmt.Errorf("%w: ACPI_DEVICE_OST %s: %w", errNotAcked, ev.Data, err)
+	}
+	if d.Info.Status != 0 {
+		return fmt.Errorf("%w: ACPI _OST status %#x for %s", errNotAcked, d.Info.Status, id)
+	}
+	return nil
+}
 
 // dimmAlignMiB is the guest's memory block size on x86-64: DIMMs are rounded up to it so
 // that all of a DIMM can be onlined.
@@ -67,7 +105,7 @@ func (v *VM) Grow(ctx context.Context, vcpus, memoryMiB uint32) error {
 				continue
 			}
 			id := fmt.Sprintf("vessel-cpu-%d", curCPUs)
-			if err := c.DeviceAdd(ctx, s.Type, id, s.Props); err != nil {
+			if err := v.plugAcked(ctx, id, func() error { return c.DeviceAdd(ctx, s.Type, id, s.Props) }); err != nil {
 				return fmt.Errorf("qemu %s: hot-plug vcpu %s: %w", v.cfg.ID, id, err)
 			}
 			curCPUs++
@@ -97,8 +135,10 @@ func (v *VM) Grow(ctx context.Context, vcpus, memoryMiB uint32) error {
 		if err := c.ObjectAdd(ctx, "memory-backend-ram", mem, map[string]any{"size": uint64(add) << 20}); err != nil {
 			return fmt.Errorf("qemu %s: hot-plug %d MiB: %w", v.cfg.ID, add, err)
 		}
-		if err := c.DeviceAdd(ctx, "pc-dimm", dimm, map[string]any{"memdev": mem}); err != nil {
-			_ = c.ObjectDel(ctx, mem)
+		if err := v.plugAcked(ctx, dimm, func() error { return c.DeviceAdd(ctx, "pc-dimm", dimm, map[string]any{"memdev": mem}) }); err != nil {
+			if !errors.Is(err, errNotAcked) {
+				_ = c.ObjectDel(ctx, mem)
+			}
 			return fmt.Errorf("qemu %s: hot-plug %d MiB: %w", v.cfg.ID, add, err)
 		}
 		v.mu.Lock()

@@ -141,16 +141,30 @@ func (m *machine) session(conn net.Conn) (code int, exit bool) {
 	dec := json.NewDecoder(bufio.NewReader(conn))
 	for {
 		var cmd struct {
-			Execute string          `json:"execute"`
-			ID      json.RawMessage `json:"id"`
+			Execute   string          `json:"execute"`
+			ID        json.RawMessage `json:"id"`
+			Arguments struct {
+				Driver string `json:"driver"`
+				ID     string `json:"id"`
+			} `json:"arguments"`
 		}
 		if err := dec.Decode(&cmd); err != nil {
 			return 0, false
 		}
 		ret := func(v string) { send(`{"return": ` + v + `, "id": ` + string(cmd.ID) + `}`) }
 		switch cmd.Execute {
-		case "qmp_capabilities", "device_add", "object-add":
+		case "qmp_capabilities", "object-add":
 			ret(`{}`)
+		case "device_add":
+			ret(`{}`)
+			// The guest answers an ACPI hot-plug (a vCPU or a DIMM) with _OST.
+			slotType := map[string]string{"pc-dimm": "DIMM"}[cmd.Arguments.Driver]
+			if slotType == "" && strings.HasSuffix(cmd.Arguments.Driver, "-cpu") {
+				slotType = "CPU"
+			}
+			if slotType != "" {
+				event("ACPI_DEVICE_OST", fmt.Sprintf(`{"info": {"device": %q, "slot": "1", "slot-type": %q, "source": 1, "status": 0}}`, cmd.Arguments.ID, slotType))
+			}
 		case "query-status":
 			ret(fmt.Sprintf(`{"status": %q, "singlestep": false, "running": %v}`, m.status, m.status == "running"))
 			m.queries++

@@ -1,0 +1,94 @@
+package qemu
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qmp"
+)
+
+// deviceEvents hands QMP events about one device (by its id) to the caller waiting for
+// them: the guest's ACPI _OST answer to a hot-plug (ACPI_DEVICE_OST) and the end of an
+// unplug (DEVICE_DELETED). consumeEvents delivers; a waiter registers before the command
+// that causes the event, so it cannot miss it.
+type deviceEvents struct {
+	// waiters by device id; guarded by VM.mu.
+	waiters map[string]chan qmp.Event
+}
+
+// deviceOf names the device an event is about, "" when it is not about one.
+func deviceOf(ev qmp.Event) string {
+	switch ev.Name {
+	case "ACPI_DEVICE_OST":
+		var d struct {
+			Info struct {
+				Device string `json:"device"`
+			} `json:"info"`
+		}
+		if json.Unmarshal(ev.Data, &d) == nil {
+			return d.Info.Device
+		}
+	case "DEVICE_DELETED":
+		var d struct {
+			Device string `json:"device"`
+		}
+		if json.Unmarshal(ev.Data, &d) == nil {
+			return d.Device
+		}
+	}
+	return ""
+}
+
+// watchDevice registers for the events about device id; the caller must call the stop
+// function it returns.
+func (v *VM) watchDevice(id string) (<-chan qmp.Event, func()) {
+	ch := make(chan qmp.Event, 4)
+	v.mu.Lock()
+	if v.devEvents.waiters == nil {
+		v.devEvents.waiters = map[string]chan qmp.Event{}
+	}
+	v.devEvents.waiters[id] = ch
+	v.mu.Unlock()
+	return ch, func() {
+		v.mu.Lock()
+		delete(v.devEvents.waiters, id)
+		v.mu.Unlock()
+	}
+}
+
+// deliverDeviceEvent passes ev to whoever waits for its device; events nobody waits for
+// are dropped (consumeEvents logs them).
+func (v *VM) deliverDeviceEvent(ev qmp.Event) {
+	id := deviceOf(ev)
+	if id == "" {
+		return
+	}
+	v.mu.Lock()
+	ch := v.devEvents.waiters[id]
+	v.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	select {
+	case ch <- ev:
+	default: // a waiter takes one event; more are not news
+	}
+}
+
+// awaitDeviceEvent waits for the event named name on ch, as long as ctx allows and QEMU
+// runs.
+func (v *VM) awaitDeviceEvent(ctx context.Context, ch <-chan qmp.Event, id, name string) (qmp.Event, error) {
+	for {
+		select {
+		case ev := <-ch:
+			if ev.Name == name {
+				return ev, nil
+			}
+		case <-v.Done():
+			return qmp.Event{}, fmt.Errorf("qemu %s: exited while waiting for %s of %s", v.cfg.ID, name, id)
+		case <-ctx.Done():
+			return qmp.Event{}, fmt.Errorf("qemu %s: waiting for %s of %s: %w", v.cfg.ID, name, id, context.Cause(ctx))
+		}
+	}
+}
