@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/agent/policy"
 	"github.com/vessel-containers/vessel/internal/testutil/ttrpcwire"
 )
 
@@ -65,6 +66,16 @@ func (fuzzService) ReseedRandomDev(context.Context, *agentv1.ReseedRandomDevRequ
 
 func (fuzzService) WarmUp(context.Context, *agentv1.WarmUpRequest) (*agentv1.Empty, error) {
 	return nil, errNotDispatched
+}
+
+// SetPolicy parses the policy for real and reports its digest, but puts nothing in force:
+// a policy from one input would deny the requests of the next.
+func (fuzzService) SetPolicy(_ context.Context, req *agentv1.SetPolicyRequest) (*agentv1.SetPolicyResponse, error) {
+	p, err := policy.Parse(req.GetPolicy())
+	if err != nil {
+		return nil, err
+	}
+	return &agentv1.SetPolicyResponse{Digest: p.Digest()}, nil
 }
 
 // CopyFile runs for real in the test's run directory: a path under the guest's
@@ -186,7 +197,8 @@ func FuzzAgentRequest(f *testing.F) {
 	// No sandbox is ever created (CreateSandbox is not dispatched), so no container is
 	// either: the service's state stays empty and one instance serves every input. Only
 	// CopyFile leaves something behind, in RunDir, which each iteration empties.
-	srv, err := NewServer(fuzzService{NewService(cfg)})
+	svc := NewService(cfg)
+	srv, err := NewServer(fuzzService{svc}, svc.PolicyGate())
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -233,7 +245,8 @@ func roundTrip(l *pipeListener, body []byte) (*ttrpc.Response, error) {
 // TestUndecodableRequestIsInvalidArgument sends a request whose payload is not the method's
 // message: the answer is InvalidArgument, the caller's fault, not Internal.
 func TestUndecodableRequestIsInvalidArgument(t *testing.T) {
-	srv, err := NewServer(fuzzService{NewService(DefaultConfig())})
+	svc := NewService(DefaultConfig())
+	srv, err := NewServer(fuzzService{svc}, svc.PolicyGate())
 	if err != nil {
 		t.Fatal(err)
 	}

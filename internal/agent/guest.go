@@ -134,6 +134,7 @@ func (s *Service) GetGuestDetails(ctx context.Context, req *agentv1.GuestDetails
 			InitDaemon:      os.Getpid() == 1,
 			StorageHandlers: storage.Drivers(),
 			SupportsSeccomp: libct.SeccompSupported(),
+			PolicyDigest:    s.gate.Policy().Digest(),
 			DeviceHandlers:  nil, // the agent has no block or VFIO device handler
 		},
 	}

@@ -21,14 +21,23 @@ import (
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agent/guard"
+	"github.com/vessel-containers/vessel/internal/agent/policy"
 	"github.com/vessel-containers/vessel/internal/agent/session"
 )
 
-// intercept is the edge of every call: it turns undecodable requests into InvalidArgument,
-// a panic into Internal (the agent must not die on input), errdefs errors into status codes
-// (errgrpc.ToGRPC: the only place where they become wire codes), and logs each call at
-// debug level.
-func intercept(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (resp any, err error) {
+// interceptor returns the edge of every call: it checks the request against the policy in
+// gate before any work (a request the policy denies by name is not even decoded; the
+// others are checked once decoded, before their handler runs), turns undecodable requests
+// into InvalidArgument, a panic into Internal (the agent must not die on input), errdefs
+// errors into status codes (errgrpc.ToGRPC: the only place where they become wire codes),
+// and logs each call at debug level and each denial as a warning.
+func interceptor(gate *policy.Gate) ttrpc.UnaryServerInterceptor {
+	return func(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (any, error) {
+		return intercept(ctx, gate.Policy(), unmarshal, info, method)
+	}
+}
+
+func intercept(ctx context.Context, pol *policy.Policy, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (resp any, err error) {
 	start := time.Now()
 	name := info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:]
 	defer func() {
@@ -43,11 +52,20 @@ func intercept(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.Una
 			entry.Tracef("%s", name)
 		}
 	}()
+	if pol.Denied(name) {
+		err := pol.Check(name, nil)
+		log.G(ctx).WithError(err).Warn("request denied by the agent policy")
+		return nil, errgrpc.ToGRPC(err)
+	}
 	decode := func(v any) error {
 		if err := unmarshal(v); err != nil {
 			// The decoder's error may carry a status of its own (Internal): keep only its
 			// text, so the caller sees InvalidArgument.
 			return fmt.Errorf("%w: %s: cannot decode request: %s", errdefs.ErrInvalidArgument, name, err.Error())
+		}
+		if err := pol.Check(name, v); err != nil {
+			log.G(ctx).WithError(err).Warn("request denied by the agent policy")
+			return err
 		}
 		return nil
 	}
@@ -55,9 +73,9 @@ func intercept(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.Una
 	return resp, errgrpc.ToGRPC(err)
 }
 
-// NewServer returns a ttrpc server for svc.
-func NewServer(svc agentv1.AgentService) (*ttrpc.Server, error) {
-	srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(intercept))
+// NewServer returns a ttrpc server for svc that enforces the policy in gate (nil: none).
+func NewServer(svc agentv1.AgentService, gate *policy.Gate) (*ttrpc.Server, error) {
+	srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(interceptor(gate)))
 	if err != nil {
 		return nil, fmt.Errorf("ttrpc server: %w", err)
 	}
@@ -108,7 +126,7 @@ func VsockAvailable() bool {
 // Serve serves svc on the virtio-serial port and, when the guest has one, on vsock, until
 // ctx ends or a transport fails. ready is called once the transports are up.
 func Serve(ctx context.Context, svc *Service, opts ServeOptions, ready func()) error {
-	srv, err := NewServer(svc)
+	srv, err := NewServer(svc, svc.PolicyGate())
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/agent/policy"
 	"github.com/vessel-containers/vessel/internal/agentclient"
 )
 
@@ -71,7 +72,7 @@ func TestErrorsCrossTheEdge(t *testing.T) {
 // serveClient serves svc through NewServer on a unix socket and returns the host's client.
 func serveClient(t *testing.T, svc agentv1.AgentService) *agentclient.Client {
 	t.Helper()
-	srv, err := NewServer(svc)
+	srv, err := NewServer(svc, gateOf(svc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,4 +109,12 @@ func TestAgentTextIsEscaped(t *testing.T) {
 	if msg := err.Error(); strings.ContainsAny(msg, "\x1b\n") || !strings.Contains(msg, `\x1b[2Jc1\x0aforged line`) {
 		t.Errorf("Check: got message %q, want the guest's text escaped", msg)
 	}
+}
+
+// gateOf is the policy gate of a real service, nil for a fake.
+func gateOf(svc agentv1.AgentService) *policy.Gate {
+	if s, ok := svc.(interface{ PolicyGate() *policy.Gate }); ok {
+		return s.PolicyGate()
+	}
+	return nil
 }

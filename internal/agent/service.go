@@ -21,6 +21,7 @@ import (
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agent/libct"
 	"github.com/vessel-containers/vessel/internal/agent/netcfg"
+	"github.com/vessel-containers/vessel/internal/agent/policy"
 	"github.com/vessel-containers/vessel/internal/agent/storage"
 	"github.com/vessel-containers/vessel/internal/containerid"
 	"github.com/vessel-containers/vessel/internal/version"
@@ -82,6 +83,9 @@ type Service struct {
 	pidnsHolder string
 	// oomSeen is the OOM kill count last reported by GetOOMEvent, by container.
 	oomSeen map[string]uint64
+
+	// gate holds the agent policy in force (SetPolicy); the server checks requests with it.
+	gate policy.Gate
 
 	// netMu guards podNS.
 	netMu sync.Mutex

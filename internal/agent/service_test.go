@@ -23,7 +23,7 @@ import (
 // serve runs svc behind the real ttrpc edge on a unix socket and returns a client.
 func serve(t *testing.T, svc agentv1.AgentService) agentv1.AgentService {
 	t.Helper()
-	srv, err := NewServer(svc)
+	srv, err := NewServer(svc, gateOf(svc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func TestUndecodableRequest(t *testing.T) {
 		return &agentv1.CheckResponse{}, nil
 	}
 	bad := func(any) error { return errors.New("proto: cannot parse invalid wire-format data") }
-	_, err := intercept(context.Background(), bad, &ttrpc.UnaryServerInfo{FullMethod: "/vessel.agent.v1.Agent/Check"}, method)
+	_, err := intercept(context.Background(), nil, bad, &ttrpc.UnaryServerInfo{FullMethod: "/vessel.agent.v1.Agent/Check"}, method)
 	wantCode(t, "undecodable", err, codes.InvalidArgument, "Check: cannot decode request")
 }
 

@@ -5,6 +5,8 @@ package agentclient
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"time"
@@ -244,6 +246,20 @@ func (c *Client) SetGuestDateTime(ctx context.Context, t time.Time) error {
 	_, err := call(ctx, "SetGuestDateTime", c.timeouts.Request, c.svc.SetGuestDateTime,
 		&agentv1.SetGuestDateTimeRequest{Sec: t.Unix(), Usec: int64(t.Nanosecond() / 1000)})
 	return err
+}
+
+// SetPolicy puts the agent policy doc in force in the guest and checks that the agent
+// reports the document's digest.
+func (c *Client) SetPolicy(ctx context.Context, doc []byte) error {
+	resp, err := call(ctx, "SetPolicy", c.timeouts.Request, c.svc.SetPolicy, &agentv1.SetPolicyRequest{Policy: doc})
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(doc)
+	if want := hex.EncodeToString(sum[:]); resp.GetDigest() != want {
+		return fmt.Errorf("SetPolicy: the agent reports policy digest %q, want %s", resp.GetDigest(), want)
+	}
+	return nil
 }
 
 func (c *Client) GetGuestDetails(ctx context.Context, req *agentv1.GuestDetailsRequest) (*agentv1.GuestDetailsResponse, error) {

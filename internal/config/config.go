@@ -121,6 +121,7 @@ type Agent struct {
 	EnableDebug            bool     `toml:"enable_debug"`
 	DebugConsoleEnabled    bool     `toml:"debug_console_enabled"`
 	ContainerPipeSize      uint32   `toml:"container_pipe_size"`
+	PolicyFile             string   `toml:"policy_file"`
 }
 
 // Runtime is the [runtime] section: host-side behaviour of the shim.

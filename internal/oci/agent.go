@@ -1,9 +1,12 @@
 package oci
 
 import (
+	"fmt"
+	"os"
 	"slices"
 	"time"
 
+	"github.com/vessel-containers/vessel/internal/agent/policy"
 	"github.com/vessel-containers/vessel/internal/agentclient"
 	"github.com/vessel-containers/vessel/internal/config"
 )
@@ -16,6 +19,9 @@ type Agent struct {
 	// agent.request_timeout, Create is agent.create_container_timeout. A zero field (a key
 	// set to 0) means agentclient.DefaultTimeouts.
 	Timeouts agentclient.Timeouts
+	// Policy is the agent policy document from agent.policy_file, checked by the same
+	// parser the agent uses; nil when none is configured.
+	Policy []byte
 }
 
 // KernelModule is one agent.kernel_modules entry: the module and its parameters
@@ -26,8 +32,9 @@ type KernelModule struct {
 }
 
 // agentPlan reads the agent's part of the plan from an effective configuration. The
-// configuration was validated (config.Validate checks every kernel_modules entry).
-func agentPlan(c *config.Config) Agent {
+// configuration was validated (config.Validate checks every kernel_modules entry); the
+// policy file is read and parsed here, and a missing or malformed one is an error naming it.
+func agentPlan(c *config.Config) (Agent, error) {
 	a := Agent{
 		Timeouts: agentclient.Timeouts{
 			Ready:   time.Duration(c.Agent.DialTimeout) * time.Second,
@@ -42,5 +49,15 @@ func agentPlan(c *config.Config) Agent {
 		}
 		a.KernelModules = append(a.KernelModules, KernelModule{Name: name, Params: slices.Clone(params)})
 	}
-	return a
+	if f := c.Agent.PolicyFile; f != "" {
+		doc, err := os.ReadFile(f)
+		if err != nil {
+			return Agent{}, fmt.Errorf("agent.policy_file: %w", err)
+		}
+		if _, err := policy.Parse(doc); err != nil {
+			return Agent{}, fmt.Errorf("agent.policy_file %s: %w", f, err)
+		}
+		a.Policy = doc
+	}
+	return a, nil
 }

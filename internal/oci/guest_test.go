@@ -2,7 +2,10 @@ package oci
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,7 +127,10 @@ func TestAgentPlan(t *testing.T) {
 	cfg.Agent.DialTimeout = 3
 	cfg.Agent.RequestTimeout = 7
 	cfg.Agent.CreateContainerTimeout = 11
-	got := agentPlan(cfg)
+	got, err := agentPlan(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	want := Agent{
 		KernelModules: []KernelModule{{Name: "nf_tables", Params: []string{}}, {Name: "br_netfilter", Params: []string{"debug=1", "mode=fast"}}},
 		Timeouts:      agentclient.Timeouts{Ready: 3 * time.Second, Request: 7 * time.Second, Create: 11 * time.Second},
@@ -135,8 +141,33 @@ func TestAgentPlan(t *testing.T) {
 
 	// Zero timeouts stay zero: the agent client reads them as its defaults.
 	cfg.Agent.DialTimeout, cfg.Agent.RequestTimeout, cfg.Agent.CreateContainerTimeout = 0, 0, 0
-	if got := agentPlan(cfg).Timeouts; got != (agentclient.Timeouts{}) {
-		t.Fatalf("timeouts of 0 = %+v, want zero (client defaults)", got)
+	if got, _ := agentPlan(cfg); got.Timeouts != (agentclient.Timeouts{}) {
+		t.Fatalf("timeouts of 0 = %+v, want zero (client defaults)", got.Timeouts)
+	}
+}
+
+// agent.policy_file is read and parsed into the plan; a missing or malformed file fails
+// the plan naming the key and the file.
+func TestAgentPlanPolicy(t *testing.T) {
+	dir := t.TempDir()
+	good, bad := filepath.Join(dir, "good.toml"), filepath.Join(dir, "bad.toml")
+	if err := os.WriteFile(good, []byte(`deny = ["ExecProcess"]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte(`deny = ["Exec"]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Agent.PolicyFile = good
+	got, err := agentPlan(cfg)
+	if err != nil || string(got.Policy) != `deny = ["ExecProcess"]` {
+		t.Fatalf("policy plan = %q, %v", got.Policy, err)
+	}
+	for _, f := range []string{bad, filepath.Join(dir, "missing.toml")} {
+		cfg.Agent.PolicyFile = f
+		if _, err := agentPlan(cfg); err == nil || !strings.Contains(err.Error(), "agent.policy_file") {
+			t.Errorf("policy file %s: %v, want an error naming agent.policy_file", f, err)
+		}
 	}
 }
 

@@ -147,6 +147,10 @@ func SandboxConfig(ctx context.Context, id, bundle string, spec *specs.Spec, cfg
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", ctr.SandboxID, err)
 	}
+	agent, err := agentPlan(eff)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", ctr.SandboxID, err)
+	}
 	return &Sandbox{
 		Network:    netPlan,
 		HostCgroup: cgPlan,
@@ -155,7 +159,7 @@ func SandboxConfig(ctx context.Context, id, bundle string, spec *specs.Spec, cfg
 		Limits:     limits,
 		Sizing:     sizing,
 		VM:         HypervisorConfig(eff, sizing),
-		Agent:      agentPlan(eff),
+		Agent:      agent,
 		Container:  ctr,
 	}, nil
 }

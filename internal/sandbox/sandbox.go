@@ -51,6 +51,9 @@ type Config struct {
 	Timeouts agentclient.Timeouts
 	// KernelModules are loaded by the agent when the sandbox is created.
 	KernelModules []oci.KernelModule
+	// AgentPolicy, when set, is put in force in the guest before the sandbox is created
+	// there (oci.Agent.Policy): every later request is checked against it.
+	AgentPolicy []byte
 	// Effective is the sandbox's effective configuration (oci.Sandbox.Config); container
 	// plans are converted for the guest with it (oci.GuestSpec). Nil means config.Default().
 	Effective *config.Config
@@ -213,6 +216,11 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	}
 	log.G(ctx).WithField("elapsed", time.Since(start)).Debug("agent ready")
 
+	if len(cfg.AgentPolicy) > 0 {
+		if err := s.agent.SetPolicy(ctx, cfg.AgentPolicy); err != nil {
+			return nil, s.explain(fmt.Errorf("sandbox %s: agent policy: %w", cfg.ID, err))
+		}
+	}
 	storage := shareStorage(vmcfg)
 	modules := make([]*agentv1.KernelModule, 0, len(cfg.KernelModules))
 	for _, m := range cfg.KernelModules {

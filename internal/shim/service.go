@@ -443,6 +443,7 @@ func (s *service) createSandbox(ctx context.Context, plan *oci.Sandbox, cfg *con
 		SandboxPidNS:  plan.Container.Kind == oci.KindPodSandbox,
 		Timeouts:      plan.Agent.Timeouts,
 		KernelModules: plan.Agent.KernelModules,
+		AgentPolicy:   plan.Agent.Policy,
 		Effective:     plan.Config,
 		VMSource:      vmSource(ctx, cfg, host), // factory.go
 		Network:       plan.Network,

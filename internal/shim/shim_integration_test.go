@@ -3,6 +3,7 @@ package shim_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -121,6 +122,29 @@ func TestUpdateGrowsVM(t *testing.T) {
 	}
 	if d := mem1 - mem0; d < 504 || d > 520 {
 		t.Errorf("MemTotal grew by %d MiB (%d -> %d), want 512", d, mem0, mem1)
+	}
+	h.ctr("task", "kill", "-s", "KILL", "box")
+	waitEvent(t, events, "/tasks/exit", `"box"`)
+	h.ctr("task", "delete", "box")
+	h.ctr("container", "delete", "box")
+}
+
+// TestAgentPolicyDeniesExec: with the strict example policy (agent.policy_file), the
+// guest refuses `ctr task exec` with PermissionDenied, and the container keeps running.
+func TestAgentPolicyDeniesExec(t *testing.T) {
+	strict := filepath.Join(testutil.RepoRoot(t), "internal", "agent", "policy", "examples", "strict.toml")
+	h := newHarnessConfig(t, fmt.Sprintf("[agent]\npolicy_file = %q\n", strict))
+	events := h.ctd.Events(t)
+	h.start("box", nil, "sleep", "1000")
+	waitEvent(t, events, "/tasks/start", `"box"`)
+	ctx, cancel := h.ctx()
+	defer cancel()
+	out, err := h.ctd.CtrCmd(ctx, "task", "exec", "--exec-id", "e1", "box", "true").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "ExecProcess is denied by the agent policy") {
+		t.Fatalf("exec under the strict policy: %v: %s", err, out)
+	}
+	if st := h.taskStatus("box"); st != "RUNNING" {
+		t.Fatalf("the container is %s after a denied exec, want RUNNING", st)
 	}
 	h.ctr("task", "kill", "-s", "KILL", "box")
 	waitEvent(t, events, "/tasks/exit", `"box"`)

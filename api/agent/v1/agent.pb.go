@@ -3533,8 +3533,10 @@ type AgentDetails struct {
 	DeviceHandlers  []string               `protobuf:"bytes,3,rep,name=device_handlers,json=deviceHandlers,proto3" json:"device_handlers,omitempty"`
 	StorageHandlers []string               `protobuf:"bytes,4,rep,name=storage_handlers,json=storageHandlers,proto3" json:"storage_handlers,omitempty"`
 	SupportsSeccomp bool                   `protobuf:"varint,5,opt,name=supports_seccomp,json=supportsSeccomp,proto3" json:"supports_seccomp,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// sha256 of the policy in force (hex), empty when none was set.
+	PolicyDigest  string `protobuf:"bytes,6,opt,name=policy_digest,json=policyDigest,proto3" json:"policy_digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AgentDetails) Reset() {
@@ -3600,6 +3602,13 @@ func (x *AgentDetails) GetSupportsSeccomp() bool {
 		return x.SupportsSeccomp
 	}
 	return false
+}
+
+func (x *AgentDetails) GetPolicyDigest() string {
+	if x != nil {
+		return x.PolicyDigest
+	}
+	return ""
 }
 
 type GuestDetailsResponse struct {
@@ -3739,6 +3748,96 @@ func (*Metrics) Descriptor() ([]byte, []int) {
 func (x *Metrics) GetMetrics() string {
 	if x != nil {
 		return x.Metrics
+	}
+	return ""
+}
+
+type SetPolicyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The policy document (TOML).
+	Policy        []byte `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPolicyRequest) Reset() {
+	*x = SetPolicyRequest{}
+	mi := &file_agent_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPolicyRequest) ProtoMessage() {}
+
+func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
+func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *SetPolicyRequest) GetPolicy() []byte {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+type SetPolicyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sha256 of the policy now in force (hex).
+	Digest        string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPolicyResponse) Reset() {
+	*x = SetPolicyResponse{}
+	mi := &file_agent_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPolicyResponse) ProtoMessage() {}
+
+func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
+func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *SetPolicyResponse) GetDigest() string {
+	if x != nil {
+		return x.Digest
 	}
 	return ""
 }
@@ -3995,21 +4094,26 @@ const file_agent_proto_rawDesc = "" +
 	"\x04usec\x18\x02 \x01(\x03R\x04usec\"g\n" +
 	"\x13GuestDetailsRequest\x12$\n" +
 	"\x0emem_block_size\x18\x01 \x01(\bR\fmemBlockSize\x12*\n" +
-	"\x11mem_hotplug_probe\x18\x02 \x01(\bR\x0fmemHotplugProbe\"\xc8\x01\n" +
+	"\x11mem_hotplug_probe\x18\x02 \x01(\bR\x0fmemHotplugProbe\"\xed\x01\n" +
 	"\fAgentDetails\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1f\n" +
 	"\vinit_daemon\x18\x02 \x01(\bR\n" +
 	"initDaemon\x12'\n" +
 	"\x0fdevice_handlers\x18\x03 \x03(\tR\x0edeviceHandlers\x12)\n" +
 	"\x10storage_handlers\x18\x04 \x03(\tR\x0fstorageHandlers\x12)\n" +
-	"\x10supports_seccomp\x18\x05 \x01(\bR\x0fsupportsSeccomp\"\xc6\x01\n" +
+	"\x10supports_seccomp\x18\x05 \x01(\bR\x0fsupportsSeccomp\x12#\n" +
+	"\rpolicy_digest\x18\x06 \x01(\tR\fpolicyDigest\"\xc6\x01\n" +
 	"\x14GuestDetailsResponse\x12/\n" +
 	"\x14mem_block_size_bytes\x18\x01 \x01(\x04R\x11memBlockSizeBytes\x12B\n" +
 	"\ragent_details\x18\x02 \x01(\v2\x1d.vessel.agent.v1.AgentDetailsR\fagentDetails\x129\n" +
 	"\x19support_mem_hotplug_probe\x18\x03 \x01(\bR\x16supportMemHotplugProbe\"\x13\n" +
 	"\x11GetMetricsRequest\"#\n" +
 	"\aMetrics\x12\x18\n" +
-	"\ametrics\x18\x01 \x01(\tR\ametrics2\xfb\x15\n" +
+	"\ametrics\x18\x01 \x01(\tR\ametrics\"*\n" +
+	"\x10SetPolicyRequest\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\fR\x06policy\"+\n" +
+	"\x11SetPolicyResponse\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest2\xcf\x16\n" +
 	"\x05Agent\x12F\n" +
 	"\x05Check\x12\x1d.vessel.agent.v1.CheckRequest\x1a\x1e.vessel.agent.v1.CheckResponse\x12L\n" +
 	"\aVersion\x12\x1f.vessel.agent.v1.VersionRequest\x1a .vessel.agent.v1.VersionResponse\x12N\n" +
@@ -4050,7 +4154,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x0fGetGuestDetails\x12$.vessel.agent.v1.GuestDetailsRequest\x1a%.vessel.agent.v1.GuestDetailsResponse\x12J\n" +
 	"\n" +
 	"GetMetrics\x12\".vessel.agent.v1.GetMetricsRequest\x1a\x18.vessel.agent.v1.Metrics\x12@\n" +
-	"\x06WarmUp\x12\x1e.vessel.agent.v1.WarmUpRequest\x1a\x16.vessel.agent.v1.EmptyB:Z8github.com/vessel-containers/vessel/api/agent/v1;agentv1b\x06proto3"
+	"\x06WarmUp\x12\x1e.vessel.agent.v1.WarmUpRequest\x1a\x16.vessel.agent.v1.Empty\x12R\n" +
+	"\tSetPolicy\x12!.vessel.agent.v1.SetPolicyRequest\x1a\".vessel.agent.v1.SetPolicyResponseB:Z8github.com/vessel-containers/vessel/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -4064,7 +4169,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                    // 0: vessel.agent.v1.Empty
 	(*CheckRequest)(nil),             // 1: vessel.agent.v1.CheckRequest
@@ -4129,6 +4234,8 @@ var file_agent_proto_goTypes = []any{
 	(*GuestDetailsResponse)(nil),     // 60: vessel.agent.v1.GuestDetailsResponse
 	(*GetMetricsRequest)(nil),        // 61: vessel.agent.v1.GetMetricsRequest
 	(*Metrics)(nil),                  // 62: vessel.agent.v1.Metrics
+	(*SetPolicyRequest)(nil),         // 63: vessel.agent.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),        // 64: vessel.agent.v1.SetPolicyResponse
 }
 var file_agent_proto_depIdxs = []int32{
 	8,  // 0: vessel.agent.v1.CreateSandboxRequest.storages:type_name -> vessel.agent.v1.Storage
@@ -4187,42 +4294,44 @@ var file_agent_proto_depIdxs = []int32{
 	58, // 53: vessel.agent.v1.Agent.GetGuestDetails:input_type -> vessel.agent.v1.GuestDetailsRequest
 	61, // 54: vessel.agent.v1.Agent.GetMetrics:input_type -> vessel.agent.v1.GetMetricsRequest
 	55, // 55: vessel.agent.v1.Agent.WarmUp:input_type -> vessel.agent.v1.WarmUpRequest
-	2,  // 56: vessel.agent.v1.Agent.Check:output_type -> vessel.agent.v1.CheckResponse
-	4,  // 57: vessel.agent.v1.Agent.Version:output_type -> vessel.agent.v1.VersionResponse
-	0,  // 58: vessel.agent.v1.Agent.CreateSandbox:output_type -> vessel.agent.v1.Empty
-	0,  // 59: vessel.agent.v1.Agent.DestroySandbox:output_type -> vessel.agent.v1.Empty
-	0,  // 60: vessel.agent.v1.Agent.CreateContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 61: vessel.agent.v1.Agent.StartContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 62: vessel.agent.v1.Agent.RemoveContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 63: vessel.agent.v1.Agent.ExecProcess:output_type -> vessel.agent.v1.Empty
-	0,  // 64: vessel.agent.v1.Agent.SignalProcess:output_type -> vessel.agent.v1.Empty
-	18, // 65: vessel.agent.v1.Agent.WaitProcess:output_type -> vessel.agent.v1.WaitProcessResponse
-	21, // 66: vessel.agent.v1.Agent.ListProcesses:output_type -> vessel.agent.v1.ListProcessesResponse
-	0,  // 67: vessel.agent.v1.Agent.UpdateContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 68: vessel.agent.v1.Agent.PauseContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 69: vessel.agent.v1.Agent.ResumeContainer:output_type -> vessel.agent.v1.Empty
-	32, // 70: vessel.agent.v1.Agent.StatsContainer:output_type -> vessel.agent.v1.StatsContainerResponse
-	34, // 71: vessel.agent.v1.Agent.GetOOMEvent:output_type -> vessel.agent.v1.OOMEvent
-	36, // 72: vessel.agent.v1.Agent.WriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
-	38, // 73: vessel.agent.v1.Agent.ReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
-	38, // 74: vessel.agent.v1.Agent.ReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
-	0,  // 75: vessel.agent.v1.Agent.CloseStdin:output_type -> vessel.agent.v1.Empty
-	0,  // 76: vessel.agent.v1.Agent.TtyWinResize:output_type -> vessel.agent.v1.Empty
-	42, // 77: vessel.agent.v1.Agent.UpdateInterface:output_type -> vessel.agent.v1.Interface
-	45, // 78: vessel.agent.v1.Agent.UpdateRoutes:output_type -> vessel.agent.v1.Routes
-	43, // 79: vessel.agent.v1.Agent.ListInterfaces:output_type -> vessel.agent.v1.Interfaces
-	45, // 80: vessel.agent.v1.Agent.ListRoutes:output_type -> vessel.agent.v1.Routes
-	0,  // 81: vessel.agent.v1.Agent.AddARPNeighbors:output_type -> vessel.agent.v1.Empty
-	0,  // 82: vessel.agent.v1.Agent.OnlineCPUMem:output_type -> vessel.agent.v1.Empty
-	0,  // 83: vessel.agent.v1.Agent.MemHotplugByProbe:output_type -> vessel.agent.v1.Empty
-	0,  // 84: vessel.agent.v1.Agent.CopyFile:output_type -> vessel.agent.v1.Empty
-	0,  // 85: vessel.agent.v1.Agent.ReseedRandomDev:output_type -> vessel.agent.v1.Empty
-	0,  // 86: vessel.agent.v1.Agent.SetGuestDateTime:output_type -> vessel.agent.v1.Empty
-	60, // 87: vessel.agent.v1.Agent.GetGuestDetails:output_type -> vessel.agent.v1.GuestDetailsResponse
-	62, // 88: vessel.agent.v1.Agent.GetMetrics:output_type -> vessel.agent.v1.Metrics
-	0,  // 89: vessel.agent.v1.Agent.WarmUp:output_type -> vessel.agent.v1.Empty
-	56, // [56:90] is the sub-list for method output_type
-	22, // [22:56] is the sub-list for method input_type
+	63, // 56: vessel.agent.v1.Agent.SetPolicy:input_type -> vessel.agent.v1.SetPolicyRequest
+	2,  // 57: vessel.agent.v1.Agent.Check:output_type -> vessel.agent.v1.CheckResponse
+	4,  // 58: vessel.agent.v1.Agent.Version:output_type -> vessel.agent.v1.VersionResponse
+	0,  // 59: vessel.agent.v1.Agent.CreateSandbox:output_type -> vessel.agent.v1.Empty
+	0,  // 60: vessel.agent.v1.Agent.DestroySandbox:output_type -> vessel.agent.v1.Empty
+	0,  // 61: vessel.agent.v1.Agent.CreateContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 62: vessel.agent.v1.Agent.StartContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 63: vessel.agent.v1.Agent.RemoveContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 64: vessel.agent.v1.Agent.ExecProcess:output_type -> vessel.agent.v1.Empty
+	0,  // 65: vessel.agent.v1.Agent.SignalProcess:output_type -> vessel.agent.v1.Empty
+	18, // 66: vessel.agent.v1.Agent.WaitProcess:output_type -> vessel.agent.v1.WaitProcessResponse
+	21, // 67: vessel.agent.v1.Agent.ListProcesses:output_type -> vessel.agent.v1.ListProcessesResponse
+	0,  // 68: vessel.agent.v1.Agent.UpdateContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 69: vessel.agent.v1.Agent.PauseContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 70: vessel.agent.v1.Agent.ResumeContainer:output_type -> vessel.agent.v1.Empty
+	32, // 71: vessel.agent.v1.Agent.StatsContainer:output_type -> vessel.agent.v1.StatsContainerResponse
+	34, // 72: vessel.agent.v1.Agent.GetOOMEvent:output_type -> vessel.agent.v1.OOMEvent
+	36, // 73: vessel.agent.v1.Agent.WriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
+	38, // 74: vessel.agent.v1.Agent.ReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
+	38, // 75: vessel.agent.v1.Agent.ReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
+	0,  // 76: vessel.agent.v1.Agent.CloseStdin:output_type -> vessel.agent.v1.Empty
+	0,  // 77: vessel.agent.v1.Agent.TtyWinResize:output_type -> vessel.agent.v1.Empty
+	42, // 78: vessel.agent.v1.Agent.UpdateInterface:output_type -> vessel.agent.v1.Interface
+	45, // 79: vessel.agent.v1.Agent.UpdateRoutes:output_type -> vessel.agent.v1.Routes
+	43, // 80: vessel.agent.v1.Agent.ListInterfaces:output_type -> vessel.agent.v1.Interfaces
+	45, // 81: vessel.agent.v1.Agent.ListRoutes:output_type -> vessel.agent.v1.Routes
+	0,  // 82: vessel.agent.v1.Agent.AddARPNeighbors:output_type -> vessel.agent.v1.Empty
+	0,  // 83: vessel.agent.v1.Agent.OnlineCPUMem:output_type -> vessel.agent.v1.Empty
+	0,  // 84: vessel.agent.v1.Agent.MemHotplugByProbe:output_type -> vessel.agent.v1.Empty
+	0,  // 85: vessel.agent.v1.Agent.CopyFile:output_type -> vessel.agent.v1.Empty
+	0,  // 86: vessel.agent.v1.Agent.ReseedRandomDev:output_type -> vessel.agent.v1.Empty
+	0,  // 87: vessel.agent.v1.Agent.SetGuestDateTime:output_type -> vessel.agent.v1.Empty
+	60, // 88: vessel.agent.v1.Agent.GetGuestDetails:output_type -> vessel.agent.v1.GuestDetailsResponse
+	62, // 89: vessel.agent.v1.Agent.GetMetrics:output_type -> vessel.agent.v1.Metrics
+	0,  // 90: vessel.agent.v1.Agent.WarmUp:output_type -> vessel.agent.v1.Empty
+	64, // 91: vessel.agent.v1.Agent.SetPolicy:output_type -> vessel.agent.v1.SetPolicyResponse
+	57, // [57:92] is the sub-list for method output_type
+	22, // [22:57] is the sub-list for method input_type
 	22, // [22:22] is the sub-list for extension type_name
 	22, // [22:22] is the sub-list for extension extendee
 	0,  // [0:22] is the sub-list for field type_name
@@ -4239,7 +4348,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   63,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -42,6 +42,7 @@ type AgentService interface {
 	GetGuestDetails(context.Context, *GuestDetailsRequest) (*GuestDetailsResponse, error)
 	GetMetrics(context.Context, *GetMetricsRequest) (*Metrics, error)
 	WarmUp(context.Context, *WarmUpRequest) (*Empty, error)
+	SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -284,6 +285,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.WarmUp(ctx, &req)
+			},
+			"SetPolicy": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req SetPolicyRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.SetPolicy(ctx, &req)
 			},
 		},
 	})
@@ -566,6 +574,14 @@ func (c *agentClient) GetMetrics(ctx context.Context, req *GetMetricsRequest) (*
 func (c *agentClient) WarmUp(ctx context.Context, req *WarmUpRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "vessel.agent.v1.Agent", "WarmUp", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) SetPolicy(ctx context.Context, req *SetPolicyRequest) (*SetPolicyResponse, error) {
+	var resp SetPolicyResponse
+	if err := c.client.Call(ctx, "vessel.agent.v1.Agent", "SetPolicy", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
