@@ -84,6 +84,9 @@ func TestHostCgroupBoundsVM(t *testing.T) {
 	if got := testutil.MemoryCgroup(t, pid); got != pod {
 		t.Fatalf("the VMM is in cgroup %s, want the pod's %s", got, pod)
 	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid)); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(vmOOMScoreAdj) {
+		t.Fatalf("the VMM's oom_score_adj is %q (%v), want %d", b, err, vmOOMScoreAdj)
+	}
 	if got := testutil.MemoryCgroup(t, os.Getpid()); got != origin {
 		t.Fatalf("the sandbox owner is in cgroup %s, want its own %s (sandbox_cgroup_only off)", got, origin)
 	}

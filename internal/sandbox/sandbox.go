@@ -202,6 +202,9 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	}
 	rollback.add(s.vm.Stop)
 	rollback.add(func(context.Context) error { return s.agent.Close() })
+	if err := raiseOOMScore(s.vm.Pid(), vmOOMScoreAdj); err != nil { // oom.go
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
 	// A VM from the factory's cache was started elsewhere; a cold one is already inside.
 	if err := cgroup.Add(s.vm.Pid()); err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
