@@ -139,8 +139,9 @@ func (s *Service) ExecProcess(ctx context.Context, req *agentv1.ExecProcessReque
 // SignalProcess signals the init, an exec process, or every process of the container.
 func (s *Service) SignalProcess(ctx context.Context, req *agentv1.SignalProcessRequest) (*agentv1.Empty, error) {
 	sig := unix.Signal(req.GetSignal())
-	if req.GetSignal() == 0 || req.GetSignal() > 64 {
-		return nil, fmt.Errorf("%w: signal %d is not a signal number (1-64)", errdefs.ErrInvalidArgument, req.GetSignal())
+	// Signal 0 sends nothing and checks that the process exists, as kill(2) does.
+	if req.GetSignal() > 64 {
+		return nil, fmt.Errorf("%w: signal %d is not a signal number (0-64)", errdefs.ErrInvalidArgument, req.GetSignal())
 	}
 	c, p, err := s.processFor(req.GetContainerId(), req.GetExecId())
 	if err != nil {

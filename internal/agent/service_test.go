@@ -101,6 +101,11 @@ func TestUnknownContainerErrors(t *testing.T) {
 			_, err := a.SignalProcess(ctx, &agentv1.SignalProcessRequest{ContainerId: id, Signal: 15})
 			return err
 		},
+		// Signal 0 checks that the process exists, so an unknown container is NotFound.
+		"SignalProcess 0": func(id string) error {
+			_, err := a.SignalProcess(ctx, &agentv1.SignalProcessRequest{ContainerId: id, Signal: 0})
+			return err
+		},
 		"ReadStdout": func(id string) error {
 			_, err := a.ReadStdout(ctx, &agentv1.ReadStreamRequest{ContainerId: id})
 			return err

@@ -51,11 +51,6 @@ running").`,
 			case specs.StateCreating:
 				return errors.New("container not created")
 			}
-			if sig == 0 {
-				// Signal 0 sends nothing: it checks that the container's process exists,
-				// which the status just did.
-				return nil
-			}
 			cl, err := r.dial(ctx, ctr)
 			if err != nil {
 				return err

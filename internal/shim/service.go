@@ -765,7 +765,7 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 	if err := c.ctr.Kill(ctx, r.ExecID, syscall.Signal(r.Signal), r.All); err != nil {
 		return nil, toGRPC(err)
 	}
-	if created {
+	if created && r.Signal != 0 {
 		// The init process exists in the guest, waiting to be started: if the signal ends
 		// it, its exit is reported like any other (runc's shim does the same), so a client
 		// waiting for the task's exit is not left waiting.
