@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -314,6 +315,15 @@ func TestCtrTaskVerbs(t *testing.T) {
 		}
 	})
 
+	t.Run("guest console in the shim log", func(t *testing.T) {
+		// The agent logs to the guest console; the shim forwards each line at debug level.
+		found := slices.ContainsFunc(strings.Split(h.ctd.Log(t), "\n"), func(line string) bool {
+			return strings.Contains(line, `msg="guest console"`) && strings.Contains(line, "vessel-agent") && strings.Contains(line, "ready")
+		})
+		if !found {
+			t.Errorf("the containerd log has no forwarded guest console line with the agent's ready message")
+		}
+	})
 	t.Run("exec", func(t *testing.T) {
 		out := h.ctr("task", "exec", "--exec-id", "e1", "box", "sh", "-c", "echo exec-ok; pidof sh")
 		if !strings.Contains(out, "exec-ok") {

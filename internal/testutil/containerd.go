@@ -77,6 +77,16 @@ func StartContainerd(t *testing.T, binDir string, extraEnv ...string) *Container
 	return c
 }
 
+// Log is what the daemon logged so far (with its shims' logs, at debug level).
+func (c *Containerd) Log(t testing.TB) string {
+	t.Helper()
+	data, err := os.ReadFile(c.proc.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
 // daemonEnv is the environment of a daemon in dir with the shims in binDir: extraEnv, and a
 // VESSEL_CONFIG naming dir/vessel.toml (written here) unless extraEnv names one.
 func daemonEnv(dir, binDir string, extraEnv []string) ([]string, error) {

@@ -18,8 +18,8 @@ import (
 // console.sock, a listening socket the driver creates, like QMP's. The VM's owner (the
 // process that started QEMU, or the one that adopted it) connects as the one client and
 // reads continuously: into a ring holding the last hypervisor.MaxConsoleLog bytes, used
-// for error messages (Err, ConsoleTail), and into console.log for operators, which is
-// kept at the same bound. A guest writing without end costs the host that much memory and
+// for error messages (Err, ConsoleTail), into console.log for operators, which is kept at
+// the same bound, and line by line into the owner's log at debug level (consoleLines). A guest writing without end costs the host that much memory and
 // that much disk, and nothing more.
 //
 // The reader never stops while QEMU runs, so QEMU's writes do not back up; if it did fall
@@ -188,15 +188,18 @@ func (v *VM) startConsole(logger *log.Entry) error {
 func (v *VM) readConsole(r *consoleReader, logger *log.Entry) {
 	defer close(r.done)
 	buf := make([]byte, consoleReadSize)
+	lines := consoleLines{logger: logger}
 	for {
 		n, err := r.conn.Read(buf)
 		if n > 0 {
 			v.console.write(buf[:n])
+			lines.write(buf[:n])
 		}
 		if err != nil {
 			break
 		}
 	}
+	lines.flush()
 	_ = r.conn.Close()
 	total, kept, fileSize := v.console.stats()
 	entry := logger.WithField("console_bytes", total).WithField("ring_bytes", kept).WithField("file_bytes", fileSize)
