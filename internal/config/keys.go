@@ -542,8 +542,8 @@ var keyTable = []Key{
 		Unsupported: "agent tracing is not built yet", Type: "bool", Annotation: "enable_tracing",
 		Doc: "Agent emits trace spans."},
 	{Section: "agent", Name: "enable_debug",
-		Unsupported: "a separate agent log level is not built: the agent logs at debug level when hypervisor.enable_debug is true", Type: "bool",
-		Doc: "Agent logs at debug level."},
+		Consumer: "oci.HypervisorConfig", Type: "bool",
+		Doc: "Agent logs at debug level (vessel.log=debug on the guest kernel command line); hypervisor.enable_debug implies it."},
 	{Section: "agent", Name: "debug_console_enabled",
 		Unsupported: "the guest debug console is not built yet", Type: "bool",
 		Doc: "Allow `vessel debug console` into the guest."},
@@ -557,8 +557,8 @@ var keyTable = []Key{
 
 	// [runtime]
 	{Section: "runtime", Name: "enable_debug",
-		Unsupported: "not read: the shim logs at debug level when containerd runs it with -debug", Type: "bool",
-		Doc: "Shim and CLI log at debug level."},
+		Consumer: "shim.debugFromConfig", Type: "bool",
+		Doc: "The shim logs at debug level from the sandbox's creation on, as when containerd starts it with -debug."},
 	{Section: "runtime", Name: "sandbox_cgroup_only",
 		Consumer: "oci.hostCgroupPlan", Type: "bool", Annotation: "sandbox_cgroup_only",
 		Doc: "Keep the shim in the pod's host cgroup (linux.cgroupsPath) with the VM; otherwise the shim returns to the cgroup it was started in once the VM runs, and only the VM and its helpers are charged to the pod."},

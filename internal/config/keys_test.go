@@ -429,8 +429,8 @@ func TestUnsupportedInFile(t *testing.T) {
 			`x.toml: hypervisor.virtio_fs_daemon = "/usr/libexec/virtiofsd": not supported: virtio-fs is not built yet: nothing starts virtiofsd (allowed: only the default, "/usr/lib/qemu/virtiofsd")`},
 		{"enum", "[hypervisor]\nhot_plug_vfio = \"root-port\"",
 			`x.toml: hypervisor.hot_plug_vfio = "root-port": not supported: VFIO device hotplug is not built yet (allowed: only the default, "no-port")`},
-		{"agent debug", "[agent]\nenable_debug = true",
-			`x.toml: agent.enable_debug = true: not supported: a separate agent log level is not built: the agent logs at debug level when hypervisor.enable_debug is true (allowed: only the default, false)`},
+		{"debug console", "[agent]\ndebug_console_enabled = true",
+			`x.toml: agent.debug_console_enabled = true: not supported: the guest debug console is not built yet (allowed: only the default, false)`},
 		{"kernel params", "[hypervisor]\nkernel_params = \"quiet panic=0\"",
 			`x.toml: hypervisor.kernel_params = "quiet panic=0": parameter panic=0 is set by Vessel (panic= may not be set)`},
 	} {

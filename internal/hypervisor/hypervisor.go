@@ -99,8 +99,11 @@ type Config struct {
 
 	// TBSizeMiB is QEMU's TCG translation-cache size (0: driver default). Ignored under KVM.
 	TBSizeMiB uint32
-	// Debug keeps the guest console log verbose.
+	// Debug keeps the guest console log verbose (kernel messages) and asks the agent for
+	// debug logs.
 	Debug bool
+	// AgentDebug asks the agent alone for debug logs.
+	AgentDebug bool
 
 	// Template boots the VM as a template or from one (factory.go); nil boots cold.
 	Template *Template

@@ -26,6 +26,7 @@ func HypervisorConfig(c *config.Config, s Sizing) hypervisor.Config {
 		SharedFS:     h.SharedFS,
 		TBSizeMiB:    h.TBSizeMiB,
 		Debug:        h.EnableDebug,
+		AgentDebug:   c.Agent.EnableDebug,
 
 		MachineAccelerators: h.MachineAccelerators,
 		CPUFeatures:         h.CPUFeatures,

@@ -340,6 +340,7 @@ func (s *service) plan(ctx context.Context, r *taskAPI.CreateTaskRequest) (*oci.
 	if err != nil {
 		return nil, nil, nil, host, err
 	}
+	debugFromConfig(ctx, cfg)
 	if host, err = config.DetectHost(); err != nil {
 		return nil, nil, nil, host, fmt.Errorf("inspect host: %w", err)
 	}
@@ -858,6 +859,20 @@ func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*pt
 
 // loadConfig reads Vessel's configuration: the runtime options' ConfigPath when containerd
 // passes one, else the usual search order.
+// debugFromConfig turns on debug logging for the rest of the shim's life when the
+// configuration asks for it (runtime.enable_debug), as containerd's -debug does from the
+// start. It never turns debug logging off.
+func debugFromConfig(ctx context.Context, cfg *config.Config) {
+	if !cfg.Runtime.EnableDebug || log.GetLevel() == log.DebugLevel || log.GetLevel() == log.TraceLevel {
+		return
+	}
+	if err := log.SetLevel("debug"); err != nil {
+		log.G(ctx).WithError(err).Warn("runtime.enable_debug: set the log level")
+		return
+	}
+	log.G(ctx).Debug("debug logging on (runtime.enable_debug)")
+}
+
 func loadConfig(r *taskAPI.CreateTaskRequest) (*config.Config, error) {
 	path, err := configPathFromOptions(r)
 	if err != nil {

@@ -22,9 +22,11 @@ import (
 	"github.com/containerd/containerd/v2/pkg/shutdown"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
 
 	"github.com/vessel-containers/vessel/internal/bundle"
+	"github.com/vessel-containers/vessel/internal/config"
 	_ "github.com/vessel-containers/vessel/internal/hypervisor/qemu"
 	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qemutest"
 	"github.com/vessel-containers/vessel/internal/jail"
@@ -402,5 +404,30 @@ func TestBootingTaskAnswersAndCancels(t *testing.T) {
 			}
 			fs.assertCleanedUp(id, rootfs)
 		})
+	}
+}
+
+// runtime.enable_debug turns debug logging on; its absence never turns it off.
+func TestDebugFromConfig(t *testing.T) {
+	before := log.GetLevel()
+	t.Cleanup(func() { _ = log.SetLevel(before.String()) })
+	ctx := context.Background()
+	if err := log.SetLevel("info"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	debugFromConfig(ctx, cfg)
+	if got := log.GetLevel(); got != log.InfoLevel {
+		t.Fatalf("level %v without runtime.enable_debug, want info", got)
+	}
+	cfg.Runtime.EnableDebug = true
+	debugFromConfig(ctx, cfg)
+	if got := log.GetLevel(); got != log.DebugLevel {
+		t.Fatalf("level %v with runtime.enable_debug, want debug", got)
+	}
+	cfg.Runtime.EnableDebug = false
+	debugFromConfig(ctx, cfg)
+	if got := log.GetLevel(); got != log.DebugLevel {
+		t.Fatalf("level %v after a configuration without it, want debug kept", got)
 	}
 }

@@ -81,16 +81,18 @@ type nicFDs struct {
 }
 
 // kernelCmdline is the guest kernel command line for cfg under accel. Debug drops "quiet"
-// so the console shows the kernel's messages, and asks the agent for debug logs.
+// so the console shows the kernel's messages; Debug and AgentDebug ask the agent for debug
+// logs.
 func kernelCmdline(cfg *hypervisor.Config, accel hypervisor.Accelerator) string {
 	params := append([]string{}, baseKernelParams...)
 	if accel == hypervisor.AccelTCG {
 		params = append(params, tcgKernelParams...)
 	}
-	if cfg.Debug {
-		params = append(params, "vessel.log=debug")
-	} else {
+	if !cfg.Debug {
 		params = append(params, "quiet")
+	}
+	if cfg.Debug || cfg.AgentDebug {
+		params = append(params, "vessel.log=debug")
 	}
 	params = append(params, cfg.KernelParams...)
 	return strings.Join(params, " ")

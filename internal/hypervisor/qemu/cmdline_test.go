@@ -134,6 +134,11 @@ func TestCommandLineMatrix(t *testing.T) {
 			exact: map[string][]string{"-append": {"console=ttyS0 panic=-1 no_timer_check nolapic_timer vessel.log=debug"}},
 		},
 		{
+			name:  "agent debug keeps the kernel quiet",
+			mod:   func(c *hypervisor.Config) { c.AgentDebug = true },
+			exact: map[string][]string{"-append": {"console=ttyS0 panic=-1 no_timer_check nolapic_timer quiet vessel.log=debug"}},
+		},
+		{
 			name:  "kernel params come last",
 			mod:   func(c *hypervisor.Config) { c.KernelParams = []string{"agent.x=1", "init=/agent"} },
 			exact: map[string][]string{"-append": {"console=ttyS0 panic=-1 no_timer_check nolapic_timer quiet agent.x=1 init=/agent"}},
