@@ -250,8 +250,10 @@ func TestAnnotationSemantics(t *testing.T) {
 			ann:     map[string]string{p + "runtime.experimental": `a,b`},
 			wantErr: `io.vessel.config.runtime.experimental = "a,b": not supported: this Vessel has no experimental features`},
 		{name: "virtio-fs extra args", allow: []string{".*"},
-			ann:   map[string]string{p + "hypervisor.virtio_fs_extra_args": `["--thread-pool-size=2"]`},
-			check: func(c *Config) bool { return slices.Equal(c.Hypervisor.VirtioFSExtraArgs, []string{"--thread-pool-size=2"}) }},
+			ann: map[string]string{p + "hypervisor.virtio_fs_extra_args": `["--thread-pool-size=2"]`},
+			check: func(c *Config) bool {
+				return slices.Equal(c.Hypervisor.VirtioFSExtraArgs, []string{"--thread-pool-size=2"})
+			}},
 		{name: "virtio-fs extra args set by Vessel", allow: []string{".*"},
 			ann:     map[string]string{p + "hypervisor.virtio_fs_extra_args": `["--syslog"]`},
 			wantErr: `option is set by Vessel itself`},

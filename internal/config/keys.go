@@ -70,11 +70,11 @@ type Key struct {
 const (
 	noDAX              = "the virtio-fs DAX window needs vhost-user-fs-pci cache-size, which QEMU 7.2 (Debian 12) does not have"
 	noVirtioFSMetadata = "the C virtiofsd of QEMU 7.2 has no metadata cache mode (it has none, auto and always: never, auto and always here)"
-	noBlock      = "block devices are not built yet: root file systems and volumes reach the guest as shared files"
-	noImages     = "guest disk images are not built yet: the VM boots from hypervisor.initrd"
-	noFileMemory = "file-backed guest memory is not built yet"
-	noJailer     = "no external jailer is run: the qemu driver confines QEMU itself (internal/jail)"
-	noCtl        = "no driver in this Vessel uses a control binary (cloud-hypervisor's ch-remote)"
+	noBlock            = "block devices are not built yet: root file systems and volumes reach the guest as shared files"
+	noImages           = "guest disk images are not built yet: the VM boots from hypervisor.initrd"
+	noFileMemory       = "file-backed guest memory is not built yet"
+	noJailer           = "no external jailer is run: the qemu driver confines QEMU itself (internal/jail)"
+	noCtl              = "no driver in this Vessel uses a control binary (cloud-hypervisor's ch-remote)"
 )
 
 // listSyntax is how an annotation writes a list.
