@@ -22,6 +22,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	_ "github.com/vessel-containers/vessel/internal/hypervisor/qemu"
 	"github.com/vessel-containers/vessel/internal/oci"
+	"github.com/vessel-containers/vessel/internal/procid"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
@@ -34,6 +35,12 @@ type env struct {
 }
 
 func newEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnvFS(t, "")
+}
+
+// newEnvFS is newEnv with the given shared fs ("" for the default).
+func newEnvFS(t *testing.T, fs hypervisor.SharedFS) *env {
 	t.Helper()
 	g := testutil.RequiresVM(t)
 	// A short root: unix socket paths are limited to 108 bytes.
@@ -48,6 +55,7 @@ func newEnv(t *testing.T) *env {
 		Root: root,
 		VM: hypervisor.Config{
 			Kernel: g.Kernel, Initrd: g.Initrd, VCPUs: 1, MaxVCPUs: 2, MemoryMiB: 256, MaxMemoryMiB: 512, MemorySlots: 2,
+			SharedFS: fs,
 		},
 	})
 	if err != nil {
@@ -57,10 +65,17 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, sb: sb, root: root}
 	t.Cleanup(func() {
 		pid := sb.VM().Pid()
+		var fsd procid.ID
+		if sb.fsd != nil {
+			fsd = sb.fsd.ID()
+		}
 		if err := sb.Delete(context.Background()); err != nil {
 			t.Errorf("delete sandbox: %v", err)
 		}
 		assertNoLeftovers(t, root, pid)
+		if fsd.Pid != 0 && fsd.Exists() {
+			t.Errorf("virtiofsd %s still exists after delete", fsd)
+		}
 		os.RemoveAll(root)
 	})
 	return e

@@ -311,6 +311,15 @@ func (d *Daemon) Err() error {
 	return d.err
 }
 
+// ExpectExit tells the daemon's owner that the daemon is about to exit because its VMM
+// stops (the C daemon exits, status 0, when the VMM hangs up): that exit is not an error.
+// Call it before stopping the VMM.
+func (d *Daemon) ExpectExit() {
+	d.mu.Lock()
+	d.stopRequested = true
+	d.mu.Unlock()
+}
+
 // Stop kills the daemon and waits until it is reaped. The daemon keeps no state worth a
 // graceful exit, and the VMM is stopped first: its guest can no longer ask for anything.
 // Stop is idempotent; after an exit nobody asked for it keeps that exit's Err.

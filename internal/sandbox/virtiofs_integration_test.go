@@ -1,0 +1,206 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/persist"
+	"github.com/vessel-containers/vessel/internal/procid"
+)
+
+// newVirtioFSEnv boots a sandbox sharing files by virtio-fs and checks that its virtiofsd
+// runs confined: in its own pid namespace, with the namespace sandbox asked for.
+func newVirtioFSEnv(t *testing.T) *env {
+	t.Helper()
+	e := newEnvFS(t, hypervisor.SharedFSVirtioFS)
+	if e.sb.fsd == nil {
+		t.Fatal("virtio-fs sandbox has no virtiofsd")
+	}
+	id := e.sb.fsd.ID()
+	if !id.Alive() {
+		t.Fatalf("virtiofsd %s is not running", id)
+	}
+	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(id.Pid), "cmdline"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(cmdline, []byte("sandbox=namespace")) || !bytes.Contains(cmdline, []byte("source="+e.sb.share.Dir())) {
+		t.Errorf("virtiofsd command line %q: want the namespace sandbox and the export as source", bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
+	}
+	self, _ := os.Readlink("/proc/self/ns/pid")
+	if ns, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(id.Pid), "ns/pid")); ns == "" || ns == self {
+		t.Errorf("virtiofsd pid namespace %q: want its own (ours is %s)", ns, self)
+	}
+	st, err := persist.Load(e.sb.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.FSDaemonPid != id.Pid || st.FSDaemonStartTime != id.StartTime {
+		t.Errorf("persisted daemon %d/%d, want %s", st.FSDaemonPid, st.FSDaemonStartTime, id)
+	}
+	return e
+}
+
+// TestVirtioFS runs containers over virtio-fs: they read their image, write their rootfs and
+// a bind volume, and the host sees the writes; the host's writes reach the container.
+func TestVirtioFS(t *testing.T) {
+	e := newVirtioFSEnv(t)
+	vol := t.TempDir()
+	if err := os.WriteFile(filepath.Join(vol, "from-host"), []byte("hello guest"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := e.container("c1", []string{"sh", "-c", `set -e
+cat /vol/from-host; echo
+echo from-guest > /vol/from-guest
+echo rootfs-write > /written
+mkdir /vol/d && echo nested > /vol/d/f && mv /vol/d/f /vol/d/g
+stat -c %s /bin/busybox`}, func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, volume("/vol", vol, "rbind", "rw"))
+	})
+	code, out, errs := e.run(c, nil)
+	if code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out, errs)
+	}
+	if !strings.HasPrefix(out, "hello guest\n") {
+		t.Errorf("container read %q from the volume, want the host's file", out)
+	}
+	for p, want := range map[string]string{
+		filepath.Join(vol, "from-guest"): "from-guest\n",
+		filepath.Join(vol, "d/g"):        "nested\n",
+	} {
+		if got, err := os.ReadFile(p); err != nil || string(got) != want {
+			t.Errorf("host %s: %q %v, want %q", p, got, err, want)
+		}
+	}
+	if got, err := os.ReadFile(filepath.Join(c.rootfs, "written")); err != nil || string(got) != "rootfs-write\n" {
+		t.Errorf("host rootfs file: %q %v", got, err)
+	}
+	if err := e.sb.DeleteContainer(context.Background(), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	// A second container after the first one's mounts are gone.
+	c2 := e.container("c2", []string{"sh", "-c", "cat /vol/from-guest"}, func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, volume("/vol", vol, "rbind", "ro"))
+	})
+	if code, out, errs := e.run(c2, nil); code != 0 || out != "from-guest\n" {
+		t.Fatalf("second container: exit %d %q %q", code, out, errs)
+	}
+}
+
+// TestVirtioFSDaemonKilled kills the sandbox's virtiofsd while a container runs: the
+// sandbox stops its VM, the container's wait fails naming virtiofsd, and Delete (the
+// env's cleanup) leaves nothing behind.
+func TestVirtioFSDaemonKilled(t *testing.T) {
+	e := newVirtioFSEnv(t)
+	c := e.container("c1", []string{"sh", "-c", "echo up; exec sleep 600"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	st := c.Attach(ctx, "", IO{Stdout: w})
+	defer st.Close()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 3)
+	if _, err := r.Read(buf); err != nil || string(buf) != "up\n" {
+		t.Fatalf("container output %q %v", buf, err)
+	}
+	fsd := e.sb.fsd.ID()
+	if err := syscall.Kill(fsd.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Wait(ctx, "")
+	w.Close()
+	if err == nil {
+		t.Fatal("wait succeeded after virtiofsd was killed")
+	}
+	t.Logf("wait: %v", err)
+	if !strings.Contains(err.Error(), "virtiofsd") || !strings.Contains(err.Error(), "killed") {
+		t.Errorf("wait error %q does not say that virtiofsd was killed", err)
+	}
+	select {
+	case <-e.sb.VM().Done():
+	case <-ctx.Done():
+		t.Fatal("vm still runs after its virtiofsd died")
+	}
+	if fsd.Exists() {
+		t.Errorf("virtiofsd %s not reaped", fsd)
+	}
+}
+
+// TestVirtioFSCleanupAfterOwnerDied: the state of a sandbox whose owner died names its
+// virtiofsd; Cleanup kills and removes it with the VM.
+func TestVirtioFSCleanupAfterOwnerDied(t *testing.T) {
+	e := newVirtioFSEnv(t)
+	// Stand-in for a dead owner: Cleanup works from the persisted state only.
+	vmm, err := procid.Of(e.sb.VM().Pid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsd := e.sb.fsd.ID()
+	if err := Cleanup(context.Background(), e.root, e.sb.id); err != nil {
+		t.Fatal(err)
+	}
+	if !vmm.Wait(10*time.Second) || !fsd.Wait(10*time.Second) {
+		t.Fatalf("after Cleanup: vm exists %v, virtiofsd exists %v", vmm.Exists(), fsd.Exists())
+	}
+	if _, err := os.Stat(e.sb.dir); !os.IsNotExist(err) {
+		t.Errorf("sandbox dir after Cleanup: %v", err)
+	}
+}
+
+// TestSetuidThroughShare is guest root's attempt to plant a setuid-root binary on the host
+// through a writable volume, over 9p and virtio-fs. Both file servers run as host root
+// with the capabilities to chown and chmod files of any owner, so the attempt succeeds:
+// the test records that (docs/security.md says so) and fails if it ever changes, so the
+// document gets updated.
+func TestSetuidThroughShare(t *testing.T) {
+	for _, fs := range []hypervisor.SharedFS{hypervisor.SharedFS9P, hypervisor.SharedFSVirtioFS} {
+		t.Run(string(fs), func(t *testing.T) {
+			e := newEnvFS(t, fs)
+			vol := t.TempDir()
+			c := e.container("attacker", []string{"sh", "-c", `set -e
+cp /bin/busybox /vol/suid && chown 0:0 /vol/suid && chmod 4755 /vol/suid
+touch /vol/dev-attempt; mknod /vol/null c 1 3 && echo mknod-ok || echo mknod-refused
+ls -ln /vol`}, func(s *specs.Spec) {
+				privilegedNoPidNS(s)
+				s.Mounts = append(s.Mounts, volume("/vol", vol, "rbind", "rw"))
+			})
+			code, out, errs := e.run(c, nil)
+			t.Logf("exit %d\n%s%s", code, out, errs)
+			var st syscall.Stat_t
+			if err := syscall.Stat(filepath.Join(vol, "suid"), &st); err != nil {
+				t.Fatalf("host file: %v", err)
+			}
+			suidRoot := st.Uid == 0 && st.Mode&syscall.S_ISUID != 0
+			t.Logf("%s: host file mode %o uid %d: setuid-root %v; %s", fs, st.Mode, st.Uid, suidRoot, strings.TrimSpace(firstLine(out, "mknod")))
+			if !suidRoot {
+				t.Errorf("guest root could not make a setuid-root file on the host over %s: docs/security.md says it can; update it", fs)
+			}
+		})
+	}
+}
+
+func firstLine(s, prefix string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	return fmt.Sprintf("(no %s line)", prefix)
+}
