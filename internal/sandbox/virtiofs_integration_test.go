@@ -42,6 +42,7 @@ func newVirtioFSEnv(t *testing.T) *env {
 	if ns, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(id.Pid), "ns/pid")); ns == "" || ns == self {
 		t.Errorf("virtiofsd pid namespace %q: want its own (ours is %s)", ns, self)
 	}
+	checkServerConfined(t, id.Pid)
 	st, err := persist.Load(e.sb.dir)
 	if err != nil {
 		t.Fatal(err)
@@ -50,6 +51,46 @@ func newVirtioFSEnv(t *testing.T) *env {
 		t.Errorf("persisted daemon %d/%d, want %s", st.FSDaemonPid, st.FSDaemonStartTime, id)
 	}
 	return e
+}
+
+// checkServerConfined finds the process that serves the guest (the daemon forks it into
+// the namespaces it makes once the VMM connected) and checks that it runs under a seccomp
+// filter and no_new_privs, without cap_sys_admin and cap_mknod.
+func checkServerConfined(t *testing.T, pid int) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "task", strconv.Itoa(pid), "children"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kids := strings.Fields(string(b))
+	if len(kids) != 1 {
+		t.Fatalf("virtiofsd %d has children %q, want the one file server", pid, kids)
+	}
+	status, err := os.ReadFile(filepath.Join("/proc", kids[0], "status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := map[string]string{}
+	for _, l := range strings.Split(string(status), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			fields[k] = strings.TrimSpace(v)
+		}
+	}
+	if fields["Seccomp"] != "2" || fields["NoNewPrivs"] != "1" {
+		t.Errorf("file server %s: Seccomp %q NoNewPrivs %q, want 2 and 1", kids[0], fields["Seccomp"], fields["NoNewPrivs"])
+	}
+	eff, err := strconv.ParseUint(fields["CapEff"], 16, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sysAdmin, mknod = 21, 27
+	if eff&(1<<sysAdmin|1<<mknod) != 0 {
+		t.Errorf("file server %s has CapEff %s: want neither cap_sys_admin nor cap_mknod", kids[0], fields["CapEff"])
+	}
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	if ns, _ := os.Readlink(filepath.Join("/proc", kids[0], "ns/mnt")); ns == self {
+		t.Errorf("file server %s shares our mount namespace", kids[0])
+	}
 }
 
 // TestVirtioFS runs containers over virtio-fs: they read their image, write their rootfs and
@@ -164,11 +205,11 @@ func TestVirtioFSCleanupAfterOwnerDied(t *testing.T) {
 	}
 }
 
-// TestSetuidThroughShare is guest root's attempt to plant a setuid-root binary on the host
-// through a writable volume, over 9p and virtio-fs. Both file servers run as host root
-// with the capabilities to chown and chmod files of any owner, so the attempt succeeds:
-// the test records that (docs/security.md says so) and fails if it ever changes, so the
-// document gets updated.
+// TestSetuidThroughShare is guest root's attempt to plant a setuid-root binary and a
+// device node on the host through a writable volume, over 9p and virtio-fs. Both file
+// servers run as host root with the capabilities to chown and chmod files of any owner,
+// so the setuid binary gets through: the test records that (docs/security.md says so)
+// and fails if it ever changes, so the document gets updated. Device nodes are refused.
 func TestSetuidThroughShare(t *testing.T) {
 	for _, fs := range []hypervisor.SharedFS{hypervisor.SharedFS9P, hypervisor.SharedFSVirtioFS} {
 		t.Run(string(fs), func(t *testing.T) {
@@ -191,6 +232,9 @@ ls -ln /vol`}, func(s *specs.Spec) {
 			t.Logf("%s: host file mode %o uid %d: setuid-root %v; %s", fs, st.Mode, st.Uid, suidRoot, strings.TrimSpace(firstLine(out, "mknod")))
 			if !suidRoot {
 				t.Errorf("guest root could not make a setuid-root file on the host over %s: docs/security.md says it can; update it", fs)
+			}
+			if _, err := os.Lstat(filepath.Join(vol, "null")); err == nil || !strings.Contains(out, "mknod-refused") {
+				t.Errorf("guest root created a device node on the host over %s (%v)", fs, err)
 			}
 		})
 	}

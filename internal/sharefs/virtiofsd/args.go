@@ -68,11 +68,12 @@ type Config struct {
 const fdSocket = 3
 
 // Args are the daemon's arguments (without argv[0]) for cfg: the socket on fdSocket,
-// the source, the cache mode, its namespace sandbox, extended attributes (the 9p server
-// passes them too: file capabilities and ACLs in images keep working), submounts
-// announced to the guest (each host mount is its own file system there, so inode
-// numbers stay unique, as 9p's multidevs=remap keeps them), the descriptor limit left
-// as the jail set it, and cfg.ExtraArgs last.
+// the source, the cache mode, its namespace sandbox, no cap_mknod (guest root could
+// otherwise create device nodes, such as one for a host disk, in host directories),
+// extended attributes (the 9p server passes them too: file capabilities and ACLs in
+// images keep working), submounts announced to the guest (each host mount is its own
+// file system there, so inode numbers stay unique, as 9p's multidevs=remap keeps them),
+// the descriptor limit left as the jail set it, and cfg.ExtraArgs last.
 func Args(cfg Config) ([]string, error) {
 	cache := cfg.Cache
 	if cache == "" {
@@ -96,6 +97,7 @@ func Args(cfg Config) ([]string, error) {
 		"-o", "source=" + cfg.Source,
 		"-o", "cache=" + opt,
 		"-o", "sandbox=namespace",
+		"-o", "modcaps=-mknod",
 		"-o", "xattr",
 		"-o", "announce_submounts",
 		"-o", "log_level=" + level,

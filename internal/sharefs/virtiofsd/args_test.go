@@ -16,7 +16,7 @@ func TestArgs(t *testing.T) {
 	}{
 		{name: "defaults", mod: func(*Config) {},
 			want: []string{"-f", "--fd=3", "-o", "source=/run/vessel/sandboxes/a/shared", "-o", "cache=auto", "-o", "sandbox=namespace",
-				"-o", "xattr", "-o", "announce_submounts", "-o", "log_level=info", "--rlimit-nofile=0"}},
+				"-o", "modcaps=-mknod", "-o", "xattr", "-o", "announce_submounts", "-o", "log_level=info", "--rlimit-nofile=0"}},
 		{name: "never", mod: func(c *Config) { c.Cache = CacheNever }, want: []string{"-o", "cache=none"}},
 		{name: "always", mod: func(c *Config) { c.Cache = CacheAlways }, want: []string{"-o", "cache=always"}},
 		{name: "metadata", mod: func(c *Config) { c.Cache = "metadata" }, wantErr: `cache mode "metadata"`},

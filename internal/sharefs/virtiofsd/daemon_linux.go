@@ -24,13 +24,14 @@ import (
 
 // daemonCaps are the capabilities the daemon may hold when it execs: the file server's
 // own set, which it keeps after its sandbox is set up (chown, dac_override, fowner,
-// fsetid, setgid and setuid to act with the guest caller's credentials, mknod, setfcap),
+// fsetid, setgid and setuid to act with the guest caller's credentials, setfcap; not
+// mknod, which Args removes from its set too),
 // plus sys_admin (unshare, mount and pivot_root for -o sandbox=namespace) and setpcap
 // (dropping the rest from its bounding set), both of which it drops itself before it
 // serves the guest.
 var daemonCaps = []jail.Cap{
 	jail.CapChown, jail.CapDACOverride, jail.CapFowner, jail.CapFsetid, jail.CapSetgid,
-	jail.CapSetuid, jail.CapMknod, jail.CapSetfcap, jail.CapSysAdmin, jail.CapSetpcap,
+	jail.CapSetuid, jail.CapSetfcap, jail.CapSysAdmin, jail.CapSetpcap,
 }
 
 // daemonNofile bounds the daemon's descriptors: it holds one for every inode the guest
