@@ -34,9 +34,11 @@ type env struct {
 	root string
 }
 
+// The shared fs of newEnv's sandboxes is VESSEL_TEST_SHARED_FS (virtio-9p or virtio-fs;
+// empty: the default), so the whole suite can run over either.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	return newEnvFS(t, "")
+	return newEnvFS(t, hypervisor.SharedFS(os.Getenv("VESSEL_TEST_SHARED_FS")))
 }
 
 // newEnvFS is newEnv with the given shared fs ("" for the default).
