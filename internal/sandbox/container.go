@@ -125,6 +125,9 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		if err := s.share.SetReadOnly(ctx, id, rootfsShare); err != nil {
 			return nil, fmt.Errorf("container %s: %w", id, err)
 		}
+		if err := s.setReadOnlyForVirtioFSD(ctx, id, rootfsShare); err != nil { // virtiofs.go
+			return nil, fmt.Errorf("container %s: %w", id, err)
+		}
 	}
 	s.mu.Lock()
 	err = s.save()

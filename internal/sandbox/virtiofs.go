@@ -106,3 +106,17 @@ func (s *Sandbox) virtioFSDErr() error {
 		return nil
 	}
 }
+
+// setReadOnlyForVirtioFSD repeats a share's SetReadOnly in the mount namespace of the
+// sandbox's virtiofsd, if it has one: the daemon's copies of the view's mounts do not
+// follow a read-only flag set on the host after they were taken.
+func (s *Sandbox) setReadOnlyForVirtioFSD(ctx context.Context, containerID, name string) error {
+	if s.fsd == nil {
+		return nil
+	}
+	pid, err := s.fsd.ServerPid()
+	if err != nil {
+		return err
+	}
+	return s.share.SetReadOnlyIn(ctx, pid, containerID, name)
+}

@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -345,4 +347,20 @@ func (d *Daemon) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("stop virtiofsd pid %d: %w", d.cmd.Process.Pid, ctx.Err())
 	}
+}
+
+// ServerPid is the pid of the file server: the process the daemon forked into the
+// namespaces it made once the VMM connected (-o sandbox=namespace). Its mount namespace
+// holds the daemon's copies of the source's mounts.
+func (d *Daemon) ServerPid() (int, error) {
+	pid := d.cmd.Process.Pid
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		return 0, fmt.Errorf("virtiofsd pid %d: find its file server: %w", pid, err)
+	}
+	kids := strings.Fields(string(b))
+	if len(kids) != 1 {
+		return 0, fmt.Errorf("virtiofsd pid %d has %d child processes, want its one file server (has the VMM connected?)", pid, len(kids))
+	}
+	return strconv.Atoi(kids[0])
 }
