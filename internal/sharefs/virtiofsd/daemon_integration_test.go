@@ -100,7 +100,7 @@ func TestBadStart(t *testing.T) {
 	ctx := context.Background()
 	missing := cfg
 	missing.Binary = "/nonexistent/virtiofsd"
-	if _, err := Start(ctx, missing); err == nil || !strings.Contains(err.Error(), "virtio_fs_daemon /nonexistent/virtiofsd") {
+	if _, err := Start(ctx, missing); err == nil || !strings.Contains(err.Error(), "virtio_fs_daemon /nonexistent/virtiofsd does not exist") {
 		t.Fatalf("missing binary: %v", err)
 	}
 	noexec := cfg

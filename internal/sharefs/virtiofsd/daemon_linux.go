@@ -168,6 +168,9 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 func checkBinary(path string) error {
 	st, err := os.Stat(path)
 	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("virtio_fs_daemon %s does not exist (Debian 12: apt install qemu-system-common): %w", path, errdefs.ErrNotFound)
+		}
 		return fmt.Errorf("virtio_fs_daemon %s: %w", path, err)
 	}
 	if !st.Mode().IsRegular() {
