@@ -14,6 +14,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/procid"
@@ -247,4 +248,46 @@ func firstLine(s, prefix string) string {
 		}
 	}
 	return fmt.Sprintf("(no %s line)", prefix)
+}
+
+// TestVirtioFSGrowMemory hot-plugs memory into a virtio-fs VM: the added memory must be
+// shared with virtiofsd too (vhost-user maps all guest memory), and files keep flowing.
+func TestVirtioFSGrowMemory(t *testing.T) {
+	e := newVirtioFSEnv(t)
+	r, ok := e.sb.VM().(hypervisor.Resizer)
+	if !ok {
+		t.Skip("the driver cannot grow VMs")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	before := memfdMappings(t, e.sb.VM().Pid())
+	if err := r.Grow(ctx, 1, 384); err != nil {
+		t.Fatal(err)
+	}
+	if after := memfdMappings(t, e.sb.VM().Pid()); after <= before {
+		t.Errorf("QEMU maps %d memfd regions after growing, %d before: the added memory is not shared", after, before)
+	}
+	if err := e.sb.Agent().OnlineCPUMem(ctx, &agentv1.OnlineCPUMemRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	c := e.container("c1", []string{"sh", "-c", "head -c 20000000 /dev/zero > /big && wc -c < /big && rm /big"}, nil)
+	if code, out, errs := e.run(c, nil); code != 0 || out != "20000000\n" {
+		t.Fatalf("after growing: exit %d %q %q", code, out, errs)
+	}
+}
+
+// memfdMappings counts the distinct memfd files QEMU maps (shared guest memory).
+func memfdMappings(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "maps"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inodes := map[string]bool{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 6 && strings.HasPrefix(f[5], "/memfd:") && strings.Contains(f[5], "memory-backend") {
+			inodes[f[4]] = true
+		}
+	}
+	return len(inodes)
 }
