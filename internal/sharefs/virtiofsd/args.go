@@ -23,7 +23,6 @@
 package virtiofsd
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
@@ -114,6 +113,3 @@ func Args(cfg Config) ([]string, error) {
 // readyMessage is what the daemon writes to stderr once it waits for the VMM on its
 // socket (virtio_session_mount in the C daemon; the Rust daemon says the same).
 const readyMessage = "Waiting for vhost-user socket connection"
-
-// errNotReady is the cause when the daemon exits before it is ready.
-var errNotReady = errors.New("virtiofsd exited before it was ready")

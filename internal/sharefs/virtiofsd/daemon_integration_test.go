@@ -79,7 +79,7 @@ func TestDiesUnexpectedly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Stop(context.Background())
+	defer func() { _ = d.Stop(context.Background()) }()
 	if err := syscall.Kill(d.Pid(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
