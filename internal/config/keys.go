@@ -445,7 +445,7 @@ var keyTable = []Key{
 	{Section: "hypervisor", Name: "virtio_fs_cache",
 		Consumer: "oci.VirtioFSD", UnsupportedValues: map[string]string{"metadata": noVirtioFSMetadata}, Type: "string", Enum: []string{"never", "metadata", "auto", "always"},
 		Annotation: "virtio_fs_cache",
-		Doc:        "virtio-fs guest caching (virtiofsd -o cache=): never (none); auto (cached for a short time, data while open); always. metadata is a mode of the Rust virtiofsd only."},
+		Doc:        "virtio-fs guest caching (virtiofsd -o cache=): never (none); auto (cached for a short time, data while open); always (host changes to what the guest looked up, such as ConfigMap updates, are not seen). metadata is a mode of the Rust virtiofsd only."},
 	{Section: "hypervisor", Name: "virtio_fs_cache_size",
 		Unsupported: noDAX, Type: "uint32", Unit: "MiB", Min: 0, Max: 65536,
 		Annotation: "virtio_fs_cache_size",

@@ -19,6 +19,7 @@ import (
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agentclient"
 	"github.com/vessel-containers/vessel/internal/bundle"
+	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	_ "github.com/vessel-containers/vessel/internal/hypervisor/qemu"
 	"github.com/vessel-containers/vessel/internal/oci"
@@ -44,6 +45,12 @@ func newEnv(t *testing.T) *env {
 // newEnvFS is newEnv with the given shared fs ("" for the default).
 func newEnvFS(t *testing.T, fs hypervisor.SharedFS) *env {
 	t.Helper()
+	return newEnvWith(t, fs, nil)
+}
+
+// newEnvWith is newEnvFS with an effective configuration (nil: the defaults).
+func newEnvWith(t *testing.T, fs hypervisor.SharedFS, eff *config.Config) *env {
+	t.Helper()
 	g := testutil.RequiresVM(t)
 	// A short root: unix socket paths are limited to 108 bytes.
 	root, err := os.MkdirTemp("", "vst")
@@ -53,8 +60,9 @@ func newEnvFS(t *testing.T, fs hypervisor.SharedFS) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sb, err := Create(ctx, Config{
-		ID:   "sb",
-		Root: root,
+		ID:        "sb",
+		Root:      root,
+		Effective: eff,
 		VM: hypervisor.Config{
 			Kernel: g.Kernel, Initrd: g.Initrd, VCPUs: 1, MaxVCPUs: 2, MemoryMiB: 256, MaxMemoryMiB: 512, MemorySlots: 2,
 			SharedFS: fs,
