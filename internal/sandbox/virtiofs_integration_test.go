@@ -301,8 +301,8 @@ func memfdMappings(t *testing.T, pid int) int {
 // virtio_fs_cache = "always" the guest keeps what it looked up and never sees the update:
 // the test records that (docs/shared-fs.md says so).
 func TestConfigMapUpdate(t *testing.T) {
-	always := config.Default()
-	always.Hypervisor.VirtioFSCache = "always"
+	always, never := config.Default(), config.Default()
+	always.Hypervisor.VirtioFSCache, never.Hypervisor.VirtioFSCache = "always", "never"
 	for _, tc := range []struct {
 		name  string
 		fs    hypervisor.SharedFS
@@ -311,6 +311,7 @@ func TestConfigMapUpdate(t *testing.T) {
 	}{
 		{"virtio-9p", hypervisor.SharedFS9P, nil, false},
 		{"virtio-fs", hypervisor.SharedFSVirtioFS, nil, false},
+		{"virtio-fs cache=never", hypervisor.SharedFSVirtioFS, never, false},
 		{"virtio-fs cache=always", hypervisor.SharedFSVirtioFS, always, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
