@@ -190,7 +190,7 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	err = s.boot(ctx, vmcfg, start) // factory.go
 	att.CloseFiles()                // the VMM holds its own copies now
 	if err != nil {
-		if fsdErr := s.virtioFSDErr(); fsdErr != nil {
+		if fsdErr := s.virtioFSDErr(); fsdErr != nil && !errors.Is(fsdErr, virtiofsd.ErrHungUp) {
 			return nil, fmt.Errorf("%w: %w", err, fsdErr)
 		}
 		return nil, err

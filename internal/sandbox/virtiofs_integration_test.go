@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -382,5 +383,29 @@ func writeConfigMap(t *testing.T, dir, version, value string) {
 		if err := os.Symlink("..data/key", filepath.Join(dir, "key")); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestVirtioFSDaemonFailsToStart: a virtiofsd that refuses its options fails the sandbox's
+// creation with the daemon's own message, and nothing is left behind.
+func TestVirtioFSDaemonFailsToStart(t *testing.T) {
+	g := testutil.RequiresVM(t)
+	root, err := os.MkdirTemp("", "vsf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(root)
+	eff := config.Default()
+	eff.Hypervisor.VirtioFSExtraArgs = []string{"--no-such-option"}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err = Create(ctx, Config{ID: "sb", Root: root, Effective: eff,
+		VM: hypervisor.Config{Kernel: g.Kernel, Initrd: g.Initrd, VCPUs: 1, MemoryMiB: 256, SharedFS: hypervisor.SharedFSVirtioFS}})
+	if err == nil || !strings.Contains(err.Error(), "virtiofsd") || !strings.Contains(err.Error(), "--no-such-option") {
+		t.Fatalf("create: %v; want virtiofsd's refusal of the option", err)
+	}
+	assertNoLeftovers(t, root, 0)
+	if out, _ := exec.Command("pgrep", "-f", "virtiofsd .*source="+root+"/").Output(); len(out) > 0 {
+		t.Errorf("virtiofsd left running: %s", out)
 	}
 }

@@ -67,6 +67,10 @@ const (
 	tailBytes = 2048
 )
 
+// ErrHungUp is in Err when the daemon exited with status 0: it does that when its VMM
+// closes the connection, so the VMM's exit is the news, not the daemon's.
+var ErrHungUp = errors.New("exit status 0: the VMM closed its connection")
+
 // Daemon is one running virtiofsd. Its methods are safe for concurrent use.
 type Daemon struct {
 	cfg Config
@@ -267,11 +271,11 @@ func (d *Daemon) wait(drained chan struct{}) {
 	_ = os.Remove(d.cfg.Socket)
 	d.mu.Lock()
 	if d.unexpected {
-		status := "exit status 0"
+		var status error = ErrHungUp
 		if waitErr != nil {
-			status = waitErr.Error()
+			status = waitErr
 		}
-		d.err = fmt.Errorf("virtiofsd (pid %d, serving %s) exited without a stop request (%s)%s", d.cmd.Process.Pid, d.cfg.Source, status, d.logTail())
+		d.err = fmt.Errorf("virtiofsd (pid %d, serving %s) exited without a stop request (%w)%s", d.cmd.Process.Pid, d.cfg.Source, status, d.logTail())
 	}
 	d.mu.Unlock()
 	close(d.done)
