@@ -28,8 +28,9 @@ func (s *Sandbox) WaitOOM(ctx context.Context) (string, error) {
 }
 
 // Cleanup removes what a sandbox whose owner died left behind: the VM process and then its
-// virtiofsd (each when it still runs and is still the process that was recorded), the taps and tc filters in the pod's network
-// namespace, mounts in the share and the state directory.
+// virtiofsd (each when it still runs and is still the process that was recorded), the taps
+// and tc filters in the pod's network namespace, mounts in the share and the state
+// directory.
 // A sandbox that does not exist is not an error.
 //
 // Cleanup never removes the directory of a sandbox whose VM may still run without killing
