@@ -164,7 +164,7 @@ func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollb
 		return nil, err
 	}
 	id := plan.ID
-	rollback.add(func(ctx context.Context) error { return s.share.RemoveContainer(ctx, id) })
+	rollback.add(func(ctx context.Context) error { return s.unshareContainer(ctx, id) }) // virtiofs.go
 	// The root file system stays writable here even when root.readonly is set: the
 	// container runtime in the guest creates mount points in it before it makes it
 	// read-only; CreateContainer makes the host side read-only once that is done.
@@ -410,7 +410,7 @@ func (s *Sandbox) DeleteContainer(ctx context.Context, id string) error {
 			errs = append(errs, s.explain(fmt.Errorf("remove container %s: %w", id, err)))
 		}
 	}
-	if err := s.share.RemoveContainer(ctx, id); err != nil {
+	if err := s.unshareContainer(ctx, id); err != nil { // virtiofs.go
 		errs = append(errs, err)
 	}
 	c.setState(StateStopped)

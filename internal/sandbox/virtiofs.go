@@ -120,3 +120,20 @@ func (s *Sandbox) setReadOnlyForVirtioFSD(ctx context.Context, containerID, name
 	}
 	return s.share.SetReadOnlyIn(ctx, pid, containerID, name)
 }
+
+// unshareContainer removes a container's shares. With virtiofsd, whose copies of the mounts
+// outlive the host's unmount for what the guest still holds (they are only detached),
+// the shares are first made read-only in the daemon's mount namespace; a failure there is
+// logged, not fatal: the daemon may be gone with the VM.
+func (s *Sandbox) unshareContainer(ctx context.Context, id string) error {
+	if s.fsd != nil && s.virtioFSDErr() == nil {
+		pid, err := s.fsd.ServerPid()
+		if err == nil {
+			err = s.share.RevokeWritesIn(ctx, pid, id)
+		}
+		if err != nil {
+			log.G(ctx).WithError(err).WithField("container", id).Warn("virtiofsd keeps write access to the removed container's shares")
+		}
+	}
+	return s.share.RemoveContainer(ctx, id)
+}

@@ -409,3 +409,66 @@ func TestVirtioFSDaemonFailsToStart(t *testing.T) {
 		t.Errorf("virtiofsd left running: %s", out)
 	}
 }
+
+// TestAttackAfterRemove: guest root holds a directory of a container's volume open (its
+// working directory, reached through the export) while the host removes the container,
+// then writes there. Over 9p the host's unmount ends that access (the 9p server works by
+// path). Over virtio-fs the daemon works by the descriptors it holds for what the guest
+// looked up, and its copies of the mounts are busy and only detached; the sandbox makes
+// them read-only in the daemon's namespace first, so the write fails too.
+func TestAttackAfterRemove(t *testing.T) {
+	for _, tc := range []struct {
+		fs      hypervisor.SharedFS
+		reaches bool
+	}{{hypervisor.SharedFS9P, false}, {hypervisor.SharedFSVirtioFS, false}} {
+		t.Run(string(tc.fs), func(t *testing.T) {
+			e := newEnvFS(t, tc.fs)
+			vol := t.TempDir()
+			victim := e.container("victim", []string{"sh", "-c", "ls /vol >/dev/null; exec sleep 600"}, func(s *specs.Spec) {
+				s.Mounts = append(s.Mounts, volume("/vol", vol, "rbind", "rw"))
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if err := victim.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			script := fmt.Sprintf(`cd %s/containers/victim/mount-* || exit 3
+echo in > /tmp/in
+while [ ! -e /tmp/go ]; do sleep 0.1; done
+echo planted > planted 2>/dev/null && echo wrote; ls >/dev/null 2>&1; true`, guestExport)
+			attacker := e.container("attacker", []string{"sh", "-c", script}, privilegedNoPidNS)
+			var out bytes.Buffer
+			st := attacker.Attach(ctx, "", IO{Stdout: &out})
+			defer st.Close()
+			if err := attacker.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			testutil.WaitFor(t, "the attacker to hold the volume", func() bool {
+				_, err := os.Stat(filepath.Join(attacker.rootfs, "tmp/in"))
+				return err == nil
+			})
+			if err := victim.Kill(ctx, "", syscall.SIGKILL, false); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := victim.Wait(ctx, ""); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.sb.DeleteContainer(ctx, "victim"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(attacker.rootfs, "tmp/go"), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := attacker.Wait(ctx, ""); err != nil {
+				t.Fatal(err)
+			}
+			_ = st.Wait()
+			_, err := os.Stat(filepath.Join(vol, "planted"))
+			reached := err == nil
+			t.Logf("%s: guest root wrote the removed container's volume: %v (attacker said %q)", tc.fs, reached, out.String())
+			if reached != tc.reaches {
+				t.Errorf("%s: guest root reached the removed container's volume: %v, docs/security.md says %v; update it", tc.fs, reached, tc.reaches)
+			}
+		})
+	}
+}
