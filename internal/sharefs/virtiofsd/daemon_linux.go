@@ -271,7 +271,7 @@ func (d *Daemon) wait(drained chan struct{}) {
 	_ = os.Remove(d.cfg.Socket)
 	d.mu.Lock()
 	if d.unexpected {
-		var status error = ErrHungUp
+		status := ErrHungUp
 		if waitErr != nil {
 			status = waitErr
 		}
