@@ -141,9 +141,12 @@ func runChecks(cfg *config.Config, root string, p probes) []checkResult {
 		add("image", true, regularFile(p, h.Image), h.Image, "hypervisor.image")
 	}
 	add("entropy", true, charDevice(p, h.EntropySource), h.EntropySource, "hypervisor.entropy_source")
-	if h.SharedFS == hypervisor.SharedFSVirtioFS {
-		add("virtiofsd", true, executable(p, h.VirtioFSDaemon), h.VirtioFSDaemon, `hypervisor.shared_fs = "virtio-fs" needs it`)
+	virtioFS := h.SharedFS == hypervisor.SharedFSVirtioFS
+	fsdFail := `not needed: hypervisor.shared_fs is not "virtio-fs"`
+	if virtioFS {
+		fsdFail = `hypervisor.shared_fs = "virtio-fs" needs it`
 	}
+	add("virtiofsd", virtioFS, executable(p, h.VirtioFSDaemon), h.VirtioFSDaemon, fsdFail)
 	if h.JailerPath != "" {
 		add("jailer", true, executable(p, h.JailerPath), h.JailerPath, "hypervisor.jailer_path")
 	}

@@ -78,7 +78,7 @@ func allFiles() map[string]fs.FileMode {
 		config.DefaultKernel:         0o644,
 		config.DefaultInitrd:         0o644,
 		"/dev/urandom":               fs.ModeDevice | fs.ModeCharDevice | 0o666,
-		"/usr/libexec/virtiofsd":     0o755,
+		config.DefaultVirtioFSDaemon: 0o755,
 	}
 }
 
@@ -99,11 +99,13 @@ func TestRunChecks(t *testing.T) {
 			host: fakeHost(true, allFiles(), "/dev/vhost-net"), failed: []string{"vhost-vsock"}},
 		{name: "missing guest", cfg: func(*config.Config) {}, host: fakeHost(true, map[string]fs.FileMode{
 			config.DefaultHypervisorPath: 0o644, "/dev/urandom": 0o644}, "/dev/vhost-vsock", "/dev/vhost-net"),
-			failed: []string{"hypervisor", "kernel", "initrd", "entropy"}},
+			failed: []string{"hypervisor", "kernel", "initrd", "entropy"}, warned: []string{"virtiofsd"}},
 		{name: "virtiofsd when used", cfg: func(c *config.Config) {
 			c.Hypervisor.SharedFS = hypervisor.SharedFSVirtioFS
 			c.Hypervisor.VirtioFSDaemon = "/opt/virtiofsd"
 		}, host: fakeHost(true, allFiles(), "/dev/vhost-vsock", "/dev/vhost-net"), failed: []string{"virtiofsd"}},
+		{name: "virtiofsd missing, not used", cfg: func(c *config.Config) { c.Hypervisor.VirtioFSDaemon = "/opt/virtiofsd" },
+			host: fakeHost(true, allFiles(), "/dev/vhost-vsock", "/dev/vhost-net"), warned: []string{"virtiofsd"}},
 		{name: "jailer and image when set", cfg: func(c *config.Config) {
 			c.Hypervisor.JailerPath = "/opt/jailer"
 			c.Hypervisor.Initrd, c.Hypervisor.Image = "", "/opt/disk.img"

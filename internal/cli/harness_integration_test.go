@@ -80,11 +80,17 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	return newHarnessConfig(t, "")
+}
+
+// newHarnessConfig is newHarness with extra TOML in the [hypervisor] section.
+func newHarnessConfig(t *testing.T, extra string) *harness {
+	t.Helper()
 	g := testutil.RequiresVM(t)
 	h := &harness{t: t, bin: buildVessel(t)}
 	tmp := t.TempDir()
 	h.cfg = filepath.Join(tmp, "configuration.toml")
-	if err := os.WriteFile(h.cfg, g.Config(""), 0o644); err != nil {
+	if err := os.WriteFile(h.cfg, g.Config(extra), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	h.log = filepath.Join(tmp, "vessel.log")

@@ -18,7 +18,7 @@ func annotationBase() *Config {
 	c.Runtime.EnableAnnotations = []string{".*"}
 	h := &c.Hypervisor
 	for _, p := range []*[]string{
-		&h.ValidHypervisorPaths, &h.ValidKernelPaths, &h.ValidImagePaths, &h.ValidEntropySources,
+		&h.ValidHypervisorPaths, &h.ValidKernelPaths, &h.ValidImagePaths, &h.ValidEntropySources, &h.ValidVirtioFSDaemonPaths,
 	} {
 		*p = []string{"/opt/ok/*"}
 	}
@@ -247,11 +247,22 @@ func TestAnnotationSemantics(t *testing.T) {
 				return slices.Equal(c.Agent.KernelModules, []string{"e1000e EEE=1", "i915"})
 			}},
 		{name: "unsupported list", allow: []string{".*"},
-			ann:     map[string]string{p + "hypervisor.virtio_fs_extra_args": `["--thread-pool-size=2"]`},
-			wantErr: `io.vessel.config.hypervisor.virtio_fs_extra_args = "[\"--thread-pool-size=2\"]": not supported: virtio-fs is not built yet`},
-		{name: "unsupported list at its default", allow: []string{".*"},
-			ann:   map[string]string{p + "hypervisor.virtio_fs_extra_args": `[]`},
-			check: func(c *Config) bool { return len(c.Hypervisor.VirtioFSExtraArgs) == 0 }},
+			ann:     map[string]string{p + "runtime.experimental": `a,b`},
+			wantErr: `io.vessel.config.runtime.experimental = "a,b": not supported: this Vessel has no experimental features`},
+		{name: "virtio-fs extra args", allow: []string{".*"},
+			ann: map[string]string{p + "hypervisor.virtio_fs_extra_args": `["--thread-pool-size=2"]`},
+			check: func(c *Config) bool {
+				return slices.Equal(c.Hypervisor.VirtioFSExtraArgs, []string{"--thread-pool-size=2"})
+			}},
+		{name: "virtio-fs extra args set by Vessel", allow: []string{".*"},
+			ann:     map[string]string{p + "hypervisor.virtio_fs_extra_args": `["--syslog"]`},
+			wantErr: `option is set by Vessel itself`},
+		{name: "virtio-fs DAX window", allow: []string{".*"},
+			ann:     map[string]string{p + "hypervisor.virtio_fs_cache_size": "64"},
+			wantErr: `io.vessel.config.hypervisor.virtio_fs_cache_size = "64": not supported: the virtio-fs DAX window needs vhost-user-fs-pci cache-size, which QEMU 7.2 (Debian 12) does not have`},
+		{name: "virtio-fs metadata cache", allow: []string{".*"},
+			ann:     map[string]string{p + "hypervisor.virtio_fs_cache": "metadata"},
+			wantErr: `no metadata cache mode`},
 		{name: "unsupported bool", allow: []string{".*"},
 			ann:     map[string]string{PrefixKata + "hypervisor.enable_hugepages": "true"},
 			wantErr: `io.katacontainers.config.hypervisor.enable_hugepages = "true": not supported: huge pages are not built yet`},
@@ -260,7 +271,7 @@ func TestAnnotationSemantics(t *testing.T) {
 			check: func(c *Config) bool { return !c.Hypervisor.EnableHugepages }},
 		{name: "unsupported value", allow: []string{".*"},
 			ann:     map[string]string{p + "hypervisor.shared_fs": "none"},
-			wantErr: `io.vessel.config.hypervisor.shared_fs = "none": not supported: copy mode is not built yet: nothing copies files into the guest (allowed: one of "virtio-9p")`},
+			wantErr: `io.vessel.config.hypervisor.shared_fs = "none": not supported: copy mode is not built yet: nothing copies files into the guest (allowed: one of "virtio-9p", "virtio-fs")`},
 		{name: "unsupported path before its globs", allow: []string{".*"},
 			ann:     map[string]string{p + "hypervisor.image": "/var/lib/vessel/guest/disk.img"},
 			wantErr: "hypervisor.image = \"/var/lib/vessel/guest/disk.img\": not supported: guest disk images are not built yet"},

@@ -68,12 +68,13 @@ type Key struct {
 
 // Reasons shared by several unsupported keys.
 const (
-	noVirtioFS   = "virtio-fs is not built yet: nothing starts virtiofsd"
-	noBlock      = "block devices are not built yet: root file systems and volumes reach the guest as shared files"
-	noImages     = "guest disk images are not built yet: the VM boots from hypervisor.initrd"
-	noFileMemory = "file-backed guest memory is not built yet"
-	noJailer     = "no external jailer is run: the qemu driver confines QEMU itself (internal/jail)"
-	noCtl        = "no driver in this Vessel uses a control binary (cloud-hypervisor's ch-remote)"
+	noDAX              = "the virtio-fs DAX window needs vhost-user-fs-pci cache-size, which QEMU 7.2 (Debian 12) does not have"
+	noVirtioFSMetadata = "the C virtiofsd of QEMU 7.2 has no metadata cache mode (it has none, auto and always: never, auto and always here)"
+	noBlock            = "block devices are not built yet: root file systems and volumes reach the guest as shared files"
+	noImages           = "guest disk images are not built yet: the VM boots from hypervisor.initrd"
+	noFileMemory       = "file-backed guest memory is not built yet"
+	noJailer           = "no external jailer is run: the qemu driver confines QEMU itself (internal/jail)"
+	noCtl              = "no driver in this Vessel uses a control binary (cloud-hypervisor's ch-remote)"
 )
 
 // listSyntax is how an annotation writes a list.
@@ -208,7 +209,7 @@ var (
 	reFeature     = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
 	reModParam    = regexp.MustCompile(`^[A-Za-z0-9_.-]+(=[^\s;]*)?$`)
 	reExtraArg    = regexp.MustCompile(`^--[a-z0-9][a-z0-9-]*(=[^\s]*)?$`)
-	reForbidArg   = regexp.MustCompile(`^--(shared-dir|socket-path|socket-group|fd|sandbox|seccomp)(=|$)`)
+	reForbidArg   = regexp.MustCompile(`^--(shared-dir|socket-path|socket-group|fd|sandbox|seccomp|syslog|daemonize|rlimit-nofile|print-capabilities|help|version)(=|$)`)
 )
 
 func checkAbsPath(s string) error {
@@ -431,28 +432,28 @@ var keyTable = []Key{
 
 	// [hypervisor] shared file system.
 	{Section: "hypervisor", Name: "shared_fs",
-		Consumer: "oci.HypervisorConfig", UnsupportedValues: map[string]string{"virtio-fs": noVirtioFS, "none": "copy mode is not built yet: nothing copies files into the guest"}, Type: "string", Enum: []string{"virtio-9p", "virtio-fs", "none"},
+		Consumer: "oci.HypervisorConfig", UnsupportedValues: map[string]string{"none": "copy mode is not built yet: nothing copies files into the guest"}, Type: "string", Enum: []string{"virtio-9p", "virtio-fs", "none"},
 		Annotation: "shared_fs",
-		Doc:        "How host files reach the guest: virtio-9p, virtio-fs (virtiofsd), or none (files are copied in)."},
+		Doc:        "How host files reach the guest: virtio-9p (QEMU's 9p server), virtio-fs (one virtiofsd per VM, see docs/shared-fs.md), or none (files are copied in)."},
 	{Section: "hypervisor", Name: "virtio_fs_daemon",
-		Unsupported: noVirtioFS, Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
+		Consumer: "oci.VirtioFSD", Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
 		Annotation: "virtio_fs_daemon", Globs: "valid_virtio_fs_daemon_paths",
-		Doc: "virtiofsd binary; required when shared_fs is virtio-fs."},
+		Doc: "virtiofsd binary (the C virtiofsd of QEMU; Debian 12 installs it with qemu-system-common); required when shared_fs is virtio-fs."},
 	{Section: "hypervisor", Name: "valid_virtio_fs_daemon_paths",
-		Unsupported: noVirtioFS, Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
+		Consumer: "config.Config.matchGlobs", Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
 		Doc: "Glob patterns a virtio_fs_daemon annotation must match."},
 	{Section: "hypervisor", Name: "virtio_fs_cache",
-		Unsupported: noVirtioFS, Type: "string", Enum: []string{"never", "metadata", "auto", "always"},
+		Consumer: "oci.VirtioFSD", UnsupportedValues: map[string]string{"metadata": noVirtioFSMetadata}, Type: "string", Enum: []string{"never", "metadata", "auto", "always"},
 		Annotation: "virtio_fs_cache",
-		Doc:        "virtio-fs guest caching: never; metadata (metadata and lookups cached, data never); auto (cached for a short time, data while open); always."},
+		Doc:        "virtio-fs guest caching (virtiofsd -o cache=): never (none); auto (cached for a short time, data while open); always (host changes to what the guest looked up, such as ConfigMap updates, are not seen). metadata is a mode of the Rust virtiofsd only."},
 	{Section: "hypervisor", Name: "virtio_fs_cache_size",
-		Unsupported: noVirtioFS, Type: "uint32", Unit: "MiB", Min: 0, Max: 65536,
+		Unsupported: noDAX, Type: "uint32", Unit: "MiB", Min: 0, Max: 65536,
 		Annotation: "virtio_fs_cache_size",
 		Doc:        "virtio-fs DAX window; 0 disables DAX."},
 	{Section: "hypervisor", Name: "virtio_fs_extra_args",
-		Unsupported: noVirtioFS, Type: "[]string", Allowed: "--long-option[=value] words, not ones Vessel sets (--shared-dir, --socket-path, --fd, ...)", check: checkExtraArg, Optional: true,
+		Consumer: "oci.VirtioFSD", Type: "[]string", Allowed: "--long-option[=value] words, not ones Vessel sets (--fd, --socket-path, --shared-dir, --sandbox, --syslog, --daemonize, --rlimit-nofile, ...)", check: checkExtraArg, Optional: true,
 		Annotation: "virtio_fs_extra_args", syntax: listJSON,
-		Doc: "Extra virtiofsd options."},
+		Doc: "Extra virtiofsd options, after the ones Vessel sets (e.g. --thread-pool-size=4)."},
 	{Section: "hypervisor", Name: "msize_9p",
 		Consumer: "oci.HypervisorConfig", Type: "uint32", Unit: "bytes", Min: 4096, Max: 1048576,
 		Annotation: "msize_9p",

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/vessel-containers/vessel/internal/hypervisor"
 )
 
 // FieldError is one bad value: where it came from, the key (or annotation), the value as
@@ -178,6 +180,16 @@ func (c *Config) crossCheck() []*FieldError {
 	}
 	if c.Factory.EnableTemplate && h.Initrd == "" {
 		bad("factory.enable_template", "true", "templating needs hypervisor.initrd (an image cannot be shared)")
+	}
+	// A template's memory is a file that restored VMs map privately, and QEMU 7.2 cannot
+	// migrate a vhost-user-fs device; a cached VM's export is a 9p directory.
+	if h.SharedFS == hypervisor.SharedFSVirtioFS {
+		if c.Factory.EnableTemplate {
+			bad("factory.enable_template", "true", `VM templates cannot be used with hypervisor.shared_fs = "virtio-fs" (QEMU 7.2 cannot save or restore vhost-user-fs, and restored memory is not shared with virtiofsd): set one of them differently`)
+		}
+		if c.Factory.VMCacheNumber > 0 {
+			bad("factory.vm_cache_number", u(c.Factory.VMCacheNumber), `the VM cache cannot be used with hypervisor.shared_fs = "virtio-fs" (a cached VM is booted before its sandbox's virtiofsd exists): set one of them differently`)
+		}
 	}
 	return errs
 }

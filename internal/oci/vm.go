@@ -1,10 +1,12 @@
 package oci
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/sharefs/virtiofsd"
 )
 
 // HypervisorConfig turns an effective configuration and a sizing into the driver's VM
@@ -37,4 +39,17 @@ func HypervisorConfig(c *config.Config, s Sizing) hypervisor.Config {
 		vm.Msize9P = h.Msize9P
 	}
 	return vm
+}
+
+// VirtioFSD is the virtiofsd configuration of a sandbox whose shared fs is virtio-fs:
+// the binary, cache mode, extra options and log level. Source, Socket and Log are left
+// for the caller (the sandbox's directories).
+func VirtioFSD(c *config.Config) virtiofsd.Config {
+	h := &c.Hypervisor
+	return virtiofsd.Config{
+		Binary:    h.VirtioFSDaemon,
+		Cache:     h.VirtioFSCache,
+		ExtraArgs: slices.Clone(h.VirtioFSExtraArgs),
+		Debug:     h.EnableDebug,
+	}
 }

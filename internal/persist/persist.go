@@ -57,6 +57,11 @@ type Sandbox struct {
 	// names the process exactly. Save requires it when VMPid is set; it is 0 only in a
 	// state Load read in format 1 that did not record it.
 	VMStartTime uint64 `json:"vm_start_time"`
+
+	// FSDaemonPid and FSDaemonStartTime name the sandbox's shared file system daemon
+	// (virtiofsd) the same way, when it has one; both are 0 otherwise.
+	FSDaemonPid       int    `json:"fs_daemon_pid,omitempty"`
+	FSDaemonStartTime uint64 `json:"fs_daemon_start_time,omitempty"`
 }
 
 // Container is the persisted state of one container.
@@ -72,6 +77,9 @@ type Container struct {
 func Save(dir string, s *Sandbox) error {
 	if s.VMPid > 0 && s.VMStartTime == 0 {
 		return fmt.Errorf("save sandbox %s state: vm pid %d has no start time: %w", s.ID, s.VMPid, errdefs.ErrInvalidArgument)
+	}
+	if s.FSDaemonPid > 0 && s.FSDaemonStartTime == 0 {
+		return fmt.Errorf("save sandbox %s state: file system daemon pid %d has no start time: %w", s.ID, s.FSDaemonPid, errdefs.ErrInvalidArgument)
 	}
 	s.Version = Version
 	data, err := json.MarshalIndent(s, "", "  ")

@@ -13,6 +13,7 @@ import (
 func TestSaveLoadRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	in := &Sandbox{ID: "s1", Created: time.Unix(1700000000, 0).UTC(), Hypervisor: "qemu", VMPid: 42, VMStartTime: 7, State: "running",
+		FSDaemonPid: 43, FSDaemonStartTime: 8,
 		Containers: map[string]Container{"c1": {ID: "c1", Rootfs: "/x/rootfs", State: "created"}}}
 	if err := Save(dir, in); err != nil {
 		t.Fatal(err)
@@ -20,6 +21,9 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	got, err := Load(dir)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got.FSDaemonPid != 43 || got.FSDaemonStartTime != 8 {
+		t.Fatalf("file system daemon: got %d/%d, want 43/8", got.FSDaemonPid, got.FSDaemonStartTime)
 	}
 	if got.ID != "s1" || got.VMPid != 42 || got.VMStartTime != 7 || got.Version != Version || got.Containers["c1"].Rootfs != "/x/rootfs" || !got.Created.Equal(in.Created) {
 		t.Fatalf("got %+v, want %+v", got, in)
@@ -38,6 +42,10 @@ func TestSaveRefusesVMWithoutStartTime(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, stateFile)); !os.IsNotExist(err) {
 		t.Errorf("state file written despite the error: %v", err)
+	}
+	err = Save(dir, &Sandbox{ID: "s1", VMPid: 42, VMStartTime: 7, FSDaemonPid: 43})
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "file system daemon pid 43 has no start time") {
+		t.Fatalf("daemon without start time: got %v", err)
 	}
 	// A sandbox without a VM yet needs no start time.
 	if err := Save(dir, &Sandbox{ID: "s1"}); err != nil {

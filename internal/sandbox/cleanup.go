@@ -28,9 +28,10 @@ func (s *Sandbox) WaitOOM(ctx context.Context) (string, error) {
 	return ev.ContainerId, nil
 }
 
-// Cleanup removes what a sandbox whose owner died left behind: the VM process (when it still
-// runs and is still the VM that was recorded), the taps and tc filters in the pod's network
-// namespace, the pod's host cgroup, mounts in the share and the state directory.
+// Cleanup removes what a sandbox whose owner died left behind: the VM process and then its
+// virtiofsd (each when it still runs and is still the process that was recorded), the taps
+// and tc filters in the pod's network namespace, the pod's host cgroup, mounts in the share
+// and the state directory.
 // A sandbox that does not exist is not an error.
 //
 // Cleanup never removes the directory of a sandbox whose VM may still run without killing
@@ -57,6 +58,14 @@ func Cleanup(ctx context.Context, root, id string) error {
 	}
 	if st != nil && st.VMPid > 0 {
 		if err := killVM(ctx, st); err != nil {
+			return fmt.Errorf("clean up sandbox %s: %w (directory %s kept)", id, err, dir)
+		}
+	}
+	// The shared file system daemon, once the VM that used it is gone. It dies with the
+	// process that started it too (parent-death signal); this covers the rest.
+	if st != nil && st.FSDaemonPid > 0 {
+		d := procid.ID{Pid: st.FSDaemonPid, StartTime: st.FSDaemonStartTime}
+		if err := killProcess(ctx, "file system daemon", d); err != nil {
 			return fmt.Errorf("clean up sandbox %s: %w (directory %s kept)", id, err, dir)
 		}
 	}
@@ -96,18 +105,23 @@ func killVM(ctx context.Context, st *persist.Sandbox) error {
 			"it cannot be identified as the sandbox's VM; stop it if it is, then clean up again: %w",
 			st.VMPid, st.Version, errdefs.ErrFailedPrecondition)
 	}
-	vmm := procid.ID{Pid: st.VMPid, StartTime: st.VMStartTime}
-	err := vmm.Signal(syscall.SIGKILL)
+	return killProcess(ctx, "vm", procid.ID{Pid: st.VMPid, StartTime: st.VMStartTime})
+}
+
+// killProcess kills the process id names, if it still is that process, and waits for it
+// to exit.
+func killProcess(ctx context.Context, what string, id procid.ID) error {
+	err := id.Signal(syscall.SIGKILL)
 	if errdefs.IsNotFound(err) {
 		return nil // exited, or its pid names another process now
 	}
 	if err != nil {
-		return fmt.Errorf("kill vm: %w", err)
+		return fmt.Errorf("kill %s: %w", what, err)
 	}
-	if !vmm.Wait(vmExitTimeout) {
-		return fmt.Errorf("vm %s did not exit %v after SIGKILL", vmm, vmExitTimeout)
+	if !id.Wait(vmExitTimeout) {
+		return fmt.Errorf("%s %s did not exit %v after SIGKILL", what, id, vmExitTimeout)
 	}
-	log.G(ctx).WithField("pid", vmm.Pid).Info("killed the VM of a dead sandbox owner")
+	log.G(ctx).WithField("pid", id.Pid).Infof("killed the %s of a dead sandbox owner", what)
 	return nil
 }
 

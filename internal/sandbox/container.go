@@ -133,6 +133,9 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		if err := s.share.SetReadOnly(ctx, id, rootfsShare); err != nil {
 			return nil, fmt.Errorf("container %s: %w", id, err)
 		}
+		if err := s.setReadOnlyForVirtioFSD(ctx, id, rootfsShare); err != nil { // virtiofs.go
+			return nil, fmt.Errorf("container %s: %w", id, err)
+		}
 	}
 	s.mu.Lock()
 	err = s.save()
@@ -169,7 +172,7 @@ func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollb
 		return nil, err
 	}
 	id := plan.ID
-	rollback.add(func(ctx context.Context) error { return s.share.RemoveContainer(ctx, id) })
+	rollback.add(func(ctx context.Context) error { return s.unshareContainer(ctx, id) }) // virtiofs.go
 	// The root file system stays writable here even when root.readonly is set: the
 	// container runtime in the guest creates mount points in it before it makes it
 	// read-only; CreateContainer makes the host side read-only once that is done.
@@ -415,7 +418,7 @@ func (s *Sandbox) DeleteContainer(ctx context.Context, id string) error {
 			errs = append(errs, s.explain(fmt.Errorf("remove container %s: %w", id, err)))
 		}
 	}
-	if err := s.share.RemoveContainer(ctx, id); err != nil {
+	if err := s.unshareContainer(ctx, id); err != nil { // virtiofs.go
 		errs = append(errs, err)
 	}
 	c.setState(StateStopped)

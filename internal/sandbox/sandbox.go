@@ -28,6 +28,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/sharefs"
+	"github.com/vessel-containers/vessel/internal/sharefs/virtiofsd"
 )
 
 // Config describes a sandbox to create. The shim fills it from the sandbox plan
@@ -95,13 +96,19 @@ type Sandbox struct {
 	// vmStart is the VMM's process start time (factory.go); with the pid it identifies the
 	// VMM in the persisted state. Set whenever vm is.
 	vmStart uint64
+	// fsd is the sandbox's virtiofsd (virtio-fs only, virtiofs.go); set before the VM boots.
+	fsd *virtiofsd.Daemon
+	// fsdWatch is closed when watchVirtioFSD returns; set once the VM runs.
+	fsdWatch chan struct{}
 
 	// resizeMu serialises fit: one resize at a time, from the containers' limits at its start.
 	resizeMu sync.Mutex
-	// mu guards containers, their resources, and state.
+	// mu guards containers, their resources, state and fsdFailure.
 	mu         sync.Mutex
 	containers map[string]*Container
 	state      State
+	// fsdFailure is the virtiofsd exit that ended the sandbox (watchVirtioFSD).
+	fsdFailure error
 }
 
 // undo collects cleanup steps and runs them in reverse order.
@@ -190,6 +197,15 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	vmcfg.SharedDir = share.Dir()
 	vmcfg.ShareTag = sharefs.Tag
 	s := &Sandbox{id: cfg.ID, dir: dir, share: share, cfg: cfg, containers: map[string]*Container{}, state: StateCreated}
+	virtioFS := vmcfg.SharedFS == hypervisor.SharedFSVirtioFS
+	if virtioFS {
+		sock, err := s.startVirtioFSD(ctx) // virtiofs.go
+		if err != nil {
+			return nil, err
+		}
+		rollback.add(s.stopVirtioFSD)
+		vmcfg.VirtioFSSocket = sock
+	}
 	att, err := s.attachNetwork(ctx, &vmcfg) // network.go
 	if err != nil {
 		return nil, err
@@ -198,9 +214,13 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	err = s.boot(ctx, vmcfg, start) // factory.go
 	att.CloseFiles()                // the VMM holds its own copies now
 	if err != nil {
+		if fsdErr := s.virtioFSDErr(); fsdErr != nil && !errors.Is(fsdErr, virtiofsd.ErrHungUp) {
+			return nil, fmt.Errorf("%w: %w", err, fsdErr)
+		}
 		return nil, err
 	}
 	rollback.add(s.vm.Stop)
+	rollback.add(func(context.Context) error { s.expectVirtioFSDExit(); return nil })
 	rollback.add(func(context.Context) error { return s.agent.Close() })
 	if err := raiseOOMScore(s.vm.Pid(), vmOOMScoreAdj); err != nil { // oom.go
 		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
@@ -212,10 +232,15 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	if err := cgroup.Settle(ctx); err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
 	}
-	// The view goes into the export only now: the VMM holds the export open (a VM from the
-	// factory's cache brings its own), and the guest has not mounted it yet.
-	if err := share.Publish(ctx); err != nil {
-		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	if virtioFS {
+		s.fsdWatch = make(chan struct{})
+		go s.watchVirtioFSD(context.WithoutCancel(ctx), s.fsdWatch) // returns when the VM stops
+	} else {
+		// The view goes into the export only now: the VMM holds the export open (a VM from
+		// the factory's cache brings its own), and the guest has not mounted it yet.
+		if err := share.Publish(ctx); err != nil {
+			return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+		}
 	}
 	log.G(ctx).WithField("elapsed", time.Since(start)).Debug("agent ready")
 
@@ -334,6 +359,9 @@ func (s *Sandbox) explain(err error) error {
 	if s.vmAlive() {
 		return err
 	}
+	if fsdErr := s.virtioFSDFailure(); fsdErr != nil {
+		return fmt.Errorf("%w: vm stopped because its shared file system daemon failed: %w", err, fsdErr)
+	}
 	if vmErr := s.vm.Err(); vmErr != nil {
 		return fmt.Errorf("%w: vm exited: %w", err, vmErr)
 	}
@@ -347,6 +375,9 @@ func (s *Sandbox) save() error {
 		ID: s.id, Created: time.Now().UTC(), Hypervisor: s.cfg.Hypervisor, VMPid: s.vm.Pid(), VMStartTime: s.vmStart, State: string(s.state),
 		AgentKind: s.vm.Agent().Kind, AgentPath: s.vm.Agent().Path, ShareDir: s.share.Dir(),
 		Containers: map[string]persist.Container{},
+	}
+	if s.fsd != nil {
+		st.FSDaemonPid, st.FSDaemonStartTime = s.fsd.ID().Pid, s.fsd.ID().StartTime
 	}
 	for id, c := range s.containers {
 		st.Containers[id] = persist.Container{ID: id, Rootfs: c.rootfs, State: string(c.getState())}
@@ -373,8 +404,12 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 	}
 	stopCtx, cancel := cleanupContext(ctx)
 	defer cancel()
+	s.expectVirtioFSDExit() // virtiofs.go
 	if err := s.vm.Stop(stopCtx); err != nil {
 		errs = append(errs, fmt.Errorf("stop vm: %w", err))
+	}
+	if err := s.stopVirtioFSD(stopCtx); err != nil { // virtiofs.go
+		errs = append(errs, err)
 	}
 	if err := network.Teardown(stopCtx, s.dir); err != nil {
 		errs = append(errs, err)

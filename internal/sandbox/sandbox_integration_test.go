@@ -19,9 +19,11 @@ import (
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agentclient"
 	"github.com/vessel-containers/vessel/internal/bundle"
+	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	_ "github.com/vessel-containers/vessel/internal/hypervisor/qemu"
 	"github.com/vessel-containers/vessel/internal/oci"
+	"github.com/vessel-containers/vessel/internal/procid"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
@@ -33,7 +35,21 @@ type env struct {
 	root string
 }
 
+// The shared fs of newEnv's sandboxes is VESSEL_TEST_SHARED_FS (virtio-9p or virtio-fs;
+// empty: the default), so the whole suite can run over either.
 func newEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnvFS(t, hypervisor.SharedFS(os.Getenv("VESSEL_TEST_SHARED_FS")))
+}
+
+// newEnvFS is newEnv with the given shared fs ("" for the default).
+func newEnvFS(t *testing.T, fs hypervisor.SharedFS) *env {
+	t.Helper()
+	return newEnvWith(t, fs, nil)
+}
+
+// newEnvWith is newEnvFS with an effective configuration (nil: the defaults).
+func newEnvWith(t *testing.T, fs hypervisor.SharedFS, eff *config.Config) *env {
 	t.Helper()
 	g := testutil.RequiresVM(t)
 	// A short root: unix socket paths are limited to 108 bytes.
@@ -44,10 +60,12 @@ func newEnv(t *testing.T) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sb, err := Create(ctx, Config{
-		ID:   "sb",
-		Root: root,
+		ID:        "sb",
+		Root:      root,
+		Effective: eff,
 		VM: hypervisor.Config{
 			Kernel: g.Kernel, Initrd: g.Initrd, VCPUs: 1, MaxVCPUs: 2, MemoryMiB: 256, MaxMemoryMiB: 512, MemorySlots: 2,
+			SharedFS: fs,
 		},
 	})
 	if err != nil {
@@ -57,10 +75,17 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, sb: sb, root: root}
 	t.Cleanup(func() {
 		pid := sb.VM().Pid()
+		var fsd procid.ID
+		if sb.fsd != nil {
+			fsd = sb.fsd.ID()
+		}
 		if err := sb.Delete(context.Background()); err != nil {
 			t.Errorf("delete sandbox: %v", err)
 		}
 		assertNoLeftovers(t, root, pid)
+		if fsd.Pid != 0 && fsd.Exists() {
+			t.Errorf("virtiofsd %s still exists after delete", fsd)
+		}
 		os.RemoveAll(root)
 	})
 	return e

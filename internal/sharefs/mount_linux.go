@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 
 	"github.com/containerd/log"
@@ -518,4 +519,89 @@ func unmountOne(ctx context.Context, root int, dir string, i *mountinfo.Info, id
 // children it forked (QEMU is started with Pdeathsig).
 func unmountAt(dirfd int, name string, flags int) error {
 	return unix.Unmount("/proc/self/fd/"+strconv.Itoa(dirfd)+"/"+name, flags)
+}
+
+// setReadOnlyIn makes the copies of a container's shared trees (names) read-only in the
+// mount namespace of process pid, whose root is the export (virtiofsd's file server, which
+// pivoted into it). That process took its copies of the view's mounts as slaves: later
+// mounts reach it, attribute changes do not, so a mount made read-only on the host stays
+// writable there. With skipMissing a name that is not a mount point there is skipped.
+//
+// The work happens on a thread of its own that leaves the host's mount namespace and is
+// never used again (the goroutine ends with the thread locked, so the runtime exits it).
+func setReadOnlyIn(pid int, containerID string, names []string, skipMissing bool) error {
+	nsPath := fmt.Sprintf("/proc/%d/ns/mnt", pid)
+	ns, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the file server's mount namespace: %w", err)
+	}
+	defer unix.Close(ns)
+	errc := make(chan error, 1)
+	go func() { // owner: setReadOnlyIn, which waits for errc
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		errc <- func() error {
+			if err := unix.Unshare(unix.CLONE_FS); err != nil {
+				return fmt.Errorf("unshare fs attributes: %w", err)
+			}
+			if err := unix.Setns(ns, unix.CLONE_NEWNS); err != nil {
+				return fmt.Errorf("enter %s: %w", nsPath, err)
+			}
+			root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(root)
+			var errs []error
+			for _, name := range names {
+				if err := readOnlyMount(root, filepath.Join(viewName, containerID, name), skipMissing); err != nil {
+					errs = append(errs, fmt.Errorf("%s in %s: %w", name, nsPath, err))
+				}
+			}
+			return errors.Join(errs...)
+		}()
+	}()
+	return <-errc
+}
+
+// readOnlyMount makes the mount at rel beneath root read-only with its submounts.
+func readOnlyMount(root int, rel string, skipMissing bool) error {
+	fd, err := openBeneath(root, rel, unix.O_PATH, 0)
+	if err != nil {
+		if skipMissing && errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return err
+	}
+	defer unix.Close(fd)
+	st, err := statxFd(fd)
+	if err != nil {
+		return err
+	}
+	if !isMountRoot(st) {
+		if skipMissing {
+			return nil
+		}
+		return fmt.Errorf("%s is not a mount point", rel)
+	}
+	return unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
+}
+
+// containerShares lists the names shared for a container (its mount points in the
+// host-only tree).
+func (s *Share) containerShares(containerID string) ([]string, error) {
+	root, err := s.openRoot()
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(root)
+	fd, err := openBeneath(root, treeRel(containerID), unix.O_RDONLY|unix.O_DIRECTORY, unix.RESOLVE_NO_XDEV)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), containerID)
+	defer f.Close()
+	return f.Readdirnames(-1)
 }

@@ -206,6 +206,42 @@ func (s *Share) SetReadOnly(ctx context.Context, containerID, name string) error
 	return nil
 }
 
+// SetReadOnlyIn does what SetReadOnly did on the host to the copy of the shared tree in the
+// mount namespace of process pid, a file server whose root is the export and that holds
+// the view's mounts as slaves (virtiofsd): a mount's read-only flag set on the host does
+// not propagate. Call it after SetReadOnly.
+func (s *Share) SetReadOnlyIn(ctx context.Context, pid int, containerID, name string) error {
+	if err := validName("container id", containerID); err != nil {
+		return err
+	}
+	if err := validName("share name", name); err != nil {
+		return err
+	}
+	if err := setReadOnlyIn(pid, containerID, []string{name}, false); err != nil {
+		return fmt.Errorf("make %s/%s read-only for the file server (pid %d): %w", containerID, name, pid, err)
+	}
+	return nil
+}
+
+// RevokeWritesIn makes every tree shared for a container read-only in the mount namespace
+// of process pid (see SetReadOnlyIn), before RemoveContainer: a file server that works by
+// the descriptors it holds for what the guest looked up (virtiofsd) keeps reaching the
+// trees after the host unmounted them, which the host can then only detach; read-only,
+// the guest can no longer write there.
+func (s *Share) RevokeWritesIn(ctx context.Context, pid int, containerID string) error {
+	if err := validName("container id", containerID); err != nil {
+		return err
+	}
+	names, err := s.containerShares(containerID)
+	if err != nil || len(names) == 0 {
+		return err
+	}
+	if err := setReadOnlyIn(pid, containerID, names, true); err != nil {
+		return fmt.Errorf("make the shares of %s read-only for the file server (pid %d): %w", containerID, pid, err)
+	}
+	return nil
+}
+
 // RemoveContainer unmounts and removes everything shared for one container. It is safe
 // to call for a container with nothing shared.
 func (s *Share) RemoveContainer(ctx context.Context, containerID string) error {

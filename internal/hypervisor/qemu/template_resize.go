@@ -132,7 +132,13 @@ func (v *VM) Grow(ctx context.Context, vcpus, memoryMiB uint32) error {
 			return fmt.Errorf("qemu %s: grow memory: all %d memory slots are used: %w", v.cfg.ID, slots, errdefs.ErrResourceExhausted)
 		}
 		mem, dimm := fmt.Sprintf("vessel-mem-%d", n), fmt.Sprintf("vessel-dimm-%d", n)
-		if err := c.ObjectAdd(ctx, "memory-backend-ram", mem, map[string]any{"size": uint64(add) << 20}); err != nil {
+		// Memory of a virtio-fs VM is shared with virtiofsd (vhost-user maps it), added
+		// memory too.
+		backend, props := "memory-backend-ram", map[string]any{"size": uint64(add) << 20}
+		if v.cfg.SharedFS == hypervisor.SharedFSVirtioFS {
+			backend, props["share"] = "memory-backend-memfd", true
+		}
+		if err := c.ObjectAdd(ctx, backend, mem, props); err != nil {
 			return fmt.Errorf("qemu %s: hot-plug %d MiB: %w", v.cfg.ID, add, err)
 		}
 		if err := v.plugAcked(ctx, dimm, func() error { return c.DeviceAdd(ctx, "pc-dimm", dimm, map[string]any{"memdev": mem}) }); err != nil {
