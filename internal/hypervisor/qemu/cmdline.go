@@ -100,7 +100,7 @@ func kernelCmdline(cfg *hypervisor.Config, accel hypervisor.Accelerator) string 
 // it checks nothing on the host. cfg must have passed Validate.
 //
 // Not supported yet: CPU, memory and device hotplug (only the headroom is reserved),
-// NIC hotplug and multiqueue NICs, block devices, vsock, and machine types other than q35-like PC machines.
+// NIC hotplug and multiqueue NICs, disks at boot (they are hot-plugged: disk.go), vsock, and machine types other than q35-like PC machines.
 func commandLine(cfg *hypervisor.Config, l launch) []string {
 	machine := cfg.MachineType
 	if machine == "" {
@@ -237,6 +237,9 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 			"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=%s", n.ID, n.MAC),
 		)
 	}
+
+	// The bridge that disks are hot-plugged into (disk.go).
+	args = append(args, bridgeArgs()...)
 
 	// Free page reporting hands pages the guest frees back to the host.
 	args = append(args, "-device", "virtio-balloon-pci,id=vessel-balloon,free-page-reporting="+freePageReporting(cfg))

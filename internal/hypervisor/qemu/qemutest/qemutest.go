@@ -128,6 +128,87 @@ type machine struct {
 	mode    Mode
 	status  string // "running" or "paused"
 	queries int    // query-status commands answered
+	// fdsets, nodes and devices are what the disk commands made: fd set ids, block node
+	// names, and device ids with the node each uses.
+	fdsets  map[int]bool
+	nodes   map[string]bool
+	devices map[string]string
+}
+
+// FailMarker in a disk's node name makes the fake refuse its device_add, so that tests
+// see the driver undo the blockdev-add. The fake refuses blockdev-add with aio io_uring,
+// as a QEMU built without it does, and writes every disk command to stderr (qemu.log) as
+// "qmp: <command> <arguments as JSON>".
+const FailMarker = "faildev"
+
+// disk answers the block device commands; ok is false for other commands.
+func (m *machine) disk(execute string, args map[string]any) (ret string, errDesc string, events []string, ok bool) {
+	if m.fdsets == nil {
+		m.fdsets, m.nodes, m.devices = map[int]bool{}, map[string]bool{}, map[string]string{}
+	}
+	str := func(k string) string { s, _ := args[k].(string); return s }
+	switch execute {
+	case "add-fd":
+		id := len(m.fdsets) + 1
+		for m.fdsets[id] {
+			id++
+		}
+		m.fdsets[id] = true
+		return fmt.Sprintf(`{"fdset-id": %d, "fd": %d}`, id, 100+id), "", nil, true
+	case "remove-fd":
+		id := int(args["fdset-id"].(float64))
+		if !m.fdsets[id] {
+			return "", fmt.Sprintf("File descriptor named 'fdset-id:%d' not found", id), nil, true
+		}
+		delete(m.fdsets, id)
+		return "{}", "", nil, true
+	case "blockdev-add":
+		node := str("node-name")
+		if m.nodes[node] {
+			return "", fmt.Sprintf("Duplicate nodes with node-name='%s'", node), nil, true
+		}
+		if str("aio") == "io_uring" {
+			return "", "Unable to use io_uring: failed to init linux io_uring ring: Function not implemented", nil, true
+		}
+		m.nodes[node] = true
+		return "{}", "", nil, true
+	case "blockdev-del":
+		node := str("node-name")
+		if !m.nodes[node] {
+			return "", fmt.Sprintf("Failed to find node with node-name='%s'", node), nil, true
+		}
+		for _, n := range m.devices {
+			if n == node {
+				return "", fmt.Sprintf("Node '%s' is busy: node is used as backing hd", node), nil, true
+			}
+		}
+		delete(m.nodes, node)
+		return "{}", "", nil, true
+	case "device_add":
+		if args["driver"] != "virtio-blk-pci" {
+			return "", "", nil, false // CPU and memory hotplug (template_resize.go)
+		}
+		node := str("drive")
+		if !m.nodes[node] || strings.Contains(node, FailMarker) {
+			return "", fmt.Sprintf("Drive '%s' not found or refused", node), nil, true
+		}
+		m.devices[str("id")] = node
+		return "{}", "", nil, true
+	case "device_del":
+		id := str("id")
+		if _, ok := m.devices[id]; !ok {
+			return "", fmt.Sprintf("Device '%s' not found", id), nil, true
+		}
+		delete(m.devices, id)
+		return "{}", "", []string{fmt.Sprintf(`{"device": %q, "path": "/machine/peripheral/%s"}`, id, id)}, true
+	case "query-named-block-nodes":
+		var out []string
+		for n := range m.nodes {
+			out = append(out, fmt.Sprintf(`{"node-name": %q, "drv": "file", "ro": false}`, n))
+		}
+		return "[" + strings.Join(out, ",") + "]", "", nil, true
+	}
+	return "", "", nil, false
 }
 
 // session serves one QMP client until it hangs up (exit false) or the fake is to exit
@@ -141,13 +222,31 @@ func (m *machine) session(conn net.Conn) (code int, exit bool) {
 	dec := json.NewDecoder(bufio.NewReader(conn))
 	for {
 		var cmd struct {
-			Execute string          `json:"execute"`
-			ID      json.RawMessage `json:"id"`
+			Execute   string          `json:"execute"`
+			Arguments map[string]any  `json:"arguments"`
+			ID        json.RawMessage `json:"id"`
 		}
 		if err := dec.Decode(&cmd); err != nil {
 			return 0, false
 		}
 		ret := func(v string) { send(`{"return": ` + v + `, "id": ` + string(cmd.ID) + `}`) }
+		if r, desc, events, ok := m.disk(cmd.Execute, cmd.Arguments); ok {
+			a, _ := json.Marshal(cmd.Arguments)
+			fmt.Fprintf(os.Stderr, "qmp: %s %s\n", cmd.Execute, a)
+			if desc != "" {
+				cls := "GenericError"
+				if cmd.Execute == "device_del" {
+					cls = "DeviceNotFound"
+				}
+				send(fmt.Sprintf(`{"error": {"class": %q, "desc": %q}, "id": %s}`, cls, desc, cmd.ID))
+				continue
+			}
+			ret(r)
+			for _, e := range events {
+				event("DEVICE_DELETED", e)
+			}
+			continue
+		}
 		switch cmd.Execute {
 		case "qmp_capabilities", "device_add", "object-add":
 			ret(`{}`)

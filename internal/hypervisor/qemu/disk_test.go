@@ -1,0 +1,171 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/hypervisor/hvtest"
+	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qemutest"
+)
+
+// startFakeBlock starts a fake QEMU in normal mode with the given block config.
+func startFakeBlock(t *testing.T, block hypervisor.BlockConfig) (*VM, hypervisor.Config) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, cfg := newTestVM(t, func(c *hypervisor.Config) {
+		c.ID = qemutest.ID(qemutest.Normal, "disks")
+		c.Path = exe
+		c.Accelerator = hypervisor.AccelTCG
+		c.Block = block
+	})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = vm.Stop(ctx)
+	})
+	if err := vm.Start(fakeCtx(t)); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	return vm, cfg
+}
+
+// diskFile is a 1 MiB regular file opened read-write.
+func diskFile(t *testing.T) *os.File {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(p, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	return f
+}
+
+// qmpLog is the disk commands the fake received, one "qmp: <command> <json>" per line.
+func qmpLog(t *testing.T, cfg hypervisor.Config) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(cfg.StateDir, qemuLogName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if c, ok := strings.CutPrefix(l, "qmp: "); ok {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// TestFakeDisksConformance runs the conformance suite's disk checks on the fake.
+func TestFakeDisksConformance(t *testing.T) {
+	vm, _ := startFakeBlock(t, hypervisor.BlockConfig{})
+	hvtest.CheckDisks(t, vm)
+}
+
+// TestFakeDiskSequence checks the QMP commands of an attach and a detach, and that the
+// block settings reach blockdev-add.
+func TestFakeDiskSequence(t *testing.T) {
+	vm, cfg := startFakeBlock(t, hypervisor.BlockConfig{AIO: hypervisor.AIONative, CacheDirect: true, CacheNoFlush: true})
+	ctx := fakeCtx(t)
+	addr, err := vm.AttachDisk(ctx, hypervisor.Disk{ID: "d0", File: diskFile(t), ReadOnly: true})
+	if err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	if addr.PCIPath != "1e/01" {
+		t.Errorf("pci path: got %q, want 1e/01 (bridge slot 0x1e, first disk slot)", addr.PCIPath)
+	}
+	if err := vm.DetachDisk(ctx, "d0"); err != nil {
+		t.Fatalf("detach: %v", err)
+	}
+	want := []string{
+		`add-fd {"opaque":"vessel-disk:d0"}`,
+		`blockdev-add {"aio":"native","cache":{"direct":true,"no-flush":true},"driver":"file","filename":"/dev/fdset/1","node-name":"vd-d0","read-only":true}`,
+		`device_add {"addr":"0x1","bus":"vessel-bridge0","drive":"vd-d0","driver":"virtio-blk-pci","id":"vdev-d0"}`,
+		`device_del {"id":"vdev-d0"}`,
+		`blockdev-del {"node-name":"vd-d0"}`,
+		`remove-fd {"fdset-id":1}`,
+	}
+	got := qmpLog(t, cfg)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("qmp commands:\n got %q\nwant %q", got, want)
+	}
+}
+
+// TestFakeDiskRollback checks that a refused device_add leaves no block node and no fd
+// set, and that an AIO mode QEMU refuses is ErrNotImplemented and leaves nothing either.
+func TestFakeDiskRollback(t *testing.T) {
+	vm, cfg := startFakeBlock(t, hypervisor.BlockConfig{})
+	ctx := fakeCtx(t)
+	if _, err := vm.AttachDisk(ctx, hypervisor.Disk{ID: qemutest.FailMarker, File: diskFile(t)}); err == nil {
+		t.Fatal("attach with a refused device_add: got nil error")
+	}
+	got := qmpLog(t, cfg)
+	if n := len(got); n < 2 || !strings.HasPrefix(got[n-2], "blockdev-del ") || !strings.HasPrefix(got[n-1], "remove-fd ") {
+		t.Errorf("undo of a failed attach: got %q, want blockdev-del then remove-fd last", got)
+	}
+	if ids, err := vm.Disks(ctx); err != nil || len(ids) != 0 {
+		t.Errorf("disks after a failed attach: got %q, %v; want none", ids, err)
+	}
+	// The slot is free again.
+	addr, err := vm.AttachDisk(ctx, hypervisor.Disk{ID: "ok", File: diskFile(t)})
+	if err != nil || addr.PCIPath != "1e/01" {
+		t.Errorf("attach after a failed one: got %+v, %v; want slot 01", addr, err)
+	}
+
+	vm2, cfg2 := startFakeBlock(t, hypervisor.BlockConfig{AIO: hypervisor.AIOIOUring})
+	_, err = vm2.AttachDisk(ctx, hypervisor.Disk{ID: "u", File: diskFile(t)})
+	if !errors.Is(err, errdefs.ErrNotImplemented) || !strings.Contains(err.Error(), "io_uring") {
+		t.Errorf("attach with io_uring refused by qemu: got %v, want ErrNotImplemented naming io_uring", err)
+	}
+	got = qmpLog(t, cfg2)
+	if n := len(got); n == 0 || !strings.HasPrefix(got[n-1], "remove-fd ") {
+		t.Errorf("undo of a refused blockdev-add: got %q, want remove-fd last", got)
+	}
+}
+
+// TestDiskRefusals checks what AttachDisk refuses before talking to QEMU.
+func TestDiskRefusals(t *testing.T) {
+	vm, _ := startFakeBlock(t, hypervisor.BlockConfig{})
+	ctx := fakeCtx(t)
+	dir, err := os.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	for _, tc := range []struct {
+		name string
+		d    hypervisor.Disk
+		want error
+	}{
+		{"no file", hypervisor.Disk{ID: "a"}, errdefs.ErrInvalidArgument},
+		{"long id", hypervisor.Disk{ID: strings.Repeat("a", 25), File: dir}, errdefs.ErrInvalidArgument},
+		{"directory", hypervisor.Disk{ID: "dir", File: dir}, errdefs.ErrInvalidArgument},
+	} {
+		if _, err := vm.AttachDisk(ctx, tc.d); !errors.Is(err, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if err := vm.DetachDisk(ctx, "nothing"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("detach of an unknown disk: got %v, want ErrNotFound", err)
+	}
+	cfg := baseConfig()
+	cfg.Block = hypervisor.BlockConfig{AIO: hypervisor.AIONative}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "O_DIRECT") {
+		t.Errorf("aio native without direct caching: got %v, want a refusal naming O_DIRECT", err)
+	}
+}
