@@ -69,7 +69,6 @@ type Key struct {
 // Reasons shared by several unsupported keys.
 const (
 	noVirtioFS   = "virtio-fs is not built yet: nothing starts virtiofsd"
-	noBlock      = "block devices are not built yet: root file systems and volumes reach the guest as shared files"
 	noImages     = "guest disk images are not built yet: the VM boots from hypervisor.initrd"
 	noFileMemory = "file-backed guest memory is not built yet"
 	noJailer     = "no external jailer is run: the qemu driver confines QEMU itself (internal/jail)"
@@ -460,26 +459,29 @@ var keyTable = []Key{
 
 	// [hypervisor] block devices.
 	{Section: "hypervisor", Name: "block_device_driver",
-		Unsupported: noBlock, Type: "string", Enum: []string{"virtio-blk", "virtio-scsi", "nvdimm"},
+		Consumer: "oci.HypervisorConfig", UnsupportedValues: map[string]string{
+			"virtio-scsi": "virtio-scsi is not supported yet: disks are attached as virtio-blk",
+			"nvdimm":      "nvdimm disks are not supported yet: disks are attached as virtio-blk",
+		}, Type: "string", Enum: []string{"virtio-blk", "virtio-scsi", "nvdimm"},
 		Annotation: "block_device_driver",
-		Doc:        "Driver for block devices given to the guest (container rootfs on a block device, volumes)."},
+		Doc:        "Driver for block devices given to the guest (host block devices in linux.devices, block-device volumes)."},
 	{Section: "hypervisor", Name: "block_device_aio",
-		Unsupported: noBlock, Type: "string", Enum: []string{"threads", "native", "io_uring"},
-		Doc: "Host I/O mechanism for block devices."},
+		Consumer: "oci.HypervisorConfig", Type: "string", Enum: []string{"threads", "native", "io_uring"},
+		Doc: "Host I/O mechanism for block devices: threads (everywhere), native (Linux AIO; needs block_device_cache_set and block_device_cache_direct), io_uring (where the host kernel and QEMU have it; refused when a disk is attached otherwise)."},
 	{Section: "hypervisor", Name: "block_device_cache_set",
-		Unsupported: noBlock, Type: "bool", Annotation: "block_device_cache_set",
-		Doc: "Apply the block_device_cache_* settings to block devices."},
+		Consumer: "oci.HypervisorConfig", Type: "bool", Annotation: "block_device_cache_set",
+		Doc: "Apply the block_device_cache_* settings to block devices (otherwise: host page cache, flushes honoured)."},
 	{Section: "hypervisor", Name: "block_device_cache_direct",
-		Unsupported: noBlock, Type: "bool", Annotation: "block_device_cache_direct",
-		Doc: "Open block devices with O_DIRECT (bypass the host page cache)."},
+		Consumer: "oci.HypervisorConfig", Type: "bool", Annotation: "block_device_cache_direct",
+		Doc: "Open block devices with O_DIRECT (bypass the host page cache); with block_device_cache_set."},
 	{Section: "hypervisor", Name: "block_device_cache_noflush",
-		Unsupported: noBlock, Type: "bool", Annotation: "block_device_cache_noflush",
-		Doc: "Ignore flush requests from the guest."},
+		Consumer: "oci.HypervisorConfig", Type: "bool", Annotation: "block_device_cache_noflush",
+		Doc: "Ignore flush requests from the guest; with block_device_cache_set."},
 	{Section: "hypervisor", Name: "enable_iothreads",
-		Unsupported: noBlock, Type: "bool", Annotation: "enable_iothreads",
+		Unsupported: "I/O threads are not supported yet: QEMU's main loop handles block I/O", Type: "bool", Annotation: "enable_iothreads",
 		Doc: "Handle block I/O in a separate thread (virtio-scsi)."},
 	{Section: "hypervisor", Name: "disable_block_device_use",
-		Unsupported: noBlock, Type: "bool", Annotation: "disable_block_device_use",
+		Unsupported: "block-device root file systems are not supported yet: a container's rootfs is always shared as files", Type: "bool", Annotation: "disable_block_device_use",
 		Doc: "Never pass a block-device rootfs to the guest; share it as files instead."},
 	{Section: "hypervisor", Name: "disable_image_nvdimm",
 		Unsupported: noImages, Type: "bool", Annotation: "disable_image_nvdimm",

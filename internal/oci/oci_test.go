@@ -408,9 +408,19 @@ func TestHypervisorConfig(t *testing.T) {
 		VCPUs: 2, MaxVCPUs: 4, MemoryMiB: 512, MaxMemoryMiB: 1024, MemorySlots: 10,
 		SharedFS: hypervisor.SharedFS9P, Msize9P: 524288, TBSizeMiB: 64, Debug: true,
 		MachineAccelerators: "smm=off", CPUFeatures: "pmu=off", MemPrealloc: true, EntropySource: "/dev/random",
+		Block: hypervisor.BlockConfig{Driver: hypervisor.BlockVirtioBlk, AIO: hypervisor.AIOThreads},
 	}
 	if !equalVM(vm, want) {
 		t.Fatalf("got  %+v\nwant %+v", vm, want)
+	}
+	// The cache keys apply only with block_device_cache_set.
+	c.Hypervisor.BlockDeviceCacheDirect, c.Hypervisor.BlockDeviceCacheNoflush = true, true
+	if b := HypervisorConfig(c, s).Block; b.CacheDirect || b.CacheNoFlush {
+		t.Errorf("cache keys without block_device_cache_set applied: %+v", b)
+	}
+	c.Hypervisor.BlockDeviceCacheSet, c.Hypervisor.BlockDeviceAIO = true, "native"
+	if b := HypervisorConfig(c, s).Block; !b.CacheDirect || !b.CacheNoFlush || b.AIO != hypervisor.AIONative {
+		t.Errorf("cache keys with block_device_cache_set: got %+v, want direct, no-flush, native", b)
 	}
 	c.Hypervisor.SharedFS = hypervisor.SharedFSVirtioFS
 	if vm := HypervisorConfig(c, s); vm.Msize9P != 0 || vm.SharedFS != hypervisor.SharedFSVirtioFS {
