@@ -88,9 +88,10 @@ type Container struct {
 	// pod sandbox's: in the guest the container joins the sandbox container's.
 	SandboxNamespaces []specs.LinuxNamespaceType
 	// Mounts in spec order, destinations cleaned and relative bind sources resolved against
-	// the bundle.
+	// the bundle. A disk mount (IsDiskMount) is attached to the VM and mounted in the guest.
 	Mounts []specs.Mount
-	// Devices of types c, b, u and p only.
+	// Devices of types c, b, u and p only. Block devices (b) are the host's devices with
+	// those numbers, attached to the VM as disks.
 	Devices []specs.LinuxDevice
 	// ShmSize is /dev/shm's size in bytes.
 	ShmSize uint64

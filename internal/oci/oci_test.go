@@ -156,9 +156,12 @@ func TestContainerConfigValidation(t *testing.T) {
 		{"device relative path", "c1", bundle, func(s *specs.Spec) {
 			s.Linux = &specs.Linux{Devices: []specs.LinuxDevice{{Path: "dev/x", Type: "c"}}}
 		}, "linux.devices[0].path"},
-		{"host block device", "c1", bundle, func(s *specs.Spec) {
-			s.Linux = &specs.Linux{Devices: []specs.LinuxDevice{{Path: "/dev/null", Type: "c", Major: 1, Minor: 3}, {Path: "/dev/sda", Type: "b", Major: 8}}}
-		}, "linux.devices[1] (/dev/sda): block device 8:0: a host block device cannot be passed to the VM"},
+		{"negative block device", "c1", bundle, func(s *specs.Spec) {
+			s.Linux = &specs.Linux{Devices: []specs.LinuxDevice{{Path: "/dev/null", Type: "c", Major: 1, Minor: 3}, {Path: "/dev/sda", Type: "b", Major: 8, Minor: -1}}}
+		}, "linux.devices[1] (/dev/sda): major 8 / minor -1 must not be negative"},
+		{"disk mount source not clean", "c1", bundle, func(s *specs.Spec) {
+			s.Mounts = []specs.Mount{{Destination: "/data", Type: "ext4", Source: "/dev/../dev/loop0"}}
+		}, `mounts[0] (/data): ext4 device "/dev/../dev/loop0": not a clean absolute path`},
 		{"host character device", "c1", bundle, func(s *specs.Spec) {
 			s.Linux = &specs.Linux{Devices: []specs.LinuxDevice{{Path: "/dev/kvm", Type: "c", Major: 10, Minor: 232}}}
 		}, "linux.devices[0] (/dev/kvm): character device 10:232 is a device of the host"},
@@ -454,5 +457,39 @@ func TestStatus(t *testing.T) {
 	}
 	if st := State("c1", bundle, specs.StateStopped, 42, nil); st.Pid != 0 {
 		t.Errorf("stopped state reports pid %d", st.Pid)
+	}
+}
+
+// TestBlockDevicesAndDiskMounts checks that host block devices and disk mounts reach the
+// plan as given, and which mounts are disk mounts.
+func TestBlockDevicesAndDiskMounts(t *testing.T) {
+	spec := minimalSpec()
+	spec.Linux = &specs.Linux{Devices: []specs.LinuxDevice{{Path: "/dev/xvda", Type: "b", Major: 7, Minor: 3}}}
+	spec.Mounts = []specs.Mount{{Destination: "/data", Type: "ext4", Source: "/dev/loop3", Options: []string{"ro"}}}
+	c, err := ContainerConfig(context.Background(), "c1", bundle, spec, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Devices) != 1 || c.Devices[0].Type != "b" || c.Devices[0].Major != 7 {
+		t.Errorf("devices: got %+v", c.Devices)
+	}
+	if len(c.Mounts) != 1 || !IsDiskMount(c.Mounts[0]) {
+		t.Errorf("mounts: got %+v, want one disk mount", c.Mounts)
+	}
+	for _, tc := range []struct {
+		m    specs.Mount
+		want bool
+	}{
+		{specs.Mount{Type: "ext4", Source: "/dev/sdb1"}, true},
+		{specs.Mount{Type: "xfs", Source: "/dev/mapper/vg-lv"}, true},
+		{specs.Mount{Type: "ext4", Source: "/dev/sdb1", Options: []string{"bind"}}, false},
+		{specs.Mount{Type: "bind", Source: "/dev/sdb1"}, false},
+		{specs.Mount{Type: "tmpfs", Source: "tmpfs"}, false},
+		{specs.Mount{Type: "ext4", Source: "/srv/image.ext4"}, false},
+		{specs.Mount{Type: "devpts", Source: "/dev/pts"}, false},
+	} {
+		if got := IsDiskMount(tc.m); got != tc.want {
+			t.Errorf("IsDiskMount(%+v) = %v, want %v", tc.m, got, tc.want)
+		}
 	}
 }

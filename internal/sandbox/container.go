@@ -35,6 +35,9 @@ type Container struct {
 	sb     *Sandbox
 	id     string
 	rootfs string
+	// disks are the host devices (by number) the container holds disks of (disk.go); set
+	// by CreateContainer, released by DeleteContainer.
+	disks []uint64
 
 	// mu guards state.
 	mu    sync.Mutex
@@ -102,6 +105,10 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 	if err != nil {
 		return nil, err
 	}
+	storages, devices, err := s.plugDisks(ctx, c, guestSpec, &rollback) // disk.go
+	if err != nil {
+		return nil, err
+	}
 	specJSON, err := json.Marshal(guestSpec)
 	if err != nil {
 		return nil, fmt.Errorf("container %s: encode spec: %w", id, err)
@@ -109,6 +116,8 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 	if err := s.agent.CreateContainer(ctx, &agentv1.CreateContainerRequest{
 		ContainerId:       id,
 		OciSpec:           specJSON,
+		Storages:          storages,
+		Devices:           devices,
 		Stdio:             stdioConfig(plan.Process.Terminal, plan.Process.ConsoleSize, cfg.Stdin),
 		SandboxPidns:      plan.JoinSandboxPidNS,
 		SandboxNamespaces: namespaceNames(plan.SandboxNamespaces),
@@ -409,6 +418,9 @@ func (s *Sandbox) DeleteContainer(ctx context.Context, id string) error {
 	}
 	if err := s.share.RemoveContainer(ctx, id); err != nil {
 		errs = append(errs, err)
+	}
+	if err := s.releaseDisks(ctx, c); err != nil { // disk.go
+		errs = append(errs, fmt.Errorf("container %s: %w", id, err))
 	}
 	c.setState(StateStopped)
 	s.mu.Lock()

@@ -81,6 +81,8 @@ type Sandbox struct {
 	// vmStart is the VMM's process start time (factory.go); with the pid it identifies the
 	// VMM in the persisted state. Set whenever vm is.
 	vmStart uint64
+	// disks are the host block devices attached to the VM (disk.go).
+	disks diskSet
 
 	// mu guards containers and state.
 	mu         sync.Mutex

@@ -1,0 +1,250 @@
+package sandbox
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/oci"
+)
+
+// Host block devices reach a container as disks of the VM: a block device in the spec's
+// linux.devices is attached and handed to the container raw (the agent gives it the
+// guest's device numbers), and a disk mount (oci.IsDiskMount) is attached and mounted in
+// the guest, then bind-mounted into the container. The host never mounts the device.
+// A device used by several containers of the sandbox is attached once and detached after
+// its last user; its file system is mounted once in the guest, at the same mount point,
+// which the agent reference-counts.
+
+// guestDiskDir is where the agent mounts disks in the guest.
+const guestDiskDir = "/run/vessel/disks"
+
+// sysDevBlock is sysfs's directory of block devices by "major:minor".
+const sysDevBlock = "/sys/dev/block"
+
+// diskSet is the sandbox's attached disks.
+type diskSet struct {
+	// mu guards byDev and next. It is held across a disk's attach and detach (QMP commands
+	// and the guest's release), so that two containers asking for one device attach it once;
+	// it is never held with Sandbox.mu.
+	mu    sync.Mutex
+	byDev map[uint64]*attachedDisk
+	// next numbers the disk ids.
+	next int
+}
+
+// attachedDisk is one host device attached to the VM.
+type attachedDisk struct {
+	id       string
+	addr     hypervisor.DiskAddress
+	readOnly bool
+	// refs counts the containers (and uses within one container) holding it.
+	refs int
+}
+
+// plugDisks attaches the container's host block devices and disk mounts, rewrites guest
+// (the disk mounts become bind mounts of the guest's mount of the disk) and returns the
+// storages and devices for the agent's CreateContainer. Each attach registers its release
+// on rollback; the devices held are added to c.disks.
+func (s *Sandbox) plugDisks(ctx context.Context, c *Container, guest *specs.Spec, rollback *undo) ([]*agentv1.Storage, []*agentv1.Device, error) {
+	var storages []*agentv1.Storage
+	var devices []*agentv1.Device
+	acquire := func(what string, dev uint64, hostPath string, readOnly bool) (*attachedDisk, error) {
+		d, err := s.acquireDisk(ctx, dev, hostPath, readOnly)
+		if err != nil {
+			return nil, fmt.Errorf("container %s: %s: %w", c.id, what, err)
+		}
+		c.disks = append(c.disks, dev)
+		rollback.add(func(ctx context.Context) error { return s.releaseDisk(ctx, dev) })
+		return d, nil
+	}
+	if guest.Linux != nil {
+		for i, sd := range guest.Linux.Devices {
+			if sd.Type != "b" {
+				continue
+			}
+			what := fmt.Sprintf("linux.devices[%d] (%s)", i, sd.Path)
+			dev := unix.Mkdev(uint32(sd.Major), uint32(sd.Minor))
+			hostPath, err := hostBlockPath(sd.Major, sd.Minor)
+			if err != nil {
+				return nil, nil, fmt.Errorf("container %s: %s: %w", c.id, what, err)
+			}
+			d, err := acquire(what, dev, hostPath, false)
+			if err != nil {
+				return nil, nil, err
+			}
+			devices = append(devices, &agentv1.Device{Id: d.id, Type: "blk", VmPath: d.addr.PCIPath, ContainerPath: sd.Path})
+		}
+	}
+	for i := range guest.Mounts {
+		m := &guest.Mounts[i]
+		if !oci.IsDiskMount(*m) {
+			continue
+		}
+		what := fmt.Sprintf("mount %s (%s %s)", m.Destination, m.Type, m.Source)
+		var st unix.Stat_t
+		if err := unix.Stat(m.Source, &st); err != nil {
+			return nil, nil, fmt.Errorf("container %s: %s: %w", c.id, what, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+			return nil, nil, fmt.Errorf("container %s: %s: the source is not a block device: %w", c.id, what, errdefs.ErrInvalidArgument)
+		}
+		fsOpts, bindOpts := splitDiskOptions(m.Options)
+		readOnly := slices.Contains(bindOpts, "ro")
+		d, err := acquire(what, st.Rdev, m.Source, readOnly)
+		if err != nil {
+			return nil, nil, err
+		}
+		if d.readOnly {
+			fsOpts = append(fsOpts, "ro")
+		}
+		mp := path.Join(guestDiskDir, d.id)
+		storages = append(storages, &agentv1.Storage{Driver: "blk", Source: d.addr.PCIPath, Fstype: m.Type, Options: fsOpts, MountPoint: mp})
+		*m = specs.Mount{Destination: m.Destination, Type: "bind", Source: mp, Options: append([]string{"rbind"}, bindOpts...)}
+	}
+	return storages, devices, nil
+}
+
+// bindWords are the mount options of a disk mount that apply to the container's bind of
+// the guest's mount; the others are the file system's and go to the guest's mount.
+var bindWords = []string{
+	"ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "noatime", "atime",
+	"nodiratime", "diratime", "relatime", "norelatime", "strictatime",
+	"private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable", "runbindable",
+}
+
+// splitDiskOptions splits a disk mount's options into the file system's (for the guest's
+// one mount of the disk, shared by every container using it) and the bind's (per
+// container). "bind", "rbind" and "defaults" are dropped.
+func splitDiskOptions(opts []string) (fs, bind []string) {
+	for _, o := range opts {
+		switch {
+		case o == "bind" || o == "rbind" || o == "defaults" || o == "":
+		case slices.Contains(bindWords, o):
+			bind = append(bind, o)
+		default:
+			fs = append(fs, o)
+		}
+	}
+	return fs, bind
+}
+
+// acquireDisk attaches the host device dev (at hostPath) or takes another reference to it
+// when it is attached already. A device attached read-only cannot be taken read-write.
+func (s *Sandbox) acquireDisk(ctx context.Context, dev uint64, hostPath string, readOnly bool) (*attachedDisk, error) {
+	h, ok := s.vm.(hypervisor.DiskHotplugger)
+	if !ok {
+		return nil, fmt.Errorf("hypervisor %s cannot attach disks: %w", s.cfg.Hypervisor, errdefs.ErrNotImplemented)
+	}
+	s.disks.mu.Lock()
+	defer s.disks.mu.Unlock()
+	if d, ok := s.disks.byDev[dev]; ok {
+		if d.readOnly && !readOnly {
+			return nil, fmt.Errorf("device %s is attached read-only for another container; it cannot be used read-write too: %w", hostPath, errdefs.ErrFailedPrecondition)
+		}
+		d.refs++
+		return d, nil
+	}
+	flag := os.O_RDWR
+	if readOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(hostPath, flag|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", hostPath, err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, fmt.Errorf("stat %s: %w", hostPath, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK || st.Rdev != dev {
+		return nil, fmt.Errorf("%s is not block device %d:%d: %w", hostPath, unix.Major(dev), unix.Minor(dev), errdefs.ErrInvalidArgument)
+	}
+	id := fmt.Sprintf("disk%d", s.disks.next)
+	s.disks.next++
+	addr, err := h.AttachDisk(ctx, hypervisor.Disk{ID: id, File: f, ReadOnly: readOnly})
+	if err != nil {
+		return nil, fmt.Errorf("attach %s: %w", hostPath, err)
+	}
+	d := &attachedDisk{id: id, addr: addr, readOnly: readOnly, refs: 1}
+	if s.disks.byDev == nil {
+		s.disks.byDev = map[uint64]*attachedDisk{}
+	}
+	s.disks.byDev[dev] = d
+	log.G(ctx).WithField("disk", id).WithField("device", hostPath).WithField("pci", addr.PCIPath).Debug("disk attached")
+	return d, nil
+}
+
+// releaseDisk drops a reference to the disk of device dev and detaches it after the last.
+// With the VM gone there is nothing to detach.
+func (s *Sandbox) releaseDisk(ctx context.Context, dev uint64) error {
+	s.disks.mu.Lock()
+	defer s.disks.mu.Unlock()
+	d, ok := s.disks.byDev[dev]
+	if !ok {
+		return nil
+	}
+	d.refs--
+	if d.refs > 0 {
+		return nil
+	}
+	delete(s.disks.byDev, dev)
+	if !s.vmAlive() {
+		return nil
+	}
+	h, ok := s.vm.(hypervisor.DiskHotplugger)
+	if !ok {
+		return nil
+	}
+	if err := h.DetachDisk(ctx, d.id); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("detach disk %s: %w", d.id, err)
+	}
+	return nil
+}
+
+// releaseDisks releases every device c holds.
+func (s *Sandbox) releaseDisks(ctx context.Context, c *Container) error {
+	var errs []error
+	for i := len(c.disks) - 1; i >= 0; i-- {
+		if err := s.releaseDisk(ctx, c.disks[i]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	c.disks = nil
+	return errors.Join(errs...)
+}
+
+// hostBlockPath finds the host's node of block device major:minor: the kernel's name from
+// sysfs, under /dev.
+func hostBlockPath(major, minor int64) (string, error) {
+	p := fmt.Sprintf("%s/%d:%d/uevent", sysDevBlock, major, minor)
+	data, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("no block device %d:%d on the host: %w", major, minor, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return "", err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		if name, ok := strings.CutPrefix(sc.Text(), "DEVNAME="); ok && name != "" && !strings.Contains(name, "..") {
+			return "/dev/" + name, nil
+		}
+	}
+	return "", fmt.Errorf("block device %d:%d has no name in %s: %w", major, minor, p, errdefs.ErrNotFound)
+}
