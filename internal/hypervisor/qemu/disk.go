@@ -65,6 +65,9 @@ type diskState struct {
 	disks map[string]*disk
 	// deleted are waiters for DEVICE_DELETED, by device id.
 	deleted map[string]chan struct{}
+	// released are the disk devices whose DEVICE_DELETED came with nobody waiting (a
+	// detach that gave up before the guest released the device).
+	released map[string]bool
 }
 
 var _ hypervisor.DiskHotplugger = (*VM)(nil)
@@ -236,6 +239,8 @@ func (v *VM) DetachDisk(ctx context.Context, id string) error {
 	if v.disk.deleted == nil {
 		v.disk.deleted = map[string]chan struct{}{}
 	}
+	// A DEVICE_DELETED that came after an earlier detach gave up has been recorded.
+	released := v.disk.released[dev]
 	gone := make(chan struct{})
 	v.disk.deleted[dev] = gone
 	v.mu.Unlock()
@@ -248,31 +253,50 @@ func (v *VM) DetachDisk(ctx context.Context, id string) error {
 		v.mu.Unlock()
 	}()
 
-	var qe *qmp.Error
-	if err := c.DeviceDel(ctx, dev); err != nil && !(errors.As(err, &qe) && qe.Class == "DeviceNotFound") {
-		if !(qe != nil && strings.Contains(qe.Desc, "in the process of unplug")) {
+	if !released {
+		if err := v.unplug(ctx, c, dev, gone); err != nil {
 			return fmt.Errorf("qemu %s: detach disk %s: %w", v.cfg.ID, id, err)
 		}
-	} else if err == nil {
-		select {
-		case <-gone:
-		case <-v.done:
-			return fmt.Errorf("qemu %s: detach disk %s: qemu exited", v.cfg.ID, id)
-		case <-ctx.Done():
-			return fmt.Errorf("qemu %s: detach disk %s: the guest did not release the device: %w", v.cfg.ID, id, ctx.Err())
-		}
 	}
-	if err := c.BlockdevDel(ctx, node); err != nil && !(errors.As(err, &qe) && strings.Contains(qe.Desc, "Failed to find node")) {
-		return fmt.Errorf("qemu %s: detach disk %s: %w", v.cfg.ID, id, err)
+	var qe *qmp.Error
+	if err := c.BlockdevDel(ctx, node); err != nil {
+		if !errors.As(err, &qe) || !strings.Contains(qe.Desc, "Failed to find node") {
+			return fmt.Errorf("qemu %s: detach disk %s: %w", v.cfg.ID, id, err)
+		}
 	}
 	if err := c.RemoveFD(ctx, dk.fdset); err != nil {
 		log.G(ctx).WithError(err).WithField("disk", id).Warn("remove-fd after detach")
 	}
 	v.mu.Lock()
 	delete(v.disk.disks, id)
+	delete(v.disk.released, dev)
 	v.mu.Unlock()
 	log.G(ctx).WithField("vm", v.cfg.ID).WithField("disk", id).Debug("disk detached")
 	return nil
+}
+
+// unplug asks the guest to release device dev and waits until it did (gone closes on its
+// DEVICE_DELETED), QEMU exits or ctx ends. A device QEMU no longer has counts as released;
+// one whose earlier removal is still pending is waited for.
+func (v *VM) unplug(ctx context.Context, c *qmp.Client, dev string, gone <-chan struct{}) error {
+	if err := c.DeviceDel(ctx, dev); err != nil {
+		var qe *qmp.Error
+		switch {
+		case errors.As(err, &qe) && qe.Class == "DeviceNotFound":
+			return nil
+		case errors.As(err, &qe) && strings.Contains(qe.Desc, "in the process of unplug"):
+		default:
+			return err
+		}
+	}
+	select {
+	case <-gone:
+		return nil
+	case <-v.done:
+		return errors.New("qemu exited")
+	case <-ctx.Done():
+		return fmt.Errorf("the guest did not release the device: %w", ctx.Err())
+	}
 }
 
 // Disks lists the disks QEMU has block nodes for.
@@ -308,5 +332,12 @@ func (v *VM) deviceDeleted(data json.RawMessage) {
 	if ch, ok := v.disk.deleted[d.Device]; ok {
 		close(ch)
 		delete(v.disk.deleted, d.Device)
+		return
+	}
+	if strings.HasPrefix(d.Device, diskDevicePrefix) {
+		if v.disk.released == nil {
+			v.disk.released = map[string]bool{}
+		}
+		v.disk.released[d.Device] = true
 	}
 }

@@ -169,3 +169,33 @@ func TestDiskRefusals(t *testing.T) {
 		t.Errorf("aio native without direct caching: got %v, want a refusal naming O_DIRECT", err)
 	}
 }
+
+// TestFakeDiskSlowRelease checks a detach whose guest does not release the device before
+// the deadline: it fails and keeps the disk; a second detach waits for the pending
+// removal and completes it.
+func TestFakeDiskSlowRelease(t *testing.T) {
+	vm, cfg := startFakeBlock(t, hypervisor.BlockConfig{})
+	ctx := fakeCtx(t)
+	id := "d-" + qemutest.SlowMarker
+	if _, err := vm.AttachDisk(ctx, hypervisor.Disk{ID: id, File: diskFile(t)}); err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if err := vm.DetachDisk(short, id); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("detach with a slow guest: got %v, want DeadlineExceeded", err)
+	}
+	if ids, err := vm.Disks(ctx); err != nil || len(ids) != 1 {
+		t.Fatalf("disks after a detach that gave up: got %q, %v; want the disk still there", ids, err)
+	}
+	if err := vm.DetachDisk(ctx, id); err != nil {
+		t.Fatalf("second detach: %v", err)
+	}
+	got := qmpLog(t, cfg)
+	if n := len(got); n < 2 || !strings.HasPrefix(got[n-2], "blockdev-del ") || !strings.HasPrefix(got[n-1], "remove-fd ") {
+		t.Errorf("qmp commands: got %q, want blockdev-del and remove-fd last", got)
+	}
+	if ids, err := vm.Disks(ctx); err != nil || len(ids) != 0 {
+		t.Errorf("disks after the second detach: got %q, %v", ids, err)
+	}
+}

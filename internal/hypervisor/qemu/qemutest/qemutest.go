@@ -133,6 +133,8 @@ type machine struct {
 	fdsets  map[int]bool
 	nodes   map[string]bool
 	devices map[string]string
+	// unplugging are devices whose device_del is pending (SlowMarker).
+	unplugging map[string]bool
 }
 
 // FailMarker in a disk's node name makes the fake refuse its device_add, so that tests
@@ -141,10 +143,15 @@ type machine struct {
 // "qmp: <command> <arguments as JSON>".
 const FailMarker = "faildev"
 
+// SlowMarker in a disk's device id makes the fake's guest slow to release it: the first
+// device_del sends no DEVICE_DELETED; a second one is refused as already in progress,
+// as QEMU does, and then the event comes.
+const SlowMarker = "slowdel"
+
 // disk answers the block device commands; ok is false for other commands.
 func (m *machine) disk(execute string, args map[string]any) (ret string, errDesc string, events []string, ok bool) {
 	if m.fdsets == nil {
-		m.fdsets, m.nodes, m.devices = map[int]bool{}, map[string]bool{}, map[string]string{}
+		m.fdsets, m.nodes, m.devices, m.unplugging = map[int]bool{}, map[string]bool{}, map[string]string{}, map[string]bool{}
 	}
 	str := func(k string) string { s, _ := args[k].(string); return s }
 	switch execute {
@@ -199,6 +206,16 @@ func (m *machine) disk(execute string, args map[string]any) (ret string, errDesc
 		if _, ok := m.devices[id]; !ok {
 			return "", fmt.Sprintf("Device '%s' not found", id), nil, true
 		}
+		deleted := []string{fmt.Sprintf(`{"device": %q, "path": "/machine/peripheral/%s"}`, id, id)}
+		if strings.Contains(id, SlowMarker) {
+			if !m.unplugging[id] {
+				m.unplugging[id] = true
+				return "{}", "", nil, true
+			}
+			delete(m.unplugging, id)
+			delete(m.devices, id)
+			return "", fmt.Sprintf("Device %s is already in the process of unplug", id), deleted, true
+		}
 		delete(m.devices, id)
 		return "{}", "", []string{fmt.Sprintf(`{"device": %q, "path": "/machine/peripheral/%s"}`, id, id)}, true
 	case "query-named-block-nodes":
@@ -235,13 +252,13 @@ func (m *machine) session(conn net.Conn) (code int, exit bool) {
 			fmt.Fprintf(os.Stderr, "qmp: %s %s\n", cmd.Execute, a)
 			if desc != "" {
 				cls := "GenericError"
-				if cmd.Execute == "device_del" {
+				if cmd.Execute == "device_del" && !strings.Contains(desc, "process of unplug") {
 					cls = "DeviceNotFound"
 				}
 				send(fmt.Sprintf(`{"error": {"class": %q, "desc": %q}, "id": %s}`, cls, desc, cmd.ID))
-				continue
+			} else {
+				ret(r)
 			}
-			ret(r)
 			for _, e := range events {
 				event("DEVICE_DELETED", e)
 			}
