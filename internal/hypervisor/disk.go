@@ -16,6 +16,8 @@ type BlockDriver string
 const (
 	// BlockVirtioBlk is one virtio-blk PCI device per disk.
 	BlockVirtioBlk BlockDriver = "virtio-blk"
+	// BlockVirtioSCSI is one SCSI disk per disk on the VM's one virtio-scsi controller.
+	BlockVirtioSCSI BlockDriver = "virtio-scsi"
 )
 
 // BlockAIO is how the VMM does I/O on a disk's host file.
@@ -45,9 +47,9 @@ type BlockConfig struct {
 
 func (b BlockConfig) validate() error {
 	switch b.Driver {
-	case "", BlockVirtioBlk:
+	case "", BlockVirtioBlk, BlockVirtioSCSI:
 	default:
-		return fmt.Errorf("block driver %q: want %s", b.Driver, BlockVirtioBlk)
+		return fmt.Errorf("block driver %q: want %s or %s", b.Driver, BlockVirtioBlk, BlockVirtioSCSI)
 	}
 	switch b.AIO {
 	case "", AIOThreads, AIOIOUring:
@@ -86,13 +88,17 @@ func (d Disk) Validate() error {
 	return nil
 }
 
-// DiskAddress is where an attached disk appears in the guest.
+// DiskAddress is where an attached disk appears in the guest: exactly one field is set.
 type DiskAddress struct {
-	// PCIPath is the chain of PCI slots from the root bus to the disk's device, as two-digit
-	// hexadecimal slot numbers joined by '/' (e.g. "1e/01": slot 0x1e of the root bus is a
-	// bridge, the disk is in its slot 1). The guest finds the disk under
+	// PCIPath (virtio-blk) is the chain of PCI slots from the root bus to the disk's
+	// device, as two-digit hexadecimal slot numbers joined by '/' (e.g. "1e/01": slot 0x1e
+	// of the root bus is a bridge, the disk is in its slot 1). The guest finds the disk under
 	// /sys/devices/pci0000:00/0000:00:1e.0/0000:XX:01.0.
 	PCIPath string
+	// SCSIAddress (virtio-scsi) is "<scsi-id>:<lun>" on the VM's one virtio-scsi
+	// controller (channel 0). The guest finds the disk under its SCSI host as
+	// target<H>:0:<scsi-id>/<H>:0:<scsi-id>:<lun>.
+	SCSIAddress string
 }
 
 // DiskHotplugger is a VM that attaches disks while it runs.

@@ -61,15 +61,14 @@ func CheckDisks(t *testing.T, vm hypervisor.VM) {
 	if err != nil {
 		t.Fatalf("attach: %v", err)
 	}
-	if !rePCIPath.MatchString(a.PCIPath) {
-		t.Errorf("pci path %q: want two-digit hex slots joined by '/'", a.PCIPath)
-	}
+	checkAddress(t, a)
 	b, err := h.AttachDisk(ctx, hypervisor.Disk{ID: "hvtest-ro", File: ro, ReadOnly: true})
 	if err != nil {
 		t.Fatalf("attach read-only: %v", err)
 	}
-	if b.PCIPath == a.PCIPath {
-		t.Errorf("two disks at one pci path %s", a.PCIPath)
+	checkAddress(t, b)
+	if b == a {
+		t.Errorf("two disks at one address %+v", a)
 	}
 	if got, want := list(), []string{"hvtest-ro", "hvtest-rw"}; !slices.Equal(got, want) {
 		t.Errorf("disks: got %q, want %q", got, want)
@@ -103,6 +102,24 @@ func CheckDisks(t *testing.T, vm hypervisor.VM) {
 	}
 }
 
+// checkAddress checks that exactly one field of a is set, in its format.
+func checkAddress(t *testing.T, a hypervisor.DiskAddress) {
+	t.Helper()
+	switch {
+	case a.PCIPath != "" && a.SCSIAddress != "":
+		t.Errorf("address %+v: both a pci path and a scsi address", a)
+	case a.PCIPath != "" && !rePCIPath.MatchString(a.PCIPath):
+		t.Errorf("pci path %q: want two-digit hex slots joined by '/'", a.PCIPath)
+	case a.SCSIAddress != "" && !reSCSIAddress.MatchString(a.SCSIAddress):
+		t.Errorf("scsi address %q: want <scsi-id>:<lun>", a.SCSIAddress)
+	case a.PCIPath == "" && a.SCSIAddress == "":
+		t.Errorf("empty address")
+	}
+}
+
+// reSCSIAddress is a DiskAddress.SCSIAddress.
+var reSCSIAddress = regexp.MustCompile(`^[0-9]+:[0-9]+$`)
+
 // testDisks boots a VM and runs CheckDisks on it: the guest must release each device.
 func (s *suite) testDisks(t *testing.T) {
 	caps, err := hypervisor.CapabilitiesOf(s.driver)
@@ -112,6 +129,13 @@ func (s *suite) testDisks(t *testing.T) {
 	if !caps.BlockHotplug {
 		t.Skipf("%s does not hot-plug disks", s.driver)
 	}
-	b := s.boot(t, "disks")
-	CheckDisks(t, b.vm)
+	for _, driver := range []hypervisor.BlockDriver{hypervisor.BlockVirtioBlk, hypervisor.BlockVirtioSCSI} {
+		t.Run(string(driver), func(t *testing.T) {
+			cfg := s.config(t, "disks")
+			cfg.Block.Driver = driver
+			b := s.startConfig(t, cfg)
+			s.waitBooted(t, b)
+			CheckDisks(t, b.vm)
+		})
+	}
 }

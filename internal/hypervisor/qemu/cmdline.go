@@ -238,8 +238,10 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 		)
 	}
 
-	// The bridge that disks are hot-plugged into (disk.go).
+	// The bridge that disks are hot-plugged into, and the SCSI controller for the
+	// virtio-scsi driver (disk.go).
 	args = append(args, bridgeArgs()...)
+	args = append(args, scsiArgs(cfg.Block)...)
 
 	// Free page reporting hands pages the guest frees back to the host.
 	args = append(args, "-device", "virtio-balloon-pci,id=vessel-balloon,free-page-reporting="+freePageReporting(cfg))

@@ -20,7 +20,10 @@ import (
 // Disks are hot-plugged as virtio-blk-pci devices into the slots of one PCI bridge that
 // every VM has from boot (bridgeArgs): on q35 the root bus takes no hot-plugged device, and
 // QEMU hot-plugs into the bridge through ACPI, which the guest answers at once both ways
-// (native PCIe hotplug would make every removal wait 5 s for the attention button).
+// (native PCIe hotplug would make every removal wait 5 s for the attention button). With
+// the virtio-scsi driver, the VM has one virtio-scsi controller from boot (scsiArgs) and
+// each disk is a scsi-hd on it, at channel 0, scsi-id N (the unit number, as a bridge slot
+// would be) and LUN 0.
 //
 // The host file reaches QEMU as a descriptor in an fd set (add-fd): QEMU opens
 // "/dev/fdset/<id>" by duplicating it, so a jailed QEMU needs no access to the host path.
@@ -41,6 +44,17 @@ const (
 	// maxDiskID keeps node names within QEMU's 31 bytes.
 	maxDiskID = 24
 )
+
+// idSCSI is the virtio-scsi controller of a VM whose block driver is virtio-scsi.
+const idSCSI = "vessel-scsi0"
+
+// scsiArgs is the VM's virtio-scsi controller, for the virtio-scsi block driver.
+func scsiArgs(b hypervisor.BlockConfig) []string {
+	if b.Driver != hypervisor.BlockVirtioSCSI {
+		return nil
+	}
+	return []string{"-device", "virtio-scsi-pci,id=" + idSCSI}
+}
 
 // bridgeArgs is the PCI bridge for hot-plugged disks. The reserves make the firmware
 // give the empty bridge address windows, so devices plugged later get their BARs.
@@ -131,11 +145,21 @@ func (v *VM) AttachDisk(ctx context.Context, d hypervisor.Disk) (_ hypervisor.Di
 	if err := c.BlockdevAdd(ctx, blockdevOptions(v.cfg.Block, driver, node, fdset, d.ReadOnly)); err != nil {
 		return hypervisor.DiskAddress{}, fmt.Errorf("qemu %s: attach disk %s: %w", v.cfg.ID, d.ID, aioError(v.cfg.Block, err))
 	}
-	if err := c.DeviceAdd(ctx, "virtio-blk-pci", dev, map[string]any{
+	devDriver, props, addr := "virtio-blk-pci", map[string]any{
 		"drive": node,
 		"bus":   idBridge,
 		"addr":  fmt.Sprintf("%#x", slot),
-	}); err != nil {
+	}, hypervisor.DiskAddress{PCIPath: fmt.Sprintf("%02x/%02x", bridgeSlot, slot)}
+	if v.cfg.Block.Driver == hypervisor.BlockVirtioSCSI {
+		devDriver, props, addr = "scsi-hd", map[string]any{
+			"drive":   node,
+			"bus":     idSCSI + ".0",
+			"channel": 0,
+			"scsi-id": slot,
+			"lun":     0,
+		}, hypervisor.DiskAddress{SCSIAddress: fmt.Sprintf("%d:0", slot)}
+	}
+	if err := c.DeviceAdd(ctx, devDriver, dev, props); err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opCleanupTimeout)
 		defer cancel()
 		if derr := c.BlockdevDel(cctx, node); derr != nil {
@@ -146,14 +170,14 @@ func (v *VM) AttachDisk(ctx context.Context, d hypervisor.Disk) (_ hypervisor.Di
 	v.mu.Lock()
 	dk.plugged = true
 	v.mu.Unlock()
-	log.G(ctx).WithField("vm", v.cfg.ID).WithField("disk", d.ID).WithField("slot", slot).Debug("disk attached")
-	return hypervisor.DiskAddress{PCIPath: fmt.Sprintf("%02x/%02x", bridgeSlot, slot)}, nil
+	log.G(ctx).WithField("vm", v.cfg.ID).WithField("disk", d.ID).WithField("address", addr).Debug("disk attached")
+	return addr, nil
 }
 
 // opCleanupTimeout bounds the QMP commands that undo a failed attach.
 const opCleanupTimeout = 10 * time.Second
 
-// freeSlotLocked returns the lowest free bridge slot, or -1.
+// freeSlotLocked returns the lowest free unit (bridge slot, or SCSI id), or -1.
 //
 // Preconditions: v.mu is held.
 func (v *VM) freeSlotLocked() int {

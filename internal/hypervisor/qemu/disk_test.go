@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -197,5 +198,34 @@ func TestFakeDiskSlowRelease(t *testing.T) {
 	}
 	if ids, err := vm.Disks(ctx); err != nil || len(ids) != 0 {
 		t.Errorf("disks after the second detach: got %q, %v", ids, err)
+	}
+}
+
+// TestFakeDiskSCSI checks the virtio-scsi driver: a scsi-hd on the VM's controller at an
+// explicit scsi-id and LUN, and the conformance checks.
+func TestFakeDiskSCSI(t *testing.T) {
+	vm, cfg := startFakeBlock(t, hypervisor.BlockConfig{Driver: hypervisor.BlockVirtioSCSI})
+	ctx := fakeCtx(t)
+	addr, err := vm.AttachDisk(ctx, hypervisor.Disk{ID: "s0", File: diskFile(t)})
+	if err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	if addr != (hypervisor.DiskAddress{SCSIAddress: "1:0"}) {
+		t.Errorf("address: got %+v, want scsi 1:0", addr)
+	}
+	want := `device_add {"bus":"vessel-scsi0.0","channel":0,"drive":"vd-s0","driver":"scsi-hd","id":"vdev-s0","lun":0,"scsi-id":1}`
+	if got := qmpLog(t, cfg); len(got) != 3 || got[2] != want {
+		t.Errorf("qmp commands: got %q, want %q third", got, want)
+	}
+	if err := vm.DetachDisk(ctx, "s0"); err != nil {
+		t.Fatalf("detach: %v", err)
+	}
+	hvtest.CheckDisks(t, vm)
+	if args := commandLine(&cfg, tcgLaunch); !slices.Contains(args, "virtio-scsi-pci,id=vessel-scsi0") {
+		t.Errorf("command line without the scsi controller: %q", args)
+	}
+	base := baseConfig()
+	if args := commandLine(&base, tcgLaunch); slices.Contains(args, "virtio-scsi-pci,id=vessel-scsi0") {
+		t.Errorf("virtio-blk command line with a scsi controller: %q", args)
 	}
 }

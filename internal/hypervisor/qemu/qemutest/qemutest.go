@@ -192,7 +192,7 @@ func (m *machine) disk(execute string, args map[string]any) (ret string, errDesc
 		delete(m.nodes, node)
 		return "{}", "", nil, true
 	case "device_add":
-		if args["driver"] != "virtio-blk-pci" {
+		if args["driver"] != "virtio-blk-pci" && args["driver"] != "scsi-hd" {
 			return "", "", nil, false // CPU and memory hotplug (template_resize.go)
 		}
 		node := str("drive")
