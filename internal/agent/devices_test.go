@@ -20,8 +20,11 @@ func i64(n int64) *int64 { return &n }
 // TestApplyDevices checks that a disk's spec entry and device cgroup rule get the guest's
 // numbers and keep their type, mode and owner.
 func TestApplyDevices(t *testing.T) {
-	find := func(_ context.Context, pciPath string) (device.Block, error) {
-		if pciPath != "1e/01" {
+	find := func(_ context.Context, devType, pciPath string) (device.Block, error) {
+		if devType == "scsi" && pciPath == "1:0" {
+			return device.Block{Name: "sda", Major: 8, Minor: 0}, nil
+		}
+		if devType != "blk" || pciPath != "1e/01" {
 			return device.Block{}, context.DeadlineExceeded
 		}
 		return device.Block{Name: "vda", Major: 254, Minor: 0}, nil
@@ -56,13 +59,20 @@ func TestApplyDevices(t *testing.T) {
 	if r := spec.Linux.Resources.Devices[2]; *r.Major != 7 || *r.Minor != 3 {
 		t.Errorf("character rule changed: got %d:%d", *r.Major, *r.Minor)
 	}
+	spec = newSpec()
+	if err := applyDevices(ctx, spec, []*agentv1.Device{{Type: "scsi", VmPath: "1:0", ContainerPath: "/dev/xvda"}}, find); err != nil {
+		t.Fatal(err)
+	}
+	if d := spec.Linux.Devices[1]; d.Major != 8 || d.Minor != 0 {
+		t.Errorf("scsi device entry: got %+v", d)
+	}
 
 	for _, tc := range []struct {
 		name string
 		dev  *agentv1.Device
 		want error
 	}{
-		{"scsi", &agentv1.Device{Type: "scsi", VmPath: "0:0", ContainerPath: "/dev/xvda"}, errdefs.ErrNotImplemented},
+		{"vfio", &agentv1.Device{Type: "vfio", VmPath: "0:0", ContainerPath: "/dev/xvda"}, errdefs.ErrNotImplemented},
 		{"not in spec", &agentv1.Device{Type: "blk", VmPath: "1e/01", ContainerPath: "/dev/xvdz"}, errdefs.ErrInvalidArgument},
 		{"not a block entry", &agentv1.Device{Type: "blk", VmPath: "1e/01", ContainerPath: "/dev/null"}, errdefs.ErrInvalidArgument},
 		{"disk never comes", &agentv1.Device{Type: "blk", VmPath: "1e/02", ContainerPath: "/dev/xvda"}, context.DeadlineExceeded},

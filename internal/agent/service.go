@@ -102,8 +102,11 @@ func NewService(cfg Config) *Service {
 		files:    newFileWriter(cfg.RunDir),
 		started:  time.Now(),
 		sessions: func() uint64 { return 0 },
-		findBlock: func(ctx context.Context, pciPath string) (device.Block, error) {
-			return device.WaitBlock(ctx, cfg.SysDir, pciPath)
+		findBlock: func(ctx context.Context, devType, addr string) (device.Block, error) {
+			if devType == "scsi" {
+				return device.WaitSCSI(ctx, cfg.SysDir, addr)
+			}
+			return device.WaitBlock(ctx, cfg.SysDir, addr)
 		},
 		containers: make(map[string]*container),
 		reserved:   make(map[string]bool),

@@ -460,11 +460,10 @@ var keyTable = []Key{
 	// [hypervisor] block devices.
 	{Section: "hypervisor", Name: "block_device_driver",
 		Consumer: "oci.HypervisorConfig", UnsupportedValues: map[string]string{
-			"virtio-scsi": "virtio-scsi is not supported yet: disks are attached as virtio-blk",
-			"nvdimm":      "nvdimm disks are not supported yet: disks are attached as virtio-blk",
+			"nvdimm": "nvdimm disks are not supported yet: disks are attached as virtio-blk or virtio-scsi",
 		}, Type: "string", Enum: []string{"virtio-blk", "virtio-scsi", "nvdimm"},
 		Annotation: "block_device_driver",
-		Doc:        "Driver for block devices given to the guest (host block devices in linux.devices, block-device volumes)."},
+		Doc:        "Driver for block devices given to the guest (host block devices in linux.devices, block-device volumes): virtio-blk (a PCI device per disk) or virtio-scsi (one controller per VM, a SCSI disk per disk)."},
 	{Section: "hypervisor", Name: "block_device_aio",
 		Consumer: "oci.HypervisorConfig", Type: "string", Enum: []string{"threads", "native", "io_uring"},
 		Doc: "Host I/O mechanism for block devices: threads (everywhere), native (Linux AIO; needs block_device_cache_set and block_device_cache_direct), io_uring (where the host kernel and QEMU have it; refused when a disk is attached otherwise)."},

@@ -464,8 +464,9 @@ func TestUnsupportedInFile(t *testing.T) {
 	}
 }
 
-// TestBlockKeys checks the block device keys: the ones applied load, virtio-scsi and
-// nvdimm are refused as not supported yet, and native AIO needs direct caching.
+// TestBlockKeys checks the block device keys: the ones applied load (virtio-blk and
+// virtio-scsi), nvdimm is refused as not supported yet, and native AIO needs direct
+// caching.
 func TestBlockKeys(t *testing.T) {
 	for _, tc := range []struct {
 		doc  string
@@ -473,7 +474,7 @@ func TestBlockKeys(t *testing.T) {
 	}{
 		{"block_device_driver = \"virtio-blk\"\nblock_device_aio = \"io_uring\"", ""},
 		{"block_device_cache_set = true\nblock_device_cache_direct = true\nblock_device_cache_noflush = true\nblock_device_aio = \"native\"", ""},
-		{"block_device_driver = \"virtio-scsi\"", "virtio-scsi is not supported yet"},
+		{"block_device_driver = \"virtio-scsi\"", ""},
 		{"block_device_driver = \"nvdimm\"", "nvdimm disks are not supported yet"},
 		{"block_device_aio = \"native\"", "native AIO needs O_DIRECT"},
 		{"block_device_cache_direct = true\nblock_device_aio = \"native\"", "native AIO needs O_DIRECT"},

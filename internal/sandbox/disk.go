@@ -56,6 +56,15 @@ type attachedDisk struct {
 	refs int
 }
 
+// guestAddress is the agent's device type and address of the disk: "scsi" and its SCSI
+// address, or "blk" and its PCI path.
+func (d *attachedDisk) guestAddress() (string, string) {
+	if d.addr.SCSIAddress != "" {
+		return "scsi", d.addr.SCSIAddress
+	}
+	return "blk", d.addr.PCIPath
+}
+
 // plugDisks attaches the container's host block devices and disk mounts, rewrites guest
 // (the disk mounts become bind mounts of the guest's mount of the disk) and returns the
 // storages and devices for the agent's CreateContainer. Each attach registers its release
@@ -87,7 +96,8 @@ func (s *Sandbox) plugDisks(ctx context.Context, c *Container, guest *specs.Spec
 			if err != nil {
 				return nil, nil, err
 			}
-			devices = append(devices, &agentv1.Device{Id: d.id, Type: "blk", VmPath: d.addr.PCIPath, ContainerPath: sd.Path})
+			kind, addr := d.guestAddress()
+			devices = append(devices, &agentv1.Device{Id: d.id, Type: kind, VmPath: addr, ContainerPath: sd.Path})
 		}
 	}
 	for i := range guest.Mounts {
@@ -113,7 +123,8 @@ func (s *Sandbox) plugDisks(ctx context.Context, c *Container, guest *specs.Spec
 			fsOpts = append(fsOpts, "ro")
 		}
 		mp := path.Join(guestDiskDir, d.id)
-		storages = append(storages, &agentv1.Storage{Driver: "blk", Source: d.addr.PCIPath, Fstype: m.Type, Options: fsOpts, MountPoint: mp})
+		kind, addr := d.guestAddress()
+		storages = append(storages, &agentv1.Storage{Driver: kind, Source: addr, Fstype: m.Type, Options: fsOpts, MountPoint: mp})
 		*m = specs.Mount{Destination: m.Destination, Type: "bind", Source: mp, Options: append([]string{"rbind"}, bindOpts...)}
 	}
 	return storages, devices, nil

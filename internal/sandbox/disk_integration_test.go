@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -117,11 +118,26 @@ func (e *env) deleteContainer(id string) {
 // and writes it, the bytes land in the host's file, and the disk leaves the VM when the
 // container is deleted.
 func TestRawBlockDevice(t *testing.T) {
+	forEachBlockDriver(t, testRawBlockDevice)
+}
+
+// forEachBlockDriver runs test once per block driver, with a sandbox config that uses it.
+func forEachBlockDriver(t *testing.T, test func(t *testing.T, driver func(*Config))) {
+	for _, d := range []hypervisor.BlockDriver{hypervisor.BlockVirtioBlk, hypervisor.BlockVirtioSCSI} {
+		t.Run(string(d), func(t *testing.T) {
+			test(t, func(c *Config) { c.VM.Block.Driver = d })
+		})
+	}
+}
+
+func testRawBlockDevice(t *testing.T, driver func(*Config)) {
 	loop := newLoop(t, 8, nil)
-	e := newEnv(t)
+	e := newEnvWith(t, driver)
+	scsi := e.sb.cfg.VM.Block.Driver == hypervisor.BlockVirtioSCSI
 	mode := os.FileMode(0o640)
 	uid, gid := uint32(1000), uint32(1001)
 	script := `stat -c '%F %a %u:%g' /dev/xvdb
+stat -c '%t' /dev/xvdb
 printf vessel-raw-block | dd of=/dev/xvdb bs=512 seek=4096 conv=notrunc,fsync 2>/dev/null
 dd if=/dev/xvdb bs=512 skip=4096 count=1 2>/dev/null | head -c 16; echo`
 	c := e.container("raw", []string{"sh", "-c", script}, func(s *specs.Spec) {
@@ -138,8 +154,23 @@ dd if=/dev/xvdb bs=512 skip=4096 count=1 2>/dev/null | head -c 16; echo`
 	if code != 0 {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
-	if want := "block special file 640 1000:1001\nvessel-raw-block\n"; out != want {
-		t.Errorf("stdout %q, want %q", out, want)
+	lines := strings.SplitN(out, "\n", 3)
+	if len(lines) != 3 {
+		t.Fatalf("stdout %q: want three lines", out)
+	}
+	if want := "block special file 640 1000:1001\nvessel-raw-block\n"; lines[0]+"\n"+lines[2] != want {
+		t.Errorf("stdout %q, want %q around the major number", out, want)
+	}
+	// The node has the guest's major, not the host's (7, loop): sd (8) for a SCSI disk,
+	// virtblk's dynamic one otherwise.
+	major, err := strconv.ParseInt(lines[1], 16, 64)
+	switch {
+	case err != nil:
+		t.Errorf("major %q: %v", lines[1], err)
+	case major == loop.major:
+		t.Errorf("the container's node has the host's major %d", major)
+	case scsi != (major == 8):
+		t.Errorf("major %d for the %s driver", major, e.sb.cfg.VM.Block.Driver)
 	}
 	e.deleteContainer("raw")
 	if got := e.disks(); len(got) != 0 {
@@ -159,8 +190,12 @@ dd if=/dev/xvdb bs=512 skip=4096 count=1 2>/dev/null | head -c 16; echo`
 // their writes land on the device, the disk is attached once for both and leaves the VM
 // after the last container is deleted.
 func TestDiskVolume(t *testing.T) {
+	forEachBlockDriver(t, testDiskVolume)
+}
+
+func testDiskVolume(t *testing.T, driver func(*Config)) {
 	loop := newLoop(t, 16, map[string]string{"from-host.txt": "written on the host\n"})
-	e := newEnv(t)
+	e := newEnvWith(t, driver)
 	volume := func(ro bool) func(*specs.Spec) {
 		return func(s *specs.Spec) {
 			opts := []string{"rw", "nosuid"}

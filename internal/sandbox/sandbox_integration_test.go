@@ -35,6 +35,12 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t, nil)
+}
+
+// newEnvWith is newEnv with the sandbox's config edited first.
+func newEnvWith(t *testing.T, edit func(*Config)) *env {
+	t.Helper()
 	g := testutil.RequiresVM(t)
 	// A short root: unix socket paths are limited to 108 bytes.
 	root, err := os.MkdirTemp("", "vst")
@@ -43,13 +49,17 @@ func newEnv(t *testing.T) *env {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sb, err := Create(ctx, Config{
+	cfg := Config{
 		ID:   "sb",
 		Root: root,
 		VM: hypervisor.Config{
 			Kernel: g.Kernel, Initrd: g.Initrd, VCPUs: 1, MaxVCPUs: 2, MemoryMiB: 256, MaxMemoryMiB: 512, MemorySlots: 2,
 		},
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	sb, err := Create(ctx, cfg)
 	if err != nil {
 		os.RemoveAll(root)
 		t.Fatalf("create sandbox: %v", err)

@@ -1,8 +1,9 @@
 //go:build linux
 
-// Package device finds the devices the host hot-plugs into the guest. A disk is named by
-// its PCI path (hypervisor.DiskAddress.PCIPath, e.g. "1e/01": slot 0x1e of the root bus,
-// then slot 1 of the bus behind that bridge). WaitBlock subscribes to the kernel's device
+// Package device finds the devices the host hot-plugs into the guest. A virtio-blk disk is
+// named by its PCI path (hypervisor.DiskAddress.PCIPath, e.g. "1e/01": slot 0x1e of the
+// root bus, then slot 1 of the bus behind that bridge), a virtio-scsi disk by its SCSI
+// address ("<scsi-id>:<lun>"). WaitBlock subscribes to the kernel's device
 // events (a NETLINK_KOBJECT_UEVENT socket) before it looks in sysfs, so a disk that
 // appears between the look and the wait is not missed, and it never polls /dev.
 package device
@@ -53,6 +54,19 @@ func devpathPattern(pciPath string) (*regexp.Regexp, error) {
 	return regexp.MustCompile(b.String()), nil
 }
 
+// reSCSIAddress is a SCSI address: "<scsi-id>:<lun>".
+var reSCSIAddress = regexp.MustCompile(`^([0-9]{1,3}):([0-9]{1,5})$`)
+
+// scsiPattern matches the sysfs path of the whole disk at addr ("<scsi-id>:<lun>",
+// channel 0) under any SCSI host: the guest has one, the VM's virtio-scsi controller.
+func scsiPattern(addr string) (*regexp.Regexp, error) {
+	m := reSCSIAddress.FindStringSubmatch(addr)
+	if m == nil {
+		return nil, fmt.Errorf("%w: scsi address %q: want <scsi-id>:<lun>", errdefs.ErrInvalidArgument, addr)
+	}
+	return regexp.MustCompile(`^/devices/.*/target[0-9]+:0:` + m[1] + `/[0-9]+:0:` + m[1] + `:` + m[2] + `/block/([^/]+)$`), nil
+}
+
 // WaitBlock returns the whole disk of the PCI device at pciPath, waiting until ctx ends
 // for the kernel to announce it. sysDir is sysfs (/sys).
 func WaitBlock(ctx context.Context, sysDir, pciPath string) (Block, error) {
@@ -60,6 +74,22 @@ func WaitBlock(ctx context.Context, sysDir, pciPath string) (Block, error) {
 	if err != nil {
 		return Block{}, err
 	}
+	return waitDisk(ctx, sysDir, re, "pci path "+pciPath)
+}
+
+// WaitSCSI returns the SCSI disk at addr ("<scsi-id>:<lun>"), waiting until ctx ends for
+// the kernel to announce it. sysDir is sysfs (/sys).
+func WaitSCSI(ctx context.Context, sysDir, addr string) (Block, error) {
+	re, err := scsiPattern(addr)
+	if err != nil {
+		return Block{}, err
+	}
+	return waitDisk(ctx, sysDir, re, "scsi address "+addr)
+}
+
+// waitDisk returns the disk whose sysfs path re matches: from sysfs if it is there, else
+// from the kernel's add event for it.
+func waitDisk(ctx context.Context, sysDir string, re *regexp.Regexp, where string) (Block, error) {
 	sock, err := openUevents()
 	if err != nil {
 		return Block{}, err
@@ -78,7 +108,7 @@ func WaitBlock(ctx context.Context, sysDir, pciPath string) (Block, error) {
 			continue
 		}
 		if err != nil {
-			return Block{}, fmt.Errorf("wait for the disk at pci path %s: %w", pciPath, err)
+			return Block{}, fmt.Errorf("wait for the disk at %s: %w", where, err)
 		}
 		if ev["ACTION"] != "add" || ev["SUBSYSTEM"] != "block" || ev["DEVTYPE"] != "disk" {
 			continue
@@ -90,7 +120,7 @@ func WaitBlock(ctx context.Context, sysDir, pciPath string) (Block, error) {
 		maj, err1 := strconv.ParseUint(ev["MAJOR"], 10, 32)
 		minor, err2 := strconv.ParseUint(ev["MINOR"], 10, 32)
 		if err1 != nil || err2 != nil {
-			return Block{}, fmt.Errorf("disk %s at pci path %s: uevent without device numbers", m[1], pciPath)
+			return Block{}, fmt.Errorf("disk %s at %s: uevent without device numbers", m[1], where)
 		}
 		name := ev["DEVNAME"]
 		if name == "" {

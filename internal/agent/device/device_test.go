@@ -83,3 +83,25 @@ func TestFindInSysfs(t *testing.T) {
 		t.Errorf("absent disk: got %v, want DeadlineExceeded", err)
 	}
 }
+
+func TestSCSIPattern(t *testing.T) {
+	re, err := scsiPattern("3:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]bool{
+		"/devices/pci0000:00/0000:00:05.0/virtio4/host0/target0:0:3/0:0:3:0/block/sdb":      true,
+		"/devices/pci0000:00/0000:00:05.0/virtio4/host0/target0:0:3/0:0:3:1/block/sdb":      false,
+		"/devices/pci0000:00/0000:00:05.0/virtio4/host0/target0:0:13/0:0:13:0/block/sdb":    false,
+		"/devices/pci0000:00/0000:00:05.0/virtio4/host0/target0:0:3/0:0:3:0/block/sdb/sdb1": false,
+	} {
+		if got := re.MatchString(path); got != want {
+			t.Errorf("%s: got %v, want %v", path, got, want)
+		}
+	}
+	for _, bad := range []string{"", "3", "a:0", "3:0:1", "1e/01"} {
+		if _, err := scsiPattern(bad); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("scsi address %q: got %v, want ErrInvalidArgument", bad, err)
+		}
+	}
+}

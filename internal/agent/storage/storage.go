@@ -3,10 +3,10 @@
 // Package storage mounts what the sandbox and its containers need in the guest. A Storage
 // request names a driver and the driver's handler mounts it: "9p" and "virtiofs" (shared
 // directories from the host, source is the mount tag), "ephemeral" (a tmpfs, e.g. for
-// /dev/shm), "local" (a plain directory in the guest, no mount) and "blk" (a disk the host
-// hot-plugged, source is its PCI path: the manager waits for the disk to appear and mounts
-// it with the storage's fstype, which the guest kernel must know). "scsi" is refused with
-// ErrNotImplemented.
+// /dev/shm), "local" (a plain directory in the guest, no mount), "blk" and "scsi" (a disk
+// the host hot-plugged, source is its PCI path or its SCSI address "<scsi-id>:<lun>": the
+// manager waits for the disk to appear and mounts it with the storage's fstype, which the
+// guest kernel must know).
 //
 // Mount points are confined under a root (/run/vessel/ in the guest): a request for any
 // other path is refused, and the path is opened one component at a time without following
@@ -41,7 +41,7 @@ import (
 const DefaultRoot = "/run/vessel"
 
 // Drivers lists the storage drivers the manager handles, for capability reports.
-func Drivers() []string { return []string{"9p", "virtiofs", "ephemeral", "local", "blk"} }
+func Drivers() []string { return []string{"9p", "virtiofs", "ephemeral", "local", "blk", "scsi"} }
 
 // Manager mounts and unmounts storages.
 type Manager struct {
@@ -52,7 +52,7 @@ type Manager struct {
 	// findBlock returns the node of the disk at a PCI path once the kernel made it
 	// (device.WaitBlock); filesystems lists the file systems the kernel has
 	// (/proc/filesystems). Tests replace both.
-	findBlock   func(ctx context.Context, pciPath string) (string, error)
+	findBlock   func(ctx context.Context, driver, source string) (string, error)
 	filesystems func() ([]byte, error)
 
 	// mu guards mounts.
@@ -74,8 +74,12 @@ func NewManager(root string) *Manager {
 		root:    filepath.Clean(root),
 		mount:   unix.Mount,
 		unmount: unix.Unmount,
-		findBlock: func(ctx context.Context, pciPath string) (string, error) {
-			b, err := device.WaitBlock(ctx, "/sys", pciPath)
+		findBlock: func(ctx context.Context, driver, source string) (string, error) {
+			wait := device.WaitBlock
+			if driver == "scsi" {
+				wait = device.WaitSCSI
+			}
+			b, err := wait(ctx, "/sys", source)
 			return b.Path(), err
 		},
 		filesystems: func() ([]byte, error) { return os.ReadFile("/proc/filesystems") },
@@ -109,13 +113,13 @@ func (m *Manager) Mount(ctx context.Context, s *agentv1.Storage) (string, error)
 		return "", err
 	}
 	key := fmt.Sprintf("%s|%s|%s|%d|%s", s.GetDriver(), p.source, p.fstype, p.flags, p.data)
-	if s.GetDriver() == "blk" {
-		if err := m.checkBlockFS(p.fstype); err != nil {
+	if d := s.GetDriver(); d == "blk" || d == "scsi" {
+		if err := m.checkBlockFS(d, p.fstype); err != nil {
 			return "", err
 		}
 		// The slow part (waiting for the disk) runs before the lock.
-		if p.source, err = m.findBlock(ctx, s.GetSource()); err != nil {
-			return "", fmt.Errorf("blk storage %s: %w", s.GetSource(), err)
+		if p.source, err = m.findBlock(ctx, d, s.GetSource()); err != nil {
+			return "", fmt.Errorf("%s storage %s: %w", d, s.GetSource(), err)
 		}
 	}
 
@@ -258,16 +262,14 @@ func planFor(s *agentv1.Storage) (plan, error) {
 			return plan{}, err
 		}
 		return plan{dirMode: mode}, nil
-	case "blk":
+	case "blk", "scsi":
 		if s.GetSource() == "" {
-			return plan{}, fmt.Errorf("%w: blk storage: source (the disk's PCI path) is empty", errdefs.ErrInvalidArgument)
+			return plan{}, fmt.Errorf("%w: %s storage: source (the disk's address) is empty", errdefs.ErrInvalidArgument, s.GetDriver())
 		}
 		if s.GetFstype() == "" {
-			return plan{}, fmt.Errorf("%w: blk storage %s: fstype is empty (the disk's file system, e.g. ext4)", errdefs.ErrInvalidArgument, s.GetSource())
+			return plan{}, fmt.Errorf("%w: %s storage %s: fstype is empty (the disk's file system, e.g. ext4)", errdefs.ErrInvalidArgument, s.GetDriver(), s.GetSource())
 		}
 		return plan{source: s.GetSource(), fstype: s.GetFstype(), flags: flags, data: data, mount: true}, nil
-	case "scsi":
-		return plan{}, fmt.Errorf("%w: storage driver %q: virtio-scsi disks are not supported yet (blk is)", errdefs.ErrNotImplemented, s.GetDriver())
 	case "":
 		return plan{}, fmt.Errorf("%w: storage driver is empty (expected one of %s)", errdefs.ErrInvalidArgument, strings.Join(Drivers(), ", "))
 	default:
@@ -277,10 +279,10 @@ func planFor(s *agentv1.Storage) (plan, error) {
 
 // checkBlockFS refuses a file system the guest kernel does not have, or one that needs no
 // device (tmpfs, proc, ...): a disk holds a block file system.
-func (m *Manager) checkBlockFS(fstype string) error {
+func (m *Manager) checkBlockFS(driver, fstype string) error {
 	data, err := m.filesystems()
 	if err != nil {
-		return fmt.Errorf("blk storage: list the guest's file systems: %w", err)
+		return fmt.Errorf("%s storage: list the guest's file systems: %w", driver, err)
 	}
 	var have []string
 	for _, line := range strings.Split(string(data), "\n") {
@@ -290,8 +292,8 @@ func (m *Manager) checkBlockFS(fstype string) error {
 		}
 	}
 	if !slices.Contains(have, fstype) {
-		return fmt.Errorf("%w: blk storage: fstype %q is not a block file system of the guest kernel (it has: %s)",
-			errdefs.ErrNotImplemented, fstype, strings.Join(have, ", "))
+		return fmt.Errorf("%w: %s storage: fstype %q is not a block file system of the guest kernel (it has: %s)",
+			errdefs.ErrNotImplemented, driver, fstype, strings.Join(have, ", "))
 	}
 	return nil
 }

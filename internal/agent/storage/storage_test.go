@@ -135,7 +135,10 @@ func newTestManager(t *testing.T) (*Manager, *[]call, *[]string) {
 		return nil
 	}
 	// Disks: the PCI path "1e/0N" is /dev/vd<a+N-1>; "1e/1f" never appears.
-	m.findBlock = func(ctx context.Context, pciPath string) (string, error) {
+	m.findBlock = func(ctx context.Context, driver, pciPath string) (string, error) {
+		if driver == "scsi" {
+			return "/dev/sda", nil
+		}
 		if pciPath == "1e/1f" {
 			return "", context.DeadlineExceeded
 		}
@@ -263,7 +266,7 @@ func TestManagerRefuses(t *testing.T) {
 		{"wrong fstype", &agentv1.Storage{Driver: "9p", Source: "t", Fstype: "ext4", MountPoint: root + "/a"}, errdefs.IsInvalidArgument},
 		{"unknown driver", &agentv1.Storage{Driver: "nfs", MountPoint: root + "/a"}, errdefs.IsInvalidArgument},
 		{"no driver", &agentv1.Storage{MountPoint: root + "/a"}, errdefs.IsInvalidArgument},
-		{"scsi", &agentv1.Storage{Driver: "scsi", Source: "0:0", Fstype: "ext4", MountPoint: root + "/a"}, errdefs.IsNotImplemented},
+		{"scsi nodev fs", &agentv1.Storage{Driver: "scsi", Source: "1:0", Fstype: "tmpfs", MountPoint: root + "/a"}, errdefs.IsNotImplemented},
 		{"blk without fstype", &agentv1.Storage{Driver: "blk", Source: "1e/01", MountPoint: root + "/a"}, errdefs.IsInvalidArgument},
 		{"blk without source", &agentv1.Storage{Driver: "blk", Fstype: "ext4", MountPoint: root + "/a"}, errdefs.IsInvalidArgument},
 		{"blk fs the guest lacks", &agentv1.Storage{Driver: "blk", Source: "1e/01", Fstype: "xfs", MountPoint: root + "/a"}, errdefs.IsNotImplemented},

@@ -16,9 +16,9 @@
 // VM templates, handing a running QEMU to another process and growing a VM (CPU and
 // memory hotplug) are in template*.go. QEMU runs confined (jail.go): few capabilities,
 // no_new_privs, resource limits, only its own descriptors, and its seccomp sandbox. Disks
-// are hot-plugged into a PCI bridge (disk.go). Not supported yet: virtio-scsi, vsock,
-// snapshots of a running sandbox, and running QEMU as a non-root user in its own
-// namespaces and root.
+// are hot-plugged into a PCI bridge or onto a virtio-scsi controller (disk.go). Not
+// supported yet: vsock, snapshots of a running sandbox, and running QEMU as a non-root
+// user in its own namespaces and root.
 package qemu
 
 import (
