@@ -210,6 +210,12 @@ func testDiskVolume(t *testing.T, driver func(*Config)) {
 	if got := e.disks(); len(got) != 1 {
 		t.Fatalf("disks with two containers on one volume: got %q, want one", got)
 	}
+	// The host never mounts the device: only the guest does.
+	if mounts, err := os.ReadFile("/proc/self/mountinfo"); err != nil {
+		t.Fatal(err)
+	} else if strings.Contains(string(mounts), " "+loop.path+" ") {
+		t.Errorf("the host mounted %s:\n%s", loop.path, mounts)
+	}
 	code, out, stderr := e.run(writer, nil)
 	if code != 0 || out != "written on the host\next4\n" {
 		t.Errorf("writer: exit %d, stdout %q (want the host's file and ext4), stderr %q", code, out, stderr)
