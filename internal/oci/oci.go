@@ -77,7 +77,10 @@ type Container struct {
 	Bundle string
 	// Rootfs is the absolute root file system path (the spec's root.path resolved against
 	// the bundle).
-	Rootfs         string
+	Rootfs string
+	// RootfsDisk, when set (by the shim, from RootfsDisk), is the disk holding the root
+	// file system: the guest mounts it and Rootfs is not used.
+	RootfsDisk     *specs.Mount
 	RootfsReadonly bool
 	Hostname       string
 	Process        Process

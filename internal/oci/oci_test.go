@@ -493,3 +493,30 @@ func TestBlockDevicesAndDiskMounts(t *testing.T) {
 		}
 	}
 }
+
+func TestRootfsDisk(t *testing.T) {
+	cfg := config.Default()
+	dm := specs.Mount{Type: "ext4", Source: "/dev/mapper/containerd-pool-snap-7", Options: []string{"rw"}}
+	got := RootfsDisk([]specs.Mount{dm}, cfg)
+	if got == nil || got.Source != dm.Source || got.Type != "ext4" || got.Destination != "/" {
+		t.Fatalf("devmapper rootfs: got %+v", got)
+	}
+	for _, tc := range []struct {
+		name   string
+		mounts []specs.Mount
+	}{
+		{"overlay", []specs.Mount{{Type: "overlay", Source: "overlay", Options: []string{"lowerdir=/a", "upperdir=/b", "workdir=/c"}}}},
+		{"bind", []specs.Mount{{Type: "bind", Source: "/var/lib/snap/1", Options: []string{"rbind"}}}},
+		{"file image", []specs.Mount{{Type: "ext4", Source: "/var/lib/blockfile/3", Options: []string{"loop"}}}},
+		{"two mounts", []specs.Mount{dm, dm}},
+		{"none", nil},
+	} {
+		if got := RootfsDisk(tc.mounts, cfg); got != nil {
+			t.Errorf("%s: got %+v, want nil (shared as files)", tc.name, got)
+		}
+	}
+	cfg.Hypervisor.DisableBlockDeviceUse = true
+	if got := RootfsDisk([]specs.Mount{dm}, cfg); got != nil {
+		t.Errorf("with disable_block_device_use: got %+v, want nil", got)
+	}
+}

@@ -105,7 +105,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 	if err != nil {
 		return nil, err
 	}
-	storages, devices, err := s.plugDisks(ctx, c, guestSpec, &rollback) // disk.go
+	storages, devices, err := s.plugDisks(ctx, c, plan.RootfsDisk, guestSpec, &rollback) // disk.go
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +130,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		}
 		return nil
 	})
-	if plan.RootfsReadonly {
+	if plan.RootfsReadonly && plan.RootfsDisk == nil {
 		if err := s.share.SetReadOnly(ctx, id, rootfsShare); err != nil {
 			return nil, fmt.Errorf("container %s: %w", id, err)
 		}
@@ -173,12 +173,15 @@ func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollb
 	rollback.add(func(ctx context.Context) error { return s.share.RemoveContainer(ctx, id) })
 	// The root file system stays writable here even when root.readonly is set: the
 	// container runtime in the guest creates mount points in it before it makes it
-	// read-only; CreateContainer makes the host side read-only once that is done.
-	rel, err := s.share.Bind(ctx, id, rootfsShare, plan.Rootfs, sharefs.BindOptions{Recursive: true})
-	if err != nil {
-		return nil, fmt.Errorf("container %s: %w", id, err)
+	// read-only; CreateContainer makes the host side read-only once that is done. A rootfs
+	// on a disk is not shared: plugDisks attaches it.
+	if plan.RootfsDisk == nil {
+		rel, err := s.share.Bind(ctx, id, rootfsShare, plan.Rootfs, sharefs.BindOptions{Recursive: true})
+		if err != nil {
+			return nil, fmt.Errorf("container %s: %w", id, err)
+		}
+		guest.Root.Path = sharefs.GuestPath(rel)
 	}
-	guest.Root.Path = sharefs.GuestPath(rel)
 	mounts := make([]specs.Mount, 0, len(guest.Mounts))
 	for i, m := range guest.Mounts {
 		if !oci.IsBind(m) {

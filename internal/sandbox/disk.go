@@ -65,11 +65,12 @@ func (d *attachedDisk) guestAddress() (string, string) {
 	return "blk", d.addr.PCIPath
 }
 
-// plugDisks attaches the container's host block devices and disk mounts, rewrites guest
-// (the disk mounts become bind mounts of the guest's mount of the disk) and returns the
-// storages and devices for the agent's CreateContainer. Each attach registers its release
-// on rollback; the devices held are added to c.disks.
-func (s *Sandbox) plugDisks(ctx context.Context, c *Container, guest *specs.Spec, rollback *undo) ([]*agentv1.Storage, []*agentv1.Device, error) {
+// plugDisks attaches the container's root file system disk (rootfs, when not nil), host
+// block devices and disk mounts, rewrites guest (the root is the guest's mount of the
+// rootfs disk; the disk mounts become bind mounts of the guest's mount of the disk) and
+// returns the storages and devices for the agent's CreateContainer. Each attach registers
+// its release on rollback; the devices held are added to c.disks.
+func (s *Sandbox) plugDisks(ctx context.Context, c *Container, rootfs *specs.Mount, guest *specs.Spec, rollback *undo) ([]*agentv1.Storage, []*agentv1.Device, error) {
 	var storages []*agentv1.Storage
 	var devices []*agentv1.Device
 	acquire := func(what string, dev uint64, hostPath string, readOnly bool) (*attachedDisk, error) {
@@ -100,24 +101,20 @@ func (s *Sandbox) plugDisks(ctx context.Context, c *Container, guest *specs.Spec
 			devices = append(devices, &agentv1.Device{Id: d.id, Type: kind, VmPath: addr, ContainerPath: sd.Path})
 		}
 	}
-	for i := range guest.Mounts {
-		m := &guest.Mounts[i]
-		if !oci.IsDiskMount(*m) {
-			continue
-		}
-		what := fmt.Sprintf("mount %s (%s %s)", m.Destination, m.Type, m.Source)
+	// mountDisk attaches the disk of mount m and returns the guest's mount point of it
+	// and the per-container bind options.
+	mountDisk := func(what string, m specs.Mount) (string, []string, error) {
 		var st unix.Stat_t
 		if err := unix.Stat(m.Source, &st); err != nil {
-			return nil, nil, fmt.Errorf("container %s: %s: %w", c.id, what, err)
+			return "", nil, fmt.Errorf("container %s: %s: %w", c.id, what, err)
 		}
 		if st.Mode&unix.S_IFMT != unix.S_IFBLK {
-			return nil, nil, fmt.Errorf("container %s: %s: the source is not a block device: %w", c.id, what, errdefs.ErrInvalidArgument)
+			return "", nil, fmt.Errorf("container %s: %s: the source is not a block device: %w", c.id, what, errdefs.ErrInvalidArgument)
 		}
 		fsOpts, bindOpts := splitDiskOptions(m.Options)
-		readOnly := slices.Contains(bindOpts, "ro")
-		d, err := acquire(what, st.Rdev, m.Source, readOnly)
+		d, err := acquire(what, st.Rdev, m.Source, slices.Contains(bindOpts, "ro"))
 		if err != nil {
-			return nil, nil, err
+			return "", nil, err
 		}
 		if d.readOnly {
 			fsOpts = append(fsOpts, "ro")
@@ -125,6 +122,24 @@ func (s *Sandbox) plugDisks(ctx context.Context, c *Container, guest *specs.Spec
 		mp := path.Join(guestDiskDir, d.id)
 		kind, addr := d.guestAddress()
 		storages = append(storages, &agentv1.Storage{Driver: kind, Source: addr, Fstype: m.Type, Options: fsOpts, MountPoint: mp})
+		return mp, bindOpts, nil
+	}
+	if rootfs != nil {
+		mp, _, err := mountDisk(fmt.Sprintf("root file system (%s %s)", rootfs.Type, rootfs.Source), *rootfs)
+		if err != nil {
+			return nil, nil, err
+		}
+		guest.Root.Path = mp
+	}
+	for i := range guest.Mounts {
+		m := &guest.Mounts[i]
+		if !oci.IsDiskMount(*m) {
+			continue
+		}
+		mp, bindOpts, err := mountDisk(fmt.Sprintf("mount %s (%s %s)", m.Destination, m.Type, m.Source), *m)
+		if err != nil {
+			return nil, nil, err
+		}
 		*m = specs.Mount{Destination: m.Destination, Type: "bind", Source: mp, Options: append([]string{"rbind"}, bindOpts...)}
 	}
 	return storages, devices, nil

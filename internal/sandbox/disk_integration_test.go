@@ -33,22 +33,10 @@ type loopDevice struct {
 // before newEnv, so that the sandbox (and its VM) is gone when the device is detached.
 func newLoop(t *testing.T, sizeMiB int64, populate map[string]string) loopDevice {
 	t.Helper()
-	testutil.RequiresRoot(t)
-	for _, bin := range []string{"losetup", "mkfs.ext4", "debugfs"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s is not installed: %v", bin, err)
-		}
-	}
 	dir := t.TempDir()
-	file := filepath.Join(dir, "disk.img")
-	if err := os.WriteFile(file, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(file, sizeMiB<<20); err != nil {
-		t.Fatal(err)
-	}
+	var src string
 	if populate != nil {
-		src := filepath.Join(dir, "src")
+		src = filepath.Join(dir, "src")
 		if err := os.Mkdir(src, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -57,6 +45,28 @@ func newLoop(t *testing.T, sizeMiB int64, populate map[string]string) loopDevice
 				t.Fatal(err)
 			}
 		}
+	}
+	return newLoopFrom(t, sizeMiB, src)
+}
+
+// newLoopFrom is newLoop with the ext4 file system made from the directory src (none when
+// src is empty).
+func newLoopFrom(t *testing.T, sizeMiB int64, src string) loopDevice {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	for _, bin := range []string{"losetup", "mkfs.ext4", "debugfs"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("%s is not installed: %v", bin, err)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(file, sizeMiB<<20); err != nil {
+		t.Fatal(err)
+	}
+	if src != "" {
 		if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", src, file).CombinedOutput(); err != nil {
 			t.Fatalf("mkfs.ext4: %v: %s", err, out)
 		}
@@ -304,4 +314,50 @@ func (e *env) tryContainer(id string, args []string, edit func(*specs.Spec)) (*C
 		return nil, err
 	}
 	return e.sb.CreateContainer(ctx, ContainerConfig{Plan: plan, Stdin: true})
+}
+
+// TestRootfsDisk runs a container whose root file system is a block device, as
+// containerd's devmapper snapshotter gives it: the guest mounts the disk as the root (not
+// 9p), the container's writes land on the device, and the disk leaves the VM with the
+// container.
+func TestRootfsDisk(t *testing.T) {
+	testutil.RequiresVM(t)
+	dir := t.TempDir()
+	spec, err := bundle.CreateBusybox(dir, []string{"sh", "-c", "grep ' / ' /proc/self/mounts | cut -d' ' -f3; cat /etc/marker; echo from-container > /written"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "rootfs/etc/marker"), []byte("on the disk\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	loop := newLoopFrom(t, 32, filepath.Join(dir, "rootfs"))
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	plan, err := oci.ContainerConfig(ctx, "rd", dir, spec, oci.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan.RootfsDisk = oci.RootfsDisk([]specs.Mount{{Type: "ext4", Source: loop.path}}, e.sb.Effective())
+	if plan.RootfsDisk == nil {
+		t.Fatal("a single ext4 mount of a block device is not a rootfs disk")
+	}
+	c, err := e.sb.CreateContainer(ctx, ContainerConfig{Plan: plan, Stdin: true})
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if got := e.disks(); len(got) != 1 {
+		t.Errorf("disks: got %q, want the rootfs disk", got)
+	}
+	code, out, stderr := e.run(c, nil)
+	if code != 0 || out != "ext4\non the disk\n" {
+		t.Errorf("exit %d, stdout %q (want an ext4 root with the disk's files), stderr %q", code, out, stderr)
+	}
+	e.deleteContainer("rd")
+	if got := e.disks(); len(got) != 0 {
+		t.Errorf("disks after delete: got %q, want none", got)
+	}
+	if got := debugfsCat(t, loop.file, "written"); got != "from-container\n" {
+		t.Errorf("/written on the device: got %q", got)
+	}
 }

@@ -261,6 +261,9 @@ func shareStorage(vmcfg hypervisor.Config) *agentv1.Storage {
 // ID of the sandbox.
 func (s *Sandbox) ID() string { return s.id }
 
+// Effective is the sandbox's effective configuration (Config.Effective).
+func (s *Sandbox) Effective() *config.Config { return s.cfg.Effective }
+
 // Dir is the sandbox's state directory.
 func (s *Sandbox) Dir() string { return s.dir }
 
