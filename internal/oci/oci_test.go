@@ -507,13 +507,18 @@ func TestRootfsDisk(t *testing.T) {
 	}{
 		{"overlay", []specs.Mount{{Type: "overlay", Source: "overlay", Options: []string{"lowerdir=/a", "upperdir=/b", "workdir=/c"}}}},
 		{"bind", []specs.Mount{{Type: "bind", Source: "/var/lib/snap/1", Options: []string{"rbind"}}}},
-		{"file image", []specs.Mount{{Type: "ext4", Source: "/var/lib/blockfile/3", Options: []string{"loop"}}}},
+		{"file image without loop", []specs.Mount{{Type: "ext4", Source: "/var/lib/blockfile/3"}}},
+		{"loop image, relative", []specs.Mount{{Type: "ext4", Source: "snap/3", Options: []string{"loop"}}}},
 		{"two mounts", []specs.Mount{dm, dm}},
 		{"none", nil},
 	} {
 		if got := RootfsDisk(tc.mounts, cfg); got != nil {
 			t.Errorf("%s: got %+v, want nil (shared as files)", tc.name, got)
 		}
+	}
+	bf := specs.Mount{Type: "ext4", Source: "/var/lib/containerd/io.containerd.snapshotter.v1.blockfile/snapshots/3", Options: []string{"rw", "loop"}}
+	if got := RootfsDisk([]specs.Mount{bf}, cfg); got == nil || got.Source != bf.Source {
+		t.Errorf("blockfile rootfs: got %+v", got)
 	}
 	cfg.Hypervisor.DisableBlockDeviceUse = true
 	if got := RootfsDisk([]specs.Mount{dm}, cfg); got != nil {

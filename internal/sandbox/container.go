@@ -35,9 +35,9 @@ type Container struct {
 	sb     *Sandbox
 	id     string
 	rootfs string
-	// disks are the host devices (by number) the container holds disks of (disk.go); set
+	// disks are the host devices and files the container holds disks of (disk.go); set
 	// by CreateContainer, released by DeleteContainer.
-	disks []uint64
+	disks []diskKey
 
 	// mu guards state.
 	mu    sync.Mutex

@@ -38,16 +38,34 @@ const sysDevBlock = "/sys/dev/block"
 
 // diskSet is the sandbox's attached disks.
 type diskSet struct {
-	// mu guards byDev and next. It is held across a disk's attach and detach (QMP commands
+	// mu guards byKey and next. It is held across a disk's attach and detach (QMP commands
 	// and the guest's release), so that two containers asking for one device attach it once;
 	// it is never held with Sandbox.mu.
 	mu    sync.Mutex
-	byDev map[uint64]*attachedDisk
+	byKey map[diskKey]*attachedDisk
 	// next numbers the disk ids.
 	next int
 }
 
-// attachedDisk is one host device attached to the VM.
+// diskKey identifies what a disk is on the host: a block device by its number, a regular
+// file (a loop-mounted image) by its file system device and inode.
+type diskKey struct {
+	rdev     uint64
+	dev, ino uint64
+}
+
+// blockKey is the key of block device number rdev.
+func blockKey(rdev uint64) diskKey { return diskKey{rdev: rdev} }
+
+// keyOf is the key of the file st describes, a block device or a regular file.
+func keyOf(st *unix.Stat_t) diskKey {
+	if st.Mode&unix.S_IFMT == unix.S_IFBLK {
+		return blockKey(st.Rdev)
+	}
+	return diskKey{dev: st.Dev, ino: st.Ino}
+}
+
+// attachedDisk is one host device or file attached to the VM.
 type attachedDisk struct {
 	id       string
 	addr     hypervisor.DiskAddress
@@ -73,7 +91,7 @@ func (d *attachedDisk) guestAddress() (string, string) {
 func (s *Sandbox) plugDisks(ctx context.Context, c *Container, rootfs *specs.Mount, guest *specs.Spec, rollback *undo) ([]*agentv1.Storage, []*agentv1.Device, error) {
 	var storages []*agentv1.Storage
 	var devices []*agentv1.Device
-	acquire := func(what string, dev uint64, hostPath string, readOnly bool) (*attachedDisk, error) {
+	acquire := func(what string, dev diskKey, hostPath string, readOnly bool) (*attachedDisk, error) {
 		d, err := s.acquireDisk(ctx, dev, hostPath, readOnly)
 		if err != nil {
 			return nil, fmt.Errorf("container %s: %s: %w", c.id, what, err)
@@ -88,7 +106,7 @@ func (s *Sandbox) plugDisks(ctx context.Context, c *Container, rootfs *specs.Mou
 				continue
 			}
 			what := fmt.Sprintf("linux.devices[%d] (%s)", i, sd.Path)
-			dev := unix.Mkdev(uint32(sd.Major), uint32(sd.Minor))
+			dev := blockKey(unix.Mkdev(uint32(sd.Major), uint32(sd.Minor)))
 			hostPath, err := hostBlockPath(sd.Major, sd.Minor)
 			if err != nil {
 				return nil, nil, fmt.Errorf("container %s: %s: %w", c.id, what, err)
@@ -108,11 +126,18 @@ func (s *Sandbox) plugDisks(ctx context.Context, c *Container, rootfs *specs.Mou
 		if err := unix.Stat(m.Source, &st); err != nil {
 			return "", nil, fmt.Errorf("container %s: %s: %w", c.id, what, err)
 		}
-		if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		loop := slices.Contains(m.Options, "loop")
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFBLK:
+		case unix.S_IFREG:
+			if !loop {
+				return "", nil, fmt.Errorf("container %s: %s: the source is a file without the loop option: %w", c.id, what, errdefs.ErrInvalidArgument)
+			}
+		default:
 			return "", nil, fmt.Errorf("container %s: %s: the source is not a block device: %w", c.id, what, errdefs.ErrInvalidArgument)
 		}
 		fsOpts, bindOpts := splitDiskOptions(m.Options)
-		d, err := acquire(what, st.Rdev, m.Source, slices.Contains(bindOpts, "ro"))
+		d, err := acquire(what, keyOf(&st), m.Source, slices.Contains(bindOpts, "ro"))
 		if err != nil {
 			return "", nil, err
 		}
@@ -155,11 +180,12 @@ var bindWords = []string{
 
 // splitDiskOptions splits a disk mount's options into the file system's (for the guest's
 // one mount of the disk, shared by every container using it) and the bind's (per
-// container). "bind", "rbind" and "defaults" are dropped.
+// container). "bind", "rbind", "defaults" and "loop" (a file is attached as a disk of its
+// own, no loop device is made) are dropped.
 func splitDiskOptions(opts []string) (fs, bind []string) {
 	for _, o := range opts {
 		switch {
-		case o == "bind" || o == "rbind" || o == "defaults" || o == "":
+		case o == "bind" || o == "rbind" || o == "defaults" || o == "loop" || o == "":
 		case slices.Contains(bindWords, o):
 			bind = append(bind, o)
 		default:
@@ -169,16 +195,17 @@ func splitDiskOptions(opts []string) (fs, bind []string) {
 	return fs, bind
 }
 
-// acquireDisk attaches the host device dev (at hostPath) or takes another reference to it
-// when it is attached already. A device attached read-only cannot be taken read-write.
-func (s *Sandbox) acquireDisk(ctx context.Context, dev uint64, hostPath string, readOnly bool) (*attachedDisk, error) {
+// acquireDisk attaches the host device or file dev (at hostPath) or takes another
+// reference to it when it is attached already. A disk attached read-only cannot be taken
+// read-write.
+func (s *Sandbox) acquireDisk(ctx context.Context, dev diskKey, hostPath string, readOnly bool) (*attachedDisk, error) {
 	h, ok := s.vm.(hypervisor.DiskHotplugger)
 	if !ok {
 		return nil, fmt.Errorf("hypervisor %s cannot attach disks: %w", s.cfg.Hypervisor, errdefs.ErrNotImplemented)
 	}
 	s.disks.mu.Lock()
 	defer s.disks.mu.Unlock()
-	if d, ok := s.disks.byDev[dev]; ok {
+	if d, ok := s.disks.byKey[dev]; ok {
 		if d.readOnly && !readOnly {
 			return nil, fmt.Errorf("device %s is attached read-only for another container; it cannot be used read-write too: %w", hostPath, errdefs.ErrFailedPrecondition)
 		}
@@ -198,8 +225,8 @@ func (s *Sandbox) acquireDisk(ctx context.Context, dev uint64, hostPath string, 
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return nil, fmt.Errorf("stat %s: %w", hostPath, err)
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFBLK || st.Rdev != dev {
-		return nil, fmt.Errorf("%s is not block device %d:%d: %w", hostPath, unix.Major(dev), unix.Minor(dev), errdefs.ErrInvalidArgument)
+	if mode := st.Mode & unix.S_IFMT; (mode != unix.S_IFBLK && mode != unix.S_IFREG) || keyOf(&st) != dev {
+		return nil, fmt.Errorf("%s changed since it was looked up (want %+v): %w", hostPath, dev, errdefs.ErrInvalidArgument)
 	}
 	id := fmt.Sprintf("disk%d", s.disks.next)
 	s.disks.next++
@@ -208,20 +235,20 @@ func (s *Sandbox) acquireDisk(ctx context.Context, dev uint64, hostPath string, 
 		return nil, fmt.Errorf("attach %s: %w", hostPath, err)
 	}
 	d := &attachedDisk{id: id, addr: addr, readOnly: readOnly, refs: 1}
-	if s.disks.byDev == nil {
-		s.disks.byDev = map[uint64]*attachedDisk{}
+	if s.disks.byKey == nil {
+		s.disks.byKey = map[diskKey]*attachedDisk{}
 	}
-	s.disks.byDev[dev] = d
+	s.disks.byKey[dev] = d
 	log.G(ctx).WithField("disk", id).WithField("device", hostPath).WithField("pci", addr.PCIPath).Debug("disk attached")
 	return d, nil
 }
 
-// releaseDisk drops a reference to the disk of device dev and detaches it after the last.
-// With the VM gone there is nothing to detach.
-func (s *Sandbox) releaseDisk(ctx context.Context, dev uint64) error {
+// releaseDisk drops a reference to the disk of dev and detaches it after the last. With
+// the VM gone there is nothing to detach.
+func (s *Sandbox) releaseDisk(ctx context.Context, dev diskKey) error {
 	s.disks.mu.Lock()
 	defer s.disks.mu.Unlock()
-	d, ok := s.disks.byDev[dev]
+	d, ok := s.disks.byKey[dev]
 	if !ok {
 		return nil
 	}
@@ -229,7 +256,7 @@ func (s *Sandbox) releaseDisk(ctx context.Context, dev uint64) error {
 	if d.refs > 0 {
 		return nil
 	}
-	delete(s.disks.byDev, dev)
+	delete(s.disks.byKey, dev)
 	if !s.vmAlive() {
 		return nil
 	}

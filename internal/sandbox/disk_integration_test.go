@@ -316,11 +316,18 @@ func (e *env) tryContainer(id string, args []string, edit func(*specs.Spec)) (*C
 	return e.sb.CreateContainer(ctx, ContainerConfig{Plan: plan, Stdin: true})
 }
 
-// TestRootfsDisk runs a container whose root file system is a block device, as
-// containerd's devmapper snapshotter gives it: the guest mounts the disk as the root (not
-// 9p), the container's writes land on the device, and the disk leaves the VM with the
-// container.
+// TestRootfsDisk runs a container whose root file system is a disk, as containerd's
+// snapshotters give it: a block device (devmapper; here a loop device) and an image file
+// with the loop option (blockfile; no loop device is made). The guest mounts the disk as
+// the root (not 9p), the container's writes land on it, and the disk leaves the VM with
+// the container.
 func TestRootfsDisk(t *testing.T) {
+	for _, kind := range []string{"devmapper", "blockfile"} {
+		t.Run(kind, func(t *testing.T) { testRootfsDisk(t, kind == "blockfile") })
+	}
+}
+
+func testRootfsDisk(t *testing.T, file bool) {
 	testutil.RequiresVM(t)
 	dir := t.TempDir()
 	spec, err := bundle.CreateBusybox(dir, []string{"sh", "-c", "grep ' / ' /proc/self/mounts | cut -d' ' -f3; cat /etc/marker; echo from-container > /written"}, false)
@@ -331,6 +338,10 @@ func TestRootfsDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	loop := newLoopFrom(t, 32, filepath.Join(dir, "rootfs"))
+	rootfs := specs.Mount{Type: "ext4", Source: loop.path}
+	if file {
+		rootfs = specs.Mount{Type: "ext4", Source: loop.file, Options: []string{"rw", "loop"}}
+	}
 	e := newEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -338,9 +349,9 @@ func TestRootfsDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan.RootfsDisk = oci.RootfsDisk([]specs.Mount{{Type: "ext4", Source: loop.path}}, e.sb.Effective())
+	plan.RootfsDisk = oci.RootfsDisk([]specs.Mount{rootfs}, e.sb.Effective())
 	if plan.RootfsDisk == nil {
-		t.Fatal("a single ext4 mount of a block device is not a rootfs disk")
+		t.Fatalf("%+v is not a rootfs disk", rootfs)
 	}
 	c, err := e.sb.CreateContainer(ctx, ContainerConfig{Plan: plan, Stdin: true})
 	if err != nil {
@@ -358,6 +369,6 @@ func TestRootfsDisk(t *testing.T) {
 		t.Errorf("disks after delete: got %q, want none", got)
 	}
 	if got := debugfsCat(t, loop.file, "written"); got != "from-container\n" {
-		t.Errorf("/written on the device: got %q", got)
+		t.Errorf("/written on the disk: got %q", got)
 	}
 }

@@ -11,7 +11,7 @@ import (
 )
 
 func TestSplitDiskOptions(t *testing.T) {
-	fs, bind := splitDiskOptions([]string{"rbind", "ro", "nosuid", "errors=remount-ro", "rprivate", "defaults", "noload"})
+	fs, bind := splitDiskOptions([]string{"rbind", "ro", "nosuid", "errors=remount-ro", "rprivate", "defaults", "noload", "loop"})
 	if want := []string{"errors=remount-ro", "noload"}; !slices.Equal(fs, want) {
 		t.Errorf("fs options: got %q, want %q", fs, want)
 	}
@@ -49,7 +49,7 @@ func TestPlugDisksRefuses(t *testing.T) {
 			}
 		})
 	}
-	if _, err := s.acquireDisk(context.Background(), 1, "/dev/x", false); !errdefs.IsNotImplemented(err) {
+	if _, err := s.acquireDisk(context.Background(), blockKey(1), "/dev/x", false); !errdefs.IsNotImplemented(err) {
 		t.Errorf("attach on a vm without disk hotplug: got %v, want ErrNotImplemented", err)
 	}
 }
