@@ -481,7 +481,7 @@ var keyTable = []Key{
 		Doc: "Handle block I/O in a separate thread (virtio-scsi)."},
 	{Section: "hypervisor", Name: "disable_block_device_use",
 		Consumer: "oci.RootfsDisk", Type: "bool", Annotation: "disable_block_device_use",
-		Doc: "Never pass a block-device rootfs (devmapper snapshots) to the guest as a disk; mount it on the host and share it as files instead."},
+		Doc: "Never pass a disk rootfs (devmapper or blockfile snapshots) to the guest as a disk; mount it on the host and share it as files instead."},
 	{Section: "hypervisor", Name: "disable_image_nvdimm",
 		Unsupported: noImages, Type: "bool", Annotation: "disable_image_nvdimm",
 		Doc: "Attach a guest image as virtio-blk instead of nvdimm."},
