@@ -129,13 +129,52 @@ func (s *suite) testDisks(t *testing.T) {
 	if !caps.BlockHotplug {
 		t.Skipf("%s does not hot-plug disks", s.driver)
 	}
-	for _, driver := range []hypervisor.BlockDriver{hypervisor.BlockVirtioBlk, hypervisor.BlockVirtioSCSI} {
-		t.Run(string(driver), func(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		block hypervisor.BlockConfig
+	}{
+		{"virtio-blk", hypervisor.BlockConfig{Driver: hypervisor.BlockVirtioBlk}},
+		{"virtio-scsi", hypervisor.BlockConfig{Driver: hypervisor.BlockVirtioSCSI}},
+		{"native-direct", hypervisor.BlockConfig{AIO: hypervisor.AIONative, CacheDirect: true, CacheNoFlush: true}},
+		{"io_uring", hypervisor.BlockConfig{AIO: hypervisor.AIOIOUring}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			cfg := s.config(t, "disks")
-			cfg.Block.Driver = driver
+			cfg.Block = tc.block
 			b := s.startConfig(t, cfg)
 			s.waitBooted(t, b)
+			if tc.block.AIO == hypervisor.AIOIOUring {
+				// The host may lack io_uring: then attaching is refused, clearly.
+				if err := probeAttach(b.vm); errors.Is(err, errdefs.ErrNotImplemented) {
+					t.Skipf("io_uring refused on this host, as it must be: %v", err)
+				} else if err != nil {
+					t.Fatalf("attach with io_uring: %v (want success or ErrNotImplemented)", err)
+				}
+			}
 			CheckDisks(t, b.vm)
 		})
 	}
+}
+
+// probeAttach attaches and detaches one disk on a file of its own.
+func probeAttach(vm hypervisor.VM) error {
+	h, ok := vm.(hypervisor.DiskHotplugger)
+	if !ok {
+		return errors.New("no disk hotplug")
+	}
+	f, err := os.CreateTemp("", "hvtest-probe")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	if err := f.Truncate(1 << 20); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if _, err := h.AttachDisk(ctx, hypervisor.Disk{ID: "probe", File: f}); err != nil {
+		return err
+	}
+	return h.DetachDisk(ctx, "probe")
 }
