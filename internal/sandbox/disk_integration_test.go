@@ -249,8 +249,9 @@ func testDiskVolume(t *testing.T, driver func(*Config)) {
 }
 
 // TestDiskRefusals checks that bad input is refused with a clear error and leaves no disk
-// in the VM: a device the host does not have, a file system the guest kernel lacks, and a
-// disk mount whose source is not a block device.
+// in the VM: a device the host does not have, a file system the guest kernel lacks, a disk
+// mount whose source is not a block device, and a read-write use of a device attached
+// read-only for another container.
 func TestDiskRefusals(t *testing.T) {
 	loop := newLoop(t, 8, map[string]string{"x": "x"})
 	e := newEnv(t)
@@ -289,6 +290,17 @@ func TestDiskRefusals(t *testing.T) {
 	})
 	if code, out, stderr := e.run(c, nil); code != 0 || out != "x" {
 		t.Errorf("after the refusals: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	// A device attached read-only for one container cannot be used read-write by another;
+	// the refusal leaves the first container's disk as it was.
+	_, err := e.tryContainer("rw", []string{"true"}, func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "ext4", Source: loop.path, Options: []string{"rw"}})
+	})
+	if err == nil || !strings.Contains(err.Error(), "attached read-only for another container") {
+		t.Errorf("read-write use of a read-only disk: got %v", err)
+	}
+	if got := e.disks(); len(got) != 1 {
+		t.Errorf("disks after the refused read-write use: got %q, want the read-only one", got)
 	}
 	e.deleteContainer("ok")
 	if got := e.disks(); !slices.Equal(got, nil) {
