@@ -43,6 +43,10 @@ type BlockConfig struct {
 	CacheDirect bool
 	// CacheNoFlush ignores the guest's flush requests (data may be lost on a host crash).
 	CacheNoFlush bool
+	// MaxBytesPerSec and MaxIOPS limit each disk's I/O, reads and writes together; 0 is
+	// no limit.
+	MaxBytesPerSec uint64
+	MaxIOPS        uint64
 }
 
 func (b BlockConfig) validate() error {

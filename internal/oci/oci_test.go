@@ -425,6 +425,10 @@ func TestHypervisorConfig(t *testing.T) {
 	if b := HypervisorConfig(c, s).Block; !b.CacheDirect || !b.CacheNoFlush || b.AIO != hypervisor.AIONative {
 		t.Errorf("cache keys with block_device_cache_set: got %+v, want direct, no-flush, native", b)
 	}
+	c.Hypervisor.DiskRateLimiterBwMaxRate, c.Hypervisor.DiskRateLimiterOpsMaxRate = 80_000_000, 500
+	if b := HypervisorConfig(c, s).Block; b.MaxBytesPerSec != 10_000_000 || b.MaxIOPS != 500 {
+		t.Errorf("rate limits: got %d bytes/s and %d ops/s, want 10000000 (bits / 8) and 500", b.MaxBytesPerSec, b.MaxIOPS)
+	}
 	c.Hypervisor.SharedFS = hypervisor.SharedFSVirtioFS
 	if vm := HypervisorConfig(c, s); vm.Msize9P != 0 || vm.SharedFS != hypervisor.SharedFSVirtioFS {
 		t.Fatalf("virtio-fs: %+v", vm)

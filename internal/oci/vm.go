@@ -33,8 +33,10 @@ func HypervisorConfig(c *config.Config, s Sizing) hypervisor.Config {
 		EntropySource:       h.EntropySource,
 	}
 	vm.Block = hypervisor.BlockConfig{
-		Driver: hypervisor.BlockDriver(h.BlockDeviceDriver),
-		AIO:    hypervisor.BlockAIO(h.BlockDeviceAIO),
+		Driver:         hypervisor.BlockDriver(h.BlockDeviceDriver),
+		AIO:            hypervisor.BlockAIO(h.BlockDeviceAIO),
+		MaxBytesPerSec: h.DiskRateLimiterBwMaxRate / 8,
+		MaxIOPS:        h.DiskRateLimiterOpsMaxRate,
 	}
 	if h.BlockDeviceCacheSet {
 		vm.Block.CacheDirect = h.BlockDeviceCacheDirect

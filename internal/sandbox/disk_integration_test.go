@@ -384,3 +384,29 @@ func testRootfsDisk(t *testing.T, file bool) {
 		t.Errorf("/written on the disk: got %q", got)
 	}
 }
+
+// TestDiskRateLimit writes 2 MiB to a raw disk limited to 512 KiB/s: the write and its
+// flush cannot end before the limit lets the bytes through (nominally 4 s; at least 2 s
+// counting a first burst).
+func TestDiskRateLimit(t *testing.T) {
+	loop := newLoop(t, 8, nil)
+	e := newEnvWith(t, func(c *Config) { c.VM.Block.MaxBytesPerSec = 512 << 10 })
+	c := e.container("limited", []string{"dd", "if=/dev/zero", "of=/dev/xvdb", "bs=64k", "count=32", "conv=fsync"}, func(s *specs.Spec) {
+		s.Linux.Devices = append(s.Linux.Devices, specs.LinuxDevice{Path: "/dev/xvdb", Type: "b", Major: loop.major, Minor: loop.minor})
+		if s.Linux.Resources == nil {
+			s.Linux.Resources = &specs.LinuxResources{}
+		}
+		s.Linux.Resources.Devices = append(s.Linux.Resources.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: "b", Major: &loop.major, Minor: &loop.minor, Access: "rwm"})
+	})
+	begin := time.Now()
+	code, _, stderr := e.run(c, nil)
+	took := time.Since(begin)
+	if code != 0 {
+		t.Fatalf("dd: exit %d, stderr %q", code, stderr)
+	}
+	if took < 2*time.Second {
+		t.Errorf("2 MiB through a 512 KiB/s limit took %v, want at least 2 s", took)
+	}
+	t.Logf("2 MiB at 512 KiB/s: %v", took)
+	e.deleteContainer("limited")
+}

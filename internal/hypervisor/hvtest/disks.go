@@ -137,6 +137,7 @@ func (s *suite) testDisks(t *testing.T) {
 		{"virtio-scsi", hypervisor.BlockConfig{Driver: hypervisor.BlockVirtioSCSI}},
 		{"native-direct", hypervisor.BlockConfig{AIO: hypervisor.AIONative, CacheDirect: true, CacheNoFlush: true}},
 		{"io_uring", hypervisor.BlockConfig{AIO: hypervisor.AIOIOUring}},
+		{"io-limits", hypervisor.BlockConfig{MaxBytesPerSec: 1 << 20, MaxIOPS: 100}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := s.config(t, "disks")

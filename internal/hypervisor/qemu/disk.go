@@ -41,6 +41,10 @@ const (
 
 	diskNodePrefix   = "vd-"
 	diskDevicePrefix = "vdev-"
+	// With I/O limits, vd-<id> is a throttle node of group vtg-<id> over the file node
+	// vdf-<id>.
+	diskFilePrefix     = "vdf-"
+	diskThrottlePrefix = "vtg-"
 	// maxDiskID keeps node names within QEMU's 31 bytes.
 	maxDiskID = 24
 )
@@ -142,8 +146,8 @@ func (v *VM) AttachDisk(ctx context.Context, d hypervisor.Disk) (_ hypervisor.Di
 		return hypervisor.DiskAddress{}, fmt.Errorf("qemu %s: attach disk %s: pass its descriptor: %w", v.cfg.ID, d.ID, err)
 	}
 	dk.fdset = fdset
-	if err := c.BlockdevAdd(ctx, blockdevOptions(v.cfg.Block, driver, node, fdset, d.ReadOnly)); err != nil {
-		return hypervisor.DiskAddress{}, fmt.Errorf("qemu %s: attach disk %s: %w", v.cfg.ID, d.ID, aioError(v.cfg.Block, err))
+	if err := v.addNodes(ctx, c, d, driver, fdset); err != nil {
+		return hypervisor.DiskAddress{}, fmt.Errorf("qemu %s: attach disk %s: %w", v.cfg.ID, d.ID, err)
 	}
 	devDriver, props, addr := "virtio-blk-pci", map[string]any{
 		"drive": node,
@@ -162,8 +166,8 @@ func (v *VM) AttachDisk(ctx context.Context, d hypervisor.Disk) (_ hypervisor.Di
 	if err := c.DeviceAdd(ctx, devDriver, dev, props); err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opCleanupTimeout)
 		defer cancel()
-		if derr := c.BlockdevDel(cctx, node); derr != nil {
-			log.G(ctx).WithError(derr).Warn("rollback: blockdev-del")
+		if derr := v.delNodes(cctx, c, d.ID); derr != nil {
+			log.G(ctx).WithError(derr).Warn("rollback: remove the disk's block nodes")
 		}
 		return hypervisor.DiskAddress{}, fmt.Errorf("qemu %s: attach disk %s: %w", v.cfg.ID, d.ID, err)
 	}
@@ -172,6 +176,74 @@ func (v *VM) AttachDisk(ctx context.Context, d hypervisor.Disk) (_ hypervisor.Di
 	v.mu.Unlock()
 	log.G(ctx).WithField("vm", v.cfg.ID).WithField("disk", d.ID).WithField("address", addr).Debug("disk attached")
 	return addr, nil
+}
+
+// throttled tells whether disks get I/O limits (a throttle node over the file node).
+func (v *VM) throttled() bool { return v.cfg.Block.MaxBytesPerSec > 0 || v.cfg.Block.MaxIOPS > 0 }
+
+// addNodes adds the disk's block nodes: the file node on fd set fdset, named vd-<id>, or,
+// with I/O limits, the file node vdf-<id>, the throttle group vtg-<id> and the throttle
+// node vd-<id> over them. On error it removes what it added.
+func (v *VM) addNodes(ctx context.Context, c *qmp.Client, d hypervisor.Disk, driver string, fdset int) (retErr error) {
+	node := diskNodePrefix + d.ID
+	if !v.throttled() {
+		return aioError(v.cfg.Block, c.BlockdevAdd(ctx, blockdevOptions(v.cfg.Block, driver, node, fdset, d.ReadOnly)))
+	}
+	file, group := diskFilePrefix+d.ID, diskThrottlePrefix+d.ID
+	var undo []func(context.Context) error
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opCleanupTimeout)
+		defer cancel()
+		for i := len(undo) - 1; i >= 0; i-- {
+			if err := undo[i](cctx); err != nil {
+				log.G(ctx).WithError(err).Warn("rollback of a disk's block nodes")
+			}
+		}
+	}()
+	if err := c.BlockdevAdd(ctx, blockdevOptions(v.cfg.Block, driver, file, fdset, d.ReadOnly)); err != nil {
+		return aioError(v.cfg.Block, err)
+	}
+	undo = append(undo, func(ctx context.Context) error { return c.BlockdevDel(ctx, file) })
+	limits := map[string]any{}
+	if b := v.cfg.Block.MaxBytesPerSec; b > 0 {
+		limits["bps-total"] = b
+	}
+	if n := v.cfg.Block.MaxIOPS; n > 0 {
+		limits["iops-total"] = n
+	}
+	if err := c.ObjectAdd(ctx, "throttle-group", group, map[string]any{"limits": limits}); err != nil {
+		return fmt.Errorf("i/o limits: %w", err)
+	}
+	undo = append(undo, func(ctx context.Context) error { return c.ObjectDel(ctx, group) })
+	return c.BlockdevAdd(ctx, map[string]any{
+		"driver":         "throttle",
+		"node-name":      node,
+		"throttle-group": group,
+		"file":           file,
+		"read-only":      d.ReadOnly,
+	})
+}
+
+// delNodes removes the disk's block nodes (and throttle group) that addNodes made; a node
+// already gone is not an error.
+func (v *VM) delNodes(ctx context.Context, c *qmp.Client, id string) error {
+	gone := func(err error) bool {
+		var qe *qmp.Error
+		return err == nil || (errors.As(err, &qe) && strings.Contains(qe.Desc, "Failed to find node"))
+	}
+	if err := c.BlockdevDel(ctx, diskNodePrefix+id); !gone(err) {
+		return err
+	}
+	if !v.throttled() {
+		return nil
+	}
+	if err := c.BlockdevDel(ctx, diskFilePrefix+id); !gone(err) {
+		return err
+	}
+	return c.ObjectDel(ctx, diskThrottlePrefix+id)
 }
 
 // opCleanupTimeout bounds the QMP commands that undo a failed attach.
@@ -248,7 +320,7 @@ func (v *VM) DetachDisk(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	node, dev := diskNodePrefix+id, diskDevicePrefix+id
+	dev := diskDevicePrefix + id
 	v.mu.Lock()
 	dk, ok := v.disk.disks[id]
 	switch {
@@ -282,11 +354,8 @@ func (v *VM) DetachDisk(ctx context.Context, id string) error {
 			return fmt.Errorf("qemu %s: detach disk %s: %w", v.cfg.ID, id, err)
 		}
 	}
-	var qe *qmp.Error
-	if err := c.BlockdevDel(ctx, node); err != nil {
-		if !errors.As(err, &qe) || !strings.Contains(qe.Desc, "Failed to find node") {
-			return fmt.Errorf("qemu %s: detach disk %s: %w", v.cfg.ID, id, err)
-		}
+	if err := v.delNodes(ctx, c, id); err != nil {
+		return fmt.Errorf("qemu %s: detach disk %s: %w", v.cfg.ID, id, err)
 	}
 	if err := c.RemoveFD(ctx, dk.fdset); err != nil {
 		log.G(ctx).WithError(err).WithField("disk", id).Warn("remove-fd after detach")

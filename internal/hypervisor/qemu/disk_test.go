@@ -229,3 +229,35 @@ func TestFakeDiskSCSI(t *testing.T) {
 		t.Errorf("virtio-blk command line with a scsi controller: %q", args)
 	}
 }
+
+// TestFakeDiskLimits checks that I/O limits put a throttle node, in a throttle group of the
+// disk's own, over the file node, and that detaching removes all three.
+func TestFakeDiskLimits(t *testing.T) {
+	vm, cfg := startFakeBlock(t, hypervisor.BlockConfig{MaxBytesPerSec: 1 << 20, MaxIOPS: 100})
+	ctx := fakeCtx(t)
+	if _, err := vm.AttachDisk(ctx, hypervisor.Disk{ID: "t0", File: diskFile(t)}); err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	if ids, err := vm.Disks(ctx); err != nil || len(ids) != 1 || ids[0] != "t0" {
+		t.Errorf("disks: got %q, %v; want t0 (the file node is not a disk of its own)", ids, err)
+	}
+	if err := vm.DetachDisk(ctx, "t0"); err != nil {
+		t.Fatalf("detach: %v", err)
+	}
+	want := []string{
+		`add-fd {"opaque":"vessel-disk:t0"}`,
+		`blockdev-add {"cache":{"direct":false,"no-flush":false},"driver":"file","filename":"/dev/fdset/1","node-name":"vdf-t0","read-only":false}`,
+		`object-add {"id":"vtg-t0","limits":{"bps-total":1048576,"iops-total":100},"qom-type":"throttle-group"}`,
+		`blockdev-add {"driver":"throttle","file":"vdf-t0","node-name":"vd-t0","read-only":false,"throttle-group":"vtg-t0"}`,
+		`device_add {"addr":"0x1","bus":"vessel-bridge0","drive":"vd-t0","driver":"virtio-blk-pci","id":"vdev-t0"}`,
+		`query-named-block-nodes {"flat":true}`,
+		`device_del {"id":"vdev-t0"}`,
+		`blockdev-del {"node-name":"vd-t0"}`,
+		`blockdev-del {"node-name":"vdf-t0"}`,
+		`object-del {"id":"vtg-t0"}`,
+		`remove-fd {"fdset-id":1}`,
+	}
+	if got := qmpLog(t, cfg); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("qmp commands:\n got %q\nwant %q", got, want)
+	}
+}

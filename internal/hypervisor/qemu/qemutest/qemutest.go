@@ -218,6 +218,13 @@ func (m *machine) disk(execute string, args map[string]any) (ret string, errDesc
 		}
 		delete(m.devices, id)
 		return "{}", "", []string{fmt.Sprintf(`{"device": %q, "path": "/machine/peripheral/%s"}`, id, id)}, true
+	case "object-add":
+		if args["qom-type"] != "throttle-group" {
+			return "", "", nil, false // memory backends (template_resize.go)
+		}
+		return "{}", "", nil, true
+	case "object-del":
+		return "{}", "", nil, true
 	case "query-named-block-nodes":
 		var out []string
 		for n := range m.nodes {
