@@ -188,6 +188,9 @@ func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollb
 			mounts = append(mounts, m)
 			continue
 		}
+		if err := notBlockDevice(m); err != nil {
+			return nil, fmt.Errorf("container %s: %w", id, err)
+		}
 		so := shareOptions(m.Options)
 		var subs []specs.Mount
 		if so.TopReadOnly {

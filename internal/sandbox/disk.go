@@ -170,6 +170,17 @@ func (s *Sandbox) plugDisks(ctx context.Context, c *Container, rootfs *specs.Mou
 	return storages, devices, nil
 }
 
+// notBlockDevice refuses a bind mount of a host block device node: shared as a file, the
+// node would name a device of the guest's numbering, not the host's disk.
+func notBlockDevice(m specs.Mount) error {
+	var st unix.Stat_t
+	if err := unix.Stat(m.Source, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return nil //nolint:nilerr // not a block device; sharing reports a missing source
+	}
+	return fmt.Errorf("mount %s: bind mount of block device %s: a host device node cannot be shared with the VM; pass it in linux.devices or mount it with its file system type: %w",
+		m.Destination, m.Source, errdefs.ErrInvalidArgument)
+}
+
 // bindWords are the mount options of a disk mount that apply to the container's bind of
 // the guest's mount; the others are the file system's and go to the guest's mount.
 var bindWords = []string{

@@ -270,6 +270,9 @@ func TestDiskRefusals(t *testing.T) {
 		{"not a block device", func(s *specs.Spec) {
 			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "ext4", Source: "/dev/null"})
 		}, "not a block device"},
+		{"bind mount of a block device", func(s *specs.Spec) {
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/dev/xvdc", Type: "bind", Source: loop.path, Options: []string{"bind"}})
+		}, "bind mount of block device " + loop.path},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.tryContainer("bad", []string{"true"}, tc.edit)
