@@ -112,10 +112,6 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 	if err := checkGuestSpec(&spec); err != nil {
 		return nil, err
 	}
-	if len(req.GetDevices()) > 0 {
-		// Devices come with block/VFIO hotplug, proposed as the "block devices and hotplug" issue (closing note of stop 8).
-		return nil, fmt.Errorf("%w: devices in CreateContainer are not implemented in the agent yet", errdefs.ErrNotImplemented)
-	}
 	if err := s.sandboxReady(); err != nil {
 		return nil, err
 	}
@@ -151,6 +147,9 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 	}
 	if err := checkSpecPaths(s.cfg.RunDir, &spec); err != nil {
 		return nil, err
+	}
+	if err := applyDevices(ctx, &spec, req.GetDevices(), s.findBlock); err != nil {
+		return nil, fmt.Errorf("container %q: %w", id, err)
 	}
 	nsPaths, holder, err := s.sandboxNamespaces(&spec, req.GetSandboxNamespaces(), req.GetSandboxPidns())
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/agent/device"
 	"github.com/vessel-containers/vessel/internal/agent/libct"
 	"github.com/vessel-containers/vessel/internal/agent/netcfg"
 	"github.com/vessel-containers/vessel/internal/agent/policy"
@@ -68,6 +69,8 @@ type Service struct {
 	files    *fileWriter
 	started  time.Time
 	sessions func() uint64
+	// findBlock finds a hot-plugged disk by PCI path (devices.go); tests replace it.
+	findBlock findBlockFunc
 	// readyAt is the guest's boot clock in nanoseconds when the agent began serving (0
 	// until MarkReady).
 	readyAt atomic.Int64
@@ -98,11 +101,17 @@ var _ agentv1.AgentService = (*Service)(nil)
 // NewService returns a service with no sandbox.
 func NewService(cfg Config) *Service {
 	return &Service{
-		cfg:        cfg,
-		storage:    storage.NewManager(cfg.RunDir),
-		files:      newFileWriter(cfg.RunDir),
-		started:    time.Now(),
-		sessions:   func() uint64 { return 0 },
+		cfg:      cfg,
+		storage:  storage.NewManager(cfg.RunDir),
+		files:    newFileWriter(cfg.RunDir),
+		started:  time.Now(),
+		sessions: func() uint64 { return 0 },
+		findBlock: func(ctx context.Context, devType, addr string) (device.Block, error) {
+			if devType == "scsi" {
+				return device.WaitSCSI(ctx, cfg.SysDir, addr)
+			}
+			return device.WaitBlock(ctx, cfg.SysDir, addr)
+		},
 		containers: make(map[string]*container),
 		reserved:   make(map[string]bool),
 		oomSeen:    make(map[string]uint64),

@@ -88,14 +88,16 @@ type Hypervisor struct {
 	VirtioFSExtraArgs        []string            `toml:"virtio_fs_extra_args"`
 	Msize9P                  uint32              `toml:"msize_9p"`
 
-	BlockDeviceDriver       string `toml:"block_device_driver"`
-	BlockDeviceAIO          string `toml:"block_device_aio"`
-	BlockDeviceCacheSet     bool   `toml:"block_device_cache_set"`
-	BlockDeviceCacheDirect  bool   `toml:"block_device_cache_direct"`
-	BlockDeviceCacheNoflush bool   `toml:"block_device_cache_noflush"`
-	EnableIOThreads         bool   `toml:"enable_iothreads"`
-	DisableBlockDeviceUse   bool   `toml:"disable_block_device_use"`
-	DisableImageNvdimm      bool   `toml:"disable_image_nvdimm"`
+	BlockDeviceDriver         string `toml:"block_device_driver"`
+	BlockDeviceAIO            string `toml:"block_device_aio"`
+	BlockDeviceCacheSet       bool   `toml:"block_device_cache_set"`
+	BlockDeviceCacheDirect    bool   `toml:"block_device_cache_direct"`
+	BlockDeviceCacheNoflush   bool   `toml:"block_device_cache_noflush"`
+	EnableIOThreads           bool   `toml:"enable_iothreads"`
+	DisableBlockDeviceUse     bool   `toml:"disable_block_device_use"`
+	DiskRateLimiterBwMaxRate  uint64 `toml:"disk_rate_limiter_bw_max_rate"`
+	DiskRateLimiterOpsMaxRate uint64 `toml:"disk_rate_limiter_ops_max_rate"`
+	DisableImageNvdimm        bool   `toml:"disable_image_nvdimm"`
 
 	EntropySource       string   `toml:"entropy_source"`
 	ValidEntropySources []string `toml:"valid_entropy_sources"`

@@ -70,7 +70,6 @@ type Key struct {
 const (
 	noDAX              = "the virtio-fs DAX window needs vhost-user-fs-pci cache-size, which QEMU 7.2 (Debian 12) does not have"
 	noVirtioFSMetadata = "the C virtiofsd of QEMU 7.2 has no metadata cache mode (it has none, auto and always: never, auto and always here)"
-	noBlock            = "block devices are not built yet: root file systems and volumes reach the guest as shared files"
 	noImages           = "guest disk images are not built yet: the VM boots from hypervisor.initrd"
 	noFileMemory       = "file-backed guest memory is not built yet"
 	noJailer           = "no external jailer is run: the qemu driver confines QEMU itself (internal/jail)"
@@ -461,27 +460,35 @@ var keyTable = []Key{
 
 	// [hypervisor] block devices.
 	{Section: "hypervisor", Name: "block_device_driver",
-		Unsupported: noBlock, Type: "string", Enum: []string{"virtio-blk", "virtio-scsi", "nvdimm"},
+		Consumer: "oci.HypervisorConfig", UnsupportedValues: map[string]string{
+			"nvdimm": "nvdimm disks are not supported yet: disks are attached as virtio-blk or virtio-scsi",
+		}, Type: "string", Enum: []string{"virtio-blk", "virtio-scsi", "nvdimm"},
 		Annotation: "block_device_driver",
-		Doc:        "Driver for block devices given to the guest (container rootfs on a block device, volumes)."},
+		Doc:        "Driver for block devices given to the guest (host block devices in linux.devices, block-device volumes): virtio-blk (a PCI device per disk) or virtio-scsi (one controller per VM, a SCSI disk per disk)."},
 	{Section: "hypervisor", Name: "block_device_aio",
-		Unsupported: noBlock, Type: "string", Enum: []string{"threads", "native", "io_uring"},
-		Doc: "Host I/O mechanism for block devices."},
+		Consumer: "oci.HypervisorConfig", Type: "string", Enum: []string{"threads", "native", "io_uring"},
+		Doc: "Host I/O mechanism for block devices: threads (everywhere), native (Linux AIO; needs block_device_cache_set and block_device_cache_direct), io_uring (where the host kernel and QEMU have it; refused when a disk is attached otherwise)."},
 	{Section: "hypervisor", Name: "block_device_cache_set",
-		Unsupported: noBlock, Type: "bool", Annotation: "block_device_cache_set",
-		Doc: "Apply the block_device_cache_* settings to block devices."},
+		Consumer: "oci.HypervisorConfig", Type: "bool", Annotation: "block_device_cache_set",
+		Doc: "Apply the block_device_cache_* settings to block devices (otherwise: host page cache, flushes honoured)."},
 	{Section: "hypervisor", Name: "block_device_cache_direct",
-		Unsupported: noBlock, Type: "bool", Annotation: "block_device_cache_direct",
-		Doc: "Open block devices with O_DIRECT (bypass the host page cache)."},
+		Consumer: "oci.HypervisorConfig", Type: "bool", Annotation: "block_device_cache_direct",
+		Doc: "Open block devices with O_DIRECT (bypass the host page cache); with block_device_cache_set."},
 	{Section: "hypervisor", Name: "block_device_cache_noflush",
-		Unsupported: noBlock, Type: "bool", Annotation: "block_device_cache_noflush",
-		Doc: "Ignore flush requests from the guest."},
+		Consumer: "oci.HypervisorConfig", Type: "bool", Annotation: "block_device_cache_noflush",
+		Doc: "Ignore flush requests from the guest; with block_device_cache_set."},
 	{Section: "hypervisor", Name: "enable_iothreads",
-		Unsupported: noBlock, Type: "bool", Annotation: "enable_iothreads",
+		Unsupported: "I/O threads are not supported yet: QEMU's main loop handles block I/O", Type: "bool", Annotation: "enable_iothreads",
 		Doc: "Handle block I/O in a separate thread (virtio-scsi)."},
 	{Section: "hypervisor", Name: "disable_block_device_use",
-		Unsupported: noBlock, Type: "bool", Annotation: "disable_block_device_use",
-		Doc: "Never pass a block-device rootfs to the guest; share it as files instead."},
+		Consumer: "oci.RootfsDisk", Type: "bool", Annotation: "disable_block_device_use",
+		Doc: "Never pass a disk rootfs (devmapper or blockfile snapshots) to the guest as a disk; mount it on the host and share it as files instead."},
+	{Section: "hypervisor", Name: "disk_rate_limiter_bw_max_rate",
+		Consumer: "oci.HypervisorConfig", Type: "uint64", Unit: "bits/s", Min: 0, Max: 1 << 50,
+		Doc: "Per-disk I/O bandwidth limit, reads and writes together (QEMU throttle group bps-total = this / 8); 0 means unlimited."},
+	{Section: "hypervisor", Name: "disk_rate_limiter_ops_max_rate",
+		Consumer: "oci.HypervisorConfig", Type: "uint64", Unit: "ops/s", Min: 0, Max: 1 << 40,
+		Doc: "Per-disk I/O operations limit, reads and writes together (QEMU throttle group iops-total); 0 means unlimited."},
 	{Section: "hypervisor", Name: "disable_image_nvdimm",
 		Unsupported: noImages, Type: "bool", Annotation: "disable_image_nvdimm",
 		Doc: "Attach a guest image as virtio-blk instead of nvdimm."},

@@ -231,6 +231,8 @@ func keyContext(k Key, v string) string {
 		return `initrd = ""`
 	case k.FullName() == "hypervisor.initrd" && v == `""`:
 		return `image = "/img"`
+	case k.FullName() == "hypervisor.block_device_aio" && v == `"native"`:
+		return "block_device_cache_set = true\nblock_device_cache_direct = true"
 	}
 	return ""
 }
@@ -462,6 +464,33 @@ func TestUnsupportedInFile(t *testing.T) {
 	for _, key := range []string{"hypervisor.driver", "hypervisor.rootless"} {
 		if fe := findFieldError(err, key); fe == nil || !strings.HasPrefix(fe.Reason, "not supported: ") {
 			t.Errorf("Validate: got %v, want %s refused as not supported", err, key)
+		}
+	}
+}
+
+// TestBlockKeys checks the block device keys: the ones applied load (virtio-blk and
+// virtio-scsi), nvdimm is refused as not supported yet, and native AIO needs direct
+// caching.
+func TestBlockKeys(t *testing.T) {
+	for _, tc := range []struct {
+		doc  string
+		want string // "" for accepted
+	}{
+		{"block_device_driver = \"virtio-blk\"\nblock_device_aio = \"io_uring\"", ""},
+		{"block_device_cache_set = true\nblock_device_cache_direct = true\nblock_device_cache_noflush = true\nblock_device_aio = \"native\"", ""},
+		{"block_device_driver = \"virtio-scsi\"", ""},
+		{"block_device_driver = \"nvdimm\"", "nvdimm disks are not supported yet"},
+		{"block_device_aio = \"native\"", "native AIO needs O_DIRECT"},
+		{"block_device_cache_direct = true\nblock_device_aio = \"native\"", "native AIO needs O_DIRECT"},
+		{"enable_iothreads = true", "not supported yet"},
+		{"disable_block_device_use = true", ""},
+	} {
+		_, err := Parse([]byte("[hypervisor]\n"+tc.doc+"\n"), "test.toml")
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%q refused: %v", tc.doc, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%q: got %v, want an error containing %q", tc.doc, err, tc.want)
 		}
 	}
 }

@@ -178,6 +178,9 @@ func (c *Config) crossCheck() []*FieldError {
 	case h.Initrd != "" && h.Image != "":
 		bad("hypervisor.image", strconv.Quote(h.Image), "hypervisor.initrd is set too; set only one")
 	}
+	if h.BlockDeviceAIO == "native" && (!h.BlockDeviceCacheSet || !h.BlockDeviceCacheDirect) {
+		bad("hypervisor.block_device_aio", `"native"`, "native AIO needs O_DIRECT: set hypervisor.block_device_cache_set and block_device_cache_direct too")
+	}
 	if c.Factory.EnableTemplate && h.Initrd == "" {
 		bad("factory.enable_template", "true", "templating needs hypervisor.initrd (an image cannot be shared)")
 	}

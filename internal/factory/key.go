@@ -62,6 +62,8 @@ func KeyOf(driver string, cfg hypervisor.Config, stat func(string) (os.FileInfo,
 		{"share_tag", cfg.ShareTag},
 		{"tb_size_mib", fmt.Sprint(cfg.TBSizeMiB)},
 		{"debug", fmt.Sprint(cfg.Debug)},
+		{"block", fmt.Sprintf("%s,aio=%s,direct=%v,no-flush=%v,bps=%d,iops=%d", cfg.Block.Driver, cfg.Block.AIO,
+			cfg.Block.CacheDirect, cfg.Block.CacheNoFlush, cfg.Block.MaxBytesPerSec, cfg.Block.MaxIOPS)},
 	}
 }
 

@@ -74,6 +74,7 @@ func TestKeyMatching(t *testing.T) {
 		{"cpu features", func(c *hypervisor.Config) { c.CPUFeatures = "pmu=off" }, nil, "cpu_features"},
 		{"preallocation", func(c *hypervisor.Config) { c.MemPrealloc = true }, nil, "mem_prealloc"},
 		{"entropy", func(c *hypervisor.Config) { c.EntropySource = "/dev/random" }, nil, "entropy_source"},
+		{"block settings", func(c *hypervisor.Config) { c.Block.CacheDirect = true }, nil, "block"},
 		{"rebuilt initrd", nil, map[string]fakeInfo{"/guest/initramfs.img": {size: 300, mtime: t0.Add(time.Second)}}, "initrd.file"},
 		{"upgraded qemu", nil, map[string]fakeInfo{"/usr/bin/qemu": {size: 101, mtime: t0}}, "path.file"},
 		{"missing kernel", nil, map[string]fakeInfo{"/guest/vmlinux": {}}, "kernel.file"},

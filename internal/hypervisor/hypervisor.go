@@ -1,6 +1,6 @@
 // Package hypervisor defines the virtual machine interface Vessel drives (VM), the registry
 // of drivers, and the optional interfaces a driver's VMs may implement (ConsoleTailer;
-// TemplateSaver, Detacher, Resizer in factory.go).
+// TemplateSaver, Detacher, Resizer in factory.go; DiskHotplugger in disk.go).
 //
 // A driver registers itself from an init function with a Driver value: how to create its
 // VMs and what they can do (Capabilities). Binaries pick the drivers they carry with blank
@@ -93,6 +93,9 @@ type Config struct {
 	// NICs are the VM's network devices, in guest PCI order.
 	NICs []NIC
 
+	// Block is how disks are attached (DiskHotplugger).
+	Block BlockConfig
+
 	// EntropySource is the host file behind the guest's virtio-rng device (empty: the
 	// driver's default, /dev/urandom).
 	EntropySource string
@@ -134,6 +137,9 @@ func (c *Config) Validate() error {
 	case c.SharedFS != "" && c.SharedFS != SharedFSNone && (c.SharedDir == "" || c.ShareTag == ""):
 		return fmt.Errorf("vm config: shared fs %q needs a shared dir and a tag", c.SharedFS)
 	}
+	if err := c.Block.validate(); err != nil {
+		return fmt.Errorf("vm config: %w", err)
+	}
 	ids := map[string]bool{}
 	for i, n := range c.NICs {
 		if err := n.validate(); err != nil {
@@ -162,9 +168,7 @@ type NIC struct {
 }
 
 func (n NIC) validate() error {
-	if n.ID == "" || strings.TrimFunc(n.ID, func(r rune) bool {
-		return r == '-' || r == '_' || ('a' <= r && r <= 'z') || ('A' <= r && r <= 'Z') || ('0' <= r && r <= '9')
-	}) != "" {
+	if n.ID == "" || !validName(n.ID) {
 		return fmt.Errorf("id %q: want letters, digits, '-' and '_'", n.ID)
 	}
 	if hw, err := net.ParseMAC(n.MAC); err != nil || len(hw) != 6 {
@@ -174,6 +178,13 @@ func (n NIC) validate() error {
 		return fmt.Errorf("%s: no tap descriptor", n.ID)
 	}
 	return nil
+}
+
+// validName tells whether s has only letters, digits, '-' and '_'.
+func validName(s string) bool {
+	return strings.TrimFunc(s, func(r rune) bool {
+		return r == '-' || r == '_' || ('a' <= r && r <= 'z') || ('A' <= r && r <= 'Z') || ('0' <= r && r <= '9')
+	}) == ""
 }
 
 // State is the run state of a VM as the hypervisor reports it.
@@ -249,7 +260,7 @@ type Capabilities struct {
 	// CPUHotplug and MemHotplug: VMs add vCPUs and memory while they run (Resizer).
 	CPUHotplug bool
 	MemHotplug bool
-	// BlockHotplug: disks can be attached to a running VM.
+	// BlockHotplug: disks can be attached to a running VM (DiskHotplugger).
 	BlockHotplug bool
 	// SharedFS lists the ways the driver shares a directory with the guest
 	// (Config.SharedFS); New refuses any other.

@@ -21,6 +21,17 @@ func IsBind(m specs.Mount) bool {
 	return m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
 }
 
+// diskFSTypes are the file systems that live on a block device, for IsDiskMount.
+var diskFSTypes = []string{"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "exfat", "f2fs", "erofs", "squashfs", "iso9660"}
+
+// IsDiskMount reports whether a mount puts the file system of a host block device into
+// the container: not a bind mount, a file system type that lives on a disk, and a source
+// under /dev/. The sandbox attaches the device to the VM and the guest mounts it; the host
+// never mounts it.
+func IsDiskMount(m specs.Mount) bool {
+	return !IsBind(m) && slices.Contains(diskFSTypes, m.Type) && strings.HasPrefix(path.Clean(m.Source), "/dev/")
+}
+
 // mountsOf validates the mounts and resolves relative bind sources against the bundle.
 func mountsOf(bundle string, in []specs.Mount) ([]specs.Mount, error) {
 	out := make([]specs.Mount, 0, len(in))
@@ -31,6 +42,11 @@ func mountsOf(bundle string, in []specs.Mount) ([]specs.Mount, error) {
 		m.Destination = path.Clean(m.Destination)
 		if strings.ContainsRune(m.Source, 0) || strings.ContainsRune(m.Destination, 0) {
 			return nil, fmt.Errorf("mounts[%d] (%s): path contains a NUL byte", i, m.Destination)
+		}
+		if IsDiskMount(m) {
+			if !path.IsAbs(m.Source) || path.Clean(m.Source) != m.Source {
+				return nil, fmt.Errorf("mounts[%d] (%s): %s device %q: not a clean absolute path", i, m.Destination, m.Type, m.Source)
+			}
 		}
 		if IsBind(m) {
 			if m.Source == "" {
@@ -62,8 +78,10 @@ var guestDevices = []guestDevice{
 
 // devicesOf validates the devices: an absolute path and a type of c, b, u (with
 // non-negative major and minor numbers) or p. A FIFO (p) is made in the guest; a character
-// device must be one the guest kernel provides itself (guestDevices); a block device or any
-// other host device cannot be passed to the VM and is refused, naming it.
+// device must be one the guest kernel provides itself (guestDevices); any other character
+// device cannot be passed to the VM and is refused, naming it. A block device (b) is the
+// host's device with those numbers: the sandbox attaches it to the VM as a disk and the
+// guest gives the container its own numbers for it.
 func devicesOf(spec *specs.Spec) ([]specs.LinuxDevice, error) {
 	if spec.Linux == nil {
 		return nil, nil
@@ -79,7 +97,7 @@ func devicesOf(spec *specs.Spec) ([]specs.LinuxDevice, error) {
 				return nil, fmt.Errorf("linux.devices[%d] (%s): major %d / minor %d must not be negative", i, d.Path, d.Major, d.Minor)
 			}
 			if d.Type == "b" {
-				return nil, fmt.Errorf("linux.devices[%d] (%s): block device %d:%d: a host block device cannot be passed to the VM", i, d.Path, d.Major, d.Minor)
+				break
 			}
 			if !slices.ContainsFunc(guestDevices, func(g guestDevice) bool { return g.major == d.Major && g.minor == d.Minor }) {
 				return nil, fmt.Errorf("linux.devices[%d] (%s): character device %d:%d is a device of the host, which cannot be passed to the VM (the guest makes only %s)", i, d.Path, d.Major, d.Minor, guestDeviceNames())

@@ -80,7 +80,10 @@ type Container struct {
 	Bundle string
 	// Rootfs is the absolute root file system path (the spec's root.path resolved against
 	// the bundle).
-	Rootfs         string
+	Rootfs string
+	// RootfsDisk, when set (by the shim, from RootfsDisk), is the disk holding the root
+	// file system: the guest mounts it and Rootfs is not used.
+	RootfsDisk     *specs.Mount
 	RootfsReadonly bool
 	Hostname       string
 	Process        Process
@@ -91,9 +94,10 @@ type Container struct {
 	// pod sandbox's: in the guest the container joins the sandbox container's.
 	SandboxNamespaces []specs.LinuxNamespaceType
 	// Mounts in spec order, destinations cleaned and relative bind sources resolved against
-	// the bundle.
+	// the bundle. A disk mount (IsDiskMount) is attached to the VM and mounted in the guest.
 	Mounts []specs.Mount
-	// Devices of types c, b, u and p only.
+	// Devices of types c, b, u and p only. Block devices (b) are the host's devices with
+	// those numbers, attached to the VM as disks.
 	Devices []specs.LinuxDevice
 	// ShmSize is /dev/shm's size in bytes.
 	ShmSize uint64

@@ -156,9 +156,12 @@ func TestContainerConfigValidation(t *testing.T) {
 		{"device relative path", "c1", bundle, func(s *specs.Spec) {
 			s.Linux = &specs.Linux{Devices: []specs.LinuxDevice{{Path: "dev/x", Type: "c"}}}
 		}, "linux.devices[0].path"},
-		{"host block device", "c1", bundle, func(s *specs.Spec) {
-			s.Linux = &specs.Linux{Devices: []specs.LinuxDevice{{Path: "/dev/null", Type: "c", Major: 1, Minor: 3}, {Path: "/dev/sda", Type: "b", Major: 8}}}
-		}, "linux.devices[1] (/dev/sda): block device 8:0: a host block device cannot be passed to the VM"},
+		{"negative block device", "c1", bundle, func(s *specs.Spec) {
+			s.Linux = &specs.Linux{Devices: []specs.LinuxDevice{{Path: "/dev/null", Type: "c", Major: 1, Minor: 3}, {Path: "/dev/sda", Type: "b", Major: 8, Minor: -1}}}
+		}, "linux.devices[1] (/dev/sda): major 8 / minor -1 must not be negative"},
+		{"disk mount source not clean", "c1", bundle, func(s *specs.Spec) {
+			s.Mounts = []specs.Mount{{Destination: "/data", Type: "ext4", Source: "/dev/../dev/loop0"}}
+		}, `mounts[0] (/data): ext4 device "/dev/../dev/loop0": not a clean absolute path`},
 		{"host character device", "c1", bundle, func(s *specs.Spec) {
 			s.Linux = &specs.Linux{Devices: []specs.LinuxDevice{{Path: "/dev/kvm", Type: "c", Major: 10, Minor: 232}}}
 		}, "linux.devices[0] (/dev/kvm): character device 10:232 is a device of the host"},
@@ -408,9 +411,23 @@ func TestHypervisorConfig(t *testing.T) {
 		VCPUs: 2, MaxVCPUs: 4, MemoryMiB: 512, MaxMemoryMiB: 1024, MemorySlots: 10,
 		SharedFS: hypervisor.SharedFS9P, Msize9P: 524288, TBSizeMiB: 64, Debug: true,
 		MachineAccelerators: "smm=off", CPUFeatures: "pmu=off", MemPrealloc: true, EntropySource: "/dev/random",
+		Block: hypervisor.BlockConfig{Driver: hypervisor.BlockVirtioBlk, AIO: hypervisor.AIOThreads},
 	}
 	if !equalVM(vm, want) {
 		t.Fatalf("got  %+v\nwant %+v", vm, want)
+	}
+	// The cache keys apply only with block_device_cache_set.
+	c.Hypervisor.BlockDeviceCacheDirect, c.Hypervisor.BlockDeviceCacheNoflush = true, true
+	if b := HypervisorConfig(c, s).Block; b.CacheDirect || b.CacheNoFlush {
+		t.Errorf("cache keys without block_device_cache_set applied: %+v", b)
+	}
+	c.Hypervisor.BlockDeviceCacheSet, c.Hypervisor.BlockDeviceAIO = true, "native"
+	if b := HypervisorConfig(c, s).Block; !b.CacheDirect || !b.CacheNoFlush || b.AIO != hypervisor.AIONative {
+		t.Errorf("cache keys with block_device_cache_set: got %+v, want direct, no-flush, native", b)
+	}
+	c.Hypervisor.DiskRateLimiterBwMaxRate, c.Hypervisor.DiskRateLimiterOpsMaxRate = 80_000_000, 500
+	if b := HypervisorConfig(c, s).Block; b.MaxBytesPerSec != 10_000_000 || b.MaxIOPS != 500 {
+		t.Errorf("rate limits: got %d bytes/s and %d ops/s, want 10000000 (bits / 8) and 500", b.MaxBytesPerSec, b.MaxIOPS)
 	}
 	c.Hypervisor.SharedFS = hypervisor.SharedFSVirtioFS
 	if vm := HypervisorConfig(c, s); vm.Msize9P != 0 || vm.SharedFS != hypervisor.SharedFSVirtioFS {
@@ -444,5 +461,71 @@ func TestStatus(t *testing.T) {
 	}
 	if st := State("c1", bundle, specs.StateStopped, 42, nil); st.Pid != 0 {
 		t.Errorf("stopped state reports pid %d", st.Pid)
+	}
+}
+
+// TestBlockDevicesAndDiskMounts checks that host block devices and disk mounts reach the
+// plan as given, and which mounts are disk mounts.
+func TestBlockDevicesAndDiskMounts(t *testing.T) {
+	spec := minimalSpec()
+	spec.Linux = &specs.Linux{Devices: []specs.LinuxDevice{{Path: "/dev/xvda", Type: "b", Major: 7, Minor: 3}}}
+	spec.Mounts = []specs.Mount{{Destination: "/data", Type: "ext4", Source: "/dev/loop3", Options: []string{"ro"}}}
+	c, err := ContainerConfig(context.Background(), "c1", bundle, spec, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Devices) != 1 || c.Devices[0].Type != "b" || c.Devices[0].Major != 7 {
+		t.Errorf("devices: got %+v", c.Devices)
+	}
+	if len(c.Mounts) != 1 || !IsDiskMount(c.Mounts[0]) {
+		t.Errorf("mounts: got %+v, want one disk mount", c.Mounts)
+	}
+	for _, tc := range []struct {
+		m    specs.Mount
+		want bool
+	}{
+		{specs.Mount{Type: "ext4", Source: "/dev/sdb1"}, true},
+		{specs.Mount{Type: "xfs", Source: "/dev/mapper/vg-lv"}, true},
+		{specs.Mount{Type: "ext4", Source: "/dev/sdb1", Options: []string{"bind"}}, false},
+		{specs.Mount{Type: "bind", Source: "/dev/sdb1"}, false},
+		{specs.Mount{Type: "tmpfs", Source: "tmpfs"}, false},
+		{specs.Mount{Type: "ext4", Source: "/srv/image.ext4"}, false},
+		{specs.Mount{Type: "devpts", Source: "/dev/pts"}, false},
+	} {
+		if got := IsDiskMount(tc.m); got != tc.want {
+			t.Errorf("IsDiskMount(%+v) = %v, want %v", tc.m, got, tc.want)
+		}
+	}
+}
+
+func TestRootfsDisk(t *testing.T) {
+	cfg := config.Default()
+	dm := specs.Mount{Type: "ext4", Source: "/dev/mapper/containerd-pool-snap-7", Options: []string{"rw"}}
+	got := RootfsDisk([]specs.Mount{dm}, cfg)
+	if got == nil || got.Source != dm.Source || got.Type != "ext4" || got.Destination != "/" {
+		t.Fatalf("devmapper rootfs: got %+v", got)
+	}
+	for _, tc := range []struct {
+		name   string
+		mounts []specs.Mount
+	}{
+		{"overlay", []specs.Mount{{Type: "overlay", Source: "overlay", Options: []string{"lowerdir=/a", "upperdir=/b", "workdir=/c"}}}},
+		{"bind", []specs.Mount{{Type: "bind", Source: "/var/lib/snap/1", Options: []string{"rbind"}}}},
+		{"file image without loop", []specs.Mount{{Type: "ext4", Source: "/var/lib/blockfile/3"}}},
+		{"loop image, relative", []specs.Mount{{Type: "ext4", Source: "snap/3", Options: []string{"loop"}}}},
+		{"two mounts", []specs.Mount{dm, dm}},
+		{"none", nil},
+	} {
+		if got := RootfsDisk(tc.mounts, cfg); got != nil {
+			t.Errorf("%s: got %+v, want nil (shared as files)", tc.name, got)
+		}
+	}
+	bf := specs.Mount{Type: "ext4", Source: "/var/lib/containerd/io.containerd.snapshotter.v1.blockfile/snapshots/3", Options: []string{"rw", "loop"}}
+	if got := RootfsDisk([]specs.Mount{bf}, cfg); got == nil || got.Source != bf.Source {
+		t.Errorf("blockfile rootfs: got %+v", got)
+	}
+	cfg.Hypervisor.DisableBlockDeviceUse = true
+	if got := RootfsDisk([]specs.Mount{dm}, cfg); got != nil {
+		t.Errorf("with disable_block_device_use: got %+v, want nil", got)
 	}
 }

@@ -35,6 +35,16 @@ func HypervisorConfig(c *config.Config, s Sizing) hypervisor.Config {
 		MemPrealloc:         h.EnableMemPrealloc,
 		EntropySource:       h.EntropySource,
 	}
+	vm.Block = hypervisor.BlockConfig{
+		Driver:         hypervisor.BlockDriver(h.BlockDeviceDriver),
+		AIO:            hypervisor.BlockAIO(h.BlockDeviceAIO),
+		MaxBytesPerSec: h.DiskRateLimiterBwMaxRate / 8,
+		MaxIOPS:        h.DiskRateLimiterOpsMaxRate,
+	}
+	if h.BlockDeviceCacheSet {
+		vm.Block.CacheDirect = h.BlockDeviceCacheDirect
+		vm.Block.CacheNoFlush = h.BlockDeviceCacheNoflush
+	}
 	if h.SharedFS == hypervisor.SharedFS9P {
 		vm.Msize9P = h.Msize9P
 	}

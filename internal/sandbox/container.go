@@ -38,6 +38,9 @@ type Container struct {
 	// resources are the container's CPU and memory limits that size the VM (Config.Resize);
 	// sb.mu guards them.
 	resources oci.Resources
+	// disks are the host devices and files the container holds disks of (disk.go); set
+	// by CreateContainer, released by DeleteContainer.
+	disks []diskKey
 
 	// mu guards state.
 	mu    sync.Mutex
@@ -110,6 +113,10 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 	if err != nil {
 		return nil, err
 	}
+	storages, devices, err := s.plugDisks(ctx, c, plan.RootfsDisk, guestSpec, &rollback) // disk.go
+	if err != nil {
+		return nil, err
+	}
 	specJSON, err := json.Marshal(guestSpec)
 	if err != nil {
 		return nil, fmt.Errorf("container %s: encode spec: %w", id, err)
@@ -117,6 +124,8 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 	if err := s.agent.CreateContainer(ctx, &agentv1.CreateContainerRequest{
 		ContainerId:       id,
 		OciSpec:           specJSON,
+		Storages:          storages,
+		Devices:           devices,
 		Stdio:             stdioConfig(plan.Process.Terminal, plan.Process.ConsoleSize, cfg.Stdin),
 		SandboxPidns:      plan.JoinSandboxPidNS,
 		SandboxNamespaces: namespaceNames(plan.SandboxNamespaces),
@@ -129,7 +138,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		}
 		return nil
 	})
-	if plan.RootfsReadonly {
+	if plan.RootfsReadonly && plan.RootfsDisk == nil {
 		if err := s.share.SetReadOnly(ctx, id, rootfsShare); err != nil {
 			return nil, fmt.Errorf("container %s: %w", id, err)
 		}
@@ -175,17 +184,23 @@ func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollb
 	rollback.add(func(ctx context.Context) error { return s.unshareContainer(ctx, id) }) // virtiofs.go
 	// The root file system stays writable here even when root.readonly is set: the
 	// container runtime in the guest creates mount points in it before it makes it
-	// read-only; CreateContainer makes the host side read-only once that is done.
-	rel, err := s.share.Bind(ctx, id, rootfsShare, plan.Rootfs, sharefs.BindOptions{Recursive: true})
-	if err != nil {
-		return nil, fmt.Errorf("container %s: %w", id, err)
+	// read-only; CreateContainer makes the host side read-only once that is done. A rootfs
+	// on a disk is not shared: plugDisks attaches it.
+	if plan.RootfsDisk == nil {
+		rel, err := s.share.Bind(ctx, id, rootfsShare, plan.Rootfs, sharefs.BindOptions{Recursive: true})
+		if err != nil {
+			return nil, fmt.Errorf("container %s: %w", id, err)
+		}
+		guest.Root.Path = sharefs.GuestPath(rel)
 	}
-	guest.Root.Path = sharefs.GuestPath(rel)
 	mounts := make([]specs.Mount, 0, len(guest.Mounts))
 	for i, m := range guest.Mounts {
 		if !oci.IsBind(m) {
 			mounts = append(mounts, m)
 			continue
+		}
+		if err := notBlockDevice(m); err != nil {
+			return nil, fmt.Errorf("container %s: %w", id, err)
 		}
 		so := shareOptions(m.Options)
 		var subs []specs.Mount
@@ -420,6 +435,9 @@ func (s *Sandbox) DeleteContainer(ctx context.Context, id string) error {
 	}
 	if err := s.unshareContainer(ctx, id); err != nil { // virtiofs.go
 		errs = append(errs, err)
+	}
+	if err := s.releaseDisks(ctx, c); err != nil { // disk.go
+		errs = append(errs, fmt.Errorf("container %s: %w", id, err))
 	}
 	c.setState(StateStopped)
 	s.mu.Lock()

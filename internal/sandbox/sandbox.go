@@ -100,6 +100,8 @@ type Sandbox struct {
 	fsd *virtiofsd.Daemon
 	// fsdWatch is closed when watchVirtioFSD returns; set once the VM runs.
 	fsdWatch chan struct{}
+	// disks are the host block devices attached to the VM (disk.go).
+	disks diskSet
 
 	// resizeMu serialises fit: one resize at a time, from the containers' limits at its start.
 	resizeMu sync.Mutex
@@ -322,6 +324,9 @@ func shareStorage(vmcfg hypervisor.Config) *agentv1.Storage {
 
 // ID of the sandbox.
 func (s *Sandbox) ID() string { return s.id }
+
+// Effective is the sandbox's effective configuration (Config.Effective).
+func (s *Sandbox) Effective() *config.Config { return s.cfg.Effective }
 
 // Dir is the sandbox's state directory.
 func (s *Sandbox) Dir() string { return s.dir }

@@ -19,7 +19,6 @@ import (
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agentclient"
 	"github.com/vessel-containers/vessel/internal/bundle"
-	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	_ "github.com/vessel-containers/vessel/internal/hypervisor/qemu"
 	"github.com/vessel-containers/vessel/internal/oci"
@@ -39,17 +38,17 @@ type env struct {
 // empty: the default), so the whole suite can run over either.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	return newEnvFS(t, hypervisor.SharedFS(os.Getenv("VESSEL_TEST_SHARED_FS")))
+	return newEnvWith(t, nil)
 }
 
 // newEnvFS is newEnv with the given shared fs ("" for the default).
 func newEnvFS(t *testing.T, fs hypervisor.SharedFS) *env {
 	t.Helper()
-	return newEnvWith(t, fs, nil)
+	return newEnvWith(t, func(c *Config) { c.VM.SharedFS = fs })
 }
 
-// newEnvWith is newEnvFS with an effective configuration (nil: the defaults).
-func newEnvWith(t *testing.T, fs hypervisor.SharedFS, eff *config.Config) *env {
+// newEnvWith is newEnv with the sandbox's config edited first.
+func newEnvWith(t *testing.T, edit func(*Config)) *env {
 	t.Helper()
 	g := testutil.RequiresVM(t)
 	// A short root: unix socket paths are limited to 108 bytes.
@@ -59,15 +58,18 @@ func newEnvWith(t *testing.T, fs hypervisor.SharedFS, eff *config.Config) *env {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sb, err := Create(ctx, Config{
-		ID:        "sb",
-		Root:      root,
-		Effective: eff,
+	cfg := Config{
+		ID:   "sb",
+		Root: root,
 		VM: hypervisor.Config{
 			Kernel: g.Kernel, Initrd: g.Initrd, VCPUs: 1, MaxVCPUs: 2, MemoryMiB: 256, MaxMemoryMiB: 512, MemorySlots: 2,
-			SharedFS: fs,
+			SharedFS: hypervisor.SharedFS(os.Getenv("VESSEL_TEST_SHARED_FS")),
 		},
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	sb, err := Create(ctx, cfg)
 	if err != nil {
 		os.RemoveAll(root)
 		t.Fatalf("create sandbox: %v", err)

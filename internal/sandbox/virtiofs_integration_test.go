@@ -316,7 +316,7 @@ func TestConfigMapUpdate(t *testing.T) {
 		{"virtio-fs cache=always", hypervisor.SharedFSVirtioFS, always, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnvWith(t, tc.fs, tc.eff)
+			e := newEnvWith(t, func(c *Config) { c.VM.SharedFS, c.Effective = tc.fs, tc.eff })
 			vol, ack := t.TempDir(), t.TempDir()
 			writeConfigMap(t, vol, "..2026_01_01_00_00_00.1", "v1")
 			c := e.container("reader", []string{"sh", "-c", `i=0

@@ -153,6 +153,15 @@ func (c *container) mountRootfs(rootfs []*types.Mount) error {
 	return nil
 }
 
+// specMounts converts the task's rootfs mounts.
+func specMounts(rootfs []*types.Mount) []specs.Mount {
+	out := make([]specs.Mount, 0, len(rootfs))
+	for _, m := range rootfs {
+		out = append(out, specs.Mount{Type: m.Type, Source: m.Source, Options: m.Options})
+	}
+	return out
+}
+
 // unmountRootfs removes the snapshot mount the shim made for the container.
 func (c *container) unmountRootfs(ctx context.Context) {
 	if !c.rootfsMounted {

@@ -269,7 +269,15 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return toGRPC(err)
 	}
 
-	if len(r.Rootfs) > 0 {
+	// A rootfs on a host block device (devmapper) goes to the VM as a disk; any other is
+	// mounted here and shared.
+	eff := cfg
+	if sbPlan != nil {
+		eff = sbPlan.Config
+	} else if joined != nil {
+		eff = joined.Effective()
+	}
+	if plan.RootfsDisk = oci.RootfsDisk(specMounts(r.Rootfs), eff); plan.RootfsDisk == nil && len(r.Rootfs) > 0 {
 		if err := c.mountRootfs(r.Rootfs); err != nil {
 			return nil, fail(err)
 		}

@@ -72,6 +72,12 @@ type fakeShim struct {
 // with silentID run it as a silent QEMU), with the given [agent] lines.
 func newFakeShim(t *testing.T, agentSection string) *fakeShim {
 	t.Helper()
+	return newFakeShimWith(t, "", agentSection)
+}
+
+// newFakeShimWith is newFakeShim with extra [hypervisor] lines.
+func newFakeShimWith(t *testing.T, hypervisorLines, agentSection string) *fakeShim {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -90,10 +96,11 @@ valid_kernel_paths = [%q]
 initrd = %q
 valid_image_paths = [%q]
 accelerator = "tcg"
+%s
 
 [agent]
 %s
-`, exe, exe, filepath.Join(assets, "vmlinux"), assets+"/*", filepath.Join(assets, "initrd"), assets+"/*", agentSection))
+`, exe, exe, filepath.Join(assets, "vmlinux"), assets+"/*", filepath.Join(assets, "initrd"), assets+"/*", hypervisorLines, agentSection))
 }
 
 // newTestShim writes the configuration and starts a task service that reads it, with a
@@ -429,5 +436,29 @@ func TestDebugFromConfig(t *testing.T) {
 	debugFromConfig(ctx, cfg)
 	if got := log.GetLevel(); got != log.DebugLevel {
 		t.Fatalf("level %v after a configuration without it, want debug kept", got)
+	}
+}
+
+// TestCreateRootfsDisk checks the shim's choice for a rootfs that is one ext4 mount of a
+// block device (devmapper): it does not mount it (the VM gets it as a disk, so the create
+// goes on to boot the VM, whose silent guest then times out), unless
+// disable_block_device_use asks for the host mount (which fails: the device is missing).
+func TestCreateRootfsDisk(t *testing.T) {
+	rootfs := []*types.Mount{{Type: "ext4", Source: "/dev/mapper/vessel-test-missing", Options: []string{"rw"}}}
+	for _, tc := range []struct {
+		name, hypervisor, want string
+	}{
+		{"disk", "", "wait for agent"},
+		{"shared", "disable_block_device_use = true", "mount rootfs"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := newFakeShimWith(t, tc.hypervisor, "dial_timeout = 1")
+			id := silentID("rootfs-" + tc.name)
+			_, err := fs.svc.Create(context.Background(), fs.request(id, rootfs))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("create: got %v, want an error containing %q", err, tc.want)
+			}
+			fs.assertCleanedUp(id, "")
+		})
 	}
 }

@@ -29,10 +29,20 @@ var driverOptions = map[string][]string{
 		"dfltuid", "dfltgid", "locktimeout", "noextend"},
 	// fs/fuse/virtio_fs.c and the fuse options it shares.
 	"virtiofs": {"dax", "default_permissions", "allow_other"},
+	// Disk file systems (diskOptions).
+	"blk":  diskOptions,
+	"scsi": diskOptions,
 	// mm/shmem.c (tmpfs).
 	"ephemeral": {"size", "nr_blocks", "nr_inodes", "mode", "uid", "gid", "huge", "mpol",
 		"inode32", "inode64", "noswap"},
 }
+
+// diskOptions are the options of disk file systems that the blk and scsi drivers accept:
+// those of ext4 (fs/ext4/super.c) and xfs that concern integrity, journaling and quotas.
+var diskOptions = []string{"errors", "discard", "nodiscard", "data", "barrier", "nobarrier", "commit",
+	"noload", "norecovery", "nouuid", "user_xattr", "acl", "noacl", "journal_checksum",
+	"init_itable", "noinit_itable", "usrquota", "grpquota", "prjquota", "quota", "noquota",
+	"lazytime", "nolazytime", "delalloc", "nodelalloc", "logbufs", "logbsize"}
 
 // checkOptions refuses an option that driver does not take, naming both.
 func checkOptions(driver string, opts []string) error {

@@ -3,8 +3,10 @@
 // Package storage mounts what the sandbox and its containers need in the guest. A Storage
 // request names a driver and the driver's handler mounts it: "9p" and "virtiofs" (shared
 // directories from the host, source is the mount tag), "ephemeral" (a tmpfs, e.g. for
-// /dev/shm) and "local" (a plain directory in the guest, no mount). Block devices ("blk",
-// "scsi") are refused with ErrNotImplemented: the agent has no block device handler.
+// /dev/shm), "local" (a plain directory in the guest, no mount), "blk" and "scsi" (a disk
+// the host hot-plugged, source is its PCI path or its SCSI address "<scsi-id>:<lun>": the
+// manager waits for the disk to appear and mounts it with the storage's fstype, which the
+// guest kernel must know).
 //
 // Mount points are confined under a root (/run/vessel/ in the guest): a request for any
 // other path is refused, and the path is opened one component at a time without following
@@ -32,13 +34,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/agent/device"
 )
 
 // DefaultRoot is the guest directory every mount point must be under.
 const DefaultRoot = "/run/vessel"
 
 // Drivers lists the storage drivers the manager handles, for capability reports.
-func Drivers() []string { return []string{"9p", "virtiofs", "ephemeral", "local"} }
+func Drivers() []string { return []string{"9p", "virtiofs", "ephemeral", "local", "blk", "scsi"} }
 
 // Manager mounts and unmounts storages.
 type Manager struct {
@@ -46,6 +49,11 @@ type Manager struct {
 	// mount and unmount are the system calls; tests replace them to record calls.
 	mount   func(source, target, fstype string, flags uintptr, data string) error
 	unmount func(target string, flags int) error
+	// findBlock returns the node of the disk at a PCI path once the kernel made it
+	// (device.WaitBlock); filesystems lists the file systems the kernel has
+	// (/proc/filesystems). Tests replace both.
+	findBlock   func(ctx context.Context, driver, source string) (string, error)
+	filesystems func() ([]byte, error)
 
 	// mu guards mounts.
 	mu sync.Mutex
@@ -66,7 +74,16 @@ func NewManager(root string) *Manager {
 		root:    filepath.Clean(root),
 		mount:   unix.Mount,
 		unmount: unix.Unmount,
-		mounts:  make(map[string]*entry),
+		findBlock: func(ctx context.Context, driver, source string) (string, error) {
+			wait := device.WaitBlock
+			if driver == "scsi" {
+				wait = device.WaitSCSI
+			}
+			b, err := wait(ctx, "/sys", source)
+			return b.Path(), err
+		},
+		filesystems: func() ([]byte, error) { return os.ReadFile("/proc/filesystems") },
+		mounts:      make(map[string]*entry),
 	}
 }
 
@@ -96,6 +113,15 @@ func (m *Manager) Mount(ctx context.Context, s *agentv1.Storage) (string, error)
 		return "", err
 	}
 	key := fmt.Sprintf("%s|%s|%s|%d|%s", s.GetDriver(), p.source, p.fstype, p.flags, p.data)
+	if d := s.GetDriver(); d == "blk" || d == "scsi" {
+		if err := m.checkBlockFS(d, p.fstype); err != nil {
+			return "", err
+		}
+		// The slow part (waiting for the disk) runs before the lock.
+		if p.source, err = m.findBlock(ctx, d, s.GetSource()); err != nil {
+			return "", fmt.Errorf("%s storage %s: %w", d, s.GetSource(), err)
+		}
+	}
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -237,12 +263,39 @@ func planFor(s *agentv1.Storage) (plan, error) {
 		}
 		return plan{dirMode: mode}, nil
 	case "blk", "scsi":
-		return plan{}, fmt.Errorf("%w: storage driver %q (block devices) is not implemented in the agent yet", errdefs.ErrNotImplemented, s.GetDriver())
+		if s.GetSource() == "" {
+			return plan{}, fmt.Errorf("%w: %s storage: source (the disk's address) is empty", errdefs.ErrInvalidArgument, s.GetDriver())
+		}
+		if s.GetFstype() == "" {
+			return plan{}, fmt.Errorf("%w: %s storage %s: fstype is empty (the disk's file system, e.g. ext4)", errdefs.ErrInvalidArgument, s.GetDriver(), s.GetSource())
+		}
+		return plan{source: s.GetSource(), fstype: s.GetFstype(), flags: flags, data: data, mount: true}, nil
 	case "":
 		return plan{}, fmt.Errorf("%w: storage driver is empty (expected one of %s)", errdefs.ErrInvalidArgument, strings.Join(Drivers(), ", "))
 	default:
 		return plan{}, fmt.Errorf("%w: unknown storage driver %q (expected one of %s)", errdefs.ErrInvalidArgument, s.GetDriver(), strings.Join(Drivers(), ", "))
 	}
+}
+
+// checkBlockFS refuses a file system the guest kernel does not have, or one that needs no
+// device (tmpfs, proc, ...): a disk holds a block file system.
+func (m *Manager) checkBlockFS(driver, fstype string) error {
+	data, err := m.filesystems()
+	if err != nil {
+		return fmt.Errorf("%s storage: list the guest's file systems: %w", driver, err)
+	}
+	var have []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 1 { // no "nodev" column: a file system on a device
+			have = append(have, f[0])
+		}
+	}
+	if !slices.Contains(have, fstype) {
+		return fmt.Errorf("%w: %s storage: fstype %q is not a block file system of the guest kernel (it has: %s)",
+			errdefs.ErrNotImplemented, driver, fstype, strings.Join(have, ", "))
+	}
+	return nil
 }
 
 // mountFlags maps mount(8) option words to MS_* flags; the bool says set (true) or clear.

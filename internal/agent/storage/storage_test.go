@@ -4,6 +4,8 @@ package storage
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -132,6 +134,23 @@ func newTestManager(t *testing.T) (*Manager, *[]call, *[]string) {
 		unmounts = append(unmounts, filepath.Join(parent, filepath.Base(target)))
 		return nil
 	}
+	// Disks: the PCI path "1e/0N" is /dev/vd<a+N-1>; "1e/1f" never appears.
+	m.findBlock = func(ctx context.Context, driver, pciPath string) (string, error) {
+		if driver == "scsi" {
+			return "/dev/sda", nil
+		}
+		if pciPath == "1e/1f" {
+			return "", context.DeadlineExceeded
+		}
+		var n int
+		if _, err := fmt.Sscanf(pciPath, "1e/%02x", &n); err != nil || n < 1 {
+			return "", fmt.Errorf("%w: pci path %q", errdefs.ErrInvalidArgument, pciPath)
+		}
+		return "/dev/vd" + string(rune('a'+n-1)), nil
+	}
+	m.filesystems = func() ([]byte, error) {
+		return []byte("nodev\tsysfs\nnodev\ttmpfs\n\text4\n\text2\nnodev\t9p\n"), nil
+	}
 	return m, &mounts, &unmounts
 }
 
@@ -209,6 +228,30 @@ func TestManagerDrivers(t *testing.T) {
 	}
 }
 
+// TestBlkStorage mounts a disk twice at one mount point (one mount, two references) and
+// unmounts it after its last user.
+func TestBlkStorage(t *testing.T) {
+	ctx := context.Background()
+	m, mounts, unmounts := newTestManager(t)
+	st := &agentv1.Storage{Driver: "blk", Source: "1e/02", Fstype: "ext4", Options: []string{"ro", "errors=remount-ro"}, MountPoint: m.root + "/disks/d1"}
+	for i := 0; i < 2; i++ {
+		mp, err := m.Mount(ctx, st)
+		if err != nil || mp != m.root+"/disks/d1" {
+			t.Fatalf("mount %d: %q, %v", i, mp, err)
+		}
+	}
+	want := call{"/dev/vdb", m.root + "/disks/d1", "ext4", unix.MS_RDONLY, "errors=remount-ro"}
+	if len(*mounts) != 1 || (*mounts)[0] != want {
+		t.Fatalf("mounts: got %+v, want one %+v", *mounts, want)
+	}
+	if err := m.Unmount(ctx, m.root+"/disks/d1"); err != nil || len(*unmounts) != 0 {
+		t.Fatalf("first unmount: %v, unmounts %v (want none: one user left)", err, *unmounts)
+	}
+	if err := m.Unmount(ctx, m.root+"/disks/d1"); err != nil || len(*unmounts) != 1 {
+		t.Fatalf("last unmount: %v, unmounts %v", err, *unmounts)
+	}
+}
+
 func TestManagerRefuses(t *testing.T) {
 	ctx := context.Background()
 	m, mounts, _ := newTestManager(t)
@@ -223,7 +266,13 @@ func TestManagerRefuses(t *testing.T) {
 		{"wrong fstype", &agentv1.Storage{Driver: "9p", Source: "t", Fstype: "ext4", MountPoint: root + "/a"}, errdefs.IsInvalidArgument},
 		{"unknown driver", &agentv1.Storage{Driver: "nfs", MountPoint: root + "/a"}, errdefs.IsInvalidArgument},
 		{"no driver", &agentv1.Storage{MountPoint: root + "/a"}, errdefs.IsInvalidArgument},
-		{"block", &agentv1.Storage{Driver: "blk", Source: "0000:00:05.0", MountPoint: root + "/a"}, errdefs.IsNotImplemented},
+		{"scsi nodev fs", &agentv1.Storage{Driver: "scsi", Source: "1:0", Fstype: "tmpfs", MountPoint: root + "/a"}, errdefs.IsNotImplemented},
+		{"blk without fstype", &agentv1.Storage{Driver: "blk", Source: "1e/01", MountPoint: root + "/a"}, errdefs.IsInvalidArgument},
+		{"blk without source", &agentv1.Storage{Driver: "blk", Fstype: "ext4", MountPoint: root + "/a"}, errdefs.IsInvalidArgument},
+		{"blk fs the guest lacks", &agentv1.Storage{Driver: "blk", Source: "1e/01", Fstype: "xfs", MountPoint: root + "/a"}, errdefs.IsNotImplemented},
+		{"blk nodev fs", &agentv1.Storage{Driver: "blk", Source: "1e/01", Fstype: "tmpfs", MountPoint: root + "/a"}, errdefs.IsNotImplemented},
+		{"blk bad option", &agentv1.Storage{Driver: "blk", Source: "1e/01", Fstype: "ext4", Options: []string{"bind"}, MountPoint: root + "/a"}, errdefs.IsInvalidArgument},
+		{"blk disk never comes", &agentv1.Storage{Driver: "blk", Source: "1e/1f", Fstype: "ext4", MountPoint: root + "/a"}, func(err error) bool { return errors.Is(err, context.DeadlineExceeded) }},
 		{"bad mode", &agentv1.Storage{Driver: "local", Options: []string{"mode=rwx"}, MountPoint: root + "/a"}, errdefs.IsInvalidArgument},
 		{"nil", nil, errdefs.IsInvalidArgument},
 	} {

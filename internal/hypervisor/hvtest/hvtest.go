@@ -10,8 +10,9 @@
 // kernel) from the project's guest kernel and a tiny busybox initramfs it builds in the
 // test's temporary directory, and checks the hypervisor.VM contract: the agent channel and
 // the console, pause and resume, stop, an external kill, a bad kernel, two VMs at once,
-// and a guest flooding its console, which must leave the host's console buffers at
-// hypervisor.MaxConsoleLog.
+// a guest flooding its console, which must leave the host's console buffers at
+// hypervisor.MaxConsoleLog, and disk hotplug (CheckDisks, which a driver's unit tests can
+// also run against a fake VMM).
 // It waits on events (socket reads, Done) under generous deadlines, never on fixed sleeps.
 //
 // Only the "serial" agent transport (a unix socket connected to the vessel.agent
@@ -80,6 +81,7 @@ func Run(t *testing.T, driver string) {
 	t.Run("BadKernelImage", s.testBadKernelImage)
 	t.Run("TwoVMs", s.testTwoVMs)
 	t.Run("ConsoleFlood", s.testConsoleFlood)
+	t.Run("Disks", s.testDisks)
 }
 
 // knownSharedFS are the shared file systems a driver may list.
@@ -104,6 +106,7 @@ func CheckCapabilities(t *testing.T, driver string) {
 	_, saver := vm.(hypervisor.TemplateSaver)
 	_, detacher := vm.(hypervisor.Detacher)
 	_, resizer := vm.(hypervisor.Resizer)
+	_, disks := vm.(hypervisor.DiskHotplugger)
 	for _, c := range []struct {
 		what      string
 		promised  bool
@@ -112,6 +115,7 @@ func CheckCapabilities(t *testing.T, driver string) {
 		{"hypervisor.TemplateSaver (Templating)", caps.Templating, saver},
 		{"hypervisor.Detacher (Templating)", caps.Templating, detacher},
 		{"hypervisor.Resizer (Templating, CPUHotplug or MemHotplug)", caps.Templating || caps.CPUHotplug || caps.MemHotplug, resizer},
+		{"hypervisor.DiskHotplugger (BlockHotplug)", caps.BlockHotplug, disks},
 	} {
 		if c.promised != c.implement {
 			t.Errorf("%s: capability %v, VM implements it %v", c.what, c.promised, c.implement)

@@ -102,7 +102,7 @@ func kernelCmdline(cfg *hypervisor.Config, accel hypervisor.Accelerator) string 
 // it checks nothing on the host. cfg must have passed Validate.
 //
 // Not supported yet: CPU, memory and device hotplug (only the headroom is reserved),
-// NIC hotplug and multiqueue NICs, block devices, vsock, and machine types other than q35-like PC machines.
+// NIC hotplug and multiqueue NICs, disks at boot (they are hot-plugged: disk.go), vsock, and machine types other than q35-like PC machines.
 func commandLine(cfg *hypervisor.Config, l launch) []string {
 	machine := cfg.MachineType
 	if machine == "" {
@@ -239,6 +239,11 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 			"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=%s", n.ID, n.MAC),
 		)
 	}
+
+	// The bridge that disks are hot-plugged into, and the SCSI controller for the
+	// virtio-scsi driver (disk.go).
+	args = append(args, bridgeArgs()...)
+	args = append(args, scsiArgs(cfg.Block)...)
 
 	// Free page reporting hands pages the guest frees back to the host.
 	args = append(args, "-device", "virtio-balloon-pci,id=vessel-balloon,free-page-reporting="+freePageReporting(cfg))

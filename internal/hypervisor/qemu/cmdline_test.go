@@ -51,6 +51,7 @@ func TestCommandLineBaseline(t *testing.T) {
 		"-device", "virtserialport,bus=vessel-serial.0,chardev=agent,name=vessel.agent",
 		"-object", "rng-random,id=vessel-rng,filename=/dev/urandom",
 		"-device", "virtio-rng-pci,rng=vessel-rng",
+		"-device", "pci-bridge,bus=pcie.0,id=vessel-bridge0,chassis_nr=1,shpc=off,addr=0x1e,io-reserve=4k,mem-reserve=1m,pref64-reserve=1m",
 		"-device", "virtio-balloon-pci,id=vessel-balloon,free-page-reporting=on",
 	}
 	if !slices.Equal(got, want) {

@@ -8,10 +8,10 @@ import (
 	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qmp"
 )
 
-// deviceEvents hands QMP events about one device (by its id) to the caller waiting for
-// them: the guest's ACPI _OST answer to a hot-plug (ACPI_DEVICE_OST) and the end of an
-// unplug (DEVICE_DELETED). consumeEvents delivers; a waiter registers before the command
-// that causes the event, so it cannot miss it.
+// deviceEvents hands the guest's ACPI _OST answers to hot-plugs (ACPI_DEVICE_OST) to the
+// caller waiting for the device's answer, by device id. consumeEvents delivers; a waiter
+// registers before the device_add that causes the event, so it cannot miss it. (The end of
+// a disk's unplug, DEVICE_DELETED, has its own bookkeeping in disk.go.)
 type deviceEvents struct {
 	// waiters by device id; guarded by VM.mu.
 	waiters map[string]chan qmp.Event
@@ -28,13 +28,6 @@ func deviceOf(ev qmp.Event) string {
 		}
 		if json.Unmarshal(ev.Data, &d) == nil {
 			return d.Info.Device
-		}
-	case "DEVICE_DELETED":
-		var d struct {
-			Device string `json:"device"`
-		}
-		if json.Unmarshal(ev.Data, &d) == nil {
-			return d.Device
 		}
 	}
 	return ""

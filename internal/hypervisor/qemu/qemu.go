@@ -15,9 +15,10 @@
 //
 // VM templates, handing a running QEMU to another process and growing a VM (CPU and
 // memory hotplug) are in template*.go. QEMU runs confined (jail.go): few capabilities,
-// no_new_privs, resource limits, only its own descriptors, and its seccomp sandbox. Not
-// supported yet: block hotplug, networking, vsock, snapshots of a running sandbox, and
-// running QEMU as a non-root user in its own namespaces and root.
+// no_new_privs, resource limits, only its own descriptors, and its seccomp sandbox. Disks
+// are hot-plugged into a PCI bridge or onto a virtio-scsi controller (disk.go). Not
+// supported yet: vsock, snapshots of a running sandbox, and running QEMU as a non-root
+// user in its own namespaces and root.
 package qemu
 
 import (
@@ -42,12 +43,13 @@ func init() {
 }
 
 // capabilities is what the driver implements: VM templates, handover and CPU and memory
-// growth (template*.go) and both shared file systems; no block hotplug, no jailer.
+// growth (template*.go), disk hotplug (disk.go) and both shared file systems; no jailer.
 var capabilities = hypervisor.Capabilities{
-	Templating: true,
-	CPUHotplug: true,
-	MemHotplug: true,
-	SharedFS:   []hypervisor.SharedFS{hypervisor.SharedFS9P, hypervisor.SharedFSVirtioFS},
+	Templating:   true,
+	CPUHotplug:   true,
+	MemHotplug:   true,
+	BlockHotplug: true,
+	SharedFS:     []hypervisor.SharedFS{hypervisor.SharedFS9P, hypervisor.SharedFSVirtioFS},
 }
 
 // reapTimeout bounds the wait for the kernel to reap QEMU after SIGKILL. Reaching it means
@@ -115,6 +117,8 @@ type VM struct {
 	hot hotplugged
 	// devEvents routes device events to their waiters (devevents.go).
 	devEvents deviceEvents
+	// disk is the attached disks (disk.go); guarded by mu.
+	disk diskState
 }
 
 var (

@@ -407,6 +407,10 @@ func (v *VM) consumeEvents(events <-chan qmp.Event, done chan struct{}, logger *
 	defer close(done)
 	for ev := range events {
 		logger.WithField("event", ev.Name).WithField("data", string(ev.Data)).Debug("qemu event")
+		if ev.Name == "DEVICE_DELETED" {
+			v.deviceDeleted(ev.Data)
+			continue
+		}
 		v.deliverDeviceEvent(ev)
 		if ev.Name != "SHUTDOWN" {
 			continue

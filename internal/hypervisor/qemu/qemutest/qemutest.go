@@ -128,6 +128,111 @@ type machine struct {
 	mode    Mode
 	status  string // "running" or "paused"
 	queries int    // query-status commands answered
+	// fdsets, nodes and devices are what the disk commands made: fd set ids, block node
+	// names, and device ids with the node each uses.
+	fdsets  map[int]bool
+	nodes   map[string]bool
+	devices map[string]string
+	// unplugging are devices whose device_del is pending (SlowMarker).
+	unplugging map[string]bool
+}
+
+// FailMarker in a disk's node name makes the fake refuse its device_add, so that tests
+// see the driver undo the blockdev-add. The fake refuses blockdev-add with aio io_uring,
+// as a QEMU built without it does, and writes every disk command to stderr (qemu.log) as
+// "qmp: <command> <arguments as JSON>".
+const FailMarker = "faildev"
+
+// SlowMarker in a disk's device id makes the fake's guest slow to release it: the first
+// device_del sends no DEVICE_DELETED; a second one is refused as already in progress,
+// as QEMU does, and then the event comes.
+const SlowMarker = "slowdel"
+
+// disk answers the block device commands; ok is false for other commands.
+func (m *machine) disk(execute string, args map[string]any) (ret string, errDesc string, events []string, ok bool) {
+	if m.fdsets == nil {
+		m.fdsets, m.nodes, m.devices, m.unplugging = map[int]bool{}, map[string]bool{}, map[string]string{}, map[string]bool{}
+	}
+	str := func(k string) string { s, _ := args[k].(string); return s }
+	switch execute {
+	case "add-fd":
+		id := len(m.fdsets) + 1
+		for m.fdsets[id] {
+			id++
+		}
+		m.fdsets[id] = true
+		return fmt.Sprintf(`{"fdset-id": %d, "fd": %d}`, id, 100+id), "", nil, true
+	case "remove-fd":
+		id := int(args["fdset-id"].(float64))
+		if !m.fdsets[id] {
+			return "", fmt.Sprintf("File descriptor named 'fdset-id:%d' not found", id), nil, true
+		}
+		delete(m.fdsets, id)
+		return "{}", "", nil, true
+	case "blockdev-add":
+		node := str("node-name")
+		if m.nodes[node] {
+			return "", fmt.Sprintf("Duplicate nodes with node-name='%s'", node), nil, true
+		}
+		if str("aio") == "io_uring" {
+			return "", "Unable to use io_uring: failed to init linux io_uring ring: Function not implemented", nil, true
+		}
+		m.nodes[node] = true
+		return "{}", "", nil, true
+	case "blockdev-del":
+		node := str("node-name")
+		if !m.nodes[node] {
+			return "", fmt.Sprintf("Failed to find node with node-name='%s'", node), nil, true
+		}
+		for _, n := range m.devices {
+			if n == node {
+				return "", fmt.Sprintf("Node '%s' is busy: node is used as backing hd", node), nil, true
+			}
+		}
+		delete(m.nodes, node)
+		return "{}", "", nil, true
+	case "device_add":
+		if args["driver"] != "virtio-blk-pci" && args["driver"] != "scsi-hd" {
+			return "", "", nil, false // CPU and memory hotplug (template_resize.go)
+		}
+		node := str("drive")
+		if !m.nodes[node] || strings.Contains(node, FailMarker) {
+			return "", fmt.Sprintf("Drive '%s' not found or refused", node), nil, true
+		}
+		m.devices[str("id")] = node
+		return "{}", "", nil, true
+	case "device_del":
+		id := str("id")
+		if _, ok := m.devices[id]; !ok {
+			return "", fmt.Sprintf("Device '%s' not found", id), nil, true
+		}
+		deleted := []string{fmt.Sprintf(`{"device": %q, "path": "/machine/peripheral/%s"}`, id, id)}
+		if strings.Contains(id, SlowMarker) {
+			if !m.unplugging[id] {
+				m.unplugging[id] = true
+				return "{}", "", nil, true
+			}
+			delete(m.unplugging, id)
+			delete(m.devices, id)
+			return "", fmt.Sprintf("Device %s is already in the process of unplug", id), deleted, true
+		}
+		delete(m.devices, id)
+		return "{}", "", []string{fmt.Sprintf(`{"device": %q, "path": "/machine/peripheral/%s"}`, id, id)}, true
+	case "object-add":
+		if args["qom-type"] != "throttle-group" {
+			return "", "", nil, false // memory backends (template_resize.go)
+		}
+		return "{}", "", nil, true
+	case "object-del":
+		return "{}", "", nil, true
+	case "query-named-block-nodes":
+		var out []string
+		for n := range m.nodes {
+			out = append(out, fmt.Sprintf(`{"node-name": %q, "drv": "file", "ro": false}`, n))
+		}
+		return "[" + strings.Join(out, ",") + "]", "", nil, true
+	}
+	return "", "", nil, false
 }
 
 // session serves one QMP client until it hangs up (exit false) or the fake is to exit
@@ -142,28 +247,44 @@ func (m *machine) session(conn net.Conn) (code int, exit bool) {
 	for {
 		var cmd struct {
 			Execute   string          `json:"execute"`
+			Arguments map[string]any  `json:"arguments"`
 			ID        json.RawMessage `json:"id"`
-			Arguments struct {
-				Driver string `json:"driver"`
-				ID     string `json:"id"`
-			} `json:"arguments"`
 		}
 		if err := dec.Decode(&cmd); err != nil {
 			return 0, false
 		}
 		ret := func(v string) { send(`{"return": ` + v + `, "id": ` + string(cmd.ID) + `}`) }
+		if r, desc, events, ok := m.disk(cmd.Execute, cmd.Arguments); ok {
+			a, _ := json.Marshal(cmd.Arguments)
+			fmt.Fprintf(os.Stderr, "qmp: %s %s\n", cmd.Execute, a)
+			if desc != "" {
+				cls := "GenericError"
+				if cmd.Execute == "device_del" && !strings.Contains(desc, "process of unplug") {
+					cls = "DeviceNotFound"
+				}
+				send(fmt.Sprintf(`{"error": {"class": %q, "desc": %q}, "id": %s}`, cls, desc, cmd.ID))
+			} else {
+				ret(r)
+			}
+			for _, e := range events {
+				event("DEVICE_DELETED", e)
+			}
+			continue
+		}
 		switch cmd.Execute {
 		case "qmp_capabilities", "object-add":
 			ret(`{}`)
 		case "device_add":
 			ret(`{}`)
 			// The guest answers an ACPI hot-plug (a vCPU or a DIMM) with _OST.
-			slotType := map[string]string{"pc-dimm": "DIMM"}[cmd.Arguments.Driver]
-			if slotType == "" && strings.HasSuffix(cmd.Arguments.Driver, "-cpu") {
+			driver, _ := cmd.Arguments["driver"].(string)
+			id, _ := cmd.Arguments["id"].(string)
+			slotType := map[string]string{"pc-dimm": "DIMM"}[driver]
+			if slotType == "" && strings.HasSuffix(driver, "-cpu") {
 				slotType = "CPU"
 			}
 			if slotType != "" {
-				event("ACPI_DEVICE_OST", fmt.Sprintf(`{"info": {"device": %q, "slot": "1", "slot-type": %q, "source": 1, "status": 0}}`, cmd.Arguments.ID, slotType))
+				event("ACPI_DEVICE_OST", fmt.Sprintf(`{"info": {"device": %q, "slot": "1", "slot-type": %q, "source": 1, "status": 0}}`, id, slotType))
 			}
 		case "query-status":
 			ret(fmt.Sprintf(`{"status": %q, "singlestep": false, "running": %v}`, m.status, m.status == "running"))
