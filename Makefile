@@ -94,6 +94,24 @@ bench-quick: build image ## benchmark smoke test (1 run each, small counts), run
 conformance: build image ## OCI runtime-tools validation programs against runc and Vessel side by side (table in _output/conformance; docs/conformance.md)
 	$(GO) run ./conformance/cmd/vesselconformance -guest-dir $(GUEST_DIR) -out $(OUT)/conformance -bin $(OUT)/bin
 
+# critest is cri-tools' CRI validation suite, built from the Go module proxy (outside this
+# module, so go.mod is untouched). FOCUS and SKIP are ginkgo regular expressions; HANDLERS
+# the runtime handlers to run, in order.
+CRITEST_VERSION ?= v1.37.0
+CRITEST_BIN     := $(abspath $(OUT))/critest/bin/critest-$(CRITEST_VERSION)
+HANDLERS        ?= runc vessel
+
+$(CRITEST_BIN):
+	@mkdir -p $(dir $@)
+	cd / && dir=$$($(GO) mod download -json sigs.k8s.io/cri-tools@$(CRITEST_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p') && \
+		cd $$dir && CGO_ENABLED=0 $(GO) test -c -o $@ ./cmd/critest
+
+.PHONY: critest
+critest: build $(CRITEST_BIN) ## CRI validation suite (critest) via a private containerd, handlers runc then vessel (FOCUS=, SKIP=, HANDLERS=; results in _output/critest; docs/kubernetes.md)
+	VESSEL_INTEGRATION=1 VESSEL_CRITEST=1 VESSEL_GUEST_DIR=$(GUEST_DIR) CRITEST_BIN=$(CRITEST_BIN) \
+		CRITEST_OUT=$(abspath $(OUT))/critest CRITEST_FOCUS='$(FOCUS)' CRITEST_SKIP='$(SKIP)' CRITEST_HANDLERS='$(HANDLERS)' \
+		$(GO) test -count=1 -p 1 -timeout 6h -v -run '^TestCritest$$' ./internal/critest
+
 .PHONY: lint
 lint: ## gofmt, go vet and golangci-lint with the repo's config
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

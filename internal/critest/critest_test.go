@@ -1,0 +1,221 @@
+package critest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/vessel-containers/vessel/internal/ctrdproc"
+	"github.com/vessel-containers/vessel/internal/shimproto"
+	"github.com/vessel-containers/vessel/internal/testutil"
+)
+
+// The private pod network: a bridge of this test's own and a subnet no host route uses.
+const (
+	bridgeName = "vcri0"
+	podSubnet  = "10.231.0.0/24"
+)
+
+// Skipped are the critest specs no run here can pass, with the reason, for runc and Vessel
+// alike: each is a regular expression for -ginkgo.skip.
+var skipped = []struct{ spec, reason string }{
+	{`public image with digest should be pulled and removed`,
+		"pins the digest of an image built elsewhere; the images here are built locally"},
+	{`port mapping with host port`,
+		"host ports need CNI's portmap plugin, which edits the host's shared iptables chains; the private network has none"},
+}
+
+// TestCritest runs critest (CRITEST_BIN, `make critest` builds it) against a private
+// containerd, once per runtime handler in CRITEST_HANDLERS (default "runc vessel"), with
+// CRITEST_FOCUS and CRITEST_SKIP passed as -ginkgo.focus and -ginkgo.skip (on top of the
+// skipped list). Each handler's JUnit report and log go to CRITEST_OUT/<handler> (default
+// _output/critest). A handler whose specs fail fails the test.
+func TestCritest(t *testing.T) {
+	if os.Getenv("VESSEL_CRITEST") != "1" {
+		t.Skip("set VESSEL_CRITEST=1 (make critest) to run the CRI validation suite")
+	}
+	testutil.RequiresVM(t)
+	critest := os.Getenv("CRITEST_BIN")
+	if critest == "" {
+		t.Fatal("CRITEST_BIN names no critest binary (make critest builds one)")
+	}
+	out := os.Getenv("CRITEST_OUT")
+	if out == "" {
+		out = filepath.Join(testutil.RepoRoot(t), "_output", "critest")
+	}
+	handlers := strings.Fields(os.Getenv("CRITEST_HANDLERS"))
+	if len(handlers) == 0 {
+		handlers = []string{"runc", "vessel"}
+	}
+
+	dir, err := os.MkdirTemp("", "vcri")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Unmount(filepath.Join(dir, "root"), syscall.MNT_DETACH)
+		os.RemoveAll(dir)
+	})
+	reg := newRegistry()
+	if err := buildImages(reg, filepath.Join(dir, "images")); err != nil {
+		t.Fatal(err)
+	}
+	regAddr := reg.serve(t)
+
+	sbRoot := filepath.Join(dir, "sandboxes")
+	binDir := testutil.BuildShim(t, shimproto.Options{SandboxRoot: sbRoot})
+	vesselCfg := filepath.Join(dir, "vessel.toml")
+	if err := os.WriteFile(vesselCfg, testutil.GuestIn(testutil.GuestDir()).Config(""), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cniDir := filepath.Join(dir, "cni")
+	if err := writeCNIConfig(cniDir); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(deleteBridge)
+
+	env := ctrdproc.Environ(binDir, "VESSEL_CONFIG="+vesselCfg)
+	d, err := ctrdproc.NewCRI("/usr/bin/containerd", dir, env, criConfig(vesselCfg, cniDir, regAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Stop(); err != nil {
+			t.Logf("containerd exited: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("containerd log: %s (copied to %s)", d.LogPath, out)
+		}
+		_ = copyFile(d.LogPath, filepath.Join(out, "containerd.log"))
+	})
+	if err := d.WaitReady(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	skip := make([]string, 0, len(skipped)+1)
+	for _, s := range skipped {
+		skip = append(skip, s.spec)
+	}
+	if s := os.Getenv("CRITEST_SKIP"); s != "" {
+		skip = append(skip, s)
+	}
+	for _, h := range handlers {
+		t.Run(h, func(t *testing.T) {
+			hOut := filepath.Join(out, h)
+			if err := os.MkdirAll(hOut, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{
+				"-runtime-endpoint", "unix://" + d.Address,
+				"-image-endpoint", "unix://" + d.Address,
+				"-runtime-handler", h,
+				"-ginkgo.no-color",
+				"-ginkgo.v",
+				"-ginkgo.junit-report", filepath.Join(hOut, "junit.xml"),
+				"-ginkgo.skip", strings.Join(skip, "|"),
+			}
+			if f := os.Getenv("CRITEST_FOCUS"); f != "" {
+				args = append(args, "-ginkgo.focus", f)
+			}
+			logf, err := os.Create(filepath.Join(hOut, "critest.log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer logf.Close()
+			cmd := exec.Command(critest, args...)
+			cmd.Dir = hOut
+			cmd.Stdout, cmd.Stderr = logf, logf
+			t.Logf("critest %s (log %s)", strings.Join(args, " "), logf.Name())
+			if err := cmd.Run(); err != nil {
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) {
+					t.Fatal(err)
+				}
+				t.Errorf("critest with handler %s: %v; see %s", h, err, logf.Name())
+			}
+		})
+	}
+}
+
+// criConfig is the CRI plugin's section: handlers runc and vessel (reading vesselCfg), CNI
+// from cniDir with the Debian plugins, every registry critest names mirrored to the test's
+// registry at regAddr, and a streaming server on a loopback port of its own.
+func criConfig(vesselCfg, cniDir, regAddr string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.9"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    snapshotter = "overlayfs"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.vessel]
+      runtime_type = "io.containerd.vessel.v2"
+      privileged_without_host_devices = true
+      pod_annotations = ["io.vessel.config.*", "io.katacontainers.config.*"]
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.vessel.options]
+        ConfigPath = %q
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = %q
+`, vesselCfg, cniDir)
+	for _, host := range []string{"registry.k8s.io", "gcr.io", "k8s.gcr.io", "docker.io"} {
+		fmt.Fprintf(&b, "  [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.%q]\n    endpoint = [\"http://%s\"]\n", host, regAddr)
+	}
+	return b.String()
+}
+
+// writeCNIConfig writes the pod network: bridge vcri0 as the pods' gateway on podSubnet,
+// addresses from host-local kept in cniDir.
+func writeCNIConfig(cniDir string) error {
+	if err := os.MkdirAll(cniDir, 0o755); err != nil {
+		return err
+	}
+	conf, err := json.MarshalIndent(map[string]any{
+		"cniVersion": "1.0.0",
+		"name":       "vessel-critest",
+		"plugins": []any{map[string]any{
+			"type": "bridge", "bridge": bridgeName, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+			"ipam": map[string]any{
+				"type":    "host-local",
+				"ranges":  [][]map[string]string{{{"subnet": podSubnet}}},
+				"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
+				"dataDir": filepath.Join(cniDir, "ipam"),
+			},
+		}},
+	}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(cniDir, "10-vessel-critest.conflist"), conf, 0o644)
+}
+
+// deleteBridge removes the bridge the bridge plugin created for the test's pods.
+func deleteBridge() {
+	if l, err := netlink.LinkByName(bridgeName); err == nil {
+		_ = netlink.LinkDel(l)
+	}
+}
+
+func copyFile(from, to string) error {
+	data, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, data, 0o644)
+}
