@@ -8,11 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/vessel-containers/vessel/internal/ctrdproc"
 	"github.com/vessel-containers/vessel/internal/shimproto"
@@ -111,8 +113,10 @@ func TestCritest(t *testing.T) {
 	if s := os.Getenv("CRITEST_SKIP"); s != "" {
 		skip = append(skip, s)
 	}
+	shmBefore := shmSegments(t)
 	for _, h := range handlers {
 		t.Run(h, func(t *testing.T) {
+			defer removeNewShm(t, shmBefore)
 			hOut := filepath.Join(out, h)
 			if err := os.MkdirAll(hOut, 0o755); err != nil {
 				t.Fatal(err)
@@ -218,4 +222,38 @@ func copyFile(from, to string) error {
 		return err
 	}
 	return os.WriteFile(to, data, 0o644)
+}
+
+// shmSegments lists the ids of the host's System V shared memory segments of critest's
+// size (1 MiB) with no process attached (/proc/sysvipc/shm).
+func shmSegments(t *testing.T) map[int]bool {
+	t.Helper()
+	data, err := os.ReadFile("/proc/sysvipc/shm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[int]bool{}
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 7 || f[3] != "1048576" || f[6] != "0" {
+			continue
+		}
+		if id, err := strconv.Atoi(f[1]); err == nil {
+			ids[id] = true
+		}
+	}
+	return ids
+}
+
+// removeNewShm removes the unattached segments that are not in before: critest's host IPC
+// specs make one on the host (ipcmk -M) each and leave it behind.
+func removeNewShm(t *testing.T, before map[int]bool) {
+	for id := range shmSegments(t) {
+		if before[id] {
+			continue
+		}
+		if _, err := unix.SysvShmCtl(id, unix.IPC_RMID, nil); err != nil {
+			t.Logf("remove shared memory segment %d critest made: %v", id, err)
+		}
+	}
 }

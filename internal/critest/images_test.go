@@ -3,9 +3,12 @@ package critest
 import (
 	"archive/tar"
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -23,6 +26,62 @@ const (
 type file struct {
 	mode int64 // permission bits, with setuid; a directory when data is nil and mode has 040000
 	data []byte
+}
+
+// hardlinkApplets rewrites the busybox layer's applet symlinks (bin/x → busybox) as hard
+// links to bin/busybox, as in the busybox image critest expects: masking one applet's path
+// (MaskedPaths: /bin/ls) then masks that applet only, not the binary behind every applet.
+func hardlinkApplets(layer []byte) ([]byte, error) {
+	type entry struct {
+		hdr  *tar.Header
+		data []byte
+	}
+	var entries []entry
+	tr := tar.NewReader(bytes.NewReader(layer))
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("busybox layer: %w", err)
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, fmt.Errorf("busybox layer: %w", err)
+		}
+		if hdr.Typeflag == tar.TypeSymlink && hdr.Linkname == "busybox" && path.Dir(hdr.Name) == "bin" {
+			hdr.Typeflag, hdr.Linkname, hdr.Mode = tar.TypeLink, "bin/busybox", 0o755
+		}
+		entries = append(entries, entry{hdr, data})
+	}
+	// A hard link's target comes first in the archive: bin/busybox right after bin/.
+	sort.SliceStable(entries, func(i, j int) bool {
+		rank := func(n string) int {
+			switch n {
+			case "bin/":
+				return 0
+			case "bin/busybox":
+				return 1
+			}
+			return 2
+		}
+		return rank(entries[i].hdr.Name) < rank(entries[j].hdr.Name)
+	})
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		if err := tw.WriteHeader(e.hdr); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(e.data); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // layerOf archives files (path → entry) as a layer tar owned by root, in path order.
@@ -52,6 +111,29 @@ func layerOf(files map[string]file) ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+// tools stands in for the applets critest runs that Debian's busybox lacks: pgrep (the
+// names only, by process name) and ipcs -m (from /proc/sysvipc/shm).
+var tools = map[string]file{
+	"usr/bin/pgrep": {mode: 0o755, data: []byte("#!/bin/sh\n# pgrep NAME: the pids of the processes named NAME\n" +
+		"ps -o pid= -o comm= | awk -v n=\"$1\" '$2 == n { print $1; found = 1 } END { exit !found }'\n")},
+	"usr/bin/ipcs": {mode: 0o755, data: []byte("#!/bin/sh\n# ipcs -m: the System V shared memory segments\n" +
+		"[ \"$1\" = -m ] || { echo \"ipcs: only -m\" >&2; exit 1; }\n" +
+		"echo '------ Shared Memory Segments --------'\necho 'key        shmid      perms      bytes      nattch'\n" +
+		"awk 'NR > 1 { print $1, $2, $3, $4, $7 }' /proc/sysvipc/shm\n")},
+}
+
+// extras is the layer every critest image but pause adds to busybox: tools and accounts.
+var extras = func() map[string]file {
+	m := map[string]file{}
+	for k, v := range tools {
+		m[k] = v
+	}
+	for k, v := range accounts {
+		m[k] = v
+	}
+	return m
+}()
 
 // accounts is /etc/passwd and /etc/group of the busybox image critest's images are built
 // on (the accounts they name: www-data, and default-user with a group defined in the image).
@@ -89,7 +171,10 @@ func buildImages(reg *registry, work string) error {
 	if err != nil {
 		return err
 	}
-	acct, err := layerOf(accounts)
+	if base, err = hardlinkApplets(base); err != nil {
+		return err
+	}
+	acct, err := layerOf(extras)
 	if err != nil {
 		return err
 	}
