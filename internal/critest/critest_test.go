@@ -59,52 +59,7 @@ func TestCritest(t *testing.T) {
 		handlers = []string{"runc", "vessel"}
 	}
 
-	dir, err := os.MkdirTemp("", "vcri")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = syscall.Unmount(filepath.Join(dir, "root"), syscall.MNT_DETACH)
-		os.RemoveAll(dir)
-	})
-	reg := newRegistry()
-	if err := buildImages(reg, filepath.Join(dir, "images")); err != nil {
-		t.Fatal(err)
-	}
-	regAddr := reg.serve(t)
-
-	sbRoot := filepath.Join(dir, "sandboxes")
-	binDir := testutil.BuildShim(t, shimproto.Options{SandboxRoot: sbRoot})
-	vesselCfg := filepath.Join(dir, "vessel.toml")
-	if err := os.WriteFile(vesselCfg, testutil.GuestIn(testutil.GuestDir()).Config(""), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cniDir := filepath.Join(dir, "cni")
-	if err := writeCNIConfig(cniDir); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(deleteBridge)
-
-	env := ctrdproc.Environ(binDir, "VESSEL_CONFIG="+vesselCfg)
-	d, err := ctrdproc.NewCRI("/usr/bin/containerd", dir, env, criConfig(vesselCfg, cniDir, regAddr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := d.Stop(); err != nil {
-			t.Logf("containerd exited: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("containerd log: %s (copied to %s)", d.LogPath, out)
-		}
-		_ = copyFile(d.LogPath, filepath.Join(out, "containerd.log"))
-	})
-	if err := d.WaitReady(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d := startCRI(t, out)
 
 	skip := make([]string, 0, len(skipped)+1)
 	for _, s := range skipped {
@@ -151,6 +106,64 @@ func TestCritest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startCRI starts a containerd of the test's own whose CRI plugin has the handlers runc
+// and vessel, with critest's images in a registry it mirrors and the pod network of
+// writeCNIConfig; everything is stopped and removed at cleanup, and the daemon's log is
+// copied into out.
+func startCRI(t *testing.T, out string) *ctrdproc.Daemon {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "vcri")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Unmount(filepath.Join(dir, "root"), syscall.MNT_DETACH)
+		os.RemoveAll(dir)
+	})
+	reg := newRegistry()
+	if err := buildImages(reg, filepath.Join(dir, "images")); err != nil {
+		t.Fatal(err)
+	}
+	regAddr := reg.serve(t)
+
+	sbRoot := filepath.Join(dir, "sandboxes")
+	binDir := testutil.BuildShim(t, shimproto.Options{SandboxRoot: sbRoot})
+	vesselCfg := filepath.Join(dir, "vessel.toml")
+	if err := os.WriteFile(vesselCfg, testutil.GuestIn(testutil.GuestDir()).Config(""), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cniDir := filepath.Join(dir, "cni")
+	if err := writeCNIConfig(cniDir); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(deleteBridge)
+
+	env := ctrdproc.Environ(binDir, "VESSEL_CONFIG="+vesselCfg)
+	d, err := ctrdproc.NewCRI("/usr/bin/containerd", dir, env, criConfig(vesselCfg, cniDir, regAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Stop(); err != nil {
+			t.Logf("containerd exited: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("containerd log: %s (copied to %s)", d.LogPath, out)
+		}
+		if err := os.MkdirAll(out, 0o755); err == nil {
+			_ = copyFile(d.LogPath, filepath.Join(out, "containerd.log"))
+		}
+	})
+	if err := d.WaitReady(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return d
+
 }
 
 // criConfig is the CRI plugin's section: handlers runc and vessel (reading vesselCfg), CNI
