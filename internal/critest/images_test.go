@@ -144,12 +144,33 @@ var accounts = map[string]file{
 		"group-defined-in-image:x:50000:default-user\nnogroup:x:65534:\n")},
 }
 
-// webServer is the command of the nginx and httpd stand-ins: busybox httpd in the
-// foreground on port 80 under a shell that stays PID 1 with "master process" in its
-// command line, records its pid where nginx does and exits on SIGTERM.
-func webServer(name string) []string {
-	return []string{"/bin/sh", "-c", `echo $$ > /var/run/nginx.pid; trap 'kill $!; exit 0' TERM INT; ` +
-		`echo "` + name + ` serving on :80"; httpd -f -p 80 -h /www & wait`, name + ": master process"}
+// webServerScript is the program of the nginx and httpd stand-ins, installed as
+// /usr/sbin/<name>: busybox httpd in the foreground on port 80 under the script's shell,
+// which records its pid where nginx does and exits on SIGTERM. Run through its #! line,
+// the shell's process name is the script's (what pidof finds), and the image's command
+// passes "master process" as an argument, as nginx shows in its command line.
+const webServerScript = `#!/bin/sh
+echo $$ > /var/run/nginx.pid
+trap 'kill $!; exit 0' TERM INT
+echo "${0##*/} serving on :80"
+/bin/httpd -f -p 80 -h /www &
+wait
+`
+
+// webServer is the image of the nginx or httpd stand-in called name.
+func webServer(base, acct []byte, env []string, name string) (image, error) {
+	www, err := layerOf(map[string]file{
+		"www":              {mode: 0o40755},
+		"www/index.html":   {mode: 0o644, data: []byte("<html><body>It works!</body></html>\n")},
+		"var/run":          {mode: 0o40755},
+		"usr/sbin":         {mode: 0o40755},
+		"usr/sbin/" + name: {mode: 0o755, data: []byte(webServerScript)},
+	})
+	if err != nil {
+		return image{}, err
+	}
+	return image{layers: [][]byte{base, acct, www}, config: map[string]any{"Env": env,
+		"Cmd": []string{"/usr/sbin/" + name, "master process"}}}, nil
 }
 
 // noNewPrivsSource is the program of the nonewprivs stand-in, installed setuid root: it
@@ -178,19 +199,19 @@ func buildImages(reg *registry, work string) error {
 	if err != nil {
 		return err
 	}
-	www, err := layerOf(map[string]file{
-		"www":            {mode: 0o40755},
-		"www/index.html": {mode: 0o644, data: []byte("<html><body>It works!</body></html>\n")},
-		"var/run":        {mode: 0o40755},
-	})
-	if err != nil {
-		return err
-	}
 	nnp, err := noNewPrivsLayer(work)
 	if err != nil {
 		return err
 	}
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	nginx, err := webServer(base, acct, env, "nginx")
+	if err != nil {
+		return err
+	}
+	httpd, err := webServer(base, acct, env, "httpd")
+	if err != nil {
+		return err
+	}
 	plain := func(extra ...[]byte) image {
 		return image{layers: append([][]byte{base, acct}, extra...), config: map[string]any{"Env": env, "Cmd": []string{"sh"}}}
 	}
@@ -210,8 +231,8 @@ func buildImages(reg *registry, work string) error {
 		"Entrypoint": []string{"/bin/sh", "-c", "trap 'exit 0' TERM INT; sleep 2147483647 & wait", "pause"}}}
 	images := map[string]image{
 		e2eImages + "busybox:1.29-2":                          plain(),
-		e2eImages + "nginx:1.14-2":                            {layers: [][]byte{base, acct, www}, config: map[string]any{"Env": env, "Cmd": webServer("nginx")}},
-		e2eImages + "httpd:2.4.39-4":                          {layers: [][]byte{base, acct, www}, config: map[string]any{"Env": env, "Cmd": webServer("httpd")}},
+		e2eImages + "nginx:1.14-2":                            nginx,
+		e2eImages + "httpd:2.4.39-4":                          httpd,
 		e2eImages + "nonewprivs:1.3":                          {layers: [][]byte{base, acct, nnp}, config: map[string]any{"Env": env, "Cmd": []string{"/usr/local/bin/nnp"}}},
 		"registry.k8s.io/pause:3.9":                           pause,
 		"k8s.gcr.io/pause:3.9":                                pause,

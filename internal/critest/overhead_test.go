@@ -46,12 +46,14 @@ func TestPodOverhead(t *testing.T) {
 	dir := t.TempDir()
 	cri := func(args ...string) string {
 		t.Helper()
-		full := append([]string{"--runtime-endpoint", "unix://" + d.Address, "--image-endpoint", "unix://" + d.Address}, args...)
+		full := append([]string{"--runtime-endpoint", "unix://" + d.Address, "--image-endpoint", "unix://" + d.Address, "--timeout", "5m"}, args...)
 		cmd := exec.Command(crictl, full...)
 		cmd.Dir = dir
-		b, err := cmd.CombinedOutput()
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		b, err := cmd.Output()
 		if err != nil {
-			t.Fatalf("crictl %s: %v: %s", strings.Join(args, " "), err, b)
+			t.Fatalf("crictl %s: %v: %s", strings.Join(args, " "), err, stderr.Bytes())
 		}
 		return strings.TrimSpace(string(b))
 	}
@@ -78,7 +80,7 @@ func TestPodOverhead(t *testing.T) {
 	cri("pull", e2eImages+"busybox:1.29-2")
 	podID := cri("runp", "--runtime", "vessel", pod)
 	t.Cleanup(func() {
-		cmd := exec.Command(crictl, "--runtime-endpoint", "unix://"+d.Address, "rmp", "--force", podID)
+		cmd := exec.Command(crictl, "--runtime-endpoint", "unix://"+d.Address, "--timeout", "5m", "rmp", "--force", podID)
 		if b, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("remove pod %s: %v: %s", podID, err, b)
 		}
