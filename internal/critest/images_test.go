@@ -158,7 +158,7 @@ wait
 `
 
 // webServer is the image of the nginx or httpd stand-in called name.
-func webServer(base, acct []byte, env []string, name string) (image, error) {
+func webServer(base, common []byte, env []string, name string) (image, error) {
 	www, err := layerOf(map[string]file{
 		"www":              {mode: 0o40755},
 		"www/index.html":   {mode: 0o644, data: []byte("<html><body>It works!</body></html>\n")},
@@ -169,7 +169,7 @@ func webServer(base, acct []byte, env []string, name string) (image, error) {
 	if err != nil {
 		return image{}, err
 	}
-	return image{layers: [][]byte{base, acct, www}, config: map[string]any{"Env": env,
+	return image{layers: [][]byte{base, common, www}, config: map[string]any{"Env": env,
 		"Cmd": []string{"/usr/sbin/" + name, "master process"}}}, nil
 }
 
@@ -185,8 +185,10 @@ import (
 func main() { fmt.Printf("Effective uid: %d\n", os.Geteuid()) }
 `
 
-// buildImages builds every image critest pulls (except those named in skipped) into reg,
-// under the names critest uses, in work (a scratch directory).
+// buildImages builds the images critest pulls into reg, under the names critest uses, in
+// work (a scratch directory). Not built: test-image-digest (critest pins a digest of the
+// image built elsewhere: its spec is in skipped), hostnet-nginx (host-network specs only)
+// and the Windows images.
 func buildImages(reg *registry, work string) error {
 	base, err := busyboximage.Layer(filepath.Join(work, "rootfs"))
 	if err != nil {
@@ -195,7 +197,7 @@ func buildImages(reg *registry, work string) error {
 	if base, err = hardlinkApplets(base); err != nil {
 		return err
 	}
-	acct, err := layerOf(extras)
+	common, err := layerOf(extras)
 	if err != nil {
 		return err
 	}
@@ -204,23 +206,23 @@ func buildImages(reg *registry, work string) error {
 		return err
 	}
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-	nginx, err := webServer(base, acct, env, "nginx")
+	nginx, err := webServer(base, common, env, "nginx")
 	if err != nil {
 		return err
 	}
-	httpd, err := webServer(base, acct, env, "httpd")
+	httpd, err := webServer(base, common, env, "httpd")
 	if err != nil {
 		return err
 	}
 	plain := func(extra ...[]byte) image {
-		return image{layers: append([][]byte{base, acct}, extra...), config: map[string]any{"Env": env, "Cmd": []string{"sh"}}}
+		return image{layers: append([][]byte{base, common}, extra...), config: map[string]any{"Env": env, "Cmd": []string{"sh"}}}
 	}
-	marker := func(name string) []byte { // a layer with one file named name, as cri-tools' image-test
-		l, err2 := layerOf(map[string]file{name: {mode: 0o644}})
-		if err2 != nil {
-			err = err2
+	// Layers with one file each, named as in cri-tools' image-test: images that differ.
+	marker := map[string][]byte{}
+	for _, name := range []string{"test-image-1", "test-image-2", "test-image-3", "test-image-latest", "same-image", "test", "all"} {
+		if marker[name], err = layerOf(map[string]file{name: {mode: 0o644}}); err != nil {
+			return err
 		}
-		return l
 	}
 	withUser := func(user string) image {
 		img := plain()
@@ -233,26 +235,23 @@ func buildImages(reg *registry, work string) error {
 		e2eImages + "busybox:1.29-2":                          plain(),
 		e2eImages + "nginx:1.14-2":                            nginx,
 		e2eImages + "httpd:2.4.39-4":                          httpd,
-		e2eImages + "nonewprivs:1.3":                          {layers: [][]byte{base, acct, nnp}, config: map[string]any{"Env": env, "Cmd": []string{"/usr/local/bin/nnp"}}},
+		e2eImages + "nonewprivs:1.3":                          {layers: [][]byte{base, common, nnp}, config: map[string]any{"Env": env, "Cmd": []string{"/usr/local/bin/nnp"}}},
 		"registry.k8s.io/pause:3.9":                           pause,
 		"k8s.gcr.io/pause:3.9":                                pause,
-		criTestRepo + "test-image-1:latest":                   plain(marker("test-image-1")),
-		criTestRepo + "test-image-2:latest":                   plain(marker("test-image-2")),
-		criTestRepo + "test-image-3:latest":                   plain(marker("test-image-3")),
-		criTestRepo + "test-image-latest:latest":              plain(marker("test-image-latest")),
-		criTestRepo + "test-image-tags:1":                     plain(marker("same-image")),
-		criTestRepo + "test-image-tags:2":                     plain(marker("same-image")),
-		criTestRepo + "test-image-tags:3":                     plain(marker("same-image")),
-		criTestRepo + "test-image-tag:test":                   plain(marker("test")),
-		criTestRepo + "test-image-tag:all":                    plain(marker("all")),
+		criTestRepo + "test-image-1:latest":                   plain(marker["test-image-1"]),
+		criTestRepo + "test-image-2:latest":                   plain(marker["test-image-2"]),
+		criTestRepo + "test-image-3:latest":                   plain(marker["test-image-3"]),
+		criTestRepo + "test-image-latest:latest":              plain(marker["test-image-latest"]),
+		criTestRepo + "test-image-tags:1":                     plain(marker["same-image"]),
+		criTestRepo + "test-image-tags:2":                     plain(marker["same-image"]),
+		criTestRepo + "test-image-tags:3":                     plain(marker["same-image"]),
+		criTestRepo + "test-image-tag:test":                   plain(marker["test"]),
+		criTestRepo + "test-image-tag:all":                    plain(marker["all"]),
 		criTestRepo + "test-image-user-uid:latest":            withUser("1002"),
 		criTestRepo + "test-image-user-username:latest":       withUser("www-data"),
 		criTestRepo + "test-image-user-uid-group:latest":      withUser("1003:1004"),
 		criTestRepo + "test-image-user-username-group:latest": withUser("www-data:1004"),
 		criTestRepo + "test-image-predefined-group:latest":    withUser("1000"),
-	}
-	if err != nil {
-		return err
 	}
 	for ref, img := range images {
 		if _, err := reg.add(ref, img); err != nil {

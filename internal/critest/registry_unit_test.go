@@ -1,6 +1,10 @@
 package critest
 
 import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"testing"
@@ -48,5 +52,53 @@ func TestRegistryServesPull(t *testing.T) {
 	}
 	if code, _, _ := get("e2e/x/manifests/1?ns=gcr.io"); code != http.StatusNotFound {
 		t.Errorf("tag of another host = %d, want 404", code)
+	}
+}
+
+// TestHardlinkApplets checks that applet symlinks become hard links to bin/busybox and
+// that bin/busybox comes before them, so that the links resolve when the layer is unpacked.
+func TestHardlinkApplets(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range []*tar.Header{
+		{Name: "bin/", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "bin/ash", Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777},
+		{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: 2},
+		{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "etc/link", Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777},
+	} {
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Size > 0 {
+			if _, err := tw.Write([]byte("bb")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := hardlinkApplets(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	tr := tar.NewReader(bytes.NewReader(out))
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s %c %s", h.Name, h.Typeflag, h.Linkname))
+	}
+	want := []string{
+		"bin/ 5 ", "bin/busybox 0 ", "bin/ash 1 bin/busybox", "etc/ 5 ", "etc/link 2 busybox",
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("entries = %q, want %q", got, want)
 	}
 }
