@@ -113,10 +113,10 @@ $(CRICTL_BIN):
 	$(CRI_TOOLS_DIR) && CGO_ENABLED=0 $(GO) build -o $@ ./cmd/crictl
 
 .PHONY: critest
-critest: build $(CRITEST_BIN) ## CRI validation suite (critest) via a private containerd, handlers runc then vessel (FOCUS=, SKIP=, HANDLERS=; results in _output/critest; docs/kubernetes.md)
-	VESSEL_INTEGRATION=1 VESSEL_CRITEST=1 VESSEL_GUEST_DIR=$(GUEST_DIR) CRITEST_BIN=$(CRITEST_BIN) \
+critest: build $(CRITEST_BIN) $(CRICTL_BIN) ## CRI validation suite (critest) via a private containerd, handlers runc then vessel (FOCUS=, SKIP=, HANDLERS=; results in _output/critest; docs/kubernetes.md), and a pod's VM sized through CRI
+	VESSEL_INTEGRATION=1 VESSEL_CRITEST=1 VESSEL_GUEST_DIR=$(GUEST_DIR) CRITEST_BIN=$(CRITEST_BIN) CRICTL_BIN=$(CRICTL_BIN) \
 		CRITEST_OUT=$(abspath $(OUT))/critest CRITEST_FOCUS='$(FOCUS)' CRITEST_SKIP='$(SKIP)' CRITEST_HANDLERS='$(HANDLERS)' \
-		$(GO) test -count=1 -p 1 -timeout 6h -v -run '^TestCritest$$' ./internal/critest
+		$(GO) test -count=1 -p 1 -timeout 6h -v -run '^(TestCritest|TestPodSizing)$$' ./internal/critest
 
 .PHONY: pod-overhead
 pod-overhead: build $(CRICTL_BIN) ## measure an idle Vessel pod's host memory and CPU through CRI (for the RuntimeClass overhead; _output/critest/overhead.txt)

@@ -43,31 +43,7 @@ func TestPodOverhead(t *testing.T) {
 		out = filepath.Join(testutil.RepoRoot(t), "_output", "critest")
 	}
 	d := startCRI(t, out)
-	dir := t.TempDir()
-	cri := func(args ...string) string {
-		t.Helper()
-		full := append([]string{"--runtime-endpoint", "unix://" + d.Address, "--image-endpoint", "unix://" + d.Address, "--timeout", "5m"}, args...)
-		cmd := exec.Command(crictl, full...)
-		cmd.Dir = dir
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		b, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("crictl %s: %v: %s", strings.Join(args, " "), err, stderr.Bytes())
-		}
-		return strings.TrimSpace(string(b))
-	}
-	write := func(name string, v any) string {
-		b, err := json.Marshal(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	cri, write := crictlFor(t, crictl, d.Address)
 	pod := write("pod.json", map[string]any{
 		"metadata": map[string]any{"name": "overhead", "uid": "overhead-uid", "namespace": "default"},
 		"linux":    map[string]any{},
@@ -80,10 +56,7 @@ func TestPodOverhead(t *testing.T) {
 	cri("pull", e2eImages+"busybox:1.29-2")
 	podID := cri("runp", "--runtime", "vessel", pod)
 	t.Cleanup(func() {
-		cmd := exec.Command(crictl, "--runtime-endpoint", "unix://"+d.Address, "--timeout", "5m", "rmp", "--force", podID)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("remove pod %s: %v: %s", podID, err, b)
-		}
+		removePod(t, crictl, d.Address, podID)
 	})
 	cri("start", cri("create", podID, ctr, pod))
 
@@ -244,4 +217,44 @@ func pssOf(t *testing.T, pid int) int64 {
 	}
 	t.Fatalf("/proc/%d/smaps_rollup has no Pss", pid)
 	return 0
+}
+
+// crictlFor returns a runner of crictl against the daemon at address, which fails the test
+// on error and returns the command's output, and a writer of JSON files for it.
+func crictlFor(t *testing.T, crictl, address string) (cri func(args ...string) string, write func(name string, v any) string) {
+	dir := t.TempDir()
+	cri = func(args ...string) string {
+		t.Helper()
+		full := append([]string{"--runtime-endpoint", "unix://" + address, "--image-endpoint", "unix://" + address, "--timeout", "5m"}, args...)
+		cmd := exec.Command(crictl, full...)
+		cmd.Dir = dir
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		b, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("crictl %s: %v: %s", strings.Join(args, " "), err, stderr.Bytes())
+		}
+		return strings.TrimSpace(string(b))
+	}
+	write = func(name string, v any) string {
+		t.Helper()
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	return cri, write
+}
+
+// removePod stops and removes a pod at test cleanup, before the daemon stops.
+func removePod(t *testing.T, crictl, address, podID string) {
+	cmd := exec.Command(crictl, "--runtime-endpoint", "unix://"+address, "--timeout", "5m", "rmp", "--force", podID)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("remove pod %s: %v: %s", podID, err, b)
+	}
 }
