@@ -8,11 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
+	"github.com/moby/sys/mountinfo"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -119,7 +120,18 @@ func startCRI(t *testing.T, out string) *ctrdproc.Daemon {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = syscall.Unmount(filepath.Join(dir, "root"), syscall.MNT_DETACH)
+		// What a removed pod or a stopped daemon leaves mounted below dir (containerd's
+		// root, a sandbox's shm): deepest first.
+		mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+		if err != nil {
+			t.Errorf("mounts below %s: %v", dir, err)
+		}
+		sort.Slice(mounts, func(i, j int) bool { return len(mounts[i].Mountpoint) > len(mounts[j].Mountpoint) })
+		for _, m := range mounts {
+			if err := unix.Unmount(m.Mountpoint, unix.MNT_DETACH); err != nil {
+				t.Errorf("unmount %s: %v", m.Mountpoint, err)
+			}
+		}
 		os.RemoveAll(dir)
 	})
 	reg := newRegistry()
@@ -152,6 +164,7 @@ func startCRI(t *testing.T, out string) *ctrdproc.Daemon {
 		if err := d.Stop(); err != nil {
 			t.Logf("containerd exited: %v", err)
 		}
+		killShims(t, d.Address)
 		if t.Failed() {
 			t.Logf("containerd log: %s (copied to %s)", d.LogPath, out)
 		}
@@ -162,8 +175,67 @@ func startCRI(t *testing.T, out string) *ctrdproc.Daemon {
 	if err := d.WaitReady(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	// Runs before the daemon stops: a pod a spec or a client timeout left behind keeps a
+	// shim, a VM, a network namespace and mounts that only its removal releases.
+	t.Cleanup(func() { removeAllPods(t, d.Address) })
 	return d
+}
 
+// removeAllPods stops and removes every pod sandbox of the daemon at address through CRI
+// (crictl, CRICTL_BIN; without it nothing is removed here and killShims reports what is
+// left).
+func removeAllPods(t *testing.T, address string) {
+	crictl := os.Getenv("CRICTL_BIN")
+	if crictl == "" {
+		return
+	}
+	cmd := exec.Command(crictl, "--runtime-endpoint", "unix://"+address, "--timeout", "5m", "rmp", "--all", "--force")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("remove the pods left: %v: %s", err, out)
+	}
+}
+
+// killShims kills the shims the stopped daemon at address started that still run, and
+// their children, and fails the test naming them: every pod should have been removed.
+func killShims(t *testing.T, address string) {
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Errorf("list processes: %v", err)
+		return
+	}
+	parents := map[string]string{} // pid → ppid
+	var shims []string
+	for _, p := range procs {
+		if _, err := strconv.Atoi(p.Name()); err != nil {
+			continue
+		}
+		if stat, err := os.ReadFile(filepath.Join("/proc", p.Name(), "stat")); err == nil {
+			if i := strings.LastIndexByte(string(stat), ')'); i > 0 {
+				if f := strings.Fields(string(stat[i+1:])); len(f) > 1 {
+					parents[p.Name()] = f[1]
+				}
+			}
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(cmdline), "\x00-address\x00"+address+"\x00") {
+			shims = append(shims, p.Name())
+		}
+	}
+	for _, shim := range shims {
+		for pid, ppid := range parents {
+			if ppid == shim {
+				killPid(pid)
+			}
+		}
+		killPid(shim)
+		t.Errorf("shim %s of the test's containerd outlived it: killed", shim)
+	}
+}
+
+func killPid(pid string) {
+	if n, err := strconv.Atoi(pid); err == nil {
+		_ = unix.Kill(n, unix.SIGKILL)
+	}
 }
 
 // criConfig is the CRI plugin's section: handlers runc and vessel (reading vesselCfg), CNI
