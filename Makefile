@@ -94,6 +94,35 @@ bench-quick: build image ## benchmark smoke test (1 run each, small counts), run
 conformance: build image ## OCI runtime-tools validation programs against runc and Vessel side by side (table in _output/conformance; docs/conformance.md)
 	$(GO) run ./conformance/cmd/vesselconformance -guest-dir $(GUEST_DIR) -out $(OUT)/conformance -bin $(OUT)/bin
 
+# critest is cri-tools' CRI validation suite, built from the Go module proxy (outside this
+# module, so go.mod is untouched). FOCUS and SKIP are ginkgo regular expressions; HANDLERS
+# the runtime handlers to run, in order.
+CRITEST_VERSION ?= v1.37.0
+CRITEST_BIN     := $(abspath $(OUT))/critest/bin/critest-$(CRITEST_VERSION)
+HANDLERS        ?= runc vessel
+
+CRICTL_BIN      := $(abspath $(OUT))/critest/bin/crictl-$(CRITEST_VERSION)
+CRI_TOOLS_DIR   = cd / && dir=$$($(GO) mod download -json sigs.k8s.io/cri-tools@$(CRITEST_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p') && cd $$dir
+
+$(CRITEST_BIN):
+	@mkdir -p $(dir $@)
+	$(CRI_TOOLS_DIR) && CGO_ENABLED=0 $(GO) test -c -o $@ ./cmd/critest
+
+$(CRICTL_BIN):
+	@mkdir -p $(dir $@)
+	$(CRI_TOOLS_DIR) && CGO_ENABLED=0 $(GO) build -o $@ ./cmd/crictl
+
+.PHONY: critest
+critest: build $(CRITEST_BIN) $(CRICTL_BIN) ## CRI validation suite (critest) via a private containerd, handlers runc then vessel (FOCUS=, SKIP=, HANDLERS=; results in _output/critest; docs/kubernetes.md), and a pod's VM sized through CRI
+	VESSEL_INTEGRATION=1 VESSEL_CRITEST=1 VESSEL_GUEST_DIR=$(GUEST_DIR) CRITEST_BIN=$(CRITEST_BIN) CRICTL_BIN=$(CRICTL_BIN) \
+		CRITEST_OUT=$(abspath $(OUT))/critest CRITEST_FOCUS='$(FOCUS)' CRITEST_SKIP='$(SKIP)' CRITEST_HANDLERS='$(HANDLERS)' \
+		$(GO) test -count=1 -p 1 -timeout 6h -v -run '^(TestCritest|TestPodSizing)$$' ./internal/critest
+
+.PHONY: pod-overhead
+pod-overhead: build $(CRICTL_BIN) ## measure an idle Vessel pod's host memory and CPU through CRI (for the RuntimeClass overhead; _output/critest/overhead.txt)
+	VESSEL_INTEGRATION=1 VESSEL_CRITEST=1 VESSEL_GUEST_DIR=$(GUEST_DIR) CRICTL_BIN=$(CRICTL_BIN) \
+		CRITEST_OUT=$(abspath $(OUT))/critest $(GO) test -count=1 -p 1 -timeout 20m -v -run '^TestPodOverhead$$' ./internal/critest
+
 .PHONY: lint
 lint: ## gofmt, go vet and golangci-lint with the repo's config
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

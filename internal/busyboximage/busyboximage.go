@@ -27,11 +27,7 @@ const (
 // dir as busybox.tar and returns its path. dir also receives the unpacked rootfs it was
 // made from (dir/rootfs).
 func Build(dir, ref string) (string, error) {
-	rootfs := filepath.Join(dir, "rootfs")
-	if err := bundle.BuildBusyboxRootfs(rootfs, ""); err != nil {
-		return "", fmt.Errorf("busybox rootfs: %w", err)
-	}
-	layer, err := tarDir(rootfs)
+	layer, err := Layer(filepath.Join(dir, "rootfs"))
 	if err != nil {
 		return "", err
 	}
@@ -100,6 +96,15 @@ func Build(dir, ref string) (string, error) {
 		return "", fmt.Errorf("write image archive: %w", err)
 	}
 	return path, nil
+}
+
+// Layer builds the busybox root filesystem into rootfs and returns it as an uncompressed
+// layer tar (application/vnd.oci.image.layer.v1.tar), every file owned by root.
+func Layer(rootfs string) ([]byte, error) {
+	if err := bundle.BuildBusyboxRootfs(rootfs, ""); err != nil {
+		return nil, fmt.Errorf("busybox rootfs: %w", err)
+	}
+	return tarDir(rootfs)
 }
 
 func digest(b []byte) string {

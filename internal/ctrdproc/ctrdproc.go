@@ -59,6 +59,16 @@ func Environ(binDir string, extra ...string) []string {
 // disabled) and returns a daemon that is not running yet. bin is the containerd binary,
 // env the daemon's whole environment, which its shims inherit.
 func New(bin, dir string, env []string) (*Daemon, error) {
+	return newDaemon(bin, dir, env, `"io.containerd.grpc.v1.cri", `, "")
+}
+
+// NewCRI is New with the CRI plugin enabled: cri is the TOML of its plugin section
+// (`[plugins."io.containerd.grpc.v1.cri"]` and below), appended to the daemon's config.
+func NewCRI(bin, dir string, env []string, cri string) (*Daemon, error) {
+	return newDaemon(bin, dir, env, "", cri)
+}
+
+func newDaemon(bin, dir string, env []string, disabledCRI, extra string) (*Daemon, error) {
 	d := &Daemon{
 		Address: filepath.Join(dir, "c.sock"),
 		LogPath: filepath.Join(dir, "containerd.log"),
@@ -69,14 +79,14 @@ func New(bin, dir string, env []string) (*Daemon, error) {
 	cfg := fmt.Sprintf(`version = 2
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
+disabled_plugins = [%s"io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
 [grpc]
   address = %q
 [ttrpc]
   address = %q
 [debug]
   level = "debug"
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.Address, d.Address+".ttrpc")
+%s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), disabledCRI, d.Address, d.Address+".ttrpc", extra)
 	if err := os.WriteFile(d.cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("containerd config: %w", err)
 	}

@@ -68,3 +68,22 @@ func TestEnviron(t *testing.T) {
 		t.Errorf("VESSEL_CONFIG: got %q, want only the extra %q", configs, want)
 	}
 }
+
+// TestNewCRIConfig checks that NewCRI enables the CRI plugin and appends its section.
+func TestNewCRIConfig(t *testing.T) {
+	dir := t.TempDir()
+	section := "[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"pause\"\n"
+	if _, err := NewCRI("/usr/bin/containerd", dir, nil, section); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "config.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), `"io.containerd.grpc.v1.cri",`) {
+		t.Errorf("config.toml disables the CRI plugin:\n%s", data)
+	}
+	if !strings.HasSuffix(string(data), section) {
+		t.Errorf("config.toml does not end with the CRI section:\n%s", data)
+	}
+}

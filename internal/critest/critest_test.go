@@ -1,0 +1,344 @@
+package critest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/moby/sys/mountinfo"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/vessel-containers/vessel/internal/ctrdproc"
+	"github.com/vessel-containers/vessel/internal/shimproto"
+	"github.com/vessel-containers/vessel/internal/testutil"
+)
+
+// The private pod network: a bridge of this test's own and a subnet no host route uses.
+const (
+	bridgeName = "vcri0"
+	podSubnet  = "10.231.0.0/24"
+)
+
+// Skipped are the critest specs no run here can pass, with the reason, for runc and Vessel
+// alike: each is a regular expression for -ginkgo.skip.
+var skipped = []struct{ spec, reason string }{
+	{`public image with digest should be pulled and removed`,
+		"pins the digest of an image built elsewhere; the images here are built locally"},
+	{`port mapping with host port`,
+		"host ports need CNI's portmap plugin, which edits the host's shared iptables chains; the private network has none"},
+}
+
+// TestCritest runs critest (CRITEST_BIN, `make critest` builds it) against a private
+// containerd, once per runtime handler in CRITEST_HANDLERS (default "runc vessel"), with
+// CRITEST_FOCUS and CRITEST_SKIP passed as -ginkgo.focus and -ginkgo.skip (on top of the
+// skipped list). Each handler's JUnit report and log go to CRITEST_OUT/<handler> (default
+// _output/critest). A handler whose specs fail fails the test.
+func TestCritest(t *testing.T) {
+	if os.Getenv("VESSEL_CRITEST") != "1" {
+		t.Skip("set VESSEL_CRITEST=1 (make critest) to run the CRI validation suite")
+	}
+	testutil.RequiresVM(t)
+	critest := os.Getenv("CRITEST_BIN")
+	if critest == "" {
+		t.Fatal("CRITEST_BIN names no critest binary (make critest builds one)")
+	}
+	out := os.Getenv("CRITEST_OUT")
+	if out == "" {
+		out = filepath.Join(testutil.RepoRoot(t), "_output", "critest")
+	}
+	handlers := strings.Fields(os.Getenv("CRITEST_HANDLERS"))
+	if len(handlers) == 0 {
+		handlers = []string{"runc", "vessel"}
+	}
+
+	d := startCRI(t, out)
+
+	skip := make([]string, 0, len(skipped)+1)
+	for _, s := range skipped {
+		skip = append(skip, s.spec)
+	}
+	if s := os.Getenv("CRITEST_SKIP"); s != "" {
+		skip = append(skip, s)
+	}
+	shmBefore := shmSegments(t)
+	for _, h := range handlers {
+		t.Run(h, func(t *testing.T) {
+			defer removeNewShm(t, shmBefore)
+			hOut := filepath.Join(out, h)
+			if err := os.MkdirAll(hOut, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{
+				"-runtime-endpoint", "unix://" + d.Address,
+				"-image-endpoint", "unix://" + d.Address,
+				"-runtime-handler", h,
+				"-ginkgo.no-color",
+				"-ginkgo.v",
+				"-ginkgo.junit-report", filepath.Join(hOut, "junit.xml"),
+				"-ginkgo.skip", strings.Join(skip, "|"),
+			}
+			if f := os.Getenv("CRITEST_FOCUS"); f != "" {
+				args = append(args, "-ginkgo.focus", f)
+			}
+			logf, err := os.Create(filepath.Join(hOut, "critest.log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer logf.Close()
+			cmd := exec.Command(critest, args...)
+			cmd.Dir = hOut
+			cmd.Stdout, cmd.Stderr = logf, logf
+			t.Logf("critest %s (log %s)", strings.Join(args, " "), logf.Name())
+			if err := cmd.Run(); err != nil {
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) {
+					t.Fatal(err)
+				}
+				t.Errorf("critest with handler %s: %v; see %s", h, err, logf.Name())
+			}
+		})
+	}
+}
+
+// startCRI starts a containerd of the test's own whose CRI plugin has the handlers runc
+// and vessel, with critest's images in a registry it mirrors and the pod network of
+// writeCNIConfig; everything is stopped and removed at cleanup, and the daemon's log is
+// copied into out.
+func startCRI(t *testing.T, out string) *ctrdproc.Daemon {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "vcri")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// What a removed pod or a stopped daemon leaves mounted below dir (containerd's
+		// root, a sandbox's shm): deepest first.
+		mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+		if err != nil {
+			t.Errorf("mounts below %s: %v", dir, err)
+		}
+		sort.Slice(mounts, func(i, j int) bool { return len(mounts[i].Mountpoint) > len(mounts[j].Mountpoint) })
+		for _, m := range mounts {
+			if err := unix.Unmount(m.Mountpoint, unix.MNT_DETACH); err != nil {
+				t.Errorf("unmount %s: %v", m.Mountpoint, err)
+			}
+		}
+		os.RemoveAll(dir)
+	})
+	reg := newRegistry()
+	if err := buildImages(reg, filepath.Join(dir, "images")); err != nil {
+		t.Fatal(err)
+	}
+	regAddr := reg.serve(t)
+
+	sbRoot := filepath.Join(dir, "sandboxes")
+	binDir := testutil.BuildShim(t, shimproto.Options{SandboxRoot: sbRoot})
+	vesselCfg := filepath.Join(dir, "vessel.toml")
+	if err := os.WriteFile(vesselCfg, testutil.GuestIn(testutil.GuestDir()).Config(""), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cniDir := filepath.Join(dir, "cni")
+	if err := writeCNIConfig(cniDir); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(deleteBridge)
+
+	env := ctrdproc.Environ(binDir, "VESSEL_CONFIG="+vesselCfg)
+	d, err := ctrdproc.NewCRI("/usr/bin/containerd", dir, env, criConfig(vesselCfg, cniDir, regAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Stop(); err != nil {
+			t.Logf("containerd exited: %v", err)
+		}
+		killShims(t, d.Address)
+		if t.Failed() {
+			t.Logf("containerd log: %s (copied to %s)", d.LogPath, out)
+		}
+		if err := os.MkdirAll(out, 0o755); err == nil {
+			_ = copyFile(d.LogPath, filepath.Join(out, "containerd.log"))
+		}
+	})
+	if err := d.WaitReady(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Runs before the daemon stops: a pod a spec or a client timeout left behind keeps a
+	// shim, a VM, a network namespace and mounts that only its removal releases.
+	t.Cleanup(func() { removeAllPods(t, d.Address) })
+	return d
+}
+
+// removeAllPods stops and removes every pod sandbox of the daemon at address through CRI
+// (crictl, CRICTL_BIN; without it nothing is removed here and killShims reports what is
+// left).
+func removeAllPods(t *testing.T, address string) {
+	crictl := os.Getenv("CRICTL_BIN")
+	if crictl == "" {
+		return
+	}
+	cmd := exec.Command(crictl, "--runtime-endpoint", "unix://"+address, "--timeout", "5m", "rmp", "--all", "--force")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("remove the pods left: %v: %s", err, out)
+	}
+}
+
+// killShims kills the shims the stopped daemon at address started that still run, and
+// their children, and fails the test naming them: every pod should have been removed.
+func killShims(t *testing.T, address string) {
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Errorf("list processes: %v", err)
+		return
+	}
+	parents := map[string]string{} // pid → ppid
+	var shims []string
+	for _, p := range procs {
+		if _, err := strconv.Atoi(p.Name()); err != nil {
+			continue
+		}
+		if stat, err := os.ReadFile(filepath.Join("/proc", p.Name(), "stat")); err == nil {
+			if i := strings.LastIndexByte(string(stat), ')'); i > 0 {
+				if f := strings.Fields(string(stat[i+1:])); len(f) > 1 {
+					parents[p.Name()] = f[1]
+				}
+			}
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(cmdline), "\x00-address\x00"+address+"\x00") {
+			shims = append(shims, p.Name())
+		}
+	}
+	for _, shim := range shims {
+		for pid, ppid := range parents {
+			if ppid == shim {
+				killPid(pid)
+			}
+		}
+		killPid(shim)
+		t.Errorf("shim %s of the test's containerd outlived it: killed", shim)
+	}
+}
+
+func killPid(pid string) {
+	if n, err := strconv.Atoi(pid); err == nil {
+		_ = unix.Kill(n, unix.SIGKILL)
+	}
+}
+
+// criConfig is the CRI plugin's section: handlers runc and vessel (reading vesselCfg), CNI
+// from cniDir with the Debian plugins, every registry critest names mirrored to the test's
+// registry at regAddr, and a streaming server on a loopback port of its own.
+func criConfig(vesselCfg, cniDir, regAddr string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.9"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    snapshotter = "overlayfs"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.vessel]
+      runtime_type = "io.containerd.vessel.v2"
+      privileged_without_host_devices = true
+      pod_annotations = ["io.vessel.config.*", "io.katacontainers.config.*"]
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.vessel.options]
+        ConfigPath = %q
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = %q
+`, vesselCfg, cniDir)
+	for _, host := range []string{"registry.k8s.io", "gcr.io", "k8s.gcr.io", "docker.io"} {
+		fmt.Fprintf(&b, "  [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.%q]\n    endpoint = [\"http://%s\"]\n", host, regAddr)
+	}
+	return b.String()
+}
+
+// writeCNIConfig writes the pod network: bridge vcri0 as the pods' gateway on podSubnet,
+// addresses from host-local kept in cniDir.
+func writeCNIConfig(cniDir string) error {
+	if err := os.MkdirAll(cniDir, 0o755); err != nil {
+		return err
+	}
+	conf, err := json.MarshalIndent(map[string]any{
+		"cniVersion": "1.0.0",
+		"name":       "vessel-critest",
+		"plugins": []any{map[string]any{
+			"type": "bridge", "bridge": bridgeName, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+			"ipam": map[string]any{
+				"type":    "host-local",
+				"ranges":  [][]map[string]string{{{"subnet": podSubnet}}},
+				"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
+				"dataDir": filepath.Join(cniDir, "ipam"),
+			},
+		}},
+	}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(cniDir, "10-vessel-critest.conflist"), conf, 0o644)
+}
+
+// deleteBridge removes the bridge the bridge plugin created for the test's pods.
+func deleteBridge() {
+	if l, err := netlink.LinkByName(bridgeName); err == nil {
+		_ = netlink.LinkDel(l)
+	}
+}
+
+func copyFile(from, to string) error {
+	data, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, data, 0o644)
+}
+
+// shmSegments lists the ids of the host's System V shared memory segments of critest's
+// size (1 MiB) with no process attached (/proc/sysvipc/shm).
+func shmSegments(t *testing.T) map[int]bool {
+	t.Helper()
+	data, err := os.ReadFile("/proc/sysvipc/shm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[int]bool{}
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 7 || f[3] != "1048576" || f[6] != "0" {
+			continue
+		}
+		if id, err := strconv.Atoi(f[1]); err == nil {
+			ids[id] = true
+		}
+	}
+	return ids
+}
+
+// removeNewShm removes the unattached segments that are not in before: critest's host IPC
+// specs make one on the host (ipcmk -M) each and leave it behind.
+func removeNewShm(t *testing.T, before map[int]bool) {
+	for id := range shmSegments(t) {
+		if before[id] {
+			continue
+		}
+		if _, err := unix.SysvShmCtl(id, unix.IPC_RMID, nil); err != nil {
+			t.Logf("remove shared memory segment %d critest made: %v", id, err)
+		}
+	}
+}

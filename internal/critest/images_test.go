@@ -1,0 +1,291 @@
+package critest
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/vessel-containers/vessel/internal/busyboximage"
+)
+
+// Where critest's images live: the Kubernetes e2e images and cri-tools' own test images.
+const (
+	e2eImages   = "registry.k8s.io/e2e-test-images/"
+	criTestRepo = "gcr.io/k8s-staging-cri-tools/"
+)
+
+// file is one entry of an extra image layer.
+type file struct {
+	mode int64 // permission bits, with setuid; a directory when data is nil and mode has 040000
+	data []byte
+}
+
+// hardlinkApplets rewrites the busybox layer's applet symlinks (bin/x → busybox) as hard
+// links to bin/busybox, as in the busybox image critest expects: masking one applet's path
+// (MaskedPaths: /bin/ls) then masks that applet only, not the binary behind every applet.
+func hardlinkApplets(layer []byte) ([]byte, error) {
+	type entry struct {
+		hdr  *tar.Header
+		data []byte
+	}
+	var entries []entry
+	tr := tar.NewReader(bytes.NewReader(layer))
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("busybox layer: %w", err)
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, fmt.Errorf("busybox layer: %w", err)
+		}
+		if hdr.Typeflag == tar.TypeSymlink && hdr.Linkname == "busybox" && path.Dir(hdr.Name) == "bin" {
+			hdr.Typeflag, hdr.Linkname, hdr.Mode = tar.TypeLink, "bin/busybox", 0o755
+		}
+		entries = append(entries, entry{hdr, data})
+	}
+	// A hard link's target comes first in the archive: bin/busybox right after bin/.
+	sort.SliceStable(entries, func(i, j int) bool {
+		rank := func(n string) int {
+			switch n {
+			case "bin/":
+				return 0
+			case "bin/busybox":
+				return 1
+			}
+			return 2
+		}
+		return rank(entries[i].hdr.Name) < rank(entries[j].hdr.Name)
+	})
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		if err := tw.WriteHeader(e.hdr); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(e.data); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// layerOf archives files (path → entry) as a layer tar owned by root, in path order.
+func layerOf(files map[string]file) ([]byte, error) {
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, n := range names {
+		f := files[n]
+		hdr := &tar.Header{Name: n, Mode: f.mode &^ 0o40000, Size: int64(len(f.data)), Typeflag: tar.TypeReg}
+		if f.mode&0o40000 != 0 {
+			hdr.Typeflag, hdr.Name, hdr.Size = tar.TypeDir, n+"/", 0
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, fmt.Errorf("layer %s: %w", n, err)
+		}
+		if _, err := tw.Write(f.data); err != nil {
+			return nil, fmt.Errorf("layer %s: %w", n, err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// tools stands in for the applets critest runs that Debian's busybox lacks: pgrep (the
+// names only, by process name) and ipcs -m (from /proc/sysvipc/shm).
+var tools = map[string]file{
+	"usr/bin/pgrep": {mode: 0o755, data: []byte("#!/bin/sh\n# pgrep NAME: the pids of the processes named NAME\n" +
+		"ps -o pid= -o comm= | awk -v n=\"$1\" '$2 == n { print $1; found = 1 } END { exit !found }'\n")},
+	"usr/bin/ipcs": {mode: 0o755, data: []byte("#!/bin/sh\n# ipcs -m: the System V shared memory segments\n" +
+		"[ \"$1\" = -m ] || { echo \"ipcs: only -m\" >&2; exit 1; }\n" +
+		"echo '------ Shared Memory Segments --------'\necho 'key        shmid      perms      bytes      nattch'\n" +
+		"awk 'NR > 1 { print $1, $2, $3, $4, $7 }' /proc/sysvipc/shm\n")},
+}
+
+// extras is the layer every critest image but pause adds to busybox: tools and accounts.
+var extras = func() map[string]file {
+	m := map[string]file{}
+	for k, v := range tools {
+		m[k] = v
+	}
+	for k, v := range accounts {
+		m[k] = v
+	}
+	return m
+}()
+
+// accounts is /etc/passwd and /etc/group of the busybox image critest's images are built
+// on (the accounts they name: www-data, and default-user with a group defined in the image).
+var accounts = map[string]file{
+	"etc/passwd": {mode: 0o644, data: []byte("root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/bin/false\n" +
+		"default-user:x:1000:1000:Linux User,,,:/home/default-user:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n")},
+	"etc/group": {mode: 0o644, data: []byte("root:x:0:\nwww-data:x:33:\ndefault-user:x:1000:\n" +
+		"group-defined-in-image:x:50000:default-user\nnogroup:x:65534:\n")},
+}
+
+// webServerScript is the program of the nginx and httpd stand-ins, installed as
+// /usr/sbin/<name>: busybox httpd in the foreground on port 80 under the script's shell,
+// which records its pid where nginx does and exits on SIGTERM. Run through its #! line,
+// the shell's process name is the script's (what pidof finds), and the image's command
+// passes "master process" as an argument, as nginx shows in its command line.
+const webServerScript = `#!/bin/sh
+echo $$ > /var/run/nginx.pid
+trap 'kill $!; exit 0' TERM INT
+echo "${0##*/} serving on :80"
+/bin/httpd -f -p 80 -h /www &
+wait
+`
+
+// webServer is the image of the nginx or httpd stand-in called name.
+func webServer(base, common []byte, env []string, name string) (image, error) {
+	www, err := layerOf(map[string]file{
+		"www":              {mode: 0o40755},
+		"www/index.html":   {mode: 0o644, data: []byte("<html><body>It works!</body></html>\n")},
+		"var/run":          {mode: 0o40755},
+		"usr/sbin":         {mode: 0o40755},
+		"usr/sbin/" + name: {mode: 0o755, data: []byte(webServerScript)},
+	})
+	if err != nil {
+		return image{}, err
+	}
+	return image{layers: [][]byte{base, common, www}, config: map[string]any{"Env": env,
+		"Cmd": []string{"/usr/sbin/" + name, "master process"}}}, nil
+}
+
+// noNewPrivsSource is the program of the nonewprivs stand-in, installed setuid root: it
+// prints its effective uid, as the e2e image's does.
+const noNewPrivsSource = `package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() { fmt.Printf("Effective uid: %d\n", os.Geteuid()) }
+`
+
+// buildImages builds the images critest pulls into reg, under the names critest uses, in
+// work (a scratch directory). Not built: test-image-digest (critest pins a digest of the
+// image built elsewhere: its spec is in skipped), hostnet-nginx (host-network specs only)
+// and the Windows images.
+func buildImages(reg *registry, work string) error {
+	base, err := busyboximage.Layer(filepath.Join(work, "rootfs"))
+	if err != nil {
+		return err
+	}
+	if base, err = hardlinkApplets(base); err != nil {
+		return err
+	}
+	common, err := layerOf(extras)
+	if err != nil {
+		return err
+	}
+	nnp, err := noNewPrivsLayer(work)
+	if err != nil {
+		return err
+	}
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	nginx, err := webServer(base, common, env, "nginx")
+	if err != nil {
+		return err
+	}
+	httpd, err := webServer(base, common, env, "httpd")
+	if err != nil {
+		return err
+	}
+	plain := func(extra ...[]byte) image {
+		return image{layers: append([][]byte{base, common}, extra...), config: map[string]any{"Env": env, "Cmd": []string{"sh"}}}
+	}
+	// Layers with one file each, named as in cri-tools' image-test: images that differ.
+	marker := map[string][]byte{}
+	for _, name := range []string{"test-image-1", "test-image-2", "test-image-3", "test-image-latest", "same-image", "test", "all"} {
+		if marker[name], err = layerOf(map[string]file{name: {mode: 0o644}}); err != nil {
+			return err
+		}
+	}
+	withUser := func(user string) image {
+		img := plain()
+		img.config = map[string]any{"Env": env, "Cmd": []string{"sh"}, "User": user}
+		return img
+	}
+	pause := image{layers: [][]byte{base}, config: map[string]any{"Env": env,
+		"Entrypoint": []string{"/bin/sh", "-c", "trap 'exit 0' TERM INT; sleep 2147483647 & wait", "pause"}}}
+	images := map[string]image{
+		e2eImages + "busybox:1.29-2":                          plain(),
+		e2eImages + "nginx:1.14-2":                            nginx,
+		e2eImages + "httpd:2.4.39-4":                          httpd,
+		e2eImages + "nonewprivs:1.3":                          {layers: [][]byte{base, common, nnp}, config: map[string]any{"Env": env, "Cmd": []string{"/usr/local/bin/nnp"}}},
+		"registry.k8s.io/pause:3.9":                           pause,
+		"k8s.gcr.io/pause:3.9":                                pause,
+		criTestRepo + "test-image-1:latest":                   plain(marker["test-image-1"]),
+		criTestRepo + "test-image-2:latest":                   plain(marker["test-image-2"]),
+		criTestRepo + "test-image-3:latest":                   plain(marker["test-image-3"]),
+		criTestRepo + "test-image-latest:latest":              plain(marker["test-image-latest"]),
+		criTestRepo + "test-image-tags:1":                     plain(marker["same-image"]),
+		criTestRepo + "test-image-tags:2":                     plain(marker["same-image"]),
+		criTestRepo + "test-image-tags:3":                     plain(marker["same-image"]),
+		criTestRepo + "test-image-tag:test":                   plain(marker["test"]),
+		criTestRepo + "test-image-tag:all":                    plain(marker["all"]),
+		criTestRepo + "test-image-user-uid:latest":            withUser("1002"),
+		criTestRepo + "test-image-user-username:latest":       withUser("www-data"),
+		criTestRepo + "test-image-user-uid-group:latest":      withUser("1003:1004"),
+		criTestRepo + "test-image-user-username-group:latest": withUser("www-data:1004"),
+		criTestRepo + "test-image-predefined-group:latest":    withUser("1000"),
+	}
+	for ref, img := range images {
+		if _, err := reg.add(ref, img); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// noNewPrivsLayer compiles noNewPrivsSource (static, with the go toolchain running the
+// test) and returns a layer holding it setuid root at usr/local/bin/nnp.
+func noNewPrivsLayer(work string) ([]byte, error) {
+	dir := filepath.Join(work, "nnp")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	src := filepath.Join(dir, "main.go")
+	if err := os.WriteFile(src, []byte(noNewPrivsSource), 0o644); err != nil {
+		return nil, err
+	}
+	bin := filepath.Join(dir, "nnp")
+	cmd := exec.Command("go", "build", "-o", bin, src)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build nonewprivs program: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return nil, err
+	}
+	return layerOf(map[string]file{
+		"usr/local":         {mode: 0o40755},
+		"usr/local/bin":     {mode: 0o40755},
+		"usr/local/bin/nnp": {mode: 0o4755, data: data},
+	})
+}
