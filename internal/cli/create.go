@@ -20,6 +20,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/bundle"
 	"github.com/vessel-containers/vessel/internal/containerid"
 	"github.com/vessel-containers/vessel/internal/hooks"
+	"github.com/vessel-containers/vessel/internal/hostcgroup"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/procio"
 	"github.com/vessel-containers/vessel/internal/shimclient"
@@ -152,7 +153,7 @@ func (r *ociRuntime) create(ctx context.Context, o createOptions) (_ processHost
 	case !terminal && o.consoleSocket != "":
 		return nil, errors.New("cannot use console socket if vessel will not allocate a tty (process.terminal is false)")
 	}
-	if err := checkCgroupsPath(spec, r.systemdCgroup); err != nil {
+	if err := checkCgroupsPath(spec, r.systemdCgroup, hostcgroup.SystemdRunning()); err != nil {
 		return nil, err
 	}
 	_, sandboxID, err := oci.Identify(o.id, spec.Annotations)

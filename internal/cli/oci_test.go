@@ -465,9 +465,13 @@ func TestCheckCgroupsPath(t *testing.T) {
 		{"/libpod_parent/libpod-abc", true, false},
 		{"machine.slice:libpod:abc", false, false},
 	} {
-		if err := checkCgroupsPath(spec(tc.path), tc.systemd); (err == nil) != tc.ok {
+		if err := checkCgroupsPath(spec(tc.path), tc.systemd, true); (err == nil) != tc.ok {
 			t.Errorf("%q systemd=%v: %v", tc.path, tc.systemd, err)
 		}
+	}
+	// As runc: the systemd driver on a host without systemd is refused.
+	if err := checkCgroupsPath(spec("machine.slice:libpod:abc"), true, false); err == nil || !strings.Contains(err.Error(), "systemd not running") {
+		t.Errorf("--systemd-cgroup without systemd: %v", err)
 	}
 }
 

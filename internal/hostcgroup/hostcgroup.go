@@ -70,14 +70,17 @@ type Target struct {
 	Slice, Unit string
 }
 
-// Parse reads a linux.cgroupsPath as runc does: "slice:prefix:name" with no slash is a
-// systemd scope ("prefix-name.scope" in slice, "system.slice" when empty); anything else
-// is a cgroupfs path below the cgroup root.
-func Parse(p string) (Target, error) {
+// Parse reads a linux.cgroupsPath. With systemd (the host runs systemd: SystemdRunning),
+// "slice:prefix:name" with no slash is a systemd scope ("prefix-name.scope" in slice,
+// "system.slice" when empty), as with runc's systemd driver. Anything else, and that form
+// on a host without systemd, is a cgroupfs path below the cgroup root, as runc's cgroupfs
+// driver takes it (containerd's CRI writes the systemd form for a pod parent ending in
+// ".slice" whatever the driver).
+func Parse(p string, systemd bool) (Target, error) {
 	if p == "" {
 		return Target{}, fmt.Errorf("cgroupsPath is empty: %w", errdefs.ErrInvalidArgument)
 	}
-	if parts := strings.Split(p, ":"); len(parts) == 3 && !strings.Contains(p, "/") {
+	if parts := strings.Split(p, ":"); systemd && len(parts) == 3 && !strings.Contains(p, "/") {
 		slice, prefix, name := parts[0], parts[1], parts[2]
 		if name == "" {
 			return Target{}, fmt.Errorf("cgroupsPath %q: systemd form slice:prefix:name with an empty name: %w", p, errdefs.ErrInvalidArgument)
@@ -99,9 +102,6 @@ func Parse(p string) (Target, error) {
 			return Target{}, fmt.Errorf("cgroupsPath %q: a sandbox's host processes go into a scope, not the slice %q: %w", p, unit, errdefs.ErrInvalidArgument)
 		}
 		return Target{Driver: DriverSystemd, Slice: slice, Unit: unit}, nil
-	}
-	if strings.Contains(p, ":") && !strings.Contains(p, "/") {
-		return Target{}, fmt.Errorf("cgroupsPath %q: neither a path nor systemd's slice:prefix:name: %w", p, errdefs.ErrInvalidArgument)
 	}
 	clean := path.Clean("/" + p)
 	if clean == "/" {
@@ -138,7 +138,7 @@ func Join(ctx context.Context, dir, id string, cfg Config) (_ *Group, retErr err
 	if cfg.Path == "" {
 		return nil, nil
 	}
-	t, err := Parse(cfg.Path)
+	t, err := Parse(cfg.Path, SystemdRunning())
 	if err != nil {
 		return nil, err
 	}

@@ -16,35 +16,40 @@ import (
 
 func TestParse(t *testing.T) {
 	for _, tc := range []struct {
-		in   string
-		want Target
-		err  string
+		in      string
+		systemd bool
+		want    Target
+		err     string
 	}{
 		{in: "/kubepods/besteffort/pod1/abc", want: Target{Driver: DriverCgroupfs, Path: "/kubepods/besteffort/pod1/abc"}},
+		{in: "/kubepods/besteffort/pod1/abc", systemd: true, want: Target{Driver: DriverCgroupfs, Path: "/kubepods/besteffort/pod1/abc"}},
 		{in: "default/abc", want: Target{Driver: DriverCgroupfs, Path: "/default/abc"}},
 		{in: "/a/../../b", want: Target{Driver: DriverCgroupfs, Path: "/b"}},
-		{in: "kubepods-besteffort-pod1.slice:cri-containerd:abc", want: Target{Driver: DriverSystemd, Slice: "kubepods-besteffort-pod1.slice", Unit: "cri-containerd-abc.scope"}},
-		{in: "machine.slice:libpod:abc", want: Target{Driver: DriverSystemd, Slice: "machine.slice", Unit: "libpod-abc.scope"}},
-		{in: ":vessel:abc", want: Target{Driver: DriverSystemd, Slice: "system.slice", Unit: "vessel-abc.scope"}},
-		{in: "system.slice::abc", want: Target{Driver: DriverSystemd, Slice: "system.slice", Unit: "abc.scope"}},
-		{in: "system.slice:x:abc.scope", want: Target{Driver: DriverSystemd, Slice: "system.slice", Unit: "abc.scope"}},
+		{in: "kubepods-besteffort-pod1.slice:cri-containerd:abc", systemd: true, want: Target{Driver: DriverSystemd, Slice: "kubepods-besteffort-pod1.slice", Unit: "cri-containerd-abc.scope"}},
+		{in: "machine.slice:libpod:abc", systemd: true, want: Target{Driver: DriverSystemd, Slice: "machine.slice", Unit: "libpod-abc.scope"}},
+		{in: ":vessel:abc", systemd: true, want: Target{Driver: DriverSystemd, Slice: "system.slice", Unit: "vessel-abc.scope"}},
+		{in: "system.slice::abc", systemd: true, want: Target{Driver: DriverSystemd, Slice: "system.slice", Unit: "abc.scope"}},
+		{in: "system.slice:x:abc.scope", systemd: true, want: Target{Driver: DriverSystemd, Slice: "system.slice", Unit: "abc.scope"}},
+		// Without systemd the systemd form is a cgroupfs path, as runc's cgroupfs driver
+		// takes it (containerd's CRI writes it for a pod parent ending in .slice).
+		{in: "test.slice:cri-containerd:abc", want: Target{Driver: DriverCgroupfs, Path: "/test.slice:cri-containerd:abc"}},
+		{in: "a:b", systemd: true, want: Target{Driver: DriverCgroupfs, Path: "/a:b"}},
 		{in: "", err: "empty"},
 		{in: "/", err: "root cgroup"},
 		{in: "/..", err: "root cgroup"},
-		{in: "system.slice:x:", err: "empty name"},
-		{in: "system:x:abc", err: "does not end in .slice"},
-		{in: "system.slice:x:pod.slice", err: "not the slice"},
-		{in: "a:b", err: "neither a path"},
+		{in: "system.slice:x:", systemd: true, err: "empty name"},
+		{in: "system:x:abc", systemd: true, err: "does not end in .slice"},
+		{in: "system.slice:x:pod.slice", systemd: true, err: "not the slice"},
 	} {
-		got, err := Parse(tc.in)
+		got, err := Parse(tc.in, tc.systemd)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) || !errdefs.IsInvalidArgument(err) {
-				t.Errorf("Parse(%q) = %+v, %v; want an invalid-argument error containing %q", tc.in, got, err, tc.err)
+				t.Errorf("Parse(%q, %v) = %+v, %v; want an invalid-argument error containing %q", tc.in, tc.systemd, got, err, tc.err)
 			}
 			continue
 		}
 		if err != nil || got != tc.want {
-			t.Errorf("Parse(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+			t.Errorf("Parse(%q, %v) = %+v, %v; want %+v", tc.in, tc.systemd, got, err, tc.want)
 		}
 	}
 }
@@ -78,17 +83,14 @@ func TestRemoveCorruptRecord(t *testing.T) {
 	}
 }
 
+// The systemd connection is refused on a host that does not run systemd.
 func TestSystemdRefusedWithoutSystemd(t *testing.T) {
-	if systemdRunning() {
+	if SystemdRunning() {
 		t.Skip("systemd runs on this host")
 	}
-	dir := t.TempDir()
-	_, err := Join(context.Background(), dir, "sb", Config{Path: "system.slice:vessel:sb"})
+	_, err := dialSystemd(context.Background())
 	if err == nil || !errdefs.IsNotImplemented(err) || !strings.Contains(err.Error(), "systemd") {
-		t.Fatalf("Join with the systemd driver on a host without systemd: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, StateName)); !os.IsNotExist(err) {
-		t.Fatalf("a failed Join left its record: %v", err)
+		t.Fatalf("dial systemd on a host without it: %v", err)
 	}
 }
 

@@ -11,8 +11,8 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 )
 
-// systemdRunning reports whether systemd is the host's init, as sd_booted(3) tells.
-func systemdRunning() bool {
+// SystemdRunning reports whether systemd is the host's init, as sd_booted(3) tells.
+func SystemdRunning() bool {
 	st, err := os.Lstat("/run/systemd/system")
 	return err == nil && st.IsDir()
 }
@@ -24,7 +24,7 @@ type systemdConn struct {
 
 // dialSystemd connects to systemd; a host where systemd is not the init is refused.
 func dialSystemd(ctx context.Context) (*systemdConn, error) {
-	if !systemdRunning() {
+	if !SystemdRunning() {
 		return nil, fmt.Errorf("the systemd cgroup driver needs systemd as the host's init, and this host does not run it "+
 			"(no /run/systemd/system); give a cgroupfs path instead: %w", errdefs.ErrNotImplemented)
 	}
