@@ -14,7 +14,6 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/vessel-containers/vessel/internal/hostcgroup"
-	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
@@ -25,7 +24,7 @@ import (
 // host's OOM killer ends the VM, and the container's wait reports it. After delete the pod
 // cgroup is gone.
 func TestHostCgroupBoundsVM(t *testing.T) {
-	g := testutil.RequiresVM(t)
+	testutil.RequiresVM(t)
 	testutil.RequiresRoot(t)
 	unified := cgroups.Mode() == cgroups.Unified
 	memDir := func(p string) string {
@@ -58,29 +57,19 @@ func TestHostCgroupBoundsVM(t *testing.T) {
 	}
 	origin := testutil.MemoryCgroup(t, os.Getpid())
 
-	root, err := os.MkdirTemp("", "vcg")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(root)
+	// Runs after the sandbox's deletion (cleanups run last-registered first).
+	t.Cleanup(func() {
+		if _, err := os.Stat(memDir(pod)); !os.IsNotExist(err) {
+			t.Errorf("pod cgroup %s after delete: %v", memDir(pod), err)
+		}
+	})
+	e := newEnvWith(t, func(c *Config) {
+		c.VM.MemoryMiB, c.VM.MaxMemoryMiB = 1024, 1024
+		c.HostCgroup = hostcgroup.Config{Path: pod}
+	})
+	pid := e.sb.VM().Pid()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	sb, err := Create(ctx, Config{
-		ID: "cgsb", Root: root,
-		VM:         hypervisor.Config{Kernel: g.Kernel, Initrd: g.Initrd, VCPUs: 1, MemoryMiB: 1024},
-		HostCgroup: hostcgroup.Config{Path: pod},
-	})
-	if err != nil {
-		t.Fatalf("create sandbox: %v", err)
-	}
-	e := &env{t: t, sb: sb, root: root}
-	pid := sb.VM().Pid()
-	deleted := false
-	defer func() {
-		if !deleted {
-			_ = sb.Delete(context.Background())
-		}
-	}()
 	if got := testutil.MemoryCgroup(t, pid); got != pod {
 		t.Fatalf("the VMM is in cgroup %s, want the pod's %s", got, pod)
 	}
@@ -103,13 +92,5 @@ func TestHostCgroupBoundsVM(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "vm exited") {
 		t.Fatalf("wait: %v; want the VM's exit reported", err)
-	}
-	deleted = true
-	if err := sb.Delete(context.Background()); err != nil {
-		t.Fatalf("delete: %v", err)
-	}
-	assertNoLeftovers(t, root, pid)
-	if _, err := os.Stat(memDir(pod)); !os.IsNotExist(err) {
-		t.Fatalf("pod cgroup %s after delete: %v", memDir(pod), err)
 	}
 }

@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
-	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
 // TestResizeForContainerLimits boots a 1-vCPU, 256 MiB VM with room to grow and checks
@@ -21,33 +19,14 @@ import (
 // another container to 1 CPU and 256 MiB adds memory (the vCPUs are at the maximum); each
 // step is seen from inside a container (nproc, MemTotal).
 func TestResizeForContainerLimits(t *testing.T) {
-	g := testutil.RequiresVM(t)
-	root, err := os.MkdirTemp("", "vrs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(root)
+	e := newEnvWith(t, func(c *Config) {
+		c.VM.VCPUs, c.VM.MaxVCPUs, c.VM.MemoryMiB, c.VM.MaxMemoryMiB, c.VM.MemorySlots = 1, 2, 256, 1024, 4
+		c.Resize = true
+		c.Limits = config.Limits{DefaultVCPUs: 1, MaxVCPUs: 2, DefaultMemoryMiB: 256, MaxMemoryMiB: 1024}
+	})
+	sb := e.sb
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	sb, err := Create(ctx, Config{
-		ID: "rssb", Root: root,
-		VM: hypervisor.Config{
-			Kernel: g.Kernel, Initrd: g.Initrd, VCPUs: 1, MaxVCPUs: 2, MemoryMiB: 256, MaxMemoryMiB: 1024, MemorySlots: 4,
-		},
-		Resize: true,
-		Limits: config.Limits{DefaultVCPUs: 1, MaxVCPUs: 2, DefaultMemoryMiB: 256, MaxMemoryMiB: 1024},
-	})
-	if err != nil {
-		t.Fatalf("create sandbox: %v", err)
-	}
-	e := &env{t: t, sb: sb, root: root}
-	pid := sb.VM().Pid()
-	defer func() {
-		if err := sb.Delete(context.Background()); err != nil {
-			t.Errorf("delete: %v", err)
-		}
-		assertNoLeftovers(t, root, pid)
-	}()
 	size := func(name string) (int, int) {
 		t.Helper()
 		c := e.container(name, []string{"sh", "-c", "nproc; grep MemTotal /proc/meminfo"}, nil)

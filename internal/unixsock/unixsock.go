@@ -9,9 +9,11 @@ package unixsock
 
 import (
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,6 +45,34 @@ func Listen(path string, perm os.FileMode) (*net.UnixListener, error) {
 	// net.FileListener does not know that this listener created the file.
 	ul.SetUnlinkOnClose(true)
 	return ul, nil
+}
+
+// ListenFile creates a listening socket at path with file mode perm, as Listen, for a child
+// process to serve (QEMU, virtiofsd): it returns the socket's descriptor, and the file
+// stays when the caller closes it; removing the file is the caller's once the child is
+// done. A stale socket at path (left by a crashed run) is replaced; any other file there
+// is an error.
+func ListenFile(path string, perm os.FileMode) (*os.File, error) {
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("%s exists and is not a socket: %w", path, errdefs.ErrAlreadyExists)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	l, err := Listen(path, perm)
+	if err != nil {
+		return nil, err
+	}
+	l.SetUnlinkOnClose(false)
+	f, err := l.File()
+	_ = l.Close()
+	if err != nil {
+		_ = os.Remove(path)
+		return nil, fmt.Errorf("listener %s: %w", path, err)
+	}
+	return f, nil
 }
 
 // PeerCred returns the credentials of the process at the other end of conn, as they

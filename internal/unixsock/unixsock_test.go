@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/containerd/errdefs"
 )
 
 func TestListenMode(t *testing.T) {
@@ -68,5 +70,31 @@ func TestRequireUIDNotUnix(t *testing.T) {
 	defer b.Close()
 	if err := RequireUID(a, os.Geteuid()); !errors.Is(err, os.ErrPermission) {
 		t.Errorf("pipe: got %v, want ErrPermission", err)
+	}
+}
+
+// ListenFile replaces a stale socket, refuses any other file, and leaves the socket file
+// when its descriptor is closed.
+func TestListenFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "agent.sock")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ListenFile(p, 0o600); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Fatalf("over a regular file: got %v, want ErrAlreadyExists", err)
+	}
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 { // the second replaces the socket the first left
+		f, err := ListenFile(p, 0o600)
+		if err != nil {
+			t.Fatalf("listen %d: %v", i, err)
+		}
+		f.Close()
+		st, err := os.Lstat(p)
+		if err != nil || st.Mode().Type() != os.ModeSocket || st.Mode().Perm() != 0o600 {
+			t.Fatalf("after closing listener %d: %v %v", i, st, err)
+		}
 	}
 }

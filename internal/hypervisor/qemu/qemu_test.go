@@ -212,16 +212,6 @@ func TestLifecycleBeforeStart(t *testing.T) {
 	}
 }
 
-func TestListenFileRefusesNonSocket(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "agent.sock")
-	if err := os.WriteFile(p, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := listenFile(p); !errors.Is(err, errdefs.ErrAlreadyExists) {
-		t.Fatalf("got %v, want ErrAlreadyExists", err)
-	}
-}
-
 // TestKVMProbe reports what auto-detection decides on this host.
 func TestKVMProbe(t *testing.T) {
 	err := hypervisor.KVMUsable()

@@ -118,7 +118,7 @@ func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, e
 		}
 	}()
 	for _, name := range socketNames {
-		f, err := listenFile(v.statePath(name))
+		f, err := unixsock.ListenFile(v.statePath(name), 0o600) // QEMU owns it; the driver removes the file when QEMU exits
 		if err != nil {
 			return nil, err
 		}
@@ -283,33 +283,6 @@ func checkFile(what, path string, executable bool) error {
 		return fmt.Errorf("%s %s is not executable: %w", what, path, errdefs.ErrInvalidArgument)
 	}
 	return nil
-}
-
-// listenFile creates a listening unix socket at path, mode 0600 from the start, and
-// returns its descriptor for QEMU. A stale socket left by a crashed run is replaced; any
-// other file there is an error.
-func listenFile(path string) (*os.File, error) {
-	if st, err := os.Lstat(path); err == nil {
-		if st.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("%s exists and is not a socket: %w", path, errdefs.ErrAlreadyExists)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("remove stale socket: %w", err)
-		}
-	}
-	l, err := unixsock.Listen(path, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	// QEMU owns the socket from here; the driver removes the file when QEMU exits.
-	l.SetUnlinkOnClose(false)
-	f, err := l.File()
-	_ = l.Close()
-	if err != nil {
-		_ = os.Remove(path)
-		return nil, fmt.Errorf("listener %s: %w", path, err)
-	}
-	return f, nil
 }
 
 // socketNames are the listening sockets the driver creates for QEMU, in the order of

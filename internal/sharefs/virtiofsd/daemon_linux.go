@@ -103,7 +103,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if len(cfg.Socket) > maxSocketPath {
 		return nil, fmt.Errorf("virtiofsd socket path %s is longer than %d bytes; use a shorter state dir: %w", cfg.Socket, maxSocketPath, errdefs.ErrInvalidArgument)
 	}
-	sock, err := listen(cfg.Socket)
+	sock, err := unixsock.ListenFile(cfg.Socket, 0o600) // the daemon owns it; wait removes the file
 	if err != nil {
 		return nil, err
 	}
@@ -184,32 +184,6 @@ func checkBinary(path string) error {
 		return fmt.Errorf("virtio_fs_daemon %s is not executable: %w", path, errdefs.ErrInvalidArgument)
 	}
 	return nil
-}
-
-// listen creates the listening socket at path (mode 0600 from the start) and returns its
-// descriptor for the daemon. A stale socket is replaced; any other file there is an error.
-func listen(path string) (*os.File, error) {
-	if st, err := os.Lstat(path); err == nil {
-		if st.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("%s exists and is not a socket: %w", path, errdefs.ErrAlreadyExists)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("remove stale socket: %w", err)
-		}
-	}
-	l, err := unixsock.Listen(path, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	// The daemon owns the socket from here; wait removes the file.
-	l.SetUnlinkOnClose(false)
-	f, err := l.File()
-	_ = l.Close()
-	if err != nil {
-		_ = os.Remove(path)
-		return nil, fmt.Errorf("listener %s: %w", path, err)
-	}
-	return f, nil
 }
 
 // copyLog writes the daemon's output to the log file, at most MaxLog bytes (the rest is
