@@ -18,11 +18,15 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n",$$1,$$2}'
 
 .PHONY: build
-build: vessel shim agent ## build all binaries into _output/bin
+build: vessel shim agent monitor ## build all binaries into _output/bin
 
 .PHONY: vessel
 vessel: ## build the vessel CLI
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vessel ./cmd/vessel
+
+.PHONY: monitor
+monitor: ## build vessel-monitor, the Prometheus exporter of the host's sandboxes
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vessel-monitor ./cmd/vessel-monitor
 
 .PHONY: shim
 shim: ## build the containerd shim v2 (io.containerd.vessel.v2)
@@ -39,8 +43,9 @@ image: build ## build the guest kernel (cached per machine) and initramfs into G
 PREFIX ?= /usr/local
 
 .PHONY: install
-install: build ## install vessel and the shim into PREFIX/bin (default /usr/local) and the default config
+install: build ## install vessel, the shim and vessel-monitor into PREFIX/bin (default /usr/local) and the default config
 	install -D -m 0755 $(BIN)/vessel $(PREFIX)/bin/vessel
+	install -D -m 0755 $(BIN)/vessel-monitor $(PREFIX)/bin/vessel-monitor
 	install -D -m 0755 $(BIN)/containerd-shim-vessel-v2 $(PREFIX)/bin/containerd-shim-vessel-v2
 	@if [ ! -e /etc/vessel/configuration.toml ]; then \
 		install -d /etc/vessel && $(BIN)/vessel env > /etc/vessel/configuration.toml && \

@@ -19,7 +19,9 @@ import (
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vessel-containers/vessel/internal/monitor"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 	"github.com/vessel-containers/vessel/internal/shimclient"
 	"github.com/vessel-containers/vessel/internal/shimproto"
@@ -315,6 +317,24 @@ func TestCtrTaskVerbs(t *testing.T) {
 		}
 	})
 
+	t.Run("monitor", func(t *testing.T) {
+		// vessel-monitor's collector finds the sandbox from its state and reads its QEMU.
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(monitor.New(h.sbRoot))
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		values := map[string]float64{}
+		for _, f := range families {
+			for _, m := range f.GetMetric() {
+				values[f.GetName()] += m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			}
+		}
+		if values["vessel_sandboxes"] != 1 || values["vessel_process_up"] != 1 || values["vessel_process_pss_bytes"] < 32<<20 {
+			t.Errorf("monitor sees %v; want one sandbox whose QEMU runs with a PSS of at least 32 MiB", values)
+		}
+	})
 	t.Run("guest console in the shim log", func(t *testing.T) {
 		// The agent logs to the guest console; the shim forwards each line at debug level.
 		found := slices.ContainsFunc(strings.Split(h.ctd.Log(t), "\n"), func(line string) bool {
