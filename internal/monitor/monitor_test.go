@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -141,5 +142,42 @@ func TestCollectorNoRoot(t *testing.T) {
 		}
 	})); v != 0 {
 		t.Fatalf("vessel_sandboxes = %v, want 0", v)
+	}
+}
+
+// BenchmarkCollect50 scrapes 50 sandboxes, each with a live VMM and file server stand-in.
+func BenchmarkCollect50(b *testing.B) {
+	root := b.TempDir()
+	for i := range 50 {
+		var ids [2]procid.ID
+		for j := range ids {
+			cmd := exec.Command("sleep", "600")
+			if err := cmd.Start(); err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+			id, err := procid.Of(cmd.Process.Pid)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ids[j] = id
+		}
+		st := &persist.Sandbox{ID: "sb" + strconv.Itoa(i), Created: time.Now(), State: "running",
+			VMPid: ids[0].Pid, VMStartTime: ids[0].StartTime, FSDaemonPid: ids[1].Pid, FSDaemonStartTime: ids[1].StartTime}
+		dir := filepath.Join(root, st.ID)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			b.Fatal(err)
+		}
+		if err := persist.Save(dir, st); err != nil {
+			b.Fatal(err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(New(root))
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := reg.Gather(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
