@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vessel-containers/vessel/internal/config"
+	"github.com/vessel-containers/vessel/internal/jail"
 )
 
 // readyTimeout bounds how long WaitReady waits for the daemon to answer.
@@ -109,13 +110,15 @@ func (d *Daemon) Start() error {
 	cmd.Env = d.env
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	release, err := jail.StartPinned(cmd) // Pdeathsig follows the forking thread
+	if err != nil {
 		_ = logf.Close()
 		return fmt.Errorf("start containerd: %w", err)
 	}
 	exited := make(chan struct{})
 	d.cmd, d.exited, d.exitErr = cmd, exited, nil
 	go func() { // owner: Daemon; ends when containerd exits (Stop)
+		defer release()
 		d.exitErr = cmd.Wait()
 		_ = logf.Close()
 		close(exited)

@@ -81,7 +81,7 @@ func (v *VM) start(ctx context.Context) error {
 	}
 
 	begin := time.Now()
-	cmd, err := v.exec(accel, logger)
+	cmd, release, err := v.exec(accel, logger)
 	if err != nil {
 		v.removeSockets()
 		return v.failBeforeExec(err)
@@ -92,7 +92,10 @@ func (v *VM) start(ctx context.Context) error {
 	v.mu.Lock()
 	v.cmd, v.exited = cmd, exited
 	v.mu.Unlock()
-	go v.wait(cmd, exited, started, logger)
+	go func() { // owner: the VM; ends when QEMU has exited
+		defer release()
+		v.wait(cmd, exited, started, logger)
+	}()
 
 	if err := v.startConsole(logger); err != nil {
 		return v.failAfterExec(err, started)
@@ -110,7 +113,7 @@ func (v *VM) start(ctx context.Context) error {
 // entry (jail.go), which execs QEMU in place: the process started here is QEMU. QEMU gets
 // the only copies of the listening sockets: if it dies before accepting, a queued
 // connection is reset instead of waiting.
-func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, error) {
+func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, func(), error) {
 	var files []*os.File
 	defer func() {
 		for _, f := range files {
@@ -120,13 +123,13 @@ func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, e
 	for _, name := range socketNames {
 		f, err := unixsock.ListenFile(v.statePath(name), 0o600) // QEMU owns it; the driver removes the file when QEMU exits
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		files = append(files, f)
 	}
 	qemuLog, err := os.OpenFile(v.statePath(qemuLogName), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("create qemu log: %w", err)
+		return nil, nil, fmt.Errorf("create qemu log: %w", err)
 	}
 	files = append(files, qemuLog)
 
@@ -146,7 +149,7 @@ func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, e
 	args := commandLine(&v.cfg, l)
 	cmd, err := jail.Command(jailSpec(v.binary, args, len(extra)))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cmd.ExtraFiles = extra
 	cmd.Stdout, cmd.Stderr = qemuLog, qemuLog
@@ -154,10 +157,13 @@ func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, e
 	cmd.SysProcAttr = sysProcAttr()
 	handoverAttr(&v.cfg, cmd.SysProcAttr)
 	logger.WithField("accel", accel).WithField("args", args).Debug("starting qemu")
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("exec %s in the jail entry: %w", v.binary, err)
+	// Pdeathsig ties QEMU to the thread that forks it: that thread stays reserved until
+	// QEMU exited (wait releases it).
+	release, err := jail.StartPinned(cmd)
+	if err != nil {
+		return nil, nil, fmt.Errorf("exec %s in the jail entry: %w", v.binary, err)
 	}
-	return cmd, nil
+	return cmd, release, nil
 }
 
 // connect connects to the QMP socket of a QEMU that was just started or adopted and waits

@@ -120,6 +120,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("virtiofsd output pipe: %w", err)
 	}
 
+	var release func()
 	cmd, err := jail.Command(jail.Spec{
 		Path: cfg.Binary, Args: args, KeepCaps: daemonCaps, ExtraFiles: 1, Rlimits: daemonRlimits,
 	})
@@ -128,7 +129,9 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		cmd.Stdout, cmd.Stderr = pw, pw
 		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWPID}
-		err = cmd.Start()
+		// Pdeathsig ties the daemon to the thread that forks it: that thread stays
+		// reserved until the daemon exited (wait releases it).
+		release, err = jail.StartPinned(cmd)
 		if err != nil {
 			err = fmt.Errorf("exec %s in the jail entry: %w", cfg.Binary, err)
 		}
@@ -145,7 +148,10 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	ready := make(chan struct{})
 	drained := make(chan struct{})
 	go copyLog(pr, logFile, ready, drained) // owner: wait, which waits for drained
-	go d.wait(drained)                      // owner: d; returns once the daemon is reaped
+	go func() {                             // owner: d; returns once the daemon is reaped
+		defer release()
+		d.wait(drained)
+	}()
 
 	id, idErr := procid.Of(cmd.Process.Pid)
 	rctx, cancel := context.WithTimeout(ctx, readyTimeout)
