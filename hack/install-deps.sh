@@ -8,10 +8,11 @@ export PATH=/usr/local/go/bin:$PATH
 if [ "$(id -u)" != 0 ]; then echo "install-deps: run as root" >&2; exit 1; fi
 command -v go >/dev/null || { echo "install-deps: Go is required at /usr/local/go (https://go.dev/dl)" >&2; exit 1; }
 
-# procps: pgrep in tests and the bench sweep; perl: the kernel build's scripts. Both are
-# on most Debian installs but not on minimal ones.
+# procps: pgrep in tests and the bench sweep; perl: the kernel build's scripts; mount
+# (losetup) and e2fsprogs (mkfs.ext4, debugfs): the block device tests. All are on most
+# Debian installs but not on minimal ones. qemu-system-x86 brings virtiofsd.
 pkgs=(
-  make gcc libc6-dev git ca-certificates procps perl
+  make gcc libc6-dev git ca-certificates procps perl mount e2fsprogs
   qemu-system-x86 busybox-static
   linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils kmod
   libseccomp-dev pkg-config
