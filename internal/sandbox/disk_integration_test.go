@@ -59,28 +59,8 @@ func newLoopFrom(t *testing.T, sizeMiB int64, src string) loopDevice {
 			t.Skipf("%s is not installed: %v", bin, err)
 		}
 	}
-	file := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(file, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(file, sizeMiB<<20); err != nil {
-		t.Fatal(err)
-	}
-	if src != "" {
-		if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", src, file).CombinedOutput(); err != nil {
-			t.Fatalf("mkfs.ext4: %v: %s", err, out)
-		}
-	}
-	out, err := exec.Command("losetup", "--find", "--show", file).Output()
-	if err != nil {
-		t.Fatalf("losetup: %v", err)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("detach %s: %v: %s", dev, err, out)
-		}
-	})
+	file := testutil.DiskImage(t, t.TempDir(), sizeMiB, src)
+	dev := testutil.LoopDevice(t, file)
 	var st unix.Stat_t
 	if err := unix.Stat(dev, &st); err != nil {
 		t.Fatal(err)

@@ -21,7 +21,6 @@ import (
 	"github.com/vessel-containers/vessel/internal/bundle"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	_ "github.com/vessel-containers/vessel/internal/hypervisor/qemu"
-	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/procid"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 	"github.com/vessel-containers/vessel/internal/testutil"
@@ -117,21 +116,7 @@ func assertNoLeftovers(t *testing.T, root string, pid int) {
 // container creates a busybox container running args in the sandbox.
 func (e *env) container(id string, args []string, edit func(*specs.Spec)) *Container {
 	e.t.Helper()
-	dir := e.t.TempDir()
-	spec, err := bundle.CreateBusybox(dir, args, false)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if edit != nil {
-		edit(spec)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	plan, err := oci.ContainerConfig(ctx, id, dir, spec, oci.Options{})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	c, err := e.sb.CreateContainer(ctx, ContainerConfig{Plan: plan, Stdin: true})
+	c, err := e.tryContainer(id, args, edit)
 	if err != nil {
 		e.t.Fatalf("create container %s: %v", id, err)
 	}

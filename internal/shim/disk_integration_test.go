@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/vessel-containers/vessel/internal/testutil"
@@ -22,15 +21,9 @@ func loopDevice(t *testing.T, sizeMiB int64, files map[string]string) string {
 		}
 	}
 	dir := t.TempDir()
-	file := filepath.Join(dir, "disk.img")
-	if err := os.WriteFile(file, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(file, sizeMiB<<20); err != nil {
-		t.Fatal(err)
-	}
+	src := ""
 	if files != nil {
-		src := filepath.Join(dir, "src")
+		src = filepath.Join(dir, "src")
 		if err := os.Mkdir(src, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -39,21 +32,8 @@ func loopDevice(t *testing.T, sizeMiB int64, files map[string]string) string {
 				t.Fatal(err)
 			}
 		}
-		if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", src, file).CombinedOutput(); err != nil {
-			t.Fatalf("mkfs.ext4: %v: %s", err, out)
-		}
 	}
-	out, err := exec.Command("losetup", "--find", "--show", file).Output()
-	if err != nil {
-		t.Fatalf("losetup: %v", err)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("detach %s: %v: %s", dev, err, out)
-		}
-	})
-	return dev
+	return testutil.LoopDevice(t, testutil.DiskImage(t, dir, sizeMiB, src))
 }
 
 // TestCtrRunBlockDevices runs a container through containerd with a host block device
