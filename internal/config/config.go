@@ -105,6 +105,7 @@ type Hypervisor struct {
 	UseVsock            bool     `toml:"use_vsock"`
 	GuestHookPath       string   `toml:"guest_hook_path"`
 	JailerPath          string   `toml:"jailer_path"`
+	VMMIDRange          string   `toml:"vmm_id_range"`
 	ValidJailerPaths    []string `toml:"valid_jailer_paths"`
 	CtlPath             string   `toml:"ctlpath"`
 	ValidCtlPaths       []string `toml:"valid_ctlpaths"`

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/vessel-containers/vessel/internal/idrange"
 )
 
 // Key describes one configuration key: its TOML name, what it accepts and whether an
@@ -230,6 +232,11 @@ func checkPattern(re *regexp.Regexp) func(string) error {
 		}
 		return nil
 	}
+}
+
+func checkIDRange(s string) error {
+	_, err := idrange.ParsePool(s)
+	return err
 }
 
 func checkGlob(s string) error {
@@ -525,6 +532,9 @@ var keyTable = []Key{
 	{Section: "hypervisor", Name: "valid_ctlpaths",
 		Unsupported: noCtl, Type: "[]string", Allowed: "absolute glob patterns", check: checkGlob, Optional: true,
 		Doc: "Glob patterns a ctlpath annotation must match."},
+	{Section: "hypervisor", Name: "vmm_id_range",
+		Consumer: "oci.vmmIDPool", Type: "string", Allowed: "START-END: host ids, START >= 65536, at least 65536 of them", check: checkIDRange, Optional: true,
+		Doc: "Host uids and gids for unprivileged VMMs: each sandbox takes 65536 of them, its QEMU runs in a user namespace mapped onto them, and containers' root file systems (overlay) are idmapped into it, so nothing the guest creates is owned by a privileged host user. Empty runs QEMU as root (confined by capabilities and seccomp). Needs overlay root file systems from containerd (not the OCI CLI's bundles), and is refused with virtio-fs, VM templates and the VM cache. Volumes are shared with their host owners: guest uid N is host uid START+N (docs/security.md)."},
 	{Section: "hypervisor", Name: "rootless",
 		Unsupported: "rootless hypervisors are not built yet: QEMU runs as the shim's user", Type: "bool",
 		Doc: "Run the hypervisor as an unprivileged user."},

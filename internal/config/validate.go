@@ -194,6 +194,19 @@ func (c *Config) crossCheck() []*FieldError {
 			bad("factory.vm_cache_number", u(c.Factory.VMCacheNumber), `the VM cache cannot be used with hypervisor.shared_fs = "virtio-fs" (a cached VM is booted before its sandbox's virtiofsd exists): set one of them differently`)
 		}
 	}
+	// An unprivileged VMM cannot open a template's root-owned memory file read-write
+	// (QEMU 7.2 opens it so), and virtiofsd is a second server with its own identity.
+	if h.VMMIDRange != "" {
+		if h.SharedFS == hypervisor.SharedFSVirtioFS {
+			bad("hypervisor.vmm_id_range", strconv.Quote(h.VMMIDRange), `unprivileged VMMs serve the shared fs through QEMU's 9p server: hypervisor.shared_fs = "virtio-fs" cannot be used with it; set one of them differently`)
+		}
+		if c.Factory.EnableTemplate {
+			bad("factory.enable_template", "true", "VM templates cannot be used with hypervisor.vmm_id_range (QEMU 7.2 opens the template's memory file read-write, which an unprivileged VMM must not): set one of them differently")
+		}
+		if c.Factory.VMCacheNumber > 0 {
+			bad("factory.vm_cache_number", u(c.Factory.VMCacheNumber), "the VM cache cannot be used with hypervisor.vmm_id_range (a cached VM is booted before its sandbox's ids are known): set one of them differently")
+		}
+	}
 	return errs
 }
 

@@ -22,6 +22,7 @@ import (
 	"sync"
 
 	"github.com/containerd/errdefs"
+	"github.com/vessel-containers/vessel/internal/idrange"
 )
 
 // Accelerator selects how guest code runs.
@@ -115,6 +116,12 @@ type Config struct {
 	// Handover starts the VMM so that it can outlive this process (no parent-death
 	// signal), for a VM that Detacher.Detach will hand to another process.
 	Handover bool
+
+	// UserNS, when set, runs the VMM as root of a user namespace of its own whose ids are
+	// UserNS's unprivileged host ids: it holds capabilities only there. Everything it
+	// opens by path (kernel, initrd, the shared dir and the directories above them) must
+	// be reachable by those ids; the shared dir's root is made theirs by the caller.
+	UserNS *idrange.Range
 }
 
 // Validate reports the first field that makes the config unusable.
@@ -136,6 +143,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("vm config: max memory %d MiB is below memory %d MiB", c.MaxMemoryMiB, c.MemoryMiB)
 	case c.SharedFS != "" && c.SharedFS != SharedFSNone && (c.SharedDir == "" || c.ShareTag == ""):
 		return fmt.Errorf("vm config: shared fs %q needs a shared dir and a tag", c.SharedFS)
+	case c.UserNS != nil && (c.Template != nil || c.Adopt != nil || c.Handover):
+		return errors.New("vm config: a VMM in a user namespace cannot be a template, from a template or handed over")
+	case c.UserNS != nil && c.SharedFS == SharedFSVirtioFS:
+		return errors.New("vm config: a VMM in a user namespace serves the shared fs over 9p; virtio-fs is refused")
+	case c.UserNS != nil && c.UserNS.Size == 0:
+		return errors.New("vm config: user namespace id range is empty")
 	}
 	if err := c.Block.validate(); err != nil {
 		return fmt.Errorf("vm config: %w", err)

@@ -29,6 +29,11 @@ func enter(args []string) error {
 	// Capabilities and no_new_privs belong to a thread, and execve keeps the credentials
 	// of the thread that calls it: all of it happens on this one.
 	runtime.LockOSThread()
+	if s.Root != nil {
+		if err := enterRoot(s.Root); err != nil { // root_linux.go
+			return err
+		}
+	}
 	if err := confine(s); err != nil {
 		return err
 	}

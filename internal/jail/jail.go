@@ -9,14 +9,17 @@
 // Main returns at once unless argv[0] is Argv0. The argument protocol, produced by
 // Spec.argv and read by parse, is
 //
-//	vessel-jail [-keep-caps=NAME,...] [-fds=N] [-rlimit=NAME=VALUE ...] -- PATH ARG...
+//	vessel-jail [-keep-caps=NAME,...] [-fds=N] [-rlimit=NAME=VALUE ...]
+//	            [-root=SCRATCH [-ro=PATH ...] [-rro=PATH ...] [-rw=PATH ...] [-link=PATH ...]]
+//	            -- PATH ARG...
 //
 // where -keep-caps names the capabilities the program may keep (lower case, without
 // "cap_"; none when absent), -fds says that descriptors 3 to 3+N-1 are passed to the
 // program (0, 1 and 2 always are; every other descriptor is closed at exec), and each
 // -rlimit sets a resource limit's soft and hard value (never above the hard limit the
-// entry already has). What the entry does, in order:
-// it sets the resource limits, marks every descriptor but those close-on-exec, sets
+// entry already has), and -root and the lists after it describe a minimal root file
+// system (Root). What the entry does, in order: it moves into the minimal root when
+// given one, sets the resource limits, marks every descriptor but those close-on-exec, sets
 // no_new_privs, drops every capability not kept from the bounding set and clears the
 // ambient and inheritable sets, sets the permitted and effective sets to the kept ones it
 // holds, checks the result, and execs PATH with ARG... and its own environment. Any
@@ -29,6 +32,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,6 +72,28 @@ type Spec struct {
 	ExtraFiles int
 	// Rlimits are set before the exec.
 	Rlimits []Rlimit
+	// Root, when set, replaces the program's file system by a minimal one (root_linux.go).
+	// The entry must run in a mount namespace of its own, created by the caller's clone
+	// flags together with a user namespace in which it has CAP_SYS_ADMIN.
+	Root *Root
+}
+
+// Root is a new, read-only root file system (an empty tmpfs) holding only the listed host
+// paths, each at its own path. Every path is absolute and clean.
+type Root struct {
+	// Scratch is an existing directory the new root is attached over before the entry
+	// pivots into it; it is hidden in the new mount namespace only.
+	Scratch string
+	// ReadOnly are bound read-only, each without its submounts: files, devices and
+	// directories the program reads.
+	ReadOnly []string
+	// Recursive are bound read-only with their submounts (/proc).
+	Recursive []string
+	// Writable are bound writable with their submounts, as slaves of the host's mounts
+	// there: mounts the host adds below them later reach the program.
+	Writable []string
+	// Links are host symlinks recreated as the same symlinks (/lib -> usr/lib).
+	Links []string
 }
 
 // hooked records that this binary's main called Main: only then does re-executing it
@@ -107,6 +133,12 @@ const (
 	flagFDs    = "-fds="
 	flagRlimit = "-rlimit="
 	flagEnd    = "--"
+
+	flagScratch   = "-root="
+	flagReadOnly  = "-ro="
+	flagRecursive = "-rro="
+	flagWritable  = "-rw="
+	flagLink      = "-link="
 )
 
 // argv is the entry's command line for s, argv[0] included.
@@ -127,6 +159,17 @@ func (s Spec) argv() ([]string, error) {
 	}
 	for _, r := range s.Rlimits {
 		argv = append(argv, flagRlimit+r.Resource.String()+"="+strconv.FormatUint(r.Value, 10))
+	}
+	if r := s.Root; r != nil {
+		argv = append(argv, flagScratch+r.Scratch)
+		for _, l := range []struct {
+			flag  string
+			paths []string
+		}{{flagReadOnly, r.ReadOnly}, {flagRecursive, r.Recursive}, {flagWritable, r.Writable}, {flagLink, r.Links}} {
+			for _, p := range l.paths {
+				argv = append(argv, l.flag+p)
+			}
+		}
 	}
 	argv = append(argv, flagEnd, s.Path)
 	return append(argv, s.Args...), nil
@@ -150,6 +193,14 @@ func (s Spec) validate() error {
 			return fmt.Errorf("jail: unknown resource limit %q: %w", string(r.Resource), errdefs.ErrInvalidArgument)
 		}
 	}
+	if r := s.Root; r != nil {
+		all := append(append(append(append([]string{r.Scratch}, r.ReadOnly...), r.Recursive...), r.Writable...), r.Links...)
+		for _, p := range all {
+			if !strings.HasPrefix(p, "/") || filepath.Clean(p) != p || p == "/" || strings.ContainsRune(p, 0) {
+				return fmt.Errorf("jail: root path %q is not a clean absolute path below /: %w", p, errdefs.ErrInvalidArgument)
+			}
+		}
+	}
 	return nil
 }
 
@@ -169,7 +220,7 @@ func parse(args []string) (Spec, error) {
 		if !ok || !strings.HasPrefix(a, "-") {
 			return Spec{}, fmt.Errorf("argument %q: want -keep-caps=, -fds=, -rlimit= or --", a)
 		}
-		if name != "-rlimit" && seen[name] {
+		if name != "-rlimit" && !rootList[name+"="] && seen[name] {
 			return Spec{}, fmt.Errorf("argument %q: %s given twice", a, name)
 		}
 		seen[name] = true
@@ -196,9 +247,30 @@ func parse(args []string) (Spec, error) {
 				return Spec{}, fmt.Errorf("argument %q: want -rlimit=<%s>=<number>", a, strings.Join(resourceList(), "|"))
 			}
 			s.Rlimits = append(s.Rlimits, Rlimit{Resource: r, Value: v})
+		case flagScratch:
+			root(&s).Scratch = value
+		case flagReadOnly:
+			root(&s).ReadOnly = append(root(&s).ReadOnly, value)
+		case flagRecursive:
+			root(&s).Recursive = append(root(&s).Recursive, value)
+		case flagWritable:
+			root(&s).Writable = append(root(&s).Writable, value)
+		case flagLink:
+			root(&s).Links = append(root(&s).Links, value)
 		default:
 			return Spec{}, fmt.Errorf("argument %q: unknown flag %s", a, name)
 		}
 	}
 	return Spec{}, errors.New("no -- before the program")
+}
+
+// rootList are the root flags that may be given more than once.
+var rootList = map[string]bool{flagReadOnly: true, flagRecursive: true, flagWritable: true, flagLink: true}
+
+// root is s.Root, created empty on first use.
+func root(s *Spec) *Root {
+	if s.Root == nil {
+		s.Root = &Root{}
+	}
+	return s.Root
 }

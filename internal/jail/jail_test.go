@@ -6,9 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -27,6 +29,8 @@ func TestArgvRoundTrip(t *testing.T) {
 		{Path: "/usr/bin/qemu-system-x86_64", Args: []string{"-name", "vessel-x", "--", "-fds=9"},
 			KeepCaps: []Cap{CapChown, CapDACOverride, CapSetfcap}, ExtraFiles: 3,
 			Rlimits: []Rlimit{{RlimitCore, 0}, {RlimitNofile, 65536}, {RlimitMsgqueue, 0}}},
+		{Path: "/usr/bin/qemu-system-x86_64", Root: &Root{Scratch: "/run/x", ReadOnly: []string{"/usr", "/dev/null"},
+			Recursive: []string{"/proc"}, Writable: []string{"/run/x/shared"}, Links: []string{"/lib", "/bin"}}},
 	} {
 		argv, err := s.argv()
 		if err != nil {
@@ -40,7 +44,7 @@ func TestArgvRoundTrip(t *testing.T) {
 			t.Fatalf("parse %q: %v", argv, err)
 		}
 		if got.Path != s.Path || !slices.Equal(got.Args, s.Args) || !slices.Equal(got.KeepCaps, s.KeepCaps) ||
-			got.ExtraFiles != s.ExtraFiles || !slices.Equal(got.Rlimits, s.Rlimits) {
+			got.ExtraFiles != s.ExtraFiles || !slices.Equal(got.Rlimits, s.Rlimits) || !reflect.DeepEqual(got.Root, s.Root) {
 			t.Errorf("parse(argv(%+v)) = %+v (argv %q)", s, got, argv)
 		}
 	}
@@ -80,6 +84,10 @@ func TestSpecRefuses(t *testing.T) {
 		{Path: "/q", ExtraFiles: -1},
 		{Path: "/q", KeepCaps: []Cap{Cap(63)}},
 		{Path: "/q", Rlimits: []Rlimit{{Resource("nproc"), 1}}},
+		{Path: "/q", Root: &Root{ReadOnly: []string{"/usr"}}},
+		{Path: "/q", Root: &Root{Scratch: "/run/x", ReadOnly: []string{"usr"}}},
+		{Path: "/q", Root: &Root{Scratch: "/run/x", Writable: []string{"/run/../etc"}}},
+		{Path: "/q", Root: &Root{Scratch: "/"}},
 	} {
 		if _, err := Command(s); !errors.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("command for %+v: got %v, want ErrInvalidArgument", s, err)
@@ -212,5 +220,83 @@ func TestEntryFails(t *testing.T) {
 	}
 	if _, err := os.Stat(marker); err == nil {
 		t.Error("the program ran")
+	}
+}
+
+// TestEntryRoot runs a shell in a minimal root, in user and mount namespaces of its own
+// (as the QEMU driver starts a VMM with its own host ids): it sees only what the root
+// holds, can write only the writable directory, and the host's tree is unchanged.
+func TestEntryRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mapping a range of host ids into a user namespace needs root")
+	}
+	const base = 2000190000
+	scratch, shared := t.TempDir(), t.TempDir()
+	for _, d := range []string{filepath.Dir(scratch), scratch} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(shared, base, base); err != nil {
+		t.Fatal(err)
+	}
+	root := &Root{Scratch: scratch, ReadOnly: []string{"/usr", "/dev/null"}, Recursive: []string{"/proc"}, Writable: []string{shared}}
+	for _, top := range []string{"/bin", "/lib", "/lib64"} {
+		if st, err := os.Lstat(top); err == nil && st.Mode()&os.ModeSymlink != 0 {
+			root.Links = append(root.Links, top)
+		} else if err == nil {
+			root.ReadOnly = append(root.ReadOnly, top)
+		}
+	}
+	script := `ls -a /; touch ` + shared + `/made && echo wrote-shared; touch /usr/x 2>/dev/null || echo usr-read-only; touch /y 2>/dev/null || echo root-read-only; cat /proc/self/uid_map`
+	cmd, err := Command(Spec{Path: "/bin/sh", Args: []string{"-c", script}, Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: base, Size: 65536}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS,
+		UidMappings: ids, GidMappings: ids, GidMappingsEnableSetgroups: true,
+		Credential: &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}},
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, out)
+	}
+	lines := strings.Fields(string(out))
+	var top []string
+	for _, l := range lines {
+		if l == "wrote-shared" {
+			break
+		}
+		if l != "." && l != ".." {
+			top = append(top, l)
+		}
+	}
+	want := []string{"dev", "proc", "tmp", "usr"}
+	for _, l := range root.Links {
+		want = append(want, strings.TrimPrefix(l, "/"))
+	}
+	for _, d := range root.ReadOnly {
+		if d != "/usr" && d != "/dev/null" {
+			want = append(want, strings.TrimPrefix(d, "/"))
+		}
+	}
+	slices.Sort(want)
+	want = slices.Compact(want)
+	slices.Sort(top)
+	if !slices.Equal(top, want) {
+		t.Errorf("the root holds %q, want %q", top, want)
+	}
+	for _, w := range []string{"wrote-shared", "usr-read-only", "root-read-only"} {
+		if !slices.Contains(lines, w) {
+			t.Errorf("no %q in the output:\n%s", w, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(shared, "made")); err != nil {
+		t.Errorf("the write to the writable directory did not reach the host: %v", err)
+	}
+	if ents, _ := os.ReadDir(scratch); len(ents) != 0 {
+		t.Errorf("the scratch directory changed on the host: %v", ents)
 	}
 }

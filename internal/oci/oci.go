@@ -29,6 +29,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/containerid"
 	"github.com/vessel-containers/vessel/internal/hostcgroup"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/network"
 )
 
@@ -69,6 +70,21 @@ type Sandbox struct {
 	HostCgroup hostcgroup.Config
 	// Container is the container whose creation boots the VM (pause or single container).
 	Container *Container
+	// VMMIDs, when set, is the pool the sandbox's VMM takes its unprivileged host ids from
+	// (vmmIDPool); nil runs the VMM as root.
+	VMMIDs *idrange.Pool
+}
+
+// vmmIDPool is hypervisor.vmm_id_range: the pool of host ids for unprivileged VMMs, or nil.
+func vmmIDPool(c *config.Config) (*idrange.Pool, error) {
+	if c.Hypervisor.VMMIDRange == "" {
+		return nil, nil
+	}
+	p, err := idrange.ParsePool(c.Hypervisor.VMMIDRange)
+	if err != nil {
+		return nil, fmt.Errorf("hypervisor.vmm_id_range: %w", err)
+	}
+	return &p, nil
 }
 
 // Container is the validated plan for one container.
@@ -155,7 +171,12 @@ func SandboxConfig(ctx context.Context, id, bundle string, spec *specs.Spec, cfg
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", ctr.SandboxID, err)
 	}
+	idPool, err := vmmIDPool(eff)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", ctr.SandboxID, err)
+	}
 	return &Sandbox{
+		VMMIDs:     idPool,
 		Network:    netPlan,
 		HostCgroup: cgPlan,
 		ID:         ctr.SandboxID,

@@ -24,6 +24,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/containerid"
 	"github.com/vessel-containers/vessel/internal/hostcgroup"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/network"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/persist"
@@ -73,6 +74,11 @@ type Config struct {
 	// HostCgroup is the pod's host cgroup: the calling process joins it before the VM
 	// starts, so the VM is born in it (hostcgroup.Join).
 	HostCgroup hostcgroup.Config
+	// VMMIDs, when set, is the pool the VMM's unprivileged host ids are leased from
+	// (userns.go); nil runs the VMM as root.
+	VMMIDs *idrange.Pool
+	// VMMIDLeaseDir is where VMMIDs leases are kept (default idrange.DefaultLeaseDir).
+	VMMIDLeaseDir string
 }
 
 // State of a sandbox or container.
@@ -102,6 +108,8 @@ type Sandbox struct {
 	fsdWatch chan struct{}
 	// disks are the host block devices attached to the VM (disk.go).
 	disks diskSet
+	// vmmIDs is the lease of the VMM's host ids (userns.go); nil when it runs as root.
+	vmmIDs *idrange.Lease
 
 	// resizeMu serialises fit: one resize at a time, from the containers' limits at its start.
 	resizeMu sync.Mutex
@@ -199,6 +207,17 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	vmcfg.SharedDir = share.Dir()
 	vmcfg.ShareTag = sharefs.Tag
 	s := &Sandbox{id: cfg.ID, dir: dir, share: share, cfg: cfg, containers: map[string]*Container{}, state: StateCreated}
+	if cfg.VMMIDs != nil {
+		if err := s.leaseVMMIDs(&vmcfg); err != nil { // userns.go
+			return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+		}
+		rollback.add(func(context.Context) error { return s.vmmIDs.Release() })
+		// The VMM gets a mount namespace of its own with a copy of the export: the view
+		// must be there, as a peer group it follows, before the VMM starts.
+		if err := share.Publish(ctx); err != nil {
+			return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+		}
+	}
 	virtioFS := vmcfg.SharedFS == hypervisor.SharedFSVirtioFS
 	if virtioFS {
 		sock, err := s.startVirtioFSD(ctx) // virtiofs.go
@@ -237,7 +256,7 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	if virtioFS {
 		s.fsdWatch = make(chan struct{})
 		go s.watchVirtioFSD(context.WithoutCancel(ctx), s.fsdWatch) // returns when the VM stops
-	} else {
+	} else if cfg.VMMIDs == nil {
 		// The view goes into the export only now: the VMM holds the export open (a VM from
 		// the factory's cache brings its own), and the guest has not mounted it yet.
 		if err := share.Publish(ctx); err != nil {
@@ -424,6 +443,11 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 	}
 	if err := removeDir(ctx, s.share, s.dir); err != nil { // cleanup.go
 		errs = append(errs, err)
+	}
+	if s.vmmIDs != nil {
+		if err := s.vmmIDs.Release(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("delete sandbox %s: %w", s.id, errors.Join(errs...))

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -19,6 +21,7 @@ import (
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/sandbox"
 )
 
@@ -137,11 +140,33 @@ func (c *container) running() bool {
 	return false
 }
 
-// mountRootfs mounts the snapshot containerd gave for the container at its rootfs.
-func (c *container) mountRootfs(rootfs []*types.Mount) error {
+// mountRootfs mounts the snapshot containerd gave for the container at its rootfs. With
+// ids (the VMM's host id range) the snapshot is an overlay (checkIDMappable) whose lower
+// layers are idmapped into ids (containerd's mount package does that for the uidmap and
+// gidmap options) and whose upper and work directories are given to ids' root first:
+// image files keep their owners as the VMM sees them, and everything the guest writes
+// lands in the upper directory owned by ids' host ids.
+func (c *container) mountRootfs(rootfs []*types.Mount, ids *idrange.Range) error {
 	mounts := make([]mount.Mount, 0, len(rootfs))
 	for _, m := range rootfs {
 		mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
+	}
+	if ids != nil {
+		if err := checkIDMappable(rootfs); err != nil {
+			return err
+		}
+		m := &mounts[0]
+		uid := int(ids.HostID(0))
+		for _, o := range m.Options {
+			k, v, _ := strings.Cut(o, "=")
+			if k != "upperdir" && k != "workdir" {
+				continue
+			}
+			if err := os.Lchown(v, uid, uid); err != nil {
+				return fmt.Errorf("give the rootfs %s of %s to the vmm's ids: %w", k, c.id, err)
+			}
+		}
+		m.Options = append(slices.Clone(m.Options), ids.MountOptions()...)
 	}
 	if err := os.MkdirAll(c.rootfs, 0o711); err != nil {
 		return fmt.Errorf("create rootfs dir of %s: %w", c.id, err)
@@ -150,6 +175,26 @@ func (c *container) mountRootfs(rootfs []*types.Mount) error {
 		return fmt.Errorf("mount rootfs of %s at %s: %w", c.id, c.rootfs, err)
 	}
 	c.rootfsMounted = true
+	return nil
+}
+
+// checkIDMappable accepts a rootfs that mountRootfs can present idmapped: one writable
+// overlay mount (containerd's overlayfs snapshotter), read-only (lower layers only) or not. An overlay mount itself cannot be
+// idmapped, only its layers; and an idmapped bind of a plain directory would let the
+// guest's root write files owned by host root.
+func checkIDMappable(rootfs []*types.Mount) error {
+	if len(rootfs) == 0 {
+		return fmt.Errorf("hypervisor.vmm_id_range needs the rootfs as containerd's overlay mount; a bundle's rootfs directory (the OCI CLI's) cannot be presented idmapped: %w",
+			errdefs.ErrInvalidArgument)
+	}
+	if len(rootfs) != 1 || rootfs[0].Type != "overlay" {
+		kinds := make([]string, 0, len(rootfs))
+		for _, m := range rootfs {
+			kinds = append(kinds, m.Type)
+		}
+		return fmt.Errorf("hypervisor.vmm_id_range needs the rootfs as one overlay mount (containerd's overlayfs snapshotter), got %q: %w",
+			kinds, errdefs.ErrInvalidArgument)
+	}
 	return nil
 }
 

@@ -277,8 +277,19 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	} else if joined != nil {
 		eff = joined.Effective()
 	}
-	if plan.RootfsDisk = oci.RootfsDisk(specMounts(r.Rootfs), eff); plan.RootfsDisk == nil && len(r.Rootfs) > 0 {
-		if err := c.mountRootfs(r.Rootfs); err != nil {
+	// A VMM with its own host ids (hypervisor.vmm_id_range) sees the rootfs idmapped into
+	// them, so the sandbox comes first there; otherwise a rootfs that cannot be mounted
+	// fails the create before a VM boots.
+	plan.RootfsDisk = oci.RootfsDisk(specMounts(r.Rootfs), eff)
+	mountRootfs := plan.RootfsDisk == nil && len(r.Rootfs) > 0
+	idmapped := sbPlan != nil && sbPlan.VMMIDs != nil || joined != nil && joined.VMMIDs() != nil
+	if idmapped && plan.RootfsDisk == nil {
+		if err := checkIDMappable(r.Rootfs); err != nil {
+			return nil, fail(fmt.Errorf("create %s: %w", r.ID, err))
+		}
+	}
+	if mountRootfs && !idmapped {
+		if err := c.mountRootfs(r.Rootfs, nil); err != nil {
 			return nil, fail(err)
 		}
 		rollback = append(rollback, c.unmountRootfs)
@@ -294,6 +305,12 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 				log.G(ctx).WithError(err).Warn("remove sandbox after failed create")
 			}
 		})
+	}
+	if mountRootfs && idmapped {
+		if err := c.mountRootfs(r.Rootfs, sb.VMMIDs()); err != nil {
+			return nil, fail(err)
+		}
+		rollback = append(rollback, c.unmountRootfs)
 	}
 
 	ctr, err := sb.CreateContainer(cctx, sandbox.ContainerConfig{Plan: plan, Stdin: r.Stdin != ""})
@@ -457,6 +474,7 @@ func (s *service) createSandbox(ctx context.Context, plan *oci.Sandbox, cfg *con
 		VMSource:      vmSource(ctx, cfg, host), // factory.go
 		Network:       plan.Network,
 		HostCgroup:    plan.HostCgroup,
+		VMMIDs:        plan.VMMIDs,
 		Resize:        !plan.Config.Runtime.StaticSandboxResourceMgmt,
 		Limits:        plan.Limits,
 	})

@@ -147,7 +147,12 @@ func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, f
 		l.nics = append(l.nics, fds)
 	}
 	args := commandLine(&v.cfg, l)
-	cmd, err := jail.Command(jailSpec(v.binary, args, len(extra)))
+	spec := jailSpec(v.binary, args, len(extra))
+	if v.cfg.UserNS != nil {
+		spec.KeepCaps = qemuUserNSCaps
+		spec.Root = jailRoot(&v.cfg, v.binary, accel)
+	}
+	cmd, err := jail.Command(spec)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -156,6 +161,11 @@ func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, f
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.SysProcAttr = sysProcAttr()
 	handoverAttr(&v.cfg, cmd.SysProcAttr)
+	if v.cfg.UserNS != nil {
+		if err := userNSAttr(cmd.SysProcAttr, *v.cfg.UserNS, accel); err != nil { // userns_linux.go
+			return nil, nil, err
+		}
+	}
 	logger.WithField("accel", accel).WithField("args", args).Debug("starting qemu")
 	// Pdeathsig ties QEMU to the thread that forks it: that thread stays reserved until
 	// QEMU exited (wait releases it).
@@ -242,6 +252,9 @@ func (v *VM) preflight() error {
 		return err
 	}
 	if err := checkTemplate(&v.cfg); err != nil {
+		return err
+	}
+	if err := checkUserNS(&v.cfg); err != nil {
 		return err
 	}
 	if v.cfg.Initrd != "" {

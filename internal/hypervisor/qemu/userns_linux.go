@@ -1,0 +1,176 @@
+package qemu
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/idrange"
+	"github.com/vessel-containers/vessel/internal/jail"
+)
+
+// A VMM with a user namespace (hypervisor.Config.UserNS) is root of a namespace whose
+// uids and gids 0 to Size-1 are the sandbox's unprivileged host ids: the clone that
+// starts the jail entry creates the namespace, this process writes its maps, and the
+// entry drops every supplementary group before it runs. The capabilities it keeps
+// (qemuUserNSCaps) are capabilities in that namespace: over files owned by the
+// sandbox's ids, never over the host's. What the guest creates through the 9p server is
+// owned by the sandbox's host ids; a container's image files are presented through
+// idmapped mounts (the caller's), so that they appear with their image owners.
+
+// kvmDevice is the KVM device QEMU opens by path.
+const kvmDevice = "/dev/kvm"
+
+// jailRoot is the file system of a VMM with a user namespace: its own mount namespace
+// whose read-only root holds /usr (QEMU, its libraries and firmware), the top-level
+// links into it, /proc, the few devices it opens, the kernel and initrd, and the shared
+// directory (writable, following the containers' mounts the host adds later), each at
+// its host path. The root is attached over the state directory in that namespace.
+func jailRoot(cfg *hypervisor.Config, binary string, accel hypervisor.Accelerator) *jail.Root {
+	r := &jail.Root{
+		Scratch:   cfg.StateDir,
+		ReadOnly:  []string{"/usr", "/dev/null", "/dev/urandom", cfg.Kernel},
+		Recursive: []string{"/proc"},
+	}
+	if !strings.HasPrefix(binary, "/usr/") {
+		r.ReadOnly = append(r.ReadOnly, binary)
+	}
+	if cfg.Initrd != "" {
+		r.ReadOnly = append(r.ReadOnly, cfg.Initrd)
+	}
+	if e := cfg.EntropySource; e != "" && e != "/dev/urandom" {
+		r.ReadOnly = append(r.ReadOnly, e)
+	}
+	if accel == hypervisor.AccelKVM {
+		r.ReadOnly = append(r.ReadOnly, kvmDevice)
+	}
+	if _, err := os.Stat("/etc/ld.so.cache"); err == nil {
+		r.ReadOnly = append(r.ReadOnly, "/etc/ld.so.cache")
+	}
+	// Merged-/usr hosts link these into /usr; others have them as directories.
+	for _, top := range []string{"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"} {
+		st, err := os.Lstat(top)
+		switch {
+		case err != nil:
+		case st.Mode()&os.ModeSymlink != 0:
+			r.Links = append(r.Links, top)
+		case st.IsDir():
+			r.ReadOnly = append(r.ReadOnly, top)
+		}
+	}
+	if cfg.SharedFS == hypervisor.SharedFS9P {
+		r.Writable = append(r.Writable, cfg.SharedDir)
+	}
+	return r
+}
+
+// qemuUserNSCaps are qemuCaps without mknod: a user namespace cannot create device nodes
+// at all, so mknod would only be an unused capability.
+var qemuUserNSCaps = []jail.Cap{
+	jail.CapChown, jail.CapDACOverride, jail.CapFowner, jail.CapFsetid, jail.CapSetfcap,
+}
+
+// userNSAttr makes attr start the VMM in a user namespace mapped onto r, and in a mount
+// namespace owned by it (for jailRoot). Under KVM the
+// group of /dev/kvm is mapped in as well (namespace gid r.Size) and kept as the VMM's
+// only supplementary group, when the device is not open to everyone.
+func userNSAttr(attr *syscall.SysProcAttr, r idrange.Range, accel hypervisor.Accelerator) error {
+	attr.Cloneflags |= syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS
+	attr.UidMappings = r.Mappings()
+	attr.GidMappings = r.Mappings()
+	attr.GidMappingsEnableSetgroups = true
+	cred := &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}}
+	if accel == hypervisor.AccelKVM {
+		var st unix.Stat_t
+		if err := unix.Stat(kvmDevice, &st); err != nil {
+			return fmt.Errorf("stat %s: %w", kvmDevice, err)
+		}
+		if st.Mode&0o006 != 0o006 {
+			if st.Gid == 0 || st.Mode&0o060 != 0o060 {
+				return fmt.Errorf("%s (gid %d, mode %#o) is open to neither everyone nor a group other than root: an unprivileged VMM cannot use it (hypervisor.vmm_id_range): %w",
+					kvmDevice, st.Gid, st.Mode&0o777, errdefs.ErrFailedPrecondition)
+			}
+			attr.GidMappings = append(attr.GidMappings, syscall.SysProcIDMap{ContainerID: int(r.Size), HostID: int(st.Gid), Size: 1})
+			cred.Groups = []uint32{r.Size}
+		}
+	}
+	attr.Credential = cred
+	return nil
+}
+
+// checkReachable reports the first component of path (a file, or a directory when dir
+// is set) that host uid and gid cannot reach as an unprivileged user with no
+// supplementary groups: every directory above it searchable, the file itself readable
+// (and a directory searchable too).
+func checkReachable(what, path string, uid, gid uint32, dir bool) error {
+	need := func(p string, st *unix.Stat_t, bits uint32) error {
+		var have uint32
+		switch {
+		case st.Uid == uid:
+			have = (st.Mode >> 6) & 7
+		case st.Gid == gid:
+			have = (st.Mode >> 3) & 7
+		default:
+			have = st.Mode & 7
+		}
+		if have&bits != bits {
+			return fmt.Errorf("%s %s: %s (uid %d gid %d mode %#o) is not open to the VMM's host uid %d (hypervisor.vmm_id_range): %w",
+				what, path, p, st.Uid, st.Gid, st.Mode&0o7777, uid, errdefs.ErrFailedPrecondition)
+		}
+		return nil
+	}
+	clean := filepath.Clean(path)
+	for p := filepath.Dir(clean); ; p = filepath.Dir(p) {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			return fmt.Errorf("%s %s: %w", what, path, err)
+		}
+		if err := need(p, &st, 1); err != nil {
+			return err
+		}
+		if p == "/" {
+			break
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(clean, &st); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	bits := uint32(4)
+	if dir {
+		bits = 5
+	}
+	return need(clean, &st, bits)
+}
+
+// checkUserNS checks that a VMM with cfg.UserNS can open what it opens by path.
+func checkUserNS(cfg *hypervisor.Config) error {
+	r := cfg.UserNS
+	if r == nil {
+		return nil
+	}
+	uid := r.HostID(0)
+	if err := checkReachable("kernel", cfg.Kernel, uid, uid, false); err != nil {
+		return err
+	}
+	if cfg.Initrd != "" {
+		if err := checkReachable("initrd", cfg.Initrd, uid, uid, false); err != nil {
+			return err
+		}
+	}
+	if cfg.SharedFS == hypervisor.SharedFS9P {
+		if err := checkReachable("shared dir", cfg.SharedDir, uid, uid, true); err != nil {
+			return err
+		}
+	}
+	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
+		return fmt.Errorf("user namespaces (hypervisor.vmm_id_range): %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,162 @@
+package shim_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vessel-containers/vessel/internal/idrange"
+	"github.com/vessel-containers/vessel/internal/jail"
+	"github.com/vessel-containers/vessel/internal/jail/jailtest"
+)
+
+// usernsPool is the id pool of the unprivileged-VMM tests: far above any host user.
+const usernsPool = "2000000000-2000131071"
+
+// usernsProbe is guest root attacking the host through the shared fs: it rewrites an
+// image file owned by root, makes setuid-root copies of busybox in its rootfs and in a
+// volume, gives a volume file to root, and tries device nodes in both. It records what
+// it sees as the owner of an image file, and finishes with a marker.
+const usernsProbe = `exec 2>/uprobe-log
+echo guest-was-here >>/etc/passwd &&
+stat -c '%u %g' /bin/busybox >/uprobe-owner &&
+cp /bin/busybox /uprobe-suid && chown 0:0 /uprobe-suid && chmod 4755 /uprobe-suid &&
+cp /bin/busybox /vol/suid && chown 0:0 /vol/suid && chmod 4755 /vol/suid &&
+touch /vol/rootfile && chown 0:0 /vol/rootfile &&
+{ mknod /uprobe-null c 1 3; mknod /vol/null c 1 3; true; } 2>/uprobe-mknod &&
+touch /uprobe-done && exec sleep 1000`
+
+// TestUnprivilegedVMM runs a container whose QEMU has its own host ids
+// (hypervisor.vmm_id_range) and attacks from guest root: what it creates in its rootfs
+// and in a volume is owned by the sandbox's unprivileged host ids, never by host root,
+// and no device node appears; while the image's files still look root-owned to the
+// container and stay writable for its root. From the host, QEMU runs as those ids in its
+// own user namespace, with no_new_privs, its seccomp filter and capabilities that count
+// in that namespace only; and the id lease is given back when the sandbox goes.
+func TestUnprivilegedVMM(t *testing.T) {
+	h := newHarnessConfig(t, fmt.Sprintf("vmm_id_range = %q\n", usernsPool))
+	if err := os.Chmod(h.sbRoot, 0o711); err != nil { // the VMM's ids pass through it to the export
+		t.Fatal(err)
+	}
+	pool, err := idrange.ParsePool(usernsPool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vol := t.TempDir()
+	if err := os.Chmod(vol, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	const id = "unpriv"
+	h.start(id, []string{"--mount", "type=bind,src=" + vol + ",dst=/vol,options=rbind:rw"}, "sh", "-c", usernsProbe)
+
+	done := findUnder(t, h.sbRoot, "uprobe-done", 2*time.Minute)
+	if done == "" {
+		log, _ := os.ReadFile(findUnder(t, h.sbRoot, "uprobe-log", 0))
+		t.Fatalf("the container's probe did not finish; its stderr: %q", log)
+	}
+	root := filepath.Dir(done)
+
+	pid := h.qemuPid(id)
+	uidMap, err := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(uidMap))
+	if len(f) != 3 || f[0] != "0" || f[2] != strconv.Itoa(idrange.Size) {
+		t.Fatalf("qemu uid_map %q, want one line 0 <start> %d", uidMap, idrange.Size)
+	}
+	start, err := strconv.ParseUint(f[1], 10, 32)
+	if err != nil || start < uint64(pool.Start) || start > uint64(pool.End) {
+		t.Fatalf("qemu's ids start at %q, outside the pool %s", f[1], usernsPool)
+	}
+	base := uint32(start)
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, field := range []string{"Uid", "Gid"} {
+		line := statusLine(string(status), field)
+		for _, v := range strings.Fields(line) {
+			if v != strconv.Itoa(int(base)) {
+				t.Errorf("qemu %s: %q, want every id %d", field, line, base)
+				break
+			}
+		}
+	}
+	if g := statusLine(string(status), "Groups"); g != "" {
+		t.Errorf("qemu keeps supplementary groups %q", g)
+	}
+	own, _ := os.Readlink("/proc/self/ns/user")
+	if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", pid)); ns == own || ns == "" {
+		t.Errorf("qemu's user namespace %q is the host's %q", ns, own)
+	}
+	qmp := findUnder(t, h.sbRoot, "qmp.sock", 0)
+	jailtest.Check(t, pid, jailtest.Want{
+		Caps:      []jail.Cap{jail.CapChown, jail.CapDACOverride, jail.CapFowner, jail.CapFsetid, jail.CapSetfcap},
+		Seccomp:   2,
+		Dirs:      []string{h.sbRoot},
+		Devices:   []string{"/dev/null", "/dev/urandom", "/dev/kvm"},
+		SocketDir: filepath.Dir(qmp),
+	})
+
+	// The container still sees the image as its owners made it, and its root could
+	// write a root-owned image file.
+	if owner, _ := os.ReadFile(filepath.Join(root, "uprobe-owner")); strings.TrimSpace(string(owner)) != "0 0" {
+		t.Errorf("the container sees /bin/busybox owned by %q, want \"0 0\"", owner)
+	}
+	if passwd, _ := os.ReadFile(filepath.Join(root, "etc", "passwd")); !bytes.Contains(passwd, []byte("guest-was-here")) {
+		t.Error("guest root could not write the image's /etc/passwd")
+	}
+	// On the host nothing it made is root's, and nothing is a device.
+	for _, p := range []string{
+		filepath.Join(root, "uprobe-suid"), filepath.Join(root, "etc", "passwd"),
+		filepath.Join(vol, "suid"), filepath.Join(vol, "rootfile"),
+	} {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			t.Errorf("%s: %v", p, err)
+			continue
+		}
+		if st.Uid != base || st.Gid != base {
+			t.Errorf("%s on the host: uid %d gid %d mode %#o, want the sandbox's root %d", p, st.Uid, st.Gid, st.Mode, base)
+		}
+		t.Logf("%s on the host: uid %d gid %d mode %#o", p, st.Uid, st.Gid, st.Mode)
+	}
+	for _, p := range []string{filepath.Join(root, "uprobe-null"), filepath.Join(vol, "null")} {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err == nil && (st.Mode&unix.S_IFMT == unix.S_IFCHR || st.Mode&unix.S_IFMT == unix.S_IFBLK) {
+			t.Errorf("guest root made a device node on the host: %s (mode %#o)", p, st.Mode)
+		}
+	}
+	mknod, _ := os.ReadFile(filepath.Join(root, "uprobe-mknod"))
+	t.Logf("mknod in the guest: %q", mknod)
+
+	h.remove(id)
+	leases, err := os.ReadDir(idrange.DefaultLeaseDir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	for _, l := range leases {
+		b, _ := os.ReadFile(filepath.Join(idrange.DefaultLeaseDir, l.Name()))
+		if strings.Contains(string(b), h.sbRoot) {
+			t.Errorf("lease %s still held after the sandbox was removed: %q", l.Name(), b)
+		}
+	}
+}
+
+// statusLine is the value of field in /proc/<pid>/status text.
+func statusLine(status, field string) string {
+	for _, l := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
