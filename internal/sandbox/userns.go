@@ -10,8 +10,9 @@ import (
 
 // leaseVMMIDs leases the VMM's host ids from s.cfg.VMMIDs and prepares what the VMM
 // reaches by path for them: the sandbox directory becomes searchable (0711: its
-// entries can be reached by name, not listed) and the export's root becomes theirs, as
-// the root of what the 9p server serves. The lease is s.vmmIDs; the caller releases it
+// entries can be reached by name, not listed), the export's root becomes theirs, as
+// the root of what the 9p server serves, and the shared tree's directories become
+// readable (the 9p server opens each directory it walks through). The lease is s.vmmIDs; the caller releases it
 // on failure.
 func (s *Sandbox) leaseVMMIDs(vmcfg *hypervisor.Config) error {
 	dir := s.cfg.VMMIDLeaseDir
@@ -29,6 +30,9 @@ func (s *Sandbox) leaseVMMIDs(vmcfg *hypervisor.Config) error {
 	uid := int(lease.Range.HostID(0))
 	if err := os.Lchown(s.share.Dir(), uid, uid); err != nil {
 		return fmt.Errorf("give the export to the vmm: %w", err)
+	}
+	if err := s.share.OpenToUnprivilegedServer(); err != nil {
+		return err
 	}
 	vmcfg.UserNS = &lease.Range
 	return nil

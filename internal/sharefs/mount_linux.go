@@ -239,7 +239,7 @@ func (s *Share) bind(ctx context.Context, containerID, name, src string, opts Bi
 	defer unix.Close(root)
 	defer unix.Close(view)
 	// The mount target is made in the host-only tree and reached through the view.
-	if err := mkdirBeneath(root, treeRel(containerID), 0o711); err != nil {
+	if err := mkdirBeneath(root, treeRel(containerID), s.treeDirMode()); err != nil {
 		return fmt.Errorf("create the container's directory: %w", err)
 	}
 	cdir, err := openBeneath(root, treeRel(containerID), unix.O_PATH|unix.O_DIRECTORY, unix.RESOLVE_NO_XDEV)

@@ -62,6 +62,7 @@ package sharefs
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -103,6 +104,29 @@ type BindOptions struct {
 type Share struct {
 	// dir is the sandbox directory, which holds the export and the host-only tree.
 	dir string
+	// listable makes the host-only tree's directories readable by everyone (0755, not
+	// 0711): a file server that is not host root must open them to walk through them.
+	listable bool
+}
+
+// OpenToUnprivilegedServer makes the host-only tree, and the container directories made
+// in it from now on, readable by everyone, for a file server that runs as an unprivileged
+// host user (it opens each directory it walks through). Their names, the container ids,
+// become visible to anyone who can reach the sandbox directory.
+func (s *Share) OpenToUnprivilegedServer() error {
+	s.listable = true
+	if err := os.Chmod(filepath.Join(s.dir, treeName), 0o755); err != nil {
+		return fmt.Errorf("open the shared tree to the file server: %w", err)
+	}
+	return nil
+}
+
+// treeDirMode is the mode of the host-only tree's directories.
+func (s *Share) treeDirMode() uint32 {
+	if s.listable {
+		return 0o755
+	}
+	return 0o711
 }
 
 // Open returns the Share of the sandbox directory dir without touching it (after a

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -96,6 +97,28 @@ func TestUnprivilegedVMM(t *testing.T) {
 	own, _ := os.Readlink("/proc/self/ns/user")
 	if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", pid)); ns == own || ns == "" {
 		t.Errorf("qemu's user namespace %q is the host's %q", ns, own)
+	}
+	// Its root is the jail: /etc holds only the loader's cache, /dev only what it opens.
+	for dir, allowed := range map[string][]string{"etc": {"ld.so.cache"}, "dev": {"null", "urandom", "kvm"}} {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/root/%s", pid, dir))
+		if err != nil {
+			t.Errorf("qemu's /%s: %v", dir, err)
+		}
+		for _, e := range ents {
+			if !slices.Contains(allowed, e.Name()) {
+				t.Errorf("qemu's root holds /%s/%s; its jail should hold only %q there", dir, e.Name(), allowed)
+			}
+		}
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/%s", pid, h.sbRoot)); err != nil {
+		t.Errorf("qemu's root lacks the sandbox root: %v", err)
+	}
+	if ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/root/%s/%s", pid, h.sbRoot, id)); len(ents) != 1 || ents[0].Name() != "shared" {
+		names := []string{}
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("qemu sees %q in its sandbox directory, want only the export", names)
 	}
 	qmp := findUnder(t, h.sbRoot, "qmp.sock", 0)
 	jailtest.Check(t, pid, jailtest.Want{
