@@ -22,8 +22,9 @@ func CheckCommand() *cli.Command {
 		Usage: "report whether this host can run Vessel sandboxes",
 		Description: `Checks KVM, vhost-vsock, vhost-net, the hypervisor binary, the guest kernel and
 image, the entropy source, virtiofsd and the jailer when configured, the cgroup version, and
-the VMM jail: the hypervisor's seccomp sandbox, dropping capabilities, and (for the
-unprivileged VMM, not used yet) user namespaces and idmapped mounts on the state directory.
+the VMM jail: the hypervisor's seccomp sandbox, dropping capabilities, and user namespaces
+and idmapped mounts on the state directory (required with hypervisor.vmm_id_range, the
+unprivileged VMM).
 Items the configuration needs are FAIL when missing (exit status 1); others are warnings.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "configuration file (overrides the global --config)"},
@@ -158,10 +159,16 @@ func runChecks(cfg *config.Config, root string, p probes) []checkResult {
 		"the hypervisor installs its seccomp filter", "the VMM cannot run confined")
 	add("jail: capabilities", true, p.confine(),
 		"no_new_privs, capability drop to the VMM's set, rlimits, descriptors", "the VMM cannot run confined")
-	add("jail: user namespaces", false, p.userns(),
-		"for running the VMM unprivileged (not used yet)", "needed to run the VMM unprivileged (not used yet)")
-	add("jail: idmapped mounts", false, p.idmap(root),
-		"on the file system of "+root+" (for the unprivileged VMM, not used yet)", "needed to run the VMM unprivileged (not used yet)")
+	// The unprivileged VMM (hypervisor.vmm_id_range) needs both.
+	unpriv := h.VMMIDRange != ""
+	need := "needed to run the VMM unprivileged (hypervisor.vmm_id_range, off)"
+	if unpriv {
+		need = "hypervisor.vmm_id_range needs it"
+	}
+	add("jail: user namespaces", unpriv, p.userns(),
+		"for the unprivileged VMM (hypervisor.vmm_id_range)", need)
+	add("jail: idmapped mounts", unpriv, p.idmap(root),
+		"on the file system of "+root+" (for the unprivileged VMM: the rootfs's layers are idmapped)", need)
 	return out
 }
 

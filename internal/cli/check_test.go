@@ -113,6 +113,9 @@ func TestRunChecks(t *testing.T) {
 		{name: "no jail", cfg: func(*config.Config) {}, host: noJail(fakeHost(true, allFiles(), "/dev/vhost-vsock", "/dev/vhost-net")),
 			failed: []string{"jail: seccomp sandbox", "jail: capabilities"},
 			warned: []string{"jail: user namespaces", "jail: idmapped mounts"}},
+		{name: "unprivileged vmm without user namespaces", cfg: func(c *config.Config) { c.Hypervisor.VMMIDRange = "100000-165535" },
+			host:   noJail(fakeHost(true, allFiles(), "/dev/vhost-vsock", "/dev/vhost-net")),
+			failed: []string{"jail: seccomp sandbox", "jail: capabilities", "jail: user namespaces", "jail: idmapped mounts"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := config.Default()

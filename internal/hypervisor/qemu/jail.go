@@ -14,9 +14,11 @@ import (
 // in place with only the capabilities below, no_new_privs, the resource limits below and
 // no descriptor but stdin, stdout, stderr, the three listening sockets and the NICs' tap
 // and vhost-net descriptors; QEMU then
-// installs its own seccomp filter (-sandbox, cmdline.go). QEMU stays uid 0: its 9p
-// server (security_model=none) reads and writes the container's files with their real
-// owners, which are root and other uids.
+// installs its own seccomp filter (-sandbox, cmdline.go). By default QEMU stays uid 0:
+// its 9p server (security_model=none) reads and writes the container's files with their
+// real owners, which are root and other uids. With hypervisor.Config.UserNS it is uid 0 of
+// a user namespace of its own on unprivileged host ids, in a minimal root
+// (userns_linux.go).
 
 // qemuCaps are the capabilities QEMU keeps, each for the 9p server's calls on the
 // container's files (hw/9pfs/9p-local.c, security_model=none), so that containers see
