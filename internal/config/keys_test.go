@@ -424,8 +424,6 @@ func TestUnsupportedInFile(t *testing.T) {
 			`x.toml: factory.enable_template = true: VM templates cannot be used with hypervisor.shared_fs = "virtio-fs"`},
 		{"virtio-fs with the vm cache", "[hypervisor]\nshared_fs = \"virtio-fs\"\n[factory]\nvm_cache_number = 2",
 			`x.toml: factory.vm_cache_number = 2: the VM cache cannot be used with hypervisor.shared_fs = "virtio-fs"`},
-		{"unprivileged vmm with virtio-fs", "[hypervisor]\nshared_fs = \"virtio-fs\"\nvmm_id_range = \"100000-165535\"",
-			`x.toml: hypervisor.vmm_id_range = "100000-165535": unprivileged VMMs serve the shared fs through QEMU's 9p server`},
 		{"unprivileged vmm with templates", "[hypervisor]\nvmm_id_range = \"100000-165535\"\n[factory]\nenable_template = true",
 			`x.toml: factory.enable_template = true: VM templates cannot be used with hypervisor.vmm_id_range`},
 		{"unprivileged vmm with the vm cache", "[hypervisor]\nvmm_id_range = \"100000-165535\"\n[factory]\nvm_cache_number = 1",

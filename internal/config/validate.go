@@ -195,11 +195,8 @@ func (c *Config) crossCheck() []*FieldError {
 		}
 	}
 	// An unprivileged VMM cannot open a template's root-owned memory file read-write
-	// (QEMU 7.2 opens it so), and virtiofsd is a second server with its own identity.
+	// (QEMU 7.2 opens it so).
 	if h.VMMIDRange != "" {
-		if h.SharedFS == hypervisor.SharedFSVirtioFS {
-			bad("hypervisor.vmm_id_range", strconv.Quote(h.VMMIDRange), `unprivileged VMMs serve the shared fs through QEMU's 9p server: hypervisor.shared_fs = "virtio-fs" cannot be used with it; set one of them differently`)
-		}
 		if c.Factory.EnableTemplate {
 			bad("factory.enable_template", "true", "VM templates cannot be used with hypervisor.vmm_id_range (QEMU 7.2 opens the template's memory file read-write, which an unprivileged VMM must not): set one of them differently")
 		}

@@ -120,7 +120,8 @@ type Config struct {
 	// UserNS, when set, runs the VMM as root of a user namespace of its own whose ids are
 	// UserNS's unprivileged host ids: it holds capabilities only there. Everything it
 	// opens by path (kernel, initrd, the shared dir and the directories above them) must
-	// be reachable by those ids; the shared dir's root is made theirs by the caller.
+	// be reachable by those ids; the shared dir's root and the virtiofsd socket are made
+	// theirs by the caller.
 	UserNS *idrange.Range
 }
 
@@ -145,8 +146,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("vm config: shared fs %q needs a shared dir and a tag", c.SharedFS)
 	case c.UserNS != nil && (c.Template != nil || c.Adopt != nil || c.Handover):
 		return errors.New("vm config: a VMM in a user namespace cannot be a template, from a template or handed over")
-	case c.UserNS != nil && c.SharedFS == SharedFSVirtioFS:
-		return errors.New("vm config: a VMM in a user namespace serves the shared fs over 9p; virtio-fs is refused")
 	case c.UserNS != nil && c.UserNS.Size == 0:
 		return errors.New("vm config: user namespace id range is empty")
 	}

@@ -31,6 +31,7 @@ func (s *Sandbox) startVirtioFSD(ctx context.Context) (string, error) {
 	cfg.Source = s.share.Dir()
 	cfg.Socket = filepath.Join(s.dir, virtiofsdSocketName)
 	cfg.Log = filepath.Join(s.dir, virtiofsdLogName)
+	cfg.UserNS = s.VMMIDs()
 	d, err := virtiofsd.Start(ctx, cfg)
 	if err != nil {
 		return "", fmt.Errorf("sandbox %s: %w", s.id, err)

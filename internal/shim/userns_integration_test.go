@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -42,7 +43,13 @@ touch /uprobe-done && exec sleep 1000`
 // own user namespace, with no_new_privs, its seccomp filter and capabilities that count
 // in that namespace only; and the id lease is given back when the sandbox goes.
 func TestUnprivilegedVMM(t *testing.T) {
-	h := newHarnessConfig(t, fmt.Sprintf("vmm_id_range = %q\n", usernsPool))
+	for _, fs := range []string{"virtio-9p", "virtio-fs"} {
+		t.Run(fs, func(t *testing.T) { testUnprivilegedVMM(t, fs) })
+	}
+}
+
+func testUnprivilegedVMM(t *testing.T, sharedFS string) {
+	h := newHarnessConfig(t, fmt.Sprintf("vmm_id_range = %q\nshared_fs = %q\n", usernsPool, sharedFS))
 	if err := os.Chmod(h.sbRoot, 0o711); err != nil { // the VMM's ids pass through it to the export
 		t.Fatal(err)
 	}
@@ -113,21 +120,39 @@ func TestUnprivilegedVMM(t *testing.T) {
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/%s", pid, h.sbRoot)); err != nil {
 		t.Errorf("qemu's root lacks the sandbox root: %v", err)
 	}
-	if ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/root/%s/%s", pid, h.sbRoot, id)); len(ents) != 1 || ents[0].Name() != "shared" {
+	only := "shared" // 9p: the export
+	if sharedFS == "virtio-fs" {
+		only = "virtiofsd.sock"
+	}
+	if ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/root/%s/%s", pid, h.sbRoot, id)); len(ents) != 1 || ents[0].Name() != only {
 		names := []string{}
 		for _, e := range ents {
 			names = append(names, e.Name())
 		}
-		t.Errorf("qemu sees %q in its sandbox directory, want only the export", names)
+		t.Errorf("qemu sees %q in its sandbox directory, want only %s", names, only)
 	}
 	qmp := findUnder(t, h.sbRoot, "qmp.sock", 0)
-	jailtest.Check(t, pid, jailtest.Want{
+	want := jailtest.Want{
 		Caps:      []jail.Cap{jail.CapChown, jail.CapDACOverride, jail.CapFowner, jail.CapFsetid, jail.CapSetfcap},
 		Seccomp:   2,
 		Dirs:      []string{h.sbRoot},
 		Devices:   []string{"/dev/null", "/dev/urandom", "/dev/kvm"},
 		SocketDir: filepath.Dir(qmp),
-	})
+	}
+	if sharedFS == "virtio-fs" {
+		want.ClientSockets, want.Memfd = 2, true
+		// virtiofsd: its own user namespace, on the same ids.
+		fsd, err := exec.Command("pgrep", "-f", "virtiofsd.*"+h.sbRoot).Output()
+		if err != nil {
+			t.Fatalf("no virtiofsd: %v", err)
+		}
+		for _, p := range strings.Fields(string(fsd)) {
+			if m, _ := os.ReadFile("/proc/" + p + "/uid_map"); !strings.HasPrefix(strings.Join(strings.Fields(string(m)), " "), "0 "+strconv.Itoa(int(base))+" ") {
+				t.Errorf("virtiofsd pid %s: uid_map %q, want the sandbox's ids from %d", p, m, base)
+			}
+		}
+	}
+	jailtest.Check(t, pid, want)
 
 	// The container still sees the image as its owners made it, and its root could
 	// write a root-owned image file.

@@ -30,8 +30,8 @@ const kvmDevice = "/dev/kvm"
 // jailRoot is the file system of a VMM with a user namespace: its own mount namespace
 // whose read-only root holds /usr (QEMU, its libraries and firmware), the top-level
 // links into it, /proc, the few devices it opens, the kernel and initrd, and the shared
-// directory (writable, following the containers' mounts the host adds later), each at
-// its host path. The root is attached over the state directory in that namespace.
+// directory (9p: writable, following the containers' mounts the host adds later) or
+// virtiofsd's socket, each at its host path. The root is attached over the state directory in that namespace.
 func jailRoot(cfg *hypervisor.Config, binary string, accel hypervisor.Accelerator) *jail.Root {
 	r := &jail.Root{
 		Scratch:   cfg.StateDir,
@@ -64,8 +64,11 @@ func jailRoot(cfg *hypervisor.Config, binary string, accel hypervisor.Accelerato
 			r.ReadOnly = append(r.ReadOnly, top)
 		}
 	}
-	if cfg.SharedFS == hypervisor.SharedFS9P {
+	switch cfg.SharedFS {
+	case hypervisor.SharedFS9P:
 		r.Writable = append(r.Writable, cfg.SharedDir)
+	case hypervisor.SharedFSVirtioFS:
+		r.ReadOnly = append(r.ReadOnly, cfg.VirtioFSSocket) // connecting is not writing the mount
 	}
 	return r
 }

@@ -27,6 +27,7 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+	"github.com/vessel-containers/vessel/internal/idrange"
 )
 
 // Cache modes as the configuration names them (hypervisor.virtio_fs_cache).
@@ -60,6 +61,10 @@ type Config struct {
 	ExtraArgs []string
 	// Debug raises the daemon's log level.
 	Debug bool
+	// UserNS, when set, runs the daemon as root of a user namespace of its own mapped onto
+	// these unprivileged host ids (the VMM's): what the guest creates is owned by them, and
+	// its socket is given to their root, for the VMM to connect.
+	UserNS *idrange.Range
 }
 
 // fdSocket is the daemon's descriptor of the listening socket (the first of

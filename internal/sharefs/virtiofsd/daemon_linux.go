@@ -108,6 +108,13 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	defer sock.Close()
+	if cfg.UserNS != nil {
+		uid := int(cfg.UserNS.HostID(0))
+		if err := os.Lchown(cfg.Socket, uid, uid); err != nil {
+			_ = os.Remove(cfg.Socket)
+			return nil, fmt.Errorf("give the virtiofsd socket to the vmm's ids: %w", err)
+		}
+	}
 	logFile, err := os.OpenFile(cfg.Log, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		_ = os.Remove(cfg.Socket)
@@ -129,6 +136,14 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		cmd.Stdout, cmd.Stderr = pw, pw
 		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWPID}
+		if r := cfg.UserNS; r != nil {
+			// The pid namespace is created together with the user namespace, and so
+			// owned by it: the daemon's own sandbox setup mounts /proc there.
+			cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUSER
+			cmd.SysProcAttr.UidMappings, cmd.SysProcAttr.GidMappings = r.Mappings(), r.Mappings()
+			cmd.SysProcAttr.GidMappingsEnableSetgroups = true
+			cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}}
+		}
 		// Pdeathsig ties the daemon to the thread that forks it: that thread stays
 		// reserved until the daemon exited (wait releases it).
 		release, err = jail.StartPinned(cmd)
