@@ -87,8 +87,10 @@ type Lease struct {
 
 // Allocate leases a free slot of p in dir (created 0700 if missing) for owner, an
 // existing directory (the sandbox's): the lease records it with its identity, and a lease
-// whose directory is gone or replaced is free again. It fails with ErrUnavailable when
-// every slot is held.
+// whose directory is gone or replaced is free again. A lease file is named after the
+// first host id of its slot, so pools configured differently (by another shim, or before
+// a configuration change) never hand out overlapping ids: a slot that overlaps a live
+// lease of any pool is skipped. It fails with ErrUnavailable when every slot is held.
 func Allocate(dir string, p Pool, owner string) (Lease, error) {
 	tag, err := ownerTag(owner)
 	if err != nil {
@@ -97,12 +99,20 @@ func Allocate(dir string, p Pool, owner string) (Lease, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Lease{}, fmt.Errorf("id range leases: %w", err)
 	}
+	held, err := liveLeases(dir)
+	if err != nil {
+		return Lease{}, err
+	}
 	for i := 0; i < p.Slots(); i++ {
-		lease := filepath.Join(dir, strconv.Itoa(i))
+		start := p.Start + uint32(i)*Size
+		if overlaps(held, start) {
+			continue
+		}
+		lease := filepath.Join(dir, strconv.FormatUint(uint64(start), 10))
 		for attempt := 0; attempt < 2; attempt++ {
 			err := create(lease, tag)
 			if err == nil {
-				return Lease{Dir: dir, Pool: p, Range: Range{Start: p.Start + uint32(i)*Size, Size: Size}, Owner: tag}, nil
+				return Lease{Dir: dir, Pool: p, Range: Range{Start: start, Size: Size}, Owner: tag}, nil
 			}
 			if !errors.Is(err, os.ErrExist) {
 				return Lease{}, fmt.Errorf("id range lease %s: %w", lease, err)
@@ -118,13 +128,40 @@ func Allocate(dir string, p Pool, owner string) (Lease, error) {
 	return Lease{}, fmt.Errorf("vmm id range %s: all %d slots of %d ids are held by sandboxes: %w", p, p.Slots(), Size, errdefs.ErrUnavailable)
 }
 
+// liveLeases are the first ids of the slots leased in dir whose holders still exist.
+func liveLeases(dir string) ([]uint32, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("id range leases: %w", err)
+	}
+	var out []uint32
+	for _, e := range ents {
+		start, err := strconv.ParseUint(e.Name(), 10, 32)
+		if err != nil || stale(filepath.Join(dir, e.Name())) {
+			continue
+		}
+		out = append(out, uint32(start))
+	}
+	return out, nil
+}
+
+// overlaps reports whether the slot from start overlaps another held slot (the slot
+// that starts at start itself is left to the O_EXCL create).
+func overlaps(held []uint32, start uint32) bool {
+	for _, h := range held {
+		if h != start && uint64(h) < uint64(start)+Size && uint64(start) < uint64(h)+Size {
+			return true
+		}
+	}
+	return false
+}
+
 // Release gives the slot back, if the lease still holds it.
 func (l Lease) Release() error {
-	r, p := l.Range, l.Pool
-	if r.Start < p.Start || (r.Start-p.Start)%Size != 0 {
-		return fmt.Errorf("id range %d+%d is not a slot of pool %s", r.Start, r.Size, p)
+	lease := filepath.Join(l.Dir, strconv.FormatUint(uint64(l.Range.Start), 10))
+	if l.Range.Size != Size {
+		return fmt.Errorf("id range %d+%d is not a slot", l.Range.Start, l.Range.Size)
 	}
-	lease := filepath.Join(l.Dir, strconv.Itoa(int((r.Start-p.Start)/Size)))
 	b, err := os.ReadFile(lease)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil

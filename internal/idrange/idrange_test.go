@@ -81,9 +81,20 @@ func TestAllocateRelease(t *testing.T) {
 		t.Fatalf("lease of a replaced directory not taken over: %v, %v", le, err)
 	}
 	bad := le
-	bad.Range.Start += 7
+	bad.Range.Size = 7
 	if err := bad.Release(); err == nil {
 		t.Error("release of a range that is no slot accepted")
+	}
+	// Another pool whose slots overlap the held ones gets none of their ids.
+	shifted := Pool{Start: p.Start + Size/2, End: p.Start + Size/2 + 3*Size - 1}
+	lf, err := Allocate(dir, shifted, owners[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, held := range []Range{ld.Range, le.Range} {
+		if lf.Range.Start < held.Start+held.Size && held.Start < lf.Range.Start+lf.Range.Size {
+			t.Errorf("slot %v of an overlapping pool overlaps the held %v", lf.Range, held)
+		}
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/jail"
 	"github.com/vessel-containers/vessel/internal/jail/jailtest"
+	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
 // usernsPool is the id pool of the unprivileged-VMM tests: far above any host user.
@@ -207,4 +208,60 @@ func statusLine(status, field string) string {
 		}
 	}
 	return ""
+}
+
+// TestUnprivilegedVMMPod runs a pod with an unprivileged VMM: a container added after the
+// VM booted gets its rootfs idmapped too (the mount reaches QEMU's own mount namespace),
+// and after the shim is killed, containerd's cleanup leaves nothing behind (the harness
+// checks mounts, processes and state) and the sandbox's ids are free again.
+func TestUnprivilegedVMMPod(t *testing.T) {
+	// One slot: the sandbox after the crash gets ids only if the dead one's were freed.
+	const onePool = "2000200000-2000265535"
+	h := newHarnessConfig(t, fmt.Sprintf("vmm_id_range = %q\n", onePool))
+	if err := os.Chmod(h.sbRoot, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	events := h.ctd.Events(t)
+	pod := []string{"--annotation", "io.kubernetes.cri.container-type=sandbox", "--annotation", "io.kubernetes.cri.sandbox-id=upod"}
+	h.start("upod", pod, "sleep", "1000")
+	member := []string{"--annotation", "io.kubernetes.cri.container-type=container", "--annotation", "io.kubernetes.cri.sandbox-id=upod"}
+	h.start("uapp", member, "sh", "-c", "echo app >>/etc/passwd && touch /uapp-done && exec sleep 1000")
+	done := findUnder(t, h.sbRoot, "uapp-done", 2*time.Minute)
+	if done == "" {
+		t.Fatal("the pod's second container did not run")
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(filepath.Dir(done), "etc", "passwd"), &st); err != nil {
+		t.Fatal(err)
+	}
+	pool, _ := idrange.ParsePool(onePool)
+	if st.Uid < pool.Start || st.Uid > pool.End {
+		t.Errorf("the second container's /etc/passwd on the host is owned by %d, want an id of the pool %s", st.Uid, onePool)
+	}
+
+	if err := unix.Kill(h.shimPid("upod"), unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, events, "/tasks/exit", `"upod"`)
+	for _, id := range []string{"uapp", "upod"} {
+		testutil.WaitFor(t, "the task to stop", func() bool { s := h.taskStatus(id); return s == "STOPPED" || s == "" })
+		if h.taskStatus(id) != "" {
+			h.ctr("task", "delete", id)
+		}
+		h.ctr("container", "delete", id)
+	}
+	// The lease names the sandbox directory, which cleanup removed: the next sandbox
+	// takes the slot over.
+	testutil.WaitFor(t, "the sandbox directory to go", func() bool {
+		_, err := os.Stat(filepath.Join(h.sbRoot, "upod"))
+		return os.IsNotExist(err)
+	})
+	h.start("unext", nil, "sleep", "1000")
+	uidMap, err := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", h.qemuPid("unext")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := strings.Fields(string(uidMap)); len(f) != 3 || f[1] != strconv.Itoa(int(pool.Start)) {
+		t.Errorf("the next sandbox's ids: uid_map %q", uidMap)
+	}
 }
