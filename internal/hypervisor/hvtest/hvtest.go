@@ -107,6 +107,7 @@ func CheckCapabilities(t *testing.T, driver string) {
 	_, detacher := vm.(hypervisor.Detacher)
 	_, resizer := vm.(hypervisor.Resizer)
 	_, disks := vm.(hypervisor.DiskHotplugger)
+	_, nics := vm.(hypervisor.NICHotplugger)
 	for _, c := range []struct {
 		what      string
 		promised  bool
@@ -116,6 +117,7 @@ func CheckCapabilities(t *testing.T, driver string) {
 		{"hypervisor.Detacher (Templating)", caps.Templating, detacher},
 		{"hypervisor.Resizer (Templating, CPUHotplug or MemHotplug)", caps.Templating || caps.CPUHotplug || caps.MemHotplug, resizer},
 		{"hypervisor.DiskHotplugger (BlockHotplug)", caps.BlockHotplug, disks},
+		{"hypervisor.NICHotplugger (NICHotplug)", caps.NICHotplug, nics},
 	} {
 		if c.promised != c.implement {
 			t.Errorf("%s: capability %v, VM implements it %v", c.what, c.promised, c.implement)

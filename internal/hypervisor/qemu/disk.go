@@ -2,7 +2,6 @@ package qemu
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -60,7 +59,7 @@ func scsiArgs(b hypervisor.BlockConfig) []string {
 	return []string{"-device", "virtio-scsi-pci,id=" + idSCSI}
 }
 
-// bridgeArgs is the PCI bridge for hot-plugged disks. The reserves make the firmware
+// bridgeArgs is the PCI bridge for hot-plugged disks and for every NIC (nic.go). The reserves make the firmware
 // give the empty bridge address windows, so devices plugged later get their BARs.
 func bridgeArgs() []string {
 	return []string{"-device", fmt.Sprintf(
@@ -81,11 +80,6 @@ type disk struct {
 // diskState is the VM's disks; guarded by VM.mu.
 type diskState struct {
 	disks map[string]*disk
-	// deleted are waiters for DEVICE_DELETED, by device id.
-	deleted map[string]chan struct{}
-	// released are the disk devices whose DEVICE_DELETED came with nobody waiting (a
-	// detach that gave up before the guest released the device).
-	released map[string]bool
 }
 
 var _ hypervisor.DiskHotplugger = (*VM)(nil)
@@ -118,7 +112,7 @@ func (v *VM) AttachDisk(ctx context.Context, d hypervisor.Disk) (_ hypervisor.Di
 	slot := v.freeSlotLocked()
 	if slot < 0 {
 		v.mu.Unlock()
-		return hypervisor.DiskAddress{}, fmt.Errorf("qemu %s: attach disk %s: all %d disk slots are in use: %w", v.cfg.ID, d.ID, lastDiskSlot-firstDiskSlot+1, errdefs.ErrResourceExhausted)
+		return hypervisor.DiskAddress{}, fmt.Errorf("qemu %s: attach disk %s: all %d disk slots (shared with NICs) are in use: %w", v.cfg.ID, d.ID, lastDiskSlot-firstDiskSlot+1, errdefs.ErrResourceExhausted)
 	}
 	dk := &disk{slot: slot, fdset: -1}
 	v.disk.disks[d.ID] = dk
@@ -249,24 +243,30 @@ func (v *VM) delNodes(ctx context.Context, c *qmp.Client, id string) error {
 // opCleanupTimeout bounds the QMP commands that undo a failed attach.
 const opCleanupTimeout = 10 * time.Second
 
-// freeSlotLocked returns the lowest free unit (bridge slot, or SCSI id), or -1.
+// freeSlotLocked returns the lowest free unit (bridge slot, or SCSI id), or -1. A
+// virtio-blk disk shares the bridge with the NICs (nic.go).
 //
 // Preconditions: v.mu is held.
 func (v *VM) freeSlotLocked() int {
+	scsi := v.cfg.Block.Driver == hypervisor.BlockVirtioSCSI
 	for s := firstDiskSlot; s <= lastDiskSlot; s++ {
-		if !slices.ContainsFunc(mapValues(v.disk.disks), func(d *disk) bool { return d.slot == s }) {
+		if !v.diskInSlotLocked(s) && (scsi || !v.nicInSlotLocked(s)) {
 			return s
 		}
 	}
 	return -1
 }
 
-func mapValues(m map[string]*disk) []*disk {
-	out := make([]*disk, 0, len(m))
-	for _, d := range m {
-		out = append(out, d)
+// diskInSlotLocked tells whether a disk uses unit s.
+//
+// Preconditions: v.mu is held.
+func (v *VM) diskInSlotLocked(s int) bool {
+	for _, d := range v.disk.disks {
+		if d.slot == s {
+			return true
+		}
 	}
-	return out
+	return false
 }
 
 // blockDriverOf is QEMU's block driver for the disk's file: host_device for a block
@@ -332,20 +332,12 @@ func (v *VM) DetachDisk(ctx context.Context, id string) error {
 		return fmt.Errorf("qemu %s: detach disk %s: already being detached: %w", v.cfg.ID, id, errdefs.ErrFailedPrecondition)
 	}
 	dk.detaching = true
-	if v.disk.deleted == nil {
-		v.disk.deleted = map[string]chan struct{}{}
-	}
-	// A DEVICE_DELETED that came after an earlier detach gave up has been recorded.
-	released := v.disk.released[dev]
-	gone := make(chan struct{})
-	v.disk.deleted[dev] = gone
 	v.mu.Unlock()
+	gone, released, stop := v.expectDeleted(dev)
+	defer stop()
 	defer func() {
 		v.mu.Lock()
 		dk.detaching = false
-		if v.disk.deleted[dev] == gone {
-			delete(v.disk.deleted, dev)
-		}
 		v.mu.Unlock()
 	}()
 
@@ -362,7 +354,6 @@ func (v *VM) DetachDisk(ctx context.Context, id string) error {
 	}
 	v.mu.Lock()
 	delete(v.disk.disks, id)
-	delete(v.disk.released, dev)
 	v.mu.Unlock()
 	log.G(ctx).WithField("vm", v.cfg.ID).WithField("disk", id).Debug("disk detached")
 	return nil
@@ -410,27 +401,4 @@ func (v *VM) Disks(ctx context.Context) ([]string, error) {
 	}
 	slices.Sort(ids)
 	return ids, nil
-}
-
-// deviceDeleted wakes a DetachDisk waiting for the device in a DEVICE_DELETED event.
-func (v *VM) deviceDeleted(data json.RawMessage) {
-	var d struct {
-		Device string `json:"device"`
-	}
-	if json.Unmarshal(data, &d) != nil || d.Device == "" {
-		return
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if ch, ok := v.disk.deleted[d.Device]; ok {
-		close(ch)
-		delete(v.disk.deleted, d.Device)
-		return
-	}
-	if strings.HasPrefix(d.Device, diskDevicePrefix) {
-		if v.disk.released == nil {
-			v.disk.released = map[string]bool{}
-		}
-		v.disk.released[d.Device] = true
-	}
 }
