@@ -64,9 +64,9 @@ func Attach(ctx context.Context, dir string, cfg Config) (_ *Attachment, retErr 
 // run CNI from an OCI hook once the namespace exists). Interfaces that appeared are
 // attached as Attach does: the Attachment has their NICs and Interfaces, and the Routes and
 // Neighbors of every attached interface. Endpoints whose interface is gone are in Gone; they
-// stay recorded until Detach removes them, after the VM let go of their taps. With no
-// state (no netns, or the none model) there is nothing to rescan. On error what this
-// rescan created is removed again.
+// stay recorded until Detach removes them, after the VM let go of their taps; when the
+// namespace itself is gone, so are they all. With no state (no netns, or the none model)
+// there is nothing to rescan. On error what this rescan created is removed again.
 func Rescan(ctx context.Context, dir string, cfg Config) (_ *Attachment, retErr error) {
 	st, err := LoadState(dir)
 	if errdefs.IsNotFound(err) {
@@ -76,6 +76,10 @@ func Rescan(ctx context.Context, dir string, cfg Config) (_ *Attachment, retErr 
 		return nil, err
 	}
 	ns, err := openNetNS(st.NetNS)
+	if errdefs.IsNotFound(err) {
+		// The manager removed the namespace, and every interface in it.
+		return &Attachment{Gone: slices.Clone(st.Endpoints)}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -182,6 +186,7 @@ func attach(ctx context.Context, dir string, st *State, cfg Config, att *Attachm
 		if nic.Tap != nil {
 			nic.ID = ep.NIC
 			att.NICs = append(att.NICs, nic)
+			att.Added = append(att.Added, ep)
 		}
 		if err != nil {
 			return fmt.Errorf("interface %s: %w", a.Name, err)

@@ -115,6 +115,8 @@ type Attachment struct {
 	Interfaces []*agentv1.Interface
 	Routes     []*agentv1.Route
 	Neighbors  []*agentv1.ARPNeighbor
+	// Added are the endpoints this call attached, in the order of NICs.
+	Added []Endpoint
 	// Gone are the recorded endpoints whose interface left the namespace (Rescan): detach
 	// their NICs from the VM, then Detach them.
 	Gone []Endpoint

@@ -102,6 +102,9 @@ type Sandbox struct {
 	fsdWatch chan struct{}
 	// disks are the host block devices attached to the VM (disk.go).
 	disks diskSet
+	// netMu serializes SyncNetwork (network.go): a rescan of the pod network namespace,
+	// the hot-plugs it leads to and the guest's configuration. Never held with mu.
+	netMu sync.Mutex
 
 	// resizeMu serialises fit: one resize at a time, from the containers' limits at its start.
 	resizeMu sync.Mutex
