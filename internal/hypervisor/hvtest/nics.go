@@ -3,12 +3,16 @@ package hvtest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 
 	"github.com/containerd/errdefs"
+	"github.com/vishvananda/netlink"
 
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/network/nettest"
+	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
 // CheckNICs checks the hypervisor.NICHotplugger contract on a running VM: a NIC attaches
@@ -63,4 +67,60 @@ func CheckNICs(t *testing.T, vm hypervisor.VM, cold []string, tap, vhost func(t 
 			t.Fatalf("detach %s: %v", id, err)
 		}
 	}
+}
+
+// testNICs boots a VM with one NIC and runs CheckNICs on it, on taps in a network
+// namespace the test makes (vhost-net for the second NIC where the host has it): the
+// guest must release each device.
+func (s *suite) testNICs(t *testing.T) {
+	caps, err := hypervisor.CapabilitiesOf(s.driver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !caps.NICHotplug {
+		t.Skipf("%s does not hot-plug NICs", s.driver)
+	}
+	testutil.RequiresRoot(t)
+	ns := nettest.New(t)
+	n := 0
+	tap := func(t *testing.T) *os.File {
+		t.Helper()
+		var f *os.File
+		err := ns.Do(func() error {
+			tt := &netlink.Tuntap{
+				LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("hvtap%d", n)},
+				Mode:      netlink.TUNTAP_MODE_TAP,
+				Flags:     netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR,
+				Queues:    1,
+			}
+			n++
+			if err := netlink.LinkAdd(tt); err != nil {
+				return err
+			}
+			f = tt.Fds[0]
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("make a tap: %v", err)
+		}
+		t.Cleanup(func() { _ = f.Close() })
+		return f
+	}
+	var vhost func(t *testing.T) *os.File
+	if _, err := os.Stat("/dev/vhost-net"); err == nil {
+		vhost = func(t *testing.T) *os.File {
+			t.Helper()
+			f, err := os.OpenFile("/dev/vhost-net", os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = f.Close() })
+			return f
+		}
+	}
+	cfg := s.config(t, "nics")
+	cfg.NICs = []hypervisor.NIC{{ID: "hvtest-boot", MAC: "02:00:00:00:01:00", Tap: tap(t)}}
+	b := s.startConfig(t, cfg)
+	s.waitBooted(t, b)
+	CheckNICs(t, b.vm, []string{"hvtest-boot"}, tap, vhost)
 }
