@@ -80,6 +80,7 @@ func (s *suite) testNICs(t *testing.T) {
 	if !caps.NICHotplug {
 		t.Skipf("%s does not hot-plug NICs", s.driver)
 	}
+	cfg := s.config(t, "nics")
 	testutil.RequiresRoot(t)
 	ns := nettest.New(t)
 	n := 0
@@ -118,7 +119,6 @@ func (s *suite) testNICs(t *testing.T) {
 			return f
 		}
 	}
-	cfg := s.config(t, "nics")
 	cfg.NICs = []hypervisor.NIC{{ID: "hvtest-boot", MAC: "02:00:00:00:01:00", Tap: tap(t)}}
 	b := s.startConfig(t, cfg)
 	s.waitBooted(t, b)
