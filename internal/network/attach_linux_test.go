@@ -234,3 +234,32 @@ func TestRescan(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTeardownAfterRescan tears down, from the state file alone, an interface a rescan
+// attached while its tap descriptor is still open (a VMM that still runs after its shim
+// died): the netns holds exactly what the manager put there.
+func TestTeardownAfterRescan(t *testing.T) {
+	testutil.RequiresRoot(t)
+	pod, peer := nettest.New(t), nettest.New(t)
+	dir := t.TempDir()
+	ctx := context.Background()
+	if _, err := Attach(ctx, dir, Config{NetNS: pod.Path}); err != nil {
+		t.Fatal(err)
+	}
+	nettest.Veth(t, pod, "eth0", "10.213.5.2/24", peer, "peer0", "10.213.5.1/24")
+	managed := pod.Snapshot(t)
+	att, err := Rescan(ctx, dir, Config{NetNS: pod.Path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.CloseFiles()
+	if len(att.NICs) != 1 {
+		t.Fatalf("rescan: got nics %+v", att.NICs)
+	}
+	if err := Teardown(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	if after := pod.Snapshot(t); !slices.Equal(after, managed) {
+		t.Fatalf("after teardown:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(managed, "\n"))
+	}
+}
