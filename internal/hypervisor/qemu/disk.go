@@ -17,7 +17,7 @@ import (
 )
 
 // Disks are hot-plugged as virtio-blk-pci devices into the slots of one PCI bridge that
-// every VM has from boot (bridgeArgs): on q35 the root bus takes no hot-plugged device, and
+// every VM has from boot (bridgeArgs), shared with the NICs (nic.go): on q35 the root bus takes no hot-plugged device, and
 // QEMU hot-plugs into the bridge through ACPI, which the guest answers at once both ways
 // (native PCIe hotplug would make every removal wait 5 s for the attention button). With
 // the virtio-scsi driver, the VM has one virtio-scsi controller from boot (scsiArgs) and
@@ -59,8 +59,9 @@ func scsiArgs(b hypervisor.BlockConfig) []string {
 	return []string{"-device", "virtio-scsi-pci,id=" + idSCSI}
 }
 
-// bridgeArgs is the PCI bridge for hot-plugged disks and for every NIC (nic.go). The reserves make the firmware
-// give the empty bridge address windows, so devices plugged later get their BARs.
+// bridgeArgs is the PCI bridge for hot-plugged disks and for every NIC (nic.go). The
+// reserves make the firmware give the empty bridge address windows, so devices plugged
+// later get their BARs.
 func bridgeArgs() []string {
 	return []string{"-device", fmt.Sprintf(
 		"pci-bridge,bus=pcie.0,id=%s,chassis_nr=1,shpc=off,addr=%#x,io-reserve=4k,mem-reserve=1m,pref64-reserve=1m",
