@@ -17,9 +17,10 @@ import (
 )
 
 // Disks are hot-plugged as virtio-blk-pci devices into the slots of one PCI bridge that
-// every VM has from boot (bridgeArgs), shared with the NICs (nic.go): on q35 the root bus takes no hot-plugged device, and
-// QEMU hot-plugs into the bridge through ACPI, which the guest answers at once both ways
-// (native PCIe hotplug would make every removal wait 5 s for the attention button). With
+// every VM has from boot (bridgeArgs), shared with the NICs (nic.go): on q35 the root bus
+// takes no hot-plugged device, and QEMU hot-plugs into the bridge through ACPI, which the
+// guest answers at once both ways (native PCIe hotplug would make every removal wait 5 s
+// for the attention button). With
 // the virtio-scsi driver, the VM has one virtio-scsi controller from boot (scsiArgs) and
 // each disk is a scsi-hd on it, at channel 0, scsi-id N (the unit number, as a bridge slot
 // would be) and LUN 0.
