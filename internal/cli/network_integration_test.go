@@ -77,8 +77,8 @@ func addVeth(args []string) error {
 
 // TestHookNetwork runs a container whose pod netns is empty at create, with a
 // createRuntime hook that adds a veth there (as nerdctl's hook runs CNI): the start
-// hot-plugs it, the container sees its address and pings the peer, and after delete the
-// netns holds exactly what the hook made.
+// hot-plugs it, the container sees its address and pings the peer, and once the container
+// is gone the netns holds exactly what the hook made.
 func TestHookNetwork(t *testing.T) {
 	h := newHarness(t)
 	testutil.RequiresRoot(t)
@@ -101,7 +101,7 @@ func TestHookNetwork(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	h.ok("delete", "hk1")
+	// run deletes the container (and the VM) once the process exited, as runc's does.
 	got := pod.Snapshot(t)
 	if slices.ContainsFunc(got, func(l string) bool { return strings.Contains(l, "vsl_tap") || strings.Contains(l, "ingress") }) {
 		t.Errorf("left in the pod netns after delete:\n%s", strings.Join(got, "\n"))
