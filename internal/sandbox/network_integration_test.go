@@ -301,3 +301,47 @@ func TestPodNetworkHotplug(t *testing.T) {
 		t.Fatalf("pod netns after delete:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(managed, "\n"))
 	}
 }
+
+// TestPodNetworkHotplugCleanup cleans up, from the state on disk alone (as `shim delete`
+// after a crashed shim does), a sandbox whose NIC was hot-plugged: the VM is killed and the
+// pod netns holds exactly the veth the "manager" put there.
+func TestPodNetworkHotplugCleanup(t *testing.T) {
+	g := testutil.RequiresVM(t)
+	testutil.RequiresRoot(t)
+	pod, peer := nettest.New(t), nettest.New(t)
+	root, err := os.MkdirTemp("", "vsn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(root)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	sb, err := Create(ctx, Config{
+		ID: "hotcl", Root: root,
+		VM:      hypervisor.Config{Kernel: g.Kernel, Initrd: g.Initrd, VCPUs: 1, MemoryMiB: 256},
+		Network: network.Config{NetNS: pod.Path, Model: network.ModelTCFilter},
+	})
+	if err != nil {
+		t.Fatalf("create sandbox: %v", err)
+	}
+	defer func() { _ = sb.Delete(context.Background()) }()
+	e := &env{t: t, sb: sb, root: root}
+	c := e.container("sleeper", []string{"sleep", "1000"}, nil)
+	nettest.Veth(t, pod, "eth0", "10.213.13.2/24", peer, "peer0", "10.213.13.1/24")
+	managed := pod.Snapshot(t)
+	if err := c.Start(ctx); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	if during := strings.Join(pod.Snapshot(t), "\n"); !strings.Contains(during, "vsl_tap0 tuntap") {
+		t.Fatalf("no tap after the start:\n%s", during)
+	}
+	pid := sb.VM().Pid()
+	if err := Cleanup(ctx, root, "hotcl"); err != nil {
+		t.Fatalf("cleanup: %v", err)
+	}
+	<-sb.VM().Done()
+	assertNoLeftovers(t, root, pid)
+	if after := pod.Snapshot(t); !slices.Equal(after, managed) {
+		t.Fatalf("pod netns after cleanup:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(managed, "\n"))
+	}
+}
