@@ -96,6 +96,13 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		s.mu.Unlock()
 		return nil
 	})
+	defer func() {
+		if retErr != nil {
+			cctx, cancel := cleanupContext(ctx)
+			defer cancel()
+			rollback.run(cctx)
+		}
+	}()
 	// The VM grows before the container exists, so its processes find the vCPUs and
 	// memory its limits ask for from the start.
 	if err := s.fit(ctx); err != nil { // resize.go
@@ -105,13 +112,6 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 	if err := s.SyncNetwork(ctx); err != nil { // network.go
 		return nil, fmt.Errorf("container %s: %w", id, err)
 	}
-	defer func() {
-		if retErr != nil {
-			cctx, cancel := cleanupContext(ctx)
-			defer cancel()
-			rollback.run(cctx)
-		}
-	}()
 
 	guestSpec, err := s.shareContainer(ctx, plan, &rollback)
 	if err != nil {
