@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/agent/device"
 	"github.com/vessel-containers/vessel/internal/agent/netcfg"
 )
 
@@ -38,16 +39,30 @@ func (s *Service) existingPodNetNS() *netcfg.PodNS {
 }
 
 // UpdateInterface configures a guest interface (addresses, MTU, name) in the pod's network
-// namespace, moving it there first, and brings it up.
+// namespace, moving it there first, and brings it up. An interface with a PCI path is a
+// NIC the host has just hot-plugged: unless it is there already, the kernel's announcement
+// of its interface is waited for (as long as the request lasts).
 func (s *Service) UpdateInterface(ctx context.Context, req *agentv1.UpdateInterfaceRequest) (*agentv1.Interface, error) {
-	if req.GetInterface() == nil {
+	in := req.GetInterface()
+	if in == nil {
 		return nil, fmt.Errorf("%w: interface is missing", errdefs.ErrInvalidArgument)
 	}
 	ns, err := s.podNetNS()
 	if err != nil {
 		return nil, err
 	}
-	return ns.UpdateInterface(ctx, req.GetInterface())
+	if pci := in.GetPciPath(); pci != "" {
+		have, err := ns.Has(in)
+		if err != nil {
+			return nil, err
+		}
+		if !have {
+			if _, err := device.WaitNet(ctx, s.cfg.SysDir, pci); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return ns.UpdateInterface(ctx, in)
 }
 
 // UpdateRoutes replaces the pod network namespace's routes.

@@ -1,6 +1,7 @@
 // Package hypervisor defines the virtual machine interface Vessel drives (VM), the registry
 // of drivers, and the optional interfaces a driver's VMs may implement (ConsoleTailer;
-// TemplateSaver, Detacher, Resizer in factory.go; DiskHotplugger in disk.go).
+// TemplateSaver, Detacher, Resizer in factory.go; DiskHotplugger in disk.go;
+// NICHotplugger in nic.go).
 //
 // A driver registers itself from an init function with a Driver value: how to create its
 // VMs and what they can do (Capabilities). Binaries pick the drivers they carry with blank
@@ -154,7 +155,7 @@ func (c *Config) Validate() error {
 	}
 	ids := map[string]bool{}
 	for i, n := range c.NICs {
-		if err := n.validate(); err != nil {
+		if err := n.Validate(); err != nil {
 			return fmt.Errorf("vm config: nic %d: %w", i, err)
 		}
 		if ids[n.ID] {
@@ -179,7 +180,8 @@ type NIC struct {
 	Vhost *os.File
 }
 
-func (n NIC) validate() error {
+// Validate reports what makes the NIC unusable.
+func (n NIC) Validate() error {
 	if n.ID == "" || !validName(n.ID) {
 		return fmt.Errorf("id %q: want letters, digits, '-' and '_'", n.ID)
 	}
@@ -274,6 +276,9 @@ type Capabilities struct {
 	MemHotplug bool
 	// BlockHotplug: disks can be attached to a running VM (DiskHotplugger).
 	BlockHotplug bool
+	// NICHotplug: network devices can be attached to and detached from a running VM
+	// (NICHotplugger).
+	NICHotplug bool
 	// SharedFS lists the ways the driver shares a directory with the guest
 	// (Config.SharedFS); New refuses any other.
 	SharedFS []SharedFS

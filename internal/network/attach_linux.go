@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -32,12 +33,9 @@ func Attach(ctx context.Context, dir string, cfg Config) (_ *Attachment, retErr 
 	if cfg.NetNS == "" || model == ModelNone {
 		return &Attachment{}, nil
 	}
-	ns, err := netns.GetFromPath(cfg.NetNS)
+	ns, err := openNetNS(cfg.NetNS)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("pod network namespace %s does not exist: %w", cfg.NetNS, errdefs.ErrNotFound)
-		}
-		return nil, fmt.Errorf("open pod network namespace %s: %w", cfg.NetNS, err)
+		return nil, err
 	}
 	defer ns.Close()
 
@@ -61,7 +59,67 @@ func Attach(ctx context.Context, dir string, cfg Config) (_ *Attachment, retErr 
 	return att, nil
 }
 
-// attach does Attach's work on a thread in the pod's network namespace.
+// Rescan brings the attachment recorded in dir up to date with the namespace, for
+// interfaces the manager added or removed after Attach (nerdctl and docker-style managers
+// run CNI from an OCI hook once the namespace exists). Interfaces that appeared are
+// attached as Attach does: the Attachment has their NICs and Interfaces, and the Routes and
+// Neighbors of every attached interface. Endpoints whose interface is gone are in Gone; they
+// stay recorded until Detach removes them, after the VM let go of their taps; when the
+// namespace itself is gone, so are they all. With no state (no netns, or the none model)
+// there is nothing to rescan. On error what this rescan created is removed again.
+func Rescan(ctx context.Context, dir string, cfg Config) (_ *Attachment, retErr error) {
+	st, err := LoadState(dir)
+	if errdefs.IsNotFound(err) {
+		return &Attachment{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ns, err := openNetNS(st.NetNS)
+	if errdefs.IsNotFound(err) {
+		// The manager removed the namespace, and every interface in it.
+		return &Attachment{Gone: slices.Clone(st.Endpoints)}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer ns.Close()
+	known := len(st.Endpoints)
+	att := &Attachment{}
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		att.CloseFiles()
+		added := slices.Clone(st.Endpoints[known:])
+		for _, ep := range added {
+			if err := Detach(context.WithoutCancel(ctx), dir, ep); err != nil {
+				log.G(ctx).WithError(err).Warn("remove a partial network attachment")
+			}
+		}
+	}()
+	err = inNetNS(ns, func() error { return attach(ctx, dir, st, cfg, att) })
+	if err != nil {
+		return nil, fmt.Errorf("rescan pod network %s: %w", st.NetNS, err)
+	}
+	return att, nil
+}
+
+// openNetNS opens the namespace at path; a path that does not exist is ErrNotFound.
+func openNetNS(path string) (netns.NsHandle, error) {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return ns, fmt.Errorf("pod network namespace %s does not exist: %w", path, errdefs.ErrNotFound)
+		}
+		return ns, fmt.Errorf("open pod network namespace %s: %w", path, err)
+	}
+	return ns, nil
+}
+
+// attach does the work of Attach and Rescan on a thread in the pod's network namespace:
+// it attaches the interfaces st does not record yet, and lists in att.Gone the recorded
+// ones that are gone.
 func attach(ctx context.Context, dir string, st *State, cfg Config, att *Attachment) error {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
@@ -72,11 +130,26 @@ func attach(ctx context.Context, dir string, st *State, cfg Config, att *Attachm
 	if err != nil {
 		return fmt.Errorf("list interfaces: %w", err)
 	}
+	present := map[int]string{}
+	for _, l := range links {
+		present[l.Attrs().Index] = l.Attrs().Name
+	}
+	// names are the attached interfaces by index, for the guest's routes and neighbours.
+	names := map[int]string{}
+	ours := map[int]bool{}
+	for _, ep := range st.Endpoints {
+		ours[ep.TapIndex] = true
+		if present[ep.LinkIndex] == ep.Link {
+			names[ep.LinkIndex] = ep.Link
+			continue
+		}
+		att.Gone = append(att.Gone, ep)
+	}
 	// Refuse what cannot be attached before anything is created.
 	var pod []netlink.Link
 	for _, l := range links {
 		a := l.Attrs()
-		if a.Flags&net.FlagLoopback != 0 {
+		if a.Flags&net.FlagLoopback != 0 || names[a.Index] != "" || ours[a.Index] {
 			continue
 		}
 		if !attachable[l.Type()] {
@@ -99,10 +172,10 @@ func attach(ctx context.Context, dir string, st *State, cfg Config, att *Attachm
 		pod = append(pod, l)
 	}
 
-	names := map[int]string{}
-	for i, l := range pod {
+	for _, l := range pod {
 		a := l.Attrs()
-		ep := Endpoint{Link: a.Name, LinkIndex: a.Index, Tap: tapName(i)}
+		n := st.freeNumber()
+		ep := Endpoint{Link: a.Name, LinkIndex: a.Index, Tap: tapName(n), NIC: nicID(n)}
 		st.Endpoints = append(st.Endpoints, ep)
 		// The tap is recorded before it exists: a crash in between leaves a name that
 		// Teardown removes if it is there.
@@ -111,8 +184,9 @@ func attach(ctx context.Context, dir string, st *State, cfg Config, att *Attachm
 		}
 		nic, err := joinTap(h, l, &st.Endpoints[len(st.Endpoints)-1], func() error { return saveState(dir, st) })
 		if nic.Tap != nil {
-			nic.ID = fmt.Sprintf("vsl-net%d", i)
+			nic.ID = ep.NIC
 			att.NICs = append(att.NICs, nic)
+			att.Added = append(att.Added, ep)
 		}
 		if err != nil {
 			return fmt.Errorf("interface %s: %w", a.Name, err)
@@ -272,6 +346,40 @@ func Teardown(ctx context.Context, dir string) error {
 	}
 	log.G(ctx).WithField("netns", st.NetNS).Debug("pod network detached")
 	return removeState(dir)
+}
+
+// Detach removes what the state in dir records for endpoint ep (its tap, with its qdisc
+// and filter, and the ingress qdisc on the manager's interface) and drops ep from the
+// state. The VM must have let go of the tap first (hypervisor.NICHotplugger.DetachNIC).
+func Detach(ctx context.Context, dir string, ep Endpoint) error {
+	st, err := LoadState(dir)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(st.Endpoints, func(e Endpoint) bool { return e.Tap == ep.Tap })
+	if i < 0 {
+		return nil
+	}
+	ns, err := netns.GetFromPath(st.NetNS)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		// Gone with everything in it.
+	case err != nil:
+		return fmt.Errorf("detach %s: open %s: %w", ep.Link, st.NetNS, err)
+	default:
+		defer ns.Close()
+		h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+		if err != nil {
+			return fmt.Errorf("detach %s: netlink: %w", ep.Link, err)
+		}
+		defer h.Close()
+		if err := detach(h, st.Endpoints[i]); err != nil {
+			return fmt.Errorf("detach %s: %w", ep.Link, err)
+		}
+	}
+	st.Endpoints = slices.Delete(st.Endpoints, i, i+1)
+	log.G(ctx).WithField("interface", ep.Link).WithField("tap", ep.Tap).Debug("pod interface detached")
+	return saveState(dir, st)
 }
 
 // detach removes ep's tap (with its qdisc and filter) and the ingress qdisc Attach added to

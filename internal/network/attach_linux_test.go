@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -140,5 +141,125 @@ func TestTeardownAfterCrash(t *testing.T) {
 	}
 	if after := pod.Snapshot(t); !slices.Equal(after, before) {
 		t.Fatalf("after teardown:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+}
+
+// TestRescan attaches an empty pod netns, then follows a veth the "manager" adds (a new
+// tap, NIC and guest description; a second rescan adds nothing), refuses a link type it
+// cannot attach without touching anything, reports the veth once it is gone, and Detach
+// leaves the netns as it was at first.
+func TestRescan(t *testing.T) {
+	testutil.RequiresRoot(t)
+	pod, peer := nettest.New(t), nettest.New(t)
+	before := pod.Snapshot(t)
+	dir := t.TempDir()
+	ctx := context.Background()
+	att, err := Attach(ctx, dir, Config{NetNS: pod.Path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(att.NICs) != 0 {
+		t.Fatalf("empty netns: got nics %+v", att.NICs)
+	}
+
+	nettest.Veth(t, pod, "eth0", "10.213.4.2/24", peer, "peer0", "10.213.4.1/24")
+	h := pod.Handle(t)
+	eth0, err := h.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: net.ParseIP("10.213.4.1")}); err != nil {
+		t.Fatal(err)
+	}
+	att, err = Rescan(ctx, dir, Config{NetNS: pod.Path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.CloseFiles()
+	if len(att.NICs) != 1 || att.NICs[0].ID != "vsl-net0" || att.NICs[0].MAC != pod.MAC(t, "eth0").String() || len(att.Gone) != 0 {
+		t.Fatalf("rescan: got nics %+v, gone %+v", att.NICs, att.Gone)
+	}
+	if len(att.Interfaces) != 1 || att.Interfaces[0].Name != "eth0" || len(att.Routes) != 1 || att.Routes[0].Gateway != "10.213.4.1" {
+		t.Fatalf("rescan: got interfaces %v, routes %v", att.Interfaces, att.Routes)
+	}
+	att.CloseFiles()
+	during := pod.Snapshot(t)
+	if !slices.Contains(during, "link vsl_tap0 tuntap "+pod.MAC(t, "vsl_tap0").String()+" mtu=1500") {
+		t.Fatalf("no tap after the rescan:\n%s", strings.Join(during, "\n"))
+	}
+	again, err := Rescan(ctx, dir, Config{NetNS: pod.Path})
+	if err != nil || len(again.NICs) != 0 || len(again.Gone) != 0 || len(again.Interfaces) != 0 {
+		t.Fatalf("second rescan: got %+v, %v; want nothing new", again, err)
+	}
+
+	// A bridge cannot be attached: the rescan fails naming it and changes nothing.
+	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br7"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Rescan(ctx, dir, Config{NetNS: pod.Path}); err == nil || !strings.Contains(err.Error(), "br7") {
+		t.Fatalf("rescan with a bridge: got %v, want an error naming br7", err)
+	}
+	br, err := h.LinkByName("br7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkDel(br); err != nil {
+		t.Fatal(err)
+	}
+	if got := pod.Snapshot(t); !slices.Equal(got, during) {
+		t.Fatalf("after a refused rescan:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(during, "\n"))
+	}
+
+	if err := h.LinkDel(eth0); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := Rescan(ctx, dir, Config{NetNS: pod.Path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gone.Gone) != 1 || gone.Gone[0].Link != "eth0" || gone.Gone[0].NIC != "vsl-net0" || len(gone.NICs) != 0 {
+		t.Fatalf("rescan after the veth left: got %+v", gone)
+	}
+	if err := Detach(ctx, dir, gone.Gone[0]); err != nil {
+		t.Fatal(err)
+	}
+	if after := pod.Snapshot(t); !slices.Equal(after, before) {
+		t.Fatalf("after detach:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+	st, err := LoadState(dir)
+	if err != nil || len(st.Endpoints) != 0 {
+		t.Fatalf("state after detach: %+v, %v", st, err)
+	}
+	if err := Teardown(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTeardownAfterRescan tears down, from the state file alone, an interface a rescan
+// attached while its tap descriptor is still open (a VMM that still runs after its shim
+// died): the netns holds exactly what the manager put there.
+func TestTeardownAfterRescan(t *testing.T) {
+	testutil.RequiresRoot(t)
+	pod, peer := nettest.New(t), nettest.New(t)
+	dir := t.TempDir()
+	ctx := context.Background()
+	if _, err := Attach(ctx, dir, Config{NetNS: pod.Path}); err != nil {
+		t.Fatal(err)
+	}
+	nettest.Veth(t, pod, "eth0", "10.213.5.2/24", peer, "peer0", "10.213.5.1/24")
+	managed := pod.Snapshot(t)
+	att, err := Rescan(ctx, dir, Config{NetNS: pod.Path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.CloseFiles()
+	if len(att.NICs) != 1 {
+		t.Fatalf("rescan: got nics %+v", att.NICs)
+	}
+	if err := Teardown(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	if after := pod.Snapshot(t); !slices.Equal(after, managed) {
+		t.Fatalf("after teardown:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(managed, "\n"))
 	}
 }

@@ -24,3 +24,9 @@ func Attach(_ context.Context, _ string, cfg Config) (*Attachment, error) {
 
 // Teardown has nothing to remove where Attach creates nothing.
 func Teardown(context.Context, string) error { return nil }
+
+// Rescan has nothing to rescan where Attach attaches nothing.
+func Rescan(context.Context, string, Config) (*Attachment, error) { return &Attachment{}, nil }
+
+// Detach has nothing to remove where Attach creates nothing.
+func Detach(context.Context, string, Endpoint) error { return nil }

@@ -11,6 +11,9 @@
 // address, so the manager's neighbour entries and ARP caches stay valid; the interface's
 // addresses, MTU, routes and permanent neighbours are returned for the guest agent.
 //
+// Rescan does the same for interfaces that appear in the namespace later, and reports the
+// attached ones that left it; Detach removes one endpoint once the VM let go of its tap.
+//
 // Everything Attach creates is recorded in a state file in the sandbox directory before it is
 // created, so Teardown removes exactly that (taps, and the ingress qdiscs with their filters)
 // and nothing of the manager's, also from another process after the first one died.
@@ -23,6 +26,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/containerd/errdefs"
 
@@ -78,6 +82,17 @@ type Endpoint struct {
 	// LinkIngress records that Attach added the ingress qdisc (and with it the filter) on
 	// the manager's interface; removing the qdisc removes the filter.
 	LinkIngress bool `json:"link_ingress,omitempty"`
+	// NIC is the id of the VM's network device on the tap (NIC.ID).
+	NIC string `json:"nic,omitempty"`
+}
+
+// freeNumber is the lowest N whose tap (vsl_tapN) and NIC (vsl-netN) no endpoint has.
+func (st *State) freeNumber() int {
+	for n := 0; ; n++ {
+		if !slices.ContainsFunc(st.Endpoints, func(e Endpoint) bool { return e.Tap == tapName(n) || e.NIC == nicID(n) }) {
+			return n
+		}
+	}
 }
 
 // NIC is one network device for the VM: the tap's descriptor and the guest MAC address.
@@ -91,7 +106,8 @@ type NIC struct {
 	Vhost *os.File
 }
 
-// Attachment is what Attach did: the NICs for the VMM, and the guest's configuration.
+// Attachment is what Attach or Rescan did: the NICs for the VMM, and the guest's
+// configuration.
 type Attachment struct {
 	NICs []NIC
 	// Interfaces, Routes and Neighbors configure the guest (agent UpdateInterface,
@@ -99,6 +115,11 @@ type Attachment struct {
 	Interfaces []*agentv1.Interface
 	Routes     []*agentv1.Route
 	Neighbors  []*agentv1.ARPNeighbor
+	// Added are the endpoints this call attached, in the order of NICs.
+	Added []Endpoint
+	// Gone are the recorded endpoints whose interface left the namespace (Rescan): detach
+	// their NICs from the VM, then Detach them.
+	Gone []Endpoint
 }
 
 // CloseFiles closes the descriptors of the NICs: once the VMM holds its copies, or when
@@ -130,9 +151,11 @@ func ParseModel(s string) (Model, error) {
 	return "", fmt.Errorf("internetworking_model %q: %w: want tcfilter or none", s, errdefs.ErrInvalidArgument)
 }
 
-// tapName is the tap created for the pod interface with index i in the netns. Names are
-// at most 15 bytes (IFNAMSIZ-1).
-func tapName(i int) string { return fmt.Sprintf("vsl_tap%d", i) }
+// tapName is the N-th tap. Names are at most 15 bytes (IFNAMSIZ-1).
+func tapName(n int) string { return fmt.Sprintf("vsl_tap%d", n) }
+
+// nicID is the id of the VM's N-th network device, the one on tap N.
+func nicID(n int) string { return fmt.Sprintf("vsl-net%d", n) }
 
 // saveState writes st into dir.
 func saveState(dir string, st *State) error {

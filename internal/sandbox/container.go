@@ -96,11 +96,6 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		s.mu.Unlock()
 		return nil
 	})
-	// The VM grows before the container exists, so its processes find the vCPUs and
-	// memory its limits ask for from the start.
-	if err := s.fit(ctx); err != nil { // resize.go
-		return nil, fmt.Errorf("container %s: %w", id, err)
-	}
 	defer func() {
 		if retErr != nil {
 			cctx, cancel := cleanupContext(ctx)
@@ -108,6 +103,15 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 			rollback.run(cctx)
 		}
 	}()
+	// The VM grows before the container exists, so its processes find the vCPUs and
+	// memory its limits ask for from the start.
+	if err := s.fit(ctx); err != nil { // resize.go
+		return nil, fmt.Errorf("container %s: %w", id, err)
+	}
+	// Interfaces a hook of an earlier container added come before this one exists.
+	if err := s.SyncNetwork(ctx); err != nil { // network.go
+		return nil, fmt.Errorf("container %s: %w", id, err)
+	}
 
 	guestSpec, err := s.shareContainer(ctx, plan, &rollback)
 	if err != nil {
@@ -315,6 +319,11 @@ func (c *Container) Start(ctx context.Context) error {
 	if st := c.getState(); st != StateCreated {
 		return fmt.Errorf("start container %s: it is %s, not created: %w", c.id, st, errdefs.ErrFailedPrecondition)
 	}
+	// The create-time hooks (createRuntime, prestart) have run: the network they set up
+	// in the pod's namespace is there before the process runs.
+	if err := c.sb.SyncNetwork(ctx); err != nil { // network.go
+		return fmt.Errorf("start container %s: %w", c.id, err)
+	}
 	if err := c.sb.agent.StartContainer(ctx, c.id); err != nil {
 		return c.sb.explain(fmt.Errorf("start container %s: %w", c.id, err))
 	}
@@ -438,6 +447,12 @@ func (s *Sandbox) DeleteContainer(ctx context.Context, id string) error {
 	}
 	if err := s.releaseDisks(ctx, c); err != nil { // disk.go
 		errs = append(errs, fmt.Errorf("container %s: %w", id, err))
+	}
+	// Interfaces the manager removed with the container leave the VM.
+	if s.vmAlive() {
+		if err := s.SyncNetwork(ctx); err != nil { // network.go
+			errs = append(errs, fmt.Errorf("container %s: %w", id, err))
+		}
 	}
 	c.setState(StateStopped)
 	s.mu.Lock()

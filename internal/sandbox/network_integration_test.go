@@ -174,3 +174,176 @@ func TestPodNetworkMissingNetNS(t *testing.T) {
 	}
 	assertNoLeftovers(t, root, 0)
 }
+
+// TestPodNetworkHotplug follows a pod netns that is empty when the sandbox boots, as with
+// managers that run CNI from a createRuntime hook: the test adds a veth (10.213.10.0/24)
+// between a container's create and its start, as the hook would, and the start hot-plugs
+// it: busybox httpd in the container answers the peer over the pod IP and a second
+// container sees the address and route and pings the peer. A second veth
+// (10.213.11.0/24) added while the pod runs is picked up by the next container create,
+// with both peers reachable; once the test removes it, the next container delete unplugs
+// it and the guest no longer has it. After delete the pod netns holds exactly the veth the
+// "manager" left there.
+func TestPodNetworkHotplug(t *testing.T) {
+	g := testutil.RequiresVM(t)
+	testutil.RequiresRoot(t)
+	pod, peer, peer2 := nettest.New(t), nettest.New(t), nettest.New(t)
+	root, err := os.MkdirTemp("", "vsn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(root)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	sb, err := Create(ctx, Config{
+		ID: "hotsb", Root: root,
+		VM:      hypervisor.Config{Kernel: g.Kernel, Initrd: g.Initrd, VCPUs: 1, MemoryMiB: 256},
+		Network: network.Config{NetNS: pod.Path, Model: network.ModelTCFilter, VhostNet: true},
+	})
+	if err != nil {
+		t.Fatalf("create sandbox: %v", err)
+	}
+	e := &env{t: t, sb: sb, root: root}
+	deleted := false
+	defer func() {
+		if !deleted {
+			_ = sb.Delete(context.Background())
+		}
+	}()
+
+	httpd := e.container("web", []string{"sh", "-c", "mkdir -p /tmp/www && echo hello-hotplug > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"}, nil)
+	// What a createRuntime hook of a CNI-running manager does, between create and start.
+	nettest.Veth(t, pod, "eth0", "10.213.10.2/24", peer, "peer0", "10.213.10.1/24")
+	h := pod.Handle(t)
+	eth0, err := h.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: net.ParseIP("10.213.10.1")}); err != nil {
+		t.Fatal(err)
+	}
+	managed := pod.Snapshot(t)
+
+	st := httpd.Attach(ctx, "", IO{Stdout: io.Discard, Stderr: io.Discard})
+	defer st.Close()
+	start := time.Now()
+	if err := httpd.Start(ctx); err != nil {
+		t.Fatalf("start httpd: %v", err)
+	}
+	t.Logf("start with one nic hot-plugged and configured: %v", time.Since(start))
+	if during := strings.Join(pod.Snapshot(t), "\n"); !strings.Contains(during, "vsl_tap0 tuntap") {
+		t.Fatalf("no tap in the pod netns after the start:\n%s", during)
+	}
+	var body string
+	testutil.WaitFor(t, "the page from httpd at 10.213.10.2:8080", func() bool {
+		body, err = fetch(peer, "10.213.10.2:8080")
+		return err == nil
+	})
+	if !strings.Contains(body, "hello-hotplug") {
+		t.Fatalf("page: got %q", body)
+	}
+
+	probe := func(id, script string, want, unwanted []string) {
+		t.Helper()
+		c := e.container(id, []string{"sh", "-c", script}, nil)
+		code, out, errOut := e.run(c, nil)
+		if code != 0 {
+			t.Fatalf("%s exited %d: %s\n%s", id, code, out, errOut)
+		}
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s output lacks %q:\n%s", id, w, out)
+			}
+		}
+		for _, u := range unwanted {
+			if strings.Contains(out, u) {
+				t.Errorf("%s output has %q:\n%s", id, u, out)
+			}
+		}
+	}
+	probe("probe1", "ip addr show eth0; ip route; ping -c 1 -W 10 10.213.10.1 && echo PING-OK",
+		[]string{"inet 10.213.10.2/24", "link/ether " + pod.MAC(t, "eth0").String(), "default via 10.213.10.1 dev eth0", "PING-OK"}, nil)
+	if err := sb.DeleteContainer(ctx, "probe1"); err != nil {
+		t.Fatal(err)
+	}
+
+	// A second interface while the pod runs: the next container create attaches it.
+	nettest.Veth(t, pod, "eth1", "10.213.11.2/24", peer2, "peer1", "10.213.11.1/24")
+	probe("probe2", "ip addr show eth1; ip route; ping -c 1 -W 10 10.213.11.1 && echo PING2-OK; ping -c 1 -W 10 10.213.10.1 && echo PING1-OK",
+		[]string{"inet 10.213.11.2/24", "link/ether " + pod.MAC(t, "eth1").String(), "default via 10.213.10.1 dev eth0", "PING2-OK", "PING1-OK"}, nil)
+	if during := strings.Join(pod.Snapshot(t), "\n"); !strings.Contains(during, "vsl_tap1 tuntap") {
+		t.Fatalf("no second tap in the pod netns:\n%s", during)
+	}
+
+	// The manager removes it; the next container delete unplugs it.
+	eth1, err := h.LinkByName("eth1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkDel(eth1); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	if err := sb.DeleteContainer(ctx, "probe2"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("delete of a container with one nic unplugged and its tap removed: %v", time.Since(start))
+	if during := strings.Join(pod.Snapshot(t), "\n"); strings.Contains(during, "vsl_tap1") {
+		t.Fatalf("the second tap is left after its interface went:\n%s", during)
+	}
+	probe("probe3", "ip -o link; ping -c 1 -W 10 10.213.10.1 && echo PING1-OK", []string{"eth0", "PING1-OK"}, []string{"eth1"})
+
+	deleted = true
+	pid := sb.VM().Pid()
+	if err := sb.Delete(context.Background()); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	assertNoLeftovers(t, root, pid)
+	if after := pod.Snapshot(t); !slices.Equal(after, managed) {
+		t.Fatalf("pod netns after delete:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(managed, "\n"))
+	}
+}
+
+// TestPodNetworkHotplugCleanup cleans up, from the state on disk alone (as `shim delete`
+// after a crashed shim does), a sandbox whose NIC was hot-plugged: the VM is killed and the
+// pod netns holds exactly the veth the "manager" put there.
+func TestPodNetworkHotplugCleanup(t *testing.T) {
+	g := testutil.RequiresVM(t)
+	testutil.RequiresRoot(t)
+	pod, peer := nettest.New(t), nettest.New(t)
+	root, err := os.MkdirTemp("", "vsn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(root)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	sb, err := Create(ctx, Config{
+		ID: "hotcl", Root: root,
+		VM:      hypervisor.Config{Kernel: g.Kernel, Initrd: g.Initrd, VCPUs: 1, MemoryMiB: 256},
+		Network: network.Config{NetNS: pod.Path, Model: network.ModelTCFilter},
+	})
+	if err != nil {
+		t.Fatalf("create sandbox: %v", err)
+	}
+	defer func() { _ = sb.Delete(context.Background()) }()
+	e := &env{t: t, sb: sb, root: root}
+	c := e.container("sleeper", []string{"sleep", "1000"}, nil)
+	nettest.Veth(t, pod, "eth0", "10.213.13.2/24", peer, "peer0", "10.213.13.1/24")
+	managed := pod.Snapshot(t)
+	if err := c.Start(ctx); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	if during := strings.Join(pod.Snapshot(t), "\n"); !strings.Contains(during, "vsl_tap0 tuntap") {
+		t.Fatalf("no tap after the start:\n%s", during)
+	}
+	pid := sb.VM().Pid()
+	if err := Cleanup(ctx, root, "hotcl"); err != nil {
+		t.Fatalf("cleanup: %v", err)
+	}
+	<-sb.VM().Done()
+	assertNoLeftovers(t, root, pid)
+	if after := pod.Snapshot(t); !slices.Equal(after, managed) {
+		t.Fatalf("pod netns after cleanup:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(managed, "\n"))
+	}
+}

@@ -110,6 +110,9 @@ type Sandbox struct {
 	disks diskSet
 	// vmmIDs is the lease of the VMM's host ids (userns.go); nil when it runs as root.
 	vmmIDs *idrange.Lease
+	// netMu serializes SyncNetwork (network.go): a rescan of the pod network namespace,
+	// the hot-plugs it leads to and the guest's configuration. Never held with mu.
+	netMu sync.Mutex
 
 	// resizeMu serialises fit: one resize at a time, from the containers' limits at its start.
 	resizeMu sync.Mutex

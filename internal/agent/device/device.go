@@ -1,11 +1,11 @@
 //go:build linux
 
-// Package device finds the devices the host hot-plugs into the guest. A virtio-blk disk is
-// named by its PCI path (hypervisor.DiskAddress.PCIPath, e.g. "1e/01": slot 0x1e of the
-// root bus, then slot 1 of the bus behind that bridge), a virtio-scsi disk by its SCSI
-// address ("<scsi-id>:<lun>"). WaitBlock subscribes to the kernel's device
-// events (a NETLINK_KOBJECT_UEVENT socket) before it looks in sysfs, so a disk that
-// appears between the look and the wait is not missed, and it never polls /dev.
+// Package device finds the devices the host hot-plugs into the guest. A virtio-blk disk or
+// a NIC is named by its PCI path (hypervisor.DiskAddress.PCIPath, e.g. "1e/01": slot 0x1e
+// of the root bus, then slot 1 of the bus behind that bridge), a virtio-scsi disk by its
+// SCSI address ("<scsi-id>:<lun>"). WaitBlock and WaitNet subscribe to the kernel's device
+// events (a NETLINK_KOBJECT_UEVENT socket) before they look in sysfs, so a device that
+// appears between the look and the wait is not missed, and they never poll.
 package device
 
 import (
@@ -41,6 +41,16 @@ var rePCIPath = regexp.MustCompile(`^[0-9a-f]{2}(/[0-9a-f]{2})*$`)
 // whole disk under the PCI device at pciPath: the root bus's slot, then on each bus behind
 // a bridge the slot given (the bus numbers are the guest's own).
 func devpathPattern(pciPath string) (*regexp.Regexp, error) {
+	return pciPattern(pciPath, `/(?:[^/]+/)*block/([^/]+)$`)
+}
+
+// netPattern matches the sysfs path of the network interface of the PCI device at pciPath.
+func netPattern(pciPath string) (*regexp.Regexp, error) {
+	return pciPattern(pciPath, `/(?:[^/]+/)*net/([^/]+)$`)
+}
+
+// pciPattern matches the sysfs paths under the PCI device at pciPath that end in tail.
+func pciPattern(pciPath, tail string) (*regexp.Regexp, error) {
 	if !rePCIPath.MatchString(pciPath) {
 		return nil, fmt.Errorf("%w: pci path %q: want two-digit hex slots joined by '/'", errdefs.ErrInvalidArgument, pciPath)
 	}
@@ -50,7 +60,7 @@ func devpathPattern(pciPath string) (*regexp.Regexp, error) {
 	for _, s := range slots[1:] {
 		b.WriteString(`/0000:[0-9a-f]{2}:` + s + `\.0`)
 	}
-	b.WriteString(`/(?:[^/]+/)*block/([^/]+)$`)
+	b.WriteString(tail)
 	return regexp.MustCompile(b.String()), nil
 }
 
@@ -128,6 +138,65 @@ func waitDisk(ctx context.Context, sysDir string, re *regexp.Regexp, where strin
 		}
 		return Block{Name: name, Major: uint32(maj), Minor: uint32(minor)}, nil
 	}
+}
+
+// WaitNet returns the kernel's name of the network interface of the PCI device at
+// pciPath (a hot-plugged NIC), waiting until ctx ends for the kernel to announce it.
+// sysDir is sysfs (/sys), mounted in the network namespace where the kernel creates the
+// interface (sysfs shows the interfaces of that namespace only).
+func WaitNet(ctx context.Context, sysDir, pciPath string) (string, error) {
+	re, err := netPattern(pciPath)
+	if err != nil {
+		return "", err
+	}
+	sock, err := openUevents()
+	if err != nil {
+		return "", err
+	}
+	defer sock.Close()
+	if name, ok := findNetInSysfs(sysDir, re); ok {
+		return name, nil
+	}
+	for {
+		ev, err := readUevent(ctx, sock)
+		if errors.Is(err, errOverrun) {
+			if name, ok := findNetInSysfs(sysDir, re); ok {
+				return name, nil
+			}
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("wait for the network interface at pci path %s: %w", pciPath, err)
+		}
+		if ev["ACTION"] != "add" || ev["SUBSYSTEM"] != "net" {
+			continue
+		}
+		if m := re.FindStringSubmatch(ev["DEVPATH"]); m != nil {
+			if ev["INTERFACE"] != "" {
+				return ev["INTERFACE"], nil
+			}
+			return m[1], nil
+		}
+	}
+}
+
+// findNetInSysfs looks for an interface already present under the PCI path.
+func findNetInSysfs(sysDir string, re *regexp.Regexp) (string, bool) {
+	matches, _ := filepath.Glob(filepath.Join(sysDir, "class", "net", "*"))
+	for _, link := range matches {
+		target, err := filepath.EvalSymlinks(link)
+		if err != nil {
+			continue
+		}
+		rel, err := filepath.Rel(sysDir, target)
+		if err != nil {
+			continue
+		}
+		if m := re.FindStringSubmatch("/" + rel); m != nil {
+			return m[1], true
+		}
+	}
+	return "", false
 }
 
 // findInSysfs looks for a disk already present under the PCI path.

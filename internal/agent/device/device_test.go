@@ -105,3 +105,51 @@ func TestSCSIPattern(t *testing.T) {
 		}
 	}
 }
+
+// TestNetPattern matches the interface of a NIC in a bridge slot, and nothing else.
+func TestNetPattern(t *testing.T) {
+	re, err := netPattern("1e/02")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		"/devices/pci0000:00/0000:00:1e.0/0000:01:02.0/virtio4/net/eth1":        "eth1",
+		"/devices/pci0000:00/0000:00:1e.0/0000:01:01.0/virtio4/net/eth1":        "",
+		"/devices/pci0000:00/0000:00:1e.0/0000:01:02.0/virtio4/block/vda":       "",
+		"/devices/pci0000:00/0000:00:1e.0/0000:01:02.0/virtio4/net/eth1/queues": "",
+	} {
+		m := re.FindStringSubmatch(path)
+		got := ""
+		if m != nil {
+			got = m[1]
+		}
+		if got != want {
+			t.Errorf("%s: got %q, want %q", path, got, want)
+		}
+	}
+}
+
+// TestFindNetInSysfs builds a fake sysfs where /sys/class/net/eth1 links to the interface
+// under the PCI device, as the kernel lays it out.
+func TestFindNetInSysfs(t *testing.T) {
+	sys := t.TempDir()
+	dev := filepath.Join(sys, "devices/pci0000:00/0000:00:1e.0/0000:01:02.0/virtio4/net/eth1")
+	if err := os.MkdirAll(dev, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(sys, "class/net"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../../devices/pci0000:00/0000:00:1e.0/0000:01:02.0/virtio4/net/eth1", filepath.Join(sys, "class/net/eth1")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if got, err := WaitNet(ctx, sys, "1e/02"); err != nil || got != "eth1" {
+		t.Fatalf("got %q, %v; want eth1", got, err)
+	}
+	re, _ := netPattern("1e/03")
+	if got, ok := findNetInSysfs(sys, re); ok {
+		t.Fatalf("slot 3: got %q, want none", got)
+	}
+}

@@ -229,6 +229,14 @@ func (p *PodNS) findLink(in *agentv1.Interface) (netlink.Link, error) {
 		if l.Attrs().Flags&net.FlagLoopback != 0 {
 			break
 		}
+		// The kernel names a hot-plugged NIC after the free names of the agent's namespace
+		// (eth0 again once the first NIC moved out): move it under a name of its own.
+		if _, err := p.h.LinkByName(l.Attrs().Name); err == nil {
+			tmp := fmt.Sprintf("vsl%d", l.Attrs().Index)
+			if err := p.root.LinkSetName(l, tmp); err != nil {
+				return nil, fmt.Errorf("rename %s to %s before moving it into the pod network namespace: %w", l.Attrs().Name, tmp, err)
+			}
+		}
 		if err := p.root.LinkSetNsFd(l, int(p.ns)); err != nil {
 			return nil, fmt.Errorf("move %s into the pod network namespace: %w", l.Attrs().Name, err)
 		}
@@ -242,6 +250,17 @@ func (p *PodNS) findLink(in *agentv1.Interface) (netlink.Link, error) {
 		return nil, fmt.Errorf("%s moved into the pod network namespace is not there", l.Attrs().Name)
 	}
 	return nil, fmt.Errorf("interface (hw_addr %q, device %q, name %q): %w", in.GetHwAddr(), in.GetDevice(), in.GetName(), errdefs.ErrNotFound)
+}
+
+// Has tells whether in's link exists, in the pod namespace or in the agent's.
+func (p *PodNS) Has(in *agentv1.Interface) (bool, error) {
+	for _, h := range []*netlink.Handle{p.h, p.root} {
+		l, err := findIn(h, in)
+		if err != nil || l != nil {
+			return l != nil, err
+		}
+	}
+	return false, nil
 }
 
 // findIn looks for in's link through h; nil when there is none.

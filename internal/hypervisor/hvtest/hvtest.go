@@ -11,8 +11,9 @@
 // test's temporary directory, and checks the hypervisor.VM contract: the agent channel and
 // the console, pause and resume, stop, an external kill, a bad kernel, two VMs at once,
 // a guest flooding its console, which must leave the host's console buffers at
-// hypervisor.MaxConsoleLog, and disk hotplug (CheckDisks, which a driver's unit tests can
-// also run against a fake VMM).
+// hypervisor.MaxConsoleLog, disk hotplug (CheckDisks) and NIC hotplug (CheckNICs, on taps
+// in a network namespace of the test's own); a driver's unit tests can also run both
+// checks against a fake VMM.
 // It waits on events (socket reads, Done) under generous deadlines, never on fixed sleeps.
 //
 // Only the "serial" agent transport (a unix socket connected to the vessel.agent
@@ -82,6 +83,7 @@ func Run(t *testing.T, driver string) {
 	t.Run("TwoVMs", s.testTwoVMs)
 	t.Run("ConsoleFlood", s.testConsoleFlood)
 	t.Run("Disks", s.testDisks)
+	t.Run("NICs", s.testNICs)
 }
 
 // knownSharedFS are the shared file systems a driver may list.
@@ -107,6 +109,7 @@ func CheckCapabilities(t *testing.T, driver string) {
 	_, detacher := vm.(hypervisor.Detacher)
 	_, resizer := vm.(hypervisor.Resizer)
 	_, disks := vm.(hypervisor.DiskHotplugger)
+	_, nics := vm.(hypervisor.NICHotplugger)
 	for _, c := range []struct {
 		what      string
 		promised  bool
@@ -116,6 +119,7 @@ func CheckCapabilities(t *testing.T, driver string) {
 		{"hypervisor.Detacher (Templating)", caps.Templating, detacher},
 		{"hypervisor.Resizer (Templating, CPUHotplug or MemHotplug)", caps.Templating || caps.CPUHotplug || caps.MemHotplug, resizer},
 		{"hypervisor.DiskHotplugger (BlockHotplug)", caps.BlockHotplug, disks},
+		{"hypervisor.NICHotplugger (NICHotplug)", caps.NICHotplug, nics},
 	} {
 		if c.promised != c.implement {
 			t.Errorf("%s: capability %v, VM implements it %v", c.what, c.promised, c.implement)

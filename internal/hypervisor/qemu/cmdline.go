@@ -102,7 +102,7 @@ func kernelCmdline(cfg *hypervisor.Config, accel hypervisor.Accelerator) string 
 // it checks nothing on the host. cfg must have passed Validate.
 //
 // Not supported yet: CPU, memory and device hotplug (only the headroom is reserved),
-// NIC hotplug and multiqueue NICs, disks at boot (they are hot-plugged: disk.go), vsock, and machine types other than q35-like PC machines.
+// multiqueue NICs, disks at boot (they are hot-plugged: disk.go), vsock, and machine types other than q35-like PC machines.
 func commandLine(cfg *hypervisor.Config, l launch) []string {
 	machine := cfg.MachineType
 	if machine == "" {
@@ -226,24 +226,22 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 		)
 	}
 
+	// The bridge that disks and NICs are plugged into, and the SCSI controller for the
+	// virtio-scsi driver (disk.go).
+	args = append(args, bridgeArgs()...)
+	args = append(args, scsiArgs(cfg.Block)...)
+
 	// Network devices on the tap descriptors the caller opened in the pod's network
-	// namespace (QEMU never joins it). The guest NIC takes the pod interface's MAC.
+	// namespace (QEMU never joins it), in the bridge's first slots so that they can be
+	// unplugged (nic.go). The guest NIC takes the pod interface's MAC.
 	for i, n := range cfg.NICs {
 		fds := l.nics[i]
 		netdev := fmt.Sprintf("tap,id=%s,fd=%d", n.ID, fds.tap)
 		if fds.vhost >= 0 {
 			netdev += fmt.Sprintf(",vhost=on,vhostfd=%d", fds.vhost)
 		}
-		args = append(args,
-			"-netdev", netdev,
-			"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=%s", n.ID, n.MAC),
-		)
+		args = append(args, "-netdev", netdev, "-device", nicDeviceArg(n, coldNICSlot(i)))
 	}
-
-	// The bridge that disks are hot-plugged into, and the SCSI controller for the
-	// virtio-scsi driver (disk.go).
-	args = append(args, bridgeArgs()...)
-	args = append(args, scsiArgs(cfg.Block)...)
 
 	// Free page reporting hands pages the guest frees back to the host.
 	args = append(args, "-device", "virtio-balloon-pci,id=vessel-balloon,free-page-reporting="+freePageReporting(cfg))

@@ -4,17 +4,24 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qmp"
 )
 
 // deviceEvents hands the guest's ACPI _OST answers to hot-plugs (ACPI_DEVICE_OST) to the
 // caller waiting for the device's answer, by device id. consumeEvents delivers; a waiter
-// registers before the device_add that causes the event, so it cannot miss it. (The end of
-// a disk's unplug, DEVICE_DELETED, has its own bookkeeping in disk.go.)
+// registers before the device_add that causes the event, so it cannot miss it. The end of
+// an unplug (DEVICE_DELETED of a disk or a NIC) is tracked apart: deleted wakes the detach
+// waiting for it, released remembers one that came with nobody waiting.
 type deviceEvents struct {
 	// waiters by device id; guarded by VM.mu.
 	waiters map[string]chan qmp.Event
+	// deleted are waiters for DEVICE_DELETED, by device id; guarded by VM.mu.
+	deleted map[string]chan struct{}
+	// released are the hot-plugged devices whose DEVICE_DELETED came with nobody waiting (a
+	// detach that gave up before the guest released the device); guarded by VM.mu.
+	released map[string]bool
 }
 
 // deviceOf names the device an event is about, "" when it is not about one.
@@ -83,5 +90,58 @@ func (v *VM) awaitDeviceEvent(ctx context.Context, ch <-chan qmp.Event, id, name
 		case <-ctx.Done():
 			return qmp.Event{}, fmt.Errorf("qemu %s: waiting for %s of %s: %w", v.cfg.ID, name, id, context.Cause(ctx))
 		}
+	}
+}
+
+// expectDeleted registers for the DEVICE_DELETED of device dev: gone closes when it
+// comes; released tells that it came already, after an earlier detach gave up. The caller
+// must call stop, which also forgets a recorded release.
+func (v *VM) expectDeleted(dev string) (gone <-chan struct{}, released bool, stop func()) {
+	ch := make(chan struct{})
+	v.mu.Lock()
+	if v.devEvents.deleted == nil {
+		v.devEvents.deleted = map[string]chan struct{}{}
+	}
+	released = v.devEvents.released[dev]
+	v.devEvents.deleted[dev] = ch
+	v.mu.Unlock()
+	return ch, released, func() {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		if v.devEvents.deleted[dev] == ch {
+			delete(v.devEvents.deleted, dev)
+		}
+		select {
+		case <-ch:
+			delete(v.devEvents.released, dev)
+		default:
+			if released {
+				delete(v.devEvents.released, dev)
+			}
+		}
+	}
+}
+
+// deviceDeleted wakes the detach waiting for the device in a DEVICE_DELETED event, or
+// records the release of a hot-plugged disk or NIC nobody waits for.
+func (v *VM) deviceDeleted(data json.RawMessage) {
+	var d struct {
+		Device string `json:"device"`
+	}
+	if json.Unmarshal(data, &d) != nil || d.Device == "" {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if ch, ok := v.devEvents.deleted[d.Device]; ok {
+		close(ch)
+		delete(v.devEvents.deleted, d.Device)
+		return
+	}
+	if strings.HasPrefix(d.Device, diskDevicePrefix) || strings.HasPrefix(d.Device, nicDevicePrefix) {
+		if v.devEvents.released == nil {
+			v.devEvents.released = map[string]bool{}
+		}
+		v.devEvents.released[d.Device] = true
 	}
 }

@@ -2,7 +2,6 @@ package qemu
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -18,9 +17,10 @@ import (
 )
 
 // Disks are hot-plugged as virtio-blk-pci devices into the slots of one PCI bridge that
-// every VM has from boot (bridgeArgs): on q35 the root bus takes no hot-plugged device, and
-// QEMU hot-plugs into the bridge through ACPI, which the guest answers at once both ways
-// (native PCIe hotplug would make every removal wait 5 s for the attention button). With
+// every VM has from boot (bridgeArgs), shared with the NICs (nic.go): on q35 the root bus
+// takes no hot-plugged device, and QEMU hot-plugs into the bridge through ACPI, which the
+// guest answers at once both ways (native PCIe hotplug would make every removal wait 5 s
+// for the attention button). With
 // the virtio-scsi driver, the VM has one virtio-scsi controller from boot (scsiArgs) and
 // each disk is a scsi-hd on it, at channel 0, scsi-id N (the unit number, as a bridge slot
 // would be) and LUN 0.
@@ -60,8 +60,9 @@ func scsiArgs(b hypervisor.BlockConfig) []string {
 	return []string{"-device", "virtio-scsi-pci,id=" + idSCSI}
 }
 
-// bridgeArgs is the PCI bridge for hot-plugged disks. The reserves make the firmware
-// give the empty bridge address windows, so devices plugged later get their BARs.
+// bridgeArgs is the PCI bridge for hot-plugged disks and for every NIC (nic.go). The
+// reserves make the firmware give the empty bridge address windows, so devices plugged
+// later get their BARs.
 func bridgeArgs() []string {
 	return []string{"-device", fmt.Sprintf(
 		"pci-bridge,bus=pcie.0,id=%s,chassis_nr=1,shpc=off,addr=%#x,io-reserve=4k,mem-reserve=1m,pref64-reserve=1m",
@@ -81,11 +82,6 @@ type disk struct {
 // diskState is the VM's disks; guarded by VM.mu.
 type diskState struct {
 	disks map[string]*disk
-	// deleted are waiters for DEVICE_DELETED, by device id.
-	deleted map[string]chan struct{}
-	// released are the disk devices whose DEVICE_DELETED came with nobody waiting (a
-	// detach that gave up before the guest released the device).
-	released map[string]bool
 }
 
 var _ hypervisor.DiskHotplugger = (*VM)(nil)
@@ -118,7 +114,7 @@ func (v *VM) AttachDisk(ctx context.Context, d hypervisor.Disk) (_ hypervisor.Di
 	slot := v.freeSlotLocked()
 	if slot < 0 {
 		v.mu.Unlock()
-		return hypervisor.DiskAddress{}, fmt.Errorf("qemu %s: attach disk %s: all %d disk slots are in use: %w", v.cfg.ID, d.ID, lastDiskSlot-firstDiskSlot+1, errdefs.ErrResourceExhausted)
+		return hypervisor.DiskAddress{}, fmt.Errorf("qemu %s: attach disk %s: all %d disk slots (shared with NICs) are in use: %w", v.cfg.ID, d.ID, lastDiskSlot-firstDiskSlot+1, errdefs.ErrResourceExhausted)
 	}
 	dk := &disk{slot: slot, fdset: -1}
 	v.disk.disks[d.ID] = dk
@@ -249,24 +245,30 @@ func (v *VM) delNodes(ctx context.Context, c *qmp.Client, id string) error {
 // opCleanupTimeout bounds the QMP commands that undo a failed attach.
 const opCleanupTimeout = 10 * time.Second
 
-// freeSlotLocked returns the lowest free unit (bridge slot, or SCSI id), or -1.
+// freeSlotLocked returns the lowest free unit (bridge slot, or SCSI id), or -1. A
+// virtio-blk disk shares the bridge with the NICs (nic.go).
 //
 // Preconditions: v.mu is held.
 func (v *VM) freeSlotLocked() int {
+	scsi := v.cfg.Block.Driver == hypervisor.BlockVirtioSCSI
 	for s := firstDiskSlot; s <= lastDiskSlot; s++ {
-		if !slices.ContainsFunc(mapValues(v.disk.disks), func(d *disk) bool { return d.slot == s }) {
+		if !v.diskInSlotLocked(s) && (scsi || !v.nicInSlotLocked(s)) {
 			return s
 		}
 	}
 	return -1
 }
 
-func mapValues(m map[string]*disk) []*disk {
-	out := make([]*disk, 0, len(m))
-	for _, d := range m {
-		out = append(out, d)
+// diskInSlotLocked tells whether a disk uses unit s.
+//
+// Preconditions: v.mu is held.
+func (v *VM) diskInSlotLocked(s int) bool {
+	for _, d := range v.disk.disks {
+		if d.slot == s {
+			return true
+		}
 	}
-	return out
+	return false
 }
 
 // blockDriverOf is QEMU's block driver for the disk's file: host_device for a block
@@ -332,20 +334,12 @@ func (v *VM) DetachDisk(ctx context.Context, id string) error {
 		return fmt.Errorf("qemu %s: detach disk %s: already being detached: %w", v.cfg.ID, id, errdefs.ErrFailedPrecondition)
 	}
 	dk.detaching = true
-	if v.disk.deleted == nil {
-		v.disk.deleted = map[string]chan struct{}{}
-	}
-	// A DEVICE_DELETED that came after an earlier detach gave up has been recorded.
-	released := v.disk.released[dev]
-	gone := make(chan struct{})
-	v.disk.deleted[dev] = gone
 	v.mu.Unlock()
+	gone, released, stop := v.expectDeleted(dev)
+	defer stop()
 	defer func() {
 		v.mu.Lock()
 		dk.detaching = false
-		if v.disk.deleted[dev] == gone {
-			delete(v.disk.deleted, dev)
-		}
 		v.mu.Unlock()
 	}()
 
@@ -362,7 +356,6 @@ func (v *VM) DetachDisk(ctx context.Context, id string) error {
 	}
 	v.mu.Lock()
 	delete(v.disk.disks, id)
-	delete(v.disk.released, dev)
 	v.mu.Unlock()
 	log.G(ctx).WithField("vm", v.cfg.ID).WithField("disk", id).Debug("disk detached")
 	return nil
@@ -410,27 +403,4 @@ func (v *VM) Disks(ctx context.Context) ([]string, error) {
 	}
 	slices.Sort(ids)
 	return ids, nil
-}
-
-// deviceDeleted wakes a DetachDisk waiting for the device in a DEVICE_DELETED event.
-func (v *VM) deviceDeleted(data json.RawMessage) {
-	var d struct {
-		Device string `json:"device"`
-	}
-	if json.Unmarshal(data, &d) != nil || d.Device == "" {
-		return
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if ch, ok := v.disk.deleted[d.Device]; ok {
-		close(ch)
-		delete(v.disk.deleted, d.Device)
-		return
-	}
-	if strings.HasPrefix(d.Device, diskDevicePrefix) {
-		if v.disk.released == nil {
-			v.disk.released = map[string]bool{}
-		}
-		v.disk.released[d.Device] = true
-	}
 }

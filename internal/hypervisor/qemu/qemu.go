@@ -16,7 +16,8 @@
 // VM templates, handing a running QEMU to another process and growing a VM (CPU and
 // memory hotplug) are in template*.go. QEMU runs confined (jail.go): few capabilities,
 // no_new_privs, resource limits, only its own descriptors, and its seccomp sandbox. Disks
-// are hot-plugged into a PCI bridge or onto a virtio-scsi controller (disk.go). Not
+// are hot-plugged into a PCI bridge or onto a virtio-scsi controller (disk.go), NICs into
+// the same bridge (nic.go). Not
 // supported yet: vsock, snapshots of a running sandbox, and running QEMU as a non-root
 // user in its own namespaces and root.
 package qemu
@@ -43,12 +44,13 @@ func init() {
 }
 
 // capabilities is what the driver implements: VM templates, handover and CPU and memory
-// growth (template*.go), disk hotplug (disk.go) and both shared file systems; no jailer.
+// growth (template*.go), disk and NIC hotplug (disk.go, nic.go) and both shared file systems; no jailer.
 var capabilities = hypervisor.Capabilities{
 	Templating:   true,
 	CPUHotplug:   true,
 	MemHotplug:   true,
 	BlockHotplug: true,
+	NICHotplug:   true,
 	SharedFS:     []hypervisor.SharedFS{hypervisor.SharedFS9P, hypervisor.SharedFSVirtioFS},
 }
 
@@ -119,6 +121,8 @@ type VM struct {
 	devEvents deviceEvents
 	// disk is the attached disks (disk.go); guarded by mu.
 	disk diskState
+	// nic is the attached NICs (nic.go); guarded by mu.
+	nic nicState
 }
 
 var (
@@ -127,6 +131,7 @@ var (
 	_ hypervisor.TemplateSaver = (*VM)(nil)
 	_ hypervisor.Detacher      = (*VM)(nil)
 	_ hypervisor.Resizer       = (*VM)(nil)
+	_ hypervisor.NICHotplugger = (*VM)(nil)
 )
 
 // New returns an unstarted VM for cfg. It validates cfg but checks no files: Start does.
@@ -139,7 +144,11 @@ func New(cfg hypervisor.Config) (hypervisor.VM, error) {
 	if binary == "" {
 		binary = DefaultBinary
 	}
+	if len(cfg.NICs) > lastDiskSlot-firstDiskSlot+1 {
+		return nil, fmt.Errorf("qemu: %d nics: at most %d fit the pci bridge: %w", len(cfg.NICs), lastDiskSlot-firstDiskSlot+1, errdefs.ErrInvalidArgument)
+	}
 	return &VM{
+		nic:      coldNICs(&cfg),
 		cfg:      cfg,
 		binary:   binary,
 		probeKVM: hypervisor.KVMUsable,

@@ -83,6 +83,7 @@ func serve(mode Mode) int {
 		return 1
 	}
 	m := &machine{mode: mode, status: "running"}
+	m.coldNICs(os.Args[1:])
 	for {
 		conn, err := l.Accept()
 		if err != nil {
@@ -123,6 +124,25 @@ func checkNetdevFDs(args []string) error {
 	return nil
 }
 
+// coldNICs records the netdevs and virtio-net devices of the command line, as QEMU has
+// them from boot.
+func (m *machine) coldNICs(args []string) {
+	m.fdnames, m.netdevs, m.devices = map[string]bool{}, map[string][]string{}, map[string]string{}
+	for i := 0; i+1 < len(args); i++ {
+		opts := map[string]string{}
+		for _, o := range strings.Split(args[i+1], ",") {
+			k, v, _ := strings.Cut(o, "=")
+			opts[k] = v
+		}
+		switch {
+		case args[i] == "-netdev":
+			m.netdevs[opts["id"]] = []string{"fd=" + opts["fd"]}
+		case args[i] == "-device" && strings.HasPrefix(args[i+1], "virtio-net-pci,") && opts["id"] != "":
+			m.devices[opts["id"]] = "netdev:" + opts["netdev"]
+		}
+	}
+}
+
 // machine is the state of the fake VM across QMP sessions.
 type machine struct {
 	mode    Mode
@@ -135,6 +155,10 @@ type machine struct {
 	devices map[string]string
 	// unplugging are devices whose device_del is pending (SlowMarker).
 	unplugging map[string]bool
+	// fdnames are the descriptors getfd passed that no command took over; netdevs the
+	// netdev ids, each with the descriptor names it took over.
+	fdnames map[string]bool
+	netdevs map[string][]string
 }
 
 // FailMarker in a disk's node name makes the fake refuse its device_add, so that tests
@@ -148,10 +172,92 @@ const FailMarker = "faildev"
 // as QEMU does, and then the event comes.
 const SlowMarker = "slowdel"
 
+// FailMarker at the start of a NIC's id makes the fake refuse its netdev_add (before
+// taking over its descriptors), and at the end of the id its device_add, so that tests see
+// the driver undo what it did. Every network command is written to stderr like the
+// disk commands.
+
+// network answers the network device commands (getfd, closefd, netdev_add, netdev_del,
+// device_add of virtio-net-pci); device_del is the disks'. ok is false for other commands.
+func (m *machine) network(execute string, args map[string]any) (ret string, errDesc string, ok bool) {
+	if m.fdnames == nil {
+		m.fdnames, m.netdevs = map[string]bool{}, map[string][]string{}
+	}
+	str := func(k string) string { s, _ := args[k].(string); return s }
+	switch execute {
+	case "getfd":
+		if str("fdname") == "" {
+			return "", "Parameter 'fdname' is missing", true
+		}
+		m.fdnames[str("fdname")] = true
+		return "{}", "", true
+	case "closefd":
+		if !m.fdnames[str("fdname")] {
+			return "", fmt.Sprintf("File descriptor named '%s' not found", str("fdname")), true
+		}
+		delete(m.fdnames, str("fdname"))
+		return "{}", "", true
+	case "netdev_add":
+		id := str("id")
+		if _, dup := m.netdevs[id]; dup {
+			return "", fmt.Sprintf("Duplicate ID '%s' for netdev", id), true
+		}
+		if str("type") != "tap" || strings.HasPrefix(id, FailMarker) {
+			return "", fmt.Sprintf("netdev '%s' refused", id), true
+		}
+		var took []string
+		for _, k := range []string{"fd", "vhostfd"} {
+			name := str(k)
+			if name == "" {
+				continue
+			}
+			if !m.fdnames[name] {
+				return "", fmt.Sprintf("File descriptor named '%s' has not been found", name), true
+			}
+			delete(m.fdnames, name)
+			took = append(took, name)
+		}
+		if len(took) == 0 {
+			return "", "tap: no fd", true
+		}
+		m.netdevs[id] = took
+		return "{}", "", true
+	case "netdev_del":
+		id := str("id")
+		if _, ok := m.netdevs[id]; !ok {
+			return "", fmt.Sprintf("Device '%s' not found", id), true
+		}
+		for _, n := range m.devices {
+			if n == "netdev:"+id {
+				return "", fmt.Sprintf("netdev '%s' is in use", id), true
+			}
+		}
+		delete(m.netdevs, id)
+		return "{}", "", true
+	case "device_add":
+		if args["driver"] != "virtio-net-pci" {
+			return "", "", false
+		}
+		id, netdev := str("id"), str("netdev")
+		if _, ok := m.netdevs[netdev]; !ok || strings.HasSuffix(id, FailMarker) {
+			return "", fmt.Sprintf("Property 'virtio-net-pci.netdev' can't find value '%s' or refused", netdev), true
+		}
+		if m.devices == nil {
+			m.devices = map[string]string{}
+		}
+		m.devices[id] = "netdev:" + netdev
+		return "{}", "", true
+	}
+	return "", "", false
+}
+
 // disk answers the block device commands; ok is false for other commands.
 func (m *machine) disk(execute string, args map[string]any) (ret string, errDesc string, events []string, ok bool) {
 	if m.fdsets == nil {
-		m.fdsets, m.nodes, m.devices, m.unplugging = map[int]bool{}, map[string]bool{}, map[string]string{}, map[string]bool{}
+		m.fdsets, m.nodes, m.unplugging = map[int]bool{}, map[string]bool{}, map[string]bool{}
+	}
+	if m.devices == nil {
+		m.devices = map[string]string{}
 	}
 	str := func(k string) string { s, _ := args[k].(string); return s }
 	switch execute {
@@ -254,6 +360,16 @@ func (m *machine) session(conn net.Conn) (code int, exit bool) {
 			return 0, false
 		}
 		ret := func(v string) { send(`{"return": ` + v + `, "id": ` + string(cmd.ID) + `}`) }
+		if r, desc, ok := m.network(cmd.Execute, cmd.Arguments); ok {
+			a, _ := json.Marshal(cmd.Arguments)
+			fmt.Fprintf(os.Stderr, "qmp: %s %s\n", cmd.Execute, a)
+			if desc != "" {
+				send(fmt.Sprintf(`{"error": {"class": "GenericError", "desc": %q}, "id": %s}`, desc, cmd.ID))
+			} else {
+				ret(r)
+			}
+			continue
+		}
 		if r, desc, events, ok := m.disk(cmd.Execute, cmd.Arguments); ok {
 			a, _ := json.Marshal(cmd.Arguments)
 			fmt.Fprintf(os.Stderr, "qmp: %s %s\n", cmd.Execute, a)

@@ -15,7 +15,8 @@ func (c *Client) MigrateSetCapability(ctx context.Context, name string, on bool)
 }
 
 // GetFD passes f's descriptor to QEMU under name (QMP getfd), for URIs such as
-// "fd:<name>". QEMU keeps its own copy: the caller may close f afterwards.
+// "fd:<name>" and netdev_add's fd and vhostfd. QEMU keeps its own copy: the caller may
+// close f afterwards.
 func (c *Client) GetFD(ctx context.Context, name string, f *os.File) error {
 	return c.execute(ctx, "getfd", map[string]any{"fdname": name}, nil, f)
 }

@@ -1,0 +1,227 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qmp"
+)
+
+// Every NIC is a virtio-net-pci device "vnic-<id>" in a slot of the PCI bridge disks are
+// hot-plugged into (disk.go), on a tap netdev "<id>": the NICs of Config.NICs from the
+// command line, in the lowest slots, and the ones AttachNIC adds in the lowest free slot.
+// So any of them can be unplugged while the VM runs (on q35 the root bus takes no
+// hot-plug, neither way). AttachNIC hands the tap (and vhost-net) descriptors to the
+// monitor by name (getfd), which netdev_add takes over; DetachNIC is device_del, the
+// guest's release (DEVICE_DELETED) and netdev_del, which closes QEMU's descriptors.
+
+// nicDevicePrefix starts the id of a NIC's PCI device.
+const nicDevicePrefix = "vnic-"
+
+// maxNICID keeps the descriptor names ("vnic-vhost-<id>") short.
+const maxNICID = 24
+
+// nic is one attached (or attaching, or detaching) NIC.
+type nic struct {
+	slot int
+	// plugged is set once device_add succeeded (at boot for Config.NICs).
+	plugged bool
+	// detaching is set while DetachNIC runs.
+	detaching bool
+}
+
+// nicState is the VM's NICs; guarded by VM.mu.
+type nicState struct {
+	nics map[string]*nic
+}
+
+var _ hypervisor.NICHotplugger = (*VM)(nil)
+
+// coldNICs records the NICs of cfg in the slots commandLine gives them.
+func coldNICs(cfg *hypervisor.Config) nicState {
+	st := nicState{nics: map[string]*nic{}}
+	for i, n := range cfg.NICs {
+		st.nics[n.ID] = &nic{slot: coldNICSlot(i), plugged: true}
+	}
+	return st
+}
+
+// coldNICSlot is the bridge slot of the i-th NIC of Config.NICs.
+func coldNICSlot(i int) int { return firstDiskSlot + i }
+
+// nicDeviceArg is the -device (or device_add) value of NIC n in bridge slot slot.
+func nicDeviceArg(n hypervisor.NIC, slot int) string {
+	return fmt.Sprintf("virtio-net-pci,id=%s%s,netdev=%s,mac=%s,bus=%s,addr=%#x", nicDevicePrefix, n.ID, n.ID, n.MAC, idBridge, slot)
+}
+
+// pciPathOf is the guest PCI path of bridge slot slot.
+func pciPathOf(slot int) string { return fmt.Sprintf("%02x/%02x", bridgeSlot, slot) }
+
+// freeNICSlotLocked returns the lowest bridge slot no NIC and no virtio-blk disk uses, or -1.
+//
+// Preconditions: v.mu is held.
+func (v *VM) freeNICSlotLocked() int {
+	for s := firstDiskSlot; s <= lastDiskSlot; s++ {
+		if !v.nicInSlotLocked(s) && (v.cfg.Block.Driver == hypervisor.BlockVirtioSCSI || !v.diskInSlotLocked(s)) {
+			return s
+		}
+	}
+	return -1
+}
+
+// nicInSlotLocked tells whether a NIC uses bridge slot s.
+//
+// Preconditions: v.mu is held.
+func (v *VM) nicInSlotLocked(s int) bool {
+	for _, n := range v.nic.nics {
+		if n.slot == s {
+			return true
+		}
+	}
+	return false
+}
+
+// AttachNIC plugs n into a free bridge slot of the running VM and returns its PCI path.
+func (v *VM) AttachNIC(ctx context.Context, n hypervisor.NIC) (_ string, retErr error) {
+	if err := n.Validate(); err != nil {
+		return "", fmt.Errorf("qemu %s: attach nic: %w: %w", v.cfg.ID, err, errdefs.ErrInvalidArgument)
+	}
+	if len(n.ID) > maxNICID {
+		return "", fmt.Errorf("qemu %s: attach nic: id %q is longer than %d bytes: %w", v.cfg.ID, n.ID, maxNICID, errdefs.ErrInvalidArgument)
+	}
+	c, err := v.running("attach nic "+n.ID, phaseRunning)
+	if err != nil {
+		return "", err
+	}
+	v.mu.Lock()
+	if v.nic.nics == nil {
+		v.nic.nics = map[string]*nic{}
+	}
+	if _, dup := v.nic.nics[n.ID]; dup {
+		v.mu.Unlock()
+		return "", fmt.Errorf("qemu %s: attach nic %s: %w", v.cfg.ID, n.ID, errdefs.ErrAlreadyExists)
+	}
+	slot := v.freeNICSlotLocked()
+	if slot < 0 {
+		v.mu.Unlock()
+		return "", fmt.Errorf("qemu %s: attach nic %s: all %d bridge slots are in use: %w", v.cfg.ID, n.ID, lastDiskSlot-firstDiskSlot+1, errdefs.ErrResourceExhausted)
+	}
+	nc := &nic{slot: slot}
+	v.nic.nics[n.ID] = nc
+	v.mu.Unlock()
+	defer func() {
+		if retErr != nil {
+			v.mu.Lock()
+			delete(v.nic.nics, n.ID)
+			v.mu.Unlock()
+		}
+	}()
+
+	if err := v.addNetdev(ctx, c, n); err != nil {
+		return "", fmt.Errorf("qemu %s: attach nic %s: %w", v.cfg.ID, n.ID, err)
+	}
+	err = c.DeviceAdd(ctx, "virtio-net-pci", nicDevicePrefix+n.ID, map[string]any{
+		"netdev": n.ID,
+		"mac":    n.MAC,
+		"bus":    idBridge,
+		"addr":   fmt.Sprintf("%#x", slot),
+	})
+	if err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opCleanupTimeout)
+		defer cancel()
+		if derr := c.NetdevDel(cctx, n.ID); derr != nil {
+			log.G(ctx).WithError(derr).Warn("rollback: netdev_del")
+		}
+		return "", fmt.Errorf("qemu %s: attach nic %s: %w", v.cfg.ID, n.ID, err)
+	}
+	v.mu.Lock()
+	nc.plugged = true
+	v.mu.Unlock()
+	log.G(ctx).WithField("vm", v.cfg.ID).WithField("nic", n.ID).WithField("pci", pciPathOf(slot)).Debug("nic attached")
+	return pciPathOf(slot), nil
+}
+
+// addNetdev passes n's descriptors to the monitor and adds the tap netdev on them. On
+// error no descriptor of n is left with the monitor.
+func (v *VM) addNetdev(ctx context.Context, c *qmp.Client, n hypervisor.NIC) (retErr error) {
+	tapName, vhostName := nicDevicePrefix+"tap-"+n.ID, nicDevicePrefix+"vhost-"+n.ID
+	var passed []string
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		// netdev_add may have taken some over before it failed: those are not found.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opCleanupTimeout)
+		defer cancel()
+		for _, name := range passed {
+			var qe *qmp.Error
+			if err := c.CloseFD(cctx, name); err != nil && !errors.As(err, &qe) {
+				log.G(ctx).WithError(err).Warn("rollback: closefd")
+			}
+		}
+	}()
+	if err := c.GetFD(ctx, tapName, n.Tap); err != nil {
+		return fmt.Errorf("pass the tap descriptor: %w", err)
+	}
+	passed = append(passed, tapName)
+	opts := map[string]any{"type": "tap", "id": n.ID, "fd": tapName}
+	if n.Vhost != nil {
+		if err := c.GetFD(ctx, vhostName, n.Vhost); err != nil {
+			return fmt.Errorf("pass the vhost-net descriptor: %w", err)
+		}
+		passed = append(passed, vhostName)
+		opts["vhost"], opts["vhostfd"] = true, vhostName
+	}
+	return c.NetdevAdd(ctx, opts)
+}
+
+// DetachNIC unplugs a NIC: device_del, the guest's release (DEVICE_DELETED), then
+// netdev_del.
+func (v *VM) DetachNIC(ctx context.Context, id string) error {
+	c, err := v.running("detach nic "+id, phaseRunning, phasePaused)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	nc, ok := v.nic.nics[id]
+	switch {
+	case !ok || !nc.plugged:
+		v.mu.Unlock()
+		return fmt.Errorf("qemu %s: detach nic %s: %w", v.cfg.ID, id, errdefs.ErrNotFound)
+	case nc.detaching:
+		v.mu.Unlock()
+		return fmt.Errorf("qemu %s: detach nic %s: already being detached: %w", v.cfg.ID, id, errdefs.ErrFailedPrecondition)
+	}
+	nc.detaching = true
+	v.mu.Unlock()
+	defer func() {
+		v.mu.Lock()
+		nc.detaching = false
+		v.mu.Unlock()
+	}()
+	dev := nicDevicePrefix + id
+	gone, released, stop := v.expectDeleted(dev)
+	defer stop()
+	if !released {
+		if err := v.unplug(ctx, c, dev, gone); err != nil {
+			return fmt.Errorf("qemu %s: detach nic %s: %w", v.cfg.ID, id, err)
+		}
+	}
+	if err := c.NetdevDel(ctx, id); err != nil {
+		var qe *qmp.Error
+		if !errors.As(err, &qe) || !strings.Contains(qe.Desc, "not found") {
+			return fmt.Errorf("qemu %s: detach nic %s: %w", v.cfg.ID, id, err)
+		}
+	}
+	v.mu.Lock()
+	delete(v.nic.nics, id)
+	v.mu.Unlock()
+	log.G(ctx).WithField("vm", v.cfg.ID).WithField("nic", id).Debug("nic detached")
+	return nil
+}
