@@ -160,6 +160,7 @@ var stringSamples = map[string]struct{ good, bad []string }{
 	"hypervisor.virtio_fs_extra_args": {[]string{"--thread-pool-size=1", "--log-level=debug"}, []string{"-o", "--shared-dir=/", "--fd=3", "--syslog", "positional"}},
 	"agent.kernel_modules":            {[]string{"e1000e InterruptThrottleRate=3000,3000 EEE=1", "i915"}, []string{"bad/module", " ", "mod p;q"}},
 	"runtime.experimental":            {[]string{"foo", "new_thing-2"}, []string{"Foo", "a b"}},
+	"runtime.otlp_endpoint":           {[]string{"http://127.0.0.1:4318", "https://collector.example:4318/v1/traces"}, []string{"127.0.0.1:4318", "grpc://h:4317", "http://", "http://u:p@h", "http://h?x=1"}},
 	"runtime.enable_annotations":      {[]string{"hypervisor\\..*", "default_vcpus", ".*"}, []string{"(", "a[", "x**"}},
 	"hypervisor.valid_hypervisor_paths": {[]string{"/usr/bin/qemu-*", "/opt/[a-z]*/qemu"},
 		[]string{"qemu", "/a/[", ""}},

@@ -10,6 +10,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/procid"
+	"github.com/vessel-containers/vessel/internal/tracing"
 )
 
 // VMSource hands out VMs that are already booted: the VM factory (package factory,
@@ -32,6 +33,7 @@ const warmReady = 20 * time.Second
 // that fails is stopped and logged, never returned as an error. On error nothing it
 // started is left running.
 func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, start time.Time) error {
+	vmStart := time.Now()
 	if vm, vmm := s.warmVM(ctx, vmcfg); vm != nil {
 		s.vm, s.vmStart = vm, vmm.StartTime
 		log.G(ctx).WithField("pid", vm.Pid()).WithField("elapsed", time.Since(start)).Debug("vm started")
@@ -39,6 +41,8 @@ func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, start time.
 		if timeouts.Ready == 0 || timeouts.Ready > warmReady {
 			timeouts.Ready = warmReady
 		}
+		s.phase(PhaseVMStart, vmStart)
+		connectStart := time.Now()
 		err := s.connect(ctx, timeouts)
 		if err == nil {
 			if err = s.grow(ctx); err != nil {
@@ -48,12 +52,15 @@ func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, start time.
 			}
 		}
 		if err == nil {
+			s.phase(PhaseAgentConnect, connectStart)
 			return nil
 		}
+		s.phases = s.phases[:len(s.phases)-1] // the cold boot's phases replace it
 		log.G(ctx).WithError(err).Warn("vm from the factory failed; stopping it and booting cold")
 		stopVM(ctx, vm)
 		s.vm, s.vmStart = nil, 0
 	}
+	vmStart = time.Now()
 	vm, err := hypervisor.New(s.cfg.Hypervisor, vmcfg)
 	if err != nil {
 		return fmt.Errorf("sandbox %s: %w", s.id, err)
@@ -73,10 +80,13 @@ func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, start time.
 	}
 	s.vm, s.vmStart = vm, vmm.StartTime
 	log.G(ctx).WithField("pid", vm.Pid()).WithField("elapsed", time.Since(start)).Debug("vm started")
+	s.phase(PhaseVMStart, vmStart)
+	connectStart := time.Now()
 	if err := s.connect(ctx, s.cfg.Timeouts); err != nil {
 		stopVM(ctx, vm)
 		return err
 	}
+	s.phase(PhaseAgentConnect, connectStart)
 	return nil
 }
 
@@ -91,7 +101,9 @@ func (s *Sandbox) warmVM(ctx context.Context, vmcfg hypervisor.Config) (hypervis
 		return nil, procid.ID{}
 	}
 	begin := time.Now()
+	_, span := tracing.Start(ctx, "vm from factory")
 	vm, err := s.cfg.VMSource.VM(ctx, s.cfg.Hypervisor, vmcfg)
+	tracing.End(span, err)
 	if err != nil {
 		log.G(ctx).WithError(err).WithField("elapsed", time.Since(begin)).Info("factory has no vm for this sandbox; booting cold")
 		return nil, procid.ID{}
