@@ -23,6 +23,15 @@ type VMSource interface {
 	VM(ctx context.Context, driver string, cfg hypervisor.Config) (hypervisor.VM, error)
 }
 
+// What the VM factory did for a sandbox (Sandbox.FactoryResult); "" when the sandbox has
+// no factory.
+const (
+	FactoryHit     = "hit"     // the sandbox runs a VM from the factory
+	FactoryMiss    = "miss"    // the factory had no VM for it: booted cold
+	FactoryFailed  = "failed"  // the factory's VM could not be recorded or did not answer or grow: booted cold
+	FactorySkipped = "skipped" // the sandbox has network devices, which a factory's VM lacks: booted cold
+)
+
 // warmReady bounds the first answer of a VM from the factory: its guest is already up, so
 // an agent that stays silent this long is stuck (seen once under heavy load after a
 // template restore), and a cold boot is the faster way to a sandbox.
@@ -53,8 +62,10 @@ func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, start time.
 		}
 		if err == nil {
 			s.phase(PhaseAgentConnect, connectStart)
+			s.factory = FactoryHit
 			return nil
 		}
+		s.factory = FactoryFailed
 		s.phases = s.phases[:len(s.phases)-1] // the cold boot's phases replace it
 		log.G(ctx).WithError(err).Warn("vm from the factory failed; stopping it and booting cold")
 		stopVM(ctx, vm)
@@ -98,6 +109,7 @@ func (s *Sandbox) warmVM(ctx context.Context, vmcfg hypervisor.Config) (hypervis
 	}
 	if len(vmcfg.NICs) > 0 {
 		log.G(ctx).Debug("the sandbox has network devices, which a vm from the factory lacks; booting cold")
+		s.factory = FactorySkipped
 		return nil, procid.ID{}
 	}
 	begin := time.Now()
@@ -106,6 +118,7 @@ func (s *Sandbox) warmVM(ctx context.Context, vmcfg hypervisor.Config) (hypervis
 	tracing.End(span, err)
 	if err != nil {
 		log.G(ctx).WithError(err).WithField("elapsed", time.Since(begin)).Info("factory has no vm for this sandbox; booting cold")
+		s.factory = FactoryMiss
 		return nil, procid.ID{}
 	}
 	log.G(ctx).WithField("pid", vm.Pid()).WithField("elapsed", time.Since(begin)).Info("vm from the factory")
@@ -113,6 +126,7 @@ func (s *Sandbox) warmVM(ctx context.Context, vmcfg hypervisor.Config) (hypervis
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("vm from the factory cannot be recorded; stopping it and booting cold")
 		stopVM(ctx, vm)
+		s.factory = FactoryFailed
 		return nil, procid.ID{}
 	}
 	return vm, vmm

@@ -127,6 +127,8 @@ type Sandbox struct {
 	disks diskSet
 	// phases are the durations of Create's phases; written only by Create.
 	phases []Phase
+	// factory is what the VM factory did for the sandbox (Factory*); written only by Create.
+	factory string
 
 	// resizeMu serialises fit: one resize at a time, from the containers' limits at its start.
 	resizeMu sync.Mutex
@@ -382,6 +384,10 @@ func (s *Sandbox) phase(name string, start time.Time) {
 
 // CreatePhases are the durations of Create's phases, in order.
 func (s *Sandbox) CreatePhases() []Phase { return slices.Clone(s.phases) }
+
+// FactoryResult is what the VM factory did for the sandbox (FactoryHit, FactoryMiss,
+// FactoryFailed, FactorySkipped), or "" when it has none.
+func (s *Sandbox) FactoryResult() string { return s.factory }
 
 // Effective is the sandbox's effective configuration (Config.Effective).
 func (s *Sandbox) Effective() *config.Config { return s.cfg.Effective }

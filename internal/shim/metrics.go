@@ -34,6 +34,7 @@ type shimMetrics struct {
 	phases     *prometheus.HistogramVec
 	calls      *prometheus.HistogramVec
 	callErrors *prometheus.CounterVec
+	factory    *prometheus.CounterVec
 }
 
 // createBuckets cover a create phase from a few ms to a cold boot under emulation.
@@ -59,8 +60,12 @@ func newShimMetrics(s *service) *shimMetrics {
 			Name: "vessel_agent_call_errors_total",
 			Help: "Agent calls that failed, long polls excepted.",
 		}, []string{"method"}),
+		factory: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vessel_factory_vms_total",
+			Help: "Sandboxes created with a VM factory configured, by what the factory did: hit, miss, failed, skipped.",
+		}, []string{"result"}),
 	}
-	m.reg.MustRegister(m.phases, m.calls, m.callErrors, guestCollector{s},
+	m.reg.MustRegister(m.phases, m.calls, m.callErrors, m.factory, guestCollector{s},
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "vessel_shim"}))
 	return m
 }
@@ -79,6 +84,9 @@ func (m *shimMetrics) observeCreate(sb *sandbox.Sandbox, made bool, container, t
 	if made {
 		for _, p := range sb.CreatePhases() {
 			m.phases.WithLabelValues(p.Name).Observe(p.Duration.Seconds())
+		}
+		if r := sb.FactoryResult(); r != "" {
+			m.factory.WithLabelValues(r).Inc()
 		}
 	}
 	m.phases.WithLabelValues("container_create").Observe(container.Seconds())
