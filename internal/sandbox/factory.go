@@ -71,7 +71,6 @@ func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, start time.
 		stopVM(ctx, vm)
 		s.vm, s.vmStart = nil, 0
 	}
-	vmStart = time.Now()
 	vm, err := hypervisor.New(s.cfg.Hypervisor, vmcfg)
 	if err != nil {
 		return fmt.Errorf("sandbox %s: %w", s.id, err)

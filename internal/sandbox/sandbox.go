@@ -93,7 +93,7 @@ type Phase struct {
 // Names of the phases of Create, in order (CreatePhases).
 const (
 	PhaseHostPrep     = "host_prep"     // state directory, shares, host cgroup, network attachment
-	PhaseVMStart      = "vm_start"      // the VMM started (or a VM from the factory)
+	PhaseVMStart      = "vm_start"      // a running VMM: from the factory, or after its attempts a cold start
 	PhaseAgentConnect = "agent_connect" // guest boot up to the agent's first answer, clock and RNG
 	PhaseSandboxSetup = "sandbox_setup" // agent policy, CreateSandbox, network
 )
@@ -285,7 +285,8 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 }
 
 // setup creates the sandbox in the guest: the agent policy, CreateSandbox (shared
-// directory, hostname, kernel modules), then the network.
+// directory, hostname, kernel modules), then the network; then the sandbox is running and
+// its state saved.
 func (s *Sandbox) setup(ctx context.Context, vmcfg hypervisor.Config, att *network.Attachment) (retErr error) {
 	ctx, span := tracing.Start(ctx, "sandbox setup")
 	defer func() { tracing.End(span, retErr) }()

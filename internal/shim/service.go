@@ -53,8 +53,8 @@ type service struct {
 	// root holds the sandbox state directories.
 	root string
 
-	// mu guards sb, booting, containers and metricsSrv, and the creating and cancelCreate fields of
-	// every container in containers.
+	// mu guards sb, booting, containers and metricsSrv, and the creating and cancelCreate
+	// fields of every container in containers.
 	mu sync.Mutex
 	sb *sandbox.Sandbox
 	// booting is the id of the sandbox a Create is booting, "" when none: the sandbox slot
