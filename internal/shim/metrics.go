@@ -22,8 +22,9 @@ import (
 	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
-// guestScrapeTimeout bounds the agent requests of one scrape.
-const guestScrapeTimeout = 5 * time.Second
+// guestScrapeTimeout bounds the agent requests of one scrape: under vessel-monitor's own
+// timeout for a shim (5 s), so that a slow guest still gives the shim's figures.
+const guestScrapeTimeout = 3 * time.Second
 
 // shimMetrics are what the shim tells vessel-monitor about its sandbox: its own figures
 // (create phases, agent calls, the shim process) and the guest's, read from the agent on
