@@ -35,7 +35,7 @@ func main() {
 // run serves until SIGINT or SIGTERM.
 func run(listen, root string) error {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(monitor.New(root), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(monitor.New(root), monitor.NewShims(root), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Addr: listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}

@@ -20,6 +20,7 @@ import (
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agent/libct"
+	"github.com/vessel-containers/vessel/internal/tracing"
 )
 
 // containerState is a container's lifecycle state. Transitions: created → running (Start),
@@ -159,6 +160,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 	if err != nil {
 		return nil, fmt.Errorf("container %q: %w", id, err)
 	}
+	_, span := tracing.Start(ctx, "libcontainer create")
 	lc, err := libct.Create(libct.Options{
 		ID:         id,
 		Spec:       &spec,
@@ -167,6 +169,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 		NSPaths:    nsPaths,
 		NetNSPath:  podNS.Path(),
 	})
+	tracing.End(span, err)
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +192,10 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 		pio.abort()
 		return nil, fmt.Errorf("container %q: oci_spec.process: %w", id, err)
 	}
-	if err := lc.Start(proc); err != nil {
+	_, span = tracing.Start(ctx, "libcontainer start init")
+	err = lc.Start(proc)
+	tracing.End(span, err)
+	if err != nil {
 		pio.abort()
 		return nil, err
 	}

@@ -194,6 +194,9 @@ func (s *Service) GetMetrics(ctx context.Context, _ *agentv1.GetMetricsRequest) 
 			gauge("vessel_guest_memory_available_bytes", "Guest MemAvailable.", float64(kb*1024))
 		}
 	}
+	if st, err := os.ReadFile("/proc/stat"); err == nil {
+		writeGuestCPU(&b, string(st))
+	}
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		f := strings.Fields(string(la))
 		for i, name := range []string{"load1", "load5", "load15"} {
@@ -205,6 +208,29 @@ func (s *Service) GetMetrics(ctx context.Context, _ *agentv1.GetMetricsRequest) 
 		}
 	}
 	return &agentv1.Metrics{Metrics: b.String()}, nil
+}
+
+// userHZ is the unit of /proc/stat's times (USER_HZ, 100 on every Linux architecture Vessel
+// runs on).
+const userHZ = 100
+
+// writeGuestCPU writes vessel_guest_cpu_seconds_total by mode from the "cpu" line of
+// /proc/stat (all CPUs together).
+func writeGuestCPU(b *strings.Builder, stat string) {
+	line, _, _ := strings.Cut(stat, "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return
+	}
+	const name = "vessel_guest_cpu_seconds_total"
+	fmt.Fprintf(b, "# HELP %s Guest CPU time of all CPUs, by mode.\n# TYPE %s counter\n", name, name)
+	for i, mode := range []string{"user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"} {
+		ticks, err := strconv.ParseUint(f[1+i], 10, 64)
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(b, "%s{mode=%q} %s\n", name, mode, strconv.FormatFloat(float64(ticks)/userHZ, 'g', -1, 64))
+	}
 }
 
 // procKB finds "Key:   123 kB" in /proc/meminfo or /proc/self/status contents.

@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"github.com/mdlayher/vsock"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/agent/guard"
 	"github.com/vessel-containers/vessel/internal/agent/policy"
 	"github.com/vessel-containers/vessel/internal/agent/session"
+	"github.com/vessel-containers/vessel/internal/tracing"
 )
 
 // interceptor returns the edge of every call: it checks the request against the policy in
@@ -30,9 +32,15 @@ import (
 // others are checked once decoded, before their handler runs), turns undecodable requests
 // into InvalidArgument, a panic into Internal (the agent must not die on input), errdefs
 // errors into status codes (errgrpc.ToGRPC: the only place where they become wire codes),
-// and logs each call at debug level and each denial as a warning.
-func interceptor(gate *policy.Gate) ttrpc.UnaryServerInterceptor {
-	return func(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (any, error) {
+// and logs each call at debug level and each denial as a warning. With a recorder, a call
+// whose metadata carries a sampled trace context gets a server span (tracing.Recorder).
+func interceptor(gate *policy.Gate, rec *tracing.Recorder) ttrpc.UnaryServerInterceptor {
+	return func(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (resp any, err error) {
+		if rec != nil {
+			var span trace.Span
+			ctx, span = rec.StartServer(ctx, "vessel-agent "+info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:])
+			defer func() { tracing.End(span, err) }()
+		}
 		return intercept(ctx, gate.Policy(), unmarshal, info, method)
 	}
 }
@@ -75,12 +83,32 @@ func intercept(ctx context.Context, pol *policy.Policy, unmarshal ttrpc.Unmarsha
 
 // NewServer returns a ttrpc server for svc that enforces the policy in gate (nil: none).
 func NewServer(svc agentv1.AgentService, gate *policy.Gate) (*ttrpc.Server, error) {
-	srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(interceptor(gate)))
+	return newServer(svc, gate, nil)
+}
+
+// newServer is NewServer that also records spans of traced calls in rec and serves them
+// with the Tracing service; rec nil records nothing and serves no Tracing service.
+func newServer(svc agentv1.AgentService, gate *policy.Gate, rec *tracing.Recorder) (*ttrpc.Server, error) {
+	srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(interceptor(gate, rec)))
 	if err != nil {
 		return nil, fmt.Errorf("ttrpc server: %w", err)
 	}
 	agentv1.RegisterAgentService(srv, svc)
+	if rec != nil {
+		agentv1.RegisterTracingService(srv, spanService{rec})
+	}
 	return srv, nil
+}
+
+// spanService serves the spans of a recorder.
+type spanService struct{ rec *tracing.Recorder }
+
+func (s spanService) CollectSpans(context.Context, *agentv1.CollectSpansRequest) (*agentv1.CollectSpansResponse, error) {
+	b, dropped, err := s.rec.Collect()
+	if err != nil {
+		return nil, err
+	}
+	return &agentv1.CollectSpansResponse{Otlp: b, Dropped: dropped}, nil
 }
 
 // FindPort returns the device of the virtio-serial port called name, looking under
@@ -126,7 +154,7 @@ func VsockAvailable() bool {
 // Serve serves svc on the virtio-serial port and, when the guest has one, on vsock, until
 // ctx ends or a transport fails. ready is called once the transports are up.
 func Serve(ctx context.Context, svc *Service, opts ServeOptions, ready func()) error {
-	srv, err := NewServer(svc, svc.PolicyGate())
+	srv, err := newServer(svc, svc.PolicyGate(), svc.spans)
 	if err != nil {
 		return err
 	}

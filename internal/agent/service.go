@@ -25,6 +25,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/agent/policy"
 	"github.com/vessel-containers/vessel/internal/agent/storage"
 	"github.com/vessel-containers/vessel/internal/containerid"
+	"github.com/vessel-containers/vessel/internal/tracing"
 	"github.com/vessel-containers/vessel/internal/version"
 )
 
@@ -89,6 +90,9 @@ type Service struct {
 
 	// gate holds the agent policy in force (SetPolicy); the server checks requests with it.
 	gate policy.Gate
+	// spans records the spans of traced requests until the host collects them; nil when
+	// the recorder could not be made (the agent then serves no Tracing service).
+	spans *tracing.Recorder
 
 	// netMu guards podNS.
 	netMu sync.Mutex
@@ -100,7 +104,12 @@ var _ agentv1.AgentService = (*Service)(nil)
 
 // NewService returns a service with no sandbox.
 func NewService(cfg Config) *Service {
+	spans, err := tracing.NewRecorder("vessel-agent", 0)
+	if err != nil {
+		log.L.WithError(err).Warn("no span recorder: the agent records no spans")
+	}
 	return &Service{
+		spans:    spans,
 		cfg:      cfg,
 		storage:  storage.NewManager(cfg.RunDir),
 		files:    newFileWriter(cfg.RunDir),
@@ -151,6 +160,9 @@ func (s *Service) capabilities() []string {
 	}
 	if s.cfg.Vsock {
 		caps = append(caps, "vsock")
+	}
+	if s.spans != nil {
+		caps = append(caps, agentv1.CapabilityTracing)
 	}
 	return caps
 }

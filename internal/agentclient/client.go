@@ -9,14 +9,17 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/guesttext"
+	"github.com/vessel-containers/vessel/internal/tracing"
 )
 
 // Timeouts bounds how long requests may take. Zero fields use DefaultTimeouts.
@@ -50,14 +53,71 @@ type Client struct {
 	conn     net.Conn
 	ttrpc    *ttrpc.Client
 	svc      agentv1.AgentService
+	tracing  agentv1.TracingService
 	timeouts Timeouts
+	// traceAgent sends the trace context of traced calls to the agent (SetTraceAgent).
+	traceAgent atomic.Bool
+	// observer is told of finished calls (SetObserver); nil when none.
+	observer atomic.Pointer[Observer]
+}
+
+// Observer is told of every finished agent call but the long polls (LongPoll): the RPC's
+// name, how long it took and its error (nil on success). It must not block.
+type Observer func(method string, took time.Duration, err error)
+
+// LongPoll reports whether an RPC waits for an event (a process exit, output, an OOM kill)
+// rather than doing work: its duration says nothing about the agent.
+func LongPoll(method string) bool {
+	switch method {
+	case "WaitProcess", "ReadStdout", "ReadStderr", "GetOOMEvent":
+		return true
+	}
+	return false
+}
+
+// SetObserver has o told of every later call (nil: none).
+func (c *Client) SetObserver(o Observer) {
+	if o == nil {
+		c.observer.Store(nil)
+		return
+	}
+	c.observer.Store(&o)
+}
+
+// observe is the client's outermost interceptor: it tells the observer of each call.
+func (c *Client) observe(ctx context.Context, req *ttrpc.Request, resp *ttrpc.Response, _ *ttrpc.UnaryClientInfo, invoke ttrpc.Invoker) error {
+	o := c.observer.Load()
+	if o == nil || LongPoll(req.Method) {
+		return invoke(ctx, req, resp)
+	}
+	start := time.Now()
+	err := invoke(ctx, req, resp)
+	callErr := err
+	if callErr == nil && resp.Status != nil && resp.Status.Code != 0 {
+		callErr = status.ErrorProto(resp.Status)
+	}
+	(*o)(req.Method, time.Since(start), callErr)
+	return err
 }
 
 // New wraps an established connection to the agent. The client owns conn.
+//
+// An observer (SetObserver) is told of each call. A call made under a recording span (package tracing) gets a client span "agent <RPC>";
+// with SetTraceAgent its context also goes to the agent in the request's metadata.
 func New(conn net.Conn, timeouts Timeouts) *Client {
-	tc := ttrpc.NewClient(conn)
-	return &Client{conn: conn, ttrpc: tc, svc: agentv1.NewAgentClient(tc), timeouts: timeouts.withDefaults()}
+	c := &Client{conn: conn, timeouts: timeouts.withDefaults()}
+	c.ttrpc = ttrpc.NewClient(conn, ttrpc.WithChainUnaryClientInterceptor(c.observe, tracing.ClientInterceptor("agent ", c.traceAgent.Load)))
+	c.svc = agentv1.NewAgentClient(c.ttrpc)
+	c.tracing = agentv1.NewTracingClient(c.ttrpc)
+	return c
 }
+
+// SetTraceAgent turns on or off sending the trace context to the agent, which then records
+// spans under it (agent.enable_tracing); CollectSpans fetches them.
+func (c *Client) SetTraceAgent(on bool) { c.traceAgent.Store(on) }
+
+// TracesAgent reports whether SetTraceAgent turned tracing in the agent on.
+func (c *Client) TracesAgent() bool { return c.traceAgent.Load() }
 
 // Close closes the connection; calls in flight fail.
 func (c *Client) Close() error {
@@ -268,4 +328,18 @@ func (c *Client) GetGuestDetails(ctx context.Context, req *agentv1.GuestDetailsR
 
 func (c *Client) GetMetrics(ctx context.Context) (*agentv1.Metrics, error) {
 	return call(ctx, "GetMetrics", c.timeouts.Request, c.svc.GetMetrics, &agentv1.GetMetricsRequest{})
+}
+
+// CollectSpans fetches the spans the agent recorded for traced requests since the last call
+// (the agent forgets them) and how many it dropped for lack of room.
+func (c *Client) CollectSpans(ctx context.Context) ([]*tracepb.ResourceSpans, uint32, error) {
+	resp, err := call(ctx, "CollectSpans", c.timeouts.Request, c.tracing.CollectSpans, &agentv1.CollectSpansRequest{})
+	if err != nil {
+		return nil, 0, err
+	}
+	spans, err := tracing.DecodeSpans(resp.GetOtlp())
+	if err != nil {
+		return nil, resp.GetDropped(), fmt.Errorf("agent CollectSpans: %w", err)
+	}
+	return spans, resp.GetDropped(), nil
 }

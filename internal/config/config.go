@@ -137,6 +137,7 @@ type Runtime struct {
 	StaticSandboxResourceMgmt bool     `toml:"static_sandbox_resource_mgmt"`
 	Experimental              []string `toml:"experimental"`
 	EnableAnnotations         []string `toml:"enable_annotations"`
+	OTLPEndpoint              string   `toml:"otlp_endpoint"`
 }
 
 // Factory is the [factory] section: VM templating and the pre-booted VM cache.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/url"
 	"path"
 	"reflect"
 	"regexp"
@@ -221,6 +222,23 @@ func checkAbsPath(s string) error {
 		return fmt.Errorf("not a clean path (want %q)", path.Clean(s))
 	case strings.ContainsAny(s, "\x00\n,"):
 		return errors.New("contains a NUL, newline or comma")
+	}
+	return nil
+}
+
+// checkOTLPEndpoint accepts an http or https URL with a host and no credentials, query
+// or fragment.
+func checkOTLPEndpoint(s string) error {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return fmt.Errorf("not a URL: %w", err)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("scheme %q: want http or https", u.Scheme)
+	case u.Host == "":
+		return errors.New("no host")
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
+		return errors.New("credentials, a query or a fragment are not accepted")
 	}
 	return nil
 }
@@ -557,8 +575,8 @@ var keyTable = []Key{
 		Consumer: "oci.agentPlan", Type: "uint32", Unit: "seconds", Min: 1, Max: 3600,
 		Doc: "Timeout of the CreateContainer request."},
 	{Section: "agent", Name: "enable_tracing",
-		Unsupported: "agent tracing is not built yet", Type: "bool", Annotation: "enable_tracing",
-		Doc: "Agent emits trace spans."},
+		Consumer: "oci.agentPlan", Type: "bool", Annotation: "enable_tracing",
+		Doc: "The agent records OpenTelemetry spans for the host's requests (as children of the host's spans, carried in the ttrpc metadata) and the shim exports them with its own. Only while the shim traces (runtime.otlp_endpoint is set); without an endpoint nothing is traced. See docs/observability.md."},
 	{Section: "agent", Name: "enable_debug",
 		Consumer: "oci.HypervisorConfig", Type: "bool",
 		Doc: "Agent logs at debug level (vessel.log=debug on the guest kernel command line); hypervisor.enable_debug implies it."},
@@ -577,6 +595,9 @@ var keyTable = []Key{
 	{Section: "runtime", Name: "enable_debug",
 		Consumer: "shim.debugFromConfig", Type: "bool",
 		Doc: "The shim logs at debug level from the sandbox's creation on, as when containerd starts it with -debug."},
+	{Section: "runtime", Name: "otlp_endpoint",
+		Consumer: "shim.service.tracingFromConfig", Type: "string", Allowed: "http:// or https:// URL of an OTLP/HTTP trace receiver", check: checkOTLPEndpoint, Optional: true,
+		Doc: "Export OpenTelemetry spans of the sandbox create path with OTLP over HTTP (protobuf) to this URL, e.g. \"http://127.0.0.1:4318\" (the path defaults to /v1/traces). Empty: no tracing, at no cost. See docs/observability.md."},
 	{Section: "runtime", Name: "sandbox_cgroup_only",
 		Consumer: "oci.hostCgroupPlan", Type: "bool", Annotation: "sandbox_cgroup_only",
 		Doc: "Keep the shim in the pod's host cgroup (linux.cgroupsPath) with the VM; otherwise the shim returns to the cgroup it was started in once the VM runs, and only the VM and its helpers are charged to the pod."},

@@ -161,6 +161,7 @@ var stringSamples = map[string]struct{ good, bad []string }{
 	"agent.kernel_modules":            {[]string{"e1000e InterruptThrottleRate=3000,3000 EEE=1", "i915"}, []string{"bad/module", " ", "mod p;q"}},
 	"runtime.experimental":            {[]string{"foo", "new_thing-2"}, []string{"Foo", "a b"}},
 	"hypervisor.vmm_id_range":         {[]string{"100000-165535", "65536-1000000000"}, []string{"100000", "1000-200000", "100000-100001", "x-y", "200000-100000"}},
+	"runtime.otlp_endpoint":           {[]string{"http://127.0.0.1:4318", "https://collector.example:4318/v1/traces"}, []string{"127.0.0.1:4318", "grpc://h:4317", "http://", "http://u:p@h", "http://h?x=1"}},
 	"runtime.enable_annotations":      {[]string{"hypervisor\\..*", "default_vcpus", ".*"}, []string{"(", "a[", "x**"}},
 	"hypervisor.valid_hypervisor_paths": {[]string{"/usr/bin/qemu-*", "/opt/[a-z]*/qemu"},
 		[]string{"qemu", "/a/[", ""}},

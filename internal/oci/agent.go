@@ -22,6 +22,9 @@ type Agent struct {
 	// Policy is the agent policy document from agent.policy_file, checked by the same
 	// parser the agent uses; nil when none is configured.
 	Policy []byte
+	// Tracing propagates the host's trace context to the agent, which records spans under
+	// it for the shim to collect and export (agent.enable_tracing).
+	Tracing bool
 }
 
 // KernelModule is one agent.kernel_modules entry: the module and its parameters
@@ -41,6 +44,7 @@ func agentPlan(c *config.Config) (Agent, error) {
 			Request: time.Duration(c.Agent.RequestTimeout) * time.Second,
 			Create:  time.Duration(c.Agent.CreateContainerTimeout) * time.Second,
 		},
+		Tracing: c.Agent.EnableTracing,
 	}
 	for _, entry := range c.Agent.KernelModules {
 		name, params := config.KernelModule(entry)

@@ -15,10 +15,13 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/sharefs"
+	"github.com/vessel-containers/vessel/internal/tracing"
 )
 
 // ContainerConfig describes a container to create in a sandbox.
@@ -74,6 +77,8 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 	}
 	id := plan.ID
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("container", id))
+	ctx, span := tracing.Start(ctx, "container create", trace.WithAttributes(attribute.String("container.id", id)))
+	defer func() { tracing.End(span, retErr) }()
 
 	s.mu.Lock()
 	if s.state != StateRunning {

@@ -10,6 +10,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/procid"
+	"github.com/vessel-containers/vessel/internal/tracing"
 )
 
 // VMSource hands out VMs that are already booted: the VM factory (package factory,
@@ -22,6 +23,15 @@ type VMSource interface {
 	VM(ctx context.Context, driver string, cfg hypervisor.Config) (hypervisor.VM, error)
 }
 
+// What the VM factory did for a sandbox (Sandbox.FactoryResult); "" when the sandbox has
+// no factory.
+const (
+	FactoryHit     = "hit"     // the sandbox runs a VM from the factory
+	FactoryMiss    = "miss"    // the factory had no VM for it: booted cold
+	FactoryFailed  = "failed"  // the factory's VM could not be recorded or did not answer or grow: booted cold
+	FactorySkipped = "skipped" // the sandbox has network devices, which a factory's VM lacks: booted cold
+)
+
 // warmReady bounds the first answer of a VM from the factory: its guest is already up, so
 // an agent that stays silent this long is stuck (seen once under heavy load after a
 // template restore), and a cold boot is the faster way to a sandbox.
@@ -32,6 +42,7 @@ const warmReady = 20 * time.Second
 // that fails is stopped and logged, never returned as an error. On error nothing it
 // started is left running.
 func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, start time.Time) error {
+	vmStart := time.Now()
 	if vm, vmm := s.warmVM(ctx, vmcfg); vm != nil {
 		s.vm, s.vmStart = vm, vmm.StartTime
 		log.G(ctx).WithField("pid", vm.Pid()).WithField("elapsed", time.Since(start)).Debug("vm started")
@@ -39,6 +50,8 @@ func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, start time.
 		if timeouts.Ready == 0 || timeouts.Ready > warmReady {
 			timeouts.Ready = warmReady
 		}
+		s.phase(PhaseVMStart, vmStart)
+		connectStart := time.Now()
 		err := s.connect(ctx, timeouts)
 		if err == nil {
 			if err = s.grow(ctx); err != nil {
@@ -48,8 +61,12 @@ func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, start time.
 			}
 		}
 		if err == nil {
+			s.phase(PhaseAgentConnect, connectStart)
+			s.factory = FactoryHit
 			return nil
 		}
+		s.factory = FactoryFailed
+		s.phases = s.phases[:len(s.phases)-1] // the cold boot's phases replace it
 		log.G(ctx).WithError(err).Warn("vm from the factory failed; stopping it and booting cold")
 		stopVM(ctx, vm)
 		s.vm, s.vmStart = nil, 0
@@ -73,10 +90,13 @@ func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, start time.
 	}
 	s.vm, s.vmStart = vm, vmm.StartTime
 	log.G(ctx).WithField("pid", vm.Pid()).WithField("elapsed", time.Since(start)).Debug("vm started")
+	s.phase(PhaseVMStart, vmStart)
+	connectStart := time.Now()
 	if err := s.connect(ctx, s.cfg.Timeouts); err != nil {
 		stopVM(ctx, vm)
 		return err
 	}
+	s.phase(PhaseAgentConnect, connectStart)
 	return nil
 }
 
@@ -88,12 +108,16 @@ func (s *Sandbox) warmVM(ctx context.Context, vmcfg hypervisor.Config) (hypervis
 	}
 	if len(vmcfg.NICs) > 0 {
 		log.G(ctx).Debug("the sandbox has network devices, which a vm from the factory lacks; booting cold")
+		s.factory = FactorySkipped
 		return nil, procid.ID{}
 	}
 	begin := time.Now()
+	_, span := tracing.Start(ctx, "vm from factory")
 	vm, err := s.cfg.VMSource.VM(ctx, s.cfg.Hypervisor, vmcfg)
+	tracing.End(span, err)
 	if err != nil {
 		log.G(ctx).WithError(err).WithField("elapsed", time.Since(begin)).Info("factory has no vm for this sandbox; booting cold")
+		s.factory = FactoryMiss
 		return nil, procid.ID{}
 	}
 	log.G(ctx).WithField("pid", vm.Pid()).WithField("elapsed", time.Since(begin)).Info("vm from the factory")
@@ -101,6 +125,7 @@ func (s *Sandbox) warmVM(ctx context.Context, vmcfg hypervisor.Config) (hypervis
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("vm from the factory cannot be recorded; stopping it and booting cold")
 		stopVM(ctx, vm)
+		s.factory = FactoryFailed
 		return nil, procid.ID{}
 	}
 	return vm, vmm

@@ -70,13 +70,14 @@ func TestBootFallsBackToCold(t *testing.T) {
 	vmcfg := hypervisor.Config{ID: "sb", StateDir: dir, Kernel: "/k", VCPUs: 2, MemoryMiB: 512}
 
 	for _, tc := range []struct {
-		name      string
-		src       *fakeSource
-		wantAsked bool
+		name        string
+		src         *fakeSource
+		wantAsked   bool
+		wantFactory string
 	}{
-		{"no source", nil, false},
-		{"source's vm does not answer", &fakeSource{vm: &seamVM{cfg: vmcfg, done: make(chan struct{})}}, true},
-		{"source has none", &fakeSource{err: errors.New("template: differs in kernel_params")}, true},
+		{"no source", nil, false, ""},
+		{"source's vm does not answer", &fakeSource{vm: &seamVM{cfg: vmcfg, done: make(chan struct{})}}, true, FactoryFailed},
+		{"source has none", &fakeSource{err: errors.New("template: differs in kernel_params")}, true, FactoryMiss},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			coldBoots = nil
@@ -109,6 +110,9 @@ func TestBootFallsBackToCold(t *testing.T) {
 			}
 			if s.vm != nil && s.vm != hypervisor.VM(coldBoots[0]) {
 				t.Errorf("sandbox kept vm %v", s.vm)
+			}
+			if got := s.FactoryResult(); got != tc.wantFactory {
+				t.Errorf("FactoryResult() = %q, want %q", got, tc.wantFactory)
 			}
 		})
 	}

@@ -11,12 +11,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agentclient"
@@ -30,6 +33,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 	"github.com/vessel-containers/vessel/internal/sharefs/virtiofsd"
+	"github.com/vessel-containers/vessel/internal/tracing"
 )
 
 // Config describes a sandbox to create. The shim fills it from the sandbox plan
@@ -79,7 +83,26 @@ type Config struct {
 	VMMIDs *idrange.Pool
 	// VMMIDLeaseDir is where VMMIDs leases are kept (default idrange.DefaultLeaseDir).
 	VMMIDLeaseDir string
+	// AgentTracing sends the trace context of traced agent requests to the agent, which
+	// records spans under it (oci.Agent.Tracing); collect them with Agent().CollectSpans.
+	AgentTracing bool
+	// AgentObserver, when set, is told of every agent call (agentclient.Observer).
+	AgentObserver agentclient.Observer
 }
+
+// Phase is one part of a sandbox's creation and how long it took.
+type Phase struct {
+	Name     string
+	Duration time.Duration
+}
+
+// Names of the phases of Create, in order (CreatePhases).
+const (
+	PhaseHostPrep     = "host_prep"     // state directory, shares, host cgroup, network attachment
+	PhaseVMStart      = "vm_start"      // a running VMM: from the factory, or after its attempts a cold start
+	PhaseAgentConnect = "agent_connect" // guest boot up to the agent's first answer, clock and RNG
+	PhaseSandboxSetup = "sandbox_setup" // agent policy, CreateSandbox, network
+)
 
 // State of a sandbox or container.
 type State string
@@ -113,6 +136,10 @@ type Sandbox struct {
 	// netMu serializes SyncNetwork (network.go): a rescan of the pod network namespace,
 	// the hot-plugs it leads to and the guest's configuration. Never held with mu.
 	netMu sync.Mutex
+	// phases are the durations of Create's phases; written only by Create.
+	phases []Phase
+	// factory is what the VM factory did for the sandbox (Factory*); written only by Create.
+	factory string
 
 	// resizeMu serialises fit: one resize at a time, from the containers' limits at its start.
 	resizeMu sync.Mutex
@@ -165,6 +192,8 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	}
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("sandbox", cfg.ID))
 	start := time.Now()
+	ctx, span := tracing.Start(ctx, "sandbox create", trace.WithAttributes(attribute.String("sandbox.id", cfg.ID)))
+	defer func() { tracing.End(span, retErr) }()
 
 	var rollback undo
 	defer func() {
@@ -238,6 +267,7 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 		return nil, err
 	}
 	rollback.add(func(ctx context.Context) error { return network.Teardown(ctx, dir) })
+	s.phase(PhaseHostPrep, start)
 	err = s.boot(ctx, vmcfg, start) // factory.go
 	att.CloseFiles()                // the VMM holds its own copies now
 	if err != nil {
@@ -270,10 +300,25 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 		}
 	}
 	log.G(ctx).WithField("elapsed", time.Since(start)).Debug("agent ready")
+	setupStart := time.Now()
+	if err := s.setup(ctx, vmcfg, att); err != nil {
+		return nil, err
+	}
+	s.phase(PhaseSandboxSetup, setupStart)
+	log.G(ctx).WithField("elapsed", time.Since(start)).Debug("sandbox created")
+	return s, nil
+}
 
+// setup creates the sandbox in the guest: the agent policy, CreateSandbox (shared
+// directory, hostname, kernel modules), then the network; then the sandbox is running and
+// its state saved.
+func (s *Sandbox) setup(ctx context.Context, vmcfg hypervisor.Config, att *network.Attachment) (retErr error) {
+	ctx, span := tracing.Start(ctx, "sandbox setup")
+	defer func() { tracing.End(span, retErr) }()
+	cfg := s.cfg
 	if len(cfg.AgentPolicy) > 0 {
 		if err := s.agent.SetPolicy(ctx, cfg.AgentPolicy); err != nil {
-			return nil, s.explain(fmt.Errorf("sandbox %s: agent policy: %w", cfg.ID, err))
+			return s.explain(fmt.Errorf("sandbox %s: agent policy: %w", cfg.ID, err))
 		}
 	}
 	storage := shareStorage(vmcfg)
@@ -288,28 +333,31 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 		KernelModules: modules,
 		SandboxPidns:  cfg.SandboxPidNS,
 	}); err != nil {
-		return nil, s.explain(fmt.Errorf("sandbox %s: %w", cfg.ID, err))
+		return s.explain(fmt.Errorf("sandbox %s: %w", cfg.ID, err))
 	}
 	if err := s.configureNetwork(ctx, att); err != nil { // network.go
-		return nil, s.explain(fmt.Errorf("sandbox %s: %w", cfg.ID, err))
+		return s.explain(fmt.Errorf("sandbox %s: %w", cfg.ID, err))
 	}
 	s.state = StateRunning
-	if err := s.save(); err != nil {
-		return nil, err
-	}
-	log.G(ctx).WithField("elapsed", time.Since(start)).Debug("sandbox created")
-	return s, nil
+	return s.save()
 }
 
 // connect dials the agent, waits for its first answer (bounded by timeouts.Ready), then
 // syncs the clock and seeds the guest RNG (both only after the first answer, so they carry
 // fresh values).
-func (s *Sandbox) connect(ctx context.Context, timeouts agentclient.Timeouts) error {
+func (s *Sandbox) connect(ctx context.Context, timeouts agentclient.Timeouts) (retErr error) {
+	begin := time.Now()
+	ctx, span := tracing.Start(ctx, "agent connect")
+	defer func() { tracing.End(span, retErr) }()
 	agent, err := agentclient.Dial(ctx, s.vm.Agent(), timeouts)
 	if err != nil {
 		return fmt.Errorf("sandbox %s: %w", s.id, err)
 	}
-	if _, err := agent.WaitReady(ctx); err != nil {
+	agent.SetTraceAgent(s.cfg.AgentTracing)
+	agent.SetObserver(s.cfg.AgentObserver)
+	check, err := agent.WaitReady(ctx)
+	answered := time.Now()
+	if err != nil {
 		agent.Close()
 		return s.explain(fmt.Errorf("sandbox %s: wait for agent: %w", s.id, err))
 	}
@@ -326,6 +374,11 @@ func (s *Sandbox) connect(ctx context.Context, timeouts agentclient.Timeouts) er
 		agent.Close()
 		return s.explain(fmt.Errorf("sandbox %s: %w", s.id, err))
 	}
+	if s.cfg.AgentTracing && !slices.Contains(check.GetCapabilities(), agentv1.CapabilityTracing) {
+		log.G(ctx).Warn("agent.enable_tracing: the guest's agent records no spans (rebuild the guest image)")
+		agent.SetTraceAgent(false)
+	}
+	traceGuestBoot(ctx, agent, begin, answered) // bootlog.go
 	s.agent = agent
 	return nil
 }
@@ -349,6 +402,18 @@ func shareStorage(vmcfg hypervisor.Config) *agentv1.Storage {
 
 // ID of the sandbox.
 func (s *Sandbox) ID() string { return s.id }
+
+// phase records that the phase name ran from start until now.
+func (s *Sandbox) phase(name string, start time.Time) {
+	s.phases = append(s.phases, Phase{Name: name, Duration: time.Since(start)})
+}
+
+// CreatePhases are the durations of Create's phases, in order.
+func (s *Sandbox) CreatePhases() []Phase { return slices.Clone(s.phases) }
+
+// FactoryResult is what the VM factory did for the sandbox (FactoryHit, FactoryMiss,
+// FactoryFailed, FactorySkipped), or "" when it has none.
+func (s *Sandbox) FactoryResult() string { return s.factory }
 
 // Effective is the sandbox's effective configuration (Config.Effective).
 func (s *Sandbox) Effective() *config.Config { return s.cfg.Effective }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/sandbox"
+	"github.com/vessel-containers/vessel/internal/tracing"
 )
 
 // stdio are the names containerd gave for a process's streams: FIFO paths, or for the
@@ -176,6 +177,14 @@ func (c *container) mountRootfs(rootfs []*types.Mount, ids *idrange.Range) error
 	}
 	c.rootfsMounted = true
 	return nil
+}
+
+// tracedMountRootfs is mountRootfs in a "rootfs mount" span.
+func (c *container) tracedMountRootfs(ctx context.Context, rootfs []*types.Mount, ids *idrange.Range) error {
+	_, span := tracing.Start(ctx, "rootfs mount")
+	err := c.mountRootfs(rootfs, ids)
+	tracing.End(span, err)
+	return err
 }
 
 // checkIDMappable accepts a rootfs that mountRootfs can present idmapped: one writable

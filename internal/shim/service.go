@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
@@ -28,6 +29,8 @@ import (
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/sandbox"
+	"github.com/vessel-containers/vessel/internal/tracing"
+	"github.com/vessel-containers/vessel/internal/tracing/otlp"
 )
 
 // service implements containerd's task API for the containers of one sandbox.
@@ -50,14 +53,24 @@ type service struct {
 	// root holds the sandbox state directories.
 	root string
 
-	// mu guards sb, booting and containers, and the creating and cancelCreate fields of
-	// every container in containers.
+	// mu guards sb, booting, containers and metricsSrv, and the creating and cancelCreate
+	// fields of every container in containers.
 	mu sync.Mutex
 	sb *sandbox.Sandbox
 	// booting is the id of the sandbox a Create is booting, "" when none: the sandbox slot
 	// is taken while sb is still nil.
 	booting    string
 	containers map[string]*container
+	// metricsSrv serves metrics on the sandbox's metrics socket while sb is set (metrics.go).
+	metricsSrv *metricsServer
+
+	// metrics are the shim's and the guest's figures for vessel-monitor (metrics.go).
+	metrics *shimMetrics
+
+	// traceMu guards exporter.
+	traceMu sync.Mutex
+	// exporter sends spans to runtime.otlp_endpoint; nil while tracing is off (tracing.go).
+	exporter *otlp.Exporter
 }
 
 // errCreateCancelled is the cause of a Create cancelled by Kill or Delete of its task.
@@ -87,6 +100,7 @@ func newService(ctx context.Context, publisher shim.Publisher, sd shutdown.Servi
 		root:       root,
 		containers: map[string]*container{},
 	}
+	s.metrics = newShimMetrics(s)
 	go s.forward(ctx)
 	sd.RegisterCallback(s.cleanup)
 	return s
@@ -138,6 +152,8 @@ func (s *service) cleanup(ctx context.Context) error {
 	s.mu.Lock()
 	sb := s.sb
 	s.sb = nil
+	ms := s.metricsSrv
+	s.metricsSrv = nil
 	ctrs := s.containers
 	s.containers = map[string]*container{}
 	s.mu.Unlock()
@@ -145,6 +161,7 @@ func (s *service) cleanup(ctx context.Context) error {
 	for _, c := range ctrs {
 		c.closeIO()
 	}
+	ms.stop()
 	if sb != nil {
 		err = sb.Delete(ctx)
 	}
@@ -152,6 +169,7 @@ func (s *service) cleanup(ctx context.Context) error {
 	for _, c := range ctrs {
 		c.unmountRootfs(ctx)
 	}
+	s.shutdownTracing(ctx) // tracing.go
 	return err
 }
 
@@ -229,10 +247,13 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
 		return nil, toGRPC(fmt.Errorf("restore from checkpoint: %w", errdefs.ErrNotImplemented))
 	}
+	begin := time.Now()
 	sbPlan, plan, cfg, host, err := s.plan(ctx, r)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
+	ctx, span := s.startCreateSpan(ctx, r.ID, begin) // tracing.go
+	defer func() { tracing.End(span, retErr) }()
 
 	c := &container{
 		id: r.ID, bundle: r.Bundle, rootfs: plan.Rootfs, execs: map[string]*process{},
@@ -289,7 +310,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		}
 	}
 	if mountRootfs && !idmapped {
-		if err := c.mountRootfs(r.Rootfs, nil); err != nil {
+		if err := c.tracedMountRootfs(cctx, r.Rootfs, nil); err != nil {
 			return nil, fail(err)
 		}
 		rollback = append(rollback, c.unmountRootfs)
@@ -307,16 +328,18 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		})
 	}
 	if mountRootfs && idmapped {
-		if err := c.mountRootfs(r.Rootfs, sb.VMMIDs()); err != nil {
+		if err := c.tracedMountRootfs(cctx, r.Rootfs, sb.VMMIDs()); err != nil {
 			return nil, fail(err)
 		}
 		rollback = append(rollback, c.unmountRootfs)
 	}
 
+	ctrStart := time.Now()
 	ctr, err := sb.CreateContainer(cctx, sandbox.ContainerConfig{Plan: plan, Stdin: r.Stdin != ""})
 	if err != nil {
 		return nil, fail(err)
 	}
+	ctrTook := time.Since(ctrStart)
 	if sbPlan == nil {
 		// The sandbox's own container goes with the sandbox.
 		rollback = append(rollback, func(ctx context.Context) {
@@ -333,6 +356,8 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err := s.commit(cctx, c, ctr, sbPlan, sb); err != nil {
 		return nil, fail(err)
 	}
+	s.exportAgentSpans(cctx, sb) // tracing.go
+	s.metrics.observeCreate(sb, sbPlan != nil, ctrTook, time.Since(begin))
 	s.send(runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{
 		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
 		IO:  &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
@@ -366,6 +391,7 @@ func (s *service) plan(ctx context.Context, r *taskAPI.CreateTaskRequest) (*oci.
 		return nil, nil, nil, host, err
 	}
 	debugFromConfig(ctx, cfg)
+	s.tracingFromConfig(ctx, cfg) // tracing.go
 	if host, err = config.DetectHost(); err != nil {
 		return nil, nil, nil, host, fmt.Errorf("inspect host: %w", err)
 	}
@@ -436,6 +462,12 @@ func (s *service) commit(ctx context.Context, c *container, ctr *sandbox.Contain
 		s.sb = sb
 		s.booting = ""
 		go s.watchOOM(sb)
+		// Listening is quick; without the socket the sandbox runs unmonitored.
+		ms, err := serveMetrics(s.ctx, s.metrics, sb.Dir())
+		if err != nil {
+			log.G(ctx).WithError(err).Warn("metrics socket: vessel-monitor sees no guest figures")
+		}
+		s.metricsSrv = ms
 	} else if s.sb != sb {
 		return fmt.Errorf("create %s: sandbox %s was deleted meanwhile: %w", c.id, sb.ID(), errdefs.ErrFailedPrecondition)
 	}
@@ -477,6 +509,8 @@ func (s *service) createSandbox(ctx context.Context, plan *oci.Sandbox, cfg *con
 		VMMIDs:        plan.VMMIDs,
 		Resize:        !plan.Config.Runtime.StaticSandboxResourceMgmt,
 		Limits:        plan.Limits,
+		AgentTracing:  plan.Agent.Tracing,
+		AgentObserver: s.metrics.observeCall,
 	})
 }
 
@@ -612,6 +646,8 @@ func (s *service) detach(c *container) (sb *sandbox.Sandbox, ends bool) {
 	ends = sb != nil && (len(s.containers) == 0 || c.id == sb.ID())
 	if ends {
 		s.sb = nil
+		s.metricsSrv.stop() // quick: it waits for no scrape in flight
+		s.metricsSrv = nil
 		for _, o := range s.containers {
 			if o.creating {
 				o.cancelCreate(errCreateCancelled)

@@ -1,6 +1,7 @@
 // Package shimproto is the contract between containerd-shim-vessel-v2 and the programs that
-// run it (containerd, and the vessel CLI): the runtime and binary names, the flags the shim
-// binary takes, and the command lines of its start and delete actions.
+// run it (containerd, the vessel CLI and vessel-monitor): the runtime and binary names, the
+// flags the shim binary takes, the command lines of its start and delete actions, and the
+// socket its metrics are read from.
 //
 // The shim takes containerd's flags (parsed by containerd's shim package) and three of its
 // own, which containerd never passes: a shim started by containerd keeps its state under
@@ -29,6 +30,11 @@ const (
 	ActionStart  = "start"
 	ActionDelete = "delete"
 )
+
+// MetricsSocket is the unix socket, in a sandbox's state directory, on which the sandbox's
+// shim serves its metrics and the guest's as Prometheus text at /metrics, over HTTP, while
+// the sandbox runs; vessel-monitor reads it (docs/observability.md).
+const MetricsSocket = "shim-metrics.sock"
 
 // Names of containerd's shim flags, which containerd's shim package defines and parses.
 const (

@@ -3842,6 +3842,97 @@ func (x *SetPolicyResponse) GetDigest() string {
 	return ""
 }
 
+type CollectSpansRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectSpansRequest) Reset() {
+	*x = CollectSpansRequest{}
+	mi := &file_agent_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectSpansRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectSpansRequest) ProtoMessage() {}
+
+func (x *CollectSpansRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectSpansRequest.ProtoReflect.Descriptor instead.
+func (*CollectSpansRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{65}
+}
+
+type CollectSpansResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The spans as an OTLP opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest,
+	// protobuf-encoded; empty when there are none.
+	Otlp []byte `protobuf:"bytes,1,opt,name=otlp,proto3" json:"otlp,omitempty"`
+	// Spans dropped because the buffer was full since the last call.
+	Dropped       uint32 `protobuf:"varint,2,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectSpansResponse) Reset() {
+	*x = CollectSpansResponse{}
+	mi := &file_agent_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectSpansResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectSpansResponse) ProtoMessage() {}
+
+func (x *CollectSpansResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectSpansResponse.ProtoReflect.Descriptor instead.
+func (*CollectSpansResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *CollectSpansResponse) GetOtlp() []byte {
+	if x != nil {
+		return x.Otlp
+	}
+	return nil
+}
+
+func (x *CollectSpansResponse) GetDropped() uint32 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -4113,7 +4204,11 @@ const file_agent_proto_rawDesc = "" +
 	"\x10SetPolicyRequest\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\fR\x06policy\"+\n" +
 	"\x11SetPolicyResponse\x12\x16\n" +
-	"\x06digest\x18\x01 \x01(\tR\x06digest2\xcf\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\"\x15\n" +
+	"\x13CollectSpansRequest\"D\n" +
+	"\x14CollectSpansResponse\x12\x12\n" +
+	"\x04otlp\x18\x01 \x01(\fR\x04otlp\x12\x18\n" +
+	"\adropped\x18\x02 \x01(\rR\adropped2\xcf\x16\n" +
 	"\x05Agent\x12F\n" +
 	"\x05Check\x12\x1d.vessel.agent.v1.CheckRequest\x1a\x1e.vessel.agent.v1.CheckResponse\x12L\n" +
 	"\aVersion\x12\x1f.vessel.agent.v1.VersionRequest\x1a .vessel.agent.v1.VersionResponse\x12N\n" +
@@ -4155,7 +4250,9 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"GetMetrics\x12\".vessel.agent.v1.GetMetricsRequest\x1a\x18.vessel.agent.v1.Metrics\x12@\n" +
 	"\x06WarmUp\x12\x1e.vessel.agent.v1.WarmUpRequest\x1a\x16.vessel.agent.v1.Empty\x12R\n" +
-	"\tSetPolicy\x12!.vessel.agent.v1.SetPolicyRequest\x1a\".vessel.agent.v1.SetPolicyResponseB:Z8github.com/vessel-containers/vessel/api/agent/v1;agentv1b\x06proto3"
+	"\tSetPolicy\x12!.vessel.agent.v1.SetPolicyRequest\x1a\".vessel.agent.v1.SetPolicyResponse2f\n" +
+	"\aTracing\x12[\n" +
+	"\fCollectSpans\x12$.vessel.agent.v1.CollectSpansRequest\x1a%.vessel.agent.v1.CollectSpansResponseB:Z8github.com/vessel-containers/vessel/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -4169,7 +4266,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                    // 0: vessel.agent.v1.Empty
 	(*CheckRequest)(nil),             // 1: vessel.agent.v1.CheckRequest
@@ -4236,6 +4333,8 @@ var file_agent_proto_goTypes = []any{
 	(*Metrics)(nil),                  // 62: vessel.agent.v1.Metrics
 	(*SetPolicyRequest)(nil),         // 63: vessel.agent.v1.SetPolicyRequest
 	(*SetPolicyResponse)(nil),        // 64: vessel.agent.v1.SetPolicyResponse
+	(*CollectSpansRequest)(nil),      // 65: vessel.agent.v1.CollectSpansRequest
+	(*CollectSpansResponse)(nil),     // 66: vessel.agent.v1.CollectSpansResponse
 }
 var file_agent_proto_depIdxs = []int32{
 	8,  // 0: vessel.agent.v1.CreateSandboxRequest.storages:type_name -> vessel.agent.v1.Storage
@@ -4295,43 +4394,45 @@ var file_agent_proto_depIdxs = []int32{
 	61, // 54: vessel.agent.v1.Agent.GetMetrics:input_type -> vessel.agent.v1.GetMetricsRequest
 	55, // 55: vessel.agent.v1.Agent.WarmUp:input_type -> vessel.agent.v1.WarmUpRequest
 	63, // 56: vessel.agent.v1.Agent.SetPolicy:input_type -> vessel.agent.v1.SetPolicyRequest
-	2,  // 57: vessel.agent.v1.Agent.Check:output_type -> vessel.agent.v1.CheckResponse
-	4,  // 58: vessel.agent.v1.Agent.Version:output_type -> vessel.agent.v1.VersionResponse
-	0,  // 59: vessel.agent.v1.Agent.CreateSandbox:output_type -> vessel.agent.v1.Empty
-	0,  // 60: vessel.agent.v1.Agent.DestroySandbox:output_type -> vessel.agent.v1.Empty
-	0,  // 61: vessel.agent.v1.Agent.CreateContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 62: vessel.agent.v1.Agent.StartContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 63: vessel.agent.v1.Agent.RemoveContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 64: vessel.agent.v1.Agent.ExecProcess:output_type -> vessel.agent.v1.Empty
-	0,  // 65: vessel.agent.v1.Agent.SignalProcess:output_type -> vessel.agent.v1.Empty
-	18, // 66: vessel.agent.v1.Agent.WaitProcess:output_type -> vessel.agent.v1.WaitProcessResponse
-	21, // 67: vessel.agent.v1.Agent.ListProcesses:output_type -> vessel.agent.v1.ListProcessesResponse
-	0,  // 68: vessel.agent.v1.Agent.UpdateContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 69: vessel.agent.v1.Agent.PauseContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 70: vessel.agent.v1.Agent.ResumeContainer:output_type -> vessel.agent.v1.Empty
-	32, // 71: vessel.agent.v1.Agent.StatsContainer:output_type -> vessel.agent.v1.StatsContainerResponse
-	34, // 72: vessel.agent.v1.Agent.GetOOMEvent:output_type -> vessel.agent.v1.OOMEvent
-	36, // 73: vessel.agent.v1.Agent.WriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
-	38, // 74: vessel.agent.v1.Agent.ReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
-	38, // 75: vessel.agent.v1.Agent.ReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
-	0,  // 76: vessel.agent.v1.Agent.CloseStdin:output_type -> vessel.agent.v1.Empty
-	0,  // 77: vessel.agent.v1.Agent.TtyWinResize:output_type -> vessel.agent.v1.Empty
-	42, // 78: vessel.agent.v1.Agent.UpdateInterface:output_type -> vessel.agent.v1.Interface
-	45, // 79: vessel.agent.v1.Agent.UpdateRoutes:output_type -> vessel.agent.v1.Routes
-	43, // 80: vessel.agent.v1.Agent.ListInterfaces:output_type -> vessel.agent.v1.Interfaces
-	45, // 81: vessel.agent.v1.Agent.ListRoutes:output_type -> vessel.agent.v1.Routes
-	0,  // 82: vessel.agent.v1.Agent.AddARPNeighbors:output_type -> vessel.agent.v1.Empty
-	0,  // 83: vessel.agent.v1.Agent.OnlineCPUMem:output_type -> vessel.agent.v1.Empty
-	0,  // 84: vessel.agent.v1.Agent.MemHotplugByProbe:output_type -> vessel.agent.v1.Empty
-	0,  // 85: vessel.agent.v1.Agent.CopyFile:output_type -> vessel.agent.v1.Empty
-	0,  // 86: vessel.agent.v1.Agent.ReseedRandomDev:output_type -> vessel.agent.v1.Empty
-	0,  // 87: vessel.agent.v1.Agent.SetGuestDateTime:output_type -> vessel.agent.v1.Empty
-	60, // 88: vessel.agent.v1.Agent.GetGuestDetails:output_type -> vessel.agent.v1.GuestDetailsResponse
-	62, // 89: vessel.agent.v1.Agent.GetMetrics:output_type -> vessel.agent.v1.Metrics
-	0,  // 90: vessel.agent.v1.Agent.WarmUp:output_type -> vessel.agent.v1.Empty
-	64, // 91: vessel.agent.v1.Agent.SetPolicy:output_type -> vessel.agent.v1.SetPolicyResponse
-	57, // [57:92] is the sub-list for method output_type
-	22, // [22:57] is the sub-list for method input_type
+	65, // 57: vessel.agent.v1.Tracing.CollectSpans:input_type -> vessel.agent.v1.CollectSpansRequest
+	2,  // 58: vessel.agent.v1.Agent.Check:output_type -> vessel.agent.v1.CheckResponse
+	4,  // 59: vessel.agent.v1.Agent.Version:output_type -> vessel.agent.v1.VersionResponse
+	0,  // 60: vessel.agent.v1.Agent.CreateSandbox:output_type -> vessel.agent.v1.Empty
+	0,  // 61: vessel.agent.v1.Agent.DestroySandbox:output_type -> vessel.agent.v1.Empty
+	0,  // 62: vessel.agent.v1.Agent.CreateContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 63: vessel.agent.v1.Agent.StartContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 64: vessel.agent.v1.Agent.RemoveContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 65: vessel.agent.v1.Agent.ExecProcess:output_type -> vessel.agent.v1.Empty
+	0,  // 66: vessel.agent.v1.Agent.SignalProcess:output_type -> vessel.agent.v1.Empty
+	18, // 67: vessel.agent.v1.Agent.WaitProcess:output_type -> vessel.agent.v1.WaitProcessResponse
+	21, // 68: vessel.agent.v1.Agent.ListProcesses:output_type -> vessel.agent.v1.ListProcessesResponse
+	0,  // 69: vessel.agent.v1.Agent.UpdateContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 70: vessel.agent.v1.Agent.PauseContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 71: vessel.agent.v1.Agent.ResumeContainer:output_type -> vessel.agent.v1.Empty
+	32, // 72: vessel.agent.v1.Agent.StatsContainer:output_type -> vessel.agent.v1.StatsContainerResponse
+	34, // 73: vessel.agent.v1.Agent.GetOOMEvent:output_type -> vessel.agent.v1.OOMEvent
+	36, // 74: vessel.agent.v1.Agent.WriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
+	38, // 75: vessel.agent.v1.Agent.ReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
+	38, // 76: vessel.agent.v1.Agent.ReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
+	0,  // 77: vessel.agent.v1.Agent.CloseStdin:output_type -> vessel.agent.v1.Empty
+	0,  // 78: vessel.agent.v1.Agent.TtyWinResize:output_type -> vessel.agent.v1.Empty
+	42, // 79: vessel.agent.v1.Agent.UpdateInterface:output_type -> vessel.agent.v1.Interface
+	45, // 80: vessel.agent.v1.Agent.UpdateRoutes:output_type -> vessel.agent.v1.Routes
+	43, // 81: vessel.agent.v1.Agent.ListInterfaces:output_type -> vessel.agent.v1.Interfaces
+	45, // 82: vessel.agent.v1.Agent.ListRoutes:output_type -> vessel.agent.v1.Routes
+	0,  // 83: vessel.agent.v1.Agent.AddARPNeighbors:output_type -> vessel.agent.v1.Empty
+	0,  // 84: vessel.agent.v1.Agent.OnlineCPUMem:output_type -> vessel.agent.v1.Empty
+	0,  // 85: vessel.agent.v1.Agent.MemHotplugByProbe:output_type -> vessel.agent.v1.Empty
+	0,  // 86: vessel.agent.v1.Agent.CopyFile:output_type -> vessel.agent.v1.Empty
+	0,  // 87: vessel.agent.v1.Agent.ReseedRandomDev:output_type -> vessel.agent.v1.Empty
+	0,  // 88: vessel.agent.v1.Agent.SetGuestDateTime:output_type -> vessel.agent.v1.Empty
+	60, // 89: vessel.agent.v1.Agent.GetGuestDetails:output_type -> vessel.agent.v1.GuestDetailsResponse
+	62, // 90: vessel.agent.v1.Agent.GetMetrics:output_type -> vessel.agent.v1.Metrics
+	0,  // 91: vessel.agent.v1.Agent.WarmUp:output_type -> vessel.agent.v1.Empty
+	64, // 92: vessel.agent.v1.Agent.SetPolicy:output_type -> vessel.agent.v1.SetPolicyResponse
+	66, // 93: vessel.agent.v1.Tracing.CollectSpans:output_type -> vessel.agent.v1.CollectSpansResponse
+	58, // [58:94] is the sub-list for method output_type
+	22, // [22:58] is the sub-list for method input_type
 	22, // [22:22] is the sub-list for extension type_name
 	22, // [22:22] is the sub-list for extension extendee
 	0,  // [0:22] is the sub-list for field type_name
@@ -4348,9 +4449,9 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   65,
+			NumMessages:   67,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_agent_proto_goTypes,
 		DependencyIndexes: file_agent_proto_depIdxs,

@@ -586,3 +586,39 @@ func (c *agentClient) SetPolicy(ctx context.Context, req *SetPolicyRequest) (*Se
 	}
 	return &resp, nil
 }
+
+type TracingService interface {
+	CollectSpans(context.Context, *CollectSpansRequest) (*CollectSpansResponse, error)
+}
+
+func RegisterTracingService(srv *ttrpc.Server, svc TracingService) {
+	srv.RegisterService("vessel.agent.v1.Tracing", &ttrpc.ServiceDesc{
+		Methods: map[string]ttrpc.Method{
+			"CollectSpans": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req CollectSpansRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.CollectSpans(ctx, &req)
+			},
+		},
+	})
+}
+
+type tracingClient struct {
+	client *ttrpc.Client
+}
+
+func NewTracingClient(client *ttrpc.Client) TracingService {
+	return &tracingClient{
+		client: client,
+	}
+}
+
+func (c *tracingClient) CollectSpans(ctx context.Context, req *CollectSpansRequest) (*CollectSpansResponse, error) {
+	var resp CollectSpansResponse
+	if err := c.client.Call(ctx, "vessel.agent.v1.Tracing", "CollectSpans", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}

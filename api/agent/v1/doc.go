@@ -8,3 +8,7 @@ package agentv1
 // ProtocolVersion is the major version of agent.proto. Host and agent refuse each other when
 // it differs.
 const ProtocolVersion = 1
+
+// CapabilityTracing is the capability (CheckResponse.capabilities) of an agent that serves
+// the Tracing service.
+const CapabilityTracing = "tracing"

@@ -35,6 +35,7 @@ import (
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agent/device"
+	"github.com/vessel-containers/vessel/internal/tracing"
 )
 
 // DefaultRoot is the guest directory every mount point must be under.
@@ -99,10 +100,12 @@ type plan struct {
 }
 
 // Mount mounts s and returns its mount point (the cleaned mount_point).
-func (m *Manager) Mount(ctx context.Context, s *agentv1.Storage) (string, error) {
+func (m *Manager) Mount(ctx context.Context, s *agentv1.Storage) (_ string, retErr error) {
 	if s == nil {
 		return "", fmt.Errorf("%w: storage is empty", errdefs.ErrInvalidArgument)
 	}
+	ctx, span := tracing.Start(ctx, "storage mount "+s.GetDriver())
+	defer func() { tracing.End(span, retErr) }()
 	rel, err := Rel(m.root, s.GetMountPoint())
 	if err != nil {
 		return "", fmt.Errorf("storage %q: mount_point: %w", s.GetDriver(), err)

@@ -13,10 +13,13 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qmp"
 	"github.com/vessel-containers/vessel/internal/jail"
+	"github.com/vessel-containers/vessel/internal/tracing"
 	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
@@ -35,7 +38,9 @@ var errExited = errors.New("qemu exited during start")
 // QMP reports the machine running (the kernel is loaded and the vCPUs run). ctx
 // bounds Start only, not the life of the VM. On error QEMU has been killed and reaped, its
 // sockets removed, and the error quotes qemu.log.
-func (v *VM) Start(ctx context.Context) error {
+func (v *VM) Start(ctx context.Context) (retErr error) {
+	ctx, span := tracing.Start(ctx, "qemu start", trace.WithAttributes(attribute.String("vm.id", v.cfg.ID)))
+	defer func() { tracing.End(span, retErr) }()
 	v.opMu.Lock()
 	defer v.opMu.Unlock()
 
@@ -81,7 +86,9 @@ func (v *VM) start(ctx context.Context) error {
 	}
 
 	begin := time.Now()
+	_, span := tracing.Start(ctx, "qemu exec")
 	cmd, release, err := v.exec(accel, logger)
+	tracing.End(span, err)
 	if err != nil {
 		v.removeSockets()
 		return v.failBeforeExec(err)
@@ -101,7 +108,10 @@ func (v *VM) start(ctx context.Context) error {
 		return v.failAfterExec(err, started)
 	}
 	restore := templateMode(&v.cfg) == hypervisor.TemplateRestore
-	if err := v.connect(ctx, exited, started, restore, logger); err != nil {
+	cctx, span := tracing.Start(ctx, "qmp connect")
+	err = v.connect(cctx, exited, started, restore, logger)
+	tracing.End(span, err)
+	if err != nil {
 		return err
 	}
 	logger.WithField("pid", cmd.Process.Pid).WithField("accel", accel).
