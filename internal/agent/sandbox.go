@@ -27,6 +27,8 @@ type sandbox struct {
 	// pidns records that the host wants one pid namespace for the sandbox; containers
 	// join it when their CreateContainerRequest.sandbox_pidns is set.
 	pidns bool
+	// debugConsole allows the Debug service (debug.go).
+	debugConsole bool
 }
 
 // ResolvConfPath is where CreateSandbox writes the sandbox's resolv.conf, relative to RunDir.
@@ -46,7 +48,7 @@ func (s *Service) CreateSandbox(ctx context.Context, req *agentv1.CreateSandboxR
 		s.mu.Unlock()
 		return nil, fmt.Errorf("sandbox %q: %w: CreateSandbox was already called", id, errdefs.ErrAlreadyExists)
 	}
-	sb := &sandbox{id: req.GetSandboxId(), pidns: req.GetSandboxPidns()}
+	sb := &sandbox{id: req.GetSandboxId(), pidns: req.GetSandboxPidns(), debugConsole: req.GetDebugConsole()}
 	s.sandbox = sb
 	s.mu.Unlock()
 	defer func() {
@@ -83,7 +85,7 @@ func (s *Service) CreateSandbox(ctx context.Context, req *agentv1.CreateSandboxR
 	s.mu.Lock()
 	sb.ready = true
 	s.mu.Unlock()
-	log.G(ctx).WithField("sandbox", sb.id).Infof("sandbox created (%d storages)", len(sb.storages))
+	log.G(ctx).WithField("sandbox", sb.id).WithField("debug_console", sb.debugConsole).Infof("sandbox created (%d storages)", len(sb.storages))
 	return &agentv1.Empty{}, nil
 }
 

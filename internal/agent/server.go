@@ -74,12 +74,16 @@ func intercept(ctx context.Context, pol *policy.Policy, unmarshal ttrpc.Unmarsha
 }
 
 // NewServer returns a ttrpc server for svc that enforces the policy in gate (nil: none).
+// It serves the Debug service too when svc implements it (Service does).
 func NewServer(svc agentv1.AgentService, gate *policy.Gate) (*ttrpc.Server, error) {
 	srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(interceptor(gate)))
 	if err != nil {
 		return nil, fmt.Errorf("ttrpc server: %w", err)
 	}
 	agentv1.RegisterAgentService(srv, svc)
+	if dbg, ok := svc.(agentv1.DebugService); ok {
+		agentv1.RegisterDebugService(srv, dbg)
+	}
 	return srv, nil
 }
 

@@ -269,3 +269,7 @@ func (c *Client) GetGuestDetails(ctx context.Context, req *agentv1.GuestDetailsR
 func (c *Client) GetMetrics(ctx context.Context) (*agentv1.Metrics, error) {
 	return call(ctx, "GetMetrics", c.timeouts.Request, c.svc.GetMetrics, &agentv1.GetMetricsRequest{})
 }
+
+// Debug is the agent's Debug service on this connection, for a relay that passes calls
+// through as they are (the caller bounds them: reads long-poll).
+func (c *Client) Debug() agentv1.DebugService { return agentv1.NewDebugClient(c.ttrpc) }

@@ -28,5 +28,6 @@ func commands() []*cli.Command {
 		EnvCommand(),
 		CheckCommand(),
 		FactoryCommand(),
+		debugCommand(),
 	}
 }

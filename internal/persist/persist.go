@@ -62,6 +62,13 @@ type Sandbox struct {
 	// (virtiofsd) the same way, when it has one; both are 0 otherwise.
 	FSDaemonPid       int    `json:"fs_daemon_pid,omitempty"`
 	FSDaemonStartTime uint64 `json:"fs_daemon_start_time,omitempty"`
+
+	// DebugConsole is set when the sandbox serves `vessel debug` (its debug.sock).
+	DebugConsole bool `json:"debug_console,omitempty"`
+	// Error says why the VM stopped when nobody asked it to (a guest kernel panic, the
+	// agent's crash, the VMM's death), with the end of the guest's console, escaped; the
+	// state is then "stopped".
+	Error string `json:"error,omitempty"`
 }
 
 // Container is the persisted state of one container.

@@ -102,15 +102,25 @@ type Sandbox struct {
 	fsdWatch chan struct{}
 	// disks are the host block devices attached to the VM (disk.go).
 	disks diskSet
+	// debug relays `vessel debug` to the agent (debug.go); nil unless
+	// agent.debug_console_enabled.
+	debug *debugRelay
 
 	// resizeMu serialises fit: one resize at a time, from the containers' limits at its start.
 	resizeMu sync.Mutex
-	// mu guards containers, their resources, state and fsdFailure.
+	// vmWatch is closed when watchVM returns; set once the sandbox is created.
+	vmWatch chan struct{}
+
+	// mu guards containers, their resources, state, fsdFailure, failure and deleting.
 	mu         sync.Mutex
 	containers map[string]*Container
 	state      State
 	// fsdFailure is the virtiofsd exit that ended the sandbox (watchVirtioFSD).
 	fsdFailure error
+	// failure is why the VM stopped without a stop request (watchVM).
+	failure error
+	// deleting is set once Delete began: the VM's exit is then expected.
+	deleting bool
 }
 
 // undo collects cleanup steps and runs them in reverse order.
@@ -251,6 +261,7 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 			return nil, s.explain(fmt.Errorf("sandbox %s: agent policy: %w", cfg.ID, err))
 		}
 	}
+	debugConsole := cfg.Effective.Agent.DebugConsoleEnabled
 	storage := shareStorage(vmcfg)
 	modules := make([]*agentv1.KernelModule, 0, len(cfg.KernelModules))
 	for _, m := range cfg.KernelModules {
@@ -262,8 +273,15 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 		Storages:      []*agentv1.Storage{storage},
 		KernelModules: modules,
 		SandboxPidns:  cfg.SandboxPidNS,
+		DebugConsole:  debugConsole,
 	}); err != nil {
 		return nil, s.explain(fmt.Errorf("sandbox %s: %w", cfg.ID, err))
+	}
+	if debugConsole {
+		if err := s.serveDebug(context.WithoutCancel(ctx)); err != nil { // debug.go
+			return nil, err
+		}
+		rollback.add(func(context.Context) error { s.stopDebug(); return nil })
 	}
 	if err := s.configureNetwork(ctx, att); err != nil { // network.go
 		return nil, s.explain(fmt.Errorf("sandbox %s: %w", cfg.ID, err))
@@ -272,6 +290,8 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	if err := s.save(); err != nil {
 		return nil, err
 	}
+	s.vmWatch = make(chan struct{})
+	go s.watchVM(context.WithoutCancel(ctx), s.vmWatch) // crash.go; returns when the VM stops
 	log.G(ctx).WithField("elapsed", time.Since(start)).Debug("sandbox created")
 	return s, nil
 }
@@ -379,10 +399,14 @@ func (s *Sandbox) save() error {
 	st := &persist.Sandbox{
 		ID: s.id, Created: time.Now().UTC(), Hypervisor: s.cfg.Hypervisor, VMPid: s.vm.Pid(), VMStartTime: s.vmStart, State: string(s.state),
 		AgentKind: s.vm.Agent().Kind, AgentPath: s.vm.Agent().Path, ShareDir: s.share.Dir(),
+		DebugConsole: s.debug != nil,
 		Containers: map[string]persist.Container{},
 	}
 	if s.fsd != nil {
 		st.FSDaemonPid, st.FSDaemonStartTime = s.fsd.ID().Pid, s.fsd.ID().StartTime
+	}
+	if s.failure != nil {
+		st.Error = s.failure.Error()
 	}
 	for id, c := range s.containers {
 		st.Containers[id] = persist.Container{ID: id, Rootfs: c.rootfs, State: string(c.getState())}
@@ -404,6 +428,7 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 	s.logGuestBoot(ctx)
 
 	var errs []error
+	s.stopDebug() // debug.go
 	if err := s.agent.Close(); err != nil {
 		log.G(ctx).WithError(err).Debug("close agent connection")
 	}
@@ -412,6 +437,9 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 	s.expectVirtioFSDExit() // virtiofs.go
 	if err := s.vm.Stop(stopCtx); err != nil {
 		errs = append(errs, fmt.Errorf("stop vm: %w", err))
+	}
+	if s.vmWatch != nil {
+		<-s.vmWatch // crash.go: returns once the VM is done
 	}
 	if err := s.stopVirtioFSD(stopCtx); err != nil { // virtiofs.go
 		errs = append(errs, err)
@@ -436,6 +464,7 @@ func (s *Sandbox) markStopped() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.state = StateStopped
+	s.deleting = true
 	for id, c := range s.containers {
 		c.setState(StateStopped)
 		delete(s.containers, id)

@@ -1,0 +1,68 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+
+	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/unixsock"
+)
+
+// DebugSocketName is the socket in a sandbox's state directory through which `vessel debug`
+// reaches the guest, when the sandbox was created with agent.debug_console_enabled. The
+// sandbox's owner (the shim) serves the agent's Debug service on it and relays each call to
+// the agent over its own connection: the agent's transport has room for one host, and the
+// owner keeps it.
+const DebugSocketName = "debug.sock"
+
+// debugRelay serves DebugSocketName.
+type debugRelay struct {
+	srv  *ttrpc.Server
+	done chan struct{}
+}
+
+// serveDebug starts the relay. The socket is the owner's user's only (mode 0600, and the
+// peer must run as the same user); it is removed when the relay stops.
+func (s *Sandbox) serveDebug(ctx context.Context) error {
+	path := filepath.Join(s.dir, DebugSocketName)
+	l, err := unixsock.Listen(path, 0o600)
+	if err != nil {
+		return fmt.Errorf("debug console: %w", err)
+	}
+	srv, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()))
+	if err != nil {
+		_ = l.Close()
+		return fmt.Errorf("debug console: %w", err)
+	}
+	agentv1.RegisterDebugService(srv, s.agent.Debug())
+	r := &debugRelay{srv: srv, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		if err := srv.Serve(ctx, l); err != nil && !errors.Is(err, ttrpc.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			log.G(ctx).WithError(err).Warn("debug console relay stopped")
+		}
+	}()
+	s.debug = r
+	log.G(ctx).WithField("socket", path).Info("debug console enabled")
+	return nil
+}
+
+// stopDebug stops the relay and waits for it; calls in flight fail. Without a relay it does
+// nothing.
+func (s *Sandbox) stopDebug() {
+	r := s.debug
+	if r == nil {
+		return
+	}
+	s.debug = nil
+	_ = r.srv.Close()
+	<-r.done
+	_ = os.Remove(filepath.Join(s.dir, DebugSocketName))
+}
