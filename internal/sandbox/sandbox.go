@@ -400,7 +400,7 @@ func (s *Sandbox) save() error {
 		ID: s.id, Created: time.Now().UTC(), Hypervisor: s.cfg.Hypervisor, VMPid: s.vm.Pid(), VMStartTime: s.vmStart, State: string(s.state),
 		AgentKind: s.vm.Agent().Kind, AgentPath: s.vm.Agent().Path, ShareDir: s.share.Dir(),
 		DebugConsole: s.debug != nil,
-		Containers: map[string]persist.Container{},
+		Containers:   map[string]persist.Container{},
 	}
 	if s.fsd != nil {
 		st.FSDaemonPid, st.FSDaemonStartTime = s.fsd.ID().Pid, s.fsd.ID().StartTime
