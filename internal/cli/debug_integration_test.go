@@ -11,6 +11,7 @@ import (
 
 	"github.com/containerd/console"
 
+	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
@@ -137,5 +138,59 @@ func TestDebugConsoleDisabled(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(h.root, "sandboxes", "nodbg", "debug.sock")); !os.IsNotExist(err) {
 		t.Errorf("debug.sock of a sandbox without the debug console: %v, want none", err)
+	}
+}
+
+// TestGuestCrashReported crashes guests through the debug console and checks that the
+// sandbox's error (its persisted state) and the shim's log tell what happened, with the
+// last kernel lines: the agent (PID 1) killed by SIGABRT, which panics the kernel, and a
+// kernel panic of its own (out of memory with vm.panic_on_oom set).
+func TestGuestCrashReported(t *testing.T) {
+	h := newHarnessConfig(t, debugConfig)
+	h.subreaper()
+	for _, tc := range []struct {
+		name, script string
+		want         []string
+	}{
+		{"agent", "kill -ABRT 1", []string{
+			"guest crashed: the agent (PID 1) crashed (SIGABRT: abort), which panicked the guest kernel: Attempted to kill init!",
+			"--- guest kernel (last", "Kernel panic - not syncing: Attempted to kill init!",
+		}},
+		{"kernel", "echo 1 > /proc/sys/vm/panic_on_oom && mkdir -p /tmp/fill && mount -t tmpfs -o size=4g fill /tmp/fill && cat /dev/zero > /tmp/fill/zero", []string{
+			"guest crashed: guest kernel panic: Out of memory", "panic_on_oom",
+			"--- guest kernel (last", "Kernel panic - not syncing: Out of memory",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := "crash-" + tc.name
+			deleteSandbox := h.createSandbox(id)
+			defer deleteSandbox()
+			// The guest dies under the command: its own exit status is of no interest.
+			h.run("debug", "exec", id, "--", "sh", "-c", tc.script)
+			dir := filepath.Join(h.root, "sandboxes", id)
+			var st *persist.Sandbox
+			testutil.WaitFor(t, "the sandbox's error", func() bool {
+				var err error
+				st, err = persist.Load(dir)
+				return err == nil && st.Error != ""
+			})
+			if st.State != "stopped" {
+				t.Errorf("state after the crash: %q, want stopped", st.State)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(st.Error, want) {
+					t.Errorf("sandbox error lacks %q:\n%s", want, st.Error)
+				}
+			}
+			shimLog, err := os.ReadFile(filepath.Join(h.root, "containers", id, "shim.log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []string{"level=error", "sandbox failed: the guest crashed", "Kernel panic - not syncing"} {
+				if !strings.Contains(string(shimLog), want) {
+					t.Errorf("shim log lacks %q", want)
+				}
+			}
+		})
 	}
 }

@@ -274,6 +274,7 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 		KernelModules: modules,
 		SandboxPidns:  cfg.SandboxPidNS,
 		DebugConsole:  debugConsole,
+		GuestHookPath: cfg.Effective.Hypervisor.GuestHookPath,
 	}); err != nil {
 		return nil, s.explain(fmt.Errorf("sandbox %s: %w", cfg.ID, err))
 	}
