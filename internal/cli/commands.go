@@ -29,5 +29,6 @@ func commands() []*cli.Command {
 		CheckCommand(),
 		FactoryCommand(),
 		debugCommand(),
+		sandboxCommand(),
 	}
 }

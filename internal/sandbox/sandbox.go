@@ -102,6 +102,8 @@ type Sandbox struct {
 	fsdWatch chan struct{}
 	// disks are the host block devices attached to the VM (disk.go).
 	disks diskSet
+	// vmcfg is the VM's configuration at boot.
+	vmcfg hypervisor.Config
 	// debug relays `vessel debug` to the agent (debug.go); nil unless
 	// agent.debug_console_enabled.
 	debug *debugRelay
@@ -223,6 +225,7 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 		return nil, err
 	}
 	rollback.add(func(ctx context.Context) error { return network.Teardown(ctx, dir) })
+	s.vmcfg = vmcfg
 	err = s.boot(ctx, vmcfg, start) // factory.go
 	att.CloseFiles()                // the VMM holds its own copies now
 	if err != nil {
@@ -401,7 +404,8 @@ func (s *Sandbox) save() error {
 		ID: s.id, Created: time.Now().UTC(), Hypervisor: s.cfg.Hypervisor, VMPid: s.vm.Pid(), VMStartTime: s.vmStart, State: string(s.state),
 		AgentKind: s.vm.Agent().Kind, AgentPath: s.vm.Agent().Path, ShareDir: s.share.Dir(),
 		DebugConsole: s.debug != nil,
-		Containers:   map[string]persist.Container{},
+		VCPUs:        s.vmcfg.VCPUs, MemoryMiB: s.vmcfg.MemoryMiB, SharedFS: string(s.vmcfg.SharedFS),
+		Containers: map[string]persist.Container{},
 	}
 	if s.fsd != nil {
 		st.FSDaemonPid, st.FSDaemonStartTime = s.fsd.ID().Pid, s.fsd.ID().StartTime
@@ -410,7 +414,7 @@ func (s *Sandbox) save() error {
 		st.Error = s.failure.Error()
 	}
 	for id, c := range s.containers {
-		st.Containers[id] = persist.Container{ID: id, Rootfs: c.rootfs, State: string(c.getState())}
+		st.Containers[id] = persist.Container{ID: id, Rootfs: c.rootfs, State: string(c.getState()), Mounts: c.mounts, Devices: c.devices}
 	}
 	return persist.Save(s.dir, st)
 }
