@@ -116,7 +116,7 @@ func TestDebugConsole(t *testing.T) {
 			}
 		case <-time.After(time.Minute):
 			_ = cmd.Process.Kill()
-			<-exited
+			t.Logf("debug console killed: %v", <-exited)
 			t.Fatalf("debug console did not exit; terminal:\n%s", out.String())
 		}
 		pty.Close()
