@@ -19,7 +19,6 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/procid"
-	"github.com/vessel-containers/vessel/internal/sandbox"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 )
 
@@ -87,7 +86,7 @@ func loadSandbox(root, id string) (*sandboxInfo, error) {
 		}
 	}
 	if st.DebugConsole {
-		info.DebugSocket = filepath.Join(dir, sandbox.DebugSocketName)
+		info.DebugSocket = filepath.Join(dir, persist.DebugSocketName)
 	}
 	if mounts, err := sharefs.MountsUnder(dir); err == nil {
 		info.HostMounts = mounts

@@ -39,6 +39,12 @@ const DefaultRoot = "/run/vessel/sandboxes"
 
 const stateFile = "state.json"
 
+// DebugSocketName is the socket in a sandbox's state directory through which `vessel debug`
+// reaches the guest, when the sandbox was created with agent.debug_console_enabled
+// (Sandbox.DebugConsole). The sandbox's owner (the shim) serves the agent's Debug service
+// on it and relays each call to the agent over its own connection.
+const DebugSocketName = "debug.sock"
+
 // Sandbox is the persisted state of one sandbox.
 type Sandbox struct {
 	// Version is the format the state was read in (Load), or written in (Save).

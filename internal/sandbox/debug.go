@@ -12,17 +12,12 @@ import (
 	"github.com/containerd/ttrpc"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
-// DebugSocketName is the socket in a sandbox's state directory through which `vessel debug`
-// reaches the guest, when the sandbox was created with agent.debug_console_enabled. The
-// sandbox's owner (the shim) serves the agent's Debug service on it and relays each call to
-// the agent over its own connection: the agent's transport has room for one host, and the
-// owner keeps it.
-const DebugSocketName = "debug.sock"
-
-// debugRelay serves DebugSocketName.
+// debugRelay serves persist.DebugSocketName: the agent's transport has room for one host,
+// and the sandbox's owner keeps it, so `vessel debug` goes through the owner.
 type debugRelay struct {
 	srv  *ttrpc.Server
 	done chan struct{}
@@ -31,7 +26,7 @@ type debugRelay struct {
 // serveDebug starts the relay. The socket is the owner's user's only (mode 0600, and the
 // peer must run as the same user); it is removed when the relay stops.
 func (s *Sandbox) serveDebug(ctx context.Context) error {
-	path := filepath.Join(s.dir, DebugSocketName)
+	path := filepath.Join(s.dir, persist.DebugSocketName)
 	l, err := unixsock.Listen(path, 0o600)
 	if err != nil {
 		return fmt.Errorf("debug console: %w", err)
@@ -64,5 +59,5 @@ func (s *Sandbox) stopDebug() {
 	s.debug = nil
 	_ = r.srv.Close()
 	<-r.done
-	_ = os.Remove(filepath.Join(s.dir, DebugSocketName))
+	_ = os.Remove(filepath.Join(s.dir, persist.DebugSocketName))
 }
