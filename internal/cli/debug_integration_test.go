@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/containerd/console"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/testutil"
@@ -19,11 +20,11 @@ import (
 // `vessel image build --debug-console`).
 const debugConfig = "\n[agent]\ndebug_console_enabled = true\n"
 
-// createSandbox creates (not starts) a container, which boots its sandbox, and returns a
-// function that deletes it and reaps its stand-in.
+// createSandbox creates (not starts) a container, which boots its sandbox with the
+// hostname guest-ID, and returns a function that deletes it and reaps its stand-in.
 func (h *harness) createSandbox(id string) func() {
 	h.t.Helper()
-	b := h.bundle([]string{"sleep", "1000"}, nil)
+	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) { s.Hostname = "guest-" + id })
 	pidFile := filepath.Join(h.t.TempDir(), "pid")
 	h.ok("create", "--bundle", b, "--pid-file", pidFile, id)
 	pid := readPid(h.t, pidFile)
@@ -46,7 +47,7 @@ func TestDebugConsole(t *testing.T) {
 		if code != 4 {
 			t.Fatalf("debug exec: exit %d, want 4 (stderr %q)", code, errOut)
 		}
-		if out != "host=dbg1 init=init\n" {
+		if out != "host=guest-dbg1 init=init\n" {
 			t.Errorf("debug exec stdout: %q", out)
 		}
 		if !strings.Contains(errOut, "oops") {

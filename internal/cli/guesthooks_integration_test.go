@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // TestGuestHooks runs OCI hooks from hypervisor.guest_hook_path in the guest. The hook
@@ -12,7 +14,7 @@ import (
 // root file system, shared into the guest, at /run/vessel/shared/containers/ID/rootfs. The
 // hooks run with the rootfs's busybox (so any guest image does). The prestart hook leaves a
 // mark in the guest's /run; the poststart hook, which gets the container's state on stdin,
-// writes that mark, its own type, the hostname it sees (the guest's: the sandbox id) and
+// writes that mark, its own type, the hostname it sees (the guest's, which the test sets) and
 // the state into the container's /dev/shm through /proc/PID/root, where the container reads
 // it.
 func TestGuestHooks(t *testing.T) {
@@ -20,7 +22,7 @@ func TestGuestHooks(t *testing.T) {
 	guestRootfs := "/run/vessel/shared/containers/" + id + "/rootfs"
 	h := newHarnessConfig(t, "guest_hook_path = \""+guestRootfs+"/hooks\"\n")
 	h.subreaper()
-	b := h.bundle([]string{"sleep", "1000"}, nil)
+	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) { s.Hostname = "guest-" + id })
 	shebang := "#!" + guestRootfs + "/bin/busybox sh\n"
 	for rel, script := range map[string]string{
 		"prestart/10-mark": shebang + "echo \"$1 ran\" > /run/vessel-test-hook-mark\n",
@@ -52,7 +54,7 @@ echo "$(cat /run/vessel-test-hook-mark), $1 ran on $(hostname): $state" > /proc/
 	}()
 	h.ok("start", id)
 	got := h.ok("exec", id, "cat", "/dev/shm/guest-hook")
-	for _, want := range []string{"prestart ran, poststart ran on " + id + ": {", `"id":"` + id + `"`, `"status":"`} {
+	for _, want := range []string{"prestart ran, poststart ran on guest-" + id + ": {", `"id":"` + id + `"`, `"status":"`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the hooks' report in the container: %q lacks %q", got, want)
 		}
