@@ -87,7 +87,15 @@ func debugExecCommand() *cli.Command {
 				return fmt.Errorf("debug exec: want SANDBOX and a command: %w", errdefs.ErrInvalidArgument)
 			}
 			args := c.Args().Slice()
-			return runDebug(c, args[0], args[1:], c.Bool("tty"))
+			id, cmd := args[0], args[1:]
+			// Flag parsing stops at SANDBOX, so the "--" before the command is still there.
+			if cmd[0] == "--" {
+				cmd = cmd[1:]
+			}
+			if len(cmd) == 0 {
+				return fmt.Errorf("debug exec: want a command after SANDBOX: %w", errdefs.ErrInvalidArgument)
+			}
+			return runDebug(c, id, cmd, c.Bool("tty"))
 		},
 	}
 }
