@@ -175,6 +175,8 @@ func TestGuestCrashReported(t *testing.T) {
 				st, err = persist.Load(dir)
 				return err == nil && st.Error != ""
 			})
+			head, _, _ := strings.Cut(st.Error, "\n--- guest console")
+			t.Logf("sandbox error (up to the console tail):\n%s", head)
 			if st.State != "stopped" {
 				t.Errorf("state after the crash: %q, want stopped", st.State)
 			}

@@ -54,6 +54,7 @@ echo "$(cat /run/vessel-test-hook-mark), $1 ran on $(hostname): $state" > /proc/
 	}()
 	h.ok("start", id)
 	got := h.ok("exec", id, "cat", "/dev/shm/guest-hook")
+	t.Logf("the hooks' report in the container: %s", got)
 	for _, want := range []string{"prestart ran, poststart ran on guest-" + id + ": {", `"id":"` + id + `"`, `"status":"`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the hooks' report in the container: %q lacks %q", got, want)

@@ -444,7 +444,13 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("stop vm: %w", err))
 	}
 	if s.vmWatch != nil {
-		<-s.vmWatch // crash.go: returns once the VM is done
+		// crash.go: the watcher returns once the VM is done; a VM that would not stop
+		// keeps it, and the error above says so.
+		select {
+		case <-s.vm.Done():
+			<-s.vmWatch
+		default:
+		}
 	}
 	if err := s.stopVirtioFSD(stopCtx); err != nil { // virtiofs.go
 		errs = append(errs, err)
