@@ -167,3 +167,18 @@ func TestDebugTerminal(t *testing.T) {
 		t.Errorf("status: got %d, want 7", w.GetStatus())
 	}
 }
+
+// TestDebugDeniedByPolicy checks that the agent policy covers the Debug service: a denied
+// DebugStart is refused even in a sandbox that enabled the debug console.
+func TestDebugDeniedByPolicy(t *testing.T) {
+	ctx := context.Background()
+	a, d := serveBoth(t, testService(t))
+	if _, err := a.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{SandboxId: "sb", DebugConsole: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.SetPolicy(ctx, &agentv1.SetPolicyRequest{Policy: []byte(`deny = ["DebugStart"]`)}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := d.DebugStart(ctx, &agentv1.DebugStartRequest{ExecId: "x", Args: []string{"true"}})
+	wantCode(t, "DebugStart denied by the policy", err, codes.PermissionDenied, "DebugStart")
+}
