@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/containerd/errdefs"
@@ -27,6 +28,10 @@ import (
 // DebugShell is the shell a DebugStart without arguments runs. The initramfs has it only
 // when it was built with the debug console (`vessel image build --debug-console`).
 const DebugShell = "/bin/sh"
+
+// debugBusybox is the busybox `vessel image build --debug-console` installs; a command
+// not found on the PATH is run as its applet.
+const debugBusybox = "/bin/busybox"
 
 // debugPath is the PATH of debug processes.
 const debugPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -118,16 +123,23 @@ func debugCommand(req *agentv1.DebugStartRequest) (*exec.Cmd, error) {
 			}
 		}
 	}
+	if _, err := os.Stat(path); err != nil && !strings.Contains(path, "/") && busyboxApplets()[path] {
+		// The debug console's busybox has no link per applet: it runs the one argv[0] names.
+		return &exec.Cmd{Path: debugBusybox, Args: args, Dir: "/", Env: debugEnv(req)}, nil
+	}
 	if _, err := os.Stat(path); err != nil {
 		if path == DebugShell {
 			return nil, fmt.Errorf("%w: the guest has no shell %s: build the guest image with `vessel image build --debug-console`", errdefs.ErrNotFound, DebugShell)
 		}
 		return nil, fmt.Errorf("%w: %q is not in the guest (PATH %s): %w", errdefs.ErrNotFound, args[0], debugPath, err)
 	}
-	cmd := &exec.Cmd{Path: path, Args: args, Dir: "/"}
-	cmd.Env = []string{"PATH=" + debugPath, "HOME=/", "TERM=xterm"}
-	cmd.Env = append(cmd.Env, req.GetEnv()...)
-	return cmd, nil
+	return &exec.Cmd{Path: path, Args: args, Dir: "/", Env: debugEnv(req)}, nil
+}
+
+// debugEnv is a debug process's environment: a default PATH, HOME and TERM, then the
+// request's.
+func debugEnv(req *agentv1.DebugStartRequest) []string {
+	return append([]string{"PATH=" + debugPath, "HOME=/", "TERM=xterm"}, req.GetEnv()...)
 }
 
 // openPty opens a new pseudo-terminal of the guest's devpts, sized rows×cols when both are
@@ -334,3 +346,16 @@ func (s *Service) DebugWait(ctx context.Context, req *agentv1.DebugProcessReques
 	s.forgetDebugIfDone(p)
 	return &agentv1.WaitProcessResponse{Status: int32(status)}, nil
 }
+
+// busyboxApplets are the applets of debugBusybox (none without it), read once.
+var busyboxApplets = sync.OnceValue(func() map[string]bool {
+	out, err := exec.Command(debugBusybox, "--list").Output()
+	if err != nil {
+		return nil
+	}
+	applets := map[string]bool{}
+	for _, a := range strings.Fields(string(out)) {
+		applets[a] = true
+	}
+	return applets
+})

@@ -182,7 +182,10 @@ func runDebug(c *cli.Context, id string, args []string, tty bool) error {
 		}
 		return err
 	}
-	return cli.Exit("", code)
+	if code != 0 {
+		return cli.Exit("", code)
+	}
+	return nil
 }
 
 // relayDebug copies vessel's stdio to and from the debug process until it exited and its
@@ -256,6 +259,19 @@ func relayDebug(ctx context.Context, dbg agentv1.DebugService, execID string, co
 		}
 	}()
 
+	// The wait is pending for the whole session: if vessel dies, the relay sees the call
+	// go and kills the guest process. It ends when the process exits or the connection
+	// closes (runDebug closes it).
+	type waitResult struct {
+		resp *agentv1.WaitProcessResponse
+		err  error
+	}
+	waited := make(chan waitResult, 1)
+	go func() {
+		resp, err := dbg.DebugWait(ctx, &agentv1.DebugProcessRequest{ExecId: execID})
+		waited <- waitResult{resp, err}
+	}()
+
 	outErrs := make(chan error, 2)
 	copyOut := func(read func(context.Context, *agentv1.DebugReadRequest) (*agentv1.ReadStreamResponse, error), w io.Writer) {
 		for {
@@ -289,9 +305,9 @@ func relayDebug(ctx context.Context, dbg agentv1.DebugService, execID string, co
 	if err := errors.Join(errs...); err != nil {
 		return 0, err
 	}
-	w, err := dbg.DebugWait(ctx, &agentv1.DebugProcessRequest{ExecId: execID})
-	if err != nil {
-		return 0, guestErr("debug: wait", err)
+	w := <-waited
+	if w.err != nil {
+		return 0, guestErr("debug: wait", w.err)
 	}
-	return int(w.GetStatus()), nil
+	return int(w.resp.GetStatus()), nil
 }

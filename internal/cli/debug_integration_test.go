@@ -55,6 +55,27 @@ func TestDebugConsole(t *testing.T) {
 		}
 	})
 
+	// A debug process whose vessel is killed is killed in the guest too.
+	t.Run("client killed", func(t *testing.T) {
+		cmd := h.cmd("debug", "exec", "dbg1", "--", "sleep", "4242")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sleeping := func() string {
+			out, errOut, code := h.run("debug", "exec", "dbg1", "--", "sh", "-c", "ps -o pid,args | grep '[s]leep 4242' || echo none")
+			if code != 0 {
+				t.Fatalf("debug exec ps: exit %d: %s", code, errOut)
+			}
+			return strings.TrimSpace(out)
+		}
+		testutil.WaitFor(t, "the guest's sleep", func() bool { s := sleeping(); return s != "" && s != "none" })
+		if err := cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait() // killed: its status is known
+		testutil.WaitFor(t, "the guest's sleep to be killed", func() bool { return sleeping() == "none" })
+	})
+
 	t.Run("console", func(t *testing.T) {
 		pty, slave, err := console.NewPty()
 		if err != nil {

@@ -7,9 +7,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
+	"golang.org/x/sys/unix"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/persist"
@@ -36,7 +38,7 @@ func (s *Sandbox) serveDebug(ctx context.Context) error {
 		_ = l.Close()
 		return fmt.Errorf("debug console: %w", err)
 	}
-	agentv1.RegisterDebugService(srv, s.agent.Debug())
+	agentv1.RegisterDebugService(srv, relayService{s.agent.Debug()})
 	r := &debugRelay{srv: srv, done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
@@ -60,4 +62,27 @@ func (s *Sandbox) stopDebug() {
 	_ = r.srv.Close()
 	<-r.done
 	_ = os.Remove(filepath.Join(s.dir, persist.DebugSocketName))
+}
+
+// relayService passes the Debug calls through to the agent. A DebugWait whose caller went
+// away (its connection closed: vessel was killed) before the process exited kills the
+// process: nobody is left to drive it. `vessel debug` keeps a DebugWait pending for the
+// whole session for this.
+type relayService struct {
+	agentv1.DebugService
+}
+
+// orphanKillTimeout bounds the kill of a debug process whose client is gone.
+const orphanKillTimeout = 10 * time.Second
+
+func (r relayService) DebugWait(ctx context.Context, req *agentv1.DebugProcessRequest) (*agentv1.WaitProcessResponse, error) {
+	resp, err := r.DebugService.DebugWait(ctx, req)
+	if err == nil || ctx.Err() == nil {
+		return resp, err
+	}
+	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), orphanKillTimeout)
+	defer cancel()
+	_, kerr := r.DebugService.DebugSignal(kctx, &agentv1.DebugSignalRequest{ExecId: req.GetExecId(), Signal: uint32(unix.SIGKILL)})
+	log.G(ctx).WithField("exec", req.GetExecId()).WithError(kerr).Info("debug console: client gone, killed its guest process")
+	return resp, err
 }
