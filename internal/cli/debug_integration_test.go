@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
@@ -52,6 +53,40 @@ func TestDebugConsole(t *testing.T) {
 		}
 		if !strings.Contains(errOut, "oops") {
 			t.Errorf("debug exec stderr: %q", errOut)
+		}
+	})
+
+	// `vessel sandbox ls|inspect` read the live sandbox's state.
+	t.Run("sandbox verbs", func(t *testing.T) {
+		ls := h.ok("sandbox", "ls")
+		t.Logf("vessel sandbox ls:\n%s", ls)
+		lines := strings.Split(strings.TrimSpace(ls), "\n")
+		if len(lines) != 2 || !strings.HasPrefix(lines[1], "dbg1 ") || !strings.Contains(lines[1], "running") || strings.Contains(lines[1], "gone") {
+			t.Errorf("sandbox ls: %q, want dbg1 running with its VM", ls)
+		}
+		var info struct {
+			ID         string `json:"id"`
+			VMRunning  bool   `json:"vm_running"`
+			VMRSS      uint64 `json:"vm_rss_bytes"`
+			VCPUs      uint32 `json:"vcpus"`
+			MemoryMiB  uint32 `json:"memory_mib"`
+			Debug      string `json:"debug_socket"`
+			HostMounts []string
+			Containers map[string]struct {
+				Mounts []struct {
+					Destination string `json:"destination"`
+				} `json:"mounts"`
+			} `json:"containers"`
+		}
+		out := h.ok("sandbox", "inspect", "dbg1")
+		if err := json.Unmarshal([]byte(out), &info); err != nil {
+			t.Fatalf("sandbox inspect: %v\n%s", err, out)
+		}
+		if info.ID != "dbg1" || !info.VMRunning || info.VMRSS < 16<<20 || info.VCPUs == 0 || info.MemoryMiB == 0 || info.Debug == "" {
+			t.Errorf("sandbox inspect: %+v", info)
+		}
+		if c, ok := info.Containers["dbg1"]; !ok || len(c.Mounts) == 0 || c.Mounts[0].Destination != "/proc" {
+			t.Errorf("sandbox inspect: container dbg1 and its mounts missing:\n%s", out)
 		}
 	})
 

@@ -102,6 +102,8 @@ type Sandbox struct {
 	fsdWatch chan struct{}
 	// disks are the host block devices attached to the VM (disk.go).
 	disks diskSet
+	// created is when Create began.
+	created time.Time
 	// vmcfg is the VM's configuration at boot.
 	vmcfg hypervisor.Config
 	// debug relays `vessel debug` to the agent (debug.go); nil unless
@@ -210,7 +212,7 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	}
 	vmcfg.SharedDir = share.Dir()
 	vmcfg.ShareTag = sharefs.Tag
-	s := &Sandbox{id: cfg.ID, dir: dir, share: share, cfg: cfg, containers: map[string]*Container{}, state: StateCreated}
+	s := &Sandbox{id: cfg.ID, dir: dir, share: share, cfg: cfg, containers: map[string]*Container{}, state: StateCreated, created: start.UTC()}
 	virtioFS := vmcfg.SharedFS == hypervisor.SharedFSVirtioFS
 	if virtioFS {
 		sock, err := s.startVirtioFSD(ctx) // virtiofs.go
@@ -401,7 +403,7 @@ func (s *Sandbox) explain(err error) error {
 // Preconditions: s.mu is held or the sandbox is not shared yet.
 func (s *Sandbox) save() error {
 	st := &persist.Sandbox{
-		ID: s.id, Created: time.Now().UTC(), Hypervisor: s.cfg.Hypervisor, VMPid: s.vm.Pid(), VMStartTime: s.vmStart, State: string(s.state),
+		ID: s.id, Created: s.created, Hypervisor: s.cfg.Hypervisor, VMPid: s.vm.Pid(), VMStartTime: s.vmStart, State: string(s.state),
 		AgentKind: s.vm.Agent().Kind, AgentPath: s.vm.Agent().Path, ShareDir: s.share.Dir(),
 		DebugConsole: s.debug != nil,
 		VCPUs:        s.vmcfg.VCPUs, MemoryMiB: s.vmcfg.MemoryMiB, SharedFS: string(s.vmcfg.SharedFS),
