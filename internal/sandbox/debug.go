@@ -82,7 +82,7 @@ func (r relayService) DebugWait(ctx context.Context, req *agentv1.DebugProcessRe
 	}
 	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), orphanKillTimeout)
 	defer cancel()
-	_, kerr := r.DebugService.DebugSignal(kctx, &agentv1.DebugSignalRequest{ExecId: req.GetExecId(), Signal: uint32(unix.SIGKILL)})
+	_, kerr := r.DebugSignal(kctx, &agentv1.DebugSignalRequest{ExecId: req.GetExecId(), Signal: uint32(unix.SIGKILL)})
 	log.G(ctx).WithField("exec", req.GetExecId()).WithError(kerr).Info("debug console: client gone, killed its guest process")
 	return resp, err
 }
