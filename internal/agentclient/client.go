@@ -109,6 +109,13 @@ func (c *Client) CreateSandbox(ctx context.Context, req *agentv1.CreateSandboxRe
 	return err
 }
 
+// DestroySandbox has the agent remove every container (running their poststop hooks) and
+// unmount the sandbox's storages.
+func (c *Client) DestroySandbox(ctx context.Context) error {
+	_, err := call(ctx, "DestroySandbox", c.timeouts.Create, c.svc.DestroySandbox, &agentv1.DestroySandboxRequest{})
+	return err
+}
+
 func (c *Client) CreateContainer(ctx context.Context, req *agentv1.CreateContainerRequest) error {
 	_, err := call(ctx, "CreateContainer", c.timeouts.Create, c.svc.CreateContainer, req)
 	return err

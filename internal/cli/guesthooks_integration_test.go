@@ -16,13 +16,16 @@ import (
 // mark in the guest's /run; the poststart hook, which gets the container's state on stdin,
 // writes that mark, its own type, the hostname it sees (the guest's, which the test sets) and
 // the state into the container's /dev/shm through /proc/PID/root, where the container reads
-// it.
+// it. The poststop hook writes its state into the root file system when the container is
+// deleted, where the host reads it.
 func TestGuestHooks(t *testing.T) {
 	const id = "hk1"
 	guestRootfs := "/run/vessel/shared/containers/" + id + "/rootfs"
 	h := newHarnessConfig(t, "guest_hook_path = \""+guestRootfs+"/hooks\"\n")
 	h.subreaper()
-	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) { s.Hostname = "guest-" + id })
+	// A writable root: the poststop hook leaves its mark there, where the host sees it
+	// after the VM is gone.
+	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) { s.Hostname = "guest-" + id; s.Root.Readonly = false })
 	shebang := "#!" + guestRootfs + "/bin/busybox sh\n"
 	for rel, script := range map[string]string{
 		"prestart/10-mark": shebang + "echo \"$1 ran\" > /run/vessel-test-hook-mark\n",
@@ -32,6 +35,7 @@ pid=${pid%%,*}
 echo "$(cat /run/vessel-test-hook-mark), $1 ran on $(hostname): $state" > /proc/$pid/root/dev/shm/guest-hook
 `,
 		"poststart/20-not-executable": shebang + "exit 1\n",
+		"poststop/10-mark":            shebang + "cat > " + guestRootfs + "/poststop-state\n",
 	} {
 		p := filepath.Join(b, "rootfs", "hooks", rel)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -48,9 +52,12 @@ echo "$(cat /run/vessel-test-hook-mark), $1 ran on $(hostname): $state" > /proc/
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	h.ok("create", "--bundle", b, "--pid-file", pidFile, id)
 	pid := readPid(t, pidFile)
+	deleted := false
 	defer func() {
-		h.ok("delete", "--force", id)
-		reap(t, pid)
+		if !deleted {
+			h.ok("delete", "--force", id)
+			reap(t, pid)
+		}
 	}()
 	h.ok("start", id)
 	got := h.ok("exec", id, "cat", "/dev/shm/guest-hook")
@@ -59,5 +66,18 @@ echo "$(cat /run/vessel-test-hook-mark), $1 ran on $(hostname): $state" > /proc/
 		if !strings.Contains(got, want) {
 			t.Errorf("the hooks' report in the container: %q lacks %q", got, want)
 		}
+	}
+
+	// Deleting the sandbox's last container has the guest remove it first: the poststop
+	// hook runs before the VM stops.
+	h.ok("delete", "--force", id)
+	reap(t, pid)
+	deleted = true
+	state, err := os.ReadFile(filepath.Join(b, "rootfs", "poststop-state"))
+	if err != nil {
+		t.Fatalf("the poststop hook left no mark: %v", err)
+	}
+	if !strings.Contains(string(state), `"id":"`+id+`"`) || !strings.Contains(string(state), `"status":"stopped"`) {
+		t.Errorf("the poststop hook's state: %q", state)
 	}
 }

@@ -47,3 +47,17 @@ func (s *Sandbox) Failure() error {
 	defer s.mu.Unlock()
 	return s.failure
 }
+
+// runGuestPoststop has the guest remove its containers before the VM stops, when the
+// sandbox has guest OCI hooks (hypervisor.guest_hook_path): the agent runs their poststop
+// hooks as it removes them. Without guest hooks the guest is not asked (stopping the VM
+// ends the containers); nor is a guest whose VM is gone. A failure is logged: the VM
+// stops anyway.
+func (s *Sandbox) runGuestPoststop(ctx context.Context) {
+	if s.cfg.Effective == nil || s.cfg.Effective.Hypervisor.GuestHookPath == "" || !s.vmAlive() {
+		return
+	}
+	if err := s.agent.DestroySandbox(ctx); err != nil {
+		log.G(ctx).WithError(err).Warn("guest poststop hooks: destroy the sandbox in the guest")
+	}
+}

@@ -3,10 +3,12 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/persist"
 )
@@ -83,5 +85,23 @@ func TestWatchVMIgnoresRequestedStop(t *testing.T) {
 	}
 	if err := s.Failure(); err != nil {
 		t.Errorf("Failure after Delete: %v, want none", err)
+	}
+}
+
+// TestDeleteRunsGuestPoststop checks that a sandbox with guest hooks has the guest destroy
+// the sandbox before the VM stops (the agent runs the poststop hooks then), and that one
+// without asks nothing (TestDeleteAsksNothingOfTheGuest).
+func TestDeleteRunsGuestPoststop(t *testing.T) {
+	vm := &recVM{}
+	s, agent := newTestSandbox(t, vm)
+	s.cfg.Effective = config.Default()
+	s.cfg.Effective.Hypervisor.GuestHookPath = "/hooks"
+	var atStop []string
+	vm.atStop = func() { atStop = agent.requests() }
+	if err := s.Delete(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"DestroySandbox"}; !slices.Equal(atStop, want) {
+		t.Errorf("agent requests when the VM stopped: %v, want %v", atStop, want)
 	}
 }

@@ -426,7 +426,8 @@ func (s *Sandbox) save() error {
 //
 // The guest is not asked to remove its containers or destroy the sandbox: stopping the VM
 // ends them, so those requests would only tidy a guest about to vanish, at a guest round
-// trip each. A caller that wants a container's exit status collects it before, or removes
+// trip each. A sandbox with guest OCI hooks is the exception: its guest destroys the
+// sandbox first, so that the containers' poststop hooks run (runGuestPoststop). A caller that wants a container's exit status collects it before, or removes
 // a container that still runs with DeleteContainer first. The shares are unmounted only
 // once the VM is stopped, so the guest never sees them go.
 func (s *Sandbox) Delete(ctx context.Context) error {
@@ -436,6 +437,7 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 
 	var errs []error
 	s.stopDebug() // debug.go
+	s.runGuestPoststop(ctx) // crash.go
 	if err := s.agent.Close(); err != nil {
 		log.G(ctx).WithError(err).Debug("close agent connection")
 	}
