@@ -436,7 +436,7 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 	s.logGuestBoot(ctx)
 
 	var errs []error
-	s.stopDebug() // debug.go
+	s.stopDebug()           // debug.go
 	s.runGuestPoststop(ctx) // crash.go
 	if err := s.agent.Close(); err != nil {
 		log.G(ctx).WithError(err).Debug("close agent connection")
