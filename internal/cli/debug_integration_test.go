@@ -17,9 +17,14 @@ import (
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
-// debugConfig enables the debug console; the guest image must have a shell (built with
-// `vessel image build --debug-console`).
+// debugConfig enables the debug console.
 const debugConfig = "\n[agent]\ndebug_console_enabled = true\n"
+
+// newDebugHarness is a harness with the debug console enabled and a guest with a shell.
+func newDebugHarness(t *testing.T) *harness {
+	t.Helper()
+	return newHarnessGuest(t, testutil.RequiresDebugGuest(t), debugConfig)
+}
 
 // createSandbox creates (not starts) a container, which boots its sandbox with the
 // hostname guest-ID, and returns a function that deletes it and reaps its stand-in.
@@ -39,7 +44,7 @@ func (h *harness) createSandbox(id string) func() {
 // a container: it sees the guest's hostname and the agent as PID 1) that follows the
 // terminal's size, and exits with the shell's status. `vessel debug exec` runs one command.
 func TestDebugConsole(t *testing.T) {
-	h := newHarnessConfig(t, debugConfig)
+	h := newDebugHarness(t)
 	h.subreaper()
 	defer h.createSandbox("dbg1")()
 
@@ -203,7 +208,7 @@ func TestDebugConsoleDisabled(t *testing.T) {
 // last kernel lines: the agent (PID 1) killed by SIGABRT, which panics the kernel, and a
 // kernel panic of its own (out of memory with vm.panic_on_oom set).
 func TestGuestCrashReported(t *testing.T) {
-	h := newHarnessConfig(t, debugConfig)
+	h := newDebugHarness(t)
 	h.subreaper()
 	for _, tc := range []struct {
 		name, script string

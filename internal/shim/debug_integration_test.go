@@ -13,7 +13,7 @@ import (
 // `vessel debug exec --sandbox-root`: the CLI goes through the shim's debug.sock, and the
 // shim's own connection to the agent keeps serving the task (an exec before and after).
 func TestDebugExecUnderContainerd(t *testing.T) {
-	h := newHarnessConfig(t, "[agent]\ndebug_console_enabled = true\n")
+	h := newHarnessGuest(t, testutil.RequiresDebugGuest(t), "[agent]\ndebug_console_enabled = true\n")
 	events := h.ctd.Events(t)
 	h.start("box", nil, "sleep", "1000")
 	waitEvent(t, events, "/tasks/start", `"box"`)
