@@ -7,6 +7,9 @@ OUT        ?= _output
 BIN        := $(OUT)/bin
 GUEST_DIR  ?= /var/lib/vessel/guest
 CACHE_DIR  ?= /var/cache/vessel
+# IMAGE_FLAGS are extra `vessel image build` flags, e.g. --debug-console (busybox and /bin/sh
+# in the initramfs, for `vessel debug console`; docs/debugging.md).
+IMAGE_FLAGS ?=
 VERSION    ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS    := -s -w -X github.com/vessel-containers/vessel/internal/version.Version=$(VERSION)
 AGENT_TAGS := netgo osusergo seccomp
@@ -38,7 +41,7 @@ agent: ## build the static guest agent (cgo for libcontainer's nsenter)
 
 .PHONY: image
 image: build ## build the guest kernel (cached per machine) and initramfs into GUEST_DIR
-	$(BIN)/vessel image build --agent $(BIN)/vessel-agent --output $(GUEST_DIR) --cache-dir $(CACHE_DIR)
+	$(BIN)/vessel image build --agent $(BIN)/vessel-agent --output $(GUEST_DIR) --cache-dir $(CACHE_DIR) $(IMAGE_FLAGS)
 
 PREFIX ?= /usr/local
 

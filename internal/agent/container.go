@@ -152,6 +152,14 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 	if err := applyDevices(ctx, &spec, req.GetDevices(), s.findBlock); err != nil {
 		return nil, fmt.Errorf("container %q: %w", id, err)
 	}
+	hooks, err := guestHooks(s.hookPath()) // hooks.go
+	if err != nil {
+		return nil, fmt.Errorf("container %q: %w", id, err)
+	}
+	if hooks != nil {
+		spec.Hooks = hooks
+		log.G(ctx).WithField("hooks", hookCount(hooks)).Debug("guest hooks")
+	}
 	nsPaths, holder, err := s.sandboxNamespaces(&spec, req.GetSandboxNamespaces(), req.GetSandboxPidns())
 	if err != nil {
 		return nil, err

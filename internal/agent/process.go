@@ -11,15 +11,25 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vessel-containers/vessel/internal/agent/guard"
-	"github.com/vessel-containers/vessel/internal/agent/libct"
 )
 
-// process is a container's init or exec process as the agent tracks it.
+// runner is a started process the agent waits for: a container process
+// (*libct.Process) or a debug process in the guest itself (debugRunner, debug.go).
+type runner interface {
+	Pid() int
+	Signal(sig unix.Signal) error
+	// Wait returns the exit code, or 128+signal; it is called once.
+	Wait() (int, error)
+}
+
+// process is a container's init or exec process, or a debug process, as the agent tracks
+// it.
 type process struct {
+	// containerID is empty for a debug process.
 	containerID string
 	// execID is empty for the init process.
 	execID string
-	proc   *libct.Process
+	proc   runner
 	io     *processIO
 	pid    int
 
@@ -34,7 +44,7 @@ type process struct {
 	waited bool
 }
 
-func newProcess(containerID, execID string, proc *libct.Process, pio *processIO) *process {
+func newProcess(containerID, execID string, proc runner, pio *processIO) *process {
 	return &process{
 		containerID: containerID,
 		execID:      execID,
@@ -46,6 +56,9 @@ func newProcess(containerID, execID string, proc *libct.Process, pio *processIO)
 
 // name is how logs and errors name the process.
 func (p *process) name() string {
+	if p.containerID == "" {
+		return fmt.Sprintf("debug process %q", p.execID)
+	}
 	if p.execID == "" {
 		return fmt.Sprintf("init of container %q", p.containerID)
 	}

@@ -27,6 +27,10 @@ type sandbox struct {
 	// pidns records that the host wants one pid namespace for the sandbox; containers
 	// join it when their CreateContainerRequest.sandbox_pidns is set.
 	pidns bool
+	// debugConsole allows the Debug service (debug.go).
+	debugConsole bool
+	// hookPath is the guest directory of OCI hooks run for each container (hooks.go).
+	hookPath string
 }
 
 // ResolvConfPath is where CreateSandbox writes the sandbox's resolv.conf, relative to RunDir.
@@ -37,8 +41,8 @@ func (s *Service) CreateSandbox(ctx context.Context, req *agentv1.CreateSandboxR
 	if h := req.GetHostname(); len(h) > 64 {
 		return nil, fmt.Errorf("%w: hostname %q is longer than 64 bytes", errdefs.ErrInvalidArgument, h)
 	}
-	if req.GetGuestHookPath() != "" {
-		return nil, fmt.Errorf("guest hook path %q: %w: the agent runs no OCI hooks", req.GetGuestHookPath(), errdefs.ErrNotImplemented)
+	if err := checkHookPath(req.GetGuestHookPath()); err != nil { // hooks.go
+		return nil, err
 	}
 	s.mu.Lock()
 	if s.sandbox != nil {
@@ -46,7 +50,7 @@ func (s *Service) CreateSandbox(ctx context.Context, req *agentv1.CreateSandboxR
 		s.mu.Unlock()
 		return nil, fmt.Errorf("sandbox %q: %w: CreateSandbox was already called", id, errdefs.ErrAlreadyExists)
 	}
-	sb := &sandbox{id: req.GetSandboxId(), pidns: req.GetSandboxPidns()}
+	sb := &sandbox{id: req.GetSandboxId(), pidns: req.GetSandboxPidns(), debugConsole: req.GetDebugConsole(), hookPath: req.GetGuestHookPath()}
 	s.sandbox = sb
 	s.mu.Unlock()
 	defer func() {
@@ -83,7 +87,7 @@ func (s *Service) CreateSandbox(ctx context.Context, req *agentv1.CreateSandboxR
 	s.mu.Lock()
 	sb.ready = true
 	s.mu.Unlock()
-	log.G(ctx).WithField("sandbox", sb.id).Infof("sandbox created (%d storages)", len(sb.storages))
+	log.G(ctx).WithField("sandbox", sb.id).WithField("debug_console", sb.debugConsole).Infof("sandbox created (%d storages)", len(sb.storages))
 	return &agentv1.Empty{}, nil
 }
 
@@ -160,4 +164,14 @@ func (s *Service) sandboxReady() error {
 		return fmt.Errorf("%w: no sandbox: call CreateSandbox first", errdefs.ErrFailedPrecondition)
 	}
 	return nil
+}
+
+// hookPath is the sandbox's guest hook directory, "" when it has none.
+func (s *Service) hookPath() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sandbox == nil {
+		return ""
+	}
+	return s.sandbox.hookPath
 }

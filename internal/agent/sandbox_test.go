@@ -11,14 +11,16 @@ import (
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 )
 
-// TestCreateSandboxRefusesHooks checks that a guest hook path is refused, not ignored (the
-// agent runs no OCI hooks), and that the refusal leaves no sandbox behind.
-func TestCreateSandboxRefusesHooks(t *testing.T) {
+// TestCreateSandboxHookPath checks that a guest hook path that is not a clean absolute
+// path is refused, and that the refusal leaves no sandbox behind.
+func TestCreateSandboxHookPath(t *testing.T) {
 	ctx := context.Background()
 	a := serve(t, testService(t))
-	_, err := a.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{SandboxId: "sb", GuestHookPath: "/hooks"})
-	wantCode(t, "guest hook path", err, codes.Unimplemented, "/hooks")
-	if _, err := a.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{SandboxId: "sb"}); err != nil {
-		t.Fatalf("CreateSandbox after the refused one: %v", err)
+	for _, bad := range []string{"hooks", "/a/../hooks", "/hooks/"} {
+		_, err := a.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{SandboxId: "sb", GuestHookPath: bad})
+		wantCode(t, "guest hook path "+bad, err, codes.InvalidArgument, bad)
+	}
+	if _, err := a.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{SandboxId: "sb", GuestHookPath: "/hooks"}); err != nil {
+		t.Fatalf("CreateSandbox after the refused ones: %v", err)
 	}
 }

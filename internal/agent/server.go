@@ -82,6 +82,7 @@ func intercept(ctx context.Context, pol *policy.Policy, unmarshal ttrpc.Unmarsha
 }
 
 // NewServer returns a ttrpc server for svc that enforces the policy in gate (nil: none).
+// It serves the Debug service too when svc implements it (Service does).
 func NewServer(svc agentv1.AgentService, gate *policy.Gate) (*ttrpc.Server, error) {
 	return newServer(svc, gate, nil)
 }
@@ -96,6 +97,9 @@ func newServer(svc agentv1.AgentService, gate *policy.Gate, rec *tracing.Recorde
 	agentv1.RegisterAgentService(srv, svc)
 	if rec != nil {
 		agentv1.RegisterTracingService(srv, spanService{rec})
+	}
+	if dbg, ok := svc.(agentv1.DebugService); ok {
+		agentv1.RegisterDebugService(srv, dbg)
 	}
 	return srv, nil
 }

@@ -88,6 +88,11 @@ type Service struct {
 	// oomSeen is the OOM kill count last reported by GetOOMEvent, by container.
 	oomSeen map[string]uint64
 
+	// debugMu guards debugProcs.
+	debugMu sync.Mutex
+	// debugProcs are the debug processes by exec id (debug.go).
+	debugProcs map[string]*process
+
 	// gate holds the agent policy in force (SetPolicy); the server checks requests with it.
 	gate policy.Gate
 	// spans records the spans of traced requests until the host collects them; nil when

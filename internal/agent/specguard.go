@@ -22,7 +22,7 @@ import (
 // CreateContainerRequest.sandbox_namespaces instead.
 func checkGuestSpec(spec *specs.Spec) error {
 	if spec.Hooks != nil {
-		return fmt.Errorf("%w: oci_spec.hooks is set: the agent runs no hooks (the host runs them)", errdefs.ErrInvalidArgument)
+		return fmt.Errorf("%w: oci_spec.hooks is set: the agent runs no hooks from the host (the host runs them; the guest's own come from guest_hook_path)", errdefs.ErrInvalidArgument)
 	}
 	if spec.Linux == nil {
 		return nil

@@ -115,7 +115,9 @@ func (p *processIO) afterStart(ctx context.Context) error {
 		p.stdinMu.Lock()
 		p.stdin = master
 		p.stdinMu.Unlock()
-		p.startCopier(ctx, "terminal copier", p.stdout, master)
+	}
+	if p.tty != nil {
+		p.startCopier(ctx, "terminal copier", p.stdout, p.tty)
 		return nil
 	}
 	p.startCopier(ctx, "stdout copier", p.stdout, p.outR)
@@ -138,7 +140,7 @@ func (p *processIO) startCopier(ctx context.Context, name string, s *stream, f *
 
 // abort releases everything when the process could not start.
 func (p *processIO) abort() {
-	for _, f := range append(p.child, p.outR, p.errR, p.consoleSock, p.stdin) {
+	for _, f := range append(p.child, p.outR, p.errR, p.consoleSock, p.stdin, p.tty) {
 		if f != nil {
 			f.Close()
 		}

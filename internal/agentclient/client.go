@@ -169,6 +169,13 @@ func (c *Client) CreateSandbox(ctx context.Context, req *agentv1.CreateSandboxRe
 	return err
 }
 
+// DestroySandbox has the agent remove every container (running their poststop hooks) and
+// unmount the sandbox's storages.
+func (c *Client) DestroySandbox(ctx context.Context) error {
+	_, err := call(ctx, "DestroySandbox", c.timeouts.Create, c.svc.DestroySandbox, &agentv1.DestroySandboxRequest{})
+	return err
+}
+
 func (c *Client) CreateContainer(ctx context.Context, req *agentv1.CreateContainerRequest) error {
 	_, err := call(ctx, "CreateContainer", c.timeouts.Create, c.svc.CreateContainer, req)
 	return err
@@ -343,3 +350,7 @@ func (c *Client) CollectSpans(ctx context.Context) ([]*tracepb.ResourceSpans, ui
 	}
 	return spans, resp.GetDropped(), nil
 }
+
+// Debug is the agent's Debug service on this connection, for a relay that passes calls
+// through as they are (the caller bounds them: reads long-poll).
+func (c *Client) Debug() agentv1.DebugService { return agentv1.NewDebugClient(c.ttrpc) }

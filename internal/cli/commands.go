@@ -28,5 +28,7 @@ func commands() []*cli.Command {
 		EnvCommand(),
 		CheckCommand(),
 		FactoryCommand(),
+		debugCommand(),
+		sandboxCommand(),
 	}
 }

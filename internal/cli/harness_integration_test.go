@@ -89,7 +89,12 @@ func newHarness(t *testing.T) *harness {
 // newHarnessConfig is newHarness with extra TOML in the [hypervisor] section.
 func newHarnessConfig(t *testing.T, extra string) *harness {
 	t.Helper()
-	g := testutil.RequiresVM(t)
+	return newHarnessGuest(t, testutil.RequiresVM(t), extra)
+}
+
+// newHarnessGuest is newHarnessConfig booting guest g.
+func newHarnessGuest(t *testing.T, g testutil.Guest, extra string) *harness {
+	t.Helper()
 	h := &harness{t: t, bin: buildVessel(t)}
 	tmp := t.TempDir()
 	h.cfg = filepath.Join(tmp, "configuration.toml")

@@ -443,8 +443,6 @@ func TestUnsupportedInFile(t *testing.T) {
 			`x.toml: hypervisor.image = "/var/lib/vessel/guest/x.img": not supported: guest disk images are not built yet`},
 		{"enum", "[hypervisor]\nhot_plug_vfio = \"root-port\"",
 			`x.toml: hypervisor.hot_plug_vfio = "root-port": not supported: VFIO device hotplug is not built yet (allowed: only the default, "no-port")`},
-		{"debug console", "[agent]\ndebug_console_enabled = true",
-			`x.toml: agent.debug_console_enabled = true: not supported: the guest debug console is not built yet (allowed: only the default, false)`},
 		{"kernel params", "[hypervisor]\nkernel_params = \"quiet panic=0\"",
 			`x.toml: hypervisor.kernel_params = "quiet panic=0": parameter panic=0 is set by Vessel (panic= may not be set)`},
 	} {

@@ -39,6 +39,12 @@ const DefaultRoot = "/run/vessel/sandboxes"
 
 const stateFile = "state.json"
 
+// DebugSocketName is the socket in a sandbox's state directory through which `vessel debug`
+// reaches the guest, when the sandbox was created with agent.debug_console_enabled
+// (Sandbox.DebugConsole). The sandbox's owner (the shim) serves the agent's Debug service
+// on it and relays each call to the agent over its own connection.
+const DebugSocketName = "debug.sock"
+
 // Sandbox is the persisted state of one sandbox.
 type Sandbox struct {
 	// Version is the format the state was read in (Load), or written in (Save).
@@ -62,6 +68,19 @@ type Sandbox struct {
 	// (virtiofsd) the same way, when it has one; both are 0 otherwise.
 	FSDaemonPid       int    `json:"fs_daemon_pid,omitempty"`
 	FSDaemonStartTime uint64 `json:"fs_daemon_start_time,omitempty"`
+
+	// DebugConsole is set when the sandbox serves `vessel debug` (its debug.sock).
+	DebugConsole bool `json:"debug_console,omitempty"`
+	// VCPUs and MemoryMiB are the VM's size at boot; SharedFS is how the host's files
+	// reach the guest ("virtio-9p", "virtio-fs").
+	VCPUs     uint32 `json:"vcpus,omitempty"`
+	MemoryMiB uint32 `json:"memory_mib,omitempty"`
+	SharedFS  string `json:"shared_fs,omitempty"`
+
+	// Error says why the VM stopped when nobody asked it to (a guest kernel panic, the
+	// agent's crash, the VMM's death), with the end of the guest's console, escaped; the
+	// state is then "stopped".
+	Error string `json:"error,omitempty"`
 }
 
 // Container is the persisted state of one container.
@@ -70,6 +89,28 @@ type Container struct {
 	Bundle string `json:"bundle,omitempty"`
 	Rootfs string `json:"rootfs"`
 	State  string `json:"state"`
+	// Mounts are the container's mounts as the guest makes them.
+	Mounts []Mount `json:"mounts,omitempty"`
+	// Devices are the host disks attached to the VM for the container.
+	Devices []Device `json:"devices,omitempty"`
+}
+
+// Mount is one mount of a container, in the guest.
+type Mount struct {
+	Destination string `json:"destination"`
+	Type        string `json:"type,omitempty"`
+	Source      string `json:"source,omitempty"`
+}
+
+// Device is a host disk as the guest sees it.
+type Device struct {
+	ID string `json:"id"`
+	// Type is the agent's device type ("blk", "scsi") and Address where the guest finds
+	// it (PCI path or SCSI address).
+	Type    string `json:"type"`
+	Address string `json:"address"`
+	// ContainerPath is the device node in the container, when the container has one.
+	ContainerPath string `json:"container_path,omitempty"`
 }
 
 // Save writes s into dir atomically, in format Version. A state naming a VMM without its

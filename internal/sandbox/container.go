@@ -20,6 +20,7 @@ import (
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/oci"
+	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 	"github.com/vessel-containers/vessel/internal/tracing"
 )
@@ -44,6 +45,10 @@ type Container struct {
 	// disks are the host devices and files the container holds disks of (disk.go); set
 	// by CreateContainer, released by DeleteContainer.
 	disks []diskKey
+	// mounts and devices are what the persisted state reports of the container; set by
+	// CreateContainer before the container is saved, never changed.
+	mounts  []persist.Mount
+	devices []persist.Device
 
 	// mu guards state.
 	mu    sync.Mutex
@@ -154,6 +159,12 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		if err := s.setReadOnlyForVirtioFSD(ctx, id, rootfsShare); err != nil { // virtiofs.go
 			return nil, fmt.Errorf("container %s: %w", id, err)
 		}
+	}
+	for _, m := range guestSpec.Mounts {
+		c.mounts = append(c.mounts, persist.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source})
+	}
+	for _, d := range devices {
+		c.devices = append(c.devices, persist.Device{ID: d.GetId(), Type: d.GetType(), Address: d.GetVmPath(), ContainerPath: d.GetContainerPath()})
 	}
 	s.mu.Lock()
 	err = s.save()

@@ -140,15 +140,29 @@ type Sandbox struct {
 	phases []Phase
 	// factory is what the VM factory did for the sandbox (Factory*); written only by Create.
 	factory string
+	// created is when Create began.
+	created time.Time
+	// vmcfg is the VM's configuration at boot.
+	vmcfg hypervisor.Config
+	// debug relays `vessel debug` to the agent (debug.go); nil unless
+	// agent.debug_console_enabled.
+	debug *debugRelay
 
 	// resizeMu serialises fit: one resize at a time, from the containers' limits at its start.
 	resizeMu sync.Mutex
-	// mu guards containers, their resources, state and fsdFailure.
+	// vmWatch is closed when watchVM returns; set once the sandbox is created.
+	vmWatch chan struct{}
+
+	// mu guards containers, their resources, state, fsdFailure, failure and deleting.
 	mu         sync.Mutex
 	containers map[string]*Container
 	state      State
 	// fsdFailure is the virtiofsd exit that ended the sandbox (watchVirtioFSD).
 	fsdFailure error
+	// failure is why the VM stopped without a stop request (watchVM).
+	failure error
+	// deleting is set once Delete began: the VM's exit is then expected.
+	deleting bool
 }
 
 // undo collects cleanup steps and runs them in reverse order.
@@ -238,7 +252,7 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	}
 	vmcfg.SharedDir = share.Dir()
 	vmcfg.ShareTag = sharefs.Tag
-	s := &Sandbox{id: cfg.ID, dir: dir, share: share, cfg: cfg, containers: map[string]*Container{}, state: StateCreated}
+	s := &Sandbox{id: cfg.ID, dir: dir, share: share, cfg: cfg, containers: map[string]*Container{}, state: StateCreated, created: start.UTC()}
 	if cfg.VMMIDs != nil {
 		if err := s.leaseVMMIDs(&vmcfg); err != nil { // userns.go
 			return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
@@ -268,6 +282,7 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	}
 	rollback.add(func(ctx context.Context) error { return network.Teardown(ctx, dir) })
 	s.phase(PhaseHostPrep, start)
+	s.vmcfg = vmcfg
 	err = s.boot(ctx, vmcfg, start) // factory.go
 	att.CloseFiles()                // the VMM holds its own copies now
 	if err != nil {
@@ -305,6 +320,8 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 		return nil, err
 	}
 	s.phase(PhaseSandboxSetup, setupStart)
+	s.vmWatch = make(chan struct{})
+	go s.watchVM(context.WithoutCancel(ctx), s.vmWatch) // crash.go; returns when the VM stops
 	log.G(ctx).WithField("elapsed", time.Since(start)).Debug("sandbox created")
 	return s, nil
 }
@@ -321,6 +338,7 @@ func (s *Sandbox) setup(ctx context.Context, vmcfg hypervisor.Config, att *netwo
 			return s.explain(fmt.Errorf("sandbox %s: agent policy: %w", cfg.ID, err))
 		}
 	}
+	debugConsole := cfg.Effective.Agent.DebugConsoleEnabled
 	storage := shareStorage(vmcfg)
 	modules := make([]*agentv1.KernelModule, 0, len(cfg.KernelModules))
 	for _, m := range cfg.KernelModules {
@@ -332,8 +350,20 @@ func (s *Sandbox) setup(ctx context.Context, vmcfg hypervisor.Config, att *netwo
 		Storages:      []*agentv1.Storage{storage},
 		KernelModules: modules,
 		SandboxPidns:  cfg.SandboxPidNS,
+		DebugConsole:  debugConsole,
+		GuestHookPath: cfg.Effective.Hypervisor.GuestHookPath,
 	}); err != nil {
 		return s.explain(fmt.Errorf("sandbox %s: %w", cfg.ID, err))
+	}
+	if debugConsole {
+		if err := s.serveDebug(context.WithoutCancel(ctx)); err != nil { // debug.go
+			return err
+		}
+		defer func() {
+			if retErr != nil {
+				s.stopDebug()
+			}
+		}()
 	}
 	if err := s.configureNetwork(ctx, att); err != nil { // network.go
 		return s.explain(fmt.Errorf("sandbox %s: %w", cfg.ID, err))
@@ -467,15 +497,20 @@ func (s *Sandbox) explain(err error) error {
 // Preconditions: s.mu is held or the sandbox is not shared yet.
 func (s *Sandbox) save() error {
 	st := &persist.Sandbox{
-		ID: s.id, Created: time.Now().UTC(), Hypervisor: s.cfg.Hypervisor, VMPid: s.vm.Pid(), VMStartTime: s.vmStart, State: string(s.state),
+		ID: s.id, Created: s.created, Hypervisor: s.cfg.Hypervisor, VMPid: s.vm.Pid(), VMStartTime: s.vmStart, State: string(s.state),
 		AgentKind: s.vm.Agent().Kind, AgentPath: s.vm.Agent().Path, ShareDir: s.share.Dir(),
+		DebugConsole: s.debug != nil,
+		VCPUs:        s.vmcfg.VCPUs, MemoryMiB: s.vmcfg.MemoryMiB, SharedFS: string(s.vmcfg.SharedFS),
 		Containers: map[string]persist.Container{},
 	}
 	if s.fsd != nil {
 		st.FSDaemonPid, st.FSDaemonStartTime = s.fsd.ID().Pid, s.fsd.ID().StartTime
 	}
+	if s.failure != nil {
+		st.Error = s.failure.Error()
+	}
 	for id, c := range s.containers {
-		st.Containers[id] = persist.Container{ID: id, Rootfs: c.rootfs, State: string(c.getState())}
+		st.Containers[id] = persist.Container{ID: id, Rootfs: c.rootfs, State: string(c.getState()), Mounts: c.mounts, Devices: c.devices}
 	}
 	return persist.Save(s.dir, st)
 }
@@ -485,7 +520,8 @@ func (s *Sandbox) save() error {
 //
 // The guest is not asked to remove its containers or destroy the sandbox: stopping the VM
 // ends them, so those requests would only tidy a guest about to vanish, at a guest round
-// trip each. A caller that wants a container's exit status collects it before, or removes
+// trip each. A sandbox with guest OCI hooks is the exception: its guest destroys the
+// sandbox first, so that the containers' poststop hooks run (runGuestPoststop). A caller that wants a container's exit status collects it before, or removes
 // a container that still runs with DeleteContainer first. The shares are unmounted only
 // once the VM is stopped, so the guest never sees them go.
 func (s *Sandbox) Delete(ctx context.Context) error {
@@ -494,6 +530,8 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 	s.logGuestBoot(ctx)
 
 	var errs []error
+	s.stopDebug()           // debug.go
+	s.runGuestPoststop(ctx) // crash.go
 	if err := s.agent.Close(); err != nil {
 		log.G(ctx).WithError(err).Debug("close agent connection")
 	}
@@ -502,6 +540,15 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 	s.expectVirtioFSDExit() // virtiofs.go
 	if err := s.vm.Stop(stopCtx); err != nil {
 		errs = append(errs, fmt.Errorf("stop vm: %w", err))
+	}
+	if s.vmWatch != nil {
+		// crash.go: the watcher returns once the VM is done; a VM that would not stop
+		// keeps it, and the error above says so.
+		select {
+		case <-s.vm.Done():
+			<-s.vmWatch
+		default:
+		}
 	}
 	if err := s.stopVirtioFSD(stopCtx); err != nil { // virtiofs.go
 		errs = append(errs, err)
@@ -531,6 +578,7 @@ func (s *Sandbox) markStopped() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.state = StateStopped
+	s.deleting = true
 	for id, c := range s.containers {
 		c.setState(StateStopped)
 		delete(s.containers, id)

@@ -45,7 +45,12 @@ func newHarness(t *testing.T) *harness {
 // newHarnessConfig is newHarness with extra configuration.toml text.
 func newHarnessConfig(t *testing.T, extra string) *harness {
 	t.Helper()
-	g := testutil.RequiresVM(t)
+	return newHarnessGuest(t, testutil.RequiresVM(t), extra)
+}
+
+// newHarnessGuest is newHarnessConfig booting guest g.
+func newHarnessGuest(t *testing.T, g testutil.Guest, extra string) *harness {
+	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "configuration.toml")
 	if err := os.WriteFile(cfg, g.Config(extra), 0o644); err != nil {
 		t.Fatal(err)

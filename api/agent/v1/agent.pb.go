@@ -286,8 +286,11 @@ type CreateSandboxRequest struct {
 	// Share one pid namespace between the sandbox's containers.
 	SandboxPidns bool `protobuf:"varint,7,opt,name=sandbox_pidns,json=sandboxPidns,proto3" json:"sandbox_pidns,omitempty"`
 	// DNS search domains and options for /etc/resolv.conf.
-	DnsSearch     []string `protobuf:"bytes,8,rep,name=dns_search,json=dnsSearch,proto3" json:"dns_search,omitempty"`
-	DnsOptions    []string `protobuf:"bytes,9,rep,name=dns_options,json=dnsOptions,proto3" json:"dns_options,omitempty"`
+	DnsSearch  []string `protobuf:"bytes,8,rep,name=dns_search,json=dnsSearch,proto3" json:"dns_search,omitempty"`
+	DnsOptions []string `protobuf:"bytes,9,rep,name=dns_options,json=dnsOptions,proto3" json:"dns_options,omitempty"`
+	// Serve the Debug service for this sandbox (agent.debug_console_enabled on the host).
+	// Without it every Debug call is refused with PermissionDenied.
+	DebugConsole  bool `protobuf:"varint,10,opt,name=debug_console,json=debugConsole,proto3" json:"debug_console,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -383,6 +386,13 @@ func (x *CreateSandboxRequest) GetDnsOptions() []string {
 		return x.DnsOptions
 	}
 	return nil
+}
+
+func (x *CreateSandboxRequest) GetDebugConsole() bool {
+	if x != nil {
+		return x.DebugConsole
+	}
+	return false
 }
 
 type DestroySandboxRequest struct {
@@ -3933,6 +3943,336 @@ func (x *CollectSpansResponse) GetDropped() uint32 {
 	return 0
 }
 
+type DebugStartRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	ExecId string                 `protobuf:"bytes,1,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Args   []string               `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty"`
+	// Added to a default PATH, HOME and TERM.
+	Env           []string     `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty"`
+	Stdio         *StdioConfig `protobuf:"bytes,4,opt,name=stdio,proto3" json:"stdio,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DebugStartRequest) Reset() {
+	*x = DebugStartRequest{}
+	mi := &file_agent_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DebugStartRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DebugStartRequest) ProtoMessage() {}
+
+func (x *DebugStartRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DebugStartRequest.ProtoReflect.Descriptor instead.
+func (*DebugStartRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *DebugStartRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *DebugStartRequest) GetArgs() []string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *DebugStartRequest) GetEnv() []string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *DebugStartRequest) GetStdio() *StdioConfig {
+	if x != nil {
+		return x.Stdio
+	}
+	return nil
+}
+
+type DebugProcessRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExecId        string                 `protobuf:"bytes,1,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DebugProcessRequest) Reset() {
+	*x = DebugProcessRequest{}
+	mi := &file_agent_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DebugProcessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DebugProcessRequest) ProtoMessage() {}
+
+func (x *DebugProcessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DebugProcessRequest.ProtoReflect.Descriptor instead.
+func (*DebugProcessRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *DebugProcessRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+type DebugWriteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExecId        string                 `protobuf:"bytes,1,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DebugWriteRequest) Reset() {
+	*x = DebugWriteRequest{}
+	mi := &file_agent_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DebugWriteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DebugWriteRequest) ProtoMessage() {}
+
+func (x *DebugWriteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DebugWriteRequest.ProtoReflect.Descriptor instead.
+func (*DebugWriteRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *DebugWriteRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *DebugWriteRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type DebugReadRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	ExecId string                 `protobuf:"bytes,1,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	// Maximum bytes to return.
+	Len           uint32 `protobuf:"varint,2,opt,name=len,proto3" json:"len,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DebugReadRequest) Reset() {
+	*x = DebugReadRequest{}
+	mi := &file_agent_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DebugReadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DebugReadRequest) ProtoMessage() {}
+
+func (x *DebugReadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DebugReadRequest.ProtoReflect.Descriptor instead.
+func (*DebugReadRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *DebugReadRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *DebugReadRequest) GetLen() uint32 {
+	if x != nil {
+		return x.Len
+	}
+	return 0
+}
+
+type DebugResizeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExecId        string                 `protobuf:"bytes,1,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Row           uint32                 `protobuf:"varint,2,opt,name=row,proto3" json:"row,omitempty"`
+	Column        uint32                 `protobuf:"varint,3,opt,name=column,proto3" json:"column,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DebugResizeRequest) Reset() {
+	*x = DebugResizeRequest{}
+	mi := &file_agent_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DebugResizeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DebugResizeRequest) ProtoMessage() {}
+
+func (x *DebugResizeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DebugResizeRequest.ProtoReflect.Descriptor instead.
+func (*DebugResizeRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *DebugResizeRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *DebugResizeRequest) GetRow() uint32 {
+	if x != nil {
+		return x.Row
+	}
+	return 0
+}
+
+func (x *DebugResizeRequest) GetColumn() uint32 {
+	if x != nil {
+		return x.Column
+	}
+	return 0
+}
+
+type DebugSignalRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExecId        string                 `protobuf:"bytes,1,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Signal        uint32                 `protobuf:"varint,2,opt,name=signal,proto3" json:"signal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DebugSignalRequest) Reset() {
+	*x = DebugSignalRequest{}
+	mi := &file_agent_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DebugSignalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DebugSignalRequest) ProtoMessage() {}
+
+func (x *DebugSignalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DebugSignalRequest.ProtoReflect.Descriptor instead.
+func (*DebugSignalRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *DebugSignalRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *DebugSignalRequest) GetSignal() uint32 {
+	if x != nil {
+		return x.Signal
+	}
+	return 0
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -3951,7 +4291,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x10protocol_version\x18\x02 \x01(\rR\x0fprotocolVersion\x12%\n" +
 	"\x0ekernel_release\x18\x03 \x01(\tR\rkernelRelease\x12\x1d\n" +
 	"\n" +
-	"git_commit\x18\x04 \x01(\tR\tgitCommit\"\xec\x02\n" +
+	"git_commit\x18\x04 \x01(\tR\tgitCommit\"\x91\x03\n" +
 	"\x14CreateSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -3964,7 +4304,9 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"dns_search\x18\b \x03(\tR\tdnsSearch\x12\x1f\n" +
 	"\vdns_options\x18\t \x03(\tR\n" +
-	"dnsOptions\"\x17\n" +
+	"dnsOptions\x12#\n" +
+	"\rdebug_console\x18\n" +
+	" \x01(\bR\fdebugConsole\"\x17\n" +
 	"\x15DestroySandboxRequest\"B\n" +
 	"\fKernelModule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
@@ -4208,7 +4550,27 @@ const file_agent_proto_rawDesc = "" +
 	"\x13CollectSpansRequest\"D\n" +
 	"\x14CollectSpansResponse\x12\x12\n" +
 	"\x04otlp\x18\x01 \x01(\fR\x04otlp\x12\x18\n" +
-	"\adropped\x18\x02 \x01(\rR\adropped2\xcf\x16\n" +
+	"\adropped\x18\x02 \x01(\rR\adropped\"\x86\x01\n" +
+	"\x11DebugStartRequest\x12\x17\n" +
+	"\aexec_id\x18\x01 \x01(\tR\x06execId\x12\x12\n" +
+	"\x04args\x18\x02 \x03(\tR\x04args\x12\x10\n" +
+	"\x03env\x18\x03 \x03(\tR\x03env\x122\n" +
+	"\x05stdio\x18\x04 \x01(\v2\x1c.vessel.agent.v1.StdioConfigR\x05stdio\".\n" +
+	"\x13DebugProcessRequest\x12\x17\n" +
+	"\aexec_id\x18\x01 \x01(\tR\x06execId\"@\n" +
+	"\x11DebugWriteRequest\x12\x17\n" +
+	"\aexec_id\x18\x01 \x01(\tR\x06execId\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"=\n" +
+	"\x10DebugReadRequest\x12\x17\n" +
+	"\aexec_id\x18\x01 \x01(\tR\x06execId\x12\x10\n" +
+	"\x03len\x18\x02 \x01(\rR\x03len\"W\n" +
+	"\x12DebugResizeRequest\x12\x17\n" +
+	"\aexec_id\x18\x01 \x01(\tR\x06execId\x12\x10\n" +
+	"\x03row\x18\x02 \x01(\rR\x03row\x12\x16\n" +
+	"\x06column\x18\x03 \x01(\rR\x06column\"E\n" +
+	"\x12DebugSignalRequest\x12\x17\n" +
+	"\aexec_id\x18\x01 \x01(\tR\x06execId\x12\x16\n" +
+	"\x06signal\x18\x02 \x01(\rR\x06signal2\xcf\x16\n" +
 	"\x05Agent\x12F\n" +
 	"\x05Check\x12\x1d.vessel.agent.v1.CheckRequest\x1a\x1e.vessel.agent.v1.CheckResponse\x12L\n" +
 	"\aVersion\x12\x1f.vessel.agent.v1.VersionRequest\x1a .vessel.agent.v1.VersionResponse\x12N\n" +
@@ -4252,7 +4614,17 @@ const file_agent_proto_rawDesc = "" +
 	"\x06WarmUp\x12\x1e.vessel.agent.v1.WarmUpRequest\x1a\x16.vessel.agent.v1.Empty\x12R\n" +
 	"\tSetPolicy\x12!.vessel.agent.v1.SetPolicyRequest\x1a\".vessel.agent.v1.SetPolicyResponse2f\n" +
 	"\aTracing\x12[\n" +
-	"\fCollectSpans\x12$.vessel.agent.v1.CollectSpansRequest\x1a%.vessel.agent.v1.CollectSpansResponseB:Z8github.com/vessel-containers/vessel/api/agent/v1;agentv1b\x06proto3"
+	"\fCollectSpans\x12$.vessel.agent.v1.CollectSpansRequest\x1a%.vessel.agent.v1.CollectSpansResponse2\xa6\x05\n" +
+	"\x05Debug\x12H\n" +
+	"\n" +
+	"DebugStart\x12\".vessel.agent.v1.DebugStartRequest\x1a\x16.vessel.agent.v1.Empty\x12[\n" +
+	"\x0fDebugWriteStdin\x12\".vessel.agent.v1.DebugWriteRequest\x1a$.vessel.agent.v1.WriteStreamResponse\x12Y\n" +
+	"\x0fDebugReadStdout\x12!.vessel.agent.v1.DebugReadRequest\x1a#.vessel.agent.v1.ReadStreamResponse\x12Y\n" +
+	"\x0fDebugReadStderr\x12!.vessel.agent.v1.DebugReadRequest\x1a#.vessel.agent.v1.ReadStreamResponse\x12O\n" +
+	"\x0fDebugCloseStdin\x12$.vessel.agent.v1.DebugProcessRequest\x1a\x16.vessel.agent.v1.Empty\x12J\n" +
+	"\vDebugResize\x12#.vessel.agent.v1.DebugResizeRequest\x1a\x16.vessel.agent.v1.Empty\x12J\n" +
+	"\vDebugSignal\x12#.vessel.agent.v1.DebugSignalRequest\x1a\x16.vessel.agent.v1.Empty\x12W\n" +
+	"\tDebugWait\x12$.vessel.agent.v1.DebugProcessRequest\x1a$.vessel.agent.v1.WaitProcessResponseB:Z8github.com/vessel-containers/vessel/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -4266,7 +4638,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                    // 0: vessel.agent.v1.Empty
 	(*CheckRequest)(nil),             // 1: vessel.agent.v1.CheckRequest
@@ -4335,6 +4707,12 @@ var file_agent_proto_goTypes = []any{
 	(*SetPolicyResponse)(nil),        // 64: vessel.agent.v1.SetPolicyResponse
 	(*CollectSpansRequest)(nil),      // 65: vessel.agent.v1.CollectSpansRequest
 	(*CollectSpansResponse)(nil),     // 66: vessel.agent.v1.CollectSpansResponse
+	(*DebugStartRequest)(nil),        // 67: vessel.agent.v1.DebugStartRequest
+	(*DebugProcessRequest)(nil),      // 68: vessel.agent.v1.DebugProcessRequest
+	(*DebugWriteRequest)(nil),        // 69: vessel.agent.v1.DebugWriteRequest
+	(*DebugReadRequest)(nil),         // 70: vessel.agent.v1.DebugReadRequest
+	(*DebugResizeRequest)(nil),       // 71: vessel.agent.v1.DebugResizeRequest
+	(*DebugSignalRequest)(nil),       // 72: vessel.agent.v1.DebugSignalRequest
 }
 var file_agent_proto_depIdxs = []int32{
 	8,  // 0: vessel.agent.v1.CreateSandboxRequest.storages:type_name -> vessel.agent.v1.Storage
@@ -4359,83 +4737,100 @@ var file_agent_proto_depIdxs = []int32{
 	45, // 19: vessel.agent.v1.UpdateRoutesRequest.routes:type_name -> vessel.agent.v1.Routes
 	46, // 20: vessel.agent.v1.AddARPNeighborsRequest.neighbors:type_name -> vessel.agent.v1.ARPNeighbor
 	59, // 21: vessel.agent.v1.GuestDetailsResponse.agent_details:type_name -> vessel.agent.v1.AgentDetails
-	1,  // 22: vessel.agent.v1.Agent.Check:input_type -> vessel.agent.v1.CheckRequest
-	3,  // 23: vessel.agent.v1.Agent.Version:input_type -> vessel.agent.v1.VersionRequest
-	5,  // 24: vessel.agent.v1.Agent.CreateSandbox:input_type -> vessel.agent.v1.CreateSandboxRequest
-	6,  // 25: vessel.agent.v1.Agent.DestroySandbox:input_type -> vessel.agent.v1.DestroySandboxRequest
-	9,  // 26: vessel.agent.v1.Agent.CreateContainer:input_type -> vessel.agent.v1.CreateContainerRequest
-	12, // 27: vessel.agent.v1.Agent.StartContainer:input_type -> vessel.agent.v1.StartContainerRequest
-	13, // 28: vessel.agent.v1.Agent.RemoveContainer:input_type -> vessel.agent.v1.RemoveContainerRequest
-	15, // 29: vessel.agent.v1.Agent.ExecProcess:input_type -> vessel.agent.v1.ExecProcessRequest
-	16, // 30: vessel.agent.v1.Agent.SignalProcess:input_type -> vessel.agent.v1.SignalProcessRequest
-	17, // 31: vessel.agent.v1.Agent.WaitProcess:input_type -> vessel.agent.v1.WaitProcessRequest
-	19, // 32: vessel.agent.v1.Agent.ListProcesses:input_type -> vessel.agent.v1.ListProcessesRequest
-	23, // 33: vessel.agent.v1.Agent.UpdateContainer:input_type -> vessel.agent.v1.UpdateContainerRequest
-	24, // 34: vessel.agent.v1.Agent.PauseContainer:input_type -> vessel.agent.v1.PauseContainerRequest
-	25, // 35: vessel.agent.v1.Agent.ResumeContainer:input_type -> vessel.agent.v1.ResumeContainerRequest
-	26, // 36: vessel.agent.v1.Agent.StatsContainer:input_type -> vessel.agent.v1.StatsContainerRequest
-	33, // 37: vessel.agent.v1.Agent.GetOOMEvent:input_type -> vessel.agent.v1.GetOOMEventRequest
-	35, // 38: vessel.agent.v1.Agent.WriteStdin:input_type -> vessel.agent.v1.WriteStreamRequest
-	37, // 39: vessel.agent.v1.Agent.ReadStdout:input_type -> vessel.agent.v1.ReadStreamRequest
-	37, // 40: vessel.agent.v1.Agent.ReadStderr:input_type -> vessel.agent.v1.ReadStreamRequest
-	39, // 41: vessel.agent.v1.Agent.CloseStdin:input_type -> vessel.agent.v1.CloseStdinRequest
-	40, // 42: vessel.agent.v1.Agent.TtyWinResize:input_type -> vessel.agent.v1.TtyWinResizeRequest
-	47, // 43: vessel.agent.v1.Agent.UpdateInterface:input_type -> vessel.agent.v1.UpdateInterfaceRequest
-	48, // 44: vessel.agent.v1.Agent.UpdateRoutes:input_type -> vessel.agent.v1.UpdateRoutesRequest
-	49, // 45: vessel.agent.v1.Agent.ListInterfaces:input_type -> vessel.agent.v1.ListInterfacesRequest
-	50, // 46: vessel.agent.v1.Agent.ListRoutes:input_type -> vessel.agent.v1.ListRoutesRequest
-	51, // 47: vessel.agent.v1.Agent.AddARPNeighbors:input_type -> vessel.agent.v1.AddARPNeighborsRequest
-	52, // 48: vessel.agent.v1.Agent.OnlineCPUMem:input_type -> vessel.agent.v1.OnlineCPUMemRequest
-	53, // 49: vessel.agent.v1.Agent.MemHotplugByProbe:input_type -> vessel.agent.v1.MemHotplugByProbeRequest
-	54, // 50: vessel.agent.v1.Agent.CopyFile:input_type -> vessel.agent.v1.CopyFileRequest
-	56, // 51: vessel.agent.v1.Agent.ReseedRandomDev:input_type -> vessel.agent.v1.ReseedRandomDevRequest
-	57, // 52: vessel.agent.v1.Agent.SetGuestDateTime:input_type -> vessel.agent.v1.SetGuestDateTimeRequest
-	58, // 53: vessel.agent.v1.Agent.GetGuestDetails:input_type -> vessel.agent.v1.GuestDetailsRequest
-	61, // 54: vessel.agent.v1.Agent.GetMetrics:input_type -> vessel.agent.v1.GetMetricsRequest
-	55, // 55: vessel.agent.v1.Agent.WarmUp:input_type -> vessel.agent.v1.WarmUpRequest
-	63, // 56: vessel.agent.v1.Agent.SetPolicy:input_type -> vessel.agent.v1.SetPolicyRequest
-	65, // 57: vessel.agent.v1.Tracing.CollectSpans:input_type -> vessel.agent.v1.CollectSpansRequest
-	2,  // 58: vessel.agent.v1.Agent.Check:output_type -> vessel.agent.v1.CheckResponse
-	4,  // 59: vessel.agent.v1.Agent.Version:output_type -> vessel.agent.v1.VersionResponse
-	0,  // 60: vessel.agent.v1.Agent.CreateSandbox:output_type -> vessel.agent.v1.Empty
-	0,  // 61: vessel.agent.v1.Agent.DestroySandbox:output_type -> vessel.agent.v1.Empty
-	0,  // 62: vessel.agent.v1.Agent.CreateContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 63: vessel.agent.v1.Agent.StartContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 64: vessel.agent.v1.Agent.RemoveContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 65: vessel.agent.v1.Agent.ExecProcess:output_type -> vessel.agent.v1.Empty
-	0,  // 66: vessel.agent.v1.Agent.SignalProcess:output_type -> vessel.agent.v1.Empty
-	18, // 67: vessel.agent.v1.Agent.WaitProcess:output_type -> vessel.agent.v1.WaitProcessResponse
-	21, // 68: vessel.agent.v1.Agent.ListProcesses:output_type -> vessel.agent.v1.ListProcessesResponse
-	0,  // 69: vessel.agent.v1.Agent.UpdateContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 70: vessel.agent.v1.Agent.PauseContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 71: vessel.agent.v1.Agent.ResumeContainer:output_type -> vessel.agent.v1.Empty
-	32, // 72: vessel.agent.v1.Agent.StatsContainer:output_type -> vessel.agent.v1.StatsContainerResponse
-	34, // 73: vessel.agent.v1.Agent.GetOOMEvent:output_type -> vessel.agent.v1.OOMEvent
-	36, // 74: vessel.agent.v1.Agent.WriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
-	38, // 75: vessel.agent.v1.Agent.ReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
-	38, // 76: vessel.agent.v1.Agent.ReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
-	0,  // 77: vessel.agent.v1.Agent.CloseStdin:output_type -> vessel.agent.v1.Empty
-	0,  // 78: vessel.agent.v1.Agent.TtyWinResize:output_type -> vessel.agent.v1.Empty
-	42, // 79: vessel.agent.v1.Agent.UpdateInterface:output_type -> vessel.agent.v1.Interface
-	45, // 80: vessel.agent.v1.Agent.UpdateRoutes:output_type -> vessel.agent.v1.Routes
-	43, // 81: vessel.agent.v1.Agent.ListInterfaces:output_type -> vessel.agent.v1.Interfaces
-	45, // 82: vessel.agent.v1.Agent.ListRoutes:output_type -> vessel.agent.v1.Routes
-	0,  // 83: vessel.agent.v1.Agent.AddARPNeighbors:output_type -> vessel.agent.v1.Empty
-	0,  // 84: vessel.agent.v1.Agent.OnlineCPUMem:output_type -> vessel.agent.v1.Empty
-	0,  // 85: vessel.agent.v1.Agent.MemHotplugByProbe:output_type -> vessel.agent.v1.Empty
-	0,  // 86: vessel.agent.v1.Agent.CopyFile:output_type -> vessel.agent.v1.Empty
-	0,  // 87: vessel.agent.v1.Agent.ReseedRandomDev:output_type -> vessel.agent.v1.Empty
-	0,  // 88: vessel.agent.v1.Agent.SetGuestDateTime:output_type -> vessel.agent.v1.Empty
-	60, // 89: vessel.agent.v1.Agent.GetGuestDetails:output_type -> vessel.agent.v1.GuestDetailsResponse
-	62, // 90: vessel.agent.v1.Agent.GetMetrics:output_type -> vessel.agent.v1.Metrics
-	0,  // 91: vessel.agent.v1.Agent.WarmUp:output_type -> vessel.agent.v1.Empty
-	64, // 92: vessel.agent.v1.Agent.SetPolicy:output_type -> vessel.agent.v1.SetPolicyResponse
-	66, // 93: vessel.agent.v1.Tracing.CollectSpans:output_type -> vessel.agent.v1.CollectSpansResponse
-	58, // [58:94] is the sub-list for method output_type
-	22, // [22:58] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	11, // 22: vessel.agent.v1.DebugStartRequest.stdio:type_name -> vessel.agent.v1.StdioConfig
+	1,  // 23: vessel.agent.v1.Agent.Check:input_type -> vessel.agent.v1.CheckRequest
+	3,  // 24: vessel.agent.v1.Agent.Version:input_type -> vessel.agent.v1.VersionRequest
+	5,  // 25: vessel.agent.v1.Agent.CreateSandbox:input_type -> vessel.agent.v1.CreateSandboxRequest
+	6,  // 26: vessel.agent.v1.Agent.DestroySandbox:input_type -> vessel.agent.v1.DestroySandboxRequest
+	9,  // 27: vessel.agent.v1.Agent.CreateContainer:input_type -> vessel.agent.v1.CreateContainerRequest
+	12, // 28: vessel.agent.v1.Agent.StartContainer:input_type -> vessel.agent.v1.StartContainerRequest
+	13, // 29: vessel.agent.v1.Agent.RemoveContainer:input_type -> vessel.agent.v1.RemoveContainerRequest
+	15, // 30: vessel.agent.v1.Agent.ExecProcess:input_type -> vessel.agent.v1.ExecProcessRequest
+	16, // 31: vessel.agent.v1.Agent.SignalProcess:input_type -> vessel.agent.v1.SignalProcessRequest
+	17, // 32: vessel.agent.v1.Agent.WaitProcess:input_type -> vessel.agent.v1.WaitProcessRequest
+	19, // 33: vessel.agent.v1.Agent.ListProcesses:input_type -> vessel.agent.v1.ListProcessesRequest
+	23, // 34: vessel.agent.v1.Agent.UpdateContainer:input_type -> vessel.agent.v1.UpdateContainerRequest
+	24, // 35: vessel.agent.v1.Agent.PauseContainer:input_type -> vessel.agent.v1.PauseContainerRequest
+	25, // 36: vessel.agent.v1.Agent.ResumeContainer:input_type -> vessel.agent.v1.ResumeContainerRequest
+	26, // 37: vessel.agent.v1.Agent.StatsContainer:input_type -> vessel.agent.v1.StatsContainerRequest
+	33, // 38: vessel.agent.v1.Agent.GetOOMEvent:input_type -> vessel.agent.v1.GetOOMEventRequest
+	35, // 39: vessel.agent.v1.Agent.WriteStdin:input_type -> vessel.agent.v1.WriteStreamRequest
+	37, // 40: vessel.agent.v1.Agent.ReadStdout:input_type -> vessel.agent.v1.ReadStreamRequest
+	37, // 41: vessel.agent.v1.Agent.ReadStderr:input_type -> vessel.agent.v1.ReadStreamRequest
+	39, // 42: vessel.agent.v1.Agent.CloseStdin:input_type -> vessel.agent.v1.CloseStdinRequest
+	40, // 43: vessel.agent.v1.Agent.TtyWinResize:input_type -> vessel.agent.v1.TtyWinResizeRequest
+	47, // 44: vessel.agent.v1.Agent.UpdateInterface:input_type -> vessel.agent.v1.UpdateInterfaceRequest
+	48, // 45: vessel.agent.v1.Agent.UpdateRoutes:input_type -> vessel.agent.v1.UpdateRoutesRequest
+	49, // 46: vessel.agent.v1.Agent.ListInterfaces:input_type -> vessel.agent.v1.ListInterfacesRequest
+	50, // 47: vessel.agent.v1.Agent.ListRoutes:input_type -> vessel.agent.v1.ListRoutesRequest
+	51, // 48: vessel.agent.v1.Agent.AddARPNeighbors:input_type -> vessel.agent.v1.AddARPNeighborsRequest
+	52, // 49: vessel.agent.v1.Agent.OnlineCPUMem:input_type -> vessel.agent.v1.OnlineCPUMemRequest
+	53, // 50: vessel.agent.v1.Agent.MemHotplugByProbe:input_type -> vessel.agent.v1.MemHotplugByProbeRequest
+	54, // 51: vessel.agent.v1.Agent.CopyFile:input_type -> vessel.agent.v1.CopyFileRequest
+	56, // 52: vessel.agent.v1.Agent.ReseedRandomDev:input_type -> vessel.agent.v1.ReseedRandomDevRequest
+	57, // 53: vessel.agent.v1.Agent.SetGuestDateTime:input_type -> vessel.agent.v1.SetGuestDateTimeRequest
+	58, // 54: vessel.agent.v1.Agent.GetGuestDetails:input_type -> vessel.agent.v1.GuestDetailsRequest
+	61, // 55: vessel.agent.v1.Agent.GetMetrics:input_type -> vessel.agent.v1.GetMetricsRequest
+	55, // 56: vessel.agent.v1.Agent.WarmUp:input_type -> vessel.agent.v1.WarmUpRequest
+	63, // 57: vessel.agent.v1.Agent.SetPolicy:input_type -> vessel.agent.v1.SetPolicyRequest
+	65, // 58: vessel.agent.v1.Tracing.CollectSpans:input_type -> vessel.agent.v1.CollectSpansRequest
+	67, // 59: vessel.agent.v1.Debug.DebugStart:input_type -> vessel.agent.v1.DebugStartRequest
+	69, // 60: vessel.agent.v1.Debug.DebugWriteStdin:input_type -> vessel.agent.v1.DebugWriteRequest
+	70, // 61: vessel.agent.v1.Debug.DebugReadStdout:input_type -> vessel.agent.v1.DebugReadRequest
+	70, // 62: vessel.agent.v1.Debug.DebugReadStderr:input_type -> vessel.agent.v1.DebugReadRequest
+	68, // 63: vessel.agent.v1.Debug.DebugCloseStdin:input_type -> vessel.agent.v1.DebugProcessRequest
+	71, // 64: vessel.agent.v1.Debug.DebugResize:input_type -> vessel.agent.v1.DebugResizeRequest
+	72, // 65: vessel.agent.v1.Debug.DebugSignal:input_type -> vessel.agent.v1.DebugSignalRequest
+	68, // 66: vessel.agent.v1.Debug.DebugWait:input_type -> vessel.agent.v1.DebugProcessRequest
+	2,  // 67: vessel.agent.v1.Agent.Check:output_type -> vessel.agent.v1.CheckResponse
+	4,  // 68: vessel.agent.v1.Agent.Version:output_type -> vessel.agent.v1.VersionResponse
+	0,  // 69: vessel.agent.v1.Agent.CreateSandbox:output_type -> vessel.agent.v1.Empty
+	0,  // 70: vessel.agent.v1.Agent.DestroySandbox:output_type -> vessel.agent.v1.Empty
+	0,  // 71: vessel.agent.v1.Agent.CreateContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 72: vessel.agent.v1.Agent.StartContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 73: vessel.agent.v1.Agent.RemoveContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 74: vessel.agent.v1.Agent.ExecProcess:output_type -> vessel.agent.v1.Empty
+	0,  // 75: vessel.agent.v1.Agent.SignalProcess:output_type -> vessel.agent.v1.Empty
+	18, // 76: vessel.agent.v1.Agent.WaitProcess:output_type -> vessel.agent.v1.WaitProcessResponse
+	21, // 77: vessel.agent.v1.Agent.ListProcesses:output_type -> vessel.agent.v1.ListProcessesResponse
+	0,  // 78: vessel.agent.v1.Agent.UpdateContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 79: vessel.agent.v1.Agent.PauseContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 80: vessel.agent.v1.Agent.ResumeContainer:output_type -> vessel.agent.v1.Empty
+	32, // 81: vessel.agent.v1.Agent.StatsContainer:output_type -> vessel.agent.v1.StatsContainerResponse
+	34, // 82: vessel.agent.v1.Agent.GetOOMEvent:output_type -> vessel.agent.v1.OOMEvent
+	36, // 83: vessel.agent.v1.Agent.WriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
+	38, // 84: vessel.agent.v1.Agent.ReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
+	38, // 85: vessel.agent.v1.Agent.ReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
+	0,  // 86: vessel.agent.v1.Agent.CloseStdin:output_type -> vessel.agent.v1.Empty
+	0,  // 87: vessel.agent.v1.Agent.TtyWinResize:output_type -> vessel.agent.v1.Empty
+	42, // 88: vessel.agent.v1.Agent.UpdateInterface:output_type -> vessel.agent.v1.Interface
+	45, // 89: vessel.agent.v1.Agent.UpdateRoutes:output_type -> vessel.agent.v1.Routes
+	43, // 90: vessel.agent.v1.Agent.ListInterfaces:output_type -> vessel.agent.v1.Interfaces
+	45, // 91: vessel.agent.v1.Agent.ListRoutes:output_type -> vessel.agent.v1.Routes
+	0,  // 92: vessel.agent.v1.Agent.AddARPNeighbors:output_type -> vessel.agent.v1.Empty
+	0,  // 93: vessel.agent.v1.Agent.OnlineCPUMem:output_type -> vessel.agent.v1.Empty
+	0,  // 94: vessel.agent.v1.Agent.MemHotplugByProbe:output_type -> vessel.agent.v1.Empty
+	0,  // 95: vessel.agent.v1.Agent.CopyFile:output_type -> vessel.agent.v1.Empty
+	0,  // 96: vessel.agent.v1.Agent.ReseedRandomDev:output_type -> vessel.agent.v1.Empty
+	0,  // 97: vessel.agent.v1.Agent.SetGuestDateTime:output_type -> vessel.agent.v1.Empty
+	60, // 98: vessel.agent.v1.Agent.GetGuestDetails:output_type -> vessel.agent.v1.GuestDetailsResponse
+	62, // 99: vessel.agent.v1.Agent.GetMetrics:output_type -> vessel.agent.v1.Metrics
+	0,  // 100: vessel.agent.v1.Agent.WarmUp:output_type -> vessel.agent.v1.Empty
+	64, // 101: vessel.agent.v1.Agent.SetPolicy:output_type -> vessel.agent.v1.SetPolicyResponse
+	66, // 102: vessel.agent.v1.Tracing.CollectSpans:output_type -> vessel.agent.v1.CollectSpansResponse
+	0,  // 103: vessel.agent.v1.Debug.DebugStart:output_type -> vessel.agent.v1.Empty
+	36, // 104: vessel.agent.v1.Debug.DebugWriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
+	38, // 105: vessel.agent.v1.Debug.DebugReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
+	38, // 106: vessel.agent.v1.Debug.DebugReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
+	0,  // 107: vessel.agent.v1.Debug.DebugCloseStdin:output_type -> vessel.agent.v1.Empty
+	0,  // 108: vessel.agent.v1.Debug.DebugResize:output_type -> vessel.agent.v1.Empty
+	0,  // 109: vessel.agent.v1.Debug.DebugSignal:output_type -> vessel.agent.v1.Empty
+	18, // 110: vessel.agent.v1.Debug.DebugWait:output_type -> vessel.agent.v1.WaitProcessResponse
+	67, // [67:111] is the sub-list for method output_type
+	23, // [23:67] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -4449,9 +4844,9 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   67,
+			NumMessages:   73,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_agent_proto_goTypes,
 		DependencyIndexes: file_agent_proto_depIdxs,

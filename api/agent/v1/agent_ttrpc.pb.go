@@ -622,3 +622,151 @@ func (c *tracingClient) CollectSpans(ctx context.Context, req *CollectSpansReque
 	}
 	return &resp, nil
 }
+
+type DebugService interface {
+	DebugStart(context.Context, *DebugStartRequest) (*Empty, error)
+	DebugWriteStdin(context.Context, *DebugWriteRequest) (*WriteStreamResponse, error)
+	DebugReadStdout(context.Context, *DebugReadRequest) (*ReadStreamResponse, error)
+	DebugReadStderr(context.Context, *DebugReadRequest) (*ReadStreamResponse, error)
+	DebugCloseStdin(context.Context, *DebugProcessRequest) (*Empty, error)
+	DebugResize(context.Context, *DebugResizeRequest) (*Empty, error)
+	DebugSignal(context.Context, *DebugSignalRequest) (*Empty, error)
+	DebugWait(context.Context, *DebugProcessRequest) (*WaitProcessResponse, error)
+}
+
+func RegisterDebugService(srv *ttrpc.Server, svc DebugService) {
+	srv.RegisterService("vessel.agent.v1.Debug", &ttrpc.ServiceDesc{
+		Methods: map[string]ttrpc.Method{
+			"DebugStart": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DebugStartRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DebugStart(ctx, &req)
+			},
+			"DebugWriteStdin": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DebugWriteRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DebugWriteStdin(ctx, &req)
+			},
+			"DebugReadStdout": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DebugReadRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DebugReadStdout(ctx, &req)
+			},
+			"DebugReadStderr": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DebugReadRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DebugReadStderr(ctx, &req)
+			},
+			"DebugCloseStdin": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DebugProcessRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DebugCloseStdin(ctx, &req)
+			},
+			"DebugResize": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DebugResizeRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DebugResize(ctx, &req)
+			},
+			"DebugSignal": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DebugSignalRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DebugSignal(ctx, &req)
+			},
+			"DebugWait": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DebugProcessRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DebugWait(ctx, &req)
+			},
+		},
+	})
+}
+
+type debugClient struct {
+	client *ttrpc.Client
+}
+
+func NewDebugClient(client *ttrpc.Client) DebugService {
+	return &debugClient{
+		client: client,
+	}
+}
+
+func (c *debugClient) DebugStart(ctx context.Context, req *DebugStartRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vessel.agent.v1.Debug", "DebugStart", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *debugClient) DebugWriteStdin(ctx context.Context, req *DebugWriteRequest) (*WriteStreamResponse, error) {
+	var resp WriteStreamResponse
+	if err := c.client.Call(ctx, "vessel.agent.v1.Debug", "DebugWriteStdin", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *debugClient) DebugReadStdout(ctx context.Context, req *DebugReadRequest) (*ReadStreamResponse, error) {
+	var resp ReadStreamResponse
+	if err := c.client.Call(ctx, "vessel.agent.v1.Debug", "DebugReadStdout", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *debugClient) DebugReadStderr(ctx context.Context, req *DebugReadRequest) (*ReadStreamResponse, error) {
+	var resp ReadStreamResponse
+	if err := c.client.Call(ctx, "vessel.agent.v1.Debug", "DebugReadStderr", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *debugClient) DebugCloseStdin(ctx context.Context, req *DebugProcessRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vessel.agent.v1.Debug", "DebugCloseStdin", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *debugClient) DebugResize(ctx context.Context, req *DebugResizeRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vessel.agent.v1.Debug", "DebugResize", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *debugClient) DebugSignal(ctx context.Context, req *DebugSignalRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vessel.agent.v1.Debug", "DebugSignal", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *debugClient) DebugWait(ctx context.Context, req *DebugProcessRequest) (*WaitProcessResponse, error) {
+	var resp WaitProcessResponse
+	if err := c.client.Call(ctx, "vessel.agent.v1.Debug", "DebugWait", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}

@@ -33,6 +33,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 )
@@ -54,13 +55,15 @@ type Policy struct {
 	digest string
 }
 
-// Methods are the agent API's request names, the names a policy may use.
+// Methods are the agent API's request names (of the Agent and Debug services), the names a
+// policy may use.
 func Methods() []string {
-	svc := agentv1.File_agent_proto.Services().ByName("Agent")
-	ms := svc.Methods()
-	names := make([]string, ms.Len())
-	for i := range names {
-		names[i] = string(ms.Get(i).Name())
+	var names []string
+	for _, svc := range []string{"Agent", "Debug"} {
+		ms := agentv1.File_agent_proto.Services().ByName(protoreflect.Name(svc)).Methods()
+		for i := range ms.Len() {
+			names = append(names, string(ms.Get(i).Name()))
+		}
 	}
 	return names
 }

@@ -397,6 +397,15 @@ func (v *VM) exitError(pid int, waitErr error, shutdownReason string) error {
 	if shutdownReason != "" {
 		reason = fmt.Sprintf(" (guest shutdown reason %q)", shutdownReason)
 	}
+	// A guest panic reboots the guest at once (panic=-1), which -no-reboot turns into
+	// QEMU's exit: the console tells what happened.
+	if crash, ok := hypervisor.ParseGuestCrash(v.console.tail()); ok {
+		status := "status 0"
+		if waitErr != nil {
+			status = waitErr.Error()
+		}
+		return fmt.Errorf("qemu %s (pid %d) exited (%s%s): %w%s", v.cfg.ID, pid, status, reason, crash.Error(), v.logTails())
+	}
 	if waitErr == nil {
 		return fmt.Errorf("qemu %s (pid %d) exited with status 0 without a stop request%s%s", v.cfg.ID, pid, reason, v.logTails())
 	}
