@@ -4,8 +4,6 @@ package agent
 
 import (
 	"context"
-	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
 // serveBoth runs svc behind the real ttrpc edge and returns clients of both services.
@@ -23,26 +22,8 @@ func serveBoth(t *testing.T, svc *Service) (agentv1.AgentService, agentv1.DebugS
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(t.TempDir(), "agent.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(context.Background(), l)
-	}()
-	conn, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := ttrpc.NewClient(conn)
-	t.Cleanup(func() {
-		client.Close()
-		srv.Close()
-		<-done
-	})
+	client := ttrpc.NewClient(testutil.ServeTTRPC(t, srv))
+	t.Cleanup(func() { client.Close() })
 	return agentv1.NewAgentClient(client), agentv1.NewDebugClient(client)
 }
 

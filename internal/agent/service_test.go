@@ -5,7 +5,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
 // serve runs svc behind the real ttrpc edge on a unix socket and returns a client.
@@ -27,26 +27,8 @@ func serve(t *testing.T, svc agentv1.AgentService) agentv1.AgentService {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(t.TempDir(), "agent.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(context.Background(), l)
-	}()
-	conn, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := ttrpc.NewClient(conn)
-	t.Cleanup(func() {
-		client.Close()
-		srv.Close()
-		<-done
-	})
+	client := ttrpc.NewClient(testutil.ServeTTRPC(t, srv))
+	t.Cleanup(func() { client.Close() })
 	return agentv1.NewAgentClient(client)
 }
 

@@ -4,14 +4,13 @@ package agent
 
 import (
 	"context"
-	"net"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agentclient"
+	"github.com/vessel-containers/vessel/internal/testutil"
 	"github.com/vessel-containers/vessel/internal/tracing/otlp"
 	"github.com/vessel-containers/vessel/internal/tracing/otlptest"
 )
@@ -28,26 +27,8 @@ func TestAgentSpansReachTheHostExporter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(t.TempDir(), "agent.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(context.Background(), l)
-	}()
-	conn, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := agentclient.New(conn, agentclient.Timeouts{})
-	t.Cleanup(func() {
-		client.Close()
-		srv.Close()
-		<-done
-	})
+	client := agentclient.New(testutil.ServeTTRPC(t, srv), agentclient.Timeouts{})
+	t.Cleanup(func() { client.Close() })
 
 	recv := otlptest.Start(t)
 	exp, err := otlp.New(context.Background(), recv.URL, "vessel-shim")

@@ -3,8 +3,6 @@ package tracing_test
 import (
 	"context"
 	"errors"
-	"net"
-	"path/filepath"
 	"testing"
 
 	"github.com/containerd/ttrpc"
@@ -14,6 +12,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/testutil"
 	"github.com/vessel-containers/vessel/internal/tracing"
 )
 
@@ -41,26 +40,9 @@ func pair(t *testing.T, rec *tracing.Recorder, propagate bool) agentv1.TracingSe
 		t.Fatal(err)
 	}
 	agentv1.RegisterTracingService(srv, worker{})
-	sock := filepath.Join(t.TempDir(), "s.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(context.Background(), l)
-	}()
-	conn, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := ttrpc.NewClient(conn, ttrpc.WithUnaryClientInterceptor(tracing.ClientInterceptor("call ", func() bool { return propagate })))
-	t.Cleanup(func() {
-		client.Close()
-		srv.Close()
-		<-done
-	})
+	client := ttrpc.NewClient(testutil.ServeTTRPC(t, srv),
+		ttrpc.WithUnaryClientInterceptor(tracing.ClientInterceptor("call ", func() bool { return propagate })))
+	t.Cleanup(func() { client.Close() })
 	return agentv1.NewTracingClient(client)
 }
 
