@@ -33,7 +33,6 @@ const (
 	DefaultVCPUs          = 1
 	DefaultMemoryMiB      = 256
 	DefaultMsize9P        = 524288
-	DefaultTBSizeMiB      = 64
 	// DefaultVirtioFSDaemon is where Debian's qemu-system-common installs virtiofsd.
 	DefaultVirtioFSDaemon = "/usr/lib/qemu/virtiofsd"
 )
@@ -163,7 +162,6 @@ func Default() *Config {
 			KernelParams:         "",
 			MachineType:          "q35",
 			Accelerator:          hypervisor.AccelAuto,
-			TBSizeMiB:            DefaultTBSizeMiB,
 			DefaultVCPUs:         DefaultVCPUs,
 			DefaultMemory:        DefaultMemoryMiB,
 			MemorySlots:          10,

@@ -397,7 +397,7 @@ var keyTable = []Key{
 		Doc:        "CPU features appended to the guest CPU model (QEMU's -cpu host under KVM, max under TCG), e.g. \"pmu=off\"."},
 	{Section: "hypervisor", Name: "tb_size_mib",
 		Consumer: "oci.HypervisorConfig", Type: "uint32", Unit: "MiB", Min: 0, Max: 4096,
-		Doc: "QEMU TCG translation-cache size; 0 means QEMU's default (1 GiB reserved). Ignored under KVM."},
+		Doc: "QEMU TCG translation-cache size; 0 lets the driver choose: 64 MiB, or 256 MiB for a VM that can gain vCPUs by hot-plug (QEMU 7.2 aborts when a hot-plugged vCPU finds every cache region taken; larger regions make that need far more translated code). Ignored under KVM."},
 
 	// [hypervisor] CPU and memory.
 	{Section: "hypervisor", Name: "default_vcpus",

@@ -118,7 +118,7 @@ func TestDefaultsValid(t *testing.T) {
 		{string(d.Hypervisor.SharedFS), "virtio-9p", "shared_fs"},
 		{d.Hypervisor.Msize9P, uint32(524288), "msize_9p"},
 		{string(d.Hypervisor.Accelerator), "auto", "accelerator"},
-		{d.Hypervisor.TBSizeMiB, uint32(64), "tb_size_mib"},
+		{d.Hypervisor.TBSizeMiB, uint32(0), "tb_size_mib"},
 		{d.Hypervisor.VirtioFSDaemon, "/usr/lib/qemu/virtiofsd", "virtio_fs_daemon"},
 		{d.Runtime.DisableGuestSeccomp, false, "disable_guest_seccomp"},
 	} {

@@ -409,7 +409,7 @@ func TestHypervisorConfig(t *testing.T) {
 		Path: config.DefaultHypervisorPath, Kernel: config.DefaultKernel, Initrd: config.DefaultInitrd,
 		KernelParams: []string{"quiet", "panic=-1"}, Accelerator: hypervisor.AccelAuto, MachineType: "q35",
 		VCPUs: 2, MaxVCPUs: 4, MemoryMiB: 512, MaxMemoryMiB: 1024, MemorySlots: 10,
-		SharedFS: hypervisor.SharedFS9P, Msize9P: 524288, TBSizeMiB: 64, Debug: true,
+		SharedFS: hypervisor.SharedFS9P, Msize9P: 524288, Debug: true,
 		MachineAccelerators: "smm=off", CPUFeatures: "pmu=off", MemPrealloc: true, EntropySource: "/dev/random",
 		Block: hypervisor.BlockConfig{Driver: hypervisor.BlockVirtioBlk, AIO: hypervisor.AIOThreads},
 	}

@@ -226,7 +226,11 @@ func writeMachine(b *strings.Builder, r *Results) {
 	fmt.Fprintf(b, "| containerd / runc | %s / %s |\n", m.Containerd, m.Runc)
 	fmt.Fprintf(b, "| Vessel | %s |\n", m.VesselVersion)
 	fmt.Fprintf(b, "| Guest kernel / initramfs | %s / %.1f MiB |\n", m.GuestKernel, m.GuestInitramfsMiB)
-	fmt.Fprintf(b, "| VM | %s, %d vCPU, %d MiB, TCG tb-size %d MiB, %s |\n", v.Machine, v.VCPUs, v.MemoryMiB, v.TBSizeMiB, v.SharedFS)
+	tb := fmt.Sprintf("%d MiB", v.TBSizeMiB)
+	if v.TBSizeMiB == 0 {
+		tb = "the driver's default (64 MiB without vCPU hot-plug)"
+	}
+	fmt.Fprintf(b, "| VM | %s, %d vCPU, %d MiB, TCG tb-size %s, %s |\n", v.Machine, v.VCPUs, v.MemoryMiB, tb, v.SharedFS)
 	fmt.Fprintf(b, "| Configuration | %s |\n\n", v.ConfigFile)
 }
 

@@ -11,8 +11,15 @@ import (
 const (
 	DefaultBinary = "/usr/bin/qemu-system-x86_64"
 
-	defaultMachine     = "q35"
-	defaultTBSizeMiB   = 64
+	defaultMachine   = "q35"
+	defaultTBSizeMiB = 64
+	// hotplugTBSizeMiB is the default translation cache of a VM that may get vCPUs
+	// hot-plugged. QEMU 7.2 cuts the cache into at most 8 regions per possible vCPU and
+	// aborts (tcg_region_initial_alloc__locked) when a hot-plugged vCPU finds every
+	// region taken by the running ones since the last flush; larger regions make that
+	// need far more translated code than a sandbox produces before it grows. Pages of the
+	// cache cost memory only once code is translated into them.
+	hotplugTBSizeMiB   = 256
 	defaultMemorySlots = 8
 	defaultEntropy     = "/dev/urandom"
 
@@ -135,7 +142,11 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 		args = append(args, "-accel", "kvm")
 	default:
 		tb := cfg.TBSizeMiB
-		if tb == 0 {
+		switch {
+		case tb != 0:
+		case cfg.MaxVCPUs > cfg.VCPUs:
+			tb = hotplugTBSizeMiB
+		default:
 			tb = defaultTBSizeMiB
 		}
 		// -cpu max gives the guest RDRAND, which it trusts for early entropy.

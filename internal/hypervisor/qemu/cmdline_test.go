@@ -94,6 +94,11 @@ func TestCommandLineMatrix(t *testing.T) {
 			exact:  map[string][]string{"-accel": {"kvm"}, "-cpu": {"host"}},
 		},
 		{
+			name:  "tcg translation cache of a vm that can gain vcpus",
+			mod:   func(c *hypervisor.Config) { c.VCPUs, c.MaxVCPUs = 1, 2 },
+			exact: map[string][]string{"-accel": {"tcg,tb-size=256"}},
+		},
+		{
 			name:  "tcg translation cache size",
 			mod:   func(c *hypervisor.Config) { c.TBSizeMiB = 32 },
 			exact: map[string][]string{"-accel": {"tcg,tb-size=32"}, "-cpu": {"max"}},
