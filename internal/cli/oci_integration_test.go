@@ -213,7 +213,9 @@ func TestRunModes(t *testing.T) {
 func TestConsoleSocket(t *testing.T) {
 	h := newHarness(t)
 	h.subreaper()
-	b := h.bundle([]string{"sh", "-c", "tty; stty size; read line; stty size; echo got:$line; exit 5"}, func(s *specs.Spec) { s.Process.Terminal = true })
+	// The first size is read only after the test's go-ahead: `run` starts the process
+	// at once, possibly before the test has set the size on the master it received.
+	b := h.bundle([]string{"sh", "-c", "tty; read go; stty size; read line; stty size; echo got:$line; exit 5"}, func(s *specs.Spec) { s.Process.Terminal = true })
 	if _, _, code := h.run("create", "--bundle", b, "t0"); code != 1 {
 		t.Errorf("create of a terminal container without a console socket: exit %d, want 1", code)
 	}
@@ -255,6 +257,10 @@ func TestConsoleSocket(t *testing.T) {
 					}
 				}
 			}()
+			testutil.WaitFor(t, "the tty name", func() bool { return strings.Contains(out.String(), "/dev/pts/") })
+			if _, err := master.Write([]byte("go\r")); err != nil {
+				t.Fatal(err)
+			}
 			testutil.WaitFor(t, "the first size", func() bool { return strings.Contains(out.String(), "33 99") })
 			setSize(t, master, 40, 120)
 			time.Sleep(time.Second) // the resize travels as its own request; let it land before the input
