@@ -47,28 +47,9 @@ func TestPodNetwork(t *testing.T) {
 	}
 	before := pod.Snapshot(t)
 
-	root, err := os.MkdirTemp("", "vsn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(root)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	sb, err := Create(ctx, Config{
-		ID: "netsb", Root: root,
-		VM:      hypervisor.Config{Kernel: g.Kernel, Initrd: g.Initrd, VCPUs: 1, MemoryMiB: 256},
-		Network: network.Config{NetNS: pod.Path, Model: network.ModelTCFilter, VhostNet: true},
-	})
-	if err != nil {
-		t.Fatalf("create sandbox: %v", err)
-	}
-	e := &env{t: t, sb: sb, root: root}
-	deleted := false
-	defer func() {
-		if !deleted {
-			_ = sb.Delete(context.Background())
-		}
-	}()
+	e, sb, deleted := netSandbox(ctx, t, g, "netsb", pod.Path)
 	if during := strings.Join(pod.Snapshot(t), "\n"); !strings.Contains(during, "vsl_tap0 tuntap") {
 		t.Fatalf("no tap in the pod netns while the sandbox runs:\n%s", during)
 	}
@@ -111,12 +92,12 @@ func TestPodNetwork(t *testing.T) {
 		}
 	}
 
-	deleted = true
+	*deleted = true
 	pid := sb.VM().Pid()
 	if err := sb.Delete(context.Background()); err != nil {
 		t.Fatalf("delete: %v", err)
 	}
-	assertNoLeftovers(t, root, pid)
+	assertNoLeftovers(t, e.root, pid)
 	if after := pod.Snapshot(t); !slices.Equal(after, before) {
 		t.Fatalf("pod netns after delete:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
 	}
@@ -188,28 +169,9 @@ func TestPodNetworkHotplug(t *testing.T) {
 	g := testutil.RequiresVM(t)
 	testutil.RequiresRoot(t)
 	pod, peer, peer2 := nettest.New(t), nettest.New(t), nettest.New(t)
-	root, err := os.MkdirTemp("", "vsn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(root)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	sb, err := Create(ctx, Config{
-		ID: "hotsb", Root: root,
-		VM:      hypervisor.Config{Kernel: g.Kernel, Initrd: g.Initrd, VCPUs: 1, MemoryMiB: 256},
-		Network: network.Config{NetNS: pod.Path, Model: network.ModelTCFilter, VhostNet: true},
-	})
-	if err != nil {
-		t.Fatalf("create sandbox: %v", err)
-	}
-	e := &env{t: t, sb: sb, root: root}
-	deleted := false
-	defer func() {
-		if !deleted {
-			_ = sb.Delete(context.Background())
-		}
-	}()
+	e, sb, deleted := netSandbox(ctx, t, g, "hotsb", pod.Path)
 
 	httpd := e.container("web", []string{"sh", "-c", "mkdir -p /tmp/www && echo hello-hotplug > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"}, nil)
 	// What a createRuntime hook of a CNI-running manager does, between create and start.
@@ -293,12 +255,12 @@ func TestPodNetworkHotplug(t *testing.T) {
 	}
 	probe("probe3", "ip -o link; ping -c 1 -W 10 10.213.10.1 && echo PING1-OK", []string{"eth0", "PING1-OK"}, []string{"eth1"})
 
-	deleted = true
+	*deleted = true
 	pid := sb.VM().Pid()
 	if err := sb.Delete(context.Background()); err != nil {
 		t.Fatalf("delete: %v", err)
 	}
-	assertNoLeftovers(t, root, pid)
+	assertNoLeftovers(t, e.root, pid)
 	if after := pod.Snapshot(t); !slices.Equal(after, managed) {
 		t.Fatalf("pod netns after delete:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(managed, "\n"))
 	}
@@ -342,8 +304,35 @@ func TestPodNetworkHotplugCleanup(t *testing.T) {
 		t.Fatalf("cleanup: %v", err)
 	}
 	<-sb.VM().Done()
-	assertNoLeftovers(t, root, pid)
+	assertNoLeftovers(t, e.root, pid)
 	if after := pod.Snapshot(t); !slices.Equal(after, managed) {
 		t.Fatalf("pod netns after cleanup:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(managed, "\n"))
 	}
+}
+
+// netSandbox creates sandbox id in a state root of its own, attached to the network
+// namespace at netns; the test's cleanup removes it unless the test sets *deleted after
+// deleting it itself.
+func netSandbox(ctx context.Context, t *testing.T, g testutil.Guest, id, netns string) (*env, *Sandbox, *bool) {
+	t.Helper()
+	root, err := os.MkdirTemp("", "vsn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	sb, err := Create(ctx, Config{
+		ID: id, Root: root,
+		VM:      hypervisor.Config{Kernel: g.Kernel, Initrd: g.Initrd, VCPUs: 1, MemoryMiB: 256},
+		Network: network.Config{NetNS: netns, Model: network.ModelTCFilter, VhostNet: true},
+	})
+	if err != nil {
+		t.Fatalf("create sandbox: %v", err)
+	}
+	deleted := new(bool)
+	t.Cleanup(func() {
+		if !*deleted {
+			_ = sb.Delete(context.Background())
+		}
+	})
+	return &env{t: t, sb: sb, root: root}, sb, deleted
 }
