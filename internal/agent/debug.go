@@ -284,14 +284,7 @@ func (s *Service) debugRead(ctx context.Context, req *agentv1.DebugReadRequest, 
 	if err != nil {
 		return nil, err
 	}
-	data, eof, err := pick(p).Read(ctx, int(req.GetLen()))
-	if err != nil {
-		return nil, fmt.Errorf("read output of %s: %w", p.name(), err)
-	}
-	if eof {
-		s.forgetDebugIfDone(p)
-	}
-	return &agentv1.ReadStreamResponse{Data: data, Eof: eof}, nil
+	return readOutput(ctx, p, pick(p), req.GetLen(), s.forgetDebugIfDone)
 }
 
 // DebugCloseStdin closes a debug process's stdin.

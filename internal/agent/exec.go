@@ -237,12 +237,18 @@ func (s *Service) readStream(ctx context.Context, req *agentv1.ReadStreamRequest
 	if err != nil {
 		return nil, err
 	}
-	data, eof, err := pick(p).Read(ctx, int(req.GetLen()))
+	return readOutput(ctx, p, pick(p), req.GetLen(), c.forgetIfDone)
+}
+
+// readOutput long-polls up to n bytes of p's output stream st; at its end, forget is
+// told, to drop p once all of it was read and its status collected.
+func readOutput(ctx context.Context, p *process, st *stream, n uint32, forget func(*process)) (*agentv1.ReadStreamResponse, error) {
+	data, eof, err := st.Read(ctx, int(n))
 	if err != nil {
 		return nil, fmt.Errorf("read output of %s: %w", p.name(), err)
 	}
 	if eof {
-		c.forgetIfDone(p)
+		forget(p)
 	}
 	return &agentv1.ReadStreamResponse{Data: data, Eof: eof}, nil
 }

@@ -111,7 +111,7 @@ func (v *VM) AttachDisk(ctx context.Context, d hypervisor.Disk) (_ hypervisor.Di
 		v.mu.Unlock()
 		return hypervisor.DiskAddress{}, fmt.Errorf("qemu %s: attach disk %s: %w", v.cfg.ID, d.ID, errdefs.ErrAlreadyExists)
 	}
-	slot := v.freeSlotLocked()
+	slot := v.freeSlotLocked(false)
 	if slot < 0 {
 		v.mu.Unlock()
 		return hypervisor.DiskAddress{}, fmt.Errorf("qemu %s: attach disk %s: all %d disk slots (shared with NICs) are in use: %w", v.cfg.ID, d.ID, lastDiskSlot-firstDiskSlot+1, errdefs.ErrResourceExhausted)
@@ -245,14 +245,19 @@ func (v *VM) delNodes(ctx context.Context, c *qmp.Client, id string) error {
 // opCleanupTimeout bounds the QMP commands that undo a failed attach.
 const opCleanupTimeout = 10 * time.Second
 
-// freeSlotLocked returns the lowest free unit (bridge slot, or SCSI id), or -1. A
-// virtio-blk disk shares the bridge with the NICs (nic.go).
+// freeSlotLocked returns the lowest free unit for a disk (a bridge slot, or a SCSI id)
+// or, with nic, for a NIC (a bridge slot), or -1. virtio-blk disks and NICs share the
+// bridge (nic.go); SCSI ids are the disks' own.
 //
 // Preconditions: v.mu is held.
-func (v *VM) freeSlotLocked() int {
-	scsi := v.cfg.Block.Driver == hypervisor.BlockVirtioSCSI
+func (v *VM) freeSlotLocked(nic bool) int {
+	shared := v.cfg.Block.Driver != hypervisor.BlockVirtioSCSI
 	for s := firstDiskSlot; s <= lastDiskSlot; s++ {
-		if !v.diskInSlotLocked(s) && (scsi || !v.nicInSlotLocked(s)) {
+		own, other := v.diskInSlotLocked(s), v.nicInSlotLocked(s)
+		if nic {
+			own, other = other, own
+		}
+		if !own && (!shared || !other) {
 			return s
 		}
 	}

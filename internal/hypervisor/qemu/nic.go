@@ -63,18 +63,6 @@ func nicDeviceArg(n hypervisor.NIC, slot int) string {
 // pciPathOf is the guest PCI path of bridge slot slot.
 func pciPathOf(slot int) string { return fmt.Sprintf("%02x/%02x", bridgeSlot, slot) }
 
-// freeNICSlotLocked returns the lowest bridge slot no NIC and no virtio-blk disk uses, or -1.
-//
-// Preconditions: v.mu is held.
-func (v *VM) freeNICSlotLocked() int {
-	for s := firstDiskSlot; s <= lastDiskSlot; s++ {
-		if !v.nicInSlotLocked(s) && (v.cfg.Block.Driver == hypervisor.BlockVirtioSCSI || !v.diskInSlotLocked(s)) {
-			return s
-		}
-	}
-	return -1
-}
-
 // nicInSlotLocked tells whether a NIC uses bridge slot s.
 //
 // Preconditions: v.mu is held.
@@ -107,7 +95,7 @@ func (v *VM) AttachNIC(ctx context.Context, n hypervisor.NIC) (_ string, retErr 
 		v.mu.Unlock()
 		return "", fmt.Errorf("qemu %s: attach nic %s: %w", v.cfg.ID, n.ID, errdefs.ErrAlreadyExists)
 	}
-	slot := v.freeNICSlotLocked()
+	slot := v.freeSlotLocked(true)
 	if slot < 0 {
 		v.mu.Unlock()
 		return "", fmt.Errorf("qemu %s: attach nic %s: all %d bridge slots are in use: %w", v.cfg.ID, n.ID, lastDiskSlot-firstDiskSlot+1, errdefs.ErrResourceExhausted)
