@@ -152,6 +152,9 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 	if err := applyDevices(ctx, &spec, req.GetDevices(), s.findBlock); err != nil {
 		return nil, fmt.Errorf("container %q: %w", id, err)
 	}
+	if err := checkDeviceNodes(&spec, req.GetDevices(), sysDev); err != nil {
+		return nil, fmt.Errorf("container %q: %w", id, err)
+	}
 	hooks, err := guestHooks(s.hookPath()) // hooks.go
 	if err != nil {
 		return nil, fmt.Errorf("container %q: %w", id, err)

@@ -4,13 +4,18 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"slices"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agent/device"
+	"github.com/vessel-containers/vessel/internal/guestdev"
 )
 
 // findBlockFunc finds the disk of a device type ("blk": at a PCI path, device.WaitBlock;
@@ -70,6 +75,42 @@ func applyDevices(ctx context.Context, spec *specs.Spec, devs []*agentv1.Device,
 		if g, ok := remap[num{*r.Major, *r.Minor}]; ok {
 			maj, minor := g.major, g.minor
 			r.Major, r.Minor = &maj, &minor
+		}
+	}
+	return nil
+}
+
+// sysDev is the guest's directory of device numbers (char/M:m, block/M:m).
+const sysDev = "/sys/dev"
+
+// checkDeviceNodes refuses the spec's device nodes that would name a device of the guest
+// the host did not give the container. The host passes a character device only when every
+// kernel has it with those numbers (guestdev.Kernel) or the host has no such device, and
+// a block device the host has not got as a node only; a node of a device the guest has
+// (the agent's own virtio-serial port, another container's disk) is refused here. The
+// disks in devs, given their guest numbers by applyDevices, are the container's.
+func checkDeviceNodes(spec *specs.Spec, devs []*agentv1.Device, sysDevDir string) error {
+	if spec.Linux == nil {
+		return nil
+	}
+	for i, d := range spec.Linux.Devices {
+		dir := "char"
+		switch d.Type {
+		case "c", "u":
+			if guestdev.IsKernel(d.Major, d.Minor) {
+				continue
+			}
+		case "b":
+			if slices.ContainsFunc(devs, func(g *agentv1.Device) bool { return g.GetContainerPath() == d.Path }) {
+				continue
+			}
+			dir = "block"
+		default:
+			continue
+		}
+		p := fmt.Sprintf("%s/%s/%d:%d", sysDevDir, dir, d.Major, d.Minor)
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%w: oci_spec.linux.devices[%d] (%s): %s device %d:%d is a device of the guest (%s), which the host did not give the container", errdefs.ErrInvalidArgument, i, d.Path, dir, d.Major, d.Minor, p)
 		}
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -80,5 +81,46 @@ func TestApplyDevices(t *testing.T) {
 		if err := applyDevices(ctx, newSpec(), []*agentv1.Device{tc.dev}, find); !errors.Is(err, tc.want) {
 			t.Errorf("%s: got %v, want %v", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestCheckDeviceNodes checks that nodes of devices the guest has are refused, except the
+// kernel's own character devices and the container's disks, and that nodes of devices the
+// guest has not got pass.
+func TestCheckDeviceNodes(t *testing.T) {
+	sys := t.TempDir()
+	for _, p := range []string{"char/1:3", "char/245:1", "block/254:0", "block/254:16"} {
+		if err := os.MkdirAll(sys+"/"+p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	disks := []*agentv1.Device{{Type: "blk", VmPath: "1e/01", ContainerPath: "/dev/xvda"}}
+	for _, tc := range []struct {
+		name    string
+		dev     specs.LinuxDevice
+		wantErr string
+	}{
+		{"kernel device", specs.LinuxDevice{Path: "/dev/null", Type: "c", Major: 1, Minor: 3}, ""},
+		{"absent char", specs.LinuxDevice{Path: "/dev/test1", Type: "c", Major: 10, Minor: 666}, ""},
+		{"absent block", specs.LinuxDevice{Path: "/dev/test2", Type: "b", Major: 8, Minor: 666}, ""},
+		{"fifo", specs.LinuxDevice{Path: "/dev/fifo", Type: "p"}, ""},
+		{"the container's disk", specs.LinuxDevice{Path: "/dev/xvda", Type: "b", Major: 254, Minor: 0}, ""},
+		{"agent port", specs.LinuxDevice{Path: "/dev/p", Type: "c", Major: 245, Minor: 1}, "char device 245:1 is a device of the guest"},
+		{"unbuffered agent port", specs.LinuxDevice{Path: "/dev/p", Type: "u", Major: 245, Minor: 1}, "char device 245:1"},
+		{"another disk", specs.LinuxDevice{Path: "/dev/vdb", Type: "b", Major: 254, Minor: 16}, "block device 254:16 is a device of the guest"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := &specs.Spec{Linux: &specs.Linux{Devices: []specs.LinuxDevice{tc.dev}}}
+			err := checkDeviceNodes(spec, disks, sys)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Fatalf("got %v, want an invalid-argument error containing %q", err, tc.wantErr)
+			}
+		})
 	}
 }

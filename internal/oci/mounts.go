@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/vessel-containers/vessel/internal/guestdev"
 )
 
 // DefaultShmSize is /dev/shm's size when the spec neither bind-mounts it nor sizes a tmpfs.
@@ -62,61 +64,52 @@ func mountsOf(bundle string, in []specs.Mount) ([]specs.Mount, error) {
 	return out, nil
 }
 
-type guestDevice struct {
-	major, minor int64
-	name         string
-}
-
-// guestDevices are the character devices every Linux kernel provides with the same numbers
-// (Documentation/admin-guide/devices.txt): a node for one of them made in the guest is the
-// same device as on the host. Any other device number names hardware or a driver of the
-// host, which the VM does not have.
-var guestDevices = []guestDevice{
-	{1, 3, "null"}, {1, 5, "zero"}, {1, 7, "full"}, {1, 8, "random"}, {1, 9, "urandom"},
-	{5, 0, "tty"}, {5, 1, "console"}, {5, 2, "ptmx"}, {10, 200, "net/tun"}, {10, 229, "fuse"},
-}
+// HostDeviceFunc reports whether the host has a device of a kind ('c' or 'b') with those
+// numbers (a /sys/dev entry).
+type HostDeviceFunc func(kind byte, major, minor int64) bool
 
 // devicesOf validates the devices: an absolute path and a type of c, b, u (with
-// non-negative major and minor numbers) or p. A FIFO (p) is made in the guest; a character
-// device must be one the guest kernel provides itself (guestDevices); any other character
-// device cannot be passed to the VM and is refused, naming it. A block device (b) is the
-// host's device with those numbers: the sandbox attaches it to the VM as a disk and the
-// guest gives the container its own numbers for it.
-func devicesOf(spec *specs.Spec) ([]specs.LinuxDevice, error) {
+// non-negative major and minor numbers) or p, and sorts them by what the VM can do with
+// them. A FIFO (p) is made in the guest. A character device (c, u) must be one every
+// kernel provides with the same numbers (guestdev.Kernel), or one the host does not have:
+// runc makes that node on the host as given, naming no device, and the guest makes it
+// likewise (the agent refuses it if the guest has a device with those numbers). Any other
+// character device is the host's, cannot be passed to the VM, and is refused, naming it.
+// A block device (b) the host has is attached to the VM as a disk and the guest gives the
+// container its own numbers for it; one the host does not have is a node only, as a
+// character device the host does not have. absent lists the paths of the nodes only.
+func devicesOf(spec *specs.Spec, hostHas HostDeviceFunc) (devices []specs.LinuxDevice, absent []string, _ error) {
 	if spec.Linux == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	out := make([]specs.LinuxDevice, 0, len(spec.Linux.Devices))
 	for i, d := range spec.Linux.Devices {
 		if !path.IsAbs(d.Path) || path.Clean(d.Path) != d.Path {
-			return nil, fmt.Errorf("linux.devices[%d].path = %q: not a clean absolute path", i, d.Path)
+			return nil, nil, fmt.Errorf("linux.devices[%d].path = %q: not a clean absolute path", i, d.Path)
 		}
 		switch d.Type {
 		case "c", "b", "u":
 			if d.Major < 0 || d.Minor < 0 {
-				return nil, fmt.Errorf("linux.devices[%d] (%s): major %d / minor %d must not be negative", i, d.Path, d.Major, d.Minor)
+				return nil, nil, fmt.Errorf("linux.devices[%d] (%s): major %d / minor %d must not be negative", i, d.Path, d.Major, d.Minor)
 			}
-			if d.Type == "b" {
-				break
+			kind := d.Type[0]
+			if kind == 'u' {
+				kind = 'c'
 			}
-			if !slices.ContainsFunc(guestDevices, func(g guestDevice) bool { return g.major == d.Major && g.minor == d.Minor }) {
-				return nil, fmt.Errorf("linux.devices[%d] (%s): character device %d:%d is a device of the host, which cannot be passed to the VM (the guest makes only %s)", i, d.Path, d.Major, d.Minor, guestDeviceNames())
+			switch {
+			case kind == 'c' && guestdev.IsKernel(d.Major, d.Minor):
+			case !hostHas(kind, d.Major, d.Minor):
+				absent = append(absent, d.Path)
+			case kind == 'c':
+				return nil, nil, fmt.Errorf("linux.devices[%d] (%s): character device %d:%d is a device of the host, which cannot be passed to the VM (the guest makes only %s, and nodes of devices the host does not have)", i, d.Path, d.Major, d.Minor, guestdev.Names())
 			}
 		case "p":
 		default:
-			return nil, fmt.Errorf("linux.devices[%d] (%s): type %q (allowed: c, b, u, p)", i, d.Path, d.Type)
+			return nil, nil, fmt.Errorf("linux.devices[%d] (%s): type %q (allowed: c, b, u, p)", i, d.Path, d.Type)
 		}
 		out = append(out, d)
 	}
-	return out, nil
-}
-
-func guestDeviceNames() string {
-	names := make([]string, len(guestDevices))
-	for i, g := range guestDevices {
-		names[i] = fmt.Sprintf("%s %d:%d", g.name, g.major, g.minor)
-	}
-	return strings.Join(names, ", ")
+	return out, absent, nil
 }
 
 // shmSize finds /dev/shm's size: a bind mount's source is measured (statfs), a tmpfs's size=

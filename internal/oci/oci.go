@@ -43,6 +43,9 @@ type Options struct {
 	// SandboxNamespaces are, for a pod container, the host paths that stand for its pod
 	// sandbox's namespaces (SandboxNamespacePaths); the container may join those by path.
 	SandboxNamespaces map[specs.LinuxNamespaceType][]string
+	// HostDevice reports whether the host has a device (its /sys/dev entry when nil); it
+	// sorts the spec's linux.devices.
+	HostDevice HostDeviceFunc
 }
 
 // Sandbox is the plan for a VM and the container that creates it.
@@ -113,8 +116,12 @@ type Container struct {
 	// the bundle. A disk mount (IsDiskMount) is attached to the VM and mounted in the guest.
 	Mounts []specs.Mount
 	// Devices of types c, b, u and p only. Block devices (b) are the host's devices with
-	// those numbers, attached to the VM as disks.
+	// those numbers, attached to the VM as disks, except those in AbsentDevices.
 	Devices []specs.LinuxDevice
+	// AbsentDevices are the paths of the Devices entries that name no device of the host:
+	// the guest makes their nodes as given, as runc makes them on the host, and nothing is
+	// attached for them.
+	AbsentDevices []string
 	// ShmSize is /dev/shm's size in bytes.
 	ShmSize uint64
 	// Resources are the container's CPU and memory limits for VM sizing.
@@ -235,7 +242,11 @@ func convert(ctx context.Context, id, bundle string, spec *specs.Spec, opts Opti
 	if err != nil {
 		return nil, err
 	}
-	devices, err := devicesOf(spec)
+	hostHas := opts.HostDevice
+	if hostHas == nil {
+		hostHas = hostDevice
+	}
+	devices, absent, err := devicesOf(spec, hostHas)
 	if err != nil {
 		return nil, err
 	}
@@ -260,6 +271,7 @@ func convert(ctx context.Context, id, bundle string, spec *specs.Spec, opts Opti
 		SandboxNamespaces: joins,
 		Mounts:            mounts,
 		Devices:           devices,
+		AbsentDevices:     absent,
 		ShmSize:           shm,
 		Resources:         resourcesOf(spec),
 		Annotations:       maps.Clone(spec.Annotations),

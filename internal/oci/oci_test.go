@@ -29,7 +29,13 @@ func fakeFS(p string) (uint64, error) {
 	return 32 << 20, nil
 }
 
-var opts = Options{Host: host, FSSize: fakeFS}
+var opts = Options{Host: host, FSSize: fakeFS, HostDevice: fakeHostDevice}
+
+// fakeHostDevice stands for a host that has every device except character 10:666 and block
+// 8:666.
+func fakeHostDevice(kind byte, major, minor int64) bool {
+	return major != 10 && major != 8 || minor != 666
+}
 
 func ptr[T any](v T) *T { return &v }
 
@@ -461,6 +467,30 @@ func TestStatus(t *testing.T) {
 	}
 	if st := State("c1", bundle, specs.StateStopped, 42, nil); st.Pid != 0 {
 		t.Errorf("stopped state reports pid %d", st.Pid)
+	}
+}
+
+// TestAbsentDevices checks that devices the host does not have are nodes only, and that
+// the kernel's own character devices and the host's block devices are not.
+func TestAbsentDevices(t *testing.T) {
+	spec := minimalSpec()
+	spec.Linux = &specs.Linux{Devices: []specs.LinuxDevice{
+		{Path: "/dev/null", Type: "c", Major: 1, Minor: 3},
+		{Path: "/dev/test1", Type: "c", Major: 10, Minor: 666},
+		{Path: "/dev/test2", Type: "b", Major: 8, Minor: 666},
+		{Path: "/dev/test3", Type: "u", Major: 10, Minor: 666},
+		{Path: "/dev/sda", Type: "b", Major: 8, Minor: 0},
+		{Path: "/dev/fifo", Type: "p"},
+	}}
+	c, err := ContainerConfig(context.Background(), "c1", bundle, spec, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"/dev/test1", "/dev/test2", "/dev/test3"}; !slices.Equal(c.AbsentDevices, want) {
+		t.Errorf("absent devices: got %q, want %q", c.AbsentDevices, want)
+	}
+	if len(c.Devices) != 6 {
+		t.Errorf("devices: got %d, want all 6", len(c.Devices))
 	}
 }
 

@@ -1,7 +1,10 @@
 package oci
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -13,4 +16,15 @@ func statfsSize(path string) (uint64, error) {
 		return 0, fmt.Errorf("statfs %s: %w", path, err)
 	}
 	return st.Blocks * uint64(st.Bsize), nil
+}
+
+// hostDevice looks the device up in /sys/dev/char or /sys/dev/block; an entry it cannot
+// look at counts as present.
+func hostDevice(kind byte, major, minor int64) bool {
+	dir := "/sys/dev/char"
+	if kind == 'b' {
+		dir = "/sys/dev/block"
+	}
+	_, err := os.Lstat(fmt.Sprintf("%s/%d:%d", dir, major, minor))
+	return !errors.Is(err, fs.ErrNotExist)
 }

@@ -127,7 +127,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 	if err != nil {
 		return nil, err
 	}
-	storages, devices, err := s.plugDisks(ctx, c, plan.RootfsDisk, guestSpec, &rollback) // disk.go
+	storages, devices, err := s.plugDisks(ctx, c, plan.RootfsDisk, plan.AbsentDevices, guestSpec, &rollback) // disk.go
 	if err != nil {
 		return nil, err
 	}

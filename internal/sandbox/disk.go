@@ -84,11 +84,11 @@ func (d *attachedDisk) guestAddress() (string, string) {
 }
 
 // plugDisks attaches the container's root file system disk (rootfs, when not nil), host
-// block devices and disk mounts, rewrites guest (the root is the guest's mount of the
+// block devices (except the nodes only, absent: oci.Container.AbsentDevices) and disk mounts, rewrites guest (the root is the guest's mount of the
 // rootfs disk; the disk mounts become bind mounts of the guest's mount of the disk) and
 // returns the storages and devices for the agent's CreateContainer. Each attach registers
 // its release on rollback; the devices held are added to c.disks.
-func (s *Sandbox) plugDisks(ctx context.Context, c *Container, rootfs *specs.Mount, guest *specs.Spec, rollback *undo) ([]*agentv1.Storage, []*agentv1.Device, error) {
+func (s *Sandbox) plugDisks(ctx context.Context, c *Container, rootfs *specs.Mount, absent []string, guest *specs.Spec, rollback *undo) ([]*agentv1.Storage, []*agentv1.Device, error) {
 	var storages []*agentv1.Storage
 	var devices []*agentv1.Device
 	acquire := func(what string, dev diskKey, hostPath string, readOnly bool) (*attachedDisk, error) {
@@ -102,7 +102,7 @@ func (s *Sandbox) plugDisks(ctx context.Context, c *Container, rootfs *specs.Mou
 	}
 	if guest.Linux != nil {
 		for i, sd := range guest.Linux.Devices {
-			if sd.Type != "b" {
+			if sd.Type != "b" || slices.Contains(absent, sd.Path) {
 				continue
 			}
 			what := fmt.Sprintf("linux.devices[%d] (%s)", i, sd.Path)

@@ -235,15 +235,14 @@ func testDiskVolume(t *testing.T, driver func(*Config)) {
 func TestDiskRefusals(t *testing.T) {
 	loop := newLoop(t, 8, map[string]string{"x": "x"})
 	e := newEnv(t)
-	missing := int64(4095)
 	for _, tc := range []struct {
 		name string
 		edit func(*specs.Spec)
 		want string
 	}{
 		{"missing device", func(s *specs.Spec) {
-			s.Linux.Devices = append(s.Linux.Devices, specs.LinuxDevice{Path: "/dev/xvdz", Type: "b", Major: missing, Minor: 7})
-		}, "no block device 4095:7 on the host"},
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "ext4", Source: "/dev/vessel-test-missing"})
+		}, "mount /data (ext4 /dev/vessel-test-missing): no such file or directory"},
 		{"fs type the guest lacks", func(s *specs.Spec) {
 			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "btrfs", Source: loop.path})
 		}, `fstype "btrfs" is not a block file system of the guest kernel`},

@@ -40,7 +40,7 @@ func TestPlugDisksRefuses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var rb undo
-			_, _, err := s.plugDisks(context.Background(), c, nil, &tc.spec, &rb)
+			_, _, err := s.plugDisks(context.Background(), c, nil, nil, &tc.spec, &rb)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !tc.is(err) {
 				t.Errorf("got %v, want an error containing %q", err, tc.want)
 			}

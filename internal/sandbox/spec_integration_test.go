@@ -157,22 +157,26 @@ func TestNonBindMounts(t *testing.T) {
 }
 
 // TestSpecDevices lists devices in linux.devices: each appears in the container with its
-// type, numbers (a FIFO's are ignored, as runc does), mode and owner.
+// type, numbers (a FIFO's are ignored, as runc does), mode and owner. Nodes of devices the
+// host does not have are made as given, as runc makes them, and a node of a device only
+// the guest has is refused.
 func TestSpecDevices(t *testing.T) {
 	e := newEnv(t)
 	mode := func(m os.FileMode) *os.FileMode { return &m }
 	id := func(n uint32) *uint32 { return &n }
-	c := e.container("d", []string{"sh", "-c", "ls -ln /dev/fifo /dev/null2; echo hi > /dev/null2 && echo wrote"}, func(s *specs.Spec) {
+	c := e.container("d", []string{"sh", "-c", "ls -ln /dev/fifo /dev/null2 /dev/test1 /dev/test2; echo hi > /dev/null2 && echo wrote"}, func(s *specs.Spec) {
 		s.Linux.Devices = append(s.Linux.Devices,
 			specs.LinuxDevice{Path: "/dev/fifo", Type: "p", Major: 8, Minor: 666, FileMode: mode(0o640), UID: id(1), GID: id(2)},
 			specs.LinuxDevice{Path: "/dev/null2", Type: "c", Major: 1, Minor: 3, FileMode: mode(0o666), UID: id(3), GID: id(4)},
+			specs.LinuxDevice{Path: "/dev/test1", Type: "c", Major: 10, Minor: 666, FileMode: mode(0o600)},
+			specs.LinuxDevice{Path: "/dev/test2", Type: "b", Major: 4095, Minor: 666, FileMode: mode(0o600)},
 		)
 	})
 	code, out, stderr := e.run(c, nil)
 	if code != 0 {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
-	for _, want := range []string{"prw-r-----    1 1        2 ", "crw-rw-rw-    1 3        4           1,   3 ", "wrote"} {
+	for _, want := range []string{"prw-r-----    1 1        2 ", "crw-rw-rw-    1 3        4           1,   3 ", "crw-------    1 0        0          10, 666 ", "brw-------    1 0        0        4095, 666 ", "wrote"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in\n%s", want, out)
 		}
