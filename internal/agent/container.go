@@ -146,6 +146,9 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 			return nil, fmt.Errorf("%w: oci_spec: root.path %q is not in the guest (is the shared directory mounted?): %w", errdefs.ErrInvalidArgument, spec.Root.Path, err)
 		}
 	}
+	if err := readonlySpecialFiles(&spec); err != nil { // readonly.go
+		return nil, fmt.Errorf("container %q: %w", id, err)
+	}
 	if err := checkSpecPaths(s.cfg.RunDir, &spec); err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/vessel-containers/vessel/internal/bundle"
 	"github.com/vessel-containers/vessel/internal/oci"
@@ -448,5 +449,39 @@ func TestDeviceCgroupRules(t *testing.T) {
 		if !allow && (code == 0 || !strings.Contains(stderr, "Operation not permitted")) {
 			t.Errorf("denied: exit %d, stdout %q, stderr %q, want the write refused", code, out, stderr)
 		}
+	}
+}
+
+// TestReadonlySpecialFiles lists a device node and a FIFO of the root file system in
+// linux.readonlyPaths: the container starts (over 9p, statfs of a device node fails) and
+// both are read-only mounts in it.
+func TestReadonlySpecialFiles(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	spec, err := bundle.CreateBusybox(dir, []string{"sh", "-c", "grep -E ' /ro-(dev|fifo) ' /proc/self/mounts | cut -d' ' -f2,4 | cut -d, -f1"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootfs := filepath.Join(dir, spec.Root.Path)
+	if err := unix.Mknod(filepath.Join(rootfs, "ro-dev"), unix.S_IFBLK|0o666, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mkfifo(filepath.Join(rootfs, "ro-fifo"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	spec.Linux.ReadonlyPaths = append(spec.Linux.ReadonlyPaths, "/ro-dev", "/ro-fifo")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	plan, err := oci.ContainerConfig(ctx, "ro", dir, spec, oci.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.sb.CreateContainer(ctx, ContainerConfig{Plan: plan, Stdin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := e.run(c, nil)
+	if want := "/ro-dev ro\n/ro-fifo ro\n"; code != 0 || out != want {
+		t.Errorf("exit %d, stdout %q (want %q), stderr %q", code, out, want, stderr)
 	}
 }
