@@ -34,34 +34,63 @@ func IsDiskMount(m specs.Mount) bool {
 	return !IsBind(m) && slices.Contains(diskFSTypes, m.Type) && strings.HasPrefix(path.Clean(m.Source), "/dev/")
 }
 
-// mountsOf validates the mounts and resolves relative bind sources against the bundle.
-func mountsOf(bundle string, in []specs.Mount) ([]specs.Mount, error) {
+// mountFlagOptions are the options a bind mount takes: mount flags, propagation, recursive
+// attributes and id mappings (runc's and the kernel's words). Any other option is data
+// for a file system, which mount(2) ignores on a bind mount.
+var mountFlagOptions = []string{
+	"bind", "rbind", "ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec",
+	"sync", "async", "dirsync", "remount", "mand", "nomand", "atime", "noatime",
+	"diratime", "nodiratime", "relatime", "norelatime", "strictatime", "nostrictatime",
+	"lazytime", "nolazytime", "silent", "loud", "iversion", "noiversion", "symfollow", "nosymfollow",
+	"private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable", "runbindable",
+	"rro", "rrw", "rnosuid", "rsuid", "rnodev", "rdev", "rnoexec", "rexec", "rnoatime", "ratime",
+	"rnodiratime", "rdiratime", "rrelatime", "rnorelatime", "rstrictatime", "rnostrictatime",
+	"rnosymfollow", "rsymfollow", "idmap", "ridmap", "tmpcopyup",
+}
+
+// mountsOf validates the mounts and resolves relative bind sources against the bundle. A
+// bind mount's file system data options (mode=, size=, ...) are dropped, as mount(2) drops
+// them and runc 1.1 passes them to it; ignored lists each such mount with what it dropped.
+func mountsOf(bundle string, in []specs.Mount) (_ []specs.Mount, ignored []string, _ error) {
 	out := make([]specs.Mount, 0, len(in))
 	for i, m := range in {
 		if !path.IsAbs(m.Destination) {
-			return nil, fmt.Errorf("mounts[%d].destination = %q: not an absolute path", i, m.Destination)
+			return nil, nil, fmt.Errorf("mounts[%d].destination = %q: not an absolute path", i, m.Destination)
 		}
 		m.Destination = path.Clean(m.Destination)
 		if strings.ContainsRune(m.Source, 0) || strings.ContainsRune(m.Destination, 0) {
-			return nil, fmt.Errorf("mounts[%d] (%s): path contains a NUL byte", i, m.Destination)
+			return nil, nil, fmt.Errorf("mounts[%d] (%s): path contains a NUL byte", i, m.Destination)
 		}
 		if IsDiskMount(m) {
 			if !path.IsAbs(m.Source) || path.Clean(m.Source) != m.Source {
-				return nil, fmt.Errorf("mounts[%d] (%s): %s device %q: not a clean absolute path", i, m.Destination, m.Type, m.Source)
+				return nil, nil, fmt.Errorf("mounts[%d] (%s): %s device %q: not a clean absolute path", i, m.Destination, m.Type, m.Source)
 			}
 		}
 		if IsBind(m) {
 			if m.Source == "" {
-				return nil, fmt.Errorf("mounts[%d] (%s): bind mount without a source", i, m.Destination)
+				return nil, nil, fmt.Errorf("mounts[%d] (%s): bind mount without a source", i, m.Destination)
 			}
 			if !path.IsAbs(m.Source) {
 				m.Source = path.Join(bundle, m.Source)
 			}
 		}
 		m.Options = slices.Clone(m.Options)
+		if IsBind(m) {
+			var data []string
+			m.Options = slices.DeleteFunc(m.Options, func(o string) bool {
+				if slices.Contains(mountFlagOptions, o) {
+					return false
+				}
+				data = append(data, o)
+				return true
+			})
+			if len(data) > 0 {
+				ignored = append(ignored, fmt.Sprintf("mounts[%d] (%s): %s", i, m.Destination, strings.Join(data, ",")))
+			}
+		}
 		out = append(out, m)
 	}
-	return out, nil
+	return out, ignored, nil
 }
 
 // HostDeviceFunc reports whether the host has a device of a kind ('c' or 'b') with those

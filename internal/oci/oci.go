@@ -15,6 +15,7 @@
 package oci
 
 import (
+	"github.com/containerd/log"
 	"context"
 	"errors"
 	"fmt"
@@ -234,9 +235,12 @@ func convert(ctx context.Context, id, bundle string, spec *specs.Spec, opts Opti
 	if err != nil {
 		return nil, err
 	}
-	mounts, err := mountsOf(bundle, spec.Mounts)
+	mounts, ignored, err := mountsOf(bundle, spec.Mounts)
 	if err != nil {
 		return nil, err
+	}
+	for _, what := range ignored {
+		log.G(ctx).Warnf("container %s: %s: file system options on a bind mount are ignored (mount(2) ignores them; runc 1.1 passes them on)", id, what)
 	}
 	joins, err := namespacesOf(kind, spec, opts.SandboxNamespaces)
 	if err != nil {
