@@ -559,3 +559,27 @@ func TestRootfsDisk(t *testing.T) {
 		t.Errorf("with disable_block_device_use: got %+v, want nil", got)
 	}
 }
+
+// TestBindMountDataDropped checks that a bind mount keeps its flag, propagation and
+// recursive options and loses file system data options, which mount(2) ignores on a bind
+// mount, while other mounts keep theirs.
+func TestBindMountDataDropped(t *testing.T) {
+	spec := minimalSpec()
+	spec.Mounts = []specs.Mount{
+		{Destination: "/etc2", Source: "/etc", Options: []string{"nosuid", "strictatime", "mode=755", "size=1k", "rbind", "rshared", "rro"}},
+		{Destination: "/t", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "mode=755", "size=1k"}},
+	}
+	c, err := ContainerConfig(context.Background(), "c1", bundle, spec, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.Mounts[0].Options, []string{"nosuid", "strictatime", "rbind", "rshared", "rro"}; !slices.Equal(got, want) {
+		t.Errorf("bind options: got %q, want %q", got, want)
+	}
+	if got, want := c.Mounts[1].Options, []string{"nosuid", "mode=755", "size=1k"}; !slices.Equal(got, want) {
+		t.Errorf("tmpfs options: got %q, want %q", got, want)
+	}
+	if got := spec.Mounts[0].Options; len(got) != 7 {
+		t.Errorf("the spec given was modified: %q", got)
+	}
+}
