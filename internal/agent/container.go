@@ -176,6 +176,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 		CgroupPath: path.Join(s.cfg.CgroupParent, id),
 		NSPaths:    nsPaths,
 		NetNSPath:  podNS.Path(),
+		Reaper:     s.cfg.Reaper,
 	})
 	tracing.End(span, err)
 	if err != nil {
