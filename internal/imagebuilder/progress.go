@@ -43,7 +43,7 @@ func (f ProgressFunc) stage(name string) { f.report(Event{Stage: name}) }
 // that `make vmlinux` printed for the project kernel configuration over linux-source 6.1.
 // It is the estimate of a first build; later builds use the count of the last one logged
 // in the cache (kernelStepEstimate).
-const DefaultKernelSteps = 1400
+const DefaultKernelSteps = 2152
 
 // kbuildStep matches a line of kbuild's quiet output: two spaces, a command tag in capitals
 // and its target, as in "  CC      kernel/fork.o".
