@@ -15,9 +15,11 @@ import (
 
 // orphanScript leaves an orphan: a subshell that waits for /tmp/go and then exits 3,
 // whose parent (the script's shell) exits at once. In a container that shares the guest's
-// pid namespace the orphan is re-parented to the guest's PID 1, the agent.
+// pid namespace the orphan is re-parented to the guest's PID 1, the agent. It has no
+// stdio of its caller: a process's output ends when the last holder of its stdout closes
+// it, and vessel waits for that.
 const orphanScript = `#!/bin/sh
-( while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 3 ) &
+( while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 3 ) </dev/null >/dev/null 2>&1 &
 echo "$1 $!" >> /tmp/orphans
 `
 
