@@ -34,6 +34,16 @@ func TestProgressViewTimeLeft(t *testing.T) {
 		t.Errorf("output %q does not end with %q", out.String(), want)
 	}
 
+	// An uncounted stage (a wait for another build's lock) redraws its elapsed time.
+	out.Reset()
+	lock := "kernel: waiting for another build (/var/cache/vessel/kernel/.lock)"
+	v.report(imagebuilder.Event{Stage: lock})
+	now = now.Add(90 * time.Second)
+	v.report(imagebuilder.Event{Stage: lock})
+	if want := "\r" + lock + " ... 1m30s\x1b[K"; !strings.HasSuffix(out.String(), want) {
+		t.Errorf("output %q does not end with %q", out.String(), want)
+	}
+
 	// A line longer than the terminal is cut: a wrapped line cannot be redrawn in place.
 	out.Reset()
 	v.width = 30

@@ -391,9 +391,10 @@ func lockFile(ctx context.Context, path string, progress ProgressFunc) (func(), 
 		}
 		if !waiting {
 			log.G(ctx).WithField("lock", path).Info("kernel: another kernel build holds the lock; waiting")
-			progress.stage("kernel: waiting for another build (" + path + ")")
 			waiting = true
 		}
+		// Every try, so that a terminal's line shows how long the wait has lasted.
+		progress.stage("kernel: waiting for another build (" + path + ")")
 		select {
 		case <-ctx.Done():
 			_ = f.Close()
