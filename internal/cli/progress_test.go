@@ -44,6 +44,8 @@ func TestProgressViewTimeLeft(t *testing.T) {
 		t.Errorf("output %q does not end with %q", out.String(), want)
 	}
 
+	v.finish(nil)
+
 	// A line longer than the terminal is cut: a wrapped line cannot be redrawn in place.
 	out.Reset()
 	v.width = 30
