@@ -4,7 +4,8 @@
 // serves the ttrpc service of api/agent/v1 over a virtio-serial port (and vsock when the
 // guest has it) and implements it: sandbox setup, containers and their processes through
 // libcontainer (agent/libct), stdio as long-polled streams, cgroup statistics, file copies,
-// CPU/memory hotplug and guest networking (agent/netcfg).
+// CPU/memory hotplug and guest networking (agent/netcfg). As PID 1 it also reaps the orphans
+// re-parented to it, leaving the processes it waits for itself alone (agent/reaper).
 //
 // Main is the whole program: boot the guest (agent/boot), then serve. It never returns; on a
 // fatal error it powers the VM off so the host sees QEMU exit.
@@ -24,6 +25,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/agent/boot"
 	"github.com/vessel-containers/vessel/internal/agent/guard"
 	"github.com/vessel-containers/vessel/internal/agent/netcfg"
+	"github.com/vessel-containers/vessel/internal/agent/reaper"
 	"github.com/vessel-containers/vessel/internal/version"
 )
 
@@ -92,6 +94,12 @@ func Main() {
 	cfg := DefaultConfig()
 	cfg.Vsock = VsockAvailable()
 	cfg.StartedAt = startedAt
+	if pid1 {
+		// Lives as long as PID 1 does (ctx never ends); a panic in it is logged and
+		// orphans are then left as zombies.
+		cfg.Reaper = reaper.New("")
+		guard.Go(ctx, "orphan reaper", func() { cfg.Reaper.Run(ctx) }, nil)
+	}
 	svc := NewService(cfg)
 	ready := func() {
 		up := boot.SinceBoot()

@@ -182,6 +182,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 		CgroupPath: path.Join(s.cfg.CgroupParent, id),
 		NSPaths:    nsPaths,
 		NetNSPath:  podNS.Path(),
+		Reaper:     s.cfg.Reaper,
 	})
 	tracing.End(span, err)
 	if err != nil {
@@ -326,7 +327,10 @@ func (s *Service) StartContainer(ctx context.Context, req *agentv1.StartContaine
 	if st := c.status(); st != stateCreated || c.removing {
 		return nil, fmt.Errorf("container %q: %w: it is %s, not created", c.id, errdefs.ErrFailedPrecondition, st)
 	}
-	if err := c.lc.Exec(); err != nil {
+	_, span := tracing.Start(ctx, "libcontainer exec")
+	err = c.lc.Exec()
+	tracing.End(span, err)
+	if err != nil {
 		return nil, err
 	}
 	c.state = stateRunning
@@ -389,7 +393,10 @@ func (s *Service) RemoveContainer(ctx context.Context, req *agentv1.RemoveContai
 		}
 		p.io.shutdown()
 	}
-	if err := c.lc.Destroy(); err != nil {
+	_, span := tracing.Start(ctx, "libcontainer destroy")
+	err = c.lc.Destroy()
+	tracing.End(span, err)
+	if err != nil {
 		c.mu.Lock()
 		c.removing = false
 		c.mu.Unlock()

@@ -81,6 +81,8 @@ func (s *Service) forgetDebugIfDone(p *process) {
 // debugRunner is a debug process started with os/exec.
 type debugRunner struct {
 	cmd *exec.Cmd
+	// disown ends the process's ownership in the orphan reaper once it was waited for.
+	disown func()
 }
 
 func (r *debugRunner) Pid() int { return r.cmd.Process.Pid }
@@ -97,6 +99,7 @@ func (r *debugRunner) Signal(sig unix.Signal) error {
 
 func (r *debugRunner) Wait() (int, error) {
 	err := r.cmd.Wait()
+	r.disown()
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
 		return -1, fmt.Errorf("wait: %w", err)
@@ -220,6 +223,10 @@ func (s *Service) DebugStart(ctx context.Context, req *agentv1.DebugStartRequest
 	if err := validID("exec_id", req.GetExecId()); err != nil {
 		return nil, err
 	}
+	// Debug processes (and the busybox run to list its applets) are the agent's children,
+	// waited for here: the orphan reaper must leave them.
+	release := s.cfg.Reaper.Hold()
+	defer release()
 	cmd, err := debugCommand(req)
 	if err != nil {
 		return nil, err
@@ -240,7 +247,7 @@ func (s *Service) DebugStart(ctx context.Context, req *agentv1.DebugStartRequest
 		pio.abort()
 		return nil, fmt.Errorf("start debug process %q: %w", req.GetExecId(), err)
 	}
-	p := newProcess("", req.GetExecId(), &debugRunner{cmd: cmd}, pio)
+	p := newProcess("", req.GetExecId(), &debugRunner{cmd: cmd, disown: s.cfg.Reaper.Own(cmd.Process.Pid)}, pio)
 	p.watch(ctx, 0, func() uint64 { return 0 }, func(p *process) { s.forgetDebugIfDone(p) })
 	if err := pio.afterStart(ctx); err != nil {
 		_ = p.proc.Signal(unix.SIGKILL)

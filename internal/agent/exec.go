@@ -18,6 +18,7 @@ import (
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agent/libct"
+	"github.com/vessel-containers/vessel/internal/tracing"
 )
 
 // processFor finds the container's init (empty execID) or one of its exec processes.
@@ -119,7 +120,10 @@ func (s *Service) ExecProcess(ctx context.Context, req *agentv1.ExecProcessReque
 		pio.abort()
 		return nil, err
 	}
-	if err := c.lc.Start(proc); err != nil {
+	_, span := tracing.Start(ctx, "libcontainer start exec")
+	err = c.lc.Start(proc)
+	tracing.End(span, err)
+	if err != nil {
 		pio.abort()
 		return nil, err
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/agent/libct"
 	"github.com/vessel-containers/vessel/internal/agent/netcfg"
 	"github.com/vessel-containers/vessel/internal/agent/policy"
+	"github.com/vessel-containers/vessel/internal/agent/reaper"
 	"github.com/vessel-containers/vessel/internal/agent/storage"
 	"github.com/vessel-containers/vessel/internal/containerid"
 	"github.com/vessel-containers/vessel/internal/tracing"
@@ -50,6 +51,10 @@ type Config struct {
 	// StartedAt is the guest's boot clock (boot.SinceBoot) when the agent's main began; 0
 	// when unknown. GetMetrics reports it so the host can tell kernel boot from agent start.
 	StartedAt time.Duration
+	// Reaper, when set (the agent runs as PID 1), reaps the orphans re-parented to the
+	// agent; the agent tells it which of its children it waits for itself. Nil: nothing is
+	// reaped but what the agent waits for.
+	Reaper *reaper.Reaper
 }
 
 // DefaultConfig is the guest's configuration.

@@ -42,6 +42,11 @@ linux-image-cloud-amd64, or linux-image-amd64 for 9p) and puts the virtio, overl
 virtio-fs and vsock modules it has, with their dependencies, into the initramfs along with
 lib/vessel/modules.order, which the agent loads at boot.
 
+Progress goes to standard error: on a terminal a line per stage redrawn in place, with a
+bar, the percentage and the time left (the kernel's compile steps are counted against
+those of the last build logged in the cache directory); otherwise a line when each stage
+begins and ends.
+
 The initramfs holds the agent as /init, a few empty directories and /dev/console and
 /dev/null; --debug-console adds busybox as /bin/busybox and /bin/sh. The agent (and
 busybox) must be statically linked.`,
@@ -53,6 +58,7 @@ busybox) must be statically linked.`,
 			&cli.StringFlag{Name: "busybox", Value: imagebuilder.DefaultBusybox, Usage: "static busybox for --debug-console (apt-get install busybox-static)"},
 			&cli.StringFlag{Name: "cache-dir", Value: imagebuilder.DefaultCacheDir, Usage: "kernel build cache"},
 			&cli.IntFlag{Name: "jobs", Usage: "parallel make jobs for a kernel build (0: one per CPU)"},
+			&cli.StringFlag{Name: "kernel-source", Value: imagebuilder.DefaultKernelSource, Usage: "kernel source tarball for --kernel build"},
 		},
 		Action: imageBuild,
 	}
@@ -83,11 +89,15 @@ func imageBuild(c *cli.Context) error {
 		DebugConsole: c.Bool("debug-console"),
 		Busybox:      c.String("busybox"),
 		KernelOptions: imagebuilder.KernelOptions{
-			CacheDir: c.String("cache-dir"),
-			Jobs:     c.Int("jobs"),
+			CacheDir:      c.String("cache-dir"),
+			Jobs:          c.Int("jobs"),
+			SourceTarball: c.String("kernel-source"),
 		},
 	}
+	progress := newProgressView(c.App.ErrWriter)
+	opts.Progress = progress.report
 	m, err := imagebuilder.Build(c.Context, opts)
+	progress.finish(err)
 	if err != nil {
 		return fmt.Errorf("image build: %w", err)
 	}

@@ -60,6 +60,9 @@ type Options struct {
 	DebugConsole bool
 	// Busybox is the static busybox for DebugConsole (default DefaultBusybox).
 	Busybox string
+	// Progress, when set, receives the build's stages and how far each is (the kernel's
+	// through KernelOptions.Progress unless that is set).
+	Progress ProgressFunc
 }
 
 // Manifest describes a built guest image; it is written last, as manifest.json.
@@ -117,7 +120,7 @@ func Build(ctx context.Context, opts Options) (*Manifest, error) {
 	}
 	m := &Manifest{DebugConsole: opts.DebugConsole, Compression: Compression}
 	m.Kernel.Source = opts.Kernel
-	irfs := InitramfsOptions{Agent: opts.Agent}
+	irfs := InitramfsOptions{Agent: opts.Agent, Progress: opts.Progress}
 	if opts.DebugConsole {
 		irfs.Busybox = opts.Busybox
 	}
@@ -134,6 +137,9 @@ func Build(ctx context.Context, opts Options) (*Manifest, error) {
 		if kopts.Fragment == nil {
 			kopts.Fragment = KernelFragment()
 		}
+		if kopts.Progress == nil {
+			kopts.Progress = opts.Progress
+		}
 		m.Kernel.Key = KernelCacheKey(kopts.Fragment, kopts.SourceVersion)
 		m.Kernel.Version = kopts.SourceVersion
 		if kernelSrc, err = BuildKernel(ctx, kopts); err != nil {
@@ -141,6 +147,7 @@ func Build(ctx context.Context, opts Options) (*Manifest, error) {
 		}
 		kernelName, staleName = VmlinuxName, VmlinuzName
 	case KernelDebian:
+		opts.Progress.stage("kernel: Debian kernel and modules")
 		dk, err := FindDebianKernel(opts.DebianRoot)
 		if err != nil {
 			return nil, err
@@ -180,6 +187,7 @@ func writeImage(ctx context.Context, dir string, m *Manifest, kernelSrc, kernelN
 	defer os.RemoveAll(stage)
 
 	kernelPath := filepath.Join(stage, kernelName)
+	irfs.Progress.stage("install kernel")
 	if err := copyFileAtomic(kernelPath, kernelSrc, 0o644); err != nil {
 		return fmt.Errorf("install kernel: %w", err)
 	}
@@ -187,6 +195,7 @@ func writeImage(ctx context.Context, dir string, m *Manifest, kernelSrc, kernelN
 	if err := BuildInitramfs(ctx, irfs); err != nil {
 		return err
 	}
+	irfs.Progress.stage("manifest")
 	for _, f := range []struct {
 		dst  *ManifestFile
 		path string

@@ -29,6 +29,9 @@ type InitramfsOptions struct {
 	Busybox string
 	// Modules, when set, are installed under lib/modules/<release>/ with ModulesOrderPath.
 	Modules *ModuleSet
+	// Progress, when set, receives the stage "initramfs" and the bytes of the archive
+	// written so far (before compression).
+	Progress ProgressFunc
 }
 
 // BuildInitramfs writes an LZ4-compressed (legacy frames) newc initramfs holding /init (the agent, 0755),
@@ -78,14 +81,23 @@ func BuildInitramfs(ctx context.Context, opts InitramfsOptions) error {
 			return fmt.Errorf("initramfs: %w", err)
 		}
 	}
-	err := writeAtomic(opts.Output, 0o644, func(w io.Writer) error {
+	const stage = "initramfs"
+	total, err := a.size()
+	if err != nil {
+		return fmt.Errorf("initramfs: %w", err)
+	}
+	opts.Progress.report(Event{Stage: stage, Total: total, Unit: "bytes"})
+	err = writeAtomic(opts.Output, 0o644, func(w io.Writer) error {
 		zw := lz4.NewWriter(w)
 		if err := zw.Apply(lz4.LegacyOption(true), lz4.CompressionLevelOption(lz4.Level9)); err != nil {
 			return err
 		}
 		// Plain writes only: the LZ4 writer's ReadFrom (which io.Copy would use) fails in
-		// legacy mode.
-		if err := a.writeTo(struct{ io.Writer }{zw}); err != nil {
+		// legacy mode; countingWriter has none.
+		cw := &countingWriter{w: zw, each: func(n int64) {
+			opts.Progress.report(Event{Stage: stage, Done: n, Total: total, Unit: "bytes"})
+		}}
+		if err := a.writeTo(cw); err != nil {
 			return err
 		}
 		return zw.Close()

@@ -51,6 +51,10 @@ type KernelOptions struct {
 	SourceVersion string
 	// Fragment is the configuration merged over tinyconfig (default KernelFragment()).
 	Fragment []byte
+	// Progress, when set, receives the build's stages and how far each is: the bytes of
+	// the source tarball extracted, and the steps `make vmlinux` printed against the
+	// count of the last build logged in the cache (DefaultKernelSteps for the first).
+	Progress ProgressFunc
 }
 
 // KernelCacheKey names a kernel build: the first 12 hex characters of the fragment's
@@ -125,6 +129,7 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (string, error) {
 	logger := log.G(ctx).WithField("kernel", key)
 	if cachedKernel(vmlinux) {
 		logger.WithField("path", vmlinux).Info("kernel: cache hit")
+		opts.Progress.stage("kernel: cached " + key)
 		return vmlinux, nil
 	}
 	if _, err := os.Stat(opts.SourceTarball); err != nil {
@@ -135,13 +140,14 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (string, error) {
 	if err := os.MkdirAll(kdir, 0o755); err != nil {
 		return "", fmt.Errorf("create kernel cache %s: %w", kdir, err)
 	}
-	unlock, err := lockFile(ctx, filepath.Join(kdir, ".lock"))
+	unlock, err := lockFile(ctx, filepath.Join(kdir, ".lock"), opts.Progress)
 	if err != nil {
 		return "", err
 	}
 	defer unlock()
 	if cachedKernel(vmlinux) { // another process built it while we waited
 		logger.WithField("path", vmlinux).Info("kernel: cache hit after waiting for another build")
+		opts.Progress.stage("kernel: built by the other build " + key)
 		return vmlinux, nil
 	}
 	logger.WithField("jobs", opts.Jobs).Info("kernel: cache miss, building (about 10 minutes on 2 cores)")
@@ -163,6 +169,8 @@ func cachedKernel(path string) bool {
 // Preconditions: the kernel cache lock is held.
 func buildKernel(ctx context.Context, opts KernelOptions, kdir, key string) (err error) {
 	logPath := filepath.Join(kdir, key+".build.log")
+	// Read before this build's log replaces an older one of the same key.
+	estimate := kernelStepEstimate(kdir)
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return fmt.Errorf("create build log: %w", err)
@@ -187,18 +195,30 @@ func buildKernel(ctx context.Context, opts KernelOptions, kdir, key string) (err
 		return fmt.Errorf("write fragment: %w", err)
 	}
 
-	b := &kbuild{logger: log.G(ctx).WithField("kernel", key), log: logFile, logPath: logPath, dir: src}
-	steps := []struct {
-		what string
-		argv []string
-	}{
-		{"extract " + opts.SourceTarball, []string{"tar", "-xf", opts.SourceTarball, "-C", src, "--strip-components=1", "--no-same-owner"}},
-		{"make tinyconfig", []string{"make", "tinyconfig"}},
-		{"merge fragment", []string{"scripts/kconfig/merge_config.sh", "-m", ".config", fragPath}},
-		{"make olddefconfig", []string{"make", "olddefconfig"}},
+	b := &kbuild{logger: log.G(ctx).WithField("kernel", key), log: logFile, logPath: logPath, dir: src, progress: opts.Progress}
+	tarball, err := os.Open(opts.SourceTarball)
+	if err != nil {
+		return fmt.Errorf("open kernel source: %w", err)
+	}
+	defer tarball.Close()
+	fi, err := tarball.Stat()
+	if err != nil {
+		return fmt.Errorf("kernel source: %w", err)
+	}
+	// tar reads the tarball from stdin, so the bytes read say how far the extraction is.
+	const extract = "extract source"
+	extracted := &countingReader{r: tarball, each: func(n int64) {
+		opts.Progress.report(Event{Stage: "kernel: " + extract, Done: n, Total: fi.Size(), Unit: "bytes"})
+	}}
+	tarArgv := append([]string{"tar", "-x"}, tarCompression(opts.SourceTarball)...)
+	steps := []kstep{
+		{what: extract, argv: append(tarArgv, "-f", "-", "-C", src, "--strip-components=1", "--no-same-owner"), stdin: extracted, start: Event{Total: fi.Size(), Unit: "bytes"}},
+		{what: "make tinyconfig", argv: []string{"make", "tinyconfig"}},
+		{what: "merge fragment", argv: []string{"scripts/kconfig/merge_config.sh", "-m", ".config", fragPath}},
+		{what: "make olddefconfig", argv: []string{"make", "olddefconfig"}},
 	}
 	for _, s := range steps {
-		if err := b.run(ctx, s.what, s.argv...); err != nil {
+		if err := b.run(ctx, s); err != nil {
 			return err
 		}
 	}
@@ -209,7 +229,8 @@ func buildKernel(ctx context.Context, opts KernelOptions, kdir, key string) (err
 	if err := VerifyConfig(opts.Fragment, config); err != nil {
 		return fmt.Errorf("verify fragment (log: %s): %w", logPath, err)
 	}
-	if err := b.run(ctx, "make vmlinux", "make", "-j"+strconv.Itoa(opts.Jobs), "vmlinux"); err != nil {
+	vmlinuxSteps := &stepCounter{progress: opts.Progress, stage: "kernel: make vmlinux", total: estimate}
+	if err := b.run(ctx, kstep{what: "make vmlinux", argv: []string{"make", "-j" + strconv.Itoa(opts.Jobs), "vmlinux"}, lines: vmlinuxSteps.line, start: Event{Total: estimate, Unit: "objects", Estimated: true}}); err != nil {
 		return err
 	}
 	return installKernel(kdir, key, src)
@@ -265,21 +286,43 @@ func syncPath(path string) error {
 
 // kbuild runs the build's commands in dir with their output appended to log.
 type kbuild struct {
-	logger  *log.Entry
-	log     *os.File
-	logPath string
-	dir     string
+	logger   *log.Entry
+	log      *os.File
+	logPath  string
+	dir      string
+	progress ProgressFunc
 }
 
-// run runs argv in b.dir; on failure the error names the step, the log file and the log's
+// kstep is one command of a kernel build.
+type kstep struct {
+	// what names the step in logs, errors and progress ("make vmlinux").
+	what string
+	argv []string
+	// stdin, when set, is the command's standard input.
+	stdin io.Reader
+	// lines, when set, sees each line of the command's standard output.
+	lines func(string)
+	// start, when its Total is set, is the stage's first progress event (how much work
+	// is expected); otherwise the stage starts uncounted.
+	start Event
+}
+
+// run runs s in b.dir; on failure the error names the step, the log file and the log's
 // last lines.
-func (b *kbuild) run(ctx context.Context, what string, argv ...string) error {
-	b.logger.Infof("kernel: %s", what)
-	fmt.Fprintf(b.log, "==> %s\n$ %s\n", what, strings.Join(argv, " "))
-	start := time.Now()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+func (b *kbuild) run(ctx context.Context, s kstep) error {
+	b.logger.Infof("kernel: %s", s.what)
+	start := s.start
+	start.Stage = "kernel: " + s.what
+	b.progress.report(start)
+	fmt.Fprintf(b.log, "==> %s\n$ %s\n", s.what, strings.Join(s.argv, " "))
+	began := time.Now()
+	cmd := exec.CommandContext(ctx, s.argv[0], s.argv[1:]...)
 	cmd.Dir = b.dir
+	cmd.Stdin = s.stdin
 	cmd.Stdout = b.log
+	if s.lines != nil {
+		cmd.Stdout = io.MultiWriter(b.log, &lineWriter{fn: s.lines})
+	}
 	cmd.Stderr = b.log
 	cmd.Env = append(os.Environ(), "LC_ALL=C", "KBUILD_BUILD_USER=vessel", "KBUILD_BUILD_HOST=vessel")
 	// make forks compilers: kill the whole process group when ctx ends.
@@ -290,9 +333,20 @@ func (b *kbuild) run(ctx context.Context, what string, argv ...string) error {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 		}
-		return fmt.Errorf("%s: %w; log %s ends with:\n%s", what, err, b.logPath, tailFile(b.logPath, 15))
+		return fmt.Errorf("%s: %w; log %s ends with:\n%s", s.what, err, b.logPath, tailFile(b.logPath, 15))
 	}
-	fmt.Fprintf(b.log, "==> %s done in %s\n", what, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(b.log, "==> %s done in %s\n", s.what, time.Since(began).Round(time.Millisecond))
+	return nil
+}
+
+// tarCompression is tar's option for the compression a tarball's name says (tar does not
+// guess it on a pipe); none for a plain tar.
+func tarCompression(name string) []string {
+	for suffix, opt := range map[string]string{".xz": "--xz", ".txz": "--xz", ".gz": "--gzip", ".tgz": "--gzip", ".bz2": "--bzip2", ".zst": "--zstd"} {
+		if strings.HasSuffix(name, suffix) {
+			return []string{opt}
+		}
+	}
 	return nil
 }
 
@@ -317,7 +371,7 @@ func tailFile(path string, n int) string {
 
 // lockFile takes an exclusive flock on path, waiting (and saying so once) while another
 // process holds it, until ctx ends. The returned function releases it.
-func lockFile(ctx context.Context, path string) (func(), error) {
+func lockFile(ctx context.Context, path string, progress ProgressFunc) (func(), error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
@@ -339,6 +393,8 @@ func lockFile(ctx context.Context, path string) (func(), error) {
 			log.G(ctx).WithField("lock", path).Info("kernel: another kernel build holds the lock; waiting")
 			waiting = true
 		}
+		// Every try, so that a terminal's line shows how long the wait has lasted.
+		progress.stage("kernel: waiting for another build (" + path + ")")
 		select {
 		case <-ctx.Done():
 			_ = f.Close()

@@ -1,7 +1,6 @@
 package imagebuilder
 
 import (
-	"archive/tar"
 	"context"
 	"errors"
 	"os"
@@ -11,119 +10,25 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ulikunitz/xz"
+	"github.com/vessel-containers/vessel/internal/imagebuilder/kerneltest"
 )
-
-// fakeMake stands in for the kernel's make: tinyconfig writes a small .config, olddefconfig
-// drops $FAKE_MAKE_DROP (as Kconfig drops an option whose dependency is missing), and
-// `-jN vmlinux` writes a fake vmlinux, fails with $FAKE_MAKE_FAIL or sleeps $FAKE_MAKE_SLEEP.
-// Every call is appended to $FAKE_MAKE_LOG.
-const fakeMake = `#!/bin/sh
-echo "$*" >> "$FAKE_MAKE_LOG"
-case "$1" in
-tinyconfig)
-	printf 'CONFIG_64BIT=y\n# CONFIG_MODULES is not set\n' > .config ;;
-olddefconfig)
-	if [ -n "$FAKE_MAKE_DROP" ]; then grep -v "^$FAKE_MAKE_DROP=" .config > .config.new; mv .config.new .config; fi ;;
--j*)
-	[ "$2" = vmlinux ] || exit 3
-	if [ -n "$FAKE_MAKE_SLEEP" ]; then sleep "$FAKE_MAKE_SLEEP"; fi
-	if [ -n "$FAKE_MAKE_FAIL" ]; then echo "ld: undefined reference to boom" >&2; exit 2; fi
-	printf 'fake vmlinux\n' > vmlinux ;;
-*)
-	echo "fake make: unexpected $*" >&2; exit 4 ;;
-esac
-`
-
-// fakeMergeConfig is scripts/kconfig/merge_config.sh in the fake source tarball.
-const fakeMergeConfig = `#!/bin/sh
-[ "$1" = -m ] || exit 9
-cat "$3" >> "$2"
-`
 
 const testFragment = "CONFIG_64BIT=y\nCONFIG_VIRTIO=y\n# CONFIG_MODULES is not set\n"
 
 type kernelEnv struct {
-	cache   string
-	tarball string
-	makeLog string
-	opts    KernelOptions
+	*kerneltest.Env
+	cache string
+	opts  KernelOptions
 }
 
-// newKernelEnv puts fake make and dpkg-query on PATH and writes a fake linux-source
-// tarball. Tests using it cannot run in parallel (they set environment variables).
+// newKernelEnv sets up a fake kernel build (kerneltest). Tests using it cannot run in
+// parallel (they set environment variables).
 func newKernelEnv(t *testing.T) *kernelEnv {
 	t.Helper()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "bin")
-	writeFile(t, filepath.Join(bin, "make"), []byte(fakeMake), 0o755)
-	writeFile(t, filepath.Join(bin, "dpkg-query"), []byte("#!/bin/sh\nprintf '1.2.3-4'\n"), 0o755)
-	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
-	e := &kernelEnv{
-		cache:   filepath.Join(dir, "cache"),
-		tarball: filepath.Join(dir, "linux-source-6.1.tar.xz"),
-		makeLog: filepath.Join(dir, "make.log"),
-	}
-	t.Setenv("FAKE_MAKE_LOG", e.makeLog)
-	for _, k := range []string{"FAKE_MAKE_DROP", "FAKE_MAKE_FAIL", "FAKE_MAKE_SLEEP"} {
-		t.Setenv(k, "")
-	}
-	writeSourceTarball(t, e.tarball)
-	e.opts = KernelOptions{CacheDir: e.cache, Jobs: 3, SourceTarball: e.tarball, SourceVersion: "1.2.3-4", Fragment: []byte(testFragment)}
+	env := kerneltest.Setup(t, "1.2.3-4")
+	e := &kernelEnv{Env: env, cache: filepath.Join(t.TempDir(), "cache")}
+	e.opts = KernelOptions{CacheDir: e.cache, Jobs: 3, SourceTarball: env.Tarball, SourceVersion: "1.2.3-4", Fragment: []byte(testFragment)}
 	return e
-}
-
-func writeSourceTarball(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zw, err := xz.NewWriter(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tw := tar.NewWriter(zw)
-	for _, e := range []struct {
-		name string
-		mode int64
-		body string
-	}{
-		{"linux-source-6.1/", 0o755, ""},
-		{"linux-source-6.1/Makefile", 0o644, "# fake\n"},
-		{"linux-source-6.1/scripts/", 0o755, ""},
-		{"linux-source-6.1/scripts/kconfig/", 0o755, ""},
-		{"linux-source-6.1/scripts/kconfig/merge_config.sh", 0o755, fakeMergeConfig},
-	} {
-		hdr := &tar.Header{Name: e.name, Mode: e.mode, Size: int64(len(e.body)), Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0)}
-		if strings.HasSuffix(e.name, "/") {
-			hdr.Typeflag = tar.TypeDir
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write([]byte(e.body)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, c := range []interface{ Close() error }{tw, zw} {
-		if err := c.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func (e *kernelEnv) makeCalls(t *testing.T) []string {
-	t.Helper()
-	data, err := os.ReadFile(e.makeLog)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Split(strings.TrimSpace(string(data)), "\n")
 }
 
 // assertClean checks that the kernel cache holds no build tree or temporary entry, and
@@ -171,7 +76,7 @@ func TestBuildKernelMissThenHit(t *testing.T) {
 	if err := VerifyConfig([]byte(testFragment), config); err != nil {
 		t.Errorf("cached config: %v", err)
 	}
-	if got, want := strings.Join(e.makeCalls(t), "|"), "tinyconfig|olddefconfig|-j3 vmlinux"; got != want {
+	if got, want := strings.Join(e.Calls(t), "|"), "tinyconfig|olddefconfig|-j3 vmlinux"; got != want {
 		t.Errorf("make calls = %s, want %s", got, want)
 	}
 	e.assertClean(t, key, true)
@@ -179,7 +84,7 @@ func TestBuildKernelMissThenHit(t *testing.T) {
 	if _, err := BuildKernel(ctx, e.opts); err != nil {
 		t.Fatalf("second BuildKernel: %v", err)
 	}
-	if n := len(e.makeCalls(t)); n != 3 {
+	if n := len(e.Calls(t)); n != 3 {
 		t.Errorf("a cache hit ran make (%d calls in all)", n)
 	}
 }
@@ -220,7 +125,7 @@ func TestBuildKernelFailures(t *testing.T) {
 					t.Errorf("error %q does not contain %q", err, w)
 				}
 			}
-			if got := strings.Join(e.makeCalls(t), "|"); got != tt.wantCalls {
+			if got := strings.Join(e.Calls(t), "|"); got != tt.wantCalls {
 				t.Errorf("make calls = %s, want %s", got, tt.wantCalls)
 			}
 			e.assertClean(t, KernelCacheKey([]byte(testFragment), "1.2.3-4"), false)
@@ -250,7 +155,7 @@ func TestBuildKernelLock(t *testing.T) {
 	if err := os.MkdirAll(kdir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	unlock, err := lockFile(testContext(t), filepath.Join(kdir, ".lock"))
+	unlock, err := lockFile(testContext(t), filepath.Join(kdir, ".lock"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +164,7 @@ func TestBuildKernelLock(t *testing.T) {
 	if _, err := BuildKernel(ctx, e.opts); !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), ".lock") {
 		t.Fatalf("BuildKernel with the lock held: %v, want a lock wait that times out", err)
 	}
-	if calls := e.makeCalls(t); len(calls) != 0 {
+	if calls := e.Calls(t); len(calls) != 0 {
 		t.Fatalf("make ran while the lock was held: %v", calls)
 	}
 	unlock()
@@ -285,7 +190,7 @@ func TestBuildKernelLock(t *testing.T) {
 		t.Errorf("paths differ: %v", paths)
 	}
 	vmlinuxBuilds := 0
-	for _, c := range e.makeCalls(t) {
+	for _, c := range e.Calls(t) {
 		if strings.HasSuffix(c, "vmlinux") {
 			vmlinuxBuilds++
 		}
@@ -323,5 +228,66 @@ func TestBuildKernelSourceErrors(t *testing.T) {
 		!strings.Contains(err.Error(), "apt-get install linux-source-6.1") ||
 		!strings.Contains(err.Error(), "no packages found") {
 		t.Errorf("package not installed: %v, want the apt-get hint and dpkg-query's message", err)
+	}
+}
+
+func TestBuildKernelProgress(t *testing.T) {
+	e := newKernelEnv(t)
+	t.Setenv("FAKE_MAKE_STEPS", "40")
+	kdir := filepath.Join(e.cache, "kernel")
+	// The estimate is the last finished build's count; an unfinished build's log is not.
+	kerneltest.WriteBuildLog(t, kdir, "older", 50)
+	unfinished := filepath.Join(kdir, "newer.build.log")
+	writeFile(t, unfinished, []byte("==> make vmlinux\n  CC      a.o\n"), 0o644)
+
+	var (
+		mu     sync.Mutex
+		events []Event
+	)
+	opts := e.opts
+	opts.Progress = func(ev Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		events = append(events, ev)
+	}
+	if _, err := BuildKernel(testContext(t), opts); err != nil {
+		t.Fatalf("BuildKernel: %v", err)
+	}
+	var stages []string
+	byStage := map[string][]Event{}
+	for _, ev := range events {
+		if len(stages) == 0 || stages[len(stages)-1] != ev.Stage {
+			stages = append(stages, ev.Stage)
+		}
+		byStage[ev.Stage] = append(byStage[ev.Stage], ev)
+	}
+	want := []string{"kernel: extract source", "kernel: make tinyconfig", "kernel: merge fragment", "kernel: make olddefconfig", "kernel: make vmlinux"}
+	if strings.Join(stages, "|") != strings.Join(want, "|") {
+		t.Fatalf("stages = %q, want %q", stages, want)
+	}
+	fi, err := os.Stat(e.Tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := byStage["kernel: extract source"]
+	if last := ex[len(ex)-1]; last.Done != fi.Size() || last.Total != fi.Size() || last.Unit != "bytes" || last.Estimated {
+		t.Errorf("last extract event = %+v, want the tarball's %d bytes read of %d", last, fi.Size(), fi.Size())
+	}
+	mk := byStage["kernel: make vmlinux"]
+	if len(mk) != 41 { // the stage's start, then one per step
+		t.Fatalf("make vmlinux events = %d, want 41: %+v", len(mk), mk)
+	}
+	for i, ev := range mk[1:] {
+		if ev.Done != int64(i+1) || ev.Total != 50 || !ev.Estimated || ev.Unit != "objects" {
+			t.Errorf("make vmlinux event %d = %+v, want %d of about 50 objects", i, ev, i+1)
+		}
+	}
+
+	// The next build of another key estimates from this one's 40 steps.
+	if got := kernelStepEstimate(kdir); got != 40 {
+		t.Errorf("estimate after the build = %d, want 40", got)
+	}
+	if got := kernelStepEstimate(t.TempDir()); got != DefaultKernelSteps {
+		t.Errorf("estimate without logs = %d, want DefaultKernelSteps", got)
 	}
 }

@@ -88,6 +88,29 @@ func (a *cpioArchive) writeTo(w io.Writer) error {
 	return cw.write(cpioEntry{name: "TRAILER!!!"}, 0)
 }
 
+// size returns the number of bytes writeTo writes, reading the sizes of host files.
+func (a *cpioArchive) size() (int64, error) {
+	align := func(n int64) int64 { return (n + 3) &^ 3 }
+	const header = 110
+	total := align(header + int64(len("TRAILER!!!")+1))
+	for _, e := range a.entries {
+		total += align(header + int64(len(e.name)+1))
+		switch {
+		case e.mode&0o170000 == cpioTypeReg && e.src != "":
+			fi, err := os.Stat(e.src)
+			if err != nil {
+				return 0, fmt.Errorf("stat %s: %w", e.src, err)
+			}
+			total += align(fi.Size())
+		case e.mode&0o170000 == cpioTypeReg:
+			total += align(int64(len(e.data)))
+		case e.mode&0o170000 == cpioTypeSymlink:
+			total += align(int64(len(e.linkname)))
+		}
+	}
+	return total, nil
+}
+
 // newcWriter writes "070701" (newc, no checksum) headers and bodies, padded to 4 bytes.
 type newcWriter struct {
 	w   io.Writer

@@ -331,7 +331,9 @@ func (s *Sandbox) Container(id string) (*Container, error) {
 }
 
 // Start runs the container's process.
-func (c *Container) Start(ctx context.Context) error {
+func (c *Container) Start(ctx context.Context) (retErr error) {
+	ctx, span := tracing.Start(ctx, "container start", trace.WithAttributes(attribute.String("container.id", c.id)))
+	defer func() { tracing.End(span, retErr) }()
 	if st := c.getState(); st != StateCreated {
 		return fmt.Errorf("start container %s: it is %s, not created: %w", c.id, st, errdefs.ErrFailedPrecondition)
 	}
@@ -377,7 +379,9 @@ func (c *Container) WaitExit(ctx context.Context, execID string) (Exit, error) {
 // Kill sends a signal to the process, or to every process of the container when all is set.
 // Once the sandbox is deleted or its VM has exited, no process of it is left to signal:
 // Kill then fails with ErrNotFound, as for a process that has exited.
-func (c *Container) Kill(ctx context.Context, execID string, sig syscall.Signal, all bool) error {
+func (c *Container) Kill(ctx context.Context, execID string, sig syscall.Signal, all bool) (retErr error) {
+	ctx, span := tracing.Start(ctx, "container kill", trace.WithAttributes(attribute.String("container.id", c.id), attribute.Int("signal", int(sig))))
+	defer func() { tracing.End(span, retErr) }()
 	c.sb.mu.Lock()
 	stopped := c.sb.state == StateStopped
 	c.sb.mu.Unlock()
@@ -397,7 +401,9 @@ func (c *Container) Kill(ctx context.Context, execID string, sig syscall.Signal,
 
 // Exec starts an additional process in the created or running container (as runc, an
 // exec into a created container joins its init's namespaces).
-func (c *Container) Exec(ctx context.Context, execID string, p *specs.Process, stdin bool) error {
+func (c *Container) Exec(ctx context.Context, execID string, p *specs.Process, stdin bool) (retErr error) {
+	ctx, span := tracing.Start(ctx, "container exec", trace.WithAttributes(attribute.String("container.id", c.id), attribute.String("exec.id", execID)))
+	defer func() { tracing.End(span, retErr) }()
 	if execID == "" {
 		return fmt.Errorf("exec in container %s: empty exec id: %w", c.id, errdefs.ErrInvalidArgument)
 	}
@@ -447,7 +453,9 @@ func (c *Container) Resume(ctx context.Context) error {
 
 // DeleteContainer removes the container from the guest (killing it if it still runs) and
 // unshares its files. With the VM gone only the host side is cleaned.
-func (s *Sandbox) DeleteContainer(ctx context.Context, id string) error {
+func (s *Sandbox) DeleteContainer(ctx context.Context, id string) (retErr error) {
+	ctx, span := tracing.Start(ctx, "container delete", trace.WithAttributes(attribute.String("container.id", id)))
+	defer func() { tracing.End(span, retErr) }()
 	c, err := s.Container(id)
 	if err != nil {
 		return err

@@ -524,7 +524,9 @@ func (s *Sandbox) save() error {
 // sandbox first, so that the containers' poststop hooks run (runGuestPoststop). A caller that wants a container's exit status collects it before, or removes
 // a container that still runs with DeleteContainer first. The shares are unmounted only
 // once the VM is stopped, so the guest never sees them go.
-func (s *Sandbox) Delete(ctx context.Context) error {
+func (s *Sandbox) Delete(ctx context.Context) (retErr error) {
+	ctx, span := tracing.Start(ctx, "sandbox delete", trace.WithAttributes(attribute.String("sandbox.id", s.id)))
+	defer func() { tracing.End(span, retErr) }()
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("sandbox", s.id))
 	s.markStopped()
 	s.logGuestBoot(ctx)
@@ -538,7 +540,10 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 	stopCtx, cancel := cleanupContext(ctx)
 	defer cancel()
 	s.expectVirtioFSDExit() // virtiofs.go
-	if err := s.vm.Stop(stopCtx); err != nil {
+	_, stopSpan := tracing.Start(stopCtx, "vm stop")
+	err := s.vm.Stop(stopCtx)
+	tracing.End(stopSpan, err)
+	if err != nil {
 		errs = append(errs, fmt.Errorf("stop vm: %w", err))
 	}
 	if s.vmWatch != nil {

@@ -671,6 +671,8 @@ func (s *service) teardown(ctx context.Context, c *container, sb *sandbox.Sandbo
 	}
 	c.closeIO()
 	if ends {
+		// The guest's spans of this Delete go before the VM does.
+		s.exportAgentSpans(ctx, sb) // tracing.go
 		if err := sb.Delete(ctx); err != nil {
 			errs = append(errs, err)
 		}

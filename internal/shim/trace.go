@@ -9,13 +9,18 @@ import (
 	"github.com/containerd/ttrpc"
 )
 
-// UnaryServerInterceptor wraps every task API call: at debug level it logs each call when
+// UnaryServerInterceptor wraps every task API call: while tracing is on, the calls of
+// tracedCalls get a span (spanCall, tracing.go); at debug level it logs each call when
 // it returns ("task api" with method, id, exec_id, took and error), which gives a timeline
 // of a container's life in containerd's log (the benchmark harness reads it). containerd's
 // shim package installs it because the task service implements its
 // TTRPCServerUnaryOptioner.
 func (s *service) UnaryServerInterceptor() ttrpc.UnaryServerInterceptor {
-	return traceCall
+	return func(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (any, error) {
+		return s.spanCall(ctx, unmarshal, info, func(ctx context.Context, unmarshal func(any) error) (any, error) {
+			return traceCall(ctx, unmarshal, info, method)
+		})
+	}
 }
 
 // requestIDs is what task API requests share: the container id and, for processes, the

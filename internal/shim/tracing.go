@@ -2,9 +2,11 @@ package shim
 
 import (
 	"context"
+	"path"
 	"time"
 
 	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -62,6 +64,47 @@ func (s *service) startCreateSpan(ctx context.Context, id string, begin time.Tim
 		plan.End()
 	}
 	return ctx, span
+}
+
+// tracedCalls are the task API calls that get a span of their own, "shim <method>", with
+// the container and exec ids as attributes. Create starts its own (startCreateSpan): the
+// configuration that turns tracing on is read during it.
+var tracedCalls = map[string]bool{"Start": true, "Exec": true, "Kill": true, "Wait": true, "Delete": true}
+
+// spanCall runs a task API call under a server span (a child of the caller's span when
+// the request carries one) when tracing is on and the call is one of tracedCalls; the
+// spans the agent recorded for it are exported when it returns. Otherwise it only calls
+// method.
+func (s *service) spanCall(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (any, error) {
+	name := path.Base(info.FullMethod)
+	if !tracedCalls[name] {
+		return method(ctx, unmarshal)
+	}
+	s.traceMu.Lock()
+	on := s.exporter != nil
+	s.traceMu.Unlock()
+	if !on {
+		return method(ctx, unmarshal)
+	}
+	ctx, span := s.tracerProvider().Tracer(tracing.Scope).Start(tracing.Extract(ctx), "shim "+name, trace.WithSpanKind(trace.SpanKindServer))
+	resp, err := method(ctx, func(v any) error {
+		err := unmarshal(v)
+		if r, ok := v.(requestIDs); ok {
+			span.SetAttributes(attribute.String("container.id", r.GetID()))
+		}
+		if r, ok := v.(requestExecID); ok && r.GetExecID() != "" {
+			span.SetAttributes(attribute.String("exec.id", r.GetExecID()))
+		}
+		return err
+	})
+	s.mu.Lock()
+	sb := s.sb
+	s.mu.Unlock()
+	if sb != nil {
+		s.exportAgentSpans(ctx, sb)
+	}
+	tracing.End(span, err)
+	return resp, err
 }
 
 // exportAgentSpans collects the spans the agent recorded under ctx's trace and exports

@@ -9,11 +9,12 @@ import (
 	"github.com/vessel-containers/vessel/internal/tracing/otlptest"
 )
 
-// TestTracingCreatePath: with runtime.otlp_endpoint and agent.enable_tracing, a `ctr run`
-// sends the create path's spans to an in-process OTLP receiver: the shim's, the sandbox's,
-// the QEMU driver's and the agent's (collected by the shim over the agent protocol), each
+// TestTracingTaskPath: with runtime.otlp_endpoint and agent.enable_tracing, a `ctr run`
+// sends the spans of its task calls to an in-process OTLP receiver: the create path's
+// (the shim's, the sandbox's, the QEMU driver's and the agent's, collected by the shim over
+// the agent protocol), then those of Start, Wait and Delete with the sandbox's stop, each
 // under its parent, and the phases in the order they happen.
-func TestTracingCreatePath(t *testing.T) {
+func TestTracingTaskPath(t *testing.T) {
 	recv := otlptest.Start(t)
 	h := newHarnessConfig(t, fmt.Sprintf("[runtime]\notlp_endpoint = %q\n[agent]\nenable_tracing = true\n", recv.URL))
 	if out, code := h.run("traced", "true"); code != 0 {
@@ -81,4 +82,55 @@ func TestTracingCreatePath(t *testing.T) {
 		s, _ := otlptest.Find(spans, name)
 		t.Logf("%-18s %8.3fs", name, s.End.Sub(s.Start).Seconds())
 	}
+
+	// After Create: Start (down to libcontainer in the guest), Wait, and Delete, which
+	// stops the sandbox's VM (the container has exited: the guest is not asked to remove
+	// it). Each call is a trace of its own: containerd sends no trace context here.
+	later := map[string][]string{
+		"container start":             {"shim Start"},
+		"agent StartContainer":        {"container start", "shim Start"},
+		"vessel-agent StartContainer": {"agent StartContainer", "container start", "shim Start"},
+		"libcontainer exec":           {"vessel-agent StartContainer", "agent StartContainer", "container start", "shim Start"},
+		"sandbox delete":              {"shim Delete"},
+		"vm stop":                     {"sandbox delete", "shim Delete"},
+	}
+	names = []string{"shim Start", "shim Wait", "shim Delete"}
+	for n := range later {
+		names = append(names, n)
+	}
+	spans = recv.WaitFor(t, "the spans of Start, Wait and Delete", 2*time.Minute, func(s []otlptest.Span) bool {
+		return otlptest.HasAll(s, names...)
+	})
+	for _, root := range []string{"shim Start", "shim Wait", "shim Delete"} {
+		s, _ := otlptest.Find(spans, root)
+		if got := otlptest.Ancestors(spans, s); len(got) != 0 || s.Failed || s.Service != "vessel-shim" {
+			t.Errorf("%q: ancestors %v, failed %v, service %q; want a root span of vessel-shim that succeeded", root, got, s.Failed, s.Service)
+		}
+		if s.Attributes["container.id"] != "traced" {
+			t.Errorf("%q: container.id = %q, want traced", root, s.Attributes["container.id"])
+		}
+	}
+	for name, ancestors := range later {
+		s, _ := otlptest.Find(spans, name)
+		if got := otlptest.Ancestors(spans, s); !slices.Equal(got, ancestors) {
+			t.Errorf("ancestors of %q = %v, want %v", name, got, ancestors)
+		}
+		top, _ := otlptest.Find(spans, ancestors[len(ancestors)-1])
+		if s.TraceID != top.TraceID {
+			t.Errorf("%q is in trace %s, want %q's %s", name, s.TraceID, top.Name, top.TraceID)
+		}
+	}
+	// Create, Start and Delete follow each other; the VM stops within Delete.
+	create, _ := otlptest.Find(spans, "shim Create")
+	start, _ := otlptest.Find(spans, "shim Start")
+	del, _ := otlptest.Find(spans, "shim Delete")
+	stop, _ := otlptest.Find(spans, "vm stop")
+	if start.Start.Before(create.End) || del.Start.Before(start.End) {
+		t.Errorf("shim Create %s-%s, Start %s-%s, Delete %s-%s: want them one after the other",
+			create.Start, create.End, start.Start, start.End, del.Start, del.End)
+	}
+	if stop.Start.Before(del.Start) || stop.End.After(del.End) {
+		t.Errorf("vm stop %s-%s is not within shim Delete %s-%s", stop.Start, stop.End, del.Start, del.End)
+	}
+	t.Logf("start %.3fs, delete %.3fs (vm stop %.3fs)", start.End.Sub(start.Start).Seconds(), del.End.Sub(del.Start).Seconds(), stop.End.Sub(stop.Start).Seconds())
 }

@@ -25,6 +25,8 @@ import (
 	// nsenter (cgo) runs before the Go runtime when the binary is re-executed as init.
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 	"github.com/opencontainers/runc/libcontainer/specconv"
+
+	"github.com/vessel-containers/vessel/internal/agent/reaper"
 )
 
 // initEnv is set by libcontainer on every "runc init" it starts (standard and setns). The
@@ -58,11 +60,17 @@ type Options struct {
 	// NetNSPath, when set, is the network namespace the container joins (the pod's),
 	// whether or not the spec asks for a network namespace.
 	NetNSPath string
+	// Reaper, when set, is the agent's orphan reaper, which must leave the processes
+	// libcontainer starts and waits for.
+	Reaper *reaper.Reaper
 }
 
 // Container is a libcontainer container.
 type Container struct {
 	c *libcontainer.Container
+	// reaper is the agent's orphan reaper (nil: none). libcontainer forks and waits for
+	// helpers and hooks in Start, Exec and Destroy: those hold it off.
+	reaper *reaper.Reaper
 }
 
 // Create converts the spec and creates the container (its cgroup and state directory). No
@@ -141,7 +149,7 @@ func Create(o Options) (*Container, error) {
 		}
 		return nil, fmt.Errorf("create container %q: %w", o.ID, err)
 	}
-	return &Container{c: c}, nil
+	return &Container{c: c, reaper: o.Reaper}, nil
 }
 
 // sysfsForUserNS replaces sysfs mounts by a recursive bind of the guest's /sys (keeping
@@ -179,15 +187,22 @@ func sysfsForUserNS(mounts []specs.Mount, ns []specs.LinuxNamespace) []specs.Mou
 
 // Start starts p in the container. For the init process (created with init=true) the
 // process stops at libcontainer's exec barrier until Exec is called.
+//
+// The process is the agent's child: the orphan reaper leaves it to Process.Wait.
 func (c *Container) Start(p *Process) error {
+	release := c.reaper.Hold()
+	defer release()
 	if err := c.c.Start(p.p); err != nil {
 		return fmt.Errorf("start process in %q: %w", c.c.ID(), err)
 	}
+	p.disown = c.reaper.Own(p.Pid())
 	return nil
 }
 
 // Exec releases the init process from the exec barrier: it runs the user's program.
 func (c *Container) Exec() error {
+	release := c.reaper.Hold()
+	defer release()
 	if err := c.c.Exec(); err != nil {
 		return fmt.Errorf("start container %q: %w", c.c.ID(), err)
 	}
@@ -289,6 +304,8 @@ func (c *Container) InitPid() int {
 
 // Destroy removes the container's cgroup and state. Its processes must be gone.
 func (c *Container) Destroy() error {
+	release := c.reaper.Hold() // poststop hooks
+	defer release()
 	if err := c.c.Destroy(); err != nil {
 		return fmt.Errorf("destroy container %q: %w", c.c.ID(), err)
 	}

@@ -30,6 +30,9 @@ type Stdio struct {
 // Process is a process to start in a container, then to wait for.
 type Process struct {
 	p *libcontainer.Process
+	// disown ends the process's ownership in the orphan reaper (Container.Start); nil
+	// before Start.
+	disown func()
 }
 
 // NewProcess converts an OCI process. init marks the container's first process.
@@ -130,6 +133,9 @@ func (p *Process) Signal(sig unix.Signal) error {
 // code, or 128+signal when a signal killed it. Call it once.
 func (p *Process) Wait() (int, error) {
 	ps, err := p.p.Wait()
+	if p.disown != nil {
+		p.disown()
+	}
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
 		if ps == nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -23,6 +24,8 @@ type Span struct {
 	Kind                  int32
 	Start, End            time.Time
 	Failed                bool
+	// Attributes are the span's attributes of string value.
+	Attributes map[string]string
 }
 
 // Receiver is an OTLP/HTTP (protobuf) trace receiver on a loopback port.
@@ -82,8 +85,15 @@ func (r *Receiver) handle(w http.ResponseWriter, req *http.Request) {
 		}
 		for _, ss := range rs.GetScopeSpans() {
 			for _, s := range ss.GetSpans() {
+				attrs := map[string]string{}
+				for _, kv := range s.GetAttributes() {
+					if v, ok := kv.GetValue().GetValue().(*commonpb.AnyValue_StringValue); ok {
+						attrs[kv.GetKey()] = v.StringValue
+					}
+				}
 				got = append(got, Span{
-					Service: service, Name: s.GetName(),
+					Attributes: attrs,
+					Service:    service, Name: s.GetName(),
 					TraceID: hex.EncodeToString(s.GetTraceId()), ID: hex.EncodeToString(s.GetSpanId()),
 					ParentID: hex.EncodeToString(s.GetParentSpanId()), Kind: int32(s.GetKind()),
 					Start:  time.Unix(0, int64(s.GetStartTimeUnixNano())), //nolint:gosec // test data
