@@ -11,11 +11,11 @@
 //
 // Identify tells what a container is (single, pod sandbox, pod container) and which sandbox
 // it belongs to, per the CRI annotations of containerd and CRI-O. Apart from measuring a
-// bind-mounted /dev/shm, everything here is a pure function of its inputs.
+// bind-mounted /dev/shm and looking up the host's devices (Options.FSSize and HostDevice,
+// which tests replace), everything here is a pure function of its inputs.
 package oci
 
 import (
-	"github.com/containerd/log"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +24,7 @@ import (
 	"regexp"
 	"slices"
 
+	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/vessel-containers/vessel/internal/config"
