@@ -116,6 +116,8 @@ type env struct {
 	res   *report.Results
 	// work is a scratch directory (image archive, floor VM state).
 	work string
+	// begun counts the measures begun, for the progress line.
+	begun int
 }
 
 // Run runs the selected measures and writes the results. A failing measure is recorded
@@ -221,7 +223,9 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 // measure runs one measure, records the host's conditions around it and removes every
 // container it left, whatever happened.
 func (e *env) measure(ctx context.Context, name string, fn func(context.Context) error, fail func(string, error)) {
-	log.G(ctx).Infof("measure %s", name)
+	e.begun++
+	total := len(slices.DeleteFunc(slices.Clone(Measures), func(m string) bool { return !slices.Contains(e.opts.Measures, m) }))
+	log.G(ctx).Infof("measure %d of %d: %s", e.begun, total, name)
 	cond := report.Condition{Measure: name, LoadBefore: procfs.LoadAvg()}
 	cpu0, _ := procfs.ReadCPUTimes()
 	begin := time.Now()
