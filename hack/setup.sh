@@ -9,6 +9,6 @@ step 1 "installing dependencies (hack/install-deps.sh)"
 hack/install-deps.sh
 step 2 "building the binaries and the guest image (make image; the first kernel build takes 10-30 minutes)"
 make image
-step 3 "running the demo container in a VM (make demo)"
-make demo
+step 3 "running the demo container in a VM (what make demo runs)"
+_output/bin/vessel run "demo-$$"
 printf '\n==> setup: done\n' >&2
