@@ -456,9 +456,13 @@ var keyTable = []Key{
 
 	// [hypervisor] shared file system.
 	{Section: "hypervisor", Name: "shared_fs",
-		Consumer: "oci.HypervisorConfig", UnsupportedValues: map[string]string{"none": "copy mode is not built yet: nothing copies files into the guest"}, Type: "string", Enum: []string{"virtio-9p", "virtio-fs", "none"},
+		Consumer: "oci.HypervisorConfig", Type: "string", Enum: []string{"virtio-9p", "virtio-fs", "none"},
 		Annotation: "shared_fs",
-		Doc:        "How host files reach the guest: virtio-9p (QEMU's 9p server), virtio-fs (one virtiofsd per VM, see docs/shared-fs.md), or none (files are copied in)."},
+		Doc:        "How host files reach the guest: virtio-9p (QEMU's 9p server), virtio-fs (one virtiofsd per VM), or none (copy mode: no shared file system; the root file system and volumes are copied into the guest's memory, and volumes are kept in sync as copy_sync says). See docs/shared-fs.md."},
+	{Section: "hypervisor", Name: "copy_sync",
+		Consumer: "sandbox.copySync", Type: "string", Enum: []string{"all", "kubernetes", "none"},
+		Annotation: "copy_sync",
+		Doc:        "With shared_fs = \"none\": which volumes are kept in sync with the host after they are copied in (host changes reach the guest within about a second; the guest's writes never reach the host): all (every volume), kubernetes (only Kubernetes ConfigMap, Secret, downward API and projected volumes, recognised by their kubelet path <kubelet root>/pods/<uid>/volumes/kubernetes.io~<kind>/<name>), none. The root file system is copied once and never synced."},
 	{Section: "hypervisor", Name: "virtio_fs_daemon",
 		Consumer: "oci.VirtioFSD", Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,
 		Annotation: "virtio_fs_daemon", Globs: "valid_virtio_fs_daemon_paths",
