@@ -117,12 +117,10 @@ func (s *Sandbox) copyContainer(ctx context.Context, plan *oci.Container, rollba
 	}
 	rollback.add(func(ctx context.Context) error { return s.uncopyContainer(ctx, id) })
 
-	for _, it := range items {
-		if err := copyfs.Copy(ctx, s.agent, it.tree, copyfs.GuestPath(id, it.name)); err != nil {
-			return nil, s.explain(fmt.Errorf("container %s: copy mode: %s: %w", id, it.what, err))
-		}
-	}
-	for _, it := range items {
+	// Watchers start before the copies (paused), so a change made while a volume is
+	// copied is copied after it.
+	watchers := make([]*copyfs.Watcher, len(items))
+	for i, it := range items {
 		if !it.sync {
 			continue
 		}
@@ -130,9 +128,18 @@ func (s *Sandbox) copyContainer(ctx context.Context, plan *oci.Container, rollba
 		if err != nil {
 			return nil, fmt.Errorf("container %s: copy mode: %s: %w", id, it.what, err)
 		}
+		watchers[i] = w
 		s.copies.mu.Lock()
 		s.copies.watchers[id] = append(s.copies.watchers[id], w)
 		s.copies.mu.Unlock()
+	}
+	for i, it := range items {
+		if err := copyfs.Copy(ctx, s.agent, it.tree, copyfs.GuestPath(id, it.name)); err != nil {
+			return nil, s.explain(fmt.Errorf("container %s: copy mode: %s: %w", id, it.what, err))
+		}
+		if watchers[i] != nil {
+			watchers[i].Resume()
+		}
 	}
 	if plan.RootfsDisk == nil {
 		guest.Root.Path = copyfs.GuestPath(id, rootfsShare)

@@ -348,14 +348,17 @@ func TestWatcher(t *testing.T) {
 	g := newFakeGuest(t)
 	dst := GuestPath("c1", "mount-1")
 	ctx := context.Background()
-	if err := Copy(ctx, g, tree, dst); err != nil {
-		t.Fatal(err)
-	}
 	syncs := make(chan error, 100)
 	w, err := watch(ctx, g, tree.Root, dst, func(err error) { syncs <- err })
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A change while the tree is first copied (the watcher paused) is copied on Resume.
+	if err := Copy(ctx, g, tree, dst); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(src, "during-copy"), "3")
+	w.Resume()
 	stopped := false
 	t.Cleanup(func() {
 		if !stopped {
@@ -388,6 +391,7 @@ func TestWatcher(t *testing.T) {
 		}
 		waitSame(step)
 	}
+	waitSame("change while paused")
 	do("write", func() error { return os.WriteFile(filepath.Join(src, "a"), []byte("changed"), 0o644) })
 	do("create in a new directory", func() error {
 		if err := os.MkdirAll(filepath.Join(src, "n/m"), 0o750); err != nil {

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/log"
@@ -143,13 +144,19 @@ type Watcher struct {
 	w     *fsnotify.Watcher
 	stop  context.CancelFunc
 	done  chan struct{}
+	// resume is closed by Resume: changes are copied from then on.
+	resume     chan struct{}
+	resumeOnce sync.Once
 	// synced is told of each finished sync (tests); nil when nobody listens.
 	synced func(error)
 }
 
-// Watch starts keeping dst in the guest in sync with the host directory root (a Tree's
-// Root, copied there before). Changes are copied Debounce after the last one of a batch.
-// The caller owns the watcher and stops it with Close.
+// Watch starts watching the host directory root (a Tree's Root) to keep dst in the guest
+// in sync with it. The watcher starts paused: it collects changes but copies nothing
+// until Resume, so it can be started before the tree is first copied (no change made
+// during that copy is missed) without racing the copy. After Resume, changes are copied
+// Debounce after the last one of a batch. The caller owns the watcher and stops it with
+// Close.
 func Watch(ctx context.Context, g Guest, root, dst string) (*Watcher, error) {
 	return watch(ctx, g, root, dst, nil)
 }
@@ -159,7 +166,7 @@ func watch(ctx context.Context, g Guest, root, dst string, synced func(error)) (
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: %w", root, err)
 	}
-	w := &Watcher{guest: g, root: filepath.Clean(root), dst: dst, w: fw, done: make(chan struct{}), synced: synced}
+	w := &Watcher{guest: g, root: filepath.Clean(root), dst: dst, w: fw, done: make(chan struct{}), resume: make(chan struct{}), synced: synced}
 	if err := w.addTree("."); err != nil {
 		fw.Close()
 		return nil, fmt.Errorf("watch %s: %w", root, err)
@@ -168,6 +175,9 @@ func watch(ctx context.Context, g Guest, root, dst string, synced func(error)) (
 	go w.run(ctx)
 	return w, nil
 }
+
+// Resume lets the watcher copy changes, those collected while it was paused first.
+func (w *Watcher) Resume() { w.resumeOnce.Do(func() { close(w.resume) }) }
 
 // Close stops the watcher and waits for its goroutine. A sync in progress is abandoned.
 func (w *Watcher) Close() error {
@@ -206,10 +216,16 @@ func (w *Watcher) run(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	resume := w.resume
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-resume:
+			resume = nil
+			if len(changes) > 0 {
+				timer.Reset(time.Until(due(first, last)))
+			}
 		case ev, ok := <-w.w.Events:
 			if !ok {
 				return
@@ -252,6 +268,9 @@ func (w *Watcher) run(ctx context.Context) {
 				timer.Reset(time.Until(due(first, last)))
 			}
 		case <-timer.C:
+			if resume != nil {
+				continue // paused: Resume copies what was collected
+			}
 			err := w.sync(ctx, changes)
 			if err != nil && ctx.Err() == nil {
 				log.G(ctx).WithError(err).Warnf("copy mode: sync %s into the guest", w.root)
@@ -260,7 +279,7 @@ func (w *Watcher) run(ctx context.Context) {
 				w.synced(err)
 			}
 			changes = map[string]change{}
-			first, last = time.Time{}, time.Time{}
+			first = time.Time{}
 		}
 	}
 }
