@@ -21,20 +21,38 @@ import (
 // (container state, resolv.conf, temporary parts of copies).
 const copyReserveMiB = 16
 
-// copies is a sandbox's copy mode (shared_fs = "none"): what its containers' copies take
-// of the guest's copy tmpfs, and the watchers that keep their volumes in sync.
+// copies is a sandbox's copy mode (shared_fs = "none"): what the copies take of the
+// guest's copy tmpfs, and the volumes copied in. A volume is copied once per host source
+// and shared by the containers that mount it, as a shared file system shares it: two
+// containers of a pod with one emptyDir see each other's writes (in the guest).
 type copies struct {
 	// budget is the size of the guest's copy tmpfs in bytes.
 	budget int64
 	// mode says which volumes are kept in sync.
 	mode copyfs.SyncMode
 
-	// mu guards used and watchers.
+	// op serializes copyContainer and uncopyContainer: a volume two containers share is
+	// copied by the first and removed by the last.
+	op sync.Mutex
+
+	// mu guards the fields below; it is held only briefly (never across an agent call).
 	mu sync.Mutex
-	// used is what each container's copies take, by container id.
-	used map[string]int64
-	// watchers keep each container's synced volumes in sync, by container id.
-	watchers map[string][]*copyfs.Watcher
+	// rootfs is what each container's root file system copy takes, by container id.
+	rootfs map[string]int64
+	// volumes are the volumes copied in, by host source (symlinks resolved).
+	volumes map[string]*copiedVolume
+	// next numbers the next volume copied in (copyfs.GuestVolume).
+	next uint64
+}
+
+// copiedVolume is one host source copied into the guest.
+type copiedVolume struct {
+	guest string
+	bytes int64
+	// users are the containers that mount it.
+	users map[string]bool
+	// watcher keeps it in sync; nil when the sync mode leaves it alone.
+	watcher *copyfs.Watcher
 }
 
 // copySync is the sandbox's copy_sync setting ("" is the default, all).
@@ -52,7 +70,7 @@ func newCopies(c *config.Config, memMiB uint32) *copies {
 		memMiB = config.DefaultMemoryMiB
 	}
 	budget := (int64(memMiB)/2 - copyReserveMiB) << 20
-	return &copies{budget: max(budget, 0), mode: copySync(c), used: map[string]int64{}, watchers: map[string][]*copyfs.Watcher{}}
+	return &copies{budget: max(budget, 0), mode: copySync(c), rootfs: map[string]int64{}, volumes: map[string]*copiedVolume{}}
 }
 
 // copyStorage is the sandbox's storage in copy mode: the tmpfs the copies go to, sized to
@@ -72,32 +90,37 @@ func (s *Sandbox) copyMode() bool { return s.copies != nil }
 
 // copyItem is one tree of a container to copy: its root file system or a volume.
 type copyItem struct {
-	name string // name under the container's guest directory
 	what string // for errors: "root file system ..." or "volume ..."
 	tree *copyfs.Tree
-	sync bool
+	// rootfs marks the root file system; otherwise the item is a volume.
+	rootfs bool
+	// guest is where the tree is (or goes) in the guest; set by copyContainer.
+	guest string
+	// copied is set for a volume another container already copied in.
+	copied bool
 }
 
 // copyContainer copies the container's root file system and bind-mount sources into the
 // guest and returns the guest spec with those paths rewritten to the copies. Everything is
 // measured first: a container whose copies do not fit the guest's copy tmpfs is refused
-// before anything is copied, naming the tree that does not fit. Volumes the sync mode
-// chooses get a watcher; the rollback stops them and removes the copies.
+// before anything is copied, naming the tree that does not fit. A volume already copied
+// for another container is shared, not copied again. Volumes the sync mode chooses get a
+// watcher; the rollback stops them and removes the copies.
 func (s *Sandbox) copyContainer(ctx context.Context, plan *oci.Container, rollback *undo) (*specs.Spec, error) {
 	guest, err := oci.GuestSpec(plan, s.cfg.Effective)
 	if err != nil {
 		return nil, err
 	}
 	id := plan.ID
-	var items []copyItem
+	var items []*copyItem
 	if plan.RootfsDisk == nil {
 		t, err := copyfs.Scan(plan.Rootfs)
 		if err != nil {
 			return nil, fmt.Errorf("container %s: copy mode: root file system: %w: %w", id, err, errdefs.ErrInvalidArgument)
 		}
-		items = append(items, copyItem{name: rootfsShare, what: "root file system " + plan.Rootfs, tree: t})
+		items = append(items, &copyItem{what: "root file system " + plan.Rootfs, tree: t, rootfs: true, guest: copyfs.GuestRootfs(id)})
 	}
-	mountItem := map[int]int{} // guest.Mounts index -> items index
+	mountItem := map[int]*copyItem{} // by index in guest.Mounts
 	for i, m := range guest.Mounts {
 		if !oci.IsBind(m) {
 			continue
@@ -106,92 +129,201 @@ func (s *Sandbox) copyContainer(ctx context.Context, plan *oci.Container, rollba
 		if err != nil {
 			return nil, fmt.Errorf("container %s: copy mode: mount %s: %w: %w", id, m.Destination, err, errdefs.ErrInvalidArgument)
 		}
-		mountItem[i] = len(items)
-		items = append(items, copyItem{
-			name: fmt.Sprintf("mount-%d", i), what: fmt.Sprintf("volume %s (mount %s)", m.Source, m.Destination),
-			tree: t, sync: s.copies.mode.Synced(m.Source, t.Dir),
-		})
+		it := &copyItem{what: fmt.Sprintf("volume %s (mount %s)", m.Source, m.Destination), tree: t}
+		mountItem[i] = it
+		items = append(items, it)
 	}
-	if err := s.copies.reserve(id, items); err != nil {
+
+	cp := s.copies
+	cp.op.Lock()
+	defer cp.op.Unlock()
+	fresh, err := cp.reserve(id, items)
+	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", id, err)
 	}
 	rollback.add(func(ctx context.Context) error { return s.uncopyContainer(ctx, id) })
 
 	// Watchers start before the copies (paused), so a change made while a volume is
 	// copied is copied after it.
-	watchers := make([]*copyfs.Watcher, len(items))
-	for i, it := range items {
-		if !it.sync {
+	for _, it := range fresh {
+		if !cp.mode.Synced(it.tree.Root, it.tree.Dir) {
 			continue
 		}
-		w, err := copyfs.Watch(ctx, s.agent, it.tree.Root, copyfs.GuestPath(id, it.name))
+		w, err := copyfs.Watch(ctx, s.agent, it.tree.Root, it.guest)
 		if err != nil {
 			return nil, fmt.Errorf("container %s: copy mode: %s: %w", id, it.what, err)
 		}
-		watchers[i] = w
-		s.copies.mu.Lock()
-		s.copies.watchers[id] = append(s.copies.watchers[id], w)
-		s.copies.mu.Unlock()
+		cp.mu.Lock()
+		cp.volumes[it.tree.Root].watcher = w
+		cp.mu.Unlock()
 	}
-	for i, it := range items {
-		if err := copyfs.Copy(ctx, s.agent, it.tree, copyfs.GuestPath(id, it.name)); err != nil {
+	for _, it := range fresh {
+		if err := copyfs.Copy(ctx, s.agent, it.tree, it.guest); err != nil {
 			return nil, s.explain(fmt.Errorf("container %s: copy mode: %s: %w", id, it.what, err))
 		}
-		if watchers[i] != nil {
-			watchers[i].Resume()
+		if !it.rootfs {
+			cp.mu.Lock()
+			w := cp.volumes[it.tree.Root].watcher
+			cp.mu.Unlock()
+			if w != nil {
+				w.Resume()
+			}
 		}
 	}
 	if plan.RootfsDisk == nil {
-		guest.Root.Path = copyfs.GuestPath(id, rootfsShare)
+		guest.Root.Path = copyfs.GuestRootfs(id)
 	}
-	for i := range guest.Mounts {
-		if j, ok := mountItem[i]; ok {
-			guest.Mounts[i].Source = copyfs.GuestPath(id, items[j].name)
-		}
+	for i, it := range mountItem {
+		guest.Mounts[i].Source = it.guest
 	}
-	log.G(ctx).WithField("bytes", s.copies.usedBy(id)).Debug("copied the container's files into the guest")
+	log.G(ctx).WithField("copied", len(fresh)).WithField("shared", len(items)-len(fresh)).Debug("copied the container's files into the guest")
 	return guest, nil
 }
 
-// reserve takes what the container's items take from the budget, or refuses them naming
-// the first one that does not fit.
-func (cp *copies) reserve(id string, items []copyItem) error {
+// reserve registers the container's items: a volume already copied in gets the
+// container as one more user; the rest take their room from the budget and get their guest
+// paths. It returns the items to copy, or refuses them all, naming the first that does not
+// fit.
+//
+// Preconditions: cp.op is held.
+func (cp *copies) reserve(id string, items []*copyItem) ([]*copyItem, error) {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
-	var inUse int64
-	for _, n := range cp.used {
-		inUse += n
-	}
+	inUse := cp.usedLocked()
 	var total int64
+	var fresh []*copyItem
+	newSources := map[string]bool{}
 	for _, it := range items {
+		if !it.rootfs {
+			if v, ok := cp.volumes[it.tree.Root]; ok {
+				it.guest, it.copied = v.guest, true
+				continue
+			}
+			if newSources[it.tree.Root] { // the same source twice in one container
+				it.copied = true
+				continue
+			}
+			newSources[it.tree.Root] = true
+		}
 		total += it.tree.Bytes
 		if inUse+total > cp.budget {
-			return fmt.Errorf("copy mode: %s takes %s in the guest's memory, but only %s of the %s the sandbox keeps for copies (half of the VM's memory, less %d MiB) are free (%s in use): use a shared file system (shared_fs) or more guest memory (default_memory): %w",
+			return nil, fmt.Errorf("copy mode: %s takes %s in the guest's memory, but only %s of the %s the sandbox keeps for copies (half of the VM's memory, less %d MiB) are free (%s in use): use a shared file system (shared_fs) or more guest memory (default_memory): %w",
 				it.what, mib(it.tree.Bytes), mib(max(cp.budget-inUse-(total-it.tree.Bytes), 0)), mib(cp.budget), copyReserveMiB, mib(inUse+total-it.tree.Bytes), errdefs.ErrInvalidArgument)
 		}
+		fresh = append(fresh, it)
 	}
-	cp.used[id] = total
-	return nil
+	for _, it := range fresh {
+		if it.rootfs {
+			cp.rootfs[id] = it.tree.Bytes
+			continue
+		}
+		it.guest = copyfs.GuestVolume(cp.next)
+		cp.next++
+		cp.volumes[it.tree.Root] = &copiedVolume{guest: it.guest, bytes: it.tree.Bytes, users: map[string]bool{}}
+	}
+	for _, it := range items {
+		if !it.rootfs {
+			v := cp.volumes[it.tree.Root]
+			v.users[id] = true
+			it.guest = v.guest
+		}
+	}
+	return fresh, nil
 }
 
-// usedBy is what the container's copies take.
-func (cp *copies) usedBy(id string) int64 {
+// usedLocked is what the copies take.
+//
+// Preconditions: cp.mu is held.
+func (cp *copies) usedLocked() int64 {
+	var n int64
+	for _, b := range cp.rootfs {
+		n += b
+	}
+	for _, v := range cp.volumes {
+		n += v.bytes
+	}
+	return n
+}
+
+// used is what the copies take.
+func (cp *copies) used() int64 {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
-	return cp.used[id]
+	return cp.usedLocked()
+}
+
+// release drops the container: its root file system, and the volumes it was the last user
+// of, which it returns.
+//
+// Preconditions: cp.op is held.
+func (cp *copies) release(id string) (rootfs bool, gone []*copiedVolume) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	_, rootfs = cp.rootfs[id]
+	delete(cp.rootfs, id)
+	for src, v := range cp.volumes {
+		if !v.users[id] {
+			continue
+		}
+		delete(v.users, id)
+		if len(v.users) == 0 {
+			delete(cp.volumes, src)
+			gone = append(gone, v)
+		}
+	}
+	return rootfs, gone
 }
 
 // mib formats a byte count in MiB with one decimal.
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
-// stopWatchers stops the watchers of one container ("" for all) and waits for them.
-func (cp *copies) stopWatchers(id string) error {
+// uncopyContainer removes the container's copies: its root file system, and each volume
+// it was the last user of (its watcher stopped first), from the guest when the VM still
+// runs; their room returns to the budget. Safe to call for a container with nothing
+// copied, and in any mode.
+func (s *Sandbox) uncopyContainer(ctx context.Context, id string) error {
+	if !s.copyMode() {
+		return nil
+	}
+	cp := s.copies
+	cp.op.Lock()
+	defer cp.op.Unlock()
+	rootfs, gone := cp.release(id)
+	var errs []error
+	var remove []string
+	if rootfs {
+		remove = append(remove, copyfs.GuestContainerDir(id))
+	}
+	for _, v := range gone {
+		if v.watcher != nil {
+			if err := v.watcher.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		remove = append(remove, v.guest)
+	}
+	if s.vmAlive() {
+		for _, p := range remove {
+			if err := s.agent.RemovePath(ctx, p, true); err != nil {
+				errs = append(errs, s.explain(fmt.Errorf("container %s: remove its copy %s from the guest: %w", id, p, err)))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// stopCopyWatchers stops every watcher of the sandbox and waits for them, before the VM
+// and the agent connection go.
+func (s *Sandbox) stopCopyWatchers() error {
+	cp := s.copies
+	cp.op.Lock()
+	defer cp.op.Unlock()
 	cp.mu.Lock()
 	var ws []*copyfs.Watcher
-	for cid, list := range cp.watchers {
-		if id == "" || cid == id {
-			ws = append(ws, list...)
-			delete(cp.watchers, cid)
+	for _, v := range cp.volumes {
+		if v.watcher != nil {
+			ws = append(ws, v.watcher)
+			v.watcher = nil
 		}
 	}
 	cp.mu.Unlock()
@@ -201,25 +333,6 @@ func (cp *copies) stopWatchers(id string) error {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
-}
-
-// uncopyContainer stops the container's watchers, removes its copies from the guest (when
-// the VM still runs) and returns their room to the budget. Safe to call for a container
-// with nothing copied, and in any mode.
-func (s *Sandbox) uncopyContainer(ctx context.Context, id string) error {
-	if !s.copyMode() {
-		return nil
-	}
-	errs := []error{s.copies.stopWatchers(id)}
-	if s.vmAlive() {
-		if err := s.agent.RemovePath(ctx, copyfs.GuestPath(id, ""), true); err != nil {
-			errs = append(errs, s.explain(fmt.Errorf("container %s: remove its copies from the guest: %w", id, err)))
-		}
-	}
-	s.copies.mu.Lock()
-	delete(s.copies.used, id)
-	s.copies.mu.Unlock()
 	return errors.Join(errs...)
 }
 

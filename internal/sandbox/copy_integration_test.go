@@ -149,11 +149,22 @@ readlink /bin/sh`}, func(s *specs.Spec) {
 	if _, err := os.Stat(filepath.Join(vol, "new")); !os.IsNotExist(err) {
 		t.Fatalf("a write in the guest's copy reached the host: %v", err)
 	}
-	if err := e.sb.DeleteContainer(context.Background(), "c1"); err != nil {
-		t.Fatal(err)
+	// A second container with the same volume shares the copy, as containers of a pod
+	// share a volume: it sees what the first wrote.
+	c2 := e.container("c2", []string{"cat", "/vol/new"}, func(s *specs.Spec) { s.Mounts = append(s.Mounts, volume("/vol", vol, "rbind", "ro")) })
+	if code, out, errs := e.run(c2, nil); code != 0 || out != "written\n" {
+		t.Fatalf("second container: exit %d, %q %q; want c1's write", code, out, errs)
 	}
-	if got := e.sb.copies.usedBy("c1"); got != 0 {
-		t.Fatalf("a deleted container still holds %d bytes of the copy budget", got)
+	if got := len(e.sb.copies.volumes); got != 2 {
+		t.Fatalf("%d volumes copied, want 2 (the directory shared by c1 and c2, the file)", got)
+	}
+	for _, id := range []string{"c1", "c2"} {
+		if err := e.sb.DeleteContainer(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := e.sb.copies.used(); got != 0 {
+		t.Fatalf("deleted containers still hold %d bytes of the copy budget", got)
 	}
 
 	// A device node cannot be copied.
@@ -192,13 +203,13 @@ readlink /bin/sh`}, func(s *specs.Spec) {
 	if _, err := e.sb.Container("big"); !errdefs.IsNotFound(err) {
 		t.Fatalf("refused container still in the sandbox: %v", err)
 	}
-	if got := e.sb.copies.usedBy("big"); got != 0 {
+	if got := e.sb.copies.used(); got != 0 {
 		t.Fatalf("refused container holds %d bytes of the copy budget", got)
 	}
-	// Guest root sees no copy but its own: nothing of c1, nor of the refused ones.
-	look := e.container("look", []string{"sh", "-c", "ls /proc/1/root" + copyfs.GuestRoot}, privilegedNoPidNS)
-	if code, out, errs := e.run(look, nil); code != 0 || strings.TrimSpace(out) != "look" {
-		t.Fatalf("guest copies: exit %d, %q %q; want only look's", code, out, errs)
+	// Guest root sees no copy but its own: nothing of c1 and c2, nor of the refused ones.
+	look := e.container("look", []string{"sh", "-c", "cd /proc/1/root" + copyfs.GuestRoot + " && echo $(ls containers) / $(ls volumes)"}, privilegedNoPidNS)
+	if code, out, errs := e.run(look, nil); code != 0 || out != "look /\n" {
+		t.Fatalf("guest copies: exit %d, %q %q; want only look's root file system", code, out, errs)
 	}
 }
 
@@ -272,19 +283,26 @@ done`}, func(s *specs.Spec) {
 		t.Fatal(err)
 	}
 	// The watcher stops with the container.
-	e.sb.copies.mu.Lock()
-	n := len(e.sb.copies.watchers["watch"])
-	e.sb.copies.mu.Unlock()
-	if n != 1 {
-		t.Fatalf("%d watchers for the container, want 1 (the ConfigMap's)", n)
+	if n := e.sb.copies.watching(); n != 1 {
+		t.Fatalf("%d volumes watched, want 1 (the ConfigMap)", n)
 	}
 	if err := e.sb.DeleteContainer(ctx, "watch"); err != nil {
 		t.Fatal(err)
 	}
-	e.sb.copies.mu.Lock()
-	n = len(e.sb.copies.watchers)
-	e.sb.copies.mu.Unlock()
-	if n != 0 {
-		t.Fatalf("watchers left after delete: %d", n)
+	if n := e.sb.copies.watching(); n != 0 {
+		t.Fatalf("%d volumes still watched after delete", n)
 	}
+}
+
+// watching counts the volumes with a watcher.
+func (cp *copies) watching() int {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	n := 0
+	for _, v := range cp.volumes {
+		if v.watcher != nil {
+			n++
+		}
+	}
+	return n
 }

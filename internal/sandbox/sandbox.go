@@ -543,7 +543,7 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 	var errs []error
 	if s.copyMode() {
 		// The watchers go first: they call the agent, whose connection closes next.
-		if err := s.copies.stopWatchers(""); err != nil { // copy.go
+		if err := s.stopCopyWatchers(); err != nil { // copy.go
 			errs = append(errs, err)
 		}
 	}

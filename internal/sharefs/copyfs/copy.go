@@ -21,6 +21,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -46,8 +47,19 @@ type Guest interface {
 	RemovePath(ctx context.Context, path string, recursive bool) error
 }
 
-// GuestPath is where a container's copy called name goes in the guest.
-func GuestPath(containerID, name string) string { return path.Join(GuestRoot, containerID, name) }
+// GuestRootfs is where a container's root file system is copied in the guest.
+func GuestRootfs(containerID string) string {
+	return path.Join(GuestRoot, "containers", containerID, "rootfs")
+}
+
+// GuestContainerDir is the guest directory of a container's copies.
+func GuestContainerDir(containerID string) string {
+	return path.Join(GuestRoot, "containers", containerID)
+}
+
+// GuestVolume is where the sandbox's volume number n is copied in the guest: one copy per
+// host source, shared by the containers that mount it.
+func GuestVolume(n uint64) string { return path.Join(GuestRoot, "volumes", strconv.FormatUint(n, 10)) }
 
 // Entry is one host file, directory or symlink to copy.
 type Entry struct {

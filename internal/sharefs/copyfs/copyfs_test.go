@@ -176,7 +176,7 @@ func TestCopyTree(t *testing.T) {
 		t.Fatalf("Bytes = %d, want %d", tree.Bytes, want)
 	}
 	g := newFakeGuest(t)
-	dst := GuestPath("c1", "rootfs")
+	dst := GuestRootfs("c1")
 	if err := Copy(context.Background(), g, tree, dst); err != nil {
 		t.Fatal(err)
 	}
@@ -199,10 +199,10 @@ func TestCopyTree(t *testing.T) {
 	if err != nil || ft.Dir || len(ft.Entries) != 1 {
 		t.Fatalf("Scan of a file: %+v, %v", ft, err)
 	}
-	if err := Copy(context.Background(), g, ft, GuestPath("c1", "mount-0")); err != nil {
+	if err := Copy(context.Background(), g, ft, GuestVolume(0)); err != nil {
 		t.Fatal(err)
 	}
-	if data, err := os.ReadFile(g.path(GuestPath("c1", "mount-0"))); err != nil || string(data) != "a=1\n" {
+	if data, err := os.ReadFile(g.path(GuestVolume(0))); err != nil || string(data) != "a=1\n" {
 		t.Fatalf("copied file: %q, %v", data, err)
 	}
 }
@@ -346,7 +346,7 @@ func TestWatcher(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := newFakeGuest(t)
-	dst := GuestPath("c1", "mount-1")
+	dst := GuestVolume(1)
 	ctx := context.Background()
 	syncs := make(chan error, 100)
 	w, err := watch(ctx, g, tree.Root, dst, func(err error) { syncs <- err })
