@@ -146,7 +146,7 @@ func (s *Sandbox) copyContainer(ctx context.Context, plan *oci.Container, rollba
 	// Watchers start before the copies (paused), so a change made while a volume is
 	// copied is copied after it.
 	for _, it := range fresh {
-		if !cp.mode.Synced(it.tree.Root, it.tree.Dir) {
+		if it.rootfs || !cp.mode.Synced(it.tree.Root, it.tree.Dir) {
 			continue
 		}
 		w, err := copyfs.Watch(ctx, s.agent, it.tree.Root, it.guest)
