@@ -129,6 +129,7 @@ func TestCopyMode(t *testing.T) {
 	if err := os.WriteFile(file, []byte("a single file"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	created := time.Now()
 	c := e.container("c1", []string{"sh", "-c", `set -e
 cat /vol/link; echo
 stat -c '%a %u:%g' /vol/sub/hello
@@ -140,6 +141,9 @@ touch /rootfs-write && echo rootfs writable
 readlink /bin/sh`}, func(s *specs.Spec) {
 		s.Mounts = append(s.Mounts, volume("/vol", vol, "rbind", "rw"), volume("/single", file, "bind", "ro"))
 	})
+	e.sb.copies.mu.Lock()
+	t.Logf("create with copies (%.1f MiB) took %v", float64(e.sb.copies.usedLocked())/(1<<20), time.Since(created).Round(time.Millisecond))
+	e.sb.copies.mu.Unlock()
 	code, out, errs := e.run(c, nil)
 	want := fmt.Sprintf("hello from the host\n640 1234:5678\nscript ran\n%x\na single file\nwritten\nrootfs writable\nbusybox\n", sha256.Sum256(big))
 	if code != 0 || out != want {
