@@ -556,7 +556,7 @@ var keyTable = []Key{
 		Doc: "Glob patterns a ctlpath annotation must match."},
 	{Section: "hypervisor", Name: "vmm_id_range",
 		Consumer: "oci.vmmIDPool", Type: "string", Allowed: "START-END: host ids, START >= 65536, at least 65536 of them", check: checkIDRange, Optional: true,
-		Doc: "Host uids and gids for unprivileged VMMs: each sandbox takes 65536 of them, its QEMU runs in a user namespace mapped onto them, and containers' root file systems (overlay) are idmapped into it, so nothing the guest creates is owned by a privileged host user. Empty runs QEMU as root (confined by capabilities and seccomp). Needs overlay root file systems from containerd (not the OCI CLI's bundles), and is refused with VM templates and the VM cache. With virtio-fs, virtiofsd runs in a user namespace on the same ids. Volumes are shared with their host owners: guest uid N is host uid START+N (docs/security.md)."},
+		Doc: "Host uids and gids for unprivileged VMMs: each sandbox takes 65536 of them, its QEMU runs in a user namespace mapped onto them, and containers' root file systems (overlay) are idmapped into it, so nothing the guest creates is owned by a privileged host user. Empty runs QEMU as root (confined by capabilities and seccomp). Needs overlay root file systems from containerd (not the OCI CLI's bundles), and is refused with VM templates, the VM cache and copy mode (shared_fs = \"none\"). With virtio-fs, virtiofsd runs in a user namespace on the same ids. Volumes are shared with their host owners: guest uid N is host uid START+N (docs/security.md)."},
 	{Section: "hypervisor", Name: "rootless",
 		Unsupported: "rootless hypervisors are not built yet: QEMU runs as the shim's user", Type: "bool",
 		Doc: "Run the hypervisor as an unprivileged user."},
