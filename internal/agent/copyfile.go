@@ -85,7 +85,7 @@ func (w *fileWriter) copy(req *agentv1.CopyFileRequest) error {
 		if err := dir.Chmod(perm); err != nil {
 			return fmt.Errorf("copy %s: chmod: %w", req.GetPath(), err)
 		}
-		return nil
+		return setMtime(req, int(dir.Fd()), "", 0)
 	case unix.S_IFLNK:
 		if req.GetSymlinkTarget() == "" {
 			return fmt.Errorf("%w: copy %s: symlink_target is empty", errdefs.ErrInvalidArgument, req.GetPath())
@@ -95,16 +95,31 @@ func (w *fileWriter) copy(req *agentv1.CopyFileRequest) error {
 			return fmt.Errorf("copy %s: create parent: %w", req.GetPath(), err)
 		}
 		defer parent.Close()
+		// Made under a temporary name and renamed over what is there, so that a process in
+		// the guest sees the old link or the new one, never none (kubelet's ..data swap).
 		dfd := int(parent.Fd())
-		if err := unix.Unlinkat(dfd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("copy %s: replace: %w", req.GetPath(), err)
+		tmp := tempName(name)
+		if err := unix.Unlinkat(dfd, tmp, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("copy %s: remove stale temporary link: %w", req.GetPath(), err)
 		}
-		if err := unix.Symlinkat(req.GetSymlinkTarget(), dfd, name); err != nil {
+		if err := unix.Symlinkat(req.GetSymlinkTarget(), dfd, tmp); err != nil {
 			return fmt.Errorf("copy %s: symlink: %w", req.GetPath(), err)
 		}
-		return chown(req, func(uid, gid int) error {
-			return unix.Fchownat(dfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+		err = chown(req, func(uid, gid int) error {
+			return unix.Fchownat(dfd, tmp, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
 		})
+		if err == nil {
+			err = setMtime(req, dfd, tmp, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		if err == nil {
+			if err = unix.Renameat(dfd, tmp, dfd, name); err != nil {
+				err = fmt.Errorf("copy %s: rename into place: %w", req.GetPath(), err)
+			}
+		}
+		if err != nil {
+			_ = unix.Unlinkat(dfd, tmp, 0)
+		}
+		return err
 	case unix.S_IFREG, 0:
 		parent, err := storage.OpenDir(w.root, parentRel, dirMode, true)
 		if err != nil {
@@ -175,6 +190,9 @@ func (w *fileWriter) writePart(parent *os.File, name string, perm fs.FileMode, r
 	if err := f.Chmod(perm); err != nil {
 		return fmt.Errorf("copy %s: chmod: %w", req.GetPath(), err)
 	}
+	if err := setMtime(req, int(f.Fd()), "", 0); err != nil {
+		return err
+	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("copy %s: close: %w", req.GetPath(), err)
 	}
@@ -207,6 +225,104 @@ func chown(req *agentv1.CopyFileRequest, fn func(uid, gid int) error) error {
 	}
 	if err := fn(uid, gid); err != nil {
 		return fmt.Errorf("copy %s: chown %d:%d: %w", req.GetPath(), uid, gid, err)
+	}
+	return nil
+}
+
+// setMtime sets the modification time the request carries (none when mtime_ns is 0) on
+// name in dirfd, or on dirfd itself when name is empty; the access time is left alone.
+func setMtime(req *agentv1.CopyFileRequest, dirfd int, name string, flags int) error {
+	ns := req.GetMtimeNs()
+	if ns == 0 {
+		return nil
+	}
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(ns)}
+	var err error
+	if name == "" {
+		err = unix.UtimesNanoAt(dirfd, "", ts, unix.AT_EMPTY_PATH)
+	} else {
+		err = unix.UtimesNanoAt(dirfd, name, ts, flags)
+	}
+	if err != nil {
+		return fmt.Errorf("copy %s: set mtime: %w", req.GetPath(), err)
+	}
+	return nil
+}
+
+// RemovePath removes a file, symlink or directory that was copied in.
+func (s *Service) RemovePath(ctx context.Context, req *agentv1.RemovePathRequest) (*agentv1.Empty, error) {
+	if err := s.files.remove(req.GetPath(), req.GetRecursive()); err != nil {
+		return nil, err
+	}
+	return &agentv1.Empty{}, nil
+}
+
+// remove removes p under the writer's root without following a symlink anywhere: the
+// parent is opened as CopyFile opens it, the last component is removed relative to it,
+// and a directory's contents are walked through descriptors opened beneath it. A path that
+// is not there is no error.
+func (w *fileWriter) remove(p string, recursive bool) error {
+	rel, err := storage.Rel(w.root, p)
+	if err != nil {
+		return fmt.Errorf("remove path: %w", err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	parentRel, name := filepath.Split(rel)
+	parent, err := storage.OpenDir(w.root, parentRel, 0, false)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("remove %s: %w", p, err)
+	}
+	defer parent.Close()
+	if err := removeAt(int(parent.Fd()), name, recursive); err != nil {
+		return fmt.Errorf("remove %s: %w", p, err)
+	}
+	return nil
+}
+
+// removeAt removes name in dirfd; a directory only when empty unless recursive.
+func removeAt(dirfd int, name string, recursive bool) error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		if err := unix.Unlinkat(dirfd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return err
+		}
+		return nil
+	}
+	if recursive {
+		fd, err := unix.Openat2(dirfd, name, &unix.OpenHow{
+			Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+		})
+		if err != nil {
+			return fmt.Errorf("open %s: %w", name, err)
+		}
+		dir := os.NewFile(uintptr(fd), name)
+		entries, err := dir.ReadDir(-1)
+		if err == nil {
+			for _, e := range entries {
+				if err = removeAt(fd, e.Name(), true); err != nil {
+					err = fmt.Errorf("%s: %w", name, err)
+					break
+				}
+			}
+		}
+		dir.Close()
+		if err != nil {
+			return err
+		}
+	}
+	if err := unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ package agent
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -198,5 +199,89 @@ func TestCopyFileBadParts(t *testing.T) {
 	}
 	if err := w.copy(&agentv1.CopyFileRequest{Path: p, FileSize: 10, Offset: 5, Data: []byte("fgh"), Uid: -1, Gid: -1}); !errdefs.IsInvalidArgument(err) {
 		t.Fatalf("gap: err = %v", err)
+	}
+}
+
+func TestCopyFileMtimeAndLinkSwap(t *testing.T) {
+	root := t.TempDir()
+	w := newFileWriter(root)
+	const mtime = int64(1_600_000_000_123_456_789)
+	for _, req := range []*agentv1.CopyFileRequest{
+		{Path: root + "/v/d", FileMode: unix.S_IFDIR | 0o755, Uid: -1, Gid: -1, MtimeNs: mtime},
+		{Path: root + "/v/f", FileMode: unix.S_IFREG | 0o644, FileSize: 1, Data: []byte("x"), Uid: -1, Gid: -1, MtimeNs: mtime},
+		{Path: root + "/v/l", FileMode: unix.S_IFLNK | 0o777, SymlinkTarget: "d", Uid: -1, Gid: -1, MtimeNs: mtime},
+	} {
+		if err := w.copy(req); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Lstat(req.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.ModTime().UnixNano(); got != mtime {
+			t.Fatalf("%s: mtime %d, want %d", req.Path, got, mtime)
+		}
+	}
+	// A link copied over a link replaces it; no temporary name is left.
+	if err := w.copy(&agentv1.CopyFileRequest{Path: root + "/v/l", FileMode: unix.S_IFLNK | 0o777, SymlinkTarget: "f", Uid: -1, Gid: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.Readlink(root + "/v/l"); err != nil || got != "f" {
+		t.Fatalf("link = %q, %v; want f", got, err)
+	}
+	if _, err := os.Lstat(root + "/v/" + tempName("l")); !os.IsNotExist(err) {
+		t.Fatalf("temporary link left behind: %v", err)
+	}
+}
+
+func TestRemovePath(t *testing.T) {
+	root := t.TempDir()
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "keep"), []byte("k"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w := newFileWriter(root)
+	for _, p := range []string{"v/d/e", "v/d/f"} {
+		if err := os.MkdirAll(filepath.Join(root, p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "v/d/e/file"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Links into another directory: removed as links, never followed.
+	if err := os.Symlink(outside, filepath.Join(root, "v/d/out")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(root, "v/link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.remove(root+"/v/d", false); !errors.Is(err, unix.ENOTEMPTY) {
+		t.Fatalf("non-recursive remove of a full directory: %v, want ENOTEMPTY", err)
+	}
+	if err := w.remove(root+"/v/link/keep", false); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("remove through a symlink: %v, want invalid argument", err)
+	}
+	if err := w.remove(root+"/v/d", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "v/d")); !os.IsNotExist(err) {
+		t.Fatalf("v/d still there: %v", err)
+	}
+	if err := w.remove(root+"/v/link", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(outside, "keep")); err != nil {
+		t.Fatalf("file behind a link was touched: %v", err)
+	}
+	for _, p := range []string{root + "/v/missing", root + "/nodir/missing"} {
+		if err := w.remove(p, true); err != nil {
+			t.Fatalf("remove %s (not there): %v", p, err)
+		}
+	}
+	for _, p := range []string{root, root + "/../x", "v", "/etc/passwd"} {
+		if err := w.remove(p, true); !errdefs.IsInvalidArgument(err) {
+			t.Fatalf("remove %q: %v, want invalid argument", p, err)
+		}
 	}
 }

@@ -54,6 +54,7 @@ type Client struct {
 	ttrpc    *ttrpc.Client
 	svc      agentv1.AgentService
 	tracing  agentv1.TracingService
+	files    agentv1.FilesService
 	timeouts Timeouts
 	// traceAgent sends the trace context of traced calls to the agent (SetTraceAgent).
 	traceAgent atomic.Bool
@@ -109,6 +110,7 @@ func New(conn net.Conn, timeouts Timeouts) *Client {
 	c.ttrpc = ttrpc.NewClient(conn, ttrpc.WithChainUnaryClientInterceptor(c.observe, tracing.ClientInterceptor("agent ", c.traceAgent.Load)))
 	c.svc = agentv1.NewAgentClient(c.ttrpc)
 	c.tracing = agentv1.NewTracingClient(c.ttrpc)
+	c.files = agentv1.NewFilesClient(c.ttrpc)
 	return c
 }
 
@@ -189,6 +191,19 @@ func (c *Client) StartContainer(ctx context.Context, id string) error {
 func (c *Client) RemoveContainer(ctx context.Context, id string, timeout uint32) error {
 	_, err := call(ctx, "RemoveContainer", c.timeouts.Request+time.Duration(timeout)*time.Second, c.svc.RemoveContainer,
 		&agentv1.RemoveContainerRequest{ContainerId: id, Timeout: timeout})
+	return err
+}
+
+// CopyFile writes one part of a file, a directory or a symlink into the guest.
+func (c *Client) CopyFile(ctx context.Context, req *agentv1.CopyFileRequest) error {
+	_, err := call(ctx, "CopyFile", c.timeouts.Request, c.svc.CopyFile, req)
+	return err
+}
+
+// RemovePath removes what CopyFile wrote at path in the guest; a directory with its
+// contents when recursive. A path that is not there is no error.
+func (c *Client) RemovePath(ctx context.Context, path string, recursive bool) error {
+	_, err := call(ctx, "RemovePath", c.timeouts.Request, c.files.RemovePath, &agentv1.RemovePathRequest{Path: path, Recursive: recursive})
 	return err
 }
 

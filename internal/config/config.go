@@ -80,6 +80,7 @@ type Hypervisor struct {
 	PCIeRootPort      uint32   `toml:"pcie_root_port"`
 
 	SharedFS                 hypervisor.SharedFS `toml:"shared_fs"`
+	CopySync                 string              `toml:"copy_sync"`
 	VirtioFSDaemon           string              `toml:"virtio_fs_daemon"`
 	ValidVirtioFSDaemonPaths []string            `toml:"valid_virtio_fs_daemon_paths"`
 	VirtioFSCache            string              `toml:"virtio_fs_cache"`
@@ -168,6 +169,7 @@ func Default() *Config {
 			ValidFileMemBack:     []string{},
 			HotPlugVFIO:          "no-port",
 			SharedFS:             hypervisor.SharedFS9P,
+			CopySync:             "all",
 			VirtioFSDaemon:       DefaultVirtioFSDaemon,
 			ValidVirtioFSDaemonPaths: []string{
 				DefaultVirtioFSDaemon,

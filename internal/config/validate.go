@@ -194,6 +194,21 @@ func (c *Config) crossCheck() []*FieldError {
 			bad("factory.vm_cache_number", u(c.Factory.VMCacheNumber), `the VM cache cannot be used with hypervisor.shared_fs = "virtio-fs" (a cached VM is booted before its sandbox's virtiofsd exists): set one of them differently`)
 		}
 	}
+	// A template's and a cached VM's guest has the 9p device it was booted with; copy mode
+	// promises a VM with no shared file system at all.
+	if h.SharedFS == hypervisor.SharedFSNone {
+		if c.Factory.EnableTemplate {
+			bad("factory.enable_template", "true", `VM templates cannot be used with hypervisor.shared_fs = "none" (a template's VM has a 9p device; copy mode runs VMs without a shared file system): set one of them differently`)
+		}
+		if c.Factory.VMCacheNumber > 0 {
+			bad("factory.vm_cache_number", u(c.Factory.VMCacheNumber), `the VM cache cannot be used with hypervisor.shared_fs = "none" (a cached VM has a 9p device; copy mode runs VMs without a shared file system): set one of them differently`)
+		}
+		// With an unprivileged VMM the root file system is mounted idmapped into the VMM's
+		// ids for its file server; copied, it would carry those ids as its owners.
+		if h.VMMIDRange != "" {
+			bad("hypervisor.vmm_id_range", strconv.Quote(h.VMMIDRange), `copy mode (hypervisor.shared_fs = "none") cannot be used with an unprivileged VMM yet: the root file system is mounted idmapped into the VMM's ids, and its copy would carry them as owners: set one of them differently`)
+		}
+	}
 	// An unprivileged VMM cannot open a template's root-owned memory file read-write
 	// (QEMU 7.2 opens it so).
 	if h.VMMIDRange != "" {

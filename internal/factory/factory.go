@@ -111,6 +111,10 @@ func FromConfig(ctx context.Context, c *config.Config, host config.Host) *Factor
 		log.G(ctx).Warn("factory: vm cache disabled: a cached VM's shared directory must be a plain 9p export, not virtio-fs")
 		cacheOn = false
 	}
+	if cacheOn && h.SharedFS == hypervisor.SharedFSNone {
+		log.G(ctx).Warn("factory: vm cache disabled: a cached VM has a 9p device, and copy mode (shared_fs none) runs VMs without one")
+		cacheOn = false
+	}
 	if !tpl && !cacheOn {
 		return nil
 	}
@@ -160,6 +164,8 @@ func TemplateUnsupported(h *config.Hypervisor) string {
 		return "templates need an initramfs guest (hypervisor.initrd), not a disk image"
 	case h.SharedFS == hypervisor.SharedFSVirtioFS:
 		return "templates need virtio-9p: QEMU 7.2 cannot migrate vhost-user-fs (virtio-fs)"
+	case h.SharedFS == hypervisor.SharedFSNone:
+		return "templates need virtio-9p: a template's VM has a 9p device, and copy mode (shared_fs none) runs VMs without one"
 	case h.VirtioFSCacheSize > 0:
 		return "templates cannot have a virtio-fs DAX window"
 	case h.EnableHugepages:
@@ -175,6 +181,9 @@ func TemplateUnsupported(h *config.Hypervisor) string {
 func (f *Factory) VM(ctx context.Context, driver string, want hypervisor.Config) (hypervisor.VM, error) {
 	if driver != f.cfg.Driver {
 		return nil, fmt.Errorf("factory serves driver %s, the sandbox uses %s: %w", f.cfg.Driver, driver, errdefs.ErrNotFound)
+	}
+	if want.SharedFS == hypervisor.SharedFSNone {
+		return nil, fmt.Errorf("the sandbox uses copy mode (shared_fs none), whose VM has no shared file system device, which the factory's VMs have: %w", errdefs.ErrNotImplemented)
 	}
 	key := KeyOf(driver, want, nil)
 	var errs []error

@@ -123,7 +123,13 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		return nil, fmt.Errorf("container %s: %w", id, err)
 	}
 
-	guestSpec, err := s.shareContainer(ctx, plan, &rollback)
+	var guestSpec *specs.Spec
+	var err error
+	if s.copyMode() {
+		guestSpec, err = s.copyContainer(ctx, plan, &rollback) // copy.go
+	} else {
+		guestSpec, err = s.shareContainer(ctx, plan, &rollback)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +158,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		}
 		return nil
 	})
-	if plan.RootfsReadonly && plan.RootfsDisk == nil {
+	if plan.RootfsReadonly && plan.RootfsDisk == nil && !s.copyMode() {
 		if err := s.share.SetReadOnly(ctx, id, rootfsShare); err != nil {
 			return nil, fmt.Errorf("container %s: %w", id, err)
 		}
@@ -467,6 +473,9 @@ func (s *Sandbox) DeleteContainer(ctx context.Context, id string) (retErr error)
 		}
 	}
 	if err := s.unshareContainer(ctx, id); err != nil { // virtiofs.go
+		errs = append(errs, err)
+	}
+	if err := s.uncopyContainer(ctx, id); err != nil { // copy.go
 		errs = append(errs, err)
 	}
 	if err := s.releaseDisks(ctx, c); err != nil { // disk.go

@@ -125,6 +125,9 @@ type Sandbox struct {
 	// vmStart is the VMM's process start time (factory.go); with the pid it identifies the
 	// VMM in the persisted state. Set whenever vm is.
 	vmStart uint64
+	// copies is copy mode's state (shared_fs = "none", copy.go); nil in other modes. Set
+	// before the VM boots.
+	copies *copies
 	// fsd is the sandbox's virtiofsd (virtio-fs only, virtiofs.go); set before the VM boots.
 	fsd *virtiofsd.Daemon
 	// fsdWatch is closed when watchVirtioFSD returns; set once the VM runs.
@@ -247,12 +250,17 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	vmcfg := cfg.VM
 	vmcfg.ID = cfg.ID
 	vmcfg.StateDir = dir
-	if vmcfg.SharedFS == "" || vmcfg.SharedFS == hypervisor.SharedFSNone {
+	if vmcfg.SharedFS == "" {
 		vmcfg.SharedFS = hypervisor.SharedFS9P
 	}
 	vmcfg.SharedDir = share.Dir()
 	vmcfg.ShareTag = sharefs.Tag
 	s := &Sandbox{id: cfg.ID, dir: dir, share: share, cfg: cfg, containers: map[string]*Container{}, state: StateCreated, created: start.UTC()}
+	copyMode := isCopyMode(vmcfg)
+	if copyMode {
+		// No shared file system: the export stays empty and is never published.
+		s.copies = newCopies(cfg.Effective, vmcfg.MemoryMiB) // copy.go
+	}
 	if cfg.VMMIDs != nil {
 		if err := s.leaseVMMIDs(&vmcfg); err != nil { // userns.go
 			return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
@@ -261,7 +269,7 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 		// The VMM gets a mount namespace of its own with a copy of the export: the view
 		// must be there, as a peer group it follows, before the VMM starts (virtiofsd's
 		// start publishes it for virtio-fs).
-		if vmcfg.SharedFS != hypervisor.SharedFSVirtioFS {
+		if vmcfg.SharedFS != hypervisor.SharedFSVirtioFS && !copyMode {
 			if err := share.Publish(ctx); err != nil {
 				return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
 			}
@@ -307,7 +315,7 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	if virtioFS {
 		s.fsdWatch = make(chan struct{})
 		go s.watchVirtioFSD(context.WithoutCancel(ctx), s.fsdWatch) // returns when the VM stops
-	} else if cfg.VMMIDs == nil {
+	} else if cfg.VMMIDs == nil && !copyMode {
 		// The view goes into the export only now: the VMM holds the export open (a VM from
 		// the factory's cache brings its own), and the guest has not mounted it yet.
 		if err := share.Publish(ctx); err != nil {
@@ -340,6 +348,9 @@ func (s *Sandbox) setup(ctx context.Context, vmcfg hypervisor.Config, att *netwo
 	}
 	debugConsole := cfg.Effective.Agent.DebugConsoleEnabled
 	storage := shareStorage(vmcfg)
+	if s.copyMode() {
+		storage = copyStorage(s.copies) // copy.go
+	}
 	modules := make([]*agentv1.KernelModule, 0, len(cfg.KernelModules))
 	for _, m := range cfg.KernelModules {
 		modules = append(modules, &agentv1.KernelModule{Name: m.Name, Parameters: m.Params})
@@ -532,6 +543,12 @@ func (s *Sandbox) Delete(ctx context.Context) (retErr error) {
 	s.logGuestBoot(ctx)
 
 	var errs []error
+	if s.copyMode() {
+		// The watchers go first: they call the agent, whose connection closes next.
+		if err := s.stopCopyWatchers(); err != nil { // copy.go
+			errs = append(errs, err)
+		}
+	}
 	s.stopDebug()           // debug.go
 	s.runGuestPoststop(ctx) // crash.go
 	if err := s.agent.Close(); err != nil {

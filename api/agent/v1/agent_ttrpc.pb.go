@@ -770,3 +770,39 @@ func (c *debugClient) DebugWait(ctx context.Context, req *DebugProcessRequest) (
 	}
 	return &resp, nil
 }
+
+type FilesService interface {
+	RemovePath(context.Context, *RemovePathRequest) (*Empty, error)
+}
+
+func RegisterFilesService(srv *ttrpc.Server, svc FilesService) {
+	srv.RegisterService("vessel.agent.v1.Files", &ttrpc.ServiceDesc{
+		Methods: map[string]ttrpc.Method{
+			"RemovePath": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req RemovePathRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.RemovePath(ctx, &req)
+			},
+		},
+	})
+}
+
+type filesClient struct {
+	client *ttrpc.Client
+}
+
+func NewFilesClient(client *ttrpc.Client) FilesService {
+	return &filesClient{
+		client: client,
+	}
+}
+
+func (c *filesClient) RemovePath(ctx context.Context, req *RemovePathRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vessel.agent.v1.Files", "RemovePath", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}

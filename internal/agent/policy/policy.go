@@ -13,7 +13,7 @@
 //	allowed_commands = [["cat", "/etc/hostname"], ["sh", "-c", "ps"]]
 //
 //	[copy_file]
-//	# When set, CopyFile writes only at or below these guest paths.
+//	# When set, CopyFile writes (and RemovePath removes) only at or below these guest paths.
 //	allowed_paths = ["/run/vessel/shared/configmaps"]
 //
 // Unknown keys and request names are refused when the document is parsed, on the host
@@ -55,11 +55,11 @@ type Policy struct {
 	digest string
 }
 
-// Methods are the agent API's request names (of the Agent and Debug services), the names a
-// policy may use.
+// Methods are the agent API's request names (of the Agent, Debug and Files services), the
+// names a policy may use.
 func Methods() []string {
 	var names []string
-	for _, svc := range []string{"Agent", "Debug"} {
+	for _, svc := range []string{"Agent", "Debug", "Files"} {
 		ms := agentv1.File_agent_proto.Services().ByName(protoreflect.Name(svc)).Methods()
 		for i := range ms.Len() {
 			names = append(names, string(ms.Get(i).Name()))
@@ -143,21 +143,35 @@ func (p *Policy) Check(method string, req any) error {
 		}
 		return denied("ExecProcess of %q is not among the agent policy's exec.allowed_commands", args)
 	case *agentv1.CopyFileRequest:
-		if len(p.CopyFile.AllowedPaths) == 0 {
+		if p.copyAllowed(r.GetPath()) {
 			return nil
 		}
-		target := r.GetPath()
-		if path.IsAbs(target) {
-			target = path.Clean(target)
-			for _, dir := range p.CopyFile.AllowedPaths {
-				if target == dir || strings.HasPrefix(target, strings.TrimSuffix(dir, "/")+"/") {
-					return nil
-				}
-			}
-		}
 		return denied("CopyFile to %q is outside the agent policy's copy_file.allowed_paths", r.GetPath())
+	case *agentv1.RemovePathRequest:
+		if p.copyAllowed(r.GetPath()) {
+			return nil
+		}
+		return denied("RemovePath of %q is outside the agent policy's copy_file.allowed_paths", r.GetPath())
 	}
 	return nil
+}
+
+// copyAllowed reports whether copy_file.allowed_paths lets CopyFile write, and RemovePath
+// remove, at target.
+func (p *Policy) copyAllowed(target string) bool {
+	if len(p.CopyFile.AllowedPaths) == 0 {
+		return true
+	}
+	if !path.IsAbs(target) {
+		return false
+	}
+	target = path.Clean(target)
+	for _, dir := range p.CopyFile.AllowedPaths {
+		if target == dir || strings.HasPrefix(target, strings.TrimSuffix(dir, "/")+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // execArgs are the arguments an ExecProcess runs: the full OCI process's when the host

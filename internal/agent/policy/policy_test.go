@@ -65,6 +65,8 @@ allowed_paths = ["/run/vessel/shared/cm"]
 		{"CopyFile", copyTo("/run/vessel/shared/cm/../../../etc/passwd"), false},
 		{"CopyFile", copyTo("/run/vessel/shared/cmx"), false},
 		{"CopyFile", copyTo("run/vessel/shared/cm/a"), false},
+		{"RemovePath", &agentv1.RemovePathRequest{Path: "/run/vessel/shared/cm/a"}, true},
+		{"RemovePath", &agentv1.RemovePathRequest{Path: "/run/vessel/shared/cm/../x"}, false},
 	} {
 		err := p.Check(tc.method, tc.req)
 		if tc.allow && err != nil {
