@@ -48,7 +48,7 @@ fi
 # Debian's containerd stays the default; the tests look for it there (testutil.Containerd2Dir).
 want_ctrd2=v2.2.9
 ctrd2_dir=/usr/local/libexec/vessel/containerd2
-if ! "$ctrd2_dir/containerd" --version 2>/dev/null | grep -q " $want_ctrd2 "; then
+if ! "$ctrd2_dir/containerd" --version 2>/dev/null | grep -qw "$want_ctrd2"; then
   ctrd2_src=$(cd / && go mod download -json "github.com/containerd/containerd/v2@$want_ctrd2" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
   [ -n "$ctrd2_src" ] || { echo "install-deps: download of containerd $want_ctrd2 failed" >&2; exit 1; }
   mkdir -p "$ctrd2_dir"

@@ -127,7 +127,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 	if err != nil {
 		return nil, err
 	}
-	storages, devices, err := s.plugDisks(ctx, c, plan.RootfsDisk, guestSpec, &rollback) // disk.go
+	storages, devices, err := s.plugDisks(ctx, c, plan, guestSpec, &rollback) // disk.go
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +152,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		}
 		return nil
 	})
-	if plan.RootfsReadonly && plan.RootfsDisk == nil {
+	if plan.RootfsReadonly && !plan.RootfsOnDisks() {
 		if err := s.share.SetReadOnly(ctx, id, rootfsShare); err != nil {
 			return nil, fmt.Errorf("container %s: %w", id, err)
 		}
@@ -206,7 +206,7 @@ func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollb
 	// container runtime in the guest creates mount points in it before it makes it
 	// read-only; CreateContainer makes the host side read-only once that is done. A rootfs
 	// on a disk is not shared: plugDisks attaches it.
-	if plan.RootfsDisk == nil {
+	if !plan.RootfsOnDisks() {
 		rel, err := s.share.Bind(ctx, id, rootfsShare, plan.Rootfs, sharefs.BindOptions{Recursive: true})
 		if err != nil {
 			return nil, fmt.Errorf("container %s: %w", id, err)

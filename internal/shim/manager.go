@@ -314,17 +314,29 @@ func removeDeadSocket(address string) error {
 	return nil
 }
 
-// Info describes the runtime to containerd (`shim -info`): its name, version and
-// features.
+// allowMountsAnnotation is the annotation of RuntimeInfo in which a shim lists the mount
+// types it takes from containerd 2.x as the snapshotter gave them, instead of having
+// containerd's mount manager mount or transform them on the host first.
+const allowMountsAnnotation = "containerd.io/runtime-allow-mounts"
+
+// allowedMounts are the mount types the shim takes unmounted: erofs layer files and the
+// templated overlay over them ("format/..." and "mkdir/..."), which oci.RootfsDisks hands
+// to the VM as disks and an overlay the guest builds. "mkfs/..." is not among them, so
+// containerd still makes the file system of the erofs snapshotter's writable layer file.
+const allowedMounts = "erofs,format/*,mkdir/*"
+
+// Info describes the runtime to containerd (`shim -info`): its name, version, features
+// and the mount types it takes unmounted.
 func (m Manager) Info(ctx context.Context, _ io.Reader) (*types.RuntimeInfo, error) {
 	f, err := typeurl.MarshalAnyToProto(Features())
 	if err != nil {
 		return nil, fmt.Errorf("encode runtime features: %w", err)
 	}
 	return &types.RuntimeInfo{
-		Name:     RuntimeName,
-		Version:  &types.RuntimeVersion{Version: version.Version},
-		Features: f,
+		Name:        RuntimeName,
+		Version:     &types.RuntimeVersion{Version: version.Version},
+		Features:    f,
+		Annotations: map[string]string{allowMountsAnnotation: allowedMounts},
 	}, nil
 }
 

@@ -290,8 +290,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return toGRPC(err)
 	}
 
-	// A rootfs on a host block device (devmapper) goes to the VM as a disk; any other is
-	// mounted here and shared.
+	// A rootfs on a host block device (devmapper) or an image file (blockfile) goes to the
+	// VM as a disk, image layers on files (erofs) as disks with an overlay the guest builds;
+	// any other is mounted here and shared.
 	eff := cfg
 	if sbPlan != nil {
 		eff = sbPlan.Config
@@ -301,10 +302,13 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	// A VMM with its own host ids (hypervisor.vmm_id_range) sees the rootfs idmapped into
 	// them, so the sandbox comes first there; otherwise a rootfs that cannot be mounted
 	// fails the create before a VM boots.
-	plan.RootfsDisk = oci.RootfsDisk(specMounts(r.Rootfs), eff)
-	mountRootfs := plan.RootfsDisk == nil && len(r.Rootfs) > 0
+	plan.RootfsDisk, plan.RootfsOverlay, err = oci.RootfsDisks(specMounts(r.Rootfs), eff)
+	if err != nil {
+		return nil, fail(fmt.Errorf("create %s: %w", r.ID, err))
+	}
+	mountRootfs := !plan.RootfsOnDisks() && len(r.Rootfs) > 0
 	idmapped := sbPlan != nil && sbPlan.VMMIDs != nil || joined != nil && joined.VMMIDs() != nil
-	if idmapped && plan.RootfsDisk == nil {
+	if idmapped && !plan.RootfsOnDisks() {
 		if err := checkIDMappable(r.Rootfs); err != nil {
 			return nil, fail(fmt.Errorf("create %s: %w", r.ID, err))
 		}
