@@ -44,7 +44,9 @@ import (
 const DefaultRoot = "/run/vessel"
 
 // Drivers lists the storage drivers the manager handles, for capability reports.
-func Drivers() []string { return []string{"9p", "virtiofs", "ephemeral", "local", "blk", "scsi", "overlay"} }
+func Drivers() []string {
+	return []string{"9p", "virtiofs", "ephemeral", "local", "blk", "scsi", "overlay"}
+}
 
 // Manager mounts and unmounts storages.
 type Manager struct {
