@@ -82,7 +82,7 @@ func intercept(ctx context.Context, pol *policy.Policy, unmarshal ttrpc.Unmarsha
 }
 
 // NewServer returns a ttrpc server for svc that enforces the policy in gate (nil: none).
-// It serves the Debug service too when svc implements it (Service does).
+// It serves the Debug and Volume services too when svc implements them (Service does).
 func NewServer(svc agentv1.AgentService, gate *policy.Gate) (*ttrpc.Server, error) {
 	return newServer(svc, gate, nil)
 }
@@ -100,6 +100,9 @@ func newServer(svc agentv1.AgentService, gate *policy.Gate, rec *tracing.Recorde
 	}
 	if dbg, ok := svc.(agentv1.DebugService); ok {
 		agentv1.RegisterDebugService(srv, dbg)
+	}
+	if vol, ok := svc.(agentv1.VolumeService); ok {
+		agentv1.RegisterVolumeService(srv, vol)
 	}
 	return srv, nil
 }

@@ -342,3 +342,27 @@ func hostBlockPath(major, minor int64) (string, error) {
 	}
 	return "", fmt.Errorf("block device %d:%d has no name in %s: %w", major, minor, p, errdefs.ErrNotFound)
 }
+
+// DiskStats is the usage of the file system the guest mounted from the host device or
+// image file at hostPath (a disk mount's source), which must be attached to the VM.
+func (s *Sandbox) DiskStats(ctx context.Context, hostPath string) (*agentv1.VolumeStatsResponse, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(hostPath, &st); err != nil {
+		return nil, fmt.Errorf("disk stats: %s: %w", hostPath, err)
+	}
+	s.disks.mu.Lock()
+	d, ok := s.disks.byKey[keyOf(&st)]
+	var id string
+	if ok {
+		id = d.id
+	}
+	s.disks.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("disk stats: %s is not attached to sandbox %s: %w", hostPath, s.id, errdefs.ErrNotFound)
+	}
+	resp, err := s.agent.VolumeStats(ctx, path.Join(guestDiskDir, id))
+	if err != nil {
+		return nil, fmt.Errorf("disk stats of %s (%s): %w", hostPath, id, err)
+	}
+	return resp, nil
+}

@@ -31,6 +31,7 @@ import (
 	"github.com/containerd/typeurl/v2"
 
 	"github.com/vessel-containers/vessel/internal/atomicfile"
+	"github.com/vessel-containers/vessel/internal/directvolume"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/sandbox"
@@ -343,6 +344,18 @@ func (m Manager) Info(ctx context.Context, _ io.Reader) (*types.RuntimeInfo, err
 // sandboxRoot is where the shim process's sandboxes keep state: -sandbox-root, else the
 // default root.
 func sandboxRoot() string { return sandboxRootOf(shimproto.Lookup(flag.CommandLine)) }
+
+// directVolumeRoot is where the shim process reads direct-assigned volumes:
+// -direct-volume-root, else the default root.
+func directVolumeRoot() string { return directVolumeRootOf(shimproto.Lookup(flag.CommandLine)) }
+
+// directVolumeRootOf is the direct volume root the shim flags o name.
+func directVolumeRootOf(o shimproto.Options) string {
+	if o.DirectVolumeRoot != "" {
+		return o.DirectVolumeRoot
+	}
+	return directvolume.DefaultRoot
+}
 
 // sandboxRootOf is the sandbox root the shim flags o name.
 func sandboxRootOf(o shimproto.Options) string {

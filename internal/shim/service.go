@@ -27,6 +27,7 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/bundle"
 	"github.com/vessel-containers/vessel/internal/config"
+	"github.com/vessel-containers/vessel/internal/directvolume"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/sandbox"
 	"github.com/vessel-containers/vessel/internal/tracing"
@@ -52,6 +53,8 @@ type service struct {
 	events    chan event
 	// root holds the sandbox state directories.
 	root string
+	// volRoot holds the records of direct-assigned volumes (internal/directvolume).
+	volRoot string
 
 	// mu guards sb, booting, containers and metricsSrv, and the creating and cancelCreate
 	// fields of every container in containers.
@@ -87,7 +90,9 @@ type event struct {
 // NewTaskService creates the task service. It owns two goroutines: the event forwarder and,
 // once a sandbox exists, the OOM watcher; both stop when the shim shuts down.
 func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (taskAPI.TaskService, error) {
-	return newService(ctx, publisher, sd, sandboxRoot()), nil
+	s := newService(ctx, publisher, sd, sandboxRoot())
+	s.volRoot = directVolumeRoot()
+	return s, nil
 }
 
 // newService is NewTaskService with the sandbox root given.
@@ -98,6 +103,7 @@ func newService(ctx context.Context, publisher shim.Publisher, sd shutdown.Servi
 		shutdown:   sd,
 		events:     make(chan event, 128),
 		root:       root,
+		volRoot:    directvolume.DefaultRoot,
 		containers: map[string]*container{},
 	}
 	s.metrics = newShimMetrics(s)
@@ -306,6 +312,10 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, fail(fmt.Errorf("create %s: %w", r.ID, err))
 	}
+	volumes, err := s.directVolumes(plan, eff) // volume.go
+	if err != nil {
+		return nil, fail(fmt.Errorf("create %s: %w", r.ID, err))
+	}
 	mountRootfs := !plan.RootfsOnDisks() && len(r.Rootfs) > 0
 	idmapped := sbPlan != nil && sbPlan.VMMIDs != nil || joined != nil && joined.VMMIDs() != nil
 	if idmapped && !plan.RootfsOnDisks() {
@@ -344,6 +354,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return nil, fail(err)
 	}
 	ctrTook := time.Since(ctrStart)
+	s.noteDirectVolumes(ctx, volumes, sb.ID()) // volume.go
 	if sbPlan == nil {
 		// The sandbox's own container goes with the sandbox.
 		rollback = append(rollback, func(ctx context.Context) {
@@ -467,7 +478,7 @@ func (s *service) commit(ctx context.Context, c *container, ctr *sandbox.Contain
 		s.booting = ""
 		go s.watchOOM(sb)
 		// Listening is quick; without the socket the sandbox runs unmonitored.
-		ms, err := serveMetrics(s.ctx, s.metrics, sb.Dir())
+		ms, err := serveMetrics(s.ctx, s.metrics, sb.Dir(), s.volumeStats(sb))
 		if err != nil {
 			log.G(ctx).WithError(err).Warn("metrics socket: vessel-monitor sees no guest figures")
 		}
