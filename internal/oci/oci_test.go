@@ -593,3 +593,24 @@ func TestRootfsDisks(t *testing.T) {
 		t.Errorf("erofs layers with disable_block_device_use: %v, want an error naming the key", err)
 	}
 }
+
+func TestDirectVolume(t *testing.T) {
+	bind := specs.Mount{Destination: "/data", Type: "bind", Source: "/var/lib/kubelet/pv1/mount", Options: []string{"rbind", "ro", "nosuid"}}
+	got, err := DirectVolume(bind, "/srv/vol.img", "ext4", []string{"errors=remount-ro"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := specs.Mount{Destination: "/data", Type: "ext4", Source: "/srv/vol.img", Options: []string{"errors=remount-ro", "ro", "nosuid", "loop"}}
+	if got.Destination != want.Destination || got.Type != want.Type || got.Source != want.Source || !slices.Equal(got.Options, want.Options) {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	if !IsDiskMount(got) {
+		t.Errorf("the direct volume of an image file is not a disk mount: %+v", got)
+	}
+	if dev, _ := DirectVolume(bind, "/dev/sdb", "xfs", nil, false); !IsDiskMount(dev) || slices.Contains(dev.Options, "loop") {
+		t.Errorf("device volume: %+v", dev)
+	}
+	if _, err := DirectVolume(bind, "/dev/sdb", "nfs", nil, false); err == nil || !strings.Contains(err.Error(), `"nfs"`) {
+		t.Errorf("nfs volume: %v, want an error naming the type", err)
+	}
+}
