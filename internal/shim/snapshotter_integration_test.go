@@ -71,7 +71,7 @@ func (h *harness) assertNoSnapshotMounts() {
 func (h *harness) runOnSnapshot(snapshotter, id string) string {
 	h.t.Helper()
 	h.start(id, []string{"--snapshotter", snapshotter}, "sleep", "1000")
-	root := h.ctr("task", "exec", "--exec-id", "probe", id, "sh", "-c", "echo written by the guest > /probe && sync && grep ' / ' /proc/self/mounts")
+	root := h.ctrOut("task", "exec", "--exec-id", "probe", id, "sh", "-c", "echo written by the guest > /probe && sync && grep ' / ' /proc/self/mounts")
 	h.assertNoSnapshotMounts()
 	h.ctr("task", "kill", "-s", "SIGKILL", id)
 	ctx, cancel := h.ctx()
@@ -80,6 +80,22 @@ func (h *harness) runOnSnapshot(snapshotter, id string) string {
 		h.t.Fatal(err)
 	}
 	return strings.TrimSpace(root)
+}
+
+// ctrOut runs ctr and returns its standard output; ctr 2.x prints the daemon's
+// deprecation warnings on its standard error.
+func (h *harness) ctrOut(args ...string) string {
+	h.t.Helper()
+	ctx, cancel := h.ctx()
+	defer cancel()
+	cmd := h.ctd.CtrCmd(ctx, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		h.t.Fatalf("ctr %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out)
 }
 
 // debugfsCat reads a file of an ext4 image without mounting it.
@@ -122,7 +138,7 @@ func TestBlockfileSnapshotter(t *testing.T) {
 	}
 	// The snapshot's file: the source of its mount.
 	var file string
-	for _, w := range strings.Fields(h.ctr("snapshots", "--snapshotter", "blockfile", "mounts", "/mnt", "bf")) {
+	for _, w := range strings.Fields(h.ctrOut("snapshots", "--snapshotter", "blockfile", "mounts", "/mnt", "bf")) {
 		if strings.HasPrefix(w, h.ctd.Dir+"/") {
 			file = w
 		}
