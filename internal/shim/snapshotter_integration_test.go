@@ -133,6 +133,7 @@ func TestBlockfileSnapshotter(t *testing.T) {
   mount_options = ["loop"]
 `, "blockfile", nil)
 	root := h.runOnSnapshot("blockfile", "bf")
+	t.Logf("root in the guest: %s", root)
 	if f := strings.Fields(root); len(f) < 3 || f[2] != "ext4" || !strings.HasPrefix(f[0], "/dev/") {
 		t.Errorf("root in the guest: %q, want an ext4 disk (/dev/...)", root)
 	}
@@ -146,6 +147,7 @@ func TestBlockfileSnapshotter(t *testing.T) {
 	if file == "" {
 		t.Fatal("no blockfile for snapshot bf")
 	}
+	t.Logf("snapshot file: %s", file)
 	if got := debugfsCat(t, file, "/probe"); got != "written by the guest\n" {
 		t.Errorf("/probe in the snapshot %s: got %q", file, got)
 	}
@@ -182,6 +184,7 @@ func TestErofsSnapshotter(t *testing.T) {
 		h.ctd.Restart(t)
 	})
 	root := h.runOnSnapshot("erofs", "ef")
+	t.Logf("root in the guest: %s", root)
 	if f := strings.Fields(root); len(f) < 3 || f[2] != "overlay" {
 		t.Errorf("root in the guest: %q, want the overlay the agent built", root)
 	}
