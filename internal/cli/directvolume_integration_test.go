@@ -68,6 +68,7 @@ func TestDirectVolume(t *testing.T) {
 		InodesTotal uint64 `json:"inodes_total"`
 	}
 	out := h.ok("direct-volume", "stats", "--volume-path", volume)
+	t.Logf("direct-volume stats: %s", out)
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("stats %q: %v", out, err)
 	}

@@ -159,7 +159,9 @@ func TestBlockfileSnapshotter(t *testing.T) {
 // overlay over them; the guest's root is that overlay, not 9p, and the container's write
 // is in the writable layer's file (upper/probe) after the container ends.
 //
-// The image is unpacked before default_size is set: Debian's erofs-utils has no tar mode,
+// Before default_size is set, a container is refused with an error naming it (the
+// writable layer would be a host directory). The image is unpacked before default_size is
+// set too: Debian's erofs-utils has no tar mode,
 // so containerd's erofs differ is off and the walking differ unpacks, which cannot write
 // into a block-mode writable layer; committed layers are erofs files either way.
 func TestErofsSnapshotter(t *testing.T) {
@@ -170,6 +172,16 @@ func TestErofsSnapshotter(t *testing.T) {
 	const section = `[plugins."io.containerd.snapshotter.v1.erofs"]
 `
 	h := newHarness2(t, section, "erofs", func(h *harness) {
+		// Without default_size the writable layer is a host directory: refused, naming
+		// the fix, before a VM boots.
+		ctx, cancel := h.ctx()
+		defer cancel()
+		out, err := h.ctd.Ctr(ctx, "run", "-d", "--runtime", runtimeName, "--snapshotter", "erofs", testutil.BusyboxImageRef, "hostdir", "true")
+		if err == nil || !strings.Contains(out, "set default_size") {
+			t.Errorf("erofs snapshotter without default_size: %v, want an error naming default_size", err)
+		}
+		t.Logf("without default_size: %s", strings.TrimSpace(out))
+		h.remove("hostdir")
 		cfgPath := filepath.Join(h.ctd.Dir, "config.toml")
 		data, err := os.ReadFile(cfgPath)
 		if err != nil {
