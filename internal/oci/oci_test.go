@@ -574,7 +574,8 @@ func TestRootfsDisks(t *testing.T) {
 		mounts []specs.Mount
 		want   string
 	}{
-		{"writable layer on the host", erofsMounts("{{ mount 1 }}", "/var/lib/erofs/snapshots/9/fs"), "set default_size"},
+		{"upper on the host, work on a disk", erofsMounts("{{ mount 1 }}", "/var/lib/erofs/snapshots/9/fs"), "different disks"},
+		{"relative host path", erofsMounts("{{ mount 1 }}", "snapshots/9/fs"), "clean absolute host path"},
 		{"missing mount", erofsMounts("{{ overlay 1 7 }}", "{{ mount 0 }}/upper"), "do not all exist"},
 		{"lower is the upper disk", erofsMounts("{{ mount 0 }}", "{{ mount 0 }}/upper"), "also the writable layer"},
 		{"unclean path", erofsMounts("{{ mount 1 }}", "{{ mount 0 }}/../upper"), "not clean"},
@@ -588,9 +589,22 @@ func TestRootfsDisks(t *testing.T) {
 			}
 		})
 	}
+	// The erofs snapshotter without default_size: the writable layer is a host directory,
+	// so the whole overlay is mounted on the host.
+	root := "/var/lib/containerd/io.containerd.snapshotter.v1.erofs/snapshots/"
+	hostUpper := []specs.Mount{
+		{Type: "erofs", Source: root + "5/layer.erofs", Options: []string{"ro", "loop"}},
+		{Type: "format/mkdir/overlay", Source: "overlay", Options: []string{"workdir=" + root + "9/work", "upperdir=" + root + "9/fs", "lowerdir={{ mount 0 }}"}},
+	}
+	if disk, o, err := RootfsDisks(hostUpper, cfg); err != nil || disk != nil || o != nil {
+		t.Errorf("writable layer on the host: %+v %+v %v, want neither (mounted on the host)", disk, o, err)
+	}
+	if o, err := HostOverlay(hostUpper); err != nil || o.Upper != (DiskDir{-1, root + "9/fs"}) || !slices.Equal(o.Lower, []DiskDir{{Disk: 0}}) {
+		t.Errorf("host overlay: %+v %v", o, err)
+	}
 	cfg.Hypervisor.DisableBlockDeviceUse = true
-	if _, _, err := RootfsDisks(erofsMounts("{{ mount 1 }}", "{{ mount 0 }}/upper"), cfg); err == nil || !strings.Contains(err.Error(), "disable_block_device_use") {
-		t.Errorf("erofs layers with disable_block_device_use: %v, want an error naming the key", err)
+	if disk, o, err := RootfsDisks(erofsMounts("{{ mount 1 }}", "{{ mount 0 }}/upper"), cfg); err != nil || disk != nil || o != nil {
+		t.Errorf("erofs layers with disable_block_device_use: %+v %+v %v, want neither (mounted on the host)", disk, o, err)
 	}
 }
 

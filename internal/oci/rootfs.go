@@ -62,7 +62,7 @@ type DiskOverlay struct {
 }
 
 // DiskDir is a directory on one of DiskOverlay.Disks: Path below the disk's root ("" for
-// the root itself).
+// the root itself); with Disk < 0, Path is a host directory (absolute).
 type DiskDir struct {
 	Disk int
 	Path string
@@ -72,27 +72,48 @@ type DiskDir struct {
 // single disk of the root, or the overlay over disks (DiskOverlay), or neither for a
 // rootfs the shim mounts on the host and shares as files. A rootfs in containerd's
 // templated form (a mount type such as "format/mkdir/overlay", options with "{{ mount N }}")
-// that cannot be built from disks is refused with an error naming what was wrong: the
-// shim asks containerd for that form (Features' runtime-allow-mounts annotation) only to
-// hand the layers to the VM, and does not expand templates on the host.
+// goes to the VM as disks when every directory of its overlay is on a disk; with its
+// writable layer in a host directory (the erofs snapshotter without default_size), or with
+// hypervisor.disable_block_device_use, the shim mounts it on the host (HostOverlay). A
+// templated form that is not an overlay over disk layers is refused with an error naming
+// the mounts.
 func RootfsDisks(rootfs []specs.Mount, cfg *config.Config) (*specs.Mount, *DiskOverlay, error) {
-	if !isTemplated(rootfs) {
+	if !IsTemplated(rootfs) {
 		return RootfsDisk(rootfs, cfg), nil, nil
 	}
-	if cfg == nil || cfg.Hypervisor.DisableBlockDeviceUse {
-		return nil, nil, fmt.Errorf("rootfs %s: an overlay of image layer files (containerd's erofs snapshotter) is attached to the VM as disks, which hypervisor.disable_block_device_use forbids: %w",
-			describeMounts(rootfs), errdefs.ErrNotImplemented)
-	}
-	o, err := parseDiskOverlay(rootfs)
+	o, err := HostOverlay(rootfs)
 	if err != nil {
-		return nil, nil, fmt.Errorf("rootfs %s: %w", describeMounts(rootfs), err)
+		return nil, nil, err
+	}
+	if cfg == nil || cfg.Hypervisor.DisableBlockDeviceUse || !o.onDisks() {
+		return nil, nil, nil
 	}
 	return nil, o, nil
 }
 
-// isTemplated reports whether rootfs is in containerd's mount manager form: a mount type
+// HostOverlay reads a templated rootfs (IsTemplated) for mounting on the host: the same
+// DiskOverlay, whose directories may be host directories (DiskDir.Disk < 0).
+func HostOverlay(rootfs []specs.Mount) (*DiskOverlay, error) {
+	o, err := parseDiskOverlay(rootfs)
+	if err != nil {
+		return nil, fmt.Errorf("rootfs %s: %w", describeMounts(rootfs), err)
+	}
+	return o, nil
+}
+
+// onDisks reports whether every directory of the overlay is on one of its disks.
+func (o *DiskOverlay) onDisks() bool {
+	for _, d := range append([]DiskDir{o.Upper, o.Work}, o.Lower...) {
+		if d.Disk < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// IsTemplated reports whether rootfs is in containerd's mount manager form: a mount type
 // with a transform prefix ("format/", "mkdir/", "mkfs/") or an option with a template.
-func isTemplated(rootfs []specs.Mount) bool {
+func IsTemplated(rootfs []specs.Mount) bool {
 	for _, m := range rootfs {
 		if strings.Contains(m.Type, "/") || strings.Contains(m.Source, "{{") {
 			return true
@@ -146,11 +167,10 @@ func parseDiskOverlay(rootfs []specs.Mount) (*DiskOverlay, error) {
 	dir := func(key, v string) (DiskDir, error) {
 		sm := mountTemplate.FindStringSubmatch(v)
 		if sm == nil {
-			if path.IsAbs(v) {
-				return DiskDir{}, fmt.Errorf("overlay %s %s is a host directory, not on a disk (the erofs snapshotter without default_size keeps its writable layer on the host; set default_size so the writable layer is a block file): %w",
-					key, v, errdefs.ErrNotImplemented)
+			if path.IsAbs(v) && path.Clean(v) == v {
+				return DiskDir{Disk: -1, Path: v}, nil
 			}
-			return DiskDir{}, fmt.Errorf("overlay %s %q: expected \"{{ mount N }}\" and a path: %w", key, v, errdefs.ErrInvalidArgument)
+			return DiskDir{}, fmt.Errorf("overlay %s %q: expected \"{{ mount N }}\" and a path, or a clean absolute host path: %w", key, v, errdefs.ErrInvalidArgument)
 		}
 		n, _ := strconv.Atoi(sm[1])
 		if n >= len(o.Disks) {
@@ -225,7 +245,7 @@ func parseDiskOverlay(rootfs []specs.Mount) (*DiskOverlay, error) {
 		return nil, fmt.Errorf("overlay upperdir and workdir are on different disks (%d, %d): %w", o.Upper.Disk, o.Work.Disk, errdefs.ErrInvalidArgument)
 	}
 	for _, l := range o.Lower {
-		if l.Disk == o.Upper.Disk {
+		if l.Disk >= 0 && l.Disk == o.Upper.Disk {
 			return nil, fmt.Errorf("overlay lower layer on disk %d is also the writable layer: %w", l.Disk, errdefs.ErrInvalidArgument)
 		}
 	}

@@ -159,9 +159,10 @@ func TestBlockfileSnapshotter(t *testing.T) {
 // overlay over them; the guest's root is that overlay, not 9p, and the container's write
 // is in the writable layer's file (upper/probe) after the container ends.
 //
-// Before default_size is set, a container is refused with an error naming it (the
-// writable layer would be a host directory). The image is unpacked before default_size is
-// set too: Debian's erofs-utils has no tar mode,
+// Before default_size is set, the writable layer is a host directory: the shim mounts the
+// layers on the host and shares the overlay as files, and the write lands in that
+// directory. The image is unpacked before default_size is set too: Debian's erofs-utils has
+// no tar mode,
 // so containerd's erofs differ is off and the walking differ unpacks, which cannot write
 // into a block-mode writable layer; committed layers are erofs files either way.
 func TestErofsSnapshotter(t *testing.T) {
@@ -172,15 +173,29 @@ func TestErofsSnapshotter(t *testing.T) {
 	const section = `[plugins."io.containerd.snapshotter.v1.erofs"]
 `
 	h := newHarness2(t, section, "erofs", func(h *harness) {
-		// Without default_size the writable layer is a host directory: refused, naming
-		// the fix, before a VM boots.
+		// Without default_size the writable layer is a host directory: the shim mounts
+		// the layers and the overlay on the host and shares it as files; the write lands
+		// in the snapshot's directory, and the task's delete unmounts everything.
+		h.start("hostdir", []string{"--snapshotter", "erofs"}, "sleep", "1000")
+		root := strings.TrimSpace(h.ctrOut("task", "exec", "--exec-id", "probe", "hostdir", "sh", "-c", "echo written through the share > /probe && sync && grep ' / ' /proc/self/mounts"))
+		t.Logf("without default_size, root in the guest: %s", root)
+		if f := strings.Fields(root); len(f) < 3 || f[2] != "9p" {
+			t.Errorf("without default_size, root in the guest: %q, want the shared host mount (9p)", root)
+		}
+		h.ctr("task", "kill", "-s", "SIGKILL", "hostdir")
 		ctx, cancel := h.ctx()
 		defer cancel()
-		out, err := h.ctd.Ctr(ctx, "run", "-d", "--runtime", runtimeName, "--snapshotter", "erofs", testutil.BusyboxImageRef, "hostdir", "true")
-		if err == nil || !strings.Contains(out, "set default_size") {
-			t.Errorf("erofs snapshotter without default_size: %v, want an error naming default_size", err)
+		if _, err := h.ctd.Ctr(ctx, "task", "delete", "--force", "hostdir"); err != nil {
+			t.Fatal(err)
 		}
-		t.Logf("without default_size: %s", strings.TrimSpace(out))
+		h.assertNoSnapshotMounts()
+		probes, err := filepath.Glob(filepath.Join(h.ctd.Dir, "root", "io.containerd.snapshotter.v1.erofs", "snapshots", "*", "fs", "probe"))
+		if err != nil || len(probes) != 1 {
+			t.Fatalf("probe files in the snapshots' upper directories: %v %v, want one", probes, err)
+		}
+		if data, err := os.ReadFile(probes[0]); err != nil || string(data) != "written through the share\n" {
+			t.Errorf("%s: %q %v", probes[0], data, err)
+		}
 		h.remove("hostdir")
 		cfgPath := filepath.Join(h.ctd.Dir, "config.toml")
 		data, err := os.ReadFile(cfgPath)
