@@ -172,3 +172,27 @@ type Stats struct {
 	InodesTotal    uint64 `json:"inodes_total"`
 	InodesFree     uint64 `json:"inodes_free"`
 }
+
+// ClearSandbox forgets that sandbox id uses volumePath (after the sandbox ended); a
+// record that names another sandbox, or none, is left as it is.
+func ClearSandbox(root, volumePath, id string) error {
+	d, err := dir(root, volumePath)
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(d, sandboxFile)
+	data, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(string(data)) != id {
+		return nil
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}

@@ -32,6 +32,21 @@ func TestRecords(t *testing.T) {
 	if id, err := SandboxOf(root, vol); err != nil || id != "sb1" {
 		t.Errorf("sandbox: %q %v", id, err)
 	}
+	if err := ClearSandbox(root, vol, "sb2"); err != nil {
+		t.Fatal(err)
+	}
+	if id, err := SandboxOf(root, vol); err != nil || id != "sb1" {
+		t.Errorf("sandbox after another sandbox's clear: %q %v", id, err)
+	}
+	if err := ClearSandbox(root, vol, "sb1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := SandboxOf(root, vol); !errdefs.IsNotFound(err) {
+		t.Errorf("sandbox after its clear: %v, want not found", err)
+	}
+	if err := SetSandbox(root, vol, "sb1"); err != nil {
+		t.Fatal(err)
+	}
 	if err := Remove(root, vol); err != nil {
 		t.Fatal(err)
 	}

@@ -55,6 +55,10 @@ type service struct {
 	root string
 	// volRoot holds the records of direct-assigned volumes (internal/directvolume).
 	volRoot string
+	// volMu guards volumes, the direct-assigned volume paths the sandbox holds, whose
+	// records name the sandbox until it ends (volume.go).
+	volMu   sync.Mutex
+	volumes map[string]bool
 
 	// mu guards sb, booting, containers and metricsSrv, and the creating and cancelCreate
 	// fields of every container in containers.
@@ -170,6 +174,7 @@ func (s *service) cleanup(ctx context.Context) error {
 	ms.stop()
 	if sb != nil {
 		err = sb.Delete(ctx)
+		s.forgetDirectVolumes(ctx, sb.ID()) // volume.go
 	}
 	// After the VM stopped: until then the guest reads the root filesystems.
 	for _, c := range ctrs {
@@ -689,6 +694,7 @@ func (s *service) teardown(ctx context.Context, c *container, sb *sandbox.Sandbo
 		if err := sb.Delete(ctx); err != nil {
 			errs = append(errs, err)
 		}
+		s.forgetDirectVolumes(ctx, sb.ID()) // volume.go
 	}
 	// After the VM stopped, when it ends: until then the guest reads the rootfs.
 	c.unmountRootfs(ctx)

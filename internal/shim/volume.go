@@ -54,11 +54,30 @@ func (s *service) directVolumes(plan *oci.Container, cfg *config.Config) ([]stri
 // noteDirectVolumes records that sandbox id holds the volumes, for `vessel direct-volume
 // stats`. A record that cannot be written leaves stats unanswered, not the container.
 func (s *service) noteDirectVolumes(ctx context.Context, volumes []string, id string) {
+	s.volMu.Lock()
+	defer s.volMu.Unlock()
 	for _, v := range volumes {
 		if err := directvolume.SetSandbox(s.volRoot, v, id); err != nil {
 			log.G(ctx).WithError(err).WithField("volume", v).Warn("direct volume: record the sandbox")
+			continue
+		}
+		if s.volumes == nil {
+			s.volumes = map[string]bool{}
+		}
+		s.volumes[v] = true
+	}
+}
+
+// forgetDirectVolumes clears the records' note of sandbox id, which ended.
+func (s *service) forgetDirectVolumes(ctx context.Context, id string) {
+	s.volMu.Lock()
+	defer s.volMu.Unlock()
+	for v := range s.volumes {
+		if err := directvolume.ClearSandbox(s.volRoot, v, id); err != nil {
+			log.G(ctx).WithError(err).WithField("volume", v).Warn("direct volume: forget the sandbox")
 		}
 	}
+	s.volumes = nil
 }
 
 // volumeStats answers shimproto.DirectVolumeStatsPath for sandbox sb: the usage of the
