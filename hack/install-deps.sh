@@ -9,8 +9,9 @@ if [ "$(id -u)" != 0 ]; then echo "install-deps: run as root" >&2; exit 1; fi
 command -v go >/dev/null || { echo "install-deps: Go is required at /usr/local/go (https://go.dev/dl)" >&2; exit 1; }
 
 # procps: pgrep in tests and the bench sweep; perl: the kernel build's scripts; mount
-# (losetup) and e2fsprogs (mkfs.ext4, debugfs): the block device tests. All are on most
-# Debian installs but not on minimal ones. qemu-system-x86 brings virtiofsd.
+# (losetup) and e2fsprogs (mkfs.ext4, debugfs): the block device tests; erofs-utils
+# (mkfs.erofs, dump.erofs): containerd 2.x's erofs snapshotter and its test. All but the
+# last are on most Debian installs but not on minimal ones. qemu-system-x86 brings virtiofsd.
 pkgs=(
   make gcc libc6-dev git ca-certificates procps perl mount e2fsprogs
   qemu-system-x86 busybox-static
@@ -18,6 +19,7 @@ pkgs=(
   libseccomp-dev pkg-config
   protobuf-compiler
   containerd runc iproute2 podman
+  erofs-utils
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -40,6 +42,19 @@ if ! nerdctl --version 2>/dev/null | grep -q "${want_nerdctl#v}"; then
   nerdctl_src=$(cd / && go mod download -json "github.com/containerd/nerdctl@$want_nerdctl" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
   [ -n "$nerdctl_src" ] || { echo "install-deps: download of nerdctl $want_nerdctl failed" >&2; exit 1; }
   (cd "$nerdctl_src" && go build -ldflags "-X github.com/containerd/nerdctl/pkg/version.Version=$want_nerdctl" -o "$gobin/nerdctl" ./cmd/nerdctl)
+fi
+# containerd 2.x (containerd and ctr), for the integration tests of its blockfile and erofs
+# snapshotters. Built from the module's source into a directory of its own, off PATH, so
+# Debian's containerd stays the default; the tests look for it there (testutil.Containerd2Dir).
+want_ctrd2=v2.2.9
+ctrd2_dir=/usr/local/libexec/vessel/containerd2
+if ! "$ctrd2_dir/containerd" --version 2>/dev/null | grep -qw "$want_ctrd2"; then
+  ctrd2_src=$(cd / && go mod download -json "github.com/containerd/containerd/v2@$want_ctrd2" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  [ -n "$ctrd2_src" ] || { echo "install-deps: download of containerd $want_ctrd2 failed" >&2; exit 1; }
+  mkdir -p "$ctrd2_dir"
+  (cd "$ctrd2_src" && go build -tags no_btrfs \
+    -ldflags "-X github.com/containerd/containerd/v2/version.Version=$want_ctrd2" \
+    -o "$ctrd2_dir/" ./cmd/containerd ./cmd/ctr)
 fi
 command -v protoc-gen-go >/dev/null || GOBIN=$gobin go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 command -v protoc-gen-go-ttrpc >/dev/null || GOBIN=$gobin go install github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@v1.2.10

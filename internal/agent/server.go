@@ -82,7 +82,8 @@ func intercept(ctx context.Context, pol *policy.Policy, unmarshal ttrpc.Unmarsha
 }
 
 // NewServer returns a ttrpc server for svc that enforces the policy in gate (nil: none).
-// It serves the Debug and Files services too when svc implements them (Service does).
+// It serves the Debug, Files and Volume services too when svc implements them (Service
+// does).
 func NewServer(svc agentv1.AgentService, gate *policy.Gate) (*ttrpc.Server, error) {
 	return newServer(svc, gate, nil)
 }
@@ -103,6 +104,9 @@ func newServer(svc agentv1.AgentService, gate *policy.Gate, rec *tracing.Recorde
 	}
 	if files, ok := svc.(agentv1.FilesService); ok {
 		agentv1.RegisterFilesService(srv, files)
+	}
+	if vol, ok := svc.(agentv1.VolumeService); ok {
+		agentv1.RegisterVolumeService(srv, vol)
 	}
 	return srv, nil
 }

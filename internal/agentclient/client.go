@@ -352,6 +352,11 @@ func (c *Client) GetMetrics(ctx context.Context) (*agentv1.Metrics, error) {
 	return call(ctx, "GetMetrics", c.timeouts.Request, c.svc.GetMetrics, &agentv1.GetMetricsRequest{})
 }
 
+// VolumeStats is the usage of the file system the agent mounted at mountPoint.
+func (c *Client) VolumeStats(ctx context.Context, mountPoint string) (*agentv1.VolumeStatsResponse, error) {
+	return call(ctx, "VolumeStats", c.timeouts.Request, agentv1.NewVolumeClient(c.ttrpc).VolumeStats, &agentv1.VolumeStatsRequest{MountPoint: mountPoint})
+}
+
 // CollectSpans fetches the spans the agent recorded for traced requests since the last call
 // (the agent forgets them) and how many it dropped for lack of room.
 func (c *Client) CollectSpans(ctx context.Context) ([]*tracepb.ResourceSpans, uint32, error) {

@@ -30,5 +30,6 @@ func commands() []*cli.Command {
 		FactoryCommand(),
 		debugCommand(),
 		sandboxCommand(),
+		directVolumeCommand(),
 	}
 }

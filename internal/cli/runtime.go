@@ -62,7 +62,8 @@ func newRuntime(c *cli.Context) (*ociRuntime, error) {
 // shimConfig is the shim binary's command line for container c: the CLI's namespace, the
 // container's bundle, and flags that keep the shim's sandbox state (VM, shared-fs mounts)
 // in ROOT/sandboxes, its socket in ROOT/s and its log in the container's state directory,
-// which is also the shim's working directory.
+// which is also the shim's working directory, and that read direct-assigned volumes from
+// ROOT/direct-volumes.
 func (r *ociRuntime) shimConfig(binary string, c *store.Container) shimclient.Config {
 	dir := r.store.Dir(c.ID)
 	return shimclient.Config{
@@ -74,6 +75,8 @@ func (r *ociRuntime) shimConfig(binary string, c *store.Container) shimclient.Co
 				SandboxRoot: filepath.Join(r.root, "sandboxes"),
 				LogFile:     filepath.Join(dir, "shim.log"),
 				SocketDir:   filepath.Join(r.root, "s"),
+				// Where `vessel direct-volume` keeps its records for this --root.
+				DirectVolumeRoot: filepath.Join(r.root, "direct-volumes"),
 			},
 		},
 	}

@@ -34,6 +34,7 @@ type Daemon struct {
 	LogPath string
 
 	bin     string
+	ctr     string // the ctr that WaitReady asks
 	cfgPath string
 	env     []string
 
@@ -60,20 +61,28 @@ func Environ(binDir string, extra ...string) []string {
 // disabled) and returns a daemon that is not running yet. bin is the containerd binary,
 // env the daemon's whole environment, which its shims inherit.
 func New(bin, dir string, env []string) (*Daemon, error) {
-	return newDaemon(bin, dir, env, `"io.containerd.grpc.v1.cri", `, "")
+	return newDaemon(bin, "ctr", dir, env, `"io.containerd.grpc.v1.cri", `, "")
+}
+
+// NewVersion2 is New for a containerd 2.x binary bin and its ctr: its CRI plugins (split
+// into several in 2.x) are disabled too, and extra (plugin sections, e.g. a snapshotter's)
+// is appended to the daemon's config.
+func NewVersion2(bin, ctr, dir string, env []string, extra string) (*Daemon, error) {
+	return newDaemon(bin, ctr, dir, env, `"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.podsandbox.controller.v1.podsandbox", `, extra)
 }
 
 // NewCRI is New with the CRI plugin enabled: cri is the TOML of its plugin section
 // (`[plugins."io.containerd.grpc.v1.cri"]` and below), appended to the daemon's config.
 func NewCRI(bin, dir string, env []string, cri string) (*Daemon, error) {
-	return newDaemon(bin, dir, env, "", cri)
+	return newDaemon(bin, "ctr", dir, env, "", cri)
 }
 
-func newDaemon(bin, dir string, env []string, disabledCRI, extra string) (*Daemon, error) {
+func newDaemon(bin, ctr, dir string, env []string, disabledCRI, extra string) (*Daemon, error) {
 	d := &Daemon{
 		Address: filepath.Join(dir, "c.sock"),
 		LogPath: filepath.Join(dir, "containerd.log"),
 		bin:     bin,
+		ctr:     ctr,
 		cfgPath: filepath.Join(dir, "config.toml"),
 		env:     env,
 	}
@@ -132,7 +141,7 @@ func (d *Daemon) WaitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	for {
-		ping := exec.CommandContext(ctx, "ctr", "--address", d.Address, "version")
+		ping := exec.CommandContext(ctx, d.ctr, "--address", d.Address, "version")
 		ping.Env = d.env
 		if ping.Run() == nil {
 			return nil

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/vessel-containers/vessel/internal/guestdev"
@@ -26,12 +27,33 @@ func IsBind(m specs.Mount) bool {
 // diskFSTypes are the file systems that live on a block device, for IsDiskMount.
 var diskFSTypes = []string{"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "exfat", "f2fs", "erofs", "squashfs", "iso9660"}
 
-// IsDiskMount reports whether a mount puts the file system of a host block device into
-// the container: not a bind mount, a file system type that lives on a disk, and a source
-// under /dev/. The sandbox attaches the device to the VM and the guest mounts it; the host
-// never mounts it.
+// IsDiskMount reports whether a mount puts the file system of a host block device or
+// image file into the container: not a bind mount, a file system type that lives on a disk,
+// and a source under /dev/ or an image file with the loop option (isLoopImage). The sandbox
+// attaches the device or file to the VM and the guest mounts it; the host never mounts it.
 func IsDiskMount(m specs.Mount) bool {
-	return !IsBind(m) && slices.Contains(diskFSTypes, m.Type) && strings.HasPrefix(path.Clean(m.Source), "/dev/")
+	return !IsBind(m) && slices.Contains(diskFSTypes, m.Type) && strings.HasPrefix(path.Clean(m.Source), "/dev/") || isLoopImage(m)
+}
+
+// DirectVolume is the disk mount that replaces bind mount m of a direct-assigned volume
+// (internal/directvolume): the volume's device with its file system type, the record's
+// file system options, the bind's own options but bind and rbind, and "loop" when the
+// device is an image file. A file system that does not live on a disk is refused.
+func DirectVolume(m specs.Mount, device, fsType string, fsOptions []string, imageFile bool) (specs.Mount, error) {
+	if !slices.Contains(diskFSTypes, fsType) {
+		return specs.Mount{}, fmt.Errorf("mount %s: direct volume %s: fstype %q is not a disk file system (one of %s): %w",
+			m.Destination, m.Source, fsType, strings.Join(diskFSTypes, ", "), errdefs.ErrInvalidArgument)
+	}
+	opts := slices.Clone(fsOptions)
+	for _, o := range m.Options {
+		if o != "bind" && o != "rbind" {
+			opts = append(opts, o)
+		}
+	}
+	if imageFile && !slices.Contains(opts, "loop") {
+		opts = append(opts, "loop")
+	}
+	return specs.Mount{Destination: m.Destination, Type: fsType, Source: device, Options: opts}, nil
 }
 
 // mountFlagOptions are the options a bind mount takes: mount flags, propagation, recursive

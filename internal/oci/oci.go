@@ -102,9 +102,12 @@ type Container struct {
 	// Rootfs is the absolute root file system path (the spec's root.path resolved against
 	// the bundle).
 	Rootfs string
-	// RootfsDisk, when set (by the shim, from RootfsDisk), is the disk holding the root
+	// RootfsDisk, when set (by the shim, from RootfsDisks), is the disk holding the root
 	// file system: the guest mounts it and Rootfs is not used.
-	RootfsDisk     *specs.Mount
+	RootfsDisk *specs.Mount
+	// RootfsOverlay, when set (by the shim, from RootfsDisks), is the overlay over disks
+	// that the guest builds as the root file system; Rootfs is not used.
+	RootfsOverlay  *DiskOverlay
 	RootfsReadonly bool
 	Hostname       string
 	Process        Process

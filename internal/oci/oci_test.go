@@ -583,3 +583,102 @@ func TestBindMountDataDropped(t *testing.T) {
 		t.Errorf("the spec given was modified: %q", got)
 	}
 }
+
+// erofsMounts is the erofs snapshotter's rootfs with default_size set, as the shim gets it
+// after containerd's mount manager made the writable layer's file system: the writable
+// ext4 file, two erofs layers, and the templated overlay.
+func erofsMounts(lowerdir, upperdir string) []specs.Mount {
+	root := "/var/lib/containerd/io.containerd.snapshotter.v1.erofs/snapshots/"
+	return []specs.Mount{
+		{Type: "ext4", Source: root + "9/rwlayer.img", Options: []string{"rw", "loop"}},
+		{Type: "erofs", Source: root + "5/layer.erofs", Options: []string{"ro", "loop"}},
+		{Type: "erofs", Source: root + "2/layer.erofs", Options: []string{"ro", "loop"}},
+		{Type: "format/mkdir/overlay", Source: "overlay", Options: []string{
+			"X-containerd.mkdir.path={{ mount 0 }}/upper:0755", "X-containerd.mkdir.path={{ mount 0 }}/work:0755",
+			"workdir={{ mount 0 }}/work", "upperdir=" + upperdir, "lowerdir=" + lowerdir, "index=off",
+		}},
+	}
+}
+
+func TestRootfsDisks(t *testing.T) {
+	cfg := config.Default()
+	disk, o, err := RootfsDisks(erofsMounts("{{ overlay 1 2 }}", "{{ mount 0 }}/upper"), cfg)
+	if err != nil || disk != nil || o == nil {
+		t.Fatalf("erofs rootfs: got %+v %+v %v, want an overlay", disk, o, err)
+	}
+	if len(o.Disks) != 3 || o.Disks[1].Type != "erofs" || o.Disks[0].Type != "ext4" {
+		t.Errorf("disks: %+v", o.Disks)
+	}
+	if want := []DiskDir{{Disk: 1}, {Disk: 2}}; !slices.Equal(o.Lower, want) {
+		t.Errorf("lower: got %+v, want %+v", o.Lower, want)
+	}
+	if o.Upper != (DiskDir{0, "upper"}) || o.Work != (DiskDir{0, "work"}) || !slices.Equal(o.Options, []string{"index=off"}) {
+		t.Errorf("upper %+v work %+v options %q", o.Upper, o.Work, o.Options)
+	}
+	if _, o, err := RootfsDisks(erofsMounts("{{ overlay 2 1 }}", "{{ mount 0 }}/upper"), cfg); err != nil || !slices.Equal(o.Lower, []DiskDir{{Disk: 2}, {Disk: 1}}) {
+		t.Errorf("reversed overlay range: %+v %v", o, err)
+	}
+	// A blockfile rootfs is still one disk.
+	bf := specs.Mount{Type: "ext4", Source: "/var/lib/blockfile/snapshots/3", Options: []string{"rw", "loop"}}
+	if disk, o, err := RootfsDisks([]specs.Mount{bf}, cfg); err != nil || o != nil || disk == nil || disk.Source != bf.Source {
+		t.Errorf("blockfile rootfs: %+v %+v %v", disk, o, err)
+	}
+	for _, tc := range []struct {
+		name   string
+		mounts []specs.Mount
+		want   string
+	}{
+		{"upper on the host, work on a disk", erofsMounts("{{ mount 1 }}", "/var/lib/erofs/snapshots/9/fs"), "different disks"},
+		{"relative host path", erofsMounts("{{ mount 1 }}", "snapshots/9/fs"), "clean absolute host path"},
+		{"missing mount", erofsMounts("{{ overlay 1 7 }}", "{{ mount 0 }}/upper"), "do not all exist"},
+		{"lower is the upper disk", erofsMounts("{{ mount 0 }}", "{{ mount 0 }}/upper"), "also the writable layer"},
+		{"unclean path", erofsMounts("{{ mount 1 }}", "{{ mount 0 }}/../upper"), "not clean"},
+		{"unexpanded mkfs", append([]specs.Mount{{Type: "mkfs/ext4", Source: "/x/rwlayer.img", Options: []string{"loop"}}}, erofsMounts("{{ mount 1 }}", "{{ mount 0 }}/upper")[1:]...), `"mkfs/ext4"`},
+		{"not an overlay", []specs.Mount{bf, {Type: "format/bind", Source: "{{ mount 0 }}/upper"}}, `"format/bind"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, o, err := RootfsDisks(tc.mounts, cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %+v, %v; want an error containing %q", o, err, tc.want)
+			}
+		})
+	}
+	// The erofs snapshotter without default_size: the writable layer is a host directory,
+	// so the whole overlay is mounted on the host.
+	root := "/var/lib/containerd/io.containerd.snapshotter.v1.erofs/snapshots/"
+	hostUpper := []specs.Mount{
+		{Type: "erofs", Source: root + "5/layer.erofs", Options: []string{"ro", "loop"}},
+		{Type: "format/mkdir/overlay", Source: "overlay", Options: []string{"workdir=" + root + "9/work", "upperdir=" + root + "9/fs", "lowerdir={{ mount 0 }}"}},
+	}
+	if disk, o, err := RootfsDisks(hostUpper, cfg); err != nil || disk != nil || o != nil {
+		t.Errorf("writable layer on the host: %+v %+v %v, want neither (mounted on the host)", disk, o, err)
+	}
+	if o, err := HostOverlay(hostUpper); err != nil || o.Upper != (DiskDir{-1, root + "9/fs"}) || !slices.Equal(o.Lower, []DiskDir{{Disk: 0}}) {
+		t.Errorf("host overlay: %+v %v", o, err)
+	}
+	cfg.Hypervisor.DisableBlockDeviceUse = true
+	if disk, o, err := RootfsDisks(erofsMounts("{{ mount 1 }}", "{{ mount 0 }}/upper"), cfg); err != nil || disk != nil || o != nil {
+		t.Errorf("erofs layers with disable_block_device_use: %+v %+v %v, want neither (mounted on the host)", disk, o, err)
+	}
+}
+
+func TestDirectVolume(t *testing.T) {
+	bind := specs.Mount{Destination: "/data", Type: "bind", Source: "/var/lib/kubelet/pv1/mount", Options: []string{"rbind", "ro", "nosuid"}}
+	got, err := DirectVolume(bind, "/srv/vol.img", "ext4", []string{"errors=remount-ro"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := specs.Mount{Destination: "/data", Type: "ext4", Source: "/srv/vol.img", Options: []string{"errors=remount-ro", "ro", "nosuid", "loop"}}
+	if got.Destination != want.Destination || got.Type != want.Type || got.Source != want.Source || !slices.Equal(got.Options, want.Options) {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	if !IsDiskMount(got) {
+		t.Errorf("the direct volume of an image file is not a disk mount: %+v", got)
+	}
+	if dev, _ := DirectVolume(bind, "/dev/sdb", "xfs", nil, false); !IsDiskMount(dev) || slices.Contains(dev.Options, "loop") {
+		t.Errorf("device volume: %+v", dev)
+	}
+	if _, err := DirectVolume(bind, "/dev/sdb", "nfs", nil, false); err == nil || !strings.Contains(err.Error(), `"nfs"`) {
+		t.Errorf("nfs volume: %v, want an error naming the type", err)
+	}
+}

@@ -133,7 +133,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 	if err != nil {
 		return nil, err
 	}
-	storages, devices, err := s.plugDisks(ctx, c, plan.RootfsDisk, plan.AbsentDevices, guestSpec, &rollback) // disk.go
+	storages, devices, err := s.plugDisks(ctx, c, plan, guestSpec, &rollback) // disk.go
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +158,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		}
 		return nil
 	})
-	if plan.RootfsReadonly && plan.RootfsDisk == nil && !s.copyMode() {
+	if plan.RootfsReadonly && !plan.RootfsOnDisks() && !s.copyMode() {
 		if err := s.share.SetReadOnly(ctx, id, rootfsShare); err != nil {
 			return nil, fmt.Errorf("container %s: %w", id, err)
 		}
@@ -212,7 +212,7 @@ func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollb
 	// container runtime in the guest creates mount points in it before it makes it
 	// read-only; CreateContainer makes the host side read-only once that is done. A rootfs
 	// on a disk is not shared: plugDisks attaches it.
-	if plan.RootfsDisk == nil {
+	if !plan.RootfsOnDisks() {
 		rel, err := s.share.Bind(ctx, id, rootfsShare, plan.Rootfs, sharefs.BindOptions{Recursive: true})
 		if err != nil {
 			return nil, fmt.Errorf("container %s: %w", id, err)

@@ -33,6 +33,10 @@ import (
 // guestDiskDir is where the agent mounts disks in the guest.
 const guestDiskDir = "/run/vessel/disks"
 
+// guestRootfsDir is where the agent mounts the overlays it builds over layer disks, one
+// per container, named by its id.
+const guestRootfsDir = "/run/vessel/rootfs"
+
 // sysDevBlock is sysfs's directory of block devices by "major:minor".
 const sysDevBlock = "/sys/dev/block"
 
@@ -83,12 +87,14 @@ func (d *attachedDisk) guestAddress() (string, string) {
 	return "blk", d.addr.PCIPath
 }
 
-// plugDisks attaches the container's root file system disk (rootfs, when not nil), host
-// block devices (except the nodes only, absent: oci.Container.AbsentDevices) and disk mounts, rewrites guest (the root is the guest's mount of the
-// rootfs disk; the disk mounts become bind mounts of the guest's mount of the disk) and
-// returns the storages and devices for the agent's CreateContainer. Each attach registers
-// its release on rollback; the devices held are added to c.disks.
-func (s *Sandbox) plugDisks(ctx context.Context, c *Container, rootfs *specs.Mount, absent []string, guest *specs.Spec, rollback *undo) ([]*agentv1.Storage, []*agentv1.Device, error) {
+// plugDisks attaches the container's root file system disk (plan.RootfsDisk) or layer
+// disks (plan.RootfsOverlay), host block devices (except the nodes only,
+// plan.AbsentDevices) and disk mounts, rewrites guest (the root
+// is the guest's mount of the rootfs disk or of the overlay over the layer disks; the disk
+// mounts become bind mounts of the guest's mount of the disk) and returns the storages and
+// devices for the agent's CreateContainer. Each attach registers its release on rollback;
+// the devices held are added to c.disks.
+func (s *Sandbox) plugDisks(ctx context.Context, c *Container, plan *oci.Container, guest *specs.Spec, rollback *undo) ([]*agentv1.Storage, []*agentv1.Device, error) {
 	var storages []*agentv1.Storage
 	var devices []*agentv1.Device
 	acquire := func(what string, dev diskKey, hostPath string, readOnly bool) (*attachedDisk, error) {
@@ -102,7 +108,7 @@ func (s *Sandbox) plugDisks(ctx context.Context, c *Container, rootfs *specs.Mou
 	}
 	if guest.Linux != nil {
 		for i, sd := range guest.Linux.Devices {
-			if sd.Type != "b" || slices.Contains(absent, sd.Path) {
+			if sd.Type != "b" || slices.Contains(plan.AbsentDevices, sd.Path) {
 				continue
 			}
 			what := fmt.Sprintf("linux.devices[%d] (%s)", i, sd.Path)
@@ -149,12 +155,25 @@ func (s *Sandbox) plugDisks(ctx context.Context, c *Container, rootfs *specs.Mou
 		storages = append(storages, &agentv1.Storage{Driver: kind, Source: addr, Fstype: m.Type, Options: fsOpts, MountPoint: mp})
 		return mp, bindOpts, nil
 	}
-	if rootfs != nil {
+	if rootfs := plan.RootfsDisk; rootfs != nil {
 		mp, _, err := mountDisk(fmt.Sprintf("root file system (%s %s)", rootfs.Type, rootfs.Source), *rootfs)
 		if err != nil {
 			return nil, nil, err
 		}
 		guest.Root.Path = mp
+	}
+	if o := plan.RootfsOverlay; o != nil {
+		mps := make([]string, len(o.Disks))
+		for i, d := range o.Disks {
+			mp, _, err := mountDisk(fmt.Sprintf("root file system layer %d (%s %s)", i, d.Type, d.Source), d)
+			if err != nil {
+				return nil, nil, err
+			}
+			mps[i] = mp
+		}
+		st := overlayStorage(o, mps, path.Join(guestRootfsDir, c.id))
+		storages = append(storages, st)
+		guest.Root.Path = st.MountPoint
 	}
 	for i := range guest.Mounts {
 		m := &guest.Mounts[i]
@@ -168,6 +187,18 @@ func (s *Sandbox) plugDisks(ctx context.Context, c *Container, rootfs *specs.Mou
 		*m = specs.Mount{Destination: m.Destination, Type: "bind", Source: mp, Options: append([]string{"rbind"}, bindOpts...)}
 	}
 	return storages, devices, nil
+}
+
+// overlayStorage is the agent's storage of the overlay o at mountPoint, over its disks
+// mounted at mps.
+func overlayStorage(o *oci.DiskOverlay, mps []string, mountPoint string) *agentv1.Storage {
+	dir := func(d oci.DiskDir) string { return path.Join(mps[d.Disk], d.Path) }
+	lower := make([]string, len(o.Lower))
+	for i, l := range o.Lower {
+		lower[i] = dir(l)
+	}
+	opts := append([]string{"lowerdir=" + strings.Join(lower, ":"), "upperdir=" + dir(o.Upper), "workdir=" + dir(o.Work)}, o.Options...)
+	return &agentv1.Storage{Driver: "overlay", Source: "overlay", Fstype: "overlay", Options: opts, MountPoint: mountPoint}
 }
 
 // notBlockDevice refuses a bind mount of a host block device node: shared as a file, the
@@ -311,4 +342,28 @@ func hostBlockPath(major, minor int64) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("block device %d:%d has no name in %s: %w", major, minor, p, errdefs.ErrNotFound)
+}
+
+// DiskStats is the usage of the file system the guest mounted from the host device or
+// image file at hostPath (a disk mount's source), which must be attached to the VM.
+func (s *Sandbox) DiskStats(ctx context.Context, hostPath string) (*agentv1.VolumeStatsResponse, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(hostPath, &st); err != nil {
+		return nil, fmt.Errorf("disk stats: %s: %w", hostPath, err)
+	}
+	s.disks.mu.Lock()
+	d, ok := s.disks.byKey[keyOf(&st)]
+	var id string
+	if ok {
+		id = d.id
+	}
+	s.disks.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("disk stats: %s is not attached to sandbox %s: %w", hostPath, s.id, errdefs.ErrNotFound)
+	}
+	resp, err := s.agent.VolumeStats(ctx, path.Join(guestDiskDir, id))
+	if err != nil {
+		return nil, fmt.Errorf("disk stats of %s (%s): %w", hostPath, id, err)
+	}
+	return resp, nil
 }

@@ -8,7 +8,27 @@ import (
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/oci"
 )
+
+// TestOverlayStorage: the overlay over layer disks names each directory by the guest's
+// mount point of its disk.
+func TestOverlayStorage(t *testing.T) {
+	o := &oci.DiskOverlay{
+		Lower: []oci.DiskDir{{Disk: 2}, {Disk: 1}}, Upper: oci.DiskDir{Disk: 0, Path: "upper"}, Work: oci.DiskDir{Disk: 0, Path: "work"},
+		Options: []string{"index=off"},
+	}
+	got := overlayStorage(o, []string{"/run/vessel/disks/disk0", "/run/vessel/disks/disk1", "/run/vessel/disks/disk2"}, "/run/vessel/rootfs/c1")
+	want := &agentv1.Storage{Driver: "overlay", Source: "overlay", Fstype: "overlay", MountPoint: "/run/vessel/rootfs/c1", Options: []string{
+		"lowerdir=/run/vessel/disks/disk2:/run/vessel/disks/disk1", "upperdir=/run/vessel/disks/disk0/upper",
+		"workdir=/run/vessel/disks/disk0/work", "index=off",
+	}}
+	if got.GetDriver() != want.GetDriver() || got.GetFstype() != want.GetFstype() || got.GetMountPoint() != want.GetMountPoint() || !slices.Equal(got.GetOptions(), want.GetOptions()) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}
 
 func TestSplitDiskOptions(t *testing.T) {
 	fs, bind := splitDiskOptions([]string{"rbind", "ro", "nosuid", "errors=remount-ro", "rprivate", "defaults", "noload", "loop"})
@@ -40,7 +60,7 @@ func TestPlugDisksRefuses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var rb undo
-			_, _, err := s.plugDisks(context.Background(), c, nil, nil, &tc.spec, &rb)
+			_, _, err := s.plugDisks(context.Background(), c, &oci.Container{}, &tc.spec, &rb)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !tc.is(err) {
 				t.Errorf("got %v, want an error containing %q", err, tc.want)
 			}

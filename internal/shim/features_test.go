@@ -76,4 +76,7 @@ func TestInfoCarriesFeatures(t *testing.T) {
 	if !slices.Equal(f.MountOptions, known.MountOptions()) || f.Annotations["io.vessel.isolation"] != "vm" {
 		t.Errorf("features from Info: got %+v", f)
 	}
+	if got := info.Annotations["containerd.io/runtime-allow-mounts"]; got != "erofs,format/*,mkdir/*" {
+		t.Errorf("mounts taken unmounted: got %q", got)
+	}
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/containerd/typeurl/v2"
 
 	"github.com/vessel-containers/vessel/internal/atomicfile"
+	"github.com/vessel-containers/vessel/internal/directvolume"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/sandbox"
@@ -314,23 +315,47 @@ func removeDeadSocket(address string) error {
 	return nil
 }
 
-// Info describes the runtime to containerd (`shim -info`): its name, version and
-// features.
+// allowMountsAnnotation is the annotation of RuntimeInfo in which a shim lists the mount
+// types it takes from containerd 2.x as the snapshotter gave them, instead of having
+// containerd's mount manager mount or transform them on the host first.
+const allowMountsAnnotation = "containerd.io/runtime-allow-mounts"
+
+// allowedMounts are the mount types the shim takes unmounted: erofs layer files and the
+// templated overlay over them ("format/..." and "mkdir/..."), which oci.RootfsDisks hands
+// to the VM as disks and an overlay the guest builds. "mkfs/..." is not among them, so
+// containerd still makes the file system of the erofs snapshotter's writable layer file.
+const allowedMounts = "erofs,format/*,mkdir/*"
+
+// Info describes the runtime to containerd (`shim -info`): its name, version, features
+// and the mount types it takes unmounted.
 func (m Manager) Info(ctx context.Context, _ io.Reader) (*types.RuntimeInfo, error) {
 	f, err := typeurl.MarshalAnyToProto(Features())
 	if err != nil {
 		return nil, fmt.Errorf("encode runtime features: %w", err)
 	}
 	return &types.RuntimeInfo{
-		Name:     RuntimeName,
-		Version:  &types.RuntimeVersion{Version: version.Version},
-		Features: f,
+		Name:        RuntimeName,
+		Version:     &types.RuntimeVersion{Version: version.Version},
+		Features:    f,
+		Annotations: map[string]string{allowMountsAnnotation: allowedMounts},
 	}, nil
 }
 
 // sandboxRoot is where the shim process's sandboxes keep state: -sandbox-root, else the
 // default root.
 func sandboxRoot() string { return sandboxRootOf(shimproto.Lookup(flag.CommandLine)) }
+
+// directVolumeRoot is where the shim process reads direct-assigned volumes:
+// -direct-volume-root, else the default root.
+func directVolumeRoot() string { return directVolumeRootOf(shimproto.Lookup(flag.CommandLine)) }
+
+// directVolumeRootOf is the direct volume root the shim flags o name.
+func directVolumeRootOf(o shimproto.Options) string {
+	if o.DirectVolumeRoot != "" {
+		return o.DirectVolumeRoot
+	}
+	return directvolume.DefaultRoot
+}
 
 // sandboxRootOf is the sandbox root the shim flags o name.
 func sandboxRootOf(o shimproto.Options) string {

@@ -57,7 +57,7 @@ func TestMetricsSocket(t *testing.T) {
 	s.metrics.observeCall("CreateContainer", 300*time.Millisecond, nil)
 	s.metrics.observeCall("CreateContainer", time.Second, errors.New("boom"))
 
-	ms, err := serveMetrics(ctx, s.metrics, dir)
+	ms, err := serveMetrics(ctx, s.metrics, dir, http.NotFoundHandler())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/vessel-containers/vessel/internal/idrange"
+	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/sandbox"
 	"github.com/vessel-containers/vessel/internal/tracing"
 )
@@ -40,6 +41,9 @@ type container struct {
 	// mount of containerd's snapshot is there.
 	rootfs        string
 	rootfsMounted bool
+	// layerMounts are the host mounts of a templated rootfs's layers under the overlay at
+	// rootfs, in mount order (layers.go).
+	layerMounts []string
 	// ctr is the container in the sandbox: nil until Create commits, then never changed.
 	ctr  *sandbox.Container
 	init *process
@@ -148,6 +152,9 @@ func (c *container) running() bool {
 // image files keep their owners as the VMM sees them, and everything the guest writes
 // lands in the upper directory owned by ids' host ids.
 func (c *container) mountRootfs(rootfs []*types.Mount, ids *idrange.Range) error {
+	if sm := specMounts(rootfs); ids == nil && oci.IsTemplated(sm) {
+		return c.mountLayerOverlay(sm) // layers.go
+	}
 	mounts := make([]mount.Mount, 0, len(rootfs))
 	for _, m := range rootfs {
 		mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
@@ -223,6 +230,10 @@ func (c *container) unmountRootfs(ctx context.Context) {
 	}
 	if err := mount.UnmountRecursive(c.rootfs, 0); err != nil {
 		log.G(ctx).WithError(err).WithField("rootfs", c.rootfs).Warn("unmount rootfs")
+		return
+	}
+	if err := c.unmountLayers(); err != nil { // layers.go
+		log.G(ctx).WithError(err).WithField("rootfs", c.rootfs).Warn("unmount rootfs layers")
 		return
 	}
 	c.rootfsMounted = false

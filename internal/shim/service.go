@@ -27,6 +27,7 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/bundle"
 	"github.com/vessel-containers/vessel/internal/config"
+	"github.com/vessel-containers/vessel/internal/directvolume"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/sandbox"
 	"github.com/vessel-containers/vessel/internal/tracing"
@@ -52,6 +53,12 @@ type service struct {
 	events    chan event
 	// root holds the sandbox state directories.
 	root string
+	// volRoot holds the records of direct-assigned volumes (internal/directvolume).
+	volRoot string
+	// volMu guards volumes, the direct-assigned volume paths the sandbox holds, whose
+	// records name the sandbox until it ends (volume.go).
+	volMu   sync.Mutex
+	volumes map[string]bool
 
 	// mu guards sb, booting, containers and metricsSrv, and the creating and cancelCreate
 	// fields of every container in containers.
@@ -87,7 +94,9 @@ type event struct {
 // NewTaskService creates the task service. It owns two goroutines: the event forwarder and,
 // once a sandbox exists, the OOM watcher; both stop when the shim shuts down.
 func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (taskAPI.TaskService, error) {
-	return newService(ctx, publisher, sd, sandboxRoot()), nil
+	s := newService(ctx, publisher, sd, sandboxRoot())
+	s.volRoot = directVolumeRoot()
+	return s, nil
 }
 
 // newService is NewTaskService with the sandbox root given.
@@ -98,6 +107,7 @@ func newService(ctx context.Context, publisher shim.Publisher, sd shutdown.Servi
 		shutdown:   sd,
 		events:     make(chan event, 128),
 		root:       root,
+		volRoot:    directvolume.DefaultRoot,
 		containers: map[string]*container{},
 	}
 	s.metrics = newShimMetrics(s)
@@ -164,6 +174,7 @@ func (s *service) cleanup(ctx context.Context) error {
 	ms.stop()
 	if sb != nil {
 		err = sb.Delete(ctx)
+		s.forgetDirectVolumes(ctx, sb.ID()) // volume.go
 	}
 	// After the VM stopped: until then the guest reads the root filesystems.
 	for _, c := range ctrs {
@@ -290,8 +301,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return toGRPC(err)
 	}
 
-	// A rootfs on a host block device (devmapper) goes to the VM as a disk; any other is
-	// mounted here and shared.
+	// A rootfs on a host block device (devmapper) or an image file (blockfile) goes to the
+	// VM as a disk, image layers on files (erofs) as disks with an overlay the guest builds;
+	// any other is mounted here and shared.
 	eff := cfg
 	if sbPlan != nil {
 		eff = sbPlan.Config
@@ -301,10 +313,17 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	// A VMM with its own host ids (hypervisor.vmm_id_range) sees the rootfs idmapped into
 	// them, so the sandbox comes first there; otherwise a rootfs that cannot be mounted
 	// fails the create before a VM boots.
-	plan.RootfsDisk = oci.RootfsDisk(specMounts(r.Rootfs), eff)
-	mountRootfs := plan.RootfsDisk == nil && len(r.Rootfs) > 0
+	plan.RootfsDisk, plan.RootfsOverlay, err = oci.RootfsDisks(specMounts(r.Rootfs), eff)
+	if err != nil {
+		return nil, fail(fmt.Errorf("create %s: %w", r.ID, err))
+	}
+	volumes, err := s.directVolumes(plan, eff) // volume.go
+	if err != nil {
+		return nil, fail(fmt.Errorf("create %s: %w", r.ID, err))
+	}
+	mountRootfs := !plan.RootfsOnDisks() && len(r.Rootfs) > 0
 	idmapped := sbPlan != nil && sbPlan.VMMIDs != nil || joined != nil && joined.VMMIDs() != nil
-	if idmapped && plan.RootfsDisk == nil {
+	if idmapped && !plan.RootfsOnDisks() {
 		if err := checkIDMappable(r.Rootfs); err != nil {
 			return nil, fail(fmt.Errorf("create %s: %w", r.ID, err))
 		}
@@ -340,6 +359,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return nil, fail(err)
 	}
 	ctrTook := time.Since(ctrStart)
+	s.noteDirectVolumes(ctx, volumes, sb.ID()) // volume.go
 	if sbPlan == nil {
 		// The sandbox's own container goes with the sandbox.
 		rollback = append(rollback, func(ctx context.Context) {
@@ -463,7 +483,7 @@ func (s *service) commit(ctx context.Context, c *container, ctr *sandbox.Contain
 		s.booting = ""
 		go s.watchOOM(sb)
 		// Listening is quick; without the socket the sandbox runs unmonitored.
-		ms, err := serveMetrics(s.ctx, s.metrics, sb.Dir())
+		ms, err := serveMetrics(s.ctx, s.metrics, sb.Dir(), s.volumeStats(sb))
 		if err != nil {
 			log.G(ctx).WithError(err).Warn("metrics socket: vessel-monitor sees no guest figures")
 		}
@@ -676,6 +696,7 @@ func (s *service) teardown(ctx context.Context, c *container, sb *sandbox.Sandbo
 		if err := sb.Delete(ctx); err != nil {
 			errs = append(errs, err)
 		}
+		s.forgetDirectVolumes(ctx, sb.ID()) // volume.go
 	}
 	// After the VM stopped, when it ends: until then the guest reads the rootfs.
 	c.unmountRootfs(ctx)

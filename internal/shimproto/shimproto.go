@@ -3,10 +3,11 @@
 // flags the shim binary takes, the command lines of its start and delete actions, and the
 // socket its metrics are read from.
 //
-// The shim takes containerd's flags (parsed by containerd's shim package) and three of its
+// The shim takes containerd's flags (parsed by containerd's shim package) and four of its
 // own, which containerd never passes: a shim started by containerd keeps its state under
-// the default sandbox root, serves in containerd's socket directory and logs to containerd's
-// log FIFO. The CLI passes all three, so its shims keep everything under its --root.
+// the default sandbox root, serves in containerd's socket directory, logs to containerd's
+// log FIFO and reads direct-assigned volumes from the default root. The CLI passes all
+// four, so its shims keep everything under its --root.
 // Nothing depends on the namespace's name or on environment variables.
 package shimproto
 
@@ -33,8 +34,18 @@ const (
 
 // MetricsSocket is the unix socket, in a sandbox's state directory, on which the sandbox's
 // shim serves its metrics and the guest's as Prometheus text at /metrics, over HTTP, while
-// the sandbox runs; vessel-monitor reads it (docs/observability.md).
+// the sandbox runs; vessel-monitor reads it (docs/observability.md). It also answers
+// DirectVolumeStatsPath.
 const MetricsSocket = "shim-metrics.sock"
+
+// DirectVolumeStatsPath is the HTTP path on MetricsSocket that answers the usage of a
+// direct-assigned volume the sandbox holds, as JSON (the agent's VolumeStatsResponse);
+// the volume path is the query parameter DirectVolumeQuery. `vessel direct-volume stats`
+// asks it.
+const (
+	DirectVolumeStatsPath = "/direct-volume/stats"
+	DirectVolumeQuery     = "path"
+)
 
 // Names of containerd's shim flags, which containerd's shim package defines and parses.
 const (
@@ -56,6 +67,9 @@ const (
 	FlagLogFile = "log-file"
 	// FlagSocketDir is the directory of the shim's socket instead of containerd's.
 	FlagSocketDir = "socket-dir"
+	// FlagDirectVolumeRoot is where the records of direct-assigned volumes are
+	// (internal/directvolume).
+	FlagDirectVolumeRoot = "direct-volume-root"
 )
 
 // Options are the values of the shim's own flags. An empty value is containerd's behaviour.
@@ -68,6 +82,9 @@ type Options struct {
 	// SocketDir is the absolute directory the shim's socket is created in; empty is
 	// containerd's socket directory.
 	SocketDir string
+	// DirectVolumeRoot is where the records of direct-assigned volumes are; empty is
+	// directvolume.DefaultRoot.
+	DirectVolumeRoot string
 }
 
 // Register defines the shim's own flags on fs. The shim binary registers them on the
@@ -76,6 +93,7 @@ func Register(fs *flag.FlagSet) {
 	fs.String(FlagSandboxRoot, "", "directory where sandboxes keep state (default: vessel's state directory)")
 	fs.String(FlagLogFile, "", "file to log to instead of containerd's log FIFO")
 	fs.String(FlagSocketDir, "", "absolute directory for the shim's socket instead of containerd's")
+	fs.String(FlagDirectVolumeRoot, "", "directory of the direct-assigned volume records (default: vessel's)")
 }
 
 // Lookup returns the values of the flags Register defined on fs; a flag fs lacks is empty.
@@ -87,9 +105,10 @@ func Lookup(fs *flag.FlagSet) Options {
 		return ""
 	}
 	return Options{
-		SandboxRoot: value(FlagSandboxRoot),
-		LogFile:     value(FlagLogFile),
-		SocketDir:   value(FlagSocketDir),
+		SandboxRoot:      value(FlagSandboxRoot),
+		LogFile:          value(FlagLogFile),
+		SocketDir:        value(FlagSocketDir),
+		DirectVolumeRoot: value(FlagDirectVolumeRoot),
 	}
 }
 
@@ -98,6 +117,7 @@ func (o Options) Args() []string {
 	var args []string
 	for _, f := range []struct{ name, value string }{
 		{FlagSandboxRoot, o.SandboxRoot}, {FlagLogFile, o.LogFile}, {FlagSocketDir, o.SocketDir},
+		{FlagDirectVolumeRoot, o.DirectVolumeRoot},
 	} {
 		if f.value != "" {
 			args = append(args, "-"+f.name, f.value)

@@ -22,9 +22,15 @@ type Containerd struct {
 	Dir     string
 	// BinDir is put first on the daemon's PATH (where the shim under test is).
 	BinDir string
-	env    []string
-	proc   *ctrdproc.Daemon
+	// CtrPath is the ctr that Ctr and CtrCmd run: the daemon's own version.
+	CtrPath string
+	env     []string
+	proc    *ctrdproc.Daemon
 }
+
+// Containerd2Dir is where hack/install-deps.sh puts containerd 2.x's containerd and ctr,
+// off PATH, so that Debian's containerd stays the default.
+const Containerd2Dir = "/usr/local/libexec/vessel/containerd2"
 
 // StartContainerd starts the Debian containerd with its own root, state and sockets under
 // a short temp dir, with binDir first on its PATH so it finds the shim under test. The
@@ -41,6 +47,31 @@ func StartContainerd(t *testing.T, binDir string, extraEnv ...string) *Container
 	if err != nil {
 		skipOrFail(t, "containerd not installed: %v", err)
 	}
+	return startContainerd(t, binDir, "ctr", extraEnv, func(dir string, env []string) (*ctrdproc.Daemon, error) {
+		return ctrdproc.New(bin, dir, env)
+	})
+}
+
+// StartContainerd2 is StartContainerd with containerd 2.x from Containerd2Dir (and its
+// ctr), with config (plugin sections, e.g. a snapshotter's) appended to the daemon's
+// configuration. When containerd 2.x is not installed the test is skipped locally and
+// fails in CI.
+func StartContainerd2(t *testing.T, binDir, config string, extraEnv ...string) *Containerd {
+	t.Helper()
+	bin, ctr := filepath.Join(Containerd2Dir, "containerd"), filepath.Join(Containerd2Dir, "ctr")
+	for _, p := range []string{bin, ctr} {
+		if _, err := os.Stat(p); err != nil {
+			skipOrFail(t, "containerd 2.x is not installed (hack/install-deps.sh builds it into %s): %v", Containerd2Dir, err)
+		}
+	}
+	return startContainerd(t, binDir, ctr, extraEnv, func(dir string, env []string) (*ctrdproc.Daemon, error) {
+		return ctrdproc.NewVersion2(bin, ctr, dir, env, config)
+	})
+}
+
+// startContainerd starts the daemon that newDaemon makes on a new directory.
+func startContainerd(t *testing.T, binDir, ctr string, extraEnv []string, newDaemon func(dir string, env []string) (*ctrdproc.Daemon, error)) *Containerd {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "vctd")
 	if err != nil {
 		t.Fatal(err)
@@ -50,12 +81,12 @@ func StartContainerd(t *testing.T, binDir string, extraEnv ...string) *Container
 		os.RemoveAll(dir)
 		t.Fatal(err)
 	}
-	proc, err := ctrdproc.New(bin, dir, env)
+	proc, err := newDaemon(dir, env)
 	if err != nil {
 		os.RemoveAll(dir)
 		t.Fatal(err)
 	}
-	c := &Containerd{Address: proc.Address, Dir: dir, BinDir: binDir, env: env, proc: proc}
+	c := &Containerd{Address: proc.Address, Dir: dir, BinDir: binDir, CtrPath: ctr, env: env, proc: proc}
 	t.Cleanup(func() {
 		c.stop(t)
 		if t.Failed() {
@@ -137,7 +168,7 @@ func (c *Containerd) Ctr(ctx context.Context, args ...string) (string, error) {
 // CtrCmd prepares a ctr command against the daemon.
 func (c *Containerd) CtrCmd(ctx context.Context, args ...string) *exec.Cmd {
 	full := append([]string{"--address", c.Address, "--namespace", "vessel-test"}, args...)
-	cmd := exec.CommandContext(ctx, "ctr", full...)
+	cmd := exec.CommandContext(ctx, c.CtrPath, full...)
 	cmd.Env = c.env
 	return cmd
 }

@@ -806,3 +806,39 @@ func (c *filesClient) RemovePath(ctx context.Context, req *RemovePathRequest) (*
 	}
 	return &resp, nil
 }
+
+type VolumeService interface {
+	VolumeStats(context.Context, *VolumeStatsRequest) (*VolumeStatsResponse, error)
+}
+
+func RegisterVolumeService(srv *ttrpc.Server, svc VolumeService) {
+	srv.RegisterService("vessel.agent.v1.Volume", &ttrpc.ServiceDesc{
+		Methods: map[string]ttrpc.Method{
+			"VolumeStats": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req VolumeStatsRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.VolumeStats(ctx, &req)
+			},
+		},
+	})
+}
+
+type volumeClient struct {
+	client *ttrpc.Client
+}
+
+func NewVolumeClient(client *ttrpc.Client) VolumeService {
+	return &volumeClient{
+		client: client,
+	}
+}
+
+func (c *volumeClient) VolumeStats(ctx context.Context, req *VolumeStatsRequest) (*VolumeStatsResponse, error) {
+	var resp VolumeStatsResponse
+	if err := c.client.Call(ctx, "vessel.agent.v1.Volume", "VolumeStats", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}

@@ -32,6 +32,9 @@ var driverOptions = map[string][]string{
 	// Disk file systems (diskOptions).
 	"blk":  diskOptions,
 	"scsi": diskOptions,
+	// fs/overlayfs/super.c; the directories are checked and opened by overlayDirs.
+	"overlay": {"lowerdir", "upperdir", "workdir", "index", "redirect_dir", "metacopy", "xino",
+		"volatile", "userxattr", "uuid", "nfs_export"},
 	// mm/shmem.c (tmpfs).
 	"ephemeral": {"size", "nr_blocks", "nr_inodes", "mode", "uid", "gid", "huge", "mpol",
 		"inode32", "inode64", "noswap"},

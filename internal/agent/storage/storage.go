@@ -6,7 +6,9 @@
 // /dev/shm), "local" (a plain directory in the guest, no mount), "blk" and "scsi" (a disk
 // the host hot-plugged, source is its PCI path or its SCSI address "<scsi-id>:<lun>": the
 // manager waits for the disk to appear and mounts it with the storage's fstype, which the
-// guest kernel must know).
+// guest kernel must know), "overlay" (an overlay over directories the agent mounted
+// before, e.g. a container root built from image layers on disks: lowerdir, upperdir and
+// workdir must be under the root; upperdir and workdir are made when missing).
 //
 // Mount points are confined under a root (/run/vessel/ in the guest): a request for any
 // other path is refused, and the path is opened one component at a time without following
@@ -42,7 +44,9 @@ import (
 const DefaultRoot = "/run/vessel"
 
 // Drivers lists the storage drivers the manager handles, for capability reports.
-func Drivers() []string { return []string{"9p", "virtiofs", "ephemeral", "local", "blk", "scsi"} }
+func Drivers() []string {
+	return []string{"9p", "virtiofs", "ephemeral", "local", "blk", "scsi", "overlay"}
+}
 
 // Manager mounts and unmounts storages.
 type Manager struct {
@@ -134,6 +138,14 @@ func (m *Manager) Mount(ctx context.Context, s *agentv1.Storage) (_ string, retE
 		}
 		e.refs++
 		return target, nil
+	}
+	if s.GetDriver() == "overlay" {
+		dirs, data, err := m.overlayDirs(p.data)
+		if err != nil {
+			return "", err
+		}
+		defer closeAll(dirs)
+		p.data = data
 	}
 	mode := p.dirMode
 	if mode == 0 {
@@ -273,6 +285,17 @@ func planFor(s *agentv1.Storage) (plan, error) {
 			return plan{}, fmt.Errorf("%w: %s storage %s: fstype is empty (the disk's file system, e.g. ext4)", errdefs.ErrInvalidArgument, s.GetDriver(), s.GetSource())
 		}
 		return plan{source: s.GetSource(), fstype: s.GetFstype(), flags: flags, data: data, mount: true}, nil
+	case "overlay":
+		if fs := s.GetFstype(); fs != "" && fs != "overlay" {
+			return plan{}, fmt.Errorf("%w: overlay storage: fstype %q, expected \"overlay\"", errdefs.ErrInvalidArgument, fs)
+		}
+		if !hasOption(data, "lowerdir") {
+			return plan{}, fmt.Errorf("%w: overlay storage: no lowerdir option", errdefs.ErrInvalidArgument)
+		}
+		if hasOption(data, "upperdir") != hasOption(data, "workdir") {
+			return plan{}, fmt.Errorf("%w: overlay storage: upperdir and workdir go together (options %q)", errdefs.ErrInvalidArgument, data)
+		}
+		return plan{source: "overlay", fstype: "overlay", flags: flags, data: data, mount: true}, nil
 	case "":
 		return plan{}, fmt.Errorf("%w: storage driver is empty (expected one of %s)", errdefs.ErrInvalidArgument, strings.Join(Drivers(), ", "))
 	default:

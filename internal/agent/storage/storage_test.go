@@ -388,3 +388,75 @@ func TestManagerDriverOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestOverlayStorage builds an overlay over directories under the root: upperdir and
+// workdir are made, every directory is passed to the kernel as the one that was opened, and
+// a lower directory that is a symlink or outside the root is refused before any mount.
+func TestOverlayStorage(t *testing.T) {
+	ctx := context.Background()
+	m, mounts, unmounts := newTestManager(t)
+	root := m.root
+	for _, d := range []string{"disks/d0", "disks/d1", "disks/d2"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := &agentv1.Storage{
+		Driver: "overlay", Fstype: "overlay", Source: "overlay",
+		Options: []string{
+			"lowerdir=" + root + "/disks/d1:" + root + "/disks/d2",
+			"upperdir=" + root + "/disks/d0/upper", "workdir=" + root + "/disks/d0/work", "index=off",
+		},
+		MountPoint: root + "/rootfs/c1",
+	}
+	if _, err := m.Mount(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	if len(*mounts) != 1 {
+		t.Fatalf("mounts: %+v, want one", *mounts)
+	}
+	got := (*mounts)[0]
+	if got.source != "overlay" || got.fstype != "overlay" || got.target != root+"/rootfs/c1" {
+		t.Errorf("mount: %+v", got)
+	}
+	// The directories were open during the mount; what each fd named is gone now, so check
+	// the shape and that upper and work were made.
+	opts := strings.Split(got.data, ",")
+	if len(opts) != 4 || !strings.HasPrefix(opts[0], "lowerdir=/proc/self/fd/") || strings.Count(opts[0], "/proc/self/fd/") != 2 ||
+		!strings.HasPrefix(opts[1], "upperdir=/proc/self/fd/") || !strings.HasPrefix(opts[2], "workdir=/proc/self/fd/") || opts[3] != "index=off" {
+		t.Errorf("overlay data %q: want lowerdir, upperdir and workdir as opened directories, then index=off", got.data)
+	}
+	for _, d := range []string{"disks/d0/upper", "disks/d0/work"} {
+		if fi, err := os.Stat(filepath.Join(root, d)); err != nil || !fi.IsDir() {
+			t.Errorf("%s not made: %v", d, err)
+		}
+	}
+	if err := m.Unmount(ctx, root+"/rootfs/c1"); err != nil || len(*unmounts) != 1 {
+		t.Fatalf("unmount: %v, unmounts %v", err, *unmounts)
+	}
+
+	if err := os.Symlink("/etc", filepath.Join(root, "disks/link")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		opts []string
+	}{
+		{"symlinked lower", []string{"lowerdir=" + root + "/disks/link"}},
+		{"lower outside the root", []string{"lowerdir=/etc"}},
+		{"missing lower", []string{"lowerdir=" + root + "/disks/none"}},
+		{"upper without work", []string{"lowerdir=" + root + "/disks/d1", "upperdir=" + root + "/disks/d0/upper"}},
+		{"no lower", []string{"upperdir=" + root + "/disks/d0/upper", "workdir=" + root + "/disks/d0/work"}},
+		{"unknown option", []string{"lowerdir=" + root + "/disks/d1", "default_permissions"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &agentv1.Storage{Driver: "overlay", Options: tc.opts, MountPoint: root + "/rootfs/bad"}
+			if _, err := m.Mount(ctx, s); err == nil {
+				t.Fatalf("mounted an overlay with %q", tc.opts)
+			}
+			if len(*mounts) != 1 {
+				t.Fatalf("mounted: %+v", (*mounts)[1:])
+			}
+		})
+	}
+}

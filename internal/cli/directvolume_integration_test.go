@@ -1,0 +1,92 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/vessel-containers/vessel/internal/testutil"
+)
+
+// TestDirectVolume records an ext4 image file as the direct-assigned volume of an empty
+// host directory; a container bind-mounting that directory gets the image as a disk of
+// the VM (an ext4 mount at /data, with the image's file), `vessel direct-volume stats`
+// answers the file system's usage from the guest, and the container's write is in the
+// image after the container is deleted, when the record no longer names the sandbox.
+func TestDirectVolume(t *testing.T) {
+	h := newHarness(t)
+	h.subreaper()
+	testutil.RequiresTool(t, "mkfs.ext4")
+	testutil.RequiresTool(t, "debugfs")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("hello from the volume\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	image := testutil.DiskImage(t, dir, 16, src)
+	volume := filepath.Join(dir, "volume")
+	if err := os.Mkdir(volume, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	info, err := json.Marshal(map[string]any{"device": image, "fstype": "ext4", "options": []string{"errors=remount-ro"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ok("direct-volume", "add", "--volume-path", volume, "--mount-info", string(info))
+	defer h.ok("direct-volume", "remove", "--volume-path", volume)
+
+	const id = "dv1"
+	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: volume, Options: []string{"rbind", "rw"}})
+	})
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	h.ok("create", "--bundle", b, "--pid-file", pidFile, id)
+	pid := readPid(t, pidFile)
+	deleted := false
+	defer func() {
+		if !deleted {
+			h.ok("delete", "--force", id)
+			reap(t, pid)
+		}
+	}()
+	h.ok("start", id)
+	got := h.ok("exec", id, "sh", "-c", "cat /data/hello && echo written > /data/new && sync && grep ' /data ' /proc/self/mounts | cut -d' ' -f3")
+	if want := "hello from the volume\next4\n"; got != want {
+		t.Errorf("in the container: got %q, want %q", got, want)
+	}
+	var st struct {
+		BytesTotal  uint64 `json:"bytes_total"`
+		BytesFree   uint64 `json:"bytes_free"`
+		InodesTotal uint64 `json:"inodes_total"`
+	}
+	out := h.ok("direct-volume", "stats", "--volume-path", volume)
+	t.Logf("direct-volume stats: %s", out)
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("stats %q: %v", out, err)
+	}
+	if st.BytesTotal == 0 || st.BytesTotal > 16<<20 || st.BytesFree >= st.BytesTotal || st.InodesTotal == 0 {
+		t.Errorf("stats: %+v, want the usage of a 16 MiB ext4 file system", st)
+	}
+
+	h.ok("delete", "--force", id)
+	reap(t, pid)
+	deleted = true
+	data, err := exec.Command("debugfs", "-R", "cat /new", image).Output()
+	if err != nil || string(data) != "written\n" {
+		t.Errorf("/new in the image: %q, %v", data, err)
+	}
+	if _, errOut, code := h.run("direct-volume", "stats", "--volume-path", volume); code == 0 || !strings.Contains(errOut, "not used by a sandbox") {
+		t.Errorf("stats of a volume whose sandbox is gone: exit %d, %q; want the error that no sandbox uses it", code, errOut)
+	}
+	if out, _ := exec.Command("losetup", "--list", "--noheadings", "--output", "BACK-FILE").Output(); strings.Contains(string(out), image) {
+		t.Errorf("loop device over the volume's image: %s", out)
+	}
+}

@@ -1,0 +1,116 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"github.com/vessel-containers/vessel/internal/config"
+	"github.com/vessel-containers/vessel/internal/directvolume"
+	"github.com/vessel-containers/vessel/internal/oci"
+	"github.com/vessel-containers/vessel/internal/sandbox"
+	"github.com/vessel-containers/vessel/internal/shimproto"
+)
+
+// directVolumes turns each bind mount of plan whose source is a recorded direct-assigned
+// volume into a disk mount of the volume's device (oci.DirectVolume), which the sandbox
+// attaches to the VM and the guest mounts, and returns the volume paths it turned.
+// hypervisor.disable_block_device_use refuses such a mount: the record says the volume
+// must not be shared as files.
+func (s *service) directVolumes(plan *oci.Container, cfg *config.Config) ([]string, error) {
+	var volumes []string
+	for i, m := range plan.Mounts {
+		if !oci.IsBind(m) {
+			continue
+		}
+		info, err := directvolume.Lookup(s.volRoot, m.Source)
+		if errdefs.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("mount %s: %w", m.Destination, err)
+		}
+		if cfg != nil && cfg.Hypervisor.DisableBlockDeviceUse {
+			return nil, fmt.Errorf("mount %s: %s is a direct-assigned volume (device %s), which hypervisor.disable_block_device_use forbids attaching: %w",
+				m.Destination, m.Source, info.Device, errdefs.ErrFailedPrecondition)
+		}
+		st, err := os.Stat(info.Device)
+		if err != nil {
+			return nil, fmt.Errorf("mount %s: direct volume %s: %w", m.Destination, m.Source, err)
+		}
+		if plan.Mounts[i], err = oci.DirectVolume(m, info.Device, info.FSType, info.Options, st.Mode().IsRegular()); err != nil {
+			return nil, err
+		}
+		volumes = append(volumes, m.Source)
+	}
+	return volumes, nil
+}
+
+// noteDirectVolumes records that sandbox id holds the volumes, for `vessel direct-volume
+// stats`. A record that cannot be written leaves stats unanswered, not the container.
+func (s *service) noteDirectVolumes(ctx context.Context, volumes []string, id string) {
+	s.volMu.Lock()
+	defer s.volMu.Unlock()
+	for _, v := range volumes {
+		if err := directvolume.SetSandbox(s.volRoot, v, id); err != nil {
+			log.G(ctx).WithError(err).WithField("volume", v).Warn("direct volume: record the sandbox")
+			continue
+		}
+		if s.volumes == nil {
+			s.volumes = map[string]bool{}
+		}
+		s.volumes[v] = true
+	}
+}
+
+// forgetDirectVolumes clears the records' note of sandbox id, which ended.
+func (s *service) forgetDirectVolumes(ctx context.Context, id string) {
+	s.volMu.Lock()
+	defer s.volMu.Unlock()
+	for v := range s.volumes {
+		if err := directvolume.ClearSandbox(s.volRoot, v, id); err != nil {
+			log.G(ctx).WithError(err).WithField("volume", v).Warn("direct volume: forget the sandbox")
+		}
+	}
+	s.volumes = nil
+}
+
+// volumeStats answers shimproto.DirectVolumeStatsPath for sandbox sb: the usage of the
+// file system of the recorded volume's device in the guest, as directvolume.Stats.
+func (s *service) volumeStats(sb *sandbox.Sandbox) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		vol := r.URL.Query().Get(shimproto.DirectVolumeQuery)
+		info, err := directvolume.Lookup(s.volRoot, vol)
+		if err != nil {
+			httpError(w, err)
+			return
+		}
+		st, err := sb.DiskStats(r.Context(), info.Device)
+		if err != nil {
+			httpError(w, fmt.Errorf("direct volume %s: %w", vol, err))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(directvolume.Stats{
+			BytesTotal: st.GetBytesTotal(), BytesFree: st.GetBytesFree(), BytesAvailable: st.GetBytesAvailable(),
+			InodesTotal: st.GetInodesTotal(), InodesFree: st.GetInodesFree(),
+		})
+	})
+}
+
+// httpError writes err with the status its errdefs kind maps to.
+func httpError(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	switch {
+	case errdefs.IsNotFound(err):
+		code = http.StatusNotFound
+	case errdefs.IsInvalidArgument(err):
+		code = http.StatusBadRequest
+	}
+	http.Error(w, err.Error(), code)
+}
