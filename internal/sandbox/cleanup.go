@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -74,9 +75,15 @@ func Cleanup(ctx context.Context, root, id string) error {
 	if err := network.Teardown(ctx, dir); err != nil {
 		return fmt.Errorf("clean up sandbox %s: %w (directory %s kept)", id, err, dir)
 	}
-	// The pod's host cgroup, once the processes in it are gone.
-	if err := hostcgroup.Remove(ctx, dir); err != nil {
-		return fmt.Errorf("clean up sandbox %s: %w (directory %s kept)", id, err, dir)
+	// The pod's host cgroup, once the processes in it are gone. A cgroup that cannot be
+	// removed yet (a process someone else put there) keeps the directory, which holds its
+	// record for the next cleanup; the share is unmounted all the same, since the VM that
+	// used it is gone and its mounts would pin the containers' root file systems.
+	if cgErr := hostcgroup.Remove(ctx, dir); cgErr != nil {
+		if err := sharefs.Open(dir).Close(ctx); err != nil {
+			cgErr = errors.Join(cgErr, err)
+		}
+		return fmt.Errorf("clean up sandbox %s: %w (directory %s kept)", id, cgErr, dir)
 	}
 	if err := removeDir(ctx, sharefs.Open(dir), dir); err != nil {
 		return fmt.Errorf("clean up sandbox %s: %w", id, err)

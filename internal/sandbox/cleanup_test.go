@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vessel-containers/vessel/internal/hostcgroup"
 	"github.com/vessel-containers/vessel/internal/procid"
 )
 
@@ -182,5 +183,24 @@ func TestCleanup(t *testing.T) {
 	}
 	if err := Cleanup(context.Background(), t.TempDir(), "nosuch"); err != nil {
 		t.Errorf("cleanup of a sandbox that does not exist: %v", err)
+	}
+}
+
+// TestCleanupKeepsCgroupRecord checks that a host cgroup that cannot be removed keeps the
+// sandbox directory with its record for the next cleanup, while the share goes.
+func TestCleanupKeepsCgroupRecord(t *testing.T) {
+	root, dir := sandboxDir(t, "sb", nil)
+	if err := os.WriteFile(filepath.Join(dir, hostcgroup.StateName), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := Cleanup(context.Background(), root, "sb")
+	if err == nil || !strings.Contains(err.Error(), "host cgroup record") || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("cleanup: got %v, want the cgroup record's error naming %s", err, dir)
+	}
+	if _, err := os.Stat(filepath.Join(dir, hostcgroup.StateName)); err != nil {
+		t.Errorf("cgroup record after a failed cleanup: %v, want it kept", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "shared")); !os.IsNotExist(err) {
+		t.Errorf("share after the cleanup: %v, want it removed", err)
 	}
 }
