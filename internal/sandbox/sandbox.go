@@ -578,10 +578,14 @@ func (s *Sandbox) Delete(ctx context.Context) (retErr error) {
 	if err := network.Teardown(stopCtx, s.dir); err != nil {
 		errs = append(errs, err)
 	}
+	// A host cgroup that cannot be removed yet keeps the directory with its record, for
+	// Cleanup to retry; the share goes either way (cleanup.go).
 	if err := hostcgroup.Remove(stopCtx, s.dir); err != nil {
-		errs = append(errs, err)
-	}
-	if err := removeDir(ctx, s.share, s.dir); err != nil { // cleanup.go
+		errs = append(errs, fmt.Errorf("%w (directory %s kept)", err, s.dir))
+		if err := s.share.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	} else if err := removeDir(ctx, s.share, s.dir); err != nil { // cleanup.go
 		errs = append(errs, err)
 	}
 	if s.vmmIDs != nil {
