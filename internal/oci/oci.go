@@ -42,6 +42,9 @@ type Options struct {
 	// FSSize returns the size in bytes of the file system at a path (statfs(2) when nil); it
 	// measures a bind-mounted /dev/shm.
 	FSSize func(path string) (uint64, error)
+	// MemoryFS describes the file system and directory at a bind mount's source (statfs(2)
+	// and stat(2) when nil); it finds the memory volumes (MemoryVolumes).
+	MemoryFS func(path string) (FSInfo, error)
 	// SandboxNamespaces are, for a pod container, the host paths that stand for its pod
 	// sandbox's namespaces (SandboxNamespacePaths); the container may join those by path.
 	SandboxNamespaces map[specs.LinuxNamespaceType][]string
@@ -126,6 +129,9 @@ type Container struct {
 	AbsentDevices []string
 	// ShmSize is /dev/shm's size in bytes.
 	ShmSize uint64
+	// MemoryVolumes are the Mounts whose content lives in memory (memvol.go): the guest
+	// mounts a tmpfs or hugetlbfs for each and GuestSpec binds it.
+	MemoryVolumes []MemoryVolume
 	// Resources are the container's CPU and memory limits for VM sizing.
 	Resources   Resources
 	Annotations map[string]string
@@ -263,6 +269,18 @@ func convert(ctx context.Context, id, bundle string, spec *specs.Spec, opts Opti
 	if err != nil {
 		return nil, err
 	}
+	memFS := opts.MemoryFS
+	if memFS == nil {
+		memFS = statMemoryFS
+	}
+	var res *specs.LinuxResources
+	if spec.Linux != nil {
+		res = spec.Linux.Resources
+	}
+	memVols, err := memoryVolumesOf(id, mounts, res, memFS)
+	if err != nil {
+		return nil, err
+	}
 	return &Container{
 		ID:                id,
 		SandboxID:         sid,
@@ -278,6 +296,7 @@ func convert(ctx context.Context, id, bundle string, spec *specs.Spec, opts Opti
 		Devices:           devices,
 		AbsentDevices:     absent,
 		ShmSize:           shm,
+		MemoryVolumes:     memVols,
 		Resources:         resourcesOf(spec),
 		Annotations:       maps.Clone(spec.Annotations),
 		Spec:              spec,
