@@ -96,7 +96,7 @@ func TestMemoryVolumes(t *testing.T) {
 
 			writer := e.container("writer", []string{"sh", "-c", `df -k /dev/shm /cache /hp | tail -n +2 | awk '{print $6, $2}'
 grep -E ' /(dev/shm|cache|hp) ' /proc/self/mounts | cut -d' ' -f2,3
-grep -o 'pagesize=[^,]*' /proc/self/mounts
+grep -o 'pagesize=[^, ]*' /proc/self/mounts
 echo from-writer > /dev/shm/f && echo cached > /cache/g`}, withMemoryVolumes(shm, emptyDir, 8))
 			code, out, errs := e.run(writer, nil)
 			want := "/dev/shm 12288\n/cache 20480\n/hp 8192\n/dev/shm tmpfs\n/cache tmpfs\n/hp hugetlbfs\npagesize=2M\n"
