@@ -11,8 +11,9 @@
 //
 // Identify tells what a container is (single, pod sandbox, pod container) and which sandbox
 // it belongs to, per the CRI annotations of containerd and CRI-O. Apart from measuring a
-// bind-mounted /dev/shm and looking up the host's devices (Options.FSSize and HostDevice,
-// which tests replace), everything here is a pure function of its inputs.
+// bind-mounted /dev/shm, describing bind sources' file systems (memory volumes) and looking
+// up the host's devices (Options.FSSize, MemoryFS and HostDevice, which tests replace),
+// everything here is a pure function of its inputs.
 package oci
 
 import (
