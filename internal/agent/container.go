@@ -132,6 +132,9 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 	}()
 
 	c := &container{id: id, initExecID: req.GetExecId(), spec: &spec, execs: make(map[string]*process)}
+	// Registered first: a storage that fails to mount leaves those mounted before it to
+	// be unmounted.
+	undo = append(undo, func() { s.unmountAll(ctx, c.storages) })
 	for i, st := range req.GetStorages() {
 		mp, err := s.storage.Mount(ctx, st)
 		if err != nil {
@@ -139,7 +142,6 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 		}
 		c.storages = append(c.storages, mp)
 	}
-	undo = append(undo, func() { s.unmountAll(ctx, c.storages) })
 
 	if spec.Root != nil && filepath.IsAbs(spec.Root.Path) {
 		if _, err := os.Stat(spec.Root.Path); err != nil {

@@ -243,3 +243,25 @@ func TestWarmUpNeedsEmptyGuest(t *testing.T) {
 		t.Errorf("refused warm-up left %s: %v", filepath.Join(svc.cfg.RunDir, "warmup"), err)
 	}
 }
+
+// TestContainerStorageRefused: a container's storage that fails leaves none of the
+// container's storages mounted before it.
+func TestContainerStorageRefused(t *testing.T) {
+	ctx := context.Background()
+	svc := testService(t)
+	a := serve(t, svc)
+	if _, err := a.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{SandboxId: "sb"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := a.CreateContainer(ctx, &agentv1.CreateContainerRequest{
+		ContainerId: "c1", OciSpec: []byte(`{"process":{"args":["sh"]}}`),
+		Storages: []*agentv1.Storage{
+			{Driver: "local", Options: []string{"mode=0700"}, MountPoint: svc.cfg.RunDir + "/local/first"},
+			{Driver: "9p", Source: "x", MountPoint: "/etc"},
+		},
+	})
+	wantCode(t, "second storage refused", err, codes.InvalidArgument, "storage 1")
+	if got := svc.storage.Mounted(); len(got) != 0 {
+		t.Fatalf("storages held after the refusal: %v", got)
+	}
+}

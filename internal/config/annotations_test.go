@@ -265,7 +265,7 @@ func TestAnnotationSemantics(t *testing.T) {
 			wantErr: `no metadata cache mode`},
 		{name: "unsupported bool", allow: []string{".*"},
 			ann:     map[string]string{PrefixKata + "hypervisor.enable_hugepages": "true"},
-			wantErr: `io.katacontainers.config.hypervisor.enable_hugepages = "true": not supported: huge pages are not built yet`},
+			wantErr: `io.katacontainers.config.hypervisor.enable_hugepages = "true": not supported: backing guest memory with the host's huge pages is not built`},
 		{name: "unsupported bool at its default", allow: []string{".*"},
 			ann:   map[string]string{PrefixKata + "hypervisor.enable_hugepages": "0"},
 			check: func(c *Config) bool { return !c.Hypervisor.EnableHugepages }},

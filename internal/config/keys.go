@@ -430,7 +430,7 @@ var keyTable = []Key{
 		Consumer: "oci.HypervisorConfig", Type: "bool", Annotation: "enable_mem_prealloc",
 		Doc: "Allocate all guest memory at boot (lower density, predictable latency)."},
 	{Section: "hypervisor", Name: "enable_hugepages",
-		Unsupported: "huge pages are not built yet: guest memory is never backed by hugetlbfs", Type: "bool", Annotation: "enable_hugepages",
+		Unsupported: "backing guest memory with the host's huge pages is not built (hugetlbfs volumes in containers work without it: the guest reserves huge pages of its own)", Type: "bool", Annotation: "enable_hugepages",
 		Doc: "Back guest memory with huge pages (implies preallocation)."},
 	{Section: "hypervisor", Name: "file_mem_backend",
 		Unsupported: noFileMemory, Type: "path", Allowed: "absolute path", check: checkAbsPath, Optional: true,

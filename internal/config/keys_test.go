@@ -442,7 +442,7 @@ func TestUnsupportedInFile(t *testing.T) {
 		{"copy sync mode", "[hypervisor]\ncopy_sync = \"some\"",
 			`x.toml: hypervisor.copy_sync = "some"`},
 		{"bool", "[hypervisor]\nenable_hugepages = true",
-			`x.toml: hypervisor.enable_hugepages = true: not supported: huge pages are not built yet: guest memory is never backed by hugetlbfs (allowed: only the default, false)`},
+			`x.toml: hypervisor.enable_hugepages = true: not supported: backing guest memory with the host's huge pages is not built (hugetlbfs volumes in containers work without it: the guest reserves huge pages of its own) (allowed: only the default, false)`},
 		{"list", "[runtime]\nexperimental = [\"x\"]",
 			`x.toml: runtime.experimental = ["x"]: not supported: this Vessel has no experimental features (allowed: only the default, [])`},
 		{"path", "[hypervisor]\nimage = \"/var/lib/vessel/guest/x.img\"\ninitrd = \"\"",

@@ -19,7 +19,9 @@ import (
 //
 // Compared with the spec as given:
 //   - root and mounts are the plan's: the rootfs and relative bind sources resolved against
-//     the bundle, destinations cleaned;
+//     the bundle, destinations cleaned; a memory volume (Container.MemoryVolumes) is
+//     already a bind of its guest path (MemoryVolume.GuestPath), which the caller neither
+//     shares nor rewrites: the guest mounts the volume's file system there;
 //   - hooks are dropped: they run on the host;
 //   - linux.cgroupsPath is cleared: the agent picks the cgroup in the guest;
 //   - namespace paths are dropped: they name host namespaces. ContainerConfig accepted only
@@ -51,6 +53,9 @@ func GuestSpec(c *Container, cfg *config.Config) (*specs.Spec, error) {
 	g.Mounts = make([]specs.Mount, len(c.Mounts))
 	for i, m := range c.Mounts {
 		m.Options = slices.Clone(m.Options)
+		if v, ok := c.MemoryVolume(i); ok {
+			m = guestMemoryMount(m, v)
+		}
 		g.Mounts[i] = m
 	}
 	g.Hooks = nil

@@ -11,8 +11,9 @@
 //
 // Identify tells what a container is (single, pod sandbox, pod container) and which sandbox
 // it belongs to, per the CRI annotations of containerd and CRI-O. Apart from measuring a
-// bind-mounted /dev/shm and looking up the host's devices (Options.FSSize and HostDevice,
-// which tests replace), everything here is a pure function of its inputs.
+// bind-mounted /dev/shm, describing bind sources' file systems (memory volumes) and looking
+// up the host's devices (Options.FSSize, MemoryFS and HostDevice, which tests replace),
+// everything here is a pure function of its inputs.
 package oci
 
 import (
@@ -42,6 +43,9 @@ type Options struct {
 	// FSSize returns the size in bytes of the file system at a path (statfs(2) when nil); it
 	// measures a bind-mounted /dev/shm.
 	FSSize func(path string) (uint64, error)
+	// MemoryFS describes the file system and directory at a bind mount's source (statfs(2)
+	// and stat(2) when nil); it finds the memory volumes (MemoryVolumes).
+	MemoryFS func(path string) (FSInfo, error)
 	// SandboxNamespaces are, for a pod container, the host paths that stand for its pod
 	// sandbox's namespaces (SandboxNamespacePaths); the container may join those by path.
 	SandboxNamespaces map[specs.LinuxNamespaceType][]string
@@ -129,6 +133,9 @@ type Container struct {
 	AbsentDevices []string
 	// ShmSize is /dev/shm's size in bytes.
 	ShmSize uint64
+	// MemoryVolumes are the Mounts whose content lives in memory (memvol.go): the guest
+	// mounts a tmpfs or hugetlbfs for each and GuestSpec binds it.
+	MemoryVolumes []MemoryVolume
 	// Resources are the container's CPU and memory limits for VM sizing.
 	Resources   Resources
 	Annotations map[string]string
@@ -266,6 +273,18 @@ func convert(ctx context.Context, id, bundle string, spec *specs.Spec, opts Opti
 	if err != nil {
 		return nil, err
 	}
+	memFS := opts.MemoryFS
+	if memFS == nil {
+		memFS = statMemoryFS
+	}
+	var res *specs.LinuxResources
+	if spec.Linux != nil {
+		res = spec.Linux.Resources
+	}
+	memVols, err := memoryVolumesOf(id, mounts, res, memFS)
+	if err != nil {
+		return nil, err
+	}
 	return &Container{
 		ID:                id,
 		SandboxID:         sid,
@@ -281,6 +300,7 @@ func convert(ctx context.Context, id, bundle string, spec *specs.Spec, opts Opti
 		Devices:           devices,
 		AbsentDevices:     absent,
 		ShmSize:           shm,
+		MemoryVolumes:     memVols,
 		Resources:         resourcesOf(spec),
 		Annotations:       maps.Clone(spec.Annotations),
 		Spec:              spec,

@@ -29,7 +29,19 @@ func fakeFS(p string) (uint64, error) {
 	return 32 << 20, nil
 }
 
-var opts = Options{Host: host, FSSize: fakeFS, HostDevice: fakeHostDevice}
+var opts = Options{Host: host, FSSize: fakeFS, MemoryFS: fakeMemoryFS, HostDevice: fakeHostDevice}
+
+// fakeMemoryFS has a 64 MiB tmpfs (mode 1777) under /tmpfs/ and a 2 MiB-page hugetlbfs
+// under /huge/; every other path is on a disk.
+func fakeMemoryFS(p string) (FSInfo, error) {
+	switch {
+	case strings.HasPrefix(p, "/tmpfs/"):
+		return FSInfo{Type: tmpfsMagic, Size: 64 << 20, BlockSize: 4096, Mode: 0o1777, UID: 0, GID: 5}, nil
+	case strings.HasPrefix(p, "/huge/"):
+		return FSInfo{Type: hugetlbfsMagic, BlockSize: 2 << 20, Mode: 0o755}, nil
+	}
+	return FSInfo{Type: 0xEF53, Size: 1 << 30, BlockSize: 4096, Mode: 0o755}, nil
+}
 
 // fakeHostDevice stands for a host that has every device except character 10:666 and block
 // 8:666.

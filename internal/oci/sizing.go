@@ -23,6 +23,9 @@ type Resources struct {
 	CPUPeriod uint64
 	// MemoryLimitBytes; zero or negative means no memory limit.
 	MemoryLimitBytes int64
+	// HugePageBytes is the sum of the hugepage limits: the guest reserves huge pages for
+	// the container's hugetlbfs volumes out of its memory.
+	HugePageBytes int64
 }
 
 // CPUs is the workload's CPU limit as an exact fraction (quota/period); 0 when unlimited.
@@ -65,6 +68,12 @@ func (r Resources) Updated(res *specs.LinuxResources) Resources {
 	if m := res.Memory; m != nil && m.Limit != nil {
 		r.MemoryLimitBytes = *m.Limit
 	}
+	if len(res.HugepageLimits) > 0 {
+		r.HugePageBytes = 0
+		for _, l := range res.HugepageLimits {
+			r.HugePageBytes += int64(min(l.Limit, 1<<62)) //nolint:gosec // capped above
+		}
+	}
 	return r
 }
 
@@ -84,7 +93,8 @@ type Sizing struct {
 
 // ComputeSizing sizes a VM for workloads: vCPUs = default + ceil(sum of quota/period),
 // computed exactly with rationals (ten workloads of 0.1 CPU add exactly one vCPU); memory =
-// default + the summed limits rounded up to MiB. Both are capped at the limits' maxima.
+// default + the summed limits (memory and huge pages) rounded up to MiB. Both are capped
+// at the limits' maxima.
 // Without workloads (or without limits) the VM gets the defaults.
 func ComputeSizing(l config.Limits, workloads ...Resources) Sizing {
 	cpus := new(big.Rat)
@@ -93,6 +103,9 @@ func ComputeSizing(l config.Limits, workloads ...Resources) Sizing {
 		cpus.Add(cpus, w.CPUs())
 		if w.MemoryLimitBytes > 0 {
 			mem.Add(mem, big.NewInt(w.MemoryLimitBytes))
+		}
+		if w.HugePageBytes > 0 {
+			mem.Add(mem, big.NewInt(w.HugePageBytes))
 		}
 	}
 	memMiB := ceilDiv(mem, big.NewInt(mib))

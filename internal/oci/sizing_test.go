@@ -32,6 +32,7 @@ func TestComputeSizing(t *testing.T) {
 		capped    bool
 	}{
 		{name: "no workloads: defaults", limits: lim, vcpus: 1, memMiB: 256, cpus: "0"},
+		{name: "hugepage limits add memory", limits: lim, workloads: []Resources{{MemoryLimitBytes: 64 << 20, HugePageBytes: 8 << 20}, {HugePageBytes: 1 << 20}}, vcpus: 1, memMiB: 256 + 73, cpus: "0"},
 		{name: "no limits: defaults", limits: lim, workloads: []Resources{{}, cpu(-1, 100000), memLimit(0), memLimit(-1)}, vcpus: 1, memMiB: 256, cpus: "0"},
 		{name: "0.1 x 10 adds exactly 1", limits: lim, workloads: repeat(cpu(10000, 100000), 10), vcpus: 2, memMiB: 256, cpus: "1"},
 		{name: "0.1 x 10 in mixed periods", limits: lim, workloads: append(repeat(cpu(10000, 100000), 5), repeat(cpu(5000, 50000), 5)...), vcpus: 2, memMiB: 256, cpus: "1"},

@@ -137,6 +137,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 	if err != nil {
 		return nil, err
 	}
+	storages = append(storages, memoryStorages(plan)...) // memory.go
 	specJSON, err := json.Marshal(guestSpec)
 	if err != nil {
 		return nil, fmt.Errorf("container %s: encode spec: %w", id, err)
@@ -221,7 +222,7 @@ func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollb
 	}
 	mounts := make([]specs.Mount, 0, len(guest.Mounts))
 	for i, m := range guest.Mounts {
-		if !oci.IsBind(m) {
+		if _, mem := plan.MemoryVolume(i); mem || !oci.IsBind(m) {
 			mounts = append(mounts, m)
 			continue
 		}

@@ -21,7 +21,7 @@ import (
 )
 
 // CgroupControllers are enabled in the root cgroup's subtree_control.
-var cgroupControllers = []string{"cpu", "memory", "pids", "io", "cpuset"}
+var cgroupControllers = []string{"cpu", "memory", "pids", "io", "cpuset", "hugetlb"}
 
 // switchedMarker exists in the new root once the root switch happened.
 const switchedDir = "/.vessel-root"

@@ -21,7 +21,7 @@ var flagOptions = []string{
 
 // driverOptions lists, per driver, the filesystem options (the word before "=") it passes
 // to the kernel besides flagOptions; anything else is refused. "local" mounts nothing and
-// takes only its directory mode.
+// takes only its directory's mode and owner.
 var driverOptions = map[string][]string{
 	// fs/9p/v9fs.c; trans must be virtio (checked in checkOptions): fd and tcp
 	// transports would reach other endpoints than the host's export.
@@ -38,6 +38,9 @@ var driverOptions = map[string][]string{
 	// mm/shmem.c (tmpfs).
 	"ephemeral": {"size", "nr_blocks", "nr_inodes", "mode", "uid", "gid", "huge", "mpol",
 		"inode32", "inode64", "noswap"},
+	// fs/hugetlbfs/inode.c; pagesize and size are required (hugePagesOf). min_size is not
+	// taken: the driver reserves the pages itself.
+	"hugetlbfs": {"pagesize", "size", "nr_inodes", "mode", "uid", "gid"},
 }
 
 // diskOptions are the options of disk file systems that the blk and scsi drivers accept:
@@ -56,8 +59,8 @@ func checkOptions(driver string, opts []string) error {
 		}
 		key, val, _ := strings.Cut(o, "=")
 		if driver == "local" {
-			if key != "mode" {
-				return fmt.Errorf("%w: %s storage: option %q is not accepted (it takes only mode=<octal>)", errdefs.ErrInvalidArgument, driver, o)
+			if key != "mode" && key != "uid" && key != "gid" {
+				return fmt.Errorf("%w: %s storage: option %q is not accepted (it takes only mode=<octal>, uid=<n> and gid=<n>)", errdefs.ErrInvalidArgument, driver, o)
 			}
 			continue
 		}

@@ -3,7 +3,10 @@
 // Package storage mounts what the sandbox and its containers need in the guest. A Storage
 // request names a driver and the driver's handler mounts it: "9p" and "virtiofs" (shared
 // directories from the host, source is the mount tag), "ephemeral" (a tmpfs, e.g. for
-// /dev/shm), "local" (a plain directory in the guest, no mount), "blk" and "scsi" (a disk
+// /dev/shm, sized by its size= option), "hugetlbfs" (huge pages: the driver grows the
+// guest's pool of huge pages of the storage's page size by its size before it mounts, and
+// shrinks it back after the last unmount), "local" (a plain directory in the guest, no
+// mount, with the mode and owner its options give), "blk" and "scsi" (a disk
 // the host hot-plugged, source is its PCI path or its SCSI address "<scsi-id>:<lun>": the
 // manager waits for the disk to appear and mounts it with the storage's fstype, which the
 // guest kernel must know), "overlay" (an overlay over directories the agent mounted
@@ -45,7 +48,7 @@ const DefaultRoot = "/run/vessel"
 
 // Drivers lists the storage drivers the manager handles, for capability reports.
 func Drivers() []string {
-	return []string{"9p", "virtiofs", "ephemeral", "local", "blk", "scsi", "overlay"}
+	return []string{"9p", "virtiofs", "ephemeral", "hugetlbfs", "local", "blk", "scsi", "overlay"}
 }
 
 // Manager mounts and unmounts storages.
@@ -59,8 +62,12 @@ type Manager struct {
 	// (/proc/filesystems). Tests replace both.
 	findBlock   func(ctx context.Context, driver, source string) (string, error)
 	filesystems func() ([]byte, error)
+	// hugePages reads, and setHugePages writes, the size of the guest's pool of huge pages
+	// of pageKB KiB (vm.nr_hugepages of that size). Tests replace both.
+	hugePages    func(pageKB uint64) (uint64, error)
+	setHugePages func(pageKB, n uint64) error
 
-	// mu guards mounts.
+	// mu guards mounts; it is held while the pool of huge pages changes.
 	mu sync.Mutex
 	// mounts by resolved mount point.
 	mounts map[string]*entry
@@ -71,6 +78,8 @@ type entry struct {
 	refs int
 	// mounted is false for "local" storages (a directory, nothing to unmount).
 	mounted bool
+	// hugePages of hugePageKB KiB were added to the guest's pool for it.
+	hugePageKB, hugePages uint64
 }
 
 // NewManager returns a manager confining mount points under root.
@@ -87,8 +96,10 @@ func NewManager(root string) *Manager {
 			b, err := wait(ctx, "/sys", source)
 			return b.Path(), err
 		},
-		filesystems: func() ([]byte, error) { return os.ReadFile("/proc/filesystems") },
-		mounts:      make(map[string]*entry),
+		filesystems:  func() ([]byte, error) { return os.ReadFile("/proc/filesystems") },
+		hugePages:    readHugePages,
+		setHugePages: writeHugePages,
+		mounts:       make(map[string]*entry),
 	}
 }
 
@@ -97,8 +108,12 @@ type plan struct {
 	source, fstype string
 	flags          uintptr
 	data           string
-	// dirMode, when set, is the mode of the mount point directory ("local" driver).
-	dirMode os.FileMode
+	// dirMode, when set, is the mode of the mount point directory, and uid and gid (-1:
+	// unchanged) its owner ("local" driver).
+	dirMode  os.FileMode
+	uid, gid int
+	// hugePages of hugePageKB KiB are reserved before the mount ("hugetlbfs" driver).
+	hugePageKB, hugePages uint64
 	// mount is false when the storage is only a directory.
 	mount bool
 }
@@ -157,7 +172,13 @@ func (m *Manager) Mount(ctx context.Context, s *agentv1.Storage) (_ string, retE
 	}
 	defer dir.Close()
 	if !p.mount {
+		if p.uid >= 0 || p.gid >= 0 {
+			if err := dir.Chown(p.uid, p.gid); err != nil {
+				return "", fmt.Errorf("chown %s to %d:%d: %w", target, p.uid, p.gid, err)
+			}
+		}
 		if p.dirMode != 0 {
+			// After the chown, which clears setuid and setgid bits.
 			if err := dir.Chmod(p.dirMode); err != nil {
 				return "", fmt.Errorf("chmod %s: %w", target, err)
 			}
@@ -165,11 +186,22 @@ func (m *Manager) Mount(ctx context.Context, s *agentv1.Storage) (_ string, retE
 		m.mounts[target] = &entry{key: key, refs: 1}
 		return target, nil
 	}
+	if p.hugePages > 0 {
+		if err := m.reserveHugePagesLocked(p.hugePageKB, p.hugePages); err != nil {
+			return "", fmt.Errorf("hugetlbfs storage %s: %w", target, err)
+		}
+	}
 	if err := m.mount(p.source, FdPath(dir), p.fstype, p.flags, p.data); err != nil {
-		return "", fmt.Errorf("mount %s %q on %s (options %q): %w", p.fstype, p.source, target, p.data, err)
+		err = fmt.Errorf("mount %s %q on %s (options %q): %w", p.fstype, p.source, target, p.data, err)
+		if p.hugePages > 0 {
+			if rerr := m.releaseHugePagesLocked(p.hugePageKB, p.hugePages); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
+		return "", err
 	}
 	log.G(ctx).WithField("driver", s.GetDriver()).Debugf("mounted %s %q on %s", p.fstype, p.source, target)
-	m.mounts[target] = &entry{key: key, refs: 1, mounted: true}
+	m.mounts[target] = &entry{key: key, refs: 1, mounted: true, hugePageKB: p.hugePageKB, hugePages: p.hugePages}
 	return target, nil
 }
 
@@ -190,7 +222,13 @@ func (m *Manager) Unmount(ctx context.Context, mountPoint string) error {
 	if !e.mounted {
 		return nil
 	}
-	return m.unmountLocked(ctx, mountPoint)
+	if err := m.unmountLocked(ctx, mountPoint); err != nil {
+		return err
+	}
+	if e.hugePages > 0 {
+		return m.releaseHugePagesLocked(e.hugePageKB, e.hugePages)
+	}
+	return nil
 }
 
 // unmountLocked unmounts target through its parent directory, opened without following
@@ -271,12 +309,29 @@ func planFor(s *agentv1.Storage) (plan, error) {
 			src = "tmpfs"
 		}
 		return plan{source: src, fstype: "tmpfs", flags: flags, data: data, mount: true}, nil
+	case "hugetlbfs":
+		if fs := s.GetFstype(); fs != "" && fs != "hugetlbfs" {
+			return plan{}, fmt.Errorf("%w: hugetlbfs storage: fstype %q, expected \"hugetlbfs\"", errdefs.ErrInvalidArgument, fs)
+		}
+		kb, pages, err := hugePagesOf(s.GetOptions())
+		if err != nil {
+			return plan{}, err
+		}
+		return plan{source: "none", fstype: "hugetlbfs", flags: flags, data: data, mount: true, hugePageKB: kb, hugePages: pages}, nil
 	case "local":
 		mode, err := modeOption(s.GetOptions())
 		if err != nil {
 			return plan{}, err
 		}
-		return plan{dirMode: mode}, nil
+		uid, err := idOption(s.GetOptions(), "uid")
+		if err != nil {
+			return plan{}, err
+		}
+		gid, err := idOption(s.GetOptions(), "gid")
+		if err != nil {
+			return plan{}, err
+		}
+		return plan{dirMode: mode, uid: uid, gid: gid}, nil
 	case "blk", "scsi":
 		if s.GetSource() == "" {
 			return plan{}, fmt.Errorf("%w: %s storage: source (the disk's address) is empty", errdefs.ErrInvalidArgument, s.GetDriver())
@@ -417,4 +472,20 @@ func unixModeBits(n uint64) os.FileMode {
 		m |= os.ModeSticky
 	}
 	return m
+}
+
+// idOption reads "uid=1000" or "gid=1000" for the local driver; -1 when it is absent.
+func idOption(opts []string, key string) (int, error) {
+	for _, o := range opts {
+		v, ok := strings.CutPrefix(o, key+"=")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || n == 1<<32-1 {
+			return 0, fmt.Errorf("%w: local storage: option %q is not a numeric id", errdefs.ErrInvalidArgument, o)
+		}
+		return int(n), nil
+	}
+	return -1, nil
 }
