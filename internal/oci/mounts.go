@@ -1,7 +1,6 @@
 package oci
 
 import (
-	"context"
 	"fmt"
 	"path"
 	"slices"
@@ -13,9 +12,6 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/guestdev"
 )
-
-// DefaultShmSize is /dev/shm's size when the spec neither bind-mounts it nor sizes a tmpfs.
-const DefaultShmSize = 64 << 20
 
 const shmPath = "/dev/shm"
 
@@ -161,34 +157,6 @@ func devicesOf(spec *specs.Spec, hostHas HostDeviceFunc) (devices []specs.LinuxD
 		out = append(out, d)
 	}
 	return out, absent, nil
-}
-
-// shmSize finds /dev/shm's size: a bind mount's source is measured (statfs), a tmpfs's size=
-// option is read, and otherwise DefaultShmSize is used.
-func shmSize(ctx context.Context, mounts []specs.Mount, fsSize func(string) (uint64, error)) (uint64, error) {
-	for _, m := range mounts {
-		if m.Destination != shmPath {
-			continue
-		}
-		if IsBind(m) {
-			if err := ctx.Err(); err != nil {
-				return 0, err
-			}
-			n, err := fsSize(m.Source)
-			if err != nil {
-				return 0, fmt.Errorf("size of %s bind-mounted at %s: %w", m.Source, shmPath, err)
-			}
-			return n, nil
-		}
-		for _, o := range m.Options {
-			if v, ok := strings.CutPrefix(o, "size="); ok {
-				if n, ok := parseTmpfsSize(v); ok {
-					return n, nil
-				}
-			}
-		}
-	}
-	return DefaultShmSize, nil
 }
 
 // parseTmpfsSize reads tmpfs's size= value: bytes with an optional k, m, g, t suffix.

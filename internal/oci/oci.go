@@ -5,14 +5,14 @@
 //	config.json + configuration.toml + annotations
 //	  -> SandboxConfig (a container that boots a VM) / ContainerConfig (a pod container)
 //	       Sandbox: effective config, VM sizing and driver config, agent part (agentPlan)
-//	       Container: id, kind, sandbox id, rootfs, process, mounts, devices, /dev/shm
+//	       Container: id, kind, sandbox id, rootfs, process, mounts, devices, memory volumes
 //	  -> shim: sandbox.Config from the Sandbox plan; sandbox.CreateContainer(Container plan)
 //	  -> sandbox: GuestSpec(Container, effective config) -> the agent's CreateContainer
 //
 // Identify tells what a container is (single, pod sandbox, pod container) and which sandbox
-// it belongs to, per the CRI annotations of containerd and CRI-O. Apart from measuring a
-// bind-mounted /dev/shm, describing bind sources' file systems (memory volumes) and looking
-// up the host's devices (Options.FSSize, MemoryFS and HostDevice, which tests replace),
+// it belongs to, per the CRI annotations of containerd and CRI-O. Apart from describing
+// bind sources' file systems (memory volumes, a bind-mounted /dev/shm among them) and
+// looking up the host's devices (Options.MemoryFS and HostDevice, which tests replace),
 // everything here is a pure function of its inputs.
 package oci
 
@@ -40,9 +40,6 @@ import (
 type Options struct {
 	// Host bounds vCPU and memory sizes and annotations; zero fields bound nothing.
 	Host config.Host
-	// FSSize returns the size in bytes of the file system at a path (statfs(2) when nil); it
-	// measures a bind-mounted /dev/shm.
-	FSSize func(path string) (uint64, error)
 	// MemoryFS describes the file system and directory at a bind mount's source (statfs(2)
 	// and stat(2) when nil); it finds the memory volumes (MemoryVolumes).
 	MemoryFS func(path string) (FSInfo, error)
@@ -131,8 +128,6 @@ type Container struct {
 	// the guest makes their nodes as given, as runc makes them on the host, and nothing is
 	// attached for them.
 	AbsentDevices []string
-	// ShmSize is /dev/shm's size in bytes.
-	ShmSize uint64
 	// MemoryVolumes are the Mounts whose content lives in memory (memvol.go): the guest
 	// mounts a tmpfs or hugetlbfs for each and GuestSpec binds it.
 	MemoryVolumes []MemoryVolume
@@ -265,14 +260,6 @@ func convert(ctx context.Context, id, bundle string, spec *specs.Spec, opts Opti
 	if err != nil {
 		return nil, err
 	}
-	fsSize := opts.FSSize
-	if fsSize == nil {
-		fsSize = statfsSize
-	}
-	shm, err := shmSize(ctx, mounts, fsSize)
-	if err != nil {
-		return nil, err
-	}
 	memFS := opts.MemoryFS
 	if memFS == nil {
 		memFS = statMemoryFS
@@ -299,7 +286,6 @@ func convert(ctx context.Context, id, bundle string, spec *specs.Spec, opts Opti
 		Mounts:            mounts,
 		Devices:           devices,
 		AbsentDevices:     absent,
-		ShmSize:           shm,
 		MemoryVolumes:     memVols,
 		Resources:         resourcesOf(spec),
 		Annotations:       maps.Clone(spec.Annotations),

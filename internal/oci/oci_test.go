@@ -2,8 +2,6 @@ package oci
 
 import (
 	"context"
-	"errors"
-	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -21,15 +19,7 @@ const bundle = "/run/containerd/bundle/c1"
 
 var host = config.Host{CPUs: 4, MemoryMiB: 8192}
 
-// fakeFS measures every path as 32 MiB, and fails for "/missing".
-func fakeFS(p string) (uint64, error) {
-	if p == "/missing" {
-		return 0, os.ErrNotExist
-	}
-	return 32 << 20, nil
-}
-
-var opts = Options{Host: host, FSSize: fakeFS, MemoryFS: fakeMemoryFS, HostDevice: fakeHostDevice}
+var opts = Options{Host: host, MemoryFS: fakeMemoryFS, HostDevice: fakeHostDevice}
 
 // fakeMemoryFS has a 64 MiB tmpfs (mode 1777) under /tmpfs/ and a 2 MiB-page hugetlbfs
 // under /huge/; every other path is on a disk.
@@ -186,9 +176,6 @@ func TestContainerConfigValidation(t *testing.T) {
 		{"device negative major", "c1", bundle, func(s *specs.Spec) {
 			s.Linux = &specs.Linux{Devices: []specs.LinuxDevice{{Path: "/dev/x", Type: "b", Major: -1}}}
 		}, "must not be negative"},
-		{"shm bind unmeasurable", "c1", bundle, func(s *specs.Spec) {
-			s.Mounts = []specs.Mount{{Destination: "/dev/shm", Type: "bind", Source: "/missing", Options: []string{"rbind"}}}
-		}, "size of /missing"},
 		{"bad type annotation", "c1", bundle, func(s *specs.Spec) { s.Annotations = map[string]string{AnnotationCRIOType: "x"} }, AnnotationCRIOType},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -263,7 +250,6 @@ func TestContainerConfigConversion(t *testing.T) {
 		{"destination cleaned", c.Mounts[1].Destination, "/data"},
 		{"absolute source kept", c.Mounts[2].Source, "/host/abs"},
 		{"devices", len(c.Devices), 4},
-		{"shm default", c.ShmSize, uint64(DefaultShmSize)},
 		{"resources", c.Resources, Resources{CPUQuota: 50000, CPUPeriod: 100000, MemoryLimitBytes: 128 << 20}},
 		{"hostname", c.Hostname, "h"},
 	} {
@@ -282,41 +268,25 @@ func TestContainerConfigConversion(t *testing.T) {
 	}
 }
 
-func TestShmSize(t *testing.T) {
+// TestParseTmpfsSize checks the sizes tmpfs's size= option takes.
+func TestParseTmpfsSize(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		mounts []specs.Mount
-		want   uint64
+		in   string
+		want uint64
+		ok   bool
 	}{
-		{"none", nil, DefaultShmSize},
-		{"bind measured", []specs.Mount{{Destination: "/dev/shm", Type: "bind", Source: "/run/sandbox/shm", Options: []string{"rbind"}}}, 32 << 20},
-		{"rbind option only", []specs.Mount{{Destination: "/dev/shm/", Source: "/s", Options: []string{"rbind"}}}, 32 << 20},
-		{"tmpfs size", []specs.Mount{{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "size=65536k"}}}, 64 << 20},
-		{"tmpfs bytes", []specs.Mount{{Destination: "/dev/shm", Type: "tmpfs", Options: []string{"size=1000"}}}, 1000},
-		{"tmpfs g", []specs.Mount{{Destination: "/dev/shm", Type: "tmpfs", Options: []string{"size=1G"}}}, 1 << 30},
-		{"tmpfs percent", []specs.Mount{{Destination: "/dev/shm", Type: "tmpfs", Options: []string{"size=50%"}}}, DefaultShmSize},
-		{"tmpfs overflow", []specs.Mount{{Destination: "/dev/shm", Type: "tmpfs", Options: []string{"size=99999999999999t"}}}, DefaultShmSize},
-		{"tmpfs no size", []specs.Mount{{Destination: "/dev/shm", Type: "tmpfs"}}, DefaultShmSize},
-		{"other destination", []specs.Mount{{Destination: "/dev/shmx", Type: "bind", Source: "/x"}}, DefaultShmSize},
+		{"65536k", 64 << 20, true},
+		{"1000", 1000, true},
+		{"1G", 1 << 30, true},
+		{"2m", 2 << 20, true},
+		{"50%", 0, false},
+		{"99999999999999t", 0, false},
+		{"", 0, false},
+		{"x", 0, false},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			spec := minimalSpec()
-			spec.Mounts = tc.mounts
-			c, err := ContainerConfig(context.Background(), "c1", bundle, spec, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if c.ShmSize != tc.want {
-				t.Fatalf("shm %d, want %d", c.ShmSize, tc.want)
-			}
-		})
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	spec := minimalSpec()
-	spec.Mounts = []specs.Mount{{Destination: "/dev/shm", Type: "bind", Source: "/s"}}
-	if _, err := ContainerConfig(ctx, "c1", bundle, spec, opts); !errors.Is(err, context.Canceled) {
-		t.Fatalf("cancelled context: %v", err)
+		if got, ok := parseTmpfsSize(tc.in); got != tc.want || ok != tc.ok {
+			t.Errorf("parseTmpfsSize(%q) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
 	}
 }
 

@@ -8,10 +8,6 @@ import (
 	"github.com/containerd/errdefs"
 )
 
-func statfsSize(path string) (uint64, error) {
-	return 0, fmt.Errorf("statfs %s: %w", path, errdefs.ErrNotImplemented)
-}
-
 // hostDevice: hosts other than Linux have no devices to look up; every device counts as the
 // host's, so none is made as a node of nothing.
 func hostDevice(byte, int64, int64) bool { return true }
