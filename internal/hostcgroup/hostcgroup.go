@@ -32,6 +32,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/vessel-containers/vessel/internal/atomicfile"
 )
@@ -193,7 +194,7 @@ func (g *Group) create() error {
 		_, err := cgroup2.NewManager(mountpoint, p, &cgroup2.Resources{})
 		return err
 	}
-	if _, err := cgroup1.Load(cgroup1.StaticPath(p)); err == nil {
+	if _, err := cgroup1.Load(cgroup1.StaticPath(p), cgroup1.WithHierarchy(mountedV1)); err == nil {
 		return nil
 	} else if !errors.Is(err, cgroup1.ErrCgroupDeleted) {
 		return err
@@ -202,7 +203,7 @@ func (g *Group) create() error {
 	if err := g.save(); err != nil {
 		return err
 	}
-	_, err := cgroup1.New(cgroup1.StaticPath(p), &specs.LinuxResources{})
+	_, err := cgroup1.New(cgroup1.StaticPath(p), &specs.LinuxResources{}, cgroup1.WithHierarchy(mountedV1))
 	return err
 }
 
@@ -223,7 +224,7 @@ func (g *Group) Add(pid int) error {
 		}
 	default:
 		var c cgroup1.Cgroup
-		if c, err = cgroup1.Load(cgroup1.StaticPath(g.st.Target.Path)); err == nil {
+		if c, err = cgroup1.Load(cgroup1.StaticPath(g.st.Target.Path), cgroup1.WithHierarchy(mountedV1)); err == nil {
 			err = c.Add(cgroup1.Process{Pid: pid})
 		}
 	}
@@ -334,7 +335,7 @@ func deleteCgroup(st State) error {
 		}
 		return nil
 	}
-	c, err := cgroup1.Load(cgroup1.StaticPath(st.Target.Path))
+	c, err := cgroup1.Load(cgroup1.StaticPath(st.Target.Path), cgroup1.WithHierarchy(mountedV1))
 	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
 		return nil
 	}
@@ -386,9 +387,33 @@ func returnTo(origin map[string]string, pid int) error {
 			return p, nil
 		}
 		return "", cgroup1.ErrControllerNotActive
-	})
+	}, cgroup1.WithHierarchy(mountedV1))
 	if err != nil {
 		return err
 	}
 	return c.Add(cgroup1.Process{Pid: pid})
+}
+
+// mountedV1 is the host's v1 hierarchies: those of cgroup1.Default (a directory per
+// controller under the cgroup mount point) that are cgroup file systems. A directory that is
+// no mount (one a tool made on the tmpfs for a controller the host does not mount) would
+// otherwise pass for a hierarchy, and writing a pid into its plain cgroup.procs file would
+// look like joining it.
+func mountedV1() ([]cgroup1.Subsystem, error) {
+	all, err := cgroup1.Default()
+	if err != nil {
+		return nil, err
+	}
+	var out []cgroup1.Subsystem
+	for _, s := range all {
+		p, ok := s.(interface{ Path(string) string })
+		if !ok {
+			continue
+		}
+		var st unix.Statfs_t
+		if err := unix.Statfs(p.Path("/"), &st); err == nil && st.Type == unix.CGROUP_SUPER_MAGIC {
+			out = append(out, s)
+		}
+	}
+	return out, nil
 }

@@ -207,3 +207,39 @@ func TestJoinExistingCgroup(t *testing.T) {
 		t.Fatalf("a cgroup that existed before was removed: %v", err)
 	}
 }
+
+// TestStrayControllerDirectory checks that a plain directory named like a v1 controller the
+// host does not mount (as tools leave on the cgroup tmpfs) is not taken for a hierarchy:
+// the join and the removal go through the mounted hierarchies only.
+func TestStrayControllerDirectory(t *testing.T) {
+	if cgroups.Mode() == cgroups.Unified {
+		t.Skip("no v1 hierarchies on this host")
+	}
+	parent := testParent(t)
+	var stray string
+	for _, name := range []string{"net_cls", "net_prio", "perf_event", "hugetlb", "rdma"} {
+		if _, err := os.Lstat(filepath.Join(mountpoint, name)); os.IsNotExist(err) {
+			stray = filepath.Join(mountpoint, name)
+			break
+		}
+	}
+	if stray == "" {
+		t.Skip("every v1 controller this test knows is mounted or present on this host")
+	}
+	if err := os.Mkdir(stray, 0o755); err != nil {
+		t.Skipf("cannot make a stray directory in %s: %v", mountpoint, err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(stray) })
+	dir := t.TempDir()
+	g, err := Join(context.Background(), dir, "sb", Config{Path: parent + "/pod", SandboxOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if _, err := os.Stat(filepath.Join(stray, parent)); !os.IsNotExist(err) {
+		t.Errorf("the join made %s in the stray directory: %v", parent, err)
+	}
+	if err := Remove(context.Background(), dir); err != nil {
+		t.Fatalf("remove: %v", err)
+	}
+}
