@@ -39,7 +39,7 @@ func run() error {
 	var (
 		quickFlag  = flag.Bool("quick", false, "smoke test: 1 run each, memory with 1 and 2 sandboxes, density limit 3, parallel 2 (what CI runs)")
 		out        = flag.String("out", "_output/bench", "directory for results.json, results.md and chart.png")
-		shimDir    = flag.String("shim-dir", "_output/bin", "directory holding containerd-shim-vessel-v2 (which containerd runs through a wrapper) and vessel")
+		shimDir    = flag.String("shim-dir", "_output/bin", "directory holding containerd-shim-vessel-v2 (which containerd runs through a wrapper), vessel and the io workload vesselio")
 		measures   = flag.String("measure", "all", "comma-separated measures to run: all or "+strings.Join(harness.Measures, ","))
 		runs       = flag.Int("runs", 0, fmt.Sprintf("N for every repeated figure (default %d, quick %d)", def.Runs, quick.Runs))
 		memCounts  = flag.String("memory-counts", "", fmt.Sprintf("idle sandbox counts for the memory measure (default %s, quick %s)", ints(def.MemoryCounts), ints(quick.MemoryCounts)))
