@@ -1,5 +1,6 @@
 // Binary vesselbench runs Vessel's benchmarks: the bare-VM floor, cold start, warm start
-// with the VM factory, exec latency, memory, density and parallel create throughput,
+// with the VM factory, exec latency, memory, density, parallel create throughput and
+// file and block I/O (on runc's rootfs, Vessel's over 9p and virtio-fs, and a disk),
 // Vessel's shim against runc's on a private containerd, and writes results.json,
 // results.md and chart.png. Vessel runs with the configuration given by -config (default:
 // the built-in defaults), never the host's. Run it as root after `make build image`;
@@ -38,7 +39,7 @@ func run() error {
 	var (
 		quickFlag  = flag.Bool("quick", false, "smoke test: 1 run each, memory with 1 and 2 sandboxes, density limit 3, parallel 2 (what CI runs)")
 		out        = flag.String("out", "_output/bench", "directory for results.json, results.md and chart.png")
-		shimDir    = flag.String("shim-dir", "_output/bin", "directory holding containerd-shim-vessel-v2 (which containerd runs through a wrapper) and vessel")
+		shimDir    = flag.String("shim-dir", "_output/bin", "directory holding containerd-shim-vessel-v2 (which containerd runs through a wrapper), vessel and the io workload vesselio")
 		measures   = flag.String("measure", "all", "comma-separated measures to run: all or "+strings.Join(harness.Measures, ","))
 		runs       = flag.Int("runs", 0, fmt.Sprintf("N for every repeated figure (default %d, quick %d)", def.Runs, quick.Runs))
 		memCounts  = flag.String("memory-counts", "", fmt.Sprintf("idle sandbox counts for the memory measure (default %s, quick %s)", ints(def.MemoryCounts), ints(quick.MemoryCounts)))
@@ -48,6 +49,10 @@ func run() error {
 		parallel   = flag.Int("parallel", 0, fmt.Sprintf("sandboxes started at once (default %d, quick %d)", def.Parallel, quick.Parallel))
 		settle     = flag.Duration("settle", 0, fmt.Sprintf("idle time before memory is read (default %s, quick %s)", def.Settle, quick.Settle))
 		idleWindow = flag.Duration("idle-window", 0, fmt.Sprintf("host CPU sampling window with the density sandboxes idle (default %s, quick %s)", def.IdleWindow, quick.IdleWindow))
+		ioRuns     = flag.Int("io-runs", 0, fmt.Sprintf("runs of the io workload per variant (default %d, quick %d)", def.IORuns, quick.IORuns))
+		ioFiles    = flag.Int("io-files", 0, fmt.Sprintf("small files the io workload creates (default %d, quick %d)", def.IOFiles, quick.IOFiles))
+		ioSize     = flag.Int("io-size", 0, fmt.Sprintf("MiB of the io workload's file (default %d, quick %d)", def.IOSizeMiB, quick.IOSizeMiB))
+		ioRand     = flag.Duration("io-rand", 0, fmt.Sprintf("duration of each random io test (default %s, quick %s)", def.IORand, quick.IORand))
 		keepLog    = flag.Bool("keep-log", false, "copy containerd's log (with the shims' debug lines) into the output directory")
 		cfgFile    = flag.String("config", "", "Vessel configuration file to benchmark (default: the built-in defaults; $VESSEL_CONFIG and /etc/vessel/configuration.toml are not read); it must leave the VM factory off")
 		guestDir   = flag.String("guest-dir", "", "directory holding the guest vmlinux and initramfs.img (default: the configuration's hypervisor.kernel and hypervisor.initrd)")
@@ -71,6 +76,10 @@ func run() error {
 	setInt(&opts.Parallel, *parallel)
 	setDuration(&opts.Settle, *settle)
 	setDuration(&opts.IdleWindow, *idleWindow)
+	setInt(&opts.IORuns, *ioRuns)
+	setInt(&opts.IOFiles, *ioFiles)
+	setInt(&opts.IOSizeMiB, *ioSize)
+	setDuration(&opts.IORand, *ioRand)
 	if *memCounts != "" {
 		counts, err := parseInts(*memCounts)
 		if err != nil {

@@ -42,7 +42,13 @@ func (e *env) runtimes() []runtimeSpec {
 
 // runArgs is `ctr run` for runtime rt with mode "--rm" or "-d".
 func (e *env) runArgs(rt runtimeSpec, mode, id string, args ...string) []string {
+	return e.runArgsWith(rt, mode, id, nil, args...)
+}
+
+// runArgsWith is runArgs with extra `ctr run` flags (such as --mount).
+func (e *env) runArgsWith(rt runtimeSpec, mode, id string, flags []string, args ...string) []string {
 	a := []string{"run", mode, "--fifo-dir", e.ctd.FIFODir, "--runtime", rt.typ}
+	a = append(a, flags...)
 	if rt.typ == RuncRuntime {
 		a = append(a, "--runc-root", e.ctd.RuncRoot)
 	}

@@ -1,6 +1,6 @@
 // Package harness runs Vessel's benchmarks against a private containerd: the bare-VM
 // floor, cold start, warm start with the VM factory, exec latency, memory, density and
-// parallel create throughput, Vessel's shim (io.containerd.vessel.v2) side by side with
+// parallel create throughput and file and block I/O, Vessel's shim (io.containerd.vessel.v2) side by side with
 // runc's (io.containerd.runc.v2). Each measure cleans up after itself, also when it fails
 // or the run is interrupted; the daemon's own Stop sweeps whatever is left.
 package harness
@@ -35,10 +35,11 @@ const (
 	MeasureMemory   = "memory"
 	MeasureDensity  = "density"
 	MeasureParallel = "parallel"
+	MeasureIO       = "io"
 )
 
 // Measures lists every measure in run order.
-var Measures = []string{MeasureFloor, MeasureCold, MeasureWarm, MeasureExec, MeasureMemory, MeasureDensity, MeasureParallel}
+var Measures = []string{MeasureFloor, MeasureCold, MeasureWarm, MeasureExec, MeasureMemory, MeasureDensity, MeasureParallel, MeasureIO}
 
 // Runtime types containerd knows the shims by.
 const (
@@ -70,6 +71,13 @@ type Options struct {
 	// CPU is sampled with the density sandboxes idle.
 	Settle     time.Duration
 	IdleWindow time.Duration
+	// IORuns is how often the io measure runs its workload in each variant; IOFiles,
+	// IOSizeMiB and IORand are the workload's small files, file size and the duration of
+	// each random test.
+	IORuns    int
+	IOFiles   int
+	IOSizeMiB int
+	IORand    time.Duration
 	// Quick marks a smoke run (recorded in the results).
 	Quick bool
 	// KeepLog copies containerd's log (with the shims' lines) into Out.
@@ -91,6 +99,7 @@ func QuickOptions() Options {
 	return Options{
 		Runs: 1, MemoryCounts: []int{1, 2}, DensityLimit: 3, DensityExecLimit: 5 * time.Second,
 		DensityMinAvailMiB: 2048, Parallel: 2, Settle: 5 * time.Second, IdleWindow: 5 * time.Second, Quick: true,
+		IORuns: 1, IOFiles: 100, IOSizeMiB: 4, IORand: time.Second,
 	}
 }
 
@@ -99,6 +108,7 @@ func DefaultOptions() Options {
 	return Options{
 		Runs: 10, MemoryCounts: []int{1, 10}, DensityLimit: 50, DensityExecLimit: 5 * time.Second,
 		DensityMinAvailMiB: 2048, Parallel: 10, Settle: 20 * time.Second, IdleWindow: 15 * time.Second,
+		IORuns: 3, IOFiles: 1000, IOSizeMiB: 64, IORand: 5 * time.Second,
 	}
 }
 
@@ -206,7 +216,7 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 		fn   func(context.Context) error
 	}{
 		{MeasureCold, e.cold}, {MeasureWarm, e.warm}, {MeasureExec, e.exec}, {MeasureMemory, e.memory},
-		{MeasureDensity, e.density}, {MeasureParallel, e.parallel},
+		{MeasureDensity, e.density}, {MeasureParallel, e.parallel}, {MeasureIO, e.io},
 	} {
 		if !slices.Contains(opts.Measures, m.name) {
 			continue
@@ -308,6 +318,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("parallel %d: want at least 1", o.Parallel)
 	case o.DensityLimit < 1:
 		return fmt.Errorf("density limit %d: want at least 1", o.DensityLimit)
+	case slices.Contains(o.Measures, MeasureIO) && (o.IORuns < 1 || o.IOFiles < 1 || o.IOSizeMiB < 1 || o.IORand <= 0):
+		return fmt.Errorf("io runs %d, files %d, size %d MiB, random test %s: want each above zero", o.IORuns, o.IOFiles, o.IOSizeMiB, o.IORand)
 	case o.Out == "":
 		return errors.New("no output directory")
 	}
@@ -334,6 +346,11 @@ func preflight(cfg *config.Config, opts Options) error {
 	for _, n := range need {
 		if _, err := os.Stat(n.path); err != nil {
 			return fmt.Errorf("%s is missing (%s): %w", n.path, n.fix, err)
+		}
+	}
+	if slices.Contains(opts.Measures, MeasureIO) {
+		if err := ioPreflight(opts); err != nil {
+			return err
 		}
 	}
 	for _, bin := range []string{"containerd", "ctr", "containerd-shim-runc-v2", "runc"} {

@@ -37,6 +37,11 @@ func TestOptionsValidate(t *testing.T) {
 		{"no runs", func(o *Options) { o.Runs = 0 }, false},
 		{"no output", func(o *Options) { o.Out = "" }, false},
 		{"bad memory count", func(o *Options) { o.MemoryCounts = []int{0} }, false},
+		{"no io runs", func(o *Options) { o.IORuns = 0 }, false},
+		{"no io files", func(o *Options) { o.IOFiles = 0 }, false},
+		{"no io size", func(o *Options) { o.IOSizeMiB = 0 }, false},
+		{"no io random time", func(o *Options) { o.IORand = 0 }, false},
+		{"io settings unused without io", func(o *Options) { o.Measures = []string{MeasureCold}; o.IORuns = 0 }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := DefaultOptions()

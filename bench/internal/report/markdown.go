@@ -24,6 +24,7 @@ func Markdown(r *Results) string {
 	writeWarm(&b, r)
 	writeDensity(&b, r)
 	writeParallel(&b, r)
+	writeIO(&b, r)
 	writeMachine(&b, r)
 	writeConditions(&b, r)
 	if len(r.Errors) > 0 {

@@ -37,6 +37,7 @@ type Results struct {
 	Memory   *Memory   `json:"memory,omitempty"`
 	Density  *Density  `json:"density,omitempty"`
 	Parallel *Parallel `json:"parallel,omitempty"`
+	IO       *IO       `json:"io,omitempty"`
 	// Conditions record the host's load around each measure: other users of the machine
 	// make the figures noisy.
 	Conditions []Condition       `json:"conditions"`
