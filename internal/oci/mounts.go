@@ -4,12 +4,12 @@ import (
 	"fmt"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/vessel-containers/vessel/internal/bytesize"
 	"github.com/vessel-containers/vessel/internal/guestdev"
 )
 
@@ -159,28 +159,9 @@ func devicesOf(spec *specs.Spec, hostHas HostDeviceFunc) (devices []specs.LinuxD
 	return out, absent, nil
 }
 
-// parseTmpfsSize reads tmpfs's size= value: bytes with an optional k, m, g, t suffix.
-// Percentages depend on the guest's RAM and are not sizes here.
+// parseTmpfsSize reads tmpfs's size= value (bytesize.Parse); zero is no size here, and
+// percentages depend on the guest's RAM and are not sizes here either.
 func parseTmpfsSize(v string) (uint64, bool) {
-	shift := 0
-	if v != "" {
-		switch v[len(v)-1] {
-		case 'k', 'K':
-			shift = 10
-		case 'm', 'M':
-			shift = 20
-		case 'g', 'G':
-			shift = 30
-		case 't', 'T':
-			shift = 40
-		}
-	}
-	if shift > 0 {
-		v = v[:len(v)-1]
-	}
-	n, err := strconv.ParseUint(v, 10, 64)
-	if err != nil || n == 0 || n > (^uint64(0))>>shift {
-		return 0, false
-	}
-	return n << shift, true
+	n, err := bytesize.Parse(v)
+	return n, err == nil && n > 0
 }

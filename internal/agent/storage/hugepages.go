@@ -11,13 +11,15 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/vessel-containers/vessel/internal/bytesize"
 )
 
 // hugePagesDir is sysfs's directory of the kernel's huge page pools, one per page size.
 const hugePagesDir = "/sys/kernel/mm/hugepages"
 
-// hugePagesOf reads a hugetlbfs storage's pagesize= and size= (bytes, with an optional
-// k, m or g suffix) and returns the page size in KiB and the pages size= holds.
+// hugePagesOf reads a hugetlbfs storage's pagesize= and size= (bytesize.Parse) and returns
+// the page size in KiB and the pages size= holds.
 func hugePagesOf(opts []string) (pageKB, pages uint64, _ error) {
 	var pageSize, size uint64
 	for _, o := range opts {
@@ -25,7 +27,7 @@ func hugePagesOf(opts []string) (pageKB, pages uint64, _ error) {
 		if !ok || (key != "pagesize" && key != "size") {
 			continue
 		}
-		n, err := parseBytes(val)
+		n, err := bytesize.Parse(val)
 		if err != nil {
 			return 0, 0, fmt.Errorf("%w: hugetlbfs storage: option %q: %w", errdefs.ErrInvalidArgument, o, err)
 		}
@@ -46,28 +48,6 @@ func hugePagesOf(opts []string) (pageKB, pages uint64, _ error) {
 	return pageSize >> 10, size / pageSize, nil
 }
 
-// parseBytes reads a byte count with an optional k, m or g suffix (memparse's).
-func parseBytes(v string) (uint64, error) {
-	shift := 0
-	if v != "" {
-		switch v[len(v)-1] {
-		case 'k', 'K':
-			shift = 10
-		case 'm', 'M':
-			shift = 20
-		case 'g', 'G':
-			shift = 30
-		}
-	}
-	if shift > 0 {
-		v = v[:len(v)-1]
-	}
-	n, err := strconv.ParseUint(v, 10, 64)
-	if err != nil || n > (^uint64(0))>>shift {
-		return 0, fmt.Errorf("%q is not a byte count", v)
-	}
-	return n << shift, nil
-}
 
 // reserveHugePagesLocked grows the guest's pool of huge pages of pageKB KiB by n and checks
 // that the kernel found them; when it did not, the pool is put back and the error says how
