@@ -48,7 +48,6 @@ func hugePagesOf(opts []string) (pageKB, pages uint64, _ error) {
 	return pageSize >> 10, size / pageSize, nil
 }
 
-
 // reserveHugePagesLocked grows the guest's pool of huge pages of pageKB KiB by n and checks
 // that the kernel found them; when it did not, the pool is put back and the error says how
 // many it got.
