@@ -47,16 +47,7 @@ func TestDirectVolume(t *testing.T) {
 	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) {
 		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: volume, Options: []string{"rbind", "rw"}})
 	})
-	pidFile := filepath.Join(t.TempDir(), "pid")
-	h.ok("create", "--bundle", b, "--pid-file", pidFile, id)
-	pid := readPid(t, pidFile)
-	deleted := false
-	defer func() {
-		if !deleted {
-			h.ok("delete", "--force", id)
-			reap(t, pid)
-		}
-	}()
+	_, remove := h.created(b, id)
 	h.ok("start", id)
 	got := h.ok("exec", id, "sh", "-c", "cat /data/hello && echo written > /data/new && sync && grep ' /data ' /proc/self/mounts | cut -d' ' -f3")
 	if want := "hello from the volume\next4\n"; got != want {
@@ -76,9 +67,7 @@ func TestDirectVolume(t *testing.T) {
 		t.Errorf("stats: %+v, want the usage of a 16 MiB ext4 file system", st)
 	}
 
-	h.ok("delete", "--force", id)
-	reap(t, pid)
-	deleted = true
+	remove()
 	data, err := exec.Command("debugfs", "-R", "cat /new", image).Output()
 	if err != nil || string(data) != "written\n" {
 		t.Errorf("/new in the image: %q, %v", data, err)

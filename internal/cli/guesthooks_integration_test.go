@@ -49,16 +49,7 @@ echo "$(cat /run/vessel-test-hook-mark), $1 ran on $(hostname): $state" > /proc/
 			t.Fatal(err)
 		}
 	}
-	pidFile := filepath.Join(t.TempDir(), "pid")
-	h.ok("create", "--bundle", b, "--pid-file", pidFile, id)
-	pid := readPid(t, pidFile)
-	deleted := false
-	defer func() {
-		if !deleted {
-			h.ok("delete", "--force", id)
-			reap(t, pid)
-		}
-	}()
+	_, remove := h.created(b, id)
 	h.ok("start", id)
 	got := h.ok("exec", id, "cat", "/dev/shm/guest-hook")
 	t.Logf("the hooks' report in the container: %s", got)
@@ -70,9 +61,7 @@ echo "$(cat /run/vessel-test-hook-mark), $1 ran on $(hostname): $state" > /proc/
 
 	// Deleting the sandbox's last container has the guest remove it first: the poststop
 	// hook runs before the VM stops.
-	h.ok("delete", "--force", id)
-	reap(t, pid)
-	deleted = true
+	remove()
 	state, err := os.ReadFile(filepath.Join(b, "rootfs", "poststop-state"))
 	if err != nil {
 		t.Fatalf("the poststop hook left no mark: %v", err)

@@ -212,6 +212,25 @@ func (h *harness) bundle(args []string, edit func(*specs.Spec)) string {
 	return dir
 }
 
+// created creates container id from bundle b and returns its pid and remove, which
+// force-deletes it and reaps its stand-in. remove runs at the end of the test unless the
+// test called it first.
+func (h *harness) created(b, id string) (pid int, remove func()) {
+	h.t.Helper()
+	pidFile := filepath.Join(h.t.TempDir(), "pid")
+	h.ok("create", "--bundle", b, "--pid-file", pidFile, id)
+	pid = readPid(h.t, pidFile)
+	var once sync.Once
+	remove = func() {
+		once.Do(func() {
+			h.ok("delete", "--force", id)
+			reap(h.t, pid)
+		})
+	}
+	h.t.Cleanup(remove)
+	return pid, remove
+}
+
 // subreaper makes the test process the subreaper of the processes vessel leaves behind,
 // as conmon is: the stand-in processes become its children, and it can collect their exit
 // status. The cleanup reaps every child left and ends the role.
