@@ -10,7 +10,8 @@ command -v go >/dev/null || { echo "install-deps: Go is required at /usr/local/g
 
 # procps: pgrep in tests and the bench sweep; perl: the kernel build's scripts; mount
 # (losetup) and e2fsprogs (mkfs.ext4, debugfs): the block device tests. All are on most
-# Debian installs but not on minimal ones. qemu-system-x86 brings virtiofsd.
+# Debian installs but not on minimal ones. qemu-system-x86 brings virtiofsd. bats, jq and
+# gawk: runc's bats integration tests in `make conformance`.
 pkgs=(
   make gcc libc6-dev git ca-certificates procps perl mount e2fsprogs
   qemu-system-x86 busybox-static
@@ -18,6 +19,7 @@ pkgs=(
   libseccomp-dev pkg-config
   protobuf-compiler
   containerd runc iproute2 podman
+  bats jq gawk
 )
 missing=()
 for p in "${pkgs[@]}"; do
