@@ -55,7 +55,7 @@ func run() error {
 		known     = flag.String("known", "conformance/known-failures.txt", "known-failures list: \"entry: reason\" per line (a runtime-tools program, or bats:FILE.bats:TEST)")
 		only      = flag.String("run", "", "run only the runtime-tools programs and bats files (name without .bats) matching this regular expression (known-failures entries for what did not run are not checked)")
 		limit     = flag.Duration("timeout", 10*time.Minute, "time limit per runtime-tools program and runtime")
-		batsLimit = flag.Duration("bats-timeout", 15*time.Minute, "time limit per bats file and runtime (each test also has suite.TestTimeout)")
+		batsLimit = flag.Duration("bats-timeout", 15*time.Minute, "time limit per bats file and runtime")
 		suites    = flag.String("suites", "runtime-tools,bats", "comma-separated suites to run: runtime-tools, bats")
 		doc       = flag.String("doc", "", "also write the table into this Markdown file (docs/conformance.md), below its fixed introduction")
 	)
