@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -238,29 +239,60 @@ func (b Bats) Run(ctx context.Context, file string, r Runtime, limit time.Durati
 
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "bats", "--tap", "--no-tempdir-cleanup", file+".bats")
+	// runCtx also ends LingerDelay after the last test reported: a helper a failed test
+	// left running (recvtty waiting for a console) keeps bats' output pipe open, and bats
+	// with it, although every test is done.
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	cmd := exec.CommandContext(runCtx, "bats", "--tap", "--no-tempdir-cleanup", file+".bats")
 	cmd.Dir = b.tests()
 	// No BATS_TEST_TIMEOUT: its watchdog is a background job of the test's shell, so a
 	// test that runs `wait` (events.bats) would wait for the watchdog and time out.
 	cmd.Env = append(os.Environ(), "RUNC="+r.Command, "TMPDIR="+tmp)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, &stdout, &stderr
+	stdout := &tapWatch{done: make(chan struct{})}
+	var stderr bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, stdout, &stderr
 	// bats leads a session of its own, so the limit kills it and every process the tests
 	// started in its process group.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
+	exited := make(chan struct{})
+	lingered := make(chan bool, 1)
+	go func() {
+		select {
+		case <-stdout.done:
+		case <-exited:
+			lingered <- false
+			return
+		}
+		select {
+		case <-time.After(LingerDelay):
+			stopRun()
+			lingered <- true
+		case <-exited:
+			lingered <- false
+		}
+	}()
 	runErr := cmd.Run()
+	close(exited)
+	killedLingering := <-lingered
 	tty.Close()
 
-	if err := b.keepOutput(r.Name, file, stdout.Bytes(), stderr.Bytes()); err != nil {
+	out := stdout.Bytes()
+	if err := b.keepOutput(r.Name, file, out, stderr.Bytes()); err != nil {
 		res.Err = err.Error()
 	}
-	res.TAP, _ = ParseTAP(&stdout)
+	res.TAP, _ = ParseTAP(bytes.NewReader(out))
 	var exitErr *exec.ExitError
 	switch {
 	case ctx.Err() != nil:
 		res.ExitCode, res.Err = -1, fmt.Sprintf("timed out after %s", limit)
+	case killedLingering:
+		// Every test reported; bats would have exited 1 on a failed test.
+		if res.TAP.Failed > 0 {
+			res.ExitCode = 1
+		}
 	case errors.As(runErr, &exitErr):
 		res.ExitCode = exitErr.ExitCode()
 		if res.TAP.Plan < 0 {
@@ -275,6 +307,53 @@ func (b Bats) Run(ctx context.Context, file string, r Runtime, limit time.Durati
 	pty.Close()
 	<-drained
 	return res
+}
+
+// LingerDelay is how long bats may keep running after its last test reported.
+const LingerDelay = 20 * time.Second
+
+// tapWatch collects bats' TAP output and closes done once the plan's every test has
+// reported.
+type tapWatch struct {
+	mu sync.Mutex
+	// buf, line, plan, seen and closed are guarded by mu.
+	buf        bytes.Buffer
+	line       []byte
+	plan, seen int
+	closed     bool
+	done       chan struct{}
+}
+
+func (w *tapWatch) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	for _, c := range p {
+		if c != '\n' {
+			w.line = append(w.line, c)
+			continue
+		}
+		l := strings.TrimRight(string(w.line), "\r")
+		w.line = w.line[:0]
+		if m := planLine.FindStringSubmatch(l); m != nil {
+			w.plan, _ = strconv.Atoi(m[1])
+			w.plan++ // counted from 1 so that 0 means no plan yet
+		} else if testLine.MatchString(l) {
+			w.seen++
+		}
+		if w.plan > 0 && w.seen >= w.plan-1 && !w.closed {
+			w.closed = true
+			close(w.done)
+		}
+	}
+	return len(p), nil
+}
+
+// Bytes is everything written so far.
+func (w *tapWatch) Bytes() []byte {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return bytes.Clone(w.buf.Bytes())
 }
 
 // LogDir holds each run's output: RUNTIME-FILE.tap (the TAP stream, with the failed tests'
@@ -311,8 +390,9 @@ func cleanRoots(ctx context.Context, r Runtime, tmp string) []string {
 	return leaked
 }
 
-// killNaming kills every process whose command line contains dir and returns a
-// description of each: the run's own leftovers, since dir is the run's fresh TMPDIR.
+// killNaming kills every process whose command line contains dir (the run's own
+// leftovers, since dir is the run's fresh TMPDIR) and returns a description of each but
+// the test helpers (batsHelpers).
 func killNaming(dir string) []string {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
@@ -334,7 +414,9 @@ func killNaming(dir string) []string {
 		if len(args) > 0 {
 			name = filepath.Base(args[0])
 		}
-		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+		// A test helper a failed test left running is the test's leftover, not the
+		// runtime's: killed, not reported.
+		if syscall.Kill(pid, syscall.SIGKILL) == nil && !slices.Contains(batsHelpers, name) {
 			leaked = append(leaked, fmt.Sprintf("process %d (%s)", pid, name))
 		}
 	}

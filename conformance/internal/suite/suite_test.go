@@ -211,3 +211,35 @@ func TestCompareTests(t *testing.T) {
 		}
 	}
 }
+
+func TestTapWatch(t *testing.T) {
+	w := &tapWatch{done: make(chan struct{})}
+	done := func() bool {
+		select {
+		case <-w.done:
+			return true
+		default:
+			return false
+		}
+	}
+	for _, chunk := range []string{"1..2\nok 1 a\n# diag", "nostic\nnot ok 2 b", " # skip x"} {
+		if _, err := w.Write([]byte(chunk)); err != nil {
+			t.Fatal(err)
+		}
+		if done() {
+			t.Fatalf("done after %q, before the last test line ended", chunk)
+		}
+	}
+	if _, err := w.Write([]byte("\n")); err != nil {
+		t.Fatal(err)
+	}
+	if !done() {
+		t.Fatal("not done after every planned test reported")
+	}
+	if _, err := w.Write([]byte("ok 3 extra\n")); err != nil { // done closes once
+		t.Fatal(err)
+	}
+	if got := string(w.Bytes()); !strings.HasPrefix(got, "1..2\nok 1 a\n") || !strings.HasSuffix(got, "ok 3 extra\n") {
+		t.Fatalf("Bytes = %q", got)
+	}
+}
