@@ -26,6 +26,10 @@ const RuncModule = "github.com/opencontainers/runc"
 // helpers.bash expects.
 var batsHelpers = []string{"recvtty", "sd-helper", "seccompagent"}
 
+// batsPrepRevision changes with the changes Prepare makes to the suite, so a tree
+// prepared by an older harness is prepared again.
+const batsPrepRevision = " prep 2"
+
 // offlineSkips are the tests that fetch from the internet (a git clone of runtime-spec),
 // per file; the run skips them, since nothing outside the machine may be contacted.
 var offlineSkips = map[string][]string{
@@ -52,14 +56,15 @@ func (b Bats) image() string { return filepath.Join(b.Dir, "busybox.tar") }
 // Prepare downloads runc's module through the Go module proxy, builds the contrib helpers
 // the tests call, builds the busybox image, points the suite at it (its get-images.sh,
 // which downloads images, is replaced by one naming the local image; setup_debian skips
-// with debianSkip; the tests in offlineSkips skip), and returns the bats files' names without ".bats", sorted, and the
+// with debianSkip; the tests in offlineSkips skip; create_parent makes cgroups only in
+// mounted hierarchies), and returns the bats files' names without ".bats", sorted, and the
 // helpers that did not build (the tests needing them fail or skip with both runtimes).
 // A preparation of the same version already in Dir is reused.
 func (b Bats) Prepare(ctx context.Context) (files, unbuilt []string, err error) {
 	marker := filepath.Join(b.Dir, builtMarker)
 	if m, err := os.ReadFile(marker); err == nil {
 		v, rest, _ := strings.Cut(string(m), "\n")
-		if v == b.Version {
+		if v == b.Version+batsPrepRevision {
 			files, err := b.files()
 			return files, strings.Fields(rest), err
 		}
@@ -99,6 +104,15 @@ func (b Bats) Prepare(ctx context.Context) (files, unbuilt []string, err error) 
 		"function setup_debian() {\n", "function setup_debian() {\n\tskip \""+debianSkip+"\"\n"); err != nil {
 		return nil, nil, err
 	}
+	// create_parent makes the pod parent cgroup in every hierarchy /proc/cgroups lists; a
+	// controller the host does not mount (hugetlb, net_cls, perf_event here) then becomes
+	// a plain directory on /sys/fs/cgroup's tmpfs, which cgroup libraries take for a
+	// hierarchy: other users of the machine's cgroups break. Only mounted ones are used.
+	if err := patchFile(filepath.Join(b.tests(), "helpers.bash"),
+		"\t\t\t\tmkdir -p \"/sys/fs/cgroup/$subsys$REL_PARENT_PATH\"\n",
+		"\t\t\t\tmountpoint -q \"/sys/fs/cgroup/$subsys\" || continue\n\t\t\t\tmkdir -p \"/sys/fs/cgroup/$subsys$REL_PARENT_PATH\"\n"); err != nil {
+		return nil, nil, err
+	}
 	for file, tests := range offlineSkips {
 		for _, t := range tests {
 			at := "@test \"" + t + "\" {\n"
@@ -114,7 +128,7 @@ func (b Bats) Prepare(ctx context.Context) (files, unbuilt []string, err error) 
 	if len(files) == 0 {
 		return nil, nil, fmt.Errorf("%s@%s has no bats file in tests/integration", RuncModule, b.Version)
 	}
-	return files, unbuilt, os.WriteFile(marker, []byte(b.Version+"\n"+strings.Join(unbuilt, " ")), 0o644)
+	return files, unbuilt, os.WriteFile(marker, []byte(b.Version+batsPrepRevision+"\n"+strings.Join(unbuilt, " ")), 0o644)
 }
 
 func (b Bats) files() ([]string, error) {
