@@ -103,7 +103,7 @@ bench-quick: build image ## benchmark smoke test (1 run each, small counts), run
 	$(GO) run ./bench/cmd/vesselbench -quick -guest-dir $(GUEST_DIR) -out $(OUT)/bench-quick
 
 .PHONY: conformance
-conformance: build image ## OCI runtime-tools validation programs against runc and Vessel side by side (table in _output/conformance; docs/conformance.md)
+conformance: build image ## OCI runtime-tools validation programs and runc's bats tests against runc and Vessel side by side (tables in _output/conformance; docs/conformance.md)
 	$(GO) run ./conformance/cmd/vesselconformance -guest-dir $(GUEST_DIR) -out $(OUT)/conformance -bin $(OUT)/bin
 
 # critest is cri-tools' CRI validation suite, built from the Go module proxy (outside this

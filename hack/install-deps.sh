@@ -12,6 +12,7 @@ command -v go >/dev/null || { echo "install-deps: Go is required at /usr/local/g
 # (losetup) and e2fsprogs (mkfs.ext4, debugfs): the block device tests; erofs-utils
 # (mkfs.erofs, dump.erofs): containerd 2.x's erofs snapshotter and its test. All but the
 # last are on most Debian installs but not on minimal ones. qemu-system-x86 brings virtiofsd.
+# bats, jq and gawk: runc's bats integration tests in `make conformance`.
 pkgs=(
   make gcc libc6-dev git ca-certificates procps perl mount e2fsprogs
   qemu-system-x86 busybox-static
@@ -20,6 +21,7 @@ pkgs=(
   protobuf-compiler
   containerd runc iproute2 podman
   erofs-utils
+  bats jq gawk
 )
 missing=()
 for p in "${pkgs[@]}"; do

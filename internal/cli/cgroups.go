@@ -3,6 +3,9 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path"
+	"path/filepath"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -29,6 +32,34 @@ func checkCgroupsPath(spec *specs.Spec, systemd, systemdRunning bool) error {
 	}
 	if strings.Count(p, ":") == 2 && !strings.Contains(p, "/") {
 		return fmt.Errorf("cgroupsPath %q looks like a systemd path (slice:prefix:name): pass --systemd-cgroup", p)
+	}
+	return nil
+}
+
+// cgroupRoot is where the host's cgroup file systems are mounted.
+const cgroupRoot = "/sys/fs/cgroup"
+
+// checkCgroupNotFrozen refuses a cgroupfs linux.cgroupsPath whose cgroup exists and is
+// frozen (v1: the freezer hierarchy's freezer.state is not THAWED; v2: cgroup.events says
+// "frozen 1"), as runc does: the shim joins that cgroup before the VM starts, and would
+// stop there with nothing to say why. root is the cgroup mount point (cgroupRoot).
+func checkCgroupNotFrozen(spec *specs.Spec, systemd bool, root string) error {
+	if systemd || spec.Linux == nil || spec.Linux.CgroupsPath == "" {
+		return nil
+	}
+	p := path.Clean("/" + spec.Linux.CgroupsPath)
+	if b, err := os.ReadFile(filepath.Join(root, "freezer", p, "freezer.state")); err == nil {
+		if st := strings.TrimSpace(string(b)); st != "THAWED" {
+			return fmt.Errorf("container's cgroup unexpectedly frozen: %s is %s", filepath.Join(root, "freezer", p), st)
+		}
+		return nil
+	}
+	if b, err := os.ReadFile(filepath.Join(root, p, "cgroup.events")); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.TrimSpace(line) == "frozen 1" {
+				return fmt.Errorf("container's cgroup unexpectedly frozen: %s", filepath.Join(root, p))
+			}
+		}
 	}
 	return nil
 }

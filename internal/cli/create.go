@@ -156,6 +156,9 @@ func (r *ociRuntime) create(ctx context.Context, o createOptions) (_ processHost
 	if err := checkCgroupsPath(spec, r.systemdCgroup, hostcgroup.SystemdRunning()); err != nil {
 		return nil, err
 	}
+	if err := checkCgroupNotFrozen(spec, r.systemdCgroup, cgroupRoot); err != nil {
+		return nil, err
+	}
 	_, sandboxID, err := oci.Identify(o.id, spec.Annotations)
 	if err != nil {
 		return nil, err

@@ -20,7 +20,8 @@ func killCommand() *cli.Command {
 to every process of the container. The signal is a number (0-64) or a name, with or
 without the SIG prefix (TERM, SIGKILL, RTMIN+3); signal 0 sends nothing and only checks
 that the container runs. Killing a stopped container is an error ("container not
-running").`,
+running"), except with --all, which then has no process to signal and succeeds, as runc's
+does.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "send the specified signal to all processes inside the container"},
 		},
@@ -47,6 +48,9 @@ running").`,
 			}
 			switch r.statusOf(ctx, ctr).status {
 			case specs.StateStopped:
+				if c.Bool("all") {
+					return nil
+				}
 				return errors.New("container not running")
 			case specs.StateCreating:
 				return errors.New("container not created")

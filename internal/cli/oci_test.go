@@ -487,3 +487,46 @@ func TestCheckpointRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckCgroupNotFrozen(t *testing.T) {
+	spec := &specs.Spec{Linux: &specs.Linux{CgroupsPath: "/pods/c1"}}
+	write := func(t *testing.T, root, rel, content string) {
+		t.Helper()
+		p := filepath.Join(root, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name, file, content string
+		frozen              bool
+	}{
+		{"v1 frozen", "freezer/pods/c1/freezer.state", "FROZEN\n", true},
+		{"v1 freezing", "freezer/pods/c1/freezer.state", "FREEZING\n", true},
+		{"v1 thawed", "freezer/pods/c1/freezer.state", "THAWED\n", false},
+		{"v2 frozen", "pods/c1/cgroup.events", "populated 0\nfrozen 1\n", true},
+		{"v2 thawed", "pods/c1/cgroup.events", "populated 0\nfrozen 0\n", false},
+		{"no such cgroup yet", "other/x", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			write(t, root, tc.file, tc.content)
+			err := checkCgroupNotFrozen(spec, false, root)
+			if got := err != nil; got != tc.frozen {
+				t.Fatalf("checkCgroupNotFrozen = %v, want frozen %v", err, tc.frozen)
+			}
+			if err != nil && !strings.Contains(err.Error(), "container's cgroup unexpectedly frozen") {
+				t.Errorf("error %q lacks runc's wording", err)
+			}
+		})
+	}
+	// The systemd driver names a unit, not a path: not checked here.
+	root := t.TempDir()
+	write(t, root, "freezer/pods/c1/freezer.state", "FROZEN\n")
+	if err := checkCgroupNotFrozen(spec, true, root); err != nil {
+		t.Errorf("systemd driver: %v", err)
+	}
+}

@@ -29,6 +29,16 @@ import (
 // the table was made with.
 const runtimeToolsVersion = "v0.9.1-0.20251205004911-5e639034dcdc"
 
+// runcVersion pins runc's bats suite to the reference runtime installed on the machine
+// (Debian 12's runc 1.1.5).
+const runcVersion = "v1.1.5"
+
+// The suites' table headings; writeDoc replaces a suite's section by its heading.
+const (
+	runtimeToolsTitle = "OCI runtime-tools validation"
+	batsTitle         = "runc bats integration tests"
+)
+
 func main() {
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "vesselconformance:", err)
@@ -38,14 +48,17 @@ func main() {
 
 func run() error {
 	var (
-		out      = flag.String("out", "_output/conformance", "directory for the suite's build, the runtimes' state and the results")
-		binDir   = flag.String("bin", "_output/bin", "directory holding vessel and containerd-shim-vessel-v2")
-		guestDir = flag.String("guest-dir", "/var/lib/vessel/guest", "directory holding the guest vmlinux and initramfs.img")
-		runcBin  = flag.String("runc", "runc", "the reference runtime")
-		known    = flag.String("known", "conformance/known-failures.txt", "known-failures list: \"program: reason\" per line")
-		only     = flag.String("run", "", "run only the programs whose names match this regular expression (entries of the known-failures list for programs not run are not checked)")
-		limit    = flag.Duration("timeout", 10*time.Minute, "time limit per program and runtime")
-		doc      = flag.String("doc", "", "also write the table into this Markdown file (docs/conformance.md), below its fixed introduction")
+		out       = flag.String("out", "_output/conformance", "directory for the suite's build, the runtimes' state and the results")
+		binDir    = flag.String("bin", "_output/bin", "directory holding vessel and containerd-shim-vessel-v2")
+		guestDir  = flag.String("guest-dir", "/var/lib/vessel/guest", "directory holding the guest vmlinux and initramfs.img")
+		runcBin   = flag.String("runc", "runc", "the reference runtime")
+		known     = flag.String("known", "conformance/known-failures.txt", "known-failures list: \"entry: reason\" per line (a runtime-tools program, or bats:FILE.bats:TEST)")
+		only      = flag.String("run", "", "run only the runtime-tools programs and bats files (name without .bats) matching this regular expression (known-failures entries for what did not run are not checked)")
+		limit     = flag.Duration("timeout", 10*time.Minute, "time limit per runtime-tools program and runtime")
+		batsLimit = flag.Duration("bats-timeout", 15*time.Minute, "time limit per bats file and runtime")
+		batsSkip  = flag.String("bats-skip", defaultBatsSkip, "bats files (name without .bats) not to run, a regular expression; \"\" runs them all")
+		suites    = flag.String("suites", "runtime-tools,bats", "comma-separated suites to run: runtime-tools, bats")
+		doc       = flag.String("doc", "", "also write the table into this Markdown file (docs/conformance.md), below its fixed introduction")
 	)
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -83,55 +96,138 @@ func run() error {
 		return err
 	}
 
+	var results []suite.Result
+	for _, name := range strings.Split(*suites, ",") {
+		var res suite.Result
+		switch name {
+		case "runtime-tools":
+			res, err = runRuntimeTools(ctx, outDir, runtimes, k, filter, *limit)
+		case "bats":
+			var skip *regexp.Regexp
+			if *batsSkip != "" {
+				if skip, err = regexp.Compile(*batsSkip); err != nil {
+					return fmt.Errorf("-bats-skip: %w", err)
+				}
+			}
+			res, err = runBats(ctx, outDir, runtimes, k, filter, skip, *batsLimit)
+		default:
+			err = fmt.Errorf("-suites: unknown suite %q, want runtime-tools or bats", name)
+		}
+		if err != nil {
+			return err
+		}
+		var md bytes.Buffer
+		if err := res.Markdown(&md); err != nil {
+			return err
+		}
+		table := filepath.Join(outDir, name+".md")
+		if err := os.WriteFile(table, md.Bytes(), 0o644); err != nil {
+			return err
+		}
+		if *doc != "" {
+			if err := writeDoc(*doc, res.Suite, md.Bytes()); err != nil {
+				return err
+			}
+		}
+		rp, re, vp, ve := res.Totals()
+		fmt.Printf("\n%s: %d programs; tests passed/executed: runc %d/%d, Vessel %d/%d; table in %s\n\n", name, len(res.Rows), rp, re, vp, ve, table)
+		results = append(results, res)
+	}
+	var problems []string
+	for _, res := range results {
+		for _, p := range res.Problems() {
+			problems = append(problems, res.Suite+": "+p)
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("where Vessel does worse than runc:\n  %s", strings.Join(problems, "\n  "))
+	}
+	return nil
+}
+
+// runRuntimeTools runs the OCI runtime-tools validation programs matching filter (all
+// when nil) with both runtimes and compares them program by program.
+func runRuntimeTools(ctx context.Context, outDir string, runtimes []suite.Runtime, k suite.Known, filter *regexp.Regexp, limit time.Duration) (suite.Result, error) {
 	rt := suite.RuntimeTools{Version: runtimeToolsVersion, Dir: filepath.Join(outDir, "runtime-tools")}
 	fmt.Printf("building %s@%s\n", suite.RuntimeToolsModule, rt.Version)
+	res := suite.Result{Suite: runtimeToolsTitle + " (" + rt.Version + ")"}
 	progs, err := rt.Prepare(ctx)
 	if err != nil {
-		return err
+		return res, err
 	}
-	res := suite.Result{Suite: "OCI runtime-tools validation (" + rt.Version + ")"}
 	ran := map[string]bool{}
 	for _, p := range progs {
 		if filter != nil && !filter.MatchString(p) {
 			continue
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return res, ctx.Err()
 		}
 		ran[p] = true
-		r := rt.Run(ctx, p, runtimes[0], *limit)
-		v := rt.Run(ctx, p, runtimes[1], *limit)
+		r := rt.Run(ctx, p, runtimes[0], limit)
+		v := rt.Run(ctx, p, runtimes[1], limit)
 		row := suite.Compare(p, r, v, k)
 		fmt.Printf("%-40s runc %-28s vessel %-28s %s\n", p, r.Summary(), v.Summary(), row.Status)
 		res.Rows = append(res.Rows, row)
 	}
 	if filter == nil {
 		for p := range k {
-			if !ran[p] {
+			if !ran[p] && !strings.HasPrefix(p, "bats:") {
 				res.Unlisted = append(res.Unlisted, p)
 			}
 		}
 	}
+	return res, nil
+}
 
-	var md bytes.Buffer
-	if err := res.Markdown(&md); err != nil {
-		return err
+// defaultBatsSkip names the bats files a run leaves out: seccomp-notify.bats and
+// seccomp-notify-compat.bats fail with runc itself on this host and hang until the file's
+// time limit, so they prove nothing and cost the limit twice.
+const defaultBatsSkip = `^seccomp-notify`
+
+// runBats runs runc's bats files matching filter (all when nil) and not skip (none when
+// nil) with both runtimes and compares them test by test.
+func runBats(ctx context.Context, outDir string, runtimes []suite.Runtime, k suite.Known, filter, skip *regexp.Regexp, limit time.Duration) (suite.Result, error) {
+	b := suite.Bats{Version: runcVersion, Dir: filepath.Join(outDir, "bats")}
+	fmt.Printf("preparing %s@%s bats tests\n", suite.RuncModule, b.Version)
+	res := suite.Result{Suite: batsTitle + " (" + b.Version + ")"}
+	files, unbuilt, err := b.Prepare(ctx)
+	if err != nil {
+		return res, err
 	}
-	table := filepath.Join(outDir, "runtime-tools.md")
-	if err := os.WriteFile(table, md.Bytes(), 0o644); err != nil {
-		return err
+	if len(unbuilt) > 0 {
+		fmt.Printf("helpers not built (their tests fail or skip with both runtimes): %s\n", strings.Join(unbuilt, ", "))
 	}
-	if *doc != "" {
-		if err := writeDoc(*doc, md.Bytes()); err != nil {
-			return err
+	ran := map[string]bool{}
+	for _, f := range files {
+		if (filter != nil && !filter.MatchString(f)) || (skip != nil && skip.MatchString(f)) {
+			continue
+		}
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		ran[f] = true
+		start := time.Now()
+		r := b.Run(ctx, f, runtimes[0], limit)
+		mid := time.Now()
+		v := b.Run(ctx, f, runtimes[1], limit)
+		row := suite.CompareTests(f, r, v, k)
+		fmt.Printf("%-24s runc %-26s (%3.0fs) vessel %-34s (%4.0fs) %s\n", f, r.Summary(), mid.Sub(start).Seconds(),
+			v.Summary(), time.Since(mid).Seconds(), row.Status)
+		res.Rows = append(res.Rows, row)
+	}
+	if filter == nil {
+		for key := range k {
+			file, _, ok := strings.Cut(strings.TrimPrefix(key, "bats:"), ".bats")
+			if !strings.HasPrefix(key, "bats:") || (ok && skip != nil && skip.MatchString(file)) {
+				continue
+			}
+			if !ok || !ran[file] {
+				res.Unlisted = append(res.Unlisted, key)
+			}
 		}
 	}
-	rp, re, vp, ve := res.Totals()
-	fmt.Printf("\n%d programs; tests passed/executed: runc %d/%d, Vessel %d/%d; table in %s\n", len(res.Rows), rp, re, vp, ve, table)
-	if p := res.Problems(); len(p) > 0 {
-		return fmt.Errorf("where Vessel does worse than runc:\n  %s", strings.Join(p, "\n  "))
-	}
-	return nil
+	return res, nil
 }
 
 func readKnown(path string) (suite.Known, error) {
@@ -180,16 +276,51 @@ func writeWrappers(out, runc, vessel, guestDir string) ([]suite.Runtime, error) 
 // table below it.
 const docMarker = "<!-- generated by vesselconformance: everything below this line -->"
 
-// writeDoc replaces everything below the marker in path with table.
-func writeDoc(path string, table []byte) error {
+// writeDoc replaces, below the marker in path, the section of the suite titled title
+// (from its "## title" heading to the next suite's heading) with table, or appends table
+// when the section is not there yet; other suites' sections stay.
+func writeDoc(path, title string, table []byte) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	head, _, ok := bytes.Cut(b, []byte(docMarker))
+	head, gen, ok := bytes.Cut(b, []byte(docMarker))
 	if !ok {
 		return fmt.Errorf("%s has no line %q", path, docMarker)
 	}
-	doc := append(append(head, docMarker+"\n\n"...), table...)
+	var sections [][]byte
+	replaced := false
+	for _, sec := range splitSections(gen) {
+		if sectionTitle(sec) == sectionTitle([]byte("## "+title)) {
+			sec, replaced = table, true
+		}
+		sections = append(sections, sec)
+	}
+	if !replaced {
+		sections = append(sections, table)
+	}
+	doc := append(append(head, docMarker+"\n"...), bytes.Join(sections, []byte("\n"))...)
 	return os.WriteFile(path, doc, 0o644)
+}
+
+// splitSections splits the generated part of the doc at its suites' "## " headings.
+func splitSections(gen []byte) [][]byte {
+	var out [][]byte
+	for _, part := range bytes.Split(gen, []byte("\n## ")) {
+		if len(bytes.TrimSpace(part)) == 0 {
+			continue
+		}
+		if !bytes.HasPrefix(part, []byte("## ")) {
+			part = append([]byte("## "), part...)
+		}
+		out = append(out, append(bytes.TrimRight(part, "\n"), '\n'))
+	}
+	return out
+}
+
+// sectionTitle is a section heading without its version in parentheses.
+func sectionTitle(sec []byte) string {
+	line, _, _ := bytes.Cut(sec, []byte("\n"))
+	t, _, _ := strings.Cut(string(line), " (")
+	return strings.TrimSpace(t)
 }

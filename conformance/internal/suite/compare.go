@@ -67,13 +67,15 @@ func (r Run) Summary() string {
 	return s
 }
 
-// Known lists the programs expected to fail with Vessel where runc passes, each with the
-// reason: a feature that cannot work in a VM by design, or an open gap.
+// Known lists the programs (or, for bats, single tests) expected to fail with Vessel where
+// runc passes, each with the reason: a feature that cannot work in a VM by design, or an
+// open gap. A runtime-tools program is listed by its name, a bats test as
+// "bats:FILE.bats:TEST NAME" (BatsKey).
 type Known map[string]string
 
-// ParseKnown reads a known-failures list: one "program: reason" per line; blank lines and
-// lines starting with '#' are ignored. A line without a reason or a program listed twice
-// is an error naming the line.
+// ParseKnown reads a known-failures list: one "entry: reason" per line, the entry ending
+// at the line's first ": "; blank lines and lines starting with '#' are ignored. A line
+// without a reason or an entry listed twice is an error naming the line.
 func ParseKnown(r io.Reader) (Known, error) {
 	k := Known{}
 	sc := bufio.NewScanner(r)
@@ -82,10 +84,10 @@ func ParseKnown(r io.Reader) (Known, error) {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		prog, reason, ok := strings.Cut(line, ":")
+		prog, reason, ok := strings.Cut(line, ": ")
 		prog, reason = strings.TrimSpace(prog), strings.TrimSpace(reason)
 		if !ok || prog == "" || reason == "" {
-			return nil, fmt.Errorf("line %d: want \"program: reason\", got %q", n, line)
+			return nil, fmt.Errorf("line %d: want \"entry: reason\", got %q", n, line)
 		}
 		if _, dup := k[prog]; dup {
 			return nil, fmt.Errorf("line %d: %s is listed twice", n, prog)
@@ -118,6 +120,104 @@ type Row struct {
 	Status       Status
 	// Reason is the known-failures entry for the program, if any.
 	Reason string
+	// Tests are, for a suite compared test by test (CompareTests), the tests Vessel did
+	// worse on and the listed tests it did not.
+	Tests []TestRow
+}
+
+// TestRow is one test's results side by side, for a suite compared test by test.
+type TestRow struct {
+	Name         string
+	Runc, Vessel Verdict
+	Status       Status
+	Reason       string
+}
+
+// BatsKey is the known-failures entry of one test of a bats file.
+func BatsKey(file, test string) string { return "bats:" + file + ".bats:" + test }
+
+// BatsKnownFile reports whether a known-failures entry names a test of file, or file
+// itself ("bats:FILE.bats", for a file that leaves containers behind).
+func BatsKnownFile(entry, file string) bool {
+	p := "bats:" + file + ".bats"
+	return entry == p || strings.HasPrefix(entry, p+":")
+}
+
+// CompareTests judges one bats file's pair of runs test by test: a test runc passed that
+// Vessel did not pass (failed, skipped, or never reached) is a regression unless known
+// lists BatsKey(file, test); a listed test Vessel passed, or runc did not run, is stale; a
+// listed test that neither runtime passed is not judged. The
+// file is a regression too when Vessel left containers behind, unless known lists the
+// file itself. The row's status is its worst test's.
+func CompareTests(file string, runc, vessel Run, known Known) Row {
+	row := Row{Program: file, Runc: runc, Vessel: vessel, Status: Same}
+	got := map[string]Verdict{}
+	for _, t := range vessel.TAP.Tests {
+		got[t.Name] = t.Outcome
+	}
+	seen := map[string]bool{}
+	var nKnown int
+	for _, t := range runc.TAP.Tests {
+		if seen[t.Name] {
+			continue
+		}
+		seen[t.Name] = true
+		key := BatsKey(file, t.Name)
+		reason, listed := known[key]
+		v, ran := got[t.Name]
+		if !ran {
+			v = Fail
+		}
+		tr := TestRow{Name: t.Name, Runc: t.Outcome, Vessel: v, Reason: reason}
+		worse := t.Outcome == Pass && v != Pass
+		switch {
+		case worse && listed:
+			tr.Status = Expected
+			nKnown++
+		case worse:
+			tr.Status = Regression
+		case listed && v != Pass && t.Outcome != Pass:
+			// The reference did not pass this time (runc's tests can be flaky under load):
+			// the entry is neither confirmed nor refuted.
+			continue
+		case listed:
+			tr.Status = Stale
+		default:
+			continue
+		}
+		row.Tests = append(row.Tests, tr)
+	}
+	for key, reason := range known {
+		if BatsKnownFile(key, file) && key != "bats:"+file+".bats" && !seen[strings.TrimPrefix(key, "bats:"+file+".bats:")] {
+			row.Tests = append(row.Tests, TestRow{Name: strings.TrimPrefix(key, "bats:"+file+".bats:"), Status: Stale, Reason: reason + " (runc ran no such test)"})
+		}
+	}
+	fileReason, fileListed := known["bats:"+file+".bats"]
+	switch {
+	case len(vessel.Leaked) > 0 && fileListed:
+		row.Reason = fileReason
+		row.Status = Expected
+	case len(vessel.Leaked) > 0:
+		row.Status = Regression
+	case fileListed:
+		row.Tests = append(row.Tests, TestRow{Name: "(file)", Status: Stale, Reason: fileReason + " (Vessel left nothing behind)"})
+	}
+	for _, tr := range row.Tests {
+		row.Status = worst(row.Status, tr.Status)
+	}
+	if nKnown > 0 && row.Reason == "" {
+		row.Reason = fmt.Sprintf("%d known", nKnown)
+	}
+	return row
+}
+
+// worst orders statuses by how much they need attention.
+func worst(a, b Status) Status {
+	rank := map[Status]int{Same: 0, Expected: 1, Stale: 2, Regression: 3}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
 }
 
 // Compare judges one program's pair of runs against the known failures.
@@ -166,6 +266,21 @@ func (r Result) Totals() (runcPassed, runcExecuted, vesselPassed, vesselExecuted
 func (r Result) Problems() []string {
 	var p []string
 	for _, row := range r.Rows {
+		if row.Tests != nil {
+			for _, t := range row.Tests {
+				switch t.Status {
+				case Regression:
+					p = append(p, fmt.Sprintf("%s: %s: runc %s, Vessel %s", row.Program, t.Name, t.Runc, t.Vessel))
+				case Stale:
+					p = append(p, fmt.Sprintf("%s: %s: listed as a known failure (%s) but Vessel %s and runc %s: remove the entry",
+						row.Program, t.Name, t.Reason, t.Vessel, t.Runc))
+				}
+			}
+			if len(row.Vessel.Leaked) > 0 && row.Reason == "" {
+				p = append(p, fmt.Sprintf("%s: Vessel left %s behind", row.Program, strings.Join(row.Vessel.Leaked, ", ")))
+			}
+			continue
+		}
 		switch row.Status {
 		case Regression:
 			p = append(p, fmt.Sprintf("%s: runc %s, Vessel %s", row.Program, row.Runc.Summary(), row.Vessel.Summary()))
@@ -207,22 +322,34 @@ func (r Result) Markdown(w io.Writer) error {
 	}
 	var details strings.Builder
 	for _, row := range r.Rows {
-		if row.Status != Regression && row.Status != Expected {
+		if row.Status == Same || (row.Status == Stale && row.Tests == nil) {
 			continue
 		}
 		fmt.Fprintf(&details, "\n### %s\n\n", row.Program)
+		if row.Tests != nil {
+			for _, t := range row.Tests {
+				fmt.Fprintf(&details, "- %s (runc %s, Vessel %s): %s", t.Name, t.Runc, t.Vessel, t.Status)
+				if t.Reason != "" {
+					fmt.Fprintf(&details, ": %s", t.Reason)
+				}
+				details.WriteString("\n")
+			}
+		}
 		for _, f := range row.Vessel.TAP.Failures {
+			if row.Tests != nil {
+				break
+			}
 			fmt.Fprintf(&details, "- not ok: %s\n", f)
 		}
 		if row.Vessel.Err != "" {
 			fmt.Fprintf(&details, "- %s\n", row.Vessel.Err)
 		}
 		for _, c := range row.Vessel.Leaked {
-			fmt.Fprintf(&details, "- left behind: container %s\n", c)
+			fmt.Fprintf(&details, "- left behind: %s\n", c)
 		}
 	}
 	if details.Len() > 0 {
-		b.WriteString("\nWhere Vessel did worse than runc:\n")
+		b.WriteString("\nWhere Vessel did worse than runc, or a known failure no longer holds:\n")
 		b.WriteString(details.String())
 	}
 	_, err := io.WriteString(w, b.String())

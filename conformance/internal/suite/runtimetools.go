@@ -129,8 +129,8 @@ func (rt RuntimeTools) Run(ctx context.Context, program string, r Runtime, limit
 	return res
 }
 
-// cleanLeftovers lists r's containers and force-deletes each; it returns their ids, or a
-// note that the list failed.
+// cleanLeftovers lists r's containers and force-deletes each; it returns one description
+// of each, or a note that the list failed.
 func cleanLeftovers(ctx context.Context, r Runtime) []string {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
@@ -138,13 +138,14 @@ func cleanLeftovers(ctx context.Context, r Runtime) []string {
 	if err != nil {
 		return []string{fmt.Sprintf("(%s list failed: %v)", r.Name, err)}
 	}
-	ids := strings.Fields(string(out))
-	for _, id := range ids {
+	var leaked []string
+	for _, id := range strings.Fields(string(out)) {
 		// Best effort: the id is reported as leaked whether or not this succeeds, and the
 		// next list shows it again if it stays.
 		_ = exec.CommandContext(ctx, r.Command, "delete", "--force", id).Run()
+		leaked = append(leaked, "container "+id)
 	}
-	return ids
+	return leaked
 }
 
 // downloadModule fetches mod (path@version) into the module cache and returns its directory.

@@ -140,3 +140,107 @@ func TestResultProblems(t *testing.T) {
 		t.Fatalf("Problems of an empty run = %q", p)
 	}
 }
+
+func TestParseTAPTests(t *testing.T) {
+	got, err := ParseTAP(strings.NewReader("1..3\nok 1 runc run\nnot ok 2 runc exec --user\nok 3 runc ps [v2] # skip test requires cgroups_v2\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Test{{"runc run", Pass}, {"runc exec --user", Fail}, {"runc ps [v2]", Skip}}
+	if !slices.Equal(got.Tests, want) {
+		t.Fatalf("Tests = %v, want %v", got.Tests, want)
+	}
+}
+
+func TestParseKnownBats(t *testing.T) {
+	k, err := ParseKnown(strings.NewReader("bats:kill.bats:kill detached busybox: open: kill --all of a stopped container fails\nmounts: by design: x\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := k[BatsKey("kill", "kill detached busybox")]; got != "open: kill --all of a stopped container fails" {
+		t.Fatalf("bats entry reason = %q (list %v)", got, k)
+	}
+	if k["mounts"] != "by design: x" {
+		t.Fatalf("runtime-tools entry lost: %v", k)
+	}
+}
+
+func TestCompareTests(t *testing.T) {
+	tap := func(tests ...Test) Run {
+		r := Run{TAP: TAP{Plan: len(tests), Tests: tests}}
+		for _, x := range tests {
+			switch x.Outcome {
+			case Pass:
+				r.TAP.Passed++
+			case Skip:
+				r.TAP.Skipped++
+			default:
+				r.TAP.Failed++
+			}
+		}
+		return r
+	}
+	runc := tap(Test{"a", Pass}, Test{"b", Pass}, Test{"c", Fail}, Test{"d", Skip})
+	for _, tc := range []struct {
+		name   string
+		vessel Run
+		known  Known
+		want   Status
+		tests  int
+	}{
+		{"same", tap(Test{"a", Pass}, Test{"b", Pass}, Test{"c", Fail}, Test{"d", Skip}), nil, Same, 0},
+		{"better", tap(Test{"a", Pass}, Test{"b", Pass}, Test{"c", Pass}, Test{"d", Pass}), nil, Same, 0},
+		{"a test fails", tap(Test{"a", Pass}, Test{"b", Fail}), nil, Regression, 1},
+		{"a test is missing (timeout)", Run{TAP: TAP{Plan: 4, Passed: 1, Tests: []Test{{"a", Pass}}}, Err: "timed out"}, nil, Regression, 1},
+		{"a test skips", tap(Test{"a", Pass}, Test{"b", Skip}), nil, Regression, 1},
+		{"known", tap(Test{"a", Pass}, Test{"b", Fail}), Known{BatsKey("f", "b"): "why"}, Expected, 1},
+		{"stale", tap(Test{"a", Pass}, Test{"b", Pass}), Known{BatsKey("f", "b"): "why"}, Stale, 1},
+		{"listed test neither passes", tap(Test{"a", Pass}, Test{"b", Pass}), Known{BatsKey("f", "c"): "why"}, Same, 0},
+		{"listed test runc fails and Vessel passes", tap(Test{"a", Pass}, Test{"b", Pass}, Test{"c", Pass}), Known{BatsKey("f", "c"): "why"}, Stale, 1},
+		{"listed test that does not exist", tap(Test{"a", Pass}, Test{"b", Pass}), Known{BatsKey("f", "zz"): "why"}, Stale, 1},
+		{"another file's entry", tap(Test{"a", Pass}, Test{"b", Pass}), Known{BatsKey("g", "b"): "why"}, Same, 0},
+		{"leak", Run{TAP: tap(Test{"a", Pass}, Test{"b", Pass}).TAP, Leaked: []string{"container x"}}, nil, Regression, 0},
+		{"known leak", Run{TAP: tap(Test{"a", Pass}, Test{"b", Pass}).TAP, Leaked: []string{"container x"}}, Known{"bats:f.bats": "why"}, Expected, 0},
+	} {
+		row := CompareTests("f", runc, tc.vessel, tc.known)
+		if row.Status != tc.want || len(row.Tests) != tc.tests {
+			t.Errorf("%s: status %s with %d test rows %+v, want %s with %d", tc.name, row.Status, len(row.Tests), row.Tests, tc.want, tc.tests)
+		}
+		r := Result{Rows: []Row{row}}
+		if p := r.Problems(); (tc.want == Regression || tc.want == Stale) != (len(p) > 0) {
+			t.Errorf("%s: Problems = %q", tc.name, p)
+		}
+	}
+}
+
+func TestTapWatch(t *testing.T) {
+	w := &tapWatch{done: make(chan struct{})}
+	done := func() bool {
+		select {
+		case <-w.done:
+			return true
+		default:
+			return false
+		}
+	}
+	for _, chunk := range []string{"1..2\nok 1 a\n# diag", "nostic\nnot ok 2 b", " # skip x"} {
+		if _, err := w.Write([]byte(chunk)); err != nil {
+			t.Fatal(err)
+		}
+		if done() {
+			t.Fatalf("done after %q, before the last test line ended", chunk)
+		}
+	}
+	if _, err := w.Write([]byte("\n")); err != nil {
+		t.Fatal(err)
+	}
+	if !done() {
+		t.Fatal("not done after every planned test reported")
+	}
+	if _, err := w.Write([]byte("ok 3 extra\n")); err != nil { // done closes once
+		t.Fatal(err)
+	}
+	if got := string(w.Bytes()); !strings.HasPrefix(got, "1..2\nok 1 a\n") || !strings.HasSuffix(got, "ok 3 extra\n") {
+		t.Fatalf("Bytes = %q", got)
+	}
+}

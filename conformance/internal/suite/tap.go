@@ -23,6 +23,14 @@ type TAP struct {
 	Failures []string
 	// SkipAll is the reason of a "1..0 # SKIP reason" plan.
 	SkipAll string
+	// Tests are the test lines in order: description and outcome.
+	Tests []Test
+}
+
+// Test is one test line's description and outcome (pass, skip or fail).
+type Test struct {
+	Name    string
+	Outcome Verdict
 }
 
 // Executed is the number of tests that ran (passed or failed, not skipped).
@@ -57,17 +65,22 @@ func ParseTAP(r io.Reader) (TAP, error) {
 			continue
 		}
 		desc, directive := splitDirective(m[3])
+		outcome := Fail
 		switch {
 		case strings.HasPrefix(directive, "skip"):
 			t.Skipped++
+			outcome = Skip
 		case strings.HasPrefix(directive, "todo") && m[1] == "not ok":
 			t.Skipped++
+			outcome = Skip
 		case m[1] == "ok":
 			t.Passed++
+			outcome = Pass
 		default:
 			t.Failed++
 			t.Failures = append(t.Failures, desc)
 		}
+		t.Tests = append(t.Tests, Test{Name: desc, Outcome: outcome})
 	}
 	return t, sc.Err()
 }
