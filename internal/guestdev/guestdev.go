@@ -15,9 +15,9 @@ type Char struct {
 
 // Kernel are the character devices every Linux kernel provides with the same numbers
 // (Documentation/admin-guide/devices.txt): a node for one of them made in the guest is the
-// same device as on the host.
+// same device as on the host, of the guest's kernel (kmsg is the guest kernel's log).
 var Kernel = []Char{
-	{1, 3, "null"}, {1, 5, "zero"}, {1, 7, "full"}, {1, 8, "random"}, {1, 9, "urandom"},
+	{1, 3, "null"}, {1, 5, "zero"}, {1, 7, "full"}, {1, 8, "random"}, {1, 9, "urandom"}, {1, 11, "kmsg"},
 	{5, 0, "tty"}, {5, 1, "console"}, {5, 2, "ptmx"}, {10, 200, "net/tun"}, {10, 229, "fuse"},
 }
 
