@@ -84,7 +84,7 @@ func (s *Service) ResizeVolume(ctx context.Context, r *agentv1.ResizeVolumeReque
 		return nil, fmt.Errorf("resize volume: %w", err)
 	}
 	defer d.Close()
-	if _, _, e := unix.Syscall(unix.SYS_IOCTL, d.Fd(), ext4IocResizeFS, uintptr(unsafe.Pointer(&blocks))); e != 0 {
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, d.Fd(), ext4IocResizeFS, uintptr(unsafe.Pointer(&blocks))); e != 0 { //nolint:gosec // G103: the ioctl needs a raw pointer
 		return nil, fmt.Errorf("resize volume %s: EXT4_IOC_RESIZE_FS to %d blocks of %d bytes: %w", mp, blocks, bs, e)
 	}
 	return &agentv1.Empty{}, nil

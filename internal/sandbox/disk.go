@@ -6,12 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"slices"
 	"strings"
 	"sync"
-	"unsafe"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -381,11 +381,14 @@ func hostSize(f *os.File, st *unix.Stat_t) (uint64, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
 		return uint64(st.Size), nil //nolint:gosec // a file's size is not negative
 	}
-	var n uint64
-	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKGETSIZE64, uintptr(unsafe.Pointer(&n))); e != 0 {
-		return 0, fmt.Errorf("BLKGETSIZE64: %w", e)
+	n, err := f.Seek(0, io.SeekEnd) // a block device's end is its size
+	if err != nil {
+		return 0, fmt.Errorf("seek to the end: %w", err)
 	}
-	return n, nil
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("seek to the start: %w", err)
+	}
+	return uint64(n), nil //nolint:gosec // an offset from lseek is not negative
 }
 
 // ResizeDisk grows the disk of the host device or image file at hostPath (attached to the
