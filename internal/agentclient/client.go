@@ -357,6 +357,13 @@ func (c *Client) VolumeStats(ctx context.Context, mountPoint string) (*agentv1.V
 	return call(ctx, "VolumeStats", c.timeouts.Request, agentv1.NewVolumeClient(c.ttrpc).VolumeStats, &agentv1.VolumeStatsRequest{MountPoint: mountPoint})
 }
 
+// ResizeVolume grows the file system the agent mounted at mountPoint to size bytes; it
+// runs as long as a create may (the guest waits for its disk's new size, then resizes).
+func (c *Client) ResizeVolume(ctx context.Context, mountPoint string, size uint64) error {
+	_, err := call(ctx, "ResizeVolume", c.timeouts.Create, agentv1.NewVolumeClient(c.ttrpc).ResizeVolume, &agentv1.ResizeVolumeRequest{MountPoint: mountPoint, Size: size})
+	return err
+}
+
 // CollectSpans fetches the spans the agent recorded for traced requests since the last call
 // (the agent forgets them) and how many it dropped for lack of room.
 func (c *Client) CollectSpans(ctx context.Context) ([]*tracepb.ResourceSpans, uint32, error) {

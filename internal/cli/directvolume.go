@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,8 +22,9 @@ import (
 	"github.com/vessel-containers/vessel/internal/shimproto"
 )
 
-// statsTimeout bounds the shim's answer to `direct-volume stats`.
-const statsTimeout = 30 * time.Second
+// shimTimeout bounds the shim's answer to `direct-volume stats` and `resize` (which waits
+// for QEMU and the guest's online resize).
+const shimTimeout = 60 * time.Second
 
 func directVolumeCommand() *cli.Command {
 	return &cli.Command{
@@ -99,14 +101,32 @@ The device is a host block device or a regular file holding the file system.`,
 			},
 			{
 				Name:  "resize",
-				Usage: "grow a volume: not supported yet",
+				Usage: "grow a volume's disk in the pod's VM and its ext4 file system: --volume-path PATH --size BYTES",
+				Description: `The sandbox that uses the volume grows the disk in the VM (QEMU block_resize) and the
+guest grows the mounted ext4 file system online. An image file is extended to SIZE by QEMU;
+a block device must have been grown to at least SIZE on the host first. SIZE is in bytes,
+a multiple of 512, and not smaller than the disk: volumes do not shrink.`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "volume-path", Required: true, Usage: "the volume's path on the host"},
-					&cli.Uint64Flag{Name: "size", Required: true, Usage: "the new size in bytes"},
+					&cli.Uint64Flag{Name: "size", Required: true, Usage: "the new size in bytes (a multiple of 512)"},
+					sandboxRootFlag,
 				},
 				Action: func(c *cli.Context) error {
-					return fmt.Errorf("direct-volume resize %s: not supported yet: growing an attached disk (QEMU block_resize) and its file system in the guest is not implemented; detach the volume (delete its containers), grow it on the host and start them again: %w",
-						c.String("volume-path"), errdefs.ErrNotImplemented)
+					vol, size := c.String("volume-path"), c.Uint64("size")
+					if err := checkResizeSize(vol, size); err != nil {
+						return err
+					}
+					root, err := volumeRoot(c)
+					if err != nil {
+						return err
+					}
+					sbRoot, err := sandboxRoot(c)
+					if err != nil {
+						return err
+					}
+					q := url.Values{shimproto.DirectVolumeSizeQuery: {strconv.FormatUint(size, 10)}}
+					_, err = askShim(c.Context, "resize", root, sbRoot, vol, http.MethodPost, shimproto.DirectVolumeResizePath, q)
+					return err
 				},
 			},
 		},
@@ -125,23 +145,42 @@ func volumeRoot(c *cli.Context) (string, error) {
 	return filepath.Join(root, "direct-volumes"), nil
 }
 
+// checkResizeSize refuses a resize to size bytes of volume that no disk can take: zero,
+// or not a multiple of 512.
+func checkResizeSize(volume string, size uint64) error {
+	if size == 0 || size%512 != 0 {
+		return fmt.Errorf("direct-volume resize %s: --size %d is not a positive multiple of 512 bytes: %w", volume, size, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
 // volumeStats asks the shim of the sandbox that holds volume (its metrics socket under
 // sbRoot) for the usage of the volume's file system, and returns the JSON it answers.
 func volumeStats(ctx context.Context, root, sbRoot, volume string) ([]byte, error) {
+	return askShim(ctx, "stats", root, sbRoot, volume, http.MethodGet, shimproto.DirectVolumeStatsPath, nil)
+}
+
+// askShim sends the request of direct-volume verb for volume (method at urlPath, with
+// the volume path and query) to the shim of the sandbox that holds the volume, on its
+// metrics socket under sbRoot, and returns the body of its answer.
+func askShim(ctx context.Context, verb, root, sbRoot, volume, method, urlPath string, query url.Values) ([]byte, error) {
 	id, err := directvolume.SandboxOf(root, volume)
 	if err != nil {
-		return nil, fmt.Errorf("direct-volume stats: %w", err)
+		return nil, fmt.Errorf("direct-volume %s: %w", verb, err)
 	}
 	sock := filepath.Join(sbRoot, id, shimproto.MetricsSocket)
 	client := &http.Client{
-		Timeout: statsTimeout,
+		Timeout: shimTimeout,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
 		}},
 	}
-	u := "http://shim" + shimproto.DirectVolumeStatsPath + "?" + url.Values{shimproto.DirectVolumeQuery: {volume}}.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	q := url.Values{shimproto.DirectVolumeQuery: {volume}}
+	for k, v := range query {
+		q[k] = v
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://shim"+urlPath+"?"+q.Encode(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -149,21 +188,32 @@ func volumeStats(ctx context.Context, root, sbRoot, volume string) ([]byte, erro
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) {
-			return nil, fmt.Errorf("direct-volume stats %s: sandbox %s does not answer at %s (has it stopped?): %w", volume, id, sock, errdefs.ErrUnavailable)
+			return nil, fmt.Errorf("direct-volume %s %s: sandbox %s does not answer at %s (has it stopped?): %w", verb, volume, id, sock, errdefs.ErrUnavailable)
 		}
-		return nil, fmt.Errorf("direct-volume stats %s: %w", volume, err)
+		return nil, fmt.Errorf("direct-volume %s %s: %w", verb, volume, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return nil, fmt.Errorf("direct-volume stats %s: %w", volume, err)
+		return nil, fmt.Errorf("direct-volume %s %s: %w", verb, volume, err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		var kind error = errdefs.ErrUnknown
-		if resp.StatusCode == http.StatusNotFound {
-			kind = errdefs.ErrNotFound
-		}
-		return nil, fmt.Errorf("direct-volume stats %s: sandbox %s: %s: %w", volume, id, strings.TrimSpace(string(body)), kind)
+	if resp.StatusCode/100 != 2 {
+		return nil, fmt.Errorf("direct-volume %s %s: sandbox %s: %s: %w", verb, volume, id, strings.TrimSpace(string(body)), errOfStatus(resp.StatusCode))
 	}
 	return body, nil
+}
+
+// errOfStatus is the errdefs kind of a shim's HTTP error status (shim.httpError).
+func errOfStatus(code int) error {
+	switch code {
+	case http.StatusNotFound:
+		return errdefs.ErrNotFound
+	case http.StatusBadRequest:
+		return errdefs.ErrInvalidArgument
+	case http.StatusPreconditionFailed:
+		return errdefs.ErrFailedPrecondition
+	case http.StatusNotImplemented:
+		return errdefs.ErrNotImplemented
+	}
+	return errdefs.ErrUnknown
 }

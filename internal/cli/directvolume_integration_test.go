@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -77,5 +78,140 @@ func TestDirectVolume(t *testing.T) {
 	}
 	if out, _ := exec.Command("losetup", "--list", "--noheadings", "--output", "BACK-FILE").Output(); strings.Contains(string(out), image) {
 		t.Errorf("loop device over the volume's image: %s", out)
+	}
+}
+
+// TestDirectVolumeResize grows the 16 MiB ext4 image of a direct-assigned volume in use
+// to 32 MiB: a shrink is refused naming both sizes, QEMU extends the image file, the
+// container's df and the volume's stats show the new capacity, and a write larger than
+// the old file system succeeds.
+func TestDirectVolumeResize(t *testing.T) {
+	h := newHarness(t)
+	h.subreaper()
+	testutil.RequiresTool(t, "mkfs.ext4")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	image := testutil.DiskImage(t, dir, 16, src)
+	volume := filepath.Join(dir, "volume")
+	if err := os.Mkdir(volume, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	info, err := json.Marshal(map[string]any{"device": image, "fstype": "ext4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ok("direct-volume", "add", "--volume-path", volume, "--mount-info", string(info))
+	defer h.ok("direct-volume", "remove", "--volume-path", volume)
+
+	const id = "dvr1"
+	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: volume, Options: []string{"rbind", "rw"}})
+	})
+	_, remove := h.created(b, id)
+	defer remove()
+	h.ok("start", id)
+	if before := dataKiB(t, h, id); before > 16<<10 {
+		t.Fatalf("df before the resize: %d KiB, want at most 16 MiB", before)
+	}
+
+	if _, errOut, code := h.run("direct-volume", "resize", "--volume-path", volume, "--size", strconv.Itoa(8<<20)); code == 0 ||
+		!strings.Contains(errOut, volume) || !strings.Contains(errOut, "8388608") || !strings.Contains(errOut, "16777216") {
+		t.Errorf("shrink to 8 MiB: exit %d, %q; want an error naming the volume and both sizes", code, errOut)
+	}
+	h.ok("direct-volume", "resize", "--volume-path", volume, "--size", strconv.Itoa(32<<20))
+	if fi, err := os.Stat(image); err != nil || fi.Size() != 32<<20 {
+		t.Errorf("image file after the resize: %v, %v; want 32 MiB", fi, err)
+	}
+	after := dataKiB(t, h, id)
+	t.Logf("df after the resize: %d KiB", after)
+	if after <= 24<<10 || after > 32<<10 {
+		t.Errorf("df after the resize: %d KiB, want about 32 MiB", after)
+	}
+	h.ok("exec", id, "sh", "-c", "dd if=/dev/zero of=/data/big bs=1024 count=20480 2>/dev/null && sync")
+	if got := h.ok("exec", id, "sh", "-c", "wc -c < /data/big"); strings.TrimSpace(got) != "20971520" {
+		t.Errorf("20 MiB write beyond the old size: %q bytes written", got)
+	}
+	var st struct {
+		BytesTotal uint64 `json:"bytes_total"`
+	}
+	out := h.ok("direct-volume", "stats", "--volume-path", volume)
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("stats %q: %v", out, err)
+	}
+	if st.BytesTotal <= 24<<20 || st.BytesTotal > 32<<20 {
+		t.Errorf("stats after the resize: %s, want a total of about 32 MiB", out)
+	}
+	// The same size again grows nothing and succeeds.
+	h.ok("direct-volume", "resize", "--volume-path", volume, "--size", strconv.Itoa(32<<20))
+}
+
+// dataKiB is the size in KiB of the file system at /data in container id, by df.
+func dataKiB(t *testing.T, h *harness, id string) uint64 {
+	t.Helper()
+	out := h.ok("exec", id, "df", "-k", "/data")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	f := strings.Fields(lines[len(lines)-1])
+	if len(f) < 2 {
+		t.Fatalf("df: %q", out)
+	}
+	n, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		t.Fatalf("df: %q: %v", out, err)
+	}
+	return n
+}
+
+// TestDirectVolumeResizeBlock grows a direct-assigned volume on a host block device (a
+// loop device over a 16 MiB ext4 image): a size beyond the device is refused until the
+// device is grown on the host, then the container sees the new capacity.
+func TestDirectVolumeResizeBlock(t *testing.T) {
+	h := newHarness(t)
+	h.subreaper()
+	testutil.RequiresTool(t, "mkfs.ext4")
+	testutil.RequiresTool(t, "losetup")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	image := testutil.DiskImage(t, dir, 16, src)
+	dev := testutil.LoopDevice(t, image)
+	volume := filepath.Join(dir, "volume")
+	if err := os.Mkdir(volume, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	info, err := json.Marshal(map[string]any{"device": dev, "fstype": "ext4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ok("direct-volume", "add", "--volume-path", volume, "--mount-info", string(info))
+	defer h.ok("direct-volume", "remove", "--volume-path", volume)
+
+	const id = "dvr2"
+	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: volume, Options: []string{"rbind", "rw"}})
+	})
+	_, remove := h.created(b, id)
+	defer remove()
+	h.ok("start", id)
+
+	if _, errOut, code := h.run("direct-volume", "resize", "--volume-path", volume, "--size", strconv.Itoa(32<<20)); code == 0 ||
+		!strings.Contains(errOut, "grow the device on the host first") || !strings.Contains(errOut, "16777216") {
+		t.Errorf("resize beyond the device: exit %d, %q; want an error naming the device's size", code, errOut)
+	}
+	if err := os.Truncate(image, 32<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("losetup", "--set-capacity", dev).CombinedOutput(); err != nil {
+		t.Fatalf("losetup --set-capacity %s: %v: %s", dev, err, out)
+	}
+	h.ok("direct-volume", "resize", "--volume-path", volume, "--size", strconv.Itoa(32<<20))
+	after := dataKiB(t, h, id)
+	t.Logf("df after the resize: %d KiB", after)
+	if after <= 24<<10 || after > 32<<10 {
+		t.Errorf("df after the resize: %d KiB, want about 32 MiB", after)
 	}
 }

@@ -12,8 +12,8 @@ import (
 )
 
 // TestDirectVolumeVerbs: add writes the record the shim reads, a bad document or a second
-// add is refused, stats names a volume no sandbox uses, resize is refused as not
-// supported, remove deletes the record.
+// add is refused, stats and resize name a volume no sandbox uses, resize refuses a size
+// no disk takes before asking any sandbox, remove deletes the record.
 func TestDirectVolumeVerbs(t *testing.T) {
 	root := t.TempDir()
 	run := func(args ...string) error {
@@ -37,7 +37,10 @@ func TestDirectVolumeVerbs(t *testing.T) {
 		{"second add", []string{"add", "--volume-path", vol, "--mount-info", `{"device": "/dev/sdc", "fstype": "ext4"}`}, errdefs.IsAlreadyExists, "recorded already"},
 		{"unknown field", []string{"add", "--volume-path", "/v2", "--mount-info", `{"device": "/dev/sdc", "fs": "ext4"}`}, errdefs.IsInvalidArgument, "--mount-info"},
 		{"stats unused", []string{"stats", "--volume-path", vol, "--sandbox-root", filepath.Join(root, "sb")}, errdefs.IsNotFound, "not used by a sandbox"},
-		{"resize", []string{"resize", "--volume-path", vol, "--size", "1073741824"}, errdefs.IsNotImplemented, "not supported yet"},
+		{"resize unused", []string{"resize", "--volume-path", vol, "--size", "1073741824", "--sandbox-root", filepath.Join(root, "sb")}, errdefs.IsNotFound, "not used by a sandbox"},
+		{"resize to 0", []string{"resize", "--volume-path", vol, "--size", "0"}, errdefs.IsInvalidArgument, "--size 0 is not a positive multiple of 512"},
+		{"resize odd", []string{"resize", "--volume-path", vol, "--size", "1000"}, errdefs.IsInvalidArgument, vol + ": --size 1000"},
+		{"resize unknown", []string{"resize", "--volume-path", "/v3", "--size", "1048576", "--sandbox-root", filepath.Join(root, "sb")}, errdefs.IsNotFound, "/v3"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := run(tc.args...)

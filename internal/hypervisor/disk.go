@@ -119,3 +119,12 @@ type DiskHotplugger interface {
 	// Disks lists the ids of the attached disks as the VMM reports them, sorted.
 	Disks(ctx context.Context) ([]string, error)
 }
+
+// DiskResizer is a VM whose attached disks can be grown while it runs.
+type DiskResizer interface {
+	// ResizeDisk sets the size in bytes (a multiple of 512) of attached disk id as the
+	// guest sees it; the guest is told of the change (virtio-blk's configuration change).
+	// A disk backed by a regular file grows the file; a block device cannot grow beyond
+	// its size. An unknown id is an error wrapping errdefs.ErrNotFound.
+	ResizeDisk(ctx context.Context, id string, size uint64) error
+}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"slices"
@@ -74,6 +75,9 @@ type attachedDisk struct {
 	id       string
 	addr     hypervisor.DiskAddress
 	readOnly bool
+	// size is the disk's size in bytes as the VM has it: the file's or device's at attach,
+	// then what ResizeDisk set.
+	size uint64
 	// refs counts the containers (and uses within one container) holding it.
 	refs int
 }
@@ -270,13 +274,17 @@ func (s *Sandbox) acquireDisk(ctx context.Context, dev diskKey, hostPath string,
 	if mode := st.Mode & unix.S_IFMT; (mode != unix.S_IFBLK && mode != unix.S_IFREG) || keyOf(&st) != dev {
 		return nil, fmt.Errorf("%s changed since it was looked up (want %+v): %w", hostPath, dev, errdefs.ErrInvalidArgument)
 	}
+	size, err := hostSize(f, &st)
+	if err != nil {
+		return nil, fmt.Errorf("size of %s: %w", hostPath, err)
+	}
 	id := fmt.Sprintf("disk%d", s.disks.next)
 	s.disks.next++
 	addr, err := h.AttachDisk(ctx, hypervisor.Disk{ID: id, File: f, ReadOnly: readOnly})
 	if err != nil {
 		return nil, fmt.Errorf("attach %s: %w", hostPath, err)
 	}
-	d := &attachedDisk{id: id, addr: addr, readOnly: readOnly, refs: 1}
+	d := &attachedDisk{id: id, addr: addr, readOnly: readOnly, size: size, refs: 1}
 	if s.disks.byKey == nil {
 		s.disks.byKey = map[diskKey]*attachedDisk{}
 	}
@@ -366,4 +374,82 @@ func (s *Sandbox) DiskStats(ctx context.Context, hostPath string) (*agentv1.Volu
 		return nil, fmt.Errorf("disk stats of %s (%s): %w", hostPath, id, err)
 	}
 	return resp, nil
+}
+
+// hostSize is the size in bytes of f, a regular file or a block device st describes.
+func hostSize(f *os.File, st *unix.Stat_t) (uint64, error) {
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return uint64(st.Size), nil //nolint:gosec // a file's size is not negative
+	}
+	n, err := f.Seek(0, io.SeekEnd) // a block device's end is its size
+	if err != nil {
+		return 0, fmt.Errorf("seek to the end: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("seek to the start: %w", err)
+	}
+	return uint64(n), nil //nolint:gosec // an offset from lseek is not negative
+}
+
+// ResizeDisk grows the disk of the host device or image file at hostPath (attached to the
+// VM and mounted by the guest) to size bytes, then the file system the guest mounted from
+// it. The disk does not shrink. An image file grows with the disk (QEMU extends it); a
+// block device must already be at least size bytes (grown on the host first). A size
+// equal to the disk's grows only the file system, so a failed resize can be retried.
+func (s *Sandbox) ResizeDisk(ctx context.Context, hostPath string, size uint64) error {
+	if size == 0 || size%512 != 0 {
+		return fmt.Errorf("resize %s: size %d bytes is not a positive multiple of 512: %w", hostPath, size, errdefs.ErrInvalidArgument)
+	}
+	r, ok := s.vm.(hypervisor.DiskResizer)
+	if !ok {
+		return fmt.Errorf("resize %s: hypervisor %s cannot resize disks: %w", hostPath, s.cfg.Hypervisor, errdefs.ErrNotImplemented)
+	}
+	id, err := s.resizeDisk(ctx, r, hostPath, size)
+	if err != nil {
+		return err
+	}
+	if err := s.agent.ResizeVolume(ctx, path.Join(guestDiskDir, id), size); err != nil {
+		return fmt.Errorf("resize the file system of %s (%s) to %d bytes: %w", hostPath, id, size, err)
+	}
+	return nil
+}
+
+// resizeDisk checks size against the disk of hostPath and the host's file or device and
+// grows the disk in the VM; it returns the disk's id.
+func (s *Sandbox) resizeDisk(ctx context.Context, r hypervisor.DiskResizer, hostPath string, size uint64) (string, error) {
+	f, err := os.OpenFile(hostPath, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", fmt.Errorf("resize: %w", err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return "", fmt.Errorf("resize: stat %s: %w", hostPath, err)
+	}
+	host, err := hostSize(f, &st)
+	if err != nil {
+		return "", fmt.Errorf("resize: size of %s: %w", hostPath, err)
+	}
+	s.disks.mu.Lock()
+	defer s.disks.mu.Unlock()
+	d, ok := s.disks.byKey[keyOf(&st)]
+	switch {
+	case !ok:
+		return "", fmt.Errorf("resize: %s is not attached to sandbox %s: %w", hostPath, s.id, errdefs.ErrNotFound)
+	case d.readOnly:
+		return "", fmt.Errorf("resize: %s is attached read-only: %w", hostPath, errdefs.ErrFailedPrecondition)
+	case size < d.size:
+		return "", fmt.Errorf("resize %s: size %d bytes is smaller than the disk's %d bytes; disks are not shrunk: %w", hostPath, size, d.size, errdefs.ErrInvalidArgument)
+	case st.Mode&unix.S_IFMT == unix.S_IFBLK && size > host:
+		return "", fmt.Errorf("resize %s: size %d bytes is larger than the block device's %d bytes; grow the device on the host first: %w", hostPath, size, host, errdefs.ErrFailedPrecondition)
+	case st.Mode&unix.S_IFMT != unix.S_IFBLK && size < host:
+		return "", fmt.Errorf("resize %s: size %d bytes is smaller than the image file's %d bytes, which would be cut: %w", hostPath, size, host, errdefs.ErrInvalidArgument)
+	}
+	if size > d.size {
+		if err := r.ResizeDisk(ctx, d.id, size); err != nil {
+			return "", fmt.Errorf("resize %s: %w", hostPath, err)
+		}
+		d.size = size
+	}
+	return d.id, nil
 }

@@ -212,9 +212,10 @@ type metricsServer struct {
 	served chan struct{}
 }
 
-// serveMetrics starts serving m on dir's metrics socket, and volumeStats at
-// shimproto.DirectVolumeStatsPath; the server runs until stop.
-func serveMetrics(ctx context.Context, m *shimMetrics, dir string, volumeStats http.Handler) (*metricsServer, error) {
+// serveMetrics starts serving m on dir's metrics socket, and volumes at
+// shimproto.DirectVolumePrefix (the direct-volume stats and resize paths); the server
+// runs until stop.
+func serveMetrics(ctx context.Context, m *shimMetrics, dir string, volumes http.Handler) (*metricsServer, error) {
 	path := filepath.Join(dir, shimproto.MetricsSocket)
 	l, err := unixsock.Listen(path, 0o600)
 	if err != nil {
@@ -222,7 +223,7 @@ func serveMetrics(ctx context.Context, m *shimMetrics, dir string, volumeStats h
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
-	mux.Handle(shimproto.DirectVolumeStatsPath, volumeStats)
+	mux.Handle(shimproto.DirectVolumePrefix, volumes)
 	ms := &metricsServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, path: path, served: make(chan struct{})}
 	go func() { // owner: the metricsServer; ends when stop closes the server
 		defer close(ms.served)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strconv"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -80,6 +81,45 @@ func (s *service) forgetDirectVolumes(ctx context.Context, id string) {
 	s.volumes = nil
 }
 
+// directVolumeHandler answers the direct-volume paths of the metrics socket for
+// sandbox sb: shimproto.DirectVolumeStatsPath and shimproto.DirectVolumeResizePath.
+func (s *service) directVolumeHandler(sb *sandbox.Sandbox) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(shimproto.DirectVolumeStatsPath, s.volumeStats(sb))
+	mux.Handle(shimproto.DirectVolumeResizePath, s.volumeResize(sb))
+	return mux
+}
+
+// volumeResize answers shimproto.DirectVolumeResizePath (POST) for sandbox sb: it grows
+// the recorded volume's disk and the file system the guest mounted from it
+// (sandbox.ResizeDisk) to the size query parameter, in bytes.
+func (s *service) volumeResize(sb *sandbox.Sandbox) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			http.Error(w, "direct volume resize is a POST", http.StatusMethodNotAllowed)
+			return
+		}
+		q := r.URL.Query()
+		vol := q.Get(shimproto.DirectVolumeQuery)
+		size, err := strconv.ParseUint(q.Get(shimproto.DirectVolumeSizeQuery), 10, 64)
+		if err != nil {
+			httpError(w, fmt.Errorf("direct volume %s: size %q: %w: %w", vol, q.Get(shimproto.DirectVolumeSizeQuery), err, errdefs.ErrInvalidArgument))
+			return
+		}
+		info, err := directvolume.Lookup(s.volRoot, vol)
+		if err != nil {
+			httpError(w, err)
+			return
+		}
+		if err := sb.ResizeDisk(r.Context(), info.Device, size); err != nil {
+			httpError(w, fmt.Errorf("direct volume %s: %w", vol, err))
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
 // volumeStats answers shimproto.DirectVolumeStatsPath for sandbox sb: the usage of the
 // file system of the recorded volume's device in the guest, as directvolume.Stats.
 func (s *service) volumeStats(sb *sandbox.Sandbox) http.Handler {
@@ -111,6 +151,10 @@ func httpError(w http.ResponseWriter, err error) {
 		code = http.StatusNotFound
 	case errdefs.IsInvalidArgument(err):
 		code = http.StatusBadRequest
+	case errdefs.IsFailedPrecondition(err):
+		code = http.StatusPreconditionFailed
+	case errdefs.IsNotImplemented(err):
+		code = http.StatusNotImplemented
 	}
 	http.Error(w, err.Error(), code)
 }

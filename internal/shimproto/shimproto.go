@@ -35,16 +35,21 @@ const (
 // MetricsSocket is the unix socket, in a sandbox's state directory, on which the sandbox's
 // shim serves its metrics and the guest's as Prometheus text at /metrics, over HTTP, while
 // the sandbox runs; vessel-monitor reads it (docs/observability.md). It also answers
-// DirectVolumeStatsPath.
+// DirectVolumeStatsPath and DirectVolumeResizePath.
 const MetricsSocket = "shim-metrics.sock"
 
 // DirectVolumeStatsPath is the HTTP path on MetricsSocket that answers the usage of a
 // direct-assigned volume the sandbox holds, as JSON (the agent's VolumeStatsResponse);
 // the volume path is the query parameter DirectVolumeQuery. `vessel direct-volume stats`
-// asks it.
+// asks it. DirectVolumeResizePath, POSTed, grows the volume's disk in the VM and its
+// file system in the guest to DirectVolumeSizeQuery bytes; `vessel direct-volume resize`
+// asks it. Both are under DirectVolumePrefix.
 const (
-	DirectVolumeStatsPath = "/direct-volume/stats"
-	DirectVolumeQuery     = "path"
+	DirectVolumePrefix     = "/direct-volume/"
+	DirectVolumeStatsPath  = DirectVolumePrefix + "stats"
+	DirectVolumeResizePath = DirectVolumePrefix + "resize"
+	DirectVolumeQuery      = "path"
+	DirectVolumeSizeQuery  = "size"
 )
 
 // Names of containerd's shim flags, which containerd's shim package defines and parses.

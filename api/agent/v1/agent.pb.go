@@ -4456,6 +4456,59 @@ func (x *VolumeStatsResponse) GetInodesFree() uint64 {
 	return 0
 }
 
+type ResizeVolumeRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	MountPoint string                 `protobuf:"bytes,1,opt,name=mount_point,json=mountPoint,proto3" json:"mount_point,omitempty"`
+	// The new size in bytes.
+	Size          uint64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizeVolumeRequest) Reset() {
+	*x = ResizeVolumeRequest{}
+	mi := &file_agent_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizeVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizeVolumeRequest) ProtoMessage() {}
+
+func (x *ResizeVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizeVolumeRequest.ProtoReflect.Descriptor instead.
+func (*ResizeVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *ResizeVolumeRequest) GetMountPoint() string {
+	if x != nil {
+		return x.MountPoint
+	}
+	return ""
+}
+
+func (x *ResizeVolumeRequest) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -4770,7 +4823,11 @@ const file_agent_proto_rawDesc = "" +
 	"\x0fbytes_available\x18\x03 \x01(\x04R\x0ebytesAvailable\x12!\n" +
 	"\finodes_total\x18\x04 \x01(\x04R\vinodesTotal\x12\x1f\n" +
 	"\vinodes_free\x18\x05 \x01(\x04R\n" +
-	"inodesFree2\xcf\x16\n" +
+	"inodesFree\"J\n" +
+	"\x13ResizeVolumeRequest\x12\x1f\n" +
+	"\vmount_point\x18\x01 \x01(\tR\n" +
+	"mountPoint\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size2\xcf\x16\n" +
 	"\x05Agent\x12F\n" +
 	"\x05Check\x12\x1d.vessel.agent.v1.CheckRequest\x1a\x1e.vessel.agent.v1.CheckResponse\x12L\n" +
 	"\aVersion\x12\x1f.vessel.agent.v1.VersionRequest\x1a .vessel.agent.v1.VersionResponse\x12N\n" +
@@ -4827,9 +4884,10 @@ const file_agent_proto_rawDesc = "" +
 	"\tDebugWait\x12$.vessel.agent.v1.DebugProcessRequest\x1a$.vessel.agent.v1.WaitProcessResponse2Q\n" +
 	"\x05Files\x12H\n" +
 	"\n" +
-	"RemovePath\x12\".vessel.agent.v1.RemovePathRequest\x1a\x16.vessel.agent.v1.Empty2b\n" +
+	"RemovePath\x12\".vessel.agent.v1.RemovePathRequest\x1a\x16.vessel.agent.v1.Empty2\xb0\x01\n" +
 	"\x06Volume\x12X\n" +
-	"\vVolumeStats\x12#.vessel.agent.v1.VolumeStatsRequest\x1a$.vessel.agent.v1.VolumeStatsResponseB:Z8github.com/vessel-containers/vessel/api/agent/v1;agentv1b\x06proto3"
+	"\vVolumeStats\x12#.vessel.agent.v1.VolumeStatsRequest\x1a$.vessel.agent.v1.VolumeStatsResponse\x12L\n" +
+	"\fResizeVolume\x12$.vessel.agent.v1.ResizeVolumeRequest\x1a\x16.vessel.agent.v1.EmptyB:Z8github.com/vessel-containers/vessel/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -4843,7 +4901,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 76)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 77)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                    // 0: vessel.agent.v1.Empty
 	(*CheckRequest)(nil),             // 1: vessel.agent.v1.CheckRequest
@@ -4921,6 +4979,7 @@ var file_agent_proto_goTypes = []any{
 	(*RemovePathRequest)(nil),        // 73: vessel.agent.v1.RemovePathRequest
 	(*VolumeStatsRequest)(nil),       // 74: vessel.agent.v1.VolumeStatsRequest
 	(*VolumeStatsResponse)(nil),      // 75: vessel.agent.v1.VolumeStatsResponse
+	(*ResizeVolumeRequest)(nil),      // 76: vessel.agent.v1.ResizeVolumeRequest
 }
 var file_agent_proto_depIdxs = []int32{
 	8,  // 0: vessel.agent.v1.CreateSandboxRequest.storages:type_name -> vessel.agent.v1.Storage
@@ -4992,54 +5051,56 @@ var file_agent_proto_depIdxs = []int32{
 	68, // 66: vessel.agent.v1.Debug.DebugWait:input_type -> vessel.agent.v1.DebugProcessRequest
 	73, // 67: vessel.agent.v1.Files.RemovePath:input_type -> vessel.agent.v1.RemovePathRequest
 	74, // 68: vessel.agent.v1.Volume.VolumeStats:input_type -> vessel.agent.v1.VolumeStatsRequest
-	2,  // 69: vessel.agent.v1.Agent.Check:output_type -> vessel.agent.v1.CheckResponse
-	4,  // 70: vessel.agent.v1.Agent.Version:output_type -> vessel.agent.v1.VersionResponse
-	0,  // 71: vessel.agent.v1.Agent.CreateSandbox:output_type -> vessel.agent.v1.Empty
-	0,  // 72: vessel.agent.v1.Agent.DestroySandbox:output_type -> vessel.agent.v1.Empty
-	0,  // 73: vessel.agent.v1.Agent.CreateContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 74: vessel.agent.v1.Agent.StartContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 75: vessel.agent.v1.Agent.RemoveContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 76: vessel.agent.v1.Agent.ExecProcess:output_type -> vessel.agent.v1.Empty
-	0,  // 77: vessel.agent.v1.Agent.SignalProcess:output_type -> vessel.agent.v1.Empty
-	18, // 78: vessel.agent.v1.Agent.WaitProcess:output_type -> vessel.agent.v1.WaitProcessResponse
-	21, // 79: vessel.agent.v1.Agent.ListProcesses:output_type -> vessel.agent.v1.ListProcessesResponse
-	0,  // 80: vessel.agent.v1.Agent.UpdateContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 81: vessel.agent.v1.Agent.PauseContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 82: vessel.agent.v1.Agent.ResumeContainer:output_type -> vessel.agent.v1.Empty
-	32, // 83: vessel.agent.v1.Agent.StatsContainer:output_type -> vessel.agent.v1.StatsContainerResponse
-	34, // 84: vessel.agent.v1.Agent.GetOOMEvent:output_type -> vessel.agent.v1.OOMEvent
-	36, // 85: vessel.agent.v1.Agent.WriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
-	38, // 86: vessel.agent.v1.Agent.ReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
-	38, // 87: vessel.agent.v1.Agent.ReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
-	0,  // 88: vessel.agent.v1.Agent.CloseStdin:output_type -> vessel.agent.v1.Empty
-	0,  // 89: vessel.agent.v1.Agent.TtyWinResize:output_type -> vessel.agent.v1.Empty
-	42, // 90: vessel.agent.v1.Agent.UpdateInterface:output_type -> vessel.agent.v1.Interface
-	45, // 91: vessel.agent.v1.Agent.UpdateRoutes:output_type -> vessel.agent.v1.Routes
-	43, // 92: vessel.agent.v1.Agent.ListInterfaces:output_type -> vessel.agent.v1.Interfaces
-	45, // 93: vessel.agent.v1.Agent.ListRoutes:output_type -> vessel.agent.v1.Routes
-	0,  // 94: vessel.agent.v1.Agent.AddARPNeighbors:output_type -> vessel.agent.v1.Empty
-	0,  // 95: vessel.agent.v1.Agent.OnlineCPUMem:output_type -> vessel.agent.v1.Empty
-	0,  // 96: vessel.agent.v1.Agent.MemHotplugByProbe:output_type -> vessel.agent.v1.Empty
-	0,  // 97: vessel.agent.v1.Agent.CopyFile:output_type -> vessel.agent.v1.Empty
-	0,  // 98: vessel.agent.v1.Agent.ReseedRandomDev:output_type -> vessel.agent.v1.Empty
-	0,  // 99: vessel.agent.v1.Agent.SetGuestDateTime:output_type -> vessel.agent.v1.Empty
-	60, // 100: vessel.agent.v1.Agent.GetGuestDetails:output_type -> vessel.agent.v1.GuestDetailsResponse
-	62, // 101: vessel.agent.v1.Agent.GetMetrics:output_type -> vessel.agent.v1.Metrics
-	0,  // 102: vessel.agent.v1.Agent.WarmUp:output_type -> vessel.agent.v1.Empty
-	64, // 103: vessel.agent.v1.Agent.SetPolicy:output_type -> vessel.agent.v1.SetPolicyResponse
-	66, // 104: vessel.agent.v1.Tracing.CollectSpans:output_type -> vessel.agent.v1.CollectSpansResponse
-	0,  // 105: vessel.agent.v1.Debug.DebugStart:output_type -> vessel.agent.v1.Empty
-	36, // 106: vessel.agent.v1.Debug.DebugWriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
-	38, // 107: vessel.agent.v1.Debug.DebugReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
-	38, // 108: vessel.agent.v1.Debug.DebugReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
-	0,  // 109: vessel.agent.v1.Debug.DebugCloseStdin:output_type -> vessel.agent.v1.Empty
-	0,  // 110: vessel.agent.v1.Debug.DebugResize:output_type -> vessel.agent.v1.Empty
-	0,  // 111: vessel.agent.v1.Debug.DebugSignal:output_type -> vessel.agent.v1.Empty
-	18, // 112: vessel.agent.v1.Debug.DebugWait:output_type -> vessel.agent.v1.WaitProcessResponse
-	0,  // 113: vessel.agent.v1.Files.RemovePath:output_type -> vessel.agent.v1.Empty
-	75, // 114: vessel.agent.v1.Volume.VolumeStats:output_type -> vessel.agent.v1.VolumeStatsResponse
-	69, // [69:115] is the sub-list for method output_type
-	23, // [23:69] is the sub-list for method input_type
+	76, // 69: vessel.agent.v1.Volume.ResizeVolume:input_type -> vessel.agent.v1.ResizeVolumeRequest
+	2,  // 70: vessel.agent.v1.Agent.Check:output_type -> vessel.agent.v1.CheckResponse
+	4,  // 71: vessel.agent.v1.Agent.Version:output_type -> vessel.agent.v1.VersionResponse
+	0,  // 72: vessel.agent.v1.Agent.CreateSandbox:output_type -> vessel.agent.v1.Empty
+	0,  // 73: vessel.agent.v1.Agent.DestroySandbox:output_type -> vessel.agent.v1.Empty
+	0,  // 74: vessel.agent.v1.Agent.CreateContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 75: vessel.agent.v1.Agent.StartContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 76: vessel.agent.v1.Agent.RemoveContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 77: vessel.agent.v1.Agent.ExecProcess:output_type -> vessel.agent.v1.Empty
+	0,  // 78: vessel.agent.v1.Agent.SignalProcess:output_type -> vessel.agent.v1.Empty
+	18, // 79: vessel.agent.v1.Agent.WaitProcess:output_type -> vessel.agent.v1.WaitProcessResponse
+	21, // 80: vessel.agent.v1.Agent.ListProcesses:output_type -> vessel.agent.v1.ListProcessesResponse
+	0,  // 81: vessel.agent.v1.Agent.UpdateContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 82: vessel.agent.v1.Agent.PauseContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 83: vessel.agent.v1.Agent.ResumeContainer:output_type -> vessel.agent.v1.Empty
+	32, // 84: vessel.agent.v1.Agent.StatsContainer:output_type -> vessel.agent.v1.StatsContainerResponse
+	34, // 85: vessel.agent.v1.Agent.GetOOMEvent:output_type -> vessel.agent.v1.OOMEvent
+	36, // 86: vessel.agent.v1.Agent.WriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
+	38, // 87: vessel.agent.v1.Agent.ReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
+	38, // 88: vessel.agent.v1.Agent.ReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
+	0,  // 89: vessel.agent.v1.Agent.CloseStdin:output_type -> vessel.agent.v1.Empty
+	0,  // 90: vessel.agent.v1.Agent.TtyWinResize:output_type -> vessel.agent.v1.Empty
+	42, // 91: vessel.agent.v1.Agent.UpdateInterface:output_type -> vessel.agent.v1.Interface
+	45, // 92: vessel.agent.v1.Agent.UpdateRoutes:output_type -> vessel.agent.v1.Routes
+	43, // 93: vessel.agent.v1.Agent.ListInterfaces:output_type -> vessel.agent.v1.Interfaces
+	45, // 94: vessel.agent.v1.Agent.ListRoutes:output_type -> vessel.agent.v1.Routes
+	0,  // 95: vessel.agent.v1.Agent.AddARPNeighbors:output_type -> vessel.agent.v1.Empty
+	0,  // 96: vessel.agent.v1.Agent.OnlineCPUMem:output_type -> vessel.agent.v1.Empty
+	0,  // 97: vessel.agent.v1.Agent.MemHotplugByProbe:output_type -> vessel.agent.v1.Empty
+	0,  // 98: vessel.agent.v1.Agent.CopyFile:output_type -> vessel.agent.v1.Empty
+	0,  // 99: vessel.agent.v1.Agent.ReseedRandomDev:output_type -> vessel.agent.v1.Empty
+	0,  // 100: vessel.agent.v1.Agent.SetGuestDateTime:output_type -> vessel.agent.v1.Empty
+	60, // 101: vessel.agent.v1.Agent.GetGuestDetails:output_type -> vessel.agent.v1.GuestDetailsResponse
+	62, // 102: vessel.agent.v1.Agent.GetMetrics:output_type -> vessel.agent.v1.Metrics
+	0,  // 103: vessel.agent.v1.Agent.WarmUp:output_type -> vessel.agent.v1.Empty
+	64, // 104: vessel.agent.v1.Agent.SetPolicy:output_type -> vessel.agent.v1.SetPolicyResponse
+	66, // 105: vessel.agent.v1.Tracing.CollectSpans:output_type -> vessel.agent.v1.CollectSpansResponse
+	0,  // 106: vessel.agent.v1.Debug.DebugStart:output_type -> vessel.agent.v1.Empty
+	36, // 107: vessel.agent.v1.Debug.DebugWriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
+	38, // 108: vessel.agent.v1.Debug.DebugReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
+	38, // 109: vessel.agent.v1.Debug.DebugReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
+	0,  // 110: vessel.agent.v1.Debug.DebugCloseStdin:output_type -> vessel.agent.v1.Empty
+	0,  // 111: vessel.agent.v1.Debug.DebugResize:output_type -> vessel.agent.v1.Empty
+	0,  // 112: vessel.agent.v1.Debug.DebugSignal:output_type -> vessel.agent.v1.Empty
+	18, // 113: vessel.agent.v1.Debug.DebugWait:output_type -> vessel.agent.v1.WaitProcessResponse
+	0,  // 114: vessel.agent.v1.Files.RemovePath:output_type -> vessel.agent.v1.Empty
+	75, // 115: vessel.agent.v1.Volume.VolumeStats:output_type -> vessel.agent.v1.VolumeStatsResponse
+	0,  // 116: vessel.agent.v1.Volume.ResizeVolume:output_type -> vessel.agent.v1.Empty
+	70, // [70:117] is the sub-list for method output_type
+	23, // [23:70] is the sub-list for method input_type
 	23, // [23:23] is the sub-list for extension type_name
 	23, // [23:23] is the sub-list for extension extendee
 	0,  // [0:23] is the sub-list for field type_name
@@ -5056,7 +5117,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   76,
+			NumMessages:   77,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

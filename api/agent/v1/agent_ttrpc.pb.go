@@ -809,6 +809,7 @@ func (c *filesClient) RemovePath(ctx context.Context, req *RemovePathRequest) (*
 
 type VolumeService interface {
 	VolumeStats(context.Context, *VolumeStatsRequest) (*VolumeStatsResponse, error)
+	ResizeVolume(context.Context, *ResizeVolumeRequest) (*Empty, error)
 }
 
 func RegisterVolumeService(srv *ttrpc.Server, svc VolumeService) {
@@ -820,6 +821,13 @@ func RegisterVolumeService(srv *ttrpc.Server, svc VolumeService) {
 					return nil, err
 				}
 				return svc.VolumeStats(ctx, &req)
+			},
+			"ResizeVolume": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ResizeVolumeRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ResizeVolume(ctx, &req)
 			},
 		},
 	})
@@ -838,6 +846,14 @@ func NewVolumeClient(client *ttrpc.Client) VolumeService {
 func (c *volumeClient) VolumeStats(ctx context.Context, req *VolumeStatsRequest) (*VolumeStatsResponse, error) {
 	var resp VolumeStatsResponse
 	if err := c.client.Call(ctx, "vessel.agent.v1.Volume", "VolumeStats", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *volumeClient) ResizeVolume(ctx context.Context, req *ResizeVolumeRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vessel.agent.v1.Volume", "ResizeVolume", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -84,7 +84,10 @@ type diskState struct {
 	disks map[string]*disk
 }
 
-var _ hypervisor.DiskHotplugger = (*VM)(nil)
+var (
+	_ hypervisor.DiskHotplugger = (*VM)(nil)
+	_ hypervisor.DiskResizer    = (*VM)(nil)
+)
 
 // AttachDisk plugs d into a free bridge slot of the running VM.
 func (v *VM) AttachDisk(ctx context.Context, d hypervisor.Disk) (_ hypervisor.DiskAddress, retErr error) {
@@ -408,4 +411,27 @@ func (v *VM) Disks(ctx context.Context) ([]string, error) {
 	}
 	slices.Sort(ids)
 	return ids, nil
+}
+
+// ResizeDisk grows or shrinks disk id's top node (vd-<id>: the file node, or the throttle
+// node over it, which passes the size down) with block_resize.
+func (v *VM) ResizeDisk(ctx context.Context, id string, size uint64) error {
+	if size == 0 || size%512 != 0 {
+		return fmt.Errorf("qemu %s: resize disk %s: size %d is not a positive multiple of 512: %w", v.cfg.ID, id, size, errdefs.ErrInvalidArgument)
+	}
+	c, err := v.running("resize disk "+id, phaseRunning)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	dk, ok := v.disk.disks[id]
+	plugged := ok && dk.plugged && !dk.detaching
+	v.mu.Unlock()
+	if !plugged {
+		return fmt.Errorf("qemu %s: resize disk %s: %w", v.cfg.ID, id, errdefs.ErrNotFound)
+	}
+	if err := c.BlockResize(ctx, diskNodePrefix+id, size); err != nil {
+		return fmt.Errorf("qemu %s: resize disk %s to %d bytes: %w", v.cfg.ID, id, size, err)
+	}
+	return nil
 }

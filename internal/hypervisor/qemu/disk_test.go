@@ -261,3 +261,30 @@ func TestFakeDiskLimits(t *testing.T) {
 		t.Errorf("qmp commands:\n got %q\nwant %q", got, want)
 	}
 }
+
+// TestFakeDiskResize checks block_resize's arguments (the disk's top node and the size)
+// and that a size that is no multiple of 512 and an unknown disk are refused.
+func TestFakeDiskResize(t *testing.T) {
+	vm, cfg := startFakeBlock(t, hypervisor.BlockConfig{})
+	ctx := fakeCtx(t)
+	if _, err := vm.AttachDisk(ctx, hypervisor.Disk{ID: "r0", File: diskFile(t)}); err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	if err := vm.ResizeDisk(ctx, "r0", 2<<20); err != nil {
+		t.Fatalf("resize: %v", err)
+	}
+	if err := vm.ResizeDisk(ctx, "r0", 1000); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("resize to 1000 bytes: got %v, want an invalid argument", err)
+	}
+	if err := vm.ResizeDisk(ctx, "nodisk", 2<<20); !errdefs.IsNotFound(err) {
+		t.Errorf("resize of an unknown disk: got %v, want not found", err)
+	}
+	got := qmpLog(t, cfg)
+	want := `block_resize {"node-name":"vd-r0","size":2097152}`
+	if !slices.Contains(got, want) {
+		t.Errorf("qmp commands: got %q, want %q among them", got, want)
+	}
+	if n := len(got); got[n-1] != want {
+		t.Errorf("last qmp command: got %q, want %q (refused sizes reach no QMP)", got[n-1], want)
+	}
+}

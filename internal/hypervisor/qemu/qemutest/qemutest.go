@@ -331,6 +331,15 @@ func (m *machine) disk(execute string, args map[string]any) (ret string, errDesc
 		return "{}", "", nil, true
 	case "object-del":
 		return "{}", "", nil, true
+	case "block_resize":
+		node := str("node-name")
+		if !m.nodes[node] {
+			return "", fmt.Sprintf("Cannot find device='' nor node-name='%s'", node), nil, true
+		}
+		if size, _ := args["size"].(float64); size <= 0 {
+			return "", "Parameter size must be a positive number", nil, true
+		}
+		return "{}", "", nil, true
 	case "query-named-block-nodes":
 		var out []string
 		for n := range m.nodes {

@@ -43,6 +43,12 @@ func (c *Client) BlockdevDel(ctx context.Context, nodeName string) error {
 	return c.Execute(ctx, "blockdev-del", map[string]any{"node-name": nodeName}, nil)
 }
 
+// BlockResize runs block_resize: node nodeName takes size bytes (a file node truncates its
+// file to it) and the device on it tells the guest of its new capacity.
+func (c *Client) BlockResize(ctx context.Context, nodeName string, size uint64) error {
+	return c.Execute(ctx, "block_resize", map[string]any{"node-name": nodeName, "size": size}, nil)
+}
+
 // DeviceDel runs device_del. QEMU asks the guest to release the device and answers at
 // once; the DEVICE_DELETED event with the device's id tells that it is gone.
 func (c *Client) DeviceDel(ctx context.Context, id string) error {
