@@ -22,34 +22,10 @@ import (
 func TestDirectVolume(t *testing.T) {
 	h := newHarness(t)
 	h.subreaper()
-	testutil.RequiresTool(t, "mkfs.ext4")
 	testutil.RequiresTool(t, "debugfs")
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src")
-	if err := os.Mkdir(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("hello from the volume\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	image := testutil.DiskImage(t, dir, 16, src)
-	volume := filepath.Join(dir, "volume")
-	if err := os.Mkdir(volume, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	info, err := json.Marshal(map[string]any{"device": image, "fstype": "ext4", "options": []string{"errors=remount-ro"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.ok("direct-volume", "add", "--volume-path", volume, "--mount-info", string(info))
-	defer h.ok("direct-volume", "remove", "--volume-path", volume)
-
 	const id = "dv1"
-	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) {
-		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: volume, Options: []string{"rbind", "rw"}})
-	})
-	_, remove := h.created(b, id)
-	h.ok("start", id)
+	v := startDirectVolume(t, h, id, map[string]string{"hello": "hello from the volume\n"}, nil, "errors=remount-ro")
+	image, volume, remove := v.image, v.volume, v.remove
 	got := h.ok("exec", id, "sh", "-c", "cat /data/hello && echo written > /data/new && sync && grep ' /data ' /proc/self/mounts | cut -d' ' -f3")
 	if want := "hello from the volume\next4\n"; got != want {
 		t.Errorf("in the container: got %q, want %q", got, want)
@@ -88,31 +64,9 @@ func TestDirectVolume(t *testing.T) {
 func TestDirectVolumeResize(t *testing.T) {
 	h := newHarness(t)
 	h.subreaper()
-	testutil.RequiresTool(t, "mkfs.ext4")
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src")
-	if err := os.Mkdir(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	image := testutil.DiskImage(t, dir, 16, src)
-	volume := filepath.Join(dir, "volume")
-	if err := os.Mkdir(volume, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	info, err := json.Marshal(map[string]any{"device": image, "fstype": "ext4"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.ok("direct-volume", "add", "--volume-path", volume, "--mount-info", string(info))
-	defer h.ok("direct-volume", "remove", "--volume-path", volume)
-
 	const id = "dvr1"
-	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) {
-		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: volume, Options: []string{"rbind", "rw"}})
-	})
-	_, remove := h.created(b, id)
-	defer remove()
-	h.ok("start", id)
+	v := startDirectVolume(t, h, id, nil, nil)
+	image, volume := v.image, v.volume
 	if before := dataKiB(t, h, id); before > 16<<10 {
 		t.Fatalf("df before the resize: %d KiB, want at most 16 MiB", before)
 	}
@@ -170,33 +124,14 @@ func dataKiB(t *testing.T, h *harness, id string) uint64 {
 func TestDirectVolumeResizeBlock(t *testing.T) {
 	h := newHarness(t)
 	h.subreaper()
-	testutil.RequiresTool(t, "mkfs.ext4")
 	testutil.RequiresTool(t, "losetup")
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src")
-	if err := os.Mkdir(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	image := testutil.DiskImage(t, dir, 16, src)
-	dev := testutil.LoopDevice(t, image)
-	volume := filepath.Join(dir, "volume")
-	if err := os.Mkdir(volume, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	info, err := json.Marshal(map[string]any{"device": dev, "fstype": "ext4"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.ok("direct-volume", "add", "--volume-path", volume, "--mount-info", string(info))
-	defer h.ok("direct-volume", "remove", "--volume-path", volume)
-
 	const id = "dvr2"
-	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) {
-		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: volume, Options: []string{"rbind", "rw"}})
+	var dev string
+	v := startDirectVolume(t, h, id, nil, func(image string) string {
+		dev = testutil.LoopDevice(t, image)
+		return dev
 	})
-	_, remove := h.created(b, id)
-	defer remove()
-	h.ok("start", id)
+	image, volume := v.image, v.volume
 
 	if _, errOut, code := h.run("direct-volume", "resize", "--volume-path", volume, "--size", strconv.Itoa(32<<20)); code == 0 ||
 		!strings.Contains(errOut, "grow the device on the host first") || !strings.Contains(errOut, "16777216") {
@@ -214,4 +149,53 @@ func TestDirectVolumeResizeBlock(t *testing.T) {
 	if after <= 24<<10 || after > 32<<10 {
 		t.Errorf("df after the resize: %d KiB, want about 32 MiB", after)
 	}
+}
+
+// directVolume is a direct-assigned volume in use: a 16 MiB ext4 image holding the files
+// given, recorded (as itself, or as the device asDevice makes of it) as the volume of an
+// empty host directory, and a container running with that directory bind-mounted at /data.
+// The container, then the record, go at the end of the test.
+type directVolume struct {
+	image, volume string
+	// remove force-deletes the container (once; see harness.created).
+	remove func()
+}
+
+func startDirectVolume(t *testing.T, h *harness, id string, files map[string]string, asDevice func(image string) string, options ...string) directVolume {
+	t.Helper()
+	testutil.RequiresTool(t, "mkfs.ext4")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(src, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v := directVolume{image: testutil.DiskImage(t, dir, 16, src), volume: filepath.Join(dir, "volume")}
+	if err := os.Mkdir(v.volume, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	device := v.image
+	if asDevice != nil {
+		device = asDevice(v.image)
+	}
+	rec := map[string]any{"device": device, "fstype": "ext4"}
+	if len(options) > 0 {
+		rec["options"] = options
+	}
+	info, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ok("direct-volume", "add", "--volume-path", v.volume, "--mount-info", string(info))
+	t.Cleanup(func() { h.ok("direct-volume", "remove", "--volume-path", v.volume) })
+	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: v.volume, Options: []string{"rbind", "rw"}})
+	})
+	_, v.remove = h.created(b, id)
+	h.ok("start", id)
+	return v
 }
