@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -18,22 +19,13 @@ func TestDevpathPattern(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for path, want := range map[string]string{
+	checkPattern(t, re, map[string]string{
 		"/devices/pci0000:00/0000:00:1e.0/0000:01:01.0/virtio3/block/vda":      "vda",
 		"/devices/pci0000:00/0000:00:1e.0/0000:02:01.0/virtio3/block/vdb":      "vdb",
 		"/devices/pci0000:00/0000:00:1e.0/0000:01:02.0/virtio3/block/vda":      "",
 		"/devices/pci0000:00/0000:00:1e.0/0000:01:01.0/virtio3/block/vda/vda1": "",
 		"/devices/pci0000:00/0000:00:01.0/0000:01:01.0/virtio3/block/vda":      "",
-	} {
-		m := re.FindStringSubmatch(path)
-		got := ""
-		if m != nil {
-			got = m[1]
-		}
-		if got != want {
-			t.Errorf("%s: got %q, want %q", path, got, want)
-		}
-	}
+	})
 	for _, bad := range []string{"", "1e/1", "1E/01", "1e/01/", "../01"} {
 		if _, err := devpathPattern(bad); !errors.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("pci path %q: got %v, want ErrInvalidArgument", bad, err)
@@ -112,21 +104,12 @@ func TestNetPattern(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for path, want := range map[string]string{
+	checkPattern(t, re, map[string]string{
 		"/devices/pci0000:00/0000:00:1e.0/0000:01:02.0/virtio4/net/eth1":        "eth1",
 		"/devices/pci0000:00/0000:00:1e.0/0000:01:01.0/virtio4/net/eth1":        "",
 		"/devices/pci0000:00/0000:00:1e.0/0000:01:02.0/virtio4/block/vda":       "",
 		"/devices/pci0000:00/0000:00:1e.0/0000:01:02.0/virtio4/net/eth1/queues": "",
-	} {
-		m := re.FindStringSubmatch(path)
-		got := ""
-		if m != nil {
-			got = m[1]
-		}
-		if got != want {
-			t.Errorf("%s: got %q, want %q", path, got, want)
-		}
-	}
+	})
 }
 
 // TestFindNetInSysfs builds a fake sysfs where /sys/class/net/eth1 links to the interface
@@ -151,5 +134,20 @@ func TestFindNetInSysfs(t *testing.T) {
 	re, _ := netPattern("1e/03")
 	if got, ok := findNetInSysfs(sys, re); ok {
 		t.Fatalf("slot 3: got %q, want none", got)
+	}
+}
+
+// checkPattern matches each device path of cases with re and wants the name it maps to
+// (its first group), or no match for "".
+func checkPattern(t *testing.T, re *regexp.Regexp, cases map[string]string) {
+	t.Helper()
+	for path, want := range cases {
+		got := ""
+		if m := re.FindStringSubmatch(path); m != nil {
+			got = m[1]
+		}
+		if got != want {
+			t.Errorf("%s: got %q, want %q", path, got, want)
+		}
 	}
 }

@@ -20,22 +20,15 @@ import (
 // startFakeBlock starts a fake QEMU in normal mode with the given block config.
 func startFakeBlock(t *testing.T, block hypervisor.BlockConfig) (*VM, hypervisor.Config) {
 	t.Helper()
-	exe, err := os.Executable()
+	return startNormalFake(t, "disks", func(c *hypervisor.Config) { c.Block = block })
+}
+
+// startNormalFake starts a fake QEMU in normal mode named name, with edit applied to its
+// configuration.
+func startNormalFake(t *testing.T, name string, edit func(*hypervisor.Config)) (*VM, hypervisor.Config) {
+	t.Helper()
+	vm, cfg, err := startFakeWith(t, qemutest.Normal, name, fakeCtx(t), edit)
 	if err != nil {
-		t.Fatal(err)
-	}
-	vm, cfg := newTestVM(t, func(c *hypervisor.Config) {
-		c.ID = qemutest.ID(qemutest.Normal, "disks")
-		c.Path = exe
-		c.Accelerator = hypervisor.AccelTCG
-		c.Block = block
-	})
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = vm.Stop(ctx)
-	})
-	if err := vm.Start(fakeCtx(t)); err != nil {
 		t.Fatalf("start: %v", err)
 	}
 	return vm, cfg

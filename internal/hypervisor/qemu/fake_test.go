@@ -25,14 +25,24 @@ func TestMain(m *testing.M) {
 // startFake starts a VM whose "QEMU" is this test binary in the given mode.
 func startFake(t *testing.T, mode qemutest.Mode, ctx context.Context) (*VM, hypervisor.Config, error) {
 	t.Helper()
+	return startFakeWith(t, mode, "", ctx, nil)
+}
+
+// startFakeWith is startFake for a VM named name (qemutest.ID) whose configuration edit,
+// when not nil, changes; the VM is stopped at the end of the test.
+func startFakeWith(t *testing.T, mode qemutest.Mode, name string, ctx context.Context, edit func(*hypervisor.Config)) (*VM, hypervisor.Config, error) {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	vm, cfg := newTestVM(t, func(c *hypervisor.Config) {
-		c.ID = qemutest.ID(mode, "")
+		c.ID = qemutest.ID(mode, name)
 		c.Path = exe
 		c.Accelerator = hypervisor.AccelTCG
+		if edit != nil {
+			edit(c)
+		}
 	})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -1,13 +1,11 @@
 package qemu
 
 import (
-	"context"
 	"errors"
 	"os"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/containerd/errdefs"
 
@@ -124,26 +122,10 @@ func pipeFile(t *testing.T) *os.File {
 // driver.
 func startFakeNICs(t *testing.T, cold []hypervisor.NIC, block hypervisor.BlockDriver) (*VM, hypervisor.Config) {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm, cfg := newTestVM(t, func(c *hypervisor.Config) {
-		c.ID = qemutest.ID(qemutest.Normal, "hotnics")
-		c.Path = exe
-		c.Accelerator = hypervisor.AccelTCG
+	return startNormalFake(t, "hotnics", func(c *hypervisor.Config) {
 		c.NICs = cold
 		c.Block.Driver = block
 	})
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = vm.Stop(ctx)
-	})
-	if err := vm.Start(fakeCtx(t)); err != nil {
-		t.Fatalf("start: %v", err)
-	}
-	return vm, cfg
 }
 
 // TestFakeNICsConformance runs the conformance suite's NIC checks on the fake, with a
