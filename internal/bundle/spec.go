@@ -16,7 +16,9 @@ var defaultCaps = []string{
 	"CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 }
 
-// DefaultSpec is the spec `runc spec` writes, with args as the process and rootfs as root.
+// DefaultSpec is the spec Vessel's own tools and tests start from: the layout of `runc spec`
+// with Docker's default capabilities, a writable root and a cgroup namespace, running args
+// with rootfs as root.
 func DefaultSpec(args []string, terminal bool) *specs.Spec {
 	caps := append([]string(nil), defaultCaps...)
 	return &specs.Spec{
@@ -93,6 +95,26 @@ func LoadSpec(dir string) (*specs.Spec, error) {
 		return nil, fmt.Errorf("%s: process.args is missing", path)
 	}
 	return &spec, nil
+}
+
+// RuncSpec is the spec `runc spec` of runc 1.1 writes, which tools written against runc
+// (its own integration tests among them) edit: three capabilities, also ambient, a
+// read-only root and no cgroup namespace; only the hostname differs.
+func RuncSpec(args []string, terminal bool) *specs.Spec {
+	spec := DefaultSpec(args, terminal)
+	caps := []string{"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"}
+	spec.Process.Capabilities = &specs.LinuxCapabilities{
+		Bounding: caps, Effective: caps, Permitted: caps, Ambient: caps,
+	}
+	spec.Root.Readonly = true
+	ns := spec.Linux.Namespaces[:0]
+	for _, n := range spec.Linux.Namespaces {
+		if n.Type != specs.CgroupNamespace {
+			ns = append(ns, n)
+		}
+	}
+	spec.Linux.Namespaces = ns
+	return spec
 }
 
 // RootfsPath resolves the spec's root path against the bundle directory.

@@ -27,8 +27,8 @@ func eventsCommand() *cli.Command {
 		ArgsUsage: "<container-id>",
 		Description: `The events command prints JSON events, one per line, as runc does: {"type":"stats",...}
 with the container's cgroup figures from its VM every --interval, and {"type":"oom",...}
-when the kernel's OOM killer struck in the container since the previous sample (OOMs are
-noticed at the next sample, not the instant they happen). It ends when the container stops
+when the kernel's OOM killer struck in the container (OOM kills are looked for every
+second between stats events, so one is reported within about a second). It ends when the container stops
 or vessel is interrupted. --stats prints one stats event and exits.`,
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "interval", Value: 5 * time.Second, Usage: "set the stats collection interval"},
@@ -67,6 +67,10 @@ type event struct {
 	Data any    `json:"data,omitempty"`
 }
 
+// oomPoll is how often events looks for OOM kills between stats events, so an OOM is
+// reported within about this long whatever --interval says.
+const oomPoll = time.Second
+
 func (r *ociRuntime) events(ctx context.Context, w io.Writer, ctr *store.Container, interval time.Duration, once bool) error {
 	cl, err := r.dial(ctx, ctr)
 	if err != nil {
@@ -76,6 +80,7 @@ func (r *ociRuntime) events(ctx context.Context, w io.Writer, ctr *store.Contain
 	enc := json.NewEncoder(w)
 	var oomKills uint64
 	first := true
+	nextStats := time.Now()
 	for {
 		m, err := metrics(ctx, cl, ctr.ID)
 		if err != nil {
@@ -93,16 +98,20 @@ func (r *ociRuntime) events(ctx context.Context, w io.Writer, ctr *store.Contain
 			oomKills = ev.OomKill
 		}
 		first = false
-		if err := enc.Encode(event{Type: "stats", ID: ctr.ID, Data: convertStats(m)}); err != nil {
-			return fmt.Errorf("write event: %w", err)
+		if now := time.Now(); !now.Before(nextStats) {
+			if err := enc.Encode(event{Type: "stats", ID: ctr.ID, Data: convertStats(m)}); err != nil {
+				return fmt.Errorf("write event: %w", err)
+			}
+			if once {
+				return nil
+			}
+			nextStats = now.Add(interval)
 		}
-		if once {
-			return nil
-		}
+		wait := min(oomPoll, time.Until(nextStats))
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(interval):
+		case <-time.After(wait):
 		}
 	}
 }

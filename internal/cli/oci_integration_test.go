@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"os"
@@ -524,5 +525,87 @@ func TestDeleteForceSubCgroups(t *testing.T) {
 		t.Errorf("state after delete --force: exit %d %q", code, errOut)
 	}
 	reap(t, pid)
+	h.assertNoLeftovers()
+}
+
+// TestEventsOOM: `vessel events` reports the guest kernel's OOM kill in the container
+// within seconds, although stats events come only every --interval (an hour here), as
+// runc's events does. The hog fills the container's /dev/shm tmpfs, whose pages are
+// charged to the container's 32 MiB memory cgroup in the guest.
+func TestEventsOOM(t *testing.T) {
+	h := newHarness(t)
+	h.subreaper()
+	limit := int64(32 << 20)
+	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) {
+		s.Linux.Resources.Memory = &specs.LinuxMemory{Limit: &limit, Swap: &limit}
+	})
+	_, remove := h.created(b, "oom1")
+	h.ok("start", "oom1")
+	events := h.cmd("events", "--interval", "1h", "oom1")
+	stdout, err := events.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := events.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	next := func(what string) string {
+		t.Helper()
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("events ended before %s", what)
+			}
+			return l
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("no event line for %s in 2 minutes", what)
+		}
+		return ""
+	}
+	if l := next("the first stats event"); !strings.HasPrefix(l, `{"type":"stats","id":"oom1"`) {
+		t.Fatalf("first event: %q", l)
+	}
+	h.ok("exec", "--detach", "oom1", "dd", "if=/dev/zero", "of=/dev/shm/fill", "bs=1M", "count=60")
+	if l := next("the OOM event"); l != `{"type":"oom","id":"oom1"}` {
+		t.Errorf("event after the OOM: %q, want the oom event", l)
+	}
+	remove()
+	// With the container gone, events ends by itself.
+	for range lines {
+	}
+	if err := events.Wait(); err != nil {
+		t.Errorf("events after delete: %v", err)
+	}
+	h.assertNoLeftovers()
+}
+
+// TestDefaultHostCgroup: a spec without linux.cgroupsPath gets a host cgroup named after
+// the container, as with runc, holding the VM; delete removes it.
+func TestDefaultHostCgroup(t *testing.T) {
+	h := newHarness(t)
+	h.subreaper()
+	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) { s.Linux.CgroupsPath = "" })
+	_, remove := h.created(b, "cgdefault1")
+	procs := "/sys/fs/cgroup/memory/cgdefault1/cgroup.procs"
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		procs = "/sys/fs/cgroup/cgdefault1/cgroup.procs"
+	}
+	data, err := os.ReadFile(procs)
+	if err != nil || len(strings.Fields(string(data))) == 0 {
+		t.Errorf("host cgroup %s of a spec without cgroupsPath: %q, %v; want the VM's processes", procs, data, err)
+	}
+	remove()
+	if _, err := os.Stat(filepath.Dir(procs)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("host cgroup %s after delete: %v, want it removed", filepath.Dir(procs), err)
+	}
 	h.assertNoLeftovers()
 }

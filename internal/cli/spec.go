@@ -40,7 +40,7 @@ lives in its VM, where the user namespace owns it.`,
 			if _, err := os.Stat(filepath.Join(dir, "config.json")); err == nil {
 				return errors.New("File config.json exists. Remove it first") //nolint:staticcheck // runc's message, word for word
 			}
-			spec := bundle.DefaultSpec([]string{"sh"}, true)
+			spec := bundle.RuncSpec([]string{"sh"}, true)
 			if c.Bool("rootless") {
 				toRootless(spec, uint32(os.Geteuid()), uint32(os.Getegid()))
 			}

@@ -11,13 +11,21 @@ import (
 // the spec's linux.cgroupsPath (cgroupfs path, or systemd's slice:prefix:name where the
 // host runs systemd: hostcgroup.Parse), with
 // runtime.sandbox_cgroup_only deciding whether the shim stays there too. A spec without a
-// cgroupsPath places nothing.
-func hostCgroupPlan(c *config.Config, spec *specs.Spec) (hostcgroup.Config, error) {
-	if spec.Linux == nil || spec.Linux.CgroupsPath == "" {
-		return hostcgroup.Config{}, nil
+// cgroupsPath gets a cgroup named after the sandbox, as runc names one after the container:
+// the scope vessel-ID.scope in system.slice where the host runs systemd, /ID otherwise.
+func hostCgroupPlan(c *config.Config, spec *specs.Spec, sandboxID string, systemd bool) (hostcgroup.Config, error) {
+	p := ""
+	if spec.Linux != nil {
+		p = spec.Linux.CgroupsPath
 	}
-	if _, err := hostcgroup.Parse(spec.Linux.CgroupsPath, hostcgroup.SystemdRunning()); err != nil {
+	if p == "" {
+		p = "/" + sandboxID
+		if systemd {
+			p = "system.slice:vessel:" + sandboxID
+		}
+	}
+	if _, err := hostcgroup.Parse(p, systemd); err != nil {
 		return hostcgroup.Config{}, err
 	}
-	return hostcgroup.Config{Path: spec.Linux.CgroupsPath, SandboxOnly: c.Runtime.SandboxCgroupOnly}, nil
+	return hostcgroup.Config{Path: p, SandboxOnly: c.Runtime.SandboxCgroupOnly}, nil
 }

@@ -16,20 +16,22 @@ func TestHostCgroupPlan(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		only    bool
+		systemd bool
 		spec    *specs.Spec
 		want    hostcgroup.Config
 		wantErr string
 	}{
-		{"no linux", false, &specs.Spec{}, hostcgroup.Config{}, ""},
-		{"no path", true, withPath(""), hostcgroup.Config{}, ""},
-		{"cgroupfs", false, withPath("/default/c1"), hostcgroup.Config{Path: "/default/c1"}, ""},
-		{"systemd form, sandbox only", true, withPath("system.slice:vessel:c1"), hostcgroup.Config{Path: "system.slice:vessel:c1", SandboxOnly: true}, ""},
-		{"root", false, withPath("/"), hostcgroup.Config{}, "root cgroup"},
+		{"no linux", false, false, &specs.Spec{}, hostcgroup.Config{Path: "/sb1"}, ""},
+		{"no path", true, false, withPath(""), hostcgroup.Config{Path: "/sb1", SandboxOnly: true}, ""},
+		{"no path, systemd", false, true, withPath(""), hostcgroup.Config{Path: "system.slice:vessel:sb1"}, ""},
+		{"cgroupfs", false, false, withPath("/default/c1"), hostcgroup.Config{Path: "/default/c1"}, ""},
+		{"systemd form, sandbox only", true, false, withPath("system.slice:vessel:c1"), hostcgroup.Config{Path: "system.slice:vessel:c1", SandboxOnly: true}, ""},
+		{"root", false, false, withPath("/"), hostcgroup.Config{}, "root cgroup"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := config.Default()
 			c.Runtime.SandboxCgroupOnly = tc.only
-			got, err := hostCgroupPlan(c, tc.spec)
+			got, err := hostCgroupPlan(c, tc.spec, "sb1", tc.systemd)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("got %v, want an error containing %q", err, tc.wantErr)

@@ -177,7 +177,7 @@ func SandboxConfig(ctx context.Context, id, bundle string, spec *specs.Spec, cfg
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", ctr.SandboxID, err)
 	}
-	cgPlan, err := hostCgroupPlan(eff, spec)
+	cgPlan, err := hostCgroupPlan(eff, spec, ctr.SandboxID, hostcgroup.SystemdRunning())
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", ctr.SandboxID, err)
 	}
