@@ -180,7 +180,8 @@ func (s *Service) WaitProcess(ctx context.Context, req *agentv1.WaitProcessReque
 	return &agentv1.WaitProcessResponse{Status: int32(status), OomKilled: oom}, nil
 }
 
-// ListProcesses lists the container's processes with their exec ids and command lines.
+// ListProcesses lists the container's processes with their exec ids, command lines and
+// what ps(1) shows of them.
 func (s *Service) ListProcesses(ctx context.Context, req *agentv1.ListProcessesRequest) (*agentv1.ListProcessesResponse, error) {
 	c, err := s.lookup(req.GetContainerId())
 	if err != nil {
@@ -200,15 +201,21 @@ func (s *Service) ListProcesses(ctx context.Context, req *agentv1.ListProcessesR
 	}
 	c.mu.Unlock()
 	slices.Sort(pids)
+	btime, err := bootTimeUnix("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("list processes of %s: %w", req.GetContainerId(), err)
+	}
 	resp := &agentv1.ListProcessesResponse{}
 	for _, pid := range pids {
 		cmd, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 		cmd = bytes.TrimRight(cmd, "\x00")
-		resp.Processes = append(resp.Processes, &agentv1.ProcessInfo{
+		info := &agentv1.ProcessInfo{
 			Pid:     uint32(pid),
 			ExecId:  execOf[pid],
 			Cmdline: string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '})),
-		})
+		}
+		fillPsInfo(info, "/proc", pid, btime)
+		resp.Processes = append(resp.Processes, info)
 	}
 	return resp, nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -95,8 +96,21 @@ func TestLifecycle(t *testing.T) {
 		if err := json.Unmarshal([]byte(h.ok("ps", "--format", "json", "c1")), &pids); err != nil || len(pids) == 0 {
 			t.Errorf("ps json: %v %v", pids, err)
 		}
-		if table := h.ok("ps", "c1"); !strings.HasPrefix(table, "PID") {
-			t.Errorf("ps: %q", table)
+		// As runc's ps -ef: the init shell as root, with pid, ppid, tty and command line.
+		lines := strings.Split(strings.TrimSpace(h.ok("ps", "c1")), "\n")
+		if len(lines) < 2 || strings.Join(strings.Fields(lines[0]), " ") != "UID PID PPID C STIME TTY TIME CMD" {
+			t.Fatalf("ps: %q", lines)
+		}
+		f := strings.Fields(lines[1])
+		if len(f) < 9 || f[0] != "root" || f[1] != strconv.Itoa(pids[0]) || f[5] != "?" || f[7] != "sh" || f[8] != "-c" {
+			t.Errorf("ps: first process %q, want root's sh -c with pid %d and no tty", lines[1], pids[0])
+		}
+		bsd := strings.Split(strings.TrimSpace(h.ok("ps", "c1", "-e", "-x")), "\n")
+		if len(bsd) < 2 || strings.Join(strings.Fields(bsd[0]), " ") != "PID TTY STAT TIME COMMAND" || !strings.HasPrefix(strings.Fields(bsd[1])[2], "S") {
+			t.Errorf("ps -e -x: %q", bsd)
+		}
+		if _, errOut, code := h.run("ps", "c1", "-o", "pid"); code == 0 || !strings.Contains(errOut, `"-o"`) {
+			t.Errorf("ps -o: exit %d %q, want the option refused by name", code, errOut)
 		}
 	})
 

@@ -11,9 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/api/types/task"
-	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/opencontainers/runtime-spec/specs-go/features"
 	"github.com/urfave/cli/v2"
@@ -255,22 +253,77 @@ func TestListEmptyRoot(t *testing.T) {
 }
 
 func TestWritePs(t *testing.T) {
-	info, err := typeurl.MarshalAnyToProto(&options.ProcessDetails{ExecID: "e1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	procs := []*task.ProcessInfo{{Pid: 1}, {Pid: 12, Info: info}}
+	procs := []*task.ProcessInfo{{Pid: 1}, {Pid: 12}}
 	var buf bytes.Buffer
-	if err := writePs(&buf, "json", procs); err != nil || buf.String() != "[1,12]\n" {
+	if err := writePs(&buf, procs); err != nil || buf.String() != "[1,12]\n" {
 		t.Errorf("json: %q %v", buf.String(), err)
 	}
 	buf.Reset()
-	if err := writePs(&buf, "json", nil); err != nil || buf.String() != "[]\n" {
+	if err := writePs(&buf, nil); err != nil || buf.String() != "[]\n" {
 		t.Errorf("json of none: %q %v", buf.String(), err)
 	}
-	buf.Reset()
-	if err := writePs(&buf, "table", procs); err != nil || buf.String() != "PID   EXEC\n1     -\n12    e1\n" {
-		t.Errorf("table: %q %v", buf.String(), err)
+}
+
+func TestParsePsOptions(t *testing.T) {
+	for _, tc := range []struct {
+		opts    []string
+		want    psColumns
+		wantErr string
+	}{
+		{nil, psFull, ""},
+		{[]string{"-ef"}, psFull, ""},
+		{[]string{"-e", "-f"}, psFull, ""},
+		{[]string{"-e"}, psPlain, ""},
+		{[]string{"-A"}, psPlain, ""},
+		{[]string{"-e", "-x"}, psBSD, ""},
+		{[]string{"x"}, psBSD, ""},
+		{[]string{"-efx"}, psBSD, ""},
+		{[]string{"-o", "pid"}, 0, `"-o"`},
+		{[]string{"--forest"}, 0, `"--forest"`},
+		{[]string{"-"}, 0, `"-"`},
+	} {
+		got, err := parsePsOptions(tc.opts)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%q: %v, want an error naming %s", tc.opts, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%q: %v %v, want %v", tc.opts, got, err, tc.want)
+		}
+	}
+}
+
+func TestWritePsTable(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.Local)
+	procs := []shimproto.Process{
+		{Pid: 1, Cmdline: "sleep 1000", Comm: "sleep", UID: 0, TTY: "?", Stat: "Ss",
+			CPUTimeMs: 61500, StartUnixMs: now.Add(-2 * time.Minute).UnixMilli()},
+		{Pid: 7, PPid: 1, Comm: "kworker", UID: 4242424, TTY: "pts/0", Stat: "R+",
+			CPUTimeMs: 90061000, StartUnixMs: time.Date(2026, 3, 1, 8, 0, 0, 0, time.Local).UnixMilli()},
+	}
+	for _, tc := range []struct {
+		cols psColumns
+		want string
+	}{
+		{psFull, "UID        PID  PPID  C STIME TTY          TIME CMD\n" +
+			"root         1     0 51 11:58 ?        00:01:01 sleep 1000\n" +
+			"4242424      7     1  0 Mar01 pts/0    1-01:01:01 [kworker]\n"},
+		{psBSD, "  PID TTY      STAT   TIME COMMAND\n" +
+			"    1 ?        Ss     1:01 sleep 1000\n" +
+			"    7 pts/0    R+     1501:01 [kworker]\n"},
+		{psPlain, "  PID TTY          TIME CMD\n" +
+			"    1 ?        00:01:01 sleep\n" +
+			"    7 pts/0    1-01:01:01 kworker\n"},
+	} {
+		var buf bytes.Buffer
+		if err := writePsTable(&buf, tc.cols, procs, now); err != nil {
+			t.Fatal(err)
+		}
+		if buf.String() != tc.want {
+			t.Errorf("columns %d:\n%s\nwant\n%s", tc.cols, buf.String(), tc.want)
+		}
 	}
 }
 

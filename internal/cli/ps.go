@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
+	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
-	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/api/types/task"
-	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/urfave/cli/v2"
 )
@@ -22,18 +20,18 @@ func psCommand() *cli.Command {
 		Usage:     "ps displays the processes running inside a container",
 		ArgsUsage: "<container-id>",
 		Description: `The ps command lists the container's processes. They run in the container's VM, so the
-pids are guest pids and no host ps(1) can describe them: the table shows each pid and the
-exec it belongs to (- for the init process and its descendants), --format json prints the
-pids as a JSON array, as runc does. runc's [ps options] are refused for the same reason.`,
+pids are guest pids and no host ps(1) can describe them; vessel formats what the guest's
+/proc says as ps does. Without [ps options] it prints ps -ef's columns (UID PID PPID C
+STIME TTY TIME CMD), as runc does; the options it knows are -e and -A (every process of
+the container, as always), -f (full format) and x (BSD format: PID TTY STAT TIME COMMAND),
+alone or combined ("-ef", "-e -x"); others are refused. User names come from the host's
+user database, as with runc. --format json prints the pids as a JSON array, as runc does.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "table", Usage: "select one of: table or json"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() < 1 {
 				return errors.New("ps: container id is required")
-			}
-			if c.NArg() > 1 {
-				return fmt.Errorf("ps options %q are not supported: the container's processes run in its VM", strings.Join(c.Args().Tail(), " "))
 			}
 			format := c.String("format")
 			if format != "table" && format != "json" {
@@ -48,8 +46,26 @@ pids as a JSON array, as runc does. runc's [ps options] are refused for the same
 			if err != nil {
 				return err
 			}
+			opts := c.Args().Tail()
+			if format == "json" && len(opts) > 0 {
+				return fmt.Errorf("ps options %q cannot be used with --format json", strings.Join(opts, " "))
+			}
+			cols, err := parsePsOptions(opts)
+			if err != nil {
+				return err
+			}
 			if r.statusOf(ctx, ctr).status == specs.StateStopped {
-				return writePs(c.App.Writer, format, nil)
+				if format == "json" {
+					return writePs(c.App.Writer, nil)
+				}
+				return writePsTable(c.App.Writer, cols, nil, time.Now())
+			}
+			if format == "table" {
+				procs, err := r.guestProcesses(ctx, ctr)
+				if err != nil {
+					return err
+				}
+				return writePsTable(c.App.Writer, cols, procs, time.Now())
 			}
 			cl, err := r.dial(ctx, ctr)
 			if err != nil {
@@ -60,38 +76,17 @@ pids as a JSON array, as runc does. runc's [ps options] are refused for the same
 			if err != nil {
 				return fmt.Errorf("list processes of %s: %w", ctr.ID, err)
 			}
-			return writePs(c.App.Writer, format, resp.Processes)
+			return writePs(c.App.Writer, resp.Processes)
 		},
 	}
 }
 
-// writePs prints processes as a table or, like runc, as a JSON array of pids.
-func writePs(w io.Writer, format string, procs []*task.ProcessInfo) error {
-	if format == "json" {
-		pids := make([]uint32, 0, len(procs))
-		for _, p := range procs {
-			pids = append(pids, p.Pid)
-		}
-		return json.NewEncoder(w).Encode(pids)
-	}
-	tw := tabwriter.NewWriter(w, 4, 1, 3, ' ', 0)
-	fmt.Fprintln(tw, "PID\tEXEC")
+// writePs prints, like runc, a JSON array of pids.
+func writePs(w io.Writer, procs []*task.ProcessInfo) error {
+	pids := make([]uint32, 0, len(procs))
 	for _, p := range procs {
-		fmt.Fprintf(tw, "%d\t%s\n", p.Pid, execOf(p))
+		pids = append(pids, p.Pid)
 	}
-	return tw.Flush()
+	return json.NewEncoder(w).Encode(pids)
 }
 
-func execOf(p *task.ProcessInfo) string {
-	if p.Info == nil {
-		return "-"
-	}
-	v, err := typeurl.UnmarshalAny(p.Info)
-	if err != nil {
-		return "-"
-	}
-	if d, ok := v.(*options.ProcessDetails); ok && d.ExecID != "" {
-		return d.ExecID
-	}
-	return "-"
-}

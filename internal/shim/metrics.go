@@ -212,10 +212,10 @@ type metricsServer struct {
 	served chan struct{}
 }
 
-// serveMetrics starts serving m on dir's metrics socket, and volumes at
-// shimproto.DirectVolumePrefix (the direct-volume stats and resize paths); the server
-// runs until stop.
-func serveMetrics(ctx context.Context, m *shimMetrics, dir string, volumes http.Handler) (*metricsServer, error) {
+// serveMetrics starts serving m on dir's metrics socket, and api at
+// shimproto.DirectVolumePrefix (the direct-volume stats and resize paths) and
+// shimproto.ProcessesPath; the server runs until stop.
+func serveMetrics(ctx context.Context, m *shimMetrics, dir string, api http.Handler) (*metricsServer, error) {
 	path := filepath.Join(dir, shimproto.MetricsSocket)
 	l, err := unixsock.Listen(path, 0o600)
 	if err != nil {
@@ -223,7 +223,8 @@ func serveMetrics(ctx context.Context, m *shimMetrics, dir string, volumes http.
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
-	mux.Handle(shimproto.DirectVolumePrefix, volumes)
+	mux.Handle(shimproto.DirectVolumePrefix, api)
+	mux.Handle(shimproto.ProcessesPath, api)
 	ms := &metricsServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, path: path, served: make(chan struct{})}
 	go func() { // owner: the metricsServer; ends when stop closes the server
 		defer close(ms.served)

@@ -483,7 +483,7 @@ func (s *service) commit(ctx context.Context, c *container, ctr *sandbox.Contain
 		s.booting = ""
 		go s.watchOOM(sb)
 		// Listening is quick; without the socket the sandbox runs unmonitored.
-		ms, err := serveMetrics(s.ctx, s.metrics, sb.Dir(), s.directVolumeHandler(sb))
+		ms, err := serveMetrics(s.ctx, s.metrics, sb.Dir(), s.socketAPI(sb))
 		if err != nil {
 			log.G(ctx).WithError(err).Warn("metrics socket: vessel-monitor sees no guest figures")
 		}

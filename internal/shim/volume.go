@@ -81,12 +81,14 @@ func (s *service) forgetDirectVolumes(ctx context.Context, id string) {
 	s.volumes = nil
 }
 
-// directVolumeHandler answers the direct-volume paths of the metrics socket for
-// sandbox sb: shimproto.DirectVolumeStatsPath and shimproto.DirectVolumeResizePath.
-func (s *service) directVolumeHandler(sb *sandbox.Sandbox) http.Handler {
+// socketAPI answers the metrics socket's paths other than /metrics for sandbox sb:
+// shimproto.DirectVolumeStatsPath, shimproto.DirectVolumeResizePath and
+// shimproto.ProcessesPath.
+func (s *service) socketAPI(sb *sandbox.Sandbox) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(shimproto.DirectVolumeStatsPath, s.volumeStats(sb))
 	mux.Handle(shimproto.DirectVolumeResizePath, s.volumeResize(sb))
+	mux.Handle(shimproto.ProcessesPath, s.processes())
 	return mux
 }
 
@@ -157,4 +159,34 @@ func httpError(w http.ResponseWriter, err error) {
 		code = http.StatusNotImplemented
 	}
 	http.Error(w, err.Error(), code)
+}
+
+// processes answers shimproto.ProcessesPath: the processes of the container named by the
+// query parameter, with what ps shows of them, as a JSON array of shimproto.Process.
+func (s *service) processes() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.URL.Query().Get(shimproto.ContainerQuery)
+		c, creating, err := s.lookup(id)
+		if err != nil {
+			httpError(w, err)
+			return
+		}
+		out := []shimproto.Process{}
+		if !creating {
+			procs, err := c.ctr.Processes(r.Context())
+			if err != nil {
+				httpError(w, fmt.Errorf("container %s: %w", id, err))
+				return
+			}
+			for _, p := range procs {
+				out = append(out, shimproto.Process{
+					Pid: p.GetPid(), ExecID: p.GetExecId(), Cmdline: p.GetCmdline(), Comm: p.GetComm(),
+					UID: p.GetUid(), PPid: p.GetPpid(), TTY: p.GetTty(), Stat: p.GetStat(),
+					CPUTimeMs: p.GetCpuTimeMs(), StartUnixMs: p.GetStartTimeUnixMs(),
+				})
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(out)
+	})
 }

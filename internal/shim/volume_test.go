@@ -15,7 +15,7 @@ import (
 // error kind, before the sandbox is asked.
 func TestVolumeResizeRequest(t *testing.T) {
 	s := &service{volRoot: t.TempDir()}
-	h := s.directVolumeHandler(nil)
+	h := s.socketAPI(nil)
 	for _, tc := range []struct {
 		name, method, size string
 		code               int

@@ -35,7 +35,7 @@ const (
 // MetricsSocket is the unix socket, in a sandbox's state directory, on which the sandbox's
 // shim serves its metrics and the guest's as Prometheus text at /metrics, over HTTP, while
 // the sandbox runs; vessel-monitor reads it (docs/observability.md). It also answers
-// DirectVolumeStatsPath and DirectVolumeResizePath.
+// DirectVolumeStatsPath, DirectVolumeResizePath and ProcessesPath.
 const MetricsSocket = "shim-metrics.sock"
 
 // DirectVolumeStatsPath is the HTTP path on MetricsSocket that answers the usage of a
@@ -51,6 +51,34 @@ const (
 	DirectVolumeQuery      = "path"
 	DirectVolumeSizeQuery  = "size"
 )
+
+// ProcessesPath is the HTTP path on MetricsSocket that answers, as a JSON array of
+// Process, the processes of the container named by the query parameter ContainerQuery,
+// with what ps(1) shows of them; `vessel ps` asks it.
+const (
+	ProcessesPath  = "/processes"
+	ContainerQuery = "container"
+)
+
+// Process is one process of a container, as the guest's /proc describes it.
+type Process struct {
+	Pid uint32 `json:"pid"`
+	// ExecID is the exec the process belongs to, empty for the container's init.
+	ExecID  string `json:"exec_id,omitempty"`
+	Cmdline string `json:"cmdline"`
+	// Comm is the command name, shown for a process without a command line.
+	Comm string `json:"comm"`
+	// UID is the effective uid in the guest.
+	UID  uint32 `json:"uid"`
+	PPid uint32 `json:"ppid"`
+	// TTY is the controlling terminal as ps names it ("pts/0"), or "?".
+	TTY string `json:"tty"`
+	// Stat is ps's BSD STAT column (state letter and flags).
+	Stat      string `json:"stat"`
+	CPUTimeMs uint64 `json:"cpu_time_ms"`
+	// StartUnixMs is when the process started, on the guest's clock.
+	StartUnixMs int64 `json:"start_unix_ms"`
+}
 
 // Names of containerd's shim flags, which containerd's shim package defines and parses.
 const (

@@ -1321,10 +1321,24 @@ func (x *ListProcessesRequest) GetContainerId() string {
 }
 
 type ProcessInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pid           uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
-	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
-	Cmdline       string                 `protobuf:"bytes,3,opt,name=cmdline,proto3" json:"cmdline,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Pid     uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	ExecId  string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Cmdline string                 `protobuf:"bytes,3,opt,name=cmdline,proto3" json:"cmdline,omitempty"`
+	// What ps(1) shows of the process, read from the guest's /proc.
+	// Effective uid in the guest.
+	Uid  uint32 `protobuf:"varint,4,opt,name=uid,proto3" json:"uid,omitempty"`
+	Ppid uint32 `protobuf:"varint,5,opt,name=ppid,proto3" json:"ppid,omitempty"`
+	// Controlling terminal as ps names it ("pts/0"), or "?".
+	Tty string `protobuf:"bytes,6,opt,name=tty,proto3" json:"tty,omitempty"`
+	// ps's BSD STAT: the state letter and the s, l, +, <, N flags.
+	Stat string `protobuf:"bytes,7,opt,name=stat,proto3" json:"stat,omitempty"`
+	// User and system CPU time.
+	CpuTimeMs uint64 `protobuf:"varint,8,opt,name=cpu_time_ms,json=cpuTimeMs,proto3" json:"cpu_time_ms,omitempty"`
+	// When the process started, on the guest's clock (Unix time).
+	StartTimeUnixMs int64 `protobuf:"varint,9,opt,name=start_time_unix_ms,json=startTimeUnixMs,proto3" json:"start_time_unix_ms,omitempty"`
+	// The command name (comm), for a process without a command line.
+	Comm          string `protobuf:"bytes,10,opt,name=comm,proto3" json:"comm,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1376,6 +1390,55 @@ func (x *ProcessInfo) GetExecId() string {
 func (x *ProcessInfo) GetCmdline() string {
 	if x != nil {
 		return x.Cmdline
+	}
+	return ""
+}
+
+func (x *ProcessInfo) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetPpid() uint32 {
+	if x != nil {
+		return x.Ppid
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetTty() string {
+	if x != nil {
+		return x.Tty
+	}
+	return ""
+}
+
+func (x *ProcessInfo) GetStat() string {
+	if x != nil {
+		return x.Stat
+	}
+	return ""
+}
+
+func (x *ProcessInfo) GetCpuTimeMs() uint64 {
+	if x != nil {
+		return x.CpuTimeMs
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetStartTimeUnixMs() int64 {
+	if x != nil {
+		return x.StartTimeUnixMs
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetComm() string {
+	if x != nil {
+		return x.Comm
 	}
 	return ""
 }
@@ -4611,11 +4674,19 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"oom_killed\x18\x02 \x01(\bR\toomKilled\"9\n" +
 	"\x14ListProcessesRequest\x12!\n" +
-	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"R\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\xff\x01\n" +
 	"\vProcessInfo\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x18\n" +
-	"\acmdline\x18\x03 \x01(\tR\acmdline\"S\n" +
+	"\acmdline\x18\x03 \x01(\tR\acmdline\x12\x10\n" +
+	"\x03uid\x18\x04 \x01(\rR\x03uid\x12\x12\n" +
+	"\x04ppid\x18\x05 \x01(\rR\x04ppid\x12\x10\n" +
+	"\x03tty\x18\x06 \x01(\tR\x03tty\x12\x12\n" +
+	"\x04stat\x18\a \x01(\tR\x04stat\x12\x1e\n" +
+	"\vcpu_time_ms\x18\b \x01(\x04R\tcpuTimeMs\x12+\n" +
+	"\x12start_time_unix_ms\x18\t \x01(\x03R\x0fstartTimeUnixMs\x12\x12\n" +
+	"\x04comm\x18\n" +
+	" \x01(\tR\x04comm\"S\n" +
 	"\x15ListProcessesResponse\x12:\n" +
 	"\tprocesses\x18\x01 \x03(\v2\x1c.vessel.agent.v1.ProcessInfoR\tprocesses\"5\n" +
 	"\x0eLinuxResources\x12#\n" +
