@@ -89,4 +89,3 @@ func writePs(w io.Writer, procs []*task.ProcessInfo) error {
 	}
 	return json.NewEncoder(w).Encode(pids)
 }
-
