@@ -76,7 +76,9 @@ func TestPortForward(t *testing.T) {
 			}()
 		}
 	}()
-	t.Cleanup(svc.closePortForwards) // before the server waits for its connections to end
+	// Registered after the server's cleanup, so it runs first: the server waits for its
+	// connections to end.
+	t.Cleanup(svc.closePortForwards)
 	port := uint32(ln.Addr().(*net.TCPAddr).Port) //nolint:gosec // a port
 
 	closed, err := net.Listen("tcp4", "127.0.0.1:0") // a port nothing listens on in the pod namespace
