@@ -108,7 +108,8 @@ conformance: build image ## OCI runtime-tools validation programs and runc's bat
 
 # critest is cri-tools' CRI validation suite, built from the Go module proxy (outside this
 # module, so go.mod is untouched). FOCUS and SKIP are ginkgo regular expressions; HANDLERS
-# the runtime handlers to run, in order.
+# the runtime handlers to run, in order; CONTAINERD the daemon: 1.6 (Debian's) or 2
+# (containerd 2.x from hack/install-deps.sh, results in _output/critest/containerd2).
 CRITEST_VERSION ?= v1.37.0
 CRITEST_BIN     := $(abspath $(OUT))/critest/bin/critest-$(CRITEST_VERSION)
 HANDLERS        ?= runc vessel
@@ -125,9 +126,9 @@ $(CRICTL_BIN):
 	$(CRI_TOOLS_DIR) && CGO_ENABLED=0 $(GO) build -o $@ ./cmd/crictl
 
 .PHONY: critest
-critest: build $(CRITEST_BIN) $(CRICTL_BIN) ## CRI validation suite (critest) via a private containerd, handlers runc then vessel (FOCUS=, SKIP=, HANDLERS=; results in _output/critest; docs/kubernetes.md), and a pod's VM sized through CRI
+critest: build $(CRITEST_BIN) $(CRICTL_BIN) ## CRI validation suite (critest) via a private containerd, handlers runc then vessel (FOCUS=, SKIP=, HANDLERS=, CONTAINERD=1.6|2; results in _output/critest; docs/kubernetes.md), and a pod's VM sized through CRI
 	VESSEL_INTEGRATION=1 VESSEL_CRITEST=1 VESSEL_GUEST_DIR=$(GUEST_DIR) CRITEST_BIN=$(CRITEST_BIN) CRICTL_BIN=$(CRICTL_BIN) \
-		CRITEST_OUT=$(abspath $(OUT))/critest CRITEST_FOCUS='$(FOCUS)' CRITEST_SKIP='$(SKIP)' CRITEST_HANDLERS='$(HANDLERS)' \
+		CRITEST_OUT=$(abspath $(OUT))/critest CRITEST_FOCUS='$(FOCUS)' CRITEST_SKIP='$(SKIP)' CRITEST_HANDLERS='$(HANDLERS)' CRITEST_CONTAINERD='$(CONTAINERD)' \
 		$(GO) test -count=1 -p 1 -timeout 6h -v -run '^(TestCritest|TestPodSizing)$$' ./internal/critest
 
 .PHONY: pod-overhead

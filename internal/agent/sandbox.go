@@ -129,6 +129,7 @@ func (s *Service) DestroySandbox(ctx context.Context, _ *agentv1.DestroySandboxR
 	if sb == nil {
 		return nil, fmt.Errorf("sandbox: %w: CreateSandbox was not called", errdefs.ErrNotFound)
 	}
+	s.closePortForwards() // portforward.go
 	var errs []error
 	for _, id := range ids {
 		if _, err := s.RemoveContainer(ctx, &agentv1.RemoveContainerRequest{ContainerId: id}); err != nil && !errdefs.IsNotFound(err) {

@@ -108,6 +108,11 @@ type Service struct {
 	netMu sync.Mutex
 	// podNS is the pod's network namespace once made (network.go).
 	podNS *netcfg.PodNS
+
+	// fwdMu guards forwards.
+	fwdMu sync.Mutex
+	// forwards are the open port forwards by id (portforward.go); nil while one is dialing.
+	forwards map[string]*forward
 }
 
 var _ agentv1.AgentService = (*Service)(nil)

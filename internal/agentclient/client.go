@@ -70,7 +70,7 @@ type Observer func(method string, took time.Duration, err error)
 // rather than doing work: its duration says nothing about the agent.
 func LongPoll(method string) bool {
 	switch method {
-	case "WaitProcess", "ReadStdout", "ReadStderr", "GetOOMEvent":
+	case "WaitProcess", "ReadStdout", "ReadStderr", "GetOOMEvent", "PortForwardRead":
 		return true
 	}
 	return false

@@ -38,7 +38,9 @@ var skipped = []struct{ spec, reason string }{
 }
 
 // TestCritest runs critest (CRITEST_BIN, `make critest` builds it) against a private
-// containerd, once per runtime handler in CRITEST_HANDLERS (default "runc vessel"), with
+// containerd (CRITEST_CONTAINERD: "1.6", the default, is Debian's; "2" is containerd 2.x
+// from testutil.Containerd2Dir, whose results go to CRITEST_OUT/containerd2), once per
+// runtime handler in CRITEST_HANDLERS (default "runc vessel"), with
 // CRITEST_FOCUS and CRITEST_SKIP passed as -ginkgo.focus and -ginkgo.skip (on top of the
 // skipped list). Each handler's JUnit report and log go to CRITEST_OUT/<handler> (default
 // _output/critest). A handler whose specs fail fails the test.
@@ -54,6 +56,9 @@ func TestCritest(t *testing.T) {
 	out := os.Getenv("CRITEST_OUT")
 	if out == "" {
 		out = filepath.Join(testutil.RepoRoot(t), "_output", "critest")
+	}
+	if containerd2(t) {
+		out = filepath.Join(out, "containerd2")
 	}
 	handlers := strings.Fields(os.Getenv("CRITEST_HANDLERS"))
 	if len(handlers) == 0 {
@@ -153,7 +158,17 @@ func startCRI(t *testing.T, out string) *ctrdproc.Daemon {
 	t.Cleanup(deleteBridge)
 
 	env := ctrdproc.Environ(binDir, "VESSEL_CONFIG="+vesselCfg)
-	d, err := ctrdproc.NewCRI("/usr/bin/containerd", dir, env, criConfig(vesselCfg, cniDir, regAddr))
+	var d *ctrdproc.Daemon
+	if containerd2(t) {
+		hosts := filepath.Join(dir, "hosts")
+		if err := writeRegistryHosts(hosts, regAddr); err != nil {
+			t.Fatal(err)
+		}
+		bin, ctr := testutil.RequiresContainerd2(t)
+		d, err = ctrdproc.NewCRIVersion2(bin, ctr, dir, env, criConfig2(vesselCfg, cniDir, hosts))
+	} else {
+		d, err = ctrdproc.NewCRI("/usr/bin/containerd", dir, env, criConfig(vesselCfg, cniDir, regAddr))
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,6 +282,69 @@ func criConfig(vesselCfg, cniDir, regAddr string) string {
 		fmt.Fprintf(&b, "  [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.%q]\n    endpoint = [\"http://%s\"]\n", host, regAddr)
 	}
 	return b.String()
+}
+
+// containerd2 reports whether CRITEST_CONTAINERD asks for containerd 2.x ("2") rather than
+// Debian's 1.6 ("1.6" or empty); any other value fails the test. When 2.x is asked for but
+// not installed the test is skipped locally and fails in CI.
+func containerd2(t *testing.T) bool {
+	t.Helper()
+	switch v := os.Getenv("CRITEST_CONTAINERD"); v {
+	case "", "1.6":
+		return false
+	case "2":
+		testutil.RequiresContainerd2(t)
+		return true
+	default:
+		t.Fatalf("CRITEST_CONTAINERD=%q: want 1.6 or 2", v)
+		return false
+	}
+}
+
+// criConfig2 is criConfig in containerd 2.x's config version 3: the CRI plugin is split
+// into images, runtime and the gRPC service, and registries are configured by hosts.toml
+// files under hostsDir (writeRegistryHosts).
+func criConfig2(vesselCfg, cniDir, hostsDir string) string {
+	return fmt.Sprintf(`[plugins.'io.containerd.cri.v1.images']
+  snapshotter = 'overlayfs'
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = 'registry.k8s.io/pause:3.9'
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = %q
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = 'runc'
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = 'io.containerd.runc.v2'
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.vessel]
+      runtime_type = 'io.containerd.vessel.v2'
+      privileged_without_host_devices = true
+      pod_annotations = ['io.vessel.config.*', 'io.katacontainers.config.*']
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.vessel.options]
+        ConfigPath = %q
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ['/usr/lib/cni']
+    conf_dir = %q
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = '127.0.0.1'
+  stream_server_port = '0'
+`, hostsDir, vesselCfg, cniDir)
+}
+
+// writeRegistryHosts makes the test's registry at regAddr the only host of every registry
+// critest's images name, in containerd's hosts.toml layout: nothing is fetched elsewhere.
+func writeRegistryHosts(dir, regAddr string) error {
+	for _, host := range []string{"registry.k8s.io", "gcr.io", "k8s.gcr.io", "docker.io"} {
+		if err := os.MkdirAll(filepath.Join(dir, host), 0o755); err != nil {
+			return err
+		}
+		conf := fmt.Sprintf("server = \"http://%s\"\n\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", regAddr, regAddr)
+		if err := os.WriteFile(filepath.Join(dir, host, "hosts.toml"), []byte(conf), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeCNIConfig writes the pod network: bridge vcri0 as the pods' gateway on podSubnet,

@@ -61,23 +61,34 @@ func Environ(binDir string, extra ...string) []string {
 // disabled) and returns a daemon that is not running yet. bin is the containerd binary,
 // env the daemon's whole environment, which its shims inherit.
 func New(bin, dir string, env []string) (*Daemon, error) {
-	return newDaemon(bin, "ctr", dir, env, `"io.containerd.grpc.v1.cri", `, "")
+	return newDaemon(bin, "ctr", dir, env, 2, `"io.containerd.grpc.v1.cri", `, "")
 }
 
 // NewVersion2 is New for a containerd 2.x binary bin and its ctr: its CRI plugins (split
 // into several in 2.x) are disabled too, and extra (plugin sections, e.g. a snapshotter's)
 // is appended to the daemon's config.
 func NewVersion2(bin, ctr, dir string, env []string, extra string) (*Daemon, error) {
-	return newDaemon(bin, ctr, dir, env, `"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.podsandbox.controller.v1.podsandbox", `, extra)
+	return newDaemon(bin, ctr, dir, env, 2, `"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.podsandbox.controller.v1.podsandbox", `, extra)
+}
+
+// NewCRIVersion2 is NewCRI for a containerd 2.x binary bin and its ctr: the daemon's
+// config is version 3, and cri is the TOML of the CRI plugins' sections in that version's
+// layout (io.containerd.cri.v1.images, io.containerd.cri.v1.runtime,
+// io.containerd.grpc.v1.cri). NRI is disabled: its socket is a fixed host path that
+// another daemon may hold.
+func NewCRIVersion2(bin, ctr, dir string, env []string, cri string) (*Daemon, error) {
+	return newDaemon(bin, ctr, dir, env, 3, `"io.containerd.nri.v1.nri", `, cri)
 }
 
 // NewCRI is New with the CRI plugin enabled: cri is the TOML of its plugin section
 // (`[plugins."io.containerd.grpc.v1.cri"]` and below), appended to the daemon's config.
 func NewCRI(bin, dir string, env []string, cri string) (*Daemon, error) {
-	return newDaemon(bin, "ctr", dir, env, "", cri)
+	return newDaemon(bin, "ctr", dir, env, 2, "", cri)
 }
 
-func newDaemon(bin, ctr, dir string, env []string, disabledCRI, extra string) (*Daemon, error) {
+// newDaemon writes a config of the given version with the plugins in disabled (a TOML list
+// prefix, each entry followed by ", ") disabled too, and extra appended.
+func newDaemon(bin, ctr, dir string, env []string, version int, disabled, extra string) (*Daemon, error) {
 	d := &Daemon{
 		Address: filepath.Join(dir, "c.sock"),
 		LogPath: filepath.Join(dir, "containerd.log"),
@@ -86,7 +97,7 @@ func newDaemon(bin, ctr, dir string, env []string, disabledCRI, extra string) (*
 		cfgPath: filepath.Join(dir, "config.toml"),
 		env:     env,
 	}
-	cfg := fmt.Sprintf(`version = 2
+	cfg := fmt.Sprintf(`version = %d
 root = %q
 state = %q
 disabled_plugins = [%s"io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
@@ -96,7 +107,7 @@ disabled_plugins = [%s"io.containerd.internal.v1.tracing", "io.containerd.tracin
   address = %q
 [debug]
   level = "debug"
-%s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), disabledCRI, d.Address, d.Address+".ttrpc", extra)
+%s`, version, filepath.Join(dir, "root"), filepath.Join(dir, "state"), disabled, d.Address, d.Address+".ttrpc", extra)
 	if err := os.WriteFile(d.cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("containerd config: %w", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/hostcgroup"
 	"github.com/vessel-containers/vessel/internal/network"
 	"github.com/vessel-containers/vessel/internal/persist"
+	"github.com/vessel-containers/vessel/internal/portforward"
 	"github.com/vessel-containers/vessel/internal/procid"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 )
@@ -30,8 +31,8 @@ func (s *Sandbox) WaitOOM(ctx context.Context) (string, error) {
 }
 
 // Cleanup removes what a sandbox whose owner died left behind: the VM process and then its
-// virtiofsd (each when it still runs and is still the process that was recorded), the taps
-// and tc filters in the pod's network namespace, the pod's host cgroup, mounts in the share
+// virtiofsd (each when it still runs and is still the process that was recorded), the
+// port-forwarding table, taps and tc filters in the pod's network namespace, the pod's host cgroup, mounts in the share
 // and the state directory.
 // A sandbox that does not exist is not an error.
 //
@@ -69,6 +70,10 @@ func Cleanup(ctx context.Context, root, id string) error {
 		if err := killProcess(ctx, "file system daemon", d); err != nil {
 			return fmt.Errorf("clean up sandbox %s: %w (directory %s kept)", id, err, dir)
 		}
+	}
+	// The port-forwarding table the sandbox added to the pod's network namespace.
+	if err := portforward.Teardown(dir); err != nil {
+		return fmt.Errorf("clean up sandbox %s: %w (directory %s kept)", id, err, dir)
 	}
 	// The taps and tc filters the sandbox added to the pod's network namespace, once the
 	// VM that used them is gone.

@@ -31,6 +31,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/network"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/persist"
+	"github.com/vessel-containers/vessel/internal/portforward"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 	"github.com/vessel-containers/vessel/internal/sharefs/virtiofsd"
 	"github.com/vessel-containers/vessel/internal/tracing"
@@ -150,6 +151,9 @@ type Sandbox struct {
 	// debug relays `vessel debug` to the agent (debug.go); nil unless
 	// agent.debug_console_enabled.
 	debug *debugRelay
+	// portFwd relays CRI port forwarding into the guest (portforward.go); nil without a
+	// pod network namespace.
+	portFwd *portforward.Forwarder
 
 	// resizeMu serialises fit: one resize at a time, from the containers' limits at its start.
 	resizeMu sync.Mutex
@@ -379,6 +383,14 @@ func (s *Sandbox) setup(ctx context.Context, vmcfg hypervisor.Config, att *netwo
 	if err := s.configureNetwork(ctx, att); err != nil { // network.go
 		return s.explain(fmt.Errorf("sandbox %s: %w", cfg.ID, err))
 	}
+	s.startPortForward(ctx) // portforward.go
+	defer func() {
+		if retErr != nil {
+			if err := s.stopPortForward(); err != nil {
+				log.G(ctx).WithError(err).Warn("rollback: stop port forwarding")
+			}
+		}
+	}()
 	s.state = StateRunning
 	return s.save()
 }
@@ -549,7 +561,11 @@ func (s *Sandbox) Delete(ctx context.Context) (retErr error) {
 			errs = append(errs, err)
 		}
 	}
-	s.stopDebug()           // debug.go
+	s.stopDebug() // debug.go
+	// The relays close their guest connections while the agent still answers.
+	if err := s.stopPortForward(); err != nil { // portforward.go
+		errs = append(errs, err)
+	}
 	s.runGuestPoststop(ctx) // crash.go
 	if err := s.agent.Close(); err != nil {
 		log.G(ctx).WithError(err).Debug("close agent connection")

@@ -58,15 +58,23 @@ func StartContainerd(t *testing.T, binDir string, extraEnv ...string) *Container
 // fails in CI.
 func StartContainerd2(t *testing.T, binDir, config string, extraEnv ...string) *Containerd {
 	t.Helper()
-	bin, ctr := filepath.Join(Containerd2Dir, "containerd"), filepath.Join(Containerd2Dir, "ctr")
+	bin, ctr := RequiresContainerd2(t)
+	return startContainerd(t, binDir, ctr, extraEnv, func(dir string, env []string) (*ctrdproc.Daemon, error) {
+		return ctrdproc.NewVersion2(bin, ctr, dir, env, config)
+	})
+}
+
+// RequiresContainerd2 returns the paths of containerd 2.x's containerd and ctr in
+// Containerd2Dir; when they are missing the test is skipped locally and fails in CI.
+func RequiresContainerd2(t testing.TB) (bin, ctr string) {
+	t.Helper()
+	bin, ctr = filepath.Join(Containerd2Dir, "containerd"), filepath.Join(Containerd2Dir, "ctr")
 	for _, p := range []string{bin, ctr} {
 		if _, err := os.Stat(p); err != nil {
 			skipOrFail(t, "containerd 2.x is not installed (hack/install-deps.sh builds it into %s): %v", Containerd2Dir, err)
 		}
 	}
-	return startContainerd(t, binDir, ctr, extraEnv, func(dir string, env []string) (*ctrdproc.Daemon, error) {
-		return ctrdproc.NewVersion2(bin, ctr, dir, env, config)
-	})
+	return bin, ctr
 }
 
 // startContainerd starts the daemon that newDaemon makes on a new directory.

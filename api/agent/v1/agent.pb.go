@@ -4572,6 +4572,216 @@ func (x *ResizeVolumeRequest) GetSize() uint64 {
 	return 0
 }
 
+type PortForwardOpenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Names the connection in the other requests; unique among the open ones.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Port          uint32 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	Ipv6          bool   `protobuf:"varint,3,opt,name=ipv6,proto3" json:"ipv6,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortForwardOpenRequest) Reset() {
+	*x = PortForwardOpenRequest{}
+	mi := &file_agent_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortForwardOpenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortForwardOpenRequest) ProtoMessage() {}
+
+func (x *PortForwardOpenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortForwardOpenRequest.ProtoReflect.Descriptor instead.
+func (*PortForwardOpenRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *PortForwardOpenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PortForwardOpenRequest) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *PortForwardOpenRequest) GetIpv6() bool {
+	if x != nil {
+		return x.Ipv6
+	}
+	return false
+}
+
+type PortForwardRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortForwardRequest) Reset() {
+	*x = PortForwardRequest{}
+	mi := &file_agent_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortForwardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortForwardRequest) ProtoMessage() {}
+
+func (x *PortForwardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortForwardRequest.ProtoReflect.Descriptor instead.
+func (*PortForwardRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *PortForwardRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type PortForwardWriteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortForwardWriteRequest) Reset() {
+	*x = PortForwardWriteRequest{}
+	mi := &file_agent_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortForwardWriteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortForwardWriteRequest) ProtoMessage() {}
+
+func (x *PortForwardWriteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortForwardWriteRequest.ProtoReflect.Descriptor instead.
+func (*PortForwardWriteRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *PortForwardWriteRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PortForwardWriteRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type PortForwardReadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Maximum bytes to return.
+	Len           uint32 `protobuf:"varint,2,opt,name=len,proto3" json:"len,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortForwardReadRequest) Reset() {
+	*x = PortForwardReadRequest{}
+	mi := &file_agent_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortForwardReadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortForwardReadRequest) ProtoMessage() {}
+
+func (x *PortForwardReadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortForwardReadRequest.ProtoReflect.Descriptor instead.
+func (*PortForwardReadRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *PortForwardReadRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PortForwardReadRequest) GetLen() uint32 {
+	if x != nil {
+		return x.Len
+	}
+	return 0
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -4898,7 +5108,19 @@ const file_agent_proto_rawDesc = "" +
 	"\x13ResizeVolumeRequest\x12\x1f\n" +
 	"\vmount_point\x18\x01 \x01(\tR\n" +
 	"mountPoint\x12\x12\n" +
-	"\x04size\x18\x02 \x01(\x04R\x04size2\xcf\x16\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\"P\n" +
+	"\x16PortForwardOpenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\rR\x04port\x12\x12\n" +
+	"\x04ipv6\x18\x03 \x01(\bR\x04ipv6\"$\n" +
+	"\x12PortForwardRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"=\n" +
+	"\x17PortForwardWriteRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\":\n" +
+	"\x16PortForwardReadRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
+	"\x03len\x18\x02 \x01(\rR\x03len2\xcf\x16\n" +
 	"\x05Agent\x12F\n" +
 	"\x05Check\x12\x1d.vessel.agent.v1.CheckRequest\x1a\x1e.vessel.agent.v1.CheckResponse\x12L\n" +
 	"\aVersion\x12\x1f.vessel.agent.v1.VersionRequest\x1a .vessel.agent.v1.VersionResponse\x12N\n" +
@@ -4958,7 +5180,13 @@ const file_agent_proto_rawDesc = "" +
 	"RemovePath\x12\".vessel.agent.v1.RemovePathRequest\x1a\x16.vessel.agent.v1.Empty2\xb0\x01\n" +
 	"\x06Volume\x12X\n" +
 	"\vVolumeStats\x12#.vessel.agent.v1.VolumeStatsRequest\x1a$.vessel.agent.v1.VolumeStatsResponse\x12L\n" +
-	"\fResizeVolume\x12$.vessel.agent.v1.ResizeVolumeRequest\x1a\x16.vessel.agent.v1.EmptyB:Z8github.com/vessel-containers/vessel/api/agent/v1;agentv1b\x06proto3"
+	"\fResizeVolume\x12$.vessel.agent.v1.ResizeVolumeRequest\x1a\x16.vessel.agent.v1.Empty2\xcd\x03\n" +
+	"\vPortForward\x12R\n" +
+	"\x0fPortForwardOpen\x12'.vessel.agent.v1.PortForwardOpenRequest\x1a\x16.vessel.agent.v1.Empty\x12b\n" +
+	"\x10PortForwardWrite\x12(.vessel.agent.v1.PortForwardWriteRequest\x1a$.vessel.agent.v1.WriteStreamResponse\x12_\n" +
+	"\x0fPortForwardRead\x12'.vessel.agent.v1.PortForwardReadRequest\x1a#.vessel.agent.v1.ReadStreamResponse\x12T\n" +
+	"\x15PortForwardCloseWrite\x12#.vessel.agent.v1.PortForwardRequest\x1a\x16.vessel.agent.v1.Empty\x12O\n" +
+	"\x10PortForwardClose\x12#.vessel.agent.v1.PortForwardRequest\x1a\x16.vessel.agent.v1.EmptyB:Z8github.com/vessel-containers/vessel/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -4972,7 +5200,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 77)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                    // 0: vessel.agent.v1.Empty
 	(*CheckRequest)(nil),             // 1: vessel.agent.v1.CheckRequest
@@ -5051,6 +5279,10 @@ var file_agent_proto_goTypes = []any{
 	(*VolumeStatsRequest)(nil),       // 74: vessel.agent.v1.VolumeStatsRequest
 	(*VolumeStatsResponse)(nil),      // 75: vessel.agent.v1.VolumeStatsResponse
 	(*ResizeVolumeRequest)(nil),      // 76: vessel.agent.v1.ResizeVolumeRequest
+	(*PortForwardOpenRequest)(nil),   // 77: vessel.agent.v1.PortForwardOpenRequest
+	(*PortForwardRequest)(nil),       // 78: vessel.agent.v1.PortForwardRequest
+	(*PortForwardWriteRequest)(nil),  // 79: vessel.agent.v1.PortForwardWriteRequest
+	(*PortForwardReadRequest)(nil),   // 80: vessel.agent.v1.PortForwardReadRequest
 }
 var file_agent_proto_depIdxs = []int32{
 	8,  // 0: vessel.agent.v1.CreateSandboxRequest.storages:type_name -> vessel.agent.v1.Storage
@@ -5123,55 +5355,65 @@ var file_agent_proto_depIdxs = []int32{
 	73, // 67: vessel.agent.v1.Files.RemovePath:input_type -> vessel.agent.v1.RemovePathRequest
 	74, // 68: vessel.agent.v1.Volume.VolumeStats:input_type -> vessel.agent.v1.VolumeStatsRequest
 	76, // 69: vessel.agent.v1.Volume.ResizeVolume:input_type -> vessel.agent.v1.ResizeVolumeRequest
-	2,  // 70: vessel.agent.v1.Agent.Check:output_type -> vessel.agent.v1.CheckResponse
-	4,  // 71: vessel.agent.v1.Agent.Version:output_type -> vessel.agent.v1.VersionResponse
-	0,  // 72: vessel.agent.v1.Agent.CreateSandbox:output_type -> vessel.agent.v1.Empty
-	0,  // 73: vessel.agent.v1.Agent.DestroySandbox:output_type -> vessel.agent.v1.Empty
-	0,  // 74: vessel.agent.v1.Agent.CreateContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 75: vessel.agent.v1.Agent.StartContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 76: vessel.agent.v1.Agent.RemoveContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 77: vessel.agent.v1.Agent.ExecProcess:output_type -> vessel.agent.v1.Empty
-	0,  // 78: vessel.agent.v1.Agent.SignalProcess:output_type -> vessel.agent.v1.Empty
-	18, // 79: vessel.agent.v1.Agent.WaitProcess:output_type -> vessel.agent.v1.WaitProcessResponse
-	21, // 80: vessel.agent.v1.Agent.ListProcesses:output_type -> vessel.agent.v1.ListProcessesResponse
-	0,  // 81: vessel.agent.v1.Agent.UpdateContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 82: vessel.agent.v1.Agent.PauseContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 83: vessel.agent.v1.Agent.ResumeContainer:output_type -> vessel.agent.v1.Empty
-	32, // 84: vessel.agent.v1.Agent.StatsContainer:output_type -> vessel.agent.v1.StatsContainerResponse
-	34, // 85: vessel.agent.v1.Agent.GetOOMEvent:output_type -> vessel.agent.v1.OOMEvent
-	36, // 86: vessel.agent.v1.Agent.WriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
-	38, // 87: vessel.agent.v1.Agent.ReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
-	38, // 88: vessel.agent.v1.Agent.ReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
-	0,  // 89: vessel.agent.v1.Agent.CloseStdin:output_type -> vessel.agent.v1.Empty
-	0,  // 90: vessel.agent.v1.Agent.TtyWinResize:output_type -> vessel.agent.v1.Empty
-	42, // 91: vessel.agent.v1.Agent.UpdateInterface:output_type -> vessel.agent.v1.Interface
-	45, // 92: vessel.agent.v1.Agent.UpdateRoutes:output_type -> vessel.agent.v1.Routes
-	43, // 93: vessel.agent.v1.Agent.ListInterfaces:output_type -> vessel.agent.v1.Interfaces
-	45, // 94: vessel.agent.v1.Agent.ListRoutes:output_type -> vessel.agent.v1.Routes
-	0,  // 95: vessel.agent.v1.Agent.AddARPNeighbors:output_type -> vessel.agent.v1.Empty
-	0,  // 96: vessel.agent.v1.Agent.OnlineCPUMem:output_type -> vessel.agent.v1.Empty
-	0,  // 97: vessel.agent.v1.Agent.MemHotplugByProbe:output_type -> vessel.agent.v1.Empty
-	0,  // 98: vessel.agent.v1.Agent.CopyFile:output_type -> vessel.agent.v1.Empty
-	0,  // 99: vessel.agent.v1.Agent.ReseedRandomDev:output_type -> vessel.agent.v1.Empty
-	0,  // 100: vessel.agent.v1.Agent.SetGuestDateTime:output_type -> vessel.agent.v1.Empty
-	60, // 101: vessel.agent.v1.Agent.GetGuestDetails:output_type -> vessel.agent.v1.GuestDetailsResponse
-	62, // 102: vessel.agent.v1.Agent.GetMetrics:output_type -> vessel.agent.v1.Metrics
-	0,  // 103: vessel.agent.v1.Agent.WarmUp:output_type -> vessel.agent.v1.Empty
-	64, // 104: vessel.agent.v1.Agent.SetPolicy:output_type -> vessel.agent.v1.SetPolicyResponse
-	66, // 105: vessel.agent.v1.Tracing.CollectSpans:output_type -> vessel.agent.v1.CollectSpansResponse
-	0,  // 106: vessel.agent.v1.Debug.DebugStart:output_type -> vessel.agent.v1.Empty
-	36, // 107: vessel.agent.v1.Debug.DebugWriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
-	38, // 108: vessel.agent.v1.Debug.DebugReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
-	38, // 109: vessel.agent.v1.Debug.DebugReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
-	0,  // 110: vessel.agent.v1.Debug.DebugCloseStdin:output_type -> vessel.agent.v1.Empty
-	0,  // 111: vessel.agent.v1.Debug.DebugResize:output_type -> vessel.agent.v1.Empty
-	0,  // 112: vessel.agent.v1.Debug.DebugSignal:output_type -> vessel.agent.v1.Empty
-	18, // 113: vessel.agent.v1.Debug.DebugWait:output_type -> vessel.agent.v1.WaitProcessResponse
-	0,  // 114: vessel.agent.v1.Files.RemovePath:output_type -> vessel.agent.v1.Empty
-	75, // 115: vessel.agent.v1.Volume.VolumeStats:output_type -> vessel.agent.v1.VolumeStatsResponse
-	0,  // 116: vessel.agent.v1.Volume.ResizeVolume:output_type -> vessel.agent.v1.Empty
-	70, // [70:117] is the sub-list for method output_type
-	23, // [23:70] is the sub-list for method input_type
+	77, // 70: vessel.agent.v1.PortForward.PortForwardOpen:input_type -> vessel.agent.v1.PortForwardOpenRequest
+	79, // 71: vessel.agent.v1.PortForward.PortForwardWrite:input_type -> vessel.agent.v1.PortForwardWriteRequest
+	80, // 72: vessel.agent.v1.PortForward.PortForwardRead:input_type -> vessel.agent.v1.PortForwardReadRequest
+	78, // 73: vessel.agent.v1.PortForward.PortForwardCloseWrite:input_type -> vessel.agent.v1.PortForwardRequest
+	78, // 74: vessel.agent.v1.PortForward.PortForwardClose:input_type -> vessel.agent.v1.PortForwardRequest
+	2,  // 75: vessel.agent.v1.Agent.Check:output_type -> vessel.agent.v1.CheckResponse
+	4,  // 76: vessel.agent.v1.Agent.Version:output_type -> vessel.agent.v1.VersionResponse
+	0,  // 77: vessel.agent.v1.Agent.CreateSandbox:output_type -> vessel.agent.v1.Empty
+	0,  // 78: vessel.agent.v1.Agent.DestroySandbox:output_type -> vessel.agent.v1.Empty
+	0,  // 79: vessel.agent.v1.Agent.CreateContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 80: vessel.agent.v1.Agent.StartContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 81: vessel.agent.v1.Agent.RemoveContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 82: vessel.agent.v1.Agent.ExecProcess:output_type -> vessel.agent.v1.Empty
+	0,  // 83: vessel.agent.v1.Agent.SignalProcess:output_type -> vessel.agent.v1.Empty
+	18, // 84: vessel.agent.v1.Agent.WaitProcess:output_type -> vessel.agent.v1.WaitProcessResponse
+	21, // 85: vessel.agent.v1.Agent.ListProcesses:output_type -> vessel.agent.v1.ListProcessesResponse
+	0,  // 86: vessel.agent.v1.Agent.UpdateContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 87: vessel.agent.v1.Agent.PauseContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 88: vessel.agent.v1.Agent.ResumeContainer:output_type -> vessel.agent.v1.Empty
+	32, // 89: vessel.agent.v1.Agent.StatsContainer:output_type -> vessel.agent.v1.StatsContainerResponse
+	34, // 90: vessel.agent.v1.Agent.GetOOMEvent:output_type -> vessel.agent.v1.OOMEvent
+	36, // 91: vessel.agent.v1.Agent.WriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
+	38, // 92: vessel.agent.v1.Agent.ReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
+	38, // 93: vessel.agent.v1.Agent.ReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
+	0,  // 94: vessel.agent.v1.Agent.CloseStdin:output_type -> vessel.agent.v1.Empty
+	0,  // 95: vessel.agent.v1.Agent.TtyWinResize:output_type -> vessel.agent.v1.Empty
+	42, // 96: vessel.agent.v1.Agent.UpdateInterface:output_type -> vessel.agent.v1.Interface
+	45, // 97: vessel.agent.v1.Agent.UpdateRoutes:output_type -> vessel.agent.v1.Routes
+	43, // 98: vessel.agent.v1.Agent.ListInterfaces:output_type -> vessel.agent.v1.Interfaces
+	45, // 99: vessel.agent.v1.Agent.ListRoutes:output_type -> vessel.agent.v1.Routes
+	0,  // 100: vessel.agent.v1.Agent.AddARPNeighbors:output_type -> vessel.agent.v1.Empty
+	0,  // 101: vessel.agent.v1.Agent.OnlineCPUMem:output_type -> vessel.agent.v1.Empty
+	0,  // 102: vessel.agent.v1.Agent.MemHotplugByProbe:output_type -> vessel.agent.v1.Empty
+	0,  // 103: vessel.agent.v1.Agent.CopyFile:output_type -> vessel.agent.v1.Empty
+	0,  // 104: vessel.agent.v1.Agent.ReseedRandomDev:output_type -> vessel.agent.v1.Empty
+	0,  // 105: vessel.agent.v1.Agent.SetGuestDateTime:output_type -> vessel.agent.v1.Empty
+	60, // 106: vessel.agent.v1.Agent.GetGuestDetails:output_type -> vessel.agent.v1.GuestDetailsResponse
+	62, // 107: vessel.agent.v1.Agent.GetMetrics:output_type -> vessel.agent.v1.Metrics
+	0,  // 108: vessel.agent.v1.Agent.WarmUp:output_type -> vessel.agent.v1.Empty
+	64, // 109: vessel.agent.v1.Agent.SetPolicy:output_type -> vessel.agent.v1.SetPolicyResponse
+	66, // 110: vessel.agent.v1.Tracing.CollectSpans:output_type -> vessel.agent.v1.CollectSpansResponse
+	0,  // 111: vessel.agent.v1.Debug.DebugStart:output_type -> vessel.agent.v1.Empty
+	36, // 112: vessel.agent.v1.Debug.DebugWriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
+	38, // 113: vessel.agent.v1.Debug.DebugReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
+	38, // 114: vessel.agent.v1.Debug.DebugReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
+	0,  // 115: vessel.agent.v1.Debug.DebugCloseStdin:output_type -> vessel.agent.v1.Empty
+	0,  // 116: vessel.agent.v1.Debug.DebugResize:output_type -> vessel.agent.v1.Empty
+	0,  // 117: vessel.agent.v1.Debug.DebugSignal:output_type -> vessel.agent.v1.Empty
+	18, // 118: vessel.agent.v1.Debug.DebugWait:output_type -> vessel.agent.v1.WaitProcessResponse
+	0,  // 119: vessel.agent.v1.Files.RemovePath:output_type -> vessel.agent.v1.Empty
+	75, // 120: vessel.agent.v1.Volume.VolumeStats:output_type -> vessel.agent.v1.VolumeStatsResponse
+	0,  // 121: vessel.agent.v1.Volume.ResizeVolume:output_type -> vessel.agent.v1.Empty
+	0,  // 122: vessel.agent.v1.PortForward.PortForwardOpen:output_type -> vessel.agent.v1.Empty
+	36, // 123: vessel.agent.v1.PortForward.PortForwardWrite:output_type -> vessel.agent.v1.WriteStreamResponse
+	38, // 124: vessel.agent.v1.PortForward.PortForwardRead:output_type -> vessel.agent.v1.ReadStreamResponse
+	0,  // 125: vessel.agent.v1.PortForward.PortForwardCloseWrite:output_type -> vessel.agent.v1.Empty
+	0,  // 126: vessel.agent.v1.PortForward.PortForwardClose:output_type -> vessel.agent.v1.Empty
+	75, // [75:127] is the sub-list for method output_type
+	23, // [23:75] is the sub-list for method input_type
 	23, // [23:23] is the sub-list for extension type_name
 	23, // [23:23] is the sub-list for extension extendee
 	0,  // [0:23] is the sub-list for field type_name
@@ -5188,9 +5430,9 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   77,
+			NumMessages:   81,
 			NumExtensions: 0,
-			NumServices:   5,
+			NumServices:   6,
 		},
 		GoTypes:           file_agent_proto_goTypes,
 		DependencyIndexes: file_agent_proto_depIdxs,

@@ -858,3 +858,103 @@ func (c *volumeClient) ResizeVolume(ctx context.Context, req *ResizeVolumeReques
 	}
 	return &resp, nil
 }
+
+type PortForwardService interface {
+	PortForwardOpen(context.Context, *PortForwardOpenRequest) (*Empty, error)
+	PortForwardWrite(context.Context, *PortForwardWriteRequest) (*WriteStreamResponse, error)
+	PortForwardRead(context.Context, *PortForwardReadRequest) (*ReadStreamResponse, error)
+	PortForwardCloseWrite(context.Context, *PortForwardRequest) (*Empty, error)
+	PortForwardClose(context.Context, *PortForwardRequest) (*Empty, error)
+}
+
+func RegisterPortForwardService(srv *ttrpc.Server, svc PortForwardService) {
+	srv.RegisterService("vessel.agent.v1.PortForward", &ttrpc.ServiceDesc{
+		Methods: map[string]ttrpc.Method{
+			"PortForwardOpen": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req PortForwardOpenRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.PortForwardOpen(ctx, &req)
+			},
+			"PortForwardWrite": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req PortForwardWriteRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.PortForwardWrite(ctx, &req)
+			},
+			"PortForwardRead": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req PortForwardReadRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.PortForwardRead(ctx, &req)
+			},
+			"PortForwardCloseWrite": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req PortForwardRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.PortForwardCloseWrite(ctx, &req)
+			},
+			"PortForwardClose": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req PortForwardRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.PortForwardClose(ctx, &req)
+			},
+		},
+	})
+}
+
+type portforwardClient struct {
+	client *ttrpc.Client
+}
+
+func NewPortForwardClient(client *ttrpc.Client) PortForwardService {
+	return &portforwardClient{
+		client: client,
+	}
+}
+
+func (c *portforwardClient) PortForwardOpen(ctx context.Context, req *PortForwardOpenRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vessel.agent.v1.PortForward", "PortForwardOpen", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *portforwardClient) PortForwardWrite(ctx context.Context, req *PortForwardWriteRequest) (*WriteStreamResponse, error) {
+	var resp WriteStreamResponse
+	if err := c.client.Call(ctx, "vessel.agent.v1.PortForward", "PortForwardWrite", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *portforwardClient) PortForwardRead(ctx context.Context, req *PortForwardReadRequest) (*ReadStreamResponse, error) {
+	var resp ReadStreamResponse
+	if err := c.client.Call(ctx, "vessel.agent.v1.PortForward", "PortForwardRead", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *portforwardClient) PortForwardCloseWrite(ctx context.Context, req *PortForwardRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vessel.agent.v1.PortForward", "PortForwardCloseWrite", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *portforwardClient) PortForwardClose(ctx context.Context, req *PortForwardRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vessel.agent.v1.PortForward", "PortForwardClose", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}

@@ -16,6 +16,10 @@
 //	# When set, CopyFile writes (and RemovePath removes) only at or below these guest paths.
 //	allowed_paths = ["/run/vessel/shared/configmaps"]
 //
+//	[port_forward]
+//	# When set, PortForwardOpen connects only to these loopback ports of the pod.
+//	allowed_ports = [8080]
+//
 // Unknown keys and request names are refused when the document is parsed, on the host
 // (configuration load) and in the guest alike. No policy, or an empty one, allows all.
 package policy
@@ -51,15 +55,19 @@ type Policy struct {
 		// CopyFile writes.
 		AllowedPaths []string `toml:"allowed_paths"`
 	} `toml:"copy_file"`
+	PortForward struct {
+		// AllowedPorts, when not empty, are the only ports PortForwardOpen connects to.
+		AllowedPorts []uint16 `toml:"allowed_ports"`
+	} `toml:"port_forward"`
 
 	digest string
 }
 
-// Methods are the agent API's request names (of the Agent, Debug and Files services), the
-// names a policy may use.
+// Methods are the agent API's request names (of the Agent, Debug, Files and PortForward
+// services), the names a policy may use.
 func Methods() []string {
 	var names []string
-	for _, svc := range []string{"Agent", "Debug", "Files"} {
+	for _, svc := range []string{"Agent", "Debug", "Files", "PortForward"} {
 		ms := agentv1.File_agent_proto.Services().ByName(protoreflect.Name(svc)).Methods()
 		for i := range ms.Len() {
 			names = append(names, string(ms.Get(i).Name()))
@@ -152,6 +160,11 @@ func (p *Policy) Check(method string, req any) error {
 			return nil
 		}
 		return denied("RemovePath of %q is outside the agent policy's copy_file.allowed_paths", r.GetPath())
+	case *agentv1.PortForwardOpenRequest:
+		if len(p.PortForward.AllowedPorts) == 0 || slices.ContainsFunc(p.PortForward.AllowedPorts, func(port uint16) bool { return uint32(port) == r.GetPort() }) {
+			return nil
+		}
+		return denied("PortForwardOpen to port %d is not among the agent policy's port_forward.allowed_ports", r.GetPort())
 	}
 	return nil
 }

@@ -30,11 +30,13 @@ func TestParseRefuses(t *testing.T) {
 
 func TestCheck(t *testing.T) {
 	p, err := Parse([]byte(`
-deny = ["SetPolicy", "PauseContainer"]
+deny = ["SetPolicy", "PauseContainer", "PortForwardCloseWrite"]
 [exec]
 allowed_commands = [["cat", "/etc/hostname"]]
 [copy_file]
 allowed_paths = ["/run/vessel/shared/cm"]
+[port_forward]
+allowed_ports = [8080]
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -67,6 +69,11 @@ allowed_paths = ["/run/vessel/shared/cm"]
 		{"CopyFile", copyTo("run/vessel/shared/cm/a"), false},
 		{"RemovePath", &agentv1.RemovePathRequest{Path: "/run/vessel/shared/cm/a"}, true},
 		{"RemovePath", &agentv1.RemovePathRequest{Path: "/run/vessel/shared/cm/../x"}, false},
+		{"PortForwardOpen", &agentv1.PortForwardOpenRequest{Id: "a", Port: 8080}, true},
+		{"PortForwardOpen", &agentv1.PortForwardOpenRequest{Id: "a", Port: 22}, false},
+		{"PortForwardOpen", &agentv1.PortForwardOpenRequest{Id: "a", Port: 8080 + 65536}, false},
+		{"PortForwardRead", &agentv1.PortForwardReadRequest{Id: "a"}, true},
+		{"PortForwardCloseWrite", &agentv1.PortForwardRequest{Id: "a"}, false},
 	} {
 		err := p.Check(tc.method, tc.req)
 		if tc.allow && err != nil {
