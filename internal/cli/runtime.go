@@ -77,6 +77,8 @@ func (r *ociRuntime) shimConfig(binary string, c *store.Container) shimclient.Co
 				SocketDir:   filepath.Join(r.root, "s"),
 				// Where `vessel direct-volume` keeps its records for this --root.
 				DirectVolumeRoot: filepath.Join(r.root, "direct-volumes"),
+				// The CLI runs the OCI hooks at its verbs (create.go, start.go).
+				CallerRunsHooks: true,
 			},
 		},
 	}

@@ -310,10 +310,18 @@ func addRedirect(h *netlink.Handle, from, to int) error {
 }
 
 // Teardown removes what the state in dir records (taps, and the ingress qdiscs with their
-// filters on the manager's interfaces), then the state. The manager's interfaces, their
-// addresses and routes stay as they were. No state, or a network namespace that no longer
-// exists (and with it everything in it), is not an error.
+// filters on the manager's interfaces), then the state, then the network namespace
+// CreateNetNS pinned in dir, if any. The manager's interfaces, their addresses and routes
+// stay as they were. No state, or a network namespace that no longer exists (and with it
+// everything in it), is not an error.
 func Teardown(ctx context.Context, dir string) error {
+	if err := teardownLinks(ctx, dir); err != nil {
+		return err
+	}
+	return RemoveNetNS(dir)
+}
+
+func teardownLinks(ctx context.Context, dir string) error {
 	st, err := LoadState(dir)
 	if errdefs.IsNotFound(err) {
 		return nil

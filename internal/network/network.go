@@ -54,6 +54,10 @@ type Config struct {
 	Model Model
 	// VhostNet hands the VMM a /dev/vhost-net descriptor per NIC when the device exists.
 	VhostNet bool
+	// NewNetNS asks for a network namespace of the sandbox's own when NetNS is empty (the
+	// spec asks for a new one without a path): the sandbox makes it (CreateNetNS), attaches
+	// what the manager puts there later, and removes it with the sandbox.
+	NewNetNS bool
 }
 
 // StateName is the file in the sandbox directory that records what Attach created.

@@ -24,7 +24,8 @@ func TestNetworkPlan(t *testing.T) {
 		wantErr string
 	}{
 		{"default", nil, withNS("/run/netns/cni-1"), network.Config{NetNS: "/run/netns/cni-1", Model: network.ModelTCFilter, VhostNet: true}, ""},
-		{"new netns", nil, withNS(""), network.Config{Model: network.ModelTCFilter, VhostNet: true}, ""},
+		{"new netns", nil, withNS(""), network.Config{Model: network.ModelTCFilter, VhostNet: true, NewNetNS: true}, ""},
+		{"new netns with none", func(c *config.Config) { c.Runtime.InternetworkingModel = "none" }, withNS(""), network.Config{Model: network.ModelNone, VhostNet: true}, ""},
 		{"no linux", nil, &specs.Spec{}, network.Config{Model: network.ModelTCFilter, VhostNet: true}, ""},
 		{"no vhost", func(c *config.Config) { c.Hypervisor.DisableVhostNet = true }, withNS("/n"), network.Config{NetNS: "/n", Model: network.ModelTCFilter}, ""},
 		{"none", func(c *config.Config) { c.Runtime.InternetworkingModel = "none" }, withNS("/n"), network.Config{NetNS: "/n", Model: network.ModelNone, VhostNet: true}, ""},

@@ -129,3 +129,7 @@ func (s *Sandbox) detachEndpoint(ctx context.Context, ep network.Endpoint) error
 	}
 	return nil
 }
+
+// NetNS is the path of the pod's network namespace on the host (the spec's, or the one the
+// sandbox made for a spec asking for a new one); empty when the VM is not in a pod network.
+func (s *Sandbox) NetNS() string { return s.cfg.Network.NetNS }

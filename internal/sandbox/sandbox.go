@@ -247,6 +247,15 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	defer cgroup.Close()
 	rollback.add(func(ctx context.Context) error { return hostcgroup.Remove(ctx, dir) })
 
+	if cfg.Network.NewNetNS && cfg.Network.NetNS == "" {
+		path, err := network.CreateNetNS(dir)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+		}
+		rollback.add(func(context.Context) error { return network.RemoveNetNS(dir) })
+		cfg.Network.NetNS = path
+	}
+
 	vmcfg := cfg.VM
 	vmcfg.ID = cfg.ID
 	vmcfg.StateDir = dir
