@@ -108,7 +108,7 @@ func HoldNetNS(path string) (*Holder, error) {
 // Tid is the id of the thread in the namespace.
 func (h *Holder) Tid() int { return h.tid }
 
-// Release lets the thread go (it ends) and waits for it.
+// Release lets the thread go back to the host namespace and waits for it.
 func (h *Holder) Release() {
 	close(h.release)
 	<-h.done
