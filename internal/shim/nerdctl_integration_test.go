@@ -230,6 +230,7 @@ func publish(t *testing.T, n *nerdctl, rt, network string, linksBefore map[strin
 	rules = strings.ReplaceAll(strings.ReplaceAll(rules, ip, "IP"), id, "ID")
 	return regexp.MustCompile(`CNI-[0-9a-f]{24}`).ReplaceAllString(rules, "CNI-CHAIN")
 }
+
 // httpGet fetches url with a short timeout and returns the body of a 200 answer.
 func httpGet(url string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
