@@ -300,7 +300,7 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	rollback.add(func(ctx context.Context) error { return network.Teardown(ctx, dir) })
 	s.phase(PhaseHostPrep, start)
 	s.vmcfg = vmcfg
-	err = s.boot(ctx, vmcfg, start) // factory.go
+	err = s.boot(ctx, vmcfg, att, start) // factory.go
 	att.CloseFiles()                // the VMM holds its own copies now
 	if err != nil {
 		if fsdErr := s.virtioFSDErr(); fsdErr != nil && !errors.Is(fsdErr, virtiofsd.ErrHungUp) {
