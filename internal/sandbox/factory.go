@@ -119,7 +119,10 @@ func (s *Sandbox) warmVM(ctx context.Context, vmcfg hypervisor.Config) (hypervis
 	}
 	begin := time.Now()
 	_, span := tracing.Start(ctx, "vm from factory")
-	vm, err := s.cfg.VMSource.VM(ctx, s.cfg.Hypervisor, vmcfg)
+	// The factory's VMs have no network devices; the sandbox's go in by hot-plug (plugNICs).
+	want := vmcfg
+	want.NICs = nil
+	vm, err := s.cfg.VMSource.VM(ctx, s.cfg.Hypervisor, want)
 	tracing.End(span, err)
 	if err != nil {
 		log.G(ctx).WithError(err).WithField("elapsed", time.Since(begin)).Info("factory has no vm for this sandbox; booting cold")
