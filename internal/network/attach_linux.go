@@ -182,7 +182,7 @@ func attach(ctx context.Context, dir string, st *State, cfg Config, att *Attachm
 		if err := saveState(dir, st); err != nil {
 			return err
 		}
-		nic, err := joinTap(h, l, &st.Endpoints[len(st.Endpoints)-1], func() error { return saveState(dir, st) })
+		nic, err := joinTap(h, l, &st.Endpoints[len(st.Endpoints)-1], cfg.Queues, func() error { return saveState(dir, st) })
 		if nic.Tap != nil {
 			nic.ID = ep.NIC
 			att.NICs = append(att.NICs, nic)
@@ -192,13 +192,8 @@ func attach(ctx context.Context, dir string, st *State, cfg Config, att *Attachm
 			return fmt.Errorf("interface %s: %w", a.Name, err)
 		}
 		if cfg.VhostNet {
-			f, err := os.OpenFile(vhostNetPath, os.O_RDWR|unix.O_CLOEXEC, 0)
-			switch {
-			case err == nil:
-				att.NICs[len(att.NICs)-1].Vhost = f
-			case errors.Is(err, os.ErrNotExist):
-			default:
-				return fmt.Errorf("open %s: %w", vhostNetPath, err)
+			if err := openVhost(&att.NICs[len(att.NICs)-1]); err != nil {
+				return err
 			}
 		}
 		addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
@@ -225,17 +220,50 @@ func attach(ctx context.Context, dir string, st *State, cfg Config, att *Attachm
 	return nil
 }
 
-// joinTap creates ep's tap with l's MTU, brings it up and mirrors l and the tap into each
-// other; save records ep after each change to it. The returned NIC has the tap's
-// descriptor once it exists, also with an error.
-func joinTap(h *netlink.Handle, l netlink.Link, ep *Endpoint, save func() error) (NIC, error) {
+// openVhost opens a vhost-net descriptor for each queue of nic; without /dev/vhost-net it
+// opens none. On error the ones it opened are closed.
+func openVhost(nic *NIC) error {
+	var opened []*os.File
+	for range 1 + len(nic.MoreQueues) {
+		f, err := os.OpenFile(vhostNetPath, os.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			for _, o := range opened {
+				_ = o.Close()
+			}
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return fmt.Errorf("open %s: %w", vhostNetPath, err)
+		}
+		opened = append(opened, f)
+	}
+	nic.Vhost = opened[0]
+	for i := range nic.MoreQueues {
+		nic.MoreQueues[i].Vhost = opened[i+1]
+	}
+	return nil
+}
+
+// joinTap creates ep's tap with l's MTU and queues queue pairs (IFF_MULTI_QUEUE when
+// more than one), brings it up and mirrors l and the tap into each other; save records ep
+// after each change to it. The returned NIC has the tap's descriptors once it exists,
+// also with an error.
+func joinTap(h *netlink.Handle, l netlink.Link, ep *Endpoint, queues int, save func() error) (NIC, error) {
 	a := l.Attrs()
 	nic := NIC{MAC: a.HardwareAddr.String()}
+	if queues < 1 {
+		queues = 1
+	}
+	// The first queue creates the tap, exclusively (never one of the manager's by the same
+	// name); the further queues attach to it.
 	tap := &netlink.Tuntap{
 		LinkAttrs: netlink.LinkAttrs{Name: ep.Tap},
 		Mode:      netlink.TUNTAP_MODE_TAP,
 		Flags:     netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR | netlink.TUNTAP_TUN_EXCL,
 		Queues:    1,
+	}
+	if queues > 1 {
+		tap.Flags |= netlink.TUNTAP_MULTI_QUEUE
 	}
 	if err := h.LinkAdd(tap); err != nil {
 		return nic, fmt.Errorf("create tap %s: %w", ep.Tap, err)
@@ -250,6 +278,13 @@ func joinTap(h *netlink.Handle, l netlink.Link, ep *Endpoint, save func() error)
 	ep.TapIndex = tap.Attrs().Index
 	if err := save(); err != nil {
 		return nic, err
+	}
+	for k := 1; k < queues; k++ {
+		f, err := openTapQueue(ep.Tap, uint16(tap.Flags&^netlink.TUNTAP_TUN_EXCL)|uint16(netlink.TUNTAP_MODE_TAP))
+		if err != nil {
+			return nic, fmt.Errorf("tap %s: queue %d: %w", ep.Tap, k, err)
+		}
+		nic.MoreQueues = append(nic.MoreQueues, Queue{Tap: f})
 	}
 	if err := h.LinkSetMTU(tap, a.MTU); err != nil {
 		return nic, fmt.Errorf("set mtu of tap %s to %d: %w", ep.Tap, a.MTU, err)
@@ -452,4 +487,24 @@ func inNetNS(ns netns.NsHandle, fn func() error) error {
 		errc <- err
 	}()
 	return <-errc
+}
+
+// openTapQueue attaches a further queue to the multiqueue tap name (TUNSETIFF with flags,
+// which include IFF_MULTI_QUEUE) and returns its descriptor.
+func openTapQueue(name string, flags uint16) (*os.File, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	ifr.SetUint16(flags)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("TUNSETIFF: %w", err)
+	}
+	return os.NewFile(uintptr(fd), "/dev/net/tun:"+name), nil
 }

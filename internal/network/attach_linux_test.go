@@ -263,3 +263,39 @@ func TestTeardownAfterRescan(t *testing.T) {
 		t.Fatalf("after teardown:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(managed, "\n"))
 	}
 }
+
+// TestAttachMultiqueue attaches a veth with two queue pairs: the tap is multiqueue, the NIC
+// has a descriptor per queue, and teardown leaves the namespace as it was.
+func TestAttachMultiqueue(t *testing.T) {
+	testutil.RequiresRoot(t)
+	pod, peer := nettest.New(t), nettest.New(t)
+	nettest.Veth(t, pod, "eth0", "10.213.1.2/24", peer, "peer0", "10.213.1.1/24")
+	before := pod.Snapshot(t)
+	dir := t.TempDir()
+	att, err := Attach(context.Background(), dir, Config{NetNS: pod.Path, VhostNet: true, Queues: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.CloseFiles()
+	if len(att.NICs) != 1 || att.NICs[0].Tap == nil || len(att.NICs[0].MoreQueues) != 1 || att.NICs[0].MoreQueues[0].Tap == nil {
+		t.Fatalf("nics: got %+v, want one with two queues", att.NICs)
+	}
+	if (att.NICs[0].Vhost == nil) != (att.NICs[0].MoreQueues[0].Vhost == nil) {
+		t.Errorf("vhost-net for one queue but not the other: %+v", att.NICs[0])
+	}
+	h := pod.Handle(t)
+	l, err := h.LinkByName("vsl_tap0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tap, ok := l.(*netlink.Tuntap); !ok || tap.Flags&netlink.TUNTAP_MULTI_QUEUE == 0 {
+		t.Errorf("tap %+v is not multiqueue", l)
+	}
+	att.CloseFiles()
+	if err := Teardown(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	if after := pod.Snapshot(t); !slices.Equal(after, before) {
+		t.Errorf("after teardown:\n%s\nbefore:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+}

@@ -58,6 +58,9 @@ type Config struct {
 	// spec asks for a new one without a path): the sandbox makes it (CreateNetNS), attaches
 	// what the manager puts there later, and removes it with the sandbox.
 	NewNetNS bool
+	// Queues is the number of queue pairs of each NIC (0 is 1): with more than one the tap
+	// is opened with IFF_MULTI_QUEUE, once per queue, with a vhost-net descriptor each.
+	Queues int
 }
 
 // StateName is the file in the sandbox directory that records what Attach created.
@@ -105,7 +108,16 @@ type NIC struct {
 	ID string
 	// MAC is the guest NIC's address: the pod interface's.
 	MAC string
-	// Tap is the tap's queue descriptor; Vhost the vhost-net descriptor or nil.
+	// Tap is the tap's (first) queue descriptor; Vhost the vhost-net descriptor or nil.
+	Tap   *os.File
+	Vhost *os.File
+	// MoreQueues are the further queues of a multiqueue tap (Config.Queues), each with a
+	// vhost-net descriptor when Vhost is set.
+	MoreQueues []Queue
+}
+
+// Queue is one further queue of a multiqueue tap.
+type Queue struct {
 	Tap   *os.File
 	Vhost *os.File
 }
@@ -133,11 +145,13 @@ func (a *Attachment) CloseFiles() {
 		return
 	}
 	for _, n := range a.NICs {
-		if n.Tap != nil {
-			_ = n.Tap.Close()
-		}
-		if n.Vhost != nil {
-			_ = n.Vhost.Close()
+		for _, q := range append([]Queue{{Tap: n.Tap, Vhost: n.Vhost}}, n.MoreQueues...) {
+			if q.Tap != nil {
+				_ = q.Tap.Close()
+			}
+			if q.Vhost != nil {
+				_ = q.Vhost.Close()
+			}
 		}
 	}
 }

@@ -191,7 +191,7 @@ func (s *Sandbox) plugNICs(ctx context.Context, att *network.Attachment) error {
 	}
 	paths := make([]string, len(att.NICs))
 	for i, n := range att.NICs {
-		path, err := h.AttachNIC(ctx, hypervisor.NIC{ID: n.ID, MAC: n.MAC, Tap: n.Tap, Vhost: n.Vhost})
+		path, err := h.AttachNIC(ctx, hvNIC(n))
 		if err != nil {
 			return fmt.Errorf("sandbox %s: hot-plug NIC %s into the vm from the factory: %w", s.id, n.ID, err)
 		}

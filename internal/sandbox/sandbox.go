@@ -247,6 +247,11 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	defer cgroup.Close()
 	rollback.add(func(ctx context.Context) error { return hostcgroup.Remove(ctx, dir) })
 
+	// One queue pair per vCPU the VM boots with, as Kata does: with several vCPUs the
+	// guest spreads packets over them.
+	if cfg.Network.Queues == 0 {
+		cfg.Network.Queues = int(cfg.VM.VCPUs)
+	}
 	if cfg.Network.NewNetNS && cfg.Network.NetNS == "" {
 		path, err := network.CreateNetNS(dir)
 		if err != nil {
