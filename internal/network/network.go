@@ -43,6 +43,9 @@ const (
 	ModelTCFilter Model = "tcfilter"
 	// ModelNone attaches nothing: the guest has loopback only.
 	ModelNone Model = "none"
+	// ModelMacvtap puts a macvtap device (bridge mode) on each pod veth, with the veth's
+	// MAC; the veth gets a random MAC and stops answering ARP while it is attached.
+	ModelMacvtap Model = "macvtap"
 )
 
 // Config says which network namespace to attach and how.
@@ -91,6 +94,12 @@ type Endpoint struct {
 	LinkIngress bool `json:"link_ingress,omitempty"`
 	// NIC is the id of the VM's network device on the tap (NIC.ID).
 	NIC string `json:"nic,omitempty"`
+	// Macvtap says that Tap is a macvtap device on Link (the macvtap model). LinkMAC is
+	// Link's own MAC, which the macvtap took over (Link has a random one while attached);
+	// LinkNoARP records that Attach set IFF_NOARP on Link. Teardown gives both back.
+	Macvtap   bool   `json:"macvtap,omitempty"`
+	LinkMAC   string `json:"link_mac,omitempty"`
+	LinkNoARP bool   `json:"link_noarp,omitempty"`
 }
 
 // freeNumber is the lowest N whose tap (vsl_tapN) and NIC (vsl-netN) no endpoint has.
@@ -163,10 +172,10 @@ func ParseModel(s string) (Model, error) {
 		return ModelTCFilter, nil
 	case ModelNone:
 		return ModelNone, nil
-	case "macvtap":
-		return "", fmt.Errorf("internetworking_model %q: %w: the macvtap model is not built; use tcfilter or none", s, errdefs.ErrNotImplemented)
+	case ModelMacvtap:
+		return ModelMacvtap, nil
 	}
-	return "", fmt.Errorf("internetworking_model %q: %w: want tcfilter or none", s, errdefs.ErrInvalidArgument)
+	return "", fmt.Errorf("internetworking_model %q: %w: want tcfilter, macvtap or none", s, errdefs.ErrInvalidArgument)
 }
 
 // tapName is the N-th tap. Names are at most 15 bytes (IFNAMSIZ-1).

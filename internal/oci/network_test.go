@@ -34,7 +34,8 @@ func TestNetworkPlan(t *testing.T) {
 			c.Runtime.DisableNewNetNS = true
 		}, withNS("/n"), network.Config{Model: network.ModelNone}, ""},
 		{"disable new netns with tcfilter", func(c *config.Config) { c.Runtime.DisableNewNetNS = true }, withNS("/n"), network.Config{}, "runtime.disable_new_netns needs"},
-		{"macvtap", func(c *config.Config) { c.Runtime.InternetworkingModel = "macvtap" }, withNS("/n"), network.Config{}, "runtime.internetworking_model \"macvtap\""},
+		{"macvtap", func(c *config.Config) { c.Runtime.InternetworkingModel = "macvtap" }, withNS("/n"), network.Config{NetNS: "/n", Model: network.ModelMacvtap, VhostNet: true}, ""},
+		{"unknown model", func(c *config.Config) { c.Runtime.InternetworkingModel = "bridged" }, withNS("/n"), network.Config{}, "runtime.internetworking_model \"bridged\""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := config.Default()
