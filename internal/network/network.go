@@ -9,7 +9,13 @@
 // descriptor (and a vhost-net descriptor when available), never the namespace: it is not moved
 // into the pod network and needs no network privilege. The guest NIC takes the interface's MAC
 // address, so the manager's neighbour entries and ARP caches stay valid; the interface's
-// addresses, MTU, routes and permanent neighbours are returned for the guest agent.
+// addresses, MTU, routes and permanent neighbours are returned for the guest agent. With the
+// "macvtap" model each veth gets a bridge-mode macvtap with its MAC instead (the veth takes
+// a random MAC and NOARP until teardown). With several vCPUs a NIC has one queue pair per
+// vCPU (a multiqueue tap; a macvtap opened once per queue).
+//
+// CreateNetNS makes the namespace for a spec that asks for a new one; Holder keeps a thread
+// in a namespace, so that /proc/<tid>/ns/net names it for OCI hooks.
 //
 // Rescan does the same for interfaces that appear in the namespace later, and reports the
 // attached ones that left it; Detach removes one endpoint once the VM let go of its tap.
