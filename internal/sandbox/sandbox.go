@@ -306,7 +306,7 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	s.phase(PhaseHostPrep, start)
 	s.vmcfg = vmcfg
 	err = s.boot(ctx, vmcfg, att, start) // factory.go
-	att.CloseFiles()                // the VMM holds its own copies now
+	att.CloseFiles()                     // the VMM holds its own copies now
 	if err != nil {
 		if fsdErr := s.virtioFSDErr(); fsdErr != nil && !errors.Is(fsdErr, virtiofsd.ErrHungUp) {
 			return nil, fmt.Errorf("%w: %w", err, fsdErr)
