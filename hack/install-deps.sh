@@ -13,13 +13,15 @@ command -v go >/dev/null || { echo "install-deps: Go is required at /usr/local/g
 # (mkfs.erofs, dump.erofs): containerd 2.x's erofs snapshotter and its test. All but the
 # last are on most Debian installs but not on minimal ones. qemu-system-x86 brings virtiofsd.
 # bats, jq and gawk: runc's bats integration tests in `make conformance`.
+# containernetworking-plugins (in /usr/lib/cni) and iptables: the CNI bridge networks of
+# the nerdctl and podman tests with published ports.
 pkgs=(
   make gcc libc6-dev git ca-certificates procps perl mount e2fsprogs
   qemu-system-x86 busybox-static
   linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils kmod
   libseccomp-dev pkg-config
   protobuf-compiler
-  containerd runc iproute2 podman
+  containerd runc iproute2 podman containernetworking-plugins iptables
   erofs-utils
   bats jq gawk
 )

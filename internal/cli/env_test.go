@@ -67,7 +67,7 @@ func TestEnvBadConfig(t *testing.T) {
 	for _, tc := range []struct{ body, want string }{
 		{"[hypervisor]\nmsize_9p = 1\n", "hypervisor.msize_9p = 1: out of range"},
 		{"[hypervisor]\ndriver = \"firecracker\"\n", `hypervisor.driver = "firecracker": not supported: driver firecracker is not built into this Vessel`},
-		{"[runtime]\ninternetworking_model = \"macvtap\"\n", `runtime.internetworking_model = "macvtap": not supported: the macvtap model is not built`},
+		{"[runtime]\ninternetworking_model = \"bridged\"\n", `runtime.internetworking_model = "bridged": not a known value`},
 	} {
 		file := filepath.Join(t.TempDir(), "c.toml")
 		if err := os.WriteFile(file, []byte(tc.body), 0o600); err != nil {

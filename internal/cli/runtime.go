@@ -63,7 +63,7 @@ func newRuntime(c *cli.Context) (*ociRuntime, error) {
 // container's bundle, and flags that keep the shim's sandbox state (VM, shared-fs mounts)
 // in ROOT/sandboxes, its socket in ROOT/s and its log in the container's state directory,
 // which is also the shim's working directory, and that read direct-assigned volumes from
-// ROOT/direct-volumes.
+// ROOT/direct-volumes, and that leave the OCI hooks to the CLI.
 func (r *ociRuntime) shimConfig(binary string, c *store.Container) shimclient.Config {
 	dir := r.store.Dir(c.ID)
 	return shimclient.Config{
@@ -77,6 +77,8 @@ func (r *ociRuntime) shimConfig(binary string, c *store.Container) shimclient.Co
 				SocketDir:   filepath.Join(r.root, "s"),
 				// Where `vessel direct-volume` keeps its records for this --root.
 				DirectVolumeRoot: filepath.Join(r.root, "direct-volumes"),
+				// The CLI runs the OCI hooks at its verbs (create.go, start.go).
+				CallerRunsHooks: true,
 			},
 		},
 	}

@@ -19,7 +19,7 @@ func TestShimConfig(t *testing.T) {
 	if cfg.Dir != "/r/containers/c1" {
 		t.Errorf("working directory: got %q, want the container's state directory", cfg.Dir)
 	}
-	want := shimproto.Options{SandboxRoot: "/r/sandboxes", LogFile: "/r/containers/c1/shim.log", SocketDir: "/r/s", DirectVolumeRoot: "/r/direct-volumes"}
+	want := shimproto.Options{SandboxRoot: "/r/sandboxes", LogFile: "/r/containers/c1/shim.log", SocketDir: "/r/s", DirectVolumeRoot: "/r/direct-volumes", CallerRunsHooks: true}
 	for _, action := range []string{shimproto.ActionStart, shimproto.ActionDelete} {
 		fs := flag.NewFlagSet(shimproto.BinaryName, flag.ContinueOnError)
 		ns := fs.String(shimproto.FlagNamespace, "", "")

@@ -178,7 +178,21 @@ type NIC struct {
 	Tap *os.File
 	// Vhost, when set, is an open /dev/vhost-net: the kernel moves the packets.
 	Vhost *os.File
+	// MoreQueues are the tap's further queues when it was opened with IFF_MULTI_QUEUE,
+	// each with its own vhost-net descriptor when Vhost is set: the device gets
+	// 1+len(MoreQueues) queue pairs (multiqueue virtio-net).
+	MoreQueues []NICQueue
 }
+
+// NICQueue is one further queue of a multiqueue tap.
+type NICQueue struct {
+	// Tap is the queue's descriptor; Vhost its /dev/vhost-net, set exactly when NIC.Vhost is.
+	Tap   *os.File
+	Vhost *os.File
+}
+
+// Queues is the number of queue pairs of the NIC.
+func (n NIC) Queues() int { return 1 + len(n.MoreQueues) }
 
 // Validate reports what makes the NIC unusable.
 func (n NIC) Validate() error {
@@ -190,6 +204,14 @@ func (n NIC) Validate() error {
 	}
 	if n.Tap == nil {
 		return fmt.Errorf("%s: no tap descriptor", n.ID)
+	}
+	for i, q := range n.MoreQueues {
+		if q.Tap == nil {
+			return fmt.Errorf("%s: queue %d has no tap descriptor", n.ID, i+1)
+		}
+		if (q.Vhost == nil) != (n.Vhost == nil) {
+			return fmt.Errorf("%s: queue %d: a vhost-net descriptor for some queues but not all", n.ID, i+1)
+		}
 	}
 	return nil
 }

@@ -1,7 +1,9 @@
 package network
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -121,6 +123,10 @@ func openNetNS(path string) (netns.NsHandle, error) {
 // it attaches the interfaces st does not record yet, and lists in att.Gone the recorded
 // ones that are gone.
 func attach(ctx context.Context, dir string, st *State, cfg Config, att *Attachment) error {
+	model, err := ParseModel(string(cfg.Model))
+	if err != nil {
+		return err
+	}
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("netlink: %w", err)
@@ -152,6 +158,10 @@ func attach(ctx context.Context, dir string, st *State, cfg Config, att *Attachm
 		if a.Flags&net.FlagLoopback != 0 || names[a.Index] != "" || ours[a.Index] {
 			continue
 		}
+		if model == ModelMacvtap && l.Type() != "veth" {
+			return fmt.Errorf("interface %s has type %q: %w: the macvtap model attaches veth interfaces",
+				a.Name, l.Type(), errdefs.ErrNotImplemented)
+		}
 		if !attachable[l.Type()] {
 			return fmt.Errorf("interface %s has type %q: %w: Vessel attaches veth, macvlan and ipvlan interfaces",
 				a.Name, l.Type(), errdefs.ErrNotImplemented)
@@ -164,7 +174,7 @@ func attach(ctx context.Context, dir string, st *State, cfg Config, att *Attachm
 			return fmt.Errorf("qdiscs of %s: %w", a.Name, err)
 		}
 		for _, q := range qdiscs {
-			if q.Type() == "ingress" || q.Attrs().Parent == netlink.HANDLE_INGRESS || q.Attrs().Parent == netlink.HANDLE_CLSACT {
+			if model == ModelTCFilter && q.Type() == "ingress" || q.Attrs().Parent == netlink.HANDLE_INGRESS || q.Attrs().Parent == netlink.HANDLE_CLSACT {
 				return fmt.Errorf("interface %s already has an %s qdisc: %w: the tcfilter model adds its own ingress qdisc",
 					a.Name, q.Type(), errdefs.ErrFailedPrecondition)
 			}
@@ -182,7 +192,11 @@ func attach(ctx context.Context, dir string, st *State, cfg Config, att *Attachm
 		if err := saveState(dir, st); err != nil {
 			return err
 		}
-		nic, err := joinTap(h, l, &st.Endpoints[len(st.Endpoints)-1], func() error { return saveState(dir, st) })
+		join := joinTap
+		if model == ModelMacvtap {
+			join = joinMacvtap
+		}
+		nic, err := join(h, l, &st.Endpoints[len(st.Endpoints)-1], cfg.Queues, func() error { return saveState(dir, st) })
 		if nic.Tap != nil {
 			nic.ID = ep.NIC
 			att.NICs = append(att.NICs, nic)
@@ -192,13 +206,8 @@ func attach(ctx context.Context, dir string, st *State, cfg Config, att *Attachm
 			return fmt.Errorf("interface %s: %w", a.Name, err)
 		}
 		if cfg.VhostNet {
-			f, err := os.OpenFile(vhostNetPath, os.O_RDWR|unix.O_CLOEXEC, 0)
-			switch {
-			case err == nil:
-				att.NICs[len(att.NICs)-1].Vhost = f
-			case errors.Is(err, os.ErrNotExist):
-			default:
-				return fmt.Errorf("open %s: %w", vhostNetPath, err)
+			if err := openVhost(&att.NICs[len(att.NICs)-1]); err != nil {
+				return err
 			}
 		}
 		addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
@@ -225,17 +234,50 @@ func attach(ctx context.Context, dir string, st *State, cfg Config, att *Attachm
 	return nil
 }
 
-// joinTap creates ep's tap with l's MTU, brings it up and mirrors l and the tap into each
-// other; save records ep after each change to it. The returned NIC has the tap's
-// descriptor once it exists, also with an error.
-func joinTap(h *netlink.Handle, l netlink.Link, ep *Endpoint, save func() error) (NIC, error) {
+// openVhost opens a vhost-net descriptor for each queue of nic; without /dev/vhost-net it
+// opens none. On error the ones it opened are closed.
+func openVhost(nic *NIC) error {
+	var opened []*os.File
+	for range 1 + len(nic.MoreQueues) {
+		f, err := os.OpenFile(vhostNetPath, os.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			for _, o := range opened {
+				_ = o.Close()
+			}
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return fmt.Errorf("open %s: %w", vhostNetPath, err)
+		}
+		opened = append(opened, f)
+	}
+	nic.Vhost = opened[0]
+	for i := range nic.MoreQueues {
+		nic.MoreQueues[i].Vhost = opened[i+1]
+	}
+	return nil
+}
+
+// joinTap creates ep's tap with l's MTU and queues queue pairs (IFF_MULTI_QUEUE when
+// more than one), brings it up and mirrors l and the tap into each other; save records ep
+// after each change to it. The returned NIC has the tap's descriptors once it exists,
+// also with an error.
+func joinTap(h *netlink.Handle, l netlink.Link, ep *Endpoint, queues int, save func() error) (NIC, error) {
 	a := l.Attrs()
 	nic := NIC{MAC: a.HardwareAddr.String()}
+	if queues < 1 {
+		queues = 1
+	}
+	// The first queue creates the tap, exclusively (never one of the manager's by the same
+	// name); the further queues attach to it.
 	tap := &netlink.Tuntap{
 		LinkAttrs: netlink.LinkAttrs{Name: ep.Tap},
 		Mode:      netlink.TUNTAP_MODE_TAP,
 		Flags:     netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR | netlink.TUNTAP_TUN_EXCL,
 		Queues:    1,
+	}
+	if queues > 1 {
+		tap.Flags |= netlink.TUNTAP_MULTI_QUEUE
 	}
 	if err := h.LinkAdd(tap); err != nil {
 		return nic, fmt.Errorf("create tap %s: %w", ep.Tap, err)
@@ -250,6 +292,13 @@ func joinTap(h *netlink.Handle, l netlink.Link, ep *Endpoint, save func() error)
 	ep.TapIndex = tap.Attrs().Index
 	if err := save(); err != nil {
 		return nic, err
+	}
+	for k := 1; k < queues; k++ {
+		f, err := openTapQueue(ep.Tap, uint16(tap.Flags&^netlink.TUNTAP_TUN_EXCL)|uint16(netlink.TUNTAP_MODE_TAP))
+		if err != nil {
+			return nic, fmt.Errorf("tap %s: queue %d: %w", ep.Tap, k, err)
+		}
+		nic.MoreQueues = append(nic.MoreQueues, Queue{Tap: f})
 	}
 	if err := h.LinkSetMTU(tap, a.MTU); err != nil {
 		return nic, fmt.Errorf("set mtu of tap %s to %d: %w", ep.Tap, a.MTU, err)
@@ -310,10 +359,18 @@ func addRedirect(h *netlink.Handle, from, to int) error {
 }
 
 // Teardown removes what the state in dir records (taps, and the ingress qdiscs with their
-// filters on the manager's interfaces), then the state. The manager's interfaces, their
-// addresses and routes stay as they were. No state, or a network namespace that no longer
-// exists (and with it everything in it), is not an error.
+// filters on the manager's interfaces), then the state, then the network namespace
+// CreateNetNS pinned in dir, if any. The manager's interfaces, their addresses and routes
+// stay as they were. No state, or a network namespace that no longer exists (and with it
+// everything in it), is not an error.
 func Teardown(ctx context.Context, dir string) error {
+	if err := teardownLinks(ctx, dir); err != nil {
+		return err
+	}
+	return RemoveNetNS(dir)
+}
+
+func teardownLinks(ctx context.Context, dir string) error {
 	st, err := LoadState(dir)
 	if errdefs.IsNotFound(err) {
 		return nil
@@ -383,17 +440,27 @@ func Detach(ctx context.Context, dir string, ep Endpoint) error {
 }
 
 // detach removes ep's tap (with its qdisc and filter) and the ingress qdisc Attach added to
-// the manager's interface (with its filter). What is already gone is skipped.
+// the manager's interface (with its filter); for a macvtap it removes the macvtap and gives
+// the manager's interface its MAC and ARP back. What is already gone is skipped.
 func detach(h *netlink.Handle, ep Endpoint) error {
 	var errs []error
+	tapType := "tuntap"
+	if ep.Macvtap {
+		tapType = "macvtap"
+	}
 	if l, err := h.LinkByName(ep.Tap); err == nil {
-		if l.Type() == "tuntap" && (ep.TapIndex == 0 || l.Attrs().Index == ep.TapIndex) {
+		if l.Type() == tapType && (ep.TapIndex == 0 || l.Attrs().Index == ep.TapIndex) {
 			if err := h.LinkDel(l); err != nil {
 				errs = append(errs, fmt.Errorf("remove tap %s: %w", ep.Tap, err))
 			}
 		}
 	} else if !isLinkNotFound(err) {
 		errs = append(errs, fmt.Errorf("tap %s: %w", ep.Tap, err))
+	}
+	if ep.LinkMAC != "" || ep.LinkNoARP {
+		if err := restoreLink(h, ep); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if ep.LinkIngress {
 		l, err := h.LinkByIndex(ep.LinkIndex)
@@ -444,4 +511,119 @@ func inNetNS(ns netns.NsHandle, fn func() error) error {
 		errc <- err
 	}()
 	return <-errc
+}
+
+// openTapQueue attaches a further queue to the multiqueue tap name (TUNSETIFF with flags,
+// which include IFF_MULTI_QUEUE) and returns its descriptor.
+func openTapQueue(name string, flags uint16) (*os.File, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	ifr.SetUint16(flags)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("TUNSETIFF: %w", err)
+	}
+	return os.NewFile(uintptr(fd), "/dev/net/tun:"+name), nil
+}
+
+// joinMacvtap attaches l (a veth) with the macvtap model: l gets a random MAC and
+// IFF_NOARP (its own stack must not answer for the pod's addresses, which the guest now
+// has), and a macvtap device ep.Tap in bridge mode on l takes l's MAC and MTU; the NIC's
+// descriptors are the macvtap's character device, opened once per queue. save records ep
+// after each change; the returned NIC has the descriptors opened so far, also with an
+// error.
+func joinMacvtap(h *netlink.Handle, l netlink.Link, ep *Endpoint, queues int, save func() error) (NIC, error) {
+	a := l.Attrs()
+	nic := NIC{MAC: a.HardwareAddr.String()}
+	if queues < 1 {
+		queues = 1
+	}
+	ep.Macvtap = true
+	ep.LinkMAC = a.HardwareAddr.String()
+	ep.LinkNoARP = a.RawFlags&unix.IFF_NOARP == 0
+	if err := save(); err != nil {
+		return nic, err
+	}
+	random := make(net.HardwareAddr, 6)
+	if _, err := rand.Read(random); err != nil {
+		return nic, fmt.Errorf("random mac for %s: %w", a.Name, err)
+	}
+	random[0] = random[0]&^1 | 2 // unicast, locally administered
+	if err := h.LinkSetHardwareAddr(l, random); err != nil {
+		return nic, fmt.Errorf("set a random mac on %s: %w", a.Name, err)
+	}
+	if ep.LinkNoARP {
+		if err := h.LinkSetARPOff(l); err != nil {
+			return nic, fmt.Errorf("set noarp on %s: %w", a.Name, err)
+		}
+	}
+	mvt := &netlink.Macvtap{Macvlan: netlink.Macvlan{
+		LinkAttrs: netlink.LinkAttrs{Name: ep.Tap, ParentIndex: a.Index, MTU: a.MTU, HardwareAddr: a.HardwareAddr, TxQLen: -1},
+		Mode:      netlink.MACVLAN_MODE_BRIDGE,
+	}}
+	if err := h.LinkAdd(mvt); err != nil {
+		return nic, fmt.Errorf("create macvtap %s on %s: %w", ep.Tap, a.Name, err)
+	}
+	created, err := h.LinkByName(ep.Tap)
+	if err != nil {
+		return nic, fmt.Errorf("macvtap %s: %w", ep.Tap, err)
+	}
+	ep.TapIndex = created.Attrs().Index
+	if err := save(); err != nil {
+		return nic, err
+	}
+	if err := h.LinkSetUp(created); err != nil {
+		return nic, fmt.Errorf("set macvtap %s up: %w", ep.Tap, err)
+	}
+	// The character device is named after the macvtap's index; each open is a queue.
+	dev := fmt.Sprintf("/dev/tap%d", ep.TapIndex)
+	for k := 0; k < queues; k++ {
+		f, err := os.OpenFile(dev, os.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nic, fmt.Errorf("macvtap %s: open %s: %w", ep.Tap, dev, err)
+		}
+		if k == 0 {
+			nic.Tap = f
+		} else {
+			nic.MoreQueues = append(nic.MoreQueues, Queue{Tap: f})
+		}
+	}
+	return nic, nil
+}
+
+// restoreLink gives the manager's interface of a macvtap endpoint its MAC and ARP back,
+// when it is still there under its name.
+func restoreLink(h *netlink.Handle, ep Endpoint) error {
+	l, err := h.LinkByIndex(ep.LinkIndex)
+	if isLinkNotFound(err) || err == nil && l.Attrs().Name != ep.Link {
+		return nil // the manager removed or replaced its interface
+	}
+	if err != nil {
+		return fmt.Errorf("interface %s: %w", ep.Link, err)
+	}
+	var errs []error
+	if ep.LinkMAC != "" {
+		mac, err := net.ParseMAC(ep.LinkMAC)
+		if err != nil {
+			return fmt.Errorf("recorded mac of %s: %w", ep.Link, err)
+		}
+		if !bytes.Equal(l.Attrs().HardwareAddr, mac) {
+			if err := h.LinkSetHardwareAddr(l, mac); err != nil {
+				errs = append(errs, fmt.Errorf("give %s its mac %s back: %w", ep.Link, mac, err))
+			}
+		}
+	}
+	if ep.LinkNoARP {
+		if err := h.LinkSetARPOn(l); err != nil {
+			errs = append(errs, fmt.Errorf("give %s its arp back: %w", ep.Link, err))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/vessel-containers/vessel/internal/network/nettest"
 	"github.com/vessel-containers/vessel/internal/testutil"
@@ -261,5 +262,109 @@ func TestTeardownAfterRescan(t *testing.T) {
 	}
 	if after := pod.Snapshot(t); !slices.Equal(after, managed) {
 		t.Fatalf("after teardown:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(managed, "\n"))
+	}
+}
+
+// TestAttachMultiqueue attaches a veth with two queue pairs: the tap is multiqueue, the NIC
+// has a descriptor per queue, and teardown leaves the namespace as it was.
+func TestAttachMultiqueue(t *testing.T) {
+	testutil.RequiresRoot(t)
+	pod, peer := nettest.New(t), nettest.New(t)
+	nettest.Veth(t, pod, "eth0", "10.213.1.2/24", peer, "peer0", "10.213.1.1/24")
+	before := pod.Snapshot(t)
+	dir := t.TempDir()
+	att, err := Attach(context.Background(), dir, Config{NetNS: pod.Path, VhostNet: true, Queues: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.CloseFiles()
+	if len(att.NICs) != 1 || att.NICs[0].Tap == nil || len(att.NICs[0].MoreQueues) != 1 || att.NICs[0].MoreQueues[0].Tap == nil {
+		t.Fatalf("nics: got %+v, want one with two queues", att.NICs)
+	}
+	if (att.NICs[0].Vhost == nil) != (att.NICs[0].MoreQueues[0].Vhost == nil) {
+		t.Errorf("vhost-net for one queue but not the other: %+v", att.NICs[0])
+	}
+	h := pod.Handle(t)
+	l, err := h.LinkByName("vsl_tap0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tap, ok := l.(*netlink.Tuntap); !ok || tap.Flags&netlink.TUNTAP_MULTI_QUEUE == 0 {
+		t.Errorf("tap %+v is not multiqueue", l)
+	}
+	att.CloseFiles()
+	if err := Teardown(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	if after := pod.Snapshot(t); !slices.Equal(after, before) {
+		t.Errorf("after teardown:\n%s\nbefore:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+}
+
+// TestAttachMacvtap attaches a veth with the macvtap model and two queues: a macvtap in
+// bridge mode on the veth has the veth's MAC and MTU, the veth a random MAC and NOARP,
+// the NIC a descriptor per queue with the pod MAC; a bridge is refused; teardown gives the
+// veth back as it was and removes the macvtap.
+func TestAttachMacvtap(t *testing.T) {
+	testutil.RequiresRoot(t)
+	pod, peer := nettest.New(t), nettest.New(t)
+	nettest.Veth(t, pod, "eth0", "10.213.1.2/24", peer, "peer0", "10.213.1.1/24")
+	mac := pod.MAC(t, "eth0").String()
+	before := pod.Snapshot(t)
+	dir := t.TempDir()
+	att, err := Attach(context.Background(), dir, Config{NetNS: pod.Path, Model: ModelMacvtap, Queues: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.CloseFiles()
+	if len(att.NICs) != 1 || att.NICs[0].Tap == nil || len(att.NICs[0].MoreQueues) != 1 || att.NICs[0].MAC != mac {
+		t.Fatalf("nics: got %+v, want one with two queues and mac %s", att.NICs, mac)
+	}
+	if len(att.Interfaces) != 1 || att.Interfaces[0].HwAddr != mac || len(att.Interfaces[0].Addresses) != 1 {
+		t.Errorf("guest interface: got %v", att.Interfaces)
+	}
+	h := pod.Handle(t)
+	mvt, err := h.LinkByName("vsl_tap0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eth0, err := h.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := mvt.(*netlink.Macvtap); !ok || m.Mode != netlink.MACVLAN_MODE_BRIDGE || m.Attrs().ParentIndex != eth0.Attrs().Index {
+		t.Errorf("vsl_tap0: got %+v, want a bridge-mode macvtap on eth0", mvt)
+	}
+	if got := mvt.Attrs().HardwareAddr.String(); got != mac {
+		t.Errorf("macvtap mac %s, want the veth's %s", got, mac)
+	}
+	if got := eth0.Attrs().HardwareAddr.String(); got == mac || eth0.Attrs().RawFlags&unix.IFF_NOARP == 0 {
+		t.Errorf("eth0 while attached: mac %s (pod mac %s), flags %#x; want another mac and NOARP", got, mac, eth0.Attrs().RawFlags)
+	}
+	att.CloseFiles()
+	if err := Teardown(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	if after := pod.Snapshot(t); !slices.Equal(after, before) {
+		t.Errorf("after teardown:\n%s\nbefore:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+	eth0, err = h.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if eth0.Attrs().HardwareAddr.String() != mac || eth0.Attrs().RawFlags&unix.IFF_NOARP != 0 {
+		t.Errorf("eth0 after teardown: mac %s flags %#x, want %s without NOARP", eth0.Attrs().HardwareAddr, eth0.Attrs().RawFlags, mac)
+	}
+
+	// Only veths: a bridge is refused before anything is made.
+	if err := pod.Do(func() error { return netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}) }); err != nil {
+		t.Fatal(err)
+	}
+	withBridge := pod.Snapshot(t)
+	if _, err := Attach(context.Background(), t.TempDir(), Config{NetNS: pod.Path, Model: ModelMacvtap}); err == nil || !strings.Contains(err.Error(), "br0") {
+		t.Errorf("attach with a bridge: got %v, want an error naming br0", err)
+	}
+	if after := pod.Snapshot(t); !slices.Equal(after, withBridge) {
+		t.Errorf("after a refused attach:\n%s\nbefore:\n%s", strings.Join(after, "\n"), strings.Join(withBridge, "\n"))
 	}
 }

@@ -30,3 +30,22 @@ func Rescan(context.Context, string, Config) (*Attachment, error) { return &Atta
 
 // Detach has nothing to remove where Attach creates nothing.
 func Detach(context.Context, string, Endpoint) error { return nil }
+
+// CreateNetNS is not implemented: network namespaces are Linux's.
+func CreateNetNS(string) (string, error) {
+	return "", fmt.Errorf("create network namespace: %w", errdefs.ErrNotImplemented)
+}
+
+// Holder is not implemented: network namespaces are Linux's.
+type Holder struct{}
+
+// HoldNetNS is not implemented: network namespaces are Linux's.
+func HoldNetNS(path string) (*Holder, error) {
+	return nil, fmt.Errorf("hold network namespace %s: %w", path, errdefs.ErrNotImplemented)
+}
+
+// Tid is 0.
+func (*Holder) Tid() int { return 0 }
+
+// Release does nothing.
+func (*Holder) Release() {}

@@ -9,7 +9,13 @@
 // descriptor (and a vhost-net descriptor when available), never the namespace: it is not moved
 // into the pod network and needs no network privilege. The guest NIC takes the interface's MAC
 // address, so the manager's neighbour entries and ARP caches stay valid; the interface's
-// addresses, MTU, routes and permanent neighbours are returned for the guest agent.
+// addresses, MTU, routes and permanent neighbours are returned for the guest agent. With the
+// "macvtap" model each veth gets a bridge-mode macvtap with its MAC instead (the veth takes
+// a random MAC and NOARP until teardown). With several vCPUs a NIC has one queue pair per
+// vCPU (a multiqueue tap; a macvtap opened once per queue).
+//
+// CreateNetNS makes the namespace for a spec that asks for a new one; Holder keeps a thread
+// in a namespace, so that /proc/<tid>/ns/net names it for OCI hooks.
 //
 // Rescan does the same for interfaces that appear in the namespace later, and reports the
 // attached ones that left it; Detach removes one endpoint once the VM let go of its tap.
@@ -43,6 +49,9 @@ const (
 	ModelTCFilter Model = "tcfilter"
 	// ModelNone attaches nothing: the guest has loopback only.
 	ModelNone Model = "none"
+	// ModelMacvtap puts a macvtap device (bridge mode) on each pod veth, with the veth's
+	// MAC; the veth gets a random MAC and stops answering ARP while it is attached.
+	ModelMacvtap Model = "macvtap"
 )
 
 // Config says which network namespace to attach and how.
@@ -54,6 +63,13 @@ type Config struct {
 	Model Model
 	// VhostNet hands the VMM a /dev/vhost-net descriptor per NIC when the device exists.
 	VhostNet bool
+	// NewNetNS asks for a network namespace of the sandbox's own when NetNS is empty (the
+	// spec asks for a new one without a path): the sandbox makes it (CreateNetNS), attaches
+	// what the manager puts there later, and removes it with the sandbox.
+	NewNetNS bool
+	// Queues is the number of queue pairs of each NIC (0 is 1): with more than one the tap
+	// is opened with IFF_MULTI_QUEUE, once per queue, with a vhost-net descriptor each.
+	Queues int
 }
 
 // StateName is the file in the sandbox directory that records what Attach created.
@@ -84,6 +100,12 @@ type Endpoint struct {
 	LinkIngress bool `json:"link_ingress,omitempty"`
 	// NIC is the id of the VM's network device on the tap (NIC.ID).
 	NIC string `json:"nic,omitempty"`
+	// Macvtap says that Tap is a macvtap device on Link (the macvtap model). LinkMAC is
+	// Link's own MAC, which the macvtap took over (Link has a random one while attached);
+	// LinkNoARP records that Attach set IFF_NOARP on Link. Teardown gives both back.
+	Macvtap   bool   `json:"macvtap,omitempty"`
+	LinkMAC   string `json:"link_mac,omitempty"`
+	LinkNoARP bool   `json:"link_noarp,omitempty"`
 }
 
 // freeNumber is the lowest N whose tap (vsl_tapN) and NIC (vsl-netN) no endpoint has.
@@ -101,7 +123,16 @@ type NIC struct {
 	ID string
 	// MAC is the guest NIC's address: the pod interface's.
 	MAC string
-	// Tap is the tap's queue descriptor; Vhost the vhost-net descriptor or nil.
+	// Tap is the tap's (first) queue descriptor; Vhost the vhost-net descriptor or nil.
+	Tap   *os.File
+	Vhost *os.File
+	// MoreQueues are the further queues of a multiqueue tap (Config.Queues), each with a
+	// vhost-net descriptor when Vhost is set.
+	MoreQueues []Queue
+}
+
+// Queue is one further queue of a multiqueue tap.
+type Queue struct {
 	Tap   *os.File
 	Vhost *os.File
 }
@@ -129,11 +160,13 @@ func (a *Attachment) CloseFiles() {
 		return
 	}
 	for _, n := range a.NICs {
-		if n.Tap != nil {
-			_ = n.Tap.Close()
-		}
-		if n.Vhost != nil {
-			_ = n.Vhost.Close()
+		for _, q := range append([]Queue{{Tap: n.Tap, Vhost: n.Vhost}}, n.MoreQueues...) {
+			if q.Tap != nil {
+				_ = q.Tap.Close()
+			}
+			if q.Vhost != nil {
+				_ = q.Vhost.Close()
+			}
 		}
 	}
 }
@@ -145,10 +178,10 @@ func ParseModel(s string) (Model, error) {
 		return ModelTCFilter, nil
 	case ModelNone:
 		return ModelNone, nil
-	case "macvtap":
-		return "", fmt.Errorf("internetworking_model %q: %w: the macvtap model is not built; use tcfilter or none", s, errdefs.ErrNotImplemented)
+	case ModelMacvtap:
+		return ModelMacvtap, nil
 	}
-	return "", fmt.Errorf("internetworking_model %q: %w: want tcfilter or none", s, errdefs.ErrInvalidArgument)
+	return "", fmt.Errorf("internetworking_model %q: %w: want tcfilter, macvtap or none", s, errdefs.ErrInvalidArgument)
 }
 
 // tapName is the N-th tap. Names are at most 15 bytes (IFNAMSIZ-1).

@@ -17,7 +17,7 @@ func TestParseModel(t *testing.T) {
 		{"", ModelTCFilter, nil},
 		{"tcfilter", ModelTCFilter, nil},
 		{"none", ModelNone, nil},
-		{"macvtap", "", errdefs.ErrNotImplemented},
+		{"macvtap", ModelMacvtap, nil},
 		{"bridged", "", errdefs.ErrInvalidArgument},
 	} {
 		t.Run(tc.in, func(t *testing.T) {

@@ -14,8 +14,10 @@ import (
 // the spec names (linux.namespaces, type network, with a path: the one the manager set up),
 // attached with runtime.internetworking_model, with vhost-net unless
 // hypervisor.disable_vhost_net. A spec asking for a new network namespace without a path
-// (runc would make an empty one) attaches nothing: the guest's pod network namespace has
-// loopback only. runtime.disable_new_netns attaches nothing either and needs the none model.
+// gets one, as runc would make it: the sandbox makes an empty namespace, which the manager
+// fills from a hook (nerdctl runs CNI from createRuntime) and Vessel follows by rescanning;
+// with the none model nothing is made. runtime.disable_new_netns attaches nothing either
+// and needs the none model.
 func networkPlan(c *config.Config, spec *specs.Spec) (network.Config, error) {
 	model, err := network.ParseModel(c.Runtime.InternetworkingModel)
 	if err != nil {
@@ -33,6 +35,7 @@ func networkPlan(c *config.Config, spec *specs.Spec) (network.Config, error) {
 		for _, ns := range spec.Linux.Namespaces {
 			if ns.Type == specs.NetworkNamespace {
 				plan.NetNS = ns.Path
+				plan.NewNetNS = ns.Path == "" && model != network.ModelNone
 			}
 		}
 	}

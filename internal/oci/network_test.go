@@ -24,7 +24,8 @@ func TestNetworkPlan(t *testing.T) {
 		wantErr string
 	}{
 		{"default", nil, withNS("/run/netns/cni-1"), network.Config{NetNS: "/run/netns/cni-1", Model: network.ModelTCFilter, VhostNet: true}, ""},
-		{"new netns", nil, withNS(""), network.Config{Model: network.ModelTCFilter, VhostNet: true}, ""},
+		{"new netns", nil, withNS(""), network.Config{Model: network.ModelTCFilter, VhostNet: true, NewNetNS: true}, ""},
+		{"new netns with none", func(c *config.Config) { c.Runtime.InternetworkingModel = "none" }, withNS(""), network.Config{Model: network.ModelNone, VhostNet: true}, ""},
 		{"no linux", nil, &specs.Spec{}, network.Config{Model: network.ModelTCFilter, VhostNet: true}, ""},
 		{"no vhost", func(c *config.Config) { c.Hypervisor.DisableVhostNet = true }, withNS("/n"), network.Config{NetNS: "/n", Model: network.ModelTCFilter}, ""},
 		{"none", func(c *config.Config) { c.Runtime.InternetworkingModel = "none" }, withNS("/n"), network.Config{NetNS: "/n", Model: network.ModelNone, VhostNet: true}, ""},
@@ -33,7 +34,8 @@ func TestNetworkPlan(t *testing.T) {
 			c.Runtime.DisableNewNetNS = true
 		}, withNS("/n"), network.Config{Model: network.ModelNone}, ""},
 		{"disable new netns with tcfilter", func(c *config.Config) { c.Runtime.DisableNewNetNS = true }, withNS("/n"), network.Config{}, "runtime.disable_new_netns needs"},
-		{"macvtap", func(c *config.Config) { c.Runtime.InternetworkingModel = "macvtap" }, withNS("/n"), network.Config{}, "runtime.internetworking_model \"macvtap\""},
+		{"macvtap", func(c *config.Config) { c.Runtime.InternetworkingModel = "macvtap" }, withNS("/n"), network.Config{NetNS: "/n", Model: network.ModelMacvtap, VhostNet: true}, ""},
+		{"unknown model", func(c *config.Config) { c.Runtime.InternetworkingModel = "bridged" }, withNS("/n"), network.Config{}, "runtime.internetworking_model \"bridged\""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := config.Default()

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/network"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/procid"
 	"github.com/vessel-containers/vessel/internal/tracing"
@@ -29,7 +31,7 @@ const (
 	FactoryHit     = "hit"     // the sandbox runs a VM from the factory
 	FactoryMiss    = "miss"    // the factory had no VM for it: booted cold
 	FactoryFailed  = "failed"  // the factory's VM could not be recorded or did not answer or grow: booted cold
-	FactorySkipped = "skipped" // the sandbox has network devices, which a factory's VM lacks: booted cold
+	FactorySkipped = "skipped" // the sandbox has network devices, and the hypervisor cannot hot-plug them into a factory's VM: booted cold
 )
 
 // warmReady bounds the first answer of a VM from the factory: its guest is already up, so
@@ -38,10 +40,11 @@ const (
 const warmReady = 20 * time.Second
 
 // boot starts the sandbox's VM and connects its agent: a VM from cfg.VMSource when it has
-// one that answers and grows to the sandbox's size, else a cold boot. A VM from the factory
-// that fails is stopped and logged, never returned as an error. On error nothing it
-// started is left running.
-func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, start time.Time) error {
+// one that answers, grows to the sandbox's size and takes the sandbox's NICs (att) by
+// hot-plug, else a cold boot with the NICs on the command line. A VM from the factory that
+// fails is stopped and logged, never returned as an error. On error nothing it started is
+// left running.
+func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, att *network.Attachment, start time.Time) error {
 	vmStart := time.Now()
 	if vm, vmm := s.warmVM(ctx, vmcfg); vm != nil {
 		s.vm, s.vmStart = vm, vmm.StartTime
@@ -54,7 +57,10 @@ func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, start time.
 		connectStart := time.Now()
 		err := s.connect(ctx, timeouts)
 		if err == nil {
-			if err = s.grow(ctx); err != nil {
+			if err = s.grow(ctx); err == nil {
+				err = s.plugNICs(ctx, att)
+			}
+			if err != nil {
 				err = s.explain(err)
 				s.agent.Close()
 				s.agent = nil
@@ -106,14 +112,17 @@ func (s *Sandbox) warmVM(ctx context.Context, vmcfg hypervisor.Config) (hypervis
 	if s.cfg.VMSource == nil {
 		return nil, procid.ID{}
 	}
-	if len(vmcfg.NICs) > 0 {
-		log.G(ctx).Debug("the sandbox has network devices, which a vm from the factory lacks; booting cold")
+	if caps, err := hypervisor.CapabilitiesOf(s.cfg.Hypervisor); len(vmcfg.NICs) > 0 && (err != nil || !caps.NICHotplug) {
+		log.G(ctx).Debug("the sandbox has network devices, which a vm from the factory lacks and this hypervisor cannot hot-plug; booting cold")
 		s.factory = FactorySkipped
 		return nil, procid.ID{}
 	}
 	begin := time.Now()
 	_, span := tracing.Start(ctx, "vm from factory")
-	vm, err := s.cfg.VMSource.VM(ctx, s.cfg.Hypervisor, vmcfg)
+	// The factory's VMs have no network devices; the sandbox's go in by hot-plug (plugNICs).
+	want := vmcfg
+	want.NICs = nil
+	vm, err := s.cfg.VMSource.VM(ctx, s.cfg.Hypervisor, want)
 	tracing.End(span, err)
 	if err != nil {
 		log.G(ctx).WithError(err).WithField("elapsed", time.Since(begin)).Info("factory has no vm for this sandbox; booting cold")
@@ -166,4 +175,31 @@ func (s *Sandbox) grow(ctx context.Context) error {
 		return nil
 	}
 	return s.growTo(ctx, r, s.cfg.VM.VCPUs, s.cfg.VM.MemoryMiB, "to the sandbox's size")
+}
+
+// plugNICs hot-plugs the sandbox's NICs (att) into a VM from the factory, which has none,
+// and gives each guest interface the PCI path the agent waits for it at. A failure leaves
+// the NICs plugged so far in the VM, which the caller stops.
+// Preconditions: s.vm is the factory's VM, started.
+func (s *Sandbox) plugNICs(ctx context.Context, att *network.Attachment) error {
+	if len(att.NICs) == 0 {
+		return nil
+	}
+	h, ok := s.vm.(hypervisor.NICHotplugger)
+	if !ok {
+		return fmt.Errorf("sandbox %s: the vm from the factory cannot hot-plug the sandbox's %d NICs: %w", s.id, len(att.NICs), errdefs.ErrNotImplemented)
+	}
+	paths := make([]string, len(att.NICs))
+	for i, n := range att.NICs {
+		path, err := h.AttachNIC(ctx, hvNIC(n))
+		if err != nil {
+			return fmt.Errorf("sandbox %s: hot-plug NIC %s into the vm from the factory: %w", s.id, n.ID, err)
+		}
+		paths[i] = path
+	}
+	for i, path := range paths {
+		att.Interfaces[i].PciPath = path
+	}
+	log.G(ctx).WithField("nics", len(paths)).Debug("nics hot-plugged into the vm from the factory")
+	return nil
 }

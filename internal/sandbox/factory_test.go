@@ -3,13 +3,16 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agentclient"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/network"
 	"github.com/vessel-containers/vessel/internal/persist"
 )
 
@@ -87,7 +90,7 @@ func TestBootFallsBackToCold(t *testing.T) {
 				cfg.VMSource = tc.src
 			}
 			s := &Sandbox{id: "sb", dir: dir, cfg: cfg}
-			err := s.boot(context.Background(), vmcfg, time.Now())
+			err := s.boot(context.Background(), vmcfg, &network.Attachment{}, time.Now())
 			if err == nil || !strings.Contains(err.Error(), "dial agent") {
 				t.Fatalf("boot: got %v, want the cold vm's dial error", err)
 			}
@@ -131,5 +134,76 @@ func TestWarmVMNotRecordedIsStopped(t *testing.T) {
 	}
 	if !warm.stopped {
 		t.Error("the unrecorded vm was not stopped")
+	}
+}
+
+// nicVM is a seamVM that hot-plugs NICs: it records them and fails the one named failID.
+type nicVM struct {
+	seamVM
+	plugged []hypervisor.NIC
+	failID  string
+}
+
+func (v *nicVM) AttachNIC(_ context.Context, n hypervisor.NIC) (string, error) {
+	if n.ID == v.failID {
+		return "", errors.New("device_add refused")
+	}
+	v.plugged = append(v.plugged, n)
+	return fmt.Sprintf("02/%02x", len(v.plugged)), nil
+}
+
+func (v *nicVM) DetachNIC(context.Context, string) error { return nil }
+
+// TestPlugNICs checks that the sandbox's NICs go into a VM from the factory by hot-plug,
+// in order, and that the guest interfaces get their PCI paths only when all went in.
+func TestPlugNICs(t *testing.T) {
+	att := func() *network.Attachment {
+		return &network.Attachment{
+			NICs:       []network.NIC{{ID: "vsl-net0", MAC: "02:00:00:00:00:01"}, {ID: "vsl-net1", MAC: "02:00:00:00:00:02"}},
+			Interfaces: []*agentv1.Interface{{Name: "eth0"}, {Name: "eth1"}},
+		}
+	}
+	vm := &nicVM{}
+	s := &Sandbox{id: "sb", vm: vm}
+	a := att()
+	if err := s.plugNICs(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	if len(vm.plugged) != 2 || vm.plugged[0].ID != "vsl-net0" || vm.plugged[1].MAC != "02:00:00:00:00:02" {
+		t.Errorf("plugged %+v", vm.plugged)
+	}
+	if a.Interfaces[0].PciPath != "02/01" || a.Interfaces[1].PciPath != "02/02" {
+		t.Errorf("pci paths %q %q, want 02/01 02/02", a.Interfaces[0].PciPath, a.Interfaces[1].PciPath)
+	}
+
+	failing := &Sandbox{id: "sb", vm: &nicVM{failID: "vsl-net1"}}
+	a = att()
+	if err := failing.plugNICs(context.Background(), a); err == nil || !strings.Contains(err.Error(), "vsl-net1") {
+		t.Errorf("a refused hot-plug: got %v, want an error naming vsl-net1", err)
+	}
+	if a.Interfaces[0].PciPath != "" {
+		t.Errorf("a failed hot-plug left pci path %q for a cold boot", a.Interfaces[0].PciPath)
+	}
+
+	cannot := &Sandbox{id: "sb", vm: &seamVM{}}
+	if err := cannot.plugNICs(context.Background(), att()); err == nil {
+		t.Error("a vm that cannot hot-plug took NICs")
+	}
+	if err := cannot.plugNICs(context.Background(), &network.Attachment{}); err != nil {
+		t.Errorf("no NICs: %v", err)
+	}
+}
+
+// TestWarmVMSkippedWithoutNICHotplug checks that a sandbox with NICs does not ask the
+// factory when its hypervisor cannot hot-plug NICs (the seamtest driver cannot).
+func TestWarmVMSkippedWithoutNICHotplug(t *testing.T) {
+	vmcfg := hypervisor.Config{ID: "sb", StateDir: t.TempDir(), NICs: []hypervisor.NIC{{ID: "vsl-net0"}}}
+	src := &fakeSource{err: errors.New("not asked")}
+	s := &Sandbox{id: "sb", dir: vmcfg.StateDir, cfg: Config{ID: "sb", Hypervisor: "seamtest", VMSource: src}}
+	if vm, _ := s.warmVM(context.Background(), vmcfg); vm != nil {
+		t.Fatal("warmVM returned a vm")
+	}
+	if src.driver != "" || s.FactoryResult() != FactorySkipped {
+		t.Errorf("source asked for %q; factory result %q, want %q", src.driver, s.FactoryResult(), FactorySkipped)
 	}
 }

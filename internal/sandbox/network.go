@@ -22,9 +22,18 @@ func (s *Sandbox) attachNetwork(ctx context.Context, vmcfg *hypervisor.Config) (
 		return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
 	}
 	for _, n := range att.NICs {
-		vmcfg.NICs = append(vmcfg.NICs, hypervisor.NIC{ID: n.ID, MAC: n.MAC, Tap: n.Tap, Vhost: n.Vhost})
+		vmcfg.NICs = append(vmcfg.NICs, hvNIC(n))
 	}
 	return att, nil
+}
+
+// hvNIC is the hypervisor's view of an attached NIC.
+func hvNIC(n network.NIC) hypervisor.NIC {
+	nic := hypervisor.NIC{ID: n.ID, MAC: n.MAC, Tap: n.Tap, Vhost: n.Vhost}
+	for _, q := range n.MoreQueues {
+		nic.MoreQueues = append(nic.MoreQueues, hypervisor.NICQueue{Tap: q.Tap, Vhost: q.Vhost})
+	}
+	return nic
 }
 
 // configureNetwork gives the guest the pod interfaces' addresses and MTUs (the agent finds
@@ -101,7 +110,7 @@ func (s *Sandbox) SyncNetwork(ctx context.Context) (retErr error) {
 			s.id, att.Added[0].Link, s.cfg.Hypervisor, errdefs.ErrNotImplemented)
 	}
 	for i, n := range att.NICs {
-		path, err := h.AttachNIC(ctx, hypervisor.NIC{ID: n.ID, MAC: n.MAC, Tap: n.Tap, Vhost: n.Vhost})
+		path, err := h.AttachNIC(ctx, hvNIC(n))
 		if err != nil {
 			return fmt.Errorf("sandbox %s: hot-plug interface %s: %w", s.id, att.Added[i].Link, err)
 		}
@@ -129,3 +138,7 @@ func (s *Sandbox) detachEndpoint(ctx context.Context, ep network.Endpoint) error
 	}
 	return nil
 }
+
+// NetNS is the path of the pod's network namespace on the host (the spec's, or the one the
+// sandbox made for a spec asking for a new one); empty when the VM is not in a pod network.
+func (s *Sandbox) NetNS() string { return s.cfg.Network.NetNS }

@@ -251,6 +251,20 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	defer cgroup.Close()
 	rollback.add(func(ctx context.Context) error { return hostcgroup.Remove(ctx, dir) })
 
+	// One queue pair per vCPU the VM boots with, as Kata does: with several vCPUs the
+	// guest spreads packets over them.
+	if cfg.Network.Queues == 0 {
+		cfg.Network.Queues = int(cfg.VM.VCPUs)
+	}
+	if cfg.Network.NewNetNS && cfg.Network.NetNS == "" {
+		path, err := network.CreateNetNS(dir)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+		}
+		rollback.add(func(context.Context) error { return network.RemoveNetNS(dir) })
+		cfg.Network.NetNS = path
+	}
+
 	vmcfg := cfg.VM
 	vmcfg.ID = cfg.ID
 	vmcfg.StateDir = dir
@@ -295,8 +309,8 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	rollback.add(func(ctx context.Context) error { return network.Teardown(ctx, dir) })
 	s.phase(PhaseHostPrep, start)
 	s.vmcfg = vmcfg
-	err = s.boot(ctx, vmcfg, start) // factory.go
-	att.CloseFiles()                // the VMM holds its own copies now
+	err = s.boot(ctx, vmcfg, att, start) // factory.go
+	att.CloseFiles()                     // the VMM holds its own copies now
 	if err != nil {
 		if fsdErr := s.virtioFSDErr(); fsdErr != nil && !errors.Is(fsdErr, virtiofsd.ErrHungUp) {
 			return nil, fmt.Errorf("%w: %w", err, fsdErr)

@@ -47,6 +47,9 @@ type container struct {
 	// ctr is the container in the sandbox: nil until Create commits, then never changed.
 	ctr  *sandbox.Container
 	init *process
+	// hooks are the spec's OCI hooks the shim runs (hooks.go); nil when there are none or
+	// the caller runs them. Set before Create commits, then never changed.
+	hooks *ociHooks
 	// oomSent is set once TaskOOM was published for the container.
 	oomSent atomic.Bool
 	// created is closed when Create returns, whether it committed the container or not.

@@ -3,6 +3,7 @@ package shim
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"sync"
@@ -28,8 +29,10 @@ import (
 	"github.com/vessel-containers/vessel/internal/bundle"
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/directvolume"
+	"github.com/vessel-containers/vessel/internal/hooks"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/sandbox"
+	"github.com/vessel-containers/vessel/internal/shimproto"
 	"github.com/vessel-containers/vessel/internal/tracing"
 	"github.com/vessel-containers/vessel/internal/tracing/otlp"
 )
@@ -55,6 +58,9 @@ type service struct {
 	root string
 	// volRoot holds the records of direct-assigned volumes (internal/directvolume).
 	volRoot string
+	// callerRunsHooks is set when the program running the shim runs the OCI hooks (the
+	// CLI); otherwise the shim runs them (hooks.go).
+	callerRunsHooks bool
 	// volMu guards volumes, the direct-assigned volume paths the sandbox holds, whose
 	// records name the sandbox until it ends (volume.go).
 	volMu   sync.Mutex
@@ -96,6 +102,7 @@ type event struct {
 func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (taskAPI.TaskService, error) {
 	s := newService(ctx, publisher, sd, sandboxRoot())
 	s.volRoot = directVolumeRoot()
+	s.callerRunsHooks = shimproto.Lookup(flag.CommandLine).CallerRunsHooks
 	return s, nil
 }
 
@@ -373,6 +380,16 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	rollback = append(rollback, func(context.Context) { c.init.closeIO() })
 
+	// The spec: a failed create-time hook destroys the container, then the poststop hooks
+	// run (last, after the rollback removed the container).
+	c.hooks = s.newOCIHooks(plan.Spec, r.ID, r.Bundle, sb.NetNS()) // hooks.go
+	rollback = append([]func(context.Context){func(ctx context.Context) {
+		c.hooks.warn(ctx, specs.StateStopped, hooks.Poststop)
+	}}, rollback...)
+	if err := c.hooks.run(cctx, specs.StateCreating, hooks.Prestart, hooks.CreateRuntime, hooks.CreateContainer); err != nil {
+		return nil, fail(err)
+	}
+
 	if err := s.commit(cctx, c, ctr, sbPlan, sb); err != nil {
 		return nil, fail(err)
 	}
@@ -565,10 +582,19 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if err != nil {
 		return nil, toGRPC(err)
 	}
+	if r.ExecID == "" && p.status() == task.Status_CREATED {
+		// The spec: a failed startContainer hook stops the container; Delete removes it.
+		if err := c.hooks.run(ctx, specs.StateCreated, hooks.StartContainer); err != nil { // hooks.go
+			return nil, toGRPC(err)
+		}
+	}
 	if err := c.start(ctx, p); err != nil {
 		return nil, toGRPC(err)
 	}
 	s.watchExit(c, p)
+	if r.ExecID == "" {
+		c.hooks.warn(ctx, specs.StateRunning, hooks.Poststart)
+	}
 	pid := uint32(os.Getpid())
 	if r.ExecID == "" {
 		s.send(runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: r.ID, Pid: pid})
@@ -645,6 +671,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	if err := s.teardown(ctx, c, sb, ends); err != nil {
 		log.G(ctx).WithError(err).Warn("delete")
 	}
+	c.hooks.warn(ctx, specs.StateStopped, hooks.Poststop) // hooks.go
 	p := c.init
 	if p.status() != task.Status_STOPPED {
 		p.setExited(128 + int(syscall.SIGKILL))

@@ -3,11 +3,12 @@
 // flags the shim binary takes, the command lines of its start and delete actions, and the
 // socket its metrics are read from.
 //
-// The shim takes containerd's flags (parsed by containerd's shim package) and four of its
+// The shim takes containerd's flags (parsed by containerd's shim package) and five of its
 // own, which containerd never passes: a shim started by containerd keeps its state under
 // the default sandbox root, serves in containerd's socket directory, logs to containerd's
-// log FIFO and reads direct-assigned volumes from the default root. The CLI passes all
-// four, so its shims keep everything under its --root.
+// log FIFO, reads direct-assigned volumes from the default root and runs the spec's OCI
+// hooks. The CLI passes all five, so its shims keep everything under its --root and leave
+// the hooks to the CLI, which runs them at its own verbs as runc does.
 // Nothing depends on the namespace's name or on environment variables.
 package shimproto
 
@@ -103,6 +104,9 @@ const (
 	// FlagDirectVolumeRoot is where the records of direct-assigned volumes are
 	// (internal/directvolume).
 	FlagDirectVolumeRoot = "direct-volume-root"
+	// FlagCallerRunsHooks says that the program that runs the shim runs the spec's OCI
+	// hooks itself (the vessel CLI, as runc's verbs do); without it the shim runs them.
+	FlagCallerRunsHooks = "caller-runs-hooks"
 )
 
 // Options are the values of the shim's own flags. An empty value is containerd's behaviour.
@@ -118,6 +122,9 @@ type Options struct {
 	// DirectVolumeRoot is where the records of direct-assigned volumes are; empty is
 	// directvolume.DefaultRoot.
 	DirectVolumeRoot string
+	// CallerRunsHooks is set when the program running the shim runs the spec's OCI hooks;
+	// false (containerd) makes the shim run them.
+	CallerRunsHooks bool
 }
 
 // Register defines the shim's own flags on fs. The shim binary registers them on the
@@ -127,6 +134,7 @@ func Register(fs *flag.FlagSet) {
 	fs.String(FlagLogFile, "", "file to log to instead of containerd's log FIFO")
 	fs.String(FlagSocketDir, "", "absolute directory for the shim's socket instead of containerd's")
 	fs.String(FlagDirectVolumeRoot, "", "directory of the direct-assigned volume records (default: vessel's)")
+	fs.Bool(FlagCallerRunsHooks, false, "the program running the shim runs the OCI hooks; the shim does not")
 }
 
 // Lookup returns the values of the flags Register defined on fs; a flag fs lacks is empty.
@@ -142,6 +150,7 @@ func Lookup(fs *flag.FlagSet) Options {
 		LogFile:          value(FlagLogFile),
 		SocketDir:        value(FlagSocketDir),
 		DirectVolumeRoot: value(FlagDirectVolumeRoot),
+		CallerRunsHooks:  value(FlagCallerRunsHooks) == "true",
 	}
 }
 
@@ -155,6 +164,9 @@ func (o Options) Args() []string {
 		if f.value != "" {
 			args = append(args, "-"+f.name, f.value)
 		}
+	}
+	if o.CallerRunsHooks {
+		args = append(args, "-"+FlagCallerRunsHooks)
 	}
 	return args
 }

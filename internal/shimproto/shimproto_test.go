@@ -38,7 +38,7 @@ func TestInvocationArgsRoundTrip(t *testing.T) {
 		action string
 	}{
 		{"cli start", Invocation{Namespace: "vessel", ID: "c1", Bundle: "/b/c 1", Debug: true, Options: Options{
-			SandboxRoot: "/r/sandboxes", LogFile: "/r/containers/c1/shim.log", SocketDir: "/r/s",
+			SandboxRoot: "/r/sandboxes", LogFile: "/r/containers/c1/shim.log", SocketDir: "/r/s", CallerRunsHooks: true,
 		}}, ActionStart},
 		{"cli delete", Invocation{Namespace: "vessel", ID: "c1", Options: Options{SandboxRoot: "/r/sandboxes", SocketDir: "/r/s"}}, ActionDelete},
 		{"containerd start", Invocation{Namespace: "k8s.io", ID: "c1", Address: "/run/containerd/containerd.sock"}, ActionStart},

@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/vessel-containers/vessel/internal/hypervisor"
@@ -81,10 +82,11 @@ type launch struct {
 	nics []nicFDs
 }
 
-// nicFDs are the child's descriptors of one NIC: its tap, and its vhost-net device or -1.
+// nicFDs are the child's descriptors of one NIC: its tap queues, and their vhost-net
+// devices (none without vhost-net).
 type nicFDs struct {
-	tap   int
-	vhost int
+	taps   []int
+	vhosts []int
 }
 
 // kernelCmdline is the guest kernel command line for cfg under accel. Debug drops "quiet"
@@ -246,12 +248,7 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 	// namespace (QEMU never joins it), in the bridge's first slots so that they can be
 	// unplugged (nic.go). The guest NIC takes the pod interface's MAC.
 	for i, n := range cfg.NICs {
-		fds := l.nics[i]
-		netdev := fmt.Sprintf("tap,id=%s,fd=%d", n.ID, fds.tap)
-		if fds.vhost >= 0 {
-			netdev += fmt.Sprintf(",vhost=on,vhostfd=%d", fds.vhost)
-		}
-		args = append(args, "-netdev", netdev, "-device", nicDeviceArg(n, coldNICSlot(i)))
+		args = append(args, "-netdev", netdevArg(n.ID, l.nics[i]), "-device", nicDeviceArg(n, coldNICSlot(i)))
 	}
 
 	// Free page reporting hands pages the guest frees back to the host.
@@ -261,3 +258,27 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 
 // optPath escapes a path for a QEMU option value, where a comma is written twice.
 func optPath(p string) string { return strings.ReplaceAll(p, ",", ",,") }
+
+// netdevArg is the -netdev value of a tap netdev on the child's descriptors fds: fd= and
+// vhostfd= for one queue, fds= and vhostfds= (colon-separated) for several.
+func netdevArg(id string, fds nicFDs) string {
+	join := func(fds []int) string {
+		s := make([]string, len(fds))
+		for i, fd := range fds {
+			s[i] = strconv.Itoa(fd)
+		}
+		return strings.Join(s, ":")
+	}
+	if len(fds.taps) == 1 {
+		netdev := fmt.Sprintf("tap,id=%s,fd=%d", id, fds.taps[0])
+		if len(fds.vhosts) == 1 {
+			netdev += fmt.Sprintf(",vhost=on,vhostfd=%d", fds.vhosts[0])
+		}
+		return netdev
+	}
+	netdev := fmt.Sprintf("tap,id=%s,fds=%s", id, join(fds.taps))
+	if len(fds.vhosts) > 0 {
+		netdev += ",vhost=on,vhostfds=" + join(fds.vhosts)
+	}
+	return netdev
+}

@@ -55,10 +55,18 @@ func coldNICs(cfg *hypervisor.Config) nicState {
 // coldNICSlot is the bridge slot of the i-th NIC of Config.NICs.
 func coldNICSlot(i int) int { return firstDiskSlot + i }
 
-// nicDeviceArg is the -device (or device_add) value of NIC n in bridge slot slot.
+// nicDeviceArg is the -device value of NIC n in bridge slot slot.
 func nicDeviceArg(n hypervisor.NIC, slot int) string {
-	return fmt.Sprintf("virtio-net-pci,id=%s%s,netdev=%s,mac=%s,bus=%s,addr=%#x", nicDevicePrefix, n.ID, n.ID, n.MAC, idBridge, slot)
+	arg := fmt.Sprintf("virtio-net-pci,id=%s%s,netdev=%s,mac=%s,bus=%s,addr=%#x", nicDevicePrefix, n.ID, n.ID, n.MAC, idBridge, slot)
+	if n.Queues() > 1 {
+		arg += fmt.Sprintf(",mq=on,vectors=%d", nicVectors(n))
+	}
+	return arg
 }
+
+// nicVectors is the MSI-X vectors of multiqueue NIC n: one per queue of each of its
+// queue pairs, one for the control queue and one for configuration changes.
+func nicVectors(n hypervisor.NIC) int { return 2*n.Queues() + 2 }
 
 // pciPathOf is the guest PCI path of bridge slot slot.
 func pciPathOf(slot int) string { return fmt.Sprintf("%02x/%02x", bridgeSlot, slot) }
@@ -114,12 +122,16 @@ func (v *VM) AttachNIC(ctx context.Context, n hypervisor.NIC) (_ string, retErr 
 	if err := v.addNetdev(ctx, c, n); err != nil {
 		return "", fmt.Errorf("qemu %s: attach nic %s: %w", v.cfg.ID, n.ID, err)
 	}
-	err = c.DeviceAdd(ctx, "virtio-net-pci", nicDevicePrefix+n.ID, map[string]any{
+	props := map[string]any{
 		"netdev": n.ID,
 		"mac":    n.MAC,
 		"bus":    idBridge,
 		"addr":   fmt.Sprintf("%#x", slot),
-	})
+	}
+	if n.Queues() > 1 {
+		props["mq"], props["vectors"] = true, nicVectors(n)
+	}
+	err = c.DeviceAdd(ctx, "virtio-net-pci", nicDevicePrefix+n.ID, props)
 	if err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opCleanupTimeout)
 		defer cancel()
@@ -138,7 +150,6 @@ func (v *VM) AttachNIC(ctx context.Context, n hypervisor.NIC) (_ string, retErr 
 // addNetdev passes n's descriptors to the monitor and adds the tap netdev on them. On
 // error no descriptor of n is left with the monitor.
 func (v *VM) addNetdev(ctx context.Context, c *qmp.Client, n hypervisor.NIC) (retErr error) {
-	tapName, vhostName := nicDevicePrefix+"tap-"+n.ID, nicDevicePrefix+"vhost-"+n.ID
 	var passed []string
 	defer func() {
 		if retErr == nil {
@@ -154,17 +165,39 @@ func (v *VM) addNetdev(ctx context.Context, c *qmp.Client, n hypervisor.NIC) (re
 			}
 		}
 	}()
-	if err := c.GetFD(ctx, tapName, n.Tap); err != nil {
-		return fmt.Errorf("pass the tap descriptor: %w", err)
-	}
-	passed = append(passed, tapName)
-	opts := map[string]any{"type": "tap", "id": n.ID, "fd": tapName}
-	if n.Vhost != nil {
-		if err := c.GetFD(ctx, vhostName, n.Vhost); err != nil {
-			return fmt.Errorf("pass the vhost-net descriptor: %w", err)
+	// One queue keeps the names QEMU's fd/vhostfd take; queue k of several is "-k".
+	var taps, vhosts []string
+	for k, q := range append([]hypervisor.NICQueue{{Tap: n.Tap, Vhost: n.Vhost}}, n.MoreQueues...) {
+		suffix := ""
+		if n.Queues() > 1 {
+			suffix = fmt.Sprintf("-%d", k)
 		}
-		passed = append(passed, vhostName)
-		opts["vhost"], opts["vhostfd"] = true, vhostName
+		tapName := nicDevicePrefix + "tap-" + n.ID + suffix
+		if err := c.GetFD(ctx, tapName, q.Tap); err != nil {
+			return fmt.Errorf("pass the tap descriptor of queue %d: %w", k, err)
+		}
+		passed = append(passed, tapName)
+		taps = append(taps, tapName)
+		if q.Vhost != nil {
+			vhostName := nicDevicePrefix + "vhost-" + n.ID + suffix
+			if err := c.GetFD(ctx, vhostName, q.Vhost); err != nil {
+				return fmt.Errorf("pass the vhost-net descriptor of queue %d: %w", k, err)
+			}
+			passed = append(passed, vhostName)
+			vhosts = append(vhosts, vhostName)
+		}
+	}
+	opts := map[string]any{"type": "tap", "id": n.ID}
+	if len(taps) == 1 {
+		opts["fd"] = taps[0]
+		if len(vhosts) == 1 {
+			opts["vhost"], opts["vhostfd"] = true, vhosts[0]
+		}
+	} else {
+		opts["fds"] = strings.Join(taps, ":")
+		if len(vhosts) > 0 {
+			opts["vhost"], opts["vhostfds"] = true, strings.Join(vhosts, ":")
+		}
 	}
 	return c.NetdevAdd(ctx, opts)
 }

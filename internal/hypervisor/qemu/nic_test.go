@@ -15,17 +15,27 @@ import (
 )
 
 // TestCommandLineNICs checks the netdev and device of each NIC: tap by descriptor, vhost
-// only when a vhost descriptor is passed, the pod interface's MAC.
+// only when a vhost descriptor is passed, the pod interface's MAC; a multiqueue NIC with
+// its descriptors as fds= and vhostfds= lists and mq=on with 2N+2 vectors.
 func TestCommandLineNICs(t *testing.T) {
+	f := pipeFile(t)
 	cfg := baseConfig()
 	cfg.NICs = []hypervisor.NIC{
 		{ID: "vsl-net0", MAC: "02:42:0a:d5:00:02"},
 		{ID: "vsl-net1", MAC: "02:42:0a:d5:00:03"},
+		{ID: "vsl-net2", MAC: "02:42:0a:d5:00:04", MoreQueues: []hypervisor.NICQueue{{Tap: f, Vhost: f}, {Tap: f, Vhost: f}}},
+		{ID: "vsl-net3", MAC: "02:42:0a:d5:00:05", MoreQueues: []hypervisor.NICQueue{{Tap: f}}},
 	}
 	l := tcgLaunch
-	l.nics = []nicFDs{{tap: 6, vhost: 7}, {tap: 8, vhost: -1}}
+	l.nics = []nicFDs{
+		{taps: []int{6}, vhosts: []int{7}}, {taps: []int{8}},
+		{taps: []int{9, 11, 13}, vhosts: []int{10, 12, 14}}, {taps: []int{15, 16}},
+	}
 	got := options(commandLine(&cfg, l))
-	wantNetdev := []string{"tap,id=vsl-net0,fd=6,vhost=on,vhostfd=7", "tap,id=vsl-net1,fd=8"}
+	wantNetdev := []string{
+		"tap,id=vsl-net0,fd=6,vhost=on,vhostfd=7", "tap,id=vsl-net1,fd=8",
+		"tap,id=vsl-net2,fds=9:11:13,vhost=on,vhostfds=10:12:14", "tap,id=vsl-net3,fds=15:16",
+	}
 	if !slices.Equal(got["-netdev"], wantNetdev) {
 		t.Errorf("-netdev: got %q, want %q", got["-netdev"], wantNetdev)
 	}
@@ -33,6 +43,8 @@ func TestCommandLineNICs(t *testing.T) {
 	for _, want := range []string{
 		"virtio-net-pci,id=vnic-vsl-net0,netdev=vsl-net0,mac=02:42:0a:d5:00:02,bus=vessel-bridge0,addr=0x1",
 		"virtio-net-pci,id=vnic-vsl-net1,netdev=vsl-net1,mac=02:42:0a:d5:00:03,bus=vessel-bridge0,addr=0x2",
+		"virtio-net-pci,id=vnic-vsl-net2,netdev=vsl-net2,mac=02:42:0a:d5:00:04,bus=vessel-bridge0,addr=0x3,mq=on,vectors=8",
+		"virtio-net-pci,id=vnic-vsl-net3,netdev=vsl-net3,mac=02:42:0a:d5:00:05,bus=vessel-bridge0,addr=0x4,mq=on,vectors=6",
 	} {
 		if !slices.Contains(got["-device"], want) {
 			t.Errorf("-device %q missing from %q", want, got["-device"])
@@ -60,6 +72,9 @@ func TestNICValidate(t *testing.T) {
 		{"bad mac", []hypervisor.NIC{{ID: "n0", MAC: "02:00", Tap: f}}, "not an Ethernet address"},
 		{"bad id", []hypervisor.NIC{{ID: "n,0", MAC: "02:00:00:00:00:01", Tap: f}}, "want letters"},
 		{"dup id", []hypervisor.NIC{{ID: "n0", MAC: "02:00:00:00:00:01", Tap: f}, {ID: "n0", MAC: "02:00:00:00:00:02", Tap: f}}, "used twice"},
+		{"queue without tap", []hypervisor.NIC{{ID: "n0", MAC: "02:00:00:00:00:01", Tap: f, MoreQueues: []hypervisor.NICQueue{{}}}}, "queue 1 has no tap"},
+		{"queue without vhost", []hypervisor.NIC{{ID: "n0", MAC: "02:00:00:00:00:01", Tap: f, Vhost: f, MoreQueues: []hypervisor.NICQueue{{Tap: f}}}}, "some queues but not all"},
+		{"queue with vhost alone", []hypervisor.NIC{{ID: "n0", MAC: "02:00:00:00:00:01", Tap: f, MoreQueues: []hypervisor.NICQueue{{Tap: f, Vhost: f}}}}, "some queues but not all"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := baseConfig()
@@ -76,7 +91,7 @@ func TestNICValidate(t *testing.T) {
 // QEMU when one is not).
 func TestFakeNICDescriptors(t *testing.T) {
 	var files []*os.File
-	for range 3 {
+	for range 7 {
 		r, w, err := os.Pipe()
 		if err != nil {
 			t.Fatal(err)
@@ -95,6 +110,7 @@ func TestFakeNICDescriptors(t *testing.T) {
 		c.NICs = []hypervisor.NIC{
 			{ID: "vsl-net0", MAC: "02:42:0a:d5:00:02", Tap: files[0], Vhost: files[1]},
 			{ID: "vsl-net1", MAC: "02:42:0a:d5:00:03", Tap: files[2]},
+			{ID: "vsl-net2", MAC: "02:42:0a:d5:00:04", Tap: files[3], Vhost: files[4], MoreQueues: []hypervisor.NICQueue{{Tap: files[5], Vhost: files[6]}}},
 		}
 	})
 	ctx := fakeCtx(t)
@@ -221,5 +237,36 @@ func TestFakeNICRollback(t *testing.T) {
 	}
 	if path, err := vm.AttachNIC(ctx, hypervisor.NIC{ID: "n2", MAC: "02:00:00:00:00:03", Tap: pipeFile(t)}); err != nil || path != "1e/02" {
 		t.Errorf("attach: got %q, %v; want 1e/02", path, err)
+	}
+}
+
+// TestFakeNICMultiqueue hot-plugs a NIC with two queue pairs and vhost-net: each queue's
+// descriptors go to the monitor by name, netdev_add takes them as fds and vhostfds lists,
+// and device_add asks for mq with 6 vectors (the fake refuses a multiqueue netdev without).
+func TestFakeNICMultiqueue(t *testing.T) {
+	vm, cfg := startFakeNICs(t, nil, "")
+	ctx := fakeCtx(t)
+	n := hypervisor.NIC{
+		ID: "vsl-net0", MAC: "02:42:0a:d5:00:02", Tap: pipeFile(t), Vhost: pipeFile(t),
+		MoreQueues: []hypervisor.NICQueue{{Tap: pipeFile(t), Vhost: pipeFile(t)}},
+	}
+	if _, err := vm.AttachNIC(ctx, n); err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	if err := vm.DetachNIC(ctx, "vsl-net0"); err != nil {
+		t.Fatalf("detach: %v", err)
+	}
+	want := []string{
+		`getfd {"fdname":"vnic-tap-vsl-net0-0"}`,
+		`getfd {"fdname":"vnic-vhost-vsl-net0-0"}`,
+		`getfd {"fdname":"vnic-tap-vsl-net0-1"}`,
+		`getfd {"fdname":"vnic-vhost-vsl-net0-1"}`,
+		`netdev_add {"fds":"vnic-tap-vsl-net0-0:vnic-tap-vsl-net0-1","id":"vsl-net0","type":"tap","vhost":true,"vhostfds":"vnic-vhost-vsl-net0-0:vnic-vhost-vsl-net0-1"}`,
+		`device_add {"addr":"0x1","bus":"vessel-bridge0","driver":"virtio-net-pci","id":"vnic-vsl-net0","mac":"02:42:0a:d5:00:02","mq":true,"netdev":"vsl-net0","vectors":6}`,
+		`device_del {"id":"vnic-vsl-net0"}`,
+		`netdev_del {"id":"vsl-net0"}`,
+	}
+	if got := qmpLog(t, cfg); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("qmp commands:\n got %q\nwant %q", got, want)
 	}
 }

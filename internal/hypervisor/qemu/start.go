@@ -148,11 +148,14 @@ func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, f
 	l := launch{accel: accel, qmpFD: 3, agentFD: 4, consoleFD: 5}
 	extra := append([]*os.File{}, files[:3]...)
 	for _, n := range v.cfg.NICs {
-		fds := nicFDs{tap: 3 + len(extra), vhost: -1}
-		extra = append(extra, n.Tap)
-		if n.Vhost != nil {
-			fds.vhost = 3 + len(extra)
-			extra = append(extra, n.Vhost)
+		var fds nicFDs
+		for _, q := range append([]hypervisor.NICQueue{{Tap: n.Tap, Vhost: n.Vhost}}, n.MoreQueues...) {
+			fds.taps = append(fds.taps, 3+len(extra))
+			extra = append(extra, q.Tap)
+			if q.Vhost != nil {
+				fds.vhosts = append(fds.vhosts, 3+len(extra))
+				extra = append(extra, q.Vhost)
+			}
 		}
 		l.nics = append(l.nics, fds)
 	}

@@ -100,25 +100,33 @@ func serve(mode Mode) int {
 }
 
 // checkNetdevFDs fails, as QEMU does, when a descriptor that a -netdev option names (fd=,
-// vhostfd=) is not open in the process.
+// vhostfd=, or the colon-separated fds= and vhostfds= of a multiqueue tap) is not open in
+// the process, or when fds= and vhostfds= differ in length.
 func checkNetdevFDs(args []string) error {
 	for i := 0; i+1 < len(args); i++ {
 		if args[i] != "-netdev" {
 			continue
 		}
+		counts := map[string]int{}
 		for _, opt := range strings.Split(args[i+1], ",") {
 			k, v, _ := strings.Cut(opt, "=")
-			if k != "fd" && k != "vhostfd" {
+			if k != "fd" && k != "vhostfd" && k != "fds" && k != "vhostfds" {
 				continue
 			}
-			fd, err := strconv.Atoi(v)
-			if err != nil {
-				return fmt.Errorf("-netdev %s: %s=%q is not a number", args[i+1], k, v)
+			for _, s := range strings.Split(v, ":") {
+				fd, err := strconv.Atoi(s)
+				if err != nil {
+					return fmt.Errorf("-netdev %s: %s=%q is not a number", args[i+1], k, v)
+				}
+				var st syscall.Stat_t
+				if err := syscall.Fstat(fd, &st); err != nil {
+					return fmt.Errorf("-netdev %s: %s=%d: %w", args[i+1], k, fd, err)
+				}
+				counts[k]++
 			}
-			var st syscall.Stat_t
-			if err := syscall.Fstat(fd, &st); err != nil {
-				return fmt.Errorf("-netdev %s: %s=%d: %w", args[i+1], k, fd, err)
-			}
+		}
+		if counts["vhostfds"] > 0 && counts["vhostfds"] != counts["fds"] {
+			return fmt.Errorf("-netdev %s: %d fds but %d vhostfds", args[i+1], counts["fds"], counts["vhostfds"])
 		}
 	}
 	return nil
@@ -206,19 +214,25 @@ func (m *machine) network(execute string, args map[string]any) (ret string, errD
 			return "", fmt.Sprintf("netdev '%s' refused", id), true
 		}
 		var took []string
-		for _, k := range []string{"fd", "vhostfd"} {
-			name := str(k)
-			if name == "" {
+		count := map[string]int{}
+		for _, k := range []string{"fd", "vhostfd", "fds", "vhostfds"} {
+			if str(k) == "" {
 				continue
 			}
-			if !m.fdnames[name] {
-				return "", fmt.Sprintf("File descriptor named '%s' has not been found", name), true
+			for _, name := range strings.Split(str(k), ":") {
+				if !m.fdnames[name] {
+					return "", fmt.Sprintf("File descriptor named '%s' has not been found", name), true
+				}
+				delete(m.fdnames, name)
+				took = append(took, name)
+				count[k]++
 			}
-			delete(m.fdnames, name)
-			took = append(took, name)
 		}
 		if len(took) == 0 {
 			return "", "tap: no fd", true
+		}
+		if count["vhostfds"] > 0 && count["vhostfds"] != count["fds"] {
+			return "", "The number of vhostfds must match the number of fds", true
 		}
 		m.netdevs[id] = took
 		return "{}", "", true
@@ -239,8 +253,19 @@ func (m *machine) network(execute string, args map[string]any) (ret string, errD
 			return "", "", false
 		}
 		id, netdev := str("id"), str("netdev")
-		if _, ok := m.netdevs[netdev]; !ok || strings.HasSuffix(id, FailMarker) {
+		took, ok := m.netdevs[netdev]
+		if !ok || strings.HasSuffix(id, FailMarker) {
 			return "", fmt.Sprintf("Property 'virtio-net-pci.netdev' can't find value '%s' or refused", netdev), true
+		}
+		// A multiqueue netdev needs mq and 2N+2 vectors on its device (N queue pairs).
+		queues := 0
+		for _, name := range took {
+			if strings.Contains(name, "-tap-") {
+				queues++
+			}
+		}
+		if mq, _ := args["mq"].(bool); queues > 1 && (!mq || args["vectors"] != float64(2*queues+2)) {
+			return "", fmt.Sprintf("netdev '%s' has %d queues: want mq and %d vectors, got mq %v vectors %v", netdev, queues, 2*queues+2, args["mq"], args["vectors"]), true
 		}
 		if m.devices == nil {
 			m.devices = map[string]string{}

@@ -1,0 +1,134 @@
+package network
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// NetNSName is the file in the sandbox directory where CreateNetNS pins the network
+// namespace it makes.
+const NetNSName = "netns"
+
+// CreateNetNS makes a new network namespace for a spec that asks for one without a path
+// (runc would make it for the container), pins it at NetNSName in dir and returns that
+// path. The namespace has only loopback until the manager puts interfaces there, from a
+// hook (nerdctl) or later. RemoveNetNS (and Teardown) unpins it.
+func CreateNetNS(dir string) (string, error) {
+	path := filepath.Join(dir, NetNSName)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o400)
+	if err != nil {
+		return "", fmt.Errorf("create network namespace: pin file: %w", err)
+	}
+	f.Close()
+	errc := make(chan error, 1)
+	go func() { // owner: CreateNetNS, which waits for the result
+		errc <- onThread(func() error {
+			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+				return fmt.Errorf("unshare: %w", err)
+			}
+			self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+			if err := unix.Mount(self, path, "", unix.MS_BIND, ""); err != nil {
+				return fmt.Errorf("pin at %s: %w", path, err)
+			}
+			return nil
+		})
+	}()
+	if err := <-errc; err != nil {
+		os.Remove(path)
+		return "", fmt.Errorf("create network namespace: %w", err)
+	}
+	return path, nil
+}
+
+// RemoveNetNS unpins the namespace CreateNetNS made in dir and removes the pin file; the
+// namespace goes with its last user. No pin file is not an error.
+func RemoveNetNS(dir string) error {
+	path := filepath.Join(dir, NetNSName)
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unpin network namespace %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove network namespace pin %s: %w", path, err)
+	}
+	return nil
+}
+
+// Holder keeps an OS thread in a network namespace, so that /proc/<Tid>/ns/net names the
+// namespace for as long as it is held. OCI hooks find the container's network namespace
+// that way (nerdctl's createRuntime hook runs CNI in /proc/<state.pid>/ns/net), while the
+// VMM that a VM runtime could report runs outside the pod network.
+type Holder struct {
+	tid     int
+	release chan struct{}
+	done    chan struct{}
+}
+
+// HoldNetNS parks a thread in the namespace at path until Release.
+func HoldNetNS(path string) (*Holder, error) {
+	ns, err := openNetNS(path)
+	if err != nil {
+		return nil, fmt.Errorf("hold network namespace: %w", err)
+	}
+	h := &Holder{release: make(chan struct{}), done: make(chan struct{})}
+	tidc := make(chan int, 1)
+	errc := make(chan error, 1)
+	go func() { // owner: the Holder; Release stops it and waits for it
+		defer close(h.done)
+		defer ns.Close()
+		err := onThread(func() error {
+			if err := netns.Set(ns); err != nil {
+				return fmt.Errorf("hold network namespace %s: %w", path, err)
+			}
+			tidc <- unix.Gettid()
+			<-h.release
+			return nil
+		})
+		if err != nil {
+			errc <- err
+		}
+	}()
+	select {
+	case h.tid = <-tidc:
+		return h, nil
+	case err := <-errc:
+		<-h.done
+		return nil, err
+	}
+}
+
+// Tid is the id of the thread in the namespace.
+func (h *Holder) Tid() int { return h.tid }
+
+// Release lets the thread go back to the host namespace and waits for it.
+func (h *Holder) Release() {
+	close(h.release)
+	<-h.done
+}
+
+// onThread runs fn on the calling goroutine's OS thread, locked, and returns the thread to
+// the network namespace it was in. A thread that cannot go back stays locked, so the
+// runtime ends it with the goroutine instead of reusing it.
+func onThread(fn func() error) error {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("current network namespace: %w", err)
+	}
+	defer orig.Close()
+	err = fn()
+	if rerr := netns.Set(orig); rerr != nil {
+		return errors.Join(err, fmt.Errorf("return to the host network namespace: %w", rerr))
+	}
+	runtime.UnlockOSThread()
+	return err
+}
