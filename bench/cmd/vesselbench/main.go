@@ -53,6 +53,7 @@ func run() error {
 		ioFiles    = flag.Int("io-files", 0, fmt.Sprintf("small files the io workload creates (default %d, quick %d)", def.IOFiles, quick.IOFiles))
 		ioSize     = flag.Int("io-size", 0, fmt.Sprintf("MiB of the io workload's file (default %d, quick %d)", def.IOSizeMiB, quick.IOSizeMiB))
 		ioRand     = flag.Duration("io-rand", 0, fmt.Sprintf("duration of each random io test (default %s, quick %s)", def.IORand, quick.IORand))
+		stdioSize  = flag.Int("stdio-size", 0, fmt.Sprintf("MiB each transfer of the stdio measure moves (default %d, quick %d)", def.StdioSizeMiB, quick.StdioSizeMiB))
 		keepLog    = flag.Bool("keep-log", false, "copy containerd's log (with the shims' debug lines) into the output directory")
 		cfgFile    = flag.String("config", "", "Vessel configuration file to benchmark (default: the built-in defaults; $VESSEL_CONFIG and /etc/vessel/configuration.toml are not read); it must leave the VM factory off")
 		guestDir   = flag.String("guest-dir", "", "directory holding the guest vmlinux and initramfs.img (default: the configuration's hypervisor.kernel and hypervisor.initrd)")
@@ -80,6 +81,7 @@ func run() error {
 	setInt(&opts.IOFiles, *ioFiles)
 	setInt(&opts.IOSizeMiB, *ioSize)
 	setDuration(&opts.IORand, *ioRand)
+	setInt(&opts.StdioSizeMiB, *stdioSize)
 	if *memCounts != "" {
 		counts, err := parseInts(*memCounts)
 		if err != nil {

@@ -36,10 +36,11 @@ const (
 	MeasureDensity  = "density"
 	MeasureParallel = "parallel"
 	MeasureIO       = "io"
+	MeasureStdio    = "stdio"
 )
 
 // Measures lists every measure in run order.
-var Measures = []string{MeasureFloor, MeasureCold, MeasureWarm, MeasureExec, MeasureMemory, MeasureDensity, MeasureParallel, MeasureIO}
+var Measures = []string{MeasureFloor, MeasureCold, MeasureWarm, MeasureExec, MeasureMemory, MeasureDensity, MeasureParallel, MeasureIO, MeasureStdio}
 
 // Runtime types containerd knows the shims by.
 const (
@@ -78,6 +79,8 @@ type Options struct {
 	IOFiles   int
 	IOSizeMiB int
 	IORand    time.Duration
+	// StdioSizeMiB is what each transfer of the stdio measure moves.
+	StdioSizeMiB int
 	// Quick marks a smoke run (recorded in the results).
 	Quick bool
 	// KeepLog copies containerd's log (with the shims' lines) into Out.
@@ -99,7 +102,7 @@ func QuickOptions() Options {
 	return Options{
 		Runs: 1, MemoryCounts: []int{1, 2}, DensityLimit: 3, DensityExecLimit: 5 * time.Second,
 		DensityMinAvailMiB: 2048, Parallel: 2, Settle: 5 * time.Second, IdleWindow: 5 * time.Second, Quick: true,
-		IORuns: 1, IOFiles: 100, IOSizeMiB: 4, IORand: time.Second,
+		IORuns: 1, IOFiles: 100, IOSizeMiB: 4, IORand: time.Second, StdioSizeMiB: 4,
 	}
 }
 
@@ -108,7 +111,7 @@ func DefaultOptions() Options {
 	return Options{
 		Runs: 10, MemoryCounts: []int{1, 10}, DensityLimit: 50, DensityExecLimit: 5 * time.Second,
 		DensityMinAvailMiB: 2048, Parallel: 10, Settle: 20 * time.Second, IdleWindow: 15 * time.Second,
-		IORuns: 3, IOFiles: 1000, IOSizeMiB: 64, IORand: 5 * time.Second,
+		IORuns: 3, IOFiles: 1000, IOSizeMiB: 64, IORand: 5 * time.Second, StdioSizeMiB: 32,
 	}
 }
 
@@ -216,7 +219,7 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 		fn   func(context.Context) error
 	}{
 		{MeasureCold, e.cold}, {MeasureWarm, e.warm}, {MeasureExec, e.exec}, {MeasureMemory, e.memory},
-		{MeasureDensity, e.density}, {MeasureParallel, e.parallel}, {MeasureIO, e.io},
+		{MeasureDensity, e.density}, {MeasureParallel, e.parallel}, {MeasureIO, e.io}, {MeasureStdio, e.stdio},
 	} {
 		if !slices.Contains(opts.Measures, m.name) {
 			continue
@@ -320,6 +323,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("density limit %d: want at least 1", o.DensityLimit)
 	case slices.Contains(o.Measures, MeasureIO) && (o.IORuns < 1 || o.IOFiles < 1 || o.IOSizeMiB < 1 || o.IORand <= 0):
 		return fmt.Errorf("io runs %d, files %d, size %d MiB, random test %s: want each above zero", o.IORuns, o.IOFiles, o.IOSizeMiB, o.IORand)
+	case slices.Contains(o.Measures, MeasureStdio) && o.StdioSizeMiB < 1:
+		return fmt.Errorf("stdio size %d MiB: want at least 1", o.StdioSizeMiB)
 	case o.Out == "":
 		return errors.New("no output directory")
 	}

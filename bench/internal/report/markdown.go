@@ -25,6 +25,7 @@ func Markdown(r *Results) string {
 	writeDensity(&b, r)
 	writeParallel(&b, r)
 	writeIO(&b, r)
+	writeStdio(&b, r)
 	writeMachine(&b, r)
 	writeConditions(&b, r)
 	if len(r.Errors) > 0 {
