@@ -25,20 +25,27 @@ var stdioKinds = []struct {
 	name string
 	// id names the kind in exec ids.
 	id string
-	// args is the process in the container, given the size in bytes; tty runs it with a
-	// terminal (ctr's own stdio is then a pty the harness reads).
-	args func(n int) []string
+	// args is the process in the container, given the size in MiB; tty runs it with a
+	// terminal (ctr's own stdio is then a pty the harness reads). The writer is dd with
+	// 1 MiB blocks: busybox's head -c is itself slow under TCG (about 11 MB/s to
+	// /dev/null), dd is not.
+	args func(mib int) []string
 	tty  bool
 }{
-	{report.StdioPipe, "stdout", func(n int) []string { return []string{"head", "-c", strconv.Itoa(n), "/dev/zero"} }, false},
-	{report.StdioStderr, "stderr", func(n int) []string { return []string{"sh", "-c", "head -c " + strconv.Itoa(n) + " /dev/zero >&2"} }, false},
-	{report.StdioTTY, "tty", func(n int) []string { return []string{"head", "-c", strconv.Itoa(n), "/dev/zero"} }, true},
+	{report.StdioPipe, "stdout", func(mib int) []string { return ddZero(mib) }, false},
+	{report.StdioStderr, "stderr", func(mib int) []string { return []string{"sh", "-c", strings.Join(ddZero(mib), " ") + " >&2"} }, false},
+	{report.StdioTTY, "tty", func(mib int) []string { return ddZero(mib) }, true},
+}
+
+// ddZero writes mib MiB of zeros to stdout.
+func ddZero(mib int) []string {
+	return []string{"dd", "if=/dev/zero", "bs=1048576", "count=" + strconv.Itoa(mib), "status=none"}
 }
 
 // stdio measures output throughput from a container to the host (stdout and stderr on
 // pipes, and a terminal) and the exec round trip while another process of the container
 // floods its stdout, for each runtime on containerd. Each runtime gets one container that
-// idles; every transfer is a `ctr task exec` of head -c into it, timed from ctr's start
+// idles; every transfer is a `ctr task exec` of dd into it, timed from ctr's start
 // until the harness read the last byte, and the rate is taken from the first byte to
 // the last (the exec's own start is in the exec figures).
 func (e *env) stdio(ctx context.Context) error {
@@ -77,7 +84,7 @@ func (e *env) stdioRuntime(ctx context.Context, rt runtimeSpec, size int) (_ rep
 	totals := map[string][]time.Duration{}
 	for run := range e.opts.Runs {
 		for _, k := range stdioKinds {
-			t, err := e.stdioTransfer(ctx, id, fmt.Sprintf("%s-%d", k.id, run), k.args(size), k.tty, size)
+			t, err := e.stdioTransfer(ctx, id, fmt.Sprintf("%s-%d", k.id, run), k.args(e.opts.StdioSizeMiB), k.tty, size)
 			if err != nil {
 				return r, fmt.Errorf("%s: %w", k.name, err)
 			}

@@ -54,7 +54,7 @@ func writeStdio(b *strings.Builder, r *Results) {
 	if s == nil || len(s.Runtimes) == 0 {
 		return
 	}
-	fmt.Fprintf(b, "## stdio: output from a container to the host (`ctr task exec … head -c %d MiB`)\n\n", s.SizeMiB)
+	fmt.Fprintf(b, "## stdio: output from a container to the host (`ctr task exec … dd`, %d MiB)\n\n", s.SizeMiB)
 	b.WriteString("Rate from the first byte to the last; total from ctr's start until the last byte arrived.\n\n| Figure |")
 	sep := "|---|"
 	for _, rt := range s.Runtimes {
