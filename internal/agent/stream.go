@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 )
 
 // streamLimit bounds what a stream buffers: when the host does not read, the copier stops
@@ -24,10 +25,21 @@ const (
 	minCopyRead = 4 << 10
 )
 
+// Output that keeps coming is gathered into fewer, larger responses: a read that finds
+// less than coalesceMin bytes (and less than it asked for) on a stream whose previous
+// read returned data less than busyWindow ago waits up to coalesceWait for more. A
+// terminal's reads return at most 4 KiB each, so without this every response would carry
+// one such read. The first output after a quiet spell is returned at once.
+const (
+	coalesceMin  = 64 << 10
+	busyWindow   = 50 * time.Millisecond
+	coalesceWait = 4 * time.Millisecond
+)
+
 // stream buffers one output stream of a process (stdout, stderr or a terminal) between the
 // copier that reads the pipe and the host's long-polling reads.
 type stream struct {
-	// mu guards chunks, size, eof, closed and changed.
+	// mu guards chunks, size, eof, closed, changed and lastTake.
 	mu sync.Mutex
 	// chunks hold the buffered bytes in order; size is their total length. Neighbouring
 	// bytes the copier read into one buffer stay in one chunk, so a read takes them
@@ -43,6 +55,8 @@ type stream struct {
 	changed chan struct{}
 	// eofRead is set once a read returned eof.
 	eofRead bool
+	// lastTake is when a read last returned data.
+	lastTake time.Time
 }
 
 func newStream() *stream { return &stream{changed: make(chan struct{})} }
@@ -147,13 +161,36 @@ func (s *stream) Read(ctx context.Context, limit int) (data []byte, eof bool, er
 	if limit <= 0 {
 		limit = defaultReadLen
 	}
+	// wait bounds this read's wait for more output (see coalesceMin); expired is set when
+	// it ran out.
+	var wait *time.Timer
+	expired := false
 	for {
 		s.mu.Lock()
 		if s.size > 0 {
-			data = s.take(limit)
-			s.notify()
+			gather := !expired && !s.eof && s.size < min(limit, coalesceMin) &&
+				(wait != nil || time.Since(s.lastTake) < busyWindow)
+			if !gather {
+				data = s.take(limit)
+				s.lastTake = time.Now()
+				s.notify()
+				s.mu.Unlock()
+				return data, false, nil
+			}
+			if wait == nil {
+				wait = time.NewTimer(coalesceWait)
+				defer wait.Stop()
+			}
+			ch := s.changed
 			s.mu.Unlock()
-			return data, false, nil
+			select {
+			case <-ch:
+			case <-wait.C:
+				expired = true
+			case <-ctx.Done():
+				return nil, false, ctx.Err()
+			}
+			continue
 		}
 		if s.eof {
 			s.eofRead = true

@@ -281,3 +281,30 @@ func TestStreamCopierBlocksAtLimit(t *testing.T) {
 	<-done
 	<-wrote
 }
+
+// TestStreamGatherKeepsData: a read on a busy stream that finds little output waits for
+// more, but gives up on ctx without consuming anything, and otherwise returns what there is.
+func TestStreamGatherKeepsData(t *testing.T) {
+	s := newStream()
+	if _, err := s.Write([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	if data, _, err := s.Read(context.Background(), 0); err != nil || string(data) != "first" {
+		t.Fatalf("first read = %q, %v", data, err)
+	}
+	if _, err := s.Write([]byte("second")); err != nil {
+		t.Fatal(err)
+	}
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if data, eof, err := s.Read(cancelled, 0); !errors.Is(err, context.Canceled) || eof || data != nil {
+		t.Fatalf("read with a cancelled context = %q, %v, %v; want nothing and context.Canceled", data, eof, err)
+	}
+	if data, _, err := s.Read(context.Background(), 0); err != nil || string(data) != "second" {
+		t.Fatalf("read on a busy stream = %q, %v; want \"second\"", data, err)
+	}
+	s.finish()
+	if _, eof, err := s.Read(context.Background(), 0); err != nil || !eof {
+		t.Fatalf("read after finish: eof %v, %v", eof, err)
+	}
+}
