@@ -37,10 +37,11 @@ const (
 	MeasureParallel = "parallel"
 	MeasureIO       = "io"
 	MeasureStdio    = "stdio"
+	MeasureRunsc    = "runsc"
 )
 
 // Measures lists every measure in run order.
-var Measures = []string{MeasureFloor, MeasureCold, MeasureWarm, MeasureExec, MeasureMemory, MeasureDensity, MeasureParallel, MeasureIO, MeasureStdio}
+var Measures = []string{MeasureFloor, MeasureCold, MeasureWarm, MeasureExec, MeasureMemory, MeasureDensity, MeasureParallel, MeasureIO, MeasureStdio, MeasureRunsc}
 
 // Runtime types containerd knows the shims by.
 const (
@@ -219,7 +220,7 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 		fn   func(context.Context) error
 	}{
 		{MeasureCold, e.cold}, {MeasureWarm, e.warm}, {MeasureExec, e.exec}, {MeasureMemory, e.memory},
-		{MeasureDensity, e.density}, {MeasureParallel, e.parallel}, {MeasureIO, e.io}, {MeasureStdio, e.stdio},
+		{MeasureDensity, e.density}, {MeasureParallel, e.parallel}, {MeasureIO, e.io}, {MeasureStdio, e.stdio}, {MeasureRunsc, e.runsc},
 	} {
 		if !slices.Contains(opts.Measures, m.name) {
 			continue
