@@ -107,7 +107,7 @@ func (s *stream) put(p []byte) error {
 
 // adjacent reports whether b starts right where a ends, in a's backing array.
 func adjacent(a, b []byte) bool {
-	if len(a) == 0 || len(b) == 0 || cap(a[len(a):len(a)]) == 0 {
+	if len(a) == 0 || len(b) == 0 || cap(a) == len(a) {
 		return false
 	}
 	return &a[:len(a)+1][len(a)] == &b[0]

@@ -1,7 +1,8 @@
 // Package harness runs Vessel's benchmarks against a private containerd: the bare-VM
 // floor, cold start, warm start with the VM factory, exec latency, memory, density and
-// parallel create throughput and file and block I/O, Vessel's shim (io.containerd.vessel.v2) side by side with
-// runc's (io.containerd.runc.v2). Each measure cleans up after itself, also when it fails
+// parallel create throughput, file and block I/O and stdio throughput, Vessel's shim
+// (io.containerd.vessel.v2) side by side with runc's (io.containerd.runc.v2), and gVisor's
+// runsc beside runc through their OCI CLIs. Each measure cleans up after itself, also when it fails
 // or the run is interrupted; the daemon's own Stop sweeps whatever is left.
 package harness
 
@@ -93,7 +94,7 @@ type Options struct {
 	// configuration's hypervisor.kernel and hypervisor.initrd.
 	GuestDir string
 	// CompareConfig, when set, names a second Vessel configuration file: the floor, cold
-	// start and memory measures then also run Vessel with it ("vessel-b"), interleaved with
+	// start, memory and stdio measures then also run Vessel with it ("vessel-b"), interleaved with
 	// the default runs, so that a change is compared under the same host conditions.
 	CompareConfig string
 }

@@ -48,60 +48,66 @@ func ddZero(mib int) []string {
 // idles; every transfer is a `ctr task exec` of dd into it, timed from ctr's start
 // until the harness read the last byte, and the rate is taken from the first byte to
 // the last (the exec's own start is in the exec figures).
-func (e *env) stdio(ctx context.Context) error {
+func (e *env) stdio(ctx context.Context) (retErr error) {
 	size := e.opts.StdioSizeMiB << 20
-	res := &report.Stdio{SizeMiB: e.opts.StdioSizeMiB}
+	rts := e.runtimes()
+	res := &report.Stdio{SizeMiB: e.opts.StdioSizeMiB, Runtimes: make([]report.StdioRuntime, len(rts))}
 	defer func() { e.res.Stdio = res }()
-	for _, rt := range e.runtimes() {
-		r, err := e.stdioRuntime(ctx, rt, size)
-		res.Runtimes = append(res.Runtimes, r)
-		if err != nil {
+	ids := make([]string, len(rts))
+	for i, rt := range rts {
+		res.Runtimes[i].Runtime = rt.name
+		id := "stdio-" + rt.name
+		if _, err := e.runDetached(ctx, rt, id, idleArgs...); err != nil {
+			return err
+		}
+		ids[i] = id
+		defer func() {
+			cctx := context.WithoutCancel(ctx)
+			if _, err := e.ctd.Ctr(cctx, "task", "delete", "-f", id); err != nil {
+				retErr = errors.Join(retErr, err)
+			}
+			if _, err := e.ctd.Ctr(cctx, "containers", "delete", id); err != nil {
+				retErr = errors.Join(retErr, err)
+			}
+		}()
+		if _, _, err := e.execIn(ctx, id, "warmup", "true"); err != nil {
+			return err
+		}
+	}
+	// The runtimes take turns, run by run, so that the host's load hits them alike.
+	rates := make([]map[string][]float64, len(rts))
+	totals := make([]map[string][]time.Duration, len(rts))
+	for i := range rts {
+		rates[i], totals[i] = map[string][]float64{}, map[string][]time.Duration{}
+	}
+	for run := range e.opts.Runs {
+		for i, rt := range rts {
+			for _, k := range stdioKinds {
+				t, err := e.stdioTransfer(ctx, ids[i], fmt.Sprintf("%s-%d", k.id, run), k.args(e.opts.StdioSizeMiB), k.tty, size)
+				if err != nil {
+					return fmt.Errorf("%s: %s: %w", rt.name, k.name, err)
+				}
+				rates[i][k.name] = append(rates[i][k.name], t.rate)
+				totals[i][k.name] = append(totals[i][k.name], t.total)
+				log.G(ctx).Infof("stdio: %s %s run %d/%d: %.1f MB/s, %s in all", rt.name, k.name, run+1, e.opts.Runs, t.rate, t.total.Round(time.Millisecond))
+			}
+		}
+	}
+	for i := range rts {
+		for _, k := range stdioKinds {
+			res.Runtimes[i].Transfers = append(res.Runtimes[i].Transfers,
+				report.StdioTransfer{Kind: k.name, MBps: stats.Of(rates[i][k.name]), Total: stats.Seconds(totals[i][k.name])})
+		}
+	}
+	for i, rt := range rts {
+		r := &res.Runtimes[i]
+		var err error
+		if r.ExecIdle, r.ExecLoaded, err = e.execUnderLoad(ctx, ids[i]); err != nil {
 			return fmt.Errorf("%s: %w", rt.name, err)
 		}
+		log.G(ctx).Infof("stdio: %s exec idle %s, under output load %s", rt.name, report.Sec(r.ExecIdle.Median), report.Sec(r.ExecLoaded.Median))
 	}
 	return nil
-}
-
-func (e *env) stdioRuntime(ctx context.Context, rt runtimeSpec, size int) (_ report.StdioRuntime, retErr error) {
-	r := report.StdioRuntime{Runtime: rt.name}
-	id := "stdio-" + rt.name
-	if _, err := e.runDetached(ctx, rt, id, idleArgs...); err != nil {
-		return r, err
-	}
-	defer func() {
-		cctx := context.WithoutCancel(ctx)
-		if _, err := e.ctd.Ctr(cctx, "task", "delete", "-f", id); err != nil {
-			retErr = errors.Join(retErr, err)
-		}
-		if _, err := e.ctd.Ctr(cctx, "containers", "delete", id); err != nil {
-			retErr = errors.Join(retErr, err)
-		}
-	}()
-	if _, _, err := e.execIn(ctx, id, "warmup", "true"); err != nil {
-		return r, err
-	}
-	rates := map[string][]float64{}
-	totals := map[string][]time.Duration{}
-	for run := range e.opts.Runs {
-		for _, k := range stdioKinds {
-			t, err := e.stdioTransfer(ctx, id, fmt.Sprintf("%s-%d", k.id, run), k.args(e.opts.StdioSizeMiB), k.tty, size)
-			if err != nil {
-				return r, fmt.Errorf("%s: %w", k.name, err)
-			}
-			rates[k.name] = append(rates[k.name], t.rate)
-			totals[k.name] = append(totals[k.name], t.total)
-			log.G(ctx).Infof("stdio: %s %s run %d/%d: %.1f MB/s, %s in all", rt.name, k.name, run+1, e.opts.Runs, t.rate, t.total.Round(time.Millisecond))
-		}
-	}
-	for _, k := range stdioKinds {
-		r.Transfers = append(r.Transfers, report.StdioTransfer{Kind: k.name, MBps: stats.Of(rates[k.name]), Total: stats.Seconds(totals[k.name])})
-	}
-	var err error
-	if r.ExecIdle, r.ExecLoaded, err = e.execUnderLoad(ctx, id); err != nil {
-		return r, err
-	}
-	log.G(ctx).Infof("stdio: %s exec idle %s, under output load %s", rt.name, report.Sec(r.ExecIdle.Median), report.Sec(r.ExecLoaded.Median))
-	return r, nil
 }
 
 // transfer is one timed output transfer.

@@ -436,7 +436,9 @@ func TestWriteAssemblesFrames(t *testing.T) {
 		cancel()
 		_ = m.Close()
 		_ = port.Close()
-		<-runDone
+		if err := <-runDone; err == nil {
+			t.Error("Run returned nil")
+		}
 	}()
 	if _, err := host.Write(frame(1, typeRequest, "req")); err != nil {
 		t.Fatal(err)
