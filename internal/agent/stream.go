@@ -27,11 +27,12 @@ const (
 
 // Output that keeps coming is gathered into fewer, larger responses: a read that finds
 // less than coalesceMin bytes (and less than it asked for) on a stream whose previous
-// read returned data less than busyWindow ago waits up to coalesceWait for more. A
-// terminal's reads return at most 4 KiB each, so without this every response would carry
-// one such read. The first output after a quiet spell is returned at once.
+// read returned data less than busyWindow ago waits up to coalesceWait for more. A pipe
+// read returns at most 64 KiB and a terminal's at most 4 KiB, so without this every
+// response would carry one such read, and under TCG a response costs the guest more than
+// the bytes it carries. The first output after a quiet spell is returned at once.
 const (
-	coalesceMin  = 64 << 10
+	coalesceMin  = 256 << 10
 	busyWindow   = 50 * time.Millisecond
 	coalesceWait = 4 * time.Millisecond
 )

