@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -50,16 +49,23 @@ func (r ociRuntime) cmd(ctx context.Context, root string, args ...string) *exec.
 	return exec.CommandContext(ctx, r.bin, append(a, args...)...)
 }
 
-// run runs the CLI to its end; stdio is /dev/null so that a detached container holds no
-// pipe of the harness.
+// run runs the CLI to its end. Its stderr goes to a file, not a pipe: a detached
+// container's processes inherit it, and a pipe would keep the wait open for their life.
+// Stdin and stdout are /dev/null.
 func (r ociRuntime) run(ctx context.Context, root string, args ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, ctrTimeout)
 	defer cancel()
+	errFile, err := os.CreateTemp("", "oci-stderr")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(errFile.Name())
+	defer errFile.Close()
 	cmd := r.cmd(ctx, root, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	cmd.Stderr = errFile
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s: %w: %s", r.bin, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		msg, _ := os.ReadFile(errFile.Name())
+		return fmt.Errorf("%s %s: %w: %s", r.bin, strings.Join(args, " "), err, strings.TrimSpace(string(msg)))
 	}
 	return nil
 }
