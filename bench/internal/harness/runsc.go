@@ -97,6 +97,10 @@ func (e *env) runsc(ctx context.Context) error {
 	}
 	rts := e.ociRuntimes()
 	res.Runtimes = make([]report.OCIRuntime, len(rts))
+	// runsc names a sandbox's control socket after the container id in the host's abstract
+	// socket namespace, whatever --root says: ids carry this process's pid so that they
+	// are unique on the host.
+	pfx := fmt.Sprintf("vb%d-", os.Getpid())
 
 	// Cold start, the runtimes interleaved run by run.
 	cold := make([][]time.Duration, len(rts))
@@ -104,7 +108,7 @@ func (e *env) runsc(ctx context.Context) error {
 		for j, rt := range rts {
 			root := filepath.Join(dir, "state-"+rt.name)
 			begin := time.Now()
-			err := rt.run(ctx, root, "run", "--bundle", trueBundle, fmt.Sprintf("cold-%d", i))
+			err := rt.run(ctx, root, "run", "--bundle", trueBundle, fmt.Sprintf("%scold-%d", pfx, i))
 			took := time.Since(begin)
 			if err != nil {
 				return err
@@ -118,13 +122,13 @@ func (e *env) runsc(ctx context.Context) error {
 	}
 
 	for j, rt := range rts {
-		if res.Runtimes[j].Exec, err = e.ociExec(ctx, rt, filepath.Join(dir, "exec-"+rt.name), idleBundle); err != nil {
+		if res.Runtimes[j].Exec, err = e.ociExec(ctx, rt, filepath.Join(dir, "exec-"+rt.name), idleBundle, pfx+"exec"); err != nil {
 			return err
 		}
 		log.G(ctx).Infof("runsc: %s exec of true %s", rt.name, report.Sec(res.Runtimes[j].Exec.Median))
 	}
 	for _, n := range e.opts.MemoryCounts {
-		p, err := e.ociMemory(ctx, rts[0], filepath.Join(dir, fmt.Sprintf("mem-%d", n)), idleBundle, n)
+		p, err := e.ociMemory(ctx, rts[0], filepath.Join(dir, fmt.Sprintf("mem-%d", n)), idleBundle, fmt.Sprintf("%sidle-%d-", pfx, n), n)
 		if err != nil {
 			return err
 		}
@@ -174,8 +178,7 @@ func writeOCIBundle(dir, rootfs string, args ...string) (string, error) {
 }
 
 // ociExec starts an idle container and times exec of true into it.
-func (e *env) ociExec(ctx context.Context, rt ociRuntime, root, bundleDir string) (_ stats.Summary, retErr error) {
-	const id = "exec"
+func (e *env) ociExec(ctx context.Context, rt ociRuntime, root, bundleDir, id string) (_ stats.Summary, retErr error) {
 	if err := rt.run(ctx, root, "run", rt.detach, "--bundle", bundleDir, id); err != nil {
 		return stats.Summary{}, err
 	}
@@ -196,20 +199,20 @@ func (e *env) ociExec(ctx context.Context, rt ociRuntime, root, bundleDir string
 	return stats.Seconds(took), nil
 }
 
-// ociMemory starts n idle sandboxes, lets them settle and reads the PSS of each: every
+// ociMemory starts n idle sandboxes (ids idPrefix and a number), lets them settle and reads the PSS of each: every
 // process whose command line names the sandbox's own state directory (runsc's sandbox,
 // gofer and the ptrace stubs all carry --root).
-func (e *env) ociMemory(ctx context.Context, rt ociRuntime, dir, bundleDir string, n int) (_ report.OCIMemoryPoint, retErr error) {
+func (e *env) ociMemory(ctx context.Context, rt ociRuntime, dir, bundleDir, idPrefix string, n int) (_ report.OCIMemoryPoint, retErr error) {
 	p := report.OCIMemoryPoint{Runtime: rt.name, Sandboxes: n}
 	var roots []string
 	defer func() {
-		for _, root := range roots {
-			retErr = errors.Join(retErr, rt.run(context.WithoutCancel(ctx), root, "delete", "--force", "idle"))
+		for i, root := range roots {
+			retErr = errors.Join(retErr, rt.run(context.WithoutCancel(ctx), root, "delete", "--force", idPrefix+strconv.Itoa(i)))
 		}
 	}()
 	for i := range n {
 		root := filepath.Join(dir, strconv.Itoa(i))
-		if err := rt.run(ctx, root, "run", rt.detach, "--bundle", bundleDir, "idle"); err != nil {
+		if err := rt.run(ctx, root, "run", rt.detach, "--bundle", bundleDir, idPrefix+strconv.Itoa(i)); err != nil {
 			return p, err
 		}
 		roots = append(roots, root)
