@@ -157,7 +157,9 @@ func (s *stream) close() {
 // Read long-polls: it blocks until data is buffered, the stream ended, or ctx is done, and
 // returns at most limit bytes (defaultReadLen when limit is 0). eof is true only when the stream
 // ended and everything was read; a response with eof carries no data. On ctx expiry nothing
-// is consumed. The bytes returned belong to the caller: the stream never writes them again.
+// is consumed. On a busy stream it may wait up to coalesceWait for more output before it
+// returns what there is. The bytes returned belong to the caller: the stream never writes
+// them again.
 func (s *stream) Read(ctx context.Context, limit int) (data []byte, eof bool, err error) {
 	if limit <= 0 {
 		limit = defaultReadLen
