@@ -12,7 +12,8 @@ command -v go >/dev/null || { echo "install-deps: Go is required at /usr/local/g
 # (losetup) and e2fsprogs (mkfs.ext4, debugfs): the block device tests; erofs-utils
 # (mkfs.erofs, dump.erofs): containerd 2.x's erofs snapshotter and its test. All but the
 # last are on most Debian installs but not on minimal ones. qemu-system-x86 brings virtiofsd.
-# bats, jq and gawk: runc's bats integration tests in `make conformance`.
+# bats, jq and gawk: runc's bats integration tests in `make conformance`. runsc: gVisor, the
+# second reference runtime of `make bench` (its OCI CLI with the ptrace platform, no KVM).
 # containernetworking-plugins (in /usr/lib/cni) and iptables: the CNI bridge networks of
 # the nerdctl and podman tests with published ports.
 pkgs=(
@@ -24,6 +25,7 @@ pkgs=(
   containerd runc iproute2 podman containernetworking-plugins iptables
   erofs-utils
   bats jq gawk
+  runsc
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"testing"
 	"time"
@@ -186,5 +187,124 @@ func TestStreamCopyFromPipe(t *testing.T) {
 	case <-done2:
 	case <-time.After(5 * time.Second):
 		t.Fatal("copier did not stop when its pipe was closed")
+	}
+}
+
+// pieces is a reader that returns its data a few bytes per Read.
+type pieces struct {
+	data []byte
+	n    int
+}
+
+func (p *pieces) Read(b []byte) (int, error) {
+	if len(p.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b[:min(len(b), p.n)], p.data)
+	p.data = p.data[n:]
+	return n, nil
+}
+
+// TestStreamCopierMergesReads: bytes the copier read one small piece at a time come back
+// in one read, whole and in order, and later reads do not change what an earlier read
+// returned.
+func TestStreamCopierMergesReads(t *testing.T) {
+	payload := make([]byte, 3*minCopyBuf+123)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	s := newStream()
+	s.copyFrom(&pieces{data: payload, n: 1000})
+	ctx := context.Background()
+	first, eof, err := s.Read(ctx, 64<<10)
+	if err != nil || eof {
+		t.Fatalf("first read: eof %v err %v", eof, err)
+	}
+	if len(first) < 2000 {
+		t.Errorf("first read returned %d bytes, want the copier's reads of one buffer merged", len(first))
+	}
+	saved := append([]byte(nil), first...)
+	all := append([]byte(nil), first...)
+	for {
+		data, eof, err := s.Read(ctx, 5000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if eof {
+			break
+		}
+		all = append(all, data...)
+	}
+	if !bytes.Equal(all, payload) {
+		t.Fatalf("read %d bytes that differ from the %d written", len(all), len(payload))
+	}
+	if !bytes.Equal(first, saved) {
+		t.Fatal("a later read changed the bytes an earlier read returned")
+	}
+}
+
+// TestStreamCopierBlocksAtLimit: a copier whose stream is not read stops at streamLimit.
+func TestStreamCopierBlocksAtLimit(t *testing.T) {
+	s := newStream()
+	r, w := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.copyFrom(r)
+	}()
+	wrote := make(chan int64, 1)
+	go func() {
+		n, _ := io.Copy(w, bytes.NewReader(make([]byte, 4*streamLimit)))
+		wrote <- n
+	}()
+	// Wait until the copier filled the stream, then check it took no more.
+	for {
+		s.mu.Lock()
+		size := s.size
+		ch := s.changed
+		s.mu.Unlock()
+		if size > streamLimit {
+			t.Fatalf("stream buffers %d bytes, limit %d", size, streamLimit)
+		}
+		if size == streamLimit {
+			break
+		}
+		<-ch
+	}
+	select {
+	case n := <-wrote:
+		t.Fatalf("writer finished (%d bytes) although the stream is full and unread", n)
+	default:
+	}
+	s.close()
+	r.Close()
+	<-done
+	<-wrote
+}
+
+// TestStreamGatherKeepsData: a read on a busy stream that finds little output waits for
+// more, but gives up on ctx without consuming anything, and otherwise returns what there is.
+func TestStreamGatherKeepsData(t *testing.T) {
+	s := newStream()
+	if _, err := s.Write([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	if data, _, err := s.Read(context.Background(), 0); err != nil || string(data) != "first" {
+		t.Fatalf("first read = %q, %v", data, err)
+	}
+	if _, err := s.Write([]byte("second")); err != nil {
+		t.Fatal(err)
+	}
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if data, eof, err := s.Read(cancelled, 0); !errors.Is(err, context.Canceled) || eof || data != nil {
+		t.Fatalf("read with a cancelled context = %q, %v, %v; want nothing and context.Canceled", data, eof, err)
+	}
+	if data, _, err := s.Read(context.Background(), 0); err != nil || string(data) != "second" {
+		t.Fatalf("read on a busy stream = %q, %v; want \"second\"", data, err)
+	}
+	s.finish()
+	if _, eof, err := s.Read(context.Background(), 0); err != nil || !eof {
+		t.Fatalf("read after finish: eof %v, %v", eof, err)
 	}
 }

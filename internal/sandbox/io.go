@@ -12,8 +12,13 @@ import (
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 )
 
-// streamChunk is the most one agent stdio request carries.
+// streamChunk is the most one stdin write to the agent carries.
 const streamChunk = 256 << 10
+
+// outputChunk is the most one output read asks the agent for: as much as the agent
+// buffers per stream, so that output that piled up while a response was on its way comes
+// back in one response.
+const outputChunk = 1 << 20
 
 // IO connects a process's stdio to the caller. Nil fields are not connected: a nil Stdout
 // still drains the guest's output so the process never blocks on a full pipe.
@@ -48,7 +53,7 @@ func (c *Container) Attach(ctx context.Context, execID string, pio IO) *Streams 
 			w = io.Discard
 		}
 		for {
-			resp, err := fn(ctx, c.id, execID, streamChunk)
+			resp, err := fn(ctx, c.id, execID, outputChunk)
 			if err != nil {
 				if ctx.Err() == nil {
 					st.addErr(c.sb.explain(fmt.Errorf("%s of container %s process %q: %w", name, c.id, execID, err)))

@@ -1,7 +1,8 @@
 // Binary vesselbench runs Vessel's benchmarks: the bare-VM floor, cold start, warm start
 // with the VM factory, exec latency, memory, density, parallel create throughput and
 // file and block I/O (on runc's rootfs, Vessel's over 9p and virtio-fs, and a disk),
-// Vessel's shim against runc's on a private containerd, and writes results.json,
+// stdio throughput, Vessel's shim against runc's on a private containerd, and gVisor's
+// runsc beside runc through their OCI CLIs, and writes results.json,
 // results.md and chart.png. Vessel runs with the configuration given by -config (default:
 // the built-in defaults), never the host's. Run it as root after `make build image`;
 // `-quick` is the CI smoke test.
@@ -53,10 +54,11 @@ func run() error {
 		ioFiles    = flag.Int("io-files", 0, fmt.Sprintf("small files the io workload creates (default %d, quick %d)", def.IOFiles, quick.IOFiles))
 		ioSize     = flag.Int("io-size", 0, fmt.Sprintf("MiB of the io workload's file (default %d, quick %d)", def.IOSizeMiB, quick.IOSizeMiB))
 		ioRand     = flag.Duration("io-rand", 0, fmt.Sprintf("duration of each random io test (default %s, quick %s)", def.IORand, quick.IORand))
+		stdioSize  = flag.Int("stdio-size", 0, fmt.Sprintf("MiB each transfer of the stdio measure moves (default %d, quick %d)", def.StdioSizeMiB, quick.StdioSizeMiB))
 		keepLog    = flag.Bool("keep-log", false, "copy containerd's log (with the shims' debug lines) into the output directory")
 		cfgFile    = flag.String("config", "", "Vessel configuration file to benchmark (default: the built-in defaults; $VESSEL_CONFIG and /etc/vessel/configuration.toml are not read); it must leave the VM factory off")
 		guestDir   = flag.String("guest-dir", "", "directory holding the guest vmlinux and initramfs.img (default: the configuration's hypervisor.kernel and hypervisor.initrd)")
-		compare    = flag.String("compare-config", "", "A/B mode: also run floor, cold start and memory with this second Vessel configuration file, interleaved with the default runs")
+		compare    = flag.String("compare-config", "", "A/B mode: also run floor, cold start, memory and stdio with this second Vessel configuration file, interleaved with the default runs")
 		verbose    = flag.Bool("v", false, "debug logging")
 	)
 	flag.Parse()
@@ -80,6 +82,7 @@ func run() error {
 	setInt(&opts.IOFiles, *ioFiles)
 	setInt(&opts.IOSizeMiB, *ioSize)
 	setDuration(&opts.IORand, *ioRand)
+	setInt(&opts.StdioSizeMiB, *stdioSize)
 	if *memCounts != "" {
 		counts, err := parseInts(*memCounts)
 		if err != nil {

@@ -1,7 +1,8 @@
 // Package harness runs Vessel's benchmarks against a private containerd: the bare-VM
 // floor, cold start, warm start with the VM factory, exec latency, memory, density and
-// parallel create throughput and file and block I/O, Vessel's shim (io.containerd.vessel.v2) side by side with
-// runc's (io.containerd.runc.v2). Each measure cleans up after itself, also when it fails
+// parallel create throughput, file and block I/O and stdio throughput, Vessel's shim
+// (io.containerd.vessel.v2) side by side with runc's (io.containerd.runc.v2), and gVisor's
+// runsc beside runc through their OCI CLIs. Each measure cleans up after itself, also when it fails
 // or the run is interrupted; the daemon's own Stop sweeps whatever is left.
 package harness
 
@@ -36,10 +37,12 @@ const (
 	MeasureDensity  = "density"
 	MeasureParallel = "parallel"
 	MeasureIO       = "io"
+	MeasureStdio    = "stdio"
+	MeasureRunsc    = "runsc"
 )
 
 // Measures lists every measure in run order.
-var Measures = []string{MeasureFloor, MeasureCold, MeasureWarm, MeasureExec, MeasureMemory, MeasureDensity, MeasureParallel, MeasureIO}
+var Measures = []string{MeasureFloor, MeasureCold, MeasureWarm, MeasureExec, MeasureMemory, MeasureDensity, MeasureParallel, MeasureIO, MeasureStdio, MeasureRunsc}
 
 // Runtime types containerd knows the shims by.
 const (
@@ -78,6 +81,8 @@ type Options struct {
 	IOFiles   int
 	IOSizeMiB int
 	IORand    time.Duration
+	// StdioSizeMiB is what each transfer of the stdio measure moves.
+	StdioSizeMiB int
 	// Quick marks a smoke run (recorded in the results).
 	Quick bool
 	// KeepLog copies containerd's log (with the shims' lines) into Out.
@@ -89,7 +94,7 @@ type Options struct {
 	// configuration's hypervisor.kernel and hypervisor.initrd.
 	GuestDir string
 	// CompareConfig, when set, names a second Vessel configuration file: the floor, cold
-	// start and memory measures then also run Vessel with it ("vessel-b"), interleaved with
+	// start, memory and stdio measures then also run Vessel with it ("vessel-b"), interleaved with
 	// the default runs, so that a change is compared under the same host conditions.
 	CompareConfig string
 }
@@ -99,7 +104,7 @@ func QuickOptions() Options {
 	return Options{
 		Runs: 1, MemoryCounts: []int{1, 2}, DensityLimit: 3, DensityExecLimit: 5 * time.Second,
 		DensityMinAvailMiB: 2048, Parallel: 2, Settle: 5 * time.Second, IdleWindow: 5 * time.Second, Quick: true,
-		IORuns: 1, IOFiles: 100, IOSizeMiB: 4, IORand: time.Second,
+		IORuns: 1, IOFiles: 100, IOSizeMiB: 4, IORand: time.Second, StdioSizeMiB: 4,
 	}
 }
 
@@ -108,7 +113,7 @@ func DefaultOptions() Options {
 	return Options{
 		Runs: 10, MemoryCounts: []int{1, 10}, DensityLimit: 50, DensityExecLimit: 5 * time.Second,
 		DensityMinAvailMiB: 2048, Parallel: 10, Settle: 20 * time.Second, IdleWindow: 15 * time.Second,
-		IORuns: 3, IOFiles: 1000, IOSizeMiB: 64, IORand: 5 * time.Second,
+		IORuns: 3, IOFiles: 1000, IOSizeMiB: 64, IORand: 5 * time.Second, StdioSizeMiB: 32,
 	}
 }
 
@@ -216,7 +221,7 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 		fn   func(context.Context) error
 	}{
 		{MeasureCold, e.cold}, {MeasureWarm, e.warm}, {MeasureExec, e.exec}, {MeasureMemory, e.memory},
-		{MeasureDensity, e.density}, {MeasureParallel, e.parallel}, {MeasureIO, e.io},
+		{MeasureDensity, e.density}, {MeasureParallel, e.parallel}, {MeasureIO, e.io}, {MeasureStdio, e.stdio}, {MeasureRunsc, e.runsc},
 	} {
 		if !slices.Contains(opts.Measures, m.name) {
 			continue
@@ -320,6 +325,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("density limit %d: want at least 1", o.DensityLimit)
 	case slices.Contains(o.Measures, MeasureIO) && (o.IORuns < 1 || o.IOFiles < 1 || o.IOSizeMiB < 1 || o.IORand <= 0):
 		return fmt.Errorf("io runs %d, files %d, size %d MiB, random test %s: want each above zero", o.IORuns, o.IOFiles, o.IOSizeMiB, o.IORand)
+	case slices.Contains(o.Measures, MeasureStdio) && o.StdioSizeMiB < 1:
+		return fmt.Errorf("stdio size %d MiB: want at least 1", o.StdioSizeMiB)
 	case o.Out == "":
 		return errors.New("no output directory")
 	}

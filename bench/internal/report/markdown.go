@@ -25,6 +25,8 @@ func Markdown(r *Results) string {
 	writeDensity(&b, r)
 	writeParallel(&b, r)
 	writeIO(&b, r)
+	writeStdio(&b, r)
+	writeRunsc(&b, r)
 	writeMachine(&b, r)
 	writeConditions(&b, r)
 	if len(r.Errors) > 0 {
@@ -78,34 +80,35 @@ func ratio(a, b float64) string {
 }
 
 func writeSummary(b *strings.Builder, r *Results) {
-	b.WriteString("## Summary\n\n| Figure | Vessel | runc | Vessel / runc | Vessel / floor |\n|---|---|---|---|---|\n")
+	b.WriteString("## Summary\n\nThe runsc column is gVisor through its own OCI CLI (see its section), the others go through containerd.\n\n| Figure | Vessel | runc | runsc | Vessel / runc | Vessel / floor |\n|---|---|---|---|---|---|\n")
 	floor := 0.0
 	if r.Floor != nil && r.Floor.Boot.N > 0 {
 		floor = r.Floor.Boot.Median
-		fmt.Fprintf(b, "| Bare-VM floor (QEMU + kernel boot + power-off) | %s | | | 1.00× |\n", secSummary(r.Floor.Boot))
+		fmt.Fprintf(b, "| Bare-VM floor (QEMU + kernel boot + power-off) | %s | | | | 1.00× |\n", secSummary(r.Floor.Boot))
 	}
 	if c := r.Cold; c != nil {
 		rows := []struct {
 			name   string
 			vs, rs stats.Summary
+			runsc  string
 		}{
-			{"Cold start `ctr run --rm … true`", c.Vessel.True, c.Runc.True},
-			{"Cold start `ctr run --rm … echo`, until output", c.Vessel.EchoOutput, c.Runc.EchoOutput},
-			{"Cold start `ctr run --rm … echo`, until exit", c.Vessel.EchoTotal, c.Runc.EchoTotal},
+			{"Cold start `ctr run --rm … true`", c.Vessel.True, c.Runc.True, runscFigure(r, "cold", 0)},
+			{"Cold start `ctr run --rm … echo`, until output", c.Vessel.EchoOutput, c.Runc.EchoOutput, ""},
+			{"Cold start `ctr run --rm … echo`, until exit", c.Vessel.EchoTotal, c.Runc.EchoTotal, ""},
 		}
 		for _, row := range rows {
-			fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", row.name, secSummary(row.vs), secSummary(row.rs),
+			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s |\n", row.name, secSummary(row.vs), secSummary(row.rs), row.runsc,
 				ratio(row.vs.Median, row.rs.Median), ratio(row.vs.Median, floor))
 		}
 	}
 	if w := r.Warm; w != nil {
 		for _, m := range w.Modes {
-			fmt.Fprintf(b, "| Warm start `ctr run --rm … true`, %s | %s | %s | %s | %s |\n", m.Name, secSummary(m.True), secSummary(w.Runc),
+			fmt.Fprintf(b, "| Warm start `ctr run --rm … true`, %s | %s | %s | | %s | %s |\n", m.Name, secSummary(m.True), secSummary(w.Runc),
 				ratio(m.True.Median, w.Runc.Median), ratio(m.True.Median, floor))
 		}
 	}
 	if e := r.Exec; e != nil {
-		fmt.Fprintf(b, "| Exec latency `ctr task exec … true` | %s | %s | %s | |\n", secSummary(e.Vessel), secSummary(e.Runc), ratio(e.Vessel.Median, e.Runc.Median))
+		fmt.Fprintf(b, "| Exec latency `ctr task exec … true` | %s | %s | %s | %s | |\n", secSummary(e.Vessel), secSummary(e.Runc), runscFigure(r, "exec", 0), ratio(e.Vessel.Median, e.Runc.Median))
 	}
 	if m := r.Memory; m != nil {
 		for _, p := range m.Points {
@@ -113,19 +116,19 @@ func writeSummary(b *strings.Builder, r *Results) {
 				continue
 			}
 			rp := findPoint(m, Runc, p.Sandboxes)
-			fmt.Fprintf(b, "| PSS per idle sandbox, %d running | %s | %s | %s | |\n", p.Sandboxes, mibSummary(p.PerSandbox), mibSummary(rp.PerSandbox), ratio(p.PerSandbox.Median, rp.PerSandbox.Median))
+			fmt.Fprintf(b, "| PSS per idle sandbox, %d running | %s | %s | %s | %s | |\n", p.Sandboxes, mibSummary(p.PerSandbox), mibSummary(rp.PerSandbox), runscFigure(r, "pss", p.Sandboxes), ratio(p.PerSandbox.Median, rp.PerSandbox.Median))
 		}
 		for _, p := range m.Points {
 			if p.Runtime == Vessel && p.GuestUsed.N > 0 {
-				fmt.Fprintf(b, "| Guest memory used (MemTotal − MemAvailable), %d running | %s of %.0f MiB | | | |\n", p.Sandboxes, mibSummary(p.GuestUsed), p.GuestTotalMiB)
+				fmt.Fprintf(b, "| Guest memory used (MemTotal − MemAvailable), %d running | %s of %.0f MiB | | | | |\n", p.Sandboxes, mibSummary(p.GuestUsed), p.GuestTotalMiB)
 			}
 		}
 	}
 	if d := r.Density; d != nil {
-		fmt.Fprintf(b, "| Density: idle sandboxes started (limit %d) | %d (%s) | | | |\n", d.Limit, d.Started, d.StopReason)
+		fmt.Fprintf(b, "| Density: idle sandboxes started (limit %d) | %d (%s) | | | | |\n", d.Limit, d.Started, d.StopReason)
 	}
 	if p := r.Parallel; p != nil {
-		fmt.Fprintf(b, "| Parallel create: %d at once, sandboxes/minute | %.0f (%s) | %.0f (%s) | %s | |\n",
+		fmt.Fprintf(b, "| Parallel create: %d at once, sandboxes/minute | %.0f (%s) | %.0f (%s) | | %s | |\n",
 			p.Vessel.N, p.Vessel.PerMinute, Sec(p.Vessel.Seconds), p.Runc.PerMinute, Sec(p.Runc.Seconds), ratio(p.Vessel.PerMinute, p.Runc.PerMinute))
 	}
 	b.WriteString("\n")

@@ -38,6 +38,8 @@ type Results struct {
 	Density  *Density  `json:"density,omitempty"`
 	Parallel *Parallel `json:"parallel,omitempty"`
 	IO       *IO       `json:"io,omitempty"`
+	Stdio    *Stdio    `json:"stdio,omitempty"`
+	Runsc    *GVisor   `json:"runsc,omitempty"`
 	// Conditions record the host's load around each measure: other users of the machine
 	// make the figures noisy.
 	Conditions []Condition       `json:"conditions"`

@@ -33,6 +33,15 @@ func sample() *Results {
 			Runc:   stats.Of([]float64{0.1, 0.12, 0.14}),
 			Memory: &MemoryPoint{Runtime: "vessel-template", Sandboxes: 10, PerSandbox: stats.Of([]float64{77, 78}), TotalMiB: 775},
 		},
+		Stdio: &Stdio{SizeMiB: 16, Runtimes: []StdioRuntime{
+			{Runtime: Vessel, Transfers: []StdioTransfer{{Kind: StdioPipe, MBps: stats.Of([]float64{7, 7.6, 8}), Total: stats.Of([]float64{2.5})}}, ExecIdle: stats.Of([]float64{0.2})},
+			{Runtime: Runc, Transfers: []StdioTransfer{{Kind: StdioPipe, MBps: stats.Of([]float64{120})}}},
+		}},
+		Runsc: &GVisor{
+			Platform: "ptrace", Version: "runsc version test",
+			Runtimes: []OCIRuntime{{Runtime: Runsc, Cold: stats.Of([]float64{0.45, 0.5, 0.55}), Exec: stats.Of([]float64{0.03})}, {Runtime: RuncCLI, Cold: stats.Of([]float64{0.09})}},
+			Memory:   []OCIMemoryPoint{{Runtime: Runsc, Sandboxes: 1, PerSandbox: stats.Of([]float64{28}), TotalMiB: 28}},
+		},
 		Errors: map[string]string{"density": "boom"},
 	}
 }
@@ -41,9 +50,12 @@ func TestMarkdown(t *testing.T) {
 	md := Markdown(sample())
 	for _, want := range []string{
 		"| Bare-VM floor (QEMU + kernel boot + power-off) | 1.50 s (1.40 s–1.60 s) |",
-		"| Cold start `ctr run --rm … true` | 2.40 s (2.30 s–2.50 s) | 110 ms (100 ms–120 ms) | 21.82× | 1.60× |",
-		"| kernel boot |", "| PSS per idle sandbox, 1 running | 140 MiB | 13 MiB |", "- density: boom",
-		"| Warm start `ctr run --rm … true`, cache | 350 ms (300 ms–400 ms) | 120 ms (100 ms–140 ms) | 2.92× | 0.23× |",
+		"| Cold start `ctr run --rm … true` | 2.40 s (2.30 s–2.50 s) | 110 ms (100 ms–120 ms) | 500 ms (450 ms–550 ms) | 21.82× | 1.60× |",
+		"| kernel boot |", "| PSS per idle sandbox, 1 running | 140 MiB | 13 MiB | 28 MiB |", "- density: boom",
+		"| Warm start `ctr run --rm … true`, cache | 350 ms (300 ms–400 ms) | 120 ms (100 ms–140 ms) | | 2.92× | 0.23× |",
+		"| stdout (pipe), rate | 7.6 MB/s (7.0–8.0) | 120.0 MB/s |",
+		"| Cold `run … true` | 500 ms (450 ms–550 ms) | 90 ms |",
+		"| PSS per idle runsc sandbox, 1 running (total 28 MiB) | 28 MiB | |",
 		"| template | 800 ms | 1 | 2 (template: differs in kernel) |",
 		"10 idle sandboxes restored from one template: 78 MiB (77–78) per sandbox",
 	} {
@@ -53,6 +65,10 @@ func TestMarkdown(t *testing.T) {
 	}
 	if md := Markdown(&Results{}); !strings.Contains(md, "## Summary") {
 		t.Errorf("empty results: %s", md)
+	}
+	skipped := Markdown(&Results{Runsc: &GVisor{Skipped: "runsc is not installed"}})
+	if !strings.Contains(skipped, "Not run: runsc is not installed.") {
+		t.Errorf("a skipped runsc measure is not reported as such:\n%s", skipped)
 	}
 }
 

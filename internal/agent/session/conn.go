@@ -14,7 +14,7 @@ import (
 type Conn struct {
 	m *Mux
 
-	// mu guards in, inputDone, closed and out.
+	// mu guards in, inputDone, closed, hdr, out and outFill.
 	mu   sync.Mutex
 	cond *sync.Cond
 	// in holds routed bytes not yet read.
@@ -23,8 +23,12 @@ type Conn struct {
 	inputDone bool
 	// closed is set by Close.
 	closed bool
-	// out holds the start of a frame whose remaining bytes were not written yet.
-	out []byte
+	// hdr holds the start of a frame header whose remaining bytes were not written yet.
+	hdr []byte
+	// out is the frame being assembled, allocated at its full size once its header is
+	// complete; outFill bytes of it are written. Nil between frames.
+	out     []byte
+	outFill int
 
 	// flightMu guards flight.
 	flightMu sync.Mutex
@@ -109,30 +113,72 @@ func (c *Conn) Write(p []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, net.ErrClosed
 	}
-	c.out = append(c.out, p...)
+	// Each byte is copied once, into the frame it belongs to.
 	var frames [][]byte
-	for len(c.out) >= HeaderLen {
-		n := int(binary.BigEndian.Uint32(c.out[0:4]))
-		if len(c.out) < HeaderLen+n {
-			break
+	for rest := p; len(rest) > 0; {
+		if c.out == nil {
+			k := min(HeaderLen-len(c.hdr), len(rest))
+			c.hdr = append(c.hdr, rest[:k]...)
+			rest = rest[k:]
+			if len(c.hdr) < HeaderLen {
+				break
+			}
+			c.out = getFrame(HeaderLen + int(binary.BigEndian.Uint32(c.hdr[0:4])))
+			c.outFill = copy(c.out, c.hdr)
+			c.hdr = c.hdr[:0]
 		}
-		frame := make([]byte, HeaderLen+n)
-		copy(frame, c.out)
-		frames = append(frames, frame)
-		c.out = c.out[HeaderLen+n:]
-	}
-	if len(c.out) == 0 {
-		c.out = nil
+		k := copy(c.out[c.outFill:], rest)
+		c.outFill += k
+		rest = rest[k:]
+		if c.outFill == len(c.out) {
+			frames = append(frames, c.out)
+			c.out, c.outFill = nil, 0
+		}
 	}
 	c.mu.Unlock()
 
-	for _, f := range frames {
+	for i, f := range frames {
 		c.answered(f)
-		if err := c.m.send(c, f); err != nil {
+		err := c.m.send(c, f)
+		putFrame(f)
+		if err != nil {
+			for _, rest := range frames[i+1:] {
+				putFrame(rest)
+			}
 			return 0, err
 		}
 	}
 	return len(p), nil
+}
+
+// Large frames (output responses) are recycled once written: under TCG the guest's
+// garbage collector costs more than the bytes it frees. A pooled buffer holds a frame of
+// up to maxPooledFrame bytes; smaller and larger frames are allocated as they come.
+const (
+	minPooledFrame = 64 << 10
+	maxPooledFrame = 1<<20 + 4<<10 // a 1 MiB output response with its header and fields
+)
+
+var framePool = sync.Pool{New: func() any {
+	b := make([]byte, maxPooledFrame)
+	return &b
+}}
+
+// getFrame returns a buffer of n bytes for a frame.
+func getFrame(n int) []byte {
+	if n < minPooledFrame || n > maxPooledFrame {
+		return make([]byte, n)
+	}
+	return (*framePool.Get().(*[]byte))[:n]
+}
+
+// putFrame recycles a frame that getFrame took from the pool; nothing may use it after.
+func putFrame(f []byte) {
+	if cap(f) != maxPooledFrame {
+		return
+	}
+	f = f[:maxPooledFrame]
+	framePool.Put(&f)
 }
 
 // Close implements net.Conn. Closing the current session makes the next request start a new
@@ -141,7 +187,7 @@ func (c *Conn) Close() error {
 	c.mu.Lock()
 	c.closed = true
 	c.in = nil
-	c.out = nil
+	c.hdr, c.out, c.outFill = nil, nil, 0
 	c.cond.Broadcast()
 	c.mu.Unlock()
 	c.m.endSession(c)

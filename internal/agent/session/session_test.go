@@ -422,3 +422,61 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestWriteAssemblesFrames: frames reach the port whole and one per write, however the
+// session's writes cut them: two in one write, one a byte at a time (its header too).
+func TestWriteAssemblesFrames(t *testing.T) {
+	port := &testPort{}
+	m := NewMux(port, WithRetryInterval(time.Millisecond))
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- m.Run(ctx) }()
+	host := port.attach()
+	defer func() {
+		cancel()
+		_ = m.Close()
+		_ = port.Close()
+		if err := <-runDone; err == nil {
+			t.Error("Run returned nil")
+		}
+	}()
+	if _, err := host.Write(frame(1, typeRequest, "req")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := m.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readFrame(t, s)
+	want := [][]byte{frame(1, 2, "first"), frame(3, 2, ""), frame(5, 2, "third, cut in pieces")}
+	hostRead := make(chan error, 1)
+	go func() {
+		for range want {
+			if _, err := readFrameErr(host); err != nil {
+				hostRead <- err
+				return
+			}
+		}
+		hostRead <- nil
+	}()
+	if _, err := s.Write(append(append([]byte(nil), want[0]...), want[1]...)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range want[2] {
+		if _, err := s.Write(want[2][i : i+1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-hostRead; err != nil {
+		t.Fatal(err)
+	}
+	got := port.recorded()
+	if len(got) != len(want) {
+		t.Fatalf("port got %d writes %q, want %d", len(got), got, len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Errorf("port write %d = %q, want %q", i, got[i], want[i])
+		}
+	}
+}
