@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/unixsock"
 	"github.com/vessel-containers/vessel/internal/guesttext"
 	"github.com/vessel-containers/vessel/internal/persist"
 )
@@ -122,7 +123,7 @@ func dialDebug(root, id string) (agentv1.DebugService, io.Closer, error) {
 	if !st.DebugConsole {
 		return nil, nil, fmt.Errorf("sandbox %s: the debug console is off: the sandbox was created without agent.debug_console_enabled = true: %w", id, errdefs.ErrFailedPrecondition)
 	}
-	conn, err := net.Dial("unix", filepath.Join(dir, persist.DebugSocketName))
+	conn, err := unixsock.Dial(context.Background(), &net.Dialer{}, filepath.Join(dir, persist.DebugSocketName))
 	if err != nil {
 		return nil, nil, fmt.Errorf("sandbox %s: debug console: %w", id, err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/urfave/cli/v2"
 
+	"github.com/vessel-containers/vessel/internal/unixsock"
 	"github.com/vessel-containers/vessel/internal/directvolume"
 	"github.com/vessel-containers/vessel/internal/shimproto"
 )
@@ -173,7 +174,7 @@ func askShim(ctx context.Context, verb, root, sbRoot, volume, method, urlPath st
 		Timeout: shimTimeout,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
+			return unixsock.Dial(ctx, &d, sock)
 		}},
 	}
 	q := url.Values{shimproto.DirectVolumeQuery: {volume}}

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/vessel-containers/vessel/internal/unixsock"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/shimproto"
 )
@@ -109,7 +110,7 @@ func (c *Shims) fetch(id string) (map[string]*dto.MetricFamily, error) {
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				var d net.Dialer
-				return d.DialContext(ctx, "unix", sock)
+				return unixsock.Dial(ctx, &d, sock)
 			},
 			DisableKeepAlives: true,
 		},
