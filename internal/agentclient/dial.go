@@ -9,8 +9,8 @@ import (
 
 	"github.com/mdlayher/vsock"
 
-	"github.com/vessel-containers/vessel/internal/unixsock"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
 // Dial connects to the agent at addr.

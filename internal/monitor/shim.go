@@ -17,9 +17,9 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/vessel-containers/vessel/internal/unixsock"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/shimproto"
+	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
 // shimScrapeTimeout bounds the scrape of one shim (the shim asks its agent meanwhile).

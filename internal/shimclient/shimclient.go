@@ -32,8 +32,8 @@ import (
 	// runtime info (Features) carry.
 	_ "github.com/containerd/containerd/v2/core/runtime"
 
-	"github.com/vessel-containers/vessel/internal/unixsock"
 	"github.com/vessel-containers/vessel/internal/shimproto"
+	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
 // Namespace is the containerd namespace the CLI runs its shims in. The shim only records

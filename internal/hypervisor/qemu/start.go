@@ -28,7 +28,6 @@ import (
 // this is normally immediate).
 const drainTimeout = 5 * time.Second
 
-
 // errExited cancels Start's QMP handshake when QEMU exits first.
 var errExited = errors.New("qemu exited during start")
 
