@@ -51,9 +51,9 @@ func sandboxRoot(c *cli.Context) (string, error) {
 	if p := c.String(sandboxRootFlag.Name); p != "" {
 		return filepath.Abs(p)
 	}
-	root, err := filepath.Abs(c.String("root"))
+	root, err := stateRoot(c)
 	if err != nil {
-		return "", fmt.Errorf("--root: %w", err)
+		return "", err
 	}
 	return filepath.Join(root, "sandboxes"), nil
 }

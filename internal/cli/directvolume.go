@@ -139,9 +139,9 @@ func volumeRoot(c *cli.Context) (string, error) {
 	if p := c.String("volume-root"); p != "" {
 		return filepath.Abs(p)
 	}
-	root, err := filepath.Abs(c.String("root"))
+	root, err := stateRoot(c)
 	if err != nil {
-		return "", fmt.Errorf("--root: %w", err)
+		return "", err
 	}
 	return filepath.Join(root, "direct-volumes"), nil
 }
