@@ -19,7 +19,7 @@ pkgs=(
   linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils kmod
   libseccomp-dev pkg-config
   protobuf-compiler
-  containerd runc iproute2 podman
+  containerd runc iproute2 podman uidmap
   erofs-utils
   bats jq gawk
 )
