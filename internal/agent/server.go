@@ -82,7 +82,7 @@ func intercept(ctx context.Context, pol *policy.Policy, unmarshal ttrpc.Unmarsha
 }
 
 // NewServer returns a ttrpc server for svc that enforces the policy in gate (nil: none).
-// It serves the Debug, Files and Volume services too when svc implements them (Service
+// It serves the Debug, Files, Volume and CPUs services too when svc implements them (Service
 // does).
 func NewServer(svc agentv1.AgentService, gate *policy.Gate) (*ttrpc.Server, error) {
 	return newServer(svc, gate, nil)
@@ -107,6 +107,9 @@ func newServer(svc agentv1.AgentService, gate *policy.Gate, rec *tracing.Recorde
 	}
 	if vol, ok := svc.(agentv1.VolumeService); ok {
 		agentv1.RegisterVolumeService(srv, vol)
+	}
+	if cpus, ok := svc.(agentv1.CPUsService); ok {
+		agentv1.RegisterCPUsService(srv, cpus)
 	}
 	return srv, nil
 }

@@ -94,7 +94,7 @@ func (v *VM) start(ctx context.Context) error {
 	exited := make(chan struct{})
 	started := make(chan struct{})
 	v.mu.Lock()
-	v.cmd, v.exited = cmd, exited
+	v.cmd, v.exited, v.accel = cmd, exited, accel
 	v.mu.Unlock()
 	go func() { // owner: the VM; ends when QEMU has exited
 		defer release()
