@@ -618,7 +618,7 @@ var keyTable = []Key{
 		Doc: "Leave the VM out of the pod network (it gets no network device; the hypervisor never enters a network namespace anyway); needs internetworking_model = \"none\"."},
 	{Section: "runtime", Name: "static_sandbox_resource_mgmt",
 		Consumer: "oci.SandboxConfig", Type: "bool",
-		Doc: "Size the VM once at boot from the pod's CRI sizing annotations (or a single container's limits) instead of hot-plugging CPUs and memory per container."},
+		Doc: "Size the VM once at boot from the pod's CRI sizing annotations (or a single container's limits) instead of hot-plugging CPUs and memory per container. With false, container create and update grow the VM (vCPUs and memory hot-plugged, onlined by the agent), and an update that lowers CPU limits removes hot-plugged vCPUs again under KVM (the agent offlines them, then QEMU unplugs them; not under TCG, docs/host-cgroups.md); memory is not taken back."},
 	{Section: "runtime", Name: "experimental",
 		Unsupported: "this Vessel has no experimental features", Type: "[]string", Allowed: "feature names (" + reFeature.String() + ")", check: checkPattern(reFeature), Optional: true,
 		Annotation: "experimental", syntax: listComma,
