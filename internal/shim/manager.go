@@ -34,7 +34,6 @@ import (
 	"github.com/vessel-containers/vessel/internal/directvolume"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/persist"
-	"github.com/vessel-containers/vessel/internal/rootless"
 	"github.com/vessel-containers/vessel/internal/sandbox"
 	"github.com/vessel-containers/vessel/internal/shimproto"
 	"github.com/vessel-containers/vessel/internal/unixsock"
@@ -359,17 +358,10 @@ func directVolumeRootOf(o shimproto.Options) string {
 	return directvolume.DefaultRoot
 }
 
-// sandboxRootOf is the sandbox root the shim flags o name; without one, the default root, or
-// $XDG_RUNTIME_DIR/vessel/sandboxes for a rootless shim (rootless containerd) when that
-// variable is set.
+// sandboxRootOf is the sandbox root the shim flags o name.
 func sandboxRootOf(o shimproto.Options) string {
 	if o.SandboxRoot != "" {
 		return o.SandboxRoot
-	}
-	if ok, _ := rootless.Detect(); ok {
-		if dir, err := rootless.RuntimeDir(os.Getenv); err == nil {
-			return filepath.Join(dir, "sandboxes")
-		}
 	}
 	return persist.DefaultRoot
 }

@@ -87,15 +87,23 @@ func listenFile(path string, perm os.FileMode) (*os.File, error) {
 	return f, nil
 }
 
-// Listener is a listening unix socket that removes its file when closed.
+// Listener is a listening unix socket that removes its file when closed, unless told not
+// to (SetUnlinkOnClose).
 type Listener struct {
 	*net.UnixListener
 	path string
+	keep bool
 }
 
-// Close stops listening and removes the socket file.
+// SetUnlinkOnClose sets whether Close removes the socket file (it does unless told not to).
+func (l *Listener) SetUnlinkOnClose(unlink bool) { l.keep = !unlink }
+
+// Close stops listening and removes the socket file unless SetUnlinkOnClose(false).
 func (l *Listener) Close() error {
 	err := l.UnixListener.Close()
+	if l.keep {
+		return err //nolint:wrapcheck // net's error names the socket
+	}
 	if rerr := os.Remove(l.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
 		err = fmt.Errorf("remove socket: %w", rerr)
 	}
