@@ -22,7 +22,7 @@ pkgs=(
   linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils kmod
   libseccomp-dev pkg-config
   protobuf-compiler
-  containerd runc iproute2 podman containernetworking-plugins iptables
+  containerd runc iproute2 podman containernetworking-plugins iptables uidmap
   erofs-utils
   bats jq gawk
   runsc
@@ -65,3 +65,15 @@ fi
 command -v protoc-gen-go >/dev/null || GOBIN=$gobin go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 command -v protoc-gen-go-ttrpc >/dev/null || GOBIN=$gobin go install github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@v1.2.10
 echo "install-deps: done"
+
+# vessel-rootless: an unprivileged user for the rootless integration test (podman run as that
+# user with vessel as its runtime), with a subordinate id range for podman's user namespace.
+# The test skips, naming this script, when the user does not exist.
+rootless_user=vessel-rootless
+if ! id "$rootless_user" >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/sh "$rootless_user"
+fi
+for f in /etc/subuid /etc/subgid; do
+  touch "$f"
+  grep -q "^$rootless_user:" "$f" || echo "$rootless_user:200000:65536" >>"$f"
+done

@@ -381,3 +381,13 @@ func (c *Client) CollectSpans(ctx context.Context) ([]*tracepb.ResourceSpans, ui
 // Debug is the agent's Debug service on this connection, for a relay that passes calls
 // through as they are (the caller bounds them: reads long-poll).
 func (c *Client) Debug() agentv1.DebugService { return agentv1.NewDebugClient(c.ttrpc) }
+
+// OfflineCPUs has the guest offline its CPUs at the places given (socket and core), before
+// the host unplugs those vCPUs; it returns the guest CPU numbers it offlined.
+func (c *Client) OfflineCPUs(ctx context.Context, places []*agentv1.CPUPlace) ([]uint32, error) {
+	resp, err := call(ctx, "OfflineCPUs", c.timeouts.Request, agentv1.NewCPUsClient(c.ttrpc).OfflineCPUs, &agentv1.OfflineCPUsRequest{Places: places})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetCpus(), nil
+}

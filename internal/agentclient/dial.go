@@ -10,6 +10,7 @@ import (
 	"github.com/mdlayher/vsock"
 
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
 // Dial connects to the agent at addr.
@@ -26,7 +27,7 @@ func dialConn(ctx context.Context, addr hypervisor.AgentAddress) (net.Conn, erro
 	switch addr.Kind {
 	case "serial":
 		// A unix socket the hypervisor connects to a virtio-serial port.
-		conn, err := d.DialContext(ctx, "unix", addr.Path)
+		conn, err := unixsock.Dial(ctx, &d, addr.Path)
 		if err != nil {
 			return nil, fmt.Errorf("dial agent serial socket %s: %w", addr.Path, err)
 		}
@@ -48,7 +49,7 @@ func dialConn(ctx context.Context, addr hypervisor.AgentAddress) (net.Conn, erro
 // Hypervisor): the host writes "CONNECT <port>\n" and expects "OK <hostport>\n".
 func dialHybridVsock(ctx context.Context, path string, port uint32) (net.Conn, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", path)
+	conn, err := unixsock.Dial(ctx, &d, path)
 	if err != nil {
 		return nil, fmt.Errorf("dial hybrid vsock %s: %w", path, err)
 	}

@@ -40,12 +40,12 @@ codes; podman, conmon and other runc users can use vessel as their runtime. Each
 container's VM is served by a containerd-shim-vessel-v2 process (found next to vessel, or
 on PATH) that vessel starts; state lives under --root.`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "root", Value: DefaultRoot, Usage: "root directory for storage of container state (this should be located in tmpfs)"},
+			&cli.StringFlag{Name: "root", DefaultText: DefaultRoot + ", rootless: $XDG_RUNTIME_DIR/vessel", Usage: "root directory for storage of container state (this should be located in tmpfs)"},
 			&cli.StringFlag{Name: "log", Usage: "set the log file to write vessel logs to (default is stderr)"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "set the log format ('text' or 'json')"},
 			&cli.BoolFlag{Name: "debug", Usage: "enable debug logging"},
 			&cli.BoolFlag{Name: "systemd-cgroup", Usage: "cgroupsPath is in systemd's form (slice:prefix:name): the sandbox's VM goes into that scope on the host, and the guest places the container's cgroup itself"},
-			&cli.StringFlag{Name: "rootless", Value: "auto", Usage: "accepted for runc compatibility ('true', 'false' or 'auto'); vessel needs root to run VMs"},
+			&cli.StringFlag{Name: "rootless", Value: "auto", Usage: "rootless mode ('true', 'false' or 'auto': on when vessel runs as a user other than root or in a user namespace); it chooses the default --root, and the sandbox's shim applies rootless mode itself (docs/rootless.md)"},
 			&cli.StringFlag{Name: "config", Usage: "configuration file (default: $VESSEL_CONFIG, /etc/vessel/configuration.toml, built-in defaults)"},
 		},
 		// runc's repeatable flags (exec --env A=1,2) take values with commas.

@@ -38,7 +38,11 @@ Items the configuration needs are FAIL when missing (exit status 1); others are 
 				src = "built-in defaults"
 			}
 			fmt.Fprintf(c.App.Writer, "configuration: %s\n", src)
-			results := runChecks(cfg, c.String("root"), hostProbes())
+			root, err := stateRoot(c)
+			if err != nil {
+				return err
+			}
+			results := runChecks(cfg, root, hostProbes())
 			if failed := report(c.App.Writer, results); failed > 0 {
 				return cli.Exit(fmt.Sprintf("%d required item(s) missing", failed), 1)
 			}

@@ -25,6 +25,7 @@ import (
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/guesttext"
 	"github.com/vessel-containers/vessel/internal/persist"
+	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
 func debugCommand() *cli.Command {
@@ -50,9 +51,9 @@ func sandboxRoot(c *cli.Context) (string, error) {
 	if p := c.String(sandboxRootFlag.Name); p != "" {
 		return filepath.Abs(p)
 	}
-	root, err := filepath.Abs(c.String("root"))
+	root, err := stateRoot(c)
 	if err != nil {
-		return "", fmt.Errorf("--root: %w", err)
+		return "", err
 	}
 	return filepath.Join(root, "sandboxes"), nil
 }
@@ -122,7 +123,7 @@ func dialDebug(root, id string) (agentv1.DebugService, io.Closer, error) {
 	if !st.DebugConsole {
 		return nil, nil, fmt.Errorf("sandbox %s: the debug console is off: the sandbox was created without agent.debug_console_enabled = true: %w", id, errdefs.ErrFailedPrecondition)
 	}
-	conn, err := net.Dial("unix", filepath.Join(dir, persist.DebugSocketName))
+	conn, err := unixsock.Dial(context.Background(), &net.Dialer{}, filepath.Join(dir, persist.DebugSocketName))
 	if err != nil {
 		return nil, nil, fmt.Errorf("sandbox %s: debug console: %w", id, err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/directvolume"
 	"github.com/vessel-containers/vessel/internal/shimproto"
+	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
 // shimTimeout bounds the shim's answer to `direct-volume stats` and `resize` (which waits
@@ -138,9 +139,9 @@ func volumeRoot(c *cli.Context) (string, error) {
 	if p := c.String("volume-root"); p != "" {
 		return filepath.Abs(p)
 	}
-	root, err := filepath.Abs(c.String("root"))
+	root, err := stateRoot(c)
 	if err != nil {
-		return "", fmt.Errorf("--root: %w", err)
+		return "", err
 	}
 	return filepath.Join(root, "direct-volumes"), nil
 }
@@ -173,7 +174,7 @@ func askShim(ctx context.Context, verb, root, sbRoot, volume, method, urlPath st
 		Timeout: shimTimeout,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
+			return unixsock.Dial(ctx, &d, sock)
 		}},
 	}
 	q := url.Values{shimproto.DirectVolumeQuery: {volume}}

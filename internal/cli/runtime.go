@@ -35,9 +35,9 @@ type ociRuntime struct {
 }
 
 func newRuntime(c *cli.Context) (*ociRuntime, error) {
-	root, err := filepath.Abs(c.String("root"))
+	root, err := stateRoot(c)
 	if err != nil {
-		return nil, fmt.Errorf("--root: %w", err)
+		return nil, err
 	}
 	r := &ociRuntime{
 		root:          root,

@@ -471,9 +471,9 @@ func TestUnsupportedInFile(t *testing.T) {
 
 	c := Default()
 	c.Hypervisor.Driver = "cloud-hypervisor"
-	c.Hypervisor.Rootless = true
+	c.Hypervisor.EnableGuestSwap = true
 	err := c.Validate()
-	for _, key := range []string{"hypervisor.driver", "hypervisor.rootless"} {
+	for _, key := range []string{"hypervisor.driver", "hypervisor.enable_guest_swap"} {
 		if fe := findFieldError(err, key); fe == nil || !strings.HasPrefix(fe.Reason, "not supported: ") {
 			t.Errorf("Validate: got %v, want %s refused as not supported", err, key)
 		}

@@ -347,7 +347,7 @@ func checkTakeover(ctx context.Context, t *testing.T, fac *Factory, dir, vmDir, 
 
 // answerOnce accepts one connection on l, reads one frame and answers it with body as a
 // response frame on the same stream, then closes the connection.
-func answerOnce(l *net.UnixListener, body []byte) error {
+func answerOnce(l *unixsock.Listener, body []byte) error {
 	if err := l.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
 		return err
 	}

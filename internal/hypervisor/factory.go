@@ -66,3 +66,21 @@ type Resizer interface {
 	// Config.MaxVCPUs and Config.MaxMemoryMiB.
 	Grow(ctx context.Context, vcpus, memoryMiB uint32) error
 }
+
+// CPUPlace is where a vCPU sits in the guest's topology: the socket and core the guest
+// kernel reports for it (sysfs topology/physical_package_id and core_id).
+type CPUPlace struct{ Socket, Core uint32 }
+
+// CPUShrinker is a Resizer that can also remove vCPUs it hot-plugged. The guest must take
+// them out of use first: the caller offlines, through the agent, the CPUs at the places
+// CPUPlaces names, then calls ShrinkCPUs.
+type CPUShrinker interface {
+	// CanShrinkCPUs says why the VM cannot remove vCPUs now (an accelerator that cannot),
+	// nil when it can.
+	CanShrinkCPUs() error
+	// CPUPlaces are the places of the vCPUs ShrinkCPUs(vcpus) would remove, newest first.
+	CPUPlaces(ctx context.Context, vcpus uint32) ([]CPUPlace, error)
+	// ShrinkCPUs unplugs hot-plugged vCPUs, newest first, down to vcpus total (never
+	// below the boot count), waiting for the guest to release each.
+	ShrinkCPUs(ctx context.Context, vcpus uint32) error
+}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/shimproto"
+	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
 // shimScrapeTimeout bounds the scrape of one shim (the shim asks its agent meanwhile).
@@ -109,7 +110,7 @@ func (c *Shims) fetch(id string) (map[string]*dto.MetricFamily, error) {
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				var d net.Dialer
-				return d.DialContext(ctx, "unix", sock)
+				return unixsock.Dial(ctx, &d, sock)
 			},
 			DisableKeepAlives: true,
 		},

@@ -49,6 +49,9 @@ type Options struct {
 	// HostDevice reports whether the host has a device (its /sys/dev entry when nil); it
 	// sorts the spec's linux.devices.
 	HostDevice HostDeviceFunc
+	// Rootless is set when the caller runs without real root on the host (rootless.Detect):
+	// the sandbox is planned in rootless mode, as with hypervisor.rootless = true.
+	Rootless bool
 }
 
 // Sandbox is the plan for a VM and the container that creates it.
@@ -159,6 +162,7 @@ func SandboxConfig(ctx context.Context, id, bundle string, spec *specs.Spec, cfg
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", ctr.SandboxID, err)
 	}
+	eff.Hypervisor.Rootless = eff.Hypervisor.Rootless || opts.Rootless
 	limits := eff.Limits(opts.Host)
 	var sizing Sizing
 	if eff.Runtime.StaticSandboxResourceMgmt {
@@ -179,6 +183,9 @@ func SandboxConfig(ctx context.Context, id, bundle string, spec *specs.Spec, cfg
 	}
 	cgPlan, err := hostCgroupPlan(eff, spec, ctr.SandboxID, hostcgroup.SystemdRunning())
 	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", ctr.SandboxID, err)
+	}
+	if err := rootlessPlan(ctx, eff, cgPlan); err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", ctr.SandboxID, err)
 	}
 	agent, err := agentPlan(eff)

@@ -524,7 +524,8 @@ func (c *Container) Update(ctx context.Context, res *specs.LinuxResources) error
 	if err != nil {
 		return fmt.Errorf("update container %s: encode resources: %w", c.id, err)
 	}
-	// The VM grows first, so that raised limits find their vCPUs and memory in the guest.
+	// The VM grows first, so that raised limits find their vCPUs and memory in the guest,
+	// and loses vCPUs last, once lowered limits are in force.
 	s := c.sb
 	s.mu.Lock()
 	before := c.resources
@@ -542,6 +543,10 @@ func (c *Container) Update(ctx context.Context, res *specs.LinuxResources) error
 		c.resources = before
 		s.mu.Unlock()
 		return s.explain(fmt.Errorf("update container %s: %w", c.id, err))
+	}
+	// Lowered limits are in force in the guest: vCPUs they no longer need can go.
+	if err := s.trim(ctx); err != nil { // resize.go
+		return fmt.Errorf("update container %s: limits updated, but %w", c.id, err)
 	}
 	return nil
 }

@@ -1,7 +1,11 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -9,6 +13,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/vessel-containers/vessel/internal/bundle"
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 )
@@ -80,5 +85,117 @@ func TestResizeForContainerLimits(t *testing.T) {
 	}
 	if d := mem2 - mem0; d < 376 || d > 392 {
 		t.Fatalf("after 128 + 256 MiB of limits: MemTotal grew by %d MiB (%d -> %d), want 384", d, mem0, mem2)
+	}
+}
+
+// TestShrinkVCPUs boots a 1-vCPU VM with room for 3 and updates a container's CPU quota up
+// and down: 2 CPUs grow the VM to 3 vCPUs, 0.5 CPU shrinks it to 2 (the guest offlines the
+// newest vCPU, QEMU unplugs it), no quota back to the boot size, 1 CPU grows it again;
+// nproc in a new container and in the updated one follow each step. Under TCG, where
+// QEMU 7.2 cannot remove vCPUs safely, the driver's refusal is asserted and the VM keeps
+// its vCPUs while the lowered limits still apply.
+func TestShrinkVCPUs(t *testing.T) {
+	e := newEnvWith(t, func(c *Config) {
+		c.VM.VCPUs, c.VM.MaxVCPUs, c.VM.MemoryMiB, c.VM.MaxMemoryMiB, c.VM.MemorySlots = 1, 3, 256, 512, 2
+		c.Resize = true
+		c.Limits = config.Limits{DefaultVCPUs: 1, MaxVCPUs: 3, DefaultMemoryMiB: 256, MaxMemoryMiB: 512}
+	})
+	sb := e.sb
+	t.Cleanup(func() { // before the sandbox's cleanup removes it
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(e.root, "sb", hypervisor.ConsoleLogName))
+			t.Logf("guest console:\n%s", b)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	r, ok := sb.VM().(hypervisor.Resizer)
+	sh, sok := sb.VM().(hypervisor.CPUShrinker)
+	if !ok || !sok {
+		t.Fatal("the qemu vm is not a hypervisor.Resizer and CPUShrinker")
+	}
+	shrinkErr := sh.CanShrinkCPUs()
+	if shrinkErr != nil {
+		want := "vcpu hot-unplug is not done under TCG: QEMU 7.2 stalls the guest's remaining vcpus after one is removed"
+		if !strings.Contains(shrinkErr.Error(), want) {
+			t.Fatalf("CanShrinkCPUs: %v, want nil (KVM) or an error containing %q", shrinkErr, want)
+		}
+		t.Logf("vcpus are not removed here: %v", shrinkErr)
+	}
+	n := 0
+	nproc := func() int {
+		t.Helper()
+		n++
+		name := fmt.Sprintf("nproc-%d", n)
+		c := e.container(name, []string{"nproc"}, nil)
+		code, out, errOut := e.run(c, nil)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", name, code, errOut)
+		}
+		if err := sb.DeleteContainer(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		got, err := strconv.Atoi(strings.TrimSpace(out))
+		if err != nil {
+			t.Fatalf("%s: output %q", name, out)
+		}
+		return got
+	}
+	busy := e.container("busy", []string{"sleep", "1000"}, nil)
+	if err := busy.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	execNproc := func(id string) string {
+		t.Helper()
+		var out bytes.Buffer
+		if err := busy.Exec(ctx, id, bundle.DefaultSpec([]string{"nproc"}, false).Process, false); err != nil {
+			t.Fatal(err)
+		}
+		st := busy.Attach(ctx, id, IO{Stdout: &out})
+		code, err := busy.Wait(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if code != 0 {
+			t.Fatalf("exec nproc: exit %d", code)
+		}
+		return strings.TrimSpace(out.String())
+	}
+	period := uint64(100000)
+	most := uint32(1) // the most vCPUs the VM had: what it keeps when it cannot shrink
+	for _, step := range []struct {
+		name  string
+		quota int64 // -1: no quota
+		want  uint32
+	}{
+		{"2 CPUs", 200000, 3},
+		{"0.5 CPU", 50000, 2},
+		{"no quota", -1, 1},
+		{"1 CPU again", 100000, 2},
+	} {
+		q := step.quota
+		begin := time.Now()
+		if err := busy.Update(ctx, &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: &q, Period: &period}}); err != nil {
+			t.Fatalf("%s: update: %v", step.name, err)
+		}
+		took := time.Since(begin)
+		want := step.want
+		if shrinkErr != nil {
+			want = max(want, most)
+		}
+		most = max(most, want)
+		if got, _ := r.Size(); got != want {
+			t.Errorf("%s: vm has %d vCPUs, want %d", step.name, got, want)
+		}
+		if got := nproc(); got != int(want) {
+			t.Errorf("%s: nproc in a new container: %d, want %d", step.name, got, want)
+		}
+		if got := execNproc(fmt.Sprintf("exec-%d", n)); got != strconv.Itoa(int(want)) {
+			t.Errorf("%s: nproc in the updated container: %s, want %d", step.name, got, want)
+		}
+		t.Logf("%s: %d vCPUs (update took %v)", step.name, want, took.Round(time.Millisecond))
 	}
 }

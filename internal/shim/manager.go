@@ -36,6 +36,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/sandbox"
 	"github.com/vessel-containers/vessel/internal/shimproto"
+	"github.com/vessel-containers/vessel/internal/unixsock"
 	"github.com/vessel-containers/vessel/internal/version"
 )
 
@@ -297,7 +298,7 @@ func removeDeadSocket(address string) error {
 	if fi.Mode().Type() != os.ModeSocket {
 		return fmt.Errorf("%s is not a socket (mode %s): left in place", path, fi.Mode())
 	}
-	conn, err := net.DialTimeout("unix", path, time.Second)
+	conn, err := unixsock.Dial(context.Background(), &net.Dialer{Timeout: time.Second}, path)
 	if err == nil {
 		conn.Close()
 		return nil // a live shim serves it

@@ -31,6 +31,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/directvolume"
 	"github.com/vessel-containers/vessel/internal/hooks"
 	"github.com/vessel-containers/vessel/internal/oci"
+	"github.com/vessel-containers/vessel/internal/rootless"
 	"github.com/vessel-containers/vessel/internal/sandbox"
 	"github.com/vessel-containers/vessel/internal/shimproto"
 	"github.com/vessel-containers/vessel/internal/tracing"
@@ -432,7 +433,12 @@ func (s *service) plan(ctx context.Context, r *taskAPI.CreateTaskRequest) (*oci.
 	if host, err = config.DetectHost(); err != nil {
 		return nil, nil, nil, host, fmt.Errorf("inspect host: %w", err)
 	}
-	sbPlan, err := oci.SandboxConfig(ctx, r.ID, r.Bundle, spec, cfg, oci.Options{Host: host})
+	opts := oci.Options{Host: host}
+	if ok, why := rootless.Detect(); ok {
+		log.G(ctx).WithField("why", why).Debug("rootless mode")
+		opts.Rootless = true
+	}
+	sbPlan, err := oci.SandboxConfig(ctx, r.ID, r.Bundle, spec, cfg, opts)
 	if err != nil {
 		return nil, nil, nil, host, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 	}

@@ -33,6 +33,7 @@ import (
 	_ "github.com/containerd/containerd/v2/core/runtime"
 
 	"github.com/vessel-containers/vessel/internal/shimproto"
+	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
 // Namespace is the containerd namespace the CLI runs its shims in. The shim only records
@@ -168,7 +169,7 @@ const dialTimeout = 2 * time.Second
 func Dial(ctx context.Context, address string) (*Client, error) {
 	path := strings.TrimPrefix(address, "unix://")
 	d := net.Dialer{Timeout: dialTimeout}
-	conn, err := d.DialContext(ctx, "unix", path)
+	conn, err := unixsock.Dial(ctx, &d, path)
 	if err != nil {
 		return nil, fmt.Errorf("connect to shim %s: %w: %w", address, ErrShimGone, err)
 	}

@@ -1,10 +1,12 @@
 package unixsock
 
 import (
+	"context"
 	"errors"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -96,5 +98,49 @@ func TestListenFile(t *testing.T) {
 		if err != nil || st.Mode().Type() != os.ModeSocket || st.Mode().Perm() != 0o600 {
 			t.Fatalf("after closing listener %d: %v %v", i, st, err)
 		}
+	}
+}
+
+// TestLongPath listens on and dials a socket whose path is longer than a socket address
+// holds, and checks that closing the listener removes that file.
+func TestLongPath(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 60))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "long.sock")
+	l, err := Listen(path, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan error, 1)
+	go func() { // owner: this test; ends after one accept
+		c, err := l.Accept()
+		if err == nil {
+			_, err = c.Write([]byte("x"))
+			c.Close()
+		}
+		accepted <- err
+	}()
+	conn, err := Dial(context.Background(), &net.Dialer{}, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1)
+	if _, err := conn.Read(buf); err != nil || buf[0] != 'x' {
+		t.Errorf("read: %q %v", buf, err)
+	}
+	conn.Close()
+	if err := <-accepted; err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Errorf("socket %s after Close: %v, want it removed", path, err)
+	}
+	if _, err := Dial(context.Background(), &net.Dialer{}, path); err == nil {
+		t.Error("dial after Close succeeded")
 	}
 }

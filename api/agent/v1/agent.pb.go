@@ -4782,6 +4782,147 @@ func (x *PortForwardReadRequest) GetLen() uint32 {
 	return 0
 }
 
+type CPUPlace struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SocketId      uint32                 `protobuf:"varint,1,opt,name=socket_id,json=socketId,proto3" json:"socket_id,omitempty"`
+	CoreId        uint32                 `protobuf:"varint,2,opt,name=core_id,json=coreId,proto3" json:"core_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CPUPlace) Reset() {
+	*x = CPUPlace{}
+	mi := &file_agent_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CPUPlace) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CPUPlace) ProtoMessage() {}
+
+func (x *CPUPlace) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CPUPlace.ProtoReflect.Descriptor instead.
+func (*CPUPlace) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *CPUPlace) GetSocketId() uint32 {
+	if x != nil {
+		return x.SocketId
+	}
+	return 0
+}
+
+func (x *CPUPlace) GetCoreId() uint32 {
+	if x != nil {
+		return x.CoreId
+	}
+	return 0
+}
+
+type OfflineCPUsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Places        []*CPUPlace            `protobuf:"bytes,1,rep,name=places,proto3" json:"places,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OfflineCPUsRequest) Reset() {
+	*x = OfflineCPUsRequest{}
+	mi := &file_agent_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OfflineCPUsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OfflineCPUsRequest) ProtoMessage() {}
+
+func (x *OfflineCPUsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OfflineCPUsRequest.ProtoReflect.Descriptor instead.
+func (*OfflineCPUsRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *OfflineCPUsRequest) GetPlaces() []*CPUPlace {
+	if x != nil {
+		return x.Places
+	}
+	return nil
+}
+
+type OfflineCPUsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The guest CPU numbers this call offlined.
+	Cpus          []uint32 `protobuf:"varint,1,rep,packed,name=cpus,proto3" json:"cpus,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OfflineCPUsResponse) Reset() {
+	*x = OfflineCPUsResponse{}
+	mi := &file_agent_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OfflineCPUsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OfflineCPUsResponse) ProtoMessage() {}
+
+func (x *OfflineCPUsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OfflineCPUsResponse.ProtoReflect.Descriptor instead.
+func (*OfflineCPUsResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *OfflineCPUsResponse) GetCpus() []uint32 {
+	if x != nil {
+		return x.Cpus
+	}
+	return nil
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -5120,7 +5261,14 @@ const file_agent_proto_rawDesc = "" +
 	"\x04data\x18\x02 \x01(\fR\x04data\":\n" +
 	"\x16PortForwardReadRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
-	"\x03len\x18\x02 \x01(\rR\x03len2\xcf\x16\n" +
+	"\x03len\x18\x02 \x01(\rR\x03len\"@\n" +
+	"\bCPUPlace\x12\x1b\n" +
+	"\tsocket_id\x18\x01 \x01(\rR\bsocketId\x12\x17\n" +
+	"\acore_id\x18\x02 \x01(\rR\x06coreId\"G\n" +
+	"\x12OfflineCPUsRequest\x121\n" +
+	"\x06places\x18\x01 \x03(\v2\x19.vessel.agent.v1.CPUPlaceR\x06places\")\n" +
+	"\x13OfflineCPUsResponse\x12\x12\n" +
+	"\x04cpus\x18\x01 \x03(\rR\x04cpus2\xcf\x16\n" +
 	"\x05Agent\x12F\n" +
 	"\x05Check\x12\x1d.vessel.agent.v1.CheckRequest\x1a\x1e.vessel.agent.v1.CheckResponse\x12L\n" +
 	"\aVersion\x12\x1f.vessel.agent.v1.VersionRequest\x1a .vessel.agent.v1.VersionResponse\x12N\n" +
@@ -5186,7 +5334,9 @@ const file_agent_proto_rawDesc = "" +
 	"\x10PortForwardWrite\x12(.vessel.agent.v1.PortForwardWriteRequest\x1a$.vessel.agent.v1.WriteStreamResponse\x12_\n" +
 	"\x0fPortForwardRead\x12'.vessel.agent.v1.PortForwardReadRequest\x1a#.vessel.agent.v1.ReadStreamResponse\x12T\n" +
 	"\x15PortForwardCloseWrite\x12#.vessel.agent.v1.PortForwardRequest\x1a\x16.vessel.agent.v1.Empty\x12O\n" +
-	"\x10PortForwardClose\x12#.vessel.agent.v1.PortForwardRequest\x1a\x16.vessel.agent.v1.EmptyB:Z8github.com/vessel-containers/vessel/api/agent/v1;agentv1b\x06proto3"
+	"\x10PortForwardClose\x12#.vessel.agent.v1.PortForwardRequest\x1a\x16.vessel.agent.v1.Empty2`\n" +
+	"\x04CPUs\x12X\n" +
+	"\vOfflineCPUs\x12#.vessel.agent.v1.OfflineCPUsRequest\x1a$.vessel.agent.v1.OfflineCPUsResponseB:Z8github.com/vessel-containers/vessel/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -5200,7 +5350,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                    // 0: vessel.agent.v1.Empty
 	(*CheckRequest)(nil),             // 1: vessel.agent.v1.CheckRequest
@@ -5283,6 +5433,9 @@ var file_agent_proto_goTypes = []any{
 	(*PortForwardRequest)(nil),       // 78: vessel.agent.v1.PortForwardRequest
 	(*PortForwardWriteRequest)(nil),  // 79: vessel.agent.v1.PortForwardWriteRequest
 	(*PortForwardReadRequest)(nil),   // 80: vessel.agent.v1.PortForwardReadRequest
+	(*CPUPlace)(nil),                 // 81: vessel.agent.v1.CPUPlace
+	(*OfflineCPUsRequest)(nil),       // 82: vessel.agent.v1.OfflineCPUsRequest
+	(*OfflineCPUsResponse)(nil),      // 83: vessel.agent.v1.OfflineCPUsResponse
 }
 var file_agent_proto_depIdxs = []int32{
 	8,  // 0: vessel.agent.v1.CreateSandboxRequest.storages:type_name -> vessel.agent.v1.Storage
@@ -5308,115 +5461,118 @@ var file_agent_proto_depIdxs = []int32{
 	46, // 20: vessel.agent.v1.AddARPNeighborsRequest.neighbors:type_name -> vessel.agent.v1.ARPNeighbor
 	59, // 21: vessel.agent.v1.GuestDetailsResponse.agent_details:type_name -> vessel.agent.v1.AgentDetails
 	11, // 22: vessel.agent.v1.DebugStartRequest.stdio:type_name -> vessel.agent.v1.StdioConfig
-	1,  // 23: vessel.agent.v1.Agent.Check:input_type -> vessel.agent.v1.CheckRequest
-	3,  // 24: vessel.agent.v1.Agent.Version:input_type -> vessel.agent.v1.VersionRequest
-	5,  // 25: vessel.agent.v1.Agent.CreateSandbox:input_type -> vessel.agent.v1.CreateSandboxRequest
-	6,  // 26: vessel.agent.v1.Agent.DestroySandbox:input_type -> vessel.agent.v1.DestroySandboxRequest
-	9,  // 27: vessel.agent.v1.Agent.CreateContainer:input_type -> vessel.agent.v1.CreateContainerRequest
-	12, // 28: vessel.agent.v1.Agent.StartContainer:input_type -> vessel.agent.v1.StartContainerRequest
-	13, // 29: vessel.agent.v1.Agent.RemoveContainer:input_type -> vessel.agent.v1.RemoveContainerRequest
-	15, // 30: vessel.agent.v1.Agent.ExecProcess:input_type -> vessel.agent.v1.ExecProcessRequest
-	16, // 31: vessel.agent.v1.Agent.SignalProcess:input_type -> vessel.agent.v1.SignalProcessRequest
-	17, // 32: vessel.agent.v1.Agent.WaitProcess:input_type -> vessel.agent.v1.WaitProcessRequest
-	19, // 33: vessel.agent.v1.Agent.ListProcesses:input_type -> vessel.agent.v1.ListProcessesRequest
-	23, // 34: vessel.agent.v1.Agent.UpdateContainer:input_type -> vessel.agent.v1.UpdateContainerRequest
-	24, // 35: vessel.agent.v1.Agent.PauseContainer:input_type -> vessel.agent.v1.PauseContainerRequest
-	25, // 36: vessel.agent.v1.Agent.ResumeContainer:input_type -> vessel.agent.v1.ResumeContainerRequest
-	26, // 37: vessel.agent.v1.Agent.StatsContainer:input_type -> vessel.agent.v1.StatsContainerRequest
-	33, // 38: vessel.agent.v1.Agent.GetOOMEvent:input_type -> vessel.agent.v1.GetOOMEventRequest
-	35, // 39: vessel.agent.v1.Agent.WriteStdin:input_type -> vessel.agent.v1.WriteStreamRequest
-	37, // 40: vessel.agent.v1.Agent.ReadStdout:input_type -> vessel.agent.v1.ReadStreamRequest
-	37, // 41: vessel.agent.v1.Agent.ReadStderr:input_type -> vessel.agent.v1.ReadStreamRequest
-	39, // 42: vessel.agent.v1.Agent.CloseStdin:input_type -> vessel.agent.v1.CloseStdinRequest
-	40, // 43: vessel.agent.v1.Agent.TtyWinResize:input_type -> vessel.agent.v1.TtyWinResizeRequest
-	47, // 44: vessel.agent.v1.Agent.UpdateInterface:input_type -> vessel.agent.v1.UpdateInterfaceRequest
-	48, // 45: vessel.agent.v1.Agent.UpdateRoutes:input_type -> vessel.agent.v1.UpdateRoutesRequest
-	49, // 46: vessel.agent.v1.Agent.ListInterfaces:input_type -> vessel.agent.v1.ListInterfacesRequest
-	50, // 47: vessel.agent.v1.Agent.ListRoutes:input_type -> vessel.agent.v1.ListRoutesRequest
-	51, // 48: vessel.agent.v1.Agent.AddARPNeighbors:input_type -> vessel.agent.v1.AddARPNeighborsRequest
-	52, // 49: vessel.agent.v1.Agent.OnlineCPUMem:input_type -> vessel.agent.v1.OnlineCPUMemRequest
-	53, // 50: vessel.agent.v1.Agent.MemHotplugByProbe:input_type -> vessel.agent.v1.MemHotplugByProbeRequest
-	54, // 51: vessel.agent.v1.Agent.CopyFile:input_type -> vessel.agent.v1.CopyFileRequest
-	56, // 52: vessel.agent.v1.Agent.ReseedRandomDev:input_type -> vessel.agent.v1.ReseedRandomDevRequest
-	57, // 53: vessel.agent.v1.Agent.SetGuestDateTime:input_type -> vessel.agent.v1.SetGuestDateTimeRequest
-	58, // 54: vessel.agent.v1.Agent.GetGuestDetails:input_type -> vessel.agent.v1.GuestDetailsRequest
-	61, // 55: vessel.agent.v1.Agent.GetMetrics:input_type -> vessel.agent.v1.GetMetricsRequest
-	55, // 56: vessel.agent.v1.Agent.WarmUp:input_type -> vessel.agent.v1.WarmUpRequest
-	63, // 57: vessel.agent.v1.Agent.SetPolicy:input_type -> vessel.agent.v1.SetPolicyRequest
-	65, // 58: vessel.agent.v1.Tracing.CollectSpans:input_type -> vessel.agent.v1.CollectSpansRequest
-	67, // 59: vessel.agent.v1.Debug.DebugStart:input_type -> vessel.agent.v1.DebugStartRequest
-	69, // 60: vessel.agent.v1.Debug.DebugWriteStdin:input_type -> vessel.agent.v1.DebugWriteRequest
-	70, // 61: vessel.agent.v1.Debug.DebugReadStdout:input_type -> vessel.agent.v1.DebugReadRequest
-	70, // 62: vessel.agent.v1.Debug.DebugReadStderr:input_type -> vessel.agent.v1.DebugReadRequest
-	68, // 63: vessel.agent.v1.Debug.DebugCloseStdin:input_type -> vessel.agent.v1.DebugProcessRequest
-	71, // 64: vessel.agent.v1.Debug.DebugResize:input_type -> vessel.agent.v1.DebugResizeRequest
-	72, // 65: vessel.agent.v1.Debug.DebugSignal:input_type -> vessel.agent.v1.DebugSignalRequest
-	68, // 66: vessel.agent.v1.Debug.DebugWait:input_type -> vessel.agent.v1.DebugProcessRequest
-	73, // 67: vessel.agent.v1.Files.RemovePath:input_type -> vessel.agent.v1.RemovePathRequest
-	74, // 68: vessel.agent.v1.Volume.VolumeStats:input_type -> vessel.agent.v1.VolumeStatsRequest
-	76, // 69: vessel.agent.v1.Volume.ResizeVolume:input_type -> vessel.agent.v1.ResizeVolumeRequest
-	77, // 70: vessel.agent.v1.PortForward.PortForwardOpen:input_type -> vessel.agent.v1.PortForwardOpenRequest
-	79, // 71: vessel.agent.v1.PortForward.PortForwardWrite:input_type -> vessel.agent.v1.PortForwardWriteRequest
-	80, // 72: vessel.agent.v1.PortForward.PortForwardRead:input_type -> vessel.agent.v1.PortForwardReadRequest
-	78, // 73: vessel.agent.v1.PortForward.PortForwardCloseWrite:input_type -> vessel.agent.v1.PortForwardRequest
-	78, // 74: vessel.agent.v1.PortForward.PortForwardClose:input_type -> vessel.agent.v1.PortForwardRequest
-	2,  // 75: vessel.agent.v1.Agent.Check:output_type -> vessel.agent.v1.CheckResponse
-	4,  // 76: vessel.agent.v1.Agent.Version:output_type -> vessel.agent.v1.VersionResponse
-	0,  // 77: vessel.agent.v1.Agent.CreateSandbox:output_type -> vessel.agent.v1.Empty
-	0,  // 78: vessel.agent.v1.Agent.DestroySandbox:output_type -> vessel.agent.v1.Empty
-	0,  // 79: vessel.agent.v1.Agent.CreateContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 80: vessel.agent.v1.Agent.StartContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 81: vessel.agent.v1.Agent.RemoveContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 82: vessel.agent.v1.Agent.ExecProcess:output_type -> vessel.agent.v1.Empty
-	0,  // 83: vessel.agent.v1.Agent.SignalProcess:output_type -> vessel.agent.v1.Empty
-	18, // 84: vessel.agent.v1.Agent.WaitProcess:output_type -> vessel.agent.v1.WaitProcessResponse
-	21, // 85: vessel.agent.v1.Agent.ListProcesses:output_type -> vessel.agent.v1.ListProcessesResponse
-	0,  // 86: vessel.agent.v1.Agent.UpdateContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 87: vessel.agent.v1.Agent.PauseContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 88: vessel.agent.v1.Agent.ResumeContainer:output_type -> vessel.agent.v1.Empty
-	32, // 89: vessel.agent.v1.Agent.StatsContainer:output_type -> vessel.agent.v1.StatsContainerResponse
-	34, // 90: vessel.agent.v1.Agent.GetOOMEvent:output_type -> vessel.agent.v1.OOMEvent
-	36, // 91: vessel.agent.v1.Agent.WriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
-	38, // 92: vessel.agent.v1.Agent.ReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
-	38, // 93: vessel.agent.v1.Agent.ReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
-	0,  // 94: vessel.agent.v1.Agent.CloseStdin:output_type -> vessel.agent.v1.Empty
-	0,  // 95: vessel.agent.v1.Agent.TtyWinResize:output_type -> vessel.agent.v1.Empty
-	42, // 96: vessel.agent.v1.Agent.UpdateInterface:output_type -> vessel.agent.v1.Interface
-	45, // 97: vessel.agent.v1.Agent.UpdateRoutes:output_type -> vessel.agent.v1.Routes
-	43, // 98: vessel.agent.v1.Agent.ListInterfaces:output_type -> vessel.agent.v1.Interfaces
-	45, // 99: vessel.agent.v1.Agent.ListRoutes:output_type -> vessel.agent.v1.Routes
-	0,  // 100: vessel.agent.v1.Agent.AddARPNeighbors:output_type -> vessel.agent.v1.Empty
-	0,  // 101: vessel.agent.v1.Agent.OnlineCPUMem:output_type -> vessel.agent.v1.Empty
-	0,  // 102: vessel.agent.v1.Agent.MemHotplugByProbe:output_type -> vessel.agent.v1.Empty
-	0,  // 103: vessel.agent.v1.Agent.CopyFile:output_type -> vessel.agent.v1.Empty
-	0,  // 104: vessel.agent.v1.Agent.ReseedRandomDev:output_type -> vessel.agent.v1.Empty
-	0,  // 105: vessel.agent.v1.Agent.SetGuestDateTime:output_type -> vessel.agent.v1.Empty
-	60, // 106: vessel.agent.v1.Agent.GetGuestDetails:output_type -> vessel.agent.v1.GuestDetailsResponse
-	62, // 107: vessel.agent.v1.Agent.GetMetrics:output_type -> vessel.agent.v1.Metrics
-	0,  // 108: vessel.agent.v1.Agent.WarmUp:output_type -> vessel.agent.v1.Empty
-	64, // 109: vessel.agent.v1.Agent.SetPolicy:output_type -> vessel.agent.v1.SetPolicyResponse
-	66, // 110: vessel.agent.v1.Tracing.CollectSpans:output_type -> vessel.agent.v1.CollectSpansResponse
-	0,  // 111: vessel.agent.v1.Debug.DebugStart:output_type -> vessel.agent.v1.Empty
-	36, // 112: vessel.agent.v1.Debug.DebugWriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
-	38, // 113: vessel.agent.v1.Debug.DebugReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
-	38, // 114: vessel.agent.v1.Debug.DebugReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
-	0,  // 115: vessel.agent.v1.Debug.DebugCloseStdin:output_type -> vessel.agent.v1.Empty
-	0,  // 116: vessel.agent.v1.Debug.DebugResize:output_type -> vessel.agent.v1.Empty
-	0,  // 117: vessel.agent.v1.Debug.DebugSignal:output_type -> vessel.agent.v1.Empty
-	18, // 118: vessel.agent.v1.Debug.DebugWait:output_type -> vessel.agent.v1.WaitProcessResponse
-	0,  // 119: vessel.agent.v1.Files.RemovePath:output_type -> vessel.agent.v1.Empty
-	75, // 120: vessel.agent.v1.Volume.VolumeStats:output_type -> vessel.agent.v1.VolumeStatsResponse
-	0,  // 121: vessel.agent.v1.Volume.ResizeVolume:output_type -> vessel.agent.v1.Empty
-	0,  // 122: vessel.agent.v1.PortForward.PortForwardOpen:output_type -> vessel.agent.v1.Empty
-	36, // 123: vessel.agent.v1.PortForward.PortForwardWrite:output_type -> vessel.agent.v1.WriteStreamResponse
-	38, // 124: vessel.agent.v1.PortForward.PortForwardRead:output_type -> vessel.agent.v1.ReadStreamResponse
-	0,  // 125: vessel.agent.v1.PortForward.PortForwardCloseWrite:output_type -> vessel.agent.v1.Empty
-	0,  // 126: vessel.agent.v1.PortForward.PortForwardClose:output_type -> vessel.agent.v1.Empty
-	75, // [75:127] is the sub-list for method output_type
-	23, // [23:75] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	81, // 23: vessel.agent.v1.OfflineCPUsRequest.places:type_name -> vessel.agent.v1.CPUPlace
+	1,  // 24: vessel.agent.v1.Agent.Check:input_type -> vessel.agent.v1.CheckRequest
+	3,  // 25: vessel.agent.v1.Agent.Version:input_type -> vessel.agent.v1.VersionRequest
+	5,  // 26: vessel.agent.v1.Agent.CreateSandbox:input_type -> vessel.agent.v1.CreateSandboxRequest
+	6,  // 27: vessel.agent.v1.Agent.DestroySandbox:input_type -> vessel.agent.v1.DestroySandboxRequest
+	9,  // 28: vessel.agent.v1.Agent.CreateContainer:input_type -> vessel.agent.v1.CreateContainerRequest
+	12, // 29: vessel.agent.v1.Agent.StartContainer:input_type -> vessel.agent.v1.StartContainerRequest
+	13, // 30: vessel.agent.v1.Agent.RemoveContainer:input_type -> vessel.agent.v1.RemoveContainerRequest
+	15, // 31: vessel.agent.v1.Agent.ExecProcess:input_type -> vessel.agent.v1.ExecProcessRequest
+	16, // 32: vessel.agent.v1.Agent.SignalProcess:input_type -> vessel.agent.v1.SignalProcessRequest
+	17, // 33: vessel.agent.v1.Agent.WaitProcess:input_type -> vessel.agent.v1.WaitProcessRequest
+	19, // 34: vessel.agent.v1.Agent.ListProcesses:input_type -> vessel.agent.v1.ListProcessesRequest
+	23, // 35: vessel.agent.v1.Agent.UpdateContainer:input_type -> vessel.agent.v1.UpdateContainerRequest
+	24, // 36: vessel.agent.v1.Agent.PauseContainer:input_type -> vessel.agent.v1.PauseContainerRequest
+	25, // 37: vessel.agent.v1.Agent.ResumeContainer:input_type -> vessel.agent.v1.ResumeContainerRequest
+	26, // 38: vessel.agent.v1.Agent.StatsContainer:input_type -> vessel.agent.v1.StatsContainerRequest
+	33, // 39: vessel.agent.v1.Agent.GetOOMEvent:input_type -> vessel.agent.v1.GetOOMEventRequest
+	35, // 40: vessel.agent.v1.Agent.WriteStdin:input_type -> vessel.agent.v1.WriteStreamRequest
+	37, // 41: vessel.agent.v1.Agent.ReadStdout:input_type -> vessel.agent.v1.ReadStreamRequest
+	37, // 42: vessel.agent.v1.Agent.ReadStderr:input_type -> vessel.agent.v1.ReadStreamRequest
+	39, // 43: vessel.agent.v1.Agent.CloseStdin:input_type -> vessel.agent.v1.CloseStdinRequest
+	40, // 44: vessel.agent.v1.Agent.TtyWinResize:input_type -> vessel.agent.v1.TtyWinResizeRequest
+	47, // 45: vessel.agent.v1.Agent.UpdateInterface:input_type -> vessel.agent.v1.UpdateInterfaceRequest
+	48, // 46: vessel.agent.v1.Agent.UpdateRoutes:input_type -> vessel.agent.v1.UpdateRoutesRequest
+	49, // 47: vessel.agent.v1.Agent.ListInterfaces:input_type -> vessel.agent.v1.ListInterfacesRequest
+	50, // 48: vessel.agent.v1.Agent.ListRoutes:input_type -> vessel.agent.v1.ListRoutesRequest
+	51, // 49: vessel.agent.v1.Agent.AddARPNeighbors:input_type -> vessel.agent.v1.AddARPNeighborsRequest
+	52, // 50: vessel.agent.v1.Agent.OnlineCPUMem:input_type -> vessel.agent.v1.OnlineCPUMemRequest
+	53, // 51: vessel.agent.v1.Agent.MemHotplugByProbe:input_type -> vessel.agent.v1.MemHotplugByProbeRequest
+	54, // 52: vessel.agent.v1.Agent.CopyFile:input_type -> vessel.agent.v1.CopyFileRequest
+	56, // 53: vessel.agent.v1.Agent.ReseedRandomDev:input_type -> vessel.agent.v1.ReseedRandomDevRequest
+	57, // 54: vessel.agent.v1.Agent.SetGuestDateTime:input_type -> vessel.agent.v1.SetGuestDateTimeRequest
+	58, // 55: vessel.agent.v1.Agent.GetGuestDetails:input_type -> vessel.agent.v1.GuestDetailsRequest
+	61, // 56: vessel.agent.v1.Agent.GetMetrics:input_type -> vessel.agent.v1.GetMetricsRequest
+	55, // 57: vessel.agent.v1.Agent.WarmUp:input_type -> vessel.agent.v1.WarmUpRequest
+	63, // 58: vessel.agent.v1.Agent.SetPolicy:input_type -> vessel.agent.v1.SetPolicyRequest
+	65, // 59: vessel.agent.v1.Tracing.CollectSpans:input_type -> vessel.agent.v1.CollectSpansRequest
+	67, // 60: vessel.agent.v1.Debug.DebugStart:input_type -> vessel.agent.v1.DebugStartRequest
+	69, // 61: vessel.agent.v1.Debug.DebugWriteStdin:input_type -> vessel.agent.v1.DebugWriteRequest
+	70, // 62: vessel.agent.v1.Debug.DebugReadStdout:input_type -> vessel.agent.v1.DebugReadRequest
+	70, // 63: vessel.agent.v1.Debug.DebugReadStderr:input_type -> vessel.agent.v1.DebugReadRequest
+	68, // 64: vessel.agent.v1.Debug.DebugCloseStdin:input_type -> vessel.agent.v1.DebugProcessRequest
+	71, // 65: vessel.agent.v1.Debug.DebugResize:input_type -> vessel.agent.v1.DebugResizeRequest
+	72, // 66: vessel.agent.v1.Debug.DebugSignal:input_type -> vessel.agent.v1.DebugSignalRequest
+	68, // 67: vessel.agent.v1.Debug.DebugWait:input_type -> vessel.agent.v1.DebugProcessRequest
+	73, // 68: vessel.agent.v1.Files.RemovePath:input_type -> vessel.agent.v1.RemovePathRequest
+	74, // 69: vessel.agent.v1.Volume.VolumeStats:input_type -> vessel.agent.v1.VolumeStatsRequest
+	76, // 70: vessel.agent.v1.Volume.ResizeVolume:input_type -> vessel.agent.v1.ResizeVolumeRequest
+	77, // 71: vessel.agent.v1.PortForward.PortForwardOpen:input_type -> vessel.agent.v1.PortForwardOpenRequest
+	79, // 72: vessel.agent.v1.PortForward.PortForwardWrite:input_type -> vessel.agent.v1.PortForwardWriteRequest
+	80, // 73: vessel.agent.v1.PortForward.PortForwardRead:input_type -> vessel.agent.v1.PortForwardReadRequest
+	78, // 74: vessel.agent.v1.PortForward.PortForwardCloseWrite:input_type -> vessel.agent.v1.PortForwardRequest
+	78, // 75: vessel.agent.v1.PortForward.PortForwardClose:input_type -> vessel.agent.v1.PortForwardRequest
+	82, // 76: vessel.agent.v1.CPUs.OfflineCPUs:input_type -> vessel.agent.v1.OfflineCPUsRequest
+	2,  // 77: vessel.agent.v1.Agent.Check:output_type -> vessel.agent.v1.CheckResponse
+	4,  // 78: vessel.agent.v1.Agent.Version:output_type -> vessel.agent.v1.VersionResponse
+	0,  // 79: vessel.agent.v1.Agent.CreateSandbox:output_type -> vessel.agent.v1.Empty
+	0,  // 80: vessel.agent.v1.Agent.DestroySandbox:output_type -> vessel.agent.v1.Empty
+	0,  // 81: vessel.agent.v1.Agent.CreateContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 82: vessel.agent.v1.Agent.StartContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 83: vessel.agent.v1.Agent.RemoveContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 84: vessel.agent.v1.Agent.ExecProcess:output_type -> vessel.agent.v1.Empty
+	0,  // 85: vessel.agent.v1.Agent.SignalProcess:output_type -> vessel.agent.v1.Empty
+	18, // 86: vessel.agent.v1.Agent.WaitProcess:output_type -> vessel.agent.v1.WaitProcessResponse
+	21, // 87: vessel.agent.v1.Agent.ListProcesses:output_type -> vessel.agent.v1.ListProcessesResponse
+	0,  // 88: vessel.agent.v1.Agent.UpdateContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 89: vessel.agent.v1.Agent.PauseContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 90: vessel.agent.v1.Agent.ResumeContainer:output_type -> vessel.agent.v1.Empty
+	32, // 91: vessel.agent.v1.Agent.StatsContainer:output_type -> vessel.agent.v1.StatsContainerResponse
+	34, // 92: vessel.agent.v1.Agent.GetOOMEvent:output_type -> vessel.agent.v1.OOMEvent
+	36, // 93: vessel.agent.v1.Agent.WriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
+	38, // 94: vessel.agent.v1.Agent.ReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
+	38, // 95: vessel.agent.v1.Agent.ReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
+	0,  // 96: vessel.agent.v1.Agent.CloseStdin:output_type -> vessel.agent.v1.Empty
+	0,  // 97: vessel.agent.v1.Agent.TtyWinResize:output_type -> vessel.agent.v1.Empty
+	42, // 98: vessel.agent.v1.Agent.UpdateInterface:output_type -> vessel.agent.v1.Interface
+	45, // 99: vessel.agent.v1.Agent.UpdateRoutes:output_type -> vessel.agent.v1.Routes
+	43, // 100: vessel.agent.v1.Agent.ListInterfaces:output_type -> vessel.agent.v1.Interfaces
+	45, // 101: vessel.agent.v1.Agent.ListRoutes:output_type -> vessel.agent.v1.Routes
+	0,  // 102: vessel.agent.v1.Agent.AddARPNeighbors:output_type -> vessel.agent.v1.Empty
+	0,  // 103: vessel.agent.v1.Agent.OnlineCPUMem:output_type -> vessel.agent.v1.Empty
+	0,  // 104: vessel.agent.v1.Agent.MemHotplugByProbe:output_type -> vessel.agent.v1.Empty
+	0,  // 105: vessel.agent.v1.Agent.CopyFile:output_type -> vessel.agent.v1.Empty
+	0,  // 106: vessel.agent.v1.Agent.ReseedRandomDev:output_type -> vessel.agent.v1.Empty
+	0,  // 107: vessel.agent.v1.Agent.SetGuestDateTime:output_type -> vessel.agent.v1.Empty
+	60, // 108: vessel.agent.v1.Agent.GetGuestDetails:output_type -> vessel.agent.v1.GuestDetailsResponse
+	62, // 109: vessel.agent.v1.Agent.GetMetrics:output_type -> vessel.agent.v1.Metrics
+	0,  // 110: vessel.agent.v1.Agent.WarmUp:output_type -> vessel.agent.v1.Empty
+	64, // 111: vessel.agent.v1.Agent.SetPolicy:output_type -> vessel.agent.v1.SetPolicyResponse
+	66, // 112: vessel.agent.v1.Tracing.CollectSpans:output_type -> vessel.agent.v1.CollectSpansResponse
+	0,  // 113: vessel.agent.v1.Debug.DebugStart:output_type -> vessel.agent.v1.Empty
+	36, // 114: vessel.agent.v1.Debug.DebugWriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
+	38, // 115: vessel.agent.v1.Debug.DebugReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
+	38, // 116: vessel.agent.v1.Debug.DebugReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
+	0,  // 117: vessel.agent.v1.Debug.DebugCloseStdin:output_type -> vessel.agent.v1.Empty
+	0,  // 118: vessel.agent.v1.Debug.DebugResize:output_type -> vessel.agent.v1.Empty
+	0,  // 119: vessel.agent.v1.Debug.DebugSignal:output_type -> vessel.agent.v1.Empty
+	18, // 120: vessel.agent.v1.Debug.DebugWait:output_type -> vessel.agent.v1.WaitProcessResponse
+	0,  // 121: vessel.agent.v1.Files.RemovePath:output_type -> vessel.agent.v1.Empty
+	75, // 122: vessel.agent.v1.Volume.VolumeStats:output_type -> vessel.agent.v1.VolumeStatsResponse
+	0,  // 123: vessel.agent.v1.Volume.ResizeVolume:output_type -> vessel.agent.v1.Empty
+	0,  // 124: vessel.agent.v1.PortForward.PortForwardOpen:output_type -> vessel.agent.v1.Empty
+	36, // 125: vessel.agent.v1.PortForward.PortForwardWrite:output_type -> vessel.agent.v1.WriteStreamResponse
+	38, // 126: vessel.agent.v1.PortForward.PortForwardRead:output_type -> vessel.agent.v1.ReadStreamResponse
+	0,  // 127: vessel.agent.v1.PortForward.PortForwardCloseWrite:output_type -> vessel.agent.v1.Empty
+	0,  // 128: vessel.agent.v1.PortForward.PortForwardClose:output_type -> vessel.agent.v1.Empty
+	83, // 129: vessel.agent.v1.CPUs.OfflineCPUs:output_type -> vessel.agent.v1.OfflineCPUsResponse
+	77, // [77:130] is the sub-list for method output_type
+	24, // [24:77] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -5430,9 +5586,9 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   81,
+			NumMessages:   84,
 			NumExtensions: 0,
-			NumServices:   6,
+			NumServices:   7,
 		},
 		GoTypes:           file_agent_proto_goTypes,
 		DependencyIndexes: file_agent_proto_depIdxs,

@@ -958,3 +958,39 @@ func (c *portforwardClient) PortForwardClose(ctx context.Context, req *PortForwa
 	}
 	return &resp, nil
 }
+
+type CPUsService interface {
+	OfflineCPUs(context.Context, *OfflineCPUsRequest) (*OfflineCPUsResponse, error)
+}
+
+func RegisterCPUsService(srv *ttrpc.Server, svc CPUsService) {
+	srv.RegisterService("vessel.agent.v1.CPUs", &ttrpc.ServiceDesc{
+		Methods: map[string]ttrpc.Method{
+			"OfflineCPUs": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req OfflineCPUsRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.OfflineCPUs(ctx, &req)
+			},
+		},
+	})
+}
+
+type cpusClient struct {
+	client *ttrpc.Client
+}
+
+func NewCPUsClient(client *ttrpc.Client) CPUsService {
+	return &cpusClient{
+		client: client,
+	}
+}
+
+func (c *cpusClient) OfflineCPUs(ctx context.Context, req *OfflineCPUsRequest) (*OfflineCPUsResponse, error) {
+	var resp OfflineCPUsResponse
+	if err := c.client.Call(ctx, "vessel.agent.v1.CPUs", "OfflineCPUs", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}

@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
 // The guest's serial console (ttyS0) is a QEMU socket chardev in server mode on
@@ -170,7 +172,7 @@ func (v *VM) startConsole(logger *log.Entry) error {
 	if err := v.console.open(v.statePath(hypervisor.ConsoleLogName)); err != nil {
 		return err
 	}
-	conn, err := net.Dial("unix", v.statePath(consoleSocketName))
+	conn, err := unixsock.Dial(context.Background(), &net.Dialer{}, v.statePath(consoleSocketName))
 	if err != nil {
 		_ = v.console.closeFile()
 		return fmt.Errorf("connect to the console socket: %w", err)

@@ -127,9 +127,20 @@ func (v *VM) expectDeleted(dev string) (gone <-chan struct{}, released bool, sto
 func (v *VM) deviceDeleted(data json.RawMessage) {
 	var d struct {
 		Device string `json:"device"`
+		Path   string `json:"path"`
 	}
-	if json.Unmarshal(data, &d) != nil || d.Device == "" {
+	if json.Unmarshal(data, &d) != nil {
 		return
+	}
+	if d.Device == "" {
+		// QEMU 7.2 announces an unplugged vCPU by its child's deletion only
+		// (/machine/peripheral/<id>/lapic, without a device id).
+		rest, ok := strings.CutPrefix(d.Path, peripheralPath)
+		id, _, child := strings.Cut(rest, "/")
+		if !ok || !child || !strings.HasPrefix(id, cpuDevicePrefix) {
+			return
+		}
+		d.Device = id
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()

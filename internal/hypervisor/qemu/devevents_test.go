@@ -65,3 +65,52 @@ func TestPlugAcked(t *testing.T) {
 		t.Fatalf("waiters left: %v", v.devEvents.waiters)
 	}
 }
+
+// A vCPU's unplug ends with the DEVICE_DELETED of its lapic child (QEMU 7.2 sends none with
+// the vCPU's id): it wakes the waiter for the vCPU, and the deletion of another device's
+// child, or of a vCPU nobody waits for, wakes nobody.
+func TestCPUDeletedByChild(t *testing.T) {
+	v := &VM{cfg: hypervisor.Config{ID: "t"}, done: make(chan struct{})}
+	gone, released, stop := v.expectDeleted("vessel-cpu-2")
+	defer stop()
+	if released {
+		t.Fatal("released before any event")
+	}
+	for _, data := range []string{
+		`{"path": "/machine/peripheral/vessel-cpu-1/lapic"}`,
+		`{"path": "/machine/peripheral/vessel-blk-x/virtio-backend"}`,
+		`{"path": "/machine/peripheral/vessel-cpu-2"}`,
+		`{"path": "/machine/unattached/device[3]/lapic"}`,
+	} {
+		v.deviceDeleted([]byte(data))
+		select {
+		case <-gone:
+			t.Fatalf("%s woke the waiter for vessel-cpu-2", data)
+		default:
+		}
+	}
+	v.deviceDeleted([]byte(`{"path": "/machine/peripheral/vessel-cpu-2/lapic"}`))
+	select {
+	case <-gone:
+	default:
+		t.Fatal("the lapic's deletion did not wake the waiter for vessel-cpu-2")
+	}
+}
+
+// Only a VM started under KVM removes vCPUs.
+func TestCanShrinkCPUs(t *testing.T) {
+	for _, tc := range []struct {
+		accel hypervisor.Accelerator
+		want  string
+	}{
+		{hypervisor.AccelKVM, ""},
+		{hypervisor.AccelTCG, "not done under TCG"},
+		{"", "needs a vm this process started under KVM"},
+	} {
+		v := &VM{cfg: hypervisor.Config{ID: "t"}, accel: tc.accel}
+		err := v.CanShrinkCPUs()
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("accel %q: %v, want %q", tc.accel, err, tc.want)
+		}
+	}
+}

@@ -117,6 +117,9 @@ type VM struct {
 	shutdownReason string
 	// hot counts what Grow hot-plugged (template_resize.go); guarded by mu.
 	hot hotplugged
+	// accel is the accelerator QEMU was started with, empty for a VM this process did not
+	// start (cpu_shrink.go); guarded by mu.
+	accel hypervisor.Accelerator
 	// devEvents routes device events to their waiters (devevents.go).
 	devEvents deviceEvents
 	// disk is the attached disks (disk.go); guarded by mu.

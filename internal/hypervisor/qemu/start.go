@@ -28,9 +28,6 @@ import (
 // this is normally immediate).
 const drainTimeout = 5 * time.Second
 
-// maxSocketPath is the longest path a unix socket address holds (sun_path minus NUL).
-const maxSocketPath = 107
-
 // errExited cancels Start's QMP handshake when QEMU exits first.
 var errExited = errors.New("qemu exited during start")
 
@@ -97,7 +94,7 @@ func (v *VM) start(ctx context.Context) error {
 	exited := make(chan struct{})
 	started := make(chan struct{})
 	v.mu.Lock()
-	v.cmd, v.exited = cmd, exited
+	v.cmd, v.exited, v.accel = cmd, exited, accel
 	v.mu.Unlock()
 	go func() { // owner: the VM; ends when QEMU has exited
 		defer release()
@@ -279,9 +276,6 @@ func (v *VM) preflight() error {
 		return fmt.Errorf("state dir: %w", err)
 	} else if !st.IsDir() {
 		return fmt.Errorf("state dir %s is not a directory: %w", v.cfg.StateDir, errdefs.ErrInvalidArgument)
-	}
-	if p := v.statePath(agentSocketName); len(p) > maxSocketPath {
-		return fmt.Errorf("socket path %s is longer than %d bytes; use a shorter state dir: %w", p, maxSocketPath, errdefs.ErrInvalidArgument)
 	}
 	switch v.cfg.SharedFS {
 	case hypervisor.SharedFS9P:

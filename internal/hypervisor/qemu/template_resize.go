@@ -104,7 +104,7 @@ func (v *VM) Grow(ctx context.Context, vcpus, memoryMiB uint32) error {
 			if s.QOMPath != "" {
 				continue
 			}
-			id := fmt.Sprintf("vessel-cpu-%d", curCPUs)
+			id := fmt.Sprintf("%s%d", cpuDevicePrefix, curCPUs)
 			if err := v.plugAcked(ctx, id, func() error { return c.DeviceAdd(ctx, s.Type, id, s.Props) }); err != nil {
 				return fmt.Errorf("qemu %s: hot-plug vcpu %s: %w", v.cfg.ID, id, err)
 			}

@@ -26,6 +26,8 @@ import (
 
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
+
+	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
 // ErrClosed is returned by calls on a client whose connection is closed.
@@ -145,7 +147,7 @@ type Client struct {
 // connection and negotiation only, not the life of the client.
 func Dial(ctx context.Context, path string) (*Client, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", path)
+	conn, err := unixsock.Dial(ctx, &d, path)
 	if err != nil {
 		return nil, fmt.Errorf("qmp: dial %s: %w", path, err)
 	}
