@@ -12,11 +12,16 @@ import (
 // host runs systemd: hostcgroup.Parse), with
 // runtime.sandbox_cgroup_only deciding whether the shim stays there too. A spec without a
 // cgroupsPath gets a cgroup named after the sandbox, as runc names one after the container:
-// the scope vessel-ID.scope in system.slice where the host runs systemd, /ID otherwise.
+// the scope vessel-ID.scope in system.slice where the host runs systemd, /ID otherwise;
+// rootless (hypervisor.rootless), where only a delegated cgroup the spec names can be
+// used, it places nothing.
 func hostCgroupPlan(c *config.Config, spec *specs.Spec, sandboxID string, systemd bool) (hostcgroup.Config, error) {
 	p := ""
 	if spec.Linux != nil {
 		p = spec.Linux.CgroupsPath
+	}
+	if p == "" && c.Hypervisor.Rootless {
+		return hostcgroup.Config{}, nil
 	}
 	if p == "" {
 		p = "/" + sandboxID

@@ -14,23 +14,26 @@ import (
 func TestHostCgroupPlan(t *testing.T) {
 	withPath := func(p string) *specs.Spec { return &specs.Spec{Linux: &specs.Linux{CgroupsPath: p}} }
 	for _, tc := range []struct {
-		name    string
-		only    bool
-		systemd bool
-		spec    *specs.Spec
-		want    hostcgroup.Config
-		wantErr string
+		name     string
+		only     bool
+		systemd  bool
+		rootless bool
+		spec     *specs.Spec
+		want     hostcgroup.Config
+		wantErr  string
 	}{
-		{"no linux", false, false, &specs.Spec{}, hostcgroup.Config{Path: "/sb1"}, ""},
-		{"no path", true, false, withPath(""), hostcgroup.Config{Path: "/sb1", SandboxOnly: true}, ""},
-		{"no path, systemd", false, true, withPath(""), hostcgroup.Config{Path: "system.slice:vessel:sb1"}, ""},
-		{"cgroupfs", false, false, withPath("/default/c1"), hostcgroup.Config{Path: "/default/c1"}, ""},
-		{"systemd form, sandbox only", true, false, withPath("system.slice:vessel:c1"), hostcgroup.Config{Path: "system.slice:vessel:c1", SandboxOnly: true}, ""},
-		{"root", false, false, withPath("/"), hostcgroup.Config{}, "root cgroup"},
+		{"no linux", false, false, false, &specs.Spec{}, hostcgroup.Config{Path: "/sb1"}, ""},
+		{"no path", true, false, false, withPath(""), hostcgroup.Config{Path: "/sb1", SandboxOnly: true}, ""},
+		{"no path, systemd", false, true, false, withPath(""), hostcgroup.Config{Path: "system.slice:vessel:sb1"}, ""},
+		{"no path, rootless", false, false, true, withPath(""), hostcgroup.Config{}, ""},
+		{"cgroupfs", false, false, false, withPath("/default/c1"), hostcgroup.Config{Path: "/default/c1"}, ""},
+		{"systemd form, sandbox only", true, false, false, withPath("system.slice:vessel:c1"), hostcgroup.Config{Path: "system.slice:vessel:c1", SandboxOnly: true}, ""},
+		{"root", false, false, false, withPath("/"), hostcgroup.Config{}, "root cgroup"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := config.Default()
 			c.Runtime.SandboxCgroupOnly = tc.only
+			c.Hypervisor.Rootless = tc.rootless
 			got, err := hostCgroupPlan(c, tc.spec, "sb1", tc.systemd)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
