@@ -64,8 +64,6 @@ if ! "$ctrd2_dir/containerd" --version 2>/dev/null | grep -qw "$want_ctrd2"; the
 fi
 command -v protoc-gen-go >/dev/null || GOBIN=$gobin go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 command -v protoc-gen-go-ttrpc >/dev/null || GOBIN=$gobin go install github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@v1.2.10
-echo "install-deps: done"
-
 # vessel-rootless: an unprivileged user for the rootless integration test (podman run as that
 # user with vessel as its runtime), with a subordinate id range for podman's user namespace.
 # The test skips, naming this script, when the user does not exist.
@@ -77,3 +75,4 @@ for f in /etc/subuid /etc/subgid; do
   touch "$f"
   grep -q "^$rootless_user:" "$f" || echo "$rootless_user:200000:65536" >>"$f"
 done
+echo "install-deps: done"
