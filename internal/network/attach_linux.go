@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"slices"
 
 	"github.com/containerd/errdefs"
@@ -54,7 +53,7 @@ func Attach(ctx context.Context, dir string, cfg Config) (_ *Attachment, retErr 
 			}
 		}
 	}()
-	err = inNetNS(ns, func() error { return attach(ctx, dir, st, cfg, att) })
+	err = InNetNS(ns, func() error { return attach(ctx, dir, st, cfg, att) })
 	if err != nil {
 		return nil, fmt.Errorf("attach pod network %s: %w", cfg.NetNS, err)
 	}
@@ -100,7 +99,7 @@ func Rescan(ctx context.Context, dir string, cfg Config) (_ *Attachment, retErr 
 			}
 		}
 	}()
-	err = inNetNS(ns, func() error { return attach(ctx, dir, st, cfg, att) })
+	err = InNetNS(ns, func() error { return attach(ctx, dir, st, cfg, att) })
 	if err != nil {
 		return nil, fmt.Errorf("rescan pod network %s: %w", st.NetNS, err)
 	}
@@ -481,36 +480,6 @@ func detach(h *netlink.Handle, ep Endpoint) error {
 func isLinkNotFound(err error) bool {
 	var nf netlink.LinkNotFoundError
 	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
-}
-
-// inNetNS runs fn on a locked OS thread in ns, on a goroutine of its own. When the thread
-// cannot return to its network namespace it stays locked, so the runtime ends it with the
-// goroutine instead of reusing it.
-func inNetNS(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() { // owner: inNetNS, which waits for the result
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("current network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace: %w", err)
-			return
-		}
-		err = fn()
-		if rerr := netns.Set(orig); rerr != nil {
-			errc <- errors.Join(err, fmt.Errorf("return to the host network namespace: %w", rerr))
-			return // the thread stays locked and ends with this goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
 }
 
 // openTapQueue attaches a further queue to the multiqueue tap name (TUNSETIFF with flags,

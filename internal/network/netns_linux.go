@@ -28,16 +28,20 @@ func CreateNetNS(dir string) (string, error) {
 	f.Close()
 	errc := make(chan error, 1)
 	go func() { // owner: CreateNetNS, which waits for the result
-		errc <- onThread(func() error {
-			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-				return fmt.Errorf("unshare: %w", err)
-			}
-			self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
-			if err := unix.Mount(self, path, "", unix.MS_BIND, ""); err != nil {
-				return fmt.Errorf("pin at %s: %w", path, err)
-			}
-			return nil
-		})
+		// The thread stays locked and so ends with this goroutine, taking the new
+		// namespace with it: it never has to return to the host's, which a shim in a user
+		// namespace (rootless) may not enter again.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("unshare: %w", err)
+			return
+		}
+		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+		if err := unix.Mount(self, path, "", unix.MS_BIND, ""); err != nil {
+			errc <- fmt.Errorf("pin at %s: %w", path, err)
+			return
+		}
+		errc <- nil
 	}()
 	if err := <-errc; err != nil {
 		os.Remove(path)
@@ -84,16 +88,13 @@ func HoldNetNS(path string) (*Holder, error) {
 	go func() { // owner: the Holder; Release stops it and waits for it
 		defer close(h.done)
 		defer ns.Close()
-		err := onThread(func() error {
-			if err := netns.Set(ns); err != nil {
-				return fmt.Errorf("hold network namespace %s: %w", path, err)
-			}
+		err := InNetNS(ns, func() error {
 			tidc <- unix.Gettid()
 			<-h.release
 			return nil
 		})
 		if err != nil {
-			errc <- err
+			errc <- fmt.Errorf("hold network namespace %s: %w", path, err)
 		}
 	}()
 	select {
@@ -108,27 +109,25 @@ func HoldNetNS(path string) (*Holder, error) {
 // Tid is the id of the thread in the namespace.
 func (h *Holder) Tid() int { return h.tid }
 
-// Release lets the thread go back to the host namespace and waits for it.
+// Release ends the thread and waits for it.
 func (h *Holder) Release() {
 	close(h.release)
 	<-h.done
 }
 
-// onThread runs fn on the calling goroutine's OS thread, locked, and returns the thread to
-// the network namespace it was in. A thread that cannot go back stays locked, so the
-// runtime ends it with the goroutine instead of reusing it.
-func onThread(fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("current network namespace: %w", err)
-	}
-	defer orig.Close()
-	err = fn()
-	if rerr := netns.Set(orig); rerr != nil {
-		return errors.Join(err, fmt.Errorf("return to the host network namespace: %w", rerr))
-	}
-	runtime.UnlockOSThread()
-	return err
+// InNetNS runs fn on an OS thread of its own in the network namespace ns and waits for
+// it. The thread never goes back: it stays locked and ends with its goroutine, so nothing
+// else ever runs in ns by accident, and a shim that may not enter the host's namespace
+// again (rootless, in a user namespace) never has to.
+func InNetNS(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() { // owner: InNetNS, which waits for the result
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		if err := netns.Set(ns); err != nil {
+			errc <- fmt.Errorf("enter network namespace: %w", err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
 }

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vessel-containers/vessel/internal/atomicfile"
+	"github.com/vessel-containers/vessel/internal/network"
 )
 
 // MaxConns bounds the connections a forwarder relays at once; a connection beyond it is
@@ -84,7 +85,7 @@ func Start(ctx context.Context, dir, nsPath string, guest Guest) (_ *Forwarder, 
 			}
 		}
 	}()
-	err = inNetNS(ns, func() error {
+	err = network.InNetNS(ns, func() error {
 		ln, err := net.Listen("tcp4", "127.0.0.1:0")
 		if err != nil {
 			return fmt.Errorf("listen on 127.0.0.1: %w", err)

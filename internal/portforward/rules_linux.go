@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -131,34 +130,4 @@ func HasRules(ns netns.NsHandle) (bool, error) {
 		}
 	}
 	return false, nil
-}
-
-// inNetNS runs fn on a locked OS thread in ns, on a goroutine of its own. When the thread
-// cannot return to its network namespace it stays locked, so the runtime ends it with the
-// goroutine instead of reusing it.
-func inNetNS(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() { // owner: inNetNS, which waits for the result
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("current network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace: %w", err)
-			return
-		}
-		err = fn()
-		if rerr := netns.Set(orig); rerr != nil {
-			errc <- errors.Join(err, fmt.Errorf("return to the original network namespace: %w", rerr))
-			return // the thread stays locked and ends with the goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
 }
