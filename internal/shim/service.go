@@ -27,8 +27,8 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/bundle"
 	"github.com/vessel-containers/vessel/internal/config"
-	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/directvolume"
+	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/sandbox"
 	"github.com/vessel-containers/vessel/internal/tracing"
