@@ -437,8 +437,6 @@ func TestUnsupportedInFile(t *testing.T) {
 			`x.toml: factory.enable_template = true: VM templates cannot be used with hypervisor.shared_fs = "none"`},
 		{"copy mode with the vm cache", "[hypervisor]\nshared_fs = \"none\"\n[factory]\nvm_cache_number = 1",
 			`x.toml: factory.vm_cache_number = 1: the VM cache cannot be used with hypervisor.shared_fs = "none"`},
-		{"copy mode with an unprivileged vmm", "[hypervisor]\nshared_fs = \"none\"\nvmm_id_range = \"100000-165535\"",
-			`x.toml: hypervisor.vmm_id_range = "100000-165535": copy mode (hypervisor.shared_fs = "none") cannot be used with an unprivileged VMM yet`},
 		{"copy sync mode", "[hypervisor]\ncopy_sync = \"some\"",
 			`x.toml: hypervisor.copy_sync = "some"`},
 		{"bool", "[hypervisor]\nenable_hugepages = true",

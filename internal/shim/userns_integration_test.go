@@ -265,3 +265,41 @@ func TestUnprivilegedVMMPod(t *testing.T) {
 		t.Errorf("the next sandbox's ids: uid_map %q", uidMap)
 	}
 }
+
+// TestUnprivilegedVMMCopyMode runs a container in copy mode (shared_fs = "none") with an
+// unprivileged VMM: nothing is shared, the shim copies the rootfs into the guest as it
+// is on disk, so the container sees the image's owners and QEMU still runs on the
+// sandbox's ids; the lease is given back at removal.
+func TestUnprivilegedVMMCopyMode(t *testing.T) {
+	h := newHarnessConfig(t, fmt.Sprintf("vmm_id_range = %q\nshared_fs = \"none\"\n", usernsPool))
+	if err := os.Chmod(h.sbRoot, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	pool, _ := idrange.ParsePool(usernsPool)
+	h.start("ucopy", nil, "sleep", "1000")
+	uidMap, err := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", h.qemuPid("ucopy")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(uidMap))
+	start, _ := strconv.ParseUint(f[1], 10, 32)
+	if len(f) != 3 || f[0] != "0" || start < uint64(pool.Start) || start > uint64(pool.End) {
+		t.Fatalf("qemu uid_map %q, want 0 mapped onto an id of the pool %s", uidMap, usernsPool)
+	}
+	if got := strings.TrimSpace(h.ctr("task", "exec", "--exec-id", "owner", "ucopy", "stat", "-c", "%u %g", "/bin/busybox")); got != "0 0" {
+		t.Errorf("the container sees /bin/busybox owned by %q, want \"0 0\"", got)
+	}
+	if out := h.ctr("task", "exec", "--exec-id", "root", "ucopy", "grep", " / ", "/proc/mounts"); strings.Contains(out, "9p") || strings.Contains(out, "virtiofs") {
+		t.Errorf("copy mode container's root is a shared fs: %q", out)
+	}
+	h.remove("ucopy")
+	leases, err := os.ReadDir(idrange.DefaultLeaseDir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	for _, l := range leases {
+		if b, _ := os.ReadFile(filepath.Join(idrange.DefaultLeaseDir, l.Name())); strings.Contains(string(b), h.sbRoot) {
+			t.Errorf("lease %s still held after the sandbox was removed: %q", l.Name(), b)
+		}
+	}
+}
