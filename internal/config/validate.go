@@ -210,9 +210,6 @@ func (c *Config) crossCheck() []*FieldError {
 		if c.Factory.EnableTemplate {
 			bad("factory.enable_template", "true", "VM templates cannot be used with hypervisor.vmm_id_range (QEMU 7.2 opens the template's memory file read-write, which an unprivileged VMM must not): set one of them differently")
 		}
-		if c.Factory.VMCacheNumber > 0 {
-			bad("factory.vm_cache_number", u(c.Factory.VMCacheNumber), "the VM cache cannot be used with hypervisor.vmm_id_range (a cached VM is booted before its sandbox's ids are known): set one of them differently")
-		}
 	}
 	return errs
 }

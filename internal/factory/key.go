@@ -43,7 +43,7 @@ func KeyOf(driver string, cfg hypervisor.Config, stat func(string) (os.FileInfo,
 	if sharedFS == "" {
 		sharedFS = hypervisor.SharedFSNone
 	}
-	return Key{
+	k := Key{
 		{"driver", driver},
 		{"path", cfg.Path},
 		{"path.file", file(cfg.Path)},
@@ -65,6 +65,11 @@ func KeyOf(driver string, cfg hypervisor.Config, stat func(string) (os.FileInfo,
 		{"block", fmt.Sprintf("%s,aio=%s,direct=%v,no-flush=%v,bps=%d,iops=%d", cfg.Block.Driver, cfg.Block.AIO,
 			cfg.Block.CacheDirect, cfg.Block.CacheNoFlush, cfg.Block.MaxBytesPerSec, cfg.Block.MaxIOPS)},
 	}
+	if cfg.UserNS != nil {
+		// An unprivileged VMM (which ids it runs on is the VM's identity, not its key).
+		k = append(k, Field{"vmm_user_namespace", "on"})
+	}
+	return k
 }
 
 // Hash is a short digest of the key, stable across processes.

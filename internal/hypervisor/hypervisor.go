@@ -145,8 +145,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("vm config: max memory %d MiB is below memory %d MiB", c.MaxMemoryMiB, c.MemoryMiB)
 	case c.SharedFS != "" && c.SharedFS != SharedFSNone && (c.SharedDir == "" || c.ShareTag == ""):
 		return fmt.Errorf("vm config: shared fs %q needs a shared dir and a tag", c.SharedFS)
-	case c.UserNS != nil && (c.Template != nil || c.Adopt != nil || c.Handover):
-		return errors.New("vm config: a VMM in a user namespace cannot be a template, from a template or handed over")
+	case c.UserNS != nil && c.Template != nil:
+		return errors.New("vm config: a VMM in a user namespace cannot be a template or from a template")
 	case c.UserNS != nil && c.UserNS.Size == 0:
 		return errors.New("vm config: user namespace id range is empty")
 	}

@@ -148,6 +148,16 @@ func (s *Share) publish(ctx context.Context) error {
 	return nil
 }
 
+func (s *Share) published() bool {
+	root, view, err := s.openRootAndView()
+	if err != nil {
+		return false
+	}
+	unix.Close(view)
+	unix.Close(root)
+	return true
+}
+
 // openRootAndView opens the sandbox directory and the shared view beneath it; the caller
 // closes both.
 func (s *Share) openRootAndView() (root, view int, err error) {
