@@ -425,8 +425,6 @@ func TestUnsupportedInFile(t *testing.T) {
 			`x.toml: factory.enable_template = true: VM templates cannot be used with hypervisor.shared_fs = "virtio-fs"`},
 		{"virtio-fs with the vm cache", "[hypervisor]\nshared_fs = \"virtio-fs\"\n[factory]\nvm_cache_number = 2",
 			`x.toml: factory.vm_cache_number = 2: the VM cache cannot be used with hypervisor.shared_fs = "virtio-fs"`},
-		{"unprivileged vmm with templates", "[hypervisor]\nvmm_id_range = \"100000-165535\"\n[factory]\nenable_template = true",
-			`x.toml: factory.enable_template = true: VM templates cannot be used with hypervisor.vmm_id_range`},
 		{"vmm id range among host ids", "[hypervisor]\nvmm_id_range = \"1000-100000\"",
 			`x.toml: hypervisor.vmm_id_range = "1000-100000": "1000-100000": starts below 65536`},
 		{"DAX window", "[hypervisor]\nvirtio_fs_cache_size = 1024",

@@ -204,13 +204,6 @@ func (c *Config) crossCheck() []*FieldError {
 			bad("factory.vm_cache_number", u(c.Factory.VMCacheNumber), `the VM cache cannot be used with hypervisor.shared_fs = "none" (a cached VM has a 9p device; copy mode runs VMs without a shared file system): set one of them differently`)
 		}
 	}
-	// An unprivileged VMM cannot open a template's root-owned memory file read-write
-	// (QEMU 7.2 opens it so).
-	if h.VMMIDRange != "" {
-		if c.Factory.EnableTemplate {
-			bad("factory.enable_template", "true", "VM templates cannot be used with hypervisor.vmm_id_range (QEMU 7.2 opens the template's memory file read-write, which an unprivileged VMM must not): set one of them differently")
-		}
-	}
 	return errs
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/procid"
+	"github.com/vessel-containers/vessel/internal/sharefs"
 	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
@@ -153,6 +154,11 @@ func (f *Factory) fromCache(ctx context.Context, key Key, want hypervisor.Config
 			return nil, err
 		}
 		want.UserNS = &lease.Range
+		// The sandbox published its view for a VMM of its own; it takes the cached
+		// VM's export instead, whose view that VMM follows.
+		if err := sharefs.Open(want.StateDir).Unpublish(ctx); err != nil {
+			return nil, fmt.Errorf("vm cache: %w", err)
+		}
 		defer func() {
 			if retErr != nil {
 				_ = lease.Release()

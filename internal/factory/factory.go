@@ -197,7 +197,7 @@ func (f *Factory) VM(ctx context.Context, driver string, want hypervisor.Config)
 	key := KeyOf(driver, want, nil)
 	var errs []error
 	if f.cfg.CacheEndpoint != "" {
-		vm, err := f.fromCache(ctx, key, want)
+		vm, err := f.fromCache(ctx, withUserNS(key, want.UserNS != nil), want)
 		if err == nil {
 			return vm, nil
 		}
@@ -216,15 +216,12 @@ func (f *Factory) VM(ctx context.Context, driver string, want hypervisor.Config)
 	return nil, errors.Join(errs...)
 }
 
-// baseKey is the key of the configuration templates and cached VMs are built from, now:
-// with VMMIDs, that of an unprivileged VMM.
-func (f *Factory) baseKey() Key {
-	b := f.cfg.Base
-	if f.cfg.VMMIDs != nil {
-		b.UserNS = &idrange.Range{}
-	}
-	return KeyOf(f.cfg.Driver, b, nil)
-}
+// baseKey is the key of the configuration templates are built from, now.
+func (f *Factory) baseKey() Key { return KeyOf(f.cfg.Driver, f.cfg.Base, nil) }
+
+// cacheKey is the key of the cache's VMs, now: baseKey, naming an unprivileged VMM with
+// VMMIDs.
+func (f *Factory) cacheKey() Key { return withUserNS(f.baseKey(), f.cfg.VMMIDs != nil) }
 
 // leaseDir is where the VMM id leases are kept.
 func (f *Factory) leaseDir() string {

@@ -77,9 +77,8 @@ func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, start time.
 		}
 		s.vm, s.vmStart = nil, 0
 	}
-	// An unprivileged VMM gets a mount namespace of its own with a copy of the export:
-	// the view must be there, as a peer group it follows, before the VMM starts
-	// (virtiofsd's start publishes it for virtio-fs; a VM from the cache brought it).
+	// A VM from the factory's cache that failed took the published view with it when
+	// the sandbox took its export: an unprivileged VMM needs it before it starts.
 	if s.vmmIDs != nil && vmcfg.SharedFS == hypervisor.SharedFS9P && !s.share.Published() {
 		if err := s.share.Publish(ctx); err != nil {
 			return fmt.Errorf("sandbox %s: %w", s.id, err)

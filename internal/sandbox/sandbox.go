@@ -269,6 +269,15 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 			return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
 		}
 		rollback.add(func(context.Context) error { return s.vmmIDs.Release() })
+		// The VMM gets a mount namespace of its own with a copy of the export: the view
+		// must be there, as a peer group it follows, before the VMM starts (virtiofsd's
+		// start publishes it for virtio-fs; a VM from the factory's cache brings its own
+		// export, view included).
+		if vmcfg.SharedFS != hypervisor.SharedFSVirtioFS && !copyMode {
+			if err := share.Publish(ctx); err != nil {
+				return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+			}
+		}
 	}
 	virtioFS := vmcfg.SharedFS == hypervisor.SharedFSVirtioFS
 	if virtioFS {

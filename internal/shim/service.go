@@ -431,6 +431,13 @@ func (s *service) plan(ctx context.Context, r *taskAPI.CreateTaskRequest) (*oci.
 	if err != nil {
 		return nil, nil, nil, host, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 	}
+	// A VM from the template with an unprivileged VMM needs a hypervisor that opens the
+	// template read-only; refused here rather than booting cold without a word.
+	if sbPlan.VMMIDs != nil && sbPlan.Config.Factory.EnableTemplate {
+		if err := hypervisor.CheckUnprivilegedTemplates(sbPlan.Config.Hypervisor.Driver, sbPlan.VM.Path); err != nil {
+			return nil, nil, nil, host, fmt.Errorf("sandbox %s: %w: %w", sbPlan.ID, errdefs.ErrFailedPrecondition, err)
+		}
+	}
 	return sbPlan, sbPlan.Container, cfg, host, nil
 }
 
