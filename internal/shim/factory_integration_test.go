@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -522,5 +523,39 @@ func TestFactoryCacheJailed(t *testing.T) {
 	stop()
 	if l := leases(fh.root); len(l) != 0 {
 		t.Errorf("leases left after the sandbox and the cache are gone: %q", l)
+	}
+}
+
+// TestFactoryTemplateJailed: templates with an unprivileged VMM need a QEMU that opens the
+// template's memory file read-only (8.2 and newer). On an older QEMU the sandbox's create
+// fails with an error naming both settings and the release, instead of booting cold.
+func TestFactoryTemplateJailed(t *testing.T) {
+	fh := newFactoryHarness(t)
+	g := testutil.RequiresVM(t)
+	cfgPath := filepath.Join(fh.root, "jailed-template.toml")
+	body := g.Config(fmt.Sprintf("vmm_id_range = %q\n[factory]\ntemplate_path = %q\nenable_template = true\n", usernsPool, filepath.Join(fh.root, "template")))
+	if err := os.WriteFile(cfgPath, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(cfg.Hypervisor.Path, "-version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(string(out), "QEMU emulator version %d.%d", &major, &minor); err != nil {
+		t.Fatalf("qemu -version: %q: %v", out, err)
+	}
+	if major > 8 || major == 8 && minor >= 2 {
+		t.Skipf("QEMU %d.%d restores templates read-only; this test covers the refusal on older ones", major, minor)
+	}
+	got, code := fh.runFlags([]string{"--runtime-config-path", cfgPath}, "jtpl", "true")
+	for _, want := range []string{"factory.enable_template", "hypervisor.vmm_id_range", fmt.Sprintf("QEMU %d.%d", major, minor)} {
+		if code == 0 || !strings.Contains(got, want) {
+			t.Errorf("ctr run with templates and an unprivileged VMM on QEMU %d.%d: exit %d, %q; want a failure naming %s", major, minor, code, got, want)
+		}
 	}
 }
