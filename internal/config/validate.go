@@ -203,21 +203,6 @@ func (c *Config) crossCheck() []*FieldError {
 		if c.Factory.VMCacheNumber > 0 {
 			bad("factory.vm_cache_number", u(c.Factory.VMCacheNumber), `the VM cache cannot be used with hypervisor.shared_fs = "none" (a cached VM has a 9p device; copy mode runs VMs without a shared file system): set one of them differently`)
 		}
-		// With an unprivileged VMM the root file system is mounted idmapped into the VMM's
-		// ids for its file server; copied, it would carry those ids as its owners.
-		if h.VMMIDRange != "" {
-			bad("hypervisor.vmm_id_range", strconv.Quote(h.VMMIDRange), `copy mode (hypervisor.shared_fs = "none") cannot be used with an unprivileged VMM yet: the root file system is mounted idmapped into the VMM's ids, and its copy would carry them as owners: set one of them differently`)
-		}
-	}
-	// An unprivileged VMM cannot open a template's root-owned memory file read-write
-	// (QEMU 7.2 opens it so).
-	if h.VMMIDRange != "" {
-		if c.Factory.EnableTemplate {
-			bad("factory.enable_template", "true", "VM templates cannot be used with hypervisor.vmm_id_range (QEMU 7.2 opens the template's memory file read-write, which an unprivileged VMM must not): set one of them differently")
-		}
-		if c.Factory.VMCacheNumber > 0 {
-			bad("factory.vm_cache_number", u(c.Factory.VMCacheNumber), "the VM cache cannot be used with hypervisor.vmm_id_range (a cached VM is booted before its sandbox's ids are known): set one of them differently")
-		}
 	}
 	return errs
 }

@@ -62,6 +62,17 @@ type cacheConfig struct {
 	currentKey func() Key
 	shape      Shape
 	boot       bootFunc
+	// remove removes the directory of a VM that is not handed out, once its VM is stopped
+	// (Factory.releaseVMDir: also its shared view and id lease); os.RemoveAll when nil.
+	remove func(ctx context.Context, dir string) error
+}
+
+// removeDir removes a VM's directory with cfg.remove.
+func (c cacheConfig) removeDir(ctx context.Context, dir string) error {
+	if c.remove == nil {
+		return os.RemoveAll(dir)
+	}
+	return c.remove(ctx, dir)
 }
 
 // cache is the VM cache. Its goroutines: the refill loop, and one watcher per ready VM;
@@ -101,7 +112,7 @@ func newCache(ctx context.Context, cfg cacheConfig) (*cache, error) {
 	if err := os.MkdirAll(cfg.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("vm cache: %w", err)
 	}
-	removeLeftovers(ctx, cfg.dir)
+	removeLeftovers(ctx, cfg)
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c := &cache{
 		cfg: cfg, key: cfg.key, hash: cfg.key.Hash(),
@@ -113,7 +124,8 @@ func newCache(ctx context.Context, cfg cacheConfig) (*cache, error) {
 }
 
 // removeLeftovers kills the VMs recorded in dir's subdirectories and removes them.
-func removeLeftovers(ctx context.Context, dir string) {
+func removeLeftovers(ctx context.Context, cfg cacheConfig) {
+	dir := cfg.dir
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return
@@ -126,7 +138,7 @@ func removeLeftovers(ctx context.Context, dir string) {
 				log.G(ctx).WithError(err).Warn("kill vm left by an earlier cache")
 			}
 		}
-		if err := os.RemoveAll(sub); err != nil {
+		if err := cfg.removeDir(ctx, sub); err != nil {
 			log.G(ctx).WithError(err).Warn("remove vm left by an earlier cache")
 		} else {
 			log.G(ctx).WithField("dir", sub).Info("removed a vm left by an earlier cache")
@@ -208,7 +220,9 @@ func (c *cache) bootOne(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	if err != nil {
-		_ = os.RemoveAll(dir)
+		if rerr := c.cfg.removeDir(ctx, dir); rerr != nil {
+			log.G(ctx).WithError(rerr).WithField("dir", dir).Warn("vm cache: remove the directory of a failed boot")
+		}
 		return err
 	}
 	e := &cachedVM{id: id, dir: dir, vm: vm, fromTemplate: fromTemplate, readyAt: time.Now(), gone: make(chan struct{})}
@@ -263,7 +277,9 @@ func (c *cache) dispose(ctx context.Context, e *cachedVM, reason string) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
 	defer cancel()
 	_ = e.vm.Stop(sctx)
-	_ = os.RemoveAll(e.dir)
+	if err := c.cfg.removeDir(sctx, e.dir); err != nil {
+		log.G(ctx).WithError(err).WithField("vm", e.id).Warn("vm cache: remove a discarded vm's directory")
+	}
 	c.mu.Lock()
 	c.discarded++
 	c.mu.Unlock()
@@ -407,8 +423,10 @@ func (c *cache) shutdown(ctx context.Context) {
 	for _, e := range ready {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
 		_ = e.vm.Stop(sctx)
+		if err := c.cfg.removeDir(sctx, e.dir); err != nil {
+			log.G(ctx).WithError(err).WithField("vm", e.id).Warn("vm cache: remove a vm's directory at shutdown")
+		}
 		cancel()
-		_ = os.RemoveAll(e.dir)
 	}
 	_ = os.Remove(c.cfg.dir)
 }

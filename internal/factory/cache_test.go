@@ -315,7 +315,7 @@ func TestCacheRemovesLeftovers(t *testing.T) {
 	if err := writeJSON(filepath.Join(dir, "cache-recycled", vmRecordName), procid.ID{Pid: os.Getpid(), StartTime: 1}); err != nil {
 		t.Fatal(err)
 	}
-	removeLeftovers(context.Background(), dir)
+	removeLeftovers(context.Background(), cacheConfig{dir: dir})
 	select {
 	case err := <-waited:
 		if err == nil {

@@ -19,7 +19,9 @@ import (
 
 	factoryv1 "github.com/vessel-containers/vessel/api/factory/v1"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/procid"
+	"github.com/vessel-containers/vessel/internal/sharefs"
 	"github.com/vessel-containers/vessel/internal/unixsock"
 )
 
@@ -144,6 +146,25 @@ func (f *Factory) fromCache(ctx context.Context, key Key, want hypervisor.Config
 	if err := shape.Fits(want.VCPUs, want.MemoryMiB); err != nil {
 		return nil, fmt.Errorf("vm cache answered with a vm of the wrong size: %w", err)
 	}
+	if want.UserNS != nil {
+		// The VM's id lease goes to the sandbox before the cache's directory does: a
+		// lease whose holder is gone is free for anyone.
+		lease, err := f.takeVMMIDs(vmm.Pid, stateDir, want.StateDir)
+		if err != nil {
+			return nil, err
+		}
+		want.UserNS = &lease.Range
+		// The sandbox published its view for a VMM of its own; it takes the cached
+		// VM's export instead, whose view that VMM follows.
+		if err := sharefs.Open(want.StateDir).Unpublish(ctx); err != nil {
+			return nil, fmt.Errorf("vm cache: %w", err)
+		}
+		defer func() {
+			if retErr != nil {
+				_ = lease.Release()
+			}
+		}()
+	}
 	if err := moveEntries(stateDir, want.StateDir); err != nil {
 		return nil, err
 	}
@@ -200,4 +221,26 @@ func checkHandover(resp *factoryv1.GetVMResponse, dir string, server int) (proci
 		return procid.ID{}, "", fmt.Errorf("vm %s: vmm %s has exited", id, vmm)
 	}
 	return vmm, stateDir, nil
+}
+
+// takeVMMIDs transfers the id lease of the cached VM whose VMM is pid, held by its
+// directory from, to the sandbox directory to. The slot is the one the kernel reports
+// for the VMM (its uid map), not one the server names.
+func (f *Factory) takeVMMIDs(pid int, from, to string) (idrange.Lease, error) {
+	r, ok, err := idrange.OfProcess(pid)
+	if err != nil {
+		return idrange.Lease{}, fmt.Errorf("vm cache: ids of the cached vm's vmm: %w", err)
+	}
+	if !ok {
+		return idrange.Lease{}, fmt.Errorf("vm cache: the cached vm's vmm runs in the host's user namespace; the sandbox needs an unprivileged one (hypervisor.vmm_id_range): %w", errdefs.ErrFailedPrecondition)
+	}
+	var pool idrange.Pool
+	if f.cfg.VMMIDs != nil {
+		pool = *f.cfg.VMMIDs
+	}
+	lease, err := idrange.Transfer(f.leaseDir(), pool, r, from, to)
+	if err != nil {
+		return idrange.Lease{}, fmt.Errorf("vm cache: take the cached vm's ids: %w", err)
+	}
+	return lease, nil
 }

@@ -43,6 +43,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/agentclient"
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 )
@@ -64,6 +65,11 @@ type Config struct {
 	CacheEndpoint string
 	// Timeouts bound the agent's first answer in template and cached VMs.
 	Timeouts agentclient.Timeouts
+	// VMMIDs, when set (hypervisor.vmm_id_range), makes cached VMs run unprivileged: each
+	// leases a slot in VMMIDLeaseDir (idrange.DefaultLeaseDir when empty) when it boots,
+	// and the lease goes to the sandbox that takes the VM.
+	VMMIDs        *idrange.Pool
+	VMMIDLeaseDir string
 }
 
 // Factory hands out VMs from its template and cache. It is safe for concurrent use, and
@@ -141,6 +147,9 @@ func ConfigFor(c *config.Config, host config.Host, tpl, cacheOn bool) Config {
 	if cacheOn {
 		cfg.CacheEndpoint = c.Factory.VMCacheEndpoint
 	}
+	if p, err := idrange.ParsePool(c.Hypervisor.VMMIDRange); err == nil { // validated with the file
+		cfg.VMMIDs = &p
+	}
 	return cfg
 }
 
@@ -188,7 +197,7 @@ func (f *Factory) VM(ctx context.Context, driver string, want hypervisor.Config)
 	key := KeyOf(driver, want, nil)
 	var errs []error
 	if f.cfg.CacheEndpoint != "" {
-		vm, err := f.fromCache(ctx, key, want)
+		vm, err := f.fromCache(ctx, withUserNS(key, want.UserNS != nil), want)
 		if err == nil {
 			return vm, nil
 		}
@@ -209,6 +218,18 @@ func (f *Factory) VM(ctx context.Context, driver string, want hypervisor.Config)
 
 // baseKey is the key of the configuration templates are built from, now.
 func (f *Factory) baseKey() Key { return KeyOf(f.cfg.Driver, f.cfg.Base, nil) }
+
+// cacheKey is the key of the cache's VMs, now: baseKey, naming an unprivileged VMM with
+// VMMIDs.
+func (f *Factory) cacheKey() Key { return withUserNS(f.baseKey(), f.cfg.VMMIDs != nil) }
+
+// leaseDir is where the VMM id leases are kept.
+func (f *Factory) leaseDir() string {
+	if f.cfg.VMMIDLeaseDir != "" {
+		return f.cfg.VMMIDLeaseDir
+	}
+	return idrange.DefaultLeaseDir
+}
 
 // fromTemplate restores a VM from the template. A missing, corrupt or stale template (built
 // from another base configuration, e.g. before the guest image was rebuilt) is rebuilt
@@ -314,6 +335,11 @@ func (f *Factory) DestroyTemplate(ctx context.Context) error {
 func (f *Factory) bootForCache(ctx context.Context, id, dir string) (hypervisor.VM, bool, error) {
 	want := f.cfg.Base
 	want.ID, want.StateDir, want.SharedDir, want.Handover = id, dir, filepath.Join(dir, "shared"), true
+	if f.cfg.VMMIDs != nil {
+		if err := f.jailCacheVM(ctx, dir, &want); err != nil {
+			return nil, false, err
+		}
+	}
 	var vm hypervisor.VM
 	fromTemplate := false
 	if f.tpl != nil {

@@ -43,7 +43,7 @@ func KeyOf(driver string, cfg hypervisor.Config, stat func(string) (os.FileInfo,
 	if sharedFS == "" {
 		sharedFS = hypervisor.SharedFSNone
 	}
-	return Key{
+	k := Key{
 		{"driver", driver},
 		{"path", cfg.Path},
 		{"path.file", file(cfg.Path)},
@@ -65,6 +65,18 @@ func KeyOf(driver string, cfg hypervisor.Config, stat func(string) (os.FileInfo,
 		{"block", fmt.Sprintf("%s,aio=%s,direct=%v,no-flush=%v,bps=%d,iops=%d", cfg.Block.Driver, cfg.Block.AIO,
 			cfg.Block.CacheDirect, cfg.Block.CacheNoFlush, cfg.Block.MaxBytesPerSec, cfg.Block.MaxIOPS)},
 	}
+	return k
+}
+
+// withUserNS is k for the VM cache, whose VMs run unprivileged or not as a whole: with
+// unprivileged set it names an unprivileged VMM (which ids it runs on is the VM's
+// identity, not its key). A template's key has no such field: the template is saved by a
+// VMM as root, and restored by either.
+func withUserNS(k Key, unprivileged bool) Key {
+	if !unprivileged {
+		return k
+	}
+	return append(slices.Clip(k), Field{"vmm_user_namespace", "on"})
 }
 
 // Hash is a short digest of the key, stable across processes.

@@ -66,7 +66,8 @@ func (s *Server) Serve(ctx context.Context, ready func()) error {
 	base := s.f.cfg.Base
 	c, err := newCache(ctx, cacheConfig{
 		dir: CacheDir(endpoint), target: s.target,
-		key: s.f.baseKey(), currentKey: s.f.baseKey, shape: ShapeOf(base), boot: s.f.bootForCache,
+		key: s.f.cacheKey(), currentKey: s.f.cacheKey, shape: ShapeOf(base), boot: s.f.bootForCache,
+		remove: s.f.releaseVMDir,
 	})
 	if err != nil {
 		return err

@@ -282,6 +282,7 @@ func identityless(cfg hypervisor.Config) hypervisor.Config {
 func (t *templateStore) restore(ctx context.Context, m *templateMeta, want hypervisor.Config) (hypervisor.VM, error) {
 	cfg := m.Config
 	cfg.ID, cfg.StateDir, cfg.SharedDir, cfg.Handover = want.ID, want.StateDir, want.SharedDir, want.Handover
+	cfg.UserNS = want.UserNS // the template was saved by a VMM as root; a clone may run unprivileged
 	cfg.Template = &hypervisor.Template{
 		Mode:       hypervisor.TemplateRestore,
 		MemoryPath: filepath.Join(t.dir, m.MemoryFile),

@@ -145,8 +145,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("vm config: max memory %d MiB is below memory %d MiB", c.MaxMemoryMiB, c.MemoryMiB)
 	case c.SharedFS != "" && c.SharedFS != SharedFSNone && (c.SharedDir == "" || c.ShareTag == ""):
 		return fmt.Errorf("vm config: shared fs %q needs a shared dir and a tag", c.SharedFS)
-	case c.UserNS != nil && (c.Template != nil || c.Adopt != nil || c.Handover):
-		return errors.New("vm config: a VMM in a user namespace cannot be a template, from a template or handed over")
+	case c.UserNS != nil && c.Template != nil && c.Template.Mode == TemplateSave:
+		return errors.New("vm config: a VMM in a user namespace cannot be saved as a template")
 	case c.UserNS != nil && c.UserNS.Size == 0:
 		return errors.New("vm config: user namespace id range is empty")
 	}
@@ -323,6 +323,10 @@ type Driver struct {
 	// CheckJail, if set, tells whether the hypervisor binary at the given path can run
 	// confined the way the driver confines it (nil when it can).
 	CheckJail func(binary string) error
+	// CheckUnprivilegedTemplates, if set, tells whether the hypervisor binary at the given
+	// path can restore VM templates with an unprivileged VMM (Config.UserNS); nil when it
+	// can. Unset: it cannot.
+	CheckUnprivilegedTemplates func(binary string) error
 }
 
 // registry holds the drivers; mu guards drivers.
@@ -372,6 +376,19 @@ func CapabilitiesOf(name string) (Capabilities, error) {
 	c := d.Capabilities
 	c.SharedFS = slices.Clone(c.SharedFS)
 	return c, nil
+}
+
+// CheckUnprivilegedTemplates asks the named driver whether binary restores VM templates
+// with an unprivileged VMM (Driver.CheckUnprivilegedTemplates).
+func CheckUnprivilegedTemplates(name, binary string) error {
+	d, err := lookup(name)
+	if err != nil {
+		return err
+	}
+	if d.CheckUnprivilegedTemplates == nil {
+		return fmt.Errorf("hypervisor %s cannot restore VM templates with an unprivileged VMM: factory.enable_template cannot be used with hypervisor.vmm_id_range: %w", name, errdefs.ErrNotImplemented)
+	}
+	return d.CheckUnprivilegedTemplates(binary)
 }
 
 // CheckJail asks the named driver whether binary can run confined (Driver.CheckJail);

@@ -219,3 +219,64 @@ func stale(lease string) bool {
 	}
 	return err == nil && now != id
 }
+
+// Transfer gives the lease of slot r in dir from the directory from to the directory to
+// (a VM booted by the VM cache, handed over to a sandbox): the lease file must name from
+// as its holder, and is replaced atomically by one naming to. The returned lease is to's.
+// Call it while from still exists: a lease whose holder is gone is free for the taking.
+func Transfer(dir string, p Pool, r Range, from, to string) (Lease, error) {
+	if r.Size != Size {
+		return Lease{}, fmt.Errorf("id range %d+%d is not a slot", r.Start, r.Size)
+	}
+	fromTag, err := ownerTag(from)
+	if err != nil {
+		return Lease{}, fmt.Errorf("id range lease: %w", err)
+	}
+	toTag, err := ownerTag(to)
+	if err != nil {
+		return Lease{}, fmt.Errorf("id range lease: %w", err)
+	}
+	lease := filepath.Join(dir, strconv.FormatUint(uint64(r.Start), 10))
+	b, err := os.ReadFile(lease)
+	if err != nil {
+		return Lease{}, fmt.Errorf("id range lease: %w", err)
+	}
+	if string(b) != fromTag {
+		return Lease{}, fmt.Errorf("id range lease %s is held by %q, not %s", lease, b, from)
+	}
+	tmp := lease + ".transfer"
+	if err := create(tmp, toTag); err != nil {
+		return Lease{}, fmt.Errorf("id range lease: %w", err)
+	}
+	if err := os.Rename(tmp, lease); err != nil {
+		_ = os.Remove(tmp)
+		return Lease{}, fmt.Errorf("id range lease: %w", err)
+	}
+	return Lease{Dir: dir, Pool: p, Range: r, Owner: toTag}, nil
+}
+
+// ReleaseOwner gives back every slot in dir that the directory owner holds (owner must
+// still exist: the lease names it by identity).
+func ReleaseOwner(dir, owner string) error {
+	tag, err := ownerTag(owner)
+	if err != nil {
+		return fmt.Errorf("id range lease: %w", err)
+	}
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("id range leases: %w", err)
+	}
+	var errs []error
+	for _, e := range ents {
+		start, err := strconv.ParseUint(e.Name(), 10, 32)
+		if err != nil {
+			continue
+		}
+		l := Lease{Dir: dir, Range: Range{Start: uint32(start), Size: Size}, Owner: tag}
+		errs = append(errs, l.Release())
+	}
+	return errors.Join(errs...)
+}

@@ -105,3 +105,47 @@ func TestMountOptions(t *testing.T) {
 		t.Errorf("MountOptions = %v", got)
 	}
 }
+
+// TestTransfer: a cache VM's lease passes to the sandbox that took the VM: only from its
+// holder, atomically; the sandbox's release frees it, and ReleaseOwner frees every slot
+// of one holder.
+func TestTransfer(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "leases")
+	p := Pool{Start: 1 << 20, End: 1<<20 + 2*Size - 1}
+	cacheVM, sandbox, other := t.TempDir(), t.TempDir(), t.TempDir()
+	l, err := Allocate(dir, p, cacheVM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Transfer(dir, p, l.Range, other, sandbox); err == nil {
+		t.Fatal("a lease was transferred from a directory that does not hold it")
+	}
+	got, err := Transfer(dir, p, l.Range, cacheVM, sandbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(cacheVM); err != nil { // the cache's directory goes after the handover
+		t.Fatal(err)
+	}
+	if _, err := Allocate(dir, p, other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Allocate(dir, p, t.TempDir()); !errdefs.IsUnavailable(err) {
+		t.Fatalf("the transferred slot was handed out again: %v", err)
+	}
+	if err := got.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Allocate(dir, p, sandbox); err != nil {
+		t.Fatalf("after the sandbox released it: %v", err)
+	}
+	if err := ReleaseOwner(dir, sandbox); err != nil {
+		t.Fatal(err)
+	}
+	if err := ReleaseOwner(dir, other); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("leases left after ReleaseOwner: %v", ents)
+	}
+}

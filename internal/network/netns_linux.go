@@ -28,20 +28,30 @@ func CreateNetNS(dir string) (string, error) {
 	f.Close()
 	errc := make(chan error, 1)
 	go func() { // owner: CreateNetNS, which waits for the result
-		// The thread stays locked and so ends with this goroutine, taking the new
-		// namespace with it: it never has to return to the host's, which a shim in a user
-		// namespace (rootless) may not enter again.
+		// As InNetNS: the thread goes back when it can, and otherwise ends locked with
+		// this goroutine.
 		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("current network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("unshare: %w", err)
 			return
 		}
 		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
 		if err := unix.Mount(self, path, "", unix.MS_BIND, ""); err != nil {
 			errc <- fmt.Errorf("pin at %s: %w", path, err)
-			return
+		} else {
+			errc <- nil
 		}
-		errc <- nil
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
 	}()
 	if err := <-errc; err != nil {
 		os.Remove(path)
@@ -109,25 +119,36 @@ func HoldNetNS(path string) (*Holder, error) {
 // Tid is the id of the thread in the namespace.
 func (h *Holder) Tid() int { return h.tid }
 
-// Release ends the thread and waits for it.
+// Release lets the thread go and waits for it.
 func (h *Holder) Release() {
 	close(h.release)
 	<-h.done
 }
 
 // InNetNS runs fn on an OS thread of its own in the network namespace ns and waits for
-// it. The thread never goes back: it stays locked and ends with its goroutine, so nothing
-// else ever runs in ns by accident, and a shim that may not enter the host's namespace
-// again (rootless, in a user namespace) never has to.
+// it. The thread then goes back to the namespace it came from; when it cannot (a shim in a
+// user namespace, rootless, may not enter the host's namespace again) it stays locked, so
+// the runtime ends it with its goroutine instead of running other code in ns.
 func InNetNS(ns netns.NsHandle, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() { // owner: InNetNS, which waits for the result
-		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("current network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
 		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("enter network namespace: %w", err)
 			return
 		}
 		errc <- fn()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
 	}()
 	return <-errc
 }

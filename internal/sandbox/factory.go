@@ -67,6 +67,9 @@ func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, att *networ
 			}
 		}
 		if err == nil {
+			err = s.adoptVMMIDs() // userns.go
+		}
+		if err == nil {
 			s.phase(PhaseAgentConnect, connectStart)
 			s.factory = FactoryHit
 			return nil
@@ -75,7 +78,17 @@ func (s *Sandbox) boot(ctx context.Context, vmcfg hypervisor.Config, att *networ
 		s.phases = s.phases[:len(s.phases)-1] // the cold boot's phases replace it
 		log.G(ctx).WithError(err).Warn("vm from the factory failed; stopping it and booting cold")
 		stopVM(ctx, vm)
+		if err := s.dropFactoryVMMIDs(); err != nil { // userns.go
+			return fmt.Errorf("sandbox %s: %w", s.id, err)
+		}
 		s.vm, s.vmStart = nil, 0
+	}
+	// A VM from the factory's cache that failed took the published view with it when
+	// the sandbox took its export: an unprivileged VMM needs it before it starts.
+	if s.vmmIDs != nil && vmcfg.SharedFS == hypervisor.SharedFS9P && !s.share.Published() {
+		if err := s.share.Publish(ctx); err != nil {
+			return fmt.Errorf("sandbox %s: %w", s.id, err)
+		}
 	}
 	vm, err := hypervisor.New(s.cfg.Hypervisor, vmcfg)
 	if err != nil {
@@ -131,9 +144,15 @@ func (s *Sandbox) warmVM(ctx context.Context, vmcfg hypervisor.Config) (hypervis
 	}
 	log.G(ctx).WithField("pid", vm.Pid()).WithField("elapsed", time.Since(begin)).Info("vm from the factory")
 	vmm, err := recordVM(s.id, s.cfg.Hypervisor, vmcfg.StateDir, vm)
+	if err == nil {
+		err = s.noteFactoryVMMIDs(vm.Pid()) // userns.go
+	}
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("vm from the factory cannot be recorded; stopping it and booting cold")
 		stopVM(ctx, vm)
+		if err := s.dropFactoryVMMIDs(); err != nil {
+			log.G(ctx).WithError(err).Warn("give back the ids of the factory's vm")
+		}
 		s.factory = FactoryFailed
 		return nil, procid.ID{}
 	}

@@ -137,6 +137,9 @@ type Sandbox struct {
 	disks diskSet
 	// vmmIDs is the lease of the VMM's host ids (userns.go); nil when it runs as root.
 	vmmIDs *idrange.Lease
+	// factoryIDs is the slot of a VM from the factory's cache while Create decides
+	// whether to keep it (userns.go).
+	factoryIDs *idrange.Range
 	// netMu serializes SyncNetwork (network.go): a rescan of the pod network namespace,
 	// the hot-plugs it leads to and the guest's configuration. Never held with mu.
 	netMu sync.Mutex
@@ -286,7 +289,8 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 		rollback.add(func(context.Context) error { return s.vmmIDs.Release() })
 		// The VMM gets a mount namespace of its own with a copy of the export: the view
 		// must be there, as a peer group it follows, before the VMM starts (virtiofsd's
-		// start publishes it for virtio-fs).
+		// start publishes it for virtio-fs; a VM from the factory's cache brings its own
+		// export, view included).
 		if vmcfg.SharedFS != hypervisor.SharedFSVirtioFS && !copyMode {
 			if err := share.Publish(ctx); err != nil {
 				return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -46,4 +47,60 @@ func (s *Sandbox) VMMIDs() *idrange.Range {
 	}
 	r := s.vmmIDs.Range
 	return &r
+}
+
+// noteFactoryVMMIDs records the slot that a VM from the factory's cache runs on (the
+// kernel's uid map of its VMM): the factory transferred its lease to the sandbox
+// directory, so until adoptVMMIDs or dropFactoryVMMIDs the sandbox holds two leases.
+func (s *Sandbox) noteFactoryVMMIDs(pid int) error {
+	if s.vmmIDs == nil {
+		return nil
+	}
+	r, ok, err := idrange.OfProcess(pid)
+	if err != nil {
+		return fmt.Errorf("ids of the factory's vm: %w", err)
+	}
+	if !ok {
+		return fmt.Errorf("the factory's vm runs in the host's user namespace; hypervisor.vmm_id_range needs an unprivileged one")
+	}
+	s.factoryIDs = &r
+	return nil
+}
+
+// factoryLease is the lease of the factory VM's slot, transferred to the sandbox.
+// Preconditions: s.factoryIDs and s.vmmIDs are set.
+func (s *Sandbox) factoryLease() idrange.Lease {
+	return idrange.Lease{Dir: s.vmmIDs.Dir, Pool: s.vmmIDs.Pool, Range: *s.factoryIDs, Owner: s.vmmIDs.Owner}
+}
+
+// adoptVMMIDs makes the factory VM's slot the sandbox's and gives back the one leased
+// for a cold boot.
+func (s *Sandbox) adoptVMMIDs() error {
+	if s.factoryIDs == nil || *s.factoryIDs == s.vmmIDs.Range {
+		s.factoryIDs = nil
+		return nil
+	}
+	cold := *s.vmmIDs
+	l := s.factoryLease()
+	s.vmmIDs, s.factoryIDs = &l, nil
+	return cold.Release()
+}
+
+// dropFactoryVMMIDs gives back the slot of a factory VM that was stopped, and gives the
+// export it brought to the sandbox's own ids for the cold boot.
+func (s *Sandbox) dropFactoryVMMIDs() error {
+	if s.factoryIDs == nil {
+		return nil
+	}
+	if *s.factoryIDs == s.vmmIDs.Range {
+		s.factoryIDs = nil
+		return nil
+	}
+	err := s.factoryLease().Release()
+	s.factoryIDs = nil
+	uid := int(s.vmmIDs.Range.HostID(0))
+	if cerr := os.Lchown(s.share.Dir(), uid, uid); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("give the export to the vmm: %w", cerr))
+	}
+	return err
 }

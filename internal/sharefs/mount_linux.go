@@ -148,6 +148,36 @@ func (s *Share) publish(ctx context.Context) error {
 	return nil
 }
 
+func (s *Share) published() bool {
+	root, view, err := s.openRootAndView()
+	if err != nil {
+		return false
+	}
+	unix.Close(view)
+	unix.Close(root)
+	return true
+}
+
+func (s *Share) unpublish(ctx context.Context) error {
+	if err := s.unmountBeneath(ctx, viewRel()); err != nil {
+		return fmt.Errorf("unpublish the shared view: %w", err)
+	}
+	root, err := s.openRoot()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(root)
+	export, err := openBeneath(root, exportName, unix.O_PATH|unix.O_DIRECTORY, unix.RESOLVE_NO_XDEV)
+	if err != nil {
+		return fmt.Errorf("unpublish the shared view: %w", err)
+	}
+	defer unix.Close(export)
+	if err := unix.Unlinkat(export, viewName, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unpublish the shared view: remove %s: %w", viewName, err)
+	}
+	return nil
+}
+
 // openRootAndView opens the sandbox directory and the shared view beneath it; the caller
 // closes both.
 func (s *Share) openRootAndView() (root, view int, err error) {

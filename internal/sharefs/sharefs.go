@@ -200,6 +200,14 @@ func (s *Share) Publish(ctx context.Context) error {
 	return s.publish(ctx)
 }
 
+// Published tells whether the view is in the export (Publish ran, here or, for a VM
+// from the factory's cache, in the directory the export came from).
+func (s *Share) Published() bool { return s.published() }
+
+// Unpublish takes the view out of the export again, before any container was shared
+// (a sandbox that takes a VM from the factory's cache takes its export, view included).
+func (s *Share) Unpublish(ctx context.Context) error { return s.unpublish(ctx) }
+
 // Bind mounts the host path src (a directory or a file) into the view as
 // <containerID>/<name> and returns the path relative to the view (GuestPath maps it).
 func (s *Share) Bind(ctx context.Context, containerID, name, src string, opts BindOptions) (string, error) {

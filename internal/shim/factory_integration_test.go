@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/factory"
 	_ "github.com/vessel-containers/vessel/internal/hypervisor/qemu"
+	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 	"github.com/vessel-containers/vessel/internal/shimproto"
@@ -455,4 +457,105 @@ func TestFactoryCacheShimCrash(t *testing.T) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", st.VMPid))
 		return err != nil || strings.Contains(string(b), ") Z ")
 	})
+}
+
+// TestFactoryCacheJailed: with hypervisor.vmm_id_range the VM cache boots its VMs
+// unprivileged, each on a slot leased for its directory; a sandbox that takes one runs
+// on that slot (its lease now names the sandbox), its container's rootfs is idmapped
+// into it, and once the sandbox and the cache are gone no lease is left.
+func TestFactoryCacheJailed(t *testing.T) {
+	const pool = "2000400000-2000596607" // three slots: one cached VM, its replacement, a spare
+	fh := newFactoryHarness(t)
+	if err := os.Chmod(fh.root, 0o711); err != nil { // the VMMs' ids pass through it
+		t.Fatal(err)
+	}
+	g := testutil.RequiresVM(t)
+	jailed := filepath.Join(fh.root, "jailed.toml")
+	body := g.Config(fmt.Sprintf("vmm_id_range = %q\n[factory]\nvm_cache_endpoint = %q\nvm_cache_number = 1\n", pool, filepath.Join(fh.root, "cache.sock")))
+	if err := os.WriteFile(jailed, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := idrange.ParsePool(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases := func(under string) []string {
+		var held []string
+		ents, _ := os.ReadDir(idrange.DefaultLeaseDir)
+		for _, e := range ents {
+			if b, _ := os.ReadFile(filepath.Join(idrange.DefaultLeaseDir, e.Name())); strings.Contains(string(b), under) {
+				held = append(held, e.Name()+": "+string(b))
+			}
+		}
+		return held
+	}
+	stop := fh.serveCache(fh.factory(jailed, true), 1)
+	if l := leases(fh.root); len(l) != 1 {
+		t.Fatalf("leases of the cache's vm: %q, want one", l)
+	}
+
+	const id = "jcached"
+	fh.start(id, []string{"--runtime-config-path", jailed}, "sh", "-c", "echo jailed >/jail-wrote && exec sleep 1000")
+	if cmd := fh.qemuCmdline(id); !strings.Contains(cmd, "-name vessel-cache-") {
+		t.Fatalf("vm not taken from the cache: %s", cmd)
+	}
+	r, ok, err := idrange.OfProcess(fh.vmPid(id))
+	if err != nil || !ok || r.Start < p.Start || r.Start > p.End {
+		t.Fatalf("the cached vm's vmm runs on %+v (%v, %v), want a slot of %s", r, ok, err, pool)
+	}
+	held := leases(filepath.Join(fh.sbRoot, id))
+	if len(held) != 1 || !strings.HasPrefix(held[0], strconv.FormatUint(uint64(r.Start), 10)+":") {
+		t.Errorf("leases of the sandbox: %q, want the one of slot %d", held, r.Start)
+	}
+	wrote := findUnder(t, fh.sbRoot, "jail-wrote", 2*time.Minute)
+	if wrote == "" {
+		t.Fatal("the container did not write its rootfs")
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(wrote, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != r.Start || st.Gid != r.Start {
+		t.Errorf("a file guest root made is owned by %d:%d on the host, want the slot's root %d", st.Uid, st.Gid, r.Start)
+	}
+
+	fh.remove(id)
+	stop()
+	if l := leases(fh.root); len(l) != 0 {
+		t.Errorf("leases left after the sandbox and the cache are gone: %q", l)
+	}
+}
+
+// TestFactoryTemplateJailed: templates with an unprivileged VMM need a QEMU that opens the
+// template's memory file read-only (8.2 and newer). On an older QEMU the sandbox's create
+// fails with an error naming both settings and the release, instead of booting cold.
+func TestFactoryTemplateJailed(t *testing.T) {
+	fh := newFactoryHarness(t)
+	g := testutil.RequiresVM(t)
+	cfgPath := filepath.Join(fh.root, "jailed-template.toml")
+	body := g.Config(fmt.Sprintf("vmm_id_range = %q\n[factory]\ntemplate_path = %q\nenable_template = true\n", usernsPool, filepath.Join(fh.root, "template")))
+	if err := os.WriteFile(cfgPath, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(cfg.Hypervisor.Path, "-version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(string(out), "QEMU emulator version %d.%d", &major, &minor); err != nil {
+		t.Fatalf("qemu -version: %q: %v", out, err)
+	}
+	if major > 8 || major == 8 && minor >= 2 {
+		t.Skipf("QEMU %d.%d restores templates read-only; this test covers the refusal on older ones", major, minor)
+	}
+	got, code := fh.runFlags([]string{"--runtime-config-path", cfgPath}, "jtpl", "true")
+	for _, want := range []string{"factory.enable_template", "hypervisor.vmm_id_range", fmt.Sprintf("QEMU %d.%d", major, minor)} {
+		if code == 0 || !strings.Contains(got, want) {
+			t.Errorf("ctr run with templates and an unprivileged VMM on QEMU %d.%d: exit %d, %q; want a failure naming %s", major, minor, code, got, want)
+		}
+	}
 }

@@ -244,6 +244,15 @@ func (m Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	if err := mount.UnmountRecursive(filepath.Join(bundle, "rootfs"), 0); err != nil {
 		log.G(ctx).WithError(err).Warn("unmount rootfs")
 	}
+	// The overlay an unprivileged VMM saw instead of the rootfs directory (idmap.go), in
+	// the bundle -bundle names (the OCI CLI's) or containerd's.
+	idmapBundle := bundle
+	if o, ok := ctx.Value(shim.OptsKey{}).(shim.Opts); ok && o.BundlePath != "" {
+		idmapBundle = o.BundlePath
+	}
+	if err := (&container{id: id, bundle: idmapBundle, idmapped: true}).unmountIDMapped(); err != nil {
+		log.G(ctx).WithError(err).Warn("unmount idmapped rootfs")
+	}
 	group, err := sandboxIDOf(ctx, id)
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("no bundle spec; taking the id as the sandbox's")

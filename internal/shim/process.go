@@ -41,6 +41,9 @@ type container struct {
 	// mount of containerd's snapshot is there.
 	rootfs        string
 	rootfsMounted bool
+	// idmapped is set while the overlay mountIDMapped made for an unprivileged VMM is
+	// mounted (idmap.go).
+	idmapped bool
 	// layerMounts are the host mounts of a templated rootfs's layers under the overlay at
 	// rootfs, in mount order (layers.go).
 	layerMounts []string
@@ -163,8 +166,8 @@ func (c *container) mountRootfs(rootfs []*types.Mount, ids *idrange.Range) error
 		mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
 	}
 	if ids != nil {
-		if err := checkIDMappable(rootfs); err != nil {
-			return err
+		if !isOneOverlay(rootfs) {
+			return fmt.Errorf("mount rootfs of %s idmapped: not one overlay mount: %w", c.id, errdefs.ErrInvalidArgument)
 		}
 		m := &mounts[0]
 		uid := int(ids.HostID(0))
@@ -197,26 +200,6 @@ func (c *container) tracedMountRootfs(ctx context.Context, rootfs []*types.Mount
 	return err
 }
 
-// checkIDMappable accepts a rootfs that mountRootfs can present idmapped: one writable
-// overlay mount (containerd's overlayfs snapshotter), read-only (lower layers only) or not. An overlay mount itself cannot be
-// idmapped, only its layers; and an idmapped bind of a plain directory would let the
-// guest's root write files owned by host root.
-func checkIDMappable(rootfs []*types.Mount) error {
-	if len(rootfs) == 0 {
-		return fmt.Errorf("hypervisor.vmm_id_range needs the rootfs as containerd's overlay mount; a bundle's rootfs directory (the OCI CLI's) cannot be presented idmapped: %w",
-			errdefs.ErrInvalidArgument)
-	}
-	if len(rootfs) != 1 || rootfs[0].Type != "overlay" {
-		kinds := make([]string, 0, len(rootfs))
-		for _, m := range rootfs {
-			kinds = append(kinds, m.Type)
-		}
-		return fmt.Errorf("hypervisor.vmm_id_range needs the rootfs as one overlay mount (containerd's overlayfs snapshotter), got %q: %w",
-			kinds, errdefs.ErrInvalidArgument)
-	}
-	return nil
-}
-
 // specMounts converts the task's rootfs mounts.
 func specMounts(rootfs []*types.Mount) []specs.Mount {
 	out := make([]specs.Mount, 0, len(rootfs))
@@ -226,8 +209,13 @@ func specMounts(rootfs []*types.Mount) []specs.Mount {
 	return out
 }
 
-// unmountRootfs removes the snapshot mount the shim made for the container.
+// unmountRootfs removes the overlay an unprivileged VMM saw (idmap.go) and the snapshot
+// mount the shim made for the container.
 func (c *container) unmountRootfs(ctx context.Context) {
+	if err := c.unmountIDMapped(); err != nil {
+		log.G(ctx).WithError(err).WithField("rootfs", c.rootfs).Warn("unmount idmapped rootfs")
+		return
+	}
 	if !c.rootfsMounted {
 		return
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/directvolume"
 	"github.com/vessel-containers/vessel/internal/hooks"
+	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/rootless"
 	"github.com/vessel-containers/vessel/internal/sandbox"
@@ -319,8 +320,8 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		eff = joined.Effective()
 	}
 	// A VMM with its own host ids (hypervisor.vmm_id_range) sees the rootfs idmapped into
-	// them, so the sandbox comes first there; otherwise a rootfs that cannot be mounted
-	// fails the create before a VM boots.
+	// them, so the idmapped part of the mount comes after the sandbox; otherwise a rootfs
+	// that cannot be mounted fails the create before a VM boots.
 	plan.RootfsDisk, plan.RootfsOverlay, err = oci.RootfsDisks(specMounts(r.Rootfs), eff)
 	if err != nil {
 		return nil, fail(fmt.Errorf("create %s: %w", r.ID, err))
@@ -331,12 +332,14 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	mountRootfs := !plan.RootfsOnDisks() && len(r.Rootfs) > 0
 	idmapped := sbPlan != nil && sbPlan.VMMIDs != nil || joined != nil && joined.VMMIDs() != nil
-	if idmapped && !plan.RootfsOnDisks() {
-		if err := checkIDMappable(r.Rootfs); err != nil {
-			return nil, fail(fmt.Errorf("create %s: %w", r.ID, err))
-		}
+	if idmapped && eff.Hypervisor.SharedFS == hypervisor.SharedFSNone {
+		idmapped = false // copy mode: the shim copies the rootfs, the VMM never sees it
 	}
-	if mountRootfs && !idmapped {
+	// One overlay mount has its layers idmapped (mountRootfs); any other rootfs, or a
+	// bundle's rootfs directory, is mounted as it is and presented through an idmapped
+	// overlay of its own (mountIDMapped).
+	layersIDMapped := idmapped && isOneOverlay(r.Rootfs)
+	if mountRootfs && !layersIDMapped {
 		if err := c.tracedMountRootfs(cctx, r.Rootfs, nil); err != nil {
 			return nil, fail(err)
 		}
@@ -354,11 +357,20 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			}
 		})
 	}
-	if mountRootfs && idmapped {
+	switch {
+	case !idmapped || plan.RootfsOnDisks():
+	case layersIDMapped:
 		if err := c.tracedMountRootfs(cctx, r.Rootfs, sb.VMMIDs()); err != nil {
 			return nil, fail(err)
 		}
 		rollback = append(rollback, c.unmountRootfs)
+	default:
+		shared, err := c.mountIDMapped(c.rootfs, *sb.VMMIDs()) // idmap.go
+		if err != nil {
+			return nil, fail(err)
+		}
+		rollback = append(rollback, c.unmountRootfs)
+		plan.Rootfs = shared
 	}
 
 	ctrStart := time.Now()
@@ -441,6 +453,13 @@ func (s *service) plan(ctx context.Context, r *taskAPI.CreateTaskRequest) (*oci.
 	sbPlan, err := oci.SandboxConfig(ctx, r.ID, r.Bundle, spec, cfg, opts)
 	if err != nil {
 		return nil, nil, nil, host, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
+	}
+	// A VM from the template with an unprivileged VMM needs a hypervisor that opens the
+	// template read-only; refused here rather than booting cold without a word.
+	if sbPlan.VMMIDs != nil && sbPlan.Config.Factory.EnableTemplate {
+		if err := hypervisor.CheckUnprivilegedTemplates(sbPlan.Config.Hypervisor.Driver, sbPlan.VM.Path); err != nil {
+			return nil, nil, nil, host, fmt.Errorf("sandbox %s: %w: %w", sbPlan.ID, errdefs.ErrFailedPrecondition, err)
+		}
 	}
 	return sbPlan, sbPlan.Container, cfg, host, nil
 }

@@ -265,3 +265,101 @@ func TestUnprivilegedVMMPod(t *testing.T) {
 		t.Errorf("the next sandbox's ids: uid_map %q", uidMap)
 	}
 }
+
+// TestUnprivilegedVMMCopyMode runs a container in copy mode (shared_fs = "none") with an
+// unprivileged VMM: nothing is shared, the shim copies the rootfs into the guest as it
+// is on disk, so the container sees the image's owners and QEMU still runs on the
+// sandbox's ids; the lease is given back at removal.
+func TestUnprivilegedVMMCopyMode(t *testing.T) {
+	h := newHarnessConfig(t, fmt.Sprintf("vmm_id_range = %q\nshared_fs = \"none\"\n", usernsPool))
+	if err := os.Chmod(h.sbRoot, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	pool, _ := idrange.ParsePool(usernsPool)
+	h.start("ucopy", nil, "sleep", "1000")
+	uidMap, err := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", h.qemuPid("ucopy")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(uidMap))
+	start, _ := strconv.ParseUint(f[1], 10, 32)
+	if len(f) != 3 || f[0] != "0" || start < uint64(pool.Start) || start > uint64(pool.End) {
+		t.Fatalf("qemu uid_map %q, want 0 mapped onto an id of the pool %s", uidMap, usernsPool)
+	}
+	if got := strings.TrimSpace(h.ctr("task", "exec", "--exec-id", "owner", "ucopy", "stat", "-c", "%u %g", "/bin/busybox")); got != "0 0" {
+		t.Errorf("the container sees /bin/busybox owned by %q, want \"0 0\"", got)
+	}
+	if out := h.ctr("task", "exec", "--exec-id", "root", "ucopy", "grep", " / ", "/proc/mounts"); strings.Contains(out, "9p") || strings.Contains(out, "virtiofs") {
+		t.Errorf("copy mode container's root is a shared fs: %q", out)
+	}
+	h.remove("ucopy")
+	leases, err := os.ReadDir(idrange.DefaultLeaseDir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	for _, l := range leases {
+		if b, _ := os.ReadFile(filepath.Join(idrange.DefaultLeaseDir, l.Name())); strings.Contains(string(b), h.sbRoot) {
+			t.Errorf("lease %s still held after the sandbox was removed: %q", l.Name(), b)
+		}
+	}
+}
+
+// TestUnprivilegedVMMNativeSnapshot runs a container on containerd's native snapshotter
+// (a bind mount of a plain directory, which cannot be idmapped layer by layer) with an
+// unprivileged VMM: guest root's setuid copy and changed image file are owned on the host
+// by the sandbox's ids, the snapshot's own directory is not written, and after removal
+// no mount or lease is left.
+func TestUnprivilegedVMMNativeSnapshot(t *testing.T) {
+	h := newHarnessConfig(t, fmt.Sprintf("vmm_id_range = %q\n", usernsPool))
+	if err := os.Chmod(h.sbRoot, 0o711); err != nil { // the VMM's ids pass through it to the export
+		t.Fatal(err)
+	}
+	h.ctr("image", "import", "--all-platforms", "--snapshotter", "native", testutil.BuildBusyboxImage(t))
+	const id = "unative"
+	h.start(id, []string{"--snapshotter", "native"}, "sh", "-c",
+		"echo guest-was-here >>/etc/passwd && cp /bin/busybox /nsuid && chown 0:0 /nsuid && chmod 4755 /nsuid && touch /native-done && exec sleep 1000")
+	done := findUnder(t, h.sbRoot, "native-done", 2*time.Minute)
+	if done == "" {
+		t.Fatal("the container did not run its probe")
+	}
+	r, ok, err := idrange.OfProcess(h.qemuPid(id))
+	if err != nil || !ok {
+		t.Fatalf("qemu's ids: %v %v", ok, err)
+	}
+	root := filepath.Dir(done)
+	for _, name := range []string{"nsuid", "etc/passwd"} {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(root, name), &st); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s on the host: uid %d gid %d mode %#o", name, st.Uid, st.Gid, st.Mode)
+		if st.Uid != r.Start || st.Gid != r.Start {
+			t.Errorf("%s on the host: uid %d gid %d, want the sandbox's root %d", name, st.Uid, st.Gid, r.Start)
+		}
+	}
+	var snap string
+	for _, f := range strings.Fields(h.ctr("snapshots", "--snapshotter", "native", "mounts", "/mnt", id)) {
+		if strings.HasPrefix(f, "/") && f != "/mnt" {
+			snap = f
+		}
+	}
+	if snap == "" {
+		t.Fatal("no native snapshot directory found")
+	}
+	if _, err := os.Lstat(filepath.Join(snap, "nsuid")); !os.IsNotExist(err) {
+		t.Errorf("guest root's file appeared in the snapshot directory %s: %v", snap, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(snap, "etc", "passwd")); bytes.Contains(b, []byte("guest-was-here")) {
+		t.Errorf("the snapshot's etc/passwd was written")
+	}
+	h.remove(id)
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); bytes.Contains(b, []byte(".vessel-rootfs-"+id)) {
+		t.Error("the idmapped rootfs overlay is still mounted")
+	}
+	ents, _ := os.ReadDir(idrange.DefaultLeaseDir)
+	for _, e := range ents {
+		if b, _ := os.ReadFile(filepath.Join(idrange.DefaultLeaseDir, e.Name())); strings.Contains(string(b), h.sbRoot) {
+			t.Errorf("lease %s still held after removal: %q", e.Name(), b)
+		}
+	}
+}

@@ -80,6 +80,8 @@ type launch struct {
 	consoleFD int
 	// nics are the child's descriptors of each Config.NICs entry, in order.
 	nics []nicFDs
+	// readOnlyRAM opens a restored template's memory file read-only (QEMU 8.2 and newer).
+	readOnlyRAM bool
 }
 
 // nicFDs are the child's descriptors of one NIC: its tap queues, and their vhost-net
@@ -118,7 +120,7 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 		machine = defaultMachine
 	}
 	virtioFS := cfg.SharedFS == hypervisor.SharedFSVirtioFS
-	templateRAM := templateRAM(cfg) // template.go; templates refuse virtio-fs
+	templateRAM := templateRAM(cfg, l.readOnlyRAM) // template.go; templates refuse virtio-fs
 	if virtioFS || templateRAM != "" {
 		// vhost-user needs guest RAM in shared memory that virtiofsd can map; a
 		// template's RAM is a file.

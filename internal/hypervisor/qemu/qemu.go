@@ -40,7 +40,8 @@ import (
 )
 
 func init() {
-	hypervisor.Register("qemu", hypervisor.Driver{New: New, Capabilities: capabilities, CheckJail: checkJail})
+	hypervisor.Register("qemu", hypervisor.Driver{New: New, Capabilities: capabilities, CheckJail: checkJail,
+		CheckUnprivilegedTemplates: checkUnprivilegedTemplates})
 }
 
 // capabilities is what the driver implements: VM templates, handover and CPU and memory

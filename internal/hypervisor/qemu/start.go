@@ -142,7 +142,11 @@ func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, f
 
 	// QMP, agent and console listeners are fds 3, 4 and 5 in QEMU; the NICs' descriptors
 	// (the caller's, not closed here) follow.
-	l := launch{accel: accel, qmpFD: 3, agentFD: 4, consoleFD: 5}
+	readOnlyRAM, err := restoreReadOnly(&v.cfg, v.binary) // template.go
+	if err != nil {
+		return nil, nil, err
+	}
+	l := launch{accel: accel, qmpFD: 3, agentFD: 4, consoleFD: 5, readOnlyRAM: readOnlyRAM}
 	extra := append([]*os.File{}, files[:3]...)
 	for _, n := range v.cfg.NICs {
 		var fds nicFDs

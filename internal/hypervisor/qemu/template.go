@@ -33,10 +33,12 @@ import (
 // and the 9p export path (-fsdev path= is read from the command line; the template guest
 // never mounted the export, which would also block migration). QEMU 7.2 cannot open the
 // memory file read-only for a private writable mapping (memory-backend-file's "rom"
-// property arrived in 8.2; "readonly=on" there makes guest RAM read-only), so the file is
-// opened read-write: MAP_PRIVATE never writes it back, and the factory replaces a template
-// by writing new files, never by rewriting the mapped ones. What this does and does not
-// enforce is in docs/factory.md ("Who can change a template").
+// property arrived in 8.2; "readonly=on" there makes guest RAM read-only), so there the
+// file is opened read-write: MAP_PRIVATE never writes it back, and the factory replaces a
+// template by writing new files, never by rewriting the mapped ones; an unprivileged VMM
+// (Config.UserNS) is refused. From QEMU 8.2 (found with -version, restoreReadOnly) a
+// restore opens it with readonly=on,rom=off. What this does and does not enforce is in
+// docs/factory.md ("Who can change a template").
 
 // migrationPoll is how often Start and SaveTemplate poll a migration in progress.
 const migrationPoll = 5 * time.Millisecond
@@ -50,18 +52,41 @@ func templateMode(cfg *hypervisor.Config) hypervisor.TemplateMode {
 }
 
 // templateRAM is the -object for guest RAM of a template or a VM restored from one, or ""
-// for a cold boot. The machine takes it with memory-backend=idRAM.
-func templateRAM(cfg *hypervisor.Config) string {
+// for a cold boot. The machine takes it with memory-backend=idRAM. readOnly (QEMU 8.2 and
+// newer) opens a restored VM's file read-only, its guest RAM still writable
+// (readonly=on,rom=off: a private copy of each page the guest writes).
+func templateRAM(cfg *hypervisor.Config, readOnly bool) string {
 	share := "on"
 	switch templateMode(cfg) {
 	case hypervisor.TemplateSave:
 	case hypervisor.TemplateRestore:
 		share = "off"
+		if readOnly {
+			share += ",readonly=on,rom=off"
+		}
 	default:
 		return ""
 	}
 	return fmt.Sprintf("memory-backend-file,id=%s,size=%dM,mem-path=%s,share=%s",
 		idRAM, cfg.MemoryMiB, optPath(cfg.Template.MemoryPath), share)
+}
+
+// restoreReadOnly tells whether the QEMU at binary restores cfg's template from a
+// read-only memory file; with an unprivileged VMM (cfg.UserNS) an older QEMU is refused.
+func restoreReadOnly(cfg *hypervisor.Config, binary string) (bool, error) {
+	if templateMode(cfg) != hypervisor.TemplateRestore {
+		return false, nil
+	}
+	v, err := binaryVersion(binary) // version.go
+	if err != nil {
+		return false, err
+	}
+	if cfg.UserNS != nil {
+		if err := unprivilegedTemplates(binary, v); err != nil {
+			return false, err
+		}
+	}
+	return v.atLeast(readOnlyRAMVersion), nil
 }
 
 // freePageReporting is the balloon's free-page-reporting setting: off for templates and

@@ -48,7 +48,7 @@ func TestTemplateCommandLine(t *testing.T) {
 		}
 	}
 	cold := baseConfig()
-	if slices.Contains(commandLine(&cold, tcgLaunch), "-incoming") || templateRAM(&cold) != "" {
+	if slices.Contains(commandLine(&cold, tcgLaunch), "-incoming") || templateRAM(&cold, false) != "" {
 		t.Error("a cold boot has template arguments")
 	}
 }

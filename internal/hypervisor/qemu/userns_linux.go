@@ -44,6 +44,9 @@ func jailRoot(cfg *hypervisor.Config, binary string, accel hypervisor.Accelerato
 	if cfg.Initrd != "" {
 		r.ReadOnly = append(r.ReadOnly, cfg.Initrd)
 	}
+	if templateMode(cfg) == hypervisor.TemplateRestore { // the state comes as a descriptor
+		r.ReadOnly = append(r.ReadOnly, cfg.Template.MemoryPath)
+	}
 	if e := cfg.EntropySource; e != "" && e != "/dev/urandom" {
 		r.ReadOnly = append(r.ReadOnly, e)
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -53,7 +54,18 @@ func ID(mode Mode, name string) string {
 
 // Main runs the fake and exits when the process was started as one ("-name
 // vessel-fake-<mode>..."); otherwise it returns. Call it first in TestMain.
+//
+// "-version" prints a QEMU release: the one in the name the binary was started under
+// when it ends in "qemu-<major>.<minor>" (a test links the test binary so), else 7.2.
 func Main() {
+	if len(os.Args) == 2 && os.Args[1] == "-version" {
+		v := "7.2"
+		if _, after, ok := strings.Cut(filepath.Base(os.Args[0]), "qemu-"); ok {
+			v = after
+		}
+		fmt.Printf("QEMU emulator version %s.0 (fake)\n", v)
+		os.Exit(0)
+	}
 	if len(os.Args) < 3 || os.Args[1] != "-name" || !strings.HasPrefix(os.Args[2], "vessel-"+idPrefix) {
 		return
 	}
