@@ -146,6 +146,11 @@ func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, f
 	// QMP, agent and console listeners are fds 3, 4 and 5 in QEMU; the NICs' descriptors
 	// (the caller's, not closed here) follow.
 	l := launch{accel: accel, qmpFD: 3, agentFD: 4, consoleFD: 5}
+	if isMicroVM(&v.cfg) && accel == hypervisor.AccelTCG {
+		if l.tscKHz = hostTSCKHz(); l.tscKHz == 0 {
+			return nil, nil, fmt.Errorf("hypervisor.machine_type %q under TCG needs the host's TSC frequency, and this host's TSC is not constant and non-stop (or not readable): use \"q35\"", machineMicroVM)
+		}
+	}
 	extra := append([]*os.File{}, files[:3]...)
 	for _, n := range v.cfg.NICs {
 		fds := nicFDs{tap: 3 + len(extra), vhost: -1}
