@@ -81,4 +81,3 @@ func kernelHas(t *testing.T, path, sym string) bool {
 	}
 	return false
 }
-
