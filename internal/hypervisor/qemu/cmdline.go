@@ -124,6 +124,13 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 	if machine == "" {
 		machine = defaultMachine
 	}
+	if isMicroVM(cfg) {
+		// Without ACPI: with microvm's ACPI tables the guest's PIT interrupt never arrived
+		// under TCG (its clock stood still after boot). The devices are then named on the
+		// kernel command line by QEMU (virtio_mmio.device=); a guest power-off halts the
+		// vCPU instead of ending QEMU, and Stop ends QEMU with QMP quit as always.
+		machine += ",acpi=off"
+	}
 	virtioFS := cfg.SharedFS == hypervisor.SharedFSVirtioFS
 	templateRAM := templateRAM(cfg) // template.go; templates refuse virtio-fs
 	if virtioFS || templateRAM != "" {

@@ -9,9 +9,8 @@ import (
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 )
 
-// machineMicroVM is QEMU's microvm machine: virtio-mmio devices, no PCI, a minimal ACPI
-// table set (power button and power-off work), firmware that boots the kernel's PVH entry
-// at once. It has no hotplug of any kind, so VMs on it refuse what needs hotplug
+// machineMicroVM is QEMU's microvm machine: virtio-mmio devices, no PCI, no ACPI (the
+// driver turns it off: cmdline.go), firmware that boots the kernel's PVH entry at once. It has no hotplug of any kind, so VMs on it refuse what needs hotplug
 // (microvmRefusal) and the hotplug methods fail with errMicroVM.
 const machineMicroVM = "microvm"
 

@@ -22,7 +22,7 @@ func TestCommandLineMicroVM(t *testing.T) {
 	got := commandLine(&cfg, l)
 	want := []string{
 		"-name", "vessel-sb1",
-		"-machine", "microvm",
+		"-machine", "microvm,acpi=off",
 		"-nodefaults", "-no-user-config",
 		"-display", "none", "-vga", "none",
 		"-no-reboot",
