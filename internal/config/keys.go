@@ -382,7 +382,7 @@ var keyTable = []Key{
 	{Section: "hypervisor", Name: "machine_type",
 		Consumer: "oci.HypervisorConfig", Type: "string", Allowed: "a QEMU machine name (" + reMachineType.String() + ")", check: checkPattern(reMachineType), Optional: true,
 		Annotation: "machine_type",
-		Doc:        "Machine type, e.g. q35; empty means the driver's default."},
+		Doc:        "Machine type: q35 (the default when empty) or microvm (QEMU's microvm: virtio-mmio devices, no PCI, a shorter boot; no hotplug, so default_maxvcpus and default_maxmemory act as default_vcpus and default_memory, and templates, virtio-scsi, disk attach and NIC attach or detach are refused; see docs/benchmarks.md)."},
 	{Section: "hypervisor", Name: "accelerator",
 		Consumer: "oci.HypervisorConfig", Type: "string", Enum: []string{"auto", "kvm", "tcg"},
 		Annotation: "accelerator",

@@ -410,6 +410,13 @@ func TestLimits(t *testing.T) {
 			}
 		})
 	}
+	// A microvm cannot grow: its maxima are its defaults.
+	c := Default()
+	c.Hypervisor.MachineType = "microvm"
+	c.Hypervisor.DefaultVCPUs, c.Hypervisor.DefaultMemory = 1, 256
+	if got, want := c.Limits(Host{CPUs: 4, MemoryMiB: 8192}), (Limits{1, 1, 256, 256}); got != want {
+		t.Fatalf("microvm: got %+v, want %+v", got, want)
+	}
 }
 
 // TestUnsupportedInFile: a file setting an unsupported key, or an unsupported value, to
@@ -443,6 +450,14 @@ func TestUnsupportedInFile(t *testing.T) {
 			`x.toml: hypervisor.image = "/var/lib/vessel/guest/x.img": not supported: guest disk images are not built yet`},
 		{"enum", "[hypervisor]\nhot_plug_vfio = \"root-port\"",
 			`x.toml: hypervisor.hot_plug_vfio = "root-port": not supported: VFIO device hotplug is not built yet (allowed: only the default, "no-port")`},
+		{"microvm with vcpu hotplug", "[hypervisor]\nmachine_type = \"microvm\"\ndefault_maxvcpus = 2",
+			`x.toml: hypervisor.default_maxvcpus = 2: hypervisor.machine_type = "microvm" has no hotplug: set it to hypervisor.default_vcpus or 0`},
+		{"microvm with memory hotplug", "[hypervisor]\nmachine_type = \"microvm\"\ndefault_maxmemory = 1024",
+			`x.toml: hypervisor.default_maxmemory = 1024: hypervisor.machine_type = "microvm" has no hotplug: set it to hypervisor.default_memory or 0`},
+		{"microvm with templates", "[hypervisor]\nmachine_type = \"microvm\"\n[factory]\nenable_template = true",
+			`x.toml: factory.enable_template = true: hypervisor.machine_type = "microvm" has no hotplug`},
+		{"microvm with virtio-scsi", "[hypervisor]\nmachine_type = \"microvm\"\nblock_device_driver = \"virtio-scsi\"",
+			`x.toml: hypervisor.block_device_driver = "virtio-scsi": hypervisor.machine_type = "microvm" has no hotplug`},
 		{"kernel params", "[hypervisor]\nkernel_params = \"quiet panic=0\"",
 			`x.toml: hypervisor.kernel_params = "quiet panic=0": parameter panic=0 is set by Vessel (panic= may not be set)`},
 	} {

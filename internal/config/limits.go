@@ -20,6 +20,7 @@ type Limits struct {
 
 // Limits resolves the hypervisor's sizing keys on host: a maximum of 0, or one above what
 // the host has, becomes the host's amount; defaults above the maximum are lowered to it.
+// With hypervisor.machine_type = "microvm" the maxima are the defaults.
 func (c *Config) Limits(host Host) Limits {
 	h := &c.Hypervisor
 	l := Limits{
@@ -44,5 +45,13 @@ func (c *Config) Limits(host Host) Limits {
 		l.MaxMemoryMiB = l.DefaultMemoryMiB
 	}
 	l.DefaultMemoryMiB = min(l.DefaultMemoryMiB, l.MaxMemoryMiB)
+	// A microvm machine cannot grow: the VM's size at boot is its size for good.
+	if c.IsMicroVM() {
+		l.MaxVCPUs, l.MaxMemoryMiB = l.DefaultVCPUs, l.DefaultMemoryMiB
+	}
 	return l
 }
+
+// IsMicroVM tells whether hypervisor.machine_type is QEMU's microvm machine, which has no
+// hotplug.
+func (c *Config) IsMicroVM() bool { return c.Hypervisor.MachineType == "microvm" }

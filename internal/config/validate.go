@@ -204,6 +204,23 @@ func (c *Config) crossCheck() []*FieldError {
 			bad("factory.vm_cache_number", u(c.Factory.VMCacheNumber), `the VM cache cannot be used with hypervisor.shared_fs = "none" (a cached VM has a 9p device; copy mode runs VMs without a shared file system): set one of them differently`)
 		}
 	}
+	// QEMU's microvm machine has no hotplug: no vCPUs, memory, disks or NICs added while
+	// the VM runs, so nothing that needs them can be configured with it.
+	if c.IsMicroVM() {
+		const why = `hypervisor.machine_type = "microvm" has no hotplug`
+		if h.DefaultMaxVCPUs > h.DefaultVCPUs {
+			bad("hypervisor.default_maxvcpus", u(h.DefaultMaxVCPUs), why+": set it to hypervisor.default_vcpus or 0")
+		}
+		if h.DefaultMaxMemory > h.DefaultMemory {
+			bad("hypervisor.default_maxmemory", u(h.DefaultMaxMemory), why+": set it to hypervisor.default_memory or 0")
+		}
+		if c.Factory.EnableTemplate {
+			bad("factory.enable_template", "true", why+" (a VM restored from a template grows by hotplug): set one of them differently")
+		}
+		if h.BlockDeviceDriver == string(hypervisor.BlockVirtioSCSI) {
+			bad("hypervisor.block_device_driver", strconv.Quote(h.BlockDeviceDriver), why+" (disks are hot-plugged): use q35")
+		}
+	}
 	return errs
 }
 

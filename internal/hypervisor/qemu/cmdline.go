@@ -82,6 +82,9 @@ type launch struct {
 	nics []nicFDs
 	// readOnlyRAM opens a restored template's memory file read-only (QEMU 8.2 and newer).
 	readOnlyRAM bool
+	// tscKHz is the host's TSC frequency, given to a microvm guest under TCG (tsc.go);
+	// 0 otherwise.
+	tscKHz uint64
 }
 
 // nicFDs are the child's descriptors of one NIC: its tap queues, and their vhost-net
@@ -91,13 +94,18 @@ type nicFDs struct {
 	vhosts []int
 }
 
-// kernelCmdline is the guest kernel command line for cfg under accel. Debug drops "quiet"
-// so the console shows the kernel's messages; Debug and AgentDebug ask the agent for debug
-// logs.
-func kernelCmdline(cfg *hypervisor.Config, accel hypervisor.Accelerator) string {
+// kernelCmdline is the guest kernel command line for cfg under l.accel. Debug drops
+// "quiet" so the console shows the kernel's messages; Debug and AgentDebug ask the agent
+// for debug logs. A microvm guest under TCG is told the TSC's frequency and that the TSC is
+// reliable (it is the host's constant, non-stop counter), as it has nothing to calibrate
+// it against (tsc.go).
+func kernelCmdline(cfg *hypervisor.Config, l launch) string {
 	params := append([]string{}, baseKernelParams...)
-	if accel == hypervisor.AccelTCG {
+	if l.accel == hypervisor.AccelTCG {
 		params = append(params, tcgKernelParams...)
+		if l.tscKHz != 0 {
+			params = append(params, fmt.Sprintf("tsc_early_khz=%d", l.tscKHz), "tsc=reliable")
+		}
 	}
 	if !cfg.Debug {
 		params = append(params, "quiet")
@@ -112,12 +120,20 @@ func kernelCmdline(cfg *hypervisor.Config, accel hypervisor.Accelerator) string 
 // commandLine returns QEMU's arguments (without argv[0]) for cfg. It is a pure function:
 // it checks nothing on the host. cfg must have passed Validate.
 //
-// Not supported yet: CPU, memory and device hotplug (only the headroom is reserved),
-// multiqueue NICs, disks at boot (they are hot-plugged: disk.go), vsock, and machine types other than q35-like PC machines.
+// Not supported yet: multiqueue NICs, disks at boot (they are hot-plugged: disk.go) and
+// vsock. Machines are q35-like PC machines or microvm (microvm.go), whose devices are the
+// virtio-mmio variants and which has no PCI bridge and no SCSI controller.
 func commandLine(cfg *hypervisor.Config, l launch) []string {
 	machine := cfg.MachineType
 	if machine == "" {
 		machine = defaultMachine
+	}
+	if isMicroVM(cfg) {
+		// Without ACPI: with microvm's ACPI tables the guest's PIT interrupt never arrived
+		// under TCG (its clock stood still after boot). The devices are then named on the
+		// kernel command line by QEMU (virtio_mmio.device=); a guest power-off halts the
+		// vCPU instead of ending QEMU, and Stop ends QEMU with QMP quit as always.
+		machine += ",acpi=off"
 	}
 	virtioFS := cfg.SharedFS == hypervisor.SharedFSVirtioFS
 	templateRAM := templateRAM(cfg, l.readOnlyRAM) // template.go; templates refuse virtio-fs
@@ -194,7 +210,7 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 	if cfg.Initrd != "" {
 		args = append(args, "-initrd", cfg.Initrd)
 	}
-	args = append(args, "-append", kernelCmdline(cfg, l.accel))
+	args = append(args, "-append", kernelCmdline(cfg, l))
 
 	// Serial console on the listening socket the driver created; the VM's owner reads it
 	// (console.go).
@@ -211,7 +227,7 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 
 	// The agent channel: a virtio-serial port backed by the driver's listening socket.
 	args = append(args,
-		"-device", "virtio-serial-pci,id=vessel-serial",
+		"-device", deviceModel(cfg, "virtio-serial-pci")+",id=vessel-serial",
 		"-chardev", fmt.Sprintf("socket,id=%s,fd=%d,server=on,wait=off", idAgent, l.agentFD),
 		"-device", fmt.Sprintf("virtserialport,bus=vessel-serial.0,chardev=%s,name=%s", idAgent, AgentPortName),
 	)
@@ -223,7 +239,7 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 	}
 	args = append(args,
 		"-object", fmt.Sprintf("rng-random,id=%s,filename=%s", idRNG, optPath(entropy)),
-		"-device", fmt.Sprintf("virtio-rng-pci,rng=%s", idRNG),
+		"-device", fmt.Sprintf("%s,rng=%s", deviceModel(cfg, "virtio-rng-pci"), idRNG),
 	)
 
 	switch cfg.SharedFS {
@@ -232,29 +248,36 @@ func commandLine(cfg *hypervisor.Config, l launch) []string {
 		// device property. multidevs=remap keeps inode numbers unique across host mounts.
 		args = append(args,
 			"-fsdev", fmt.Sprintf("local,id=%s,path=%s,security_model=none,multidevs=remap", idShare, optPath(cfg.SharedDir)),
-			"-device", fmt.Sprintf("virtio-9p-pci,fsdev=%s,mount_tag=%s", idShare, optPath(cfg.ShareTag)),
+			"-device", fmt.Sprintf("%s,fsdev=%s,mount_tag=%s", deviceModel(cfg, "virtio-9p-pci"), idShare, optPath(cfg.ShareTag)),
 		)
 	case hypervisor.SharedFSVirtioFS:
 		args = append(args,
 			"-chardev", fmt.Sprintf("socket,id=%s,path=%s", idShare, optPath(cfg.VirtioFSSocket)),
-			"-device", fmt.Sprintf("vhost-user-fs-pci,chardev=%s,tag=%s,queue-size=1024", idShare, optPath(cfg.ShareTag)),
+			"-device", fmt.Sprintf("%s,chardev=%s,tag=%s,queue-size=1024", deviceModel(cfg, "vhost-user-fs-pci"), idShare, optPath(cfg.ShareTag)),
 		)
 	}
 
 	// The bridge that disks and NICs are plugged into, and the SCSI controller for the
-	// virtio-scsi driver (disk.go).
-	args = append(args, bridgeArgs()...)
-	args = append(args, scsiArgs(cfg.Block)...)
+	// virtio-scsi driver (disk.go). A microvm has neither (microvmRefusal refuses
+	// virtio-scsi): its NICs are virtio-mmio devices that stay for the VM's life.
+	if !isMicroVM(cfg) {
+		args = append(args, bridgeArgs()...)
+		args = append(args, scsiArgs(cfg.Block)...)
+	}
 
 	// Network devices on the tap descriptors the caller opened in the pod's network
 	// namespace (QEMU never joins it), in the bridge's first slots so that they can be
 	// unplugged (nic.go). The guest NIC takes the pod interface's MAC.
 	for i, n := range cfg.NICs {
-		args = append(args, "-netdev", netdevArg(n.ID, l.nics[i]), "-device", nicDeviceArg(n, coldNICSlot(i)))
+		dev := nicDeviceArg(n, coldNICSlot(i))
+		if isMicroVM(cfg) {
+			dev = microvmNICArg(n)
+		}
+		args = append(args, "-netdev", netdevArg(n.ID, l.nics[i]), "-device", dev)
 	}
 
 	// Free page reporting hands pages the guest frees back to the host.
-	args = append(args, "-device", "virtio-balloon-pci,id=vessel-balloon,free-page-reporting="+freePageReporting(cfg))
+	args = append(args, "-device", deviceModel(cfg, "virtio-balloon-pci")+",id=vessel-balloon,free-page-reporting="+freePageReporting(cfg))
 	return append(args, templateArgs(cfg)...)
 }
 

@@ -91,6 +91,9 @@ var (
 
 // AttachDisk plugs d into a free bridge slot of the running VM.
 func (v *VM) AttachDisk(ctx context.Context, d hypervisor.Disk) (_ hypervisor.DiskAddress, retErr error) {
+	if isMicroVM(&v.cfg) {
+		return hypervisor.DiskAddress{}, errMicroVM("attach disk " + d.ID)
+	}
 	if err := d.Validate(); err != nil {
 		return hypervisor.DiskAddress{}, fmt.Errorf("qemu %s: attach disk: %w: %w", v.cfg.ID, err, errdefs.ErrInvalidArgument)
 	}

@@ -85,6 +85,9 @@ func (v *VM) nicInSlotLocked(s int) bool {
 
 // AttachNIC plugs n into a free bridge slot of the running VM and returns its PCI path.
 func (v *VM) AttachNIC(ctx context.Context, n hypervisor.NIC) (_ string, retErr error) {
+	if isMicroVM(&v.cfg) {
+		return "", errMicroVM("attach nic " + n.ID)
+	}
 	if err := n.Validate(); err != nil {
 		return "", fmt.Errorf("qemu %s: attach nic: %w: %w", v.cfg.ID, err, errdefs.ErrInvalidArgument)
 	}
@@ -205,6 +208,9 @@ func (v *VM) addNetdev(ctx context.Context, c *qmp.Client, n hypervisor.NIC) (re
 // DetachNIC unplugs a NIC: device_del, the guest's release (DEVICE_DELETED), then
 // netdev_del.
 func (v *VM) DetachNIC(ctx context.Context, id string) error {
+	if isMicroVM(&v.cfg) {
+		return errMicroVM("detach nic " + id)
+	}
 	c, err := v.running("detach nic "+id, phaseRunning, phasePaused)
 	if err != nil {
 		return err

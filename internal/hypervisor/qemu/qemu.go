@@ -143,6 +143,11 @@ func New(cfg hypervisor.Config) (hypervisor.VM, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
+	if isMicroVM(&cfg) {
+		if err := microvmRefusal(&cfg); err != nil {
+			return nil, err
+		}
+	}
 	cfg.KernelParams = slices.Clone(cfg.KernelParams)
 	binary := cfg.Path
 	if binary == "" {

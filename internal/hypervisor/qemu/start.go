@@ -147,6 +147,11 @@ func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, f
 		return nil, nil, err
 	}
 	l := launch{accel: accel, qmpFD: 3, agentFD: 4, consoleFD: 5, readOnlyRAM: readOnlyRAM}
+	if isMicroVM(&v.cfg) && accel == hypervisor.AccelTCG {
+		if l.tscKHz = hostTSCKHz(); l.tscKHz == 0 {
+			return nil, nil, fmt.Errorf("hypervisor.machine_type %q under TCG needs the host's TSC frequency, and this host's TSC is not constant and non-stop (or not readable): use \"q35\"", machineMicroVM)
+		}
+	}
 	extra := append([]*os.File{}, files[:3]...)
 	for _, n := range v.cfg.NICs {
 		var fds nicFDs
