@@ -174,6 +174,14 @@ func writeMemory(b *strings.Builder, r *Results) {
 			mibSummary(p.VMM), mibSummary(p.Shim), p.TotalMiB, mibSummary(p.GuestUsed))
 	}
 	b.WriteString("\n")
+	for _, p := range m.Points {
+		if k := p.KSM; k != nil {
+			fmt.Fprintf(b, "%s: the same %d sandboxes after the host's KSM merged their pages (%s for %d full scans at %d pages per wake-up); "+
+				"%d pages shared, %d sharing (%.0f MiB saved host-wide); ksmd then used %.3f cores at the host's %d pages per wake-up.\n\n",
+				p.Runtime, p.Sandboxes, Sec(k.MergeSeconds), k.MergeScans, k.MergePagesToScan, k.PagesShared, k.PagesSharing,
+				float64(k.PagesSharing)*4/1024, k.KsmdCores, k.PagesToScan)
+		}
+	}
 }
 
 func writeDensity(b *strings.Builder, r *Results) {
