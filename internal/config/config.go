@@ -62,7 +62,6 @@ type Hypervisor struct {
 	MachineAccelerators string                 `toml:"machine_accelerators"`
 	CPUFeatures         string                 `toml:"cpu_features"`
 	TBSizeMiB           uint32                 `toml:"tb_size_mib"`
-	VMMHugePages        bool                   `toml:"vmm_transparent_hugepages"`
 
 	DefaultVCPUs      uint32   `toml:"default_vcpus"`
 	DefaultMaxVCPUs   uint32   `toml:"default_maxvcpus"`

@@ -399,10 +399,6 @@ var keyTable = []Key{
 		Consumer: "oci.HypervisorConfig", Type: "uint32", Unit: "MiB", Min: 0, Max: 4096,
 		Doc: "QEMU TCG translation-cache size; 0 lets the driver choose: 64 MiB, or 256 MiB for a VM that can gain vCPUs by hot-plug (QEMU 7.2 aborts when a hot-plugged vCPU finds every cache region taken; larger regions make that need far more translated code). Ignored under KVM."},
 
-	{Section: "hypervisor", Name: "vmm_transparent_hugepages",
-		Consumer: "oci.HypervisorConfig", Type: "bool",
-		Doc: "Let the VMM's memory (guest RAM, TCG translation cache, heap) use the host's transparent huge pages where the host's THP mode allows them. Off: the VMM runs with transparent huge pages disabled (PR_SET_THP_DISABLE), so a guest that touches a few KiB of a 2 MiB region costs those pages, not 2 MiB (about 40 MiB less per idle VM under TCG, see docs/benchmarks.md). Under KVM huge pages can make guest memory access faster; turn it on where that matters more than density."},
-
 	// [hypervisor] CPU and memory.
 	{Section: "hypervisor", Name: "default_vcpus",
 		Consumer: "config.Config.Limits", Type: "uint32", Min: 1, Max: maxVCPUs,

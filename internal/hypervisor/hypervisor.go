@@ -104,9 +104,6 @@ type Config struct {
 
 	// TBSizeMiB is QEMU's TCG translation-cache size (0: driver default). Ignored under KVM.
 	TBSizeMiB uint32
-	// HugePages lets the VMM's memory use the host's transparent huge pages; without it
-	// the VMM runs with them disabled.
-	HugePages bool
 	// Debug keeps the guest console log verbose (kernel messages) and asks the agent for
 	// debug logs.
 	Debug bool

@@ -57,11 +57,6 @@ func confine(s Spec) error {
 			return fmt.Errorf("set rlimit %s to %d: %w", r.Resource, v, err)
 		}
 	}
-	if s.NoTHP {
-		if err := unix.Prctl(unix.PR_SET_THP_DISABLE, 1, 0, 0, 0); err != nil {
-			return fmt.Errorf("disable transparent huge pages: %w", err)
-		}
-	}
 	if err := keepFDs(3 + s.ExtraFiles); err != nil {
 		return err
 	}

@@ -9,7 +9,7 @@
 // Main returns at once unless argv[0] is Argv0. The argument protocol, produced by
 // Spec.argv and read by parse, is
 //
-//	vessel-jail [-keep-caps=NAME,...] [-fds=N] [-rlimit=NAME=VALUE ...] [-thp=off]
+//	vessel-jail [-keep-caps=NAME,...] [-fds=N] [-rlimit=NAME=VALUE ...]
 //	            [-root=SCRATCH [-ro=PATH ...] [-rro=PATH ...] [-rw=PATH ...] [-link=PATH ...]]
 //	            -- PATH ARG...
 //
@@ -17,10 +17,9 @@
 // "cap_"; none when absent), -fds says that descriptors 3 to 3+N-1 are passed to the
 // program (0, 1 and 2 always are; every other descriptor is closed at exec), and each
 // -rlimit sets a resource limit's soft and hard value (never above the hard limit the
-// entry already has), -thp=off disables transparent huge pages for the program (NoTHP),
-// and -root and the lists after it describe a minimal root file system (Root). What the
-// entry does, in order: it moves into the minimal root when given one, sets the resource
-// limits, disables transparent huge pages when asked, marks every descriptor but those close-on-exec, sets
+// entry already has), and -root and the lists after it describe a minimal root file
+// system (Root). What the entry does, in order: it moves into the minimal root when
+// given one, sets the resource limits, marks every descriptor but those close-on-exec, sets
 // no_new_privs, drops every capability not kept from the bounding set and clears the
 // ambient and inheritable sets, sets the permitted and effective sets to the kept ones it
 // holds, checks the result, and execs PATH with ARG... and its own environment. Any
@@ -73,11 +72,6 @@ type Spec struct {
 	ExtraFiles int
 	// Rlimits are set before the exec.
 	Rlimits []Rlimit
-	// NoTHP disables transparent huge pages for the program (PR_SET_THP_DISABLE, which
-	// execve keeps): its memory is then backed by 4 KiB pages even where it asks the
-	// kernel for huge pages (madvise), so memory it touches sparsely costs only the pages
-	// touched.
-	NoTHP bool
 	// Root, when set, replaces the program's file system by a minimal one (root_linux.go).
 	// The entry must run in a mount namespace of its own, created by the caller's clone
 	// flags together with a user namespace in which it has CAP_SYS_ADMIN.
@@ -138,11 +132,7 @@ const (
 	flagCaps   = "-keep-caps="
 	flagFDs    = "-fds="
 	flagRlimit = "-rlimit="
-	flagTHP    = "-thp="
 	flagEnd    = "--"
-
-	// thpOff is the only value of flagTHP.
-	thpOff = "off"
 
 	flagScratch   = "-root="
 	flagReadOnly  = "-ro="
@@ -169,9 +159,6 @@ func (s Spec) argv() ([]string, error) {
 	}
 	for _, r := range s.Rlimits {
 		argv = append(argv, flagRlimit+r.Resource.String()+"="+strconv.FormatUint(r.Value, 10))
-	}
-	if s.NoTHP {
-		argv = append(argv, flagTHP+thpOff)
 	}
 	if r := s.Root; r != nil {
 		argv = append(argv, flagScratch+r.Scratch)
@@ -231,7 +218,7 @@ func parse(args []string) (Spec, error) {
 		}
 		name, value, ok := strings.Cut(a, "=")
 		if !ok || !strings.HasPrefix(a, "-") {
-			return Spec{}, fmt.Errorf("argument %q: want -keep-caps=, -fds=, -rlimit=, -thp=, -root= and its lists, or --", a)
+			return Spec{}, fmt.Errorf("argument %q: want -keep-caps=, -fds=, -rlimit= or --", a)
 		}
 		if name != "-rlimit" && !rootList[name+"="] && seen[name] {
 			return Spec{}, fmt.Errorf("argument %q: %s given twice", a, name)
@@ -260,11 +247,6 @@ func parse(args []string) (Spec, error) {
 				return Spec{}, fmt.Errorf("argument %q: want -rlimit=<%s>=<number>", a, strings.Join(resourceList(), "|"))
 			}
 			s.Rlimits = append(s.Rlimits, Rlimit{Resource: r, Value: v})
-		case flagTHP:
-			if value != thpOff {
-				return Spec{}, fmt.Errorf("argument %q: want -thp=%s", a, thpOff)
-			}
-			s.NoTHP = true
 		case flagScratch:
 			root(&s).Scratch = value
 		case flagReadOnly:

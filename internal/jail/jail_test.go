@@ -28,7 +28,7 @@ func TestArgvRoundTrip(t *testing.T) {
 		{Path: "/bin/true"},
 		{Path: "/usr/bin/qemu-system-x86_64", Args: []string{"-name", "vessel-x", "--", "-fds=9"},
 			KeepCaps: []Cap{CapChown, CapDACOverride, CapSetfcap}, ExtraFiles: 3,
-			Rlimits: []Rlimit{{RlimitCore, 0}, {RlimitNofile, 65536}, {RlimitMsgqueue, 0}}, NoTHP: true},
+			Rlimits: []Rlimit{{RlimitCore, 0}, {RlimitNofile, 65536}, {RlimitMsgqueue, 0}}},
 		{Path: "/usr/bin/qemu-system-x86_64", Root: &Root{Scratch: "/run/x", ReadOnly: []string{"/usr", "/dev/null"},
 			Recursive: []string{"/proc"}, Writable: []string{"/run/x/shared"}, Links: []string{"/lib", "/bin"}}},
 	} {
@@ -44,12 +44,12 @@ func TestArgvRoundTrip(t *testing.T) {
 			t.Fatalf("parse %q: %v", argv, err)
 		}
 		if got.Path != s.Path || !slices.Equal(got.Args, s.Args) || !slices.Equal(got.KeepCaps, s.KeepCaps) ||
-			got.ExtraFiles != s.ExtraFiles || !slices.Equal(got.Rlimits, s.Rlimits) || got.NoTHP != s.NoTHP || !reflect.DeepEqual(got.Root, s.Root) {
+			got.ExtraFiles != s.ExtraFiles || !slices.Equal(got.Rlimits, s.Rlimits) || !reflect.DeepEqual(got.Root, s.Root) {
 			t.Errorf("parse(argv(%+v)) = %+v (argv %q)", s, got, argv)
 		}
 	}
-	argv, _ := Spec{Path: "/q", KeepCaps: []Cap{CapChown, CapMknod}, ExtraFiles: 2, Rlimits: []Rlimit{{RlimitCore, 0}}, NoTHP: true}.argv()
-	want := []string{"vessel-jail", "-keep-caps=chown,mknod", "-fds=2", "-rlimit=core=0", "-thp=off", "--", "/q"}
+	argv, _ := Spec{Path: "/q", KeepCaps: []Cap{CapChown, CapMknod}, ExtraFiles: 2, Rlimits: []Rlimit{{RlimitCore, 0}}}.argv()
+	want := []string{"vessel-jail", "-keep-caps=chown,mknod", "-fds=2", "-rlimit=core=0", "--", "/q"}
 	if !slices.Equal(argv, want) {
 		t.Errorf("argv: got %q, want %q", argv, want)
 	}
@@ -70,8 +70,6 @@ func TestParseRefuses(t *testing.T) {
 		{"-rlimit=core", "--", "/bin/true"},
 		{"-rlimit=core=-1", "--", "/bin/true"},
 		{"-uid=0", "--", "/bin/true"},
-		{"-thp=on", "--", "/bin/true"},
-		{"-thp=off", "-thp=off", "--", "/bin/true"},
 		{"keep", "--", "/bin/true"},
 	} {
 		if s, err := parse(args); err == nil {
@@ -122,8 +120,7 @@ func status(t *testing.T, text string) map[string]string {
 }
 
 // TestEntry runs a shell through the entry and checks, from the shell's own /proc, that
-// it runs confined: no_new_privs, capabilities, limits, descriptors and transparent huge
-// pages disabled.
+// it runs confined: no_new_privs, capabilities, limits and descriptors.
 func TestEntry(t *testing.T) {
 	keep := []Cap{CapChown, CapFowner}
 	passed, err := os.Open("/dev/null")
@@ -144,7 +141,6 @@ func TestEntry(t *testing.T) {
 		Path: "/bin/sh", Args: []string{"-c", script},
 		KeepCaps: keep, ExtraFiles: 1,
 		Rlimits: []Rlimit{{RlimitNofile, 100}, {RlimitCore, 0}},
-		NoTHP:   true,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -159,9 +155,6 @@ func TestEntry(t *testing.T) {
 	st := status(t, text)
 	if st["NoNewPrivs"] != "1" {
 		t.Errorf("NoNewPrivs %q, want 1", st["NoNewPrivs"])
-	}
-	if st["THP_enabled"] != "0" {
-		t.Errorf("THP_enabled %q, want 0", st["THP_enabled"])
 	}
 	wantCaps := uint64(0)
 	wantBnd := ""

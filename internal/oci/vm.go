@@ -27,7 +27,6 @@ func HypervisorConfig(c *config.Config, s Sizing) hypervisor.Config {
 		MemorySlots:  h.MemorySlots,
 		SharedFS:     h.SharedFS,
 		TBSizeMiB:    h.TBSizeMiB,
-		HugePages:    h.VMMHugePages,
 		Debug:        h.EnableDebug,
 		AgentDebug:   c.Agent.EnableDebug,
 

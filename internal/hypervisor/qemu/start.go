@@ -158,7 +158,6 @@ func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, f
 	}
 	args := commandLine(&v.cfg, l)
 	spec := jailSpec(v.binary, args, len(extra))
-	spec.NoTHP = !v.cfg.HugePages
 	if v.cfg.UserNS != nil {
 		spec.KeepCaps = qemuUserNSCaps
 		spec.Root = jailRoot(&v.cfg, v.binary, accel)
