@@ -93,9 +93,10 @@ type Options struct {
 	// start and memory measures then also run Vessel with it ("vessel-b"), interleaved with
 	// the default runs, so that a change is compared under the same host conditions.
 	CompareConfig string
-	// KSM adds a memory point: the Vessel sandboxes of the largest memory count read again
-	// after the host's kernel samepage merging has merged their pages (KSM is turned on for
-	// that reading only, and the host's settings are put back).
+	// KSM adds memory points: the Vessel sandboxes of the largest memory count, and those
+	// restored from one template (warm), read again after the host's kernel samepage
+	// merging has merged their pages (KSM is turned on for each reading only, and the
+	// host's settings are put back).
 	KSM bool
 }
 

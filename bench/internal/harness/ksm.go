@@ -14,9 +14,6 @@ import (
 	"github.com/vessel-containers/vessel/bench/internal/stats"
 )
 
-// VesselKSM names the memory point read with the host's KSM on.
-const VesselKSM = "vessel-ksm"
-
 // Settings of the KSM variant: ksmd scans faster while the sandboxes' pages merge, then
 // runs at the host's own rate while its CPU is sampled.
 const (
@@ -29,7 +26,7 @@ const (
 // has merged what it can, samples ksmd's CPU at the host's own scan rate and reads the
 // sandboxes' PSS again. The host's KSM settings are put back before it returns.
 func (e *env) ksmPoint(ctx context.Context, rt runtimeSpec, ids []string, pids map[string]int) (p report.MemoryPoint, retErr error) {
-	p = report.MemoryPoint{Runtime: VesselKSM, Sandboxes: len(ids)}
+	p = report.MemoryPoint{Runtime: ksmName(rt), Sandboxes: len(ids)}
 	k, err := ksm.New(ksm.Dir)
 	if err != nil {
 		return p, err
@@ -91,6 +88,9 @@ func (e *env) ksmPoint(ctx context.Context, rt runtimeSpec, ids []string, pids m
 	p.KSM = st
 	return p, nil
 }
+
+// ksmName names the memory point of rt's sandboxes read with the host's KSM on.
+func ksmName(rt runtimeSpec) string { return rt.name + "-ksm" }
 
 // ksmdCPU is the CPU time of the host's ksmd thread (0 when there is none).
 func ksmdCPU() time.Duration {

@@ -127,7 +127,7 @@ func (e *env) memory(ctx context.Context) error {
 func (e *env) ksmVariant(ctx context.Context, rt runtimeSpec, n int) (report.MemoryPoint, error) {
 	pids, err := e.taskPids(ctx)
 	if err != nil {
-		return report.MemoryPoint{Runtime: VesselKSM, Sandboxes: n}, err
+		return report.MemoryPoint{Runtime: ksmName(rt), Sandboxes: n}, err
 	}
 	return e.ksmPoint(ctx, rt, memoryIDs(rt, n), pids)
 }

@@ -322,4 +322,8 @@ func writeWarm(b *strings.Builder, r *Results) {
 		fmt.Fprintf(b, "%d idle sandboxes restored from one template: %s per sandbox (VMM %s, shim %s), %.0f MiB in all.\n\n",
 			p.Sandboxes, mibSummary(p.PerSandbox), mibSummary(p.VMM), mibSummary(p.Shim), p.TotalMiB)
 	}
+	if p := w.MemoryKSM; p != nil && p.KSM != nil {
+		fmt.Fprintf(b, "The same %d with the host's KSM on: %s per sandbox (VMM %s, shim %s), %.0f MiB in all; ksmd %.3f cores at %d pages per wake-up.\n\n",
+			p.Sandboxes, mibSummary(p.PerSandbox), mibSummary(p.VMM), mibSummary(p.Shim), p.TotalMiB, p.KSM.KsmdCores, p.KSM.PagesToScan)
+	}
 }

@@ -120,6 +120,8 @@ type Warm struct {
 	Runc stats.Summary `json:"runc"`
 	// Memory is the PSS of idle sandboxes restored from one template (nil when not run).
 	Memory *MemoryPoint `json:"memory,omitempty"`
+	// MemoryKSM is the same sandboxes read again with the host's KSM on (-ksm).
+	MemoryKSM *MemoryPoint `json:"memory_ksm,omitempty"`
 }
 
 // WarmMode is one factory configuration's warm starts.

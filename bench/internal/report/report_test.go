@@ -32,8 +32,9 @@ func sample() *Results {
 				{Name: "cache", True: stats.Of([]float64{0.3, 0.35, 0.4})},
 				{Name: "template", True: stats.Of([]float64{0.8}), ColdFallbacks: 2, FallbackWhy: "template: differs in kernel"},
 			},
-			Runc:   stats.Of([]float64{0.1, 0.12, 0.14}),
-			Memory: &MemoryPoint{Runtime: "vessel-template", Sandboxes: 10, PerSandbox: stats.Of([]float64{77, 78}), TotalMiB: 775},
+			Runc:      stats.Of([]float64{0.1, 0.12, 0.14}),
+			Memory:    &MemoryPoint{Runtime: "vessel-template", Sandboxes: 10, PerSandbox: stats.Of([]float64{77, 78}), TotalMiB: 775},
+			MemoryKSM: &MemoryPoint{Runtime: "vessel-template-ksm", Sandboxes: 10, PerSandbox: stats.Of([]float64{60}), TotalMiB: 600, KSM: &KSM{KsmdCores: 0.01, PagesToScan: 100}},
 		},
 		Errors: map[string]string{"density": "boom"},
 	}
@@ -49,6 +50,7 @@ func TestMarkdown(t *testing.T) {
 		"| template | 800 ms | 1 | 2 (template: differs in kernel) |",
 		"10 idle sandboxes restored from one template: 78 MiB (77–78) per sandbox",
 		"| vessel-ksm | 1 | 110 MiB |",
+		"The same 10 with the host's KSM on: 60 MiB per sandbox",
 		"vessel-ksm: the same 1 sandboxes after the host's KSM merged their pages (21.00 s for 3 full scans at 2000 pages per wake-up); 7245 pages shared, 88016 sharing (344 MiB saved host-wide); ksmd then used 0.009 cores at the host's 100 pages per wake-up.",
 	} {
 		if !strings.Contains(md, want) {
