@@ -159,7 +159,7 @@ func runChecks(cfg *config.Config, root string, p probes) []checkResult {
 	mode, err := p.cgroups()
 	add("cgroups", false, err, mode, "")
 	add("ksm", false, p.ksm(), "kernel samepage merging runs: identical guest pages of sandboxes are shared",
-		"identical guest pages of sandboxes are not shared (a host setting Vessel leaves alone: echo 1 > "+ksmRun+"; see docs/benchmarks.md)")
+		"identical guest pages of sandboxes are not shared (a host setting Vessel leaves alone: echo 1 > "+ksmRun+"; see docs/kubernetes.md)")
 
 	// The VMM jail is always on: what it applies today is required.
 	add("jail: seccomp sandbox", true, p.vmmJail(cfg.Hypervisor.Driver, h.Path),
