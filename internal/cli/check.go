@@ -5,6 +5,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
@@ -21,7 +22,8 @@ func CheckCommand() *cli.Command {
 		Name:  "check",
 		Usage: "report whether this host can run Vessel sandboxes",
 		Description: `Checks KVM, vhost-vsock, vhost-net, the hypervisor binary, the guest kernel and
-image, the entropy source, virtiofsd and the jailer when configured, the cgroup version, and
+image, the entropy source, virtiofsd and the jailer when configured, the cgroup version,
+whether the host merges identical pages (KSM), and
 the VMM jail: the hypervisor's seccomp sandbox, dropping capabilities, and user namespaces
 and idmapped mounts on the state directory (required with hypervisor.vmm_id_range, the
 unprivileged VMM).
@@ -68,6 +70,8 @@ type probes struct {
 	userns func() error
 	// idmap tells whether the file system holding dir takes idmapped mounts.
 	idmap func(dir string) error
+	// ksm tells whether the host's kernel samepage merging runs.
+	ksm func() error
 }
 
 func hostProbes() probes {
@@ -86,6 +90,7 @@ func hostProbes() probes {
 		vmmJail: hypervisor.CheckJail,
 		userns:  userNamespaces,
 		idmap:   idmappedMounts,
+		ksm:     samepageMerging,
 	}
 }
 
@@ -157,6 +162,8 @@ func runChecks(cfg *config.Config, root string, p probes) []checkResult {
 	}
 	mode, err := p.cgroups()
 	add("cgroups", false, err, mode, "")
+	add("ksm", false, p.ksm(), "kernel samepage merging runs: identical guest pages of sandboxes are shared",
+		"identical guest pages of sandboxes are not shared (a host setting Vessel leaves alone: echo 1 > "+ksmRun+"; see docs/kubernetes.md)")
 
 	// The VMM jail is always on: what it applies today is required.
 	add("jail: seccomp sandbox", true, p.vmmJail(cfg.Hypervisor.Driver, h.Path),
@@ -174,6 +181,21 @@ func runChecks(cfg *config.Config, root string, p probes) []checkResult {
 	add("jail: idmapped mounts", unpriv, p.idmap(root),
 		"on the file system of "+root+" (for the unprivileged VMM: the rootfs's layers are idmapped)", need)
 	return out
+}
+
+// ksmRun is the host's switch for kernel samepage merging.
+const ksmRun = "/sys/kernel/mm/ksm/run"
+
+// samepageMerging reports an error unless ksmd runs (run = 1).
+func samepageMerging() error {
+	data, err := os.ReadFile(ksmRun)
+	if err != nil {
+		return fmt.Errorf("kernel samepage merging: %w", err)
+	}
+	if v := strings.TrimSpace(string(data)); v != "1" {
+		return fmt.Errorf("kernel samepage merging is off (%s = %s)", ksmRun, v)
+	}
+	return nil
 }
 
 func executable(p probes, path string) error {

@@ -60,7 +60,14 @@ func fakeHost(kvm bool, files map[string]fs.FileMode, devices ...string) probes 
 		},
 		userns: func() error { return nil },
 		idmap:  func(string) error { return nil },
+		ksm:    func() error { return nil },
 	}
+}
+
+// noKSM is h with the host's kernel samepage merging off.
+func noKSM(h probes) probes {
+	h.ksm = func() error { return errors.New("kernel samepage merging is off") }
+	return h
 }
 
 // noJail is h on a host whose hypervisor has no seccomp and that has no user namespaces.
@@ -93,6 +100,8 @@ func TestRunChecks(t *testing.T) {
 		{name: "all there, no kvm", cfg: func(*config.Config) {}, host: fakeHost(false, allFiles()),
 			warned: []string{"kvm", "vhost-vsock", "vhost-net"}},
 		{name: "everything", cfg: func(*config.Config) {}, host: fakeHost(true, allFiles(), "/dev/vhost-vsock", "/dev/vhost-net")},
+		{name: "ksm off", cfg: func(*config.Config) {}, host: noKSM(fakeHost(true, allFiles(), "/dev/vhost-vsock", "/dev/vhost-net")),
+			warned: []string{"ksm"}},
 		{name: "kvm required", cfg: func(c *config.Config) { c.Hypervisor.Accelerator = hypervisor.AccelKVM },
 			host: fakeHost(false, allFiles()), failed: []string{"kvm"}, warned: []string{"vhost-vsock", "vhost-net"}},
 		{name: "vsock required", cfg: func(c *config.Config) { c.Hypervisor.UseVsock = true },

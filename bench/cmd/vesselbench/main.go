@@ -59,6 +59,7 @@ func run() error {
 		cfgFile    = flag.String("config", "", "Vessel configuration file to benchmark (default: the built-in defaults; $VESSEL_CONFIG and /etc/vessel/configuration.toml are not read); it must leave the VM factory off")
 		guestDir   = flag.String("guest-dir", "", "directory holding the guest vmlinux and initramfs.img (default: the configuration's hypervisor.kernel and hypervisor.initrd)")
 		compare    = flag.String("compare-config", "", "A/B mode: also run floor, cold start, memory and stdio with this second Vessel configuration file, interleaved with the default runs")
+		ksmFlag    = flag.Bool("ksm", false, "memory and warm: also read the Vessel sandboxes of the largest count, and those restored from one template, with the host's KSM on (turned on for each reading only; the host's settings are put back)")
 		verbose    = flag.Bool("v", false, "debug logging")
 	)
 	flag.Parse()
@@ -71,7 +72,7 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("-shim-dir: %w", err)
 	}
-	opts.Out, opts.ShimDir, opts.KeepLog = *out, abs, *keepLog
+	opts.Out, opts.ShimDir, opts.KeepLog, opts.KSM = *out, abs, *keepLog, *ksmFlag
 	opts.DensityExecLimit, opts.DensityMinAvailMiB = *execLimit, *minAvail
 	setInt(&opts.Runs, *runs)
 	setInt(&opts.DensityLimit, *density)

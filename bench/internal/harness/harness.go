@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/vessel-containers/vessel/bench/internal/ctrd"
+	"github.com/vessel-containers/vessel/bench/internal/ksm"
 	"github.com/vessel-containers/vessel/bench/internal/procfs"
 	"github.com/vessel-containers/vessel/bench/internal/report"
 	"github.com/vessel-containers/vessel/internal/busyboximage"
@@ -97,6 +98,11 @@ type Options struct {
 	// start, memory and stdio measures then also run Vessel with it ("vessel-b"), interleaved with
 	// the default runs, so that a change is compared under the same host conditions.
 	CompareConfig string
+	// KSM adds memory points: the Vessel sandboxes of the largest memory count, and those
+	// restored from one template (warm), read again after the host's kernel samepage
+	// merging has merged their pages (KSM is turned on for each reading only, and the
+	// host's settings are put back).
+	KSM bool
 }
 
 // QuickOptions are the smoke-test settings CI runs: one run each, small counts.
@@ -353,6 +359,11 @@ func preflight(cfg *config.Config, opts Options) error {
 	for _, n := range need {
 		if _, err := os.Stat(n.path); err != nil {
 			return fmt.Errorf("%s is missing (%s): %w", n.path, n.fix, err)
+		}
+	}
+	if opts.KSM && slices.Contains(opts.Measures, MeasureMemory) {
+		if _, err := ksm.New(ksm.Dir); err != nil {
+			return fmt.Errorf("-ksm needs a host kernel with KSM and a writable %s: %w", ksm.Dir, err)
 		}
 	}
 	if slices.Contains(opts.Measures, MeasureIO) {

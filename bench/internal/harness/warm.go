@@ -136,6 +136,10 @@ func (e *env) warmMemory(ctx context.Context, res *report.Warm) error {
 	rt := runtimeSpec{name: report.Vessel + "-template", typ: VesselRuntime, config: fac.config}
 	p, err := e.memoryPoint(ctx, rt, n)
 	res.Memory = &p
+	if err == nil && e.opts.KSM {
+		kp, kerr := e.ksmVariant(ctx, rt, n)
+		res.MemoryKSM, err = &kp, kerr
+	}
 	if rerr := e.ctd.RemoveAllContainers(ctx); rerr != nil {
 		err = errors.Join(err, rerr)
 	}

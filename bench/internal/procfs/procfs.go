@@ -251,3 +251,18 @@ func Cmdline(pid int) ([]string, error) {
 	}
 	return strings.Split(strings.TrimRight(string(data), "\x00"), "\x00"), nil
 }
+
+// ByComm returns the processes whose command name is comm.
+func ByComm(comm string) ([]Stat, error) {
+	all, err := allStats()
+	if err != nil {
+		return nil, err
+	}
+	var out []Stat
+	for _, st := range all {
+		if st.Comm == comm {
+			out = append(out, st)
+		}
+	}
+	return out, nil
+}

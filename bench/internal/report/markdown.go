@@ -177,6 +177,14 @@ func writeMemory(b *strings.Builder, r *Results) {
 			mibSummary(p.VMM), mibSummary(p.Shim), p.TotalMiB, mibSummary(p.GuestUsed))
 	}
 	b.WriteString("\n")
+	for _, p := range m.Points {
+		if k := p.KSM; k != nil {
+			fmt.Fprintf(b, "%s: the same %d sandboxes after the host's KSM merged their pages (%s for %d full scans at %d pages per wake-up); "+
+				"%d pages shared, %d sharing (%.0f MiB saved host-wide); ksmd then used %.3f cores at the host's %d pages per wake-up.\n\n",
+				p.Runtime, p.Sandboxes, Sec(k.MergeSeconds), k.MergeScans, k.MergePagesToScan, k.PagesShared, k.PagesSharing,
+				float64(k.PagesSharing)*4/1024, k.KsmdCores, k.PagesToScan)
+		}
+	}
 }
 
 func writeDensity(b *strings.Builder, r *Results) {
@@ -316,5 +324,9 @@ func writeWarm(b *strings.Builder, r *Results) {
 	if p := w.Memory; p != nil {
 		fmt.Fprintf(b, "%d idle sandboxes restored from one template: %s per sandbox (VMM %s, shim %s), %.0f MiB in all.\n\n",
 			p.Sandboxes, mibSummary(p.PerSandbox), mibSummary(p.VMM), mibSummary(p.Shim), p.TotalMiB)
+	}
+	if p := w.MemoryKSM; p != nil && p.KSM != nil {
+		fmt.Fprintf(b, "The same %d with the host's KSM on: %s per sandbox (VMM %s, shim %s), %.0f MiB in all; ksmd %.3f cores at %d pages per wake-up.\n\n",
+			p.Sandboxes, mibSummary(p.PerSandbox), mibSummary(p.VMM), mibSummary(p.Shim), p.TotalMiB, p.KSM.KsmdCores, p.KSM.PagesToScan)
 	}
 }

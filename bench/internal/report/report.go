@@ -122,6 +122,8 @@ type Warm struct {
 	Runc stats.Summary `json:"runc"`
 	// Memory is the PSS of idle sandboxes restored from one template (nil when not run).
 	Memory *MemoryPoint `json:"memory,omitempty"`
+	// MemoryKSM is the same sandboxes read again with the host's KSM on (-ksm).
+	MemoryKSM *MemoryPoint `json:"memory_ksm,omitempty"`
 }
 
 // WarmMode is one factory configuration's warm starts.
@@ -167,6 +169,23 @@ type MemoryPoint struct {
 	// GuestUsed is MemTotal - MemAvailable inside the guest; GuestTotalMiB is MemTotal.
 	GuestUsed     stats.Summary `json:"guest_used_mib"`
 	GuestTotalMiB float64       `json:"guest_total_mib"`
+	// KSM is set on the point read with the host's kernel samepage merging on.
+	KSM *KSM `json:"ksm,omitempty"`
+}
+
+// KSM is what kernel samepage merging did for the sandboxes of a memory point.
+type KSM struct {
+	// MergeSeconds is how long ksmd took for MergeScans full scans at MergePagesToScan pages per
+	// wake-up; KsmdCores is ksmd's CPU afterwards at the host's PagesToScan.
+	MergeSeconds     float64 `json:"merge_seconds"`
+	MergeScans       int     `json:"merge_scans"`
+	MergePagesToScan uint64  `json:"merge_pages_to_scan"`
+	PagesToScan      uint64  `json:"pages_to_scan"`
+	KsmdCores        float64 `json:"ksmd_cores"`
+	// PagesShared are distinct merged pages, PagesSharing the further mappings of them
+	// (4 KiB each saved), host-wide.
+	PagesShared  uint64 `json:"pages_shared"`
+	PagesSharing uint64 `json:"pages_sharing"`
 }
 
 // Density is how many idle sandboxes fit.
