@@ -103,8 +103,8 @@ bench-quick: build image ## benchmark smoke test (1 run each, small counts), run
 	$(GO) run ./bench/cmd/vesselbench -quick -guest-dir $(GUEST_DIR) -out $(OUT)/bench-quick
 
 .PHONY: conformance
-conformance: build image ## OCI runtime-tools validation programs and runc's bats tests against runc and Vessel side by side (tables in _output/conformance; docs/conformance.md)
-	$(GO) run ./conformance/cmd/vesselconformance -guest-dir $(GUEST_DIR) -out $(OUT)/conformance -bin $(OUT)/bin
+conformance: build image ## OCI runtime-tools validation programs, runc's bats tests and containerd's client tests (CONTAINERD_CLIENT=DIR of their sources) against runc and Vessel side by side (tables in _output/conformance; docs/conformance.md)
+	$(GO) run ./conformance/cmd/vesselconformance -guest-dir $(GUEST_DIR) -out $(OUT)/conformance -bin $(OUT)/bin -containerd-client '$(CONTAINERD_CLIENT)'
 
 # critest is cri-tools' CRI validation suite, built from the Go module proxy (outside this
 # module, so go.mod is untouched). FOCUS and SKIP are ginkgo regular expressions; HANDLERS

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vessel-containers/vessel/internal/ctrdproc"
+	"github.com/vessel-containers/vessel/internal/ociregistry"
 	"github.com/vessel-containers/vessel/internal/shimproto"
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
@@ -139,11 +140,11 @@ func startCRI(t *testing.T, out string) *ctrdproc.Daemon {
 		}
 		os.RemoveAll(dir)
 	})
-	reg := newRegistry()
+	reg := ociregistry.New()
 	if err := buildImages(reg, filepath.Join(dir, "images")); err != nil {
 		t.Fatal(err)
 	}
-	regAddr := reg.serve(t)
+	regAddr := serveRegistry(t, reg)
 
 	sbRoot := filepath.Join(dir, "sandboxes")
 	binDir := testutil.BuildShim(t, shimproto.Options{SandboxRoot: sbRoot})

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/vessel-containers/vessel/internal/busyboximage"
+	"github.com/vessel-containers/vessel/internal/ociregistry"
 )
 
 // Where critest's images live: the Kubernetes e2e images and cri-tools' own test images.
@@ -158,7 +159,7 @@ wait
 `
 
 // webServer is the image of the nginx or httpd stand-in called name.
-func webServer(base, common []byte, env []string, name string) (image, error) {
+func webServer(base, common []byte, env []string, name string) (ociregistry.Image, error) {
 	www, err := layerOf(map[string]file{
 		"www":              {mode: 0o40755},
 		"www/index.html":   {mode: 0o644, data: []byte("<html><body>It works!</body></html>\n")},
@@ -167,9 +168,9 @@ func webServer(base, common []byte, env []string, name string) (image, error) {
 		"usr/sbin/" + name: {mode: 0o755, data: []byte(webServerScript)},
 	})
 	if err != nil {
-		return image{}, err
+		return ociregistry.Image{}, err
 	}
-	return image{layers: [][]byte{base, common, www}, config: map[string]any{"Env": env,
+	return ociregistry.Image{Layers: [][]byte{base, common, www}, Config: map[string]any{"Env": env,
 		"Cmd": []string{"/usr/sbin/" + name, "master process"}}}, nil
 }
 
@@ -189,7 +190,7 @@ func main() { fmt.Printf("Effective uid: %d\n", os.Geteuid()) }
 // work (a scratch directory). Not built: test-image-digest (critest pins a digest of the
 // image built elsewhere: its spec is in skipped), hostnet-nginx (host-network specs only)
 // and the Windows images.
-func buildImages(reg *registry, work string) error {
+func buildImages(reg *ociregistry.Registry, work string) error {
 	base, err := busyboximage.Layer(filepath.Join(work, "rootfs"))
 	if err != nil {
 		return err
@@ -214,8 +215,8 @@ func buildImages(reg *registry, work string) error {
 	if err != nil {
 		return err
 	}
-	plain := func(extra ...[]byte) image {
-		return image{layers: append([][]byte{base, common}, extra...), config: map[string]any{"Env": env, "Cmd": []string{"sh"}}}
+	plain := func(extra ...[]byte) ociregistry.Image {
+		return ociregistry.Image{Layers: append([][]byte{base, common}, extra...), Config: map[string]any{"Env": env, "Cmd": []string{"sh"}}}
 	}
 	// Layers with one file each, named as in cri-tools' image-test: images that differ.
 	marker := map[string][]byte{}
@@ -224,18 +225,18 @@ func buildImages(reg *registry, work string) error {
 			return err
 		}
 	}
-	withUser := func(user string) image {
+	withUser := func(user string) ociregistry.Image {
 		img := plain()
-		img.config = map[string]any{"Env": env, "Cmd": []string{"sh"}, "User": user}
+		img.Config = map[string]any{"Env": env, "Cmd": []string{"sh"}, "User": user}
 		return img
 	}
-	pause := image{layers: [][]byte{base}, config: map[string]any{"Env": env,
+	pause := ociregistry.Image{Layers: [][]byte{base}, Config: map[string]any{"Env": env,
 		"Entrypoint": []string{"/bin/sh", "-c", "trap 'exit 0' TERM INT; sleep 2147483647 & wait", "pause"}}}
-	images := map[string]image{
+	images := map[string]ociregistry.Image{
 		e2eImages + "busybox:1.29-2":                          plain(),
 		e2eImages + "nginx:1.14-2":                            nginx,
 		e2eImages + "httpd:2.4.39-4":                          httpd,
-		e2eImages + "nonewprivs:1.3":                          {layers: [][]byte{base, common, nnp}, config: map[string]any{"Env": env, "Cmd": []string{"/usr/local/bin/nnp"}}},
+		e2eImages + "nonewprivs:1.3":                          {Layers: [][]byte{base, common, nnp}, Config: map[string]any{"Env": env, "Cmd": []string{"/usr/local/bin/nnp"}}},
 		"registry.k8s.io/pause:3.9":                           pause,
 		"k8s.gcr.io/pause:3.9":                                pause,
 		criTestRepo + "test-image-1:latest":                   plain(marker["test-image-1"]),
@@ -254,7 +255,7 @@ func buildImages(reg *registry, work string) error {
 		criTestRepo + "test-image-predefined-group:latest":    withUser("1000"),
 	}
 	for ref, img := range images {
-		if _, err := reg.add(ref, img); err != nil {
+		if _, err := reg.Add(ref, img); err != nil {
 			return err
 		}
 	}

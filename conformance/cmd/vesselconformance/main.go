@@ -1,8 +1,9 @@
-// Binary vesselconformance runs the OCI runtime-tools validation programs against runc
-// (the reference) and Vessel on this machine, program by program, and compares the
-// results: every program that passes with runc must pass with Vessel, unless the
-// known-failures list explains why not. It writes the side-by-side table to
-// OUT/runtime-tools.md (and to -doc when given) and exits non-zero when Vessel does worse
+// Binary vesselconformance runs public conformance suites (the OCI runtime-tools
+// validation programs, runc's bats tests, containerd's integration/client tests) against
+// runc (the reference) and Vessel on this machine and compares the results: every
+// program or test that passes with runc must pass with Vessel, unless the known-failures
+// list explains why not. It writes each suite's side-by-side table to OUT/SUITE.md (and
+// to -doc when given) and exits non-zero when Vessel does worse
 // than runc without an explanation, when a known-failures entry no longer fails, or when
 // either runtime executed no test. Vessel runs with the guest image in -guest-dir and a
 // configuration of its own, never the host's. Run it as root after `make build image`.
@@ -11,18 +12,24 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/vessel-containers/vessel/conformance/internal/suite"
+	"github.com/vessel-containers/vessel/internal/config"
+	"github.com/vessel-containers/vessel/internal/ctrdproc"
 )
 
 // runtimeToolsVersion pins the suite: the module version of runtime-tools' main branch
@@ -33,10 +40,16 @@ const runtimeToolsVersion = "v0.9.1-0.20251205004911-5e639034dcdc"
 // (Debian 12's runc 1.1.5).
 const runcVersion = "v1.1.5"
 
+// containerdVersion pins containerd's integration/client tests to the containerd the
+// machine runs (Debian 12's containerd 1.6.20). Their sources come from -containerd-client:
+// the Go module proxy does not serve that nested module, so the caller provides a checkout.
+const containerdVersion = "v1.6.20"
+
 // The suites' table headings; writeDoc replaces a suite's section by its heading.
 const (
 	runtimeToolsTitle = "OCI runtime-tools validation"
 	batsTitle         = "runc bats integration tests"
+	containerdTitle   = "containerd integration/client tests"
 )
 
 func main() {
@@ -52,12 +65,15 @@ func run() error {
 		binDir    = flag.String("bin", "_output/bin", "directory holding vessel and containerd-shim-vessel-v2")
 		guestDir  = flag.String("guest-dir", "/var/lib/vessel/guest", "directory holding the guest vmlinux and initramfs.img")
 		runcBin   = flag.String("runc", "runc", "the reference runtime")
-		known     = flag.String("known", "conformance/known-failures.txt", "known-failures list: \"entry: reason\" per line (a runtime-tools program, or bats:FILE.bats:TEST)")
-		only      = flag.String("run", "", "run only the runtime-tools programs and bats files (name without .bats) matching this regular expression (known-failures entries for what did not run are not checked)")
+		known     = flag.String("known", "conformance/known-failures.txt", "known-failures list: \"entry: reason\" per line (a runtime-tools program, bats:FILE.bats:TEST, or containerd:TEST)")
+		only      = flag.String("run", "", "run only the runtime-tools programs, bats files (name without .bats) and containerd client tests matching this regular expression (known-failures entries for what did not run are not checked)")
 		limit     = flag.Duration("timeout", 10*time.Minute, "time limit per runtime-tools program and runtime")
 		batsLimit = flag.Duration("bats-timeout", 15*time.Minute, "time limit per bats file and runtime")
 		batsSkip  = flag.String("bats-skip", defaultBatsSkip, "bats files (name without .bats) not to run, a regular expression; \"\" runs them all")
-		suites    = flag.String("suites", "runtime-tools,bats", "comma-separated suites to run: runtime-tools, bats")
+		suites    = flag.String("suites", "runtime-tools,bats,containerd", "comma-separated suites to run: runtime-tools, bats, containerd")
+		ctrClient = flag.String("containerd-client", "", "directory of containerd's integration/client test sources at "+containerdVersion+" (the integration/client directory of a checkout of github.com/containerd/containerd at that tag); without it the containerd suite is not run")
+		ctrAgain  = flag.Bool("containerd-rejudge", false, "run no containerd client test: judge the results the last run kept (OUT/containerd/results.json) against the known-failures list again")
+		ctrLimit  = flag.Duration("containerd-timeout", 2*time.Minute, "time limit per containerd client test and runtime")
 		doc       = flag.String("doc", "", "also write the table into this Markdown file (docs/conformance.md), below its fixed introduction")
 	)
 	flag.Parse()
@@ -110,8 +126,23 @@ func run() error {
 				}
 			}
 			res, err = runBats(ctx, outDir, runtimes, k, filter, skip, *batsLimit)
+		case "containerd":
+			if *ctrClient == "" {
+				fmt.Printf("\ncontainerd: not run: containerd's integration/client sources at %s are not on the Go module proxy; pass their directory with -containerd-client (make conformance CONTAINERD_CLIENT=DIR)\n\n", containerdVersion)
+				continue
+			}
+			binAbs, aerr := abs(*binDir)
+			if aerr != nil {
+				return aerr
+			}
+			clientAbs, aerr := abs(*ctrClient)
+			if aerr != nil {
+				return aerr
+			}
+			env := ctrdproc.Environ(binAbs, config.EnvVar+"="+filepath.Join(outDir, "runtimes", "vessel.toml"))
+			res, err = runContainerd(ctx, outDir, clientAbs, env, k, filter, *ctrAgain, *ctrLimit)
 		default:
-			err = fmt.Errorf("-suites: unknown suite %q, want runtime-tools or bats", name)
+			err = fmt.Errorf("-suites: unknown suite %q, want runtime-tools, bats or containerd", name)
 		}
 		if err != nil {
 			return err
@@ -172,7 +203,7 @@ func runRuntimeTools(ctx context.Context, outDir string, runtimes []suite.Runtim
 	}
 	if filter == nil {
 		for p := range k {
-			if !ran[p] && !strings.HasPrefix(p, "bats:") {
+			if !ran[p] && !strings.HasPrefix(p, "bats:") && !strings.HasPrefix(p, "containerd:") {
 				res.Unlisted = append(res.Unlisted, p)
 			}
 		}
@@ -228,6 +259,93 @@ func runBats(ctx context.Context, outDir string, runtimes []suite.Runtime, k sui
 		}
 	}
 	return res, nil
+}
+
+// runContainerd builds containerd's integration/client tests, serves their images, and
+// runs each test matching filter (all when nil) once with runc's shim and once with Vessel's, each time on a fresh
+// containerd whose environment is env; it compares them test by test.
+func runContainerd(ctx context.Context, outDir, client string, env []string, k suite.Known, filter *regexp.Regexp, rejudge bool, limit time.Duration) (suite.Result, error) {
+	c := suite.Containerd{Version: containerdVersion, Dir: filepath.Join(outDir, "containerd"), Client: client}
+	fmt.Printf("building %s@%s integration/client tests\n", suite.ContainerdModule, c.Version)
+	res := suite.Result{Suite: containerdTitle + " (" + c.Version + ")"}
+	tests, err := c.Prepare(ctx)
+	if err != nil {
+		return res, err
+	}
+	var names []string
+	exists := map[string]bool{}
+	for _, t := range tests {
+		exists[t.Name] = true
+		if filter != nil && !filter.MatchString(t.Name) {
+			continue
+		}
+		names = append(names, t.Name)
+	}
+	if len(names) == 0 {
+		return res, fmt.Errorf("no containerd client test matches -run")
+	}
+	known := suite.ContainerdKnown(k)
+	resultsPath := filepath.Join(c.Dir, "results.json")
+	// results.json keeps every test's last pair of runs: a run of some tests replaces
+	// their entries and keeps the others'.
+	var results []containerdResult
+	b, err := os.ReadFile(resultsPath)
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(b, &results); err != nil {
+			return res, fmt.Errorf("%s: %w", resultsPath, err)
+		}
+	case !errors.Is(err, fs.ErrNotExist) || rejudge:
+		return res, err
+	}
+	if rejudge {
+		for _, t := range names {
+			if i := slices.IndexFunc(results, func(cr containerdResult) bool { return cr.Test == t }); i >= 0 {
+				res.Rows = append(res.Rows, suite.Compare(t, results[i].Runc, results[i].Vessel, known))
+			}
+		}
+	} else {
+		stop, err := suite.ServeImages(filepath.Join(c.Dir, "image"))
+		if err != nil {
+			return res, err
+		}
+		defer stop()
+		for _, t := range names {
+			if ctx.Err() != nil {
+				return res, ctx.Err()
+			}
+			start := time.Now()
+			r := c.Run(ctx, "runc", "io.containerd.runc.v2", t, env, limit)
+			mid := time.Now()
+			v := c.Run(ctx, "vessel", "io.containerd.vessel.v2", t, env, limit)
+			row := suite.Compare(t, r, v, known)
+			fmt.Printf("%-48s runc %-20s (%3.0fs) vessel %-28s (%4.0fs) %s\n", t, r.Summary(), mid.Sub(start).Seconds(),
+				v.Summary(), time.Since(mid).Seconds(), row.Status)
+			res.Rows = append(res.Rows, row)
+			// Kept after every test, so that an interrupted run's results can be judged too.
+			results = slices.DeleteFunc(results, func(cr containerdResult) bool { return cr.Test == t })
+			results = append(results, containerdResult{Test: t, Runc: r, Vessel: v})
+			b, err := json.MarshalIndent(results, "", "  ")
+			if err != nil {
+				return res, err
+			}
+			if err := os.WriteFile(resultsPath, b, 0o644); err != nil {
+				return res, err
+			}
+		}
+	}
+	for key := range k {
+		if t, ok := strings.CutPrefix(key, "containerd:"); ok && !exists[t] {
+			res.Unlisted = append(res.Unlisted, key)
+		}
+	}
+	return res, nil
+}
+
+// containerdResult is one containerd client test's pair of runs, as results.json keeps it.
+type containerdResult struct {
+	Test         string
+	Runc, Vessel suite.Run
 }
 
 func readKnown(path string) (suite.Known, error) {

@@ -2,9 +2,14 @@ package suite
 
 import (
 	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseTAP(t *testing.T) {
@@ -242,5 +247,90 @@ func TestTapWatch(t *testing.T) {
 	}
 	if got := string(w.Bytes()); !strings.HasPrefix(got, "1..2\nok 1 a\n") || !strings.HasSuffix(got, "ok 3 extra\n") {
 		t.Fatalf("Bytes = %q", got)
+	}
+}
+
+func TestParseTest2JSON(t *testing.T) {
+	in := `{"Action":"run","Test":"TestA"}
+{"Action":"output","Test":"TestA","Output":"=== RUN   TestA\n"}
+{"Action":"pass","Test":"TestA/sub","Elapsed":0}
+{"Action":"fail","Test":"TestA","Elapsed":1}
+{"Action":"skip","Test":"TestB","Elapsed":0}
+not json
+{"Action":"pass","Test":"TestC","Elapsed":0}
+{"Action":"output","Output":"containerd exited\n"}
+{"Action":"fail","Elapsed":3}
+`
+	got := map[string]Verdict{}
+	last := parseTest2JSON(strings.NewReader(in), got)
+	if len(got) != 3 || got["TestA"] != Fail || got["TestB"] != Skip || got["TestC"] != Pass {
+		t.Errorf("outcomes = %v, want TestA fail, TestB skip, TestC pass", got)
+	}
+	if last != "containerd exited" {
+		t.Errorf("last output = %q, want the package's last line", last)
+	}
+}
+
+func TestContainerdKnown(t *testing.T) {
+	k := ContainerdKnown(Known{ContainerdKey("TestA"): "by design: x", "bats:a.bats:TestA": "other suite", "TestB": "runtime-tools"})
+	if len(k) != 1 || k["TestA"] != "by design: x" {
+		t.Errorf("ContainerdKnown = %v, want only TestA", k)
+	}
+}
+
+// TestContainerdRun runs a stand-in for the client test binary (a script printing go
+// test -v's lines, which test2json converts) and checks each outcome, a hang cut at the
+// limit, a binary that reports nothing, and a process left naming the daemon's directory.
+func TestContainerdRun(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("needs the go tool (test2json)")
+	}
+	c := Containerd{Dir: t.TempDir()}
+	if err := os.MkdirAll(c.clientDir(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := `#!/bin/sh
+# -test.v=test2json -test.root -test.run ^NAME$ -no-criu
+name=${4#^}; name=${name%$}
+[ "$TEST_RUNTIME" = rt ] || { echo "TEST_RUNTIME=$TEST_RUNTIME"; exit 1; }
+case $name in
+TestHang) sleep 100 ;;
+TestNothing) echo "seed image pull failed"; exit 1 ;;
+TestLeak) mkfifo "` + c.daemonDir() + `/fifo"; cat "` + c.daemonDir() + `/fifo" >/dev/null 2>&1 </dev/null & ;;
+esac
+echo "=== RUN   $name"
+case $name in
+TestFail) echo "--- FAIL: $name (0.00s)"; echo FAIL; exit 1 ;;
+TestSkip) echo "--- SKIP: $name (0.00s)" ;;
+*) echo "--- PASS: $name (0.00s)" ;;
+esac
+echo PASS
+`
+	if err := os.WriteFile(c.Binary(), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		test    string
+		verdict Verdict
+		err     string
+		leaked  bool
+	}{
+		{"TestPass", Pass, "", false},
+		{"TestFail", Fail, "", false},
+		{"TestSkip", Skip, "", false},
+		{"TestHang", Fail, "timed out after 2s", false},
+		{"TestNothing", Fail, "no result (exit status 1): seed image pull failed", false},
+		{"TestLeak", Pass, "", true},
+	} {
+		r := c.Run(context.Background(), "x", "rt", tc.test, os.Environ(), 2*time.Second)
+		if r.Verdict() != tc.verdict || r.Err != tc.err || (len(r.Leaked) > 0) != tc.leaked {
+			t.Errorf("%s: verdict %s, error %q, leaked %q; want %s, %q, leaked %v", tc.test, r.Verdict(), r.Err, r.Leaked, tc.verdict, tc.err, tc.leaked)
+		}
+		if _, err := os.Stat(filepath.Join(c.Dir, "logs", "x-"+tc.test+".json")); err != nil {
+			t.Errorf("%s: no log: %v", tc.test, err)
+		}
+	}
+	if _, err := os.Stat(c.daemonDir()); !os.IsNotExist(err) {
+		t.Errorf("the daemon's directory is left: %v", err)
 	}
 }
