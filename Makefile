@@ -21,7 +21,7 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n",$$1,$$2}'
 
 .PHONY: build
-build: vessel shim agent monitor vesselio ## build all binaries into _output/bin
+build: vessel shim agent monitor vesselio vesselnet ## build all binaries into _output/bin
 
 .PHONY: vessel
 vessel: ## build the vessel CLI
@@ -30,6 +30,10 @@ vessel: ## build the vessel CLI
 .PHONY: vesselio
 vesselio: ## build the static I/O workload that vesselbench's io measure runs in containers
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vesselio ./bench/cmd/vesselio
+
+.PHONY: vesselnet
+vesselnet: ## build the static network workload that vesselbench's net measure runs in containers and on the host
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vesselnet ./bench/cmd/vesselnet
 
 .PHONY: monitor
 monitor: ## build vessel-monitor, the Prometheus exporter of the host's sandboxes

@@ -1,7 +1,7 @@
 // Binary vesselbench runs Vessel's benchmarks: the bare-VM floor, cold start, warm start
 // with the VM factory, exec latency, memory, density, parallel create throughput and
 // file and block I/O (on runc's rootfs, Vessel's over 9p and virtio-fs, and a disk),
-// stdio throughput, Vessel's shim against runc's on a private containerd, and gVisor's
+// stdio throughput, TCP and HTTP between the host and a container, Vessel's shim against runc's on a private containerd, and gVisor's
 // runsc beside runc through their OCI CLIs, and writes results.json,
 // results.md and chart.png. Vessel runs with the configuration given by -config (default:
 // the built-in defaults), never the host's. Run it as root after `make build image`;
@@ -40,7 +40,7 @@ func run() error {
 	var (
 		quickFlag  = flag.Bool("quick", false, "smoke test: 1 run each, memory with 1 and 2 sandboxes, density limit 3, parallel 2 (what CI runs)")
 		out        = flag.String("out", "_output/bench", "directory for results.json, results.md and chart.png")
-		shimDir    = flag.String("shim-dir", "_output/bin", "directory holding containerd-shim-vessel-v2 (which containerd runs through a wrapper), vessel and the io workload vesselio")
+		shimDir    = flag.String("shim-dir", "_output/bin", "directory holding containerd-shim-vessel-v2 (which containerd runs through a wrapper), vessel and the workloads vesselio and vesselnet")
 		measures   = flag.String("measure", "all", "comma-separated measures to run: all or "+strings.Join(harness.Measures, ","))
 		runs       = flag.Int("runs", 0, fmt.Sprintf("N for every repeated figure (default %d, quick %d)", def.Runs, quick.Runs))
 		memCounts  = flag.String("memory-counts", "", fmt.Sprintf("idle sandbox counts for the memory measure (default %s, quick %s)", ints(def.MemoryCounts), ints(quick.MemoryCounts)))
@@ -55,6 +55,7 @@ func run() error {
 		ioSize     = flag.Int("io-size", 0, fmt.Sprintf("MiB of the io workload's file (default %d, quick %d)", def.IOSizeMiB, quick.IOSizeMiB))
 		ioRand     = flag.Duration("io-rand", 0, fmt.Sprintf("duration of each random io test (default %s, quick %s)", def.IORand, quick.IORand))
 		stdioSize  = flag.Int("stdio-size", 0, fmt.Sprintf("MiB each transfer of the stdio measure moves (default %d, quick %d)", def.StdioSizeMiB, quick.StdioSizeMiB))
+		netFor     = flag.Duration("net-for", 0, fmt.Sprintf("duration of each test of the net measure (default %s, quick %s)", def.NetFor, quick.NetFor))
 		keepLog    = flag.Bool("keep-log", false, "copy containerd's log (with the shims' debug lines) into the output directory")
 		cfgFile    = flag.String("config", "", "Vessel configuration file to benchmark (default: the built-in defaults; $VESSEL_CONFIG and /etc/vessel/configuration.toml are not read); it must leave the VM factory off")
 		guestDir   = flag.String("guest-dir", "", "directory holding the guest vmlinux and initramfs.img (default: the configuration's hypervisor.kernel and hypervisor.initrd)")
@@ -84,6 +85,7 @@ func run() error {
 	setInt(&opts.IOSizeMiB, *ioSize)
 	setDuration(&opts.IORand, *ioRand)
 	setInt(&opts.StdioSizeMiB, *stdioSize)
+	setDuration(&opts.NetFor, *netFor)
 	if *memCounts != "" {
 		counts, err := parseInts(*memCounts)
 		if err != nil {

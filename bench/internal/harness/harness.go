@@ -1,8 +1,8 @@
 // Package harness runs Vessel's benchmarks against a private containerd: the bare-VM
 // floor, cold start, warm start with the VM factory, exec latency, memory, density and
-// parallel create throughput, file and block I/O and stdio throughput, Vessel's shim
-// (io.containerd.vessel.v2) side by side with runc's (io.containerd.runc.v2), and gVisor's
-// runsc beside runc through their OCI CLIs. Each measure cleans up after itself, also when it fails
+// parallel create throughput, file and block I/O, stdio throughput and TCP and HTTP over a
+// veth, Vessel's shim (io.containerd.vessel.v2) side by side with runc's
+// (io.containerd.runc.v2), and gVisor's runsc beside runc through their OCI CLIs. Each measure cleans up after itself, also when it fails
 // or the run is interrupted; the daemon's own Stop sweeps whatever is left.
 package harness
 
@@ -39,11 +39,12 @@ const (
 	MeasureParallel = "parallel"
 	MeasureIO       = "io"
 	MeasureStdio    = "stdio"
+	MeasureNet      = "net"
 	MeasureRunsc    = "runsc"
 )
 
 // Measures lists every measure in run order.
-var Measures = []string{MeasureFloor, MeasureCold, MeasureWarm, MeasureExec, MeasureMemory, MeasureDensity, MeasureParallel, MeasureIO, MeasureStdio, MeasureRunsc}
+var Measures = []string{MeasureFloor, MeasureCold, MeasureWarm, MeasureExec, MeasureMemory, MeasureDensity, MeasureParallel, MeasureIO, MeasureStdio, MeasureNet, MeasureRunsc}
 
 // Runtime types containerd knows the shims by.
 const (
@@ -84,6 +85,8 @@ type Options struct {
 	IORand    time.Duration
 	// StdioSizeMiB is what each transfer of the stdio measure moves.
 	StdioSizeMiB int
+	// NetFor is the duration of each of the net measure's tests.
+	NetFor time.Duration
 	// Quick marks a smoke run (recorded in the results).
 	Quick bool
 	// KeepLog copies containerd's log (with the shims' lines) into Out.
@@ -110,7 +113,7 @@ func QuickOptions() Options {
 	return Options{
 		Runs: 1, MemoryCounts: []int{1, 2}, DensityLimit: 3, DensityExecLimit: 5 * time.Second,
 		DensityMinAvailMiB: 2048, Parallel: 2, Settle: 5 * time.Second, IdleWindow: 5 * time.Second, Quick: true,
-		IORuns: 1, IOFiles: 100, IOSizeMiB: 4, IORand: time.Second, StdioSizeMiB: 4,
+		IORuns: 1, IOFiles: 100, IOSizeMiB: 4, IORand: time.Second, StdioSizeMiB: 4, NetFor: 2 * time.Second,
 	}
 }
 
@@ -119,7 +122,7 @@ func DefaultOptions() Options {
 	return Options{
 		Runs: 10, MemoryCounts: []int{1, 10}, DensityLimit: 50, DensityExecLimit: 5 * time.Second,
 		DensityMinAvailMiB: 2048, Parallel: 10, Settle: 20 * time.Second, IdleWindow: 15 * time.Second,
-		IORuns: 3, IOFiles: 1000, IOSizeMiB: 64, IORand: 5 * time.Second, StdioSizeMiB: 32,
+		IORuns: 3, IOFiles: 1000, IOSizeMiB: 64, IORand: 5 * time.Second, StdioSizeMiB: 32, NetFor: 5 * time.Second,
 	}
 }
 
@@ -227,7 +230,7 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 		fn   func(context.Context) error
 	}{
 		{MeasureCold, e.cold}, {MeasureWarm, e.warm}, {MeasureExec, e.exec}, {MeasureMemory, e.memory},
-		{MeasureDensity, e.density}, {MeasureParallel, e.parallel}, {MeasureIO, e.io}, {MeasureStdio, e.stdio}, {MeasureRunsc, e.runsc},
+		{MeasureDensity, e.density}, {MeasureParallel, e.parallel}, {MeasureIO, e.io}, {MeasureStdio, e.stdio}, {MeasureNet, e.net}, {MeasureRunsc, e.runsc},
 	} {
 		if !slices.Contains(opts.Measures, m.name) {
 			continue
@@ -333,6 +336,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("io runs %d, files %d, size %d MiB, random test %s: want each above zero", o.IORuns, o.IOFiles, o.IOSizeMiB, o.IORand)
 	case slices.Contains(o.Measures, MeasureStdio) && o.StdioSizeMiB < 1:
 		return fmt.Errorf("stdio size %d MiB: want at least 1", o.StdioSizeMiB)
+	case slices.Contains(o.Measures, MeasureNet) && o.NetFor <= 0:
+		return fmt.Errorf("net test duration %s: want above zero", o.NetFor)
 	case o.Out == "":
 		return errors.New("no output directory")
 	}
@@ -368,6 +373,11 @@ func preflight(cfg *config.Config, opts Options) error {
 	}
 	if slices.Contains(opts.Measures, MeasureIO) {
 		if err := ioPreflight(opts); err != nil {
+			return err
+		}
+	}
+	if slices.Contains(opts.Measures, MeasureNet) {
+		if err := netPreflight(opts); err != nil {
 			return err
 		}
 	}

@@ -26,6 +26,7 @@ func Markdown(r *Results) string {
 	writeParallel(&b, r)
 	writeIO(&b, r)
 	writeStdio(&b, r)
+	writeNet(&b, r)
 	writeRunsc(&b, r)
 	writeMachine(&b, r)
 	writeConditions(&b, r)

@@ -39,6 +39,7 @@ type Results struct {
 	Parallel *Parallel `json:"parallel,omitempty"`
 	IO       *IO       `json:"io,omitempty"`
 	Stdio    *Stdio    `json:"stdio,omitempty"`
+	Net      *Net      `json:"net,omitempty"`
 	Runsc    *GVisor   `json:"runsc,omitempty"`
 	// Conditions record the host's load around each measure: other users of the machine
 	// make the figures noisy.
