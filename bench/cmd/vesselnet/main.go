@@ -234,6 +234,10 @@ func sendTo(addr string, dur time.Duration) (float64, error) {
 	buf := make([]byte, streamBlock)
 	begin := time.Now()
 	end := begin.Add(dur)
+	// A peer that stops reading fails the test instead of blocking it.
+	if err := c.SetWriteDeadline(end.Add(time.Minute)); err != nil {
+		return 0, err
+	}
 	var sent int64
 	for time.Now().Before(end) {
 		n, err := c.Write(buf)

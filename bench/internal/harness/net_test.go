@@ -53,3 +53,11 @@ func TestIPNotFound(t *testing.T) {
 		}
 	}
 }
+
+func TestNetSkipReason(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	got := netSkipReason()
+	if !strings.Contains(got, "needs ip") && !strings.Contains(got, "needs root") {
+		t.Errorf("without ip on PATH: skip reason %q", got)
+	}
+}
