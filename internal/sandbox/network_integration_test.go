@@ -54,22 +54,8 @@ func TestPodNetwork(t *testing.T) {
 		t.Fatalf("no tap in the pod netns while the sandbox runs:\n%s", during)
 	}
 
-	httpd := e.container("web", []string{"sh", "-c", "mkdir -p /tmp/www && echo hello-from-vessel > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"}, nil)
-	st := httpd.Attach(ctx, "", IO{Stdout: io.Discard, Stderr: io.Discard})
-	defer st.Close()
-	if err := httpd.Start(ctx); err != nil {
-		t.Fatalf("start httpd: %v", err)
-	}
-
 	// The peer fetches the page over the pod IP once httpd listens.
-	var body string
-	testutil.WaitFor(t, "the page from httpd at 10.213.9.2:8080", func() bool {
-		body, err = fetch(peer, "10.213.9.2:8080")
-		return err == nil
-	})
-	if !strings.Contains(body, "hello-from-vessel") {
-		t.Fatalf("page: got %q", body)
-	}
+	defer serveHTTP(ctx, t, e, peer, "10.213.9.2:8080", "hello-from-vessel")()
 
 	probe := e.container("probe", []string{"sh", "-c",
 		"ip addr show eth0; ip route; ip neigh; ping -c 1 -W 10 10.213.9.1 && echo PING-OK; cat /proc/sys/net/ipv4/ping_group_range"},
@@ -315,6 +301,12 @@ func TestPodNetworkHotplugCleanup(t *testing.T) {
 // deleting it itself.
 func netSandbox(ctx context.Context, t *testing.T, g testutil.Guest, id, netns string) (*env, *Sandbox, *bool) {
 	t.Helper()
+	return netSandboxWith(ctx, t, g, id, 1, network.Config{NetNS: netns, Model: network.ModelTCFilter, VhostNet: true})
+}
+
+// netSandboxWith is netSandbox with vcpus vCPUs and the network configuration nc.
+func netSandboxWith(ctx context.Context, t *testing.T, g testutil.Guest, id string, vcpus uint32, nc network.Config) (*env, *Sandbox, *bool) {
+	t.Helper()
 	root, err := os.MkdirTemp("", "vsn")
 	if err != nil {
 		t.Fatal(err)
@@ -322,8 +314,8 @@ func netSandbox(ctx context.Context, t *testing.T, g testutil.Guest, id, netns s
 	t.Cleanup(func() { os.RemoveAll(root) })
 	sb, err := Create(ctx, Config{
 		ID: id, Root: root,
-		VM:      hypervisor.Config{Kernel: g.Kernel, Initrd: g.Initrd, VCPUs: 1, MemoryMiB: 256},
-		Network: network.Config{NetNS: netns, Model: network.ModelTCFilter, VhostNet: true},
+		VM:      hypervisor.Config{Kernel: g.Kernel, Initrd: g.Initrd, VCPUs: vcpus, MemoryMiB: 256},
+		Network: nc,
 	})
 	if err != nil {
 		t.Fatalf("create sandbox: %v", err)
@@ -335,4 +327,43 @@ func netSandbox(ctx context.Context, t *testing.T, g testutil.Guest, id, netns s
 		}
 	})
 	return &env{t: t, sb: sb, root: root}, sb, deleted
+}
+
+// serveHTTP starts container "web" of e serving page with busybox httpd on port 8080 and
+// waits until peer fetches it from addr (the pod IP and port). The returned stop closes
+// the container's stdio.
+func serveHTTP(ctx context.Context, t *testing.T, e *env, peer *nettest.NetNS, addr, page string) (stop func()) {
+	t.Helper()
+	httpd := e.container("web", []string{"sh", "-c", "mkdir -p /tmp/www && echo " + page + " > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"}, nil)
+	st := httpd.Attach(ctx, "", IO{Stdout: io.Discard, Stderr: io.Discard})
+	if err := httpd.Start(ctx); err != nil {
+		st.Close()
+		t.Fatalf("start httpd: %v", err)
+	}
+	var body string
+	var err error
+	testutil.WaitFor(t, "the page from httpd at "+addr, func() bool {
+		body, err = fetch(peer, addr)
+		return err == nil
+	})
+	if !strings.Contains(body, page) {
+		st.Close()
+		t.Fatalf("page: got %q, want %q", body, page)
+	}
+	return func() { st.Close() }
+}
+
+// deleteAndCompare deletes sb (marking it deleted for the cleanup), checks that it left
+// nothing and that pod's namespace is as want.
+func deleteAndCompare(t *testing.T, e *env, sb *Sandbox, deleted *bool, pod *nettest.NetNS, want []string) {
+	t.Helper()
+	*deleted = true
+	pid := sb.VM().Pid()
+	if err := sb.Delete(context.Background()); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	assertNoLeftovers(t, e.root, pid)
+	if after := pod.Snapshot(t); !slices.Equal(after, want) {
+		t.Fatalf("pod netns after delete:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(want, "\n"))
+	}
 }

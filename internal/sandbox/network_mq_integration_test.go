@@ -2,15 +2,12 @@ package sandbox
 
 import (
 	"context"
-	"io"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/network"
 	"github.com/vessel-containers/vessel/internal/network/nettest"
 	"github.com/vessel-containers/vessel/internal/testutil"
@@ -29,26 +26,7 @@ func TestPodNetworkMultiqueue(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	root, err := os.MkdirTemp("", "vsn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
-	sb, err := Create(ctx, Config{
-		ID: "mqsb", Root: root,
-		VM:      hypervisor.Config{Kernel: g.Kernel, Initrd: g.Initrd, VCPUs: 2, MemoryMiB: 256},
-		Network: network.Config{NetNS: pod.Path, Model: network.ModelTCFilter, VhostNet: true},
-	})
-	if err != nil {
-		t.Fatalf("create sandbox: %v", err)
-	}
-	deleted := false
-	t.Cleanup(func() {
-		if !deleted {
-			_ = sb.Delete(context.Background())
-		}
-	})
-	e := &env{t: t, sb: sb, root: root}
+	e, sb, deleted := netSandboxWith(ctx, t, g, "mqsb", 2, network.Config{NetNS: pod.Path, Model: network.ModelTCFilter, VhostNet: true})
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(sb.VM().Pid()) + "/cmdline")
 	if err != nil {
 		t.Fatal(err)
@@ -60,20 +38,7 @@ func TestPodNetworkMultiqueue(t *testing.T) {
 		}
 	}
 
-	httpd := e.container("web", []string{"sh", "-c", "mkdir -p /tmp/www && echo hello-mq > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"}, nil)
-	st := httpd.Attach(ctx, "", IO{Stdout: io.Discard, Stderr: io.Discard})
-	defer st.Close()
-	if err := httpd.Start(ctx); err != nil {
-		t.Fatalf("start httpd: %v", err)
-	}
-	var body string
-	testutil.WaitFor(t, "the page from httpd at 10.213.93.2:8080", func() bool {
-		body, err = fetch(peer, "10.213.93.2:8080")
-		return err == nil
-	})
-	if !strings.Contains(body, "hello-mq") {
-		t.Fatalf("page: got %q", body)
-	}
+	defer serveHTTP(ctx, t, e, peer, "10.213.93.2:8080", "hello-mq")()
 
 	probe := e.container("probe", []string{"sh", "-c", "nproc; ls /sys/class/net/eth0/queues"}, nil)
 	code, out, errOut := e.run(probe, nil)
@@ -86,13 +51,5 @@ func TestPodNetworkMultiqueue(t *testing.T) {
 		}
 	}
 
-	deleted = true
-	pid := sb.VM().Pid()
-	if err := sb.Delete(context.Background()); err != nil {
-		t.Fatalf("delete: %v", err)
-	}
-	assertNoLeftovers(t, e.root, pid)
-	if after := pod.Snapshot(t); !slices.Equal(after, before) {
-		t.Fatalf("pod netns after delete:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
-	}
+	deleteAndCompare(t, e, sb, deleted, pod, before)
 }
