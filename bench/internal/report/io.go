@@ -79,13 +79,7 @@ type IOVariant struct {
 
 // Summarize fills v's summaries from its runs.
 func (v *IOVariant) Summarize() {
-	pick := func(f func(IORun) float64) stats.Summary {
-		s := make([]float64, len(v.Runs))
-		for i, r := range v.Runs {
-			s[i] = f(r)
-		}
-		return stats.Of(s)
-	}
+	pick := func(f func(IORun) float64) stats.Summary { return summarizeRuns(v.Runs, f) }
 	v.Create = pick(func(r IORun) float64 { return r.CreatePerSec })
 	v.Find = pick(func(r IORun) float64 { return r.FindPerSec })
 	v.Delete = pick(func(r IORun) float64 { return r.DeletePerSec })
@@ -93,6 +87,15 @@ func (v *IOVariant) Summarize() {
 	v.SeqRead = pick(func(r IORun) float64 { return r.SeqReadMiBs })
 	v.RandWrite = pick(func(r IORun) float64 { return r.RandWriteIOPS })
 	v.RandRead = pick(func(r IORun) float64 { return r.RandReadIOPS })
+}
+
+// summarizeRuns summarizes one figure, read by f, over runs.
+func summarizeRuns[R any](runs []R, f func(R) float64) stats.Summary {
+	s := make([]float64, len(runs))
+	for i, r := range runs {
+		s[i] = f(r)
+	}
+	return stats.Of(s)
 }
 
 // rateSummary formats a rate: the median and, over several runs, the range.

@@ -72,13 +72,7 @@ type NetRuntime struct {
 
 // Summarize fills v's summaries from its runs.
 func (v *NetRuntime) Summarize() {
-	pick := func(f func(NetRun) float64) stats.Summary {
-		s := make([]float64, len(v.Runs))
-		for i, r := range v.Runs {
-			s[i] = f(r)
-		}
-		return stats.Of(s)
-	}
+	pick := func(f func(NetRun) float64) stats.Summary { return summarizeRuns(v.Runs, f) }
 	v.ToContainer = pick(func(r NetRun) float64 { return r.ToContainerMbits })
 	v.FromContainer = pick(func(r NetRun) float64 { return r.FromContainerMbits })
 	v.RTTMedian = pick(func(r NetRun) float64 { return r.RTTMedianUs })
