@@ -25,8 +25,9 @@ import (
 // TestPodNetwork boots a sandbox attached to a pod netns the test made (veth to a peer
 // netns, 10.213.9.0/24), serves HTTP from a container with busybox httpd and fetches it
 // from the peer over the pod IP, checks from a second container of the pod that the
-// interface, route and neighbour match the host's, that the peer answers ping, and that a
-// net.* sysctl of the spec is applied; after delete the pod netns is as before.
+// interface, route and neighbour match the host's, that the peer answers ping, that a
+// net.* sysctl of the spec is applied and that it reaches httpd on the pod's loopback;
+// after delete the pod netns is as before.
 func TestPodNetwork(t *testing.T) {
 	g := testutil.RequiresVM(t)
 	testutil.RequiresRoot(t)
@@ -58,7 +59,7 @@ func TestPodNetwork(t *testing.T) {
 	defer serveHTTP(ctx, t, e, peer, "10.213.9.2:8080", "hello-from-vessel")()
 
 	probe := e.container("probe", []string{"sh", "-c",
-		"ip addr show eth0; ip route; ip neigh; ping -c 1 -W 10 10.213.9.1 && echo PING-OK; cat /proc/sys/net/ipv4/ping_group_range"},
+		"ip addr show eth0; ip route; ip neigh; ping -c 1 -W 10 10.213.9.1 && echo PING-OK; cat /proc/sys/net/ipv4/ping_group_range; wget -q -O - http://127.0.0.1:8080/"},
 		func(s *specs.Spec) {
 			s.Linux.Sysctl = map[string]string{"net.ipv4.ping_group_range": "0 2147483647"}
 		})
@@ -72,6 +73,8 @@ func TestPodNetwork(t *testing.T) {
 		"default via 10.213.9.1 dev eth0",
 		"10.213.9.1 dev eth0 lladdr " + peerMAC.String(),
 		"PING-OK", "0\t2147483647",
+		// The pod's other container serves on the pod's loopback.
+		"hello-from-vessel",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("probe output lacks %q:\n%s", want, out)
