@@ -485,3 +485,41 @@ echo planted > planted 2>/dev/null && echo wrote; ls >/dev/null 2>&1; true`, gue
 		})
 	}
 }
+
+// TestChownHostDeviceNode is guest root's attempt, over 9p and virtio-fs, to hand a host
+// device node bound into its container (as a /dev/null bind masks a path) to another
+// user: chown and chmod of the node fail, and the host's node keeps its owner and mode.
+func TestChownHostDeviceNode(t *testing.T) {
+	for _, fs := range []hypervisor.SharedFS{hypervisor.SharedFS9P, hypervisor.SharedFSVirtioFS} {
+		t.Run(string(fs), func(t *testing.T) {
+			e := newEnvFS(t, fs)
+			node := filepath.Join(t.TempDir(), "null")
+			if err := syscall.Mknod(node, syscall.S_IFCHR|0o666, 1<<8|3); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(node, 0o666); err != nil {
+				t.Fatal(err)
+			}
+			c := e.container("attacker", []string{"sh", "-c",
+				"chown 65534:65534 /mnt/null && echo chown-ok; chmod 600 /mnt/null && echo chmod-ok; echo x > /mnt/null && echo write-ok"},
+				func(s *specs.Spec) {
+					privilegedNoPidNS(s)
+					s.Mounts = append(s.Mounts, specs.Mount{Destination: "/mnt/null", Type: "bind", Source: node, Options: []string{"rbind", "rw"}})
+				})
+			_, out, errs := e.run(c, nil)
+			var st syscall.Stat_t
+			if err := syscall.Stat(node, &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Uid != 0 || st.Gid != 0 || st.Mode&0o777 != 0o666 {
+				t.Errorf("host node after the guest's attempts: uid %d gid %d mode %o, want 0 0 666 (%s%s)", st.Uid, st.Gid, st.Mode&0o777, out, errs)
+			}
+			if strings.Contains(out, "chown-ok") || strings.Contains(out, "chmod-ok") {
+				t.Errorf("guest saw chown or chmod succeed: %s", out)
+			}
+			if !strings.Contains(out, "write-ok") {
+				t.Errorf("the container cannot use the device: %s%s", out, errs)
+			}
+		})
+	}
+}

@@ -252,6 +252,14 @@ func (s *Share) bind(ctx context.Context, containerID, name, src string, opts Bi
 	if err := unix.MountSetattr(clone, "", unix.AT_EMPTY_PATH|rec, &unix.MountAttr{Propagation: prop}); err != nil {
 		return fmt.Errorf("make the clone %s: %w", word, err)
 	}
+	// A device node is shared read-only on the host side whatever the container asked: the
+	// guest opens a device on its own side (the file server never opens it for the
+	// guest), so only the node's metadata would travel, and a guest root that could chown
+	// or chmod the host's node (a bound /dev/null, a disk) would hand it to any host user.
+	// Read-only, the file server's chown and chmod fail with EROFS.
+	if t := st.Mode & unix.S_IFMT; t == unix.S_IFCHR || t == unix.S_IFBLK {
+		opts.TopReadOnly = true
+	}
 	if opts.ReadOnly || opts.TopReadOnly {
 		at := unix.AT_EMPTY_PATH
 		if opts.ReadOnly {

@@ -494,3 +494,43 @@ func TestUnmountSparesChildren(t *testing.T) {
 		}
 	}
 }
+
+// TestBindDeviceNodeReadOnly: a device node bound into a container is shared read-only on
+// the host side even when the container asked for it writable, so the file server (the
+// guest's root) cannot chown or chmod the host's node; the node itself stays as it was.
+func TestBindDeviceNodeReadOnly(t *testing.T) {
+	s := published(t)
+	ctx := context.Background()
+	src := filepath.Join(t.TempDir(), "null")
+	if err := unix.Mknod(src, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(src, 0o666); err != nil { // past the umask
+		t.Fatal(err)
+	}
+	rel, err := s.Bind(ctx, "c", "mount-dev", src, BindOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(s.Dir(), viewName, rel)
+	if err := os.Lchown(p, 65534, 65534); !errors.Is(err, unix.EROFS) {
+		t.Errorf("chown of the shared device node: %v, want EROFS", err)
+	}
+	if err := os.Chmod(p, 0o600); !errors.Is(err, unix.EROFS) {
+		t.Errorf("chmod of the shared device node: %v, want EROFS", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(src, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 0 || st.Mode&0o777 != 0o666 {
+		t.Errorf("host node after the attempts: uid %d mode %o, want 0 and 666", st.Uid, st.Mode&0o777)
+	}
+	// Writing the device through the share still works (it is the device, not the file).
+	if err := os.WriteFile(p, []byte("x"), 0); err != nil {
+		t.Errorf("write to the shared device node: %v", err)
+	}
+	if err := s.RemoveContainer(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+}
