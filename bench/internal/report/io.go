@@ -98,6 +98,33 @@ func summarizeRuns[R any](runs []R, f func(R) float64) stats.Summary {
 	return stats.Of(s)
 }
 
+// summaryRow is one row of a summaryTable: its name and the figure it reads of a column.
+type summaryRow[V any] struct {
+	name   string
+	figure func(V) stats.Summary
+}
+
+// summaryTable writes a Markdown table with one column per element of cols (headed by
+// name) and one row per rows entry, each cell the figure's rateSummary.
+func summaryTable[V any](b *strings.Builder, cols []V, name func(V) string, rows []summaryRow[V]) {
+	b.WriteString("| Figure |")
+	for _, v := range cols {
+		fmt.Fprintf(b, " %s |", name(v))
+	}
+	b.WriteString("\n|---|")
+	for range cols {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	for _, r := range rows {
+		fmt.Fprintf(b, "| %s |", r.name)
+		for _, v := range cols {
+			fmt.Fprintf(b, " %s |", rateSummary(r.figure(v)))
+		}
+		b.WriteString("\n")
+	}
+}
+
 // rateSummary formats a rate: the median and, over several runs, the range.
 func rateSummary(s stats.Summary) string {
 	if s.N == 0 {
@@ -120,29 +147,15 @@ func writeIO(b *strings.Builder, r *Results) {
 		p = io.Variants[0].Runs[0]
 		fmt.Fprintf(b, "%d small files, a %d MiB file, %.0f s per random test.\n\n", p.Files, p.SizeMiB, p.RandSeconds)
 	}
-	b.WriteString("| Figure |")
-	for _, v := range io.Variants {
-		fmt.Fprintf(b, " %s |", v.Name)
-	}
-	b.WriteString("\n|---|")
-	for range io.Variants {
-		b.WriteString("---|")
-	}
-	b.WriteString("\n")
-	row := func(name string, f func(IOVariant) stats.Summary) {
-		fmt.Fprintf(b, "| %s |", name)
-		for _, v := range io.Variants {
-			fmt.Fprintf(b, " %s |", rateSummary(f(v)))
-		}
-		b.WriteString("\n")
-	}
-	row("small-file create, files/s", func(v IOVariant) stats.Summary { return v.Create })
-	row("find (walk + stat), entries/s", func(v IOVariant) stats.Summary { return v.Find })
-	row("small-file delete, files/s", func(v IOVariant) stats.Summary { return v.Delete })
-	row("sequential write 1 MiB + fsync, MiB/s", func(v IOVariant) stats.Summary { return v.SeqWrite })
-	row("sequential read 1 MiB, MiB/s", func(v IOVariant) stats.Summary { return v.SeqRead })
-	row("random write 4 KiB (fsync / 32), IOPS", func(v IOVariant) stats.Summary { return v.RandWrite })
-	row("random read 4 KiB, IOPS", func(v IOVariant) stats.Summary { return v.RandRead })
+	summaryTable(b, io.Variants, func(v IOVariant) string { return v.Name }, []summaryRow[IOVariant]{
+		{"small-file create, files/s", func(v IOVariant) stats.Summary { return v.Create }},
+		{"find (walk + stat), entries/s", func(v IOVariant) stats.Summary { return v.Find }},
+		{"small-file delete, files/s", func(v IOVariant) stats.Summary { return v.Delete }},
+		{"sequential write 1 MiB + fsync, MiB/s", func(v IOVariant) stats.Summary { return v.SeqWrite }},
+		{"sequential read 1 MiB, MiB/s", func(v IOVariant) stats.Summary { return v.SeqRead }},
+		{"random write 4 KiB (fsync / 32), IOPS", func(v IOVariant) stats.Summary { return v.RandWrite }},
+		{"random read 4 KiB, IOPS", func(v IOVariant) stats.Summary { return v.RandRead }},
+	})
 	b.WriteString("\n")
 	for _, v := range io.Variants {
 		fs := ""

@@ -102,26 +102,13 @@ func writeNet(b *strings.Builder, r *Results) {
 		p := n.Runtimes[0].Runs[0]
 		fmt.Fprintf(b, " %.0f s per test, HTTP over %d keep-alive connections.", p.Seconds, p.HTTPConns)
 	}
-	b.WriteString("\n\n| Figure |")
-	for _, v := range n.Runtimes {
-		fmt.Fprintf(b, " %s |", v.Name)
-	}
-	b.WriteString("\n|---|")
-	for range n.Runtimes {
-		b.WriteString("---|")
-	}
-	b.WriteString("\n")
-	row := func(name string, f func(NetRuntime) stats.Summary) {
-		fmt.Fprintf(b, "| %s |", name)
-		for _, v := range n.Runtimes {
-			fmt.Fprintf(b, " %s |", rateSummary(f(v)))
-		}
-		b.WriteString("\n")
-	}
-	row("TCP host→container, Mbit/s (higher is better)", func(v NetRuntime) stats.Summary { return v.ToContainer })
-	row("TCP container→host, Mbit/s (higher is better)", func(v NetRuntime) stats.Summary { return v.FromContainer })
-	row("TCP round trip 64 B, median µs (lower is better)", func(v NetRuntime) stats.Summary { return v.RTTMedian })
-	row("TCP round trip 64 B, p99 µs (lower is better)", func(v NetRuntime) stats.Summary { return v.RTTP99 })
-	row("HTTP GET, requests/s (higher is better)", func(v NetRuntime) stats.Summary { return v.HTTP })
+	b.WriteString("\n\n")
+	summaryTable(b, n.Runtimes, func(v NetRuntime) string { return v.Name }, []summaryRow[NetRuntime]{
+		{"TCP host→container, Mbit/s (higher is better)", func(v NetRuntime) stats.Summary { return v.ToContainer }},
+		{"TCP container→host, Mbit/s (higher is better)", func(v NetRuntime) stats.Summary { return v.FromContainer }},
+		{"TCP round trip 64 B, median µs (lower is better)", func(v NetRuntime) stats.Summary { return v.RTTMedian }},
+		{"TCP round trip 64 B, p99 µs (lower is better)", func(v NetRuntime) stats.Summary { return v.RTTP99 }},
+		{"HTTP GET, requests/s (higher is better)", func(v NetRuntime) stats.Summary { return v.HTTP }},
+	})
 	b.WriteString("\n")
 }
