@@ -1,17 +1,12 @@
 package cli_test
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -77,18 +72,18 @@ func TestPodmanPublish(t *testing.T) {
 	var body string
 	testutil.WaitFor(t, "an answer on the published port", func() bool {
 		var err error
-		body, err = httpGet("http://127.0.0.1:" + port + "/")
+		body, err = testutil.HTTPGet("http://127.0.0.1:" + port + "/")
 		return err == nil
 	})
 	if body != "hello-from-podman\n" {
 		t.Errorf("published port answered %q, want %q", body, "hello-from-podman\n")
 	}
-	if rules := iptablesMentioning(t, ip, port); rules == "" {
+	if rules := testutil.IptablesMentioning(t, ip, port); rules == "" {
 		t.Errorf("no iptables rule names %s or port %s while the container runs: is the port published by CNI?", ip, port)
 	}
 
 	p.ok("rm", "-f", "web")
-	if rules := iptablesMentioning(t, ip, port); rules != "" {
+	if rules := testutil.IptablesMentioning(t, ip, port); rules != "" {
 		t.Errorf("iptables rules left after rm -f:\n%s", rules)
 	}
 	if l, err := netlink.LinkByName(bridge); err == nil {
@@ -102,44 +97,4 @@ func TestPodmanPublish(t *testing.T) {
 			}
 		}
 	}
-}
-
-// httpGet fetches url with a short timeout and returns the body of a 200 answer.
-func httpGet(url string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	return string(b), nil
-}
-
-// iptablesMentioning returns the host's iptables rules (all tables) that name the address
-// ip or the port.
-func iptablesMentioning(t *testing.T, ip, port string) string {
-	t.Helper()
-	out, err := exec.Command("iptables-save").Output()
-	if err != nil {
-		t.Fatalf("iptables-save: %v", err)
-	}
-	var lines []string
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, ip+"/") || strings.Contains(line, ip+":") || strings.Contains(line, " "+ip+" ") || strings.Contains(line, "--dport "+port) {
-			lines = append(lines, line)
-		}
-	}
-	return strings.Join(lines, "\n")
 }

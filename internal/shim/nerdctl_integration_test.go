@@ -1,17 +1,13 @@
 package shim_test
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -206,16 +202,16 @@ func publish(t *testing.T, n *nerdctl, rt, network string, linksBefore map[strin
 	var body string
 	testutil.WaitFor(t, "an answer on the published port", func() bool {
 		var err error
-		body, err = httpGet("http://127.0.0.1:" + port + "/")
+		body, err = testutil.HTTPGet("http://127.0.0.1:" + port + "/")
 		return err == nil
 	})
 	if body != "hello-from-nerdctl\n" {
 		t.Errorf("published port answered %q, want %q", body, "hello-from-nerdctl\n")
 	}
-	if body, err := httpGet("http://" + ip + ":80/"); err != nil || body != "hello-from-nerdctl\n" {
+	if body, err := testutil.HTTPGet("http://" + ip + ":80/"); err != nil || body != "hello-from-nerdctl\n" {
 		t.Errorf("the container's address answered %q, %v", body, err)
 	}
-	if rules := iptablesMentioning(t, ip, port); rules == "" {
+	if rules := testutil.IptablesMentioning(t, ip, port); rules == "" {
 		t.Errorf("no iptables rule names %s or port %s while the container runs: is the port published by CNI?", ip, port)
 	}
 
@@ -226,32 +222,9 @@ func publish(t *testing.T, n *nerdctl, rt, network string, linksBefore map[strin
 			t.Errorf("interface %s (%s) left on a bridge after rm -f", l.Attrs().Name, l.Type())
 		}
 	}
-	rules := iptablesMentioning(t, ip, port)
+	rules := testutil.IptablesMentioning(t, ip, port)
 	rules = strings.ReplaceAll(strings.ReplaceAll(rules, ip, "IP"), id, "ID")
 	return regexp.MustCompile(`CNI-[0-9a-f]{24}`).ReplaceAllString(rules, "CNI-CHAIN")
-}
-
-// httpGet fetches url with a short timeout and returns the body of a 200 answer.
-func httpGet(url string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	return string(b), nil
 }
 
 // hostLinks lists the names of the host network namespace's links.
@@ -282,23 +255,6 @@ func hostLinksNotIn(t *testing.T, before map[string]bool) []netlink.Link {
 		}
 	}
 	return added
-}
-
-// iptablesMentioning returns the host's iptables rules (all tables) that name the address
-// ip or the port.
-func iptablesMentioning(t *testing.T, ip, port string) string {
-	t.Helper()
-	out, err := exec.Command("iptables-save").Output()
-	if err != nil {
-		t.Fatalf("iptables-save: %v", err)
-	}
-	var lines []string
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, ip+"/") || strings.Contains(line, ip+":") || strings.Contains(line, " "+ip+" ") || strings.Contains(line, "--dport "+port) {
-			lines = append(lines, line)
-		}
-	}
-	return strings.Join(lines, "\n")
 }
 
 // removeCNIRules removes the host's nat and filter rules whose comment names CNI network
