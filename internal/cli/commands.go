@@ -31,5 +31,7 @@ func commands() []*cli.Command {
 		debugCommand(),
 		sandboxCommand(),
 		directVolumeCommand(),
+		installCommand(),
+		uninstallCommand(),
 	}
 }
