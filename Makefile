@@ -140,6 +140,10 @@ pod-overhead: build $(CRICTL_BIN) ## measure an idle Vessel pod's host memory an
 	VESSEL_INTEGRATION=1 VESSEL_CRITEST=1 VESSEL_GUEST_DIR=$(GUEST_DIR) CRICTL_BIN=$(CRICTL_BIN) \
 		CRITEST_OUT=$(abspath $(OUT))/critest $(GO) test -count=1 -p 1 -timeout 20m -v -run '^TestPodOverhead$$' ./internal/critest
 
+.PHONY: install-test
+install-test: $(CRICTL_BIN) ## vessel install/uninstall against a private containerd 1.6 and 2.x: the CRI plugin lists the handler, uninstall restores the config byte for byte
+	VESSEL_INTEGRATION=1 CRICTL_BIN=$(CRICTL_BIN) $(GO) test -count=1 -v -run '^TestInstallContainerd$$' ./internal/cli
+
 .PHONY: lint
 lint: ## gofmt, go vet and golangci-lint with the repo's config
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
