@@ -26,6 +26,7 @@ func commands() []*cli.Command {
 		// Administration.
 		ImageCommand(),
 		EnvCommand(),
+		configCommand(),
 		CheckCommand(),
 		FactoryCommand(),
 		debugCommand(),
