@@ -5,15 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/BurntSushi/toml"
 )
 
-// kataKey says what becomes of one key of Kata Containers' configuration.toml: it is
+// KataMapping says what becomes of one key of Kata Containers' configuration.toml: it is
 // carried onto Vessel's key Vessel, or dropped for the reason Drop.
-type kataKey struct {
+type KataMapping struct {
 	// Kata is the key as Kata names it, with its hypervisor and agent sub-tables:
 	// "hypervisor.qemu.default_vcpus", "agent.kata.dial_timeout", "runtime.enable_debug".
 	Kata   string
@@ -33,15 +34,15 @@ const (
 )
 
 // hvKey carries [hypervisor.qemu] name onto [hypervisor] name.
-func hvKey(name string) kataKey {
-	return kataKey{Kata: "hypervisor.qemu." + name, Vessel: "hypervisor." + name}
+func hvKey(name string) KataMapping {
+	return KataMapping{Kata: "hypervisor.qemu." + name, Vessel: "hypervisor." + name}
 }
 
 // kataKeys is every key of Kata's QEMU configuration (src/runtime/config/
 // configuration-qemu.toml.in) and what becomes of it. A key missing here is dropped as
 // unknown. A carried key whose value Vessel refuses (a key Vessel does not support, set to
 // anything but its default) is dropped with Vessel's reason.
-var kataKeys = []kataKey{
+var kataKeys = []KataMapping{
 	hvKey("path"),
 	{Kata: "hypervisor.qemu.kernel", Drop: kataGuest},
 	{Kata: "hypervisor.qemu.image", Drop: kataGuest},
@@ -158,6 +159,9 @@ var kataKeys = []kataKey{
 	{Kata: "runtime.pod_resource_api_sock", Drop: kataKubelet},
 }
 
+// KataMappings is the Kata import's mapping table, for the generated reference.
+func KataMappings() []KataMapping { return slices.Clone(kataKeys) }
+
 // KataKey is one key of a Kata configuration: its name as Kata writes it and its value in
 // TOML.
 type KataKey struct {
@@ -200,7 +204,7 @@ func ImportKata(data []byte, file string) (*KataImport, error) {
 			}
 		}
 	}
-	byKata := make(map[string]kataKey, len(kataKeys))
+	byKata := make(map[string]KataMapping, len(kataKeys))
 	for _, k := range kataKeys {
 		byKata[k.Kata] = k
 	}

@@ -132,7 +132,7 @@ func undecoded(md toml.MetaData) error {
 	hint := ""
 	if len(tables) > 0 {
 		sort.Strings(tables)
-		hint = fmt.Sprintf(" (sub-tables such as Kata's [%s] are not used: put the keys directly under [%s]; pick the hypervisor with hypervisor.driver)",
+		hint = fmt.Sprintf(" (sub-tables such as Kata's [%s] are not used: put the keys directly under [%s]; pick the hypervisor with hypervisor.driver; vessel config import-kata converts a Kata configuration)",
 			tables[0], strings.SplitN(tables[0], ".", 2)[0])
 	}
 	return fmt.Errorf("unknown key %s%s", strings.Join(keys, ", "), hint)

@@ -136,6 +136,25 @@ func render(w io.Writer) {
 	for _, a := range oci.RecognizedAnnotations() {
 		p("| `%s` | %s | %s |\n", a.Name, text(a.Type), text(a.Doc))
 	}
+	p("\n## Importing a Kata configuration\n\n")
+	p("`vessel config import-kata KATA.toml [-o FILE]` reads Kata Containers' configuration for QEMU ")
+	p("(`[hypervisor.qemu]`, `[agent.kata]`, `[runtime]`, `[factory]`) and writes a Vessel configuration ")
+	p("with the keys below that Vessel has an equivalent for; the other keys keep Vessel's defaults. ")
+	p("Every Kata key it does not carry over is named with its reason, on stderr and in a comment at ")
+	p("the top of the result: the keys this table drops, keys it does not list, and carried keys whose ")
+	p("value Vessel refuses (a key Vessel does not support, set to anything but its default, or a value ")
+	p("out of range), with Vessel's reason. A configuration of another Kata hypervisor ")
+	p("(`[hypervisor.clh]`, `[hypervisor.firecracker]`, ...) is refused. Check the result with ")
+	p("`vessel env --config FILE`.\n\n")
+	p("| Kata key | Vessel key, or why it is dropped |\n")
+	p("|---|---|\n")
+	for _, m := range config.KataMappings() {
+		to := code(m.Vessel)
+		if m.Vessel == "" {
+			to = "dropped: " + text(m.Drop)
+		}
+		p("| `%s` | %s |\n", m.Kata, to)
+	}
 	p("\n## VM sizing\n\n")
 	p("vCPUs = `default_vcpus` + ceil(Σ quota/period) and memory = `default_memory` + Σ memory limits ")
 	p("(rounded up to MiB), both capped at the effective maxima (`default_maxvcpus`, `default_maxmemory`, ")
