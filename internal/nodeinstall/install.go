@@ -90,9 +90,6 @@ func PlanInstall(o Options, detect func() (int64, error)) (*Plan, error) {
 		return nil, err
 	}
 	dropIn := DropInPath(o.Config)
-	if _, err := os.Lstat(dropIn); err == nil {
-		return nil, fmt.Errorf("%s exists and vessel install did not write it (no %s): move it away first", dropIn, StatePath(o.Config))
-	}
 	imports, err := readImports(patterns, "")
 	if err != nil {
 		return nil, err
@@ -109,6 +106,9 @@ func PlanInstall(o Options, detect func() (int64, error)) (*Plan, error) {
 	mainCRI := table(main.tree, "plugins", l.Plugin)
 
 	p.DropIn = main.keys > 0 && covers(patterns, dropIn) && (version == 3 || (mainCRI == nil && len(importCRI) == 0))
+	if _, err := os.Lstat(dropIn); err == nil && p.DropIn {
+		return nil, fmt.Errorf("%s exists and vessel install did not write it (no %s): move it away first", dropIn, StatePath(o.Config))
+	}
 	if !p.DropIn && version == 2 && len(importCRI) > 0 {
 		return nil, fmt.Errorf("containerd 1.6 replaces %s's [plugins.%s] with the one in %s: add the handler there by hand (docs/kubernetes.md)", o.Config, quote(l.Plugin), importCRI[0])
 	}

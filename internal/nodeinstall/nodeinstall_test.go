@@ -343,3 +343,18 @@ func TestQuote(t *testing.T) {
 		}
 	}
 }
+
+func TestInstallDropInExists(t *testing.T) {
+	config := fixture(t, "", "version = 3\nimports = ['conf.d/*.toml']\n")
+	dir := filepath.Join(filepath.Dir(config), "conf.d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "vessel.toml"), []byte("version = 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := PlanInstall(Options{Config: config}, nil)
+	if err == nil || !strings.Contains(err.Error(), "vessel.toml exists and vessel install did not write it") {
+		t.Fatalf("got %v, want a refusal naming the drop-in", err)
+	}
+}
