@@ -358,3 +358,13 @@ func TestInstallDropInExists(t *testing.T) {
 		t.Fatalf("got %v, want a refusal naming the drop-in", err)
 	}
 }
+
+// containerd 2.x's own import covers the drop-in of the default configuration path.
+func TestImplicitImportCoversDefaultDropIn(t *testing.T) {
+	if !covers([]string{implicitImport}, DropInPath(DefaultConfig)) {
+		t.Errorf("%s does not cover %s", implicitImport, DropInPath(DefaultConfig))
+	}
+	if covers([]string{implicitImport}, DropInPath("/srv/containerd/config.toml")) {
+		t.Error("the implicit import covers a drop-in outside /etc/containerd")
+	}
+}
