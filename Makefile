@@ -80,7 +80,7 @@ test: ## unit tests: no root, no VM, seconds
 
 .PHONY: integration
 integration: image ## integration tests: boot real VMs (root, QEMU)
-	VESSEL_INTEGRATION=1 VESSEL_GUEST_DIR=$(GUEST_DIR) $(GO) test -count=1 -p 1 -timeout 40m ./...
+	VESSEL_INTEGRATION=1 VESSEL_GUEST_DIR=$(GUEST_DIR) CRICTL_BIN=$(CRICTL_BIN) $(GO) test -count=1 -p 1 -timeout 40m ./...
 
 # FUZZTIME is the time each fuzz target runs: CI passes a shorter one (make fuzz FUZZTIME=30s).
 FUZZTIME ?= 1m
@@ -128,6 +128,9 @@ $(CRITEST_BIN):
 $(CRICTL_BIN):
 	@mkdir -p $(dir $@)
 	$(CRI_TOOLS_DIR) && CGO_ENABLED=0 $(GO) build -o $@ ./cmd/crictl
+
+# The installer's integration test asks containerd's CRI plugin through crictl.
+integration: $(CRICTL_BIN)
 
 .PHONY: critest
 critest: build $(CRITEST_BIN) $(CRICTL_BIN) ## CRI validation suite (critest) via a private containerd, handlers runc then vessel (FOCUS=, SKIP=, HANDLERS=, CONTAINERD=1.6|2; results in _output/critest; docs/kubernetes.md), and a pod's VM sized through CRI
