@@ -89,16 +89,19 @@ type CPUShrinker interface {
 type MemoryRange struct{ Addr, Size uint64 }
 
 // MemoryShrinker is a Resizer that can also remove memory it hot-plugged, in the units it
-// added it (whole memory devices, newest first). The guest must take the memory out of use
-// first: the caller offlines, through the agent, the memory in the ranges MemoryRanges
-// names, then calls ShrinkMemory with the same size.
+// added it (whole memory devices). The guest must take the memory out of use first: the
+// caller offlines, through the agent, the memory in the ranges MemoryRanges names, then
+// calls ShrinkMemory with the same size.
 type MemoryShrinker interface {
 	// MemoryRanges are the guest-physical ranges of the memory devices ShrinkMemory(memoryMiB)
-	// would remove, newest first: the newest hot-plugged devices whose removal leaves the
-	// VM with at least memoryMiB (and never below the boot size).
+	// would remove, in the order it removes them: each device whose removal leaves the VM
+	// with at least memoryMiB (never below the boot size).
 	MemoryRanges(ctx context.Context, memoryMiB uint32) ([]MemoryRange, error)
-	// ShrinkMemory unplugs those devices, newest first, waiting for the guest to release
-	// each. An error leaves the devices not yet released in the VM, and Size tells what
-	// the VM has.
+	// ShrinkMemory unplugs those devices, waiting for the guest to release each. An error
+	// leaves the devices not yet released in the VM, and Size tells what the VM has.
 	ShrinkMemory(ctx context.Context, memoryMiB uint32) error
+	// ReplacementMiB is how much memory to add (Grow, then the agent onlines it) before a
+	// shrink to memoryMiB so that a device larger than needed can go: the shrink then
+	// leaves memoryMiB rounded up to the driver's unit. 0: none helps, or none fits.
+	ReplacementMiB(memoryMiB uint32) uint32
 }

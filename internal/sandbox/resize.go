@@ -80,26 +80,51 @@ func (s *Sandbox) trim(ctx context.Context) error {
 const memoryOfflineTimeout = 20 * time.Second
 
 // shrinkMemory removes hot-plugged memory down to memoryMiB, in the units it was added
-// (whole DIMMs, newest first, never below memoryMiB): the agent offlines the DIMMs' memory
-// blocks (after checking that the guest can spare them), then the driver unplugs them.
-// When the guest cannot give the memory up or the unplug fails, the VM keeps it, the
-// agent onlines again what is still plugged, and the reason is logged: the container's
-// limits stand, and a later update tries again. Preconditions: s.agent is connected;
-// resizeMu is held.
+// (whole DIMMs, never below memoryMiB; when a kept DIMM is larger than needed, a smaller
+// one is plugged first to take its place, so the VM ends at memoryMiB rounded up to the
+// DIMM unit). When the guest cannot give the memory up or the unplug fails, the VM keeps
+// it (and loses again the DIMM plugged to take another's place), the agent onlines again
+// what is still plugged, and the reason is logged: the container's limits stand, and a
+// later update tries again. Preconditions: s.agent is connected; resizeMu is held.
 func (s *Sandbox) shrinkMemory(ctx context.Context, r hypervisor.Resizer, sh hypervisor.MemoryShrinker, memoryMiB uint32) {
-	_, mem := r.Size()
+	cpus, mem := r.Size()
 	if memoryMiB >= mem {
 		return
 	}
 	logger := log.G(ctx).WithField("memory_mib", mem).WithField("want_memory_mib", memoryMiB)
 	begin := time.Now()
-	ranges, err := sh.MemoryRanges(ctx, memoryMiB)
+	replaced := false
+	if add := sh.ReplacementMiB(memoryMiB); add > 0 {
+		if err := s.growTo(ctx, r, cpus, mem+add, "to take the place of a larger dimm"); err != nil {
+			logger.WithError(err).Warn("no smaller dimm plugged to take the place of a larger one")
+		} else {
+			replaced = true
+		}
+	}
+	blocks, err := s.removeMemory(ctx, r, sh, memoryMiB)
 	if err != nil {
-		logger.WithError(err).Warn("memory not removed: the vm's memory devices are not known")
+		logger.WithError(err).Warn("memory not removed; it stays until a later update")
+		if replaced {
+			if _, err := s.removeMemory(ctx, r, sh, mem); err != nil {
+				logger.WithError(err).Warn("the dimm plugged to take another's place stays")
+			}
+		}
 		return
 	}
-	if len(ranges) == 0 {
-		return // no whole DIMM can go without going below memoryMiB
+	_, newMem := r.Size()
+	logger.WithField("memory_mib_now", newMem).WithField("guest_blocks_offlined", blocks).WithField("elapsed", time.Since(begin)).
+		Info("vm memory shrunk for its containers' limits")
+}
+
+// removeMemory removes the DIMMs the driver names for memoryMiB (MemoryRanges): the agent
+// offlines their memory blocks (after checking that the guest can spare them), then the
+// driver unplugs them; when the unplug fails, the agent onlines again what is still
+// plugged. It returns how many blocks the guest offlined. Preconditions: s.agent is
+// connected; resizeMu is held.
+func (s *Sandbox) removeMemory(ctx context.Context, r hypervisor.Resizer, sh hypervisor.MemoryShrinker, memoryMiB uint32) (int, error) {
+	ranges, err := sh.MemoryRanges(ctx, memoryMiB)
+	if err != nil || len(ranges) == 0 {
+		return 0, err //nolint:wrapcheck // the driver names the VM
 	}
 	req := make([]*agentv1.MemoryRange, 0, len(ranges))
 	for _, rg := range ranges {
@@ -107,21 +132,17 @@ func (s *Sandbox) shrinkMemory(ctx context.Context, r hypervisor.Resizer, sh hyp
 	}
 	blocks, err := s.agent.OfflineMemory(ctx, req, memoryOfflineTimeout)
 	if err != nil {
-		logger.WithError(err).Warn("memory not removed: the guest did not give it up; it stays until a later update")
-		return
+		return 0, fmt.Errorf("sandbox %s: the guest did not give up its memory: %w", s.id, err)
 	}
 	if err := sh.ShrinkMemory(ctx, memoryMiB); err != nil {
 		// What was not unplugged goes back into use.
 		if oerr := s.agent.OnlineCPUMem(ctx, &agentv1.OnlineCPUMemRequest{}); oerr != nil {
-			logger.WithError(oerr).Warn("online the memory that stays plugged after a failed unplug")
+			log.G(ctx).WithError(oerr).Warn("online the memory that stays plugged after a failed unplug")
 		}
 		_, left := r.Size()
-		logger.WithError(s.explain(err)).WithField("memory_mib_now", left).Warn("memory not removed: the unplug failed; it stays until a later update")
-		return
+		return 0, fmt.Errorf("sandbox %s: unplug memory (the vm keeps %d MiB): %w", s.id, left, s.explain(err))
 	}
-	_, newMem := r.Size()
-	logger.WithField("memory_mib_now", newMem).WithField("guest_blocks_offlined", len(blocks)).WithField("elapsed", time.Since(begin)).
-		Info("vm memory shrunk for its containers' limits")
+	return len(blocks), nil
 }
 
 // shrinkCPUs removes hot-plugged vCPUs down to vcpus: the agent offlines the guest CPUs

@@ -1,10 +1,12 @@
 package qemu
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,7 +18,7 @@ import (
 )
 
 // Shrinking a running VM's memory (hypervisor.MemoryShrinker): the DIMMs Grow hot-plugged
-// are removed newest first, each with device_del, which asks the guest to eject it (ACPI
+// are removed largest first, each with device_del, which asks the guest to eject it (ACPI
 // memory hotplug), and the DEVICE_DELETED event once the guest let it go; object-del of
 // its backend then gives the memory back to the host. The guest must have offlined the
 // DIMM's memory blocks before (the agent's OfflineMemory over the ranges MemoryRanges
@@ -35,26 +37,72 @@ const (
 	memBackendPrefix = "vessel-mem-"
 )
 
-// removableDIMMs are the hot-plugged DIMMs to remove, newest first, so that the VM keeps
-// at least memoryMiB: the newest ones whose removal does not go below it.
+// removableDIMMs are the hot-plugged DIMMs to remove so that the VM keeps at least
+// memoryMiB, largest first (newest first among equals): each that can go without the VM
+// going below memoryMiB goes.
 func (v *VM) removableDIMMs(memoryMiB uint32) []hotDIMM {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	cur := v.cfg.MemoryMiB + v.hot.memoryMiB
-	var out []hotDIMM
-	for i := len(v.hot.dimms) - 1; i >= 0; i-- {
-		d := v.hot.dimms[i]
-		if cur-d.sizeMiB < memoryMiB {
-			break
-		}
-		cur -= d.sizeMiB
-		out = append(out, d)
-	}
+	out, _ := v.planShrink(memoryMiB)
 	return out
 }
 
+// planShrink splits the hot-plugged DIMMs into those to remove for memoryMiB
+// (removableDIMMs) and those to keep.
+//
+// Preconditions: v.mu is held.
+func (v *VM) planShrink(memoryMiB uint32) (remove, keep []hotDIMM) {
+	cur := v.cfg.MemoryMiB + v.hot.memoryMiB
+	order := slices.Clone(v.hot.dimms)
+	slices.Reverse(order)
+	slices.SortStableFunc(order, func(a, b hotDIMM) int { return cmp.Compare(b.sizeMiB, a.sizeMiB) })
+	for _, d := range order {
+		if cur-d.sizeMiB < memoryMiB {
+			keep = append(keep, d)
+			continue
+		}
+		cur -= d.sizeMiB
+		remove = append(remove, d)
+	}
+	return remove, keep
+}
+
+// ReplacementMiB is the size of a DIMM to plug before a shrink to memoryMiB so that the
+// shrink can leave the VM with memoryMiB rounded up to the DIMM unit instead of more:
+// with it plugged, a kept DIMM larger than needed can go. 0 when the shrink gets there
+// without one, or when no slot or no room under the maximum is left for it.
+func (v *VM) ReplacementMiB(memoryMiB uint32) uint32 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	boot := v.cfg.MemoryMiB
+	if memoryMiB < boot {
+		memoryMiB = boot
+	}
+	target := boot + (memoryMiB-boot+dimmAlignMiB-1)/dimmAlignMiB*dimmAlignMiB
+	remove, keep := v.planShrink(target)
+	after := boot + v.hot.memoryMiB
+	for _, d := range remove {
+		after -= d.sizeMiB
+	}
+	if after <= target || len(keep) == 0 {
+		return 0
+	}
+	// Every kept DIMM is one whose removal goes below target: replacing the smallest of
+	// them by one of the size missing then costs the least memory meanwhile.
+	smallest := slices.MinFunc(keep, func(a, b hotDIMM) int { return cmp.Compare(a.sizeMiB, b.sizeMiB) })
+	add := target - (after - smallest.sizeMiB)
+	slots := v.cfg.MemorySlots
+	if slots == 0 {
+		slots = defaultMemorySlots // as commandLine
+	}
+	if uint32(len(v.hot.dimms)) >= slots || boot+v.hot.memoryMiB+add > max(v.cfg.MaxMemoryMiB, boot) {
+		return 0
+	}
+	return add
+}
+
 // MemoryRanges returns where the DIMMs ShrinkMemory(memoryMiB) would remove sit in guest
-// memory, newest first, as QEMU's list of memory devices has them.
+// memory, in the order it removes them, as QEMU's list of memory devices has them.
 func (v *VM) MemoryRanges(ctx context.Context, memoryMiB uint32) ([]hypervisor.MemoryRange, error) {
 	v.opMu.Lock()
 	defer v.opMu.Unlock()
@@ -88,8 +136,8 @@ func (v *VM) MemoryRanges(ctx context.Context, memoryMiB uint32) ([]hypervisor.M
 	return ranges, nil
 }
 
-// ShrinkMemory unplugs hot-plugged DIMMs, newest first, so that the VM keeps at least
-// memoryMiB (never below the boot size): device_del and the guest's release
+// ShrinkMemory unplugs hot-plugged DIMMs, largest first (removableDIMMs), so that the VM
+// keeps at least memoryMiB (never below the boot size): device_del and the guest's release
 // (DEVICE_DELETED) of each within hotplugAckTimeout, then object-del of its backend. The
 // VM must be running: a paused guest cannot answer.
 func (v *VM) ShrinkMemory(ctx context.Context, memoryMiB uint32) error {

@@ -63,7 +63,8 @@ func TestFakeShrinkMemory(t *testing.T) {
 		got  []hypervisor.MemoryRange
 	}{
 		{1000, nil}, // above the size: nothing
-		{400, nil},  // the 512 MiB DIMM would leave 384
+		{800, nil},  // the 128 MiB DIMM would leave 768
+		{400, []hypervisor.MemoryRange{{Addr: gib4, Size: 128 << 20}}}, // the 512 MiB DIMM would leave 384
 		{384, []hypervisor.MemoryRange{{Addr: gib4 + 128<<20, Size: 512 << 20}}},
 		{0, []hypervisor.MemoryRange{{Addr: gib4 + 128<<20, Size: 512 << 20}, {Addr: gib4, Size: 128 << 20}}},
 	} {
@@ -169,5 +170,45 @@ func TestFakeShrinkMemoryLate(t *testing.T) {
 	}
 	if got := qmpCommands(t, cfg, "object-del"); len(got) != 1 || !strings.Contains(got[0], `"vessel-mem-1"`) {
 		t.Errorf("object-del commands: %q, want one of vessel-mem-1", got)
+	}
+}
+
+// TestFakeReplacementMiB: a shrink that would keep a DIMM larger than needed gets a
+// smaller one plugged first, and then leaves the VM at the size asked for, rounded up to
+// 128 MiB above the boot size.
+func TestFakeReplacementMiB(t *testing.T) {
+	ctx := fakeCtx(t)
+	vm, _ := startMemFake(t, "")
+	for _, tc := range []struct{ want, add uint32 }{
+		{1000, 0}, {384, 0}, {300, 0}, {0, 0},
+		// 640 (600 rounded up): the 128 MiB DIMM goes, leaving 768; a 384 MiB DIMM in
+		// place of the 512 MiB one makes 640.
+		{600, 384},
+	} {
+		if got := vm.ReplacementMiB(tc.want); got != tc.add {
+			t.Errorf("ReplacementMiB(%d) = %d, want %d", tc.want, got, tc.add)
+		}
+	}
+	if err := vm.Grow(ctx, 1, 896+384); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.ShrinkMemory(ctx, 600); err != nil {
+		t.Fatal(err)
+	}
+	if _, mem := vm.Size(); mem != 640 {
+		t.Errorf("size after the shrink: %d MiB, want 640", mem)
+	}
+	// No room under the maximum for a replacement: none.
+	vm2, _, err := startFakeWith(t, qemutest.Normal, "nomax", ctx, func(c *hypervisor.Config) {
+		c.MemoryMiB, c.MaxMemoryMiB, c.MemorySlots = 256, 1280, 4
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := vm2.Grow(ctx, 1, 1280); err != nil {
+		t.Fatal(err)
+	}
+	if got := vm2.ReplacementMiB(300); got != 0 {
+		t.Errorf("ReplacementMiB at the maximum = %d, want 0", got)
 	}
 }
