@@ -202,7 +202,8 @@ func (v *VM) deleteStaleBackends(ctx context.Context, c *qmp.Client) {
 	for _, mem := range stale {
 		err := c.ObjectDel(ctx, mem)
 		var qe *qmp.Error
-		if err != nil && !(errors.As(err, &qe) && strings.Contains(qe.Desc, "not found")) {
+		gone := errors.As(err, &qe) && strings.Contains(qe.Desc, "not found") // QEMU: "object '…' not found"
+		if err != nil && !gone {
 			log.G(ctx).WithError(err).WithField("backend", mem).Warn("delete the memory backend of an unplugged dimm")
 			keep = append(keep, mem)
 		}
