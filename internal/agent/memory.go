@@ -36,6 +36,8 @@ const (
 	defaultOfflineTimeout = 10 * time.Second
 	// offlineMarginBytes is the memory the guest must keep available after OfflineMemory.
 	offlineMarginBytes = 64 << 20
+	// offlineResignal is how often an offline past its deadline is signalled again.
+	offlineResignal = 100 * time.Millisecond
 )
 
 // OfflineMemory offlines the memory blocks in the ranges asked for, highest first, after
@@ -100,8 +102,8 @@ func (s *Service) OfflineMemory(ctx context.Context, req *agentv1.OfflineMemoryR
 
 // offlineBlock writes "offline" to the memory block state file ctl. The kernel keeps
 // migrating the block's pages away until none is left, and gives up (EINTR) only when a
-// signal is pending for the writing thread: at deadline, the thread gets SIGURG (which the
-// Go runtime ignores when it is not preempting).
+// signal is pending for the writing thread: from deadline on, the thread gets SIGURG (which
+// the Go runtime ignores when it is not preempting) until the write returns.
 func offlineBlock(ctl string, deadline time.Time) error {
 	if time.Until(deadline) <= 0 {
 		return fmt.Errorf("no time left to offline it: %w", errdefs.ErrUnavailable)
@@ -156,6 +158,9 @@ func offlineBlock(ctl string, deadline time.Time) error {
 				}
 			}
 			mu.Unlock()
+			// Again until the write returns: a signal that came while the kernel waited
+			// for the hotplug lock restarts the write instead of ending it.
+			timer.Reset(offlineResignal)
 		}
 	}
 }
