@@ -22,13 +22,13 @@ import (
 func TestUpdateShrinksVM(t *testing.T) {
 	h := newHarnessConfig(t, "[runtime]\nstatic_sandbox_resource_mgmt = false\n")
 	events := h.ctd.Events(t)
-	h.start("box", nil, "sleep", "1000")
-	waitEvent(t, events, "/tasks/start", `"box"`)
+	h.start("shrinkbox", nil, "sleep", "1000")
+	waitEvent(t, events, "/tasks/start", `"shrinkbox"`)
 	n := 0
 	size := func() (int, int) {
 		t.Helper()
 		n++
-		f := strings.Fields(h.ctr("task", "exec", "--exec-id", "size-"+strconv.Itoa(n), "box", "sh", "-c", "nproc; grep MemTotal /proc/meminfo"))
+		f := strings.Fields(h.ctr("task", "exec", "--exec-id", "size-"+strconv.Itoa(n), "shrinkbox", "sh", "-c", "nproc; grep MemTotal /proc/meminfo"))
 		if len(f) < 3 {
 			t.Fatalf("nproc and MemTotal: %q", f)
 		}
@@ -62,7 +62,7 @@ func TestUpdateShrinksVM(t *testing.T) {
 	} {
 		q, l := step.quota, step.limit
 		begin := time.Now()
-		h.updateTask("box", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: &q, Period: &period}, Memory: &specs.LinuxMemory{Limit: &l}})
+		h.updateTask("shrinkbox", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: &q, Period: &period}, Memory: &specs.LinuxMemory{Limit: &l}})
 		took := time.Since(begin)
 		want := min(step.wantCPUs, hostCPUs)
 		if !shrinksCPUs {
@@ -80,7 +80,7 @@ func TestUpdateShrinksVM(t *testing.T) {
 		}
 		t.Logf("%s: update took %v; nproc %d, MemTotal %d MiB", step.name, took.Round(time.Millisecond), cpus, mem)
 	}
-	if st := h.taskStatus("box"); st != "RUNNING" {
+	if st := h.taskStatus("shrinkbox"); st != "RUNNING" {
 		t.Errorf("the container is %s after the updates, want RUNNING", st)
 	}
 }
