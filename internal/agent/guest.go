@@ -27,8 +27,9 @@ import (
 const onlineWait = 10 * time.Second
 
 // OnlineCPUMem onlines offline CPUs (nb_cpus of them, all when 0) and, unless cpu_only,
-// offline memory blocks (movable where the kernel allows: memory.go). With wait, it retries until nb_cpus CPUs were onlined (hot-plugged
-// CPUs appear in sysfs a little after the host added them).
+// offline memory blocks (movable where the kernel allows: memory.go). With wait, it
+// retries until nb_cpus CPUs were onlined (hot-plugged CPUs appear in sysfs a little after
+// the host added them).
 func (s *Service) OnlineCPUMem(ctx context.Context, req *agentv1.OnlineCPUMemRequest) (*agentv1.Empty, error) {
 	want := int(req.GetNbCpus())
 	deadline := time.Now().Add(onlineWait)
