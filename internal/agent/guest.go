@@ -27,8 +27,9 @@ import (
 const onlineWait = 10 * time.Second
 
 // OnlineCPUMem onlines offline CPUs (nb_cpus of them, all when 0) and, unless cpu_only,
-// offline memory blocks. With wait, it retries until nb_cpus CPUs were onlined (hot-plugged
-// CPUs appear in sysfs a little after the host added them).
+// offline memory blocks (movable where the kernel allows: memory.go). With wait, it
+// retries until nb_cpus CPUs were onlined (hot-plugged CPUs appear in sysfs a little after
+// the host added them).
 func (s *Service) OnlineCPUMem(ctx context.Context, req *agentv1.OnlineCPUMemRequest) (*agentv1.Empty, error) {
 	want := int(req.GetNbCpus())
 	deadline := time.Now().Add(onlineWait)
@@ -52,7 +53,7 @@ func (s *Service) OnlineCPUMem(ctx context.Context, req *agentv1.OnlineCPUMemReq
 		}
 	}
 	if !req.GetCpuOnly() {
-		if _, err := onlineResources(filepath.Join(s.cfg.SysDir, "devices/system/memory"), "memory", "state", "online", 0); err != nil {
+		if err := onlineMemory(filepath.Join(s.cfg.SysDir, "devices/system/memory")); err != nil { // memory.go
 			return nil, err
 		}
 	}
@@ -120,7 +121,7 @@ func (s *Service) MemHotplugByProbe(ctx context.Context, req *agentv1.MemHotplug
 			return nil, fmt.Errorf("probe memory at 0x%x: %w", addr, err)
 		}
 	}
-	if _, err := onlineResources(filepath.Join(s.cfg.SysDir, "devices/system/memory"), "memory", "state", "online", 0); err != nil {
+	if err := onlineMemory(filepath.Join(s.cfg.SysDir, "devices/system/memory")); err != nil { // memory.go
 		return nil, err
 	}
 	return &agentv1.Empty{}, nil

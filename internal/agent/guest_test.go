@@ -64,7 +64,7 @@ func TestOnlineCPUMem(t *testing.T) {
 	if read(t, cpu+"/cpu2/online") != "1" || read(t, cpu+"/cpu3/online") != "1" || read(t, cpu+"/cpu10/online") != "0" {
 		t.Fatal("wrong CPUs onlined")
 	}
-	if got := read(t, filepath.Join(sys, "devices/system/memory/memory8/state")); got != "online" {
+	if got := read(t, filepath.Join(sys, "devices/system/memory/memory8/state")); got != "online_movable" {
 		t.Fatalf("memory8 = %q", got)
 	}
 	// Waiting for a CPU that never comes gives up with an error.

@@ -43,6 +43,8 @@ type Config struct {
 	CgroupParent string
 	// SysDir is sysfs: /sys.
 	SysDir string
+	// MemInfo is the kernel's memory figures: /proc/meminfo.
+	MemInfo string
 	// PodNetNS is where the pod's network namespace is pinned (package netcfg): every
 	// container joins it and the host's NICs are moved into it. It is made on first use.
 	PodNetNS string
@@ -64,6 +66,7 @@ func DefaultConfig() Config {
 		CgroupRoot:   "/sys/fs/cgroup",
 		CgroupParent: "/vessel",
 		SysDir:       "/sys",
+		MemInfo:      "/proc/meminfo",
 		PodNetNS:     "/run/vessel-netns/pod",
 	}
 }

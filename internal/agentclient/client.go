@@ -391,3 +391,16 @@ func (c *Client) OfflineCPUs(ctx context.Context, places []*agentv1.CPUPlace) ([
 	}
 	return resp.GetCpus(), nil
 }
+
+// OfflineMemory has the guest offline the memory blocks in the ranges given (guest-physical
+// address and size), within timeout, before the host unplugs the memory device holding
+// them; it returns the block numbers it offlined.
+func (c *Client) OfflineMemory(ctx context.Context, ranges []*agentv1.MemoryRange, timeout time.Duration) ([]uint64, error) {
+	req := &agentv1.OfflineMemoryRequest{Ranges: ranges, TimeoutMs: uint32(timeout.Milliseconds())}
+	// The guest gives up at timeout; the call waits a little longer for its answer.
+	resp, err := call(ctx, "OfflineMemory", max(c.timeouts.Request, timeout+5*time.Second), agentv1.NewMemoryClient(c.ttrpc).OfflineMemory, req)
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetBlocks(), nil
+}

@@ -84,3 +84,24 @@ type CPUShrinker interface {
 	// below the boot count), waiting for the guest to release each.
 	ShrinkCPUs(ctx context.Context, vcpus uint32) error
 }
+
+// MemoryRange is guest-physical memory: where a hot-plugged memory device sits, in bytes.
+type MemoryRange struct{ Addr, Size uint64 }
+
+// MemoryShrinker is a Resizer that can also remove memory it hot-plugged, in the units it
+// added it (whole memory devices). The guest must take the memory out of use first: the
+// caller offlines, through the agent, the memory in the ranges MemoryRanges names, then
+// calls ShrinkMemory with the same size.
+type MemoryShrinker interface {
+	// MemoryRanges are the guest-physical ranges of the memory devices ShrinkMemory(memoryMiB)
+	// would remove, in the order it removes them: each device whose removal leaves the VM
+	// with at least memoryMiB (never below the boot size).
+	MemoryRanges(ctx context.Context, memoryMiB uint32) ([]MemoryRange, error)
+	// ShrinkMemory unplugs those devices, waiting for the guest to release each. An error
+	// leaves the devices not yet released in the VM, and Size tells what the VM has.
+	ShrinkMemory(ctx context.Context, memoryMiB uint32) error
+	// ReplacementMiB is how much memory to add (Grow, then the agent onlines it) before a
+	// shrink to memoryMiB so that a device larger than needed can go: the shrink then
+	// leaves memoryMiB rounded up to the driver's unit. 0: none helps, or none fits.
+	ReplacementMiB(memoryMiB uint32) uint32
+}

@@ -496,7 +496,15 @@ func (s *Sandbox) DeleteContainer(ctx context.Context, id string) (retErr error)
 			errs = append(errs, err)
 		}
 	}
+	others := len(s.containers)
 	s.mu.Unlock()
+	// The VM gives back what the container's limits had it take, unless the sandbox
+	// ends with this container anyway.
+	if others > 0 && s.vmAlive() {
+		if err := s.trim(ctx); err != nil { // resize.go
+			errs = append(errs, fmt.Errorf("container %s removed, but %w", id, err))
+		}
+	}
 	return errors.Join(errs...)
 }
 

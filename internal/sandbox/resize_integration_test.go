@@ -199,3 +199,109 @@ func TestShrinkVCPUs(t *testing.T) {
 		t.Logf("%s: %d vCPUs (update took %v)", step.name, want, took.Round(time.Millisecond))
 	}
 }
+
+// TestShrinkMemoryInUse: memory the guest cannot give up stays, and the update that asked
+// for less still succeeds. A container limited to 1 GiB grows a 256 MiB VM to 1280 MiB;
+// another, unlimited, fills 700 MiB of tmpfs; lowering the first to 256 MiB then leaves the
+// VM at 1280 MiB (the guest refuses to offline 1 GiB it has no room for, and the 256 MiB
+// DIMM plugged to take the 1 GiB one's place goes again), with QEMU and the guest agreeing.
+// Once the filler is deleted, the VM shrinks to the formula's 512 MiB.
+func TestShrinkMemoryInUse(t *testing.T) {
+	e := newEnvWith(t, func(c *Config) {
+		c.VM.VCPUs, c.VM.MaxVCPUs, c.VM.MemoryMiB, c.VM.MaxMemoryMiB, c.VM.MemorySlots = 1, 1, 256, 2048, 4
+		c.Resize = true
+		c.Limits = config.Limits{DefaultVCPUs: 1, MaxVCPUs: 1, DefaultMemoryMiB: 256, MaxMemoryMiB: 2048}
+	})
+	sb := e.sb
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(e.root, "sb", hypervisor.ConsoleLogName))
+			t.Logf("guest console:\n%s", b)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	r, ok := sb.VM().(hypervisor.Resizer)
+	if !ok {
+		t.Fatal("the qemu vm is not a hypervisor.Resizer")
+	}
+	n := 0
+	memTotal := func() int {
+		t.Helper()
+		n++
+		name := fmt.Sprintf("memtotal-%d", n)
+		c := e.container(name, []string{"grep", "MemTotal", "/proc/meminfo"}, nil)
+		code, out, errOut := e.run(c, nil)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", name, code, errOut)
+		}
+		if err := sb.DeleteContainer(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		f := strings.Fields(out)
+		if len(f) < 2 {
+			t.Fatalf("%s: output %q", name, out)
+		}
+		kib, err := strconv.Atoi(f[1])
+		if err != nil {
+			t.Fatalf("%s: output %q", name, out)
+		}
+		return kib >> 10
+	}
+	check := func(step string, wantMiB uint32, mem0 int) {
+		t.Helper()
+		if _, got := r.Size(); got != wantMiB {
+			t.Errorf("%s: vm has %d MiB, want %d", step, got, wantMiB)
+		}
+		if d := memTotal() - mem0; d < int(wantMiB-256)-16 || d > int(wantMiB-256)+8 {
+			t.Errorf("%s: MemTotal is %d MiB over the boot's, want %d", step, d, wantMiB-256)
+		}
+	}
+	mem0 := memTotal()
+
+	limited := e.container("limited", []string{"sleep", "1000"}, nil)
+	if err := limited.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	gib, quarter := int64(1<<30), int64(256<<20)
+	if err := limited.Update(ctx, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &gib}}); err != nil {
+		t.Fatalf("update to 1 GiB: %v", err)
+	}
+	check("1 GiB", 1280, mem0)
+
+	filler := e.container("filler", []string{"sleep", "1000"}, func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/fill", Type: "tmpfs", Source: "tmpfs", Options: []string{"size=1g"}})
+	})
+	if err := filler.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := filler.Exec(ctx, "fill", bundle.DefaultSpec([]string{"dd", "if=/dev/zero", "of=/fill/x", "bs=1M", "count=700"}, false).Process, false); err != nil {
+		t.Fatal(err)
+	}
+	var errOut bytes.Buffer
+	st := filler.Attach(ctx, "fill", IO{Stderr: &errOut})
+	code, err := filler.Wait(ctx, "fill")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if code != 0 {
+		t.Fatalf("fill: exit %d: %s", code, errOut.String())
+	}
+
+	begin := time.Now()
+	if err := limited.Update(ctx, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &quarter}}); err != nil {
+		t.Fatalf("update to 256 MiB with the guest's memory in use: %v", err)
+	}
+	t.Logf("update to 256 MiB with 700 MiB in use took %v", time.Since(begin).Round(time.Millisecond))
+	check("256 MiB, memory in use", 1280, mem0)
+
+	begin = time.Now()
+	if err := sb.DeleteContainer(ctx, "filler"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("delete of the filler, with the shrink, took %v", time.Since(begin).Round(time.Millisecond))
+	check("256 MiB, memory free", 512, mem0)
+}

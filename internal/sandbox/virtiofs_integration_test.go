@@ -253,8 +253,9 @@ func firstLine(s, prefix string) string {
 	return fmt.Sprintf("(no %s line)", prefix)
 }
 
-// TestVirtioFSGrowMemory hot-plugs memory into a virtio-fs VM: the added memory must be
-// shared with virtiofsd too (vhost-user maps all guest memory), and files keep flowing.
+// TestVirtioFSGrowMemory hot-plugs memory into a virtio-fs VM and takes it back: the added
+// memory must be shared with virtiofsd too (vhost-user maps all guest memory), the memory
+// taken back no longer mapped, and files keep flowing.
 func TestVirtioFSGrowMemory(t *testing.T) {
 	e := newVirtioFSEnv(t)
 	r, ok := e.sb.VM().(hypervisor.Resizer)
@@ -276,6 +277,35 @@ func TestVirtioFSGrowMemory(t *testing.T) {
 	c := e.container("c1", []string{"sh", "-c", "head -c 20000000 /dev/zero > /big && wc -c < /big && rm /big"}, nil)
 	if code, out, errs := e.run(c, nil); code != 0 || out != "20000000\n" {
 		t.Fatalf("after growing: exit %d %q %q", code, out, errs)
+	}
+
+	// Taking the memory back: the guest offlines it, QEMU unplugs the DIMM and drops its
+	// memfd backend (virtiofsd is told the new memory table), and files keep flowing.
+	sh, ok := e.sb.VM().(hypervisor.MemoryShrinker)
+	if !ok {
+		return
+	}
+	ranges, err := sh.MemoryRanges(ctx, 256)
+	if err != nil || len(ranges) != 1 {
+		t.Fatalf("MemoryRanges(256): %v, %v; want the one DIMM", ranges, err)
+	}
+	if _, err := e.sb.Agent().OfflineMemory(ctx, []*agentv1.MemoryRange{{Addr: ranges[0].Addr, Size: ranges[0].Size}}, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.ShrinkMemory(ctx, 256); err != nil {
+		t.Fatal(err)
+	}
+	// QEMU unmaps a deleted backend's memory once its RCU grace period has passed.
+	for after := memfdMappings(t, e.sb.VM().Pid()); after != before; after = memfdMappings(t, e.sb.VM().Pid()) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("QEMU maps %d memfd regions after shrinking, %d before growing", after, before)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	c2 := e.container("c2", []string{"sh", "-c", "head -c 20000000 /dev/zero > /big && wc -c < /big && rm /big"}, nil)
+	if code, out, errs := e.run(c2, nil); code != 0 || out != "20000000\n" {
+		t.Fatalf("after shrinking: exit %d %q %q", code, out, errs)
 	}
 }
 

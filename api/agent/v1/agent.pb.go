@@ -4923,6 +4923,158 @@ func (x *OfflineCPUsResponse) GetCpus() []uint32 {
 	return nil
 }
 
+type MemoryRange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Guest-physical start address and size in bytes, both multiples of the guest's memory
+	// block size.
+	Addr          uint64 `protobuf:"varint,1,opt,name=addr,proto3" json:"addr,omitempty"`
+	Size          uint64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemoryRange) Reset() {
+	*x = MemoryRange{}
+	mi := &file_agent_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemoryRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemoryRange) ProtoMessage() {}
+
+func (x *MemoryRange) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemoryRange.ProtoReflect.Descriptor instead.
+func (*MemoryRange) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{84}
+}
+
+func (x *MemoryRange) GetAddr() uint64 {
+	if x != nil {
+		return x.Addr
+	}
+	return 0
+}
+
+func (x *MemoryRange) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+type OfflineMemoryRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Ranges []*MemoryRange         `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	// How long the guest may try to offline the blocks, all together; 0: 10 seconds.
+	TimeoutMs     uint32 `protobuf:"varint,2,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OfflineMemoryRequest) Reset() {
+	*x = OfflineMemoryRequest{}
+	mi := &file_agent_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OfflineMemoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OfflineMemoryRequest) ProtoMessage() {}
+
+func (x *OfflineMemoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OfflineMemoryRequest.ProtoReflect.Descriptor instead.
+func (*OfflineMemoryRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *OfflineMemoryRequest) GetRanges() []*MemoryRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *OfflineMemoryRequest) GetTimeoutMs() uint32 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+type OfflineMemoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The memory block numbers this call offlined.
+	Blocks        []uint64 `protobuf:"varint,1,rep,packed,name=blocks,proto3" json:"blocks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OfflineMemoryResponse) Reset() {
+	*x = OfflineMemoryResponse{}
+	mi := &file_agent_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OfflineMemoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OfflineMemoryResponse) ProtoMessage() {}
+
+func (x *OfflineMemoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OfflineMemoryResponse.ProtoReflect.Descriptor instead.
+func (*OfflineMemoryResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *OfflineMemoryResponse) GetBlocks() []uint64 {
+	if x != nil {
+		return x.Blocks
+	}
+	return nil
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -5268,7 +5420,16 @@ const file_agent_proto_rawDesc = "" +
 	"\x12OfflineCPUsRequest\x121\n" +
 	"\x06places\x18\x01 \x03(\v2\x19.vessel.agent.v1.CPUPlaceR\x06places\")\n" +
 	"\x13OfflineCPUsResponse\x12\x12\n" +
-	"\x04cpus\x18\x01 \x03(\rR\x04cpus2\xcf\x16\n" +
+	"\x04cpus\x18\x01 \x03(\rR\x04cpus\"5\n" +
+	"\vMemoryRange\x12\x12\n" +
+	"\x04addr\x18\x01 \x01(\x04R\x04addr\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\"k\n" +
+	"\x14OfflineMemoryRequest\x124\n" +
+	"\x06ranges\x18\x01 \x03(\v2\x1c.vessel.agent.v1.MemoryRangeR\x06ranges\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x02 \x01(\rR\ttimeoutMs\"/\n" +
+	"\x15OfflineMemoryResponse\x12\x16\n" +
+	"\x06blocks\x18\x01 \x03(\x04R\x06blocks2\xcf\x16\n" +
 	"\x05Agent\x12F\n" +
 	"\x05Check\x12\x1d.vessel.agent.v1.CheckRequest\x1a\x1e.vessel.agent.v1.CheckResponse\x12L\n" +
 	"\aVersion\x12\x1f.vessel.agent.v1.VersionRequest\x1a .vessel.agent.v1.VersionResponse\x12N\n" +
@@ -5336,7 +5497,9 @@ const file_agent_proto_rawDesc = "" +
 	"\x15PortForwardCloseWrite\x12#.vessel.agent.v1.PortForwardRequest\x1a\x16.vessel.agent.v1.Empty\x12O\n" +
 	"\x10PortForwardClose\x12#.vessel.agent.v1.PortForwardRequest\x1a\x16.vessel.agent.v1.Empty2`\n" +
 	"\x04CPUs\x12X\n" +
-	"\vOfflineCPUs\x12#.vessel.agent.v1.OfflineCPUsRequest\x1a$.vessel.agent.v1.OfflineCPUsResponseB:Z8github.com/vessel-containers/vessel/api/agent/v1;agentv1b\x06proto3"
+	"\vOfflineCPUs\x12#.vessel.agent.v1.OfflineCPUsRequest\x1a$.vessel.agent.v1.OfflineCPUsResponse2h\n" +
+	"\x06Memory\x12^\n" +
+	"\rOfflineMemory\x12%.vessel.agent.v1.OfflineMemoryRequest\x1a&.vessel.agent.v1.OfflineMemoryResponseB:Z8github.com/vessel-containers/vessel/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -5350,7 +5513,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 87)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                    // 0: vessel.agent.v1.Empty
 	(*CheckRequest)(nil),             // 1: vessel.agent.v1.CheckRequest
@@ -5436,6 +5599,9 @@ var file_agent_proto_goTypes = []any{
 	(*CPUPlace)(nil),                 // 81: vessel.agent.v1.CPUPlace
 	(*OfflineCPUsRequest)(nil),       // 82: vessel.agent.v1.OfflineCPUsRequest
 	(*OfflineCPUsResponse)(nil),      // 83: vessel.agent.v1.OfflineCPUsResponse
+	(*MemoryRange)(nil),              // 84: vessel.agent.v1.MemoryRange
+	(*OfflineMemoryRequest)(nil),     // 85: vessel.agent.v1.OfflineMemoryRequest
+	(*OfflineMemoryResponse)(nil),    // 86: vessel.agent.v1.OfflineMemoryResponse
 }
 var file_agent_proto_depIdxs = []int32{
 	8,  // 0: vessel.agent.v1.CreateSandboxRequest.storages:type_name -> vessel.agent.v1.Storage
@@ -5462,117 +5628,120 @@ var file_agent_proto_depIdxs = []int32{
 	59, // 21: vessel.agent.v1.GuestDetailsResponse.agent_details:type_name -> vessel.agent.v1.AgentDetails
 	11, // 22: vessel.agent.v1.DebugStartRequest.stdio:type_name -> vessel.agent.v1.StdioConfig
 	81, // 23: vessel.agent.v1.OfflineCPUsRequest.places:type_name -> vessel.agent.v1.CPUPlace
-	1,  // 24: vessel.agent.v1.Agent.Check:input_type -> vessel.agent.v1.CheckRequest
-	3,  // 25: vessel.agent.v1.Agent.Version:input_type -> vessel.agent.v1.VersionRequest
-	5,  // 26: vessel.agent.v1.Agent.CreateSandbox:input_type -> vessel.agent.v1.CreateSandboxRequest
-	6,  // 27: vessel.agent.v1.Agent.DestroySandbox:input_type -> vessel.agent.v1.DestroySandboxRequest
-	9,  // 28: vessel.agent.v1.Agent.CreateContainer:input_type -> vessel.agent.v1.CreateContainerRequest
-	12, // 29: vessel.agent.v1.Agent.StartContainer:input_type -> vessel.agent.v1.StartContainerRequest
-	13, // 30: vessel.agent.v1.Agent.RemoveContainer:input_type -> vessel.agent.v1.RemoveContainerRequest
-	15, // 31: vessel.agent.v1.Agent.ExecProcess:input_type -> vessel.agent.v1.ExecProcessRequest
-	16, // 32: vessel.agent.v1.Agent.SignalProcess:input_type -> vessel.agent.v1.SignalProcessRequest
-	17, // 33: vessel.agent.v1.Agent.WaitProcess:input_type -> vessel.agent.v1.WaitProcessRequest
-	19, // 34: vessel.agent.v1.Agent.ListProcesses:input_type -> vessel.agent.v1.ListProcessesRequest
-	23, // 35: vessel.agent.v1.Agent.UpdateContainer:input_type -> vessel.agent.v1.UpdateContainerRequest
-	24, // 36: vessel.agent.v1.Agent.PauseContainer:input_type -> vessel.agent.v1.PauseContainerRequest
-	25, // 37: vessel.agent.v1.Agent.ResumeContainer:input_type -> vessel.agent.v1.ResumeContainerRequest
-	26, // 38: vessel.agent.v1.Agent.StatsContainer:input_type -> vessel.agent.v1.StatsContainerRequest
-	33, // 39: vessel.agent.v1.Agent.GetOOMEvent:input_type -> vessel.agent.v1.GetOOMEventRequest
-	35, // 40: vessel.agent.v1.Agent.WriteStdin:input_type -> vessel.agent.v1.WriteStreamRequest
-	37, // 41: vessel.agent.v1.Agent.ReadStdout:input_type -> vessel.agent.v1.ReadStreamRequest
-	37, // 42: vessel.agent.v1.Agent.ReadStderr:input_type -> vessel.agent.v1.ReadStreamRequest
-	39, // 43: vessel.agent.v1.Agent.CloseStdin:input_type -> vessel.agent.v1.CloseStdinRequest
-	40, // 44: vessel.agent.v1.Agent.TtyWinResize:input_type -> vessel.agent.v1.TtyWinResizeRequest
-	47, // 45: vessel.agent.v1.Agent.UpdateInterface:input_type -> vessel.agent.v1.UpdateInterfaceRequest
-	48, // 46: vessel.agent.v1.Agent.UpdateRoutes:input_type -> vessel.agent.v1.UpdateRoutesRequest
-	49, // 47: vessel.agent.v1.Agent.ListInterfaces:input_type -> vessel.agent.v1.ListInterfacesRequest
-	50, // 48: vessel.agent.v1.Agent.ListRoutes:input_type -> vessel.agent.v1.ListRoutesRequest
-	51, // 49: vessel.agent.v1.Agent.AddARPNeighbors:input_type -> vessel.agent.v1.AddARPNeighborsRequest
-	52, // 50: vessel.agent.v1.Agent.OnlineCPUMem:input_type -> vessel.agent.v1.OnlineCPUMemRequest
-	53, // 51: vessel.agent.v1.Agent.MemHotplugByProbe:input_type -> vessel.agent.v1.MemHotplugByProbeRequest
-	54, // 52: vessel.agent.v1.Agent.CopyFile:input_type -> vessel.agent.v1.CopyFileRequest
-	56, // 53: vessel.agent.v1.Agent.ReseedRandomDev:input_type -> vessel.agent.v1.ReseedRandomDevRequest
-	57, // 54: vessel.agent.v1.Agent.SetGuestDateTime:input_type -> vessel.agent.v1.SetGuestDateTimeRequest
-	58, // 55: vessel.agent.v1.Agent.GetGuestDetails:input_type -> vessel.agent.v1.GuestDetailsRequest
-	61, // 56: vessel.agent.v1.Agent.GetMetrics:input_type -> vessel.agent.v1.GetMetricsRequest
-	55, // 57: vessel.agent.v1.Agent.WarmUp:input_type -> vessel.agent.v1.WarmUpRequest
-	63, // 58: vessel.agent.v1.Agent.SetPolicy:input_type -> vessel.agent.v1.SetPolicyRequest
-	65, // 59: vessel.agent.v1.Tracing.CollectSpans:input_type -> vessel.agent.v1.CollectSpansRequest
-	67, // 60: vessel.agent.v1.Debug.DebugStart:input_type -> vessel.agent.v1.DebugStartRequest
-	69, // 61: vessel.agent.v1.Debug.DebugWriteStdin:input_type -> vessel.agent.v1.DebugWriteRequest
-	70, // 62: vessel.agent.v1.Debug.DebugReadStdout:input_type -> vessel.agent.v1.DebugReadRequest
-	70, // 63: vessel.agent.v1.Debug.DebugReadStderr:input_type -> vessel.agent.v1.DebugReadRequest
-	68, // 64: vessel.agent.v1.Debug.DebugCloseStdin:input_type -> vessel.agent.v1.DebugProcessRequest
-	71, // 65: vessel.agent.v1.Debug.DebugResize:input_type -> vessel.agent.v1.DebugResizeRequest
-	72, // 66: vessel.agent.v1.Debug.DebugSignal:input_type -> vessel.agent.v1.DebugSignalRequest
-	68, // 67: vessel.agent.v1.Debug.DebugWait:input_type -> vessel.agent.v1.DebugProcessRequest
-	73, // 68: vessel.agent.v1.Files.RemovePath:input_type -> vessel.agent.v1.RemovePathRequest
-	74, // 69: vessel.agent.v1.Volume.VolumeStats:input_type -> vessel.agent.v1.VolumeStatsRequest
-	76, // 70: vessel.agent.v1.Volume.ResizeVolume:input_type -> vessel.agent.v1.ResizeVolumeRequest
-	77, // 71: vessel.agent.v1.PortForward.PortForwardOpen:input_type -> vessel.agent.v1.PortForwardOpenRequest
-	79, // 72: vessel.agent.v1.PortForward.PortForwardWrite:input_type -> vessel.agent.v1.PortForwardWriteRequest
-	80, // 73: vessel.agent.v1.PortForward.PortForwardRead:input_type -> vessel.agent.v1.PortForwardReadRequest
-	78, // 74: vessel.agent.v1.PortForward.PortForwardCloseWrite:input_type -> vessel.agent.v1.PortForwardRequest
-	78, // 75: vessel.agent.v1.PortForward.PortForwardClose:input_type -> vessel.agent.v1.PortForwardRequest
-	82, // 76: vessel.agent.v1.CPUs.OfflineCPUs:input_type -> vessel.agent.v1.OfflineCPUsRequest
-	2,  // 77: vessel.agent.v1.Agent.Check:output_type -> vessel.agent.v1.CheckResponse
-	4,  // 78: vessel.agent.v1.Agent.Version:output_type -> vessel.agent.v1.VersionResponse
-	0,  // 79: vessel.agent.v1.Agent.CreateSandbox:output_type -> vessel.agent.v1.Empty
-	0,  // 80: vessel.agent.v1.Agent.DestroySandbox:output_type -> vessel.agent.v1.Empty
-	0,  // 81: vessel.agent.v1.Agent.CreateContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 82: vessel.agent.v1.Agent.StartContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 83: vessel.agent.v1.Agent.RemoveContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 84: vessel.agent.v1.Agent.ExecProcess:output_type -> vessel.agent.v1.Empty
-	0,  // 85: vessel.agent.v1.Agent.SignalProcess:output_type -> vessel.agent.v1.Empty
-	18, // 86: vessel.agent.v1.Agent.WaitProcess:output_type -> vessel.agent.v1.WaitProcessResponse
-	21, // 87: vessel.agent.v1.Agent.ListProcesses:output_type -> vessel.agent.v1.ListProcessesResponse
-	0,  // 88: vessel.agent.v1.Agent.UpdateContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 89: vessel.agent.v1.Agent.PauseContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 90: vessel.agent.v1.Agent.ResumeContainer:output_type -> vessel.agent.v1.Empty
-	32, // 91: vessel.agent.v1.Agent.StatsContainer:output_type -> vessel.agent.v1.StatsContainerResponse
-	34, // 92: vessel.agent.v1.Agent.GetOOMEvent:output_type -> vessel.agent.v1.OOMEvent
-	36, // 93: vessel.agent.v1.Agent.WriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
-	38, // 94: vessel.agent.v1.Agent.ReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
-	38, // 95: vessel.agent.v1.Agent.ReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
-	0,  // 96: vessel.agent.v1.Agent.CloseStdin:output_type -> vessel.agent.v1.Empty
-	0,  // 97: vessel.agent.v1.Agent.TtyWinResize:output_type -> vessel.agent.v1.Empty
-	42, // 98: vessel.agent.v1.Agent.UpdateInterface:output_type -> vessel.agent.v1.Interface
-	45, // 99: vessel.agent.v1.Agent.UpdateRoutes:output_type -> vessel.agent.v1.Routes
-	43, // 100: vessel.agent.v1.Agent.ListInterfaces:output_type -> vessel.agent.v1.Interfaces
-	45, // 101: vessel.agent.v1.Agent.ListRoutes:output_type -> vessel.agent.v1.Routes
-	0,  // 102: vessel.agent.v1.Agent.AddARPNeighbors:output_type -> vessel.agent.v1.Empty
-	0,  // 103: vessel.agent.v1.Agent.OnlineCPUMem:output_type -> vessel.agent.v1.Empty
-	0,  // 104: vessel.agent.v1.Agent.MemHotplugByProbe:output_type -> vessel.agent.v1.Empty
-	0,  // 105: vessel.agent.v1.Agent.CopyFile:output_type -> vessel.agent.v1.Empty
-	0,  // 106: vessel.agent.v1.Agent.ReseedRandomDev:output_type -> vessel.agent.v1.Empty
-	0,  // 107: vessel.agent.v1.Agent.SetGuestDateTime:output_type -> vessel.agent.v1.Empty
-	60, // 108: vessel.agent.v1.Agent.GetGuestDetails:output_type -> vessel.agent.v1.GuestDetailsResponse
-	62, // 109: vessel.agent.v1.Agent.GetMetrics:output_type -> vessel.agent.v1.Metrics
-	0,  // 110: vessel.agent.v1.Agent.WarmUp:output_type -> vessel.agent.v1.Empty
-	64, // 111: vessel.agent.v1.Agent.SetPolicy:output_type -> vessel.agent.v1.SetPolicyResponse
-	66, // 112: vessel.agent.v1.Tracing.CollectSpans:output_type -> vessel.agent.v1.CollectSpansResponse
-	0,  // 113: vessel.agent.v1.Debug.DebugStart:output_type -> vessel.agent.v1.Empty
-	36, // 114: vessel.agent.v1.Debug.DebugWriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
-	38, // 115: vessel.agent.v1.Debug.DebugReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
-	38, // 116: vessel.agent.v1.Debug.DebugReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
-	0,  // 117: vessel.agent.v1.Debug.DebugCloseStdin:output_type -> vessel.agent.v1.Empty
-	0,  // 118: vessel.agent.v1.Debug.DebugResize:output_type -> vessel.agent.v1.Empty
-	0,  // 119: vessel.agent.v1.Debug.DebugSignal:output_type -> vessel.agent.v1.Empty
-	18, // 120: vessel.agent.v1.Debug.DebugWait:output_type -> vessel.agent.v1.WaitProcessResponse
-	0,  // 121: vessel.agent.v1.Files.RemovePath:output_type -> vessel.agent.v1.Empty
-	75, // 122: vessel.agent.v1.Volume.VolumeStats:output_type -> vessel.agent.v1.VolumeStatsResponse
-	0,  // 123: vessel.agent.v1.Volume.ResizeVolume:output_type -> vessel.agent.v1.Empty
-	0,  // 124: vessel.agent.v1.PortForward.PortForwardOpen:output_type -> vessel.agent.v1.Empty
-	36, // 125: vessel.agent.v1.PortForward.PortForwardWrite:output_type -> vessel.agent.v1.WriteStreamResponse
-	38, // 126: vessel.agent.v1.PortForward.PortForwardRead:output_type -> vessel.agent.v1.ReadStreamResponse
-	0,  // 127: vessel.agent.v1.PortForward.PortForwardCloseWrite:output_type -> vessel.agent.v1.Empty
-	0,  // 128: vessel.agent.v1.PortForward.PortForwardClose:output_type -> vessel.agent.v1.Empty
-	83, // 129: vessel.agent.v1.CPUs.OfflineCPUs:output_type -> vessel.agent.v1.OfflineCPUsResponse
-	77, // [77:130] is the sub-list for method output_type
-	24, // [24:77] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	84, // 24: vessel.agent.v1.OfflineMemoryRequest.ranges:type_name -> vessel.agent.v1.MemoryRange
+	1,  // 25: vessel.agent.v1.Agent.Check:input_type -> vessel.agent.v1.CheckRequest
+	3,  // 26: vessel.agent.v1.Agent.Version:input_type -> vessel.agent.v1.VersionRequest
+	5,  // 27: vessel.agent.v1.Agent.CreateSandbox:input_type -> vessel.agent.v1.CreateSandboxRequest
+	6,  // 28: vessel.agent.v1.Agent.DestroySandbox:input_type -> vessel.agent.v1.DestroySandboxRequest
+	9,  // 29: vessel.agent.v1.Agent.CreateContainer:input_type -> vessel.agent.v1.CreateContainerRequest
+	12, // 30: vessel.agent.v1.Agent.StartContainer:input_type -> vessel.agent.v1.StartContainerRequest
+	13, // 31: vessel.agent.v1.Agent.RemoveContainer:input_type -> vessel.agent.v1.RemoveContainerRequest
+	15, // 32: vessel.agent.v1.Agent.ExecProcess:input_type -> vessel.agent.v1.ExecProcessRequest
+	16, // 33: vessel.agent.v1.Agent.SignalProcess:input_type -> vessel.agent.v1.SignalProcessRequest
+	17, // 34: vessel.agent.v1.Agent.WaitProcess:input_type -> vessel.agent.v1.WaitProcessRequest
+	19, // 35: vessel.agent.v1.Agent.ListProcesses:input_type -> vessel.agent.v1.ListProcessesRequest
+	23, // 36: vessel.agent.v1.Agent.UpdateContainer:input_type -> vessel.agent.v1.UpdateContainerRequest
+	24, // 37: vessel.agent.v1.Agent.PauseContainer:input_type -> vessel.agent.v1.PauseContainerRequest
+	25, // 38: vessel.agent.v1.Agent.ResumeContainer:input_type -> vessel.agent.v1.ResumeContainerRequest
+	26, // 39: vessel.agent.v1.Agent.StatsContainer:input_type -> vessel.agent.v1.StatsContainerRequest
+	33, // 40: vessel.agent.v1.Agent.GetOOMEvent:input_type -> vessel.agent.v1.GetOOMEventRequest
+	35, // 41: vessel.agent.v1.Agent.WriteStdin:input_type -> vessel.agent.v1.WriteStreamRequest
+	37, // 42: vessel.agent.v1.Agent.ReadStdout:input_type -> vessel.agent.v1.ReadStreamRequest
+	37, // 43: vessel.agent.v1.Agent.ReadStderr:input_type -> vessel.agent.v1.ReadStreamRequest
+	39, // 44: vessel.agent.v1.Agent.CloseStdin:input_type -> vessel.agent.v1.CloseStdinRequest
+	40, // 45: vessel.agent.v1.Agent.TtyWinResize:input_type -> vessel.agent.v1.TtyWinResizeRequest
+	47, // 46: vessel.agent.v1.Agent.UpdateInterface:input_type -> vessel.agent.v1.UpdateInterfaceRequest
+	48, // 47: vessel.agent.v1.Agent.UpdateRoutes:input_type -> vessel.agent.v1.UpdateRoutesRequest
+	49, // 48: vessel.agent.v1.Agent.ListInterfaces:input_type -> vessel.agent.v1.ListInterfacesRequest
+	50, // 49: vessel.agent.v1.Agent.ListRoutes:input_type -> vessel.agent.v1.ListRoutesRequest
+	51, // 50: vessel.agent.v1.Agent.AddARPNeighbors:input_type -> vessel.agent.v1.AddARPNeighborsRequest
+	52, // 51: vessel.agent.v1.Agent.OnlineCPUMem:input_type -> vessel.agent.v1.OnlineCPUMemRequest
+	53, // 52: vessel.agent.v1.Agent.MemHotplugByProbe:input_type -> vessel.agent.v1.MemHotplugByProbeRequest
+	54, // 53: vessel.agent.v1.Agent.CopyFile:input_type -> vessel.agent.v1.CopyFileRequest
+	56, // 54: vessel.agent.v1.Agent.ReseedRandomDev:input_type -> vessel.agent.v1.ReseedRandomDevRequest
+	57, // 55: vessel.agent.v1.Agent.SetGuestDateTime:input_type -> vessel.agent.v1.SetGuestDateTimeRequest
+	58, // 56: vessel.agent.v1.Agent.GetGuestDetails:input_type -> vessel.agent.v1.GuestDetailsRequest
+	61, // 57: vessel.agent.v1.Agent.GetMetrics:input_type -> vessel.agent.v1.GetMetricsRequest
+	55, // 58: vessel.agent.v1.Agent.WarmUp:input_type -> vessel.agent.v1.WarmUpRequest
+	63, // 59: vessel.agent.v1.Agent.SetPolicy:input_type -> vessel.agent.v1.SetPolicyRequest
+	65, // 60: vessel.agent.v1.Tracing.CollectSpans:input_type -> vessel.agent.v1.CollectSpansRequest
+	67, // 61: vessel.agent.v1.Debug.DebugStart:input_type -> vessel.agent.v1.DebugStartRequest
+	69, // 62: vessel.agent.v1.Debug.DebugWriteStdin:input_type -> vessel.agent.v1.DebugWriteRequest
+	70, // 63: vessel.agent.v1.Debug.DebugReadStdout:input_type -> vessel.agent.v1.DebugReadRequest
+	70, // 64: vessel.agent.v1.Debug.DebugReadStderr:input_type -> vessel.agent.v1.DebugReadRequest
+	68, // 65: vessel.agent.v1.Debug.DebugCloseStdin:input_type -> vessel.agent.v1.DebugProcessRequest
+	71, // 66: vessel.agent.v1.Debug.DebugResize:input_type -> vessel.agent.v1.DebugResizeRequest
+	72, // 67: vessel.agent.v1.Debug.DebugSignal:input_type -> vessel.agent.v1.DebugSignalRequest
+	68, // 68: vessel.agent.v1.Debug.DebugWait:input_type -> vessel.agent.v1.DebugProcessRequest
+	73, // 69: vessel.agent.v1.Files.RemovePath:input_type -> vessel.agent.v1.RemovePathRequest
+	74, // 70: vessel.agent.v1.Volume.VolumeStats:input_type -> vessel.agent.v1.VolumeStatsRequest
+	76, // 71: vessel.agent.v1.Volume.ResizeVolume:input_type -> vessel.agent.v1.ResizeVolumeRequest
+	77, // 72: vessel.agent.v1.PortForward.PortForwardOpen:input_type -> vessel.agent.v1.PortForwardOpenRequest
+	79, // 73: vessel.agent.v1.PortForward.PortForwardWrite:input_type -> vessel.agent.v1.PortForwardWriteRequest
+	80, // 74: vessel.agent.v1.PortForward.PortForwardRead:input_type -> vessel.agent.v1.PortForwardReadRequest
+	78, // 75: vessel.agent.v1.PortForward.PortForwardCloseWrite:input_type -> vessel.agent.v1.PortForwardRequest
+	78, // 76: vessel.agent.v1.PortForward.PortForwardClose:input_type -> vessel.agent.v1.PortForwardRequest
+	82, // 77: vessel.agent.v1.CPUs.OfflineCPUs:input_type -> vessel.agent.v1.OfflineCPUsRequest
+	85, // 78: vessel.agent.v1.Memory.OfflineMemory:input_type -> vessel.agent.v1.OfflineMemoryRequest
+	2,  // 79: vessel.agent.v1.Agent.Check:output_type -> vessel.agent.v1.CheckResponse
+	4,  // 80: vessel.agent.v1.Agent.Version:output_type -> vessel.agent.v1.VersionResponse
+	0,  // 81: vessel.agent.v1.Agent.CreateSandbox:output_type -> vessel.agent.v1.Empty
+	0,  // 82: vessel.agent.v1.Agent.DestroySandbox:output_type -> vessel.agent.v1.Empty
+	0,  // 83: vessel.agent.v1.Agent.CreateContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 84: vessel.agent.v1.Agent.StartContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 85: vessel.agent.v1.Agent.RemoveContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 86: vessel.agent.v1.Agent.ExecProcess:output_type -> vessel.agent.v1.Empty
+	0,  // 87: vessel.agent.v1.Agent.SignalProcess:output_type -> vessel.agent.v1.Empty
+	18, // 88: vessel.agent.v1.Agent.WaitProcess:output_type -> vessel.agent.v1.WaitProcessResponse
+	21, // 89: vessel.agent.v1.Agent.ListProcesses:output_type -> vessel.agent.v1.ListProcessesResponse
+	0,  // 90: vessel.agent.v1.Agent.UpdateContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 91: vessel.agent.v1.Agent.PauseContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 92: vessel.agent.v1.Agent.ResumeContainer:output_type -> vessel.agent.v1.Empty
+	32, // 93: vessel.agent.v1.Agent.StatsContainer:output_type -> vessel.agent.v1.StatsContainerResponse
+	34, // 94: vessel.agent.v1.Agent.GetOOMEvent:output_type -> vessel.agent.v1.OOMEvent
+	36, // 95: vessel.agent.v1.Agent.WriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
+	38, // 96: vessel.agent.v1.Agent.ReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
+	38, // 97: vessel.agent.v1.Agent.ReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
+	0,  // 98: vessel.agent.v1.Agent.CloseStdin:output_type -> vessel.agent.v1.Empty
+	0,  // 99: vessel.agent.v1.Agent.TtyWinResize:output_type -> vessel.agent.v1.Empty
+	42, // 100: vessel.agent.v1.Agent.UpdateInterface:output_type -> vessel.agent.v1.Interface
+	45, // 101: vessel.agent.v1.Agent.UpdateRoutes:output_type -> vessel.agent.v1.Routes
+	43, // 102: vessel.agent.v1.Agent.ListInterfaces:output_type -> vessel.agent.v1.Interfaces
+	45, // 103: vessel.agent.v1.Agent.ListRoutes:output_type -> vessel.agent.v1.Routes
+	0,  // 104: vessel.agent.v1.Agent.AddARPNeighbors:output_type -> vessel.agent.v1.Empty
+	0,  // 105: vessel.agent.v1.Agent.OnlineCPUMem:output_type -> vessel.agent.v1.Empty
+	0,  // 106: vessel.agent.v1.Agent.MemHotplugByProbe:output_type -> vessel.agent.v1.Empty
+	0,  // 107: vessel.agent.v1.Agent.CopyFile:output_type -> vessel.agent.v1.Empty
+	0,  // 108: vessel.agent.v1.Agent.ReseedRandomDev:output_type -> vessel.agent.v1.Empty
+	0,  // 109: vessel.agent.v1.Agent.SetGuestDateTime:output_type -> vessel.agent.v1.Empty
+	60, // 110: vessel.agent.v1.Agent.GetGuestDetails:output_type -> vessel.agent.v1.GuestDetailsResponse
+	62, // 111: vessel.agent.v1.Agent.GetMetrics:output_type -> vessel.agent.v1.Metrics
+	0,  // 112: vessel.agent.v1.Agent.WarmUp:output_type -> vessel.agent.v1.Empty
+	64, // 113: vessel.agent.v1.Agent.SetPolicy:output_type -> vessel.agent.v1.SetPolicyResponse
+	66, // 114: vessel.agent.v1.Tracing.CollectSpans:output_type -> vessel.agent.v1.CollectSpansResponse
+	0,  // 115: vessel.agent.v1.Debug.DebugStart:output_type -> vessel.agent.v1.Empty
+	36, // 116: vessel.agent.v1.Debug.DebugWriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
+	38, // 117: vessel.agent.v1.Debug.DebugReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
+	38, // 118: vessel.agent.v1.Debug.DebugReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
+	0,  // 119: vessel.agent.v1.Debug.DebugCloseStdin:output_type -> vessel.agent.v1.Empty
+	0,  // 120: vessel.agent.v1.Debug.DebugResize:output_type -> vessel.agent.v1.Empty
+	0,  // 121: vessel.agent.v1.Debug.DebugSignal:output_type -> vessel.agent.v1.Empty
+	18, // 122: vessel.agent.v1.Debug.DebugWait:output_type -> vessel.agent.v1.WaitProcessResponse
+	0,  // 123: vessel.agent.v1.Files.RemovePath:output_type -> vessel.agent.v1.Empty
+	75, // 124: vessel.agent.v1.Volume.VolumeStats:output_type -> vessel.agent.v1.VolumeStatsResponse
+	0,  // 125: vessel.agent.v1.Volume.ResizeVolume:output_type -> vessel.agent.v1.Empty
+	0,  // 126: vessel.agent.v1.PortForward.PortForwardOpen:output_type -> vessel.agent.v1.Empty
+	36, // 127: vessel.agent.v1.PortForward.PortForwardWrite:output_type -> vessel.agent.v1.WriteStreamResponse
+	38, // 128: vessel.agent.v1.PortForward.PortForwardRead:output_type -> vessel.agent.v1.ReadStreamResponse
+	0,  // 129: vessel.agent.v1.PortForward.PortForwardCloseWrite:output_type -> vessel.agent.v1.Empty
+	0,  // 130: vessel.agent.v1.PortForward.PortForwardClose:output_type -> vessel.agent.v1.Empty
+	83, // 131: vessel.agent.v1.CPUs.OfflineCPUs:output_type -> vessel.agent.v1.OfflineCPUsResponse
+	86, // 132: vessel.agent.v1.Memory.OfflineMemory:output_type -> vessel.agent.v1.OfflineMemoryResponse
+	79, // [79:133] is the sub-list for method output_type
+	25, // [25:79] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -5586,9 +5755,9 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   84,
+			NumMessages:   87,
 			NumExtensions: 0,
-			NumServices:   7,
+			NumServices:   8,
 		},
 		GoTypes:           file_agent_proto_goTypes,
 		DependencyIndexes: file_agent_proto_depIdxs,

@@ -994,3 +994,39 @@ func (c *cpusClient) OfflineCPUs(ctx context.Context, req *OfflineCPUsRequest) (
 	}
 	return &resp, nil
 }
+
+type MemoryService interface {
+	OfflineMemory(context.Context, *OfflineMemoryRequest) (*OfflineMemoryResponse, error)
+}
+
+func RegisterMemoryService(srv *ttrpc.Server, svc MemoryService) {
+	srv.RegisterService("vessel.agent.v1.Memory", &ttrpc.ServiceDesc{
+		Methods: map[string]ttrpc.Method{
+			"OfflineMemory": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req OfflineMemoryRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.OfflineMemory(ctx, &req)
+			},
+		},
+	})
+}
+
+type memoryClient struct {
+	client *ttrpc.Client
+}
+
+func NewMemoryClient(client *ttrpc.Client) MemoryService {
+	return &memoryClient{
+		client: client,
+	}
+}
+
+func (c *memoryClient) OfflineMemory(ctx context.Context, req *OfflineMemoryRequest) (*OfflineMemoryResponse, error) {
+	var resp OfflineMemoryResponse
+	if err := c.client.Call(ctx, "vessel.agent.v1.Memory", "OfflineMemory", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}

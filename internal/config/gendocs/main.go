@@ -163,5 +163,7 @@ func render(w io.Writer) {
 	p("100000 µs. With `runtime.static_sandbox_resource_mgmt` the VM is sized once at boot from the ")
 	p("pod's CRI totals (or a single container's own limits); otherwise it boots with the defaults ")
 	p("and grows by CPU and memory hot-plug as containers are created or their limits raised ")
-	p("(task update, CRI UpdateContainerResources); it never shrinks while the sandbox runs.\n")
+	p("(task update, CRI UpdateContainerResources). Lowered limits and deleted containers take back ")
+	p("hot-plugged memory (whole DIMMs the guest offlines first; memory it cannot spare stays) and, ")
+	p("under KVM only, hot-plugged vCPUs (docs/host-cgroups.md).\n")
 }

@@ -2,10 +2,8 @@ package qemu
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/containerd/errdefs"
 
@@ -17,7 +15,7 @@ import (
 // removed newest first, each with device_del, which asks the guest to eject it (ACPI CPU
 // hotplug), and the DEVICE_DELETED event once the guest let it go. The guest must have
 // offlined those CPUs before (the agent's OfflineCPUs at the places CPUPlaces gives).
-// Memory is not removed.
+// Memory is removed in mem_shrink.go.
 //
 // Only under KVM: with QEMU 7.2's TCG, removing a vCPU leaves the guest's remaining vCPUs
 // without timer interrupts (multi-threaded TCG: RCU stalls, the agent stops answering) or
@@ -145,31 +143,10 @@ func (v *VM) unplugCPU(ctx context.Context, c *qmp.Client, id string) error {
 		}
 		return err //nolint:wrapcheck // the caller names the vcpu
 	}
-	timer := time.NewTimer(hotplugAckTimeout)
-	defer timer.Stop()
-	for {
-		select {
-		case <-gone:
-			return v.checkCPUSlotFree(ctx, c, id)
-		case ev := <-events:
-			var d struct {
-				Info struct {
-					Source int `json:"source"`
-					Status int `json:"status"`
-				} `json:"info"`
-			}
-			// 0x84: the eject is in progress; the guest answers again when done.
-			if json.Unmarshal(ev.Data, &d) == nil && d.Info.Status != 0 && d.Info.Status != ostEjectInProgress {
-				return fmt.Errorf("the guest refused the eject: ACPI _OST source %#x status %#x: %w", d.Info.Source, d.Info.Status, errdefs.ErrFailedPrecondition)
-			}
-		case <-v.done:
-			return errors.New("qemu exited")
-		case <-timer.C:
-			return fmt.Errorf("the guest did not release the vcpu within %s: %w", hotplugAckTimeout, errdefs.ErrUnavailable)
-		case <-ctx.Done():
-			return fmt.Errorf("the guest did not release the vcpu: %w", ctx.Err())
-		}
+	if err := v.awaitRelease(ctx, events, gone, "vcpu"); err != nil { // mem_shrink.go
+		return err
 	}
+	return v.checkCPUSlotFree(ctx, c, id)
 }
 
 // checkCPUSlotFree checks that no CPU slot holds vCPU id any more.

@@ -123,7 +123,7 @@ func (v *VM) expectDeleted(dev string) (gone <-chan struct{}, released bool, sto
 }
 
 // deviceDeleted wakes the detach waiting for the device in a DEVICE_DELETED event, or
-// records the release of a hot-plugged disk or NIC nobody waits for.
+// records the release of a hot-plugged disk, NIC or DIMM nobody waits for.
 func (v *VM) deviceDeleted(data json.RawMessage) {
 	var d struct {
 		Device string `json:"device"`
@@ -147,6 +147,10 @@ func (v *VM) deviceDeleted(data json.RawMessage) {
 	if ch, ok := v.devEvents.deleted[d.Device]; ok {
 		close(ch)
 		delete(v.devEvents.deleted, d.Device)
+		return
+	}
+	if strings.HasPrefix(d.Device, dimmDevicePrefix) {
+		v.dimmReleased(d.Device) // mem_shrink.go
 		return
 	}
 	if strings.HasPrefix(d.Device, diskDevicePrefix) || strings.HasPrefix(d.Device, nicDevicePrefix) {

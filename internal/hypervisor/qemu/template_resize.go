@@ -17,7 +17,8 @@ import (
 // memory-backend-ram objects (ACPI memory hotplug), one DIMM per Grow. Each device_add
 // waits for the guest's ACPI _OST answer, so when Grow returns the guest kernel has added
 // the vCPUs and memory blocks and the agent can online them (OnlineCPUMem). Both work under
-// TCG with the project's guest kernel. Nothing is ever unplugged.
+// TCG with the project's guest kernel. Removing vCPUs is in cpu_shrink.go, removing DIMMs
+// in mem_shrink.go.
 
 // hotplugAckTimeout bounds the wait for the guest's answer to a hot-plug.
 const hotplugAckTimeout = 30 * time.Second
@@ -61,7 +62,20 @@ const dimmAlignMiB = 128
 type hotplugged struct {
 	vcpus     uint32
 	memoryMiB uint32
-	dimms     uint32
+	// dimms are the DIMMs Grow added and nothing removed yet, oldest first.
+	dimms []hotDIMM
+	// nextDIMM numbers the ids of the next DIMM and its backend: ids are never reused,
+	// so a backend whose removal failed cannot clash with a new one.
+	nextDIMM uint32
+	// staleBackends are the backends of DIMMs the guest released while nobody waited
+	// (mem_shrink.go); the next Grow or ShrinkMemory deletes them.
+	staleBackends []string
+}
+
+// hotDIMM is a hot-plugged DIMM: its device id, its backend's id and its size.
+type hotDIMM struct {
+	dev, mem string
+	sizeMiB  uint32
 }
 
 var _ hypervisor.Resizer = (*VM)(nil)
@@ -121,8 +135,9 @@ func (v *VM) Grow(ctx context.Context, vcpus, memoryMiB uint32) error {
 	if memoryMiB > curMem {
 		add := (memoryMiB - curMem + dimmAlignMiB - 1) / dimmAlignMiB * dimmAlignMiB
 		add = min(add, maxMem-curMem)
+		v.deleteStaleBackends(ctx, c) // mem_shrink.go
 		v.mu.Lock()
-		n := v.hot.dimms
+		n, next := uint32(len(v.hot.dimms)), v.hot.nextDIMM
 		v.mu.Unlock()
 		slots := v.cfg.MemorySlots
 		if slots == 0 {
@@ -131,7 +146,10 @@ func (v *VM) Grow(ctx context.Context, vcpus, memoryMiB uint32) error {
 		if n >= slots {
 			return fmt.Errorf("qemu %s: grow memory: all %d memory slots are used: %w", v.cfg.ID, slots, errdefs.ErrResourceExhausted)
 		}
-		mem, dimm := fmt.Sprintf("vessel-mem-%d", n), fmt.Sprintf("vessel-dimm-%d", n)
+		mem, dimm := fmt.Sprintf("%s%d", memBackendPrefix, next), fmt.Sprintf("%s%d", dimmDevicePrefix, next)
+		v.mu.Lock()
+		v.hot.nextDIMM++
+		v.mu.Unlock()
 		// Memory of a virtio-fs VM is shared with virtiofsd (vhost-user maps it), added
 		// memory too.
 		backend, props := "memory-backend-ram", map[string]any{"size": uint64(add) << 20}
@@ -149,7 +167,7 @@ func (v *VM) Grow(ctx context.Context, vcpus, memoryMiB uint32) error {
 		}
 		v.mu.Lock()
 		v.hot.memoryMiB += add
-		v.hot.dimms++
+		v.hot.dimms = append(v.hot.dimms, hotDIMM{dev: dimm, mem: mem, sizeMiB: add})
 		v.mu.Unlock()
 	}
 	return nil

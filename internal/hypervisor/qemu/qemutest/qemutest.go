@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -69,12 +70,12 @@ func Main() {
 	if len(os.Args) < 3 || os.Args[1] != "-name" || !strings.HasPrefix(os.Args[2], "vessel-"+idPrefix) {
 		return
 	}
-	mode, _, _ := strings.Cut(strings.TrimPrefix(os.Args[2], "vessel-"+idPrefix), "-")
-	os.Exit(serve(Mode(mode)))
+	mode, name, _ := strings.Cut(strings.TrimPrefix(os.Args[2], "vessel-"+idPrefix), "-")
+	os.Exit(serve(Mode(mode), name))
 }
 
 // serve answers QMP on the listener at fd 3 and returns the exit status.
-func serve(mode Mode) int {
+func serve(mode Mode, name string) int {
 	switch mode {
 	case Normal, IgnoreQuit, Crash, Mute, Handover, Silent:
 	default:
@@ -94,7 +95,7 @@ func serve(mode Mode) int {
 		time.Sleep(time.Hour) // killed by the driver
 		return 1
 	}
-	m := &machine{mode: mode, status: "running"}
+	m := &machine{mode: mode, name: name, status: "running"}
 	m.coldNICs(os.Args[1:])
 	for {
 		conn, err := l.Accept()
@@ -165,7 +166,10 @@ func (m *machine) coldNICs(args []string) {
 
 // machine is the state of the fake VM across QMP sessions.
 type machine struct {
-	mode    Mode
+	mode Mode
+	// name is the VM's name after its mode (ID); DIMM markers in it change how the
+	// guest answers a DIMM's unplug.
+	name    string
 	status  string // "running" or "paused"
 	queries int    // query-status commands answered
 	// fdsets, nodes and devices are what the disk commands made: fd set ids, block node
@@ -179,6 +183,113 @@ type machine struct {
 	// netdev ids, each with the descriptor names it took over.
 	fdnames map[string]bool
 	netdevs map[string][]string
+	// backends are the sizes of the memory backends object-add made, by id; dimms the
+	// pc-dimm devices, in plug order; lateDeleted the DIMM whose DEVICE_DELETED comes
+	// with the next command (DIMMLateMarker).
+	backends    map[string]uint64
+	dimms       []fakeDIMM
+	lateDeleted string
+}
+
+// fakeDIMM is a pc-dimm of the fake: its id, its backend and where it sits.
+type fakeDIMM struct {
+	id, memdev string
+	addr, size uint64
+}
+
+// DIMMBusyMarker in a VM's name makes its guest refuse every DIMM unplug (ACPI _OST
+// status 0x82, device busy, after 0x84, eject in progress); DIMMLateMarker makes the
+// guest release a DIMM only after the next QMP command, when the driver may have given
+// up waiting. Every memory command is written to stderr like the disk commands.
+const (
+	DIMMBusyMarker = "dimmbusy"
+	DIMMLateMarker = "dimmlate"
+)
+
+// memory answers the memory hotplug commands (object-add of a memory backend, device_add
+// and device_del of a pc-dimm, query-memory-devices); ok is false for other commands.
+// events are to be sent after the answer, as name and data.
+func (m *machine) memory(execute string, args map[string]any) (ret string, errDesc string, events [][2]string, ok bool) {
+	if m.backends == nil {
+		m.backends = map[string]uint64{}
+	}
+	str := func(k string) string { s, _ := args[k].(string); return s }
+	switch execute {
+	case "object-add":
+		if t := str("qom-type"); t != "memory-backend-ram" && t != "memory-backend-memfd" {
+			return "", "", nil, false
+		}
+		size, _ := args["size"].(float64)
+		if _, dup := m.backends[str("id")]; dup || size <= 0 {
+			return "", fmt.Sprintf("attempt to add duplicate or empty object id '%s'", str("id")), nil, true
+		}
+		m.backends[str("id")] = uint64(size)
+		return "{}", "", nil, true
+	case "device_add":
+		if str("driver") != "pc-dimm" {
+			return "", "", nil, false
+		}
+		size, ok := m.backends[str("memdev")]
+		if !ok {
+			return "", fmt.Sprintf("can't find memdev '%s'", str("memdev")), nil, true
+		}
+		addr := uint64(4 << 30)
+		for _, d := range m.dimms {
+			addr = max(addr, d.addr+d.size)
+		}
+		m.dimms = append(m.dimms, fakeDIMM{id: str("id"), memdev: str("memdev"), addr: addr, size: size})
+		ost := fmt.Sprintf(`{"info": {"device": %q, "slot": "%d", "slot-type": "DIMM", "source": 1, "status": 0}}`, str("id"), len(m.dimms)-1)
+		return "{}", "", [][2]string{{"ACPI_DEVICE_OST", ost}}, true
+	case "device_del":
+		id := str("id")
+		i := slices.IndexFunc(m.dimms, func(d fakeDIMM) bool { return d.id == id })
+		if i < 0 {
+			return "", "", nil, false // a disk or a NIC
+		}
+		ost := func(status int) [2]string {
+			return [2]string{"ACPI_DEVICE_OST", fmt.Sprintf(`{"info": {"device": %q, "slot": "%d", "slot-type": "DIMM", "source": 3, "status": %d}}`, id, i, status)}
+		}
+		switch {
+		case strings.Contains(m.name, DIMMBusyMarker):
+			return "{}", "", [][2]string{ost(0x84), ost(0x82)}, true
+		case strings.Contains(m.name, DIMMLateMarker):
+			m.lateDeleted = id
+			return "{}", "", [][2]string{ost(0x84)}, true
+		}
+		m.dimms = slices.Delete(m.dimms, i, i+1)
+		return "{}", "", [][2]string{ost(0x84), {"DEVICE_DELETED", fmt.Sprintf(`{"device": %q, "path": "/machine/peripheral/%s"}`, id, id)}}, true
+	case "object-del":
+		if _, ok := m.backends[str("id")]; !ok {
+			return "", "", nil, false
+		}
+		for _, d := range m.dimms {
+			if d.memdev == str("id") {
+				return "", fmt.Sprintf("object '%s' is in use, can not be deleted", str("id")), nil, true
+			}
+		}
+		delete(m.backends, str("id"))
+		return "{}", "", nil, true
+	case "query-memory-devices":
+		out := make([]string, 0, len(m.dimms))
+		for i, d := range m.dimms {
+			out = append(out, fmt.Sprintf(`{"type": "dimm", "data": {"id": %q, "addr": %d, "size": %d, "memdev": "/objects/%s", "slot": %d, "node": 0, "hotplugged": true, "hotpluggable": true}}`,
+				d.id, d.addr, d.size, d.memdev, i))
+		}
+		return "[" + strings.Join(out, ",") + "]", "", nil, true
+	}
+	return "", "", nil, false
+}
+
+// releaseLate releases the DIMM whose release DIMMLateMarker delayed: it leaves the fake
+// and its DEVICE_DELETED data is returned ("" when there is none).
+func (m *machine) releaseLate() string {
+	id := m.lateDeleted
+	if id == "" {
+		return ""
+	}
+	m.lateDeleted = ""
+	m.dimms = slices.DeleteFunc(m.dimms, func(d fakeDIMM) bool { return d.id == id })
+	return fmt.Sprintf(`{"device": %q, "path": "/machine/peripheral/%s"}`, id, id)
 }
 
 // FailMarker in a disk's node name makes the fake refuse its device_add, so that tests
@@ -406,6 +517,22 @@ func (m *machine) session(conn net.Conn) (code int, exit bool) {
 			return 0, false
 		}
 		ret := func(v string) { send(`{"return": ` + v + `, "id": ` + string(cmd.ID) + `}`) }
+		if late := m.releaseLate(); late != "" {
+			event("DEVICE_DELETED", late)
+		}
+		if r, desc, events, ok := m.memory(cmd.Execute, cmd.Arguments); ok {
+			a, _ := json.Marshal(cmd.Arguments)
+			fmt.Fprintf(os.Stderr, "qmp: %s %s\n", cmd.Execute, a)
+			if desc != "" {
+				send(fmt.Sprintf(`{"error": {"class": "GenericError", "desc": %q}, "id": %s}`, desc, cmd.ID))
+			} else {
+				ret(r)
+			}
+			for _, e := range events {
+				event(e[0], e[1])
+			}
+			continue
+		}
 		if r, desc, ok := m.network(cmd.Execute, cmd.Arguments); ok {
 			a, _ := json.Marshal(cmd.Arguments)
 			fmt.Fprintf(os.Stderr, "qmp: %s %s\n", cmd.Execute, a)

@@ -89,3 +89,26 @@ func (c *Client) ObjectAdd(ctx context.Context, qomType, id string, props map[st
 func (c *Client) ObjectDel(ctx context.Context, id string) error {
 	return c.Execute(ctx, "object-del", map[string]any{"id": id}, nil)
 }
+
+// MemoryDevice is a memory device (a DIMM) as query-memory-devices lists it.
+type MemoryDevice struct {
+	// Type is the kind of device: "dimm" for a pc-dimm.
+	Type string `json:"type"`
+	Data struct {
+		// ID is the device id, empty for a device added without one.
+		ID string `json:"id"`
+		// Addr is the guest-physical address the device is mapped at, Size its size, both
+		// in bytes.
+		Addr uint64 `json:"addr"`
+		Size uint64 `json:"size"`
+		// Memdev is the QOM path of the memory backend object.
+		Memdev string `json:"memdev"`
+	} `json:"data"`
+}
+
+// QueryMemoryDevices lists the memory devices (cold- and hot-plugged DIMMs).
+func (c *Client) QueryMemoryDevices(ctx context.Context) ([]MemoryDevice, error) {
+	var devs []MemoryDevice
+	err := c.Execute(ctx, "query-memory-devices", nil, &devs)
+	return devs, err
+}
