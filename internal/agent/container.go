@@ -51,12 +51,14 @@ type container struct {
 	// oomBase is the cgroup's OOM kill count when the container was created.
 	oomBase uint64
 
-	// mu guards state, init, execs and removing.
-	mu       sync.Mutex
-	state    containerState
-	init     *process
-	execs    map[string]*process
-	removing bool
+	// mu guards state, init, execs, startingExecs and removing.
+	mu    sync.Mutex
+	state containerState
+	init  *process
+	execs map[string]*process
+	// startingExecs holds the exec ids whose ExecProcess starts the process (unlocked).
+	startingExecs map[string]bool
+	removing      bool
 }
 
 // status is the container's state, stopped once its init has exited.
@@ -131,7 +133,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 		}
 	}()
 
-	c := &container{id: id, initExecID: req.GetExecId(), spec: &spec, execs: make(map[string]*process)}
+	c := &container{id: id, initExecID: req.GetExecId(), spec: &spec, execs: make(map[string]*process), startingExecs: make(map[string]bool)}
 	// Registered first: a storage that fails to mount leaves those mounted before it to
 	// be unmounted.
 	undo = append(undo, func() { s.unmountAll(ctx, c.storages) })
@@ -210,8 +212,11 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 		return nil, fmt.Errorf("container %q: oci_spec.process: %w", id, err)
 	}
 	_, span = tracing.Start(ctx, "libcontainer start init")
-	err = lc.Start(proc)
+	entries, err := lc.Start(proc, libct.StartOptions{Record: req.GetInitLog()})
 	tracing.End(span, err)
+	if req.GetInitLog() {
+		s.initLogs.put(id, "", entries) // initlog.go
+	}
 	if err != nil {
 		pio.abort()
 		return nil, err

@@ -82,7 +82,7 @@ func intercept(ctx context.Context, pol *policy.Policy, unmarshal ttrpc.Unmarsha
 }
 
 // NewServer returns a ttrpc server for svc that enforces the policy in gate (nil: none).
-// It serves the Debug, Files, Volume, PortForward and CPUs services too when svc implements them (Service
+// It serves the Debug, Files, Volume, PortForward, CPUs and InitLog services too when svc implements them (Service
 // does).
 func NewServer(svc agentv1.AgentService, gate *policy.Gate) (*ttrpc.Server, error) {
 	return newServer(svc, gate, nil)
@@ -113,6 +113,9 @@ func newServer(svc agentv1.AgentService, gate *policy.Gate, rec *tracing.Recorde
 	}
 	if cpus, ok := svc.(agentv1.CPUsService); ok {
 		agentv1.RegisterCPUsService(srv, cpus)
+	}
+	if il, ok := svc.(agentv1.InitLogService); ok {
+		agentv1.RegisterInitLogService(srv, il)
 	}
 	return srv, nil
 }
