@@ -51,14 +51,15 @@ type container struct {
 	// oomBase is the cgroup's OOM kill count when the container was created.
 	oomBase uint64
 
-	// mu guards state, init, execs, startingExecs and removing.
-	mu    sync.Mutex
-	state containerState
-	init  *process
-	execs map[string]*process
-	// startingExecs holds the exec ids whose ExecProcess starts the process (unlocked).
-	startingExecs map[string]bool
-	removing      bool
+	// mu guards state, init, execs, removing and unpaused.
+	mu       sync.Mutex
+	state    containerState
+	init     *process
+	execs    map[string]*process
+	removing bool
+	// unpaused is closed when the container leaves the paused state it entered when
+	// unpaused was made (PauseContainer), or when its removal begins.
+	unpaused chan struct{}
 }
 
 // status is the container's state, stopped once its init has exited.
@@ -69,6 +70,40 @@ func (c *container) status() containerState {
 		return stateStopped
 	}
 	return c.state
+}
+
+// waitUnpaused waits while the container is paused (an exec with ignore_paused: runc's
+// exec --ignore-paused starts its process in the frozen cgroup, where it waits for the
+// resume; libcontainer cannot start a process into a frozen cgroup without stalling the
+// agent, see libct.Container.Start, so the exec waits for the resume and then starts). It
+// returns at once for a container that is not paused, and when the container's removal
+// begins, leaving the caller to look at the state.
+//
+// Preconditions: c.mu is held; it is released while waiting.
+func (c *container) waitUnpaused(ctx context.Context) error {
+	for c.status() == statePaused && !c.removing {
+		ch := c.unpaused
+		c.mu.Unlock()
+		log.G(ctx).WithField("container", c.id).Info("exec waits for the container to be resumed")
+		select {
+		case <-ch:
+			c.mu.Lock()
+		case <-ctx.Done():
+			c.mu.Lock()
+			return fmt.Errorf("exec in paused container %q: %w", c.id, ctx.Err())
+		}
+	}
+	return nil
+}
+
+// wakeUnpaused closes unpaused, once.
+//
+// Preconditions: c.mu is held.
+func (c *container) wakeUnpaused() {
+	if c.unpaused != nil {
+		close(c.unpaused)
+		c.unpaused = nil
+	}
 }
 
 // oomKills reads the container's OOM kill count.
@@ -133,7 +168,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 		}
 	}()
 
-	c := &container{id: id, initExecID: req.GetExecId(), spec: &spec, execs: make(map[string]*process), startingExecs: make(map[string]bool)}
+	c := &container{id: id, initExecID: req.GetExecId(), spec: &spec, execs: make(map[string]*process)}
 	// Registered first: a storage that fails to mount leaves those mounted before it to
 	// be unmounted.
 	undo = append(undo, func() { s.unmountAll(ctx, c.storages) })
@@ -360,6 +395,7 @@ func (s *Service) RemoveContainer(ctx context.Context, req *agentv1.RemoveContai
 	c.removing = true
 	init := c.init
 	paused := c.status() == statePaused
+	c.wakeUnpaused() // an exec waiting for the resume gives up
 	c.mu.Unlock()
 
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("container", c.id))
@@ -433,6 +469,7 @@ func (s *Service) PauseContainer(ctx context.Context, req *agentv1.PauseContaine
 		return nil, err
 	}
 	c.state = statePaused
+	c.unpaused = make(chan struct{})
 	return &agentv1.Empty{}, nil
 }
 
@@ -450,6 +487,7 @@ func (s *Service) ResumeContainer(ctx context.Context, req *agentv1.ResumeContai
 	if err := c.lc.Resume(); err != nil {
 		return nil, err
 	}
+	c.wakeUnpaused()
 	c.state = stateRunning
 	if c.lc.Status() == "created" {
 		c.state = stateCreated

@@ -101,50 +101,21 @@ func (s *Service) ExecProcess(ctx context.Context, req *agentv1.ExecProcessReque
 	if err != nil {
 		return nil, err
 	}
-	execID := req.GetExecId()
-	c.mu.Lock()
-	// As with runc, a created container takes execs: they join the namespaces of its init,
-	// which waits to be started. A paused one takes them with ignore_paused.
-	st := c.status()
-	paused := st == statePaused && req.GetIgnorePaused()
-	if (st != stateRunning && st != stateCreated && !paused) || c.removing {
-		c.mu.Unlock()
-		want := "created or running"
-		if st == statePaused {
-			want += " (or ignore_paused)"
-		}
-		return nil, fmt.Errorf("container %q: %w: it is %s, exec needs it %s", c.id, errdefs.ErrFailedPrecondition, st, want)
-	}
-	if _, ok := c.execs[execID]; ok || c.startingExecs[execID] || execID == c.initExecID {
-		c.mu.Unlock()
-		return nil, fmt.Errorf("exec %q in container %q: %w", execID, c.id, errdefs.ErrAlreadyExists)
-	}
-	// The start runs unlocked: into a paused container it lasts until ResumeContainer,
-	// which needs c.mu.
-	c.startingExecs[execID] = true
-	c.mu.Unlock()
-	p, err := s.startExec(ctx, c, req, sp, paused)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.startingExecs, execID)
-	if err != nil {
-		return nil, err
+	if req.GetIgnorePaused() {
+		if err := c.waitUnpaused(ctx); err != nil { // container.go
+			return nil, err
+		}
 	}
-	if c.removing {
-		// RemoveContainer ran meanwhile and did not see this process.
-		_ = p.proc.Signal(unix.SIGKILL)
-		<-p.exited
-		p.io.shutdown()
-		return nil, fmt.Errorf("exec %q in container %q: %w: the container is being removed", execID, c.id, errdefs.ErrFailedPrecondition)
+	// As with runc, a created container takes execs: they join the namespaces of its init,
+	// which waits to be started.
+	if st := c.status(); (st != stateRunning && st != stateCreated) || c.removing {
+		return nil, fmt.Errorf("container %q: %w: it is %s, exec needs it created or running", c.id, errdefs.ErrFailedPrecondition, st)
 	}
-	c.execs[p.execID] = p
-	log.G(ctx).WithField("container", c.id).Debugf("exec %q started, pid %d", p.execID, p.pid)
-	return &agentv1.Empty{}, nil
-}
-
-// startExec starts an exec process in c (paused: the container is paused and the process
-// joins its frozen cgroup) and records its start's log when the request asks.
-func (s *Service) startExec(ctx context.Context, c *container, req *agentv1.ExecProcessRequest, sp *specs.Process, paused bool) (*process, error) {
+	if _, ok := c.execs[req.GetExecId()]; ok || req.GetExecId() == c.initExecID {
+		return nil, fmt.Errorf("exec %q in container %q: %w", req.GetExecId(), c.id, errdefs.ErrAlreadyExists)
+	}
 	pio, stdio, err := newProcessIO(req.GetStdio(), sp.Terminal)
 	if err != nil {
 		return nil, err
@@ -155,7 +126,7 @@ func (s *Service) startExec(ctx context.Context, c *container, req *agentv1.Exec
 		return nil, err
 	}
 	_, span := tracing.Start(ctx, "libcontainer start exec")
-	entries, err := c.lc.Start(proc, libct.StartOptions{Record: req.GetInitLog(), IgnorePaused: paused})
+	entries, err := c.lc.Start(proc, libct.StartOptions{Record: req.GetInitLog()})
 	tracing.End(span, err)
 	if req.GetInitLog() {
 		s.initLogs.put(c.id, req.GetExecId(), entries) // initlog.go
@@ -172,7 +143,9 @@ func (s *Service) startExec(ctx context.Context, c *container, req *agentv1.Exec
 		pio.shutdown()
 		return nil, fmt.Errorf("%s: %w", p.name(), err)
 	}
-	return p, nil
+	c.execs[p.execID] = p
+	log.G(ctx).WithField("container", c.id).Debugf("exec %q started, pid %d", p.execID, p.pid)
+	return &agentv1.Empty{}, nil
 }
 
 // SignalProcess signals the init, an exec process, or every process of the container.

@@ -143,7 +143,7 @@ type execOptions struct {
 	pidFile       string
 	// sandboxID is the container's sandbox, whose shim answers the init log (--debug).
 	sandboxID string
-	// ignorePaused lets the process start in a paused container: it waits for the resume.
+	// ignorePaused lets an exec into a paused container wait for the resume.
 	ignorePaused bool
 }
 

@@ -416,7 +416,7 @@ func (c *Container) Kill(ctx context.Context, execID string, sig syscall.Signal,
 type ExecOptions struct {
 	// Stdin tells whether the caller will write the process's stdin.
 	Stdin bool
-	// IgnorePaused lets the process start in a paused container, as runc exec
+	// IgnorePaused lets an exec into a paused container wait for the resume, as runc exec
 	// --ignore-paused: Exec then returns once the container is resumed and the process
 	// started. Without it a paused container refuses the exec.
 	IgnorePaused bool
@@ -436,7 +436,7 @@ func (c *Container) Exec(ctx context.Context, execID string, p *specs.Process, o
 	case st == StateRunning, st == StateCreated:
 	case st == StatePaused && o.IgnorePaused:
 	case st == StatePaused:
-		return fmt.Errorf("exec in container %s: it is paused (an exec that ignores the pause starts in it): %w", c.id, errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("exec in container %s: it is paused (an exec that ignores the pause waits for the resume): %w", c.id, errdefs.ErrFailedPrecondition)
 	default:
 		return fmt.Errorf("exec in container %s: it is %s, not created or running: %w", c.id, st, errdefs.ErrFailedPrecondition)
 	}

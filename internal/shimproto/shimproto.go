@@ -109,9 +109,9 @@ const (
 	// of the process's setup ("runc init" and nsexec, run with debug logging), which
 	// InitLogPath answers (vessel --debug).
 	MetadataInitLog = "io.vessel.init-log"
-	// MetadataIgnorePaused on Exec lets the process start in a paused container: Start
-	// returns once the container is resumed (vessel exec --ignore-paused). Without it
-	// Start refuses an exec into a paused container.
+	// MetadataIgnorePaused on Exec lets the exec into a paused container wait: Start
+	// returns once the container is resumed and the process started (vessel exec
+	// --ignore-paused). Without it Start refuses an exec into a paused container.
 	MetadataIgnorePaused = "io.vessel.ignore-paused"
 	MetadataOn           = "1"
 )

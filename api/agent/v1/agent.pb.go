@@ -1051,9 +1051,12 @@ type ExecProcessRequest struct {
 	Stdio       *StdioConfig           `protobuf:"bytes,4,opt,name=stdio,proto3" json:"stdio,omitempty"`
 	// Record libcontainer's debug log of the process's setup (as CreateContainerRequest's).
 	InitLog bool `protobuf:"varint,5,opt,name=init_log,json=initLog,proto3" json:"init_log,omitempty"`
-	// Start the process in a paused container, as runc exec --ignore-paused does: it joins
-	// the frozen cgroup and ExecProcess returns once the container is resumed and the
-	// process started. Without it a paused container refuses the exec.
+	// Let the exec into a paused container wait, as runc exec --ignore-paused does: the
+	// agent waits for the container to be resumed (ExecProcess returns then, once the
+	// process started), or for its removal (the exec fails). runc starts the process in the
+	// frozen cgroup; the agent's libcontainer cannot start one there without stalling the
+	// agent, so the process starts at the resume. Without it a paused container refuses the
+	// exec.
 	IgnorePaused  bool `protobuf:"varint,6,opt,name=ignore_paused,json=ignorePaused,proto3" json:"ignore_paused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -68,8 +68,6 @@ type Options struct {
 // Container is a libcontainer container.
 type Container struct {
 	c *libcontainer.Container
-	// stateRoot is the directory of libcontainer's state directories (Options.StateRoot).
-	stateRoot string
 	// reaper is the agent's orphan reaper (nil: none). libcontainer forks and waits for
 	// helpers and hooks in Start, Exec and Destroy: those hold it off.
 	reaper *reaper.Reaper
@@ -151,7 +149,7 @@ func Create(o Options) (*Container, error) {
 		}
 		return nil, fmt.Errorf("create container %q: %w", o.ID, err)
 	}
-	return &Container{c: c, stateRoot: o.StateRoot, reaper: o.Reaper}, nil
+	return &Container{c: c, reaper: o.Reaper}, nil
 }
 
 // sysfsForUserNS replaces sysfs mounts by a recursive bind of the guest's /sys (keeping
@@ -191,42 +189,30 @@ func sysfsForUserNS(mounts []specs.Mount, ns []specs.LinuxNamespace) []specs.Mou
 type StartOptions struct {
 	// Record runs the process's "runc init" and nsexec with debug logging and returns
 	// what libcontainer logged during the start (also when it fails). Other starts wait
-	// for a recording start to end, so the entries are about this process; with
-	// IgnorePaused too, every start waits until the container is resumed.
+	// for a recording start to end, so the entries are about this process.
 	Record bool
-	// IgnorePaused starts a process in a paused container, as runc exec --ignore-paused:
-	// the process joins the frozen cgroup, and Start returns once the container is resumed
-	// and the process has started. The start goes through a handle of its own on the
-	// container, so Resume is not held off by libcontainer's lock on this one; until it
-	// returns, no orphan is reaped (the reaper's hold covers the start).
-	IgnorePaused bool
 }
 
 // Start starts p in the container. For the init process (created with init=true) the
 // process stops at libcontainer's exec barrier until Exec is called. It returns the log
 // of the start when o.Record is set.
 //
+// The container must not be paused: libcontainer forks an exec'd process straight into
+// the container's cgroup (clone3 with CLONE_INTO_CGROUP, under vfork), and a child frozen
+// at birth would keep the forking thread, and with it the Go runtime's stop-the-world, from
+// returning until the container is resumed.
+//
 // The process is the agent's child: the orphan reaper leaves it to Process.Wait.
 func (c *Container) Start(p *Process, o StartOptions) (entries []LogEntry, _ error) {
-	lc := c.c
-	if o.IgnorePaused {
-		var err error
-		if lc, err = libcontainer.Load(c.stateRoot, c.c.ID()); err != nil {
-			return nil, fmt.Errorf("start process in %q: load the container: %w", c.c.ID(), err)
-		}
-	}
-	switch {
-	case o.Record:
+	if o.Record {
 		stop := recordStart(p)
 		defer func() { entries = stop() }()
-	case !o.IgnorePaused:
-		// A start into a paused container may wait for long: it does not hold recording
-		// starts off (its lines may then show in the log of one that runs after the resume).
+	} else {
 		defer holdStart()()
 	}
 	release := c.reaper.Hold()
 	defer release()
-	if err := lc.Start(p.p); err != nil {
+	if err := c.c.Start(p.p); err != nil {
 		return nil, fmt.Errorf("start process in %q: %w", c.c.ID(), err)
 	}
 	p.disown = c.reaper.Own(p.Pid())
