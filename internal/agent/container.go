@@ -57,8 +57,9 @@ type container struct {
 	init     *process
 	execs    map[string]*process
 	removing bool
-	// unpaused is closed when the container leaves the paused state it entered when
-	// unpaused was made (PauseContainer), or when its removal begins.
+	// unpaused, made while the container is paused (PauseContainer, or waitUnpaused after
+	// a removal that failed), is closed when the container is resumed or its removal
+	// begins; nil otherwise.
 	unpaused chan struct{}
 }
 
@@ -77,16 +78,25 @@ func (c *container) status() containerState {
 // resume; libcontainer cannot start a process into a frozen cgroup without stalling the
 // agent, see libct.Container.Start, so the exec waits for the resume and then starts). It
 // returns at once for a container that is not paused, and when the container's removal
-// begins, leaving the caller to look at the state.
+// begins or its init exits, leaving the caller to look at the state.
 //
 // Preconditions: c.mu is held; it is released while waiting.
 func (c *container) waitUnpaused(ctx context.Context) error {
 	for c.status() == statePaused && !c.removing {
+		if c.unpaused == nil {
+			c.unpaused = make(chan struct{})
+		}
 		ch := c.unpaused
+		var initExited <-chan struct{} // nil, never ready, without an init
+		if c.init != nil {
+			initExited = c.init.exited
+		}
 		c.mu.Unlock()
 		log.G(ctx).WithField("container", c.id).Info("exec waits for the container to be resumed")
 		select {
 		case <-ch:
+			c.mu.Lock()
+		case <-initExited:
 			c.mu.Lock()
 		case <-ctx.Done():
 			c.mu.Lock()

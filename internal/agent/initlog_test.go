@@ -13,6 +13,7 @@ import (
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/agent/libct"
+	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
 // TestTakeInitLog: a recorded start's log is answered once, by container and exec id;
@@ -50,8 +51,9 @@ func TestTakeInitLog(t *testing.T) {
 	}
 }
 
-// TestWaitUnpaused: an exec that ignores the pause waits until the container is resumed or
-// its removal begins, or its context ends; a container that is not paused does not wait.
+// TestWaitUnpaused: an exec that ignores the pause waits until the container is resumed,
+// its removal begins, its init exits or its context ends; a container that is not paused
+// does not wait.
 func TestWaitUnpaused(t *testing.T) {
 	wait := func(ctx context.Context, c *container) chan error {
 		done := make(chan error, 1)
@@ -87,6 +89,32 @@ func TestWaitUnpaused(t *testing.T) {
 	c.mu.Unlock()
 	if err := <-done; err != nil {
 		t.Errorf("after removal began: %v (the caller looks at the state)", err)
+	}
+
+	// A removal that failed leaves the container paused with no unpaused channel (the
+	// removal closed it): the exec waits for the resume.
+	c = &container{id: "f", state: statePaused}
+	done = wait(context.Background(), c)
+	testutil.WaitFor(t, "the exec to wait (it makes the channel it waits on)", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.unpaused != nil
+	})
+	c.mu.Lock()
+	c.state = stateRunning
+	c.wakeUnpaused()
+	c.mu.Unlock()
+	if err := <-done; err != nil {
+		t.Errorf("after a failed removal and the resume: %v", err)
+	}
+
+	// The init exits while the container is paused.
+	c = paused()
+	c.init = &process{exited: make(chan struct{})}
+	done = wait(context.Background(), c)
+	close(c.init.exited)
+	if err := <-done; err != nil {
+		t.Errorf("after the init exited: %v (the caller looks at the state)", err)
 	}
 
 	c = paused()

@@ -57,7 +57,7 @@ the process's status; a terminal then needs --console-socket.`,
 			&cli.BoolFlag{Name: "no-new-privs", Usage: "set the no new privileges value for the process"},
 			&cli.StringSliceFlag{Name: "cap", Aliases: []string{"c"}, Usage: "add a capability to the bounding, effective and permitted sets (repeatable)"},
 			&cli.IntFlag{Name: "preserve-fds", Usage: "accepted for runc compatibility with 0 only: descriptors cannot be passed into a VM"},
-			&cli.BoolFlag{Name: "ignore-paused", Usage: "allow exec in a paused container"},
+			&cli.BoolFlag{Name: "ignore-paused", Usage: "allow exec in a paused container: exec waits for the container to be resumed, then runs the process"},
 		},
 		Action: execAction,
 	}

@@ -144,33 +144,40 @@ func TestExecIgnorePaused(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	var waitErr error
+	exited := make(chan struct{})
+	go func() { // owner: the test; ends when the exec exits, which the cleanup forces
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
+	// Runs before remove (registered after it): an exec still waiting is killed and reaped.
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
 	// The guest's agent says when the exec waits for the resume; the exec must not
 	// return meanwhile.
 	console := filepath.Join(h.root, "sandboxes", "p1", "console.log")
-	returned := false
 	testutil.WaitFor(t, "the exec to wait for the resume", func() bool {
 		select {
-		case err := <-exited:
+		case <-exited:
 			errOut, _ := os.ReadFile(stderr.Name())
-			t.Errorf("exec --ignore-paused returned while the container is paused: %v: %s", err, errOut)
-			returned = true
-			return true
+			t.Fatalf("exec --ignore-paused returned while the container is paused: %v: %s", waitErr, errOut)
 		default:
 		}
 		data, _ := os.ReadFile(console)
 		return strings.Contains(string(data), "exec waits for the container to be resumed")
 	})
-	if returned {
-		remove()
-		return
-	}
 	h.wantState("p1", "paused")
 	h.ok("resume", "p1")
-	if err := <-exited; err != nil {
+	<-exited
+	if waitErr != nil {
 		errOut, _ := os.ReadFile(stderr.Name())
-		t.Fatalf("exec --ignore-paused: %v: %s", err, errOut)
+		t.Fatalf("exec --ignore-paused: %v: %s", waitErr, errOut)
 	}
 	if out, _ := os.ReadFile(stdout.Name()); string(out) != "ok\n" {
 		t.Errorf("exec --ignore-paused: output %q, want \"ok\\n\"", out)

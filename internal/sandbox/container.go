@@ -410,8 +410,6 @@ func (c *Container) Kill(ctx context.Context, execID string, sig syscall.Signal,
 	return nil
 }
 
-// Exec starts an additional process in the created or running container (as runc, an
-// exec into a created container joins its init's namespaces).
 // ExecOptions change how Exec starts a process.
 type ExecOptions struct {
 	// Stdin tells whether the caller will write the process's stdin.
@@ -425,7 +423,9 @@ type ExecOptions struct {
 	InitLog bool
 }
 
-// Exec starts an additional process in the container.
+// Exec starts an additional process in the created or running container (as runc, an
+// exec into a created container joins its init's namespaces), or in a paused one with
+// o.IgnorePaused once it is resumed.
 func (c *Container) Exec(ctx context.Context, execID string, p *specs.Process, o ExecOptions) (retErr error) {
 	ctx, span := tracing.Start(ctx, "container exec", trace.WithAttributes(attribute.String("container.id", c.id), attribute.String("exec.id", execID)))
 	defer func() { tracing.End(span, retErr) }()

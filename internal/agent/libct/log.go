@@ -17,8 +17,8 @@ import (
 // (nsexec at the level the process was given, debug when none). Nothing on those lines
 // says which process they are about. So the agent routes that logger itself (SetupLog): the
 // console gets the entries at the console level, and a start asked to record its log
-// (StartRecording) gets every entry logged while it runs, with the other starts held off
-// meanwhile (starts), so that the lines it gets are those of its own process's setup.
+// (StartOptions.Record) gets every entry logged while it runs, with the other starts held off
+// meanwhile (logRouter.starts), so that the lines it gets are those of its own process's setup.
 
 // LogEntry is one line of libcontainer's log.
 type LogEntry struct {
