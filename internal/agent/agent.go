@@ -24,6 +24,7 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/agent/boot"
 	"github.com/vessel-containers/vessel/internal/agent/guard"
+	"github.com/vessel-containers/vessel/internal/agent/libct"
 	"github.com/vessel-containers/vessel/internal/agent/netcfg"
 	"github.com/vessel-containers/vessel/internal/agent/reaper"
 	"github.com/vessel-containers/vessel/internal/version"
@@ -44,8 +45,8 @@ func Main() {
 	logger := logrus.New()
 	logger.SetOutput(os.Stderr) // the console: the host captures ttyS0
 	logger.SetFormatter(format)
-	// libcontainer logs through logrus's standard logger; same format on the console.
-	logrus.StandardLogger().SetFormatter(format)
+	// libcontainer's log: same format on the console; a start that records gets all of it.
+	libct.SetupLog(os.Stderr, format, logrus.InfoLevel)
 	ctx := log.WithLogger(context.Background(), logrus.NewEntry(logger).WithField("agent", "vessel"))
 
 	pid1 := os.Getpid() == 1
@@ -75,9 +76,8 @@ func Main() {
 	if cmdline, err := os.ReadFile("/proc/cmdline"); err == nil {
 		if lvl, err := logrus.ParseLevel(boot.LogLevel(string(cmdline))); err == nil {
 			logger.SetLevel(lvl)
-			// libcontainer logs through logrus's standard logger (to stderr, the console);
-			// follow the asked level so its debug lines show with ours.
-			logrus.StandardLogger().SetLevel(lvl)
+			// libcontainer's lines on the console follow the asked level too.
+			libct.SetLogLevel(lvl)
 		}
 	}
 	if pid1 {

@@ -51,12 +51,16 @@ type container struct {
 	// oomBase is the cgroup's OOM kill count when the container was created.
 	oomBase uint64
 
-	// mu guards state, init, execs and removing.
+	// mu guards state, init, execs, removing and unpaused.
 	mu       sync.Mutex
 	state    containerState
 	init     *process
 	execs    map[string]*process
 	removing bool
+	// unpaused, made while the container is paused (PauseContainer, or waitUnpaused after
+	// a removal that failed), is closed when the container is resumed or its removal
+	// begins; nil otherwise.
+	unpaused chan struct{}
 }
 
 // status is the container's state, stopped once its init has exited.
@@ -67,6 +71,49 @@ func (c *container) status() containerState {
 		return stateStopped
 	}
 	return c.state
+}
+
+// waitUnpaused waits while the container is paused (an exec with ignore_paused: runc's
+// exec --ignore-paused starts its process in the frozen cgroup, where it waits for the
+// resume; libcontainer cannot start a process into a frozen cgroup without stalling the
+// agent, see libct.Container.Start, so the exec waits for the resume and then starts). It
+// returns at once for a container that is not paused, and when the container's removal
+// begins or its init exits, leaving the caller to look at the state.
+//
+// Preconditions: c.mu is held; it is released while waiting.
+func (c *container) waitUnpaused(ctx context.Context) error {
+	for c.status() == statePaused && !c.removing {
+		if c.unpaused == nil {
+			c.unpaused = make(chan struct{})
+		}
+		ch := c.unpaused
+		var initExited <-chan struct{} // nil, never ready, without an init
+		if c.init != nil {
+			initExited = c.init.exited
+		}
+		c.mu.Unlock()
+		log.G(ctx).WithField("container", c.id).Info("exec waits for the container to be resumed")
+		select {
+		case <-ch:
+			c.mu.Lock()
+		case <-initExited:
+			c.mu.Lock()
+		case <-ctx.Done():
+			c.mu.Lock()
+			return fmt.Errorf("exec in paused container %q: %w", c.id, ctx.Err())
+		}
+	}
+	return nil
+}
+
+// wakeUnpaused closes unpaused, once.
+//
+// Preconditions: c.mu is held.
+func (c *container) wakeUnpaused() {
+	if c.unpaused != nil {
+		close(c.unpaused)
+		c.unpaused = nil
+	}
 }
 
 // oomKills reads the container's OOM kill count.
@@ -210,8 +257,11 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 		return nil, fmt.Errorf("container %q: oci_spec.process: %w", id, err)
 	}
 	_, span = tracing.Start(ctx, "libcontainer start init")
-	err = lc.Start(proc)
+	entries, err := lc.Start(proc, libct.StartOptions{Record: req.GetInitLog()})
 	tracing.End(span, err)
+	if req.GetInitLog() {
+		s.initLogs.put(id, "", entries) // initlog.go
+	}
 	if err != nil {
 		pio.abort()
 		return nil, err
@@ -355,6 +405,7 @@ func (s *Service) RemoveContainer(ctx context.Context, req *agentv1.RemoveContai
 	c.removing = true
 	init := c.init
 	paused := c.status() == statePaused
+	c.wakeUnpaused() // an exec waiting for the resume gives up
 	c.mu.Unlock()
 
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("container", c.id))
@@ -428,6 +479,7 @@ func (s *Service) PauseContainer(ctx context.Context, req *agentv1.PauseContaine
 		return nil, err
 	}
 	c.state = statePaused
+	c.unpaused = make(chan struct{})
 	return &agentv1.Empty{}, nil
 }
 
@@ -445,6 +497,7 @@ func (s *Service) ResumeContainer(ctx context.Context, req *agentv1.ResumeContai
 	if err := c.lc.Resume(); err != nil {
 		return nil, err
 	}
+	c.wakeUnpaused()
 	c.state = stateRunning
 	if c.lc.Status() == "created" {
 		c.state = stateCreated

@@ -103,6 +103,11 @@ func (s *Service) ExecProcess(ctx context.Context, req *agentv1.ExecProcessReque
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if req.GetIgnorePaused() {
+		if err := c.waitUnpaused(ctx); err != nil { // container.go
+			return nil, err
+		}
+	}
 	// As with runc, a created container takes execs: they join the namespaces of its init,
 	// which waits to be started.
 	if st := c.status(); (st != stateRunning && st != stateCreated) || c.removing {
@@ -121,8 +126,11 @@ func (s *Service) ExecProcess(ctx context.Context, req *agentv1.ExecProcessReque
 		return nil, err
 	}
 	_, span := tracing.Start(ctx, "libcontainer start exec")
-	err = c.lc.Start(proc)
+	entries, err := c.lc.Start(proc, libct.StartOptions{Record: req.GetInitLog()})
 	tracing.End(span, err)
+	if req.GetInitLog() {
+		s.initLogs.put(c.id, req.GetExecId(), entries) // initlog.go
+	}
 	if err != nil {
 		pio.abort()
 		return nil, err

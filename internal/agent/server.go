@@ -82,8 +82,8 @@ func intercept(ctx context.Context, pol *policy.Policy, unmarshal ttrpc.Unmarsha
 }
 
 // NewServer returns a ttrpc server for svc that enforces the policy in gate (nil: none).
-// It serves the Debug, Files, Volume, PortForward, CPUs and Memory services too when svc
-// implements them (Service does).
+// It serves the Debug, Files, Volume, PortForward, CPUs, Memory and InitLog services too
+// when svc implements them (Service does).
 func NewServer(svc agentv1.AgentService, gate *policy.Gate) (*ttrpc.Server, error) {
 	return newServer(svc, gate, nil)
 }
@@ -116,6 +116,9 @@ func newServer(svc agentv1.AgentService, gate *policy.Gate, rec *tracing.Recorde
 	}
 	if mem, ok := svc.(agentv1.MemoryService); ok {
 		agentv1.RegisterMemoryService(srv, mem)
+	}
+	if il, ok := svc.(agentv1.InitLogService); ok {
+		agentv1.RegisterInitLogService(srv, il)
 	}
 	return srv, nil
 }

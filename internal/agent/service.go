@@ -112,6 +112,9 @@ type Service struct {
 	// podNS is the pod's network namespace once made (network.go).
 	podNS *netcfg.PodNS
 
+	// initLogs are the logs of process starts that asked for one (initlog.go).
+	initLogs initLogs
+
 	// fwdMu guards forwards.
 	fwdMu sync.Mutex
 	// forwards are the open port forwards by id (portforward.go); nil while one is dialing.

@@ -213,9 +213,26 @@ func (c *Client) WarmUp(ctx context.Context) error {
 	return err
 }
 
+// ExecProcess starts a process in a container. With ignore_paused it waits for a paused
+// container to be resumed, with no timeout: bound it with ctx.
 func (c *Client) ExecProcess(ctx context.Context, req *agentv1.ExecProcessRequest) error {
-	_, err := call(ctx, "ExecProcess", c.timeouts.Create, c.svc.ExecProcess, req)
+	timeout := c.timeouts.Create
+	if req.GetIgnorePaused() {
+		timeout = 0
+	}
+	_, err := call(ctx, "ExecProcess", timeout, c.svc.ExecProcess, req)
 	return err
+}
+
+// TakeInitLog returns, and has the agent forget, what libcontainer logged while it set up
+// a process whose start asked for its log (init_log).
+func (c *Client) TakeInitLog(ctx context.Context, containerID, execID string) ([]*agentv1.LogEntry, error) {
+	resp, err := call(ctx, "TakeInitLog", c.timeouts.Request, agentv1.NewInitLogClient(c.ttrpc).TakeInitLog,
+		&agentv1.TakeInitLogRequest{ContainerId: containerID, ExecId: execID})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetEntries(), nil
 }
 
 func (c *Client) SignalProcess(ctx context.Context, req *agentv1.SignalProcessRequest) error {

@@ -252,12 +252,13 @@ func (r *ociRuntime) create(ctx context.Context, o createOptions) (_ processHost
 			return nil, fmt.Errorf("encode runtime options: %w", err)
 		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, shimCallTimeout)
+	cctx, cancel := context.WithTimeout(r.withInitLog(ctx), shimCallTimeout) // initlog.go
 	_, err = cl.Create(cctx, req)
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: %w", o.id, err)
 	}
+	r.relayInitLog(ctx, sandboxID, o.id, "")
 	undo = append(undo, func(ctx context.Context) {
 		if _, err := cl.Delete(ctx, &taskAPI.DeleteRequest{ID: o.id}); err != nil {
 			log.G(ctx).WithError(err).Warn("delete container after failed create")

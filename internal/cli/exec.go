@@ -21,6 +21,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/procio"
 	"github.com/vessel-containers/vessel/internal/shimclient"
+	"github.com/vessel-containers/vessel/internal/shimproto"
 )
 
 func execCommand() *cli.Command {
@@ -56,7 +57,7 @@ the process's status; a terminal then needs --console-socket.`,
 			&cli.BoolFlag{Name: "no-new-privs", Usage: "set the no new privileges value for the process"},
 			&cli.StringSliceFlag{Name: "cap", Aliases: []string{"c"}, Usage: "add a capability to the bounding, effective and permitted sets (repeatable)"},
 			&cli.IntFlag{Name: "preserve-fds", Usage: "accepted for runc compatibility with 0 only: descriptors cannot be passed into a VM"},
-			&cli.BoolFlag{Name: "ignore-paused", Usage: "allow exec in a paused container"},
+			&cli.BoolFlag{Name: "ignore-paused", Usage: "allow exec in a paused container: exec waits for the container to be resumed, then runs the process"},
 		},
 		Action: execAction,
 	}
@@ -124,6 +125,8 @@ func execRun(c *cli.Context) error {
 			return fmt.Errorf("pid file: %w", err)
 		}
 	}
+	o.sandboxID = ctr.SandboxID
+	o.ignorePaused = c.Bool("ignore-paused")
 	status, err := r.exec(ctx, ctr.ID, ctr.ShimAddress, proc, o)
 	if err != nil {
 		return err
@@ -138,6 +141,10 @@ type execOptions struct {
 	detach        bool
 	consoleSocket string
 	pidFile       string
+	// sandboxID is the container's sandbox, whose shim answers the init log (--debug).
+	sandboxID string
+	// ignorePaused lets an exec into a paused container wait for the resume.
+	ignorePaused bool
 }
 
 // exec runs an additional process. In the foreground it returns the process's exit
@@ -189,14 +196,20 @@ func (r *ociRuntime) exec(ctx context.Context, id, address string, proc *specs.P
 	if err != nil {
 		return 0, fmt.Errorf("encode process: %w", err)
 	}
-	if _, err := cl.Exec(ctx, &taskAPI.ExecProcessRequest{
+	xctx := r.withInitLog(ctx) // initlog.go
+	if o.ignorePaused {
+		xctx = withMetadata(xctx, shimproto.MetadataIgnorePaused)
+	}
+	if _, err := cl.Exec(xctx, &taskAPI.ExecProcessRequest{
 		ID: id, ExecID: execID, Terminal: proc.Terminal, Spec: spec,
 		Stdin: fifos.Stdin, Stdout: fifos.Stdout, Stderr: fifos.Stderr,
 	}); err != nil {
 		return 0, fmt.Errorf("exec in container %s: %w", id, err)
 	}
 	created = true
-	if _, err := cl.Start(ctx, &taskAPI.StartRequest{ID: id, ExecID: execID}); err != nil {
+	_, err = cl.Start(ctx, &taskAPI.StartRequest{ID: id, ExecID: execID})
+	r.relayInitLog(ctx, o.sandboxID, id, execID)
+	if err != nil {
 		return 0, fmt.Errorf("exec in container %s: %w", id, err)
 	}
 	if err := host.sendConsole(o.consoleSocket); err != nil {

@@ -155,7 +155,18 @@ func bsdTime(d time.Duration) string {
 // guestProcesses asks the shim of ctr's sandbox, on its metrics socket, for the
 // container's processes with what ps shows of them.
 func (r *ociRuntime) guestProcesses(ctx context.Context, ctr *store.Container) ([]shimproto.Process, error) {
-	sock := filepath.Join(r.root, "sandboxes", ctr.SandboxID, shimproto.MetricsSocket)
+	var procs []shimproto.Process
+	q := url.Values{shimproto.ContainerQuery: {ctr.ID}}
+	if err := r.askShim(ctx, ctr.SandboxID, shimproto.ProcessesPath, q, &procs); err != nil {
+		return nil, fmt.Errorf("list processes of %s: %w", ctr.ID, err)
+	}
+	return procs, nil
+}
+
+// askShim GETs path with query q from the shim of sandbox sandboxID, on its metrics
+// socket, and decodes its JSON answer into out.
+func (r *ociRuntime) askShim(ctx context.Context, sandboxID, path string, q url.Values, out any) error {
+	sock := filepath.Join(r.root, "sandboxes", sandboxID, shimproto.MetricsSocket)
 	client := &http.Client{
 		Timeout: shimTimeout,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -164,30 +175,28 @@ func (r *ociRuntime) guestProcesses(ctx context.Context, ctr *store.Container) (
 		}},
 	}
 	defer client.CloseIdleConnections()
-	q := url.Values{shimproto.ContainerQuery: {ctr.ID}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://shim"+shimproto.ProcessesPath+"?"+q.Encode(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://shim"+path+"?"+q.Encode(), nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) {
-			return nil, fmt.Errorf("list processes of %s: sandbox %s does not answer at %s: %w", ctr.ID, ctr.SandboxID, sock, errdefs.ErrUnavailable)
+			return fmt.Errorf("sandbox %s does not answer at %s: %w", sandboxID, sock, errdefs.ErrUnavailable)
 		}
-		return nil, fmt.Errorf("list processes of %s: %w", ctr.ID, err)
+		return err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return nil, fmt.Errorf("list processes of %s: %w", ctr.ID, err)
+		return err
 	}
 	if resp.StatusCode/100 != 2 {
-		return nil, fmt.Errorf("list processes of %s: %s: %w", ctr.ID, strings.TrimSpace(string(body)), errOfStatus(resp.StatusCode))
+		return fmt.Errorf("%s: %w", strings.TrimSpace(string(body)), errOfStatus(resp.StatusCode))
 	}
-	var procs []shimproto.Process
-	if err := json.Unmarshal(body, &procs); err != nil {
-		return nil, fmt.Errorf("list processes of %s: shim's answer: %w", ctr.ID, err)
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("shim's answer: %w", err)
 	}
-	return procs, nil
+	return nil
 }

@@ -32,6 +32,9 @@ type ContainerConfig struct {
 	Plan *oci.Container
 	// Stdin tells whether the caller will write the init process's stdin.
 	Stdin bool
+	// InitLog has the guest record libcontainer's debug log of the init's setup, which
+	// Container.TakeInitLog returns.
+	InitLog bool
 }
 
 // Container is one container in a sandbox.
@@ -150,6 +153,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		Stdio:             stdioConfig(plan.Process.Terminal, plan.Process.ConsoleSize, cfg.Stdin),
 		SandboxPidns:      plan.JoinSandboxPidNS,
 		SandboxNamespaces: namespaceNames(plan.SandboxNamespaces),
+		InitLog:           cfg.InitLog,
 	}); err != nil {
 		return nil, s.explain(fmt.Errorf("container %s: %w", id, err))
 	}
@@ -406,15 +410,34 @@ func (c *Container) Kill(ctx context.Context, execID string, sig syscall.Signal,
 	return nil
 }
 
+// ExecOptions change how Exec starts a process.
+type ExecOptions struct {
+	// Stdin tells whether the caller will write the process's stdin.
+	Stdin bool
+	// IgnorePaused lets an exec into a paused container wait for the resume, as runc exec
+	// --ignore-paused: Exec then returns once the container is resumed and the process
+	// started. Without it a paused container refuses the exec.
+	IgnorePaused bool
+	// InitLog has the guest record libcontainer's debug log of the process's setup, which
+	// TakeInitLog returns.
+	InitLog bool
+}
+
 // Exec starts an additional process in the created or running container (as runc, an
-// exec into a created container joins its init's namespaces).
-func (c *Container) Exec(ctx context.Context, execID string, p *specs.Process, stdin bool) (retErr error) {
+// exec into a created container joins its init's namespaces), or in a paused one with
+// o.IgnorePaused once it is resumed.
+func (c *Container) Exec(ctx context.Context, execID string, p *specs.Process, o ExecOptions) (retErr error) {
 	ctx, span := tracing.Start(ctx, "container exec", trace.WithAttributes(attribute.String("container.id", c.id), attribute.String("exec.id", execID)))
 	defer func() { tracing.End(span, retErr) }()
 	if execID == "" {
 		return fmt.Errorf("exec in container %s: empty exec id: %w", c.id, errdefs.ErrInvalidArgument)
 	}
-	if st := c.getState(); st != StateRunning && st != StateCreated {
+	switch st := c.getState(); {
+	case st == StateRunning, st == StateCreated:
+	case st == StatePaused && o.IgnorePaused:
+	case st == StatePaused:
+		return fmt.Errorf("exec in container %s: it is paused (an exec that ignores the pause waits for the resume): %w", c.id, errdefs.ErrFailedPrecondition)
+	default:
 		return fmt.Errorf("exec in container %s: it is %s, not created or running: %w", c.id, st, errdefs.ErrFailedPrecondition)
 	}
 	procJSON, err := json.Marshal(p)
@@ -423,13 +446,26 @@ func (c *Container) Exec(ctx context.Context, execID string, p *specs.Process, s
 	}
 	err = c.sb.agent.ExecProcess(ctx, &agentv1.ExecProcessRequest{
 		ContainerId: c.id, ExecId: execID,
-		Process: &agentv1.Process{Args: p.Args, Env: p.Env, Cwd: p.Cwd, OciProcess: procJSON},
-		Stdio:   stdioConfig(p.Terminal, p.ConsoleSize, stdin),
+		Process:      &agentv1.Process{Args: p.Args, Env: p.Env, Cwd: p.Cwd, OciProcess: procJSON},
+		Stdio:        stdioConfig(p.Terminal, p.ConsoleSize, o.Stdin),
+		InitLog:      o.InitLog,
+		IgnorePaused: o.IgnorePaused,
 	})
 	if err != nil {
 		return c.sb.explain(fmt.Errorf("exec %s in container %s: %w", execID, c.id, err))
 	}
 	return nil
+}
+
+// TakeInitLog returns what libcontainer logged in the guest while it set up the init
+// (execID empty) or an exec process whose start asked for it (InitLog), and has the
+// guest forget it.
+func (c *Container) TakeInitLog(ctx context.Context, execID string) ([]*agentv1.LogEntry, error) {
+	entries, err := c.sb.agent.TakeInitLog(ctx, c.id, execID)
+	if err != nil {
+		return nil, c.sb.explain(fmt.Errorf("init log of container %s process %q: %w", c.id, execID, err))
+	}
+	return entries, nil
 }
 
 // ResizeTTY sets the terminal size of a process that has a terminal.

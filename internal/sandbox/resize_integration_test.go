@@ -148,7 +148,7 @@ func TestShrinkVCPUs(t *testing.T) {
 	execNproc := func(id string) string {
 		t.Helper()
 		var out bytes.Buffer
-		if err := busy.Exec(ctx, id, bundle.DefaultSpec([]string{"nproc"}, false).Process, false); err != nil {
+		if err := busy.Exec(ctx, id, bundle.DefaultSpec([]string{"nproc"}, false).Process, ExecOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		st := busy.Attach(ctx, id, IO{Stdout: &out})

@@ -221,7 +221,7 @@ func TestExecSeesInit(t *testing.T) {
 	}
 	p := bundle.DefaultSpec([]string{"sh", "-c", "pidof sleep && echo found"}, false).Process
 	var out bytes.Buffer
-	if err := c.Exec(ctx, "exec1", p, false); err != nil {
+	if err := c.Exec(ctx, "exec1", p, ExecOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	st := c.Attach(ctx, "exec1", IO{Stdout: &out})

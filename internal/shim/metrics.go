@@ -225,6 +225,7 @@ func serveMetrics(ctx context.Context, m *shimMetrics, dir string, api http.Hand
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	mux.Handle(shimproto.DirectVolumePrefix, api)
 	mux.Handle(shimproto.ProcessesPath, api)
+	mux.Handle(shimproto.InitLogPath, api)
 	ms := &metricsServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, path: path, served: make(chan struct{})}
 	go func() { // owner: the metricsServer; ends when stop closes the server
 		defer close(ms.served)

@@ -110,7 +110,7 @@ func (c *container) start(ctx context.Context, p *process) error {
 	} else {
 		spec := *p.spec
 		spec.Terminal = p.stdio.terminal
-		if err := c.ctr.Exec(ctx, p.execID, &spec, p.stdio.stdin != ""); err != nil {
+		if err := c.ctr.Exec(ctx, p.execID, &spec, p.execOptions); err != nil {
 			return err
 		}
 		// The guest keeps the output until it is read, so attaching after Exec loses nothing.
@@ -236,6 +236,8 @@ type process struct {
 	execID      string
 	stdio       stdio
 	spec        *specs.Process // exec'd processes only
+	// execOptions are how Start starts an exec'd process.
+	execOptions sandbox.ExecOptions
 
 	// done is closed once the process has exited and its output is drained.
 	done chan struct{}

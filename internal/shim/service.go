@@ -374,7 +374,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 
 	ctrStart := time.Now()
-	ctr, err := sb.CreateContainer(cctx, sandbox.ContainerConfig{Plan: plan, Stdin: r.Stdin != ""})
+	ctr, err := sb.CreateContainer(cctx, sandbox.ContainerConfig{
+		Plan: plan, Stdin: r.Stdin != "", InitLog: metadataOn(ctx, shimproto.MetadataInitLog), // initlog.go
+	})
 	if err != nil {
 		return nil, fail(err)
 	}
@@ -774,6 +776,11 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 	}
 	p := newProcess(r.ID, r.ExecID, stdio{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal})
 	p.spec = spec
+	p.execOptions = sandbox.ExecOptions{
+		Stdin:        r.Stdin != "",
+		IgnorePaused: metadataOn(ctx, shimproto.MetadataIgnorePaused), // initlog.go
+		InitLog:      metadataOn(ctx, shimproto.MetadataInitLog),
+	}
 	if err := c.addExec(p); err != nil {
 		return nil, toGRPC(err)
 	}

@@ -89,6 +89,7 @@ func (s *service) socketAPI(sb *sandbox.Sandbox) http.Handler {
 	mux.Handle(shimproto.DirectVolumeStatsPath, s.volumeStats(sb))
 	mux.Handle(shimproto.DirectVolumeResizePath, s.volumeResize(sb))
 	mux.Handle(shimproto.ProcessesPath, s.processes())
+	mux.Handle(shimproto.InitLogPath, s.initLog()) // initlog.go
 	return mux
 }
 

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // RuntimeName is the runtime type containerd knows Vessel by.
@@ -80,6 +81,40 @@ type Process struct {
 	// StartUnixMs is when the process started, on the guest's clock.
 	StartUnixMs int64 `json:"start_unix_ms"`
 }
+
+// InitLogPath is the HTTP path on MetricsSocket that answers, as a JSON array of LogEntry,
+// what libcontainer logged in the guest while it set up a process whose Create or Exec
+// call carried MetadataInitLog: the process of the container named by ContainerQuery whose
+// exec id is ExecQuery (empty for the container's init). The guest forgets the log once
+// it is answered; `vessel --debug` asks it.
+const (
+	InitLogPath = "/init-log"
+	ExecQuery   = "exec"
+)
+
+// LogEntry is one line of libcontainer's log in the guest.
+type LogEntry struct {
+	// Time is when the agent received the line, on the guest's clock.
+	Time time.Time `json:"time"`
+	// Level is logrus's level name ("debug", "info", "warning", ...).
+	Level string `json:"level"`
+	Msg   string `json:"msg"`
+}
+
+// Request metadata (ttrpc metadata) that the CLI sets on task API calls, for runc options
+// that the task API has no field for. containerd sets none of them. A key is set with the
+// value MetadataOn; any other value or none means off.
+const (
+	// MetadataInitLog on Create, or on Exec, has the guest record libcontainer's debug log
+	// of the process's setup ("runc init" and nsexec, run with debug logging), which
+	// InitLogPath answers (vessel --debug).
+	MetadataInitLog = "io.vessel.init-log"
+	// MetadataIgnorePaused on Exec lets the exec into a paused container wait: Start
+	// returns once the container is resumed and the process started (vessel exec
+	// --ignore-paused). Without it Start refuses an exec into a paused container.
+	MetadataIgnorePaused = "io.vessel.ignore-paused"
+	MetadataOn           = "1"
+)
 
 // Names of containerd's shim flags, which containerd's shim package defines and parses.
 const (

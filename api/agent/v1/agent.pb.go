@@ -587,8 +587,11 @@ type CreateContainerRequest struct {
 	// container (its pod sandbox container) instead of getting new ones; "pid" is the same as
 	// sandbox_pidns.
 	SandboxNamespaces []string `protobuf:"bytes,8,rep,name=sandbox_namespaces,json=sandboxNamespaces,proto3" json:"sandbox_namespaces,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Record libcontainer's debug log of the init's setup ("runc init" and nsexec, run
+	// with debug logging, and libcontainer's own lines meanwhile) for InitLog.TakeInitLog.
+	InitLog       bool `protobuf:"varint,9,opt,name=init_log,json=initLog,proto3" json:"init_log,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateContainerRequest) Reset() {
@@ -675,6 +678,13 @@ func (x *CreateContainerRequest) GetSandboxNamespaces() []string {
 		return x.SandboxNamespaces
 	}
 	return nil
+}
+
+func (x *CreateContainerRequest) GetInitLog() bool {
+	if x != nil {
+		return x.InitLog
+	}
+	return false
 }
 
 type Device struct {
@@ -1034,11 +1044,20 @@ func (x *Process) GetOciProcess() []byte {
 }
 
 type ExecProcessRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
-	Process       *Process               `protobuf:"bytes,3,opt,name=process,proto3" json:"process,omitempty"`
-	Stdio         *StdioConfig           `protobuf:"bytes,4,opt,name=stdio,proto3" json:"stdio,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId      string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Process     *Process               `protobuf:"bytes,3,opt,name=process,proto3" json:"process,omitempty"`
+	Stdio       *StdioConfig           `protobuf:"bytes,4,opt,name=stdio,proto3" json:"stdio,omitempty"`
+	// Record libcontainer's debug log of the process's setup (as CreateContainerRequest's).
+	InitLog bool `protobuf:"varint,5,opt,name=init_log,json=initLog,proto3" json:"init_log,omitempty"`
+	// Let the exec into a paused container wait, as runc exec --ignore-paused does: the
+	// agent waits for the container to be resumed (ExecProcess returns then, once the
+	// process started), or for its removal (the exec fails). runc starts the process in the
+	// frozen cgroup; the agent's libcontainer cannot start one there without stalling the
+	// agent, so the process starts at the resume. Without it a paused container refuses the
+	// exec.
+	IgnorePaused  bool `protobuf:"varint,6,opt,name=ignore_paused,json=ignorePaused,proto3" json:"ignore_paused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1099,6 +1118,20 @@ func (x *ExecProcessRequest) GetStdio() *StdioConfig {
 		return x.Stdio
 	}
 	return nil
+}
+
+func (x *ExecProcessRequest) GetInitLog() bool {
+	if x != nil {
+		return x.InitLog
+	}
+	return false
+}
+
+func (x *ExecProcessRequest) GetIgnorePaused() bool {
+	if x != nil {
+		return x.IgnorePaused
+	}
+	return false
 }
 
 type SignalProcessRequest struct {
@@ -5075,6 +5108,166 @@ func (x *OfflineMemoryResponse) GetBlocks() []uint64 {
 	return nil
 }
 
+type TakeInitLogRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// Empty exec_id means the container's init process.
+	ExecId        string `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TakeInitLogRequest) Reset() {
+	*x = TakeInitLogRequest{}
+	mi := &file_agent_proto_msgTypes[87]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TakeInitLogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TakeInitLogRequest) ProtoMessage() {}
+
+func (x *TakeInitLogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[87]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TakeInitLogRequest.ProtoReflect.Descriptor instead.
+func (*TakeInitLogRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{87}
+}
+
+func (x *TakeInitLogRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *TakeInitLogRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+// LogEntry is one line of libcontainer's log, as logrus had it in the guest.
+type LogEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the agent received the line, on the guest's clock.
+	TimeUnixNano int64 `protobuf:"varint,1,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// logrus's level name: "debug", "info", "warning", "error", ...
+	Level         string `protobuf:"bytes,2,opt,name=level,proto3" json:"level,omitempty"`
+	Msg           string `protobuf:"bytes,3,opt,name=msg,proto3" json:"msg,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogEntry) Reset() {
+	*x = LogEntry{}
+	mi := &file_agent_proto_msgTypes[88]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogEntry) ProtoMessage() {}
+
+func (x *LogEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[88]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
+func (*LogEntry) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{88}
+}
+
+func (x *LogEntry) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *LogEntry) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *LogEntry) GetMsg() string {
+	if x != nil {
+		return x.Msg
+	}
+	return ""
+}
+
+type TakeInitLogResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*LogEntry            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TakeInitLogResponse) Reset() {
+	*x = TakeInitLogResponse{}
+	mi := &file_agent_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TakeInitLogResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TakeInitLogResponse) ProtoMessage() {}
+
+func (x *TakeInitLogResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TakeInitLogResponse.ProtoReflect.Descriptor instead.
+func (*TakeInitLogResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{89}
+}
+
+func (x *TakeInitLogResponse) GetEntries() []*LogEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -5122,7 +5315,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x06fstype\x18\x04 \x01(\tR\x06fstype\x12\x18\n" +
 	"\aoptions\x18\x05 \x03(\tR\aoptions\x12\x1f\n" +
 	"\vmount_point\x18\x06 \x01(\tR\n" +
-	"mountPoint\"\xe0\x02\n" +
+	"mountPoint\"\xfb\x02\n" +
 	"\x16CreateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x19\n" +
@@ -5131,7 +5324,8 @@ const file_agent_proto_rawDesc = "" +
 	"\adevices\x18\x05 \x03(\v2\x17.vessel.agent.v1.DeviceR\adevices\x122\n" +
 	"\x05stdio\x18\x06 \x01(\v2\x1c.vessel.agent.v1.StdioConfigR\x05stdio\x12#\n" +
 	"\rsandbox_pidns\x18\a \x01(\bR\fsandboxPidns\x12-\n" +
-	"\x12sandbox_namespaces\x18\b \x03(\tR\x11sandboxNamespaces\"\x86\x01\n" +
+	"\x12sandbox_namespaces\x18\b \x03(\tR\x11sandboxNamespaces\x12\x19\n" +
+	"\binit_log\x18\t \x01(\bR\ainitLog\"\x86\x01\n" +
 	"\x06Device\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x17\n" +
@@ -5158,12 +5352,14 @@ const file_agent_proto_rawDesc = "" +
 	"\x11no_new_privileges\x18\a \x01(\bR\x0fnoNewPrivileges\x12)\n" +
 	"\x10apparmor_profile\x18\b \x01(\tR\x0fapparmorProfile\x12\x1f\n" +
 	"\voci_process\x18\t \x01(\fR\n" +
-	"ociProcess\"\xb8\x01\n" +
+	"ociProcess\"\xf8\x01\n" +
 	"\x12ExecProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x122\n" +
 	"\aprocess\x18\x03 \x01(\v2\x18.vessel.agent.v1.ProcessR\aprocess\x122\n" +
-	"\x05stdio\x18\x04 \x01(\v2\x1c.vessel.agent.v1.StdioConfigR\x05stdio\"|\n" +
+	"\x05stdio\x18\x04 \x01(\v2\x1c.vessel.agent.v1.StdioConfigR\x05stdio\x12\x19\n" +
+	"\binit_log\x18\x05 \x01(\bR\ainitLog\x12#\n" +
+	"\rignore_paused\x18\x06 \x01(\bR\fignorePaused\"|\n" +
 	"\x14SignalProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n" +
@@ -5429,7 +5625,16 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"timeout_ms\x18\x02 \x01(\rR\ttimeoutMs\"/\n" +
 	"\x15OfflineMemoryResponse\x12\x16\n" +
-	"\x06blocks\x18\x01 \x03(\x04R\x06blocks2\xcf\x16\n" +
+	"\x06blocks\x18\x01 \x03(\x04R\x06blocks\"P\n" +
+	"\x12TakeInitLogRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"X\n" +
+	"\bLogEntry\x12$\n" +
+	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x14\n" +
+	"\x05level\x18\x02 \x01(\tR\x05level\x12\x10\n" +
+	"\x03msg\x18\x03 \x01(\tR\x03msg\"J\n" +
+	"\x13TakeInitLogResponse\x123\n" +
+	"\aentries\x18\x01 \x03(\v2\x19.vessel.agent.v1.LogEntryR\aentries2\xcf\x16\n" +
 	"\x05Agent\x12F\n" +
 	"\x05Check\x12\x1d.vessel.agent.v1.CheckRequest\x1a\x1e.vessel.agent.v1.CheckResponse\x12L\n" +
 	"\aVersion\x12\x1f.vessel.agent.v1.VersionRequest\x1a .vessel.agent.v1.VersionResponse\x12N\n" +
@@ -5499,7 +5704,9 @@ const file_agent_proto_rawDesc = "" +
 	"\x04CPUs\x12X\n" +
 	"\vOfflineCPUs\x12#.vessel.agent.v1.OfflineCPUsRequest\x1a$.vessel.agent.v1.OfflineCPUsResponse2h\n" +
 	"\x06Memory\x12^\n" +
-	"\rOfflineMemory\x12%.vessel.agent.v1.OfflineMemoryRequest\x1a&.vessel.agent.v1.OfflineMemoryResponseB:Z8github.com/vessel-containers/vessel/api/agent/v1;agentv1b\x06proto3"
+	"\rOfflineMemory\x12%.vessel.agent.v1.OfflineMemoryRequest\x1a&.vessel.agent.v1.OfflineMemoryResponse2c\n" +
+	"\aInitLog\x12X\n" +
+	"\vTakeInitLog\x12#.vessel.agent.v1.TakeInitLogRequest\x1a$.vessel.agent.v1.TakeInitLogResponseB:Z8github.com/vessel-containers/vessel/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -5513,7 +5720,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 87)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 90)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                    // 0: vessel.agent.v1.Empty
 	(*CheckRequest)(nil),             // 1: vessel.agent.v1.CheckRequest
@@ -5602,6 +5809,9 @@ var file_agent_proto_goTypes = []any{
 	(*MemoryRange)(nil),              // 84: vessel.agent.v1.MemoryRange
 	(*OfflineMemoryRequest)(nil),     // 85: vessel.agent.v1.OfflineMemoryRequest
 	(*OfflineMemoryResponse)(nil),    // 86: vessel.agent.v1.OfflineMemoryResponse
+	(*TakeInitLogRequest)(nil),       // 87: vessel.agent.v1.TakeInitLogRequest
+	(*LogEntry)(nil),                 // 88: vessel.agent.v1.LogEntry
+	(*TakeInitLogResponse)(nil),      // 89: vessel.agent.v1.TakeInitLogResponse
 }
 var file_agent_proto_depIdxs = []int32{
 	8,  // 0: vessel.agent.v1.CreateSandboxRequest.storages:type_name -> vessel.agent.v1.Storage
@@ -5629,119 +5839,122 @@ var file_agent_proto_depIdxs = []int32{
 	11, // 22: vessel.agent.v1.DebugStartRequest.stdio:type_name -> vessel.agent.v1.StdioConfig
 	81, // 23: vessel.agent.v1.OfflineCPUsRequest.places:type_name -> vessel.agent.v1.CPUPlace
 	84, // 24: vessel.agent.v1.OfflineMemoryRequest.ranges:type_name -> vessel.agent.v1.MemoryRange
-	1,  // 25: vessel.agent.v1.Agent.Check:input_type -> vessel.agent.v1.CheckRequest
-	3,  // 26: vessel.agent.v1.Agent.Version:input_type -> vessel.agent.v1.VersionRequest
-	5,  // 27: vessel.agent.v1.Agent.CreateSandbox:input_type -> vessel.agent.v1.CreateSandboxRequest
-	6,  // 28: vessel.agent.v1.Agent.DestroySandbox:input_type -> vessel.agent.v1.DestroySandboxRequest
-	9,  // 29: vessel.agent.v1.Agent.CreateContainer:input_type -> vessel.agent.v1.CreateContainerRequest
-	12, // 30: vessel.agent.v1.Agent.StartContainer:input_type -> vessel.agent.v1.StartContainerRequest
-	13, // 31: vessel.agent.v1.Agent.RemoveContainer:input_type -> vessel.agent.v1.RemoveContainerRequest
-	15, // 32: vessel.agent.v1.Agent.ExecProcess:input_type -> vessel.agent.v1.ExecProcessRequest
-	16, // 33: vessel.agent.v1.Agent.SignalProcess:input_type -> vessel.agent.v1.SignalProcessRequest
-	17, // 34: vessel.agent.v1.Agent.WaitProcess:input_type -> vessel.agent.v1.WaitProcessRequest
-	19, // 35: vessel.agent.v1.Agent.ListProcesses:input_type -> vessel.agent.v1.ListProcessesRequest
-	23, // 36: vessel.agent.v1.Agent.UpdateContainer:input_type -> vessel.agent.v1.UpdateContainerRequest
-	24, // 37: vessel.agent.v1.Agent.PauseContainer:input_type -> vessel.agent.v1.PauseContainerRequest
-	25, // 38: vessel.agent.v1.Agent.ResumeContainer:input_type -> vessel.agent.v1.ResumeContainerRequest
-	26, // 39: vessel.agent.v1.Agent.StatsContainer:input_type -> vessel.agent.v1.StatsContainerRequest
-	33, // 40: vessel.agent.v1.Agent.GetOOMEvent:input_type -> vessel.agent.v1.GetOOMEventRequest
-	35, // 41: vessel.agent.v1.Agent.WriteStdin:input_type -> vessel.agent.v1.WriteStreamRequest
-	37, // 42: vessel.agent.v1.Agent.ReadStdout:input_type -> vessel.agent.v1.ReadStreamRequest
-	37, // 43: vessel.agent.v1.Agent.ReadStderr:input_type -> vessel.agent.v1.ReadStreamRequest
-	39, // 44: vessel.agent.v1.Agent.CloseStdin:input_type -> vessel.agent.v1.CloseStdinRequest
-	40, // 45: vessel.agent.v1.Agent.TtyWinResize:input_type -> vessel.agent.v1.TtyWinResizeRequest
-	47, // 46: vessel.agent.v1.Agent.UpdateInterface:input_type -> vessel.agent.v1.UpdateInterfaceRequest
-	48, // 47: vessel.agent.v1.Agent.UpdateRoutes:input_type -> vessel.agent.v1.UpdateRoutesRequest
-	49, // 48: vessel.agent.v1.Agent.ListInterfaces:input_type -> vessel.agent.v1.ListInterfacesRequest
-	50, // 49: vessel.agent.v1.Agent.ListRoutes:input_type -> vessel.agent.v1.ListRoutesRequest
-	51, // 50: vessel.agent.v1.Agent.AddARPNeighbors:input_type -> vessel.agent.v1.AddARPNeighborsRequest
-	52, // 51: vessel.agent.v1.Agent.OnlineCPUMem:input_type -> vessel.agent.v1.OnlineCPUMemRequest
-	53, // 52: vessel.agent.v1.Agent.MemHotplugByProbe:input_type -> vessel.agent.v1.MemHotplugByProbeRequest
-	54, // 53: vessel.agent.v1.Agent.CopyFile:input_type -> vessel.agent.v1.CopyFileRequest
-	56, // 54: vessel.agent.v1.Agent.ReseedRandomDev:input_type -> vessel.agent.v1.ReseedRandomDevRequest
-	57, // 55: vessel.agent.v1.Agent.SetGuestDateTime:input_type -> vessel.agent.v1.SetGuestDateTimeRequest
-	58, // 56: vessel.agent.v1.Agent.GetGuestDetails:input_type -> vessel.agent.v1.GuestDetailsRequest
-	61, // 57: vessel.agent.v1.Agent.GetMetrics:input_type -> vessel.agent.v1.GetMetricsRequest
-	55, // 58: vessel.agent.v1.Agent.WarmUp:input_type -> vessel.agent.v1.WarmUpRequest
-	63, // 59: vessel.agent.v1.Agent.SetPolicy:input_type -> vessel.agent.v1.SetPolicyRequest
-	65, // 60: vessel.agent.v1.Tracing.CollectSpans:input_type -> vessel.agent.v1.CollectSpansRequest
-	67, // 61: vessel.agent.v1.Debug.DebugStart:input_type -> vessel.agent.v1.DebugStartRequest
-	69, // 62: vessel.agent.v1.Debug.DebugWriteStdin:input_type -> vessel.agent.v1.DebugWriteRequest
-	70, // 63: vessel.agent.v1.Debug.DebugReadStdout:input_type -> vessel.agent.v1.DebugReadRequest
-	70, // 64: vessel.agent.v1.Debug.DebugReadStderr:input_type -> vessel.agent.v1.DebugReadRequest
-	68, // 65: vessel.agent.v1.Debug.DebugCloseStdin:input_type -> vessel.agent.v1.DebugProcessRequest
-	71, // 66: vessel.agent.v1.Debug.DebugResize:input_type -> vessel.agent.v1.DebugResizeRequest
-	72, // 67: vessel.agent.v1.Debug.DebugSignal:input_type -> vessel.agent.v1.DebugSignalRequest
-	68, // 68: vessel.agent.v1.Debug.DebugWait:input_type -> vessel.agent.v1.DebugProcessRequest
-	73, // 69: vessel.agent.v1.Files.RemovePath:input_type -> vessel.agent.v1.RemovePathRequest
-	74, // 70: vessel.agent.v1.Volume.VolumeStats:input_type -> vessel.agent.v1.VolumeStatsRequest
-	76, // 71: vessel.agent.v1.Volume.ResizeVolume:input_type -> vessel.agent.v1.ResizeVolumeRequest
-	77, // 72: vessel.agent.v1.PortForward.PortForwardOpen:input_type -> vessel.agent.v1.PortForwardOpenRequest
-	79, // 73: vessel.agent.v1.PortForward.PortForwardWrite:input_type -> vessel.agent.v1.PortForwardWriteRequest
-	80, // 74: vessel.agent.v1.PortForward.PortForwardRead:input_type -> vessel.agent.v1.PortForwardReadRequest
-	78, // 75: vessel.agent.v1.PortForward.PortForwardCloseWrite:input_type -> vessel.agent.v1.PortForwardRequest
-	78, // 76: vessel.agent.v1.PortForward.PortForwardClose:input_type -> vessel.agent.v1.PortForwardRequest
-	82, // 77: vessel.agent.v1.CPUs.OfflineCPUs:input_type -> vessel.agent.v1.OfflineCPUsRequest
-	85, // 78: vessel.agent.v1.Memory.OfflineMemory:input_type -> vessel.agent.v1.OfflineMemoryRequest
-	2,  // 79: vessel.agent.v1.Agent.Check:output_type -> vessel.agent.v1.CheckResponse
-	4,  // 80: vessel.agent.v1.Agent.Version:output_type -> vessel.agent.v1.VersionResponse
-	0,  // 81: vessel.agent.v1.Agent.CreateSandbox:output_type -> vessel.agent.v1.Empty
-	0,  // 82: vessel.agent.v1.Agent.DestroySandbox:output_type -> vessel.agent.v1.Empty
-	0,  // 83: vessel.agent.v1.Agent.CreateContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 84: vessel.agent.v1.Agent.StartContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 85: vessel.agent.v1.Agent.RemoveContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 86: vessel.agent.v1.Agent.ExecProcess:output_type -> vessel.agent.v1.Empty
-	0,  // 87: vessel.agent.v1.Agent.SignalProcess:output_type -> vessel.agent.v1.Empty
-	18, // 88: vessel.agent.v1.Agent.WaitProcess:output_type -> vessel.agent.v1.WaitProcessResponse
-	21, // 89: vessel.agent.v1.Agent.ListProcesses:output_type -> vessel.agent.v1.ListProcessesResponse
-	0,  // 90: vessel.agent.v1.Agent.UpdateContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 91: vessel.agent.v1.Agent.PauseContainer:output_type -> vessel.agent.v1.Empty
-	0,  // 92: vessel.agent.v1.Agent.ResumeContainer:output_type -> vessel.agent.v1.Empty
-	32, // 93: vessel.agent.v1.Agent.StatsContainer:output_type -> vessel.agent.v1.StatsContainerResponse
-	34, // 94: vessel.agent.v1.Agent.GetOOMEvent:output_type -> vessel.agent.v1.OOMEvent
-	36, // 95: vessel.agent.v1.Agent.WriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
-	38, // 96: vessel.agent.v1.Agent.ReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
-	38, // 97: vessel.agent.v1.Agent.ReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
-	0,  // 98: vessel.agent.v1.Agent.CloseStdin:output_type -> vessel.agent.v1.Empty
-	0,  // 99: vessel.agent.v1.Agent.TtyWinResize:output_type -> vessel.agent.v1.Empty
-	42, // 100: vessel.agent.v1.Agent.UpdateInterface:output_type -> vessel.agent.v1.Interface
-	45, // 101: vessel.agent.v1.Agent.UpdateRoutes:output_type -> vessel.agent.v1.Routes
-	43, // 102: vessel.agent.v1.Agent.ListInterfaces:output_type -> vessel.agent.v1.Interfaces
-	45, // 103: vessel.agent.v1.Agent.ListRoutes:output_type -> vessel.agent.v1.Routes
-	0,  // 104: vessel.agent.v1.Agent.AddARPNeighbors:output_type -> vessel.agent.v1.Empty
-	0,  // 105: vessel.agent.v1.Agent.OnlineCPUMem:output_type -> vessel.agent.v1.Empty
-	0,  // 106: vessel.agent.v1.Agent.MemHotplugByProbe:output_type -> vessel.agent.v1.Empty
-	0,  // 107: vessel.agent.v1.Agent.CopyFile:output_type -> vessel.agent.v1.Empty
-	0,  // 108: vessel.agent.v1.Agent.ReseedRandomDev:output_type -> vessel.agent.v1.Empty
-	0,  // 109: vessel.agent.v1.Agent.SetGuestDateTime:output_type -> vessel.agent.v1.Empty
-	60, // 110: vessel.agent.v1.Agent.GetGuestDetails:output_type -> vessel.agent.v1.GuestDetailsResponse
-	62, // 111: vessel.agent.v1.Agent.GetMetrics:output_type -> vessel.agent.v1.Metrics
-	0,  // 112: vessel.agent.v1.Agent.WarmUp:output_type -> vessel.agent.v1.Empty
-	64, // 113: vessel.agent.v1.Agent.SetPolicy:output_type -> vessel.agent.v1.SetPolicyResponse
-	66, // 114: vessel.agent.v1.Tracing.CollectSpans:output_type -> vessel.agent.v1.CollectSpansResponse
-	0,  // 115: vessel.agent.v1.Debug.DebugStart:output_type -> vessel.agent.v1.Empty
-	36, // 116: vessel.agent.v1.Debug.DebugWriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
-	38, // 117: vessel.agent.v1.Debug.DebugReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
-	38, // 118: vessel.agent.v1.Debug.DebugReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
-	0,  // 119: vessel.agent.v1.Debug.DebugCloseStdin:output_type -> vessel.agent.v1.Empty
-	0,  // 120: vessel.agent.v1.Debug.DebugResize:output_type -> vessel.agent.v1.Empty
-	0,  // 121: vessel.agent.v1.Debug.DebugSignal:output_type -> vessel.agent.v1.Empty
-	18, // 122: vessel.agent.v1.Debug.DebugWait:output_type -> vessel.agent.v1.WaitProcessResponse
-	0,  // 123: vessel.agent.v1.Files.RemovePath:output_type -> vessel.agent.v1.Empty
-	75, // 124: vessel.agent.v1.Volume.VolumeStats:output_type -> vessel.agent.v1.VolumeStatsResponse
-	0,  // 125: vessel.agent.v1.Volume.ResizeVolume:output_type -> vessel.agent.v1.Empty
-	0,  // 126: vessel.agent.v1.PortForward.PortForwardOpen:output_type -> vessel.agent.v1.Empty
-	36, // 127: vessel.agent.v1.PortForward.PortForwardWrite:output_type -> vessel.agent.v1.WriteStreamResponse
-	38, // 128: vessel.agent.v1.PortForward.PortForwardRead:output_type -> vessel.agent.v1.ReadStreamResponse
-	0,  // 129: vessel.agent.v1.PortForward.PortForwardCloseWrite:output_type -> vessel.agent.v1.Empty
-	0,  // 130: vessel.agent.v1.PortForward.PortForwardClose:output_type -> vessel.agent.v1.Empty
-	83, // 131: vessel.agent.v1.CPUs.OfflineCPUs:output_type -> vessel.agent.v1.OfflineCPUsResponse
-	86, // 132: vessel.agent.v1.Memory.OfflineMemory:output_type -> vessel.agent.v1.OfflineMemoryResponse
-	79, // [79:133] is the sub-list for method output_type
-	25, // [25:79] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	88, // 25: vessel.agent.v1.TakeInitLogResponse.entries:type_name -> vessel.agent.v1.LogEntry
+	1,  // 26: vessel.agent.v1.Agent.Check:input_type -> vessel.agent.v1.CheckRequest
+	3,  // 27: vessel.agent.v1.Agent.Version:input_type -> vessel.agent.v1.VersionRequest
+	5,  // 28: vessel.agent.v1.Agent.CreateSandbox:input_type -> vessel.agent.v1.CreateSandboxRequest
+	6,  // 29: vessel.agent.v1.Agent.DestroySandbox:input_type -> vessel.agent.v1.DestroySandboxRequest
+	9,  // 30: vessel.agent.v1.Agent.CreateContainer:input_type -> vessel.agent.v1.CreateContainerRequest
+	12, // 31: vessel.agent.v1.Agent.StartContainer:input_type -> vessel.agent.v1.StartContainerRequest
+	13, // 32: vessel.agent.v1.Agent.RemoveContainer:input_type -> vessel.agent.v1.RemoveContainerRequest
+	15, // 33: vessel.agent.v1.Agent.ExecProcess:input_type -> vessel.agent.v1.ExecProcessRequest
+	16, // 34: vessel.agent.v1.Agent.SignalProcess:input_type -> vessel.agent.v1.SignalProcessRequest
+	17, // 35: vessel.agent.v1.Agent.WaitProcess:input_type -> vessel.agent.v1.WaitProcessRequest
+	19, // 36: vessel.agent.v1.Agent.ListProcesses:input_type -> vessel.agent.v1.ListProcessesRequest
+	23, // 37: vessel.agent.v1.Agent.UpdateContainer:input_type -> vessel.agent.v1.UpdateContainerRequest
+	24, // 38: vessel.agent.v1.Agent.PauseContainer:input_type -> vessel.agent.v1.PauseContainerRequest
+	25, // 39: vessel.agent.v1.Agent.ResumeContainer:input_type -> vessel.agent.v1.ResumeContainerRequest
+	26, // 40: vessel.agent.v1.Agent.StatsContainer:input_type -> vessel.agent.v1.StatsContainerRequest
+	33, // 41: vessel.agent.v1.Agent.GetOOMEvent:input_type -> vessel.agent.v1.GetOOMEventRequest
+	35, // 42: vessel.agent.v1.Agent.WriteStdin:input_type -> vessel.agent.v1.WriteStreamRequest
+	37, // 43: vessel.agent.v1.Agent.ReadStdout:input_type -> vessel.agent.v1.ReadStreamRequest
+	37, // 44: vessel.agent.v1.Agent.ReadStderr:input_type -> vessel.agent.v1.ReadStreamRequest
+	39, // 45: vessel.agent.v1.Agent.CloseStdin:input_type -> vessel.agent.v1.CloseStdinRequest
+	40, // 46: vessel.agent.v1.Agent.TtyWinResize:input_type -> vessel.agent.v1.TtyWinResizeRequest
+	47, // 47: vessel.agent.v1.Agent.UpdateInterface:input_type -> vessel.agent.v1.UpdateInterfaceRequest
+	48, // 48: vessel.agent.v1.Agent.UpdateRoutes:input_type -> vessel.agent.v1.UpdateRoutesRequest
+	49, // 49: vessel.agent.v1.Agent.ListInterfaces:input_type -> vessel.agent.v1.ListInterfacesRequest
+	50, // 50: vessel.agent.v1.Agent.ListRoutes:input_type -> vessel.agent.v1.ListRoutesRequest
+	51, // 51: vessel.agent.v1.Agent.AddARPNeighbors:input_type -> vessel.agent.v1.AddARPNeighborsRequest
+	52, // 52: vessel.agent.v1.Agent.OnlineCPUMem:input_type -> vessel.agent.v1.OnlineCPUMemRequest
+	53, // 53: vessel.agent.v1.Agent.MemHotplugByProbe:input_type -> vessel.agent.v1.MemHotplugByProbeRequest
+	54, // 54: vessel.agent.v1.Agent.CopyFile:input_type -> vessel.agent.v1.CopyFileRequest
+	56, // 55: vessel.agent.v1.Agent.ReseedRandomDev:input_type -> vessel.agent.v1.ReseedRandomDevRequest
+	57, // 56: vessel.agent.v1.Agent.SetGuestDateTime:input_type -> vessel.agent.v1.SetGuestDateTimeRequest
+	58, // 57: vessel.agent.v1.Agent.GetGuestDetails:input_type -> vessel.agent.v1.GuestDetailsRequest
+	61, // 58: vessel.agent.v1.Agent.GetMetrics:input_type -> vessel.agent.v1.GetMetricsRequest
+	55, // 59: vessel.agent.v1.Agent.WarmUp:input_type -> vessel.agent.v1.WarmUpRequest
+	63, // 60: vessel.agent.v1.Agent.SetPolicy:input_type -> vessel.agent.v1.SetPolicyRequest
+	65, // 61: vessel.agent.v1.Tracing.CollectSpans:input_type -> vessel.agent.v1.CollectSpansRequest
+	67, // 62: vessel.agent.v1.Debug.DebugStart:input_type -> vessel.agent.v1.DebugStartRequest
+	69, // 63: vessel.agent.v1.Debug.DebugWriteStdin:input_type -> vessel.agent.v1.DebugWriteRequest
+	70, // 64: vessel.agent.v1.Debug.DebugReadStdout:input_type -> vessel.agent.v1.DebugReadRequest
+	70, // 65: vessel.agent.v1.Debug.DebugReadStderr:input_type -> vessel.agent.v1.DebugReadRequest
+	68, // 66: vessel.agent.v1.Debug.DebugCloseStdin:input_type -> vessel.agent.v1.DebugProcessRequest
+	71, // 67: vessel.agent.v1.Debug.DebugResize:input_type -> vessel.agent.v1.DebugResizeRequest
+	72, // 68: vessel.agent.v1.Debug.DebugSignal:input_type -> vessel.agent.v1.DebugSignalRequest
+	68, // 69: vessel.agent.v1.Debug.DebugWait:input_type -> vessel.agent.v1.DebugProcessRequest
+	73, // 70: vessel.agent.v1.Files.RemovePath:input_type -> vessel.agent.v1.RemovePathRequest
+	74, // 71: vessel.agent.v1.Volume.VolumeStats:input_type -> vessel.agent.v1.VolumeStatsRequest
+	76, // 72: vessel.agent.v1.Volume.ResizeVolume:input_type -> vessel.agent.v1.ResizeVolumeRequest
+	77, // 73: vessel.agent.v1.PortForward.PortForwardOpen:input_type -> vessel.agent.v1.PortForwardOpenRequest
+	79, // 74: vessel.agent.v1.PortForward.PortForwardWrite:input_type -> vessel.agent.v1.PortForwardWriteRequest
+	80, // 75: vessel.agent.v1.PortForward.PortForwardRead:input_type -> vessel.agent.v1.PortForwardReadRequest
+	78, // 76: vessel.agent.v1.PortForward.PortForwardCloseWrite:input_type -> vessel.agent.v1.PortForwardRequest
+	78, // 77: vessel.agent.v1.PortForward.PortForwardClose:input_type -> vessel.agent.v1.PortForwardRequest
+	82, // 78: vessel.agent.v1.CPUs.OfflineCPUs:input_type -> vessel.agent.v1.OfflineCPUsRequest
+	85, // 79: vessel.agent.v1.Memory.OfflineMemory:input_type -> vessel.agent.v1.OfflineMemoryRequest
+	87, // 80: vessel.agent.v1.InitLog.TakeInitLog:input_type -> vessel.agent.v1.TakeInitLogRequest
+	2,  // 81: vessel.agent.v1.Agent.Check:output_type -> vessel.agent.v1.CheckResponse
+	4,  // 82: vessel.agent.v1.Agent.Version:output_type -> vessel.agent.v1.VersionResponse
+	0,  // 83: vessel.agent.v1.Agent.CreateSandbox:output_type -> vessel.agent.v1.Empty
+	0,  // 84: vessel.agent.v1.Agent.DestroySandbox:output_type -> vessel.agent.v1.Empty
+	0,  // 85: vessel.agent.v1.Agent.CreateContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 86: vessel.agent.v1.Agent.StartContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 87: vessel.agent.v1.Agent.RemoveContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 88: vessel.agent.v1.Agent.ExecProcess:output_type -> vessel.agent.v1.Empty
+	0,  // 89: vessel.agent.v1.Agent.SignalProcess:output_type -> vessel.agent.v1.Empty
+	18, // 90: vessel.agent.v1.Agent.WaitProcess:output_type -> vessel.agent.v1.WaitProcessResponse
+	21, // 91: vessel.agent.v1.Agent.ListProcesses:output_type -> vessel.agent.v1.ListProcessesResponse
+	0,  // 92: vessel.agent.v1.Agent.UpdateContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 93: vessel.agent.v1.Agent.PauseContainer:output_type -> vessel.agent.v1.Empty
+	0,  // 94: vessel.agent.v1.Agent.ResumeContainer:output_type -> vessel.agent.v1.Empty
+	32, // 95: vessel.agent.v1.Agent.StatsContainer:output_type -> vessel.agent.v1.StatsContainerResponse
+	34, // 96: vessel.agent.v1.Agent.GetOOMEvent:output_type -> vessel.agent.v1.OOMEvent
+	36, // 97: vessel.agent.v1.Agent.WriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
+	38, // 98: vessel.agent.v1.Agent.ReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
+	38, // 99: vessel.agent.v1.Agent.ReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
+	0,  // 100: vessel.agent.v1.Agent.CloseStdin:output_type -> vessel.agent.v1.Empty
+	0,  // 101: vessel.agent.v1.Agent.TtyWinResize:output_type -> vessel.agent.v1.Empty
+	42, // 102: vessel.agent.v1.Agent.UpdateInterface:output_type -> vessel.agent.v1.Interface
+	45, // 103: vessel.agent.v1.Agent.UpdateRoutes:output_type -> vessel.agent.v1.Routes
+	43, // 104: vessel.agent.v1.Agent.ListInterfaces:output_type -> vessel.agent.v1.Interfaces
+	45, // 105: vessel.agent.v1.Agent.ListRoutes:output_type -> vessel.agent.v1.Routes
+	0,  // 106: vessel.agent.v1.Agent.AddARPNeighbors:output_type -> vessel.agent.v1.Empty
+	0,  // 107: vessel.agent.v1.Agent.OnlineCPUMem:output_type -> vessel.agent.v1.Empty
+	0,  // 108: vessel.agent.v1.Agent.MemHotplugByProbe:output_type -> vessel.agent.v1.Empty
+	0,  // 109: vessel.agent.v1.Agent.CopyFile:output_type -> vessel.agent.v1.Empty
+	0,  // 110: vessel.agent.v1.Agent.ReseedRandomDev:output_type -> vessel.agent.v1.Empty
+	0,  // 111: vessel.agent.v1.Agent.SetGuestDateTime:output_type -> vessel.agent.v1.Empty
+	60, // 112: vessel.agent.v1.Agent.GetGuestDetails:output_type -> vessel.agent.v1.GuestDetailsResponse
+	62, // 113: vessel.agent.v1.Agent.GetMetrics:output_type -> vessel.agent.v1.Metrics
+	0,  // 114: vessel.agent.v1.Agent.WarmUp:output_type -> vessel.agent.v1.Empty
+	64, // 115: vessel.agent.v1.Agent.SetPolicy:output_type -> vessel.agent.v1.SetPolicyResponse
+	66, // 116: vessel.agent.v1.Tracing.CollectSpans:output_type -> vessel.agent.v1.CollectSpansResponse
+	0,  // 117: vessel.agent.v1.Debug.DebugStart:output_type -> vessel.agent.v1.Empty
+	36, // 118: vessel.agent.v1.Debug.DebugWriteStdin:output_type -> vessel.agent.v1.WriteStreamResponse
+	38, // 119: vessel.agent.v1.Debug.DebugReadStdout:output_type -> vessel.agent.v1.ReadStreamResponse
+	38, // 120: vessel.agent.v1.Debug.DebugReadStderr:output_type -> vessel.agent.v1.ReadStreamResponse
+	0,  // 121: vessel.agent.v1.Debug.DebugCloseStdin:output_type -> vessel.agent.v1.Empty
+	0,  // 122: vessel.agent.v1.Debug.DebugResize:output_type -> vessel.agent.v1.Empty
+	0,  // 123: vessel.agent.v1.Debug.DebugSignal:output_type -> vessel.agent.v1.Empty
+	18, // 124: vessel.agent.v1.Debug.DebugWait:output_type -> vessel.agent.v1.WaitProcessResponse
+	0,  // 125: vessel.agent.v1.Files.RemovePath:output_type -> vessel.agent.v1.Empty
+	75, // 126: vessel.agent.v1.Volume.VolumeStats:output_type -> vessel.agent.v1.VolumeStatsResponse
+	0,  // 127: vessel.agent.v1.Volume.ResizeVolume:output_type -> vessel.agent.v1.Empty
+	0,  // 128: vessel.agent.v1.PortForward.PortForwardOpen:output_type -> vessel.agent.v1.Empty
+	36, // 129: vessel.agent.v1.PortForward.PortForwardWrite:output_type -> vessel.agent.v1.WriteStreamResponse
+	38, // 130: vessel.agent.v1.PortForward.PortForwardRead:output_type -> vessel.agent.v1.ReadStreamResponse
+	0,  // 131: vessel.agent.v1.PortForward.PortForwardCloseWrite:output_type -> vessel.agent.v1.Empty
+	0,  // 132: vessel.agent.v1.PortForward.PortForwardClose:output_type -> vessel.agent.v1.Empty
+	83, // 133: vessel.agent.v1.CPUs.OfflineCPUs:output_type -> vessel.agent.v1.OfflineCPUsResponse
+	86, // 134: vessel.agent.v1.Memory.OfflineMemory:output_type -> vessel.agent.v1.OfflineMemoryResponse
+	89, // 135: vessel.agent.v1.InitLog.TakeInitLog:output_type -> vessel.agent.v1.TakeInitLogResponse
+	81, // [81:136] is the sub-list for method output_type
+	26, // [26:81] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -5755,9 +5968,9 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   87,
+			NumMessages:   90,
 			NumExtensions: 0,
-			NumServices:   8,
+			NumServices:   9,
 		},
 		GoTypes:           file_agent_proto_goTypes,
 		DependencyIndexes: file_agent_proto_depIdxs,

@@ -1030,3 +1030,39 @@ func (c *memoryClient) OfflineMemory(ctx context.Context, req *OfflineMemoryRequ
 	}
 	return &resp, nil
 }
+
+type InitLogService interface {
+	TakeInitLog(context.Context, *TakeInitLogRequest) (*TakeInitLogResponse, error)
+}
+
+func RegisterInitLogService(srv *ttrpc.Server, svc InitLogService) {
+	srv.RegisterService("vessel.agent.v1.InitLog", &ttrpc.ServiceDesc{
+		Methods: map[string]ttrpc.Method{
+			"TakeInitLog": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req TakeInitLogRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.TakeInitLog(ctx, &req)
+			},
+		},
+	})
+}
+
+type initlogClient struct {
+	client *ttrpc.Client
+}
+
+func NewInitLogClient(client *ttrpc.Client) InitLogService {
+	return &initlogClient{
+		client: client,
+	}
+}
+
+func (c *initlogClient) TakeInitLog(ctx context.Context, req *TakeInitLogRequest) (*TakeInitLogResponse, error) {
+	var resp TakeInitLogResponse
+	if err := c.client.Call(ctx, "vessel.agent.v1.InitLog", "TakeInitLog", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}

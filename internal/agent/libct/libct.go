@@ -185,18 +185,38 @@ func sysfsForUserNS(mounts []specs.Mount, ns []specs.LinuxNamespace) []specs.Mou
 	return out
 }
 
+// StartOptions change how Start starts a process.
+type StartOptions struct {
+	// Record runs the process's "runc init" and nsexec with debug logging and returns
+	// what libcontainer logged during the start (also when it fails). Other starts wait
+	// for a recording start to end, so the entries are about this process.
+	Record bool
+}
+
 // Start starts p in the container. For the init process (created with init=true) the
-// process stops at libcontainer's exec barrier until Exec is called.
+// process stops at libcontainer's exec barrier until Exec is called. It returns the log
+// of the start when o.Record is set.
+//
+// The container must not be paused: libcontainer forks an exec'd process straight into
+// the container's cgroup (clone3 with CLONE_INTO_CGROUP, under vfork), and a child frozen
+// at birth would keep the forking thread, and with it the Go runtime's stop-the-world, from
+// returning until the container is resumed.
 //
 // The process is the agent's child: the orphan reaper leaves it to Process.Wait.
-func (c *Container) Start(p *Process) error {
+func (c *Container) Start(p *Process, o StartOptions) (entries []LogEntry, _ error) {
+	if o.Record {
+		stop := recordStart(p)
+		defer func() { entries = stop() }()
+	} else {
+		defer holdStart()()
+	}
 	release := c.reaper.Hold()
 	defer release()
 	if err := c.c.Start(p.p); err != nil {
-		return fmt.Errorf("start process in %q: %w", c.c.ID(), err)
+		return nil, fmt.Errorf("start process in %q: %w", c.c.ID(), err)
 	}
 	p.disown = c.reaper.Own(p.Pid())
-	return nil
+	return nil, nil
 }
 
 // Exec releases the init process from the exec barrier: it runs the user's program.
