@@ -37,7 +37,6 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/containerd/errdefs"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 )
@@ -63,14 +62,15 @@ type Policy struct {
 	digest string
 }
 
-// Methods are the agent API's request names (of the Agent, Debug, Files and PortForward
-// services), the names a policy may use.
+// Methods are the agent API's request names, of every service the agent serves, the
+// names a policy may use. Request names are unique across the services.
 func Methods() []string {
 	var names []string
-	for _, svc := range []string{"Agent", "Debug", "Files", "PortForward"} {
-		ms := agentv1.File_agent_proto.Services().ByName(protoreflect.Name(svc)).Methods()
-		for i := range ms.Len() {
-			names = append(names, string(ms.Get(i).Name()))
+	svcs := agentv1.File_agent_proto.Services()
+	for i := range svcs.Len() {
+		ms := svcs.Get(i).Methods()
+		for j := range ms.Len() {
+			names = append(names, string(ms.Get(j).Name()))
 		}
 	}
 	return names

@@ -114,3 +114,28 @@ func TestExamplesParse(t *testing.T) {
 		}
 	}
 }
+
+// Every request the agent serves can be named, among them those of the services that
+// resize the VM and relay the setup log.
+func TestMethodsCoverEveryService(t *testing.T) {
+	names := Methods()
+	seen := make(map[string]bool, len(names))
+	for _, n := range names {
+		if seen[n] {
+			t.Errorf("request name %s appears twice: a policy could not tell them apart", n)
+		}
+		seen[n] = true
+	}
+	for _, want := range []string{"CreateContainer", "CopyFile", "DebugStart", "PortForwardOpen", "OfflineCPUs", "OfflineMemory", "TakeInitLog", "CollectSpans"} {
+		if !seen[want] {
+			t.Errorf("Methods() lacks %s", want)
+		}
+	}
+	p, err := Parse([]byte(`deny = ["OfflineMemory"]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Denied("OfflineMemory") {
+		t.Error("a policy denying OfflineMemory does not deny it")
+	}
+}
