@@ -165,6 +165,9 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 		return nil, fmt.Errorf("container %q: %w", id, err)
 	}
 	if hooks != nil {
+		if spec.Hooks != nil {
+			hooks.StartContainer = spec.Hooks.StartContainer // the spec's own, run in the container
+		}
 		spec.Hooks = hooks
 		log.G(ctx).WithField("hooks", hookCount(hooks)).Debug("guest hooks")
 	}
