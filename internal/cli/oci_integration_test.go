@@ -622,3 +622,30 @@ func TestDefaultHostCgroup(t *testing.T) {
 	}
 	h.assertNoLeftovers()
 }
+
+// TestCgroupNotEmptyWarning: a container whose linux.cgroupsPath names a host cgroup that
+// already holds another container's VM is created with runc's warning on stderr; the
+// first, into an empty cgroup, gets none.
+func TestCgroupNotEmptyWarning(t *testing.T) {
+	h := newHarness(t)
+	h.subreaper()
+	cg := "/vessel-test-cgnotempty-" + strconv.Itoa(os.Getpid())
+	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) { s.Linux.CgroupsPath = cg })
+	const warning = "container's cgroup is not empty"
+	for i, id := range []string{"cgne1", "cgne2"} {
+		pidFile := filepath.Join(t.TempDir(), "pid")
+		// Without --log, so that the warning goes to stderr as in runc's test.
+		_, stderr, code := h.runCmd(exec.Command(h.bin, "--root", h.root, "--config", h.cfg, "create", "--bundle", b, "--pid-file", pidFile, id))
+		if code != 0 {
+			t.Fatalf("create %s: exit %d: %s", id, code, stderr)
+		}
+		pid := readPid(t, pidFile)
+		t.Cleanup(func() {
+			h.ok("delete", "--force", id)
+			reap(t, pid)
+		})
+		if got, want := strings.Contains(stderr, warning), i > 0; got != want {
+			t.Errorf("create %s: stderr %q: warning %q present %v, want %v", id, stderr, warning, got, want)
+		}
+	}
+}
