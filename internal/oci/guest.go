@@ -13,7 +13,8 @@ import (
 
 // GuestSpec is the container's spec as the guest agent gets it, still with host paths: the
 // caller shares the root file system (Root.Path, the plan's Rootfs) and every bind mount's
-// source (IsBind) with the guest and replaces those paths by their guest paths. It is the
+// source (IsBind) but the kernel's own file systems (IsGuestKernelBind, which the guest
+// binds from its own) with the guest and replaces those paths by their guest paths. It is the
 // only place the guest spec is derived from a container plan; cfg is the sandbox's
 // effective configuration.
 //

@@ -204,3 +204,24 @@ func TestIsBind(t *testing.T) {
 		}
 	}
 }
+
+func TestIsGuestKernelBind(t *testing.T) {
+	for _, tc := range []struct {
+		m    specs.Mount
+		want bool
+	}{
+		{specs.Mount{Destination: "/proc", Type: "none", Source: "/proc", Options: []string{"rbind", "nosuid"}}, true},
+		{specs.Mount{Destination: "/proc", Type: "bind", Source: "/proc/"}, true},
+		{specs.Mount{Destination: "/sys", Type: "bind", Source: "/sys"}, true},
+		{specs.Mount{Destination: "/sys/fs/cgroup", Source: "/sys/fs/cgroup", Options: []string{"rbind", "ro"}}, true},
+		// Host processes' files are the host's.
+		{specs.Mount{Destination: "/run/netns/x", Type: "bind", Source: "/proc/42/ns/net"}, false},
+		{specs.Mount{Destination: "/proc", Type: "proc", Source: "proc"}, false},
+		{specs.Mount{Destination: "/data", Type: "bind", Source: "/system"}, false},
+		{specs.Mount{Destination: "/data", Type: "bind", Source: "/srv/proc"}, false},
+	} {
+		if got := IsGuestKernelBind(tc.m); got != tc.want {
+			t.Errorf("IsGuestKernelBind(%+v) = %v, want %v", tc.m, got, tc.want)
+		}
+	}
+}
