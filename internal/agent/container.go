@@ -207,7 +207,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 	if err != nil {
 		return nil, err
 	}
-	proc, err := libct.NewProcess(spec.Process, true, stdio)
+	proc, err := libct.NewProcess(spec.Process, true, spec.Mounts, stdio)
 	if err != nil {
 		pio.abort()
 		return nil, fmt.Errorf("container %q: oci_spec.process: %w", id, err)
