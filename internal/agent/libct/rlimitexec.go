@@ -25,7 +25,7 @@ import (
 // a C constructor (vessel_rlimit_as_exec) sets RLIMIT_AS and executes the process's
 // program before the Go runtime starts, so nothing but the program runs under the limit,
 // as with runc, whose smaller init fits. The step runs under the container's user,
-// capabilities and seccomp filter (which must allow setrlimit); a program that is not
+// capabilities and seccomp filter (which must allow prlimit64); a program that is not
 // found is reported by it when the process starts (exit status 255) rather than at create
 // or exec. Without a /proc mount at /proc in the container, or in a binary built without
 // cgo, libcontainer sets RLIMIT_AS with the other limits.
