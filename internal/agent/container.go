@@ -212,6 +212,9 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 		return nil, fmt.Errorf("container %q: %w", id, err)
 	}
 	if hooks != nil {
+		if spec.Hooks != nil {
+			hooks.StartContainer = spec.Hooks.StartContainer // the spec's own, run in the container
+		}
 		spec.Hooks = hooks
 		log.G(ctx).WithField("hooks", hookCount(hooks)).Debug("guest hooks")
 	}
@@ -251,7 +254,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 	if err != nil {
 		return nil, err
 	}
-	proc, err := libct.NewProcess(spec.Process, true, stdio)
+	proc, err := libct.NewProcess(spec.Process, true, spec.Mounts, stdio)
 	if err != nil {
 		pio.abort()
 		return nil, fmt.Errorf("container %q: oci_spec.process: %w", id, err)

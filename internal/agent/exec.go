@@ -120,7 +120,7 @@ func (s *Service) ExecProcess(ctx context.Context, req *agentv1.ExecProcessReque
 	if err != nil {
 		return nil, err
 	}
-	proc, err := libct.NewProcess(sp, false, stdio)
+	proc, err := libct.NewProcess(sp, false, c.spec.Mounts, stdio)
 	if err != nil {
 		pio.abort()
 		return nil, err

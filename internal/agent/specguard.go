@@ -15,14 +15,19 @@ import (
 )
 
 // checkGuestSpec refuses what the host strips from every spec before it sends it
-// (guestSpec in internal/sandbox): hooks, which would run commands in the agent's context as
-// guest root, and namespace paths, which name host namespaces (a pod's pause process, a CNI
+// (oci.GuestSpec): hooks but startContainer, which would run commands in the agent's
+// context as guest root (startContainer hooks run in the container, from its init once it
+// has the container's user, capabilities and seccomp filter: no more than the container's
+// own process may do), and namespace paths, which name host namespaces (a pod's pause process, a CNI
 // netns) and in the guest would join whatever process holds that path. A spec that still has
 // them is hostile or a bug. Joining the sandbox's ipc, uts or pid namespace is asked with
 // CreateContainerRequest.sandbox_namespaces instead.
 func checkGuestSpec(spec *specs.Spec) error {
-	if spec.Hooks != nil {
-		return fmt.Errorf("%w: oci_spec.hooks is set: the agent runs no hooks from the host (the host runs them; the guest's own come from guest_hook_path)", errdefs.ErrInvalidArgument)
+	if h := spec.Hooks; h != nil {
+		//nolint:staticcheck // Prestart: deprecated by the spec, refused like the others
+		if len(h.Prestart) > 0 || len(h.CreateRuntime) > 0 || len(h.CreateContainer) > 0 || len(h.Poststart) > 0 || len(h.Poststop) > 0 {
+			return fmt.Errorf("%w: oci_spec.hooks has hooks other than startContainer: the agent runs no other hooks from the host (the host runs them; the guest's own come from guest_hook_path)", errdefs.ErrInvalidArgument)
+		}
 	}
 	if spec.Linux == nil {
 		return nil

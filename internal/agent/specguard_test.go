@@ -16,7 +16,7 @@ import (
 
 // TestCreateContainerRefusesHostileSpec sends what an attacker who can talk to the agent
 // (or a buggy host) would: hooks that run as guest root, and namespace paths that join
-// another process's namespaces. The host's own specs (hooks dropped, namespace paths
+// another process's namespaces. The host's own specs (hooks but startContainer dropped, namespace paths
 // cleared, the sandbox pid namespace asked with sandbox_pidns) get past the check and stop
 // at the next one (no sandbox yet).
 func TestCreateContainerRefusesHostileSpec(t *testing.T) {
@@ -36,10 +36,17 @@ func TestCreateContainerRefusesHostileSpec(t *testing.T) {
 			msgHas: "oci_spec.hooks",
 		},
 		{
-			name:   "empty hooks object",
-			spec:   `{"process":{"args":["sh"]},"hooks":{}}`,
+			name:   "poststop hook beside a startContainer hook",
+			spec:   `{"process":{"args":["sh"]},"hooks":{"startContainer":[{"path":"/bin/true"}],"poststop":[{"path":"/bin/sh","args":["sh","-c","id > /run/owned"]}]}}`,
 			code:   codes.InvalidArgument,
-			msgHas: "oci_spec.hooks",
+			msgHas: "oci_spec.hooks has hooks other than startContainer",
+		},
+		{
+			// Run by the container's init, in the container: allowed.
+			name:   "startContainer hook",
+			spec:   `{"process":{"args":["sh"]},"hooks":{"startContainer":[{"path":"/bin/true"}]},"linux":{"namespaces":[{"type":"pid"},{"type":"mount"}]}}`,
+			code:   codes.FailedPrecondition,
+			msgHas: "CreateSandbox",
 		},
 		{
 			name:   "pid namespace of guest pid 1",

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -8,7 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/vessel-containers/vessel/internal/hostcgroup"
 )
 
 // checkCgroupsPath validates linux.cgroupsPath against the cgroup driver chosen with
@@ -34,6 +38,23 @@ func checkCgroupsPath(spec *specs.Spec, systemd, systemdRunning bool) error {
 		return fmt.Errorf("cgroupsPath %q looks like a systemd path (slice:prefix:name): pass --systemd-cgroup", p)
 	}
 	return nil
+}
+
+// warnCgroupNotEmpty warns, as runc 1.1 does, when a cgroupfs linux.cgroupsPath names a
+// cgroup that already holds processes (another container's VM, when two containers name
+// the same path): the new sandbox's VM joins them there, and a limit on that cgroup then
+// bounds both. root is the cgroup mount point (cgroupRoot).
+func warnCgroupNotEmpty(ctx context.Context, spec *specs.Spec, systemd bool, root string) {
+	if systemd || spec.Linux == nil || spec.Linux.CgroupsPath == "" {
+		return
+	}
+	n, err := hostcgroup.Procs(root, path.Clean("/"+spec.Linux.CgroupsPath))
+	switch {
+	case err != nil:
+		log.G(ctx).WithError(err).Warn("cannot tell whether the container's cgroup is empty")
+	case n > 0:
+		log.G(ctx).Warnf("container's cgroup is not empty: %d process(es) found", n)
+	}
 }
 
 // cgroupRoot is where the host's cgroup file systems are mounted.

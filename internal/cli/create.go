@@ -159,6 +159,7 @@ func (r *ociRuntime) create(ctx context.Context, o createOptions) (_ processHost
 	if err := checkCgroupNotFrozen(spec, r.systemdCgroup, cgroupRoot); err != nil {
 		return nil, err
 	}
+	warnCgroupNotEmpty(ctx, spec, r.systemdCgroup, cgroupRoot)
 	_, sandboxID, err := oci.Identify(o.id, spec.Annotations)
 	if err != nil {
 		return nil, err

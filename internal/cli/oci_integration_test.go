@@ -309,8 +309,8 @@ func TestConsoleSocket(t *testing.T) {
 	}
 }
 
-// TestHooks runs every kind of OCI hook on the host and checks the state each read on
-// stdin, their order, and that a failing createRuntime hook fails create, destroys the
+// TestHooks runs every kind of OCI hook that runs on the host (all but startContainer,
+// TestStartContainerHook) and checks the state each read on stdin, their order, and that a failing createRuntime hook fails create, destroys the
 // container and still runs the poststop hooks.
 func TestHooks(t *testing.T) {
 	h := newHarness(t)
@@ -329,7 +329,6 @@ func TestHooks(t *testing.T) {
 			Prestart:        []specs.Hook{mk("prestart")}, //nolint:staticcheck // deprecated, still run
 			CreateRuntime:   []specs.Hook{mk("createRuntime")},
 			CreateContainer: []specs.Hook{mk("createContainer")},
-			StartContainer:  []specs.Hook{mk("startContainer")},
 			Poststart:       []specs.Hook{mk("poststart")},
 			Poststop:        []specs.Hook{mk("poststop")},
 		}
@@ -346,12 +345,12 @@ func TestHooks(t *testing.T) {
 	h.ok("delete", "h1")
 
 	order, _ := os.ReadFile(filepath.Join(dir, "order"))
-	if got := strings.Fields(string(order)); strings.Join(got, " ") != "prestart createRuntime createContainer startContainer poststart poststop" {
+	if got := strings.Fields(string(order)); strings.Join(got, " ") != "prestart createRuntime createContainer poststart poststop" {
 		t.Errorf("hook order: %v", got)
 	}
 	for name, want := range map[string]specs.ContainerState{
 		"prestart": specs.StateCreating, "createRuntime": specs.StateCreating, "createContainer": specs.StateCreating,
-		"startContainer": specs.StateCreated, "poststart": specs.StateRunning, "poststop": specs.StateStopped,
+		"poststart": specs.StateRunning, "poststop": specs.StateStopped,
 	} {
 		data, err := os.ReadFile(filepath.Join(dir, name+".json"))
 		if err != nil {
@@ -622,4 +621,31 @@ func TestDefaultHostCgroup(t *testing.T) {
 		t.Errorf("host cgroup %s after delete: %v, want it removed", filepath.Dir(procs), err)
 	}
 	h.assertNoLeftovers()
+}
+
+// TestCgroupNotEmptyWarning: a container whose linux.cgroupsPath names a host cgroup that
+// already holds another container's VM is created with runc's warning on stderr; the
+// first, into an empty cgroup, gets none.
+func TestCgroupNotEmptyWarning(t *testing.T) {
+	h := newHarness(t)
+	h.subreaper()
+	cg := "/vessel-test-cgnotempty-" + strconv.Itoa(os.Getpid())
+	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) { s.Linux.CgroupsPath = cg })
+	const warning = "container's cgroup is not empty"
+	for i, id := range []string{"cgne1", "cgne2"} {
+		pidFile := filepath.Join(t.TempDir(), "pid")
+		// Without --log, so that the warning goes to stderr as in runc's test.
+		_, stderr, code := h.runCmd(exec.Command(h.bin, "--root", h.root, "--config", h.cfg, "create", "--bundle", b, "--pid-file", pidFile, id))
+		if code != 0 {
+			t.Fatalf("create %s: exit %d: %s", id, code, stderr)
+		}
+		pid := readPid(t, pidFile)
+		t.Cleanup(func() {
+			h.ok("delete", "--force", id)
+			reap(t, pid)
+		})
+		if got, want := strings.Contains(stderr, warning), i > 0; got != want {
+			t.Errorf("create %s: stderr %q: warning %q present %v, want %v", id, stderr, warning, got, want)
+		}
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"syscall"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/log"
@@ -20,9 +19,10 @@ func startCommand() *cli.Command {
 		Name:      "start",
 		Usage:     "execute the user defined process in a created container",
 		ArgsUsage: "<container-id>",
-		Description: `The start command runs the process of a created container. startContainer hooks run on
-the host first (a failure kills the container and start fails); poststart hooks run after
-the process started (a failure is logged as a warning).`,
+		Description: `The start command runs the process of a created container. startContainer hooks run in
+the container, from its init in the guest just before the process (a failure ends the
+container: its exit status is 255 and the error is on its stderr); poststart hooks run on
+the host after the process started (a failure is logged as a warning).`,
 		Action: containerAction(func(c *cli.Context, r *ociRuntime, id string) error {
 			return r.start(c.Context, id)
 		}),
@@ -49,13 +49,6 @@ func (r *ociRuntime) start(ctx context.Context, id string) error {
 		return err
 	}
 	defer cl.Close()
-	if err := hooks.Run(ctx, hooks.StartContainer, hooks.Of(c.Spec, hooks.StartContainer), ociState(c, specs.StateCreated, c.Pid)); err != nil {
-		// The spec: stop the container; delete destroys it and runs the poststop hooks.
-		if _, kerr := cl.Kill(ctx, &taskAPI.KillRequest{ID: id, Signal: uint32(syscall.SIGKILL), All: true}); kerr != nil {
-			log.G(ctx).WithError(kerr).Warn("kill container after failed startContainer hook")
-		}
-		return err
-	}
 	if c.Spec != nil && c.Spec.Process != nil && c.Spec.Process.Terminal {
 		// The monitor relays SIGWINCH resizes asynchronously; a size set on the master just
 		// before start could land after the process read it. Push the pty's current size

@@ -1,9 +1,10 @@
 // Package hooks runs OCI runtime hooks (prestart, createRuntime, createContainer,
-// startContainer, poststart, poststop) on the host, as runc does: each hook is executed with
-// its args and env, the container's state as JSON on its stdin, and killed when its timeout
-// passes. For a VM runtime every hook runs on the host, including the ones the spec places
-// in the container's namespaces (createContainer, startContainer): the guest never sees
-// them.
+// poststart, poststop) on the host, as runc does: each hook is executed with its args and
+// env, the container's state as JSON on its stdin, and killed when its timeout passes. For
+// a VM runtime these hooks run on the host, createContainer too, although the spec
+// executes it in the container's namespaces: its path resolves in the runtime's. The
+// startContainer hooks, whose path resolves in the container, run in the guest, from the
+// container's init (oci.GuestSpec); Of still returns them.
 package hooks
 
 import (

@@ -417,3 +417,39 @@ func mountedV1() ([]cgroup1.Subsystem, error) {
 	}
 	return out, nil
 }
+
+// Procs counts the processes in the cgroupfs cgroup at path p (a Target's Path) and its
+// descendants, as runc counts them before it starts a container there: in the devices
+// hierarchy on cgroup v1 (legacy or hybrid), in the unified one on v2. A cgroup that does
+// not exist holds none. root is the cgroup mount point, normally /sys/fs/cgroup.
+func Procs(root, p string) (int, error) {
+	dir := filepath.Join(root, "devices", p)
+	if _, err := os.Stat(filepath.Join(root, "devices")); err != nil {
+		dir = filepath.Join(root, p) // no v1 devices hierarchy: cgroup v2
+	}
+	n := 0
+	err := filepath.WalkDir(dir, func(q string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // not there, or removed while walked
+			}
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		b, err := os.ReadFile(filepath.Join(q, "cgroup.procs"))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		n += len(strings.Fields(string(b)))
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count the processes of cgroup %s: %w", p, err)
+	}
+	return n, nil
+}

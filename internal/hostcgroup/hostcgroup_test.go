@@ -243,3 +243,40 @@ func TestStrayControllerDirectory(t *testing.T) {
 		t.Fatalf("remove: %v", err)
 	}
 }
+
+// TestProcs counts the processes of a cgroup and its descendants in a file tree laid out
+// as a v1 host's (a devices hierarchy) and as a v2 host's.
+func TestProcs(t *testing.T) {
+	write := func(t *testing.T, dir, procs string) {
+		t.Helper()
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(procs), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name, hier string
+	}{
+		{"v1 devices hierarchy", "devices"},
+		{"v2", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			base := filepath.Join(root, tc.hier)
+			write(t, filepath.Join(base, "pod"), "")
+			write(t, filepath.Join(base, "pod", "a"), "10\n11\n")
+			write(t, filepath.Join(base, "pod", "a", "sub"), "12\n")
+			write(t, filepath.Join(base, "pod", "empty"), "")
+			// Another hierarchy's processes are not counted twice.
+			write(t, filepath.Join(root, "memory", "pod", "a"), "10\n11\n")
+			for p, want := range map[string]int{"/pod/a": 3, "/pod": 3, "/pod/empty": 0, "/pod/none": 0} {
+				got, err := Procs(root, p)
+				if err != nil || got != want {
+					t.Errorf("Procs(%s) = %d, %v; want %d", p, got, err, want)
+				}
+			}
+		})
+	}
+}

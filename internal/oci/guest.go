@@ -13,7 +13,8 @@ import (
 
 // GuestSpec is the container's spec as the guest agent gets it, still with host paths: the
 // caller shares the root file system (Root.Path, the plan's Rootfs) and every bind mount's
-// source (IsBind) with the guest and replaces those paths by their guest paths. It is the
+// source (IsBind) but the kernel's own file systems (IsGuestKernelBind, which the guest
+// binds from its own) with the guest and replaces those paths by their guest paths. It is the
 // only place the guest spec is derived from a container plan; cfg is the sandbox's
 // effective configuration.
 //
@@ -22,7 +23,10 @@ import (
 //     the bundle, destinations cleaned; a memory volume (Container.MemoryVolumes) is
 //     already a bind of its guest path (MemoryVolume.GuestPath), which the caller neither
 //     shares nor rewrites: the guest mounts the volume's file system there;
-//   - hooks are dropped: they run on the host;
+//   - hooks are dropped but startContainer: the others run on the host; startContainer
+//     hooks run in the container as the spec asks (their path resolves in the container),
+//     started by the container's init in the guest just before it executes the process,
+//     under its user, capabilities and seccomp filter, as runc runs them;
 //   - linux.cgroupsPath is cleared: the agent picks the cgroup in the guest;
 //   - namespace paths are dropped: they name host namespaces. ContainerConfig accepted only
 //     the pod sandbox's own ipc, uts and pid namespaces; the container joins the sandbox
@@ -58,7 +62,11 @@ func GuestSpec(c *Container, cfg *config.Config) (*specs.Spec, error) {
 		}
 		g.Mounts[i] = m
 	}
-	g.Hooks = nil
+	if g.Hooks != nil && len(g.Hooks.StartContainer) > 0 {
+		g.Hooks = &specs.Hooks{StartContainer: g.Hooks.StartContainer}
+	} else {
+		g.Hooks = nil
+	}
 	if g.Linux != nil {
 		g.Linux.CgroupsPath = ""
 		ns := g.Linux.Namespaces[:0]

@@ -20,7 +20,11 @@ func hostSpec() *specs.Spec {
 	s := minimalSpec()
 	s.Annotations = map[string]string{AnnotationContainerdType: "container", AnnotationContainerdSandboxID: "pod1"}
 	s.Root.Readonly = true
-	s.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/usr/bin/hook"}}}
+	s.Hooks = &specs.Hooks{
+		CreateRuntime:  []specs.Hook{{Path: "/usr/bin/hook"}},
+		StartContainer: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "true"}}},
+		Poststop:       []specs.Hook{{Path: "/usr/bin/hook"}},
+	}
 	s.Mounts = []specs.Mount{
 		{Destination: "/proc", Type: "proc", Source: "proc"},
 		{Destination: "/data/", Type: "bind", Source: "volumes/data", Options: []string{"rbind", "ro"}},
@@ -67,8 +71,8 @@ func TestGuestSpec(t *testing.T) {
 			if tc.wantSeccomp && !reflect.DeepEqual(g.Linux.Seccomp, spec.Linux.Seccomp) {
 				t.Errorf("guest seccomp = %+v, want the spec's %+v", g.Linux.Seccomp, spec.Linux.Seccomp)
 			}
-			if g.Hooks != nil {
-				t.Errorf("hooks = %+v, want none", g.Hooks)
+			if want := (&specs.Hooks{StartContainer: spec.Hooks.StartContainer}); !reflect.DeepEqual(g.Hooks, want) {
+				t.Errorf("hooks = %+v, want only the startContainer ones %+v", g.Hooks, want)
 			}
 			if g.Linux.CgroupsPath != "" {
 				t.Errorf("cgroupsPath = %q, want empty", g.Linux.CgroupsPath)
@@ -197,6 +201,27 @@ func TestIsBind(t *testing.T) {
 	} {
 		if got := IsBind(tc.m); got != tc.want {
 			t.Errorf("IsBind(%+v) = %v, want %v", tc.m, got, tc.want)
+		}
+	}
+}
+
+func TestIsGuestKernelBind(t *testing.T) {
+	for _, tc := range []struct {
+		m    specs.Mount
+		want bool
+	}{
+		{specs.Mount{Destination: "/proc", Type: "none", Source: "/proc", Options: []string{"rbind", "nosuid"}}, true},
+		{specs.Mount{Destination: "/proc", Type: "bind", Source: "/proc/"}, true},
+		{specs.Mount{Destination: "/sys", Type: "bind", Source: "/sys"}, true},
+		{specs.Mount{Destination: "/sys/fs/cgroup", Source: "/sys/fs/cgroup", Options: []string{"rbind", "ro"}}, true},
+		// Host processes' files are the host's.
+		{specs.Mount{Destination: "/run/netns/x", Type: "bind", Source: "/proc/42/ns/net"}, false},
+		{specs.Mount{Destination: "/proc", Type: "proc", Source: "proc"}, false},
+		{specs.Mount{Destination: "/data", Type: "bind", Source: "/system"}, false},
+		{specs.Mount{Destination: "/data", Type: "bind", Source: "/srv/proc"}, false},
+	} {
+		if got := IsGuestKernelBind(tc.m); got != tc.want {
+			t.Errorf("IsGuestKernelBind(%+v) = %v, want %v", tc.m, got, tc.want)
 		}
 	}
 }

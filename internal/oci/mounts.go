@@ -20,6 +20,21 @@ func IsBind(m specs.Mount) bool {
 	return m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
 }
 
+// IsGuestKernelBind reports whether bind mount m's source is one of the kernel's own file
+// systems at its usual place: /proc (procfs) or /sys and below it (sysfs, and the cgroup
+// and other kernel file systems mounted there). The container's kernel is the guest's, as
+// the host's is a runc container's, so the guest binds its own instance from the same path
+// (the proc of the guest's initial pid namespace, which a container without a pid
+// namespace of its own shares); the host's is never shared with the VM. A path below /proc
+// names host processes and is shared as any other.
+func IsGuestKernelBind(m specs.Mount) bool {
+	if !IsBind(m) {
+		return false
+	}
+	p := path.Clean(m.Source)
+	return p == "/proc" || p == "/sys" || strings.HasPrefix(p, "/sys/")
+}
+
 // diskFSTypes are the file systems that live on a block device, for IsDiskMount.
 var diskFSTypes = []string{"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "exfat", "f2fs", "erofs", "squashfs", "iso9660"}
 

@@ -226,7 +226,7 @@ func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollb
 	}
 	mounts := make([]specs.Mount, 0, len(guest.Mounts))
 	for i, m := range guest.Mounts {
-		if _, mem := plan.MemoryVolume(i); mem || !oci.IsBind(m) {
+		if _, mem := plan.MemoryVolume(i); mem || !oci.IsBind(m) || oci.IsGuestKernelBind(m) {
 			mounts = append(mounts, m)
 			continue
 		}

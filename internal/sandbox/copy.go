@@ -122,7 +122,7 @@ func (s *Sandbox) copyContainer(ctx context.Context, plan *oci.Container, rollba
 	}
 	mountItem := map[int]*copyItem{} // by index in guest.Mounts
 	for i, m := range guest.Mounts {
-		if _, mem := plan.MemoryVolume(i); mem || !oci.IsBind(m) {
+		if _, mem := plan.MemoryVolume(i); mem || !oci.IsBind(m) || oci.IsGuestKernelBind(m) {
 			continue
 		}
 		t, err := copyfs.Scan(m.Source)

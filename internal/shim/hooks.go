@@ -15,9 +15,9 @@ import (
 
 // ociHooks runs a container's OCI hooks on the host at the task API's points, as runc
 // does at its verbs: prestart, createRuntime and createContainer at Create (once the
-// container exists in the guest, before Create returns), startContainer at Start before the
-// container's process runs, poststart after it, poststop at Delete. Every hook runs on the
-// host (internal/hooks). The state's pid is a thread of the shim held in the pod's network
+// container exists in the guest, before Create returns), poststart after Start, poststop
+// at Delete. These run on the host (internal/hooks); startContainer hooks run in the
+// guest, in the container (oci.GuestSpec). The state's pid is a thread of the shim held in the pod's network
 // namespace while the hooks run (network.Holder): nerdctl's createRuntime hook runs CNI in
 // /proc/<pid>/ns/net, and no process of the container lives on the host. Without a pod
 // network namespace (or once it is gone) it is the shim's pid, which the task API

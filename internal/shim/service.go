@@ -609,12 +609,6 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if err != nil {
 		return nil, toGRPC(err)
 	}
-	if r.ExecID == "" && p.status() == task.Status_CREATED {
-		// The spec: a failed startContainer hook stops the container; Delete removes it.
-		if err := c.hooks.run(ctx, specs.StateCreated, hooks.StartContainer); err != nil { // hooks.go
-			return nil, toGRPC(err)
-		}
-	}
 	if err := c.start(ctx, p); err != nil {
 		return nil, toGRPC(err)
 	}

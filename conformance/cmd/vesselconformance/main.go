@@ -17,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -70,6 +71,7 @@ func run() error {
 		limit     = flag.Duration("timeout", 10*time.Minute, "time limit per runtime-tools program and runtime")
 		batsLimit = flag.Duration("bats-timeout", 15*time.Minute, "time limit per bats file and runtime")
 		batsSkip  = flag.String("bats-skip", defaultBatsSkip, "bats files (name without .bats) not to run, a regular expression; \"\" runs them all")
+		batsTests = flag.String("bats-tests", "", "run only the bats tests whose name matches this regular expression (bats --filter) in the files -run selects (known-failures entries for the other tests are not checked)")
 		suites    = flag.String("suites", "runtime-tools,bats,containerd", "comma-separated suites to run: runtime-tools, bats, containerd")
 		ctrClient = flag.String("containerd-client", "", "directory of containerd's integration/client test sources at "+containerdVersion+" (the integration/client directory of a checkout of github.com/containerd/containerd at that tag); without it the containerd suite is not run")
 		ctrAgain  = flag.Bool("containerd-rejudge", false, "run no containerd client test: judge the results the last run kept (OUT/containerd/results.json) against the known-failures list again")
@@ -125,7 +127,13 @@ func run() error {
 					return fmt.Errorf("-bats-skip: %w", err)
 				}
 			}
-			res, err = runBats(ctx, outDir, runtimes, k, filter, skip, *batsLimit)
+			var tests *regexp.Regexp
+			if *batsTests != "" {
+				if tests, err = regexp.Compile(*batsTests); err != nil {
+					return fmt.Errorf("-bats-tests: %w", err)
+				}
+			}
+			res, err = runBats(ctx, outDir, runtimes, k, filter, skip, tests, *batsLimit)
 		case "containerd":
 			if *ctrClient == "" {
 				fmt.Printf("\ncontainerd: not run: containerd's integration/client sources at %s are not on the Go module proxy; pass their directory with -containerd-client (make conformance CONTAINERD_CLIENT=DIR)\n\n", containerdVersion)
@@ -217,9 +225,21 @@ func runRuntimeTools(ctx context.Context, outDir string, runtimes []suite.Runtim
 const defaultBatsSkip = `^seccomp-notify`
 
 // runBats runs runc's bats files matching filter (all when nil) and not skip (none when
-// nil) with both runtimes and compares them test by test.
-func runBats(ctx context.Context, outDir string, runtimes []suite.Runtime, k suite.Known, filter, skip *regexp.Regexp, limit time.Duration) (suite.Result, error) {
-	b := suite.Bats{Version: runcVersion, Dir: filepath.Join(outDir, "bats")}
+// nil), and in them the tests matching tests (all when nil), with both runtimes and
+// compares them test by test.
+func runBats(ctx context.Context, outDir string, runtimes []suite.Runtime, k suite.Known, filter, skip, tests *regexp.Regexp, limit time.Duration) (suite.Result, error) {
+	b := suite.Bats{Version: runcVersion, Dir: filepath.Join(outDir, "bats"), Tests: tests}
+	if tests != nil {
+		// The entries for tests that do not run are neither confirmed nor refuted.
+		k = maps.Clone(k)
+		for key := range k {
+			if name, ok := strings.CutPrefix(key, "bats:"); ok {
+				if _, test, ok := strings.Cut(name, ".bats:"); ok && !tests.MatchString(test) {
+					delete(k, key)
+				}
+			}
+		}
+	}
 	fmt.Printf("preparing %s@%s bats tests\n", suite.RuncModule, b.Version)
 	res := suite.Result{Suite: batsTitle + " (" + b.Version + ")"}
 	files, unbuilt, err := b.Prepare(ctx)
@@ -247,7 +267,7 @@ func runBats(ctx context.Context, outDir string, runtimes []suite.Runtime, k sui
 			v.Summary(), time.Since(mid).Seconds(), row.Status)
 		res.Rows = append(res.Rows, row)
 	}
-	if filter == nil {
+	if filter == nil && tests == nil {
 		for key := range k {
 			file, _, ok := strings.Cut(strings.TrimPrefix(key, "bats:"), ".bats")
 			if !strings.HasPrefix(key, "bats:") || (ok && skip != nil && skip.MatchString(file)) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,6 +48,8 @@ const debianSkip = "no debian image: the conformance run builds only a busybox i
 type Bats struct {
 	Version string
 	Dir     string
+	// Tests, when not nil, selects the tests Run runs in a file by name (bats --filter).
+	Tests *regexp.Regexp
 }
 
 func (b Bats) src() string   { return filepath.Join(b.Dir, "src") }
@@ -258,7 +261,11 @@ func (b Bats) Run(ctx context.Context, file string, r Runtime, limit time.Durati
 	// with it, although every test is done.
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
-	cmd := exec.CommandContext(runCtx, "bats", "--tap", "--no-tempdir-cleanup", file+".bats")
+	args := []string{"--tap", "--no-tempdir-cleanup"}
+	if b.Tests != nil {
+		args = append(args, "--filter", b.Tests.String())
+	}
+	cmd := exec.CommandContext(runCtx, "bats", append(args, file+".bats")...)
 	cmd.Dir = b.tests()
 	// No BATS_TEST_TIMEOUT: its watchdog is a background job of the test's shell, so a
 	// test that runs `wait` (events.bats) would wait for the watchdog and time out.

@@ -35,8 +35,10 @@ type Process struct {
 	disown func()
 }
 
-// NewProcess converts an OCI process. init marks the container's first process.
-func NewProcess(sp *specs.Process, init bool, stdio Stdio) (*Process, error) {
+// NewProcess converts an OCI process. init marks the container's first process; mounts
+// are the container's (a RLIMIT_AS is set by a last step of the process when they mount
+// /proc: rlimitexec.go).
+func NewProcess(sp *specs.Process, init bool, mounts []specs.Mount, stdio Stdio) (*Process, error) {
 	if sp == nil {
 		return nil, fmt.Errorf("%w: process is missing", errdefs.ErrInvalidArgument)
 	}
@@ -83,6 +85,13 @@ func NewProcess(sp *specs.Process, init bool, stdio Stdio) (*Process, error) {
 		n, err := rlimitNumber(rl.Type)
 		if err != nil {
 			return nil, fmt.Errorf("process.rlimits: %w", err)
+		}
+		if rl.Soft > rl.Hard {
+			return nil, fmt.Errorf("%w: process.rlimits: %s soft limit %d is above the hard limit %d", errdefs.ErrInvalidArgument, rl.Type, rl.Soft, rl.Hard)
+		}
+		if n == unix.RLIMIT_AS && rlimitExecBuilt && mountsProc(mounts) {
+			lp.Args = rlimitExecArgs(rl.Soft, rl.Hard, sp.Args) // rlimitexec.go
+			continue
 		}
 		lp.Rlimits = append(lp.Rlimits, configs.Rlimit{Type: n, Hard: rl.Hard, Soft: rl.Soft})
 	}
