@@ -275,7 +275,7 @@ func TestShrinkMemoryInUse(t *testing.T) {
 	if err := filler.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := filler.Exec(ctx, "fill", bundle.DefaultSpec([]string{"dd", "if=/dev/zero", "of=/fill/x", "bs=1M", "count=700"}, false).Process, false); err != nil {
+	if err := filler.Exec(ctx, "fill", bundle.DefaultSpec([]string{"dd", "if=/dev/zero", "of=/fill/x", "bs=1M", "count=700"}, false).Process, ExecOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	var errOut bytes.Buffer
