@@ -158,14 +158,7 @@ func (h *harness) updateTask(id string, res *specs.LinuxResources) {
 	h.t.Helper()
 	ctx, cancel := h.ctx()
 	defer cancel()
-	addr, err := os.ReadFile(filepath.Join(h.ctd.Dir, "state", "io.containerd.runtime.v2.task", "vessel-test", id, "address"))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	c, err := shimclient.Dial(ctx, strings.TrimSpace(string(addr)))
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	c := h.dialShim(ctx, id)
 	defer c.Close()
 	anyRes, err := typeurl.MarshalAnyToProto(res)
 	if err != nil {
@@ -174,6 +167,20 @@ func (h *harness) updateTask(id string, res *specs.LinuxResources) {
 	if _, err := c.Update(ctx, &taskAPI.UpdateTaskRequest{ID: id, Resources: anyRes}); err != nil {
 		h.t.Fatalf("update %s: %v", id, err)
 	}
+}
+
+// dialShim connects to the shim of task id, as containerd does.
+func (h *harness) dialShim(ctx context.Context, id string) *shimclient.Client {
+	h.t.Helper()
+	addr, err := os.ReadFile(filepath.Join(h.ctd.Dir, "state", "io.containerd.runtime.v2.task", "vessel-test", id, "address"))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	c, err := shimclient.Dial(ctx, strings.TrimSpace(string(addr)))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return c
 }
 
 // assertNoLeftovers checks no shim, QEMU, mount or sandbox state remains.
@@ -440,15 +447,9 @@ func TestPodSharesOneVM(t *testing.T) {
 	h := newHarness(t)
 	pod := []string{"--annotation", "io.kubernetes.cri.container-type=sandbox", "--annotation", "io.kubernetes.cri.sandbox-id=pod1"}
 	h.start("pod1", pod, "sleep", "1000")
-	var shimPid string
-	for _, line := range strings.Split(h.ctr("task", "ls"), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "pod1" {
-			shimPid = f[1]
-		}
-	}
 	member := []string{
 		"--annotation", "io.kubernetes.cri.container-type=container", "--annotation", "io.kubernetes.cri.sandbox-id=pod1",
-		"--with-ns", "pid:/proc/" + shimPid + "/ns/pid",
+		"--with-ns", "pid:/proc/" + strconv.Itoa(h.taskPid("pod1")) + "/ns/pid",
 	}
 	h.start("app", member, "sleep", "2000")
 	out := h.ctr("task", "exec", "--exec-id", "look", "app", "sh", "-c", "ps -o args")
@@ -488,8 +489,22 @@ func TestRunDeleteCycles(t *testing.T) {
 	}
 }
 
-// shimPid returns the pid `ctr task ls` shows (the shim) for a task.
+// shimPid returns the pid of the shim of task id (its Connect answer).
 func (h *harness) shimPid(id string) int {
+	h.t.Helper()
+	ctx, cancel := h.ctx()
+	defer cancel()
+	c := h.dialShim(ctx, id)
+	defer c.Close()
+	resp, err := c.Connect(ctx, &taskAPI.ConnectRequest{ID: id})
+	if err != nil {
+		h.t.Fatalf("connect to the shim of %s: %v", id, err)
+	}
+	return int(resp.ShimPid)
+}
+
+// taskPid returns the pid `ctr task ls` shows for a task: its host stand-in's.
+func (h *harness) taskPid(id string) int {
 	h.t.Helper()
 	for _, line := range strings.Split(h.ctr("task", "ls"), "\n") {
 		if f := strings.Fields(line); len(f) >= 2 && f[0] == id {
