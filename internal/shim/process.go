@@ -408,7 +408,9 @@ func (p *process) setRunning() {
 	p.mu.Unlock()
 }
 
-// startStandIn starts the process's stand-in, labelled with its container and exec ids.
+// startStandIn starts the process's stand-in, labelled with its container and exec ids. A
+// process has one stand-in in its life: a second start (a concurrent Start of the same
+// exec) and a start once the exit is recorded are refused, the new stand-in stopped.
 func (p *process) startStandIn() error {
 	label := []string{p.containerID}
 	if p.execID != "" {
@@ -419,8 +421,19 @@ func (p *process) startStandIn() error {
 		return fmt.Errorf("process %q of %s: %w", p.execID, p.containerID, err)
 	}
 	p.mu.Lock()
-	p.standIn = sp
+	had, st := p.standIn != nil, p.st
+	if !had && st != task.Status_STOPPED {
+		p.standIn = sp
+	}
 	p.mu.Unlock()
+	switch {
+	case had:
+		sp.Stop()
+		return fmt.Errorf("process %q of %s is started already: %w", p.execID, p.containerID, errdefs.ErrFailedPrecondition)
+	case st == task.Status_STOPPED:
+		sp.Stop()
+		return fmt.Errorf("process %q of %s has exited: %w", p.execID, p.containerID, errdefs.ErrFailedPrecondition)
+	}
 	return nil
 }
 

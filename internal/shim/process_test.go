@@ -3,14 +3,22 @@ package shim
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
 	"golang.org/x/sys/unix"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/taskpid"
 )
 
 func TestContainerRunning(t *testing.T) {
@@ -82,6 +90,72 @@ func TestStandInLivesUntilTheExit(t *testing.T) {
 	if p.pid() != pid {
 		t.Errorf("pid after the exit %d, want %d", p.pid(), pid)
 	}
+}
+
+// TestOneStandInPerProcess: a second start of a process's stand-in and a start after its
+// exit are refused and leave no stand-in of theirs behind, reaped or not.
+func TestOneStandInPerProcess(t *testing.T) {
+	p := newProcess("c1", "e1", stdio{})
+	if err := p.startStandIn(); err != nil {
+		t.Fatal(err)
+	}
+	pid := int(p.pid())
+	if err := p.startStandIn(); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("second start: %v, want a failed precondition", err)
+	}
+	if got := standInChildren(t); !slices.Equal(got, []int{pid}) {
+		t.Errorf("stand-ins after the refused second start %v, want [%d]", got, pid)
+	}
+	if int(p.pid()) != pid {
+		t.Errorf("pid after the refused second start %d, want %d", p.pid(), pid)
+	}
+	p.setExited(0)
+	if err := p.startStandIn(); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("start after the exit: %v, want a failed precondition", err)
+	}
+	if got := standInChildren(t); len(got) > 0 {
+		t.Errorf("stand-ins after the exit %v, want none", got)
+	}
+	// Never started, exited (a Create rolled back before its stand-in): none starts.
+	q := newProcess("c2", "", stdio{})
+	q.setExited(137)
+	if err := q.startStandIn(); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("start of an exited process: %v, want a failed precondition", err)
+	}
+	if got := standInChildren(t); len(got) > 0 {
+		t.Errorf("stand-ins of an exited process %v, want none", got)
+	}
+}
+
+// standInChildren lists this process's children that are stand-ins, zombies included (a
+// stand-in not reaped): those named taskpid.Argv0 and those in state Z.
+func standInChildren(t *testing.T) []int {
+	t.Helper()
+	threads, err := filepath.Glob("/proc/self/task/*/children")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, f := range threads {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // the thread has ended
+		}
+		for _, field := range strings.Fields(string(b)) {
+			pid, err := strconv.Atoi(field)
+			if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			zombie := strings.Contains(string(stat), ") Z ")
+			if zombie || strings.HasPrefix(string(cmdline), taskpid.Argv0+"\x00") {
+				out = append(out, pid)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // TestProcessInfo: Pids lists the init and exec'd processes under their host pids, the
