@@ -1,6 +1,7 @@
 package shim_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/sharefs"
 	"github.com/vessel-containers/vessel/internal/shimclient"
 	"github.com/vessel-containers/vessel/internal/shimproto"
+	"github.com/vessel-containers/vessel/internal/taskpid"
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
@@ -35,6 +37,8 @@ type harness struct {
 	t      *testing.T
 	ctd    *testutil.Containerd
 	sbRoot string
+	// binDir holds the shim binary the harness built; its task stand-ins run it too.
+	binDir string
 }
 
 func newHarness(t *testing.T) *harness {
@@ -61,7 +65,7 @@ func newHarnessGuest(t *testing.T, g testutil.Guest, extra string) *harness {
 	}
 	binDir := testutil.BuildShim(t, shimproto.Options{SandboxRoot: sbRoot})
 	ctd := testutil.StartContainerd(t, binDir, "VESSEL_CONFIG="+cfg)
-	h := &harness{t: t, ctd: ctd, sbRoot: sbRoot}
+	h := &harness{t: t, ctd: ctd, sbRoot: sbRoot, binDir: binDir}
 	t.Cleanup(func() {
 		h.assertNoLeftovers()
 		os.RemoveAll(sbRoot)
@@ -194,6 +198,16 @@ func (h *harness) assertNoLeftovers() {
 			}
 		}
 	}
+	// A shim stops its stand-ins before it answers Delete; a shim that was killed leaves its
+	// stand-ins to end at the end of file on their stdin, a moment after it.
+	deadline := time.Now().Add(10 * time.Second)
+	for left := h.standIns(); len(left) > 0; left = h.standIns() {
+		if time.Now().After(deadline) {
+			t.Errorf("task stand-ins left behind: %v", left)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if m, _ := sharefs.MountsUnder(h.sbRoot); len(m) > 0 {
 		t.Errorf("mounts left: %v", m)
 	}
@@ -211,6 +225,27 @@ func (h *harness) assertNoLeftovers() {
 			}
 		}
 	}
+}
+
+// standIns lists the task stand-ins (internal/taskpid) of the harness's shims: the
+// processes named taskpid.Argv0 that run the shim binary it built.
+func (h *harness) standIns() []string {
+	h.t.Helper()
+	dirs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []string
+	for _, d := range dirs {
+		cmdline, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil || !bytes.HasPrefix(cmdline, []byte(taskpid.Argv0+"\x00")) {
+			continue
+		}
+		if exe, err := os.Readlink(filepath.Join(d, "exe")); err == nil && strings.HasPrefix(exe, h.binDir+"/") {
+			out = append(out, filepath.Base(d)+" "+strings.ReplaceAll(string(cmdline), "\x00", " "))
+		}
+	}
+	return out
 }
 
 func TestCtrRun(t *testing.T) {
