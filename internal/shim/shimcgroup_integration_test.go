@@ -33,18 +33,32 @@ func TestShimJoinsShimCgroup(t *testing.T) {
 	testutil.RequiresIntegration(t)
 	testutil.RequiresRoot(t)
 	const cg = "/vessel-test-shimcg"
+	// On the way out the cgroup goes, with a shim a failed check left in it (none when the
+	// test passes: Shutdown ends it).
 	if cgroups.Mode() == cgroups.Unified {
 		m, err := cgroup2.NewManager("/sys/fs/cgroup", cg, &cgroup2.Resources{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer func() { _ = m.Delete() }()
+		defer func() {
+			pids, _ := m.Procs(false)
+			killLeft(t, pids)
+			_ = m.Delete()
+		}()
 	} else {
 		c, err := cgroup1.New(cgroup1.StaticPath(cg), &specs.LinuxResources{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer func() { _ = c.Delete() }()
+		defer func() {
+			procs, _ := c.Processes(cgroup1.Memory, false)
+			var pids []uint64
+			for _, p := range procs {
+				pids = append(pids, uint64(p.Pid))
+			}
+			killLeft(t, pids)
+			_ = c.Delete()
+		}()
 	}
 	sbRoot := t.TempDir()
 	// A log file of its own: containerd's log FIFO in the bundle has no reader here.
@@ -98,7 +112,35 @@ func TestShimJoinsShimCgroup(t *testing.T) {
 	if _, err := c.Shutdown(ctx, &taskAPI.ShutdownRequest{ID: "shimcg"}); err != nil && !errors.Is(err, shimclient.ErrShimGone) {
 		t.Fatal(err)
 	}
-	if _, err := unix.Poll([]unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}, 60_000); err != nil {
-		t.Fatal(err)
+	if !pidfdExited(pidfd, time.Minute) {
+		t.Errorf("the shim %d runs a minute after its Shutdown", pid)
+	}
+}
+
+// killLeft kills and waits out the processes a failed check left in the test's cgroup.
+func killLeft(t *testing.T, pids []uint64) {
+	for _, pid := range pids {
+		t.Errorf("process %d left in the shim cgroup", pid)
+		fd, err := unix.PidfdOpen(int(pid), 0)
+		if err != nil {
+			continue // it has ended
+		}
+		_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+		pidfdExited(fd, 10*time.Second)
+		unix.Close(fd)
+	}
+}
+
+// pidfdExited waits up to limit for the process of pidfd fd to end and tells whether it
+// did (false on a poll error too).
+func pidfdExited(fd int, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for {
+		left := max(time.Until(deadline), 0)
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(left.Milliseconds()))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		return err == nil && n > 0
 	}
 }

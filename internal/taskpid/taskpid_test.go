@@ -70,8 +70,13 @@ func TestDoneWhenKilledByOthers(t *testing.T) {
 }
 
 // TestStandInEndsWithItsStarter kills the process that started a stand-in and waits for
-// the stand-in to end on its own (its stdin reaches end of file).
+// the stand-in to end on its own (its stdin reaches end of file). The test is the
+// orphaned stand-in's subreaper, and reaps it.
 func TestStandInEndsWithItsStarter(t *testing.T) {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) }()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), starterEnv+"=1")
 	out, err := cmd.StdoutPipe()
@@ -98,14 +103,40 @@ func TestStandInEndsWithItsStarter(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	// Once the starter is reaped, its children are this process's.
+	_ = cmd.Wait()
 	// The pidfd becomes readable when the stand-in ends.
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 30_000)
-	if err != nil {
-		t.Fatal(err)
+	if !pollExit(t, fd, 30*time.Second) {
+		_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+		t.Errorf("stand-in %d still runs 30 s after its starter was killed", pid)
 	}
-	if n == 0 {
-		t.Fatalf("stand-in %d still runs 30 s after its starter was killed", pid)
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PIDFD, fd, &info, unix.WEXITED, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("reap stand-in %d: %v", pid, err)
+		}
+		break
+	}
+}
+
+// pollExit waits up to limit for the process of pidfd fd to end and tells whether it did.
+func pollExit(t *testing.T, fd int, limit time.Duration) bool {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		left := max(time.Until(deadline), 0)
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(left.Milliseconds()))
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			t.Fatal(err)
+		}
+		return n > 0
 	}
 }
 
