@@ -200,9 +200,11 @@ func (s *Service) ListProcesses(ctx context.Context, req *agentv1.ListProcessesR
 		return nil, err
 	}
 	execOf := map[int]string{}
+	initPid := -1
 	c.mu.Lock()
 	if c.init != nil {
-		execOf[c.init.pid] = c.initExecID
+		initPid = c.init.pid
+		execOf[initPid] = c.initExecID
 	}
 	for id, p := range c.execs {
 		execOf[p.pid] = id
@@ -220,6 +222,7 @@ func (s *Service) ListProcesses(ctx context.Context, req *agentv1.ListProcessesR
 		info := &agentv1.ProcessInfo{
 			Pid:     uint32(pid),
 			ExecId:  execOf[pid],
+			Init:    pid == initPid,
 			Cmdline: string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '})),
 		}
 		fillPsInfo(info, "/proc", pid, btime)

@@ -453,3 +453,25 @@ func Procs(root, p string) (int, error) {
 	}
 	return n, nil
 }
+
+// Move puts process pid, with all its threads, into the existing cgroupfs cgroup p: on v2
+// the cgroup of that path, on v1 the cgroup of that path in every mounted hierarchy, as
+// containerd's runc shim joins the cgroup its create options name (ShimCgroup).
+func Move(pid int, p string) error {
+	var err error
+	if cgroups.Mode() == cgroups.Unified {
+		var m *cgroup2.Manager
+		if m, err = cgroup2.Load(p, cgroup2.WithMountpoint(mountpoint)); err == nil {
+			err = m.AddProc(uint64(pid))
+		}
+	} else {
+		var c cgroup1.Cgroup
+		if c, err = cgroup1.Load(cgroup1.StaticPath(p), cgroup1.WithHierarchy(mountedV1)); err == nil {
+			err = c.Add(cgroup1.Process{Pid: pid})
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("move pid %d into cgroup %s: %w", pid, p, err)
+	}
+	return nil
+}

@@ -280,3 +280,28 @@ func TestProcs(t *testing.T) {
 		})
 	}
 }
+
+// TestMoveToMissingCgroup: a cgroup that does not exist is refused, naming it, and the
+// process stays where it was.
+func TestMoveToMissingCgroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to move processes between cgroups")
+	}
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	origin := testutil.MemoryCgroup(t, cmd.Process.Pid)
+	missing := fmt.Sprintf("/vessel-hostcgroup-missing-%d", os.Getpid())
+	err := Move(cmd.Process.Pid, missing)
+	if err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("move into missing cgroup %s: %v, want an error naming it", missing, err)
+	}
+	if got := testutil.MemoryCgroup(t, cmd.Process.Pid); got != origin {
+		t.Errorf("process in cgroup %s after the refused move, want %s", got, origin)
+	}
+	if _, err := os.Stat(cgroupDir(missing)); !os.IsNotExist(err) {
+		t.Errorf("the refused move left %s: %v", cgroupDir(missing), err)
+	}
+}

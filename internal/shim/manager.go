@@ -32,6 +32,7 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/atomicfile"
 	"github.com/vessel-containers/vessel/internal/directvolume"
+	"github.com/vessel-containers/vessel/internal/hostcgroup"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/sandbox"
@@ -118,6 +119,11 @@ func (m Manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ s
 	if err != nil {
 		return params, err
 	}
+	// Read before anything else: containerd writes the options and waits.
+	shimCgroup, err := readShimCgroup(os.Stdin) // shimcgroup.go
+	if err != nil {
+		return params, err
+	}
 	o := m.options()
 	address, err := socketAddress(ctx, opts.Address, o.SocketDir, group)
 	if err != nil {
@@ -185,6 +191,16 @@ func (m Manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ s
 		return params, fmt.Errorf("start shim process: %w", err)
 	}
 	pid := cmd.Process.Pid
+	// As containerd's runc shim: the new shim runs in the cgroup the task's options name.
+	// It serves no task before Start returns, so the VM it boots later is charged as
+	// docs/host-cgroups.md says, and it returns here from the pod's cgroup.
+	if shimCgroup != "" {
+		if err := hostcgroup.Move(pid, shimCgroup); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return params, fmt.Errorf("shim cgroup: %w", err)
+		}
+	}
 	// The shim outlives this process; release it so it is not left a zombie of ours.
 	if err := cmd.Process.Release(); err != nil {
 		return params, fmt.Errorf("release shim process: %w", err)

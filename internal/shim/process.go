@@ -15,15 +15,19 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
 	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/sandbox"
+	"github.com/vessel-containers/vessel/internal/taskpid"
 	"github.com/vessel-containers/vessel/internal/tracing"
 )
 
@@ -108,9 +112,13 @@ func (c *container) start(ctx context.Context, p *process) error {
 			return err
 		}
 	} else {
+		if err := p.startStandIn(); err != nil {
+			return err
+		}
 		spec := *p.spec
 		spec.Terminal = p.stdio.terminal
 		if err := c.ctr.Exec(ctx, p.execID, &spec, p.execOptions); err != nil {
+			p.stopStandIn()
 			return err
 		}
 		// The guest keeps the output until it is read, so attaching after Exec loses nothing.
@@ -118,11 +126,47 @@ func (c *container) start(ctx context.Context, p *process) error {
 			if kerr := c.ctr.Kill(ctx, p.execID, syscall.SIGKILL, false); kerr != nil {
 				log.G(ctx).WithError(kerr).Warn("kill exec whose stdio failed")
 			}
+			p.stopStandIn()
 			return err
 		}
 	}
 	p.setRunning()
 	return nil
+}
+
+// processInfo is what Pids reports of a guest process: the host pid of the process the
+// shim started it as (the init or an exec, by the guest's marks), else its guest pid;
+// for an exec's, which exec it is, as containerd's runc shim does.
+func (c *container) processInfo(gp *agentv1.ProcessInfo) (*task.ProcessInfo, error) {
+	info := &task.ProcessInfo{Pid: gp.GetPid()}
+	var own *process
+	switch {
+	case gp.GetInit():
+		own = c.init
+	case gp.GetExecId() != "":
+		own, _ = c.process(gp.GetExecId())
+		details, err := typeurl.MarshalAnyToProto(&options.ProcessDetails{ExecID: gp.GetExecId()})
+		if err != nil {
+			return nil, fmt.Errorf("encode process details: %w", err)
+		}
+		info.Info = details
+	}
+	if own != nil {
+		if pid := own.pid(); pid != 0 {
+			info.Pid = pid
+		}
+	}
+	return info, nil
+}
+
+// stopStandIns ends the stand-ins of the container's processes (the container is gone).
+func (c *container) stopStandIns() {
+	c.init.stopStandIn()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.execs {
+		p.stopStandIn()
+	}
 }
 
 // closeIO stops every stdio copier of the container.
@@ -245,7 +289,7 @@ type process struct {
 	// an init process that was created but never started (its exit must be reported too).
 	watch sync.Once
 
-	// mu guards st, code, exited, streams, files.
+	// mu guards st, code, exited, streams, files, standIn.
 	mu      sync.Mutex
 	st      task.Status
 	code    int
@@ -253,6 +297,10 @@ type process struct {
 	streams *sandbox.Streams
 	stdin   *stdinFIFO
 	files   []io.Closer
+	// standIn is the host process that stands for the process (internal/taskpid): its pid
+	// is the one the task API reports. It runs from the init's Create or the exec's Start
+	// until the exit is recorded; nil before.
+	standIn *taskpid.Process
 }
 
 func newProcess(containerID, execID string, s stdio) *process {
@@ -362,8 +410,58 @@ func (p *process) setRunning() {
 	p.mu.Unlock()
 }
 
-// setExited records the exit once and wakes every waiter.
+// startStandIn starts the process's stand-in, labelled with its container and exec ids. A
+// process has one stand-in in its life: a second start (a concurrent Start of the same
+// exec) and a start once the exit is recorded are refused, the new stand-in stopped.
+func (p *process) startStandIn() error {
+	label := []string{p.containerID}
+	if p.execID != "" {
+		label = append(label, p.execID)
+	}
+	sp, err := taskpid.Start(label...)
+	if err != nil {
+		return fmt.Errorf("process %q of %s: %w", p.execID, p.containerID, err)
+	}
+	p.mu.Lock()
+	had, st := p.standIn != nil, p.st
+	if !had && st != task.Status_STOPPED {
+		p.standIn = sp
+	}
+	p.mu.Unlock()
+	switch {
+	case had:
+		sp.Stop()
+		return fmt.Errorf("process %q of %s is started already: %w", p.execID, p.containerID, errdefs.ErrFailedPrecondition)
+	case st == task.Status_STOPPED:
+		sp.Stop()
+		return fmt.Errorf("process %q of %s has exited: %w", p.execID, p.containerID, errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+// pid is the process's pid on the host, its stand-in's: 0 before it has one. It stays
+// the same once the stand-in has ended, as a process's pid stays in its exit status.
+func (p *process) pid() uint32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.standIn == nil {
+		return 0
+	}
+	return uint32(p.standIn.Pid())
+}
+
+// stopStandIn ends the stand-in and returns once its pid is gone.
+func (p *process) stopStandIn() {
+	p.mu.Lock()
+	sp := p.standIn
+	p.mu.Unlock()
+	sp.Stop()
+}
+
+// setExited records the exit once and wakes every waiter. The stand-in ends first: whoever
+// learns of the exit finds the process's pid gone, as with a process on the host.
 func (p *process) setExited(code int) {
+	p.stopStandIn()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.st == task.Status_STOPPED {

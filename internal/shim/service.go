@@ -12,7 +12,6 @@ import (
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
-	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/runtime"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
@@ -179,6 +178,7 @@ func (s *service) cleanup(ctx context.Context) error {
 	var err error
 	for _, c := range ctrs {
 		c.closeIO()
+		c.stopStandIns()
 	}
 	ms.stop()
 	if sb != nil {
@@ -309,6 +309,11 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		}
 		return toGRPC(err)
 	}
+	// The task's pid on the host, from now until its exit is recorded (the rollback's
+	// setExited ends it).
+	if err := c.init.startStandIn(); err != nil {
+		return nil, fail(err)
+	}
 
 	// A rootfs on a host block device (devmapper) or an image file (blockfile) goes to the
 	// VM as a disk, image layers on files (erofs) as disks with an overlay the guest builds;
@@ -413,9 +418,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	s.send(runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{
 		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
 		IO:  &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
-		Pid: uint32(os.Getpid()),
+		Pid: c.init.pid(),
 	})
-	return &taskAPI.CreateTaskResponse{Pid: uint32(os.Getpid())}, nil
+	return &taskAPI.CreateTaskResponse{Pid: c.init.pid()}, nil
 }
 
 // plan reads the bundle and produces the task's one plan: the sandbox plan (with its
@@ -468,7 +473,8 @@ func (s *service) plan(ctx context.Context, r *taskAPI.CreateTaskRequest) (*oci.
 
 // sandboxNamespaces are the host paths that stand for the namespaces of pod sandbox sid
 // (oci.SandboxNamespacePaths): those of the pid this shim reports for the sandbox's task
-// and the paths in the sandbox container's spec. Nil when the shim runs no such sandbox.
+// (its stand-in's) and the paths in the sandbox container's spec. Nil when the shim runs
+// no such sandbox.
 func (s *service) sandboxNamespaces(sid string) map[specs.LinuxNamespaceType][]string {
 	s.mu.Lock()
 	sc := s.containers[sid]
@@ -480,7 +486,7 @@ func (s *service) sandboxNamespaces(sid string) map[specs.LinuxNamespaceType][]s
 	if err != nil {
 		spec = nil
 	}
-	return oci.SandboxNamespacePaths(os.Getpid(), spec)
+	return oci.SandboxNamespacePaths(int(sc.init.pid()), spec)
 }
 
 // reserve registers c as being created and, for a container that creates the sandbox,
@@ -616,7 +622,7 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if r.ExecID == "" {
 		c.hooks.warn(ctx, specs.StateRunning, hooks.Poststart)
 	}
-	pid := uint32(os.Getpid())
+	pid := p.pid()
 	if r.ExecID == "" {
 		s.send(runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: r.ID, Pid: pid})
 	} else {
@@ -648,7 +654,7 @@ func (s *service) waitExit(c *container, p *process) {
 	p.waitIO()
 	p.setExited(code)
 	s.send(runtime.TaskExitEventTopic, &eventstypes.TaskExit{
-		ContainerID: c.id, ID: p.id(), Pid: uint32(os.Getpid()), ExitStatus: uint32(code), ExitedAt: protobuf.ToTimestamp(p.exitedAt()),
+		ContainerID: c.id, ID: p.id(), Pid: p.pid(), ExitStatus: uint32(code), ExitedAt: protobuf.ToTimestamp(p.exitedAt()),
 	})
 }
 
@@ -666,7 +672,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		}
 		c.removeExec(r.ExecID)
 		p.closeIO()
-		return &taskAPI.DeleteResponse{Pid: uint32(os.Getpid()), ExitStatus: uint32(p.exitCode()), ExitedAt: protobuf.ToTimestamp(p.exitedAt())}, nil
+		return &taskAPI.DeleteResponse{Pid: p.pid(), ExitStatus: uint32(p.exitCode()), ExitedAt: protobuf.ToTimestamp(p.exitedAt())}, nil
 	}
 
 	s.mu.Lock()
@@ -684,7 +690,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 			return nil, toGRPC(fmt.Errorf("delete %s: wait for its cancelled create: %w", r.ID, ctx.Err()))
 		}
 		p := c.init
-		return &taskAPI.DeleteResponse{Pid: uint32(os.Getpid()), ExitStatus: uint32(p.exitCode()), ExitedAt: protobuf.ToTimestamp(p.exitedAt())}, nil
+		return &taskAPI.DeleteResponse{Pid: p.pid(), ExitStatus: uint32(p.exitCode()), ExitedAt: protobuf.ToTimestamp(p.exitedAt())}, nil
 	}
 	sb, ends := s.detach(c)
 	s.mu.Unlock()
@@ -698,9 +704,9 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		p.setExited(128 + int(syscall.SIGKILL))
 	}
 	s.send(runtime.TaskDeleteEventTopic, &eventstypes.TaskDelete{
-		ContainerID: r.ID, Pid: uint32(os.Getpid()), ExitStatus: uint32(p.exitCode()), ExitedAt: protobuf.ToTimestamp(p.exitedAt()),
+		ContainerID: r.ID, Pid: p.pid(), ExitStatus: uint32(p.exitCode()), ExitedAt: protobuf.ToTimestamp(p.exitedAt()),
 	})
-	return &taskAPI.DeleteResponse{Pid: uint32(os.Getpid()), ExitStatus: uint32(p.exitCode()), ExitedAt: protobuf.ToTimestamp(p.exitedAt())}, nil
+	return &taskAPI.DeleteResponse{Pid: p.pid(), ExitStatus: uint32(p.exitCode()), ExitedAt: protobuf.ToTimestamp(p.exitedAt())}, nil
 }
 
 // detach removes a created container from the service and tells whether its removal ends
@@ -738,6 +744,7 @@ func (s *service) teardown(ctx context.Context, c *container, sb *sandbox.Sandbo
 		}
 	}
 	c.closeIO()
+	c.stopStandIns()
 	if ends {
 		// The guest's spans of this Delete go before the VM does.
 		s.exportAgentSpans(ctx, sb) // tracing.go
@@ -810,14 +817,16 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 		st = task.Status_PAUSED
 	}
 	return &taskAPI.StateResponse{
-		ID: r.ID, ExecID: r.ExecID, Bundle: c.bundle, Pid: uint32(os.Getpid()), Status: st,
+		ID: r.ID, ExecID: r.ExecID, Bundle: c.bundle, Pid: p.pid(), Status: st,
 		Stdin: p.stdio.stdin, Stdout: p.stdio.stdout, Stderr: p.stdio.stderr, Terminal: p.stdio.terminal,
 		ExitStatus: uint32(p.exitCode()), ExitedAt: protobuf.ToTimestamp(p.exitedAt()),
 	}, nil
 }
 
-// Pids lists the container's processes (guest pids); a task whose Create still runs has
-// none yet.
+// Pids lists the container's processes. Those the shim started (the init process and the
+// exec'd ones) are listed under their pids on the host, their stand-ins', the pids the
+// task API reports for them; the others (their children) have no host pid and are
+// listed under their pids in the guest. A task whose Create still runs has none yet.
 func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
 	c, creating, err := s.lookup(r.ID)
 	if err != nil {
@@ -831,15 +840,10 @@ func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.Pi
 	if err != nil {
 		return nil, toGRPC(err)
 	}
-	for _, p := range procs {
-		info := &task.ProcessInfo{Pid: p.Pid}
-		if p.ExecId != "" {
-			// As containerd's runc shim does: which exec a pid belongs to.
-			details, err := typeurl.MarshalAnyToProto(&options.ProcessDetails{ExecID: p.ExecId})
-			if err != nil {
-				return nil, toGRPC(fmt.Errorf("encode process details: %w", err))
-			}
-			info.Info = details
+	for _, gp := range procs {
+		info, err := c.processInfo(gp)
+		if err != nil {
+			return nil, toGRPC(err)
 		}
 		resp.Processes = append(resp.Processes, info)
 	}
@@ -977,10 +981,14 @@ func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.
 	return &taskAPI.StatsResponse{Stats: anyStats}, nil
 }
 
-// Connect returns the shim's pid; the container's processes live in the VM.
+// Connect returns the shim's pid and the task's (its stand-in's; 0 for a task the shim
+// does not hold).
 func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
-	pid := uint32(os.Getpid())
-	return &taskAPI.ConnectResponse{ShimPid: pid, TaskPid: pid}, nil
+	resp := &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid())}
+	if c, _, err := s.lookup(r.ID); err == nil {
+		resp.TaskPid = c.init.pid()
+	}
+	return resp, nil
 }
 
 // Shutdown ends the shim once it holds no containers.

@@ -1,6 +1,7 @@
 package shim_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/sharefs"
 	"github.com/vessel-containers/vessel/internal/shimclient"
 	"github.com/vessel-containers/vessel/internal/shimproto"
+	"github.com/vessel-containers/vessel/internal/taskpid"
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
@@ -35,6 +37,8 @@ type harness struct {
 	t      *testing.T
 	ctd    *testutil.Containerd
 	sbRoot string
+	// binDir holds the shim binary the harness built; its task stand-ins run it too.
+	binDir string
 }
 
 func newHarness(t *testing.T) *harness {
@@ -61,7 +65,7 @@ func newHarnessGuest(t *testing.T, g testutil.Guest, extra string) *harness {
 	}
 	binDir := testutil.BuildShim(t, shimproto.Options{SandboxRoot: sbRoot})
 	ctd := testutil.StartContainerd(t, binDir, "VESSEL_CONFIG="+cfg)
-	h := &harness{t: t, ctd: ctd, sbRoot: sbRoot}
+	h := &harness{t: t, ctd: ctd, sbRoot: sbRoot, binDir: binDir}
 	t.Cleanup(func() {
 		h.assertNoLeftovers()
 		os.RemoveAll(sbRoot)
@@ -158,14 +162,7 @@ func (h *harness) updateTask(id string, res *specs.LinuxResources) {
 	h.t.Helper()
 	ctx, cancel := h.ctx()
 	defer cancel()
-	addr, err := os.ReadFile(filepath.Join(h.ctd.Dir, "state", "io.containerd.runtime.v2.task", "vessel-test", id, "address"))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	c, err := shimclient.Dial(ctx, strings.TrimSpace(string(addr)))
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	c := h.dialShim(ctx, id)
 	defer c.Close()
 	anyRes, err := typeurl.MarshalAnyToProto(res)
 	if err != nil {
@@ -174,6 +171,20 @@ func (h *harness) updateTask(id string, res *specs.LinuxResources) {
 	if _, err := c.Update(ctx, &taskAPI.UpdateTaskRequest{ID: id, Resources: anyRes}); err != nil {
 		h.t.Fatalf("update %s: %v", id, err)
 	}
+}
+
+// dialShim connects to the shim of task id, as containerd does.
+func (h *harness) dialShim(ctx context.Context, id string) *shimclient.Client {
+	h.t.Helper()
+	addr, err := os.ReadFile(filepath.Join(h.ctd.Dir, "state", "io.containerd.runtime.v2.task", "vessel-test", id, "address"))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	c, err := shimclient.Dial(ctx, strings.TrimSpace(string(addr)))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return c
 }
 
 // assertNoLeftovers checks no shim, QEMU, mount or sandbox state remains.
@@ -186,6 +197,16 @@ func (h *harness) assertNoLeftovers() {
 				t.Errorf("process left behind: %s", line)
 			}
 		}
+	}
+	// A shim stops its stand-ins before it answers Delete; a shim that was killed leaves its
+	// stand-ins to end at the end of file on their stdin, a moment after it.
+	deadline := time.Now().Add(10 * time.Second)
+	for left := h.standIns(); len(left) > 0; left = h.standIns() {
+		if time.Now().After(deadline) {
+			t.Errorf("task stand-ins left behind: %v", left)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if m, _ := sharefs.MountsUnder(h.sbRoot); len(m) > 0 {
 		t.Errorf("mounts left: %v", m)
@@ -204,6 +225,27 @@ func (h *harness) assertNoLeftovers() {
 			}
 		}
 	}
+}
+
+// standIns lists the task stand-ins (internal/taskpid) of the harness's shims: the
+// processes named taskpid.Argv0 that run the shim binary it built.
+func (h *harness) standIns() []string {
+	h.t.Helper()
+	dirs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []string
+	for _, d := range dirs {
+		cmdline, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil || !bytes.HasPrefix(cmdline, []byte(taskpid.Argv0+"\x00")) {
+			continue
+		}
+		if exe, err := os.Readlink(filepath.Join(d, "exe")); err == nil && strings.HasPrefix(exe, h.binDir+"/") {
+			out = append(out, filepath.Base(d)+" "+strings.ReplaceAll(string(cmdline), "\x00", " "))
+		}
+	}
+	return out
 }
 
 func TestCtrRun(t *testing.T) {
@@ -440,15 +482,9 @@ func TestPodSharesOneVM(t *testing.T) {
 	h := newHarness(t)
 	pod := []string{"--annotation", "io.kubernetes.cri.container-type=sandbox", "--annotation", "io.kubernetes.cri.sandbox-id=pod1"}
 	h.start("pod1", pod, "sleep", "1000")
-	var shimPid string
-	for _, line := range strings.Split(h.ctr("task", "ls"), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "pod1" {
-			shimPid = f[1]
-		}
-	}
 	member := []string{
 		"--annotation", "io.kubernetes.cri.container-type=container", "--annotation", "io.kubernetes.cri.sandbox-id=pod1",
-		"--with-ns", "pid:/proc/" + shimPid + "/ns/pid",
+		"--with-ns", "pid:/proc/" + strconv.Itoa(h.taskPid("pod1")) + "/ns/pid",
 	}
 	h.start("app", member, "sleep", "2000")
 	out := h.ctr("task", "exec", "--exec-id", "look", "app", "sh", "-c", "ps -o args")
@@ -488,8 +524,22 @@ func TestRunDeleteCycles(t *testing.T) {
 	}
 }
 
-// shimPid returns the pid `ctr task ls` shows (the shim) for a task.
+// shimPid returns the pid of the shim of task id (its Connect answer).
 func (h *harness) shimPid(id string) int {
+	h.t.Helper()
+	ctx, cancel := h.ctx()
+	defer cancel()
+	c := h.dialShim(ctx, id)
+	defer c.Close()
+	resp, err := c.Connect(ctx, &taskAPI.ConnectRequest{ID: id})
+	if err != nil {
+		h.t.Fatalf("connect to the shim of %s: %v", id, err)
+	}
+	return int(resp.ShimPid)
+}
+
+// taskPid returns the pid `ctr task ls` shows for a task: its host stand-in's.
+func (h *harness) taskPid(id string) int {
 	h.t.Helper()
 	for _, line := range strings.Split(h.ctr("task", "ls"), "\n") {
 		if f := strings.Fields(line); len(f) >= 2 && f[0] == id {

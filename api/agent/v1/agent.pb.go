@@ -1371,7 +1371,9 @@ type ProcessInfo struct {
 	// When the process started, on the guest's clock (Unix time).
 	StartTimeUnixMs int64 `protobuf:"varint,9,opt,name=start_time_unix_ms,json=startTimeUnixMs,proto3" json:"start_time_unix_ms,omitempty"`
 	// The command name (comm), for a process without a command line.
-	Comm          string `protobuf:"bytes,10,opt,name=comm,proto3" json:"comm,omitempty"`
+	Comm string `protobuf:"bytes,10,opt,name=comm,proto3" json:"comm,omitempty"`
+	// The container's init process (the one CreateContainer made).
+	Init          bool `protobuf:"varint,11,opt,name=init,proto3" json:"init,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1474,6 +1476,13 @@ func (x *ProcessInfo) GetComm() string {
 		return x.Comm
 	}
 	return ""
+}
+
+func (x *ProcessInfo) GetInit() bool {
+	if x != nil {
+		return x.Init
+	}
+	return false
 }
 
 type ListProcessesResponse struct {
@@ -5373,7 +5382,7 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"oom_killed\x18\x02 \x01(\bR\toomKilled\"9\n" +
 	"\x14ListProcessesRequest\x12!\n" +
-	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\xff\x01\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\x93\x02\n" +
 	"\vProcessInfo\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x18\n" +
@@ -5385,7 +5394,8 @@ const file_agent_proto_rawDesc = "" +
 	"\vcpu_time_ms\x18\b \x01(\x04R\tcpuTimeMs\x12+\n" +
 	"\x12start_time_unix_ms\x18\t \x01(\x03R\x0fstartTimeUnixMs\x12\x12\n" +
 	"\x04comm\x18\n" +
-	" \x01(\tR\x04comm\"S\n" +
+	" \x01(\tR\x04comm\x12\x12\n" +
+	"\x04init\x18\v \x01(\bR\x04init\"S\n" +
 	"\x15ListProcessesResponse\x12:\n" +
 	"\tprocesses\x18\x01 \x03(\v2\x1c.vessel.agent.v1.ProcessInfoR\tprocesses\"5\n" +
 	"\x0eLinuxResources\x12#\n" +
