@@ -37,6 +37,16 @@ const (
 	DefaultVirtioFSDaemon = "/usr/lib/qemu/virtiofsd"
 )
 
+// Values of hypervisor.vmm_file_ids: the owners that the files an unprivileged VMM
+// serves have on the host.
+const (
+	// VMMFileIDsContainer keeps the owners a container's files would have under runc:
+	// the root file system and volumes reach the VMM through writable idmapped mounts.
+	VMMFileIDsContainer = "container"
+	// VMMFileIDsSandbox gives everything the guest creates to the sandbox's host ids.
+	VMMFileIDsSandbox = "sandbox"
+)
+
 // Config is the whole configuration. The zero value is not useful: start from Default or Load.
 type Config struct {
 	Hypervisor Hypervisor `toml:"hypervisor"`
@@ -106,6 +116,7 @@ type Hypervisor struct {
 	GuestHookPath       string   `toml:"guest_hook_path"`
 	JailerPath          string   `toml:"jailer_path"`
 	VMMIDRange          string   `toml:"vmm_id_range"`
+	VMMFileIDs          string   `toml:"vmm_file_ids"`
 	ValidJailerPaths    []string `toml:"valid_jailer_paths"`
 	CtlPath             string   `toml:"ctlpath"`
 	ValidCtlPaths       []string `toml:"valid_ctlpaths"`
@@ -183,6 +194,7 @@ func Default() *Config {
 			EntropySource:       "/dev/urandom",
 			ValidEntropySources: []string{"/dev/urandom", "/dev/random"},
 			ValidJailerPaths:    []string{},
+			VMMFileIDs:          VMMFileIDsContainer,
 			ValidCtlPaths:       []string{},
 		},
 		Agent: Agent{

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/idrange"
 )
@@ -47,6 +48,24 @@ func (s *Sandbox) VMMIDs() *idrange.Range {
 	}
 	r := s.vmmIDs.Range
 	return &r
+}
+
+// FileIDsMapped tells whether the VMM runs on host ids of its own and reaches the
+// container's files with their host owners (hypervisor.vmm_file_ids = "container"):
+// the root file system and volumes are shown to it through writable mounts idmapped into
+// its ids, so what guest root creates is owned by host root, as under runc. Otherwise
+// (vmm_file_ids = "sandbox", or a VMM as root) volumes are shared as they are.
+func (s *Sandbox) FileIDsMapped() bool {
+	return s.vmmIDs != nil && s.cfg.Effective.Hypervisor.VMMFileIDs == config.VMMFileIDsContainer
+}
+
+// idmapUserNS opens the user namespace that the shares of a container are idmapped into
+// (FileIDsMapped), or returns nil when they are not. The caller closes it.
+func (s *Sandbox) idmapUserNS() (*os.File, error) {
+	if !s.FileIDsMapped() {
+		return nil, nil
+	}
+	return s.vmmIDs.Range.UserNS()
 }
 
 // noteFactoryVMMIDs records the slot that a VM from the factory's cache runs on (the

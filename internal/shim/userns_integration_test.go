@@ -134,7 +134,7 @@ func testUnprivilegedVMM(t *testing.T, sharedFS string) {
 	}
 	qmp := findUnder(t, h.sbRoot, "qmp.sock", 0)
 	want := jailtest.Want{
-		Caps:      []jail.Cap{jail.CapChown, jail.CapDACOverride, jail.CapFowner, jail.CapFsetid, jail.CapSetfcap},
+		Caps:      []jail.Cap{jail.CapChown, jail.CapDACOverride, jail.CapFowner, jail.CapFsetid},
 		Seccomp:   2,
 		Dirs:      []string{h.sbRoot},
 		Devices:   []string{"/dev/null", "/dev/urandom", "/dev/kvm"},
