@@ -62,8 +62,7 @@ func (c *container) mountRootfsMapped(rootfs []*types.Mount, ids idrange.Range) 
 		return fmt.Errorf("create rootfs dir of %s: %w", c.id, err)
 	}
 	o := mappedOverlay{lowers: lowers, upper: upper, work: work, opts: opts, readOnly: readOnly}
-	defer os.Remove(c.idmapDir()) // the staging directory, empty again
-	if err := o.mount(c.idmapDir(), c.rootfs, ids); err != nil {
+	if err := o.mount(c.rootfs, ids); err != nil {
 		return fmt.Errorf("mount rootfs of %s at %s idmapped into the vmm's ids (hypervisor.vmm_file_ids): %w", c.id, c.rootfs, err)
 	}
 	c.rootfsMounted = true
@@ -126,7 +125,7 @@ func (c *container) mountDirMapped(dir string, ids idrange.Range) (_ string, ret
 		return "", fmt.Errorf("record the work directory of the rootfs of %s: %w", c.id, err)
 	}
 	o := mappedOverlay{lowers: lowers, upper: upper, work: work, opts: append(extra, "index=off")}
-	if err := o.mount(idir, target, ids); err != nil {
+	if err := o.mount(target, ids); err != nil {
 		return "", fmt.Errorf("mount the idmapped layers of the rootfs %s of %s (hypervisor.vmm_file_ids): %w", dir, c.id, err)
 	}
 	c.idmapped = true
@@ -169,18 +168,20 @@ type mappedOverlay struct {
 
 // mount mounts o at target, nosuid and nodev, with every layer idmapped into ids: each
 // lower layer read-only and the directory holding upper and work writable, each at a
-// directory under stage (removed again: the overlay keeps its own references). The
+// directory of a private temporary directory (short paths: overlayfs takes at most 255
+// bytes for one layer's path through fsconfig), detached and removed again once the
+// overlay holds its own references. The
 // overlay is created by a thread whose file system ids are ids' root, so that its own
 // work in the upper layer (copy-up, whiteouts, its work directory) is done as an id the
 // idmapped upper layer maps, with the capabilities it had as root.
-func (o mappedOverlay) mount(stage, target string, ids idrange.Range) (retErr error) {
+func (o mappedOverlay) mount(target string, ids idrange.Range) (retErr error) {
 	userns, err := ids.UserNS()
 	if err != nil {
 		return err
 	}
 	defer userns.Close()
-	layers := filepath.Join(stage, "layers")
-	if err := os.MkdirAll(layers, 0o700); err != nil {
+	layers, err := os.MkdirTemp("", ".vessel-layers-")
+	if err != nil {
 		return err
 	}
 	var staged []string
