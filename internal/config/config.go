@@ -35,6 +35,10 @@ const (
 	DefaultMsize9P        = 524288
 	// DefaultVirtioFSDaemon is where Debian's qemu-system-common installs virtiofsd.
 	DefaultVirtioFSDaemon = "/usr/lib/qemu/virtiofsd"
+	// DefaultVMMIDRange is the pool of host ids the VMMs of sandboxes run on by default:
+	// from 0x70000000, 1024 slots of 65536 ids, far above the ids hosts give their users
+	// and the ranges useradd delegates in /etc/subuid (vessel check reports overlaps).
+	DefaultVMMIDRange = "1879048192-1946157055"
 )
 
 // Values of hypervisor.vmm_file_ids: the owners that the files an unprivileged VMM
@@ -194,6 +198,7 @@ func Default() *Config {
 			EntropySource:       "/dev/urandom",
 			ValidEntropySources: []string{"/dev/urandom", "/dev/random"},
 			ValidJailerPaths:    []string{},
+			VMMIDRange:          DefaultVMMIDRange,
 			VMMFileIDs:          VMMFileIDsContainer,
 			ValidCtlPaths:       []string{},
 		},

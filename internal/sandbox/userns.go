@@ -40,6 +40,23 @@ func (s *Sandbox) leaseVMMIDs(vmcfg *hypervisor.Config) error {
 	return nil
 }
 
+// searchableByOthers lets every user pass through the sandbox root dir (o+x, not
+// listing it), for a VMM on ids of its own that reaches its export by path: the root is
+// Vessel's, made 0711 when Vessel creates it, but may be an existing 0700 directory.
+func searchableByOthers(dir string) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("sandbox root: %w", err)
+	}
+	if st.Mode().Perm()&0o001 != 0 {
+		return nil
+	}
+	if err := os.Chmod(dir, st.Mode().Perm()|0o001); err != nil {
+		return fmt.Errorf("open the sandbox root %s to the vmm's ids (hypervisor.vmm_id_range): %w", dir, err)
+	}
+	return nil
+}
+
 // VMMIDs is the host id range the VMM runs under, or nil when it runs as root. A
 // container's root file system is presented to the VMM idmapped into it.
 func (s *Sandbox) VMMIDs() *idrange.Range {
