@@ -15,8 +15,8 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
-	"github.com/vessel-containers/vessel/internal/idrange"
 	_ "github.com/vessel-containers/vessel/internal/hypervisor/qemu" // the jail check asks the driver
+	"github.com/vessel-containers/vessel/internal/idrange"
 )
 
 type fakeInfo struct{ mode fs.FileMode }
