@@ -12,6 +12,7 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
+	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/jail"
 )
 
@@ -72,6 +73,8 @@ type probes struct {
 	idmap func(dir string) error
 	// ksm tells whether the host's kernel samepage merging runs.
 	ksm func() error
+	// idConflicts lists the host's other users of ids of a pool (idrange.Conflicts).
+	idConflicts func(p idrange.Pool) ([]string, error)
 }
 
 func hostProbes() probes {
@@ -91,6 +94,9 @@ func hostProbes() probes {
 		userns:  userNamespaces,
 		idmap:   idmappedMounts,
 		ksm:     samepageMerging,
+		idConflicts: func(p idrange.Pool) ([]string, error) {
+			return idrange.Conflicts(p, idrange.DefaultHost)
+		},
 	}
 }
 
@@ -180,7 +186,28 @@ func runChecks(cfg *config.Config, root string, p probes) []checkResult {
 		"for the unprivileged VMM (hypervisor.vmm_id_range)", need)
 	add("jail: idmapped mounts", unpriv, p.idmap(root),
 		"on the file system of "+root+" (for the unprivileged VMM: the rootfs's layers are idmapped)", need)
+	if unpriv {
+		add("jail: vmm id pool", true, poolConflicts(h.VMMIDRange, p),
+			"hypervisor.vmm_id_range "+h.VMMIDRange+" is used by nothing else on this host (/etc/subuid, /etc/subgid, users, groups, processes)",
+			"VMMs would share these ids: choose another hypervisor.vmm_id_range")
+	}
 	return out
+}
+
+// poolConflicts reports the host's other users of the ids of pool (a vmm_id_range).
+func poolConflicts(pool string, p probes) error {
+	ids, err := idrange.ParsePool(pool)
+	if err != nil {
+		return fmt.Errorf("hypervisor.vmm_id_range: %w", err)
+	}
+	found, err := p.idConflicts(ids)
+	if err != nil {
+		return fmt.Errorf("look for other users of ids %s: %w", pool, err)
+	}
+	if len(found) > 0 {
+		return fmt.Errorf("ids %s are in use: %s", pool, strings.Join(found, "; "))
+	}
+	return nil
 }
 
 // ksmRun is the host's switch for kernel samepage merging.

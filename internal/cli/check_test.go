@@ -16,6 +16,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	_ "github.com/vessel-containers/vessel/internal/hypervisor/qemu" // the jail check asks the driver
+	"github.com/vessel-containers/vessel/internal/idrange"
 )
 
 type fakeInfo struct{ mode fs.FileMode }
@@ -61,7 +62,21 @@ func fakeHost(kvm bool, files map[string]fs.FileMode, devices ...string) probes 
 		userns: func() error { return nil },
 		idmap:  func(string) error { return nil },
 		ksm:    func() error { return nil },
+		idConflicts: func(p idrange.Pool) ([]string, error) {
+			if p.String() != config.DefaultVMMIDRange && p.String() != "100000-165535" {
+				return nil, fmt.Errorf("pool %s, want the configured one", p)
+			}
+			return nil, nil
+		},
 	}
+}
+
+// poolInUse is h where /etc/subuid gives someone ids of every pool.
+func poolInUse(h probes) probes {
+	h.idConflicts = func(idrange.Pool) ([]string, error) {
+		return []string{"/etc/subuid gives alice ids 100000-165535"}, nil
+	}
+	return h
 }
 
 // noKSM is h with the host's kernel samepage merging off.
@@ -120,8 +135,14 @@ func TestRunChecks(t *testing.T) {
 			c.Hypervisor.Initrd, c.Hypervisor.Image = "", "/opt/disk.img"
 		}, host: fakeHost(true, allFiles(), "/dev/vhost-vsock", "/dev/vhost-net"), failed: []string{"image", "jailer"}},
 		{name: "no jail", cfg: func(*config.Config) {}, host: noJail(fakeHost(true, allFiles(), "/dev/vhost-vsock", "/dev/vhost-net")),
+			failed: []string{"jail: seccomp sandbox", "jail: capabilities", "jail: user namespaces", "jail: idmapped mounts"}},
+		{name: "no jail, vmm as root", cfg: func(c *config.Config) { c.Hypervisor.VMMIDRange = "" },
+			host:   noJail(fakeHost(true, allFiles(), "/dev/vhost-vsock", "/dev/vhost-net")),
 			failed: []string{"jail: seccomp sandbox", "jail: capabilities"},
 			warned: []string{"jail: user namespaces", "jail: idmapped mounts"}},
+		{name: "vmm id pool in use", cfg: func(*config.Config) {},
+			host:   poolInUse(fakeHost(true, allFiles(), "/dev/vhost-vsock", "/dev/vhost-net")),
+			failed: []string{"jail: vmm id pool"}},
 		{name: "unprivileged vmm without user namespaces", cfg: func(c *config.Config) { c.Hypervisor.VMMIDRange = "100000-165535" },
 			host:   noJail(fakeHost(true, allFiles(), "/dev/vhost-vsock", "/dev/vhost-net")),
 			failed: []string{"jail: seccomp sandbox", "jail: capabilities", "jail: user namespaces", "jail: idmapped mounts"}},

@@ -107,6 +107,11 @@ func newHarnessGuest(t *testing.T, g testutil.Guest, extra string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Searchable, as the default state root is: the jailed VMM's ids (on by default)
+	// reach their export by path.
+	if err := os.Chmod(root, 0o711); err != nil {
+		t.Fatal(err)
+	}
 	h.root = root
 	t.Cleanup(func() {
 		h.cleanup()

@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,14 +31,15 @@ touch /rootfile && chown 0:0 /rootfile &&
 touch /vol/done && exec sleep 1000`
 
 // TestUnprivilegedVMMBundle runs a container from an OCI bundle (a rootfs directory, as
-// runc takes it) through the vessel CLI with hypervisor.vmm_id_range, and attacks from
+// runc takes it) through the vessel CLI with hypervisor.vmm_id_range and the strict
+// vmm_file_ids = "sandbox", and attacks from
 // guest root. The container sees the image's files owned by 0 and can write them; on
 // the host the bundle's rootfs is untouched, what guest root made (the rewritten image
 // file, setuid-root copies, a file given to root) is in the container's upper directory
 // owned by the sandbox's unprivileged ids, no device node exists, and after delete the
 // upper directory, every mount and the id lease are gone.
 func TestUnprivilegedVMMBundle(t *testing.T) {
-	h := newHarnessConfig(t, "vmm_id_range = \""+jailPool+"\"\n")
+	h := newHarnessConfig(t, "vmm_id_range = \""+jailPool+"\"\nvmm_file_ids = \"sandbox\"\n")
 	if err := os.Chmod(h.root, 0o711); err != nil { // the VMM's ids pass through it to the export
 		t.Fatal(err)
 	}
@@ -120,4 +122,108 @@ func TestUnprivilegedVMMBundle(t *testing.T) {
 			t.Errorf("lease %s still held after delete: %q", l.Name(), data)
 		}
 	}
+}
+
+// parityProbe is guest root in a container of TestUnprivilegedVMMBundleParity: on its
+// first run it rewrites an image file, makes a setuid-root copy of busybox and a marker
+// in its rootfs, appends to the volume's root-owned file, tries device nodes and sets a
+// file capability (the volume's setfcap); on a later run it reports the marker it finds.
+const parityProbe = `exec 2>>/vol/probe-log
+if [ -e /marker ]; then cat /marker >/vol/seen; touch /vol/done2; exec sleep 1000; fi
+echo guest-was-here >>/etc/passwd &&
+cp /bin/busybox /suid && chown 0:0 /suid && chmod 4755 /suid &&
+echo first-run >/marker &&
+echo guest-was-here >>/vol/hostroot &&
+{ mknod /null c 1 3; mknod /vol/null c 1 3; true; } 2>/vol/mknod &&
+cp /bin/busybox /vol/capbin && { /vol/setfcap /vol/capbin; echo "rc=$?"; } >/vol/setfcap-out 2>&1 &&
+touch /vol/done && exec sleep 1000`
+
+// TestUnprivilegedVMMBundleParity runs a container from an OCI bundle through the vessel
+// CLI with the unprivileged VMM and vmm_file_ids = "container": runc's semantics with a
+// jailed VMM. Container root writes the volume's root-owned file; what it writes in its
+// rootfs lands in the bundle's rootfs directory with the owners runc would give it (a
+// setuid-root copy is owned by host root, as runc's container root makes it) and is
+// still there when the container is deleted and created again. Device nodes and file
+// capabilities stay impossible; QEMU is jailed as in the strict mode.
+func TestUnprivilegedVMMBundleParity(t *testing.T) {
+	h := newHarnessConfig(t, "vmm_id_range = \""+jailPool+"\"\nvmm_file_ids = \"container\"\n")
+	if err := os.Chmod(h.root, 0o711); err != nil { // the VMM's ids pass through it to the export
+		t.Fatal(err)
+	}
+	vol := t.TempDir()
+	if err := os.Chmod(vol, 0o755); err != nil { // root's: runc's container root writes it
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(vol, "hostroot"), []byte("host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	setfcap, err := os.ReadFile(testutil.BuildStatic(t, "./internal/testutil/cmd/setfcap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(vol, "setfcap"), setfcap, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := h.bundle([]string{"sh", "-c", parityProbe}, func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/vol", Type: "bind", Source: vol, Options: []string{"rbind", "rw"}})
+		all := []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_MKNOD", "CAP_SETUID", "CAP_SETGID", "CAP_SETFCAP"}
+		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: all, Effective: all, Permitted: all}
+	})
+	rootfs := filepath.Join(b, "rootfs")
+	h.ok("run", "--detach", "--bundle", b, "p1")
+	testutil.WaitFor(t, "the container's probe to finish", func() bool {
+		_, err := os.Stat(filepath.Join(vol, "done"))
+		return err == nil
+	})
+	if log, _ := os.ReadFile(filepath.Join(vol, "probe-log")); len(log) > 0 {
+		t.Logf("probe stderr: %q", log)
+	}
+	if got, _ := os.ReadFile(filepath.Join(rootfs, "etc", "passwd")); !strings.Contains(string(got), "guest-was-here") {
+		t.Errorf("the bundle's rootfs etc/passwd on the host lacks the container's write: %q", got)
+	}
+	if got, _ := os.ReadFile(filepath.Join(vol, "hostroot")); !strings.Contains(string(got), "guest-was-here") {
+		t.Errorf("container root did not write the volume's root-owned file: %q", got)
+	}
+	for _, p := range []string{filepath.Join(rootfs, "suid"), filepath.Join(rootfs, "etc", "passwd"), filepath.Join(vol, "hostroot")} {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			t.Errorf("%s: %v", p, err)
+			continue
+		}
+		t.Logf("%s on the host: uid %d gid %d mode %#o", p, st.Uid, st.Gid, st.Mode)
+		if st.Uid != 0 || st.Gid != 0 {
+			t.Errorf("%s on the host: uid %d gid %d, want 0 as runc gives it", p, st.Uid, st.Gid)
+		}
+	}
+	for _, p := range []string{filepath.Join(rootfs, "null"), filepath.Join(vol, "null")} {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err == nil && (st.Mode&unix.S_IFMT == unix.S_IFCHR || st.Mode&unix.S_IFMT == unix.S_IFBLK) {
+			t.Errorf("guest root made a device node on the host: %s (mode %#o)", p, st.Mode)
+		}
+	}
+	if out, _ := os.ReadFile(filepath.Join(vol, "setfcap-out")); !strings.Contains(string(out), "rc=1") {
+		t.Errorf("setting a file capability in the guest: %q, want it refused", out)
+	}
+	if sz, err := unix.Getxattr(filepath.Join(vol, "capbin"), "security.capability", nil); !errors.Is(err, unix.ENODATA) {
+		t.Errorf("the volume's capbin on the host has a security.capability (%d bytes, %v), want none", sz, err)
+	}
+
+	h.ok("delete", "--force", "p1")
+	if _, err := os.Stat(filepath.Join(b, ".vessel-rootfs-p1")); !os.IsNotExist(err) {
+		t.Errorf("the container's idmapped rootfs directory is left: %v", err)
+	}
+	if m, _ := sharefs.MountsUnder(b); len(m) > 0 {
+		t.Errorf("mounts left under the bundle: %v", m)
+	}
+	// A new create of the same bundle sees what the first run wrote.
+	h.ok("create", "--bundle", b, "p1")
+	h.ok("start", "p1")
+	testutil.WaitFor(t, "the second run to report", func() bool {
+		_, err := os.Stat(filepath.Join(vol, "done2"))
+		return err == nil
+	})
+	if seen, _ := os.ReadFile(filepath.Join(vol, "seen")); strings.TrimSpace(string(seen)) != "first-run" {
+		t.Errorf("the second run sees /marker as %q, want the first run's \"first-run\"", seen)
+	}
+	h.ok("delete", "--force", "p1")
 }

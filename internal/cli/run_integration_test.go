@@ -24,6 +24,11 @@ func TestRunEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(root)
+	// Searchable, as the default state root is: the jailed VMM's ids (on by default)
+	// reach their export by path.
+	if err := os.Chmod(root, 0o711); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, tc := range []struct {
 		name     string

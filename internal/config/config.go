@@ -35,6 +35,20 @@ const (
 	DefaultMsize9P        = 524288
 	// DefaultVirtioFSDaemon is where Debian's qemu-system-common installs virtiofsd.
 	DefaultVirtioFSDaemon = "/usr/lib/qemu/virtiofsd"
+	// DefaultVMMIDRange is the pool of host ids the VMMs of sandboxes run on by default:
+	// from 0x70000000, 1024 slots of 65536 ids, far above the ids hosts give their users
+	// and the ranges useradd delegates in /etc/subuid (vessel check reports overlaps).
+	DefaultVMMIDRange = "1879048192-1946157055"
+)
+
+// Values of hypervisor.vmm_file_ids: the owners that the files an unprivileged VMM
+// serves have on the host.
+const (
+	// VMMFileIDsContainer keeps the owners a container's files would have under runc:
+	// the root file system and volumes reach the VMM through writable idmapped mounts.
+	VMMFileIDsContainer = "container"
+	// VMMFileIDsSandbox gives everything the guest creates to the sandbox's host ids.
+	VMMFileIDsSandbox = "sandbox"
 )
 
 // Config is the whole configuration. The zero value is not useful: start from Default or Load.
@@ -106,6 +120,7 @@ type Hypervisor struct {
 	GuestHookPath       string   `toml:"guest_hook_path"`
 	JailerPath          string   `toml:"jailer_path"`
 	VMMIDRange          string   `toml:"vmm_id_range"`
+	VMMFileIDs          string   `toml:"vmm_file_ids"`
 	ValidJailerPaths    []string `toml:"valid_jailer_paths"`
 	CtlPath             string   `toml:"ctlpath"`
 	ValidCtlPaths       []string `toml:"valid_ctlpaths"`
@@ -183,6 +198,8 @@ func Default() *Config {
 			EntropySource:       "/dev/urandom",
 			ValidEntropySources: []string{"/dev/urandom", "/dev/random"},
 			ValidJailerPaths:    []string{},
+			VMMIDRange:          DefaultVMMIDRange,
+			VMMFileIDs:          VMMFileIDsContainer,
 			ValidCtlPaths:       []string{},
 		},
 		Agent: Agent{

@@ -96,6 +96,11 @@ func Allocate(dir string, p Pool, owner string) (Lease, error) {
 	if err != nil {
 		return Lease{}, fmt.Errorf("id range lease: %w", err)
 	}
+	// The parents are made searchable (0711, as Vessel's state root is): a jailed VMM
+	// reaches its export below the same root by path.
+	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
+		return Lease{}, fmt.Errorf("id range leases: %w", err)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Lease{}, fmt.Errorf("id range leases: %w", err)
 	}

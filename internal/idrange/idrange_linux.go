@@ -6,7 +6,22 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/containerd/containerd/v2/core/mount"
 )
+
+// UserNS opens a user namespace whose uid and gid maps are r (namespace id N is host id
+// Start+N), for idmapped mounts (mount_setattr MOUNT_ATTR_IDMAP): through such a mount
+// a file owned by on-disk id N appears owned by host id Start+N, and the other way round
+// for what is created or chowned through it. The caller closes it.
+func (r Range) UserNS() (*os.File, error) {
+	m := fmt.Sprintf("0:%d:%d", r.Start, r.Size)
+	f, err := mount.GetUsernsFD(m, m)
+	if err != nil {
+		return nil, fmt.Errorf("user namespace on host ids %d-%d: %w", r.Start, r.Start+r.Size-1, err)
+	}
+	return f, nil
+}
 
 // Mappings is r as the uid and gid map of a user namespace.
 func (r Range) Mappings() []syscall.SysProcIDMap {

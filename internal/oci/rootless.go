@@ -42,7 +42,7 @@ func rootlessPlan(ctx context.Context, c *config.Config, cg hostcgroup.Config) e
 	}
 	if c.Hypervisor.VMMIDRange != "" {
 		log.G(ctx).WithField("vmm_id_range", c.Hypervisor.VMMIDRange).
-			Info("rootless: hypervisor.vmm_id_range is not applied: QEMU runs as the calling user, whose user namespace cannot map other host ids")
+			Debug("rootless: hypervisor.vmm_id_range is not applied: QEMU runs as the calling user, whose user namespace cannot map other host ids")
 		c.Hypervisor.VMMIDRange = ""
 	}
 	return nil

@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	agentv1 "github.com/vessel-containers/vessel/api/agent/v1"
+	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/sharefs"
@@ -224,6 +225,15 @@ func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollb
 		}
 		guest.Root.Path = sharefs.GuestPath(rel)
 	}
+	// With hypervisor.vmm_file_ids = "container" the volumes are idmapped into the VMM's
+	// ids (the root file system comes idmapped already: the shim mounted it so).
+	userns, err := s.idmapUserNS() // userns.go
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w", id, err)
+	}
+	if userns != nil {
+		defer userns.Close()
+	}
 	mounts := make([]specs.Mount, 0, len(guest.Mounts))
 	for i, m := range guest.Mounts {
 		if _, mem := plan.MemoryVolume(i); mem || !oci.IsBind(m) || oci.IsGuestKernelBind(m) {
@@ -234,6 +244,7 @@ func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollb
 			return nil, fmt.Errorf("container %s: %w", id, err)
 		}
 		so := shareOptions(m.Options)
+		so.IDMap = userns
 		var subs []specs.Mount
 		if so.TopReadOnly {
 			// Listed before the share is made: the clone has exactly these submounts.
@@ -242,6 +253,10 @@ func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollb
 			}
 		}
 		rel, err := s.share.Bind(ctx, id, fmt.Sprintf("mount-%d", i), m.Source, so)
+		if err != nil && userns != nil {
+			return nil, fmt.Errorf("container %s: mount %s (hypervisor.vmm_file_ids = %q shares volumes idmapped; %q shares them as they are): %w",
+				id, m.Destination, config.VMMFileIDsContainer, config.VMMFileIDsSandbox, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("container %s: mount %s: %w", id, m.Destination, err)
 		}

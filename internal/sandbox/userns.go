@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/idrange"
 )
@@ -39,6 +40,23 @@ func (s *Sandbox) leaseVMMIDs(vmcfg *hypervisor.Config) error {
 	return nil
 }
 
+// searchableByOthers lets every user pass through the sandbox root dir (o+x, not
+// listing it), for a VMM on ids of its own that reaches its export by path: the root is
+// Vessel's, made 0711 when Vessel creates it, but may be an existing 0700 directory.
+func searchableByOthers(dir string) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("sandbox root: %w", err)
+	}
+	if st.Mode().Perm()&0o001 != 0 {
+		return nil
+	}
+	if err := os.Chmod(dir, st.Mode().Perm()|0o001); err != nil {
+		return fmt.Errorf("open the sandbox root %s to the vmm's ids (hypervisor.vmm_id_range): %w", dir, err)
+	}
+	return nil
+}
+
 // VMMIDs is the host id range the VMM runs under, or nil when it runs as root. A
 // container's root file system is presented to the VMM idmapped into it.
 func (s *Sandbox) VMMIDs() *idrange.Range {
@@ -47,6 +65,24 @@ func (s *Sandbox) VMMIDs() *idrange.Range {
 	}
 	r := s.vmmIDs.Range
 	return &r
+}
+
+// FileIDsMapped tells whether the VMM runs on host ids of its own and reaches the
+// container's files with their host owners (hypervisor.vmm_file_ids = "container"):
+// the root file system and volumes are shown to it through writable mounts idmapped into
+// its ids, so what guest root creates is owned by host root, as under runc. Otherwise
+// (vmm_file_ids = "sandbox", or a VMM as root) volumes are shared as they are.
+func (s *Sandbox) FileIDsMapped() bool {
+	return s.vmmIDs != nil && s.cfg.Effective.Hypervisor.VMMFileIDs == config.VMMFileIDsContainer
+}
+
+// idmapUserNS opens the user namespace that the shares of a container are idmapped into
+// (FileIDsMapped), or returns nil when they are not. The caller closes it.
+func (s *Sandbox) idmapUserNS() (*os.File, error) {
+	if !s.FileIDsMapped() {
+		return nil, nil
+	}
+	return s.vmmIDs.Range.UserNS()
 }
 
 // noteFactoryVMMIDs records the slot that a VM from the factory's cache runs on (the

@@ -257,8 +257,18 @@ func (s *Share) bind(ctx context.Context, containerID, name, src string, opts Bi
 	// guest), so only the node's metadata would travel, and a guest root that could chown
 	// or chmod the host's node (a bound /dev/null, a disk) would hand it to any host user.
 	// Read-only, the file server's chown and chmod fail with EROFS.
+	isDev := false
 	if t := st.Mode & unix.S_IFMT; t == unix.S_IFCHR || t == unix.S_IFBLK {
-		opts.TopReadOnly = true
+		opts.TopReadOnly, isDev = true, true
+	}
+	if opts.IDMap != nil && !isDev {
+		attr := &unix.MountAttr{
+			Attr_set:  unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV,
+			Userns_fd: uint64(opts.IDMap.Fd()),
+		}
+		if err := unix.MountSetattr(clone, "", unix.AT_EMPTY_PATH|rec, attr); err != nil {
+			return fmt.Errorf("idmap the clone (every file system of the tree must take idmapped mounts): %w", err)
+		}
 	}
 	if opts.ReadOnly || opts.TopReadOnly {
 		at := unix.AT_EMPTY_PATH

@@ -94,6 +94,13 @@ type BindOptions struct {
 	// TopReadOnly makes only the top mount of the shared tree read-only (runc's `ro` on an
 	// `rbind`: the submounts stay writable).
 	TopReadOnly bool
+	// IDMap, when set, is a user namespace the shared tree is idmapped into (every mount
+	// of it, mount_setattr MOUNT_ATTR_IDMAP): a file server running as root of a namespace
+	// with the same maps reads and writes the files with their host owners. The tree is
+	// also made nosuid and nodev on the host side. A device node is not idmapped (its
+	// file system cannot be, and it is shared read-only anyway); any other tree that
+	// cannot be idmapped is refused.
+	IDMap *os.File
 	// Slave makes the shared tree a slave of the source's peer group (`rslave`, `rshared`):
 	// mounts made on the host under the source later reach the guest. Otherwise the tree is
 	// private and keeps the submounts it had when shared.

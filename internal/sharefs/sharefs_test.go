@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
@@ -529,6 +530,57 @@ func TestBindDeviceNodeReadOnly(t *testing.T) {
 	// Writing the device through the share still works (it is the device, not the file).
 	if err := os.WriteFile(p, []byte("x"), 0); err != nil {
 		t.Errorf("write to the shared device node: %v", err)
+	}
+	if err := s.RemoveContainer(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBindIDMapped shares a volume idmapped into a user namespace (BindOptions.IDMap):
+// its files appear with their owners shifted into the namespace's host ids, the clone is
+// nosuid and nodev, and a device node is shared without the idmap (its file system
+// takes none), read-only as always.
+func TestBindIDMapped(t *testing.T) {
+	s := published(t)
+	ctx := context.Background()
+	ids := idrange.Range{Start: 2000000000, Size: idrange.Size}
+	userns, err := ids.UserNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer userns.Close()
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "f"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(filepath.Join(src, "f"), 0, 42); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := s.Bind(ctx, "c", "mount-0", src, BindOptions{Recursive: true, IDMap: userns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(s.Dir(), viewName, rel)
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(p, "f"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != ids.HostID(0) || st.Gid != ids.HostID(42) {
+		t.Errorf("shared file owner %d:%d, want %d:%d", st.Uid, st.Gid, ids.HostID(0), ids.HostID(42))
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(p, &fs); err != nil {
+		t.Fatal(err)
+	}
+	if fs.Flags&unix.ST_NOSUID == 0 || fs.Flags&unix.ST_NODEV == 0 || fs.Flags&unix.ST_RDONLY != 0 {
+		t.Errorf("idmapped share flags %#x, want nosuid, nodev and writable", fs.Flags)
+	}
+	rel, err = s.Bind(ctx, "c", "mount-1", "/dev/null", BindOptions{IDMap: userns})
+	if err != nil {
+		t.Fatalf("share a device node with an idmap asked: %v", err)
+	}
+	if err := os.Chmod(filepath.Join(s.Dir(), viewName, rel), 0o600); !errors.Is(err, unix.EROFS) {
+		t.Errorf("chmod of the shared device node: %v, want EROFS", err)
 	}
 	if err := s.RemoveContainer(ctx, "c"); err != nil {
 		t.Fatal(err)

@@ -106,8 +106,9 @@ func (c *container) mountIDMapped(lower string, ids idrange.Range) (_ string, re
 	return target, nil
 }
 
-// unmountIDMapped removes what mountIDMapped made: the overlay and, once it is gone, the
-// directory with the upper layer.
+// unmountIDMapped removes what mountIDMapped or mountDirMapped made: the overlay or
+// idmapped mount and, once it is gone, the directory with the upper layer or the work
+// directory beside the upper directory it used.
 func (c *container) unmountIDMapped() error {
 	if !c.idmapped {
 		return nil
@@ -118,6 +119,9 @@ func (c *container) unmountIDMapped() error {
 	}
 	if err := removeIfPresent(filepath.Join(dir, "lower")); err != nil {
 		return fmt.Errorf("remove the idmapped rootfs of %s: %w", c.id, err)
+	}
+	if err := c.removeWorkDir(); err != nil { // idmap_mapped.go
+		return fmt.Errorf("remove the work directory of the idmapped rootfs of %s: %w", c.id, err)
 	}
 	if err := os.RemoveAll(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove the idmapped rootfs of %s: %w", c.id, err)

@@ -25,12 +25,14 @@ mkdir /jprobe-d && chown 2000:2002 /jprobe-d && chmod 3777 /jprobe-d &&
 { mknod /jprobe-null c 1 3 2>/jprobe-mknod; mknod /jprobe-fifo p 2>>/jprobe-mknod; true; } &&
 touch /jprobe-done && exec sleep 1000`
 
-// TestJailedQEMU runs a container in a real VM and checks its QEMU from the host: the
+// TestJailedQEMU runs a container in a real VM with QEMU as host root (the user namespace
+// of the default jail off) and checks its QEMU from the host: the
 // seccomp filter, no_new_privs, exactly the kept capabilities, and only its own
 // descriptors; and that the container's chown and chmod (setuid, setgid, sticky) through
 // 9p did on the host what they did before QEMU was confined.
 func TestJailedQEMU(t *testing.T) {
-	h := newHarness(t)
+	// QEMU as host root: the jail without a user namespace (vmm_id_range = "").
+	h := newHarnessConfig(t, "vmm_id_range = \"\"\n")
 	const id = "jailed"
 	h.start(id, nil, "sh", "-c", jailProbe)
 

@@ -362,15 +362,27 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			}
 		})
 	}
-	switch {
+	// hypervisor.vmm_file_ids = "container": every layer idmapped, writable ones too, so
+	// files keep their host owners (idmap_mapped.go); "sandbox": writes go to the
+	// sandbox's ids (idmap.go).
+	switch mapped := sb.FileIDsMapped(); {
 	case !idmapped || plan.RootfsOnDisks():
+	case layersIDMapped && mapped:
+		if err := c.mountRootfsMapped(r.Rootfs, *sb.VMMIDs()); err != nil {
+			return nil, fail(err)
+		}
+		rollback = append(rollback, c.unmountRootfs)
 	case layersIDMapped:
 		if err := c.tracedMountRootfs(cctx, r.Rootfs, sb.VMMIDs()); err != nil {
 			return nil, fail(err)
 		}
 		rollback = append(rollback, c.unmountRootfs)
 	default:
-		shared, err := c.mountIDMapped(c.rootfs, *sb.VMMIDs()) // idmap.go
+		present := c.mountIDMapped // idmap.go
+		if mapped {
+			present = c.mountDirMapped // idmap_mapped.go
+		}
+		shared, err := present(c.rootfs, *sb.VMMIDs())
 		if err != nil {
 			return nil, fail(err)
 		}

@@ -77,7 +77,9 @@ func newFakeShim(t *testing.T, agentSection string) *fakeShim {
 	return newFakeShimWith(t, "", agentSection)
 }
 
-// newFakeShimWith is newFakeShim with extra [hypervisor] lines.
+// newFakeShimWith is newFakeShim with extra [hypervisor] lines. The jail's user namespace
+// (on by default for root) is off: the fake QEMU is this test binary, which lives in the
+// go tool's private build directory where no unprivileged VMM uid can reach it.
 func newFakeShimWith(t *testing.T, hypervisorLines, agentSection string) *fakeShim {
 	t.Helper()
 	exe, err := os.Executable()
@@ -98,6 +100,7 @@ valid_kernel_paths = [%q]
 initrd = %q
 valid_image_paths = [%q]
 accelerator = "tcg"
+vmm_id_range = ""
 %s
 
 [agent]

@@ -2,6 +2,7 @@ package shim_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -25,8 +26,10 @@ const usernsPool = "2000000000-2000131071"
 
 // usernsProbe is guest root attacking the host through the shared fs: it rewrites an
 // image file owned by root, makes setuid-root copies of busybox in its rootfs and in a
-// volume, gives a volume file to root, and tries device nodes in both. It records what
-// it sees as the owner of an image file, and finishes with a marker.
+// volume, gives a volume file to root, tries device nodes in both, gives a copy of
+// busybox in the volume a file capability (the volume's setfcap, testutil/cmd/setfcap)
+// and appends to the volume's root-owned hostroot. It records what it sees as the owner
+// of an image file, and finishes with a marker.
 const usernsProbe = `exec 2>/uprobe-log
 echo guest-was-here >>/etc/passwd &&
 stat -c '%u %g' /bin/busybox >/uprobe-owner &&
@@ -34,6 +37,8 @@ cp /bin/busybox /uprobe-suid && chown 0:0 /uprobe-suid && chmod 4755 /uprobe-sui
 cp /bin/busybox /vol/suid && chown 0:0 /vol/suid && chmod 4755 /vol/suid &&
 touch /vol/rootfile && chown 0:0 /vol/rootfile &&
 { mknod /uprobe-null c 1 3; mknod /vol/null c 1 3; true; } 2>/uprobe-mknod &&
+cp /bin/busybox /vol/capbin && { /vol/setfcap /vol/capbin; echo "rc=$?"; } >/uprobe-setfcap 2>&1 &&
+{ echo guest-was-here >>/vol/hostroot; echo "rc=$?"; } >/uprobe-hostroot 2>&1 &&
 touch /uprobe-done && exec sleep 1000`
 
 // TestUnprivilegedVMM runs a container whose QEMU has its own host ids
@@ -43,14 +48,22 @@ touch /uprobe-done && exec sleep 1000`
 // container and stay writable for its root. From the host, QEMU runs as those ids in its
 // own user namespace, with no_new_privs, its seccomp filter and capabilities that count
 // in that namespace only; and the id lease is given back when the sandbox goes.
+//
+// With vmm_file_ids = "container" the same attack finds runc's semantics instead: what
+// guest root makes in the snapshot's upper directory and in the volume is owned by host
+// root (a setuid-root file there is what runc's container root can make too), and it
+// writes the volume's root-owned file; but no device node appears and no file
+// capability is set, in either mode.
 func TestUnprivilegedVMM(t *testing.T) {
-	for _, fs := range []string{"virtio-9p", "virtio-fs"} {
-		t.Run(fs, func(t *testing.T) { testUnprivilegedVMM(t, fs) })
+	for _, tc := range []struct{ fs, fileIDs string }{
+		{"virtio-9p", "sandbox"}, {"virtio-fs", "sandbox"}, {"virtio-9p", "container"}, {"virtio-fs", "container"},
+	} {
+		t.Run(tc.fs+"/"+tc.fileIDs, func(t *testing.T) { testUnprivilegedVMM(t, tc.fs, tc.fileIDs) })
 	}
 }
 
-func testUnprivilegedVMM(t *testing.T, sharedFS string) {
-	h := newHarnessConfig(t, fmt.Sprintf("vmm_id_range = %q\nshared_fs = %q\n", usernsPool, sharedFS))
+func testUnprivilegedVMM(t *testing.T, sharedFS, fileIDs string) {
+	h := newHarnessConfig(t, fmt.Sprintf("vmm_id_range = %q\nshared_fs = %q\nvmm_file_ids = %q\n", usernsPool, sharedFS, fileIDs))
 	if err := os.Chmod(h.sbRoot, 0o711); err != nil { // the VMM's ids pass through it to the export
 		t.Fatal(err)
 	}
@@ -58,9 +71,21 @@ func testUnprivilegedVMM(t *testing.T, sharedFS string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mapped := fileIDs == "container"
 	vol := t.TempDir()
-	if err := os.Chmod(vol, 0o777); err != nil {
+	volMode := os.FileMode(0o777) // strict: the sandbox's ids must be able to write it
+	if mapped {
+		volMode = 0o755 // root's, as runc's container root writes it
+	}
+	if err := os.Chmod(vol, volMode); err != nil {
 		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(vol, "hostroot"), []byte("host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	setfcap := testutil.BuildStatic(t, "./internal/testutil/cmd/setfcap")
+	if b, err := os.ReadFile(setfcap); err != nil || os.WriteFile(filepath.Join(vol, "setfcap"), b, 0o755) != nil {
+		t.Fatalf("copy setfcap into the volume: %v", err)
 	}
 	const id = "unpriv"
 	h.start(id, []string{"--mount", "type=bind,src=" + vol + ",dst=/vol,options=rbind:rw"}, "sh", "-c", usernsProbe)
@@ -71,6 +96,15 @@ func testUnprivilegedVMM(t *testing.T, sharedFS string) {
 		t.Fatalf("the container's probe did not finish; its stderr: %q", log)
 	}
 	root := filepath.Dir(done)
+	// Through the share the rootfs shows its owners as the VMM sees them; the host's
+	// owners are in the snapshot's upper directory.
+	upper := root
+	if mapped {
+		snaps := filepath.Join(h.ctd.Dir, "root", "io.containerd.snapshotter.v1.overlayfs", "snapshots")
+		if upper = filepath.Dir(findUnder(t, snaps, "uprobe-done", 0)); upper == "." {
+			t.Fatalf("no uprobe-done in a snapshot under %s", snaps)
+		}
+	}
 
 	pid := h.qemuPid(id)
 	uidMap, err := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", pid))
@@ -134,7 +168,7 @@ func testUnprivilegedVMM(t *testing.T, sharedFS string) {
 	}
 	qmp := findUnder(t, h.sbRoot, "qmp.sock", 0)
 	want := jailtest.Want{
-		Caps:      []jail.Cap{jail.CapChown, jail.CapDACOverride, jail.CapFowner, jail.CapFsetid, jail.CapSetfcap},
+		Caps:      []jail.Cap{jail.CapChown, jail.CapDACOverride, jail.CapFowner, jail.CapFsetid},
 		Seccomp:   2,
 		Dirs:      []string{h.sbRoot},
 		Devices:   []string{"/dev/null", "/dev/urandom", "/dev/kvm"},
@@ -163,9 +197,14 @@ func testUnprivilegedVMM(t *testing.T, sharedFS string) {
 	if passwd, _ := os.ReadFile(filepath.Join(root, "etc", "passwd")); !bytes.Contains(passwd, []byte("guest-was-here")) {
 		t.Error("guest root could not write the image's /etc/passwd")
 	}
-	// On the host nothing it made is root's, and nothing is a device.
+	// On the host, strict: nothing it made is root's; container: all of it is root's, as
+	// runc's container root makes it. Never a device, never a file capability.
+	owner := base
+	if mapped {
+		owner = 0
+	}
 	for _, p := range []string{
-		filepath.Join(root, "uprobe-suid"), filepath.Join(root, "etc", "passwd"),
+		filepath.Join(upper, "uprobe-suid"), filepath.Join(upper, "etc", "passwd"),
 		filepath.Join(vol, "suid"), filepath.Join(vol, "rootfile"),
 	} {
 		var st unix.Stat_t
@@ -173,12 +212,23 @@ func testUnprivilegedVMM(t *testing.T, sharedFS string) {
 			t.Errorf("%s: %v", p, err)
 			continue
 		}
-		if st.Uid != base || st.Gid != base {
-			t.Errorf("%s on the host: uid %d gid %d mode %#o, want the sandbox's root %d", p, st.Uid, st.Gid, st.Mode, base)
+		if st.Uid != owner || st.Gid != owner {
+			t.Errorf("%s on the host: uid %d gid %d mode %#o, want %d", p, st.Uid, st.Gid, st.Mode, owner)
 		}
 		t.Logf("%s on the host: uid %d gid %d mode %#o", p, st.Uid, st.Gid, st.Mode)
 	}
-	for _, p := range []string{filepath.Join(root, "uprobe-null"), filepath.Join(vol, "null")} {
+	hostroot, _ := os.ReadFile(filepath.Join(vol, "hostroot"))
+	if wrote := bytes.Contains(hostroot, []byte("guest-was-here")); wrote != mapped {
+		out, _ := os.ReadFile(filepath.Join(root, "uprobe-hostroot"))
+		t.Errorf("container root wrote the volume's root-owned file: %v, want %v (guest: %q)", wrote, mapped, out)
+	}
+	if out, _ := os.ReadFile(filepath.Join(root, "uprobe-setfcap")); !bytes.Contains(out, []byte("rc=1")) {
+		t.Errorf("setting a file capability in the guest: %q, want it refused", out)
+	}
+	if sz, err := unix.Getxattr(filepath.Join(vol, "capbin"), "security.capability", nil); !errors.Is(err, unix.ENODATA) {
+		t.Errorf("the volume's capbin on the host has a security.capability (%d bytes, %v), want none", sz, err)
+	}
+	for _, p := range []string{filepath.Join(upper, "uprobe-null"), filepath.Join(vol, "null")} {
 		var st unix.Stat_t
 		if err := unix.Lstat(p, &st); err == nil && (st.Mode&unix.S_IFMT == unix.S_IFCHR || st.Mode&unix.S_IFMT == unix.S_IFBLK) {
 			t.Errorf("guest root made a device node on the host: %s (mode %#o)", p, st.Mode)

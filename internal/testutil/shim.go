@@ -35,3 +35,18 @@ func BuildShim(t testing.TB, o shimproto.Options) string {
 	}
 	return binDir
 }
+
+// BuildStatic builds the main package pkg (a path relative to the repository root, such
+// as ./internal/testutil/cmd/setfcap) as a static binary that runs in a guest, and
+// returns its path.
+func BuildStatic(t testing.TB, pkg string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	cmd.Dir = RepoRoot(t)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", pkg, err, out)
+	}
+	return bin
+}

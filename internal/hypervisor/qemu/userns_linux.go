@@ -76,10 +76,14 @@ func jailRoot(cfg *hypervisor.Config, binary string, accel hypervisor.Accelerato
 	return r
 }
 
-// qemuUserNSCaps are qemuCaps without mknod: a user namespace cannot create device nodes
-// at all, so mknod would only be an unused capability.
+// qemuUserNSCaps are qemuCaps without mknod and setfcap. A user namespace cannot create
+// device nodes at all, so mknod would only be an unused capability. setfcap would let the
+// 9p server write security.capability: through a mount idmapped into the namespace
+// (hypervisor.vmm_file_ids = "container", where the namespace's root is host uid 0 on
+// disk) the kernel stores a file capability whose root is the host's, valid for any host
+// process that runs the file; without setfcap the guest's setcap fails with EPERM.
 var qemuUserNSCaps = []jail.Cap{
-	jail.CapChown, jail.CapDACOverride, jail.CapFowner, jail.CapFsetid, jail.CapSetfcap,
+	jail.CapChown, jail.CapDACOverride, jail.CapFowner, jail.CapFsetid,
 }
 
 // userNSAttr makes attr start the VMM in a user namespace mapped onto r, and in a mount

@@ -73,7 +73,8 @@ const fdSocket = 3
 
 // Args are the daemon's arguments (without argv[0]) for cfg: the socket on fdSocket,
 // the source, the cache mode, its namespace sandbox, no cap_mknod (guest root could
-// otherwise create device nodes, such as one for a host disk, in host directories),
+// otherwise create device nodes, such as one for a host disk, in host directories) and
+// in a user namespace no cap_setfcap (modcaps),
 // extended attributes (the 9p server passes them too: file capabilities and ACLs in
 // images keep working), submounts announced to the guest (each host mount is its own
 // file system there, so inode numbers stay unique, as 9p's multidevs=remap keeps them),
@@ -101,7 +102,7 @@ func Args(cfg Config) ([]string, error) {
 		"-o", "source=" + cfg.Source,
 		"-o", "cache=" + opt,
 		"-o", "sandbox=namespace",
-		"-o", "modcaps=-mknod",
+		"-o", "modcaps=" + modcaps(cfg),
 		"-o", "xattr",
 		"-o", "announce_submounts",
 		"-o", "log_level=" + level,
@@ -113,6 +114,15 @@ func Args(cfg Config) ([]string, error) {
 		}
 	}
 	return append(args, cfg.ExtraArgs...), nil
+}
+
+// modcaps is the daemon's change to its own capability set: no mknod, and in a user
+// namespace no setfcap either (userNSCaps says why).
+func modcaps(cfg Config) string {
+	if cfg.UserNS != nil {
+		return "-mknod:-setfcap"
+	}
+	return "-mknod"
 }
 
 // readyMessage is what the daemon writes to stderr once it waits for the VMM on its

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/vessel-containers/vessel/internal/idrange"
 )
 
 func TestArgs(t *testing.T) {
@@ -17,6 +19,8 @@ func TestArgs(t *testing.T) {
 		{name: "defaults", mod: func(*Config) {},
 			want: []string{"-f", "--fd=3", "-o", "source=/run/vessel/sandboxes/a/shared", "-o", "cache=auto", "-o", "sandbox=namespace",
 				"-o", "modcaps=-mknod", "-o", "xattr", "-o", "announce_submounts", "-o", "log_level=info", "--rlimit-nofile=0"}},
+		{name: "user namespace", mod: func(c *Config) { c.UserNS = &idrange.Range{Start: 1 << 20, Size: 1 << 16} },
+			want: []string{"-o", "modcaps=-mknod:-setfcap"}},
 		{name: "never", mod: func(c *Config) { c.Cache = CacheNever }, want: []string{"-o", "cache=none"}},
 		{name: "always", mod: func(c *Config) { c.Cache = CacheAlways }, want: []string{"-o", "cache=always"}},
 		{name: "metadata", mod: func(c *Config) { c.Cache = "metadata" }, wantErr: `cache mode "metadata"`},

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,6 +40,12 @@ var daemonCaps = []jail.Cap{
 // daemonNofile bounds the daemon's descriptors: it holds one for every inode the guest
 // has looked up and not forgotten, so a container walking a large tree needs many.
 const daemonNofile = 1 << 20
+
+// userNSCaps are daemonCaps for a daemon in a user namespace (Config.UserNS), without
+// setfcap: through a mount idmapped into the namespace (hypervisor.vmm_file_ids =
+// "container") the kernel would store a security.capability whose root is the host's,
+// a file capability valid on the host; without it the guest's setcap fails with EPERM.
+var userNSCaps = slices.DeleteFunc(slices.Clone(daemonCaps), func(c jail.Cap) bool { return c == jail.CapSetfcap })
 
 // daemonRlimits: no core dumps (a core holds guest memory the daemon maps), a bound on
 // descriptors, no POSIX message queues.
@@ -128,8 +135,12 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 
 	var release func()
+	caps := daemonCaps
+	if cfg.UserNS != nil {
+		caps = userNSCaps
+	}
 	cmd, err := jail.Command(jail.Spec{
-		Path: cfg.Binary, Args: args, KeepCaps: daemonCaps, ExtraFiles: 1, Rlimits: daemonRlimits,
+		Path: cfg.Binary, Args: args, KeepCaps: caps, ExtraFiles: 1, Rlimits: daemonRlimits,
 	})
 	if err == nil {
 		cmd.ExtraFiles = []*os.File{sock}
