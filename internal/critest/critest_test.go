@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moby/sys/mountinfo"
 	"github.com/vishvananda/netlink"
@@ -44,7 +45,11 @@ var skipped = []struct{ spec, reason string }{
 // runtime handler in CRITEST_HANDLERS (default "runc vessel"), with
 // CRITEST_FOCUS and CRITEST_SKIP passed as -ginkgo.focus and -ginkgo.skip (on top of the
 // skipped list). Each handler's JUnit report and log go to CRITEST_OUT/<handler> (default
-// _output/critest). A handler whose specs fail fails the test.
+// _output/critest). When runc and another handler ran, the other handler's results are
+// judged against runc's with conformance/critest-exceptions.txt (Compare): a spec runc
+// passed that the handler did not, unless listed, and a listed spec the handler passed
+// fail the test, and the side-by-side table goes to CRITEST_OUT/results-<handler>.md. A
+// handler run alone fails the test when any of its specs fails.
 func TestCritest(t *testing.T) {
 	if os.Getenv("VESSEL_CRITEST") != "1" {
 		t.Skip("set VESSEL_CRITEST=1 (make critest) to run the CRI validation suite")
@@ -66,6 +71,11 @@ func TestCritest(t *testing.T) {
 		handlers = []string{"runc", "vessel"}
 	}
 
+	exceptions := readExceptions(t)
+	version := "1.6"
+	if containerd2(t) {
+		version = "2"
+	}
 	d := startCRI(t, out)
 
 	skip := make([]string, 0, len(skipped)+1)
@@ -76,6 +86,7 @@ func TestCritest(t *testing.T) {
 		skip = append(skip, s)
 	}
 	shmBefore := shmSegments(t)
+	results := map[string]Results{}
 	for _, h := range handlers {
 		t.Run(h, func(t *testing.T) {
 			defer removeNewShm(t, shmBefore)
@@ -104,15 +115,96 @@ func TestCritest(t *testing.T) {
 			cmd.Dir = hOut
 			cmd.Stdout, cmd.Stderr = logf, logf
 			t.Logf("critest %s (log %s)", strings.Join(args, " "), logf.Name())
-			if err := cmd.Run(); err != nil {
-				var ee *exec.ExitError
-				if !errors.As(err, &ee) {
-					t.Fatal(err)
-				}
-				t.Errorf("critest with handler %s: %v; see %s", h, err, logf.Name())
+			start := time.Now()
+			runErr := cmd.Run()
+			var ee *exec.ExitError
+			if runErr != nil && !errors.As(runErr, &ee) {
+				t.Fatal(runErr)
+			}
+			res, err := readJUnit(filepath.Join(hOut, "junit.xml"))
+			if err != nil {
+				t.Fatalf("critest with handler %s (%v): %v; see %s", h, runErr, err, logf.Name())
+			}
+			results[h] = res
+			pass, fail, skip := res.Count()
+			t.Logf("handler %s: %d passed, %d failed, %d skipped in %s (critest: %v)", h, pass, fail, skip, time.Since(start).Round(time.Second), runErr)
+			if runErr != nil && !judged(h, handlers) {
+				t.Errorf("critest with handler %s: %v; see %s", h, runErr, logf.Name())
 			}
 		})
 	}
+	for _, h := range handlers {
+		if !judged(h, handlers) || results[h] == nil || results["runc"] == nil {
+			continue
+		}
+		c := Compare(version, results["runc"], results[h], exceptions)
+		md := filepath.Join(out, "results-"+h+".md")
+		if err := writeMarkdown(md, c, results["runc"], results[h]); err != nil {
+			t.Error(err)
+		}
+		for _, r := range c.Rows {
+			if r.Status == Unjudged {
+				t.Logf("%s: listed (%s), but runc %s it here: not judged", r.Spec, r.Exception.Kind(), r.Runc)
+			}
+		}
+		for _, p := range c.Problems() {
+			t.Errorf("handler %s against runc: %s", h, p)
+		}
+		t.Logf("handler %s against runc: %s", h, md)
+	}
+}
+
+// judged reports whether handler h's results are judged against runc's: it is not runc,
+// and runc ran too.
+func judged(h string, handlers []string) bool {
+	if h == "runc" {
+		return false
+	}
+	for _, o := range handlers {
+		if o == "runc" {
+			return true
+		}
+	}
+	return false
+}
+
+func readJUnit(path string) (Results, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	res, err := ParseJUnit(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return res, nil
+}
+
+func readExceptions(t *testing.T) []Exception {
+	t.Helper()
+	f, err := os.Open(filepath.Join(testutil.RepoRoot(t), exceptionsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	list, err := ParseExceptions(f)
+	if err != nil {
+		t.Fatalf("%s: %v", exceptionsFile, err)
+	}
+	return list
+}
+
+func writeMarkdown(path string, c Comparison, runc, other Results) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := c.Markdown(f, runc, other); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // startCRI starts a containerd of the test's own whose CRI plugin has the handlers runc
