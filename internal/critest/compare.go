@@ -24,7 +24,7 @@ const (
 )
 
 // Results are one handler's verdicts by spec name: the JUnit test case's name without
-// ginkgo's "[It] " prefix.
+// ginkgo's "[It] " prefix and the "[k8s.io] " every critest spec starts with.
 type Results map[string]Verdict
 
 // Count counts the specs of r that passed, failed (or did not run) and were skipped.
@@ -52,10 +52,10 @@ type junitSuites struct {
 }
 
 // ParseJUnit reads the JUnit report critest writes (-ginkgo.junit-report): every spec,
-// including those its focus and skip filters left out, as a test case named "[It] SPEC"
-// with ginkgo's state in its status attribute. A suite node (BeforeSuite and the like)
-// that did not pass is returned as a spec of its own name ("[BeforeSuite]"), so a broken
-// setup is not mistaken for an empty run.
+// including those its focus and skip filters left out, as a test case named
+// "[It] [k8s.io] SPEC" with ginkgo's state in its status attribute. A suite node
+// (BeforeSuite and the like) that did not pass is returned as a spec of its own name
+// ("[BeforeSuite]"), so a broken setup is not mistaken for an empty run.
 func ParseJUnit(r io.Reader) (Results, error) {
 	var doc junitSuites
 	if err := xml.NewDecoder(r).Decode(&doc); err != nil {
@@ -65,6 +65,7 @@ func ParseJUnit(r io.Reader) (Results, error) {
 	for _, s := range doc.Suites {
 		for _, c := range s.Cases {
 			name, isSpec := strings.CutPrefix(c.Name, "[It] ")
+			name = strings.TrimPrefix(name, "[k8s.io] ")
 			var v Verdict
 			switch c.Status {
 			case "passed":

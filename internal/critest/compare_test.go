@@ -44,8 +44,8 @@ func TestParseJUnit(t *testing.T) {
 			name: "states",
 			in: junitOf(
 				[2]string{"[BeforeSuite]", "passed"},
-				[2]string{"[It] PodSandbox runtime should support running PodSandbox [Conformance]", "passed"},
-				[2]string{"[It] Security Context should support HostPID", "failed"},
+				[2]string{"[It] [k8s.io] PodSandbox runtime should support running PodSandbox [Conformance]", "passed"},
+				[2]string{"[It] [k8s.io] Security Context should support HostPID", "failed"},
 				[2]string{"[It] AppArmor runtime should work", "skipped"},
 				[2]string{"[It] Streaming should support attach", "timedout"},
 				[2]string{"[It] Image should be pulled", "pending"},

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 
@@ -146,26 +147,26 @@ var accounts = map[string]file{
 }
 
 // webServerScript is the program of the nginx and httpd stand-ins, installed as
-// /usr/sbin/<name>: busybox httpd in the foreground on port 80 under the script's shell,
+// /usr/sbin/<name>: busybox httpd in the foreground on port %d under the script's shell,
 // which records its pid where nginx does and exits on SIGTERM. Run through its #! line,
 // the shell's process name is the script's (what pidof finds), and the image's command
 // passes "master process" as an argument, as nginx shows in its command line.
 const webServerScript = `#!/bin/sh
 echo $$ > /var/run/nginx.pid
 trap 'kill $!; exit 0' TERM INT
-echo "${0##*/} serving on :80"
-/bin/httpd -f -p 80 -h /www &
+echo "${0##*/} serving on :%[1]d"
+/bin/httpd -f -p %[1]d -h /www &
 wait
 `
 
-// webServer is the image of the nginx or httpd stand-in called name.
-func webServer(base, common []byte, env []string, name string) (ociregistry.Image, error) {
+// webServer is the image of the nginx or httpd stand-in called name, serving on port.
+func webServer(base, common []byte, env []string, name string, port int) (ociregistry.Image, error) {
 	www, err := layerOf(map[string]file{
 		"www":              {mode: 0o40755},
 		"www/index.html":   {mode: 0o644, data: []byte("<html><body>It works!</body></html>\n")},
 		"var/run":          {mode: 0o40755},
 		"usr/sbin":         {mode: 0o40755},
-		"usr/sbin/" + name: {mode: 0o755, data: []byte(webServerScript)},
+		"usr/sbin/" + name: {mode: 0o755, data: []byte(fmt.Sprintf(webServerScript, port))},
 	})
 	if err != nil {
 		return ociregistry.Image{}, err
@@ -188,8 +189,7 @@ func main() { fmt.Printf("Effective uid: %d\n", os.Geteuid()) }
 
 // buildImages builds the images critest pulls into reg, under the names critest uses, in
 // work (a scratch directory). Not built: test-image-digest (critest pins a digest of the
-// image built elsewhere: its spec is in skipped), hostnet-nginx (host-network specs only)
-// and the Windows images.
+// image built elsewhere: its spec is in skipped) and the Windows images.
 func buildImages(reg *ociregistry.Registry, work string) error {
 	base, err := busyboximage.Layer(filepath.Join(work, "rootfs"))
 	if err != nil {
@@ -207,11 +207,16 @@ func buildImages(reg *ociregistry.Registry, work string) error {
 		return err
 	}
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-	nginx, err := webServer(base, common, env, "nginx")
+	nginx, err := webServer(base, common, env, "nginx", 80)
 	if err != nil {
 		return err
 	}
-	httpd, err := webServer(base, common, env, "httpd")
+	httpd, err := webServer(base, common, env, "httpd", 80)
+	if err != nil {
+		return err
+	}
+	// The host-network port-forward spec's server listens on 12003 of the host's network.
+	hostnetNginx, err := webServer(base, common, env, "nginx", 12003)
 	if err != nil {
 		return err
 	}
@@ -233,26 +238,27 @@ func buildImages(reg *ociregistry.Registry, work string) error {
 	pause := ociregistry.Image{Layers: [][]byte{base}, Config: map[string]any{"Env": env,
 		"Entrypoint": []string{"/bin/sh", "-c", "trap 'exit 0' TERM INT; sleep 2147483647 & wait", "pause"}}}
 	images := map[string]ociregistry.Image{
-		e2eImages + "busybox:1.29-2":                          plain(),
-		e2eImages + "nginx:1.14-2":                            nginx,
-		e2eImages + "httpd:2.4.39-4":                          httpd,
-		e2eImages + "nonewprivs:1.3":                          {Layers: [][]byte{base, common, nnp}, Config: map[string]any{"Env": env, "Cmd": []string{"/usr/local/bin/nnp"}}},
-		"registry.k8s.io/pause:3.9":                           pause,
-		"k8s.gcr.io/pause:3.9":                                pause,
-		criTestRepo + "test-image-1:latest":                   plain(marker["test-image-1"]),
-		criTestRepo + "test-image-2:latest":                   plain(marker["test-image-2"]),
-		criTestRepo + "test-image-3:latest":                   plain(marker["test-image-3"]),
-		criTestRepo + "test-image-latest:latest":              plain(marker["test-image-latest"]),
-		criTestRepo + "test-image-tags:1":                     plain(marker["same-image"]),
-		criTestRepo + "test-image-tags:2":                     plain(marker["same-image"]),
-		criTestRepo + "test-image-tags:3":                     plain(marker["same-image"]),
-		criTestRepo + "test-image-tag:test":                   plain(marker["test"]),
-		criTestRepo + "test-image-tag:all":                    plain(marker["all"]),
-		criTestRepo + "test-image-user-uid:latest":            withUser("1002"),
-		criTestRepo + "test-image-user-username:latest":       withUser("www-data"),
-		criTestRepo + "test-image-user-uid-group:latest":      withUser("1003:1004"),
-		criTestRepo + "test-image-user-username-group:latest": withUser("www-data:1004"),
-		criTestRepo + "test-image-predefined-group:latest":    withUser("1000"),
+		e2eImages + "busybox:1.29-2":                                plain(),
+		e2eImages + "nginx:1.14-2":                                  nginx,
+		e2eImages + "httpd:2.4.39-4":                                httpd,
+		criTestRepo + "hostnet-nginx-" + runtime.GOARCH + ":latest": hostnetNginx,
+		e2eImages + "nonewprivs:1.3":                                {Layers: [][]byte{base, common, nnp}, Config: map[string]any{"Env": env, "Cmd": []string{"/usr/local/bin/nnp"}}},
+		"registry.k8s.io/pause:3.9":                                 pause,
+		"k8s.gcr.io/pause:3.9":                                      pause,
+		criTestRepo + "test-image-1:latest":                         plain(marker["test-image-1"]),
+		criTestRepo + "test-image-2:latest":                         plain(marker["test-image-2"]),
+		criTestRepo + "test-image-3:latest":                         plain(marker["test-image-3"]),
+		criTestRepo + "test-image-latest:latest":                    plain(marker["test-image-latest"]),
+		criTestRepo + "test-image-tags:1":                           plain(marker["same-image"]),
+		criTestRepo + "test-image-tags:2":                           plain(marker["same-image"]),
+		criTestRepo + "test-image-tags:3":                           plain(marker["same-image"]),
+		criTestRepo + "test-image-tag:test":                         plain(marker["test"]),
+		criTestRepo + "test-image-tag:all":                          plain(marker["all"]),
+		criTestRepo + "test-image-user-uid:latest":                  withUser("1002"),
+		criTestRepo + "test-image-user-username:latest":             withUser("www-data"),
+		criTestRepo + "test-image-user-uid-group:latest":            withUser("1003:1004"),
+		criTestRepo + "test-image-user-username-group:latest":       withUser("www-data:1004"),
+		criTestRepo + "test-image-predefined-group:latest":          withUser("1000"),
 	}
 	for ref, img := range images {
 		if _, err := reg.Add(ref, img); err != nil {
