@@ -138,6 +138,17 @@ critest: build $(CRITEST_BIN) $(CRICTL_BIN) ## CRI validation suite (critest) vi
 		CRITEST_OUT=$(abspath $(OUT))/critest CRITEST_FOCUS='$(FOCUS)' CRITEST_SKIP='$(SKIP)' CRITEST_HANDLERS='$(HANDLERS)' CRITEST_CONTAINERD='$(CONTAINERD)' \
 		$(GO) test -count=1 -p 1 -timeout 6h -v -run '^(TestCritest|TestPodSizing)$$' ./internal/critest
 
+# critest-ci is critest as CI runs it (check-all): every spec with both handlers, against
+# containerd 1.6 and then 2.x. Each version's run fails on a spec Vessel does worse on than
+# runc that conformance/critest-exceptions.txt does not explain, and on a listed spec
+# Vessel passes; the second version runs even when the first fails.
+.PHONY: critest-ci
+critest-ci: image ## critest as CI runs it: every spec, runc and vessel, against containerd 1.6 then 2.x (docs/kubernetes.md)
+	@rc=0; for v in 1.6 2; do \
+		echo "critest-ci: containerd $$v"; \
+		$(MAKE) --no-print-directory critest CONTAINERD=$$v || rc=1; \
+	done; exit $$rc
+
 .PHONY: pod-overhead
 pod-overhead: build $(CRICTL_BIN) ## measure an idle Vessel pod's host memory and CPU through CRI (for the RuntimeClass overhead; _output/critest/overhead.txt)
 	VESSEL_INTEGRATION=1 VESSEL_CRITEST=1 VESSEL_GUEST_DIR=$(GUEST_DIR) CRICTL_BIN=$(CRICTL_BIN) \
@@ -154,7 +165,7 @@ lint: ## gofmt, go vet and golangci-lint with the repo's config
 	golangci-lint run ./...
 
 .PHONY: check-all
-check-all: lint test fuzz integration bench-quick ## everything CI runs: lint, unit tests, fuzzing, integration tests, benchmark smoke test
+check-all: lint test fuzz integration bench-quick critest-ci ## everything CI runs: lint, unit tests, fuzzing, integration tests, benchmark smoke test, CRI validation (critest) with containerd 1.6 and 2.x
 
 .PHONY: clean
 clean: ## remove build output
