@@ -303,8 +303,8 @@ func (c Comparison) Problems() []string {
 }
 
 // Markdown writes the results: the counts per handler, then one table row per spec that
-// either handler ran (skipped by both is left out unless listed), with the exception's
-// reason where there is one.
+// did not pass with both (skipped by both is left out unless listed), with the
+// exception's reason where there is one, then how many passed with both.
 func (c Comparison) Markdown(w io.Writer, runc, vessel Results) error {
 	var b strings.Builder
 	b.WriteString("| | pass | fail | skip |\n|---|---|---|---|\n")
@@ -316,8 +316,12 @@ func (c Comparison) Markdown(w io.Writer, runc, vessel Results) error {
 		fmt.Fprintf(&b, "| %s | %d | %d | %d |\n", h.name, pass, fail, skip)
 	}
 	b.WriteString("\n| Spec | runc | Vessel | Status |\n|---|---|---|---|\n")
+	var both int
 	for _, r := range c.Rows {
-		if r.Runc == Skip && r.Vessel == Skip && r.Exception == nil {
+		if r.Exception == nil && ((r.Runc == Skip && r.Vessel == Skip) || (r.Runc == Pass && r.Vessel == Pass)) {
+			if r.Runc == Pass {
+				both++
+			}
 			continue
 		}
 		status := string(r.Status)
@@ -329,6 +333,7 @@ func (c Comparison) Markdown(w io.Writer, runc, vessel Results) error {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", cell(r.Spec), r.Runc, r.Vessel, cell(status))
 	}
+	fmt.Fprintf(&b, "\n%d other specs pass with both handlers.\n", both)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
