@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,13 +96,18 @@ func TestCritest(t *testing.T) {
 			if err := os.MkdirAll(hOut, 0o755); err != nil {
 				t.Fatal(err)
 			}
+			// A report left by an earlier run must not stand in for this run's.
+			junit := filepath.Join(hOut, "junit.xml")
+			if err := os.Remove(junit); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				t.Fatal(err)
+			}
 			args := []string{
 				"-runtime-endpoint", "unix://" + d.Address,
 				"-image-endpoint", "unix://" + d.Address,
 				"-runtime-handler", h,
 				"-ginkgo.no-color",
 				"-ginkgo.v",
-				"-ginkgo.junit-report", filepath.Join(hOut, "junit.xml"),
+				"-ginkgo.junit-report", junit,
 				"-ginkgo.skip", strings.Join(skip, "|"),
 			}
 			if f := os.Getenv("CRITEST_FOCUS"); f != "" {
@@ -122,7 +128,7 @@ func TestCritest(t *testing.T) {
 			if runErr != nil && !errors.As(runErr, &ee) {
 				t.Fatal(runErr)
 			}
-			res, err := readJUnit(filepath.Join(hOut, "junit.xml"))
+			res, err := readJUnit(junit)
 			if err != nil {
 				t.Fatalf("critest with handler %s (%v): %v; see %s", h, runErr, err, logf.Name())
 			}
