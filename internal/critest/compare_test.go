@@ -251,3 +251,21 @@ func TestMarkdown(t *testing.T) {
 		}
 	}
 }
+
+func TestAlone(t *testing.T) {
+	for _, c := range []struct {
+		h        string
+		handlers []string
+		alone    bool
+	}{
+		{"runc", []string{"runc", "vessel"}, false},
+		{"vessel", []string{"runc", "vessel"}, false},
+		{"runc", []string{"runc"}, true},
+		{"vessel", []string{"vessel"}, true},
+		{"vessel", []string{"vessel", "kata"}, true},
+	} {
+		if got := alone(c.h, c.handlers); got != c.alone {
+			t.Errorf("alone(%q, %q) = %v, want %v", c.h, c.handlers, got, c.alone)
+		}
+	}
+}
