@@ -234,6 +234,12 @@ func startCRI(t *testing.T, out string) *ctrdproc.Daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Searchable, as the default state root is: the jailed VMM's ids (on by default) reach
+	// the sandboxes' exports below it by path.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		os.RemoveAll(dir)
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		// What a removed pod or a stopped daemon leaves mounted below dir (containerd's
 		// root, a sandbox's shm): deepest first.
