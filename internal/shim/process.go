@@ -289,7 +289,7 @@ type process struct {
 	// an init process that was created but never started (its exit must be reported too).
 	watch sync.Once
 
-	// mu guards st, code, exited, streams, files, standIn.
+	// mu guards st, code, exited, streams, files, fifos, standIn.
 	mu      sync.Mutex
 	st      task.Status
 	code    int
@@ -301,6 +301,8 @@ type process struct {
 	// is the one the task API reports. It runs from the init's Create or the exec's Start
 	// until the exit is recorded; nil before.
 	standIn *taskpid.Process
+	// fifos are the output FIFOs among files.
+	fifos []syscall.Conn
 }
 
 func newProcess(containerID, execID string, s stdio) *process {
@@ -329,21 +331,35 @@ func (p *process) openIO(ctx context.Context, ctr *sandbox.Container) error {
 	p.streams = streams
 	p.stdin = h.stdin
 	p.files = h.closers
+	p.fifos = h.fifos
 	p.mu.Unlock()
 	return nil
 }
 
-// waitIO blocks until the output streams are drained, then closes the FIFOs so containerd
-// sees EOF.
+// waitIO blocks until the output streams are drained and the reader of each output FIFO
+// has taken what is in it (awaitTaken, at most outputTakeTimeout in all), then closes the
+// FIFOs so the reader sees EOF.
 func (p *process) waitIO() {
 	p.mu.Lock()
-	st := p.streams
+	st, fifos := p.streams, p.fifos
 	p.mu.Unlock()
 	if st == nil {
 		return
 	}
 	if err := st.Wait(); err != nil {
 		log.L.WithError(err).WithField("container", p.containerID).Debug("stdio")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), outputTakeTimeout)
+	defer cancel()
+	for _, f := range fifos {
+		if err := awaitTaken(ctx, f, sleepCtx); err != nil {
+			l := log.L.WithError(err).WithField("container", p.containerID).WithField("exec", p.execID)
+			if errors.Is(err, errReaderGone) {
+				l.Debug("output not taken")
+			} else {
+				l.Warn("output not taken by the reader of its fifo before the exit is reported")
+			}
+		}
 	}
 	p.closeFiles()
 }
@@ -362,7 +378,7 @@ func (p *process) closeIO() {
 func (p *process) closeFiles() {
 	p.mu.Lock()
 	files := p.files
-	p.files = nil
+	p.files, p.fifos = nil, nil
 	p.mu.Unlock()
 	var errs []error
 	for _, f := range files {

@@ -38,6 +38,9 @@ type hostIO struct {
 	// closers are closed in order when the process's output has drained, or at once when
 	// the process goes away: FIFOs, the log file, the logging binary (which is reaped).
 	closers []io.Closer
+	// fifos are the output FIFOs among closers: before they are closed at the end of the
+	// output, their reader is given the time to take what is in them (awaitTaken).
+	fifos []syscall.Conn
 }
 
 func (h *hostIO) close() error {
@@ -106,6 +109,9 @@ func openStdio(ctx, openCtx context.Context, id string, s stdio) (_ *hostIO, ret
 				return nil, fmt.Errorf("open stdout fifo %s: %w", stdout, err)
 			}
 			h.closers = append(h.closers, f)
+			if err := h.addFIFO(f, stdout); err != nil {
+				return nil, err
+			}
 			h.pio.Stdout = f
 		}
 		if stderr != "" && !s.terminal {
@@ -114,6 +120,9 @@ func openStdio(ctx, openCtx context.Context, id string, s stdio) (_ *hostIO, ret
 				return nil, fmt.Errorf("open stderr fifo %s: %w", stderr, err)
 			}
 			h.closers = append(h.closers, f)
+			if err := h.addFIFO(f, stderr); err != nil {
+				return nil, err
+			}
 			h.pio.Stderr = f
 		}
 	case "file":
@@ -153,6 +162,16 @@ func openStdio(ctx, openCtx context.Context, id string, s stdio) (_ *hostIO, ret
 }
 
 var errUnsupportedScheme = errors.New("unsupported stdio scheme")
+
+// addFIFO notes f, the output FIFO at path, for awaitTaken.
+func (h *hostIO) addFIFO(f io.Writer, path string) error {
+	c, ok := f.(syscall.Conn)
+	if !ok {
+		return fmt.Errorf("output fifo %s: %T has no file descriptor", path, f)
+	}
+	h.fifos = append(h.fifos, c)
+	return nil
+}
 
 // logger is a running logging binary: the shim writes the process's output to its pipes.
 // It is reaped by the goroutine started with it, which ends when the binary exits; Close
