@@ -202,19 +202,6 @@ func (s *Sandbox) vcpusInUse(r hypervisor.Resizer) uint32 {
 	return plugged - min(plugged, uint32(len(s.parked)))
 }
 
-// VCPUsInUse is how many vCPUs the sandbox's guest uses: the VM's vCPUs less those parked
-// offline because the driver cannot remove them (shrinkCPUs). Without a resizable VM it is
-// the boot size.
-func (s *Sandbox) VCPUsInUse() uint32 {
-	r, ok := s.vm.(hypervisor.Resizer)
-	if !ok {
-		return s.vmcfg.VCPUs
-	}
-	s.resizeMu.Lock()
-	defer s.resizeMu.Unlock()
-	return s.vcpusInUse(r)
-}
-
 // agentPlaces converts vCPU places to the agent's form.
 func agentPlaces(places []hypervisor.CPUPlace) []*agentv1.CPUPlace {
 	out := make([]*agentv1.CPUPlace, 0, len(places))

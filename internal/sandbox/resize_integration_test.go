@@ -192,8 +192,11 @@ func TestShrinkVCPUs(t *testing.T) {
 		if got, _ := r.Size(); got != plugged {
 			t.Errorf("%s: vm has %d vCPUs plugged, want %d", step.name, got, plugged)
 		}
-		if got := sb.VCPUsInUse(); got != want {
-			t.Errorf("%s: sandbox reports %d vCPUs in use, want %d", step.name, got, want)
+		sb.resizeMu.Lock()
+		inUse := sb.vcpusInUse(r)
+		sb.resizeMu.Unlock()
+		if inUse != want {
+			t.Errorf("%s: sandbox counts %d vCPUs in use, want %d", step.name, inUse, want)
 		}
 		if got := nproc(); got != int(want) {
 			t.Errorf("%s: nproc in a new container: %d, want %d", step.name, got, want)

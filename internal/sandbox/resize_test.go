@@ -246,8 +246,11 @@ func TestParkVCPUs(t *testing.T) {
 				if got, _ := vm.Size(); got != st.plugged {
 					t.Errorf("%s: %d vcpus plugged, want %d", st.name, got, st.plugged)
 				}
-				if got := s.VCPUsInUse(); got != st.inUse {
-					t.Errorf("%s: %d vcpus in use, want %d", st.name, got, st.inUse)
+				s.resizeMu.Lock()
+				inUse := s.vcpusInUse(vm)
+				s.resizeMu.Unlock()
+				if inUse != st.inUse {
+					t.Errorf("%s: %d vcpus in use, want %d", st.name, inUse, st.inUse)
 				}
 				if got := vm.guest.onlineCPUs(); !slices.Equal(got, st.online) {
 					t.Errorf("%s: guest cpus online %v, want %v", st.name, got, st.online)
