@@ -79,6 +79,8 @@ type CPUShrinker interface {
 	// nil when it can.
 	CanShrinkCPUs() error
 	// CPUPlaces are the places of the vCPUs ShrinkCPUs(vcpus) would remove, newest first.
+	// It answers also where CanShrinkCPUs refuses: the caller then keeps those vCPUs
+	// offline in the guest instead of removing them.
 	CPUPlaces(ctx context.Context, vcpus uint32) ([]CPUPlace, error)
 	// ShrinkCPUs unplugs hot-plugged vCPUs, newest first, down to vcpus total (never
 	// below the boot count), waiting for the guest to release each.

@@ -49,10 +49,11 @@ func (s *Sandbox) wantSize() oci.Sizing {
 	return oci.ComputeSizing(s.cfg.Limits, workloads...)
 }
 
-// trim removes hot-plugged vCPUs and memory the containers' limits no longer need (the
-// sizing formula, as fit) when Config.Resize is set and the driver can
-// (hypervisor.CPUShrinker, hypervisor.MemoryShrinker). Memory the guest cannot give up
-// stays and is logged (shrinkMemory), it is no error.
+// trim takes away the vCPUs and memory the containers' limits no longer need (the sizing
+// formula, as fit) when Config.Resize is set and the driver is a hypervisor.CPUShrinker or
+// hypervisor.MemoryShrinker: hot-plugged vCPUs are removed, or parked offline in the guest
+// where the driver cannot remove them (shrinkCPUs); hot-plugged memory is removed. Memory
+// the guest cannot give up stays and is logged (shrinkMemory), it is no error.
 //
 // Preconditions: s.mu is not held. trim serialises itself with resizeMu.
 func (s *Sandbox) trim(ctx context.Context) error {
@@ -87,7 +88,7 @@ const memoryOfflineTimeout = 20 * time.Second
 // what is still plugged, and the reason is logged: the container's limits stand, and a
 // later update tries again. Preconditions: s.agent is connected; resizeMu is held.
 func (s *Sandbox) shrinkMemory(ctx context.Context, r hypervisor.Resizer, sh hypervisor.MemoryShrinker, memoryMiB uint32) {
-	cpus, mem := r.Size()
+	_, mem := r.Size()
 	if memoryMiB >= mem {
 		return
 	}
@@ -95,7 +96,7 @@ func (s *Sandbox) shrinkMemory(ctx context.Context, r hypervisor.Resizer, sh hyp
 	begin := time.Now()
 	replaced := false
 	if add := sh.ReplacementMiB(memoryMiB); add > 0 {
-		if err := s.growTo(ctx, r, cpus, mem+add, "to take the place of a larger dimm"); err != nil {
+		if err := s.growTo(ctx, r, s.vcpusInUse(r), mem+add, "to take the place of a larger dimm"); err != nil {
 			logger.WithError(err).Warn("no smaller dimm plugged to take the place of a larger one")
 		} else {
 			replaced = true
@@ -136,7 +137,7 @@ func (s *Sandbox) removeMemory(ctx context.Context, r hypervisor.Resizer, sh hyp
 	}
 	if err := sh.ShrinkMemory(ctx, memoryMiB); err != nil {
 		// What was not unplugged goes back into use.
-		if oerr := s.agent.OnlineCPUMem(ctx, &agentv1.OnlineCPUMemRequest{}); oerr != nil {
+		if oerr := s.onlineCPUMem(ctx, &agentv1.OnlineCPUMemRequest{}); oerr != nil {
 			log.G(ctx).WithError(oerr).Warn("online the memory that stays plugged after a failed unplug")
 		}
 		_, left := r.Size()
@@ -145,69 +146,150 @@ func (s *Sandbox) removeMemory(ctx context.Context, r hypervisor.Resizer, sh hyp
 	return len(blocks), nil
 }
 
-// shrinkCPUs removes hot-plugged vCPUs down to vcpus: the agent offlines the guest CPUs
-// first, then the driver unplugs them. When the unplug fails, the agent onlines again what
-// is still plugged. Errors are not explained (explain). Preconditions: s.agent is
-// connected; resizeMu is held.
+// shrinkCPUs takes hot-plugged vCPUs out of the guest's use down to vcpus, newest first
+// (never below the boot size): the agent offlines the guest CPUs at their places, then the
+// driver unplugs them. When the driver cannot remove vCPUs (CanShrinkCPUs), they stay
+// plugged and offline, parked, until a later grow onlines them again (growTo). When the
+// unplug fails, the agent onlines again what is still plugged. A paused VM keeps its vCPUs.
+// Errors are not explained (explain). Preconditions: s.agent is connected; resizeMu is
+// held.
 func (s *Sandbox) shrinkCPUs(ctx context.Context, r hypervisor.Resizer, sh hypervisor.CPUShrinker, vcpus uint32) error {
-	cpus, _ := r.Size()
-	if vcpus >= cpus {
+	plugged, _ := r.Size()
+	inUse := s.vcpusInUse(r)
+	if vcpus >= inUse {
 		return nil
 	}
-	if err := sh.CanShrinkCPUs(); err != nil {
-		log.G(ctx).WithError(err).WithField("vcpus", cpus).WithField("want_vcpus", vcpus).Info("vcpus not removed")
-		return nil
-	}
+	logger := log.G(ctx).WithField("vcpus", inUse).WithField("want_vcpus", vcpus)
+	cannot := sh.CanShrinkCPUs()
 	begin := time.Now()
 	places, err := sh.CPUPlaces(ctx, vcpus)
 	if errors.Is(err, errdefs.ErrFailedPrecondition) {
 		// A paused VM cannot release vCPUs: they stay until a later update while it runs.
-		log.G(ctx).WithError(err).Info("vcpus not removed")
+		logger.WithError(err).Info("vcpus not removed")
 		return nil
 	}
 	if err != nil || len(places) == 0 {
 		return err //nolint:wrapcheck // the driver names the VM
 	}
-	req := make([]*agentv1.CPUPlace, 0, len(places))
-	for _, p := range places {
-		req = append(req, &agentv1.CPUPlace{SocketId: p.Socket, CoreId: p.Core})
-	}
-	offlined, err := s.agent.OfflineCPUs(ctx, req)
+	offlined, err := s.agent.OfflineCPUs(ctx, agentPlaces(places))
 	if err != nil {
-		return fmt.Errorf("sandbox %s: offline vcpus before the unplug: %w", s.id, err)
+		return fmt.Errorf("sandbox %s: offline vcpus: %w", s.id, err)
+	}
+	if cannot != nil {
+		s.parked = places
+		logger.WithField("vcpus_plugged", plugged).WithField("vcpus_now", s.vcpusInUse(r)).WithField("parked", places).
+			WithField("guest_cpus_offlined", offlined).WithField("elapsed", time.Since(begin)).WithField("reason", cannot.Error()).
+			Info("vcpus parked offline in the guest for its containers' limits: the driver cannot remove them")
+		return nil
 	}
 	if err := sh.ShrinkCPUs(ctx, vcpus); err != nil {
-		if oerr := s.agent.OnlineCPUMem(ctx, &agentv1.OnlineCPUMemRequest{CpuOnly: true}); oerr != nil {
-			log.G(ctx).WithError(oerr).Warn("online the vcpus that stay plugged after a failed unplug")
+		if oerr := s.onlineCPUMem(ctx, &agentv1.OnlineCPUMemRequest{CpuOnly: true}); oerr != nil {
+			logger.WithError(oerr).Warn("online the vcpus that stay plugged after a failed unplug")
 		}
 		return fmt.Errorf("sandbox %s: shrink vm to %d vCPUs: %w", s.id, vcpus, err)
 	}
-	newCPUs, _ := r.Size()
-	log.G(ctx).WithField("vcpus", newCPUs).WithField("guest_cpus_offlined", offlined).WithField("elapsed", time.Since(begin)).
-		Debug("vm vcpus shrunk for its containers' limits")
+	// The unplug removed every vCPU above vcpus, the parked ones (the newest) among them.
+	s.parked = nil
+	logger.WithField("vcpus_now", s.vcpusInUse(r)).WithField("guest_cpus_offlined", offlined).WithField("elapsed", time.Since(begin)).
+		Info("vm vcpus shrunk for its containers' limits")
 	return nil
 }
 
-// growTo hot-plugs vCPUs and memory up to the totals given (it never removes any) and has
-// the agent online what was added; why says what the size is for, in logs and errors.
-// Errors are not explained (explain). Preconditions: s.agent is connected.
+// vcpusInUse is how many vCPUs the guest uses: those plugged less the parked ones.
+// Preconditions: resizeMu is held.
+func (s *Sandbox) vcpusInUse(r hypervisor.Resizer) uint32 {
+	plugged, _ := r.Size()
+	return plugged - min(plugged, uint32(len(s.parked)))
+}
+
+// agentPlaces converts vCPU places to the agent's form.
+func agentPlaces(places []hypervisor.CPUPlace) []*agentv1.CPUPlace {
+	out := make([]*agentv1.CPUPlace, 0, len(places))
+	for _, p := range places {
+		out = append(out, &agentv1.CPUPlace{SocketId: p.Socket, CoreId: p.Core})
+	}
+	return out
+}
+
+// onlineCPUMem has the agent online what req asks. The agent onlines offline CPUs
+// lowest-numbered first and cannot pick them by place, so it may online parked vCPUs among
+// them: those go offline again. Preconditions: s.agent is connected; resizeMu is held.
+func (s *Sandbox) onlineCPUMem(ctx context.Context, req *agentv1.OnlineCPUMemRequest) error {
+	if err := s.agent.OnlineCPUMem(ctx, req); err != nil {
+		return err //nolint:wrapcheck // the callers say what was onlined
+	}
+	if len(s.parked) == 0 {
+		return nil
+	}
+	if _, err := s.agent.OfflineCPUs(ctx, agentPlaces(s.parked)); err != nil {
+		// What is offline now is not known: all back in use is a state that is.
+		s.parked = nil
+		if oerr := s.agent.OnlineCPUMem(ctx, &agentv1.OnlineCPUMemRequest{CpuOnly: true}); oerr != nil {
+			return fmt.Errorf("sandbox %s: offline the parked vcpus again: %w (and online them all: %w)", s.id, err, oerr)
+		}
+		log.G(ctx).WithError(err).Warn("the parked vcpus are back in use: they could not be offlined again")
+	}
+	return nil
+}
+
+// unpark puts parked vCPUs back into the guest's use, the oldest first, up to vcpus in
+// use; the newest stay parked when vcpus is below the plugged count. Preconditions:
+// s.agent is connected; resizeMu is held.
+func (s *Sandbox) unpark(ctx context.Context, r hypervisor.Resizer, vcpus uint32) error {
+	plugged, _ := r.Size()
+	keep := 0
+	if vcpus < plugged {
+		keep = min(int(plugged-vcpus), len(s.parked))
+	}
+	back := s.parked[keep:]
+	if len(back) == 0 {
+		return nil
+	}
+	s.parked = s.parked[:keep]
+	if err := s.onlineCPUMem(ctx, &agentv1.OnlineCPUMemRequest{CpuOnly: true}); err != nil {
+		// Onlining again by place is idempotent: a later grow retries it.
+		s.parked = append(s.parked, back...)
+		return fmt.Errorf("sandbox %s: online parked vcpus: %w", s.id, err)
+	}
+	log.G(ctx).WithField("unparked", back).WithField("parked", s.parked).WithField("vcpus_now", s.vcpusInUse(r)).
+		Info("parked vcpus back in use")
+	return nil
+}
+
+// growTo brings the vCPUs in use and the memory up to the totals given (it never takes any
+// away): parked vCPUs are onlined first, then vCPUs and memory are hot-plugged and the agent
+// onlines what was added; why says what the size is for, in logs and errors. Errors are not
+// explained (explain). Preconditions: s.agent is connected; resizeMu is held, or the
+// sandbox is not shared yet.
 func (s *Sandbox) growTo(ctx context.Context, r hypervisor.Resizer, vcpus, memoryMiB uint32, why string) error {
-	cpus, mem := r.Size()
-	wantCPUs, wantMem := max(vcpus, cpus), max(memoryMiB, mem)
-	if wantCPUs == cpus && wantMem == mem {
+	inUse := s.vcpusInUse(r)
+	plugged, mem := r.Size()
+	wantCPUs, wantMem := max(vcpus, inUse), max(memoryMiB, mem)
+	if wantCPUs == inUse && wantMem == mem {
 		return nil
 	}
 	begin := time.Now()
-	if err := r.Grow(ctx, wantCPUs, wantMem); err != nil {
-		return fmt.Errorf("sandbox %s: grow vm to %d vCPUs and %d MiB %s: %w", s.id, wantCPUs, wantMem, why, err)
+	if wantCPUs > inUse {
+		if err := s.unpark(ctx, r, wantCPUs); err != nil {
+			return err
+		}
+	}
+	if wantCPUs <= plugged && wantMem == mem {
+		log.G(ctx).WithField("vcpus", s.vcpusInUse(r)).WithField("memory_mib", mem).WithField("elapsed", time.Since(begin)).
+			Debug("vm grown " + why)
+		return nil
+	}
+	plugCPUs := max(wantCPUs, plugged)
+	if err := r.Grow(ctx, plugCPUs, wantMem); err != nil {
+		return fmt.Errorf("sandbox %s: grow vm to %d vCPUs and %d MiB %s: %w", s.id, plugCPUs, wantMem, why, err)
 	}
 	newCPUs, newMem := r.Size()
-	if err := s.agent.OnlineCPUMem(ctx, &agentv1.OnlineCPUMemRequest{
-		NbCpus: newCPUs - cpus, Wait: newCPUs > cpus, CpuOnly: newMem == mem,
+	if err := s.onlineCPUMem(ctx, &agentv1.OnlineCPUMemRequest{
+		NbCpus: newCPUs - plugged, Wait: newCPUs > plugged, CpuOnly: newMem == mem,
 	}); err != nil {
 		return fmt.Errorf("sandbox %s: online hot-plugged resources: %w", s.id, err)
 	}
-	log.G(ctx).WithField("vcpus", newCPUs).WithField("memory_mib", newMem).WithField("elapsed", time.Since(begin)).
+	log.G(ctx).WithField("vcpus", s.vcpusInUse(r)).WithField("memory_mib", newMem).WithField("elapsed", time.Since(begin)).
 		Debug("vm grown " + why)
 	return nil
 }

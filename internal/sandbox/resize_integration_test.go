@@ -92,8 +92,9 @@ func TestResizeForContainerLimits(t *testing.T) {
 // and down: 2 CPUs grow the VM to 3 vCPUs, 0.5 CPU shrinks it to 2 (the guest offlines the
 // newest vCPU, QEMU unplugs it), no quota back to the boot size, 1 CPU grows it again;
 // nproc in a new container and in the updated one follow each step. Under TCG, where
-// QEMU 7.2 cannot remove vCPUs safely, the driver's refusal is asserted and the VM keeps
-// its vCPUs while the lowered limits still apply.
+// QEMU 7.2 cannot remove vCPUs safely, the driver's refusal is asserted: the VM keeps its
+// vCPUs plugged, the guest keeps the ones the limits do not need offline (parked), and
+// nproc follows the limits down and up all the same.
 func TestShrinkVCPUs(t *testing.T) {
 	e := newEnvWith(t, func(c *Config) {
 		c.VM.VCPUs, c.VM.MaxVCPUs, c.VM.MemoryMiB, c.VM.MaxMemoryMiB, c.VM.MemorySlots = 1, 3, 256, 512, 2
@@ -165,7 +166,7 @@ func TestShrinkVCPUs(t *testing.T) {
 		return strings.TrimSpace(out.String())
 	}
 	period := uint64(100000)
-	most := uint32(1) // the most vCPUs the VM had: what it keeps when it cannot shrink
+	most := uint32(1) // the most vCPUs the VM had: what it keeps plugged when it cannot remove them
 	for _, step := range []struct {
 		name  string
 		quota int64 // -1: no quota
@@ -183,12 +184,19 @@ func TestShrinkVCPUs(t *testing.T) {
 		}
 		took := time.Since(begin)
 		want := step.want
+		plugged := want
 		if shrinkErr != nil {
-			want = max(want, most)
+			plugged = max(want, most) // the driver keeps what it plugged
 		}
-		most = max(most, want)
-		if got, _ := r.Size(); got != want {
-			t.Errorf("%s: vm has %d vCPUs, want %d", step.name, got, want)
+		most = max(most, plugged)
+		if got, _ := r.Size(); got != plugged {
+			t.Errorf("%s: vm has %d vCPUs plugged, want %d", step.name, got, plugged)
+		}
+		sb.resizeMu.Lock()
+		inUse := sb.vcpusInUse(r)
+		sb.resizeMu.Unlock()
+		if inUse != want {
+			t.Errorf("%s: sandbox counts %d vCPUs in use, want %d", step.name, inUse, want)
 		}
 		if got := nproc(); got != int(want) {
 			t.Errorf("%s: nproc in a new container: %d, want %d", step.name, got, want)
@@ -196,7 +204,7 @@ func TestShrinkVCPUs(t *testing.T) {
 		if got := execNproc(fmt.Sprintf("exec-%d", n)); got != strconv.Itoa(int(want)) {
 			t.Errorf("%s: nproc in the updated container: %s, want %d", step.name, got, want)
 		}
-		t.Logf("%s: %d vCPUs (update took %v)", step.name, want, took.Round(time.Millisecond))
+		t.Logf("%s: %d vCPUs in use, %d plugged (update took %v)", step.name, want, plugged, took.Round(time.Millisecond))
 	}
 }
 

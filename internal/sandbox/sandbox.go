@@ -158,8 +158,14 @@ type Sandbox struct {
 	// pod network namespace.
 	portFwd *portforward.Forwarder
 
-	// resizeMu serialises fit: one resize at a time, from the containers' limits at its start.
+	// resizeMu serialises fit and trim (resize.go): one resize at a time, from the
+	// containers' limits at its start. It guards parked.
 	resizeMu sync.Mutex
+	// parked are the places of the hot-plugged vCPUs the guest keeps offline because the
+	// driver cannot remove them (hypervisor.CPUShrinker.CanShrinkCPUs), newest first: they
+	// are always the newest plugged vCPUs. The vCPUs the guest uses are the plugged ones
+	// less these (vcpusInUse). Owned by fit and trim.
+	parked []hypervisor.CPUPlace
 	// vmWatch is closed when watchVM returns; set once the sandbox is created.
 	vmWatch chan struct{}
 

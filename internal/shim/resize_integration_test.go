@@ -17,8 +17,10 @@ import (
 // capped at default_maxvcpus, the host's CPUs; memory = 256 MiB + 1 GiB), and lowering
 // the limits shrinks its memory back: to 256 MiB + 256 MiB (a 256 MiB DIMM takes the
 // place of the 1 GiB one), then with no limit to the boot size. nproc and MemTotal in
-// the container follow each step. vCPUs are removed only under KVM (docs/host-cgroups.md):
-// under TCG the VM keeps the vCPUs it had.
+// the container follow each step, and a last update back to 2 CPUs and 1 GiB grows it
+// again. vCPUs are removed only under KVM (docs/host-cgroups.md): under TCG the VM keeps
+// them plugged and the guest keeps the ones the limits do not need offline, so nproc
+// follows the limits under both.
 func TestUpdateShrinksVM(t *testing.T) {
 	h := newHarnessConfig(t, "[runtime]\nstatic_sandbox_resource_mgmt = false\n")
 	events := h.ctd.Events(t)
@@ -40,7 +42,8 @@ func TestUpdateShrinksVM(t *testing.T) {
 		return cpus, kib >> 10
 	}
 	hostCPUs := runtime.NumCPU() // default_maxvcpus 0: the host's CPUs (config.Host)
-	shrinksCPUs := hypervisor.KVMUsable() == nil
+	unplugs := hypervisor.KVMUsable() == nil
+	t.Logf("vcpus unplugged (KVM): %v; else parked offline in the guest", unplugs)
 	cpus0, mem0 := size()
 	if cpus0 != 1 {
 		t.Fatalf("boot: %d vCPUs, want 1", cpus0)
@@ -48,7 +51,6 @@ func TestUpdateShrinksVM(t *testing.T) {
 	t.Logf("boot: %d vCPUs, MemTotal %d MiB", cpus0, mem0)
 
 	period := uint64(100000)
-	most := cpus0
 	for _, step := range []struct {
 		name     string
 		quota    int64 // -1: no quota
@@ -59,16 +61,13 @@ func TestUpdateShrinksVM(t *testing.T) {
 		{"2 CPUs, 1 GiB", 200000, 1 << 30, 3, 1024},
 		{"0.5 CPU, 256 MiB", 50000, 256 << 20, 2, 256},
 		{"no limits", -1, -1, 1, 0},
+		{"2 CPUs, 1 GiB again", 200000, 1 << 30, 3, 1024},
 	} {
 		q, l := step.quota, step.limit
 		begin := time.Now()
 		h.updateTask("shrinkbox", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: &q, Period: &period}, Memory: &specs.LinuxMemory{Limit: &l}})
 		took := time.Since(begin)
 		want := min(step.wantCPUs, hostCPUs)
-		if !shrinksCPUs {
-			want = max(want, most)
-		}
-		most = max(most, want)
 		cpus, mem := size()
 		if cpus != want {
 			t.Errorf("%s: nproc %d, want %d", step.name, cpus, want)

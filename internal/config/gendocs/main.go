@@ -164,6 +164,7 @@ func render(w io.Writer) {
 	p("pod's CRI totals (or a single container's own limits); otherwise it boots with the defaults ")
 	p("and grows by CPU and memory hot-plug as containers are created or their limits raised ")
 	p("(task update, CRI UpdateContainerResources). Lowered limits and deleted containers take back ")
-	p("hot-plugged memory (whole DIMMs the guest offlines first; memory it cannot spare stays) and, ")
-	p("under KVM only, hot-plugged vCPUs (docs/host-cgroups.md).\n")
+	p("hot-plugged memory (whole DIMMs the guest offlines first; memory it cannot spare stays) and ")
+	p("hot-plugged vCPUs (unplugged under KVM; under TCG kept plugged and offline in the guest until ")
+	p("a later grow: docs/host-cgroups.md).\n")
 }

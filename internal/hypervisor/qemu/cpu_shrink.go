@@ -20,7 +20,8 @@ import (
 // Only under KVM: with QEMU 7.2's TCG, removing a vCPU leaves the guest's remaining vCPUs
 // without timer interrupts (multi-threaded TCG: RCU stalls, the agent stops answering) or
 // aborts QEMU (single-threaded TCG: "qemu_thread_join: Resource deadlock avoided"), so
-// CanShrinkCPUs refuses it.
+// CanShrinkCPUs refuses it. CPUPlaces does not depend on the unplug and answers under TCG
+// too: the sandbox then keeps those vCPUs plugged and offline in the guest.
 
 var _ hypervisor.CPUShrinker = (*VM)(nil)
 
@@ -40,7 +41,7 @@ func (v *VM) CanShrinkCPUs() error {
 	case hypervisor.AccelKVM:
 		return nil
 	case hypervisor.AccelTCG:
-		return fmt.Errorf("qemu %s: vcpu hot-unplug is not done under TCG: QEMU 7.2 stalls the guest's remaining vcpus after one is removed; the vcpus stay until the sandbox ends: %w",
+		return fmt.Errorf("qemu %s: vcpu hot-unplug is not done under TCG: QEMU 7.2 stalls the guest's remaining vcpus after one is removed; the vcpus stay plugged until the sandbox ends: %w",
 			v.cfg.ID, errdefs.ErrNotImplemented)
 	default:
 		return fmt.Errorf("qemu %s: vcpu hot-unplug needs a vm this process started under KVM: %w", v.cfg.ID, errdefs.ErrNotImplemented)
