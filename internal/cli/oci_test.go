@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/api/types/task"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/opencontainers/runtime-spec/specs-go/features"
 	"github.com/urfave/cli/v2"
@@ -256,7 +255,7 @@ func TestListEmptyRoot(t *testing.T) {
 }
 
 func TestWritePs(t *testing.T) {
-	procs := []*task.ProcessInfo{{Pid: 1}, {Pid: 12}}
+	procs := []shimproto.Process{{Pid: 1}, {Pid: 12}}
 	var buf bytes.Buffer
 	if err := writePs(&buf, procs); err != nil || buf.String() != "[1,12]\n" {
 		t.Errorf("json: %q %v", buf.String(), err)

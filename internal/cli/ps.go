@@ -8,10 +8,10 @@ import (
 	"strings"
 	"time"
 
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
-	"github.com/containerd/containerd/api/types/task"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/urfave/cli/v2"
+
+	"github.com/vessel-containers/vessel/internal/shimproto"
 )
 
 func psCommand() *cli.Command {
@@ -25,7 +25,8 @@ pids are guest pids and no host ps(1) can describe them; vessel formats what the
 STIME TTY TIME CMD), as runc does; the options it knows are -e and -A (every process of
 the container, as always), -f (full format) and x (BSD format: PID TTY STAT TIME COMMAND),
 alone or combined ("-ef", "-e -x"); others are refused. User names come from the host's
-user database, as with runc. --format json prints the pids as a JSON array, as runc does.`,
+user database, as with runc. --format json prints the same guest pids as a JSON array, as
+runc prints its pids.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "table", Usage: "select one of: table or json"},
 		},
@@ -60,29 +61,20 @@ user database, as with runc. --format json prints the pids as a JSON array, as r
 				}
 				return writePsTable(c.App.Writer, cols, nil, time.Now())
 			}
-			if format == "table" {
-				procs, err := r.guestProcesses(ctx, ctr)
-				if err != nil {
-					return err
-				}
-				return writePsTable(c.App.Writer, cols, procs, time.Now())
-			}
-			cl, err := r.dial(ctx, ctr)
+			procs, err := r.guestProcesses(ctx, ctr)
 			if err != nil {
 				return err
 			}
-			defer cl.Close()
-			resp, err := cl.Pids(ctx, &taskAPI.PidsRequest{ID: ctr.ID})
-			if err != nil {
-				return fmt.Errorf("list processes of %s: %w", ctr.ID, err)
+			if format == "json" {
+				return writePs(c.App.Writer, procs)
 			}
-			return writePs(c.App.Writer, resp.Processes)
+			return writePsTable(c.App.Writer, cols, procs, time.Now())
 		},
 	}
 }
 
-// writePs prints, like runc, a JSON array of pids.
-func writePs(w io.Writer, procs []*task.ProcessInfo) error {
+// writePs prints, like runc, a JSON array of pids: the guest pids the table shows.
+func writePs(w io.Writer, procs []shimproto.Process) error {
 	pids := make([]uint32, 0, len(procs))
 	for _, p := range procs {
 		pids = append(pids, p.Pid)
