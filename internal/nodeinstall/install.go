@@ -29,6 +29,10 @@ type State struct {
 	DropInData []byte `json:"drop_in_data,omitempty"`
 	// CreatedDir is the drop-in's directory when the install created it.
 	CreatedDir string `json:"created_dir,omitempty"`
+	// Files are the binaries, guest image files and Vessel configuration the install
+	// wrote, in order; CreatedDirs the directories it created for them, outermost first.
+	Files       []FileRecord `json:"files,omitempty"`
+	CreatedDirs []string     `json:"created_dirs,omitempty"`
 }
 
 // Plan is what an install would do. Apply does it.
@@ -41,8 +45,9 @@ type Plan struct {
 	Installed bool
 	Changes   []Change
 	// Notes explain choices the plan made.
-	Notes []string
-	state State
+	Notes  []string
+	state  State
+	writes []fileWrite
 }
 
 // StateFile is where Apply records the install.
@@ -55,8 +60,22 @@ func PlanInstall(o Options, detect func() (int64, error)) (*Plan, error) {
 	if err := o.fill(); err != nil {
 		return nil, err
 	}
+	want, fileNotes, err := wantFiles(o)
+	if err != nil {
+		return nil, err
+	}
 	if done, err := recordedInstall(o); err != nil || done != nil {
+		if err == nil {
+			if err := filesInPlace(want); err != nil {
+				return nil, fmt.Errorf("vessel install is recorded in %s, but %w: run vessel uninstall first", StatePath(o.Config), err)
+			}
+		}
 		return done, err
+	}
+	configDirs := missingDirs(filepath.Dir(o.Config))
+	writes, dirs, fileChanges, err := planFiles(o.Config, want, configDirs)
+	if err != nil {
+		return nil, err
 	}
 	if fi, err := os.Lstat(o.Config); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
 		return nil, fmt.Errorf("containerd config %s is a symbolic link: pass its target with --config", o.Config)
@@ -83,9 +102,13 @@ func PlanInstall(o Options, detect func() (int64, error)) (*Plan, error) {
 	}
 	l := Layouts[version]
 	st.Version = version
-	p := &Plan{Layout: l}
+	p := &Plan{Layout: l, Changes: fileChanges, Notes: fileNotes, writes: writes}
+	st.CreatedDirs = dirs
+	for _, w := range writes {
+		st.Files = append(st.Files, w.rec)
+	}
 
-	patterns, err := main.importPatterns(version)
+	patterns, err := main.importPatterns(version, o.Root)
 	if err != nil {
 		return nil, err
 	}
@@ -256,6 +279,9 @@ func readState(config string) (*State, error) {
 
 // unchanged checks that the files are as the install left them.
 func (st *State) unchanged() error {
+	if err := filesUnchanged(st.Files); err != nil {
+		return err
+	}
 	data, exists, err := readOptional(st.Config)
 	if err != nil {
 		return err
@@ -276,13 +302,41 @@ func (st *State) unchanged() error {
 	return nil
 }
 
-// Apply records the install and writes its files. On failure it puts back what it
-// changed.
+// Apply keeps the files it replaces, records the install and writes its files. On
+// failure it puts back what it changed.
 func (p *Plan) Apply() (err error) {
 	if p.Installed {
 		return nil
 	}
 	st := p.state
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+	for _, d := range st.CreatedDirs {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return fmt.Errorf("install: %w", err)
+		}
+		undo = append(undo, func() { _ = os.Remove(d) })
+	}
+	for _, w := range p.writes {
+		if w.rec.Backup == "" {
+			continue
+		}
+		dir := filepath.Dir(w.rec.Backup)
+		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("install backups: %w", err)
+		} else if err == nil {
+			undo = append(undo, func() { _ = os.RemoveAll(dir) })
+		}
+		if err := atomicfile.WriteFile(w.rec.Backup, w.replaced, 0o600); err != nil {
+			return fmt.Errorf("install backup of %s: %w", w.rec.Path, err)
+		}
+	}
 	rec, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return fmt.Errorf("install state: %w", err)
@@ -291,15 +345,17 @@ func (p *Plan) Apply() (err error) {
 	if err := atomicfile.WriteFile(statePath, rec, 0o600); err != nil {
 		return fmt.Errorf("install state: %w", err)
 	}
-	var undo []func()
-	defer func() {
-		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
-			_ = os.Remove(statePath)
+	undo = append(undo, func() { _ = os.Remove(statePath) })
+	for _, w := range p.writes {
+		if err := atomicfile.WriteFile(w.want.dst, w.want.data, w.want.perm); err != nil {
+			return fmt.Errorf("install: %w", err)
 		}
-	}()
+		if w.replaced != nil {
+			undo = append(undo, func() { _ = atomicfile.WriteFile(w.want.dst, w.replaced, w.rec.PrevPerm) })
+		} else {
+			undo = append(undo, func() { _ = os.Remove(w.want.dst) })
+		}
+	}
 	if st.CreatedDir != "" {
 		if err := os.Mkdir(st.CreatedDir, 0o755); err != nil {
 			return fmt.Errorf("drop-in directory: %w", err)
