@@ -46,7 +46,9 @@ built-in one once any handler is configured.
 What was there before, and every file written, is recorded in CONFIG.vessel-install.json;
 "vessel uninstall" removes what the install added and puts back what it replaced, byte
 for byte. Running install again when the install is in place (the same files) does
-nothing; with other files it refuses: uninstall first. It refuses a configuration it
+nothing; with other files (a new release in --from) it replaces the files it wrote and
+leaves containerd's configuration as it is, and the record keeps what was there before
+the first install. It refuses when a file it wrote changed since, a configuration it
 cannot parse, one that is config version 1, and one that configures a handler of that
 name already. containerd reads its configuration at start: --restart restarts it through
 systemd, otherwise restart it yourself.

@@ -52,9 +52,14 @@ type wantFile struct {
 
 // fileWrite is a file the plan writes, with the bytes it replaces.
 type fileWrite struct {
-	want     wantFile
-	replaced []byte // nil when the file is new
+	want wantFile
+	// replaced and prevPerm are what the file held, nil when it is new.
+	replaced []byte
+	prevPerm fs.FileMode
 	rec      FileRecord
+	// backup says that replaced goes to rec.Backup: the file is not one the install
+	// wrote before.
+	backup bool
 }
 
 func sum(data []byte) string {
@@ -157,7 +162,13 @@ func defaultVesselConfig(guestDir string) ([]byte, error) {
 // planFiles works out which of want must be written (a file already holding the same
 // bytes and mode is left alone, and not recorded), the directories to create (first
 // configDirs, the containerd configuration's), and the backups of the files replaced.
-func planFiles(config string, want []wantFile, configDirs []string) ([]fileWrite, []string, []Change, error) {
+// A file recorded (written by the install being upgraded) is replaced without a backup:
+// its record keeps the backup of what was there before that install.
+func planFiles(config string, want []wantFile, configDirs []string, recorded []FileRecord) ([]fileWrite, []string, []Change, error) {
+	prior := map[string]FileRecord{}
+	for _, f := range recorded {
+		prior[f.Path] = f
+	}
 	var writes []fileWrite
 	var dirs []string
 	var changes []Change
@@ -192,12 +203,18 @@ func planFiles(config string, want []wantFile, configDirs []string) ([]fileWrite
 			if bytes.Equal(old, w.data) && fi.Mode().Perm() == w.perm {
 				continue
 			}
+			if rec, ok := prior[w.dst]; ok {
+				rec.Perm, rec.SHA256 = w.perm, sum(w.data)
+				writes = append(writes, fileWrite{want: w, replaced: old, prevPerm: fi.Mode().Perm(), rec: rec})
+				changes = append(changes, Change{Path: w.dst, Action: "replace", Data: w.data, From: w.from, Perm: w.perm})
+				continue
+			}
 			rec := FileRecord{
 				Path: w.dst, Perm: w.perm, SHA256: sum(w.data),
-				Backup:   filepath.Join(BackupDir(config), fmt.Sprintf("%d-%s", len(writes), filepath.Base(w.dst))),
+				Backup:   filepath.Join(BackupDir(config), fmt.Sprintf("%d-%s", len(recorded)+len(writes), filepath.Base(w.dst))),
 				PrevPerm: fi.Mode().Perm(),
 			}
-			writes = append(writes, fileWrite{want: w, replaced: old, rec: rec})
+			writes = append(writes, fileWrite{want: w, replaced: old, prevPerm: fi.Mode().Perm(), rec: rec, backup: true})
 			changes = append(changes, Change{Path: w.dst, Action: "replace", Data: w.data, From: w.from, Perm: w.perm})
 		}
 	}

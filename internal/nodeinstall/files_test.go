@@ -156,9 +156,37 @@ func TestInstallFilesUnderRoot(t *testing.T) {
 	if err != nil || !again.Installed {
 		t.Fatalf("second install: %+v, %v; want already installed", again, err)
 	}
-	_, err = PlanInstall(Options{Config: DefaultConfig, Root: root, From: release(t, "v2")}, nil)
-	if err == nil || !strings.Contains(err.Error(), "usr/local/bin/vessel differs from") || !strings.Contains(err.Error(), "run vessel uninstall first") {
-		t.Errorf("install of another release over the recorded one: %v, want a refusal naming vessel", err)
+
+	// Another release replaces the files; the record keeps the vessel of before v1.
+	v2 := release(t, "v2")
+	writeFile(t, filepath.Join(v2, "manifest.json"), `{"version":"v1"}`, 0o644)
+	writeFile(t, filepath.Join(v2, "vessel-monitor"), "#!vessel-monitor v2\n", 0o755)
+	up2, err := PlanInstall(Options{Config: DefaultConfig, Root: root, From: v2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	for _, c := range up2.Changes {
+		got = append(got, c.Action+" "+strings.TrimPrefix(c.Path, root))
+	}
+	want = []string{
+		"replace /usr/local/bin/vessel",
+		"replace /usr/local/bin/containerd-shim-vessel-v2",
+		"replace /usr/local/bin/vessel-monitor",
+		"replace /var/lib/vessel/guest/vmlinux",
+		"replace /var/lib/vessel/guest/initramfs.img",
+	}
+	if !up2.Upgrade || !reflect.DeepEqual(got, want) {
+		t.Errorf("upgrade (%v) changes:\n%s\nwant\n%s", up2.Upgrade, strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if err := up2.Apply(); err != nil {
+		t.Fatal(err)
+	}
+	if got := tree(t, root)["usr/local/bin/vessel"]; got != "-rwxr-xr-x #!vessel v2\n" {
+		t.Errorf("vessel after the upgrade: %q", got)
+	}
+	if again, err := PlanInstall(Options{Config: DefaultConfig, Root: root, From: v2}, nil); err != nil || !again.Installed {
+		t.Fatalf("install after the upgrade: %+v, %v; want already installed", again, err)
 	}
 
 	up, err := PlanUninstall(DefaultConfig, root, false)
@@ -316,5 +344,43 @@ func TestInstallRecord(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("recorded files:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// An upgrade that fails part way puts back the files and the record of before.
+func TestUpgradeRollback(t *testing.T) {
+	from := release(t, "v1")
+	root := hostRoot(t, from)
+	install(t, Options{Config: DefaultConfig, Root: root, From: from})
+	installed := tree(t, root)
+	v2 := release(t, "v2")
+	p, err := PlanInstall(Options{Config: DefaultConfig, Root: root, From: v2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Upgrade {
+		t.Fatal("not an upgrade")
+	}
+	// vessel-monitor was there before the install (the same bytes as v1's): the upgrade
+	// backs it up and replaces it, then fails writing the kernel, where a directory is now.
+	kernel := filepath.Join(root, "var/lib/vessel/guest/vmlinux")
+	if err := os.Remove(kernel); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(kernel, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(kernel, "x"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(); err == nil {
+		t.Fatal("the upgrade succeeded with a directory where the kernel goes")
+	}
+	if err := os.RemoveAll(kernel); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, kernel, "kernel v1", 0o644)
+	if got := tree(t, root); !reflect.DeepEqual(got, installed) {
+		t.Errorf("after a failed upgrade the tree is\n%v\nwant\n%v", got, installed)
 	}
 }

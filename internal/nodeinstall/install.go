@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/vessel-containers/vessel/internal/atomicfile"
 )
@@ -45,9 +46,44 @@ type Plan struct {
 	Installed bool
 	Changes   []Change
 	// Notes explain choices the plan made.
-	Notes  []string
-	state  State
-	writes []fileWrite
+	// Upgrade says that the recorded install is in place but other files are asked for:
+	// the plan replaces the files (containerd's configuration stays as it is), and the
+	// record keeps what was there before the first install.
+	Upgrade bool
+	Notes   []string
+	state   State
+	writes  []fileWrite
+	mkdirs  []string
+	// oldState is the record an upgrade replaces.
+	oldState []byte
+}
+
+// planUpgrade plans the upgrade of the files of the install done records to want.
+func planUpgrade(o Options, done *Plan, want []wantFile, notes []string) (*Plan, error) {
+	st := done.state
+	writes, dirs, changes, err := planFiles(o.Config, want, nil, st.Files)
+	if err != nil {
+		return nil, err
+	}
+	old, err := os.ReadFile(StatePath(o.Config))
+	if err != nil {
+		return nil, fmt.Errorf("install state: %w", err)
+	}
+	index := map[string]int{}
+	for i, f := range st.Files {
+		index[f.Path] = i
+	}
+	st.Files = slices.Clone(st.Files)
+	for _, w := range writes {
+		if i, ok := index[w.rec.Path]; ok {
+			st.Files[i] = w.rec
+		} else {
+			st.Files = append(st.Files, w.rec)
+		}
+	}
+	st.CreatedDirs = append(slices.Clone(st.CreatedDirs), dirs...)
+	notes = append(notes, fmt.Sprintf("vessel install is recorded in %s with other files: they are replaced, and the record keeps what was there before it", StatePath(o.Config)))
+	return &Plan{Layout: done.Layout, DropIn: done.DropIn, Upgrade: true, Changes: changes, Notes: notes, state: st, writes: writes, mkdirs: dirs, oldState: old}, nil
 }
 
 // StateFile is where Apply records the install.
@@ -65,15 +101,13 @@ func PlanInstall(o Options, detect func() (int64, error)) (*Plan, error) {
 		return nil, err
 	}
 	if done, err := recordedInstall(o); err != nil || done != nil {
-		if err == nil {
-			if err := filesInPlace(want); err != nil {
-				return nil, fmt.Errorf("vessel install is recorded in %s, but %w: run vessel uninstall first", StatePath(o.Config), err)
-			}
+		if err != nil || filesInPlace(want) == nil {
+			return done, err
 		}
-		return done, err
+		return planUpgrade(o, done, want, fileNotes)
 	}
 	configDirs := missingDirs(filepath.Dir(o.Config))
-	writes, dirs, fileChanges, err := planFiles(o.Config, want, configDirs)
+	writes, dirs, fileChanges, err := planFiles(o.Config, want, configDirs, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +136,7 @@ func PlanInstall(o Options, detect func() (int64, error)) (*Plan, error) {
 	}
 	l := Layouts[version]
 	st.Version = version
-	p := &Plan{Layout: l, Changes: fileChanges, Notes: fileNotes, writes: writes}
+	p := &Plan{Layout: l, Changes: fileChanges, Notes: fileNotes, writes: writes, mkdirs: dirs}
 	st.CreatedDirs = dirs
 	for _, w := range writes {
 		st.Files = append(st.Files, w.rec)
@@ -317,14 +351,14 @@ func (p *Plan) Apply() (err error) {
 			}
 		}
 	}()
-	for _, d := range st.CreatedDirs {
+	for _, d := range p.mkdirs {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			return fmt.Errorf("install: %w", err)
 		}
 		undo = append(undo, func() { _ = os.Remove(d) })
 	}
 	for _, w := range p.writes {
-		if w.rec.Backup == "" {
+		if !w.backup {
 			continue
 		}
 		dir := filepath.Dir(w.rec.Backup)
@@ -336,6 +370,7 @@ func (p *Plan) Apply() (err error) {
 		if err := atomicfile.WriteFile(w.rec.Backup, w.replaced, 0o600); err != nil {
 			return fmt.Errorf("install backup of %s: %w", w.rec.Path, err)
 		}
+		undo = append(undo, func() { _ = os.Remove(w.rec.Backup) })
 	}
 	rec, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
@@ -345,16 +380,23 @@ func (p *Plan) Apply() (err error) {
 	if err := atomicfile.WriteFile(statePath, rec, 0o600); err != nil {
 		return fmt.Errorf("install state: %w", err)
 	}
-	undo = append(undo, func() { _ = os.Remove(statePath) })
+	if p.oldState != nil {
+		undo = append(undo, func() { _ = atomicfile.WriteFile(statePath, p.oldState, 0o600) })
+	} else {
+		undo = append(undo, func() { _ = os.Remove(statePath) })
+	}
 	for _, w := range p.writes {
 		if err := atomicfile.WriteFile(w.want.dst, w.want.data, w.want.perm); err != nil {
 			return fmt.Errorf("install: %w", err)
 		}
 		if w.replaced != nil {
-			undo = append(undo, func() { _ = atomicfile.WriteFile(w.want.dst, w.replaced, w.rec.PrevPerm) })
+			undo = append(undo, func() { _ = atomicfile.WriteFile(w.want.dst, w.replaced, w.prevPerm) })
 		} else {
 			undo = append(undo, func() { _ = os.Remove(w.want.dst) })
 		}
+	}
+	if p.Upgrade {
+		return nil
 	}
 	if st.CreatedDir != "" {
 		if err := os.Mkdir(st.CreatedDir, 0o755); err != nil {
