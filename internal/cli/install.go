@@ -48,9 +48,9 @@ What was there before, and every file written, is recorded in CONFIG.vessel-inst
 for byte. Running install again when the install is in place (the same files) does
 nothing; with other files (a new release in --from) it replaces the files it wrote and
 leaves containerd's configuration as it is, and the record keeps what was there before
-the first install. It refuses when a file it wrote changed since, a configuration it
-cannot parse, one that is config version 1, and one that configures a handler of that
-name already. containerd reads its configuration at start: --restart restarts it through
+the first install. It refuses when a file it wrote changed since; and it refuses a
+configuration it cannot parse, one that is config version 1, and one that configures a
+handler of that name already. containerd reads its configuration at start: --restart restarts it through
 systemd, otherwise restart it yourself.
 
 With --node-name NAME it then runs "kubectl label node NAME vessel.io/runtime=true
@@ -64,7 +64,7 @@ host's / there (deploy/kubernetes/vessel-deploy.yaml); run uninstall with the sa
 			&cli.Int64Flag{Name: "config-version", Usage: "config version to write when the file has none: 2 (containerd 1.6) or 3 (containerd 2.x) (default: from containerd --version)"},
 			&cli.StringFlag{Name: "containerd", Value: "containerd", Usage: "containerd binary asked for its version when the config version is needed"},
 			&cli.StringFlag{Name: "handler", Value: nodeinstall.DefaultHandler, Usage: "runtime handler name (a RuntimeClass's handler)"},
-			&cli.StringFlag{Name: "vessel-config", Value: nodeinstall.DefaultVesselConfig, Usage: "Vessel configuration the handler's shim reads (options.ConfigPath)"},
+			&cli.StringFlag{Name: "vessel-config", Value: nodeinstall.DefaultVesselConfig, Usage: "Vessel configuration the handler's shim reads (options.ConfigPath); with --from, the built-in one is written there when it is missing"},
 			&cli.BoolFlag{Name: "restrict-oom-score-adj", Usage: "set the CRI plugin's restrict_oom_score_adj, which a containerd without CAP_SYS_RESOURCE needs"},
 			&cli.StringFlag{Name: "from", Usage: "directory holding the binaries and the guest image to install (default: none copied)"},
 			&cli.StringFlag{Name: "prefix", Value: nodeinstall.DefaultPrefix, Usage: "with --from: the binaries go into PREFIX/bin"},
