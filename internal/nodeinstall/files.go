@@ -101,13 +101,19 @@ func wantFiles(o Options) ([]wantFile, []string, error) {
 		out = append(out, wantFile{dst: filepath.Join(dstDir, name), from: src, data: data, perm: fi.Mode().Perm()})
 		return nil
 	}
-	bin := o.hostPath(filepath.Join(o.Prefix, "bin"))
+	bin, err := hostDir(o.Root, filepath.Join(o.Prefix, "bin"))
+	if err != nil {
+		return nil, nil, err
+	}
 	for _, name := range Binaries {
 		if err := add(name, bin, false); err != nil {
 			return nil, nil, err
 		}
 	}
-	guest := o.hostPath(o.GuestDir)
+	guest, err := hostDir(o.Root, o.GuestDir)
+	if err != nil {
+		return nil, nil, err
+	}
 	for _, name := range GuestFiles {
 		if err := add(name, guest, false); err != nil {
 			return nil, nil, err
@@ -119,7 +125,10 @@ func wantFiles(o Options) ([]wantFile, []string, error) {
 		}
 	}
 
-	cfgPath := o.hostPath(o.VesselConfig)
+	cfgPath, err := hostFile(o.Root, o.VesselConfig)
+	if err != nil {
+		return nil, nil, err
+	}
 	data, exists, err := readOptional(cfgPath)
 	if err != nil {
 		return nil, nil, err

@@ -384,3 +384,31 @@ func TestUpgradeRollback(t *testing.T) {
 		t.Errorf("after a failed upgrade the tree is\n%v\nwant\n%v", got, installed)
 	}
 }
+
+// Under --root, a host's absolute symbolic link leads beneath the root, as on the host.
+func TestInstallFilesRootSymlink(t *testing.T) {
+	from := release(t, "v1")
+	root := hostRoot(t, from)
+	if err := os.MkdirAll(filepath.Join(root, "data/lib"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// /var -> /data on the host; beneath the root, not this machine's /data.
+	if err := os.Symlink("/data", filepath.Join(root, "var")); err != nil {
+		t.Fatal(err)
+	}
+	before := tree(t, root)
+	install(t, Options{Config: DefaultConfig, Root: root, From: from})
+	if got := tree(t, root)["data/lib/vessel/guest/vmlinux"]; got != "-rw-r--r-- kernel v1" {
+		t.Errorf("the kernel beneath the root's /data: %q, want it there", got)
+	}
+	up, err := PlanUninstall(DefaultConfig, root, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Apply(); err != nil {
+		t.Fatal(err)
+	}
+	if got := tree(t, root); !reflect.DeepEqual(got, before) {
+		t.Errorf("after uninstall the tree is\n%v\nwant\n%v", got, before)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	securejoin "github.com/cyphar/filepath-securejoin"
 )
 
 // Defaults of Options.
@@ -108,7 +109,9 @@ func (o *Options) fill() error {
 	if err != nil {
 		return fmt.Errorf("containerd config %s: %w", o.Config, err)
 	}
-	o.Config = o.hostPath(abs)
+	if o.Config, err = hostFile(o.Root, abs); err != nil {
+		return err
+	}
 	if o.Prefix == "" {
 		o.Prefix = DefaultPrefix
 	}
@@ -159,8 +162,29 @@ func cleanRoot(root string) (string, error) {
 	return root, nil
 }
 
-// hostPath is the host's absolute path p as this process sees it, beneath o.Root.
-func (o *Options) hostPath(p string) string { return filepath.Join(o.Root, p) }
+// hostDir is the host's directory dir as this process sees it: beneath root, with the
+// symbolic links on the way resolved as the host would (an absolute link's target is
+// beneath root too), so that nothing is read or written outside root.
+func hostDir(root, dir string) (string, error) {
+	if root == "/" {
+		return dir, nil
+	}
+	p, err := securejoin.SecureJoin(root, dir)
+	if err != nil {
+		return "", fmt.Errorf("%s beneath %s: %w", dir, root, err)
+	}
+	return p, nil
+}
+
+// hostFile is the host's file p as this process sees it: its directory as hostDir
+// resolves it, and its name as it is (a symbolic link there is not followed).
+func hostFile(root, p string) (string, error) {
+	dir, err := hostDir(root, filepath.Dir(p))
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, filepath.Base(p)), nil
+}
 
 // StatePath is the state file an install of config keeps: what it found and wrote.
 func StatePath(config string) string { return config + ".vessel-install.json" }
@@ -304,7 +328,7 @@ func readOptional(path string) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("containerd config: %w", err)
+		return nil, false, fmt.Errorf("vessel install: %w", err)
 	}
 	return data, true, nil
 }

@@ -35,7 +35,9 @@ func PlanUninstall(config, root string, force bool) (*UninstallPlan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("containerd config: %w", err)
 	}
-	config = filepath.Join(root, config)
+	if config, err = hostFile(root, config); err != nil {
+		return nil, err
+	}
 	st, err := readState(config)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("no vessel install recorded for %s (%s does not exist)", config, StatePath(config))
