@@ -57,8 +57,9 @@ With --node-name NAME it then runs "kubectl label node NAME vessel.io/runtime=tr
 --overwrite" (--kubectl names the binary), the label the RuntimeClass "vessel" selects
 nodes by. --root DIR reads and writes every host path (--config, --prefix, --guest-dir,
 --vessel-config, containerd's imports) beneath DIR, for a DaemonSet that mounts the
-host's / there (deploy/kubernetes/vessel-deploy.yaml); run uninstall with the same
---root.`,
+host's / there (deploy/kubernetes/vessel-deploy.yaml), resolving symbolic links beneath
+DIR as the host would. The record keeps the root, so uninstall may run with another
+(on the node itself, without --root).`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Value: nodeinstall.DefaultConfig, Usage: "containerd configuration file (it may be missing)"},
 			&cli.Int64Flag{Name: "config-version", Usage: "config version to write when the file has none: 2 (containerd 1.6) or 3 (containerd 2.x) (default: from containerd --version)"},
@@ -130,8 +131,8 @@ binaries, guest image files, Vessel configuration and directories "vessel instal
 and created, puts back byte for byte (with their modes) the files it replaced, restores
 the containerd configuration (or removes it when there was none), removes the drop-in it
 wrote and the record. It refuses when the files changed since the install wrote them;
---force puts the originals back anyway, undoing those changes too. --root must be the
-one the install ran with.`,
+--force puts the originals back anyway, undoing those changes too. --root need not be the
+one the install ran with: the record's paths are read beneath this one.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Value: nodeinstall.DefaultConfig, Usage: "containerd configuration file"},
 			rootFlag(),

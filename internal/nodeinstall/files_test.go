@@ -412,3 +412,29 @@ func TestInstallFilesRootSymlink(t *testing.T) {
 		t.Errorf("after uninstall the tree is\n%v\nwant\n%v", got, before)
 	}
 }
+
+// An install from a pod (the host's / at /host) is undone on the host itself: the record
+// names its paths beneath the root it ran with.
+func TestUninstallOtherRoot(t *testing.T) {
+	from := release(t, "v1")
+	host := hostRoot(t, from)
+	before := tree(t, host)
+	pod := filepath.Join(t.TempDir(), "host")
+	if err := os.Symlink(host, pod); err != nil {
+		t.Fatal(err)
+	}
+	install(t, Options{Config: DefaultConfig, Root: pod, From: from})
+	if again, err := PlanInstall(Options{Config: DefaultConfig, Root: host, From: from}, nil); err != nil || !again.Installed {
+		t.Fatalf("install from the other root: %+v, %v; want already installed", again, err)
+	}
+	up, err := PlanUninstall(DefaultConfig, host, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Apply(); err != nil {
+		t.Fatal(err)
+	}
+	if got := tree(t, host); !reflect.DeepEqual(got, before) {
+		t.Errorf("after uninstall the tree is\n%v\nwant\n%v", got, before)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/vessel-containers/vessel/internal/atomicfile"
 )
@@ -17,6 +18,10 @@ import (
 // a copy of containerd's configuration).
 type State struct {
 	Handler string `json:"handler"`
+	// Root is the root the install ran with (Options.Root): every path below is beneath
+	// it. A later run with another root (the host's / instead of a pod's /host) reads them
+	// beneath its own.
+	Root    string `json:"root,omitempty"`
 	Version int64  `json:"version"`
 	Config  string `json:"config"`
 	// Existed says whether Config existed; Original and Perm are its bytes and mode then.
@@ -118,7 +123,7 @@ func PlanInstall(o Options, detect func() (int64, error)) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := State{Handler: o.Handler, Config: o.Config, Existed: existed, Original: data, Perm: 0o644}
+	st := State{Handler: o.Handler, Root: o.Root, Config: o.Config, Existed: existed, Original: data, Perm: 0o644}
 	if existed {
 		fi, err := os.Stat(o.Config)
 		if err != nil {
@@ -277,7 +282,7 @@ func configVersion(main *parsed, existed bool, o Options, detect func() (int64, 
 // records is in place, an error when its files changed since, and nil when there is no
 // state file.
 func recordedInstall(o Options) (*Plan, error) {
-	st, err := readState(o.Config)
+	st, err := readState(o.Config, o.Root)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -293,13 +298,17 @@ func recordedInstall(o Options) (*Plan, error) {
 	return &Plan{Layout: Layouts[st.Version], DropIn: st.DropIn != "", Installed: true, state: *st}, nil
 }
 
-func readState(config string) (*State, error) {
+// readState reads the record of the install of config, its paths beneath root.
+func readState(config, root string) (*State, error) {
 	data, err := os.ReadFile(StatePath(config))
 	if err != nil {
 		return nil, err
 	}
 	var st State
 	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("install state %s: %w", StatePath(config), err)
+	}
+	if err := st.rebase(root); err != nil {
 		return nil, fmt.Errorf("install state %s: %w", StatePath(config), err)
 	}
 	if st.Config != config {
@@ -416,4 +425,38 @@ func (p *Plan) Apply() (err error) {
 		}
 	}
 	return nil
+}
+
+// rebase moves st's paths from beneath st.Root to beneath root.
+func (st *State) rebase(root string) error {
+	if st.Root == "" {
+		st.Root = "/"
+	}
+	if st.Root == root {
+		return nil
+	}
+	var err error
+	move := func(p *string) {
+		if *p == "" || err != nil {
+			return
+		}
+		rel, e := filepath.Rel(st.Root, *p)
+		if e != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+			err = fmt.Errorf("%s is not beneath the install's root %s", *p, st.Root)
+			return
+		}
+		*p = filepath.Join(root, rel)
+	}
+	move(&st.Config)
+	move(&st.DropIn)
+	move(&st.CreatedDir)
+	for i := range st.Files {
+		move(&st.Files[i].Path)
+		move(&st.Files[i].Backup)
+	}
+	for i := range st.CreatedDirs {
+		move(&st.CreatedDirs[i])
+	}
+	st.Root = root
+	return err
 }

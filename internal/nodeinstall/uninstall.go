@@ -38,7 +38,7 @@ func PlanUninstall(config, root string, force bool) (*UninstallPlan, error) {
 	if config, err = hostFile(root, config); err != nil {
 		return nil, err
 	}
-	st, err := readState(config)
+	st, err := readState(config, root)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("no vessel install recorded for %s (%s does not exist)", config, StatePath(config))
 	}
