@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strings"
@@ -126,7 +127,8 @@ func uninstallCommand() *cli.Command {
 		Name:  "uninstall",
 		Usage: "undo \"vessel install\": files, containerd's configuration and the node label as they were",
 		Description: `With --node-name NAME, first takes the label off the node ("kubectl label node NAME
-vessel.io/runtime-"), so that no more Vessel pods are scheduled there. Then removes the
+vessel.io/runtime-"), so that no more Vessel pods are scheduled there; it does so too
+when no install is recorded, and then fails saying so. Then removes the
 binaries, guest image files, Vessel configuration and directories "vessel install" wrote
 and created, puts back byte for byte (with their modes) the files it replaced, restores
 the containerd configuration (or removes it when there was none), removes the drop-in it
@@ -143,12 +145,18 @@ one the install ran with: the record's paths are read beneath this one.`,
 			&cli.BoolFlag{Name: "restart", Usage: "restart containerd (systemctl restart containerd) after the change"},
 		},
 		Action: func(c *cli.Context) error {
+			w := c.App.Writer
+			dry := c.Bool("dry-run")
 			plan, err := nodeinstall.PlanUninstall(c.String("config"), c.String("root"), c.Bool("force"))
+			if errors.Is(err, fs.ErrNotExist) {
+				// Nothing to undo on this node, but it may still carry the label.
+				if lerr := label(c, w, nodeinstall.UnlabelArgs, dry); lerr != nil {
+					return fmt.Errorf("%w; %w", err, lerr)
+				}
+			}
 			if err != nil {
 				return err
 			}
-			w := c.App.Writer
-			dry := c.Bool("dry-run")
 			if err := label(c, w, nodeinstall.UnlabelArgs, dry); err != nil {
 				return err
 			}

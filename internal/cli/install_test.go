@@ -153,3 +153,21 @@ func TestInstallCommandNoKubectl(t *testing.T) {
 		t.Errorf("got %v, want an error naming %s\n%s", err, missing, out.String())
 	}
 }
+
+// Uninstall on a node with no install recorded still takes the label off, and fails
+// saying that nothing was installed.
+func TestUninstallCommandNothingRecorded(t *testing.T) {
+	root := t.TempDir()
+	kdir := t.TempDir()
+	kubectl, log := filepath.Join(kdir, "kubectl"), filepath.Join(kdir, "args.log")
+	put(t, kubectl, "#!/bin/sh\necho \"$*\" >> "+log+"\n", 0o755)
+	var out bytes.Buffer
+	err := testApp(uninstallCommand(), &out).Run([]string{"vessel", "uninstall", "--root", root, "--node-name", "node-2", "--kubectl", kubectl})
+	if err == nil || !strings.Contains(err.Error(), "no vessel install recorded") {
+		t.Errorf("got %v, want no install recorded", err)
+	}
+	args, rerr := os.ReadFile(log)
+	if rerr != nil || string(args) != "label node node-2 vessel.io/runtime-\n" {
+		t.Errorf("kubectl ran with %q (%v), want the label taken off node-2", args, rerr)
+	}
+}

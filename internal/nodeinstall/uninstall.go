@@ -19,7 +19,8 @@ type UninstallPlan struct {
 
 // PlanUninstall works out how to put back what the install recorded for config (a host
 // path, read beneath root as Options.Root says). It refuses when the files changed since
-// the install wrote them, unless force is set: then those changes are undone too.
+// the install wrote them, unless force is set: then those changes are undone too. With no
+// install recorded, the error is fs.ErrNotExist.
 func PlanUninstall(config, root string, force bool) (*UninstallPlan, error) {
 	if config == "" {
 		config = DefaultConfig
@@ -40,7 +41,7 @@ func PlanUninstall(config, root string, force bool) (*UninstallPlan, error) {
 	}
 	st, err := readState(config, root)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("no vessel install recorded for %s (%s does not exist)", config, StatePath(config))
+		return nil, fmt.Errorf("no vessel install recorded for %s (%s: %w)", config, StatePath(config), err)
 	}
 	if err != nil {
 		return nil, err
