@@ -438,3 +438,52 @@ func TestUninstallOtherRoot(t *testing.T) {
 		t.Errorf("after uninstall the tree is\n%v\nwant\n%v", got, before)
 	}
 }
+
+// An uninstall that fails part way can be run again (with --force: the files it put back
+// differ from the record), and then puts back everything.
+func TestUninstallAgainAfterFailure(t *testing.T) {
+	from := release(t, "v1")
+	root := hostRoot(t, from)
+	config := filepath.Join(root, "etc/containerd/config.toml")
+	writeFile(t, config, "version = 2\n", 0o644) // the handler is appended to it
+	before := tree(t, root)
+	install(t, Options{Config: DefaultConfig, Root: root, From: from})
+	installed, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := PlanUninstall(DefaultConfig, root, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// containerd's configuration cannot be put back: a directory is where it goes.
+	if err := os.Remove(config); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(config, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(config, "x"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Apply(); err == nil {
+		t.Fatal("uninstall succeeded with a directory where the configuration goes")
+	}
+	if err := os.RemoveAll(config); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, config, string(installed), 0o644)
+	if _, err := PlanUninstall(DefaultConfig, root, false); err == nil || !strings.Contains(err.Error(), "changed since vessel install wrote it") {
+		t.Fatalf("second uninstall without --force: %v, want a refusal", err)
+	}
+	up, err = PlanUninstall(DefaultConfig, root, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Apply(); err != nil {
+		t.Fatal(err)
+	}
+	if got := tree(t, root); !reflect.DeepEqual(got, before) {
+		t.Errorf("after the second uninstall the tree is\n%v\nwant\n%v", got, before)
+	}
+}

@@ -64,10 +64,6 @@ func PlanUninstall(config, root string, force bool) (*UninstallPlan, error) {
 		p.Changes = append(p.Changes, Change{Path: f.Path, Action: "restore", Data: data, Perm: f.PrevPerm})
 		backups = append(backups, Change{Path: f.Backup, Action: "remove"})
 	}
-	if len(backups) > 0 {
-		p.Changes = append(p.Changes, backups...)
-		p.Changes = append(p.Changes, Change{Path: BackupDir(config), Action: "rmdir"})
-	}
 	if st.DropIn != "" {
 		if _, err := os.Lstat(st.DropIn); err == nil {
 			p.Changes = append(p.Changes, Change{Path: st.DropIn, Action: "remove"})
@@ -87,14 +83,20 @@ func PlanUninstall(config, root string, force bool) (*UninstallPlan, error) {
 		p.Changes = append(p.Changes, Change{Path: config, Action: "remove"})
 	}
 	p.Changes = append(p.Changes, Change{Path: StatePath(config), Action: "remove"})
+	// The backups go after the record, so that an uninstall that fails before can be run
+	// again (with --force, since the files it put back differ from the record).
+	if len(backups) > 0 {
+		p.Changes = append(p.Changes, backups...)
+		p.Changes = append(p.Changes, Change{Path: BackupDir(config), Action: "rmdir"})
+	}
 	for i := len(st.CreatedDirs) - 1; i >= 0; i-- {
 		p.Changes = append(p.Changes, Change{Path: st.CreatedDirs[i], Action: "rmdir"})
 	}
 	return p, nil
 }
 
-// Apply puts the files back and removes the state file last (but for the directories
-// the install created), so that a failed uninstall can be run again.
+// Apply puts the files back and removes the state file last (but for the backups and the
+// directories the install created), so that a failed uninstall can be run again.
 func (p *UninstallPlan) Apply() error {
 	for _, c := range p.Changes {
 		switch c.Action {
