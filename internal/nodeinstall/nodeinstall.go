@@ -1,7 +1,9 @@
-// Package nodeinstall adds Vessel's CRI runtime handler to a containerd configuration and
-// takes it out again. An install keeps what it found (the configuration's bytes, or that
-// there was none) in a state file next to the configuration, so that an uninstall puts
-// back exactly that.
+// Package nodeinstall installs Vessel on a node and takes it off again: the binaries and
+// the guest image (files.go), Vessel's CRI runtime handler in containerd's configuration,
+// and the node label the RuntimeClass selects (label.go, through kubectl). An install
+// keeps what it found (the configuration's bytes, or that there was none, and each file it
+// replaced) and what it wrote in a state file next to the configuration, so that an
+// uninstall removes what it added and puts back exactly what was there.
 //
 // containerd 1.6 (config version 2) and 2.x (version 3) merge imported files
 // differently: 2.x merges an import into the configuration key by key, while 1.6 replaces
