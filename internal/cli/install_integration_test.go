@@ -19,9 +19,10 @@ import (
 
 // TestInstallContainerd writes the vessel handler into a private containerd's
 // configuration with `vessel install --config` (after a --dry-run that must change
-// nothing), starts that containerd, and checks that its CRI plugin lists the handler (and
-// still has runc and the user's own CRI setting), then `vessel uninstall` must put back the
-// configuration byte for byte. containerd 1.6 gets the handler appended to its
+// nothing), with a release --from copies into a temporary prefix, guest directory and
+// Vessel configuration, starts that containerd, and checks that its CRI plugin lists the
+// handler (and still has runc and the user's own CRI setting), then `vessel uninstall`
+// must put back the configuration byte for byte and remove what --from added. containerd 1.6 gets the handler appended to its
 // configuration; containerd 2.x, whose configuration imports conf.d/*.toml, a drop-in.
 func TestInstallContainerd(t *testing.T) {
 	testutil.RequiresIntegration(t)
@@ -98,7 +99,25 @@ func installInto(t *testing.T, vessel, crictl string, wantDropIn bool, newDaemon
 		t.Fatal("install --dry-run recorded an install")
 	}
 
-	out := run("install", "--config", cfg, "--vessel-config", "/etc/vessel/node.toml")
+	// The release --from copies; containerd does not start the shim here, so stand-ins do.
+	rel := filepath.Join(dir, "release")
+	if err := os.Mkdir(rel, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range append(append([]string{}, nodeinstall.Binaries...), nodeinstall.GuestFiles...) {
+		if err := os.WriteFile(filepath.Join(rel, name), []byte("release "+name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vesselConfig := filepath.Join(dir, "etc-vessel", "node.toml")
+	added := []string{filepath.Join(dir, "prefix"), filepath.Join(dir, "guest"), filepath.Dir(vesselConfig)}
+	out := run("install", "--config", cfg, "--vessel-config", vesselConfig,
+		"--from", rel, "--prefix", added[0], "--guest-dir", added[1])
+	for _, p := range []string{added[0] + "/bin/containerd-shim-vessel-v2", added[1] + "/vmlinux", vesselConfig} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("install --from: %v", err)
+		}
+	}
 	t.Logf("vessel install:\n%s", out)
 	if _, err := os.Stat(nodeinstall.DropInPath(cfg)); (err == nil) != wantDropIn {
 		t.Errorf("drop-in %s: %v, want it to exist: %v", nodeinstall.DropInPath(cfg), err, wantDropIn)
@@ -138,7 +157,7 @@ func installInto(t *testing.T, vessel, crictl string, wantDropIn bool, newDaemon
 		t.Fatalf("the CRI plugin has no vessel handler:\n%s", info)
 	}
 	if v.RuntimeType != nodeinstall.RuntimeType || !reflect.DeepEqual(v.PodAnnotations, nodeinstall.PodAnnotations) ||
-		!v.PrivilegedWithoutHostDevices || v.Options["ConfigPath"] != "/etc/vessel/node.toml" {
+		!v.PrivilegedWithoutHostDevices || v.Options["ConfigPath"] != vesselConfig {
 		t.Errorf("vessel handler as the CRI plugin has it: %+v", v)
 	}
 	if _, ok := rt["runc"]; !ok {
@@ -159,7 +178,7 @@ func installInto(t *testing.T, vessel, crictl string, wantDropIn bool, newDaemon
 	if !bytes.Equal(after, before) {
 		t.Errorf("after uninstall %s is\n%s\nwant\n%s", cfg, after, before)
 	}
-	for _, p := range []string{nodeinstall.StatePath(cfg), nodeinstall.DropInPath(cfg), filepath.Dir(nodeinstall.DropInPath(cfg))} {
+	for _, p := range append([]string{nodeinstall.StatePath(cfg), nodeinstall.DropInPath(cfg), filepath.Dir(nodeinstall.DropInPath(cfg))}, added...) {
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("uninstall left %s", p)
 		}

@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/vessel-containers/vessel/internal/atomicfile"
 )
@@ -16,6 +18,10 @@ import (
 // a copy of containerd's configuration).
 type State struct {
 	Handler string `json:"handler"`
+	// Root is the root the install ran with (Options.Root): every path below is beneath
+	// it. A later run with another root (the host's / instead of a pod's /host) reads them
+	// beneath its own.
+	Root    string `json:"root,omitempty"`
 	Version int64  `json:"version"`
 	Config  string `json:"config"`
 	// Existed says whether Config existed; Original and Perm are its bytes and mode then.
@@ -29,6 +35,10 @@ type State struct {
 	DropInData []byte `json:"drop_in_data,omitempty"`
 	// CreatedDir is the drop-in's directory when the install created it.
 	CreatedDir string `json:"created_dir,omitempty"`
+	// Files are the binaries, guest image files and Vessel configuration the install
+	// wrote, in order; CreatedDirs the directories it created for them, outermost first.
+	Files       []FileRecord `json:"files,omitempty"`
+	CreatedDirs []string     `json:"created_dirs,omitempty"`
 }
 
 // Plan is what an install would do. Apply does it.
@@ -41,8 +51,44 @@ type Plan struct {
 	Installed bool
 	Changes   []Change
 	// Notes explain choices the plan made.
-	Notes []string
-	state State
+	// Upgrade says that the recorded install is in place but other files are asked for:
+	// the plan replaces the files (containerd's configuration stays as it is), and the
+	// record keeps what was there before the first install.
+	Upgrade bool
+	Notes   []string
+	state   State
+	writes  []fileWrite
+	mkdirs  []string
+	// oldState is the record an upgrade replaces.
+	oldState []byte
+}
+
+// planUpgrade plans the upgrade of the files of the install done records to want.
+func planUpgrade(o Options, done *Plan, want []wantFile, notes []string) (*Plan, error) {
+	st := done.state
+	writes, dirs, changes, err := planFiles(o.Config, want, nil, st.Files)
+	if err != nil {
+		return nil, err
+	}
+	old, err := os.ReadFile(StatePath(o.Config))
+	if err != nil {
+		return nil, fmt.Errorf("install state: %w", err)
+	}
+	index := map[string]int{}
+	for i, f := range st.Files {
+		index[f.Path] = i
+	}
+	st.Files = slices.Clone(st.Files)
+	for _, w := range writes {
+		if i, ok := index[w.rec.Path]; ok {
+			st.Files[i] = w.rec
+		} else {
+			st.Files = append(st.Files, w.rec)
+		}
+	}
+	st.CreatedDirs = append(slices.Clone(st.CreatedDirs), dirs...)
+	notes = append(notes, fmt.Sprintf("vessel install is recorded in %s with other files: they are replaced, and the record keeps what was there before it", StatePath(o.Config)))
+	return &Plan{Layout: done.Layout, DropIn: done.DropIn, Upgrade: true, Changes: changes, Notes: notes, state: st, writes: writes, mkdirs: dirs, oldState: old}, nil
 }
 
 // StateFile is where Apply records the install.
@@ -55,8 +101,20 @@ func PlanInstall(o Options, detect func() (int64, error)) (*Plan, error) {
 	if err := o.fill(); err != nil {
 		return nil, err
 	}
+	want, fileNotes, err := wantFiles(o)
+	if err != nil {
+		return nil, err
+	}
 	if done, err := recordedInstall(o); err != nil || done != nil {
-		return done, err
+		if err != nil || filesInPlace(want) == nil {
+			return done, err
+		}
+		return planUpgrade(o, done, want, fileNotes)
+	}
+	configDirs := missingDirs(filepath.Dir(o.Config))
+	writes, dirs, fileChanges, err := planFiles(o.Config, want, configDirs, nil)
+	if err != nil {
+		return nil, err
 	}
 	if fi, err := os.Lstat(o.Config); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
 		return nil, fmt.Errorf("containerd config %s is a symbolic link: pass its target with --config", o.Config)
@@ -65,7 +123,7 @@ func PlanInstall(o Options, detect func() (int64, error)) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := State{Handler: o.Handler, Config: o.Config, Existed: existed, Original: data, Perm: 0o644}
+	st := State{Handler: o.Handler, Root: o.Root, Config: o.Config, Existed: existed, Original: data, Perm: 0o644}
 	if existed {
 		fi, err := os.Stat(o.Config)
 		if err != nil {
@@ -83,9 +141,13 @@ func PlanInstall(o Options, detect func() (int64, error)) (*Plan, error) {
 	}
 	l := Layouts[version]
 	st.Version = version
-	p := &Plan{Layout: l}
+	p := &Plan{Layout: l, Changes: fileChanges, Notes: fileNotes, writes: writes, mkdirs: dirs}
+	st.CreatedDirs = dirs
+	for _, w := range writes {
+		st.Files = append(st.Files, w.rec)
+	}
 
-	patterns, err := main.importPatterns(version)
+	patterns, err := main.importPatterns(version, o.Root)
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +282,7 @@ func configVersion(main *parsed, existed bool, o Options, detect func() (int64, 
 // records is in place, an error when its files changed since, and nil when there is no
 // state file.
 func recordedInstall(o Options) (*Plan, error) {
-	st, err := readState(o.Config)
+	st, err := readState(o.Config, o.Root)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -236,13 +298,17 @@ func recordedInstall(o Options) (*Plan, error) {
 	return &Plan{Layout: Layouts[st.Version], DropIn: st.DropIn != "", Installed: true, state: *st}, nil
 }
 
-func readState(config string) (*State, error) {
+// readState reads the record of the install of config, its paths beneath root.
+func readState(config, root string) (*State, error) {
 	data, err := os.ReadFile(StatePath(config))
 	if err != nil {
 		return nil, err
 	}
 	var st State
 	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("install state %s: %w", StatePath(config), err)
+	}
+	if err := st.rebase(root); err != nil {
 		return nil, fmt.Errorf("install state %s: %w", StatePath(config), err)
 	}
 	if st.Config != config {
@@ -256,6 +322,9 @@ func readState(config string) (*State, error) {
 
 // unchanged checks that the files are as the install left them.
 func (st *State) unchanged() error {
+	if err := filesUnchanged(st.Files); err != nil {
+		return err
+	}
 	data, exists, err := readOptional(st.Config)
 	if err != nil {
 		return err
@@ -276,13 +345,42 @@ func (st *State) unchanged() error {
 	return nil
 }
 
-// Apply records the install and writes its files. On failure it puts back what it
-// changed.
+// Apply keeps the files it replaces, records the install and writes its files. On
+// failure it puts back what it changed.
 func (p *Plan) Apply() (err error) {
 	if p.Installed {
 		return nil
 	}
 	st := p.state
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+	for _, d := range p.mkdirs {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return fmt.Errorf("install: %w", err)
+		}
+		undo = append(undo, func() { _ = os.Remove(d) })
+	}
+	for _, w := range p.writes {
+		if !w.backup {
+			continue
+		}
+		dir := filepath.Dir(w.rec.Backup)
+		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("install backups: %w", err)
+		} else if err == nil {
+			undo = append(undo, func() { _ = os.RemoveAll(dir) })
+		}
+		if err := atomicfile.WriteFile(w.rec.Backup, w.replaced, 0o600); err != nil {
+			return fmt.Errorf("install backup of %s: %w", w.rec.Path, err)
+		}
+		undo = append(undo, func() { _ = os.Remove(w.rec.Backup) })
+	}
 	rec, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return fmt.Errorf("install state: %w", err)
@@ -291,15 +389,24 @@ func (p *Plan) Apply() (err error) {
 	if err := atomicfile.WriteFile(statePath, rec, 0o600); err != nil {
 		return fmt.Errorf("install state: %w", err)
 	}
-	var undo []func()
-	defer func() {
-		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
-			_ = os.Remove(statePath)
+	if p.oldState != nil {
+		undo = append(undo, func() { _ = atomicfile.WriteFile(statePath, p.oldState, 0o600) })
+	} else {
+		undo = append(undo, func() { _ = os.Remove(statePath) })
+	}
+	for _, w := range p.writes {
+		if err := atomicfile.WriteFile(w.want.dst, w.want.data, w.want.perm); err != nil {
+			return fmt.Errorf("install: %w", err)
 		}
-	}()
+		if w.replaced != nil {
+			undo = append(undo, func() { _ = atomicfile.WriteFile(w.want.dst, w.replaced, w.prevPerm) })
+		} else {
+			undo = append(undo, func() { _ = os.Remove(w.want.dst) })
+		}
+	}
+	if p.Upgrade {
+		return nil
+	}
 	if st.CreatedDir != "" {
 		if err := os.Mkdir(st.CreatedDir, 0o755); err != nil {
 			return fmt.Errorf("drop-in directory: %w", err)
@@ -318,4 +425,38 @@ func (p *Plan) Apply() (err error) {
 		}
 	}
 	return nil
+}
+
+// rebase moves st's paths from beneath st.Root to beneath root.
+func (st *State) rebase(root string) error {
+	if st.Root == "" {
+		st.Root = "/"
+	}
+	if st.Root == root {
+		return nil
+	}
+	var err error
+	move := func(p *string) {
+		if *p == "" || err != nil {
+			return
+		}
+		rel, e := filepath.Rel(st.Root, *p)
+		if e != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+			err = fmt.Errorf("%s is not beneath the install's root %s", *p, st.Root)
+			return
+		}
+		*p = filepath.Join(root, rel)
+	}
+	move(&st.Config)
+	move(&st.DropIn)
+	move(&st.CreatedDir)
+	for i := range st.Files {
+		move(&st.Files[i].Path)
+		move(&st.Files[i].Backup)
+	}
+	for i := range st.CreatedDirs {
+		move(&st.CreatedDirs[i])
+	}
+	st.Root = root
+	return err
 }

@@ -1,7 +1,9 @@
-// Package nodeinstall adds Vessel's CRI runtime handler to a containerd configuration and
-// takes it out again. An install keeps what it found (the configuration's bytes, or that
-// there was none) in a state file next to the configuration, so that an uninstall puts
-// back exactly that.
+// Package nodeinstall installs Vessel on a node and takes it off again: the binaries and
+// the guest image (files.go), Vessel's CRI runtime handler in containerd's configuration,
+// and the node label the RuntimeClass selects (label.go, through kubectl). An install
+// keeps what it found (the configuration's bytes, or that there was none, and each file it
+// replaced) and what it wrote in a state file next to the configuration, so that an
+// uninstall removes what it added and puts back exactly what was there.
 //
 // containerd 1.6 (config version 2) and 2.x (version 3) merge imported files
 // differently: 2.x merges an import into the configuration key by key, while 1.6 replaces
@@ -24,6 +26,7 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	securejoin "github.com/cyphar/filepath-securejoin"
 )
 
 // Defaults of Options.
@@ -31,6 +34,8 @@ const (
 	DefaultConfig       = "/etc/containerd/config.toml"
 	DefaultHandler      = "vessel"
 	DefaultVesselConfig = "/etc/vessel/configuration.toml"
+	// DefaultPrefix is where the binaries go, into DefaultPrefix/bin.
+	DefaultPrefix = "/usr/local"
 	// RuntimeType is the shim containerd starts for the handler.
 	RuntimeType = "io.containerd.vessel.v2"
 	// dropInName is the drop-in's file name in the conf.d directory next to the
@@ -76,17 +81,50 @@ type Options struct {
 	// RestrictOOMScoreAdj sets the CRI plugin's restrict_oom_score_adj, which a containerd
 	// without CAP_SYS_RESOURCE needs.
 	RestrictOOMScoreAdj bool
+	// From is the directory holding the binaries (Binaries) and the guest image
+	// (GuestFiles) to install; empty installs none, and writes no Vessel configuration.
+	From string
+	// Prefix is where the binaries go, into Prefix/bin (DefaultPrefix when empty).
+	Prefix string
+	// GuestDir is where the guest image goes (DefaultGuestDir when empty); a Vessel
+	// configuration the install writes names its files there.
+	GuestDir string
+	// Root is the host's / as this process sees it (/host in a DaemonSet's pod): Config,
+	// Prefix, GuestDir and VesselConfig are host paths, read and written beneath Root.
+	// Empty is "/".
+	Root string
 }
 
 func (o *Options) fill() error {
 	if o.Config == "" {
 		o.Config = DefaultConfig
 	}
+	root, err := cleanRoot(o.Root)
+	if err != nil {
+		return err
+	}
+	o.Root = root
+	if o.Root != "/" && !filepath.IsAbs(o.Config) {
+		return fmt.Errorf("containerd config %q: want an absolute path (a host path, read beneath --root %s)", o.Config, o.Root)
+	}
 	abs, err := filepath.Abs(o.Config)
 	if err != nil {
 		return fmt.Errorf("containerd config %s: %w", o.Config, err)
 	}
-	o.Config = abs
+	if o.Config, err = hostFile(o.Root, abs); err != nil {
+		return err
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.GuestDir == "" {
+		o.GuestDir = DefaultGuestDir
+	}
+	for name, p := range map[string]string{"prefix": o.Prefix, "guest dir": o.GuestDir} {
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("%s %q: want an absolute path", name, p)
+		}
+	}
 	if o.Handler == "" {
 		o.Handler = DefaultHandler
 	}
@@ -109,6 +147,47 @@ func (o *Options) fill() error {
 
 var bareKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
+// cleanRoot checks a --root: "" is "/"; anything else must be an absolute directory.
+func cleanRoot(root string) (string, error) {
+	if root == "" {
+		return "/", nil
+	}
+	if !filepath.IsAbs(root) {
+		return "", fmt.Errorf("root %q: want an absolute path", root)
+	}
+	root = filepath.Clean(root)
+	if fi, err := os.Stat(root); err != nil {
+		return "", fmt.Errorf("root: %w", err)
+	} else if !fi.IsDir() {
+		return "", fmt.Errorf("root %s is not a directory", root)
+	}
+	return root, nil
+}
+
+// hostDir is the host's directory dir as this process sees it: beneath root, with the
+// symbolic links on the way resolved as the host would (an absolute link's target is
+// beneath root too), so that nothing is read or written outside root.
+func hostDir(root, dir string) (string, error) {
+	if root == "/" {
+		return dir, nil
+	}
+	p, err := securejoin.SecureJoin(root, dir)
+	if err != nil {
+		return "", fmt.Errorf("%s beneath %s: %w", dir, root, err)
+	}
+	return p, nil
+}
+
+// hostFile is the host's file p as this process sees it: its directory as hostDir
+// resolves it, and its name as it is (a symbolic link there is not followed).
+func hostFile(root, p string) (string, error) {
+	dir, err := hostDir(root, filepath.Dir(p))
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, filepath.Base(p)), nil
+}
+
 // StatePath is the state file an install of config keeps: what it found and wrote.
 func StatePath(config string) string { return config + ".vessel-install.json" }
 
@@ -120,11 +199,17 @@ func DropInPath(config string) string {
 // Change is one file an install or uninstall writes or removes.
 type Change struct {
 	Path string
-	// Action is "create", "append", "restore" or "remove".
+	// Action is "create", "append", "restore" or "remove" (a containerd configuration
+	// file, the drop-in, the record), "install" or "replace" (a binary, a guest image
+	// file, the Vessel configuration), "mkdir" or "rmdir" (a directory the install created;
+	// rmdir leaves one that is not empty).
 	Action string
-	// Data is what is written: the whole file for create and restore, the added bytes for
-	// append; nil for remove.
+	// Data is what is written: the whole file for create, install, replace and restore,
+	// the added bytes for append; nil for remove, mkdir and rmdir.
 	Data []byte
+	// From says where Data comes from for install and replace; Perm is the mode written.
+	From string
+	Perm fs.FileMode
 }
 
 // parsed is one containerd config file, decoded.
@@ -172,8 +257,9 @@ func table(tree map[string]any, keys ...string) map[string]any {
 }
 
 // imports are the files the config imports, as containerd resolves its patterns
-// (relative to the config's directory), with containerd 2.x's implicit one for version 3.
-func (p *parsed) importPatterns(version int64) ([]string, error) {
+// (relative to the config's directory), with containerd 2.x's implicit one for version 3;
+// absolute ones are host paths, read beneath root.
+func (p *parsed) importPatterns(version int64, root string) ([]string, error) {
 	var pats []string
 	if v, ok := p.tree["imports"]; ok {
 		list, ok := v.([]any)
@@ -185,14 +271,16 @@ func (p *parsed) importPatterns(version int64) ([]string, error) {
 			if !ok {
 				return nil, fmt.Errorf("containerd config %s: imports: %v is not a string", p.path, e)
 			}
-			if !filepath.IsAbs(s) {
+			if filepath.IsAbs(s) {
+				s = filepath.Join(root, s)
+			} else {
 				s = filepath.Join(filepath.Dir(p.path), s)
 			}
 			pats = append(pats, s)
 		}
 	}
 	if version == 3 {
-		pats = append(pats, implicitImport)
+		pats = append(pats, filepath.Join(root, implicitImport))
 	}
 	return pats, nil
 }
@@ -242,7 +330,7 @@ func readOptional(path string) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("containerd config: %w", err)
+		return nil, false, fmt.Errorf("vessel install: %w", err)
 	}
 	return data, true, nil
 }

@@ -74,7 +74,7 @@ func install(t *testing.T, o Options) *Plan {
 
 func uninstall(t *testing.T, config string, force bool) {
 	t.Helper()
-	p, err := PlanUninstall(config, force)
+	p, err := PlanUninstall(config, "", force)
 	if err != nil {
 		t.Fatalf("PlanUninstall: %v", err)
 	}
@@ -300,7 +300,7 @@ func TestUninstallChangedConfig(t *testing.T) {
 	if _, err := PlanInstall(Options{Config: config}, nil); err == nil || !strings.Contains(err.Error(), "changed since vessel install wrote it") {
 		t.Errorf("install over a changed install: %v, want a refusal", err)
 	}
-	if _, err := PlanUninstall(config, false); err == nil || !strings.Contains(err.Error(), "changed since vessel install wrote it") {
+	if _, err := PlanUninstall(config, "", false); err == nil || !strings.Contains(err.Error(), "changed since vessel install wrote it") {
 		t.Fatalf("uninstall of a changed config: %v, want a refusal", err)
 	}
 	uninstall(t, config, true)
@@ -311,7 +311,7 @@ func TestUninstallChangedConfig(t *testing.T) {
 	if !bytes.Equal(got, before) {
 		t.Error("uninstall --force did not put back the original bytes")
 	}
-	if _, err := PlanUninstall(config, false); err == nil || !strings.Contains(err.Error(), "no vessel install recorded") {
+	if _, err := PlanUninstall(config, "", false); err == nil || !strings.Contains(err.Error(), "no vessel install recorded") {
 		t.Errorf("second uninstall: %v, want no install recorded", err)
 	}
 }
