@@ -38,7 +38,17 @@ func RequiresDebugGuest(t testing.TB) Guest {
 	if sum, err := fileSHA256(m.Agent.Path); err != nil || sum != m.Agent.SHA256 {
 		skipOrFail(t, "guest image %s has no debug console, and its agent %s is not at hand (%v): build it with `make image IMAGE_FLAGS=--debug-console`", dir, m.Agent.Path, err)
 	}
-	out := filepath.Join(t.TempDir(), imagebuilder.InitramfsName)
+	// Searchable, unlike t.TempDir's parent: the jailed VMM's ids (on by default) open the
+	// initramfs by path.
+	tmp, err := os.MkdirTemp("", "vguest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(tmp) })
+	if err := os.Chmod(tmp, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(tmp, imagebuilder.InitramfsName)
 	if err := imagebuilder.BuildInitramfs(context.Background(), imagebuilder.InitramfsOptions{
 		Output: out, Agent: m.Agent.Path, Busybox: imagebuilder.DefaultBusybox,
 	}); err != nil {
