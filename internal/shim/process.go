@@ -244,6 +244,14 @@ func (c *container) tracedMountRootfs(ctx context.Context, rootfs []*types.Mount
 	return err
 }
 
+// tracedMountRootfsMapped is mountRootfsMapped (idmap_mapped.go) in a "rootfs mount" span.
+func (c *container) tracedMountRootfsMapped(ctx context.Context, rootfs []*types.Mount, ids idrange.Range) error {
+	_, span := tracing.Start(ctx, "rootfs mount")
+	err := c.mountRootfsMapped(rootfs, ids)
+	tracing.End(span, err)
+	return err
+}
+
 // specMounts converts the task's rootfs mounts.
 func specMounts(rootfs []*types.Mount) []specs.Mount {
 	out := make([]specs.Mount, 0, len(rootfs))

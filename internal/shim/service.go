@@ -368,7 +368,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	switch mapped := sb.FileIDsMapped(); {
 	case !idmapped || plan.RootfsOnDisks():
 	case layersIDMapped && mapped:
-		if err := c.mountRootfsMapped(r.Rootfs, *sb.VMMIDs()); err != nil {
+		if err := c.tracedMountRootfsMapped(cctx, r.Rootfs, *sb.VMMIDs()); err != nil {
 			return nil, fail(err)
 		}
 		rollback = append(rollback, c.unmountRootfs)

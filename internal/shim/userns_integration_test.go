@@ -356,11 +356,11 @@ func TestUnprivilegedVMMCopyMode(t *testing.T) {
 
 // TestUnprivilegedVMMNativeSnapshot runs a container on containerd's native snapshotter
 // (a bind mount of a plain directory, which cannot be idmapped layer by layer) with an
-// unprivileged VMM: guest root's setuid copy and changed image file are owned on the host
-// by the sandbox's ids, the snapshot's own directory is not written, and after removal
-// no mount or lease is left.
+// unprivileged VMM in the strict mode (vmm_file_ids = "sandbox"): guest root's setuid
+// copy and changed image file are owned on the host by the sandbox's ids, the snapshot's
+// own directory is not written, and after removal no mount or lease is left.
 func TestUnprivilegedVMMNativeSnapshot(t *testing.T) {
-	h := newHarnessConfig(t, fmt.Sprintf("vmm_id_range = %q\n", usernsPool))
+	h := newHarnessConfig(t, fmt.Sprintf("vmm_id_range = %q\nvmm_file_ids = \"sandbox\"\n", usernsPool))
 	if err := os.Chmod(h.sbRoot, 0o711); err != nil { // the VMM's ids pass through it to the export
 		t.Fatal(err)
 	}
