@@ -1,8 +1,11 @@
 package oci
 
 import (
+	"context"
 	"strings"
 	"testing"
+
+	"github.com/vessel-containers/vessel/internal/config"
 )
 
 func TestGuestCgroupPath(t *testing.T) {
@@ -48,6 +51,39 @@ func TestGuestCgroupPath(t *testing.T) {
 			}
 			if err != nil || got != tc.want {
 				t.Fatalf("GuestCgroupPath(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+			}
+		})
+	}
+}
+
+// GuestSpec carries the mapped path into the guest spec and fails on one it cannot map.
+func TestGuestSpecCgroupsPath(t *testing.T) {
+	for _, tc := range []struct{ path, want, err string }{
+		{path: "machine.slice:libpod:c1", want: "/machine.slice/libpod-c1.scope"},
+		{path: "", want: ""},
+		{path: "/..", err: `guest spec of container c1: linux.cgroupsPath "/.." names the root cgroup`},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			spec := hostSpec()
+			spec.Linux.CgroupsPath = tc.path
+			o := opts
+			o.SandboxNamespaces = SandboxNamespacePaths(42, nil)
+			c, err := ContainerConfig(context.Background(), "c1", bundle, spec, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g, err := GuestSpec(c, config.Default())
+			if tc.err != "" {
+				if err == nil || err.Error() != tc.err {
+					t.Fatalf("GuestSpec: %v; want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g.Linux.CgroupsPath != tc.want {
+				t.Errorf("guest cgroupsPath = %q, want %q", g.Linux.CgroupsPath, tc.want)
 			}
 		})
 	}
