@@ -47,6 +47,9 @@ type container struct {
 	spec       *specs.Spec
 	lc         *libct.Container
 	storages   []string // mount points of the container's own storages
+	// cgroupPath is the spec's linux.cgroupsPath (claimed in Service.cgroups), empty when
+	// the agent named the cgroup.
+	cgroupPath string
 	cgroupDir  string
 	// oomBase is the cgroup's OOM kill count when the container was created.
 	oomBase uint64
@@ -226,12 +229,22 @@ func (s *Service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 	if err != nil {
 		return nil, fmt.Errorf("container %q: %w", id, err)
 	}
+	cgPath := path.Join(s.cfg.CgroupParent, id)
+	if spec.Linux != nil && spec.Linux.CgroupsPath != "" {
+		cgPath = spec.Linux.CgroupsPath
+		if err := s.cgroups.claim(id, cgPath); err != nil { // cgroup.go
+			return nil, fmt.Errorf("container %q: %w", id, err)
+		}
+		c.cgroupPath = cgPath
+		// Runs after the container's destroy, which removes its cgroup.
+		undo = append(undo, func() { s.cgroups.release(ctx, id, cgPath) })
+	}
 	_, span := tracing.Start(ctx, "libcontainer create")
 	lc, err := libct.Create(libct.Options{
 		ID:         id,
 		Spec:       &spec,
 		StateRoot:  path.Join(s.cfg.RunDir, "libct"),
-		CgroupPath: path.Join(s.cfg.CgroupParent, id),
+		CgroupPath: cgPath,
 		NSPaths:    nsPaths,
 		NetNSPath:  podNS.Path(),
 		Reaper:     s.cfg.Reaper,
@@ -457,6 +470,9 @@ func (s *Service) RemoveContainer(ctx context.Context, req *agentv1.RemoveContai
 		c.removing = false
 		c.mu.Unlock()
 		return nil, err
+	}
+	if c.cgroupPath != "" {
+		s.cgroups.release(ctx, c.id, c.cgroupPath)
 	}
 	s.unmountAll(ctx, c.storages)
 	s.mu.Lock()

@@ -96,6 +96,9 @@ type Service struct {
 	// oomSeen is the OOM kill count last reported by GetOOMEvent, by container.
 	oomSeen map[string]uint64
 
+	// cgroups are the cgroups of containers with a linux.cgroupsPath (cgroup.go).
+	cgroups *containerCgroups
+
 	// debugMu guards debugProcs.
 	debugMu sync.Mutex
 	// debugProcs are the debug processes by exec id (debug.go).
@@ -142,6 +145,7 @@ func NewService(cfg Config) *Service {
 			}
 			return device.WaitBlock(ctx, cfg.SysDir, addr)
 		},
+		cgroups:    newContainerCgroups(cfg.CgroupRoot, cfg.CgroupParent),
 		containers: make(map[string]*container),
 		reserved:   make(map[string]bool),
 		oomSeen:    make(map[string]uint64),

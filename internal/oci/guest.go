@@ -27,7 +27,8 @@ import (
 //     hooks run in the container as the spec asks (their path resolves in the container),
 //     started by the container's init in the guest just before it executes the process,
 //     under its user, capabilities and seccomp filter, as runc runs them;
-//   - linux.cgroupsPath is cleared: the agent picks the cgroup in the guest;
+//   - linux.cgroupsPath becomes the container's cgroup path in the guest (GuestCgroupPath),
+//     where runc would put it on a host; without one the agent names the cgroup;
 //   - namespace paths are dropped: they name host namespaces. ContainerConfig accepted only
 //     the pod sandbox's own ipc, uts and pid namespaces; the container joins the sandbox
 //     container's in the guest instead (Container.SandboxNamespaces).
@@ -68,7 +69,9 @@ func GuestSpec(c *Container, cfg *config.Config) (*specs.Spec, error) {
 		g.Hooks = nil
 	}
 	if g.Linux != nil {
-		g.Linux.CgroupsPath = ""
+		if g.Linux.CgroupsPath, err = GuestCgroupPath(g.Linux.CgroupsPath); err != nil {
+			return nil, fmt.Errorf("guest spec of container %s: %w", c.ID, err)
+		}
 		ns := g.Linux.Namespaces[:0]
 		for _, n := range g.Linux.Namespaces {
 			if n.Type == specs.NetworkNamespace {

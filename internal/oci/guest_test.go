@@ -74,8 +74,8 @@ func TestGuestSpec(t *testing.T) {
 			if want := (&specs.Hooks{StartContainer: spec.Hooks.StartContainer}); !reflect.DeepEqual(g.Hooks, want) {
 				t.Errorf("hooks = %+v, want only the startContainer ones %+v", g.Hooks, want)
 			}
-			if g.Linux.CgroupsPath != "" {
-				t.Errorf("cgroupsPath = %q, want empty", g.Linux.CgroupsPath)
+			if g.Linux.CgroupsPath != "/kubepods/pod1/c1" {
+				t.Errorf("cgroupsPath = %q, want the spec's /kubepods/pod1/c1", g.Linux.CgroupsPath)
 			}
 			wantNS := []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.IPCNamespace}}
 			if !reflect.DeepEqual(g.Linux.Namespaces, wantNS) {

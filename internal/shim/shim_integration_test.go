@@ -502,6 +502,14 @@ func TestPodSharesOneVM(t *testing.T) {
 	if n := len(strings.Fields(string(qemus))); n != 1 {
 		t.Errorf("got %d QEMU processes for one pod, want 1", n)
 	}
+	// In the VM each container's cgroup is at its cgroupsPath (ctr's /<namespace>/<id>),
+	// as runc places it on the host; ctr's spec has no cgroup namespace here.
+	for _, id := range []string{"pod1", "app"} {
+		got := strings.TrimSpace(h.ctr("task", "exec", "--exec-id", "cg-"+id, id, "cat", "/proc/self/cgroup"))
+		if want := "0::/vessel-test/" + id; got != want {
+			t.Errorf("exec in %s: /proc/self/cgroup %q, want %q", id, got, want)
+		}
+	}
 }
 
 func TestOOM(t *testing.T) {

@@ -52,7 +52,8 @@ type Options struct {
 	// StateRoot holds libcontainer's per-container state directories.
 	StateRoot string
 	// CgroupPath is the container's cgroup v2 path relative to the cgroup root, e.g.
-	// /vessel/<id>. It replaces the spec's linux.cgroupsPath.
+	// /vessel/<id> or the spec's own linux.cgroupsPath. It replaces the spec's
+	// linux.cgroupsPath.
 	CgroupPath string
 	// NSPaths are namespaces to join instead of creating new ones, by type (the spec's
 	// entry of that type gets the path).

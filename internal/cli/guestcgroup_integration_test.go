@@ -1,0 +1,37 @@
+package cli_test
+
+import (
+	"os"
+	"strconv"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// TestGuestCgroupAtCgroupsPath: a container whose spec names linux.cgroupsPath (and has no
+// cgroup namespace, as runc's spec on a cgroup v1 host) shows that path in
+// /proc/self/cgroup, to its init and to an exec, as runc's containers do: the guest places
+// its cgroup there.
+func TestGuestCgroupAtCgroupsPath(t *testing.T) {
+	h := newHarness(t)
+	h.subreaper()
+	cg := "/vessel-test-guestcg-" + strconv.Itoa(os.Getpid()) + "/c1"
+	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) {
+		s.Linux.CgroupsPath = cg
+		ns := s.Linux.Namespaces[:0]
+		for _, n := range s.Linux.Namespaces {
+			if n.Type != specs.CgroupNamespace {
+				ns = append(ns, n)
+			}
+		}
+		s.Linux.Namespaces = ns
+	})
+	_, remove := h.created(b, "guestcg1")
+	h.ok("start", "guestcg1")
+	want := "0::" + cg + "\n"
+	if got := h.ok("exec", "guestcg1", "cat", "/proc/1/cgroup", "/proc/self/cgroup"); got != want+want {
+		t.Errorf("cgroups of the init and an exec: %q; want %q twice", got, want)
+	}
+	remove()
+	h.assertNoLeftovers()
+}
