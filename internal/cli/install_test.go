@@ -10,36 +10,8 @@ import (
 	"testing"
 
 	"github.com/vessel-containers/vessel/internal/nodeinstall"
+	"github.com/vessel-containers/vessel/internal/testutil"
 )
-
-// snapshot is every entry beneath root: its mode, and a file's bytes.
-func snapshot(t *testing.T, root string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		v := fi.Mode().String()
-		if fi.Mode().IsRegular() {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			v += " " + string(data)
-		}
-		out[strings.TrimPrefix(p, root)] = v
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 func put(t *testing.T, path, content string, perm fs.FileMode) {
 	t.Helper()
@@ -65,7 +37,7 @@ func TestInstallCommandFromRoot(t *testing.T) {
 	put(t, filepath.Join(root, "etc/containerd/config.toml"), "version = 2\n", 0o644)
 	put(t, filepath.Join(root, "usr/local/bin/vessel"), "older vessel", 0o700)
 	put(t, filepath.Join(root, "usr/local/bin/other"), "someone else's", 0o755)
-	before := snapshot(t, root)
+	before := testutil.Tree(t, root)
 
 	kdir := t.TempDir()
 	kubectl, log := filepath.Join(kdir, "kubectl"), filepath.Join(kdir, "args.log")
@@ -98,7 +70,7 @@ func TestInstallCommandFromRoot(t *testing.T) {
 			t.Errorf("install --dry-run does not print %q:\n%s", want, dry)
 		}
 	}
-	if got := snapshot(t, root); !reflect.DeepEqual(got, before) {
+	if got := testutil.Tree(t, root); !reflect.DeepEqual(got, before) {
 		t.Fatal("install --dry-run changed the tree")
 	}
 	if _, err := os.Stat(log); err == nil {
@@ -114,12 +86,12 @@ func TestInstallCommandFromRoot(t *testing.T) {
 		t.Errorf("the shim after install: %q, %v", data, err)
 	}
 	// A second install changes nothing and labels the node again.
-	installed := snapshot(t, root)
+	installed := testutil.Tree(t, root)
 	out = run(append([]string{"install", "--from", from}, common...)...)
 	if !strings.Contains(out, "already installed") {
 		t.Errorf("second install:\n%s", out)
 	}
-	if got := snapshot(t, root); !reflect.DeepEqual(got, installed) {
+	if got := testutil.Tree(t, root); !reflect.DeepEqual(got, installed) {
 		t.Error("the second install changed the tree")
 	}
 
@@ -127,7 +99,7 @@ func TestInstallCommandFromRoot(t *testing.T) {
 	if !strings.Contains(out, "# restored "+root+"/usr/local/bin/vessel") {
 		t.Errorf("uninstall output:\n%s", out)
 	}
-	if got := snapshot(t, root); !reflect.DeepEqual(got, before) {
+	if got := testutil.Tree(t, root); !reflect.DeepEqual(got, before) {
 		t.Errorf("after uninstall the tree is\n%v\nwant\n%v", got, before)
 	}
 	args, err := os.ReadFile(log)

@@ -128,25 +128,6 @@ func TestDefaultsValid(t *testing.T) {
 	}
 }
 
-// tomlString quotes s as a TOML basic string.
-func tomlString(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for _, r := range s {
-		switch {
-		case r == '"' || r == '\\':
-			b.WriteByte('\\')
-			b.WriteRune(r)
-		case r < 0x20 || r == 0x7f:
-			fmt.Fprintf(&b, `\u%04X`, r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	b.WriteByte('"')
-	return b.String()
-}
-
 // stringSamples are accepted and refused values for keys whose check is more than an enum
 // or an absolute path; list keys use them as elements.
 var stringSamples = map[string]struct{ good, bad []string }{
@@ -173,7 +154,7 @@ func configCases(t *testing.T, k Key) (good, bad []string) {
 	quoteAll := func(ss []string) []string {
 		out := make([]string, len(ss))
 		for i, s := range ss {
-			out[i] = tomlString(s)
+			out[i] = TOMLString(s)
 		}
 		return out
 	}
@@ -218,7 +199,7 @@ func configCases(t *testing.T, k Key) (good, bad []string) {
 		}
 		good = []string{"[]", "[" + strings.Join(quoteAll(sample.good), ", ") + "]"}
 		for _, b := range sample.bad {
-			bad = append(bad, "["+tomlString(b)+"]")
+			bad = append(bad, "["+TOMLString(b)+"]")
 		}
 		return good, append(bad, `[""]`, `"notalist"`, "[1]")
 	}
@@ -512,6 +493,16 @@ func TestBlockKeys(t *testing.T) {
 			t.Errorf("%q refused: %v", tc.doc, err)
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%q: got %v, want an error containing %q", tc.doc, err, tc.want)
+		}
+	}
+}
+
+// TOMLString's output decodes back to the string it quoted.
+func TestTOMLString(t *testing.T) {
+	for _, s := range []string{"/etc/vessel/configuration.toml", `/a "b"\c`, "/tab\there", "/é", "nul\x00del\x7f"} {
+		var v struct{ S string }
+		if _, err := toml.Decode("S = "+TOMLString(s), &v); err != nil || v.S != s {
+			t.Errorf("TOMLString(%q) = %s decodes to %q, %v", s, TOMLString(s), v.S, err)
 		}
 	}
 }

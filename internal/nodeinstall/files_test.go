@@ -11,40 +11,8 @@ import (
 	"testing"
 
 	"github.com/vessel-containers/vessel/internal/config"
+	"github.com/vessel-containers/vessel/internal/testutil"
 )
-
-// tree is every entry beneath root: its type and mode, and a file's bytes.
-func tree(t *testing.T, root string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(root, p)
-		if err != nil {
-			return err
-		}
-		v := fi.Mode().String()
-		if fi.Mode().IsRegular() {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			v += " " + string(data)
-		}
-		out[rel] = v
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 func writeFile(t *testing.T, path, content string, perm fs.FileMode) {
 	t.Helper()
@@ -91,14 +59,14 @@ func hostRoot(t *testing.T, from string) string {
 func TestInstallFilesUnderRoot(t *testing.T) {
 	from := release(t, "v1")
 	root := hostRoot(t, from)
-	before := tree(t, root)
+	before := testutil.Tree(t, root)
 	opts := Options{Config: DefaultConfig, Root: root, From: from}
 
 	p, err := PlanInstall(opts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(tree(t, root), before) {
+	if !reflect.DeepEqual(testutil.Tree(t, root), before) {
 		t.Fatal("planning changed the tree")
 	}
 	var got []string
@@ -123,7 +91,7 @@ func TestInstallFilesUnderRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	after := tree(t, root)
+	after := testutil.Tree(t, root)
 	for path, wantV := range map[string]string{
 		"usr/local/bin/vessel":                    "-rwxr-xr-x #!vessel v1\n",
 		"usr/local/bin/containerd-shim-vessel-v2": "-rwxr-xr-x #!containerd-shim-vessel-v2 v1\n",
@@ -182,7 +150,7 @@ func TestInstallFilesUnderRoot(t *testing.T) {
 	if err := up2.Apply(); err != nil {
 		t.Fatal(err)
 	}
-	if got := tree(t, root)["usr/local/bin/vessel"]; got != "-rwxr-xr-x #!vessel v2\n" {
+	if got := testutil.Tree(t, root)["usr/local/bin/vessel"]; got != "-rwxr-xr-x #!vessel v2\n" {
 		t.Errorf("vessel after the upgrade: %q", got)
 	}
 	if again, err := PlanInstall(Options{Config: DefaultConfig, Root: root, From: v2}, nil); err != nil || !again.Installed {
@@ -196,7 +164,7 @@ func TestInstallFilesUnderRoot(t *testing.T) {
 	if err := up.Apply(); err != nil {
 		t.Fatal(err)
 	}
-	if got := tree(t, root); !reflect.DeepEqual(got, before) {
+	if got := testutil.Tree(t, root); !reflect.DeepEqual(got, before) {
 		t.Errorf("after uninstall the tree is\n%v\nwant\n%v", got, before)
 	}
 }
@@ -229,7 +197,7 @@ func TestInstallFilesGuestDir(t *testing.T) {
 	if err := up.Apply(); err != nil {
 		t.Fatal(err)
 	}
-	if got := tree(t, root); len(got) != 1 {
+	if got := testutil.Tree(t, root); len(got) != 1 {
 		t.Errorf("after uninstall the root holds %v, want nothing", got)
 	}
 }
@@ -270,7 +238,7 @@ func TestInstallFilesRefuses(t *testing.T) {
 func TestUninstallChangedFile(t *testing.T) {
 	from := release(t, "v1")
 	root := hostRoot(t, from)
-	before := tree(t, root)
+	before := testutil.Tree(t, root)
 	install(t, Options{Config: DefaultConfig, Root: root, From: from})
 	writeFile(t, filepath.Join(root, "var/lib/vessel/guest/vmlinux"), "patched", 0o644)
 	if _, err := PlanUninstall(DefaultConfig, root, false); err == nil || !strings.Contains(err.Error(), "vmlinux changed since vessel install wrote it") {
@@ -283,7 +251,7 @@ func TestUninstallChangedFile(t *testing.T) {
 	if err := up.Apply(); err != nil {
 		t.Fatal(err)
 	}
-	if got := tree(t, root); !reflect.DeepEqual(got, before) {
+	if got := testutil.Tree(t, root); !reflect.DeepEqual(got, before) {
 		t.Errorf("after uninstall --force the tree is\n%v\nwant\n%v", got, before)
 	}
 }
@@ -292,7 +260,7 @@ func TestUninstallChangedFile(t *testing.T) {
 func TestInstallFilesRollback(t *testing.T) {
 	from := release(t, "v1")
 	root := hostRoot(t, from)
-	before := tree(t, root)
+	before := testutil.Tree(t, root)
 	p, err := PlanInstall(Options{Config: DefaultConfig, Root: root, From: from}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -312,7 +280,7 @@ func TestInstallFilesRollback(t *testing.T) {
 	if err := os.RemoveAll(blocker); err != nil {
 		t.Fatal(err)
 	}
-	if got := tree(t, root); !reflect.DeepEqual(got, before) {
+	if got := testutil.Tree(t, root); !reflect.DeepEqual(got, before) {
 		t.Errorf("after a failed install the tree is\n%v\nwant\n%v", got, before)
 	}
 }
@@ -352,7 +320,7 @@ func TestUpgradeRollback(t *testing.T) {
 	from := release(t, "v1")
 	root := hostRoot(t, from)
 	install(t, Options{Config: DefaultConfig, Root: root, From: from})
-	installed := tree(t, root)
+	installed := testutil.Tree(t, root)
 	v2 := release(t, "v2")
 	p, err := PlanInstall(Options{Config: DefaultConfig, Root: root, From: v2}, nil)
 	if err != nil {
@@ -380,7 +348,7 @@ func TestUpgradeRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, kernel, "kernel v1", 0o644)
-	if got := tree(t, root); !reflect.DeepEqual(got, installed) {
+	if got := testutil.Tree(t, root); !reflect.DeepEqual(got, installed) {
 		t.Errorf("after a failed upgrade the tree is\n%v\nwant\n%v", got, installed)
 	}
 }
@@ -396,9 +364,9 @@ func TestInstallFilesRootSymlink(t *testing.T) {
 	if err := os.Symlink("/data", filepath.Join(root, "var")); err != nil {
 		t.Fatal(err)
 	}
-	before := tree(t, root)
+	before := testutil.Tree(t, root)
 	install(t, Options{Config: DefaultConfig, Root: root, From: from})
-	if got := tree(t, root)["data/lib/vessel/guest/vmlinux"]; got != "-rw-r--r-- kernel v1" {
+	if got := testutil.Tree(t, root)["data/lib/vessel/guest/vmlinux"]; got != "-rw-r--r-- kernel v1" {
 		t.Errorf("the kernel beneath the root's /data: %q, want it there", got)
 	}
 	up, err := PlanUninstall(DefaultConfig, root, false)
@@ -408,7 +376,7 @@ func TestInstallFilesRootSymlink(t *testing.T) {
 	if err := up.Apply(); err != nil {
 		t.Fatal(err)
 	}
-	if got := tree(t, root); !reflect.DeepEqual(got, before) {
+	if got := testutil.Tree(t, root); !reflect.DeepEqual(got, before) {
 		t.Errorf("after uninstall the tree is\n%v\nwant\n%v", got, before)
 	}
 }
@@ -418,7 +386,7 @@ func TestInstallFilesRootSymlink(t *testing.T) {
 func TestUninstallOtherRoot(t *testing.T) {
 	from := release(t, "v1")
 	host := hostRoot(t, from)
-	before := tree(t, host)
+	before := testutil.Tree(t, host)
 	pod := filepath.Join(t.TempDir(), "host")
 	if err := os.Symlink(host, pod); err != nil {
 		t.Fatal(err)
@@ -434,7 +402,7 @@ func TestUninstallOtherRoot(t *testing.T) {
 	if err := up.Apply(); err != nil {
 		t.Fatal(err)
 	}
-	if got := tree(t, host); !reflect.DeepEqual(got, before) {
+	if got := testutil.Tree(t, host); !reflect.DeepEqual(got, before) {
 		t.Errorf("after uninstall the tree is\n%v\nwant\n%v", got, before)
 	}
 }
@@ -446,7 +414,7 @@ func TestUninstallAgainAfterFailure(t *testing.T) {
 	root := hostRoot(t, from)
 	config := filepath.Join(root, "etc/containerd/config.toml")
 	writeFile(t, config, "version = 2\n", 0o644) // the handler is appended to it
-	before := tree(t, root)
+	before := testutil.Tree(t, root)
 	install(t, Options{Config: DefaultConfig, Root: root, From: from})
 	installed, err := os.ReadFile(config)
 	if err != nil {
@@ -483,7 +451,7 @@ func TestUninstallAgainAfterFailure(t *testing.T) {
 	if err := up.Apply(); err != nil {
 		t.Fatal(err)
 	}
-	if got := tree(t, root); !reflect.DeepEqual(got, before) {
+	if got := testutil.Tree(t, root); !reflect.DeepEqual(got, before) {
 		t.Errorf("after the second uninstall the tree is\n%v\nwant\n%v", got, before)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/vessel-containers/vessel/internal/atomicfile"
+	"github.com/vessel-containers/vessel/internal/config"
 )
 
 // State is what an install found and wrote, kept in StatePath(Config) (mode 0600: it holds
@@ -172,7 +173,7 @@ func PlanInstall(o Options, detect func() (int64, error)) (*Plan, error) {
 		return nil, fmt.Errorf("%s exists and vessel install did not write it (no %s): move it away first", dropIn, StatePath(o.Config))
 	}
 	if !p.DropIn && version == 2 && len(importCRI) > 0 {
-		return nil, fmt.Errorf("containerd 1.6 replaces %s's [plugins.%s] with the one in %s: add the handler there by hand (docs/kubernetes.md)", o.Config, quote(l.Plugin), importCRI[0])
+		return nil, fmt.Errorf("containerd 1.6 replaces %s's [plugins.%s] with the one in %s: add the handler there by hand (docs/kubernetes.md)", o.Config, config.TOMLString(l.Plugin), importCRI[0])
 	}
 
 	addRunc := false
@@ -198,7 +199,7 @@ func PlanInstall(o Options, detect func() (int64, error)) (*Plan, error) {
 		case v == true:
 			p.Notes = append(p.Notes, fmt.Sprintf("%s sets restrict_oom_score_adj = true already", o.Config))
 		default:
-			return nil, fmt.Errorf("%s sets restrict_oom_score_adj = %v under [plugins.%s]: set it to true there, or omit --restrict-oom-score-adj", o.Config, v, quote(l.Plugin))
+			return nil, fmt.Errorf("%s sets restrict_oom_score_adj = %v under [plugins.%s]: set it to true there, or omit --restrict-oom-score-adj", o.Config, v, config.TOMLString(l.Plugin))
 		}
 	}
 
@@ -238,7 +239,7 @@ func PlanInstall(o Options, detect func() (int64, error)) (*Plan, error) {
 		written := append(bytes.Clone(data), added...)
 		if err := checkHandler(o.Config, written, l, o); err != nil {
 			if addRestrict {
-				return nil, fmt.Errorf("vessel install: %s defines [plugins.%s] itself, so restrict_oom_score_adj cannot be appended (%w): set it there, or omit --restrict-oom-score-adj", o.Config, quote(l.Plugin), err)
+				return nil, fmt.Errorf("vessel install: %s defines [plugins.%s] itself, so restrict_oom_score_adj cannot be appended (%w): set it there, or omit --restrict-oom-score-adj", o.Config, config.TOMLString(l.Plugin), err)
 			}
 			return nil, fmt.Errorf("vessel install: appending the handler to %s: %w", o.Config, err)
 		}

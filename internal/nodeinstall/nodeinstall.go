@@ -27,6 +27,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 	securejoin "github.com/cyphar/filepath-securejoin"
+
+	"github.com/vessel-containers/vessel/internal/config"
 )
 
 // Defaults of Options.
@@ -335,30 +337,11 @@ func readOptional(path string) ([]byte, bool, error) {
 	return data, true, nil
 }
 
-// quote is s as a TOML basic string.
-func quote(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for _, r := range s {
-		switch {
-		case r == '"' || r == '\\':
-			b.WriteByte('\\')
-			b.WriteRune(r)
-		case r < 0x20 || r == 0x7f:
-			fmt.Fprintf(&b, `\u%04X`, r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	b.WriteByte('"')
-	return b.String()
-}
-
 // block is the TOML the install adds: the handler, with runc when containerd 1.6 would
 // otherwise lose its default handler, and restrict_oom_score_adj when asked.
 func block(l Layout, o Options, addRunc, addRestrict bool) []byte {
 	var b bytes.Buffer
-	plugin := "plugins." + quote(l.Plugin)
+	plugin := "plugins." + config.TOMLString(l.Plugin)
 	fmt.Fprintf(&b, "# Added by `vessel install`: the CRI runtime handler %q. `vessel uninstall` takes it out.\n", o.Handler)
 	if addRestrict {
 		fmt.Fprintf(&b, "[%s]\n  restrict_oom_score_adj = true\n", plugin)
@@ -370,16 +353,16 @@ func block(l Layout, o Options, addRunc, addRestrict bool) []byte {
 	h := fmt.Sprintf("%s.containerd.runtimes.%s", plugin, o.Handler)
 	annotations := make([]string, len(PodAnnotations))
 	for i, a := range PodAnnotations {
-		annotations[i] = quote(a)
+		annotations[i] = config.TOMLString(a)
 	}
 	fmt.Fprintf(&b, "[%s]\n", h)
-	fmt.Fprintf(&b, "  runtime_type = %s\n", quote(RuntimeType))
+	fmt.Fprintf(&b, "  runtime_type = %s\n", config.TOMLString(RuntimeType))
 	b.WriteString("  # Devices of a privileged pod stay on the host: the VM has its own.\n")
 	b.WriteString("  privileged_without_host_devices = true\n")
 	b.WriteString("  # The shim applies the annotations its enable_annotations allows and refuses the others.\n")
 	fmt.Fprintf(&b, "  pod_annotations = [%s]\n", strings.Join(annotations, ", "))
 	fmt.Fprintf(&b, "  [%s.options]\n", h)
-	fmt.Fprintf(&b, "    ConfigPath = %s\n", quote(o.VesselConfig))
+	fmt.Fprintf(&b, "    ConfigPath = %s\n", config.TOMLString(o.VesselConfig))
 	return b.Bytes()
 }
 

@@ -335,15 +335,6 @@ func TestVersionFromRelease(t *testing.T) {
 	}
 }
 
-func TestQuote(t *testing.T) {
-	for _, s := range []string{"/etc/vessel/configuration.toml", `/a "b"\c`, "/tab\there", "/é"} {
-		var v struct{ S string }
-		if _, err := toml.Decode("S = "+quote(s), &v); err != nil || v.S != s {
-			t.Errorf("quote(%q) = %s decodes to %q, %v", s, quote(s), v.S, err)
-		}
-	}
-}
-
 func TestInstallDropInExists(t *testing.T) {
 	config := fixture(t, "", "version = 3\nimports = ['conf.d/*.toml']\n")
 	dir := filepath.Join(filepath.Dir(config), "conf.d")
