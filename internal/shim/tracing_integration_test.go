@@ -69,16 +69,24 @@ func TestTracingTaskPath(t *testing.T) {
 		}
 	}
 	// The host's phases follow each other (the agent's spans use the guest's clock, synced
-	// to the host's after boot, so they are only checked for their place in the tree).
-	order := []string{"shim plan", "rootfs mount", "qemu start", "agent connect", "sandbox setup", "container create"}
-	for i := 1; i < len(order); i++ {
-		prev, _ := otlptest.Find(spans, order[i-1])
-		next, _ := otlptest.Find(spans, order[i])
+	// to the host's after boot, so they are only checked for their place in the tree). The
+	// rootfs is mounted between the plan and the container's create: before the VM starts,
+	// or after the sandbox when the jailed VMM needs it idmapped into the sandbox's ids.
+	order := []string{"shim plan", "qemu start", "agent connect", "sandbox setup", "container create"}
+	follows := func(prevName, nextName string) {
+		t.Helper()
+		prev, _ := otlptest.Find(spans, prevName)
+		next, _ := otlptest.Find(spans, nextName)
 		if next.Start.Before(prev.End) {
-			t.Errorf("%q starts at %s, before %q ends at %s", order[i], next.Start, order[i-1], prev.End)
+			t.Errorf("%q starts at %s, before %q ends at %s", nextName, next.Start, prevName, prev.End)
 		}
 	}
-	for _, name := range order {
+	for i := 1; i < len(order); i++ {
+		follows(order[i-1], order[i])
+	}
+	follows("shim plan", "rootfs mount")
+	follows("rootfs mount", "container create")
+	for _, name := range append(order, "rootfs mount") {
 		s, _ := otlptest.Find(spans, name)
 		t.Logf("%-18s %8.3fs", name, s.End.Sub(s.Start).Seconds())
 	}
