@@ -65,6 +65,12 @@ func Start(ctx context.Context, opts Options) (_ *Daemon, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("containerd dir: %w", err)
 	}
+	// Searchable, as /run/vessel is: a jailed VMM (on by default) reaches its sandbox's
+	// export below it by path.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("containerd dir: %w", err)
+	}
 	if opts.Namespace == "" {
 		// Unique per daemon: runc's cgroups (/<namespace>/<id>) of concurrent runs stay apart.
 		opts.Namespace = "vbench-" + strings.TrimPrefix(filepath.Base(dir), "vb")

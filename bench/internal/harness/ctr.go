@@ -130,8 +130,8 @@ func (e *env) execIn(ctx context.Context, id, execID string, args ...string) (st
 	return stdout.String(), took, nil
 }
 
-// taskPids returns the pid containerd reports for each task: the shim's for Vessel, the
-// container's init for runc.
+// taskPids returns the pid containerd reports for each task: the task's host stand-in for
+// Vessel (a child of the shim), the container's init for runc.
 func (e *env) taskPids(ctx context.Context) (map[string]int, error) {
 	out, err := e.ctd.Ctr(ctx, "task", "ls")
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/vessel-containers/vessel/bench/internal/stats"
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/factory"
+	"github.com/vessel-containers/vessel/internal/hypervisor"
 )
 
 // warmMode is one factory configuration the warm measure runs.
@@ -190,7 +191,9 @@ type factoryRun struct {
 // failed run leaves, builds the template and starts the cache server.
 func (e *env) startFactory(ctx context.Context, slug string, m warmMode) (_ *factoryRun, retErr error) {
 	dir := filepath.Join(e.ctd.Dir, "factory-"+slug)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// Searchable: the cache's VMs (the VMM unprivileged by default) reach their exports
+	// below it by path.
+	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return nil, fmt.Errorf("factory dir: %w", err)
 	}
 	cfg := factoryConfig(e.cfg, m, dir)
@@ -226,6 +229,14 @@ func (e *env) startFactory(ctx context.Context, slug string, m warmMode) (_ *fac
 func factoryConfig(base *config.Config, m warmMode, dir string) *config.Config {
 	cfg := base.Clone()
 	cfg.Factory.EnableTemplate = m.template
+	if m.template && cfg.Hypervisor.VMMIDRange != "" {
+		// A hypervisor that cannot restore templates with an unprivileged VMM (QEMU before
+		// 8.2) refuses the combination: the template modes measure it unjailed.
+		if err := hypervisor.CheckUnprivilegedTemplates(cfg.Hypervisor.Driver, cfg.Hypervisor.Path); err != nil {
+			log.L.WithError(err).Info("warm: template modes run the VMM unprivileged off (hypervisor.vmm_id_range = \"\")")
+			cfg.Hypervisor.VMMIDRange = ""
+		}
+	}
 	cfg.Factory.TemplatePath = filepath.Join(dir, "template")
 	cfg.Factory.VMCacheNumber = 0
 	if m.cache {

@@ -57,9 +57,24 @@ type footprint struct {
 	total, vmm, shim uint64
 }
 
+// hostRoot is the process whose tree holds a sandbox's host processes, from the pid
+// containerd reports for its task: for Vessel that pid is the task's host stand-in, whose
+// parent is the shim (its tree holds QEMU, any helper daemon and the stand-ins); for runc
+// it is the container's init.
+func hostRoot(rt runtimeSpec, pid int) (int, error) {
+	if rt.typ == RuncRuntime {
+		return pid, nil
+	}
+	st, err := procfs.ReadStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	return st.PPid, nil
+}
+
 // footprintOf reads the PSS of a sandbox from the pid containerd reports for its task:
-// for Vessel that is the shim, whose tree holds QEMU and any helper daemon; for runc it is
-// the container's init, whose parent is the shim.
+// for Vessel the tree of the shim (hostRoot); for runc the container's init and its
+// parent, the shim.
 func footprintOf(rt runtimeSpec, pid int) (footprint, error) {
 	var f footprint
 	if rt.typ == RuncRuntime {
@@ -77,7 +92,11 @@ func footprintOf(rt runtimeSpec, pid int) (footprint, error) {
 		}
 		return footprint{total: shim + ctr, vmm: ctr, shim: shim}, nil
 	}
-	tree, err := procfs.Tree(pid)
+	shim, err := hostRoot(rt, pid)
+	if err != nil {
+		return f, err
+	}
+	tree, err := procfs.Tree(shim)
 	if err != nil {
 		return f, err
 	}
@@ -251,7 +270,11 @@ func (e *env) densityIdle(ctx context.Context, rt runtimeSpec, ids []string, d *
 	cpuOf := func() time.Duration {
 		var sum time.Duration
 		for _, id := range ids {
-			if c, err := procfs.TreeCPU(pids[id]); err == nil {
+			root, err := hostRoot(rt, pids[id])
+			if err != nil {
+				continue // exited meanwhile
+			}
+			if c, err := procfs.TreeCPU(root); err == nil {
 				sum += c
 			}
 		}
