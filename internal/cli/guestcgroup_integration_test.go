@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 
@@ -15,7 +16,21 @@ import (
 func TestGuestCgroupAtCgroupsPath(t *testing.T) {
 	h := newHarness(t)
 	h.subreaper()
-	cg := "/vessel-test-guestcg-" + strconv.Itoa(os.Getpid()) + "/c1"
+	parent := "/vessel-test-guestcg-" + strconv.Itoa(os.Getpid())
+	cg := parent + "/c1"
+	// On the host the container's cgroup goes with it, its parent stays (as with runc):
+	// the test removes the parent it named from every hierarchy.
+	t.Cleanup(func() {
+		dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent))
+		if st, err := os.Stat(filepath.Join("/sys/fs/cgroup", parent)); err == nil && st.IsDir() {
+			dirs = append(dirs, filepath.Join("/sys/fs/cgroup", parent))
+		}
+		for _, d := range dirs {
+			if err := os.Remove(d); err != nil && !os.IsNotExist(err) && !t.Failed() {
+				t.Errorf("remove the test's cgroup parent: %v", err)
+			}
+		}
+	})
 	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) {
 		s.Linux.CgroupsPath = cg
 		ns := s.Linux.Namespaces[:0]
