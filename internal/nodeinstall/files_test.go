@@ -157,16 +157,7 @@ func TestInstallFilesUnderRoot(t *testing.T) {
 		t.Fatalf("install after the upgrade: %+v, %v; want already installed", again, err)
 	}
 
-	up, err := PlanUninstall(DefaultConfig, root, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := up.Apply(); err != nil {
-		t.Fatal(err)
-	}
-	if got := testutil.Tree(t, root); !reflect.DeepEqual(got, before) {
-		t.Errorf("after uninstall the tree is\n%v\nwant\n%v", got, before)
-	}
+	uninstallRestores(t, root, false, before)
 }
 
 func TestInstallFilesGuestDir(t *testing.T) {
@@ -244,16 +235,7 @@ func TestUninstallChangedFile(t *testing.T) {
 	if _, err := PlanUninstall(DefaultConfig, root, false); err == nil || !strings.Contains(err.Error(), "vmlinux changed since vessel install wrote it") {
 		t.Fatalf("got %v, want a refusal naming vmlinux", err)
 	}
-	up, err := PlanUninstall(DefaultConfig, root, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := up.Apply(); err != nil {
-		t.Fatal(err)
-	}
-	if got := testutil.Tree(t, root); !reflect.DeepEqual(got, before) {
-		t.Errorf("after uninstall --force the tree is\n%v\nwant\n%v", got, before)
-	}
+	uninstallRestores(t, root, true, before)
 }
 
 // An install that fails part way puts back what it wrote.
@@ -369,16 +351,7 @@ func TestInstallFilesRootSymlink(t *testing.T) {
 	if got := testutil.Tree(t, root)["data/lib/vessel/guest/vmlinux"]; got != "-rw-r--r-- kernel v1" {
 		t.Errorf("the kernel beneath the root's /data: %q, want it there", got)
 	}
-	up, err := PlanUninstall(DefaultConfig, root, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := up.Apply(); err != nil {
-		t.Fatal(err)
-	}
-	if got := testutil.Tree(t, root); !reflect.DeepEqual(got, before) {
-		t.Errorf("after uninstall the tree is\n%v\nwant\n%v", got, before)
-	}
+	uninstallRestores(t, root, false, before)
 }
 
 // An install from a pod (the host's / at /host) is undone on the host itself: the record
@@ -395,16 +368,7 @@ func TestUninstallOtherRoot(t *testing.T) {
 	if again, err := PlanInstall(Options{Config: DefaultConfig, Root: host, From: from}, nil); err != nil || !again.Installed {
 		t.Fatalf("install from the other root: %+v, %v; want already installed", again, err)
 	}
-	up, err := PlanUninstall(DefaultConfig, host, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := up.Apply(); err != nil {
-		t.Fatal(err)
-	}
-	if got := testutil.Tree(t, host); !reflect.DeepEqual(got, before) {
-		t.Errorf("after uninstall the tree is\n%v\nwant\n%v", got, before)
-	}
+	uninstallRestores(t, host, false, before)
 }
 
 // An uninstall that fails part way can be run again (with --force: the files it put back
@@ -444,7 +408,14 @@ func TestUninstallAgainAfterFailure(t *testing.T) {
 	if _, err := PlanUninstall(DefaultConfig, root, false); err == nil || !strings.Contains(err.Error(), "changed since vessel install wrote it") {
 		t.Fatalf("second uninstall without --force: %v, want a refusal", err)
 	}
-	up, err = PlanUninstall(DefaultConfig, root, true)
+	uninstallRestores(t, root, true, before)
+}
+
+// uninstallRestores uninstalls what the record beneath root names (force: whatever
+// changed since) and checks that the tree beneath root is before again.
+func uninstallRestores(t *testing.T, root string, force bool, before map[string]string) {
+	t.Helper()
+	up, err := PlanUninstall(DefaultConfig, root, force)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,6 +423,6 @@ func TestUninstallAgainAfterFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := testutil.Tree(t, root); !reflect.DeepEqual(got, before) {
-		t.Errorf("after the second uninstall the tree is\n%v\nwant\n%v", got, before)
+		t.Errorf("after uninstall (force %v) the tree is\n%v\nwant\n%v", force, got, before)
 	}
 }
