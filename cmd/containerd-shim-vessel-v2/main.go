@@ -16,7 +16,7 @@ import (
 
 func main() {
 	jail.Main()    // the VMM's confinement: returns unless started as the jail entry
-	taskpid.Main() // a task's stand-in on the host: returns unless started as one
+	taskpid.Main() // a task's stand-in on the host without cgo (with cgo, its C constructor): returns unless started as one
 	vshim.Register()
 	shim.Run(context.Background(), vshim.NewManager(), vshim.Options)
 }
