@@ -309,8 +309,8 @@ func TestMoveToMissingCgroup(t *testing.T) {
 }
 
 // TestDirs: Dirs lists the pod's cgroup in every hierarchy the owner joined, the hybrid
-// host's v2 one too, and a process placed there by writing its pid to each is where the
-// VM is; Remove deletes the cgroup in every hierarchy Join made it in.
+// host's v2 one too; a process Placed there is where the VM is, and Placed in Own's
+// cgroups it leaves, so that Remove deletes the cgroup in every hierarchy Join made it in.
 func TestDirs(t *testing.T) {
 	parent := testParent(t)
 	pod := parent + "/pod"
@@ -342,10 +342,8 @@ func TestDirs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
-	for _, d := range dirs {
-		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(child.Process.Pid)), 0); err != nil {
-			t.Fatal(err)
-		}
+	if err := Place(child.Process.Pid, dirs); err != nil {
+		t.Fatal(err)
 	}
 	for _, d := range dirs {
 		procs, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
@@ -363,8 +361,14 @@ func TestDirs(t *testing.T) {
 	if hybridUnified() && !strings.Contains(string(data), "\n0::"+pod+"\n") {
 		t.Errorf("the placed process's cgroups %q lack the v2 line 0::%s", data, pod)
 	}
-	_ = child.Process.Kill()
-	_ = child.Wait()
+	// Back where the test runs: the cgroup can go while the process lives on.
+	own, err := Own()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Place(child.Process.Pid, own); err != nil {
+		t.Fatal(err)
+	}
 	if err := Remove(ctx, dir); err != nil {
 		t.Fatal(err)
 	}

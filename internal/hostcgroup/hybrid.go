@@ -83,6 +83,34 @@ func Dirs(dir string) ([]string, error) {
 // placed lists the directories of the cgroups the calling process is in that are t's: one
 // per hierarchy it joined, in the mounted cgroup file systems.
 func placed(t Target) ([]string, error) {
+	return ownDirs(func(p string) bool {
+		if t.Driver == DriverSystemd {
+			return filepath.Base(p) == t.Unit
+		}
+		return p == t.Path
+	})
+}
+
+// Own returns the directories of the calling process's cgroups, one per mounted
+// hierarchy: where Place puts a process back.
+func Own() ([]string, error) {
+	return ownDirs(func(string) bool { return true })
+}
+
+// Place moves process pid, with all its threads, into the cgroups whose directories dirs
+// lists (Dirs, Own). On error it may be in some of them.
+func Place(pid int, dirs []string) error {
+	for _, dir := range dirs {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+			return fmt.Errorf("move pid %d into cgroup %s: %w", pid, dir, err)
+		}
+	}
+	return nil
+}
+
+// ownDirs lists the directories of the calling process's cgroups whose path keep takes,
+// in the mounted cgroup file systems.
+func ownDirs(keep func(path string) bool) ([]string, error) {
 	lines, err := readCgroupFile("/proc/self/cgroup")
 	if err != nil {
 		return nil, err
@@ -93,11 +121,7 @@ func placed(t Target) ([]string, error) {
 	}
 	var dirs []string
 	for _, l := range lines {
-		ours := l.path == t.Path
-		if t.Driver == DriverSystemd {
-			ours = filepath.Base(l.path) == t.Unit
-		}
-		if !ours {
+		if !keep(l.path) {
 			continue
 		}
 		for _, m := range mounts {
