@@ -119,17 +119,14 @@ func (r *ociRuntime) destroy(ctx context.Context, c *store.Container) {
 // sandbox's last container; a monitor that deletes its own container (--rm) left them
 // already.
 func (r *ociRuntime) evictMonitor(ctx context.Context, c *store.Container) {
-	if c.Pid <= 0 || c.Pid == os.Getpid() {
+	if c.Pid == os.Getpid() || !alive(c.Pid, c.PidStart) {
 		return
-	}
-	if start, err := procStart(c.Pid); err != nil || start != c.PidStart {
-		return // gone
 	}
 	own, err := hostcgroup.Own()
 	if err == nil {
 		err = hostcgroup.Place(c.Pid, own)
 	}
-	if start, serr := procStart(c.Pid); err != nil && serr == nil && start == c.PidStart {
+	if err != nil && alive(c.Pid, c.PidStart) {
 		log.G(ctx).WithError(err).WithField("pid", c.Pid).Warn("move the container's monitor out of the sandbox's cgroup")
 	}
 }
