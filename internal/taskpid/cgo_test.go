@@ -12,7 +12,7 @@ import (
 // maxStandInAnonKiB bounds a stand-in's anonymous memory: what the C loop, the dynamic
 // loader and libc touch (about 100 KiB). A stand-in that starts the Go runtime has
 // megabytes (heap arenas, goroutine stacks, the runtime's threads).
-const maxStandInAnonKiB = 512
+const maxStandInAnonKiB = 256
 
 // TestStandInRunsNoGoRuntime: a stand-in waits for end of file in a process of one
 // thread with little anonymous memory, as the C constructor makes it before the Go
