@@ -3,7 +3,9 @@
 package taskpid
 
 import (
+	"bufio"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -37,4 +39,25 @@ func TestStandInRunsNoGoRuntime(t *testing.T) {
 	if anon > maxStandInAnonKiB {
 		t.Errorf("stand-in %d has %d KiB of anonymous memory, want at most %d (no Go runtime)", p.Pid(), anon, maxStandInAnonKiB)
 	}
+}
+
+// procFields reads a /proc file of "Key: value" lines.
+func procFields(t testing.TB, file string) map[string]string {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m := map[string]string{}
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if k, v, ok := strings.Cut(s.Text(), ":"); ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

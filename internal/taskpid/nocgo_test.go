@@ -2,12 +2,14 @@
 
 package taskpid
 
-import "testing"
+import (
+	"testing"
 
-func TestStartNeedsMain(t *testing.T) {
-	hooked.Store(false)
-	defer hooked.Store(true)
-	if _, err := Start(nil, "x"); err == nil {
-		t.Fatal("Start succeeded in a binary whose main does not call Main")
+	"github.com/containerd/errdefs"
+)
+
+func TestStartRefusedWithoutCgo(t *testing.T) {
+	if _, err := Start(nil, "x"); !errdefs.IsNotImplemented(err) {
+		t.Fatalf("Start in a binary built without cgo: %v, want ErrNotImplemented", err)
 	}
 }

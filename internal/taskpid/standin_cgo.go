@@ -28,10 +28,6 @@ __attribute__((constructor)) static void vessel_task_standin(int argc, char **ar
 */
 import "C"
 
-// Main does nothing: with cgo the stand-in is the C constructor above, which runs before
-// the Go runtime starts in any binary that links this package, so a stand-in costs one
-// thread and the pages the dynamic loader and libc touch.
-func Main() {}
-
-// canStart tells whether Start can make stand-ins: always, with the constructor.
+// canStart tells whether Start can make stand-ins: always, with the constructor, which
+// runs before the Go runtime starts in any binary that links this package.
 func canStart() error { return nil }

@@ -1,7 +1,8 @@
+//go:build cgo
+
 package taskpid
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -121,25 +122,4 @@ func waitReading(t testing.TB, pid int) {
 		}
 		time.Sleep(100 * time.Microsecond) // polling the process's state: no event tells of it
 	}
-}
-
-// procFields reads a /proc file of "Key: value" lines.
-func procFields(t testing.TB, file string) map[string]string {
-	t.Helper()
-	f, err := os.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	m := map[string]string{}
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if k, v, ok := strings.Cut(s.Text(), ":"); ok {
-			m[k] = strings.TrimSpace(v)
-		}
-	}
-	if err := s.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return m
 }

@@ -13,8 +13,7 @@
 // dynamic loader and libc touch, and a shim that crashes leaves none behind: the kernel
 // closes the write end with the shim's last thread. (PR_SET_PDEATHSIG would follow the
 // thread that started the stand-in, which the Go runtime may end while the shim lives
-// on.) Builds without cgo have the same loop in Go behind Main, a whole Go runtime per
-// stand-in.
+// on.) A binary built without cgo has no constructor, and Start refuses there.
 //
 // A stand-in can be placed in cgroups (the sandbox's host cgroup, where its VM runs), so
 // that the host's /proc/PID/cgroup of the task's pid shows the container's cgroup, as it
@@ -51,8 +50,7 @@ type Process struct {
 // Start starts a stand-in labelled with the names of the process it stands for (shown in
 // its command line, for people reading ps), in the cgroups whose directories cgroups lists
 // (see Join; none leaves it in the caller's). It has joined them when Start returns, before
-// anyone learns its pid. It fails in a binary built without cgo whose main does not call
-// Main.
+// anyone learns its pid. It fails in a binary built without cgo.
 func Start(cgroups []string, label ...string) (*Process, error) {
 	if err := canStart(); err != nil {
 		return nil, err
