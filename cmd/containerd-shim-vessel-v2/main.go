@@ -11,12 +11,10 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/jail"
 	vshim "github.com/vessel-containers/vessel/internal/shim"
-	"github.com/vessel-containers/vessel/internal/taskpid"
 )
 
 func main() {
-	jail.Main()    // the VMM's confinement: returns unless started as the jail entry
-	taskpid.Main() // a task's stand-in on the host: returns unless started as one
+	jail.Main() // the VMM's confinement: returns unless started as the jail entry
 	vshim.Register()
 	shim.Run(context.Background(), vshim.NewManager(), vshim.Options)
 }

@@ -267,6 +267,17 @@ func (r *ociRuntime) create(ctx context.Context, o createOptions) (_ processHost
 		// The spec: a failed create hook destroys the container, then poststop hooks run.
 		r.runPoststop(ctx, c)
 	})
+	if m, ok := host.(*monitorHost); ok {
+		cgroups, err := hostcgroup.Dirs(filepath.Join(r.sandboxRoot(), sandboxID))
+		if err != nil {
+			return nil, err
+		}
+		// Ended (and reaped) before the container goes, which removes the sandbox's cgroup.
+		undo = append(undo, func(context.Context) { m.abort() })
+		if err := m.placeIn(cgroups); err != nil { // host.go
+			return nil, err
+		}
+	}
 	if err := host.sendConsole(o.consoleSocket); err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vessel-containers/vessel/internal/containerid"
+	"github.com/vessel-containers/vessel/internal/hostcgroup"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/shimclient"
 	"github.com/vessel-containers/vessel/internal/store"
@@ -94,6 +95,7 @@ func (r *ociRuntime) delete(ctx context.Context, id string, force bool) error {
 func (r *ociRuntime) destroy(ctx context.Context, c *store.Container) {
 	ctx, cancel := context.WithTimeout(ctx, shimCallTimeout)
 	defer cancel()
+	r.evictMonitor(ctx, c)
 	cl, err := r.dial(ctx, c)
 	if err == nil {
 		_, err = cl.Delete(ctx, &taskAPI.DeleteRequest{ID: c.ID})
@@ -109,6 +111,23 @@ func (r *ociRuntime) destroy(ctx context.Context, c *store.Container) {
 	if c.Pid != os.Getpid() && !waitGone(c.Pid, c.PidStart, standInExitTimeout) {
 		log.G(ctx).WithField("pid", c.Pid).Warn("stand-in process did not exit; killing it")
 		killAndWait(c.Pid, c.PidStart, 5*time.Second)
+	}
+}
+
+// evictMonitor moves a container's monitor that still runs out of the sandbox's cgroups
+// (host.go's placeIn) into this process's, before the sandbox's cgroup is removed with the
+// sandbox's last container; a monitor that deletes its own container (--rm) left them
+// already.
+func (r *ociRuntime) evictMonitor(ctx context.Context, c *store.Container) {
+	if c.Pid == os.Getpid() || !alive(c.Pid, c.PidStart) {
+		return
+	}
+	own, err := hostcgroup.Own()
+	if err == nil {
+		err = hostcgroup.Place(c.Pid, own)
+	}
+	if err != nil && alive(c.Pid, c.PidStart) {
+		log.G(ctx).WithError(err).WithField("pid", c.Pid).Warn("move the container's monitor out of the sandbox's cgroup")
 	}
 }
 

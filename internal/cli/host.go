@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/console"
 	"github.com/containerd/log"
 
+	"github.com/vessel-containers/vessel/internal/hostcgroup"
 	"github.com/vessel-containers/vessel/internal/procio"
 	"github.com/vessel-containers/vessel/internal/shimclient"
 )
@@ -206,6 +207,22 @@ func startMonitor(ctx context.Context, r *ociRuntime, cfg hostConfig, slave *os.
 }
 
 func (h *monitorHost) pid() (int, uint64) { return h.cmd.Process.Pid, h.startTime }
+
+// placeIn moves the monitor, which waits for start and so does nothing meanwhile, into the
+// cgroups whose directories cgroups lists: those of the sandbox's VM (hostcgroup.Dirs),
+// which for a container of its own are the host cgroup at its linux.cgroupsPath. So the
+// host's /proc/PID/cgroup of the pid that state reports shows the container's cgroup in
+// every hierarchy, as it does for runc's container process. The monitor leaves them once
+// its process has exited (monitor.go), and a delete moves one that still runs out before
+// the sandbox's cgroup goes (delete.go): a cgroup with a process in it cannot be removed.
+// A foreground process's host, vessel itself, stays in its cgroups: it deletes the
+// container it runs.
+func (h *monitorHost) placeIn(cgroups []string) error {
+	if err := hostcgroup.Place(h.cmd.Process.Pid, cgroups); err != nil {
+		return fmt.Errorf("place the monitor of the container's process: %w", err)
+	}
+	return nil
+}
 
 // start releases the monitor to do its work; vessel does not wait for it (its parent
 // becomes the nearest subreaper, e.g. conmon, or init).

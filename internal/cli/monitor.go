@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/urfave/cli/v2"
 
+	"github.com/vessel-containers/vessel/internal/hostcgroup"
 	"github.com/vessel-containers/vessel/internal/procio"
 	"github.com/vessel-containers/vessel/internal/shimclient"
 )
@@ -188,6 +189,13 @@ func monitor(ctx context.Context, c *cli.Context) (int, error) {
 	defer goR.Close()
 	id, execID := c.String("id"), c.String("exec-id")
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("container", id).WithField("exec", execID).WithField("pid", os.Getpid()))
+	// Where the monitor was started: it returns there once its process has exited, out of
+	// the sandbox's cgroups that create places it in (host.go's placeIn).
+	origin, err := hostcgroup.Own()
+	if err != nil {
+		ready.Close()
+		return 1, err
+	}
 	fifos := procio.FIFOs{Stdin: c.String("stdin"), Stdout: c.String("stdout"), Stderr: c.String("stderr")}
 	relay, err := procio.Open(ctx, fifos)
 	if err != nil {
@@ -229,6 +237,9 @@ func monitor(ctx context.Context, c *cli.Context) (int, error) {
 		log.G(ctx).WithError(werr).Warn("wait")
 	}
 	log.G(ctx).WithField("status", status).Debug("process exited")
+	if err := hostcgroup.Place(os.Getpid(), origin); err != nil {
+		log.G(ctx).WithError(err).Warn("leave the sandbox's cgroup")
+	}
 	if execID != "" {
 		if _, err := cl.Delete(ctx, &taskAPI.DeleteRequest{ID: id, ExecID: execID}); err != nil {
 			log.G(ctx).WithError(err).Debug("delete exec")

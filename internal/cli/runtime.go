@@ -72,7 +72,7 @@ func (r *ociRuntime) shimConfig(binary string, c *store.Container) shimclient.Co
 		Invocation: shimproto.Invocation{
 			Namespace: shimclient.Namespace, ID: c.ID, Bundle: c.Bundle, Debug: r.debug,
 			Options: shimproto.Options{
-				SandboxRoot: filepath.Join(r.root, "sandboxes"),
+				SandboxRoot: r.sandboxRoot(),
 				LogFile:     filepath.Join(dir, "shim.log"),
 				SocketDir:   filepath.Join(r.root, "s"),
 				// Where `vessel direct-volume` keeps its records for this --root.
@@ -83,6 +83,9 @@ func (r *ociRuntime) shimConfig(binary string, c *store.Container) shimclient.Co
 		},
 	}
 }
+
+// sandboxRoot holds the sandboxes' directories (the shim's SandboxRoot).
+func (r *ociRuntime) sandboxRoot() string { return filepath.Join(r.root, "sandboxes") }
 
 // bundlesDir holds the bundles `vessel run` makes when given none.
 func (r *ociRuntime) bundlesDir() string { return filepath.Join(r.root, "bundles") }

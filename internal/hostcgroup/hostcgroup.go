@@ -8,6 +8,11 @@
 // Without SandboxOnly the owner goes back to the cgroup it came from (where the manager
 // started it) once the VMM runs, so only the VM and its helpers count against the pod.
 //
+// On a hybrid host a cgroupfs cgroup is also made in the v2 hierarchy beside the v1 ones
+// (it has no controllers there), as runc places its containers. Dirs hands out the
+// cgroups' directories, for the host processes that stand for the container processes in
+// the VM (internal/taskpid).
+//
 // Container limits are not written to the host cgroup: the guest enforces them on the
 // container's processes, and the VM needs its own memory on top of them.
 //
@@ -122,6 +127,15 @@ type State struct {
 	// Origin is the owner's cgroup before it joined: per v1 hierarchy ("cpu",
 	// "name=systemd", ...), or under "" on v2. The owner returns there.
 	Origin map[string]string `json:"origin"`
+	// Hybrid is set when the cgroupfs cgroup is also made in a hybrid host's v2 hierarchy
+	// (hybridRoot), as runc makes its containers' there; HybridOrigin is the owner's cgroup
+	// in it before it joined, and HybridCreated is set before Join creates the cgroup there.
+	Hybrid        bool   `json:"hybrid,omitempty"`
+	HybridOrigin  string `json:"hybridOrigin,omitempty"`
+	HybridCreated bool   `json:"hybridCreated,omitempty"`
+	// Dirs are the directories of the cgroups the owner joined, one per hierarchy: where
+	// the VMM is born (Dirs).
+	Dirs []string `json:"dirs,omitempty"`
 }
 
 // Group is the pod's cgroup with the sandbox's owner in it.
@@ -148,6 +162,12 @@ func Join(ctx context.Context, dir, id string, cfg Config) (_ *Group, retErr err
 		return nil, err
 	}
 	g := &Group{dir: dir, cfg: cfg, st: State{Target: t, Unified: cgroups.Mode() == cgroups.Unified, Origin: origin}}
+	if t.Driver == DriverCgroupfs && !g.st.Unified && hybridUnified() {
+		g.st.Hybrid = true
+		if g.st.HybridOrigin, err = ownHybrid(); err != nil {
+			return nil, err
+		}
+	}
 	if err := g.save(); err != nil {
 		return nil, err
 	}
@@ -168,7 +188,6 @@ func Join(ctx context.Context, dir, id string, cfg Config) (_ *Group, retErr err
 			g.systemd.close()
 			return nil, fmt.Errorf("host cgroup %s: %w", cfg.Path, err)
 		}
-		return g, nil
 	default:
 		if err := g.create(); err != nil {
 			return nil, fmt.Errorf("host cgroup %s: %w", cfg.Path, err)
@@ -176,8 +195,15 @@ func Join(ctx context.Context, dir, id string, cfg Config) (_ *Group, retErr err
 		if err := g.Add(self); err != nil {
 			return nil, err
 		}
-		return g, nil
 	}
+	if g.st.Dirs, err = placed(t); err == nil {
+		err = g.save()
+	}
+	if err != nil {
+		g.Close()
+		return nil, fmt.Errorf("host cgroup %s: %w", cfg.Path, err)
+	}
+	return g, nil
 }
 
 // create makes the cgroupfs cgroup unless it exists.
@@ -195,6 +221,9 @@ func (g *Group) create() error {
 		return err
 	}
 	if _, err := cgroup1.Load(cgroup1.StaticPath(p), cgroup1.WithHierarchy(mountedV1)); err == nil {
+		if g.st.Hybrid {
+			return g.createHybrid()
+		}
 		return nil
 	} else if !errors.Is(err, cgroup1.ErrCgroupDeleted) {
 		return err
@@ -203,8 +232,13 @@ func (g *Group) create() error {
 	if err := g.save(); err != nil {
 		return err
 	}
-	_, err := cgroup1.New(cgroup1.StaticPath(p), &specs.LinuxResources{}, cgroup1.WithHierarchy(mountedV1))
-	return err
+	if _, err := cgroup1.New(cgroup1.StaticPath(p), &specs.LinuxResources{}, cgroup1.WithHierarchy(mountedV1)); err != nil {
+		return err
+	}
+	if g.st.Hybrid {
+		return g.createHybrid() // hybrid.go
+	}
+	return nil
 }
 
 // Add puts process pid, with all its threads, into the pod's cgroup: a VMM that was not
@@ -227,6 +261,9 @@ func (g *Group) Add(pid int) error {
 		if c, err = cgroup1.Load(cgroup1.StaticPath(g.st.Target.Path), cgroup1.WithHierarchy(mountedV1)); err == nil {
 			err = c.Add(cgroup1.Process{Pid: pid})
 		}
+		if err == nil && g.st.Hybrid {
+			err = addHybrid(g.st.Target.Path, pid)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("move pid %d into host cgroup %s: %w", pid, g.cfg.Path, err)
@@ -240,7 +277,7 @@ func (g *Group) Settle(ctx context.Context) error {
 	if g == nil || g.cfg.SandboxOnly {
 		return nil
 	}
-	if err := returnTo(g.st.Origin, os.Getpid()); err != nil {
+	if err := returnTo(g.st, os.Getpid()); err != nil {
 		return fmt.Errorf("host cgroup %s: return the sandbox owner to its own cgroup: %w", g.cfg.Path, err)
 	}
 	log.G(ctx).WithField("cgroup", g.cfg.Path).Debug("sandbox owner returned to its cgroup; the VM stays in the pod's")
@@ -273,31 +310,40 @@ func (g *Group) save() error {
 // deleted (a systemd scope ends by itself once empty). The VMM and its helpers must have
 // exited. No record is not an error.
 func Remove(ctx context.Context, dir string) error {
-	file := filepath.Join(dir, StateName)
-	data, err := os.ReadFile(file)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+	st, err := readState(dir)
+	if err != nil || st == nil {
+		return err
 	}
-	if err != nil {
+	if err := leave(*st); err != nil {
 		return fmt.Errorf("host cgroup: %w", err)
 	}
-	var st State
-	if err := json.Unmarshal(data, &st); err != nil {
-		return fmt.Errorf("host cgroup record %s: corrupt: %w", file, err)
-	}
-	if err := leave(st); err != nil {
-		return fmt.Errorf("host cgroup: %w", err)
-	}
-	if st.Created && st.Target.Driver == DriverCgroupfs {
-		if err := deleteCgroup(st); err != nil {
+	if (st.Created || st.HybridCreated) && st.Target.Driver == DriverCgroupfs {
+		if err := deleteCgroup(*st); err != nil {
 			return fmt.Errorf("host cgroup %s: %w", st.Target.Path, err)
 		}
 		log.G(ctx).WithField("cgroup", st.Target.Path).Debug("host cgroup removed")
 	}
-	if err := os.Remove(file); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(filepath.Join(dir, StateName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("host cgroup: %w", err)
 	}
 	return nil
+}
+
+// readState reads what Join recorded in the sandbox directory dir; nil when nothing is.
+func readState(dir string) (*State, error) {
+	file := filepath.Join(dir, StateName)
+	data, err := os.ReadFile(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("host cgroup: %w", err)
+	}
+	var st State
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("host cgroup record %s: corrupt: %w", file, err)
+	}
+	return &st, nil
 }
 
 // leave moves the calling process back to st.Origin when it is in the pod's cgroup.
@@ -317,7 +363,7 @@ func leave(st State) error {
 	if !inside {
 		return nil
 	}
-	return returnTo(st.Origin, os.Getpid())
+	return returnTo(st, os.Getpid())
 }
 
 // deleteCgroup removes a cgroupfs cgroup that has no processes left.
@@ -335,7 +381,20 @@ func deleteCgroup(st State) error {
 		}
 		return nil
 	}
-	c, err := cgroup1.Load(cgroup1.StaticPath(st.Target.Path), cgroup1.WithHierarchy(mountedV1))
+	if st.Created {
+		if err := deleteV1(st.Target.Path); err != nil {
+			return err
+		}
+	}
+	if st.HybridCreated {
+		return deleteHybrid(st.Target.Path) // hybrid.go
+	}
+	return nil
+}
+
+// deleteV1 removes cgroupfs cgroup path p from the v1 hierarchies.
+func deleteV1(p string) error {
+	c, err := cgroup1.Load(cgroup1.StaticPath(p), cgroup1.WithHierarchy(mountedV1))
 	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
 		return nil
 	}
@@ -370,8 +429,10 @@ func ownCgroups() (map[string]string, error) {
 	return m, nil
 }
 
-// returnTo moves pid into the cgroups in origin (ownCgroups's form).
-func returnTo(origin map[string]string, pid int) error {
+// returnTo moves pid back into the owner's cgroups before Join: st.Origin (ownCgroups's
+// form) and, on a hybrid host, st.HybridOrigin.
+func returnTo(st State, pid int) error {
+	origin := st.Origin
 	if p, ok := origin[""]; ok {
 		m, err := cgroup2.Load(p, cgroup2.WithMountpoint(mountpoint))
 		if err != nil {
@@ -391,7 +452,13 @@ func returnTo(origin map[string]string, pid int) error {
 	if err != nil {
 		return err
 	}
-	return c.Add(cgroup1.Process{Pid: pid})
+	if err := c.Add(cgroup1.Process{Pid: pid}); err != nil {
+		return err
+	}
+	if st.Hybrid {
+		return addHybrid(st.HybridOrigin, pid) // hybrid.go
+	}
+	return nil
 }
 
 // mountedV1 is the host's v1 hierarchies: those of cgroup1.Default (a directory per

@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -303,5 +305,76 @@ func TestMoveToMissingCgroup(t *testing.T) {
 	}
 	if _, err := os.Stat(cgroupDir(missing)); !os.IsNotExist(err) {
 		t.Errorf("the refused move left %s: %v", cgroupDir(missing), err)
+	}
+}
+
+// TestDirs: Dirs lists the pod's cgroup in every hierarchy the owner joined, the hybrid
+// host's v2 one too; a process Placed there is where the VM is, and Placed in Own's
+// cgroups it leaves, so that Remove deletes the cgroup in every hierarchy Join made it in.
+func TestDirs(t *testing.T) {
+	parent := testParent(t)
+	pod := parent + "/pod"
+	dir := t.TempDir()
+	ctx := context.Background()
+	g, err := Join(ctx, dir, "sb", Config{Path: pod})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if err := g.Settle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dirs, err := Dirs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{cgroupDir(pod)}
+	if hybridUnified() {
+		want = append(want, filepath.Join(hybridRoot, pod))
+	}
+	for _, w := range want {
+		if !slices.Contains(dirs, w) {
+			t.Errorf("Dirs %v lacks %s", dirs, w)
+		}
+	}
+	child := exec.Command("sleep", "600")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	if err := Place(child.Process.Pid, dirs); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dirs {
+		procs, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(strings.Fields(string(procs)), strconv.Itoa(child.Process.Pid)) {
+			t.Errorf("the placed process %d is not in %s: %q", child.Process.Pid, d, procs)
+		}
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", child.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hybridUnified() && !strings.Contains(string(data), "\n0::"+pod+"\n") {
+		t.Errorf("the placed process's cgroups %q lack the v2 line 0::%s", data, pod)
+	}
+	// Back where the test runs: the cgroup can go while the process lives on.
+	own, err := Own()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Place(child.Process.Pid, own); err != nil {
+		t.Fatal(err)
+	}
+	if err := Remove(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dirs {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("cgroup %s after Remove: %v", d, err)
+		}
 	}
 }

@@ -52,8 +52,12 @@ type container struct {
 	// rootfs, in mount order (layers.go).
 	layerMounts []string
 	// ctr is the container in the sandbox: nil until Create commits, then never changed.
-	ctr  *sandbox.Container
-	init *process
+	ctr *sandbox.Container
+	// cgroups are the directories of the sandbox's host cgroups (hostcgroup.Dirs), where
+	// its VM runs: the container's stand-ins join them. Set before Create commits, then
+	// never changed; none when the sandbox has no host cgroup.
+	cgroups []string
+	init    *process
 	// hooks are the spec's OCI hooks the shim runs (hooks.go); nil when there are none or
 	// the caller runs them. Set before Create commits, then never changed.
 	hooks *ociHooks
@@ -112,7 +116,7 @@ func (c *container) start(ctx context.Context, p *process) error {
 			return err
 		}
 	} else {
-		if err := p.startStandIn(); err != nil {
+		if err := p.startStandIn(c.cgroups); err != nil {
 			return err
 		}
 		spec := *p.spec
@@ -434,15 +438,16 @@ func (p *process) setRunning() {
 	p.mu.Unlock()
 }
 
-// startStandIn starts the process's stand-in, labelled with its container and exec ids. A
-// process has one stand-in in its life: a second start (a concurrent Start of the same
-// exec) and a start once the exit is recorded are refused, the new stand-in stopped.
-func (p *process) startStandIn() error {
+// startStandIn starts the process's stand-in, labelled with its container and exec ids, in
+// the cgroups whose directories cgroups lists (container.cgroups). A process has one
+// stand-in in its life: a second start (a concurrent Start of the same exec) and a start
+// once the exit is recorded are refused, the new stand-in stopped.
+func (p *process) startStandIn(cgroups []string) error {
 	label := []string{p.containerID}
 	if p.execID != "" {
 		label = append(label, p.execID)
 	}
-	sp, err := taskpid.Start(label...)
+	sp, err := taskpid.Start(cgroups, label...)
 	if err != nil {
 		return fmt.Errorf("process %q of %s: %w", p.execID, p.containerID, err)
 	}
@@ -472,6 +477,21 @@ func (p *process) pid() uint32 {
 		return 0
 	}
 	return uint32(p.standIn.Pid())
+}
+
+// joinCgroups moves the process's running stand-in into the cgroups whose directories
+// cgroups lists: an init's stand-in starts before its sandbox's cgroup exists.
+func (p *process) joinCgroups(cgroups []string) error {
+	p.mu.Lock()
+	sp := p.standIn
+	p.mu.Unlock()
+	if sp == nil {
+		return fmt.Errorf("process %q of %s has no stand-in to place in cgroups: %w", p.execID, p.containerID, errdefs.ErrFailedPrecondition)
+	}
+	if err := sp.Join(cgroups); err != nil {
+		return fmt.Errorf("process %q of %s: %w", p.execID, p.containerID, err)
+	}
+	return nil
 }
 
 // stopStandIn ends the stand-in and returns once its pid is gone.

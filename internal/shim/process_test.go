@@ -70,7 +70,7 @@ func TestStandInLivesUntilTheExit(t *testing.T) {
 	if p.pid() != 0 {
 		t.Fatalf("pid %d before the stand-in started, want 0", p.pid())
 	}
-	if err := p.startStandIn(); err != nil {
+	if err := p.startStandIn(nil); err != nil {
 		t.Fatal(err)
 	}
 	pid := p.pid()
@@ -96,11 +96,11 @@ func TestStandInLivesUntilTheExit(t *testing.T) {
 // exit are refused and leave no stand-in of theirs behind, reaped or not.
 func TestOneStandInPerProcess(t *testing.T) {
 	p := newProcess("c1", "e1", stdio{})
-	if err := p.startStandIn(); err != nil {
+	if err := p.startStandIn(nil); err != nil {
 		t.Fatal(err)
 	}
 	pid := int(p.pid())
-	if err := p.startStandIn(); !errdefs.IsFailedPrecondition(err) {
+	if err := p.startStandIn(nil); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("second start: %v, want a failed precondition", err)
 	}
 	if got := standInChildren(t); !slices.Equal(got, []int{pid}) {
@@ -110,7 +110,7 @@ func TestOneStandInPerProcess(t *testing.T) {
 		t.Errorf("pid after the refused second start %d, want %d", p.pid(), pid)
 	}
 	p.setExited(0)
-	if err := p.startStandIn(); !errdefs.IsFailedPrecondition(err) {
+	if err := p.startStandIn(nil); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("start after the exit: %v, want a failed precondition", err)
 	}
 	if got := standInChildren(t); len(got) > 0 {
@@ -119,7 +119,7 @@ func TestOneStandInPerProcess(t *testing.T) {
 	// Never started, exited (a Create rolled back before its stand-in): none starts.
 	q := newProcess("c2", "", stdio{})
 	q.setExited(137)
-	if err := q.startStandIn(); !errdefs.IsFailedPrecondition(err) {
+	if err := q.startStandIn(nil); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("start of an exited process: %v, want a failed precondition", err)
 	}
 	if got := standInChildren(t); len(got) > 0 {
@@ -164,7 +164,7 @@ func TestProcessInfo(t *testing.T) {
 	c := &container{id: "c", init: newProcess("c", "", stdio{}), execs: map[string]*process{}}
 	c.execs["e"] = newProcess("c", "e", stdio{})
 	for _, p := range []*process{c.init, c.execs["e"]} {
-		if err := p.startStandIn(); err != nil {
+		if err := p.startStandIn(nil); err != nil {
 			t.Fatal(err)
 		}
 		defer p.stopStandIn()

@@ -29,6 +29,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/config"
 	"github.com/vessel-containers/vessel/internal/directvolume"
 	"github.com/vessel-containers/vessel/internal/hooks"
+	"github.com/vessel-containers/vessel/internal/hostcgroup"
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/oci"
 	"github.com/vessel-containers/vessel/internal/rootless"
@@ -310,8 +311,8 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return toGRPC(err)
 	}
 	// The task's pid on the host, from now until its exit is recorded (the rollback's
-	// setExited ends it).
-	if err := c.init.startStandIn(); err != nil {
+	// setExited ends it). It joins the sandbox's host cgroups once they exist (below).
+	if err := c.init.startStandIn(nil); err != nil {
 		return nil, fail(err)
 	}
 
@@ -361,6 +362,17 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 				log.G(ctx).WithError(err).Warn("remove sandbox after failed create")
 			}
 		})
+	}
+	// The task's pid goes where the sandbox's VM runs, as runc's container process is in
+	// the container's cgroup: the host's /proc/PID/cgroup shows the pod's cgroup. The
+	// stand-in ends before the sandbox's rollback, which cannot remove a cgroup with a
+	// process in it.
+	if c.cgroups, err = hostcgroup.Dirs(sb.Dir()); err != nil {
+		return nil, fail(fmt.Errorf("create %s: %w", r.ID, err))
+	}
+	rollback = append(rollback, func(context.Context) { c.init.stopStandIn() })
+	if err := c.init.joinCgroups(c.cgroups); err != nil {
+		return nil, fail(err)
 	}
 	// hypervisor.vmm_file_ids = "container": every layer idmapped, writable ones too, so
 	// files keep their host owners (idmap_mapped.go); "sandbox": writes go to the

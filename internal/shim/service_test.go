@@ -30,14 +30,12 @@ import (
 	_ "github.com/vessel-containers/vessel/internal/hypervisor/qemu"
 	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qemutest"
 	"github.com/vessel-containers/vessel/internal/jail"
-	"github.com/vessel-containers/vessel/internal/taskpid"
 )
 
 // TestMain lets the test binary double as the jail entry that starts QEMU and as a QEMU
 // (see qemutest); the sandboxes named with silentID run one whose guest never answers.
 func TestMain(m *testing.M) {
 	jail.Main()
-	taskpid.Main()
 	qemutest.Main()
 	os.Exit(m.Run())
 }

@@ -16,7 +16,7 @@ import (
 
 // TestTaskPidStandsForTheTask: the task's pid (`ctr task ls`) is a host process of its own,
 // not the shim, listed among the task's processes (`ctr task ps`) beside the guest's other
-// processes, and gone by the time the task's exit is published, as a runc task's pid is;
+// processes, in the sandbox's host cgroup, and gone by the time the task's exit is published, as a runc task's pid is;
 // an exec's pid likewise. The harness checks no stand-in is left once the task is deleted.
 func TestTaskPidStandsForTheTask(t *testing.T) {
 	h := newHarness(t)
@@ -33,6 +33,10 @@ func TestTaskPidStandsForTheTask(t *testing.T) {
 	}
 	if want := taskpid.Argv0 + "\x00box\x00"; string(cmdline) != want {
 		t.Errorf("task pid %d runs %q, want %q", pid, cmdline, want)
+	}
+	// In the sandbox's host cgroup, with the VM: ctr's cgroupsPath /<namespace>/<id>.
+	if got, want := testutil.MemoryCgroup(t, pid), "/vessel-test/box"; got != want {
+		t.Errorf("task pid %d is in cgroup %s, want the sandbox's %s", pid, got, want)
 	}
 	// sh and the loop's sleep (once the loop has forked it), sh under the task's pid.
 	var listed []string
@@ -59,6 +63,9 @@ func TestTaskPidStandsForTheTask(t *testing.T) {
 	}
 	if execPid == 0 || execPid == pid {
 		t.Fatalf("ctr task ps lists exec nap under pid %d (the task's %d):\n%s", execPid, pid, h.ctr("task", "ps", "box"))
+	}
+	if got, want := testutil.MemoryCgroup(t, execPid), "/vessel-test/box"; got != want {
+		t.Errorf("exec pid %d is in cgroup %s, want the sandbox's %s", execPid, got, want)
 	}
 	if got := len(h.standIns()); got != 2 {
 		t.Errorf("%d stand-ins with exec nap running, want 2 (the task's and the exec's): %v", got, h.standIns())

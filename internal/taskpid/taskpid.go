@@ -6,53 +6,36 @@
 // Pids). The shim starts one stand-in per process it runs and stops it, reaped, before
 // it reports the process's exit: the stand-in's pid is the process's pid on the host.
 //
-// A stand-in is the running binary executed again with argv[0] Argv0 (Main): it does
-// nothing but read its stdin, a pipe whose write end only its starter holds, and exits
-// at end of file. So a shim that crashes leaves none behind: the kernel closes the write
-// end with the shim's last thread. (PR_SET_PDEATHSIG would follow the thread that started
-// the stand-in, which the Go runtime may end while the shim lives on.)
+// A stand-in is the running binary executed again with argv[0] Argv0. A C constructor
+// (standin_cgo.go) catches that before the Go runtime starts, as runc's nsexec catches
+// "runc init": it does nothing but read its stdin, a pipe whose write end only its starter
+// holds, and exits at end of file. So a stand-in is one thread and the few pages the
+// dynamic loader and libc touch, and a shim that crashes leaves none behind: the kernel
+// closes the write end with the shim's last thread. (PR_SET_PDEATHSIG would follow the
+// thread that started the stand-in, which the Go runtime may end while the shim lives
+// on.) A binary built without cgo has no constructor, and Start refuses there.
+//
+// A stand-in can be placed in cgroups (the sandbox's host cgroup, where its VM runs), so
+// that the host's /proc/PID/cgroup of the task's pid shows the container's cgroup, as it
+// does for runc's container processes.
 package taskpid
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
-
-	"github.com/containerd/errdefs"
-	"golang.org/x/sys/unix"
 )
 
-// Argv0 is the argv[0] that makes a process a stand-in.
+// Argv0 is the argv[0] that makes a process a stand-in (standin_cgo.go's constructor
+// compares the same string).
 const Argv0 = "vessel-task"
 
 // selfExe is the running executable.
 const selfExe = "/proc/self/exe"
-
-// hooked records that this binary's main called Main: only then does re-executing it with
-// Argv0 make a stand-in rather than run the binary itself.
-var hooked atomic.Bool
-
-// Main makes this process a stand-in when argv[0] is Argv0, and then does not return;
-// otherwise it returns at once. Call it first in main.
-func Main() {
-	hooked.Store(true)
-	if len(os.Args) == 0 || os.Args[0] != Argv0 {
-		return
-	}
-	// The default dispositions stay: any fatal signal ends the stand-in too.
-	var buf [64]byte
-	for {
-		n, err := unix.Read(0, buf[:])
-		if errors.Is(err, unix.EINTR) || err == nil && n > 0 {
-			continue
-		}
-		os.Exit(0)
-	}
-}
 
 // Process is one running stand-in. Its owner stops it with Stop; a goroutine reaps it.
 type Process struct {
@@ -65,11 +48,12 @@ type Process struct {
 }
 
 // Start starts a stand-in labelled with the names of the process it stands for (shown in
-// its command line, for people reading ps). It fails when this binary's main does not
-// call Main.
-func Start(label ...string) (*Process, error) {
-	if !hooked.Load() {
-		return nil, fmt.Errorf("start a task stand-in: this binary does not run the stand-in (its main must call taskpid.Main first): %w", errdefs.ErrFailedPrecondition)
+// its command line, for people reading ps), in the cgroups whose directories cgroups lists
+// (see Join; none leaves it in the caller's). It has joined them when Start returns, before
+// anyone learns its pid. It fails in a binary built without cgo.
+func Start(cgroups []string, label ...string) (*Process, error) {
+	if err := canStart(); err != nil {
+		return nil, err
 	}
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -80,7 +64,8 @@ func Start(label ...string) (*Process, error) {
 		Path:  selfExe,
 		Args:  append([]string{Argv0}, label...),
 		Stdin: r,
-		// The stand-in needs no environment, and one thread at most for the Go runtime.
+		// The stand-in needs no environment; without cgo, one thread at most for the Go
+		// runtime.
 		Env: []string{"GOMAXPROCS=1"},
 	}
 	if err := cmd.Start(); err != nil {
@@ -93,7 +78,25 @@ func Start(label ...string) (*Process, error) {
 		_ = cmd.Wait()
 		close(p.done)
 	}()
+	if err := p.Join(cgroups); err != nil {
+		p.Stop()
+		return nil, err
+	}
 	return p, nil
+}
+
+// Join moves the stand-in into the cgroups whose directories (on cgroup v1 or v2 file
+// systems, such as /sys/fs/cgroup/memory/pod1) cgroups lists, one per hierarchy. The
+// stand-in is one thread that never forks, so writing its pid to each cgroup.procs moves
+// all of it at once. On error it may be in some of them.
+func (p *Process) Join(cgroups []string) error {
+	pid := strconv.Itoa(p.Pid())
+	for _, dir := range cgroups {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(pid), 0); err != nil {
+			return fmt.Errorf("task stand-in %s: join cgroup %s: %w", pid, dir, err)
+		}
+	}
+	return nil
 }
 
 // Pid is the stand-in's pid; it stays the same after Stop (the pid the process had).
