@@ -19,6 +19,9 @@ import (
 // otherwise be a peer of the host's, so that mounts the host adds below it later still
 // arrive, and nothing mounted in it ever propagates back. A detached clone vanishes,
 // with all its mounts, when its last descriptor is closed; on error none is left open.
+// Made in the host's namespace, the clones' flags are not locked in the program's: only
+// CAP_SYS_ADMIN in its user namespace could clear them, which the entry drops with every
+// capability the program does not keep.
 func cloneRoot(r *Root) (_ []*os.File, retErr error) {
 	var files []*os.File
 	defer func() {
