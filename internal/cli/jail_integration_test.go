@@ -3,6 +3,7 @@ package cli_test
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -226,4 +227,67 @@ func TestUnprivilegedVMMBundleParity(t *testing.T) {
 		t.Errorf("the second run sees /marker as %q, want the first run's \"first-run\"", seen)
 	}
 	h.ok("delete", "--force", "p1")
+}
+
+// TestJailedBelowClosedDir runs containers through the vessel CLI with the default jail
+// and the state root, the kernel and the initrd below a mode-0700 directory (as `mktemp
+// -d` makes it, and runc's bats helpers make --root): QEMU, on the sandbox's
+// unprivileged ids, gets them as clones passed by the runtime, so the sandbox boots and
+// runs the container and an exec, and no directory's mode changed.
+func TestJailedBelowClosedDir(t *testing.T) {
+	g := testutil.RequiresVM(t)
+	closed, err := os.MkdirTemp("", "vclosed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(closed) }) // after the harness's checks
+	guestDir, root := filepath.Join(closed, "guest"), filepath.Join(closed, "root")
+	for _, d := range []string{guestDir, root} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	guest := testutil.Guest{Kernel: filepath.Join(guestDir, "vmlinux"), Initrd: filepath.Join(guestDir, "initramfs.img")}
+	for src, dst := range map[string]string{g.Kernel: guest.Kernel, g.Initrd: guest.Initrd} {
+		if err := os.Link(src, dst); err != nil {
+			copyFile(t, src, dst) // rootless_integration_test.go
+		}
+	}
+	h := newHarnessGuest(t, guest, "")
+	h.root = root
+	modes := map[string]os.FileMode{}
+	for _, p := range []string{closed, guestDir, root} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		modes[p] = st.Mode()
+	}
+
+	b := h.bundle([]string{"sleep", "1000"}, nil)
+	h.ok("run", "--detach", "--bundle", b, "closed1")
+	out, err := exec.Command("pgrep", "-f", "qemu-system.*-name vessel-closed1 ").Output()
+	if err != nil {
+		t.Fatalf("no QEMU for the sandbox: %v", err)
+	}
+	pid := strings.Fields(string(out))[0]
+	uidMap, err := os.ReadFile("/proc/" + pid + "/uid_map")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := strings.Fields(string(uidMap)); len(f) != 3 || f[0] != "0" || f[1] == "0" {
+		t.Errorf("QEMU's uid_map %q, want its own unprivileged ids (the jail)", uidMap)
+	}
+	if _, err := os.Stat("/proc/" + pid + "/root" + guest.Kernel); err != nil {
+		t.Errorf("the kernel is not in QEMU's root: %v", err)
+	}
+	if got := h.ok("exec", "closed1", "echo", "hello-from-closed"); strings.TrimSpace(got) != "hello-from-closed" {
+		t.Errorf("exec printed %q, want hello-from-closed", got)
+	}
+	h.ok("delete", "--force", "closed1")
+	for p, mode := range modes {
+		if st, err := os.Stat(p); err != nil || st.Mode() != mode {
+			t.Errorf("%s: mode %v (%v) after the run, want %v unchanged", p, st.Mode(), err, mode)
+		}
+	}
 }

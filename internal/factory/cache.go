@@ -109,11 +109,7 @@ type cache struct {
 // newCache removes what a crashed cache left in cfg.dir and starts the refill loop, which
 // runs until close.
 func newCache(ctx context.Context, cfg cacheConfig) (*cache, error) {
-	// Parents searchable (0711), as Vessel's state root is: jailed VMMs reach their
-	// exports below it by path.
-	if err := os.MkdirAll(filepath.Dir(cfg.dir), 0o711); err != nil {
-		return nil, fmt.Errorf("vm cache: %w", err)
-	}
+	// 0700: a jailed VMM gets its export as a clone (jail.PassRoot), not by path.
 	if err := os.MkdirAll(cfg.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("vm cache: %w", err)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/idrange"
@@ -16,15 +15,11 @@ import (
 // prepares its own (sandbox.leaseVMMIDs): it leases a slot of the pool for dir, makes
 // the export and the host-only tree (sharefs), gives the export to the slot's root, opens
 // the tree to the file server and publishes the read-only view, which must be in the
-// export before the VMM takes its copy of it. The sandbox that takes the VM takes the
+// export before the VMM takes its copy of it. The directories above the export stay
+// 0700: the driver passes the VMM its export as a clone (jail.PassRoot). The sandbox that takes the VM takes the
 // lease, the export and the tree with it (fromCache). On error the caller removes dir
 // with releaseVMDir.
 func (f *Factory) jailCacheVM(ctx context.Context, dir string, want *hypervisor.Config) error {
-	// The VMM's ids pass through the cache directory to the export (as through the
-	// sandbox root, which is 0711 too).
-	if err := os.Chmod(filepath.Dir(dir), 0o711); err != nil {
-		return fmt.Errorf("vm cache: open the cache directory to the vmm: %w", err)
-	}
 	lease, err := idrange.Allocate(f.leaseDir(), *f.cfg.VMMIDs, dir)
 	if err != nil {
 		return fmt.Errorf("vm cache: %w", err)
@@ -32,9 +27,6 @@ func (f *Factory) jailCacheVM(ctx context.Context, dir string, want *hypervisor.
 	share, err := sharefs.New(dir)
 	if err != nil {
 		return fmt.Errorf("vm cache: %w", err)
-	}
-	if err := os.Chmod(dir, 0o711); err != nil {
-		return fmt.Errorf("vm cache: open the vm directory to the vmm: %w", err)
 	}
 	uid := int(lease.Range.HostID(0))
 	if err := os.Lchown(share.Dir(), uid, uid); err != nil {

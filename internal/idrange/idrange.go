@@ -96,8 +96,9 @@ func Allocate(dir string, p Pool, owner string) (Lease, error) {
 	if err != nil {
 		return Lease{}, fmt.Errorf("id range lease: %w", err)
 	}
-	// The parents are made searchable (0711, as Vessel's state root is): a jailed VMM
-	// reaches its export below the same root by path.
+	// Parents it creates are searchable (0711, as Vessel's state root is): with virtio-fs,
+	// virtiofsd on the VMM's ids opens its export by path below the same root (QEMU gets
+	// its paths as clones and needs no access).
 	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
 		return Lease{}, fmt.Errorf("id range leases: %w", err)
 	}

@@ -30,7 +30,7 @@ func enter(args []string) error {
 	// of the thread that calls it: all of it happens on this one.
 	runtime.LockOSThread()
 	if s.Root != nil {
-		if err := enterRoot(s.Root); err != nil { // root_linux.go
+		if err := enterRoot(s.Root, 3+s.ExtraFiles); err != nil { // root_linux.go
 			return err
 		}
 	}

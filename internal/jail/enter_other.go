@@ -4,6 +4,7 @@ package jail
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/containerd/errdefs"
 )
@@ -15,4 +16,8 @@ func enter([]string) error {
 // CanConfine: the jail entry needs Linux.
 func CanConfine() error {
 	return fmt.Errorf("the jail entry needs Linux: %w", errdefs.ErrNotImplemented)
+}
+
+func cloneRoot(*Root) ([]*os.File, error) {
+	return nil, fmt.Errorf("a jail root needs Linux: %w", errdefs.ErrNotImplemented)
 }

@@ -10,16 +10,18 @@
 // Spec.argv and read by parse, is
 //
 //	vessel-jail [-keep-caps=NAME,...] [-fds=N] [-rlimit=NAME=VALUE ...]
-//	            [-root=SCRATCH [-ro=PATH ...] [-rro=PATH ...] [-rw=PATH ...] [-link=PATH ...]]
+//	            [-ro=PATH ...] [-rro=PATH ...] [-rw=PATH ...] [-link=PATH ...]
 //	            -- PATH ARG...
 //
 // where -keep-caps names the capabilities the program may keep (lower case, without
 // "cap_"; none when absent), -fds says that descriptors 3 to 3+N-1 are passed to the
 // program (0, 1 and 2 always are; every other descriptor is closed at exec), and each
 // -rlimit sets a resource limit's soft and hard value (never above the hard limit the
-// entry already has), and -root and the lists after it describe a minimal root file
-// system (Root). What the entry does, in order: it moves into the minimal root when
-// given one, sets the resource limits, marks every descriptor but those close-on-exec, sets
+// entry already has), and the lists after it describe a minimal root file system
+// (Root), whose -ro, -rro and -rw paths come as the caller's clones of them, in that
+// order, from descriptor 3+N on (PassRoot). What the entry does, in order: it moves into
+// the minimal root when given one (and closes the clones' descriptors), sets the
+// resource limits, marks every descriptor but those close-on-exec, sets
 // no_new_privs, drops every capability not kept from the bounding set and clears the
 // ambient and inheritable sets, sets the permitted and effective sets to the kept ones it
 // holds, checks the result, and execs PATH with ARG... and its own environment. Any
@@ -74,23 +76,25 @@ type Spec struct {
 	Rlimits []Rlimit
 	// Root, when set, replaces the program's file system by a minimal one (root_linux.go).
 	// The entry must run in a mount namespace of its own, created by the caller's clone
-	// flags together with a user namespace in which it has CAP_SYS_ADMIN.
+	// flags together with a user namespace in which it has CAP_SYS_ADMIN, and the caller
+	// passes it the clones of the root's paths (PassRoot).
 	Root *Root
 }
 
 // Root is a new, read-only root file system (an empty tmpfs) holding only the listed host
-// paths, each at its own path. Every path is absolute and clean.
+// paths, each at its own path. Every path is absolute and clean, and a root holds at
+// least one path. The caller (host root) clones the paths and passes the clones
+// (PassRoot), so the program's ids need not reach them: a path below a directory they
+// cannot search (mode 0700) is as good as any.
 type Root struct {
-	// Scratch is an existing directory the new root is attached over before the entry
-	// pivots into it; it is hidden in the new mount namespace only.
-	Scratch string
 	// ReadOnly are bound read-only, each without its submounts: files, devices and
 	// directories the program reads.
 	ReadOnly []string
 	// Recursive are bound read-only with their submounts (/proc).
 	Recursive []string
 	// Writable are bound writable with their submounts, as slaves of the host's mounts
-	// there: mounts the host adds below them later reach the program.
+	// there: mounts the host adds below them later reach the program. (Every clone is a
+	// slave of the host's mount it copies, read-only ones too.)
 	Writable []string
 	// Links are host symlinks recreated as the same symlinks (/lib -> usr/lib).
 	Links []string
@@ -115,6 +119,36 @@ func Command(s Spec) (*exec.Cmd, error) {
 	return &exec.Cmd{Path: selfExe, Args: argv}, nil
 }
 
+// PassRoot clones the paths of s.Root from this process's mount namespace as detached
+// mounts (root_linux.go) and appends them to cmd.ExtraFiles, which must hold exactly the
+// program's s.ExtraFiles descriptors: the entry takes them from there, moves them into
+// its new root and closes them before the program runs. The caller calls done once cmd
+// has started (the entry holds its own copies) or will not be started: it closes this
+// process's copies, and a clone no process holds any more is gone with every mount in
+// it. Without s.Root it does nothing. On error nothing is left open and cmd is unchanged.
+func PassRoot(cmd *exec.Cmd, s Spec) (done func(), err error) {
+	if s.Root == nil {
+		return func() {}, nil
+	}
+	if len(cmd.ExtraFiles) != s.ExtraFiles {
+		return nil, fmt.Errorf("jail: the command passes %d descriptors, the spec %d: set the program's before the root's: %w",
+			len(cmd.ExtraFiles), s.ExtraFiles, errdefs.ErrInvalidArgument)
+	}
+	if err := s.validate(); err != nil {
+		return nil, err
+	}
+	clones, err := cloneRoot(s.Root)
+	if err != nil {
+		return nil, err
+	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, clones...)
+	return func() {
+		for _, f := range clones {
+			_ = f.Close()
+		}
+	}, nil
+}
+
 // Main runs the jail entry when argv[0] is Argv0 and then does not return; otherwise it
 // returns at once. Call it first in main.
 func Main() {
@@ -134,7 +168,6 @@ const (
 	flagRlimit = "-rlimit="
 	flagEnd    = "--"
 
-	flagScratch   = "-root="
 	flagReadOnly  = "-ro="
 	flagRecursive = "-rro="
 	flagWritable  = "-rw="
@@ -161,7 +194,6 @@ func (s Spec) argv() ([]string, error) {
 		argv = append(argv, flagRlimit+r.Resource.String()+"="+strconv.FormatUint(r.Value, 10))
 	}
 	if r := s.Root; r != nil {
-		argv = append(argv, flagScratch+r.Scratch)
 		for _, l := range []struct {
 			flag  string
 			paths []string
@@ -194,8 +226,10 @@ func (s Spec) validate() error {
 		}
 	}
 	if r := s.Root; r != nil {
-		all := append(append(append(append([]string{r.Scratch}, r.ReadOnly...), r.Recursive...), r.Writable...), r.Links...)
-		for _, p := range all {
+		if len(r.ReadOnly)+len(r.Recursive)+len(r.Writable) == 0 {
+			return fmt.Errorf("jail: the root holds no path: %w", errdefs.ErrInvalidArgument)
+		}
+		for _, p := range slices.Concat(r.ReadOnly, r.Recursive, r.Writable, r.Links) {
 			if !strings.HasPrefix(p, "/") || filepath.Clean(p) != p || p == "/" || strings.ContainsRune(p, 0) {
 				return fmt.Errorf("jail: root path %q is not a clean absolute path below /: %w", p, errdefs.ErrInvalidArgument)
 			}
@@ -247,8 +281,6 @@ func parse(args []string) (Spec, error) {
 				return Spec{}, fmt.Errorf("argument %q: want -rlimit=<%s>=<number>", a, strings.Join(resourceList(), "|"))
 			}
 			s.Rlimits = append(s.Rlimits, Rlimit{Resource: r, Value: v})
-		case flagScratch:
-			root(&s).Scratch = value
 		case flagReadOnly:
 			root(&s).ReadOnly = append(root(&s).ReadOnly, value)
 		case flagRecursive:

@@ -1,8 +1,10 @@
 package jail
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,7 +31,7 @@ func TestArgvRoundTrip(t *testing.T) {
 		{Path: "/usr/bin/qemu-system-x86_64", Args: []string{"-name", "vessel-x", "--", "-fds=9"},
 			KeepCaps: []Cap{CapChown, CapDACOverride, CapSetfcap}, ExtraFiles: 3,
 			Rlimits: []Rlimit{{RlimitCore, 0}, {RlimitNofile, 65536}, {RlimitMsgqueue, 0}}},
-		{Path: "/usr/bin/qemu-system-x86_64", Root: &Root{Scratch: "/run/x", ReadOnly: []string{"/usr", "/dev/null"},
+		{Path: "/usr/bin/qemu-system-x86_64", Root: &Root{ReadOnly: []string{"/usr", "/dev/null"},
 			Recursive: []string{"/proc"}, Writable: []string{"/run/x/shared"}, Links: []string{"/lib", "/bin"}}},
 	} {
 		argv, err := s.argv()
@@ -84,10 +86,11 @@ func TestSpecRefuses(t *testing.T) {
 		{Path: "/q", ExtraFiles: -1},
 		{Path: "/q", KeepCaps: []Cap{Cap(63)}},
 		{Path: "/q", Rlimits: []Rlimit{{Resource("nproc"), 1}}},
-		{Path: "/q", Root: &Root{ReadOnly: []string{"/usr"}}},
-		{Path: "/q", Root: &Root{Scratch: "/run/x", ReadOnly: []string{"usr"}}},
-		{Path: "/q", Root: &Root{Scratch: "/run/x", Writable: []string{"/run/../etc"}}},
-		{Path: "/q", Root: &Root{Scratch: "/"}},
+		{Path: "/q", Root: &Root{}},
+		{Path: "/q", Root: &Root{Links: []string{"/lib"}}},
+		{Path: "/q", Root: &Root{ReadOnly: []string{"usr"}}},
+		{Path: "/q", Root: &Root{Writable: []string{"/run/../etc"}}},
+		{Path: "/q", Root: &Root{ReadOnly: []string{"/"}}},
 	} {
 		if _, err := Command(s); !errors.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("command for %+v: got %v, want ErrInvalidArgument", s, err)
@@ -223,24 +226,43 @@ func TestEntryFails(t *testing.T) {
 	}
 }
 
-// TestEntryRoot runs a shell in a minimal root, in user and mount namespaces of its own
-// (as the QEMU driver starts a VMM with its own host ids): it sees only what the root
-// holds, can write only the writable directory, and the host's tree is unchanged.
-func TestEntryRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mapping a range of host ids into a user namespace needs root")
-	}
-	const base = 2000190000
-	scratch, shared := t.TempDir(), t.TempDir()
-	for _, d := range []string{filepath.Dir(scratch), scratch} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Chown(shared, base, base); err != nil {
+// clonesHeld lists this process's descriptors of detached mounts: files on a mount that
+// is not in its mount table (a detached clone reads as "/", the root of its own tree).
+func clonesHeld(t *testing.T) []string {
+	t.Helper()
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
 		t.Fatal(err)
 	}
-	root := &Root{Scratch: scratch, ReadOnly: []string{"/usr", "/dev/null"}, Recursive: []string{"/proc"}, Writable: []string{shared}}
+	attached := map[uint64]bool{}
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if id, err := strconv.ParseUint(strings.SplitN(l, " ", 2)[0], 10, 64); err == nil {
+			attached[id] = true
+		}
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []string
+	for _, e := range ents {
+		p := filepath.Join("/proc/self/fd", e.Name())
+		target, err := os.Readlink(p)
+		if err != nil || !strings.HasPrefix(target, "/") {
+			continue // pipes, sockets and other files of the kernel's internal mounts
+		}
+		var st unix.Statx_t
+		if err := unix.Statx(unix.AT_FDCWD, p, 0, unix.STATX_MNT_ID, &st); err == nil && !attached[st.Mnt_id] {
+			held = append(held, e.Name()+" -> "+target)
+		}
+	}
+	return held
+}
+
+// hostRoot is a minimal root for a shell: /usr, /dev/null, /proc and the top-level
+// directories or links into /usr.
+func hostRoot() *Root {
+	root := &Root{ReadOnly: []string{"/usr", "/dev/null"}, Recursive: []string{"/proc"}}
 	for _, top := range []string{"/bin", "/lib", "/lib64"} {
 		if st, err := os.Lstat(top); err == nil && st.Mode()&os.ModeSymlink != 0 {
 			root.Links = append(root.Links, top)
@@ -248,29 +270,139 @@ func TestEntryRoot(t *testing.T) {
 			root.ReadOnly = append(root.ReadOnly, top)
 		}
 	}
-	script := `ls -a /; touch ` + shared + `/made && echo wrote-shared; touch /usr/x 2>/dev/null || echo usr-read-only; touch /y 2>/dev/null || echo root-read-only; cat /proc/self/uid_map`
-	cmd, err := Command(Spec{Path: "/bin/sh", Args: []string{"-c", script}, Root: root})
-	if err != nil {
-		t.Fatal(err)
-	}
+	return root
+}
+
+// inUserNS makes cmd start in user and mount namespaces of its own, as root of the
+// namespace on host ids from base.
+func inUserNS(cmd *exec.Cmd, base int) {
 	ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: base, Size: 65536}}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS,
 		UidMappings: ids, GidMappings: ids, GidMappingsEnableSetgroups: true,
 		Credential: &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}},
 	}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("run: %v\n%s", err, out)
+}
+
+// TestEntryRoot runs a shell in a minimal root, in user and mount namespaces of its own
+// (as the QEMU driver starts a VMM with its own host ids), with a file and a writable
+// directory below a directory its ids cannot search (mode 0700, host root's): it sees
+// only what the root holds and reads the file, can write only the writable directory,
+// holds none of the clones' descriptors, sees a mount the host adds later below a shared
+// mount in the writable directory (as the sandbox's shared view), and the host's tree,
+// the 0700 directory's mode included, is unchanged.
+func TestEntryRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mapping a range of host ids into a user namespace needs root")
 	}
-	lines := strings.Fields(string(out))
-	var top []string
-	for _, l := range lines {
-		if l == "wrote-shared" {
+	const base = 2000190000
+	closed := t.TempDir()
+	if err := os.Chmod(closed, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	shared, kernel := filepath.Join(closed, "shared"), filepath.Join(closed, "kernel")
+	if err := os.Mkdir(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(shared, base, base); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(kernel, []byte("the-kernel\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A shared mount in the writable directory, as the sandbox's published view.
+	view, tree, src := filepath.Join(shared, "view"), filepath.Join(closed, "tree"), filepath.Join(closed, "src")
+	for _, d := range []string{view, tree, filepath.Join(tree, "sub"), src} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("arrived\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(tree, view, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(view, unix.MNT_DETACH) })
+	if err := unix.Mount("", view, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+
+	root := hostRoot()
+	root.ReadOnly = append(root.ReadOnly, kernel)
+	root.Writable = []string{shared}
+	script := `echo "ROOT $(ls -A / | tr '\n' ' ')"; for f in /proc/$$/fd/*; do echo "FD $(readlink $f)"; done; ` +
+		`cat ` + kernel + `; touch ` + shared + `/made && echo wrote-shared; touch /usr/x 2>/dev/null || echo usr-read-only; ` +
+		`touch /y 2>/dev/null || echo root-read-only; touch ` + kernel + ` 2>/dev/null || echo kernel-read-only; ` +
+		`echo ready; read x; cat ` + view + `/sub/hello`
+	spec := Spec{Path: "/bin/sh", Args: []string{"-c", script}, Root: root}
+	cmd, err := Command(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inUserNS(cmd, base)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	done, err := PassRoot(cmd, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := len(cmd.ExtraFiles), len(root.ReadOnly)+len(root.Recursive)+len(root.Writable); got != want {
+		t.Errorf("PassRoot passes %d descriptors, want %d", got, want)
+	}
+	err = cmd.Start()
+	done()
+	pw.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held := clonesHeld(t); len(held) > 0 {
+		t.Errorf("after the start this process still holds clones: %v", held)
+	}
+	var out bytes.Buffer
+	r := bufio.NewReader(pr)
+	for {
+		line, err := r.ReadString('\n')
+		out.WriteString(line)
+		if line == "ready\n" {
 			break
 		}
-		if l != "." && l != ".." {
-			top = append(top, l)
+		if err != nil {
+			_ = cmd.Wait()
+			t.Fatalf("no ready line: %v\n%s", err, out.String())
+		}
+	}
+	// The program is in its root now: a mount the host adds in the shared view arrives.
+	if err := unix.Mount(src, filepath.Join(view, "sub"), "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unix.Unmount(filepath.Join(view, "sub"), unix.MNT_DETACH) }()
+	if _, err := stdin.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := io.ReadAll(r)
+	out.Write(rest)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	text := out.String()
+	lines := strings.Split(text, "\n")
+	var top, fds []string
+	for _, l := range lines {
+		if f, ok := strings.CutPrefix(l, "ROOT "); ok {
+			top = strings.Fields(f)
+		}
+		if f, ok := strings.CutPrefix(l, "FD "); ok {
+			fds = append(fds, f)
 		}
 	}
 	want := []string{"dev", "proc", "tmp", "usr"}
@@ -278,7 +410,7 @@ func TestEntryRoot(t *testing.T) {
 		want = append(want, strings.TrimPrefix(l, "/"))
 	}
 	for _, d := range root.ReadOnly {
-		if d != "/usr" && d != "/dev/null" {
+		if !strings.HasPrefix(d, "/usr") && !strings.HasPrefix(d, "/dev/") && !strings.HasPrefix(d, "/tmp/") {
 			want = append(want, strings.TrimPrefix(d, "/"))
 		}
 	}
@@ -288,15 +420,77 @@ func TestEntryRoot(t *testing.T) {
 	if !slices.Equal(top, want) {
 		t.Errorf("the root holds %q, want %q", top, want)
 	}
-	for _, w := range []string{"wrote-shared", "usr-read-only", "root-read-only"} {
+	if len(fds) < 3 {
+		t.Errorf("the program's descriptors: %q, want at least 0, 1 and 2", fds)
+	}
+	for _, fd := range fds {
+		if strings.HasPrefix(fd, "/") && fd != "/dev/null" {
+			t.Errorf("the program holds %s (descriptors %q), want none of the clones", fd, fds)
+		}
+	}
+	for _, w := range []string{"the-kernel", "wrote-shared", "usr-read-only", "root-read-only", "kernel-read-only", "arrived"} {
 		if !slices.Contains(lines, w) {
-			t.Errorf("no %q in the output:\n%s", w, out)
+			t.Errorf("no %q in the output:\n%s", w, text)
 		}
 	}
 	if _, err := os.Stat(filepath.Join(shared, "made")); err != nil {
 		t.Errorf("the write to the writable directory did not reach the host: %v", err)
 	}
-	if ents, _ := os.ReadDir(scratch); len(ents) != 0 {
-		t.Errorf("the scratch directory changed on the host: %v", ents)
+	if st, err := os.Stat(closed); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("the 0700 directory above the root's paths: %v %v, want mode 0700 unchanged", st.Mode(), err)
+	}
+}
+
+// TestPassRootFails: a path that cannot be cloned fails PassRoot naming it, with no
+// descriptor left open and the command unchanged; so does a command whose program
+// descriptors do not match the spec.
+func TestPassRootFails(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("open_tree clones need CAP_SYS_ADMIN")
+	}
+	missing := filepath.Join(t.TempDir(), "missing")
+	spec := Spec{Path: "/bin/true", Root: &Root{ReadOnly: []string{"/usr", "/dev/null", missing}}}
+	cmd, err := Command(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := PassRoot(cmd, spec); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("PassRoot with %s: got %v, want an error naming it", missing, err)
+	}
+	if held := clonesHeld(t); len(held) > 0 {
+		t.Errorf("after the failed PassRoot this process holds clones: %v", held)
+	}
+	if len(cmd.ExtraFiles) != 0 {
+		t.Errorf("the failed PassRoot left %d descriptors in the command", len(cmd.ExtraFiles))
+	}
+	spec.Root.ReadOnly = []string{"/usr"}
+	spec.ExtraFiles = 1
+	if _, err := PassRoot(cmd, spec); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("PassRoot with no program descriptor set for -fds=1: got %v, want ErrInvalidArgument", err)
+	}
+}
+
+// TestEntryRootWithoutClones: an entry given a root whose clones were not passed refuses
+// to run the program, naming the descriptor it expected.
+func TestEntryRootWithoutClones(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mapping a range of host ids into a user namespace needs root")
+	}
+	marker := filepath.Join(t.TempDir(), "ran")
+	cmd, err := Command(Spec{Path: "/bin/sh", Args: []string{"-c", "touch " + marker}, Root: hostRoot()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inUserNS(cmd, 2000190000)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != ExitFailed {
+		t.Fatalf("run without the clones: got %v (%s), want exit %d", err, out, ExitFailed)
+	}
+	if !strings.Contains(string(out), "descriptor 3, the clone of /usr") {
+		t.Errorf("output %q does not name descriptor 3 and /usr", out)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("the program ran")
 	}
 }

@@ -4,26 +4,82 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
+// cloneRoot clones every path of r from this process's mount namespace, in the order the
+// entry takes them (ReadOnly, Recursive, Writable), as detached mounts (open_tree
+// OPEN_TREE_CLONE): the caller is host root, so no directory above a path needs to be
+// searchable by the ids the program runs as. Each clone is set up as the entry attaches
+// it: ReadOnly and Recursive ones read-only and nosuid (Recursive ones with every
+// submount), and every one a slave (mount_setattr): a clone of a shared mount would
+// otherwise be a peer of the host's, so that mounts the host adds below it later still
+// arrive, and nothing mounted in it ever propagates back. A detached clone vanishes,
+// with all its mounts, when its last descriptor is closed; on error none is left open.
+// Made in the host's namespace, the clones' flags are not locked in the program's: only
+// CAP_SYS_ADMIN in its user namespace could clear them, which the entry drops with every
+// capability the program does not keep.
+func cloneRoot(r *Root) (_ []*os.File, retErr error) {
+	var files []*os.File
+	defer func() {
+		if retErr != nil {
+			for _, f := range files {
+				_ = f.Close()
+			}
+		}
+	}()
+	add := func(path string, recursive, readOnly bool) error {
+		flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC)
+		at := uint(unix.AT_EMPTY_PATH)
+		if recursive {
+			flags |= unix.AT_RECURSIVE
+			at |= unix.AT_RECURSIVE
+		}
+		fd, err := unix.OpenTree(unix.AT_FDCWD, path, flags)
+		if err != nil {
+			return fmt.Errorf("jail: clone %s for the root: %w", path, err)
+		}
+		files = append(files, os.NewFile(uintptr(fd), path))
+		attr := unix.MountAttr{Propagation: unix.MS_SLAVE}
+		if readOnly {
+			attr.Attr_set = unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID
+		}
+		if err := unix.MountSetattr(fd, "", at, &attr); err != nil {
+			return fmt.Errorf("jail: set up the clone of %s for the root: %w", path, err)
+		}
+		return nil
+	}
+	for _, l := range []struct {
+		paths               []string
+		recursive, readOnly bool
+	}{{r.ReadOnly, false, true}, {r.Recursive, true, true}, {r.Writable, true, false}} {
+		for _, p := range l.paths {
+			if err := add(p, l.recursive, l.readOnly); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return files, nil
+}
+
 // enterRoot builds r and makes it the calling process's root. The process is in a mount
-// namespace of its own (see Spec.Root):
+// namespace of its own (see Spec.Root), and its descriptors from first on are the
+// caller's clones of r's paths (cloneRoot, passed by PassRoot):
 //
 //  1. the namespace's mounts become slaves, so nothing done here reaches the host and
 //     mounts the host adds later still arrive;
-//  2. every path of r is cloned (open_tree) from the host's tree while it is still
-//     visible;
-//  3. a new tmpfs (fsopen, not yet attached) gets the same directory or file at each
-//     path, and each clone is moved onto it there;
-//  4. the tmpfs is attached over r.Scratch, the process pivots into it and detaches the
-//     old root, and the new root becomes read-only, nosuid and nodev.
+//  2. a new tmpfs (fsopen, not yet attached) gets the same directory or file at each
+//     path, and each clone is moved onto it there (move_mount) and its descriptor
+//     closed;
+//  3. the tmpfs is attached over /, the process pivots into it and detaches the old
+//     root, and the new root becomes read-only, nosuid and nodev.
 //
-// Clones keep the host's mount flags; read-only ones and /proc become read-only (they
-// can only gain flags in a user namespace, never lose locked ones).
-func enterRoot(r *Root) error {
+// Only the links of r are read from the host's tree (top-level symlinks): the program's
+// ids need no access to any host directory.
+func enterRoot(r *Root, first int) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
 		return fmt.Errorf("root: make the mounts slaves: %w", err)
 	}
@@ -35,48 +91,21 @@ func enterRoot(r *Root) error {
 	var clones []clone
 	defer func() {
 		for _, c := range clones {
-			unix.Close(c.fd)
+			if c.fd >= 0 {
+				unix.Close(c.fd)
+			}
 		}
 	}()
-	add := func(path string, recursive, readOnly bool) error {
-		flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC)
-		if recursive {
-			flags |= unix.AT_RECURSIVE
+	for _, p := range slices.Concat(r.ReadOnly, r.Recursive, r.Writable) {
+		fd := first + len(clones)
+		var st unix.Statx_t
+		if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_TYPE, &st); err != nil {
+			return fmt.Errorf("root: descriptor %d, the clone of %s: %w", fd, p, err)
 		}
-		fd, err := unix.OpenTree(unix.AT_FDCWD, path, flags)
-		if err != nil {
-			return fmt.Errorf("root: clone %s: %w", path, err)
-		}
-		clones = append(clones, clone{path: path, fd: fd})
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			return fmt.Errorf("root: stat %s: %w", path, err)
-		}
-		clones[len(clones)-1].dir = st.Mode&unix.S_IFMT == unix.S_IFDIR
-		if readOnly {
-			at := uint(unix.AT_EMPTY_PATH)
-			if recursive {
-				at |= unix.AT_RECURSIVE
-			}
-			if err := unix.MountSetattr(fd, "", at, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID}); err != nil {
-				return fmt.Errorf("root: make %s read-only: %w", path, err)
-			}
-		}
-		return nil
-	}
-	for _, p := range r.ReadOnly {
-		if err := add(p, false, true); err != nil {
-			return err
-		}
-	}
-	for _, p := range r.Recursive {
-		if err := add(p, true, true); err != nil {
-			return err
-		}
-	}
-	for _, p := range r.Writable {
-		if err := add(p, true, false); err != nil {
-			return err
+		clones = append(clones, clone{path: p, fd: fd, dir: st.Mode&unix.S_IFMT == unix.S_IFDIR})
+		unix.CloseOnExec(fd)
+		if st.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT == 0 || st.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
+			return fmt.Errorf("root: descriptor %d, the clone of %s, is not a mount's root", fd, p)
 		}
 	}
 	links := make(map[string]string, len(r.Links))
@@ -107,7 +136,7 @@ func enterRoot(r *Root) error {
 	}
 	defer unix.Close(newRoot)
 
-	for _, c := range clones {
+	for i, c := range clones {
 		rel := strings.TrimPrefix(c.path, "/")
 		if err := mkdirsAt(newRoot, filepath.Dir(rel)); err != nil {
 			return err
@@ -127,6 +156,8 @@ func enterRoot(r *Root) error {
 		if err := unix.MoveMount(c.fd, "", newRoot, rel, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 			return fmt.Errorf("root: attach %s: %w", c.path, err)
 		}
+		unix.Close(c.fd)
+		clones[i].fd = -1
 	}
 	for p, target := range links {
 		rel := strings.TrimPrefix(p, "/")
@@ -138,11 +169,13 @@ func enterRoot(r *Root) error {
 		}
 	}
 
-	if err := unix.MoveMount(newRoot, "", unix.AT_FDCWD, r.Scratch, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("root: attach the new root over %s: %w", r.Scratch, err)
+	// Over /, which every process can reach; the descriptor is the tmpfs's root, the
+	// working directory pivot_root needs.
+	if err := unix.MoveMount(newRoot, "", unix.AT_FDCWD, "/", unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("root: attach the new root: %w", err)
 	}
-	if err := unix.Chdir(r.Scratch); err != nil {
-		return fmt.Errorf("root: %w", err)
+	if err := unix.Fchdir(newRoot); err != nil {
+		return fmt.Errorf("root: enter the new root: %w", err)
 	}
 	if err := unix.PivotRoot(".", "."); err != nil {
 		return fmt.Errorf("root: pivot_root: %w", err)

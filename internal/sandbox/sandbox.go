@@ -237,7 +237,7 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	if err := os.MkdirAll(cfg.Root, 0o711); err != nil {
 		return nil, fmt.Errorf("create sandbox root %s: %w", cfg.Root, err)
 	}
-	if cfg.VMMIDs != nil {
+	if cfg.VMMIDs != nil && cfg.VM.SharedFS == hypervisor.SharedFSVirtioFS {
 		if err := searchableByOthers(cfg.Root); err != nil { // userns.go
 			return nil, err
 		}

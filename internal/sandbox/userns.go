@@ -11,11 +11,15 @@ import (
 )
 
 // leaseVMMIDs leases the VMM's host ids from s.cfg.VMMIDs and prepares what the VMM
-// reaches by path for them: the sandbox directory becomes searchable (0711: its
-// entries can be reached by name, not listed), the export's root becomes theirs, as
-// the root of what the 9p server serves, and the shared tree's directories become
-// readable (the 9p server opens each directory it walks through). The lease is s.vmmIDs; the caller releases it
-// on failure.
+// reaches for them: the export's root becomes theirs, as the root of what the file
+// server serves, and the shared tree's directories become readable (the 9p server opens
+// each directory it walks through, and host root's directories are open to it only by
+// their modes). QEMU reaches its export, kernel and initrd through clones the driver
+// passes it (jail.PassRoot), so the directories above them stay as they are. virtiofsd
+// opens the export by path, as root of a user namespace on those ids, so with virtio-fs
+// the sandbox directory becomes searchable (0711: its entries can be reached by name,
+// not listed), as the sandbox root does (searchableByOthers). The lease is s.vmmIDs;
+// the caller releases it on failure.
 func (s *Sandbox) leaseVMMIDs(vmcfg *hypervisor.Config) error {
 	dir := s.cfg.VMMIDLeaseDir
 	if dir == "" {
@@ -26,8 +30,10 @@ func (s *Sandbox) leaseVMMIDs(vmcfg *hypervisor.Config) error {
 		return err
 	}
 	s.vmmIDs = &lease
-	if err := os.Chmod(s.dir, 0o711); err != nil {
-		return fmt.Errorf("open the sandbox dir to the vmm: %w", err)
+	if vmcfg.SharedFS == hypervisor.SharedFSVirtioFS {
+		if err := os.Chmod(s.dir, 0o711); err != nil {
+			return fmt.Errorf("open the sandbox dir to virtiofsd: %w", err)
+		}
 	}
 	uid := int(lease.Range.HostID(0))
 	if err := os.Lchown(s.share.Dir(), uid, uid); err != nil {
@@ -41,8 +47,9 @@ func (s *Sandbox) leaseVMMIDs(vmcfg *hypervisor.Config) error {
 }
 
 // searchableByOthers lets every user pass through the sandbox root dir (o+x, not
-// listing it), for a VMM on ids of its own that reaches its export by path: the root is
-// Vessel's, made 0711 when Vessel creates it, but may be an existing 0700 directory.
+// listing it), for virtiofsd on the VMM's ids, which opens the export below it by path
+// (QEMU needs no such access: its paths come as clones). The root is Vessel's, made 0711
+// when Vessel creates it, but may be an existing 0700 directory.
 func searchableByOthers(dir string) error {
 	st, err := os.Stat(dir)
 	if err != nil {
@@ -52,7 +59,7 @@ func searchableByOthers(dir string) error {
 		return nil
 	}
 	if err := os.Chmod(dir, st.Mode().Perm()|0o001); err != nil {
-		return fmt.Errorf("open the sandbox root %s to the vmm's ids (hypervisor.vmm_id_range): %w", dir, err)
+		return fmt.Errorf("open the sandbox root %s to virtiofsd on the vmm's ids (hypervisor.vmm_id_range, hypervisor.shared_fs): %w", dir, err)
 	}
 	return nil
 }

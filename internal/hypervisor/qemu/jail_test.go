@@ -2,16 +2,19 @@ package qemu
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/hypervisor/qemu/qemutest"
+	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/jail"
 	"github.com/vessel-containers/vessel/internal/jail/jailtest"
 	"github.com/vessel-containers/vessel/internal/procid"
@@ -123,5 +126,76 @@ func TestStartWithoutSeccomp(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "has no seccomp support, which the VMM jail requires") {
 		t.Errorf("start error does not name the missing seccomp support: %v", err)
+	}
+}
+
+// TestFakeJailedUserNS starts the fake QEMU on unprivileged ids of its own, in its
+// minimal root, with the fake itself, the kernel, the initrd, the state directory and
+// the 9p export all below directories those ids cannot search (0700, host root's): the
+// driver passes the root's paths as clones, so the VMM starts, its root holds the kernel
+// and the export, it holds none of the clones' descriptors, and no directory's mode
+// changed.
+func TestFakeJailedUserNS(t *testing.T) {
+	testutil.RequiresRoot(t)
+	ids := idrange.Range{Start: 2000220000, Size: idrange.Size}
+	closed := t.TempDir()
+	if err := os.Chmod(closed, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	shared := filepath.Join(closed, "shared")
+	if err := os.Mkdir(shared, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(shared, int(ids.HostID(0)), int(ids.HostID(0))); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, cfg := newTestVM(t, func(c *hypervisor.Config) {
+		c.ID = qemutest.ID(qemutest.Normal, "userns")
+		c.Path = exe
+		c.Accelerator = hypervisor.AccelTCG
+		c.UserNS = &ids
+		c.SharedFS, c.SharedDir, c.ShareTag = hypervisor.SharedFS9P, shared, "t"
+	})
+	modes := map[string]os.FileMode{}
+	for _, p := range []string{closed, filepath.Dir(cfg.Kernel), cfg.StateDir, shared, filepath.Dir(exe)} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		modes[p] = st.Mode()
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = vm.Stop(ctx)
+	})
+	if err := vm.Start(fakeCtx(t)); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	pid := vm.Pid()
+	fds := jailtest.Check(t, pid, jailtest.Want{
+		Caps:      qemuUserNSCaps,
+		Dirs:      []string{cfg.StateDir},
+		Devices:   []string{"/dev/null"},
+		SocketDir: cfg.StateDir,
+	})
+	t.Logf("descriptors: %v", fds)
+	root := "/proc/" + strconv.Itoa(pid) + "/root"
+	for _, p := range []string{cfg.Kernel, cfg.Initrd, shared, exe} {
+		if _, err := os.Stat(root + p); err != nil {
+			t.Errorf("%s is not in the VMM's root: %v", p, err)
+		}
+	}
+	if _, err := os.Stat(root + filepath.Join(cfg.StateDir, qemuLogName)); !os.IsNotExist(err) {
+		t.Errorf("the state directory's files are in the VMM's root (%v), want them absent", err)
+	}
+	for p, mode := range modes {
+		if st, err := os.Stat(p); err != nil || st.Mode() != mode {
+			t.Errorf("%s: mode %v (%v) after the start, want %v", p, st.Mode(), err, mode)
+		}
 	}
 }

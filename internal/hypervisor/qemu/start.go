@@ -176,6 +176,13 @@ func (v *VM) exec(accel hypervisor.Accelerator, logger *log.Entry) (*exec.Cmd, f
 		return nil, nil, err
 	}
 	cmd.ExtraFiles = extra
+	// The minimal root's paths go as clones made here (jail.PassRoot): QEMU's ids need
+	// not reach them. Closed once the entry holds its own copies, or on any failure.
+	closeRoot, err := jail.PassRoot(cmd, spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer closeRoot()
 	cmd.Stdout, cmd.Stderr = qemuLog, qemuLog
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.SysProcAttr = sysProcAttr()

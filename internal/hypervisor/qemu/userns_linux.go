@@ -3,7 +3,6 @@ package qemu
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -31,10 +30,10 @@ const kvmDevice = "/dev/kvm"
 // whose read-only root holds /usr (QEMU, its libraries and firmware), the top-level
 // links into it, /proc, the few devices it opens, the kernel and initrd, and the shared
 // directory (9p: writable, following the containers' mounts the host adds later) or
-// virtiofsd's socket, each at its host path. The root is attached over the state directory in that namespace.
+// virtiofsd's socket, each at its host path. The driver clones each path (jail.PassRoot)
+// as host root, so the directories above them need not be open to the VMM's ids.
 func jailRoot(cfg *hypervisor.Config, binary string, accel hypervisor.Accelerator) *jail.Root {
 	r := &jail.Root{
-		Scratch:   cfg.StateDir,
 		ReadOnly:  []string{"/usr", "/dev/null", "/dev/urandom", cfg.Kernel},
 		Recursive: []string{"/proc"},
 	}
@@ -114,68 +113,45 @@ func userNSAttr(attr *syscall.SysProcAttr, r idrange.Range, accel hypervisor.Acc
 	return nil
 }
 
-// checkReachable reports the first component of path (a file, or a directory when dir
-// is set) that host uid and gid cannot reach as an unprivileged user with no
-// supplementary groups: every directory above it searchable, the file itself readable
-// (and a directory searchable too).
-func checkReachable(what, path string, uid, gid uint32, dir bool) error {
-	need := func(p string, st *unix.Stat_t, bits uint32) error {
-		var have uint32
-		switch {
-		case st.Uid == uid:
-			have = (st.Mode >> 6) & 7
-		case st.Gid == gid:
-			have = (st.Mode >> 3) & 7
-		default:
-			have = st.Mode & 7
-		}
-		if have&bits != bits {
-			return fmt.Errorf("%s %s: %s (uid %d gid %d mode %#o) is not open to the VMM's host uid %d (hypervisor.vmm_id_range): %w",
-				what, path, p, st.Uid, st.Gid, st.Mode&0o7777, uid, errdefs.ErrFailedPrecondition)
-		}
-		return nil
-	}
-	clean := filepath.Clean(path)
-	for p := filepath.Dir(clean); ; p = filepath.Dir(p) {
-		var st unix.Stat_t
-		if err := unix.Stat(p, &st); err != nil {
-			return fmt.Errorf("%s %s: %w", what, path, err)
-		}
-		if err := need(p, &st, 1); err != nil {
-			return err
-		}
-		if p == "/" {
-			break
-		}
-	}
+// checkReadable reports a file that host uid and gid cannot read as an unprivileged user
+// with no supplementary groups: the VMM's capabilities count only over files owned by
+// its own ids. The directories above it do not matter: the VMM reaches it through the
+// clone in its root (jailRoot).
+func checkReadable(what, path string, uid, gid uint32) error {
 	var st unix.Stat_t
-	if err := unix.Stat(clean, &st); err != nil {
+	if err := unix.Stat(path, &st); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	bits := uint32(4)
-	if dir {
-		bits = 5
+	var have uint32
+	switch {
+	case st.Uid == uid:
+		have = (st.Mode >> 6) & 7
+	case st.Gid == gid:
+		have = (st.Mode >> 3) & 7
+	default:
+		have = st.Mode & 7
 	}
-	return need(clean, &st, bits)
+	if have&4 == 0 {
+		return fmt.Errorf("%s %s (uid %d gid %d mode %#o) is not readable by the VMM's host uid %d (hypervisor.vmm_id_range): %w",
+			what, path, st.Uid, st.Gid, st.Mode&0o7777, uid, errdefs.ErrFailedPrecondition)
+	}
+	return nil
 }
 
-// checkUserNS checks that a VMM with cfg.UserNS can open what it opens by path.
+// checkUserNS checks that a VMM with cfg.UserNS can open what it opens by path in its
+// root: the kernel and the initrd. (The export is the VMM's own, given to its ids by the
+// sandbox.)
 func checkUserNS(cfg *hypervisor.Config) error {
 	r := cfg.UserNS
 	if r == nil {
 		return nil
 	}
 	uid := r.HostID(0)
-	if err := checkReachable("kernel", cfg.Kernel, uid, uid, false); err != nil {
+	if err := checkReadable("kernel", cfg.Kernel, uid, uid); err != nil {
 		return err
 	}
 	if cfg.Initrd != "" {
-		if err := checkReachable("initrd", cfg.Initrd, uid, uid, false); err != nil {
-			return err
-		}
-	}
-	if cfg.SharedFS == hypervisor.SharedFS9P {
-		if err := checkReachable("shared dir", cfg.SharedDir, uid, uid, true); err != nil {
+		if err := checkReadable("initrd", cfg.Initrd, uid, uid); err != nil {
 			return err
 		}
 	}
