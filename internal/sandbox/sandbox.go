@@ -355,6 +355,9 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 			return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
 		}
 	}
+	if err := s.attachInFileServer(ctx); err != nil { // shareserver.go
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
 	log.G(ctx).WithField("elapsed", time.Since(start)).Debug("agent ready")
 	setupStart := time.Now()
 	if err := s.setup(ctx, vmcfg, att); err != nil {

@@ -68,6 +68,8 @@ import (
 	"strings"
 
 	"github.com/moby/sys/mountinfo"
+
+	"github.com/vessel-containers/vessel/internal/procid"
 )
 
 const (
@@ -114,6 +116,27 @@ type Share struct {
 	// listable makes the host-only tree's directories readable by everyone (0755, not
 	// 0711): a file server that is not host root must open them to walk through them.
 	listable bool
+	// server, when set, is the file server whose mount namespace shared trees are
+	// attached in (AttachIn).
+	server *procid.ID
+}
+
+// AttachIn makes Bind attach shared trees in the mount namespace of the file server srv
+// (a process in a mount namespace of its own that holds the view as a slave: QEMU's 9p
+// server in its jail, virtiofsd's file server) and nowhere else, and SetReadOnly,
+// RemoveContainer and Close act there. The host then never has a mount on a directory of
+// a bind source: a user's rmdir of a directory under a source (a mount point only in the
+// server's namespace) succeeds and detaches the server's mount, as it detaches runc's
+// from a container's namespace. Call it before the first Bind; the server must hold its
+// copy of the view (Publish).
+func (s *Share) AttachIn(srv procid.ID) { s.server = &srv }
+
+// Server is the file server AttachIn named, if any.
+func (s *Share) Server() (procid.ID, bool) {
+	if s.server == nil {
+		return procid.ID{}, false
+	}
+	return *s.server, true
 }
 
 // OpenToUnprivilegedServer makes the host-only tree, and the container directories made
@@ -188,11 +211,17 @@ func mountsUnder(root string) ([]*mountinfo.Info, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read mount table: %w", err)
 	}
+	sortDeepestFirst(infos)
+	return infos, nil
+}
+
+// sortDeepestFirst orders mounts as read from a mount table deepest first; of several
+// mounts on one path, the one mounted last (the one a lookup reaches) comes first.
+func sortDeepestFirst(infos []*mountinfo.Info) {
 	slices.Reverse(infos)
 	slices.SortStableFunc(infos, func(a, b *mountinfo.Info) int {
 		return strings.Count(b.Mountpoint, "/") - strings.Count(a.Mountpoint, "/")
 	})
-	return infos, nil
 }
 
 // under reports whether p is root or a path below it.
@@ -245,28 +274,11 @@ func (s *Share) SetReadOnly(ctx context.Context, containerID, name string) error
 	return nil
 }
 
-// SetReadOnlyIn does what SetReadOnly did on the host to the copy of the shared tree in the
-// mount namespace of process pid, a file server whose root is the export and that holds
-// the view's mounts as slaves (virtiofsd): a mount's read-only flag set on the host does
-// not propagate. Call it after SetReadOnly.
-func (s *Share) SetReadOnlyIn(ctx context.Context, pid int, containerID, name string) error {
-	if err := validName("container id", containerID); err != nil {
-		return err
-	}
-	if err := validName("share name", name); err != nil {
-		return err
-	}
-	if err := setReadOnlyIn(pid, containerID, []string{name}, false); err != nil {
-		return fmt.Errorf("make %s/%s read-only for the file server (pid %d): %w", containerID, name, pid, err)
-	}
-	return nil
-}
-
 // RevokeWritesIn makes every tree shared for a container read-only in the mount namespace
-// of process pid (see SetReadOnlyIn), before RemoveContainer: a file server that works by
+// of process pid, the file server, before RemoveContainer: a file server that works by
 // the descriptors it holds for what the guest looked up (virtiofsd) keeps reaching the
-// trees after the host unmounted them, which the host can then only detach; read-only,
-// the guest can no longer write there.
+// trees after they were unmounted, which can then only be detached; read-only, the guest
+// can no longer write there. A name that is not a mount point there is skipped.
 func (s *Share) RevokeWritesIn(ctx context.Context, pid int, containerID string) error {
 	if err := validName("container id", containerID); err != nil {
 		return err
@@ -275,7 +287,11 @@ func (s *Share) RevokeWritesIn(ctx context.Context, pid int, containerID string)
 	if err != nil || len(names) == 0 {
 		return err
 	}
-	if err := setReadOnlyIn(pid, containerID, names, true); err != nil {
+	srv, err := procid.Of(pid)
+	if err == nil {
+		err = s.setReadOnlyInServer(srv, containerID, names, true)
+	}
+	if err != nil {
 		return fmt.Errorf("make the shares of %s read-only for the file server (pid %d): %w", containerID, pid, err)
 	}
 	return nil
