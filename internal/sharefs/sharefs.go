@@ -42,9 +42,23 @@
 //
 // Propagation: the view and the clones are private when attached, so nothing mounted
 // here propagates to the host's other mount namespaces, and nothing mounted later under a
-// bind source reaches the guest. The view is then made its own peer group (shared), so a
-// VMM in a mount namespace of its own can hold it as a slave and see containers' mounts
-// arrive.
+// bind source reaches the guest (a clone for `rslave` or `rshared` is a slave of its
+// source instead). The view is then made its own peer group (shared), so a VMM in a mount
+// namespace of its own holds it as a slave.
+//
+// Where the clones go: a file server in a mount namespace of its own (QEMU's 9p server in
+// its jail, virtiofsd's file server; AttachIn) gets them attached in that namespace only,
+// on its copy of the view, never in the host's: then no directory of a bind source is a
+// mount point in the host's namespace (a recursive clone carries the source's submounts,
+// each on a directory of the source), and a user who removes such a directory on the host
+// (rmdir after umount -l, as critest does) succeeds, the kernel detaching the server's
+// mount as it detaches runc's from a container's namespace. The work is done on a thread
+// that enters the server's namespace (setns) and finds its copy of the view by the
+// server's mount table, checked beneath the namespace's root without symlinks to be a
+// read-only mount whose root is the host-only tree; mount points are still created in the
+// host-only tree on the host and matched by device and inode, and unmounts there go as on
+// the host (deepest first, UMOUNT_NOFOLLOW from an opened parent). A file server in the
+// host's mount namespace (9p with the jail off) gets them attached on the host's view.
 //
 // A volume is read-only on the host side exactly as far as the container has it
 // read-only, so guest root reaching the export outside the container never gets more
