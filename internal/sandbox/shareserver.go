@@ -37,5 +37,27 @@ func (s *Sandbox) attachInFileServer(ctx context.Context) error {
 	}
 	s.share.AttachIn(srv)
 	log.G(ctx).WithField("server", srv.String()).Debug("shares attach in the file server's mount namespace")
+	if !s.FileIDsMapped() { // userns.go
+		return nil
+	}
+	// Volumes are idmapped for the file server: so must be the mounts that reach an
+	// `rslave` or `rshared` one from the host later. Without the watcher they are not
+	// (the container reads them only where their modes let any user read), which is
+	// logged, not refused.
+	stop, err := s.share.WatchPropagation(context.WithoutCancel(ctx))
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("mounts propagated into volumes will not be idmapped for the file server")
+		return nil
+	}
+	s.stopPropagation = stop
 	return nil
+}
+
+// stopWatchingPropagation stops the share's propagation watcher, if it runs, and waits
+// for it.
+func (s *Sandbox) stopWatchingPropagation() {
+	if s.stopPropagation != nil {
+		s.stopPropagation()
+		s.stopPropagation = nil
+	}
 }

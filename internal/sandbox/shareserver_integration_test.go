@@ -44,22 +44,24 @@ func newJailedEnv(t *testing.T) *env {
 	})
 }
 
-// signalWriter collects a stream and closes seen once it holds want.
+// signalWriter collects a stream; waitFor waits until it holds a string.
 type signalWriter struct {
-	want string
-	seen chan struct{}
-	once sync.Once
+	// changed gets a token after each write.
+	changed chan struct{}
 	// mu guards buf.
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
+func newSignalWriter() *signalWriter { return &signalWriter{changed: make(chan struct{}, 1)} }
+
 func (w *signalWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	w.buf.Write(p)
-	if strings.Contains(w.buf.String(), w.want) {
-		w.once.Do(func() { close(w.seen) })
+	w.mu.Unlock()
+	select {
+	case w.changed <- struct{}{}:
+	default:
 	}
 	return len(p), nil
 }
@@ -68,6 +70,18 @@ func (w *signalWriter) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.String()
+}
+
+// waitFor reports whether the stream came to hold want before ctx ended.
+func (w *signalWriter) waitFor(ctx context.Context, want string) bool {
+	for !strings.Contains(w.String(), want) {
+		select {
+		case <-w.changed:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 // TestVolumeSubmountRemovedWhileRunning is what critest's readonly-mount specs do: a tmpfs
@@ -112,16 +126,14 @@ func TestVolumeSubmountRemovedWhileRunning(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			stdinR, stdinW := io.Pipe()
-			out := &signalWriter{want: "on-tmpfs", seen: make(chan struct{})}
+			out := newSignalWriter()
 			var errb strings.Builder
 			st := c.Attach(ctx, "", IO{Stdin: stdinR, Stdout: out, Stderr: &errb})
 			defer st.Close()
 			if err := c.Start(ctx); err != nil {
 				t.Fatal(err)
 			}
-			select {
-			case <-out.seen:
-			case <-ctx.Done():
+			if !out.waitFor(ctx, "on-tmpfs") {
 				t.Fatalf("the container did not read the tmpfs: %q %q", out.String(), errb.String())
 			}
 			if m, _ := sharefs.MountsUnder(vol); len(m) != 1 || m[0] != sub {
@@ -159,5 +171,92 @@ func TestVolumeSubmountRemovedWhileRunning(t *testing.T) {
 				t.Errorf("mounts of %s left in the file server's namespace:\n%s", id, mi)
 			}
 		})
+	}
+}
+
+// TestPropagatedMountIdmapped is critest's rslave spec under the jail: a volume shared
+// `rslave` from a shared host mount, and after the container started the host binds a
+// root-owned mode-0700 directory under its source. With vmm_file_ids = "container" the
+// file server (unprivileged) reaches it only idmapped, which the propagation watcher
+// does as the mount arrives; the container lists it at once. When the host unmounts it,
+// it goes from the container too, and the host can remove its directory.
+func TestPropagatedMountIdmapped(t *testing.T) {
+	src := t.TempDir()
+	if err := unix.Mount(src, src, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(src, unix.MNT_DETACH) })
+	if err := unix.Mount("", src, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	secret := t.TempDir()
+	if err := os.Chmod(secret, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(secret, "f"), []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(src, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := newJailedEnv(t)
+	c := e.container("prop", []string{"sh", "-c", "echo started && read line && { cat /home/sub/f; echo read; } && read line && echo gone: $(ls -A /home/sub)"}, func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, volume("/home", src, "rbind", "rslave"))
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	stdinR, stdinW := io.Pipe()
+	out := newSignalWriter()
+	var errb strings.Builder
+	st := c.Attach(ctx, "", IO{Stdin: stdinR, Stdout: out, Stderr: &errb})
+	defer st.Close()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !out.waitFor(ctx, "started") {
+		t.Fatalf("the container did not start: %q %q", out.String(), errb.String())
+	}
+	// Mounted after the container started: only propagation brings it in; the container
+	// reads it at once, as critest's exec does.
+	if err := unix.Mount(secret, sub, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	mounted := true
+	t.Cleanup(func() {
+		if mounted {
+			_ = unix.Unmount(sub, unix.MNT_DETACH)
+		}
+	})
+	if _, err := stdinW.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	if !out.waitFor(ctx, "read\n") || !strings.Contains(out.String(), "secret") {
+		t.Fatalf("the container did not read the propagated mount: %q %q", out.String(), errb.String())
+	}
+	if err := unix.Unmount(sub, 0); err != nil {
+		t.Errorf("the host's unmount of the propagated mount: %v", err)
+	} else {
+		mounted = false
+	}
+	if _, err := stdinW.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	stdinW.Close()
+	code, err := c.Wait(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); code != 0 || got != "started\nsecret\nread\ngone:\n" {
+		t.Errorf("container: exit %d, stdout %q stderr %q; want the mount read, then gone", code, got, errb.String())
+	}
+	if err := os.Remove(sub); err != nil {
+		t.Errorf("remove the former mount point: %v", err)
+	}
+	if err := e.sb.DeleteContainer(ctx, c.ID()); err != nil {
+		t.Error(err)
 	}
 }

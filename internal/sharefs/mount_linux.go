@@ -320,7 +320,13 @@ func (s *Share) bind(ctx context.Context, containerID, name, src string, opts Bi
 	}
 	defer unix.Close(made)
 	if s.server != nil {
-		if err := s.attachInServer(clone, made, containerID, name); err != nil { // server_linux.go
+		s.attachMu.Lock()
+		err := s.attachInServer(clone, made, containerID, name) // server_linux.go
+		if err == nil {
+			err = s.noteSlaveShare(containerID, name, opts) // propagation_linux.go
+		}
+		s.attachMu.Unlock()
+		if err != nil {
 			return err
 		}
 		log.G(ctx).WithField("src", src).WithField("dst", viewRel(containerID, name)).WithField("server", s.server.String()).
@@ -380,7 +386,13 @@ func (s *Share) removeContainer(ctx context.Context, containerID string) error {
 	if _, err := os.Stat(s.dir); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	if err := s.unmountInServer(ctx, containerID); err != nil { // server_linux.go
+	s.mu.Lock()
+	s.forgetSlaveShares(containerID)
+	s.mu.Unlock()
+	s.attachMu.Lock()
+	err := s.unmountInServer(ctx, containerID) // server_linux.go
+	s.attachMu.Unlock()
+	if err != nil {
 		return err
 	}
 	if err := s.unmountBeneath(ctx, viewRel(containerID)); err != nil {
@@ -446,7 +458,13 @@ func (s *Share) close(ctx context.Context) error {
 	if _, err := os.Stat(s.dir); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	if err := s.unmountInServer(ctx, ""); err != nil { // server_linux.go
+	s.mu.Lock()
+	s.forgetSlaveShares("")
+	s.mu.Unlock()
+	s.attachMu.Lock()
+	err := s.unmountInServer(ctx, "") // server_linux.go
+	s.attachMu.Unlock()
+	if err != nil {
 		return err
 	}
 	if err := s.unmountBeneath(ctx, "."); err != nil {

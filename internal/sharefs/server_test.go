@@ -8,9 +8,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/vessel-containers/vessel/internal/idrange"
@@ -143,5 +146,124 @@ func TestAttachInServerWithoutView(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(s.dir, treeName, "c1", "mount-0")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("mount point left after the failed bind: %v", err)
+	}
+}
+
+// serverMounts is the file server's mount points at or below dir (a host path, as the
+// server's root is the host's), with their options.
+func serverMounts(t *testing.T, srv procid.ID, dir string) map[string]string {
+	t.Helper()
+	f, err := os.Open("/proc/" + strconv.Itoa(srv.Pid) + "/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	infos, err := mountinfo.GetMountsFromReader(f, func(i *mountinfo.Info) (bool, bool) { return !under(i.Mountpoint, dir), false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, i := range infos {
+		out[i.Mountpoint] += i.Options + ";"
+	}
+	return out
+}
+
+// waitFor polls cond every 20 ms for up to 10 s (the watcher runs on its own goroutine).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A mount the host makes under the source of an idmapped slave share after it was shared
+// reaches the file server idmapped (the watcher covers the propagated copy), and goes
+// when the host unmounts it.
+func TestWatchPropagationIdmaps(t *testing.T) {
+	s := published(t)
+	ctx := context.Background()
+	srv, srvRoot := fileServer(t)
+	s.AttachIn(srv)
+	stop, err := s.WatchPropagation(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop) // before the share's Close (cleanups run last first)
+
+	src := t.TempDir()
+	if err := unix.Mount(src, src, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(src, unix.MNT_DETACH) })
+	if err := unix.Mount("", src, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	ids := idrange.Range{Start: 2000000000, Size: idrange.Size}
+	userns, err := ids.UserNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer userns.Close()
+	rel, err := s.Bind(ctx, "c1", "mount-0", src, BindOptions{Recursive: true, Slave: true, IDMap: userns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := t.TempDir()
+	if err := os.Chmod(secret, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(secret, "f"), []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(src, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(secret, sub, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	mounted := true
+	t.Cleanup(func() {
+		if mounted {
+			_ = unix.Unmount(sub, unix.MNT_DETACH)
+		}
+	})
+	inServer := filepath.Join(srvRoot, s.Dir(), viewName, rel, "sub", "f")
+	waitFor(t, "the propagated mount idmapped in the file server's namespace", func() bool {
+		var st unix.Stat_t
+		return unix.Stat(inServer, &st) == nil && st.Uid == ids.HostID(0)
+	})
+	if got, err := os.ReadFile(inServer); err != nil || string(got) != "secret" {
+		t.Errorf("the propagated mount's file: %q, %v", got, err)
+	}
+	mp := filepath.Join(s.Dir(), viewName, rel, "sub")
+	if opts := serverMounts(t, srv, mp)[mp]; !strings.Contains(opts, "idmapped") {
+		t.Errorf("mounts on %s in the file server's namespace: %q, want an idmapped one", mp, opts)
+	}
+
+	// A pass of the watcher that walks through the propagated copy holds it for a moment,
+	// and the host's unmount of a mount whose copy is held fails with EBUSY.
+	waitFor(t, "the host's unmount", func() bool {
+		err := unix.Unmount(sub, 0)
+		if err != nil && !errors.Is(err, unix.EBUSY) {
+			t.Fatal(err)
+		}
+		return err == nil
+	})
+	mounted = false
+	waitFor(t, "the idmapped clone gone after the host's unmount", func() bool {
+		_, ok := serverMounts(t, srv, mp)[mp]
+		return !ok
+	})
+	if err := os.Remove(sub); err != nil {
+		t.Errorf("remove the former mount point: %v", err)
+	}
+	if err := s.RemoveContainer(ctx, "c1"); err != nil {
+		t.Fatal(err)
 	}
 }

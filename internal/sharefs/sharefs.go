@@ -80,6 +80,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/moby/sys/mountinfo"
 
@@ -133,6 +134,15 @@ type Share struct {
 	// server, when set, is the file server whose mount namespace shared trees are
 	// attached in (AttachIn).
 	server *procid.ID
+
+	// attachMu serializes attaching and removing shares in the file server's namespace
+	// with the propagation watcher's work there (propagation_linux.go).
+	attachMu sync.Mutex
+	// mu guards slaves.
+	mu sync.Mutex
+	// slaves are the idmapped slave shares in the file server's namespace, by
+	// <container>/<name>, for the propagation watcher.
+	slaves map[string]slaveShare
 }
 
 // AttachIn makes Bind attach shared trees in the mount namespace of the file server srv
