@@ -43,8 +43,9 @@
 // Propagation: the view and the clones are private when attached, so nothing mounted
 // here propagates to the host's other mount namespaces, and nothing mounted later under a
 // bind source reaches the guest (a clone for `rslave` or `rshared` is a slave of its
-// source instead). The view is then made its own peer group (shared), so a VMM in a mount
-// namespace of its own holds it as a slave.
+// source instead; in an idmapped one, the propagation watcher idmaps what arrives,
+// propagation_linux.go). The view is then made its own peer group (shared), so a VMM in
+// a mount namespace of its own holds it as a slave.
 //
 // Where the clones go: a file server in a mount namespace of its own (QEMU's 9p server in
 // its jail, virtiofsd's file server; AttachIn) gets them attached in that namespace only,

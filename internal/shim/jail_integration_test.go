@@ -147,7 +147,7 @@ func shareRoots(t *testing.T, vmm int, sbRoot string) []string {
 	var dirs []string
 	if out, err := exec.Command("pgrep", "-f", "virtiofsd.*"+sbRoot).Output(); err == nil {
 		for _, p := range strings.Fields(string(out)) {
-			dirs = append(dirs, "/proc/"+p+"/root")
+			dirs = append(dirs, "/proc/"+p+"/root/") // the slash: walk what the link leads to
 		}
 	}
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(vmm) + "/cmdline")
