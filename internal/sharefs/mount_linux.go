@@ -386,10 +386,11 @@ func (s *Share) removeContainer(ctx context.Context, containerID string) error {
 	if _, err := os.Stat(s.dir); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
+	// The watcher's pass is over before the records (and their descriptors) go.
+	s.attachMu.Lock()
 	s.mu.Lock()
 	s.forgetSlaveShares(containerID)
 	s.mu.Unlock()
-	s.attachMu.Lock()
 	err := s.unmountInServer(ctx, containerID) // server_linux.go
 	s.attachMu.Unlock()
 	if err != nil {
@@ -458,10 +459,11 @@ func (s *Share) close(ctx context.Context) error {
 	if _, err := os.Stat(s.dir); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
+	// The watcher's pass is over before the records (and their descriptors) go.
+	s.attachMu.Lock()
 	s.mu.Lock()
 	s.forgetSlaveShares("")
 	s.mu.Unlock()
-	s.attachMu.Lock()
 	err := s.unmountInServer(ctx, "") // server_linux.go
 	s.attachMu.Unlock()
 	if err != nil {
