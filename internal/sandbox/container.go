@@ -168,9 +168,6 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 		if err := s.share.SetReadOnly(ctx, id, rootfsShare); err != nil {
 			return nil, fmt.Errorf("container %s: %w", id, err)
 		}
-		if err := s.setReadOnlyForVirtioFSD(ctx, id, rootfsShare); err != nil { // virtiofs.go
-			return nil, fmt.Errorf("container %s: %w", id, err)
-		}
 	}
 	for _, m := range guestSpec.Mounts {
 		c.mounts = append(c.mounts, persist.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source})

@@ -133,6 +133,9 @@ type Sandbox struct {
 	fsd *virtiofsd.Daemon
 	// fsdWatch is closed when watchVirtioFSD returns; set once the VM runs.
 	fsdWatch chan struct{}
+	// stopPropagation stops the share's propagation watcher (shareserver.go); nil when
+	// there is none. Set once the VM runs.
+	stopPropagation func()
 	// disks are the host block devices attached to the VM (disk.go).
 	disks diskSet
 	// vmmIDs is the lease of the VMM's host ids (userns.go); nil when it runs as root.
@@ -355,6 +358,10 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 			return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
 		}
 	}
+	if err := s.attachInFileServer(ctx); err != nil { // shareserver.go
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
+	rollback.add(func(context.Context) error { s.stopWatchingPropagation(); return nil })
 	log.G(ctx).WithField("elapsed", time.Since(start)).Debug("agent ready")
 	setupStart := time.Now()
 	if err := s.setup(ctx, vmcfg, att); err != nil {
@@ -590,7 +597,8 @@ func (s *Sandbox) Delete(ctx context.Context) (retErr error) {
 			errs = append(errs, err)
 		}
 	}
-	s.stopDebug() // debug.go
+	s.stopDebug()               // debug.go
+	s.stopWatchingPropagation() // shareserver.go
 	// The relays close their guest connections while the agent still answers.
 	if err := s.stopPortForward(); err != nil { // portforward.go
 		errs = append(errs, err)

@@ -108,24 +108,10 @@ func (s *Sandbox) virtioFSDErr() error {
 	}
 }
 
-// setReadOnlyForVirtioFSD repeats a share's SetReadOnly in the mount namespace of the
-// sandbox's virtiofsd, if it has one: the daemon's copies of the view's mounts do not
-// follow a read-only flag set on the host after they were taken.
-func (s *Sandbox) setReadOnlyForVirtioFSD(ctx context.Context, containerID, name string) error {
-	if s.fsd == nil {
-		return nil
-	}
-	pid, err := s.fsd.ServerPid()
-	if err != nil {
-		return err
-	}
-	return s.share.SetReadOnlyIn(ctx, pid, containerID, name)
-}
-
-// unshareContainer removes a container's shares. With virtiofsd, whose copies of the mounts
-// outlive the host's unmount for what the guest still holds (they are only detached),
-// the shares are first made read-only in the daemon's mount namespace; a failure there is
-// logged, not fatal: the daemon may be gone with the VM.
+// unshareContainer removes a container's shares. With virtiofsd, whose mounts outlive
+// their unmount for what the guest still holds (they are only detached), the shares are
+// first made read-only in the daemon's mount namespace; a failure there is logged, not
+// fatal: the daemon may be gone with the VM.
 func (s *Sandbox) unshareContainer(ctx context.Context, id string) error {
 	if s.fsd != nil && s.virtioFSDErr() == nil {
 		pid, err := s.fsd.ServerPid()

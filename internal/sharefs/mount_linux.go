@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 
 	"github.com/containerd/log"
-	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -321,6 +319,20 @@ func (s *Share) bind(ctx context.Context, containerID, name, src string, opts Bi
 		return err
 	}
 	defer unix.Close(made)
+	if s.server != nil {
+		s.attachMu.Lock()
+		err := s.attachInServer(clone, made, containerID, name) // server_linux.go
+		if err == nil {
+			err = s.noteSlaveShare(containerID, name, opts) // propagation_linux.go
+		}
+		s.attachMu.Unlock()
+		if err != nil {
+			return err
+		}
+		log.G(ctx).WithField("src", src).WithField("dst", viewRel(containerID, name)).WithField("server", s.server.String()).
+			WithField("recursive", opts.Recursive).WithField("readonly", opts.ReadOnly).Debug("shared with guest in the file server's mount namespace")
+		return nil
+	}
 	// NO_XDEV: the target must not be mounted on already.
 	target, err := openBeneath(view, filepath.Join(containerID, name), unix.O_PATH, unix.RESOLVE_NO_XDEV)
 	if err != nil {
@@ -346,6 +358,9 @@ func (s *Share) bind(ctx context.Context, containerID, name, src string, opts Bi
 }
 
 func (s *Share) setReadOnly(_ context.Context, containerID, name string) error {
+	if s.server != nil {
+		return s.setReadOnlyInServer(*s.server, containerID, []string{name}, false) // server_linux.go
+	}
 	root, view, err := s.openRootAndView()
 	if err != nil {
 		return err
@@ -370,6 +385,16 @@ func (s *Share) setReadOnly(_ context.Context, containerID, name string) error {
 func (s *Share) removeContainer(ctx context.Context, containerID string) error {
 	if _, err := os.Stat(s.dir); errors.Is(err, os.ErrNotExist) {
 		return nil
+	}
+	// The watcher's pass is over before the records (and their descriptors) go.
+	s.attachMu.Lock()
+	s.mu.Lock()
+	s.forgetSlaveShares(containerID)
+	s.mu.Unlock()
+	err := s.unmountInServer(ctx, containerID) // server_linux.go
+	s.attachMu.Unlock()
+	if err != nil {
+		return err
 	}
 	if err := s.unmountBeneath(ctx, viewRel(containerID)); err != nil {
 		return err
@@ -434,6 +459,16 @@ func (s *Share) close(ctx context.Context) error {
 	if _, err := os.Stat(s.dir); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
+	// The watcher's pass is over before the records (and their descriptors) go.
+	s.attachMu.Lock()
+	s.mu.Lock()
+	s.forgetSlaveShares("")
+	s.mu.Unlock()
+	err := s.unmountInServer(ctx, "") // server_linux.go
+	s.attachMu.Unlock()
+	if err != nil {
+		return err
+	}
 	if err := s.unmountBeneath(ctx, "."); err != nil {
 		return err
 	}
@@ -496,7 +531,10 @@ func (s *Share) unmountBeneath(ctx context.Context, rel string) error {
 		progress := false
 		var errs []error
 		for _, i := range infos {
-			err := unmountOne(ctx, root, s.dir, i, ids, lazy)
+			rel, err := filepath.Rel(s.dir, i.Mountpoint)
+			if err == nil {
+				err = unmountOne(ctx, root, rel, i.Mountpoint, ids, lazy, unmountAt)
+			}
 			if err == nil {
 				progress = true
 				continue
@@ -515,40 +553,37 @@ func (s *Share) unmountBeneath(ctx context.Context, rel string) error {
 	}
 }
 
-// unmountOne unmounts the mount on i's mount point if it is one of ids (a mount below the
-// tree being removed). The mount point's parent is opened beneath root without following
-// symlinks and the mount is named relative to that directory, with UMOUNT_NOFOLLOW: a
-// rename of a parent directory by the guest cannot redirect the unmount, and the last
-// component is a mount point, which the guest cannot replace.
-func unmountOne(ctx context.Context, root int, dir string, i *mountinfo.Info, ids map[int]bool, lazy bool) error {
-	rel, err := filepath.Rel(dir, i.Mountpoint)
-	if err != nil {
-		return err
-	}
-	if rel == "." {
-		return fmt.Errorf("unmount %s: the sandbox dir itself is a mount point, not one of the share's", i.Mountpoint)
+// unmountOne unmounts the mount on rel (its mount point mountpoint, relative to root) if
+// it is one of ids (a mount below the tree being removed). The mount point's parent is
+// opened beneath root without following symlinks and the mount is named relative to that
+// directory (umount, unmountAt or unmountHere), with UMOUNT_NOFOLLOW: a rename of a parent
+// directory by the guest cannot redirect the unmount, and the last component is a mount
+// point, which the guest cannot replace.
+func unmountOne(ctx context.Context, root int, rel, mountpoint string, ids map[int]bool, lazy bool, umount func(dirfd int, name string, flags int) error) error {
+	if rel == "." || rel == "" {
+		return fmt.Errorf("unmount %s: the starting directory itself is a mount point, not one of the share's", mountpoint)
 	}
 	parent, err := openBeneath(root, filepath.Dir(rel), unix.O_PATH|unix.O_DIRECTORY, 0)
 	if err != nil {
-		return fmt.Errorf("unmount %s: %w", i.Mountpoint, err)
+		return fmt.Errorf("unmount %s: %w", mountpoint, err)
 	}
 	defer unix.Close(parent)
 	name := filepath.Base(rel)
 	var st unix.Statx_t
 	if err := unix.Statx(parent, name, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &st); err != nil {
-		return fmt.Errorf("unmount %s: %w", i.Mountpoint, err)
+		return fmt.Errorf("unmount %s: %w", mountpoint, err)
 	}
 	if !isMountRoot(st) || !ids[int(st.Mnt_id)] {
-		return fmt.Errorf("unmount %s: the lookup reaches mount %d, not a mount under the tree", i.Mountpoint, st.Mnt_id)
+		return fmt.Errorf("unmount %s: the lookup reaches mount %d, not a mount under the tree", mountpoint, st.Mnt_id)
 	}
 	flags := unix.UMOUNT_NOFOLLOW
 	if lazy {
 		flags |= unix.MNT_DETACH
 	}
-	if err := unmountAt(parent, name, flags); err != nil {
-		return fmt.Errorf("unmount %s: %w", i.Mountpoint, err)
+	if err := umount(parent, name, flags); err != nil {
+		return fmt.Errorf("unmount %s: %w", mountpoint, err)
 	}
-	entry := log.G(ctx).WithField("mountpoint", i.Mountpoint)
+	entry := log.G(ctx).WithField("mountpoint", mountpoint)
 	if lazy {
 		entry.Warn("detached a busy shared mount")
 	} else {
@@ -567,48 +602,6 @@ func unmountOne(ctx context.Context, root int, dir string, i *mountinfo.Info, id
 // children it forked (QEMU is started with Pdeathsig).
 func unmountAt(dirfd int, name string, flags int) error {
 	return unix.Unmount("/proc/self/fd/"+strconv.Itoa(dirfd)+"/"+name, flags)
-}
-
-// setReadOnlyIn makes the copies of a container's shared trees (names) read-only in the
-// mount namespace of process pid, whose root is the export (virtiofsd's file server, which
-// pivoted into it). That process took its copies of the view's mounts as slaves: later
-// mounts reach it, attribute changes do not, so a mount made read-only on the host stays
-// writable there. With skipMissing a name that is not a mount point there is skipped.
-//
-// The work happens on a thread of its own that leaves the host's mount namespace and is
-// never used again (the goroutine ends with the thread locked, so the runtime exits it).
-func setReadOnlyIn(pid int, containerID string, names []string, skipMissing bool) error {
-	nsPath := fmt.Sprintf("/proc/%d/ns/mnt", pid)
-	ns, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open the file server's mount namespace: %w", err)
-	}
-	defer unix.Close(ns)
-	errc := make(chan error, 1)
-	go func() { // owner: setReadOnlyIn, which waits for errc
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		errc <- func() error {
-			if err := unix.Unshare(unix.CLONE_FS); err != nil {
-				return fmt.Errorf("unshare fs attributes: %w", err)
-			}
-			if err := unix.Setns(ns, unix.CLONE_NEWNS); err != nil {
-				return fmt.Errorf("enter %s: %w", nsPath, err)
-			}
-			root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return err
-			}
-			defer unix.Close(root)
-			var errs []error
-			for _, name := range names {
-				if err := readOnlyMount(root, filepath.Join(viewName, containerID, name), skipMissing); err != nil {
-					errs = append(errs, fmt.Errorf("%s in %s: %w", name, nsPath, err))
-				}
-			}
-			return errors.Join(errs...)
-		}()
-	}()
-	return <-errc
 }
 
 // readOnlyMount makes the mount at rel beneath root read-only with its submounts.

@@ -42,9 +42,24 @@
 //
 // Propagation: the view and the clones are private when attached, so nothing mounted
 // here propagates to the host's other mount namespaces, and nothing mounted later under a
-// bind source reaches the guest. The view is then made its own peer group (shared), so a
-// VMM in a mount namespace of its own can hold it as a slave and see containers' mounts
-// arrive.
+// bind source reaches the guest (a clone for `rslave` or `rshared` is a slave of its
+// source instead; in an idmapped one, the propagation watcher idmaps what arrives,
+// propagation_linux.go). The view is then made its own peer group (shared), so a VMM in
+// a mount namespace of its own holds it as a slave.
+//
+// Where the clones go: a file server in a mount namespace of its own (QEMU's 9p server in
+// its jail, virtiofsd's file server; AttachIn) gets them attached in that namespace only,
+// on its copy of the view, never in the host's: then no directory of a bind source is a
+// mount point in the host's namespace (a recursive clone carries the source's submounts,
+// each on a directory of the source), and a user who removes such a directory on the host
+// (rmdir after umount -l, as critest does) succeeds, the kernel detaching the server's
+// mount as it detaches runc's from a container's namespace. The work is done on a thread
+// that enters the server's namespace (setns) and finds its copy of the view by the
+// server's mount table, checked beneath the namespace's root without symlinks to be a
+// read-only mount whose root is the host-only tree; mount points are still created in the
+// host-only tree on the host and matched by device and inode, and unmounts there go as on
+// the host (deepest first, UMOUNT_NOFOLLOW from an opened parent). A file server in the
+// host's mount namespace (9p with the jail off) gets them attached on the host's view.
 //
 // A volume is read-only on the host side exactly as far as the container has it
 // read-only, so guest root reaching the export outside the container never gets more
@@ -66,8 +81,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/moby/sys/mountinfo"
+
+	"github.com/vessel-containers/vessel/internal/procid"
 )
 
 const (
@@ -114,6 +132,36 @@ type Share struct {
 	// listable makes the host-only tree's directories readable by everyone (0755, not
 	// 0711): a file server that is not host root must open them to walk through them.
 	listable bool
+	// server, when set, is the file server whose mount namespace shared trees are
+	// attached in (AttachIn).
+	server *procid.ID
+
+	// attachMu serializes attaching and removing shares in the file server's namespace
+	// with the propagation watcher's work there (propagation_linux.go).
+	attachMu sync.Mutex
+	// mu guards slaves.
+	mu sync.Mutex
+	// slaves are the idmapped slave shares in the file server's namespace, by
+	// <container>/<name>, for the propagation watcher.
+	slaves map[string]slaveShare
+}
+
+// AttachIn makes Bind attach shared trees in the mount namespace of the file server srv
+// (a process in a mount namespace of its own that holds the view as a slave: QEMU's 9p
+// server in its jail, virtiofsd's file server) and nowhere else, and SetReadOnly,
+// RemoveContainer and Close act there. The host then never has a mount on a directory of
+// a bind source: a user's rmdir of a directory under a source (a mount point only in the
+// server's namespace) succeeds and detaches the server's mount, as it detaches runc's
+// from a container's namespace. Call it before the first Bind; the server must hold its
+// copy of the view (Publish).
+func (s *Share) AttachIn(srv procid.ID) { s.server = &srv }
+
+// Server is the file server AttachIn named, if any.
+func (s *Share) Server() (procid.ID, bool) {
+	if s.server == nil {
+		return procid.ID{}, false
+	}
+	return *s.server, true
 }
 
 // OpenToUnprivilegedServer makes the host-only tree, and the container directories made
@@ -188,11 +236,17 @@ func mountsUnder(root string) ([]*mountinfo.Info, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read mount table: %w", err)
 	}
+	sortDeepestFirst(infos)
+	return infos, nil
+}
+
+// sortDeepestFirst orders mounts as read from a mount table deepest first; of several
+// mounts on one path, the one mounted last (the one a lookup reaches) comes first.
+func sortDeepestFirst(infos []*mountinfo.Info) {
 	slices.Reverse(infos)
 	slices.SortStableFunc(infos, func(a, b *mountinfo.Info) int {
 		return strings.Count(b.Mountpoint, "/") - strings.Count(a.Mountpoint, "/")
 	})
-	return infos, nil
 }
 
 // under reports whether p is root or a path below it.
@@ -245,28 +299,11 @@ func (s *Share) SetReadOnly(ctx context.Context, containerID, name string) error
 	return nil
 }
 
-// SetReadOnlyIn does what SetReadOnly did on the host to the copy of the shared tree in the
-// mount namespace of process pid, a file server whose root is the export and that holds
-// the view's mounts as slaves (virtiofsd): a mount's read-only flag set on the host does
-// not propagate. Call it after SetReadOnly.
-func (s *Share) SetReadOnlyIn(ctx context.Context, pid int, containerID, name string) error {
-	if err := validName("container id", containerID); err != nil {
-		return err
-	}
-	if err := validName("share name", name); err != nil {
-		return err
-	}
-	if err := setReadOnlyIn(pid, containerID, []string{name}, false); err != nil {
-		return fmt.Errorf("make %s/%s read-only for the file server (pid %d): %w", containerID, name, pid, err)
-	}
-	return nil
-}
-
 // RevokeWritesIn makes every tree shared for a container read-only in the mount namespace
-// of process pid (see SetReadOnlyIn), before RemoveContainer: a file server that works by
+// of process pid, the file server, before RemoveContainer: a file server that works by
 // the descriptors it holds for what the guest looked up (virtiofsd) keeps reaching the
-// trees after the host unmounted them, which the host can then only detach; read-only,
-// the guest can no longer write there.
+// trees after they were unmounted, which can then only be detached; read-only, the guest
+// can no longer write there. A name that is not a mount point there is skipped.
 func (s *Share) RevokeWritesIn(ctx context.Context, pid int, containerID string) error {
 	if err := validName("container id", containerID); err != nil {
 		return err
@@ -275,7 +312,11 @@ func (s *Share) RevokeWritesIn(ctx context.Context, pid int, containerID string)
 	if err != nil || len(names) == 0 {
 		return err
 	}
-	if err := setReadOnlyIn(pid, containerID, names, true); err != nil {
+	srv, err := procid.Of(pid)
+	if err == nil {
+		err = s.setReadOnlyInServer(srv, containerID, names, true)
+	}
+	if err != nil {
 		return fmt.Errorf("make the shares of %s read-only for the file server (pid %d): %w", containerID, pid, err)
 	}
 	return nil

@@ -514,7 +514,7 @@ func TestFactoryCacheJailed(t *testing.T) {
 	if len(held) != 1 || !strings.HasPrefix(held[0], strconv.FormatUint(uint64(r.Start), 10)+":") {
 		t.Errorf("leases of the sandbox: %q, want the one of slot %d", held, r.Start)
 	}
-	wrote := findUnder(t, fh.sbRoot, "jail-wrote", 2*time.Minute)
+	wrote := findShared(t, fh.vmPid(id), fh.sbRoot, "jail-wrote", 2*time.Minute)
 	if wrote == "" {
 		t.Fatal("the container did not write its rootfs")
 	}

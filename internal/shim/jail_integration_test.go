@@ -3,7 +3,9 @@ package shim_test
 import (
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -117,4 +119,52 @@ func findUnder(t *testing.T, dir, name string, timeout time.Duration) string {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// findShared is findUnder over a sandbox's shared trees as its file servers see them: a
+// jailed VMM's shares are mounted in the file server's mount namespace only, not in the
+// host's. The roots searched are the 9p export in the root of the VMM vmm (its -fsdev
+// path) and the roots of the virtiofsd processes serving a sandbox under sbRoot.
+func findShared(t *testing.T, vmm int, sbRoot, name string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, dir := range shareRoots(t, vmm, sbRoot) {
+			if p := findUnder(t, dir, name, 0); p != "" {
+				return p
+			}
+		}
+		if time.Now().After(deadline) {
+			return ""
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// shareRoots are the directories findShared searches.
+func shareRoots(t *testing.T, vmm int, sbRoot string) []string {
+	t.Helper()
+	var dirs []string
+	if out, err := exec.Command("pgrep", "-f", "virtiofsd.*"+sbRoot).Output(); err == nil {
+		for _, p := range strings.Fields(string(out)) {
+			dirs = append(dirs, "/proc/"+p+"/root/") // the slash: walk what the link leads to
+		}
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(vmm) + "/cmdline")
+	if err != nil {
+		t.Fatalf("the vmm's command line: %v", err)
+	}
+	args := strings.Split(string(cmdline), "\x00")
+	for i, a := range args {
+		if a != "-fsdev" || i+1 == len(args) {
+			continue
+		}
+		_, path, ok := strings.Cut(args[i+1], ",path=")
+		if !ok {
+			continue
+		}
+		path, _, _ = strings.Cut(path, ",security_model=")
+		dirs = append(dirs, "/proc/"+strconv.Itoa(vmm)+"/root"+strings.ReplaceAll(path, ",,", ","))
+	}
+	return dirs
 }

@@ -90,9 +90,9 @@ func testUnprivilegedVMM(t *testing.T, sharedFS, fileIDs string) {
 	const id = "unpriv"
 	h.start(id, []string{"--mount", "type=bind,src=" + vol + ",dst=/vol,options=rbind:rw"}, "sh", "-c", usernsProbe)
 
-	done := findUnder(t, h.sbRoot, "uprobe-done", 2*time.Minute)
+	done := findShared(t, h.qemuPid(id), h.sbRoot, "uprobe-done", 2*time.Minute)
 	if done == "" {
-		log, _ := os.ReadFile(findUnder(t, h.sbRoot, "uprobe-log", 0))
+		log, _ := os.ReadFile(findShared(t, h.qemuPid(id), h.sbRoot, "uprobe-log", 0))
 		t.Fatalf("the container's probe did not finish; its stderr: %q", log)
 	}
 	root := filepath.Dir(done)
@@ -276,7 +276,7 @@ func TestUnprivilegedVMMPod(t *testing.T) {
 	h.start("upod", pod, "sleep", "1000")
 	member := []string{"--annotation", "io.kubernetes.cri.container-type=container", "--annotation", "io.kubernetes.cri.sandbox-id=upod"}
 	h.start("uapp", member, "sh", "-c", "echo app >>/etc/passwd && touch /uapp-done && exec sleep 1000")
-	done := findUnder(t, h.sbRoot, "uapp-done", 2*time.Minute)
+	done := findShared(t, h.qemuPid("upod"), h.sbRoot, "uapp-done", 2*time.Minute)
 	if done == "" {
 		t.Fatal("the pod's second container did not run")
 	}
@@ -368,7 +368,7 @@ func TestUnprivilegedVMMNativeSnapshot(t *testing.T) {
 	const id = "unative"
 	h.start(id, []string{"--snapshotter", "native"}, "sh", "-c",
 		"echo guest-was-here >>/etc/passwd && cp /bin/busybox /nsuid && chown 0:0 /nsuid && chmod 4755 /nsuid && touch /native-done && exec sleep 1000")
-	done := findUnder(t, h.sbRoot, "native-done", 2*time.Minute)
+	done := findShared(t, h.qemuPid(id), h.sbRoot, "native-done", 2*time.Minute)
 	if done == "" {
 		t.Fatal("the container did not run its probe")
 	}
