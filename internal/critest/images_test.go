@@ -187,15 +187,41 @@ import (
 func main() { fmt.Printf("Effective uid: %d\n", os.Geteuid()) }
 `
 
+// pauseSource is the program of the pause stand-in, /pause, the sandbox container's only
+// process, as in registry.k8s.io/pause: it reaps the orphans of the pod's pid namespace,
+// whose PID 1 it is, and exits 0 on SIGINT or SIGTERM. A pod's containers share that
+// namespace (critest leaves the pid namespace mode at POD), so they see it: its name must
+// be none a spec looks for (execSync with timeout expects `pgrep sleep` to find nothing).
+const pauseSource = `package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGCHLD)
+	for sig := range sigs {
+		if sig != syscall.SIGCHLD {
+			os.Exit(0)
+		}
+		for {
+			if pid, err := syscall.Wait4(-1, nil, syscall.WNOHANG, nil); pid <= 0 || err != nil {
+				break
+			}
+		}
+	}
+}
+`
+
 // buildImages builds the images critest pulls into reg, under the names critest uses, in
 // work (a scratch directory). Not built: test-image-digest (critest pins a digest of the
 // image built elsewhere: its spec is in skipped) and the Windows images.
 func buildImages(reg *ociregistry.Registry, work string) error {
-	base, err := busyboximage.Layer(filepath.Join(work, "rootfs"))
+	base, err := busyboxLayer(work)
 	if err != nil {
-		return err
-	}
-	if base, err = hardlinkApplets(base); err != nil {
 		return err
 	}
 	common, err := layerOf(extras)
@@ -235,8 +261,10 @@ func buildImages(reg *ociregistry.Registry, work string) error {
 		img.Config = map[string]any{"Env": env, "Cmd": []string{"sh"}, "User": user}
 		return img
 	}
-	pause := ociregistry.Image{Layers: [][]byte{base}, Config: map[string]any{"Env": env,
-		"Entrypoint": []string{"/bin/sh", "-c", "trap 'exit 0' TERM INT; sleep 2147483647 & wait", "pause"}}}
+	pause, err := pauseImage(work, base, env)
+	if err != nil {
+		return err
+	}
 	images := map[string]ociregistry.Image{
 		e2eImages + "busybox:1.29-2":                                plain(),
 		e2eImages + "nginx:1.14-2":                                  nginx,
@@ -268,25 +296,34 @@ func buildImages(reg *ociregistry.Registry, work string) error {
 	return nil
 }
 
-// noNewPrivsLayer compiles noNewPrivsSource (static, with the go toolchain running the
-// test) and returns a layer holding it setuid root at usr/local/bin/nnp.
+// busyboxLayer is the layer every critest image starts from: busybox with its applets
+// as hard links, built in work.
+func busyboxLayer(work string) ([]byte, error) {
+	base, err := busyboximage.Layer(filepath.Join(work, "rootfs"))
+	if err != nil {
+		return nil, err
+	}
+	return hardlinkApplets(base)
+}
+
+// pauseImage is the pause stand-in: busybox (base) and pauseSource as /pause, its
+// entrypoint.
+func pauseImage(work string, base []byte, env []string) (ociregistry.Image, error) {
+	data, err := buildProgram(work, "pause", pauseSource)
+	if err != nil {
+		return ociregistry.Image{}, err
+	}
+	layer, err := layerOf(map[string]file{"pause": {mode: 0o755, data: data}})
+	if err != nil {
+		return ociregistry.Image{}, err
+	}
+	return ociregistry.Image{Layers: [][]byte{base, layer}, Config: map[string]any{"Env": env, "Entrypoint": []string{"/pause"}}}, nil
+}
+
+// noNewPrivsLayer returns a layer holding noNewPrivsSource setuid root at
+// usr/local/bin/nnp.
 func noNewPrivsLayer(work string) ([]byte, error) {
-	dir := filepath.Join(work, "nnp")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	src := filepath.Join(dir, "main.go")
-	if err := os.WriteFile(src, []byte(noNewPrivsSource), 0o644); err != nil {
-		return nil, err
-	}
-	bin := filepath.Join(dir, "nnp")
-	cmd := exec.Command("go", "build", "-o", bin, src)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false")
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build nonewprivs program: %w: %s", err, strings.TrimSpace(string(out)))
-	}
-	data, err := os.ReadFile(bin)
+	data, err := buildProgram(work, "nnp", noNewPrivsSource)
 	if err != nil {
 		return nil, err
 	}
@@ -295,4 +332,25 @@ func noNewPrivsLayer(work string) ([]byte, error) {
 		"usr/local/bin":     {mode: 0o40755},
 		"usr/local/bin/nnp": {mode: 0o4755, data: data},
 	})
+}
+
+// buildProgram compiles the Go program source (static, with the go toolchain running the
+// test) in work/name and returns the binary.
+func buildProgram(work, name, source string) ([]byte, error) {
+	dir := filepath.Join(work, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	src := filepath.Join(dir, "main.go")
+	if err := os.WriteFile(src, []byte(source), 0o644); err != nil {
+		return nil, err
+	}
+	bin := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-o", bin, src)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build %s program: %w: %s", name, err, strings.TrimSpace(string(out)))
+	}
+	return os.ReadFile(bin)
 }

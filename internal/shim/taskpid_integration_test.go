@@ -75,6 +75,12 @@ func TestTaskPidStandsForTheTask(t *testing.T) {
 	if err := unix.Kill(execPid, 0); !errors.Is(err, unix.ESRCH) {
 		t.Errorf("exec pid %d once its exit was published: kill 0 gave %v, want ESRCH", execPid, err)
 	}
+	// The guest process is gone too, not left a zombie: the next exec, as critest's execSync
+	// with timeout spec runs one after containerd killed a timed-out exec, finds no trace.
+	if out := h.ctr("task", "exec", "--exec-id", "look", "box", "sh", "-c", "ps -o stat= -o comm= -o args= | awk '$2 == \"sleep\" && $4 == 1000' | grep . || echo none"); strings.TrimSpace(out) != "none" {
+		t.Errorf("once exec nap's exit was published, the container still has its process:\n%s", out)
+	}
+	waitEvent(t, events, "/tasks/exit", `"look"`)
 	if err := unix.Kill(pid, 0); err != nil {
 		t.Errorf("task pid %d once the exec's exit was published: %v", pid, err)
 	}
