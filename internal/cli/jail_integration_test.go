@@ -43,7 +43,7 @@ touch /vol/done && exec sleep 1000`
 // upper directory, every mount and the id lease are gone.
 func TestUnprivilegedVMMBundle(t *testing.T) {
 	h := newHarnessConfig(t, "vmm_id_range = \""+jailPool+"\"\nvmm_file_ids = \"sandbox\"\n")
-	if err := os.Chmod(h.root, 0o711); err != nil { // the VMM's ids pass through it to the export
+	if err := os.Chmod(h.root, 0o711); err != nil { // as the default state root is made
 		t.Fatal(err)
 	}
 	pool, err := idrange.ParsePool(jailPool)
@@ -150,7 +150,7 @@ touch /vol/done && exec sleep 1000`
 // capabilities stay impossible; QEMU is jailed as in the strict mode.
 func TestUnprivilegedVMMBundleParity(t *testing.T) {
 	h := newHarnessConfig(t, "vmm_id_range = \""+jailPool+"\"\nvmm_file_ids = \"container\"\n")
-	if err := os.Chmod(h.root, 0o711); err != nil { // the VMM's ids pass through it to the export
+	if err := os.Chmod(h.root, 0o711); err != nil { // as the default state root is made
 		t.Fatal(err)
 	}
 	vol := t.TempDir()
