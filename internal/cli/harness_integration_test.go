@@ -107,8 +107,8 @@ func newHarnessGuest(t *testing.T, g testutil.Guest, extra string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Searchable, as the default state root is: the jailed VMM's ids (on by default)
-	// reach their export by path.
+	// Searchable, as the default state root is made (the jailed VMM and virtiofsd get
+	// their paths as clones and need no access: TestJailedBelowClosedDir).
 	if err := os.Chmod(root, 0o711); err != nil {
 		t.Fatal(err)
 	}

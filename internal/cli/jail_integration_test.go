@@ -1,7 +1,9 @@
 package cli_test
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,7 +43,7 @@ touch /vol/done && exec sleep 1000`
 // upper directory, every mount and the id lease are gone.
 func TestUnprivilegedVMMBundle(t *testing.T) {
 	h := newHarnessConfig(t, "vmm_id_range = \""+jailPool+"\"\nvmm_file_ids = \"sandbox\"\n")
-	if err := os.Chmod(h.root, 0o711); err != nil { // the VMM's ids pass through it to the export
+	if err := os.Chmod(h.root, 0o711); err != nil { // as the default state root is made
 		t.Fatal(err)
 	}
 	pool, err := idrange.ParsePool(jailPool)
@@ -148,7 +150,7 @@ touch /vol/done && exec sleep 1000`
 // capabilities stay impossible; QEMU is jailed as in the strict mode.
 func TestUnprivilegedVMMBundleParity(t *testing.T) {
 	h := newHarnessConfig(t, "vmm_id_range = \""+jailPool+"\"\nvmm_file_ids = \"container\"\n")
-	if err := os.Chmod(h.root, 0o711); err != nil { // the VMM's ids pass through it to the export
+	if err := os.Chmod(h.root, 0o711); err != nil { // as the default state root is made
 		t.Fatal(err)
 	}
 	vol := t.TempDir()
@@ -231,63 +233,87 @@ func TestUnprivilegedVMMBundleParity(t *testing.T) {
 
 // TestJailedBelowClosedDir runs containers through the vessel CLI with the default jail
 // and the state root, the kernel and the initrd below a mode-0700 directory (as `mktemp
-// -d` makes it, and runc's bats helpers make --root): QEMU, on the sandbox's
-// unprivileged ids, gets them as clones passed by the runtime, so the sandbox boots and
-// runs the container and an exec, and no directory's mode changed.
+// -d` makes it, and runc's bats helpers make --root), over 9p and over virtio-fs: QEMU and
+// virtiofsd, on the sandbox's unprivileged ids, get their paths as clones passed by the
+// runtime, so the sandbox boots and runs the container and an exec, and no directory's
+// mode changed.
 func TestJailedBelowClosedDir(t *testing.T) {
 	g := testutil.RequiresVM(t)
-	closed, err := os.MkdirTemp("", "vclosed")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(closed) }) // after the harness's checks
-	guestDir, root := filepath.Join(closed, "guest"), filepath.Join(closed, "root")
-	for _, d := range []string{guestDir, root} {
-		if err := os.Mkdir(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-	guest := testutil.Guest{Kernel: filepath.Join(guestDir, "vmlinux"), Initrd: filepath.Join(guestDir, "initramfs.img")}
-	for src, dst := range map[string]string{g.Kernel: guest.Kernel, g.Initrd: guest.Initrd} {
-		if err := os.Link(src, dst); err != nil {
-			copyFile(t, src, dst) // rootless_integration_test.go
-		}
-	}
-	h := newHarnessGuest(t, guest, "")
-	h.root = root
-	modes := map[string]os.FileMode{}
-	for _, p := range []string{closed, guestDir, root} {
-		st, err := os.Stat(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		modes[p] = st.Mode()
-	}
+	for _, tc := range []struct{ name, sharedFS string }{
+		{name: "9p", sharedFS: "virtio-9p"},
+		{name: "virtio-fs", sharedFS: "virtio-fs"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			closed, err := os.MkdirTemp("", "vclosed")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(closed) }) // after the harness's checks
+			guestDir, root := filepath.Join(closed, "guest"), filepath.Join(closed, "root")
+			for _, d := range []string{guestDir, root} {
+				if err := os.Mkdir(d, 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
+			guest := testutil.Guest{Kernel: filepath.Join(guestDir, "vmlinux"), Initrd: filepath.Join(guestDir, "initramfs.img")}
+			for src, dst := range map[string]string{g.Kernel: guest.Kernel, g.Initrd: guest.Initrd} {
+				if err := os.Link(src, dst); err != nil {
+					copyFile(t, src, dst) // rootless_integration_test.go
+				}
+			}
+			h := newHarnessGuest(t, guest, fmt.Sprintf("shared_fs = %q\n", tc.sharedFS))
+			h.root = root
+			modes := map[string]os.FileMode{}
+			for _, p := range []string{closed, guestDir, root} {
+				st, err := os.Stat(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				modes[p] = st.Mode()
+			}
 
-	b := h.bundle([]string{"sleep", "1000"}, nil)
-	h.ok("run", "--detach", "--bundle", b, "closed1")
-	out, err := exec.Command("pgrep", "-f", "qemu-system.*-name vessel-closed1 ").Output()
-	if err != nil {
-		t.Fatalf("no QEMU for the sandbox: %v", err)
-	}
-	pid := strings.Fields(string(out))[0]
-	uidMap, err := os.ReadFile("/proc/" + pid + "/uid_map")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if f := strings.Fields(string(uidMap)); len(f) != 3 || f[0] != "0" || f[1] == "0" {
-		t.Errorf("QEMU's uid_map %q, want its own unprivileged ids (the jail)", uidMap)
-	}
-	if _, err := os.Stat("/proc/" + pid + "/root" + guest.Kernel); err != nil {
-		t.Errorf("the kernel is not in QEMU's root: %v", err)
-	}
-	if got := h.ok("exec", "closed1", "echo", "hello-from-closed"); strings.TrimSpace(got) != "hello-from-closed" {
-		t.Errorf("exec printed %q, want hello-from-closed", got)
-	}
-	h.ok("delete", "--force", "closed1")
-	for p, mode := range modes {
-		if st, err := os.Stat(p); err != nil || st.Mode() != mode {
-			t.Errorf("%s: mode %v (%v) after the run, want %v unchanged", p, st.Mode(), err, mode)
-		}
+			b := h.bundle([]string{"sleep", "1000"}, nil)
+			h.ok("run", "--detach", "--bundle", b, "closed1")
+			out, err := exec.Command("pgrep", "-f", "qemu-system.*-name vessel-closed1 ").Output()
+			if err != nil {
+				t.Fatalf("no QEMU for the sandbox: %v", err)
+			}
+			pid := strings.Fields(string(out))[0]
+			uidMap, err := os.ReadFile("/proc/" + pid + "/uid_map")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f := strings.Fields(string(uidMap)); len(f) != 3 || f[0] != "0" || f[1] == "0" {
+				t.Errorf("QEMU's uid_map %q, want its own unprivileged ids (the jail)", uidMap)
+			}
+			if _, err := os.Stat("/proc/" + pid + "/root" + guest.Kernel); err != nil {
+				t.Errorf("the kernel is not in QEMU's root: %v", err)
+			}
+			if tc.sharedFS == "virtio-fs" {
+				// virtiofsd is pid 1 of its pid namespace, serving the export below root.
+				out, err := exec.Command("pgrep", "-f", "virtiofsd.*source="+root+"/").Output()
+				if err != nil {
+					t.Fatalf("no virtiofsd for the sandbox: %v", err)
+				}
+				for _, fsd := range strings.Fields(string(out)) {
+					fsdMap, err := os.ReadFile("/proc/" + fsd + "/uid_map")
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(fsdMap, uidMap) {
+						t.Errorf("virtiofsd %s's uid_map %q, want QEMU's %q", fsd, fsdMap, uidMap)
+					}
+				}
+			}
+			if got := h.ok("exec", "closed1", "echo", "hello-from-closed"); strings.TrimSpace(got) != "hello-from-closed" {
+				t.Errorf("exec printed %q, want hello-from-closed", got)
+			}
+			h.ok("delete", "--force", "closed1")
+			for p, mode := range modes {
+				if st, err := os.Stat(p); err != nil || st.Mode() != mode {
+					t.Errorf("%s: mode %v (%v) after the run, want %v unchanged", p, st.Mode(), err, mode)
+				}
+			}
+		})
 	}
 }

@@ -96,10 +96,9 @@ func Allocate(dir string, p Pool, owner string) (Lease, error) {
 	if err != nil {
 		return Lease{}, fmt.Errorf("id range lease: %w", err)
 	}
-	// Parents it creates are searchable (0711, as Vessel's state root is): with virtio-fs,
-	// virtiofsd on the VMM's ids opens its export by path below the same root (QEMU gets
-	// its paths as clones and needs no access).
-	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
+	// Parents it creates are host root's alone: the VMM and virtiofsd on the leased ids
+	// get their paths below them as clones (jail.PassRoot) and need no access.
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return Lease{}, fmt.Errorf("id range leases: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {

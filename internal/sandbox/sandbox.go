@@ -240,11 +240,6 @@ func Create(ctx context.Context, cfg Config) (_ *Sandbox, retErr error) {
 	if err := os.MkdirAll(cfg.Root, 0o711); err != nil {
 		return nil, fmt.Errorf("create sandbox root %s: %w", cfg.Root, err)
 	}
-	if cfg.VMMIDs != nil && cfg.VM.SharedFS == hypervisor.SharedFSVirtioFS {
-		if err := searchableByOthers(cfg.Root); err != nil { // userns.go
-			return nil, err
-		}
-	}
 	dir := filepath.Join(cfg.Root, cfg.ID)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {

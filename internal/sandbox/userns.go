@@ -14,12 +14,9 @@ import (
 // reaches for them: the export's root becomes theirs, as the root of what the file
 // server serves, and the shared tree's directories become readable (the 9p server opens
 // each directory it walks through, and host root's directories are open to it only by
-// their modes). QEMU reaches its export, kernel and initrd through clones the driver
-// passes it (jail.PassRoot), so the directories above them stay as they are. virtiofsd
-// opens the export by path, as root of a user namespace on those ids, so with virtio-fs
-// the sandbox directory becomes searchable (0711: its entries can be reached by name,
-// not listed), as the sandbox root does (searchableByOthers). The lease is s.vmmIDs;
-// the caller releases it on failure.
+// their modes). QEMU and virtiofsd reach the export (and QEMU its kernel and initrd)
+// through clones their drivers pass them (jail.PassRoot), so the directories above them
+// stay as they are. The lease is s.vmmIDs; the caller releases it on failure.
 func (s *Sandbox) leaseVMMIDs(vmcfg *hypervisor.Config) error {
 	dir := s.cfg.VMMIDLeaseDir
 	if dir == "" {
@@ -30,11 +27,6 @@ func (s *Sandbox) leaseVMMIDs(vmcfg *hypervisor.Config) error {
 		return err
 	}
 	s.vmmIDs = &lease
-	if vmcfg.SharedFS == hypervisor.SharedFSVirtioFS {
-		if err := os.Chmod(s.dir, 0o711); err != nil {
-			return fmt.Errorf("open the sandbox dir to virtiofsd: %w", err)
-		}
-	}
 	uid := int(lease.Range.HostID(0))
 	if err := os.Lchown(s.share.Dir(), uid, uid); err != nil {
 		return fmt.Errorf("give the export to the vmm: %w", err)
@@ -43,24 +35,6 @@ func (s *Sandbox) leaseVMMIDs(vmcfg *hypervisor.Config) error {
 		return err
 	}
 	vmcfg.UserNS = &lease.Range
-	return nil
-}
-
-// searchableByOthers lets every user pass through the sandbox root dir (o+x, not
-// listing it), for virtiofsd on the VMM's ids, which opens the export below it by path
-// (QEMU needs no such access: its paths come as clones). The root is Vessel's, made 0711
-// when Vessel creates it, but may be an existing 0700 directory.
-func searchableByOthers(dir string) error {
-	st, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("sandbox root: %w", err)
-	}
-	if st.Mode().Perm()&0o001 != 0 {
-		return nil
-	}
-	if err := os.Chmod(dir, st.Mode().Perm()|0o001); err != nil {
-		return fmt.Errorf("open the sandbox root %s to virtiofsd on the vmm's ids (hypervisor.vmm_id_range, hypervisor.shared_fs): %w", dir, err)
-	}
 	return nil
 }
 

@@ -3,7 +3,6 @@ package qemu
 import (
 	"fmt"
 	"os"
-	"strings"
 	"syscall"
 
 	"github.com/containerd/errdefs"
@@ -33,13 +32,8 @@ const kvmDevice = "/dev/kvm"
 // virtiofsd's socket, each at its host path. The driver clones each path (jail.PassRoot)
 // as host root, so the directories above them need not be open to the VMM's ids.
 func jailRoot(cfg *hypervisor.Config, binary string, accel hypervisor.Accelerator) *jail.Root {
-	r := &jail.Root{
-		ReadOnly:  []string{"/usr", "/dev/null", "/dev/urandom", cfg.Kernel},
-		Recursive: []string{"/proc"},
-	}
-	if !strings.HasPrefix(binary, "/usr/") {
-		r.ReadOnly = append(r.ReadOnly, binary)
-	}
+	r := jail.ProgramRoot(binary)
+	r.ReadOnly = append(r.ReadOnly, cfg.Kernel)
 	if cfg.Initrd != "" {
 		r.ReadOnly = append(r.ReadOnly, cfg.Initrd)
 	}
@@ -51,20 +45,6 @@ func jailRoot(cfg *hypervisor.Config, binary string, accel hypervisor.Accelerato
 	}
 	if accel == hypervisor.AccelKVM {
 		r.ReadOnly = append(r.ReadOnly, kvmDevice)
-	}
-	if _, err := os.Stat("/etc/ld.so.cache"); err == nil {
-		r.ReadOnly = append(r.ReadOnly, "/etc/ld.so.cache")
-	}
-	// Merged-/usr hosts link these into /usr; others have them as directories.
-	for _, top := range []string{"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"} {
-		st, err := os.Lstat(top)
-		switch {
-		case err != nil:
-		case st.Mode()&os.ModeSymlink != 0:
-			r.Links = append(r.Links, top)
-		case st.IsDir():
-			r.ReadOnly = append(r.ReadOnly, top)
-		}
 	}
 	switch cfg.SharedFS {
 	case hypervisor.SharedFS9P:

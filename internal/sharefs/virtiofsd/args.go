@@ -11,6 +11,10 @@
 //   - as pid 1 of a new pid namespace, so that killing it ends everything it started
 //     (the kernel kills and reaps the rest of the namespace before the daemon's exit is
 //     reported), and a parent-death signal kills it with its owner;
+//   - on unprivileged ids (Config.UserNS): in a user and mount namespace of its own whose
+//     root is a minimal read-only one holding the source at its host path (daemonRoot),
+//     passed as clones made by the caller (jail.PassRoot), so no directory above the
+//     source needs to be open to those ids;
 //   - in its own sandbox (-o sandbox=namespace): after the VMM connects it unshares mount,
 //     pid and network namespaces, pivots into the shared directory, unmounts the rest of
 //     the host's tree, drops its capabilities to the file server's set and installs its

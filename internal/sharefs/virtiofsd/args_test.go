@@ -73,3 +73,34 @@ func TestLimitWriter(t *testing.T) {
 		t.Fatalf("got %q, want %q", got, "abcde")
 	}
 }
+
+// TestDaemonRoot: the daemon's root holds its source writable, its binary when outside
+// /usr, /usr and /proc, and neither the socket nor the log.
+func TestDaemonRoot(t *testing.T) {
+	for _, tc := range []struct {
+		binary     string
+		wantBinary bool
+	}{
+		{binary: "/usr/lib/qemu/virtiofsd"},
+		{binary: "/opt/virtiofsd/bin/virtiofsd", wantBinary: true},
+	} {
+		t.Run(tc.binary, func(t *testing.T) {
+			cfg := Config{Binary: tc.binary, Source: "/run/vessel/sandboxes/a/shared", Socket: "/run/vessel/sandboxes/a/s.sock", Log: "/run/vessel/sandboxes/a/l"}
+			r := daemonRoot(cfg)
+			if !slices.Equal(r.Writable, []string{cfg.Source}) {
+				t.Errorf("writable %q, want only the source %q", r.Writable, cfg.Source)
+			}
+			if got := slices.Contains(r.ReadOnly, tc.binary); got != tc.wantBinary {
+				t.Errorf("read-only %q holds the binary: %v, want %v", r.ReadOnly, got, tc.wantBinary)
+			}
+			if !slices.Contains(r.ReadOnly, "/usr") || !slices.Contains(r.Recursive, "/proc") {
+				t.Errorf("root %+v: want /usr read-only and /proc with its submounts", r)
+			}
+			for _, p := range slices.Concat(r.ReadOnly, r.Recursive, r.Writable, r.Links) {
+				if p == cfg.Socket || p == cfg.Log {
+					t.Errorf("root %+v holds %s", r, p)
+				}
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package virtiofsd
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vessel-containers/vessel/internal/config"
+	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/jail"
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
@@ -119,6 +121,92 @@ func TestBadStart(t *testing.T) {
 	}
 	if _, err := os.Lstat(cfg.Socket); !os.IsNotExist(err) {
 		t.Fatalf("socket left after failed start: %v", err)
+	}
+}
+
+// TestUserNSBelowClosedDir starts a daemon on unprivileged ids (Config.UserNS) serving a
+// source below a mode-0700 directory: its root holds the source at its host path and not
+// the directory's other files, a connection makes it set up its sandbox (its file server
+// pivots into the source, whose view of the mounts names it "/"), and no mode changes.
+func TestUserNSBelowClosedDir(t *testing.T) {
+	cfg := daemonConfig(t)
+	ids := idrange.Range{Start: 2000440000, Size: idrange.Size}
+	cfg.UserNS = &ids
+	dir := filepath.Dir(cfg.Source)
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	uid := int(ids.HostID(0))
+	if err := os.Chown(cfg.Source, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg.Source, "file"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	d, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := d.Stop(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	root := filepath.Join("/proc", itoa(d.Pid()), "root")
+	if _, err := os.Stat(filepath.Join(root, cfg.Source, "file")); err != nil {
+		t.Errorf("the source's file in the daemon's root: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, cfg.Log)); !os.IsNotExist(err) {
+		t.Errorf("the log in the daemon's root: %v, want it absent", err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "/etc/passwd")); !os.IsNotExist(err) {
+		t.Errorf("/etc/passwd in the daemon's root: %v, want it absent", err)
+	}
+
+	conn, err := net.Dial("unix", cfg.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// The file server is forked once the daemon accepted: poll for it, bounded.
+	var srv int
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if srv, err = d.ServerPid(); err == nil {
+			break
+		}
+		select {
+		case <-d.Done():
+			t.Fatalf("daemon exited after the connection: %v", d.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no file server: %v", err)
+		}
+	}
+	var want, got syscall.Stat_t
+	if err := syscall.Stat(cfg.Source, &want); err != nil {
+		t.Fatal(err)
+	}
+	// The server's root is the source once it pivoted: wait for that too.
+	for {
+		err = syscall.Stat(filepath.Join("/proc", itoa(srv), "root"), &got)
+		if err == nil && got.Dev == want.Dev && got.Ino == want.Ino {
+			break
+		}
+		select {
+		case <-d.Done():
+			t.Fatalf("daemon exited during its sandbox setup: %v", d.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("file server %d's root (%v) is not the source", srv, err)
+		}
+	}
+	st, err := os.Stat(dir)
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("the source's parent: %v, %v; want mode 0700 unchanged", st, err)
 	}
 }
 

@@ -139,18 +139,31 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if cfg.UserNS != nil {
 		caps = userNSCaps
 	}
-	cmd, err := jail.Command(jail.Spec{
+	spec := jail.Spec{
 		Path: cfg.Binary, Args: args, KeepCaps: caps, ExtraFiles: 1, Rlimits: daemonRlimits,
-	})
+	}
+	if cfg.UserNS != nil {
+		spec.Root = daemonRoot(cfg)
+	}
+	cmd, err := jail.Command(spec)
+	var closeRoot func()
 	if err == nil {
 		cmd.ExtraFiles = []*os.File{sock}
+		// The root's paths go as clones made here (jail.PassRoot): the daemon's ids
+		// need not reach them. Closed once the entry holds its own copies, or on
+		// failure.
+		closeRoot, err = jail.PassRoot(cmd, spec)
+	}
+	if err == nil {
 		cmd.Stdout, cmd.Stderr = pw, pw
 		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWPID}
 		if r := cfg.UserNS; r != nil {
-			// The pid namespace is created together with the user namespace, and so
-			// owned by it: the daemon's own sandbox setup mounts /proc there.
-			cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUSER
+			// The pid and mount namespaces are created together with the user
+			// namespace, and so owned by it: the entry builds the daemon's root
+			// (daemonRoot) in the mount namespace, and the daemon's own sandbox setup
+			// mounts /proc for the pid namespace.
+			cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS
 			cmd.SysProcAttr.UidMappings, cmd.SysProcAttr.GidMappings = r.Mappings(), r.Mappings()
 			cmd.SysProcAttr.GidMappingsEnableSetgroups = true
 			cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}}
@@ -158,6 +171,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		// Pdeathsig ties the daemon to the thread that forks it: that thread stays
 		// reserved until the daemon exited (wait releases it).
 		release, err = jail.StartPinned(cmd)
+		closeRoot()
 		if err != nil {
 			err = fmt.Errorf("exec %s in the jail entry: %w", cfg.Binary, err)
 		}
@@ -198,6 +212,22 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	_ = d.Stop(context.WithoutCancel(ctx))
 	return nil, fmt.Errorf("start virtiofsd: %w%s", err, d.logTail())
+}
+
+// daemonRoot is the file system of a daemon in a user namespace (Config.UserNS): a
+// minimal read-only root (jail.ProgramRoot: /usr, the top-level links into it, the
+// loader cache, /proc, /dev/null, /dev/urandom, and the binary) holding the source,
+// writable with its submounts and following the mounts the host adds there later, at
+// its host path. Start clones each path as host root (jail.PassRoot), so the directories
+// above the source need not be open to the daemon's ids. The daemon's own sandbox
+// (-o sandbox=namespace) then mounts a /proc of its pid namespace over the root's,
+// binds the source onto itself and pivots into it, as it would from the host's tree;
+// its file server's mount table holds the view at the same place (sharefs.AttachIn).
+// The socket needs no place in it: the daemon gets it as a descriptor.
+func daemonRoot(cfg Config) *jail.Root {
+	r := jail.ProgramRoot(cfg.Binary)
+	r.Writable = append(r.Writable, cfg.Source)
+	return r
 }
 
 // checkBinary reports a missing or unusable daemon binary by path.
