@@ -18,6 +18,15 @@ import (
 	"github.com/vessel-containers/vessel/internal/procid"
 )
 
+// init keeps the main goroutine on the process's main thread for the process's life, so
+// that no other goroutine ever runs there. inServer's goroutines leave their threads in a
+// file server's mount namespace and never unlock them: such a thread ends with its
+// goroutine, except the main thread, which the Go runtime keeps (wedged) instead. A main
+// thread left in a file server's namespace would change what every reader of
+// /proc/self/... sees, /proc/self/mountinfo among them (the host's cgroup v1 mounts
+// vanish for hostcgroup), because /proc/self names the main thread.
+func init() { runtime.LockOSThread() }
+
 // errNoServerView is the error of a file server whose mount namespace has no copy of the
 // view: nothing can have been attached there.
 var errNoServerView = errors.New("no copy of the shared view in the file server's mount namespace")
