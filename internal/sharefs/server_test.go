@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -265,5 +266,33 @@ func TestWatchPropagationIdmaps(t *testing.T) {
 	}
 	if err := s.RemoveContainer(ctx, "c1"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMainThreadStaysInHostNamespace enters a file server's mount namespace over and over
+// (each Bind and RemoveContainer does) and checks that the process's main thread, which
+// /proc/self names, is never left there: a goroutine that enters never unlocks its thread,
+// and the Go runtime keeps a main thread it would otherwise end with its goroutine.
+func TestMainThreadStaysInHostNamespace(t *testing.T) {
+	s := published(t)
+	ctx := context.Background()
+	srv, _ := fileServer(t)
+	s.AttachIn(srv)
+	home, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	for i := range 40 {
+		id := fmt.Sprintf("c%d", i)
+		if _, err := s.Bind(ctx, id, "mount-0", src, BindOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RemoveContainer(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if now, err := os.Readlink("/proc/self/ns/mnt"); err != nil || now != home {
+			t.Fatalf("after %d entries into the file server's namespace the main thread is in %s (%v), want %s", i+1, now, err, home)
+		}
 	}
 }
