@@ -16,10 +16,26 @@ import (
 func TestGuestCgroupAtCgroupsPath(t *testing.T) {
 	h := newHarness(t)
 	h.subreaper()
-	parent := "/vessel-test-guestcg-" + strconv.Itoa(os.Getpid())
-	cg := parent + "/c1"
-	// On the host the container's cgroup goes with it, its parent stays (as with runc):
-	// the test removes the parent it named from every hierarchy.
+	b, cg := h.cgroupsPathBundle("guestcg")
+	_, remove := h.created(b, "guestcg1")
+	h.ok("start", "guestcg1")
+	want := "0::" + cg + "\n"
+	if got := h.ok("exec", "guestcg1", "cat", "/proc/1/cgroup", "/proc/self/cgroup"); got != want+want {
+		t.Errorf("cgroups of the init and an exec: %q; want %q twice", got, want)
+	}
+	remove()
+	h.assertNoLeftovers()
+}
+
+// cgroupsPathBundle makes a bundle running sleep whose linux.cgroupsPath is the cgroup c1
+// under a parent named after tag and this process, without a cgroup namespace (as runc's
+// spec on a cgroup v1 host), and returns it with that path. On the host the container's
+// cgroup goes with the container and its parent stays (as with runc): the test's cleanup
+// removes the parent from every hierarchy.
+func (h *harness) cgroupsPathBundle(tag string) (bundle, cg string) {
+	t := h.t
+	parent := "/vessel-test-" + tag + "-" + strconv.Itoa(os.Getpid())
+	cg = parent + "/c1"
 	t.Cleanup(func() {
 		dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent))
 		if st, err := os.Stat(filepath.Join("/sys/fs/cgroup", parent)); err == nil && st.IsDir() {
@@ -31,7 +47,7 @@ func TestGuestCgroupAtCgroupsPath(t *testing.T) {
 			}
 		}
 	})
-	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) {
+	bundle = h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) {
 		s.Linux.CgroupsPath = cg
 		ns := s.Linux.Namespaces[:0]
 		for _, n := range s.Linux.Namespaces {
@@ -41,12 +57,5 @@ func TestGuestCgroupAtCgroupsPath(t *testing.T) {
 		}
 		s.Linux.Namespaces = ns
 	})
-	_, remove := h.created(b, "guestcg1")
-	h.ok("start", "guestcg1")
-	want := "0::" + cg + "\n"
-	if got := h.ok("exec", "guestcg1", "cat", "/proc/1/cgroup", "/proc/self/cgroup"); got != want+want {
-		t.Errorf("cgroups of the init and an exec: %q; want %q twice", got, want)
-	}
-	remove()
-	h.assertNoLeftovers()
+	return bundle, cg
 }

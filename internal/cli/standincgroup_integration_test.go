@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // TestHostPidInCgroupsPath: the pid that create reports (its monitor's) and the task's
@@ -23,29 +21,7 @@ import (
 func TestHostPidInCgroupsPath(t *testing.T) {
 	h := newHarness(t)
 	h.subreaper()
-	parent := "/vessel-test-hostpidcg-" + strconv.Itoa(os.Getpid())
-	cg := parent + "/c1"
-	t.Cleanup(func() {
-		dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent))
-		if st, err := os.Stat(filepath.Join("/sys/fs/cgroup", parent)); err == nil && st.IsDir() {
-			dirs = append(dirs, filepath.Join("/sys/fs/cgroup", parent))
-		}
-		for _, d := range dirs {
-			if err := os.Remove(d); err != nil && !os.IsNotExist(err) && !t.Failed() {
-				t.Errorf("remove the test's cgroup parent: %v", err)
-			}
-		}
-	})
-	b := h.bundle([]string{"sleep", "1000"}, func(s *specs.Spec) {
-		s.Linux.CgroupsPath = cg
-		ns := s.Linux.Namespaces[:0]
-		for _, n := range s.Linux.Namespaces {
-			if n.Type != specs.CgroupNamespace {
-				ns = append(ns, n)
-			}
-		}
-		s.Linux.Namespaces = ns
-	})
+	b, cg := h.cgroupsPathBundle("hostpidcg")
 	pid, remove := h.created(b, "hostpidcg1")
 	standIn := standInOf(t, "hostpidcg1")
 	for _, p := range []int{pid, standIn} {
