@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/containerd/log"
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -511,18 +512,35 @@ func (s *Share) close(ctx context.Context) error {
 // deepest first; a mount that stays busy is detached as a last resort (logged).
 func (s *Share) unmountBeneath(ctx context.Context, rel string) error {
 	abs := filepath.Join(s.dir, rel)
+	root, err := s.openRoot()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(root)
+	list := func() ([]*mountinfo.Info, error) { return mountsUnder(abs) }
+	return unmountAll(ctx, abs, "", list, func(i *mountinfo.Info, ids map[int]bool, lazy bool) error {
+		rel, err := filepath.Rel(s.dir, i.Mountpoint)
+		if err != nil {
+			return err
+		}
+		return unmountOne(ctx, root, rel, i.Mountpoint, ids, lazy, unmountAt)
+	})
+}
+
+// unmountAll unmounts what list returns, deepest first, with one (given the ids of the
+// listed mounts, so that it unmounts only those, and whether to detach), and lists again
+// until nothing is left. A pass that unmounts nothing is retried detaching the mounts
+// (logged, with where in the message); one that still unmounts nothing fails, naming
+// base.
+func unmountAll(ctx context.Context, base, where string, list func() ([]*mountinfo.Info, error), one func(i *mountinfo.Info, ids map[int]bool, lazy bool) error) error {
 	lazy := false
 	for {
-		infos, err := mountsUnder(abs)
+		infos, err := list()
 		if err != nil {
 			return err
 		}
 		if len(infos) == 0 {
 			return nil
-		}
-		root, err := s.openRoot()
-		if err != nil {
-			return err
 		}
 		ids := map[int]bool{}
 		for _, i := range infos {
@@ -531,24 +549,19 @@ func (s *Share) unmountBeneath(ctx context.Context, rel string) error {
 		progress := false
 		var errs []error
 		for _, i := range infos {
-			rel, err := filepath.Rel(s.dir, i.Mountpoint)
-			if err == nil {
-				err = unmountOne(ctx, root, rel, i.Mountpoint, ids, lazy, unmountAt)
-			}
-			if err == nil {
-				progress = true
+			if err := one(i, ids, lazy); err != nil {
+				errs = append(errs, err)
 				continue
 			}
-			errs = append(errs, err)
+			progress = true
 		}
-		unix.Close(root)
 		switch {
 		case progress:
 		case !lazy:
 			lazy = true
-			log.G(ctx).WithError(errors.Join(errs...)).Warn("shared mounts stay busy; detaching them")
+			log.G(ctx).WithError(errors.Join(errs...)).Warn("shared mounts stay busy" + where + "; detaching them")
 		default:
-			return fmt.Errorf("unmount shared mounts under %s: %w", abs, errors.Join(errs...))
+			return fmt.Errorf("unmount shared mounts under %s: %w", base, errors.Join(errs...))
 		}
 	}
 }

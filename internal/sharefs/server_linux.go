@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/containerd/log"
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
@@ -218,39 +217,13 @@ func (s *Share) unmountInServer(ctx context.Context, rel string) error {
 	}
 	err := s.inServer(*s.server, func(n *serverNS) error {
 		base := filepath.Join(n.viewPath, rel)
-		lazy := false
-		for {
+		list := func() ([]*mountinfo.Info, error) {
 			infos, err := n.mounts(base)
-			if err != nil {
-				return err
-			}
-			infos = slices.DeleteFunc(infos, func(i *mountinfo.Info) bool { return i.Mountpoint == "/"+n.viewPath })
-			if len(infos) == 0 {
-				return nil
-			}
-			ids := map[int]bool{}
-			for _, i := range infos {
-				ids[i.ID] = true
-			}
-			progress := false
-			var errs []error
-			for _, i := range infos {
-				err := unmountOne(ctx, n.root, strings.TrimPrefix(i.Mountpoint, "/"), i.Mountpoint, ids, lazy, unmountHere)
-				if err == nil {
-					progress = true
-					continue
-				}
-				errs = append(errs, err)
-			}
-			switch {
-			case progress:
-			case !lazy:
-				lazy = true
-				log.G(ctx).WithError(errors.Join(errs...)).Warn("shared mounts stay busy in the file server's namespace; detaching them")
-			default:
-				return fmt.Errorf("unmount shared mounts under %s: %w", base, errors.Join(errs...))
-			}
+			return slices.DeleteFunc(infos, func(i *mountinfo.Info) bool { return i.Mountpoint == "/"+n.viewPath }), err
 		}
+		return unmountAll(ctx, base, " in the file server's namespace", list, func(i *mountinfo.Info, ids map[int]bool, lazy bool) error {
+			return unmountOne(ctx, n.root, strings.TrimPrefix(i.Mountpoint, "/"), i.Mountpoint, ids, lazy, unmountHere)
+		})
 	})
 	if errors.Is(err, errNoServerView) || (err != nil && !s.server.Alive()) {
 		return nil // nothing attached there, or gone with the server
