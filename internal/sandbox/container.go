@@ -36,6 +36,10 @@ type ContainerConfig struct {
 	// InitLog has the guest record libcontainer's debug log of the init's setup, which
 	// Container.TakeInitLog returns.
 	InitLog bool
+	// IDMappedSources are the indexes of Plan.Mounts whose sources the caller made show
+	// host owners to the VMM already (an idmapped overlay of an overlay's layers): with
+	// hypervisor.vmm_file_ids = "container" they are shared without a second idmapping.
+	IDMappedSources map[int]bool
 }
 
 // Container is one container in a sandbox.
@@ -132,7 +136,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cfg ContainerConfig) (_ *
 	if s.copyMode() {
 		guestSpec, err = s.copyContainer(ctx, plan, &rollback) // copy.go
 	} else {
-		guestSpec, err = s.shareContainer(ctx, plan, &rollback)
+		guestSpec, err = s.shareContainer(ctx, plan, cfg.IDMappedSources, &rollback)
 	}
 	if err != nil {
 		return nil, err
@@ -204,7 +208,7 @@ func stdioConfig(terminal bool, size *specs.Box, stdin bool) *agentv1.StdioConfi
 // guest spec (oci.GuestSpec) with those paths rewritten to the guest's. Each source is
 // shared as recursively and as read-only as the container is given it (shareOptions), so
 // guest root reaching the share outside the container gets no more than the container.
-func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollback *undo) (*specs.Spec, error) {
+func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, mapped map[int]bool, rollback *undo) (*specs.Spec, error) {
 	guest, err := oci.GuestSpec(plan, s.cfg.Effective)
 	if err != nil {
 		return nil, err
@@ -223,7 +227,8 @@ func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollb
 		guest.Root.Path = sharefs.GuestPath(rel)
 	}
 	// With hypervisor.vmm_file_ids = "container" the volumes are idmapped into the VMM's
-	// ids (the root file system comes idmapped already: the shim mounted it so).
+	// ids (the root file system comes idmapped already: the shim mounted it so, as it
+	// does the volumes on overlays, which IDMappedSources lists).
 	userns, err := s.idmapUserNS() // userns.go
 	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", id, err)
@@ -241,7 +246,9 @@ func (s *Sandbox) shareContainer(ctx context.Context, plan *oci.Container, rollb
 			return nil, fmt.Errorf("container %s: %w", id, err)
 		}
 		so := shareOptions(m.Options)
-		so.IDMap = userns
+		if !mapped[i] {
+			so.IDMap = userns
+		}
 		var subs []specs.Mount
 		if so.TopReadOnly {
 			// Listed before the share is made: the clone has exactly these submounts.

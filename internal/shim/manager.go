@@ -269,6 +269,7 @@ func (m Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	if err := (&container{id: id, bundle: idmapBundle, idmapped: true}).unmountIDMapped(); err != nil {
 		log.G(ctx).WithError(err).Warn("unmount idmapped rootfs")
 	}
+	(&container{id: id, bundle: idmapBundle}).unmountVolumes(ctx) // volume_idmap.go
 	group, err := sandboxIDOf(ctx, id)
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("no bundle spec; taking the id as the sandbox's")

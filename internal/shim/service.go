@@ -189,6 +189,7 @@ func (s *service) cleanup(ctx context.Context) error {
 	// After the VM stopped: until then the guest reads the root filesystems.
 	for _, c := range ctrs {
 		c.unmountRootfs(ctx)
+		c.unmountVolumes(ctx) // volume_idmap.go
 	}
 	s.shutdownTracing(ctx) // tracing.go
 	return err
@@ -401,10 +402,20 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		rollback = append(rollback, c.unmountRootfs)
 		plan.Rootfs = shared
 	}
+	// Volumes on overlays, which take no idmapped mount, are shared through idmapped
+	// overlays of their layers (volume_idmap.go).
+	var mappedSources map[int]bool
+	if idmapped && sb.FileIDsMapped() {
+		rollback = append(rollback, c.unmountVolumes)
+		if mappedSources, err = c.mountOverlayVolumes(plan, *sb.VMMIDs()); err != nil {
+			return nil, fail(fmt.Errorf("create %s: %w", r.ID, err))
+		}
+	}
 
 	ctrStart := time.Now()
 	ctr, err := sb.CreateContainer(cctx, sandbox.ContainerConfig{
 		Plan: plan, Stdin: r.Stdin != "", InitLog: metadataOn(ctx, shimproto.MetadataInitLog), // initlog.go
+		IDMappedSources: mappedSources,
 	})
 	if err != nil {
 		return nil, fail(err)
@@ -779,6 +790,7 @@ func (s *service) teardown(ctx context.Context, c *container, sb *sandbox.Sandbo
 	}
 	// After the VM stopped, when it ends: until then the guest reads the rootfs.
 	c.unmountRootfs(ctx)
+	c.unmountVolumes(ctx) // volume_idmap.go
 	return errors.Join(errs...)
 }
 
