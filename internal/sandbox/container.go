@@ -315,6 +315,13 @@ func shareOptions(options []string) sharefs.BindOptions {
 	return o
 }
 
+// ReadOnlyBind tells whether a bind mount with options is read-only for the container at
+// its top (`ro`, the last of `ro` and `rw`) or throughout (`rro`).
+func ReadOnlyBind(options []string) bool {
+	o := shareOptions(options)
+	return o.ReadOnly || o.TopReadOnly
+}
+
 // submountBinds are the guest mounts that keep a top-only read-only recursive bind's
 // submounts writable, as runc's `ro` leaves them. In the guest a shared tree is one 9p
 // file system, so a read-only bind of it covers its submounts too; each host submount

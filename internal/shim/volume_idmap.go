@@ -17,6 +17,7 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/oci"
+	"github.com/vessel-containers/vessel/internal/sandbox"
 )
 
 // volumeDir is where mountOverlayVolumes mounts the idmapped overlays shared instead of
@@ -31,12 +32,15 @@ func (c *container) volumeDir() string { return filepath.Join(c.bundle, ".vessel
 // mounted at <volumeDir>/<index> with every layer idmapped into ids, and the volume's
 // source becomes the same path below it. It returns the indexes of plan.Mounts so
 // presented: their sources show host owners already (sandbox.ContainerConfig.
-// IDMappedSources). A recursive bind of a source with submounts is refused: the new
+// IDMappedSources). Only read-only volumes are presented so; a writable one is left to
+// the share, which refuses it. A recursive bind of a source with submounts is refused: the new
 // overlay has none. On failure nothing is left mounted; unmountVolumes removes the rest.
 func (c *container) mountOverlayVolumes(plan *oci.Container, ids idrange.Range) (map[int]bool, error) {
 	var presented map[int]bool
 	for i, m := range plan.Mounts {
-		if _, mem := plan.MemoryVolume(i); mem || !oci.IsBind(m) || oci.IsGuestKernelBind(m) {
+		// A writable volume is left to the share, which refuses a source it cannot idmap:
+		// the overlay of idmapped layers shown instead is read-only.
+		if _, mem := plan.MemoryVolume(i); mem || !oci.IsBind(m) || oci.IsGuestKernelBind(m) || !sandbox.ReadOnlyBind(m.Options) {
 			continue
 		}
 		var fs unix.Statfs_t

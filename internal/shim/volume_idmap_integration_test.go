@@ -88,6 +88,12 @@ func TestOverlayVolumeJailed(t *testing.T) {
 			}
 		}
 	}
+	// A writable volume inside an overlay is refused: the overlay of its idmapped layers
+	// that the shim shows instead is read-only.
+	out, code := h.runFlags([]string{"--mount", "type=bind,src=" + merged + ",dst=/ov,options=rbind:rw"}, "ovvol-rw", "true")
+	if code == 0 || !strings.Contains(out, "vmm_file_ids") {
+		t.Errorf("a writable volume inside an overlay: exit %d, output %q; want a refusal naming hypervisor.vmm_file_ids", code, out)
+	}
 	matches, _ := filepath.Glob(filepath.Join(h.ctd.Dir, "*", "*", "*", "*", ".vessel-volumes-*"))
 	if len(matches) > 0 {
 		t.Errorf("idmapped volume directories left after delete: %v", matches)
