@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/vessel-containers/vessel/internal/hostcgroup"
 	"github.com/vessel-containers/vessel/internal/store"
 	"github.com/vessel-containers/vessel/internal/testutil"
@@ -22,17 +20,7 @@ import (
 // which can then be removed while the monitor lives on.
 func TestEvictMonitor(t *testing.T) {
 	testutil.RequiresRoot(t)
-	var root string
-	for _, dir := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
-		var st unix.Statfs_t
-		if err := unix.Statfs(dir, &st); err == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
-			root = dir
-			break
-		}
-	}
-	if root == "" {
-		t.Skip("no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified")
-	}
+	root := testutil.CgroupV2Root(t)
 	dir := filepath.Join(root, fmt.Sprintf("vessel-cli-evict-test-%d", os.Getpid()))
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)

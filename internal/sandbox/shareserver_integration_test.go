@@ -19,6 +19,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/hypervisor"
 	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/sharefs"
+	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
 // jailPool is the id pool of the jailed sandboxes of these tests: far above any host user.
@@ -106,15 +107,7 @@ func TestVolumeSubmountRemovedWhileRunning(t *testing.T) {
 			if err := os.Mkdir(sub, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			if err := unix.Mount("tmpfs", sub, "tmpfs", 0, "size=1m"); err != nil {
-				t.Fatal(err)
-			}
-			mounted := true
-			t.Cleanup(func() {
-				if mounted {
-					_ = unix.Unmount(sub, unix.MNT_DETACH)
-				}
-			})
+			unmounted := testutil.Mount(t, "tmpfs", sub, "tmpfs", 0, "size=1m")
 			if err := os.WriteFile(filepath.Join(sub, "f"), []byte("on-tmpfs\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -143,7 +136,7 @@ func TestVolumeSubmountRemovedWhileRunning(t *testing.T) {
 			if err := unix.Unmount(sub, unix.MNT_DETACH); err != nil {
 				t.Fatal(err)
 			}
-			mounted = false
+			unmounted()
 			if err := os.Remove(sub); err != nil {
 				t.Errorf("remove the tmpfs's directory while the container runs: %v (runc: it is removed)", err)
 			}
@@ -220,15 +213,7 @@ func TestPropagatedMountIdmapped(t *testing.T) {
 	}
 	// Mounted after the container started: only propagation brings it in; the container
 	// reads it at once, as critest's exec does.
-	if err := unix.Mount(secret, sub, "", unix.MS_BIND, ""); err != nil {
-		t.Fatal(err)
-	}
-	mounted := true
-	t.Cleanup(func() {
-		if mounted {
-			_ = unix.Unmount(sub, unix.MNT_DETACH)
-		}
-	})
+	unmounted := testutil.Mount(t, secret, sub, "", unix.MS_BIND, "")
 	if _, err := stdinW.Write([]byte("go\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +223,7 @@ func TestPropagatedMountIdmapped(t *testing.T) {
 	if err := unix.Unmount(sub, 0); err != nil {
 		t.Errorf("the host's unmount of the propagated mount: %v", err)
 	} else {
-		mounted = false
+		unmounted()
 	}
 	if _, err := stdinW.Write([]byte("go\n")); err != nil {
 		t.Fatal(err)

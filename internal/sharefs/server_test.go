@@ -20,6 +20,7 @@ import (
 	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/jail"
 	"github.com/vessel-containers/vessel/internal/procid"
+	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
 // fileServer starts a process in a user and mount namespace of its own, as a jailed file
@@ -69,15 +70,7 @@ func TestAttachInServer(t *testing.T) {
 	if err := os.Mkdir(sub, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Mount("tmpfs", sub, "tmpfs", 0, "size=1m"); err != nil {
-		t.Fatal(err)
-	}
-	mounted := true
-	t.Cleanup(func() {
-		if mounted {
-			_ = unix.Unmount(sub, unix.MNT_DETACH)
-		}
-	})
+	unmounted := testutil.Mount(t, "tmpfs", sub, "tmpfs", 0, "size=1m")
 	if err := os.WriteFile(filepath.Join(sub, "f"), []byte("on tmpfs"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +94,7 @@ func TestAttachInServer(t *testing.T) {
 	if err := unix.Unmount(sub, unix.MNT_DETACH); err != nil {
 		t.Fatal(err)
 	}
-	mounted = false
+	unmounted()
 	if err := os.Remove(sub); err != nil {
 		t.Fatalf("remove the source's former mount point: %v (want it removed, as with runc)", err)
 	}
@@ -225,15 +218,7 @@ func TestWatchPropagationIdmaps(t *testing.T) {
 	if err := os.Mkdir(sub, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Mount(secret, sub, "", unix.MS_BIND, ""); err != nil {
-		t.Fatal(err)
-	}
-	mounted := true
-	t.Cleanup(func() {
-		if mounted {
-			_ = unix.Unmount(sub, unix.MNT_DETACH)
-		}
-	})
+	unmounted := testutil.Mount(t, secret, sub, "", unix.MS_BIND, "")
 	inServer := filepath.Join(srvRoot, s.Dir(), viewName, rel, "sub", "f")
 	waitFor(t, "the propagated mount idmapped in the file server's namespace", func() bool {
 		var st unix.Stat_t
@@ -256,7 +241,7 @@ func TestWatchPropagationIdmaps(t *testing.T) {
 		}
 		return err == nil
 	})
-	mounted = false
+	unmounted()
 	waitFor(t, "the idmapped clone gone after the host's unmount", func() bool {
 		_, ok := serverMounts(t, srv, mp)[mp]
 		return !ok

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
@@ -21,17 +19,7 @@ import (
 // whose cgroup cannot be joined is not started, and its process is gone.
 func TestStartInCgroup(t *testing.T) {
 	testutil.RequiresRoot(t)
-	var root string
-	for _, dir := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
-		var st unix.Statfs_t
-		if err := unix.Statfs(dir, &st); err == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
-			root = dir
-			break
-		}
-	}
-	if root == "" {
-		t.Skip("no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified")
-	}
+	root := testutil.CgroupV2Root(t)
 	name := fmt.Sprintf("/vessel-taskpid-test-%d", os.Getpid())
 	dir := filepath.Join(root, name)
 	if err := os.Mkdir(dir, 0o755); err != nil {
