@@ -119,16 +119,9 @@ func TestVolumeSubmountRemovedWhileRunning(t *testing.T) {
 			})
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			stdinR, stdinW := io.Pipe()
-			out := newSignalWriter()
-			var errb strings.Builder
-			st := c.Attach(ctx, "", IO{Stdin: stdinR, Stdout: out, Stderr: &errb})
-			defer st.Close()
-			if err := c.Start(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if !out.waitFor(ctx, "on-tmpfs") {
-				t.Fatalf("the container did not read the tmpfs: %q %q", out.String(), errb.String())
+			run := startInteractive(ctx, t, c)
+			if !run.out.waitFor(ctx, "on-tmpfs") {
+				t.Fatalf("the container did not read the tmpfs: %q %q", run.out.String(), run.errb.String())
 			}
 			if m, _ := sharefs.MountsUnder(vol); len(m) != 1 || m[0] != sub {
 				t.Errorf("mounts under the volume on the host: %v, want only the test's tmpfs", m)
@@ -140,19 +133,9 @@ func TestVolumeSubmountRemovedWhileRunning(t *testing.T) {
 			if err := os.Remove(sub); err != nil {
 				t.Errorf("remove the tmpfs's directory while the container runs: %v (runc: it is removed)", err)
 			}
-			if _, err := stdinW.Write([]byte("go\n")); err != nil {
-				t.Fatal(err)
-			}
-			stdinW.Close()
-			code, err := c.Wait(ctx, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := st.Wait(); err != nil {
-				t.Fatal(err)
-			}
-			if got := out.String(); code != 0 || got != "on-tmpfs\nlisting:\nrefused\n" {
-				t.Errorf("container: exit %d, stdout %q stderr %q; want 0, the tmpfs directory gone and the volume read-only", code, got, errb.String())
+			code := run.finish(ctx, t, c)
+			if got := run.out.String(); code != 0 || got != "on-tmpfs\nlisting:\nrefused\n" {
+				t.Errorf("container: exit %d, stdout %q stderr %q; want 0, the tmpfs directory gone and the volume read-only", code, got, run.errb.String())
 			}
 			if err := e.sb.DeleteContainer(ctx, id); err != nil {
 				t.Fatal(err)
@@ -200,50 +183,31 @@ func TestPropagatedMountIdmapped(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	stdinR, stdinW := io.Pipe()
-	out := newSignalWriter()
-	var errb strings.Builder
-	st := c.Attach(ctx, "", IO{Stdin: stdinR, Stdout: out, Stderr: &errb})
-	defer st.Close()
-	if err := c.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if !out.waitFor(ctx, "started") {
-		t.Fatalf("the container did not start: %q %q", out.String(), errb.String())
+	run := startInteractive(ctx, t, c)
+	if !run.out.waitFor(ctx, "started") {
+		t.Fatalf("the container did not start: %q %q", run.out.String(), run.errb.String())
 	}
 	// Mounted after the container started: only propagation brings it in; the container
 	// reads it at once, as critest's exec does.
 	unmounted := testutil.Mount(t, secret, sub, "", unix.MS_BIND, "")
-	if _, err := stdinW.Write([]byte("go\n")); err != nil {
-		t.Fatal(err)
-	}
-	if !out.waitFor(ctx, "read\n") || !strings.Contains(out.String(), "secret") {
-		t.Fatalf("the container did not read the propagated mount: %q %q", out.String(), errb.String())
+	run.next(t)
+	if !run.out.waitFor(ctx, "read\n") || !strings.Contains(run.out.String(), "secret") {
+		t.Fatalf("the container did not read the propagated mount: %q %q", run.out.String(), run.errb.String())
 	}
 	if err := unix.Unmount(sub, 0); err != nil {
 		t.Errorf("the host's unmount of the propagated mount: %v", err)
 	} else {
 		unmounted()
 	}
-	if _, err := stdinW.Write([]byte("go\n")); err != nil {
-		t.Fatal(err)
-	}
-	stdinW.Close()
-	code, err := c.Wait(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Wait(); err != nil {
-		t.Fatal(err)
-	}
+	code := run.finish(ctx, t, c)
 	want := "started\nsecret\nread\ngone:\n"
 	if e.sb.vmcfg.SharedFS == hypervisor.SharedFSVirtioFS {
 		// The guest's virtio-fs cache (cache=auto) keeps the directory it listed for a
 		// while, as it keeps a ConfigMap's old files (docs/shared-fs.md).
 		want = "started\nsecret\nread\ngone:"
 	}
-	if got := out.String(); code != 0 || !strings.HasPrefix(got, want) {
-		t.Errorf("container: exit %d, stdout %q stderr %q; want the mount read, then gone (%q)", code, got, errb.String(), want)
+	if got := run.out.String(); code != 0 || !strings.HasPrefix(got, want) {
+		t.Errorf("container: exit %d, stdout %q stderr %q; want the mount read, then gone (%q)", code, got, run.errb.String(), want)
 	}
 	if err := os.Remove(sub); err != nil {
 		t.Errorf("remove the former mount point: %v", err)
@@ -251,4 +215,50 @@ func TestPropagatedMountIdmapped(t *testing.T) {
 	if err := e.sb.DeleteContainer(ctx, c.ID()); err != nil {
 		t.Error(err)
 	}
+}
+
+// interactive is a started container with its stdio attached: the test writes lines to
+// its stdin (next) and waits for its output (out).
+type interactive struct {
+	stdin *io.PipeWriter
+	out   *signalWriter
+	errb  strings.Builder
+	st    *Streams
+}
+
+// startInteractive attaches to c's stdio and starts it; the attachment closes with the test.
+func startInteractive(ctx context.Context, t *testing.T, c *Container) *interactive {
+	t.Helper()
+	stdinR, stdinW := io.Pipe()
+	run := &interactive{stdin: stdinW, out: newSignalWriter()}
+	run.st = c.Attach(ctx, "", IO{Stdin: stdinR, Stdout: run.out, Stderr: &run.errb})
+	t.Cleanup(func() { run.st.Close() })
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return run
+}
+
+// next writes a line to the container's stdin, for its `read line`.
+func (run *interactive) next(t *testing.T) {
+	t.Helper()
+	if _, err := run.stdin.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// finish writes the last line, closes stdin, and returns the container's exit code once
+// its output has arrived.
+func (run *interactive) finish(ctx context.Context, t *testing.T, c *Container) int {
+	t.Helper()
+	run.next(t)
+	run.stdin.Close()
+	code, err := c.Wait(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.st.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	return code
 }
