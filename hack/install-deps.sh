@@ -62,6 +62,36 @@ if ! "$ctrd2_dir/containerd" --version 2>/dev/null | grep -qw "$want_ctrd2"; the
     -ldflags "-X github.com/containerd/containerd/v2/version.Version=$want_ctrd2" \
     -o "$ctrd2_dir/" ./cmd/containerd ./cmd/ctr)
 fi
+# QEMU 10 from bookworm-backports, for the integration tests of what needs QEMU 8.2 or newer
+# (VM templates restored read-only by a jailed VMM). Unpacked into a directory of its own,
+# off PATH, so Debian's QEMU stays the default (testutil.NewQEMUDir). The backports suite is
+# read from the mirror this host's bookworm comes from, through a private apt list
+# directory: the host's apt sources are not changed. Its firmware (SeaBIOS, iPXE) is the
+# host's, which Debian's qemu-system-x86 above brings.
+want_qemu10=10.0
+qemu10_dir=/usr/local/libexec/vessel/qemu10
+if ! "$qemu10_dir/bin/qemu-system-x86_64" -version 2>/dev/null | grep -q "version $want_qemu10\."; then
+  mirror=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' | awk '$2 == "bookworm" { print $1; exit }')
+  [ -n "$mirror" ] || { echo "install-deps: no bookworm apt source to read bookworm-backports from" >&2; exit 1; }
+  bp=$(mktemp -d)
+  trap 'rm -rf "$bp"' EXIT
+  mkdir -p "$bp/lists/partial" "$bp/debs" "$bp/root"
+  echo "deb $mirror bookworm-backports main" >"$bp/sources.list"
+  apt_bp=(-o "Dir::Etc::SourceList=$bp/sources.list" -o Dir::Etc::SourceParts=/nonexistent
+    -o "Dir::State::Lists=$bp/lists" -o APT::Sandbox::User=root)
+  apt-get "${apt_bp[@]}" update -q
+  ver=$(apt-cache "${apt_bp[@]}" madison qemu-system-x86 | awk -v w="1:$want_qemu10." 'index($3, w) == 1 && /backports/ { print $3; exit }')
+  [ -n "$ver" ] || { echo "install-deps: bookworm-backports has no qemu-system-x86 $want_qemu10" >&2; exit 1; }
+  (cd "$bp/debs" && apt-get "${apt_bp[@]}" download -q "qemu-system-x86=$ver" "qemu-system-data=$ver")
+  for f in "$bp"/debs/*.deb; do dpkg-deb -x "$f" "$bp/root"; done
+  rm -rf "$qemu10_dir"
+  mkdir -p "$qemu10_dir/bin" "$qemu10_dir/share"
+  cp "$bp/root/usr/bin/qemu-system-x86_64" "$qemu10_dir/bin/"
+  cp -a "$bp/root/usr/share/qemu" "$qemu10_dir/share/"
+  rm -rf "$bp"
+  trap - EXIT
+  "$qemu10_dir/bin/qemu-system-x86_64" -version | head -1
+fi
 command -v protoc-gen-go >/dev/null || GOBIN=$gobin go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 command -v protoc-gen-go-ttrpc >/dev/null || GOBIN=$gobin go install github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@v1.2.10
 # vessel-rootless: an unprivileged user for the rootless integration test (podman run as that

@@ -2,6 +2,7 @@ package shim_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -36,6 +37,24 @@ type factoryHarness struct {
 
 func newFactoryHarness(t *testing.T) *factoryHarness {
 	t.Helper()
+	return newFactoryHarnessOn(t, config.DefaultHypervisorPath)
+}
+
+// factoryQEMUs are the QEMUs that the template tests run on: the default one and, when
+// that is older than 8.2 (Debian 12's 7.2, where templates run with an unjailed VMM), QEMU
+// 10 from testutil.NewQEMUDir, where they run with the default jailed VMM.
+func factoryQEMUs(t *testing.T) []string {
+	t.Helper()
+	if major, minor := qemuVersion(t, config.DefaultHypervisorPath); major > 8 || major == 8 && minor >= 2 {
+		return []string{config.DefaultHypervisorPath}
+	}
+	return []string{config.DefaultHypervisorPath, testutil.RequiresNewQEMU(t)}
+}
+
+// newFactoryHarnessOn is newFactoryHarness with the QEMU binary qemu in every
+// configuration.
+func newFactoryHarnessOn(t *testing.T, qemu string) *factoryHarness {
+	t.Helper()
 	g := testutil.RequiresVM(t)
 	root, err := os.MkdirTemp("", "vsf")
 	if err != nil {
@@ -45,13 +64,13 @@ func newFactoryHarness(t *testing.T) *factoryHarness {
 	// VM templates with the default jailed VMM need QEMU 8.2 (docs/factory.md): on an
 	// older QEMU the harness runs its VMMs as root (vmm_id_range = ""), for the cold and
 	// cache configurations too, so that the three boot the same VMM.
-	noJail := ""
-	if major, minor := qemuVersion(t, config.DefaultHypervisorPath); major < 8 || major == 8 && minor < 2 {
-		noJail = "vmm_id_range = \"\"\n"
+	hv := fmt.Sprintf("path = %q\n", qemu)
+	if major, minor := qemuVersion(t, qemu); major < 8 || major == 8 && minor < 2 {
+		hv += "vmm_id_range = \"\"\n"
 	}
 	write := func(name, factorySection string) string {
 		p := filepath.Join(root, name)
-		body := g.Config(fmt.Sprintf("%s[factory]\ntemplate_path = %q\nvm_cache_endpoint = %q\n%s", noJail,
+		body := g.Config(fmt.Sprintf("%s[factory]\ntemplate_path = %q\nvm_cache_endpoint = %q\n%s", hv,
 			filepath.Join(root, "template"), filepath.Join(root, "cache.sock"), factorySection))
 		if err := os.WriteFile(p, body, 0o644); err != nil {
 			t.Fatal(err)
@@ -163,6 +182,7 @@ func (fh *factoryHarness) serveCache(f *factory.Factory, n int) (stop func()) {
 type ctrProbe struct {
 	testutil.Probe
 	qemuCmdline string
+	vmm         vmmView
 }
 
 // probe runs testutil.ProbeScript in container id through `ctr run` with the
@@ -205,6 +225,7 @@ func (fh *factoryHarness) probe(id, configPath string) ctrProbe {
 	}
 	var p ctrProbe
 	p.qemuCmdline = fh.qemuCmdline(id)
+	p.vmm = fh.viewVMM(id)
 	p.Probe = testutil.ReadProbe(t, stdin, next)
 	stdin.Close()
 	if err := cmd.Wait(); err != nil {
@@ -252,7 +273,17 @@ func checkProbes(t *testing.T, ids [2]string, ps [2]ctrProbe) {
 }
 
 func TestFactoryTemplate(t *testing.T) {
-	fh := newFactoryHarness(t)
+	for _, qemu := range factoryQEMUs(t) {
+		major, minor := qemuVersion(t, qemu)
+		t.Run(fmt.Sprintf("qemu-%d.%d", major, minor), func(t *testing.T) {
+			testFactoryTemplate(t, newFactoryHarnessOn(t, qemu), major > 8 || major == 8 && minor >= 2)
+		})
+	}
+}
+
+// testFactoryTemplate runs two sandboxes from a template and a cold one beside them; with
+// jailed set the harness's QEMU restores templates read-only and the VMMs must run jailed.
+func testFactoryTemplate(t *testing.T, fh *factoryHarness, jailed bool) {
 	// No `vessel factory init`: the first sandbox builds the template.
 	ids := [2]string{"tpl-one", "tpl-two"}
 	var ps [2]ctrProbe
@@ -260,6 +291,9 @@ func TestFactoryTemplate(t *testing.T) {
 		ps[i] = fh.probe(id, fh.templateConfig)
 		if !strings.Contains(ps[i].qemuCmdline, "-incoming defer") || !strings.Contains(ps[i].qemuCmdline, "share=off") {
 			t.Errorf("%s: vm not restored from the template: %s", id, ps[i].qemuCmdline)
+		}
+		if ps[i].vmm.inPool != jailed {
+			t.Errorf("%s: the vmm runs on an unprivileged slot: %v, want %v (%+v)", id, ps[i].vmm.inPool, jailed, ps[i].vmm.ids)
 		}
 	}
 	checkProbes(t, ids, ps)
@@ -273,9 +307,19 @@ func TestFactoryTemplate(t *testing.T) {
 }
 
 func TestFactoryCache(t *testing.T) {
-	for _, withTemplate := range []bool{false, true} {
-		t.Run(fmt.Sprintf("template=%v", withTemplate), func(t *testing.T) {
-			fh := newFactoryHarness(t)
+	type variant struct {
+		withTemplate bool
+		qemu         string
+	}
+	variants := []variant{{false, config.DefaultHypervisorPath}}
+	for _, qemu := range factoryQEMUs(t) {
+		variants = append(variants, variant{true, qemu})
+	}
+	for _, v := range variants {
+		withTemplate := v.withTemplate
+		major, minor := qemuVersion(t, v.qemu)
+		t.Run(fmt.Sprintf("template=%v/qemu-%d.%d", withTemplate, major, minor), func(t *testing.T) {
+			fh := newFactoryHarnessOn(t, v.qemu)
 			serverConfig := fh.cacheConfig
 			if withTemplate {
 				serverConfig = fh.templateConfig
@@ -558,6 +602,135 @@ func TestFactoryTemplateJailed(t *testing.T) {
 			t.Errorf("ctr run with templates and an unprivileged VMM on QEMU %d.%d: exit %d, %q; want a failure naming %s", major, minor, code, got, want)
 		}
 	}
+}
+
+// TestFactoryTemplateJailedReadOnly: on QEMU 8.2 and newer (QEMU 10 from
+// testutil.NewQEMUDir) sandboxes restored from a template run with the jailed VMM: each
+// on a slot of the pool, with the template's memory file open read-only, and the
+// template's files unchanged by them.
+func TestFactoryTemplateJailedReadOnly(t *testing.T) {
+	qemu := testutil.RequiresNewQEMU(t)
+	fh := newFactoryHarness(t)
+	g := testutil.RequiresVM(t)
+	tplDir := filepath.Join(fh.root, "template")
+	cfgPath := filepath.Join(fh.root, "jailed-template.toml")
+	body := g.Config(fmt.Sprintf("path = %q\nvmm_id_range = %q\n[factory]\ntemplate_path = %q\nenable_template = true\n", qemu, usernsPool, tplDir))
+	if err := os.WriteFile(cfgPath, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := idrange.ParsePool(usernsPool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := [2]string{"jtpl-one", "jtpl-two"}
+	var ps [2]ctrProbe
+	var digest map[string]string
+	for i, id := range ids {
+		ps[i] = fh.probe(id, cfgPath)
+		cmd := ps[i].qemuCmdline
+		if !strings.Contains(cmd, "-incoming defer") || !strings.Contains(cmd, "readonly=on,rom=off") {
+			t.Errorf("%s: vm not restored read-only from the template: %s", id, cmd)
+		}
+		v := ps[i].vmm
+		if !v.inPool || v.ids.Start < pool.Start || v.ids.Start > pool.End {
+			t.Errorf("%s: the vmm runs on %+v, want a slot of %s", id, v.ids, usernsPool)
+		}
+		if len(v.memoryFds) == 0 {
+			t.Errorf("%s: the vmm holds no descriptor of the template's memory file", id)
+		}
+		for fd, flags := range v.memoryFds {
+			if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+				t.Errorf("%s: the vmm's fd %s of the template's memory file is open with flags %#o, want read-only", id, fd, flags)
+			}
+		}
+		got := digestFiles(t, tplDir)
+		if i == 0 {
+			digest = got
+			continue
+		}
+		if fmt.Sprint(got) != fmt.Sprint(digest) {
+			t.Errorf("the template changed while sandboxes ran from it: %v, was %v", got, digest)
+		}
+	}
+	checkProbes(t, ids, ps)
+	for name := range digest {
+		if !strings.HasPrefix(name, "memory-") && !strings.HasPrefix(name, "state-") {
+			continue // the template's metadata, which no VMM opens
+		}
+		st, err := os.Stat(filepath.Join(tplDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sys := st.Sys().(*syscall.Stat_t); sys.Uid != 0 || st.Mode().Perm()&0o222 != 0 {
+			t.Errorf("template file %s: owner %d, mode %v; want root's and read-only", name, sys.Uid, st.Mode())
+		}
+	}
+}
+
+// vmmView is what a probe saw of its sandbox's VMM while the container ran.
+type vmmView struct {
+	ids    idrange.Range
+	inPool bool
+	// memoryFds maps each descriptor the VMM holds on a template memory file to its
+	// open flags (/proc/PID/fdinfo).
+	memoryFds map[string]int
+}
+
+// viewVMM reads sandbox id's VMM: the host ids it runs as and its template memory fds.
+func (fh *factoryHarness) viewVMM(id string) vmmView {
+	t := fh.t
+	t.Helper()
+	pid := strconv.Itoa(fh.vmPid(id))
+	r, ok, err := idrange.OfProcess(fh.vmPid(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := vmmView{ids: r, inPool: ok, memoryFds: map[string]int{}}
+	fds, err := os.ReadDir("/proc/" + pid + "/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		target, err := os.Readlink("/proc/" + pid + "/fd/" + fd.Name())
+		if err != nil || !strings.HasPrefix(filepath.Base(target), "memory-") {
+			continue
+		}
+		info, err := os.ReadFile("/proc/" + pid + "/fdinfo/" + fd.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(info), "\n") {
+			if f, ok := strings.CutPrefix(line, "flags:"); ok {
+				n, err := strconv.ParseInt(strings.TrimSpace(f), 8, 32)
+				if err != nil {
+					t.Fatalf("fdinfo %s: %q", fd.Name(), line)
+				}
+				v.memoryFds[fd.Name()] = int(n)
+			}
+		}
+	}
+	return v
+}
+
+// digestFiles maps each regular file in dir to its SHA-256.
+func digestFiles(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sums := map[string]string{}
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sums[e.Name()] = fmt.Sprintf("%x", sha256.Sum256(b))
+	}
+	return sums
 }
 
 // qemuVersion is the major and minor version that binary reports.
