@@ -36,16 +36,7 @@ func CreateNetNS(string) (string, error) {
 	return "", fmt.Errorf("create network namespace: %w", errdefs.ErrNotImplemented)
 }
 
-// Holder is not implemented: network namespaces are Linux's.
-type Holder struct{}
-
-// HoldNetNS is not implemented: network namespaces are Linux's.
-func HoldNetNS(path string) (*Holder, error) {
-	return nil, fmt.Errorf("hold network namespace %s: %w", path, errdefs.ErrNotImplemented)
+// InNetNSPath is not implemented: network namespaces are Linux's.
+func InNetNSPath(path string, _ func() error) error {
+	return fmt.Errorf("enter network namespace %s: %w", path, errdefs.ErrNotImplemented)
 }
-
-// Tid is 0.
-func (*Holder) Tid() int { return 0 }
-
-// Release does nothing.
-func (*Holder) Release() {}

@@ -76,53 +76,16 @@ func RemoveNetNS(dir string) error {
 	return nil
 }
 
-// Holder keeps an OS thread in a network namespace, so that /proc/<Tid>/ns/net names the
-// namespace for as long as it is held. OCI hooks find the container's network namespace
-// that way (nerdctl's createRuntime hook runs CNI in /proc/<state.pid>/ns/net), while the
-// VMM that a VM runtime could report runs outside the pod network.
-type Holder struct {
-	tid     int
-	release chan struct{}
-	done    chan struct{}
-}
-
-// HoldNetNS parks a thread in the namespace at path until Release.
-func HoldNetNS(path string) (*Holder, error) {
+// InNetNSPath is InNetNS with the namespace pinned at path; a namespace that does not
+// exist is ErrNotFound. A process that fn starts is in the namespace: a child inherits the
+// network namespace of the thread that forks it.
+func InNetNSPath(path string, fn func() error) error {
 	ns, err := openNetNS(path)
 	if err != nil {
-		return nil, fmt.Errorf("hold network namespace: %w", err)
+		return err
 	}
-	h := &Holder{release: make(chan struct{}), done: make(chan struct{})}
-	tidc := make(chan int, 1)
-	errc := make(chan error, 1)
-	go func() { // owner: the Holder; Release stops it and waits for it
-		defer close(h.done)
-		defer ns.Close()
-		err := InNetNS(ns, func() error {
-			tidc <- unix.Gettid()
-			<-h.release
-			return nil
-		})
-		if err != nil {
-			errc <- fmt.Errorf("hold network namespace %s: %w", path, err)
-		}
-	}()
-	select {
-	case h.tid = <-tidc:
-		return h, nil
-	case err := <-errc:
-		<-h.done
-		return nil, err
-	}
-}
-
-// Tid is the id of the thread in the namespace.
-func (h *Holder) Tid() int { return h.tid }
-
-// Release lets the thread go and waits for it.
-func (h *Holder) Release() {
-	close(h.release)
-	<-h.done
+	defer ns.Close()
+	return InNetNS(ns, fn)
 }
 
 // InNetNS runs fn on an OS thread of its own in the network namespace ns and waits for

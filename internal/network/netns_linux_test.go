@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -69,24 +70,28 @@ func TestCreateNetNS(t *testing.T) {
 	}
 }
 
-// TestHoldNetNS checks that /proc/<tid>/ns/net of a holder is the held namespace while it
-// is held, that Release takes it out, and that a missing namespace is ErrNotFound.
-func TestHoldNetNS(t *testing.T) {
+// TestInNetNSPath checks that a process started in InNetNSPath's fn is in the namespace,
+// and that a missing namespace is ErrNotFound.
+func TestInNetNSPath(t *testing.T) {
 	testutil.RequiresRoot(t)
 	pod := nettest.New(t)
-	h, err := HoldNetNS(pod.Path)
-	if err != nil {
+	cmd := exec.Command("sleep", "60")
+	if err := InNetNSPath(pod.Path, cmd.Start); err != nil {
 		t.Fatal(err)
 	}
-	proc := fmt.Sprintf("/proc/%d/ns/net", h.Tid())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	proc := fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid)
 	if !sameNetNS(t, proc, pod.Path) {
-		t.Errorf("%s is not the held namespace %s", proc, pod.Path)
+		t.Errorf("%s of a process started in the namespace is not %s", proc, pod.Path)
 	}
-	h.Release()
-	if sameNetNS(t, proc, pod.Path) {
-		t.Errorf("thread %d is still in the held namespace after Release", h.Tid())
-	}
-	if _, err := HoldNetNS(filepath.Join(t.TempDir(), "missing")); !errdefs.IsNotFound(err) {
+	err := InNetNSPath(filepath.Join(t.TempDir(), "missing"), func() error {
+		t.Error("fn ran for a missing namespace")
+		return nil
+	})
+	if !errdefs.IsNotFound(err) {
 		t.Errorf("missing namespace: got %v, want ErrNotFound", err)
 	}
 }

@@ -14,8 +14,8 @@
 // a random MAC and NOARP until teardown). With several vCPUs a NIC has one queue pair per
 // vCPU (a multiqueue tap; a macvtap opened once per queue).
 //
-// CreateNetNS makes the namespace for a spec that asks for a new one; Holder keeps a thread
-// in a namespace, so that /proc/<tid>/ns/net names it for OCI hooks.
+// CreateNetNS makes the namespace for a spec that asks for a new one; InNetNSPath runs code
+// in it (a process started there, such as the OCI hooks' state pid, stays in it).
 //
 // Rescan does the same for interfaces that appear in the namespace later, and reports the
 // attached ones that left it; Detach removes one endpoint once the VM let go of its tap.

@@ -11,19 +11,21 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/hooks"
 	"github.com/vessel-containers/vessel/internal/network"
+	"github.com/vessel-containers/vessel/internal/taskpid"
 )
 
 // ociHooks runs a container's OCI hooks on the host at the task API's points, as runc
 // does at its verbs: prestart, createRuntime and createContainer at Create (once the
 // container exists in the guest, before Create returns), poststart after Start, poststop
 // at Delete. These run on the host (internal/hooks); startContainer hooks run in the
-// guest, in the container (oci.GuestSpec). The state's pid is a thread of the shim held in the pod's network
-// namespace while the hooks run (network.Holder): nerdctl's createRuntime hook runs CNI in
-// /proc/<pid>/ns/net, and no process of the container lives on the host. Without a pod
-// network namespace (or once it is gone) it is the shim's pid, which the task API
-// reports. The sandbox's container start
-// rescans the namespace after the create-time hooks, so interfaces a hook added are
-// hot-plugged before the container runs.
+// guest, in the container (oci.GuestSpec). No process of the container lives on the host,
+// so the state's pid is a host process that the shim starts in the pod's network
+// namespace for as long as the hooks run (a task stand-in, internal/taskpid): nerdctl's
+// createRuntime hook runs CNI in /proc/<pid>/ns/net, and a hook may look the pid up as a
+// process (ps --pid). Without a pod network namespace (or once it is gone) it is the
+// shim's pid, which the task API reports. The sandbox's container start rescans the
+// namespace after the create-time hooks, so interfaces a hook added are hot-plugged
+// before the container runs.
 type ociHooks struct {
 	spec   *specs.Spec
 	id     string
@@ -60,11 +62,16 @@ func (h *ociHooks) run(ctx context.Context, status specs.ContainerState, kinds .
 	}
 	// A namespace that is gone (with the sandbox, before poststop) leaves the shim's pid.
 	if h.netns != "" {
-		holder, err := network.HoldNetNS(h.netns)
+		var inPod *taskpid.Process
+		err := network.InNetNSPath(h.netns, func() error {
+			var err error
+			inPod, err = taskpid.Start(nil, h.id, "hooks")
+			return err
+		})
 		switch {
 		case err == nil:
-			defer holder.Release()
-			st.Pid = holder.Tid()
+			defer inPod.Stop()
+			st.Pid = inPod.Pid()
 		case !errdefs.IsNotFound(err):
 			return fmt.Errorf("container %s: hooks: %w", h.id, err)
 		}

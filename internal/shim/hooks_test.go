@@ -17,18 +17,21 @@ import (
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
 
-// TestOCIHooks runs a hook that records its state and the network namespace of
-// /proc/<state.pid>: with a pod network namespace, the pid names that namespace (as
-// nerdctl's createRuntime hook needs), without one it is the shim's; a shim whose caller
-// runs the hooks runs none, and a failing hook names itself.
+// TestOCIHooks runs a hook that records its state, the network namespace of
+// /proc/<state.pid> and whether that pid is a process: with a pod network namespace, the
+// pid is a process in that namespace (as nerdctl's createRuntime hook needs), gone once the
+// hooks ran; without one it is the shim's; a shim whose caller runs the hooks runs none,
+// and a failing hook names itself.
 func TestOCIHooks(t *testing.T) {
 	testutil.RequiresRoot(t)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
 	record := filepath.Join(dir, "record")
-	// The state, then the namespace /proc/<pid>/ns/net links to, one per line.
+	// The state, the namespace /proc/<pid>/ns/net links to, and "process" when the pid is
+	// a thread group's leader (a thread's id is not), one per line.
 	body := "#!/bin/sh\nstate=$(cat)\npid=$(echo \"$state\" | sed 's/.*\"pid\":\\([0-9]*\\).*/\\1/')\n" +
-		"echo \"$state\" >> " + out + "\nreadlink /proc/$pid/ns/net >> " + out + "\n"
+		"echo \"$state\" >> " + out + "\nreadlink /proc/$pid/ns/net >> " + out + "\n" +
+		"if [ \"$(sed -n 's/^Tgid:\t//p' /proc/$pid/status)\" = \"$pid\" ]; then echo process; else echo thread; fi >> " + out + "\n"
 	if err := os.WriteFile(record, []byte(body), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -70,8 +73,8 @@ func TestOCIHooks(t *testing.T) {
 				t.Fatal(err)
 			}
 			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-			if len(lines) != 2 {
-				t.Fatalf("hook output: %q, want the state and a namespace", b)
+			if len(lines) != 3 {
+				t.Fatalf("hook output: %q, want the state, a namespace and what the pid is", b)
 			}
 			var st specs.State
 			if err := json.Unmarshal([]byte(lines[0]), &st); err != nil {
@@ -85,6 +88,14 @@ func TestOCIHooks(t *testing.T) {
 			}
 			if lines[1] != tc.wantNS {
 				t.Errorf("/proc/<state.pid>/ns/net: got %s, want %s", lines[1], tc.wantNS)
+			}
+			if lines[2] != "process" {
+				t.Errorf("state pid %d is a %s, want a process", st.Pid, lines[2])
+			}
+			if tc.wantPid == 0 {
+				if _, err := os.Stat(fmt.Sprintf("/proc/%d", st.Pid)); !os.IsNotExist(err) {
+					t.Errorf("the hooks' process %d is left after the hooks ran: %v", st.Pid, err)
+				}
 			}
 		})
 	}
