@@ -159,20 +159,11 @@ func TestVolumeSubmountRemovedWhileRunning(t *testing.T) {
 // it goes from the container too, and the host can remove its directory.
 func TestPropagatedMountIdmapped(t *testing.T) {
 	src := t.TempDir()
-	if err := unix.Mount(src, src, "", unix.MS_BIND, ""); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(src, unix.MNT_DETACH) })
+	testutil.Mount(t, src, src, "", unix.MS_BIND, "")
 	if err := unix.Mount("", src, "", unix.MS_SHARED, ""); err != nil {
 		t.Fatal(err)
 	}
-	secret := t.TempDir()
-	if err := os.Chmod(secret, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(secret, "f"), []byte("secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	secret := testutil.ClosedDir(t, "f", "secret\n")
 	sub := filepath.Join(src, "sub")
 	if err := os.Mkdir(sub, 0o755); err != nil {
 		t.Fatal(err)

@@ -207,13 +207,7 @@ func TestWatchPropagationIdmaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	secret := t.TempDir()
-	if err := os.Chmod(secret, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(secret, "f"), []byte("secret"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	secret := testutil.ClosedDir(t, "f", "secret")
 	sub := filepath.Join(src, "sub")
 	if err := os.Mkdir(sub, 0o755); err != nil {
 		t.Fatal(err)
