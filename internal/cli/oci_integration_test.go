@@ -230,8 +230,9 @@ func TestConsoleSocket(t *testing.T) {
 	h := newHarness(t)
 	h.subreaper()
 	// The first size is read only after the test's go-ahead: `run` starts the process
-	// at once, possibly before the test has set the size on the master it received.
-	b := h.bundle([]string{"sh", "-c", "tty; read go; stty size; read line; stty size; echo got:$line; exit 5"}, func(s *specs.Spec) { s.Process.Terminal = true })
+	// at once, possibly before the test has set the size on the master it received. The
+	// shell then waits until it sees the resize, which travels as its own request.
+	b := h.bundle([]string{"sh", "-c", "tty; read go; stty size; while [ \"$(stty size)\" = '33 99' ]; do usleep 20000; done; stty size; read line; echo got:$line; exit 5"}, func(s *specs.Spec) { s.Process.Terminal = true })
 	if _, _, code := h.run("create", "--bundle", b, "t0"); code != 1 {
 		t.Errorf("create of a terminal container without a console socket: exit %d, want 1", code)
 	}
@@ -279,7 +280,7 @@ func TestConsoleSocket(t *testing.T) {
 			}
 			testutil.WaitFor(t, "the first size", func() bool { return strings.Contains(out.String(), "33 99") })
 			setSize(t, master, 40, 120)
-			time.Sleep(time.Second) // the resize travels as its own request; let it land before the input
+			testutil.WaitFor(t, "the new size", func() bool { return strings.Contains(out.String(), "40 120") })
 			if _, err := master.Write([]byte("hello\r")); err != nil {
 				t.Fatal(err)
 			}
