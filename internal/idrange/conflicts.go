@@ -21,9 +21,9 @@ var DefaultHost = Host{Etc: "/etc", Proc: "/proc", LeaseDir: DefaultLeaseDir}
 
 // Conflicts lists what on the host uses ids of p besides Vessel's sandboxes: ranges
 // delegated in subuid and subgid (rootless podman, other user-namespace tools), users
-// and groups in passwd and group, and running processes whose uid is in p but in no
-// slot leased in h.LeaseDir. A VMM on such an id would share it with that user. Files
-// that do not exist are skipped.
+// and groups in passwd and group, and running processes (not exited ones awaiting their
+// reaper) whose uid is in p but in no slot leased in h.LeaseDir. A VMM on such an id
+// would share it with that user. Files that do not exist are skipped.
 func Conflicts(p Pool, h Host) ([]string, error) {
 	in := func(id uint64) bool { return id >= uint64(p.Start) && id <= uint64(p.End) }
 	var out []string
@@ -82,20 +82,39 @@ func Conflicts(p Pool, h Host) ([]string, error) {
 		if err != nil {
 			continue // gone
 		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "Uid:"); ok {
-				f := strings.Fields(v)
-				if len(f) == 0 {
-					break
-				}
-				if id, err := strconv.ParseUint(f[0], 10, 32); err == nil && in(id) && !leased(id) {
-					out = append(out, fmt.Sprintf("process %s runs as uid %d", e.Name(), id))
-				}
-				break
-			}
+		if id, ok := liveUID(string(b)); ok && in(id) && !leased(id) {
+			out = append(out, fmt.Sprintf("process %s runs as uid %d", e.Name(), id))
 		}
 	}
 	return out, nil
+}
+
+// liveUID is the real uid in a /proc/PID/status text, unless the process has exited and
+// waits to be reaped (state Z or X): such a process holds no files, memory or
+// credentials any more, whoever its parent is and however slowly it reaps.
+func liveUID(status string) (uint64, bool) {
+	var uid uint64
+	found := false
+	for _, l := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(l, "State:"); ok {
+			if st := strings.TrimSpace(v); strings.HasPrefix(st, "Z") || strings.HasPrefix(st, "X") {
+				return 0, false
+			}
+		}
+		if v, ok := strings.CutPrefix(l, "Uid:"); ok {
+			f := strings.Fields(v)
+			if len(f) == 0 {
+				return 0, false
+			}
+			id, err := strconv.ParseUint(f[0], 10, 32)
+			if err != nil {
+				return 0, false
+			}
+			uid, found = id, true
+			break // State comes before Uid
+		}
+	}
+	return uid, found
 }
 
 // eachLine calls f with the colon-separated fields of each line of path; a missing file

@@ -26,7 +26,11 @@ func TestConflicts(t *testing.T) {
 	write(filepath.Join(h.Etc, "group"), "root:x:0:\n")
 	write(filepath.Join(h.Proc, "1", "status"), "Name:\tinit\nUid:\t0\t0\t0\t0\n")
 	write(filepath.Join(h.Proc, "7", "status"), "Name:\tqemu\nUid:\t1048576\t1048576\t1048576\t1048576\n")
-	write(filepath.Join(h.Proc, "8", "status"), "Name:\tstray\nUid:\t1179648\t1179648\t1179648\t1179648\n")
+	write(filepath.Join(h.Proc, "8", "status"), "Name:\tstray\nState:\tS (sleeping)\nUid:\t1179648\t1179648\t1179648\t1179648\n")
+	// A VMM killed with its sandbox, not yet reaped by a slow init: its lease is gone.
+	write(filepath.Join(h.Proc, "9", "status"), "Name:\tqemu\nState:\tZ (zombie)\nUid:\t1114112\t1114112\t1114112\t1114112\n")
+	write(filepath.Join(h.Proc, "10", "status"), "Name:\tqemu\nState:\tX (dead)\nUid:\t1114112\t1114112\t1114112\t1114112\n")
+	write(filepath.Join(h.Proc, "11", "status"), "Name:\tqemu\nState:\tR (running)\nUid:\t1114113\t1114113\t1114113\t1114113\n")
 	tag, err := ownerTag(dir) // held by an existing directory
 	if err != nil {
 		t.Fatal(err)
@@ -40,6 +44,7 @@ func TestConflicts(t *testing.T) {
 		"/etc/subuid gives bob ids 1114112-1179647",
 		"/etc/subgid gives carol ids 1048000-1048999",
 		"/etc/passwd has dave with id 1048577",
+		"process 11 runs as uid 1114113",
 		"process 8 runs as uid 1179648",
 	}
 	if !slices.Equal(got, want) {

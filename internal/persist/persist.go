@@ -69,6 +69,10 @@ type Sandbox struct {
 	FSDaemonPid       int    `json:"fs_daemon_pid,omitempty"`
 	FSDaemonStartTime uint64 `json:"fs_daemon_start_time,omitempty"`
 
+	// VMMIDLeaseDir is the directory of the lease (idrange) on the id slot the VMM runs
+	// on, when it runs unprivileged; the lease names the sandbox's directory as its holder.
+	VMMIDLeaseDir string `json:"vmm_id_lease_dir,omitempty"`
+
 	// DebugConsole is set when the sandbox serves `vessel debug` (its debug.sock).
 	DebugConsole bool `json:"debug_console,omitempty"`
 	// VCPUs and MemoryMiB are the VM's size at boot; SharedFS is how the host's files

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vessel-containers/vessel/internal/containerid"
 	"github.com/vessel-containers/vessel/internal/hostcgroup"
+	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/network"
 	"github.com/vessel-containers/vessel/internal/persist"
 	"github.com/vessel-containers/vessel/internal/portforward"
@@ -32,8 +33,8 @@ func (s *Sandbox) WaitOOM(ctx context.Context) (string, error) {
 
 // Cleanup removes what a sandbox whose owner died left behind: the VM process and then its
 // virtiofsd (each when it still runs and is still the process that was recorded), the
-// port-forwarding table, taps and tc filters in the pod's network namespace, the pod's host cgroup, mounts in the share
-// and the state directory.
+// port-forwarding table, taps and tc filters in the pod's network namespace, the pod's host
+// cgroup, the lease of the VMM's id slot, mounts in the share and the state directory.
 // A sandbox that does not exist is not an error.
 //
 // Cleanup never removes the directory of a sandbox whose VM may still run without killing
@@ -89,6 +90,13 @@ func Cleanup(ctx context.Context, root, id string) error {
 			cgErr = errors.Join(cgErr, err)
 		}
 		return fmt.Errorf("clean up sandbox %s: %w (directory %s kept)", id, cgErr, dir)
+	}
+	// The VMM's id slot, while the directory that holds its lease still exists: a lease
+	// whose holder is gone is free for the taking anyway, but its file would stay.
+	if st != nil && st.VMMIDLeaseDir != "" {
+		if err := idrange.ReleaseOwner(st.VMMIDLeaseDir, dir); err != nil {
+			log.G(ctx).WithError(err).Warn("release the vmm id slot of a dead sandbox owner")
+		}
 	}
 	if err := removeDir(ctx, sharefs.Open(dir), dir); err != nil {
 		return fmt.Errorf("clean up sandbox %s: %w", id, err)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/vessel-containers/vessel/internal/hostcgroup"
+	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/procid"
 )
 
@@ -202,5 +204,40 @@ func TestCleanupKeepsCgroupRecord(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "shared")); !os.IsNotExist(err) {
 		t.Errorf("share after the cleanup: %v, want it removed", err)
+	}
+}
+
+// TestCleanupReleasesVMMIDLease checks that cleanup gives back the id slot leased for the
+// dead owner's VMM, and only that one.
+func TestCleanupReleasesVMMIDLease(t *testing.T) {
+	leases := t.TempDir()
+	pool := idrange.Pool{Start: 1 << 20, End: 1<<20 + 2*idrange.Size - 1}
+	root, dir := sandboxDir(t, "sb", nil)
+	other := t.TempDir()
+	mine, err := idrange.Allocate(leases, pool, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := idrange.Allocate(leases, pool, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := stateJSON(t, map[string]any{"version": 2, "id": "sb", "vmm_id_lease_dir": leases})
+	if err := os.WriteFile(filepath.Join(dir, "state.json"), raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Cleanup(context.Background(), root, "sb"); err != nil {
+		t.Fatalf("cleanup: %v", err)
+	}
+	ents, err := os.ReadDir(leases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if want := strconv.FormatUint(uint64(theirs.Range.Start), 10); len(names) != 1 || names[0] != want {
+		t.Errorf("leases after cleanup: %v, want only the other sandbox's %s (the cleaned one held %d)", names, want, mine.Range.Start)
 	}
 }

@@ -560,6 +560,9 @@ func (s *Sandbox) save() error {
 	if s.fsd != nil {
 		st.FSDaemonPid, st.FSDaemonStartTime = s.fsd.ID().Pid, s.fsd.ID().StartTime
 	}
+	if s.vmmIDs != nil {
+		st.VMMIDLeaseDir = s.vmmIDs.Dir
+	}
 	if s.failure != nil {
 		st.Error = s.failure.Error()
 	}
