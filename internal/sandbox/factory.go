@@ -143,7 +143,11 @@ func (s *Sandbox) warmVM(ctx context.Context, vmcfg hypervisor.Config) (hypervis
 		return nil, procid.ID{}
 	}
 	log.G(ctx).WithField("pid", vm.Pid()).WithField("elapsed", time.Since(begin)).Info("vm from the factory")
-	vmm, err := recordVM(s.id, s.cfg.Hypervisor, vmcfg.StateDir, vm)
+	leaseDir := ""
+	if s.vmmIDs != nil {
+		leaseDir = s.vmmIDs.Dir
+	}
+	vmm, err := recordVM(s.id, s.cfg.Hypervisor, vmcfg.StateDir, leaseDir, vm)
 	if err == nil {
 		err = s.noteFactoryVMMIDs(vm.Pid()) // userns.go
 	}
@@ -168,17 +172,19 @@ func stopVM(ctx context.Context, vm hypervisor.VM) {
 	}
 }
 
-// recordVM saves the VMM's identity (pid and start time) at once: a VM from the cache is
-// not this process's child and so does not die with it; if this process dies before
-// Create saves the sandbox, Cleanup (`shim delete`) still finds and kills the VM.
-func recordVM(id, driver, dir string, vm hypervisor.VM) (procid.ID, error) {
+// recordVM saves the VMM's identity (pid and start time) and the directory of the leases
+// of the sandbox's VMM ids (leaseDir, empty without) at once: a VM from the cache is not
+// this process's child and so does not die with it; if this process dies before Create
+// saves the sandbox, Cleanup (`shim delete`) still finds and kills the VM and gives the
+// ids back.
+func recordVM(id, driver, dir, leaseDir string, vm hypervisor.VM) (procid.ID, error) {
 	vmm, err := procid.Of(vm.Pid())
 	if err != nil {
 		return procid.ID{}, fmt.Errorf("record the factory's vm: %w", err)
 	}
 	err = persist.Save(dir, &persist.Sandbox{
 		ID: id, Created: time.Now().UTC(), Hypervisor: driver, VMPid: vmm.Pid, VMStartTime: vmm.StartTime,
-		State: "creating", AgentKind: vm.Agent().Kind, AgentPath: vm.Agent().Path,
+		State: "creating", AgentKind: vm.Agent().Kind, AgentPath: vm.Agent().Path, VMMIDLeaseDir: leaseDir,
 	})
 	if err != nil {
 		return procid.ID{}, fmt.Errorf("record the factory's vm: %w", err)
