@@ -18,7 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vessel-containers/vessel/internal/bundle"
-	"github.com/vessel-containers/vessel/internal/idrange"
 	"github.com/vessel-containers/vessel/internal/sharefs"
 	"github.com/vessel-containers/vessel/internal/testutil"
 )
@@ -339,13 +338,8 @@ func (h *harness) assertNoLeftovers() {
 			t.Errorf("left in %s: %v", d, entries)
 		}
 	}
-	// A lease names its holder, a sandbox directory under the root, after its identity.
-	leases, _ := os.ReadDir(idrange.DefaultLeaseDir)
-	for _, e := range leases {
-		p := filepath.Join(idrange.DefaultLeaseDir, e.Name())
-		if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), " "+h.root+"/") {
-			t.Errorf("vmm id lease left: %s holds %q", p, b)
-		}
+	if l := testutil.VMMIDLeasesUnder(h.root); len(l) > 0 {
+		t.Errorf("vmm id leases left: %q", l)
 	}
 }
 

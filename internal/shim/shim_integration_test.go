@@ -215,6 +215,9 @@ func (h *harness) assertNoLeftovers() {
 	if len(entries) > 0 {
 		t.Errorf("sandbox state left: %v", entries)
 	}
+	if l := testutil.VMMIDLeasesUnder(h.sbRoot); len(l) > 0 {
+		t.Errorf("vmm id leases left: %q", l)
+	}
 	// ctr puts each task's cgroupsPath below its namespace's cgroup, where the shim makes
 	// the sandbox's host cgroup.
 	for _, dir := range []string{"/sys/fs/cgroup/memory/vessel-test", "/sys/fs/cgroup/vessel-test"} {
