@@ -93,9 +93,7 @@ func Conflicts(p Pool, h Host) ([]string, error) {
 // waits to be reaped (state Z or X): such a process holds no files, memory or
 // credentials any more, whoever its parent is and however slowly it reaps.
 func liveUID(status string) (uint64, bool) {
-	var uid uint64
-	found := false
-	for _, l := range strings.Split(status, "\n") {
+	for _, l := range strings.Split(status, "\n") { // State comes before Uid
 		if v, ok := strings.CutPrefix(l, "State:"); ok {
 			if st := strings.TrimSpace(v); strings.HasPrefix(st, "Z") || strings.HasPrefix(st, "X") {
 				return 0, false
@@ -107,14 +105,10 @@ func liveUID(status string) (uint64, bool) {
 				return 0, false
 			}
 			id, err := strconv.ParseUint(f[0], 10, 32)
-			if err != nil {
-				return 0, false
-			}
-			uid, found = id, true
-			break // State comes before Uid
+			return id, err == nil
 		}
 	}
-	return uid, found
+	return 0, false
 }
 
 // eachLine calls f with the colon-separated fields of each line of path; a missing file

@@ -143,11 +143,7 @@ func (s *Sandbox) warmVM(ctx context.Context, vmcfg hypervisor.Config) (hypervis
 		return nil, procid.ID{}
 	}
 	log.G(ctx).WithField("pid", vm.Pid()).WithField("elapsed", time.Since(begin)).Info("vm from the factory")
-	leaseDir := ""
-	if s.vmmIDs != nil {
-		leaseDir = s.vmmIDs.Dir
-	}
-	vmm, err := recordVM(s.id, s.cfg.Hypervisor, vmcfg.StateDir, leaseDir, vm)
+	vmm, err := recordVM(s.id, s.cfg.Hypervisor, vmcfg.StateDir, s.vmmIDLeaseDir(), vm)
 	if err == nil {
 		err = s.noteFactoryVMMIDs(vm.Pid()) // userns.go
 	}

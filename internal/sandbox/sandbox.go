@@ -553,15 +553,12 @@ func (s *Sandbox) save() error {
 	st := &persist.Sandbox{
 		ID: s.id, Created: s.created, Hypervisor: s.cfg.Hypervisor, VMPid: s.vm.Pid(), VMStartTime: s.vmStart, State: string(s.state),
 		AgentKind: s.vm.Agent().Kind, AgentPath: s.vm.Agent().Path, ShareDir: s.share.Dir(),
-		DebugConsole: s.debug != nil,
-		VCPUs:        s.vmcfg.VCPUs, MemoryMiB: s.vmcfg.MemoryMiB, SharedFS: string(s.vmcfg.SharedFS),
+		DebugConsole: s.debug != nil, VMMIDLeaseDir: s.vmmIDLeaseDir(),
+		VCPUs: s.vmcfg.VCPUs, MemoryMiB: s.vmcfg.MemoryMiB, SharedFS: string(s.vmcfg.SharedFS),
 		Containers: map[string]persist.Container{},
 	}
 	if s.fsd != nil {
 		st.FSDaemonPid, st.FSDaemonStartTime = s.fsd.ID().Pid, s.fsd.ID().StartTime
-	}
-	if s.vmmIDs != nil {
-		st.VMMIDLeaseDir = s.vmmIDs.Dir
 	}
 	if s.failure != nil {
 		st.Error = s.failure.Error()

@@ -121,3 +121,12 @@ func (s *Sandbox) dropFactoryVMMIDs() error {
 	}
 	return err
 }
+
+// vmmIDLeaseDir is the directory of the lease on the VMM's ids, empty when the VMM runs
+// on the host's.
+func (s *Sandbox) vmmIDLeaseDir() string {
+	if s.vmmIDs == nil {
+		return ""
+	}
+	return s.vmmIDs.Dir
+}
